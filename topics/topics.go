@@ -1,0 +1,214 @@
+// Package topics is the one place that names laneIM's Kafka topics, what
+// each is partitioned by, and the protobuf type of its payload.
+//
+// Every message on a laneIM topic carries one protobuf payload and a
+// partition key in its metadata (KeyMetadata). Messages with the same key
+// land in the same partition and so keep their order: a conversation's
+// messages stay in sequence order, a user's session events in the order
+// they happened.
+package topics
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/laneim/laneim/proto/topicpb"
+)
+
+// KeyMetadata is the Watermill metadata field holding a message's partition key.
+const KeyMetadata = "partition_key"
+
+// DeliveryPrefix starts the name of every per-comet delivery topic.
+const DeliveryPrefix = "deliver."
+
+// Topic describes one topic and its payload type T.
+// A Topic value is immutable and safe for concurrent use.
+type Topic[T proto.Message] struct {
+	// Name is the topic's name. For per-comet delivery topics it is the prefix.
+	Name string
+	// KeyDoc says in words what the topic is partitioned by.
+	KeyDoc string
+	// Partitions is the number of partitions laneIM creates the topic with.
+	Partitions int32
+	// key returns the partition key of a payload.
+	key func(T) string
+	// new returns an empty payload to decode into.
+	new func() T
+}
+
+// Encode turns a payload into a Watermill message with a fresh UUID and the
+// payload's partition key.
+func (t Topic[T]) Encode(v T) (*message.Message, error) {
+	b, err := proto.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("topics: encode %s payload: %w", t.Name, err)
+	}
+	msg := message.NewMessage(watermill.NewUUID(), b)
+	msg.Metadata.Set(KeyMetadata, t.key(v))
+	return msg, nil
+}
+
+// Decode parses a message's payload. An error means the message is poison:
+// no retry will make it decode.
+func (t Topic[T]) Decode(msg *message.Message) (T, error) {
+	v := t.new()
+	if err := proto.Unmarshal(msg.Payload, v); err != nil {
+		var zero T
+		return zero, fmt.Errorf("topics: decode %s payload of message %s: %w", t.Name, msg.UUID, err)
+	}
+	return v, nil
+}
+
+// Key returns the partition key of a payload.
+func (t Topic[T]) Key(v T) string { return t.key(v) }
+
+// The pipeline's topics, in the order a client message travels them.
+var (
+	// LoginRequests carries Login frames from comets to the login worker.
+	LoginRequests = Topic[*topicpb.LoginRequest]{
+		Name:       "login.requests",
+		KeyDoc:     "comet/conn",
+		Partitions: 8,
+		key:        func(v *topicpb.LoginRequest) string { return SessionKey(v.GetSession()) },
+		new:        func() *topicpb.LoginRequest { return new(topicpb.LoginRequest) },
+	}
+
+	// SessionEvents carries the life of connections: opened (from the login
+	// worker), joined, left, closed and heartbeats (from comets).
+	SessionEvents = Topic[*topicpb.SessionEvent]{
+		Name:       "session.events",
+		KeyDoc:     "user (heartbeats: comet)",
+		Partitions: 8,
+		key: func(v *topicpb.SessionEvent) string {
+			if v.GetKind() == topicpb.SessionEvent_HEARTBEAT {
+				return "comet/" + v.GetSession().GetComet()
+			}
+			return "user/" + v.GetUser()
+		},
+		new: func() *topicpb.SessionEvent { return new(topicpb.SessionEvent) },
+	}
+
+	// Submitted carries messages as senders submitted them, to the routing worker.
+	Submitted = Topic[*topicpb.Submitted]{
+		Name:       "messages.submitted",
+		KeyDoc:     "conversation",
+		Partitions: 8,
+		key:        func(v *topicpb.Submitted) string { return SubmittedConversation(v) },
+		new:        func() *topicpb.Submitted { return new(topicpb.Submitted) },
+	}
+
+	// Routed carries sequenced messages and their target comets, to fan-out
+	// and to any handler that wants every message (persistence, webhooks).
+	Routed = Topic[*topicpb.Routed]{
+		Name:       "messages.routed",
+		KeyDoc:     "conversation",
+		Partitions: 8,
+		key:        func(v *topicpb.Routed) string { return v.GetMessage().GetConversation() },
+		new:        func() *topicpb.Routed { return new(topicpb.Routed) },
+	}
+
+	// Deliveries is the family of per-comet topics deliver.<comet>; use
+	// Delivery(comet) for one comet's topic name. One partition keeps a
+	// comet's frames in order.
+	Deliveries = Topic[*topicpb.Delivery]{
+		Name:       DeliveryPrefix,
+		KeyDoc:     "none (one partition)",
+		Partitions: 1,
+		key:        func(*topicpb.Delivery) string { return "" },
+		new:        func() *topicpb.Delivery { return new(topicpb.Delivery) },
+	}
+)
+
+// DeadLetters is the topic that receives messages a handler could not
+// process after its retries: the original payload, unchanged, with the
+// error and the handler in its metadata (see wiring's poison middleware).
+const DeadLetters = "deadletters"
+
+// Delivery returns the name of the delivery topic of comet.
+func Delivery(comet string) string { return DeliveryPrefix + comet }
+
+// CometOf returns the comet whose delivery topic is topic.
+func CometOf(topic string) (comet string, ok bool) {
+	comet, ok = strings.CutPrefix(topic, DeliveryPrefix)
+	return comet, ok && comet != ""
+}
+
+// Spec describes a topic without its payload type, for tools such as replay.
+type Spec struct {
+	Name       string
+	KeyDoc     string
+	Partitions int32
+	// Payload is the full name of the payload's protobuf message type.
+	Payload protoreflect.FullName
+	// New returns an empty payload to decode into.
+	New func() proto.Message
+}
+
+func spec[T proto.Message](t Topic[T]) Spec {
+	return Spec{
+		Name:       t.Name,
+		KeyDoc:     t.KeyDoc,
+		Partitions: t.Partitions,
+		Payload:    t.new().ProtoReflect().Descriptor().FullName(),
+		New:        func() proto.Message { return t.new() },
+	}
+}
+
+// Pipeline lists the shared topics a cluster needs before any worker starts.
+// Per-comet delivery topics are created by their comets, the dead-letter
+// topic by the first worker.
+func Pipeline() []Spec {
+	return []Spec{spec(LoginRequests), spec(SessionEvents), spec(Submitted), spec(Routed)}
+}
+
+// Lookup returns the spec of a topic by name, including delivery topics.
+// The dead-letter topic has no fixed payload type and is not found.
+func Lookup(name string) (Spec, bool) {
+	if _, ok := CometOf(name); ok {
+		s := spec(Deliveries)
+		s.Name = name
+		return s, true
+	}
+	for _, s := range Pipeline() {
+		if s.Name == name {
+			return s, true
+		}
+	}
+	return Spec{}, false
+}
+
+// SessionKey names a connection as "comet/conn".
+func SessionKey(s *topicpb.Session) string { return s.GetComet() + "/" + s.GetConn() }
+
+// RoomConversation is the conversation id of a room.
+func RoomConversation(room string) string { return "room:" + room }
+
+// DirectConversation is the conversation id of the 1:1 conversation between
+// two users; it is the same whichever of them is a.
+func DirectConversation(a, b string) string {
+	u := []string{a, b}
+	sort.Strings(u)
+	return "dm:" + u[0] + ":" + u[1]
+}
+
+// BroadcastConversation is the conversation of messages to everyone.
+const BroadcastConversation = "broadcast"
+
+// SubmittedConversation returns the conversation a submitted message belongs to.
+func SubmittedConversation(v *topicpb.Submitted) string {
+	switch to := v.GetTo().(type) {
+	case *topicpb.Submitted_Room:
+		return RoomConversation(to.Room)
+	case *topicpb.Submitted_User:
+		return DirectConversation(v.GetSender(), to.User)
+	case *topicpb.Submitted_Broadcast:
+		return BroadcastConversation
+	}
+	return ""
+}

@@ -1,0 +1,79 @@
+package topics_test
+
+import (
+	"testing"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/laneim/laneim/proto/topicpb"
+	"github.com/laneim/laneim/topics"
+)
+
+func TestRoundTripKeepsPayloadAndKey(t *testing.T) {
+	in := &topicpb.Submitted{Sender: "alice", To: &topicpb.Submitted_Room{Room: "lobby"}, Body: []byte("hi")}
+	msg, err := topics.Submitted.Encode(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := msg.Metadata.Get(topics.KeyMetadata); got != "room:lobby" {
+		t.Errorf("key = %q, want room:lobby", got)
+	}
+	out, err := topics.Submitted.Decode(msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !proto.Equal(in, out) {
+		t.Errorf("decoded %v, want %v", out, in)
+	}
+}
+
+func TestDecodeRejectsGarbage(t *testing.T) {
+	msg := message.NewMessage("x", []byte{0xff, 0xff, 0xff})
+	if _, err := topics.Routed.Decode(msg); err == nil {
+		t.Fatal("decoding garbage succeeded")
+	}
+}
+
+func TestConversations(t *testing.T) {
+	tests := []struct {
+		name string
+		in   *topicpb.Submitted
+		want string
+	}{
+		{"room", &topicpb.Submitted{Sender: "a", To: &topicpb.Submitted_Room{Room: "r1"}}, "room:r1"},
+		{"dm sorted", &topicpb.Submitted{Sender: "zoe", To: &topicpb.Submitted_User{User: "adam"}}, "dm:adam:zoe"},
+		{"dm other way", &topicpb.Submitted{Sender: "adam", To: &topicpb.Submitted_User{User: "zoe"}}, "dm:adam:zoe"},
+		{"broadcast", &topicpb.Submitted{Sender: "a", To: &topicpb.Submitted_Broadcast{Broadcast: true}}, "broadcast"},
+		{"none", &topicpb.Submitted{Sender: "a"}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := topics.SubmittedConversation(tt.in); got != tt.want {
+				t.Errorf("got %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestLookup(t *testing.T) {
+	tests := []struct {
+		name    string
+		found   bool
+		payload string
+	}{
+		{"messages.routed", true, "laneim.topic.v1.Routed"},
+		{"deliver.c1", true, "laneim.topic.v1.Delivery"},
+		{"deliver.", false, ""},
+		{"nope", false, ""},
+	}
+	for _, tt := range tests {
+		s, ok := topics.Lookup(tt.name)
+		if ok != tt.found || (ok && string(s.Payload) != tt.payload) {
+			t.Errorf("Lookup(%q) = %v, %v", tt.name, s.Payload, ok)
+		}
+	}
+	if c, ok := topics.CometOf(topics.Delivery("c7")); !ok || c != "c7" {
+		t.Errorf("CometOf = %q, %v", c, ok)
+	}
+}

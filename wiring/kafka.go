@@ -1,0 +1,224 @@
+package wiring
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/laneim/laneim/topics"
+)
+
+// KafkaConfig says how to reach the Kafka cluster.
+type KafkaConfig struct {
+	// Brokers are the seed brokers, host:port.
+	Brokers []string
+	// ClientID names this process to the brokers.
+	ClientID string
+}
+
+// Validate reports a configuration that cannot work.
+func (c KafkaConfig) Validate() error {
+	if len(c.Brokers) == 0 {
+		return errors.New("kafka: no brokers configured (flag --kafka or LANEIM_KAFKA)")
+	}
+	return nil
+}
+
+func (c KafkaConfig) sarama() *sarama.Config {
+	sc := sarama.NewConfig()
+	sc.Version = sarama.V3_0_0_0
+	sc.ClientID = c.ClientID
+	if sc.ClientID == "" {
+		sc.ClientID = "laneim"
+	}
+	sc.Metadata.Retry.Backoff = 250 * time.Millisecond
+	return sc
+}
+
+// marshaler puts the topics.KeyMetadata field into the Kafka message key, so
+// that messages with one key share a partition and keep their order.
+var marshaler = kafka.NewWithPartitioningMarshaler(func(_ string, msg *message.Message) (string, error) {
+	return msg.Metadata.Get(topics.KeyMetadata), nil
+})
+
+// Publisher publishes Watermill messages to Kafka through one Sarama
+// AsyncProducer. Publish blocks until every message it was given is
+// acknowledged by the broker, so a handler that publishes and then returns
+// keeps at-least-once delivery; concurrent callers share produce requests,
+// which is what makes the pipeline fast. It is safe for concurrent use.
+type Publisher struct {
+	producer sarama.AsyncProducer
+	wg       sync.WaitGroup // the two result-reading goroutines
+	closeMu  sync.RWMutex
+	closed   bool
+}
+
+var _ message.Publisher = (*Publisher)(nil)
+
+// NewPublisher connects a Publisher to the brokers in cfg.
+func NewPublisher(cfg KafkaConfig) (*Publisher, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	sc := cfg.sarama()
+	sc.Producer.Return.Successes = true
+	sc.Producer.Return.Errors = true
+	sc.Producer.RequiredAcks = sarama.WaitForAll
+	sc.Producer.Partitioner = sarama.NewHashPartitioner
+	sc.Producer.Flush.Frequency = time.Millisecond
+	sc.Producer.Flush.MaxMessages = 1000
+	sc.Producer.Retry.Max = 5
+	// One request in flight per broker keeps a partition's messages in the
+	// order they were published, across retries.
+	sc.Net.MaxOpenRequests = 1
+	p, err := sarama.NewAsyncProducer(cfg.Brokers, sc)
+	if err != nil {
+		return nil, fmt.Errorf("kafka: connect producer to %v: %w", cfg.Brokers, err)
+	}
+	pub := &Publisher{producer: p}
+	pub.wg.Add(2)
+	go func() {
+		defer pub.wg.Done()
+		for m := range p.Successes() {
+			m.Metadata.(chan error) <- nil
+		}
+	}()
+	go func() {
+		defer pub.wg.Done()
+		for e := range p.Errors() {
+			e.Msg.Metadata.(chan error) <- e.Err
+		}
+	}()
+	return pub, nil
+}
+
+// Publish sends msgs to topic and waits until the broker has them all.
+func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	done := make(chan error, len(msgs))
+	p.closeMu.RLock()
+	if p.closed {
+		p.closeMu.RUnlock()
+		return errors.New("kafka: publish on closed publisher")
+	}
+	for _, msg := range msgs {
+		pm, err := marshaler.Marshal(topic, msg)
+		if err != nil {
+			p.closeMu.RUnlock()
+			return fmt.Errorf("kafka: marshal message %s for %s: %w", msg.UUID, topic, err)
+		}
+		pm.Metadata = done
+		p.producer.Input() <- pm
+	}
+	p.closeMu.RUnlock()
+	var errs []error
+	for range msgs {
+		if err := <-done; err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("kafka: publish %d of %d messages to %s: %w", len(errs), len(msgs), topic, errors.Join(errs...))
+	}
+	return nil
+}
+
+// Close flushes what is buffered and disconnects.
+func (p *Publisher) Close() error {
+	p.closeMu.Lock()
+	if p.closed {
+		p.closeMu.Unlock()
+		return nil
+	}
+	p.closed = true
+	p.closeMu.Unlock()
+	p.producer.AsyncClose()
+	p.wg.Wait()
+	return nil
+}
+
+// NewSubscriber returns a subscriber in the consumer group group. A group
+// that has no committed offset starts at the oldest message, so a new
+// handler or a replay sees the whole topic.
+func NewSubscriber(cfg KafkaConfig, group string, logger *slog.Logger) (message.Subscriber, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	sc := cfg.sarama()
+	sc.Consumer.Return.Errors = true
+	sc.Consumer.Offsets.Initial = sarama.OffsetOldest
+	sc.Consumer.Offsets.AutoCommit.Interval = 200 * time.Millisecond
+	sc.Consumer.Fetch.Default = 4 << 20
+	sc.Consumer.MaxWaitTime = 50 * time.Millisecond
+	sc.Consumer.Group.Rebalance.Timeout = 10 * time.Second
+	sc.Consumer.Group.Session.Timeout = 10 * time.Second
+	sc.Consumer.Group.Heartbeat.Interval = time.Second
+	sub, err := kafka.NewSubscriber(kafka.SubscriberConfig{
+		Brokers:               cfg.Brokers,
+		Unmarshaler:           marshaler,
+		OverwriteSaramaConfig: sc,
+		ConsumerGroup:         group,
+		NackResendSleep:       100 * time.Millisecond,
+		ReconnectRetrySleep:   time.Second,
+	}, watermill.NewSlogLogger(logger))
+	if err != nil {
+		return nil, fmt.Errorf("kafka: subscriber for group %s: %w", group, err)
+	}
+	return sub, nil
+}
+
+// TopicSpec is a topic to create: name and partition count.
+type TopicSpec struct {
+	Name       string
+	Partitions int32
+}
+
+// PipelineTopics lists the topics every cluster needs, dead letters included.
+func PipelineTopics() []TopicSpec {
+	var out []TopicSpec
+	for _, s := range topics.Pipeline() {
+		out = append(out, TopicSpec{Name: s.Name, Partitions: s.Partitions})
+	}
+	return append(out, TopicSpec{Name: topics.DeadLetters, Partitions: 1})
+}
+
+// EnsureTopics creates the topics that do not exist yet. Creating topics
+// explicitly, rather than relying on auto-creation, makes them survive a
+// broker restart and gives them the partition counts ordering relies on.
+func EnsureTopics(ctx context.Context, cfg KafkaConfig, specs ...TopicSpec) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	admin, err := sarama.NewClusterAdmin(cfg.Brokers, cfg.sarama())
+	if err != nil {
+		return fmt.Errorf("kafka: connect admin to %v: %w", cfg.Brokers, err)
+	}
+	defer admin.Close()
+	existing, err := admin.ListTopics()
+	if err != nil {
+		return fmt.Errorf("kafka: list topics: %w", err)
+	}
+	for _, s := range specs {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if _, ok := existing[s.Name]; ok {
+			continue
+		}
+		err := admin.CreateTopic(s.Name, &sarama.TopicDetail{NumPartitions: s.Partitions, ReplicationFactor: 1}, false)
+		if err != nil && !errors.Is(err, sarama.ErrTopicAlreadyExists) {
+			return fmt.Errorf("kafka: create topic %s: %w", s.Name, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,54 @@
+package wiring
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// RedisConfig says how to reach Redis, standalone or Cluster.
+type RedisConfig struct {
+	// Addrs are host:port addresses. One address means a standalone
+	// server unless Cluster is set; several mean a Cluster.
+	Addrs []string
+	// Cluster forces Cluster mode with a single seed address.
+	Cluster  bool
+	Password string
+	DB       int
+}
+
+// Validate reports a configuration that cannot work.
+func (c RedisConfig) Validate() error {
+	if len(c.Addrs) == 0 {
+		return errors.New("redis: no address configured (flag --redis or LANEIM_REDIS)")
+	}
+	if c.DB != 0 && (c.Cluster || len(c.Addrs) > 1) {
+		return errors.New("redis: a Cluster has only database 0")
+	}
+	return nil
+}
+
+// NewRedis connects to Redis and checks that it answers.
+func NewRedis(ctx context.Context, cfg RedisConfig) (redis.UniversalClient, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	opts := &redis.UniversalOptions{
+		Addrs:         cfg.Addrs,
+		Password:      cfg.Password,
+		DB:            cfg.DB,
+		IsClusterMode: cfg.Cluster,
+		PoolSize:      64,
+	}
+	c := redis.NewUniversalClient(opts)
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := c.Ping(pctx).Err(); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("redis: ping %v: %w", cfg.Addrs, err)
+	}
+	return c, nil
+}

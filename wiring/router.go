@@ -1,0 +1,152 @@
+package wiring
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
+	"go.uber.org/fx"
+
+	"github.com/laneim/laneim/topics"
+)
+
+// Handler is one stage of the pipeline: a Watermill handler consuming a
+// topic under its own consumer group.
+type Handler struct {
+	// Name is the handler's contract with Kafka: its consumer group is
+	// "laneim."+Name. Renaming a handler makes it read its topic afresh,
+	// so names are constants.
+	Name string
+	// Topic is the topic consumed.
+	Topic string
+	// Handle processes one message. A returned error is retried with
+	// backoff; a Permanent error, or one that outlives its retries, sends
+	// the message to the dead-letter topic and the handler moves on.
+	Handle message.NoPublishHandlerFunc
+}
+
+// ConsumerGroup returns the Kafka consumer group of a handler name.
+func ConsumerGroup(name string) string { return "laneim." + name }
+
+// permanentError marks an error that no retry can fix.
+type permanentError struct{ err error }
+
+func (e permanentError) Error() string { return e.err.Error() }
+func (e permanentError) Unwrap() error { return e.err }
+
+// Permanent marks err as one that retrying cannot fix, such as a payload
+// that does not decode; the router sends the message to dead letters at once.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return permanentError{err}
+}
+
+// IsPermanent reports whether err was marked with Permanent.
+func IsPermanent(err error) bool {
+	var p permanentError
+	return errors.As(err, &p)
+}
+
+// RouterConfig tunes the shared middleware.
+type RouterConfig struct {
+	// MaxRetries is how many times a failing message is retried before it
+	// goes to the dead-letter topic.
+	MaxRetries int
+	// RetryInitial is the first backoff; it doubles up to RetryMax.
+	RetryInitial, RetryMax time.Duration
+	// Timeout bounds one attempt of a handler.
+	Timeout time.Duration
+}
+
+func (c *RouterConfig) setDefaults() {
+	if c.MaxRetries == 0 {
+		c.MaxRetries = 5
+	}
+	if c.RetryInitial == 0 {
+		c.RetryInitial = 50 * time.Millisecond
+	}
+	if c.RetryMax == 0 {
+		c.RetryMax = 2 * time.Second
+	}
+	if c.Timeout == 0 {
+		c.Timeout = 10 * time.Second
+	}
+}
+
+// SubscriberFactory returns a subscriber for a consumer group.
+type SubscriberFactory func(group string) (message.Subscriber, error)
+
+// NewRouter builds a Watermill router running handlers, each under its own
+// consumer group, with laneIM's middleware: recovered panics, retries with
+// exponential backoff, a per-attempt timeout, and poison messages moved to
+// topics.DeadLetters with the error in their metadata.
+func NewRouter(cfg RouterConfig, handlers []Handler, subscribe SubscriberFactory, deadLetters message.Publisher, logger *slog.Logger) (*message.Router, error) {
+	cfg.setDefaults()
+	wlog := watermill.NewSlogLogger(logger)
+	r, err := message.NewRouter(message.RouterConfig{CloseTimeout: 15 * time.Second}, wlog)
+	if err != nil {
+		return nil, fmt.Errorf("router: %w", err)
+	}
+	poison, err := middleware.PoisonQueue(deadLetters, topics.DeadLetters)
+	if err != nil {
+		return nil, fmt.Errorf("router: poison queue: %w", err)
+	}
+	r.AddMiddleware(
+		poison,
+		middleware.Retry{
+			MaxRetries:      cfg.MaxRetries,
+			InitialInterval: cfg.RetryInitial,
+			MaxInterval:     cfg.RetryMax,
+			Multiplier:      2,
+			ShouldRetry:     func(p middleware.RetryParams) bool { return !IsPermanent(p.Err) },
+			Logger:          wlog,
+		}.Middleware,
+		middleware.Timeout(cfg.Timeout),
+		middleware.Recoverer,
+	)
+	for _, h := range handlers {
+		sub, err := subscribe(ConsumerGroup(h.Name))
+		if err != nil {
+			return nil, fmt.Errorf("router: subscriber for %s: %w", h.Name, err)
+		}
+		r.AddConsumerHandler(h.Name, h.Topic, sub, h.Handle)
+	}
+	return r, nil
+}
+
+// RunRouter starts r in a goroutine owned by the fx lifecycle: OnStart
+// returns once the router runs, OnStop closes it and waits.
+func RunRouter(lc fx.Lifecycle, r *message.Router) {
+	done := make(chan error, 1)
+	lc.Append(fx.Hook{
+		OnStart: func(ctx context.Context) error {
+			go func() { done <- r.Run(context.Background()) }()
+			select {
+			case <-r.Running():
+				return nil
+			case err := <-done:
+				return fmt.Errorf("router: %w", err)
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		},
+		OnStop: func(ctx context.Context) error {
+			if err := r.Close(); err != nil {
+				return fmt.Errorf("router: close: %w", err)
+			}
+			select {
+			case <-done:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		},
+	})
+}
