@@ -73,8 +73,9 @@ func NewPublisher(cfg KafkaConfig) (*Publisher, error) {
 	sc.Producer.Return.Errors = true
 	sc.Producer.RequiredAcks = sarama.WaitForAll
 	sc.Producer.Partitioner = sarama.NewHashPartitioner
-	sc.Producer.Flush.Frequency = time.Millisecond
-	sc.Producer.Flush.MaxMessages = 1000
+	// No linger: a batch goes out as soon as the previous request to its
+	// broker is answered, so batches grow with load and stay small when idle.
+	sc.Producer.Flush.Frequency = 0
 	sc.Producer.Retry.Max = 5
 	// One request in flight per broker keeps a partition's messages in the
 	// order they were published, across retries.

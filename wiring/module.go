@@ -1,0 +1,92 @@
+package wiring
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/fx"
+)
+
+// Config is what every laneIM process needs to reach its infrastructure.
+type Config struct {
+	Kafka  KafkaConfig
+	Redis  RedisConfig
+	Router RouterConfig
+}
+
+// HandlerGroup is the fx value group that handlers are contributed to.
+const HandlerGroup = `group:"handlers"`
+
+// ProvideHandler contributes the Handler returned by constructor to the
+// router of the process. constructor is any fx constructor returning
+// (Handler) or (Handler, error).
+func ProvideHandler(constructor any) fx.Option {
+	return fx.Provide(fx.Annotate(constructor, fx.ResultTags(HandlerGroup)))
+}
+
+// Module provides a process's shared infrastructure from a supplied Config
+// and *slog.Logger: a message.Publisher to Kafka, a SubscriberFactory, a
+// redis.UniversalClient, and a Watermill router that runs every Handler in
+// the "handlers" group for the life of the app.
+var Module = fx.Module("wiring",
+	fx.Provide(
+		newPublisher,
+		newSubscriberFactory,
+		newRedis,
+		newRouter,
+	),
+	fx.Invoke(RunRouter),
+)
+
+func newPublisher(lc fx.Lifecycle, cfg Config) (message.Publisher, error) {
+	p, err := NewPublisher(cfg.Kafka)
+	if err != nil {
+		return nil, err
+	}
+	lc.Append(fx.StopHook(p.Close))
+	return p, nil
+}
+
+func newSubscriberFactory(lc fx.Lifecycle, cfg Config, logger *slog.Logger) SubscriberFactory {
+	var subs []message.Subscriber
+	lc.Append(fx.StopHook(func() error {
+		for _, s := range subs {
+			if err := s.Close(); err != nil {
+				return fmt.Errorf("close subscriber: %w", err)
+			}
+		}
+		return nil
+	}))
+	return func(group string) (message.Subscriber, error) {
+		s, err := NewSubscriber(cfg.Kafka, group, logger)
+		if err == nil {
+			subs = append(subs, s)
+		}
+		return s, err
+	}
+}
+
+func newRedis(lc fx.Lifecycle, cfg Config) (redis.UniversalClient, error) {
+	c, err := NewRedis(context.Background(), cfg.Redis)
+	if err != nil {
+		return nil, err
+	}
+	lc.Append(fx.StopHook(c.Close))
+	return c, nil
+}
+
+type routerParams struct {
+	fx.In
+	Config    Config
+	Handlers  []Handler `group:"handlers"`
+	Subscribe SubscriberFactory
+	Publisher message.Publisher
+	Logger    *slog.Logger
+}
+
+func newRouter(p routerParams) (*message.Router, error) {
+	return NewRouter(p.Config.Router, p.Handlers, p.Subscribe, p.Publisher, p.Logger)
+}
