@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Runs laneIM's whole test suite on a fresh Debian machine that has Go.
+#
+# It installs, from Debian's packages, the servers the tests run against
+# (redis-server) when they are missing, then runs `go test -race ./...`.
+# The tests start their own servers on free loopback ports in temporary
+# folders (see internal/testinfra), so nothing here touches a system-wide
+# service and several runs can share a machine.
+#
+# Extra arguments go to `go test`, e.g. deploy/test.sh -run E2E ./e2e/...
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=()
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/bin/$1" ] || [ -x "/usr/sbin/$1" ]; }
+have redis-server || packages+=(redis-server)
+
+if [ ${#packages[@]} -gt 0 ]; then
+  echo "deploy/test.sh: installing ${packages[*]}" >&2
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+fi
+
+export PATH="$PATH:/usr/sbin"
+args=("$@")
+[ ${#args[@]} -gt 0 ] || args=(./...)
+echo "deploy/test.sh: go test -race ${args[*]}" >&2
+exec go test -race -count=1 -timeout 45m "${args[@]}"
