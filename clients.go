@@ -1,0 +1,71 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/laneim/laneim/internal/app"
+	"github.com/laneim/laneim/internal/bench"
+	"github.com/laneim/laneim/internal/chat"
+	"github.com/laneim/laneim/workers/login"
+)
+
+func runChat(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("chat", flag.ContinueOnError)
+	var cfg chat.Config
+	user := fs.String("user", "", "log in as this user (a token is minted with --secret)")
+	secret := fs.String("secret", devSecret, "HMAC secret to mint the token (default: dev mode's)")
+	fs.StringVar(&cfg.Token, "token", "", "use this login token instead of minting one")
+	fs.StringVar(&cfg.URL, "url", "ws://127.0.0.1:8080/ws", "comet WebSocket URL")
+	fs.StringVar(&cfg.Room, "room", "lobby", "room to join (empty: none)")
+	fs.BoolVar(&cfg.JSON, "json", false, "speak the JSON subprotocol instead of protobuf")
+	if err := app.Parse(fs, args); err != nil {
+		return err
+	}
+	if cfg.Token == "" {
+		if *user == "" {
+			return fmt.Errorf("give --user (or --token)")
+		}
+		tok, err := login.MintToken([]byte(*secret), *user, 24*time.Hour)
+		if err != nil {
+			return err
+		}
+		cfg.Token = tok
+	}
+	return chat.Run(ctx, cfg, os.Stdin, os.Stdout)
+}
+
+func runBench(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	var cfg bench.Config
+	fs.StringVar(&cfg.Target, "target", "", "comet WebSocket URL of a running cluster (default: start a dev cluster as a child process)")
+	fs.StringVar(&cfg.API, "api", "", "api gateway address (with --target)")
+	fs.StringVar(&cfg.APIToken, "api-token", "", "api gateway token (with --target; dev mode's: "+devAPIToken+")")
+	fs.StringVar(&cfg.Redis, "redis", "", "Redis address of the directory, to create the bench room (with --target)")
+	fs.StringVar(&cfg.Secret, "secret", "", "login token secret (with --target; dev mode's: "+devSecret+")")
+	fs.IntVar(&cfg.Members, "members", 10000, "clients, all in one room")
+	fs.IntVar(&cfg.Rate, "rate", 200, "messages pushed per second")
+	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "how long to push")
+	fs.DurationVar(&cfg.Drain, "drain", 10*time.Second, "how long to wait for deliveries after the last push")
+	fs.DurationVar(&cfg.BatchWindow, "batch-window", 0, "comet batch window of the dev cluster (default: its own)")
+	fs.BoolVar(&cfg.JSON, "json-protocol", false, "clients speak the JSON subprotocol")
+	jsonOut := fs.Bool("json", false, "print the result as JSON on the last line")
+	if err := app.Parse(fs, args); err != nil {
+		return err
+	}
+	res, err := bench.Run(ctx, cfg, os.Stderr)
+	if err != nil {
+		return err
+	}
+	res.Text(os.Stdout)
+	if *jsonOut {
+		fmt.Println(res.JSON())
+	}
+	if res.Lost > 0 {
+		return fmt.Errorf("%d deliveries lost", res.Lost)
+	}
+	return nil
+}

@@ -1,0 +1,185 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"time"
+
+	"go.uber.org/fx"
+
+	"github.com/laneim/laneim/internal/app"
+	"github.com/laneim/laneim/wiring"
+	"github.com/laneim/laneim/wiring/embedded"
+	"github.com/laneim/laneim/workers/login"
+)
+
+// Defaults of dev mode; production has none and must be configured.
+const (
+	devSecret   = "laneim-dev-secret"
+	devAPIToken = "laneim-dev-api-token"
+)
+
+func runDev(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
+	var cfg app.DevConfig
+	cfg.Settings.Register(fs)
+	fs.StringVar(&cfg.KafkaAddr, "kafka-addr", "127.0.0.1:9092", "embedded Kafka-protocol broker listen address")
+	fs.StringVar(&cfg.RedisAddr, "redis-addr", "127.0.0.1:16379", "embedded Redis-protocol server listen address")
+	fs.StringVar(&cfg.EtcdAddr, "etcd-addr", "127.0.0.1:12379", "embedded etcd client address (peer: next port); empty: no etcd")
+	fs.StringVar(&cfg.DataDir, "data", "", "folder for embedded etcd data (default: a temporary folder)")
+	fs.StringVar(&cfg.Seed, "seed", "testdata/seed.json", "demo directory (users, rooms) to load; dev only")
+	if err := app.Parse(fs, args); err != nil {
+		return err
+	}
+	if cfg.Settings.Secret == "" {
+		cfg.Settings.Secret = devSecret
+	}
+	if cfg.Settings.APIToken == "" {
+		cfg.Settings.APIToken = devAPIToken
+	}
+	logger := cfg.Settings.Logger()
+	d, err := app.StartDev(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	d.PrintWelcome(os.Stdout)
+	<-ctx.Done()
+	fmt.Fprintln(os.Stderr, "\nlaneim dev: shutting down")
+	stopCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return d.Close(stopCtx)
+}
+
+// runRoles runs a process of the given roles until ctx ends.
+func runRoles(ctx context.Context, s *app.Settings, roles ...app.Role) error {
+	if err := s.Validate(roles...); err != nil {
+		return err
+	}
+	logger := s.Logger()
+	a := fx.New(s.Options(logger, roles...))
+	if err := a.Err(); err != nil {
+		return err
+	}
+	startCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	if err := a.Start(startCtx); err != nil {
+		return err
+	}
+	logger.Info("laneim running", "roles", roles)
+	<-ctx.Done()
+	stopCtx, cancel2 := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel2()
+	return a.Stop(stopCtx)
+}
+
+func runWorker(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: laneim worker [flags] NAME... (login, presence, routing, fanout, all)")
+		fs.PrintDefaults()
+	}
+	var s app.Settings
+	s.Register(fs)
+	if err := app.Parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() == 0 {
+		fs.Usage()
+		return flag.ErrHelp
+	}
+	var roles []app.Role
+	for _, name := range fs.Args() {
+		if name == "all" {
+			roles = append(roles, app.Workers...)
+			continue
+		}
+		r, err := app.ParseRole(name)
+		if err != nil {
+			return err
+		}
+		if r == app.Comet || r == app.API {
+			return fmt.Errorf("%s is a gateway: run `laneim %s`", r, r)
+		}
+		roles = append(roles, r)
+	}
+	return runRoles(ctx, &s, roles...)
+}
+
+func runComet(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("comet", flag.ContinueOnError)
+	var s app.Settings
+	s.Register(fs)
+	if err := app.Parse(fs, args); err != nil {
+		return err
+	}
+	return runRoles(ctx, &s, app.Comet)
+}
+
+func runAPI(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("api", flag.ContinueOnError)
+	var s app.Settings
+	s.Register(fs)
+	if err := app.Parse(fs, args); err != nil {
+		return err
+	}
+	return runRoles(ctx, &s, app.API)
+}
+
+func runBroker(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("broker", flag.ContinueOnError)
+	var cfg embedded.BrokerConfig
+	fs.StringVar(&cfg.Addr, "addr", "127.0.0.1:9092", "listen address")
+	fs.StringVar(&cfg.DataDir, "data", "", "persist topics and offsets in this folder (default: memory only)")
+	fs.BoolVar(&cfg.SyncWrites, "sync", false, "fsync every produced batch (with --data)")
+	if err := app.Parse(fs, args); err != nil {
+		return err
+	}
+	b, err := embedded.StartBroker(cfg)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	if err := wiring.EnsureTopics(ctx, wiring.KafkaConfig{Brokers: b.Addrs()}, wiring.PipelineTopics()...); err != nil {
+		return err
+	}
+	fmt.Printf("laneim broker: Kafka protocol on %v (data: %q)\n", b.Addrs(), cfg.DataDir)
+	<-ctx.Done()
+	return nil
+}
+
+func runTopics(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("topics", flag.ContinueOnError)
+	var s app.Settings
+	s.Register(fs)
+	if err := app.Parse(fs, args); err != nil {
+		return err
+	}
+	if err := wiring.EnsureTopics(ctx, s.Infra().Kafka, wiring.PipelineTopics()...); err != nil {
+		return err
+	}
+	for _, t := range wiring.PipelineTopics() {
+		fmt.Printf("%s\t%d partitions\n", t.Name, t.Partitions)
+	}
+	return nil
+}
+
+func runToken(_ context.Context, args []string) error {
+	fs := flag.NewFlagSet("token", flag.ContinueOnError)
+	user := fs.String("user", "", "user id (the token's sub)")
+	secret := fs.String("secret", devSecret, "HMAC secret (default: dev mode's)")
+	ttl := fs.Duration("ttl", 24*time.Hour, "validity")
+	if err := app.Parse(fs, args); err != nil {
+		return err
+	}
+	if *user == "" {
+		return fmt.Errorf("--user is required")
+	}
+	tok, err := login.MintToken([]byte(*secret), *user, *ttl)
+	if err != nil {
+		return err
+	}
+	fmt.Println(tok)
+	return nil
+}

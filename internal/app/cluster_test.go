@@ -1,0 +1,523 @@
+package app
+
+// End-to-end tests: the whole pipeline in one fx app, speaking the Kafka
+// protocol to an in-process kfake broker and Redis to a real redis-server,
+// with clients on real WebSocket connections.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/coder/websocket"
+	"go.uber.org/fx"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/laneim/laneim/gateways/api"
+	"github.com/laneim/laneim/internal/client"
+	"github.com/laneim/laneim/internal/seed"
+	"github.com/laneim/laneim/internal/testinfra"
+	"github.com/laneim/laneim/proto/apipb"
+	"github.com/laneim/laneim/proto/clientpb"
+	"github.com/laneim/laneim/topics"
+	"github.com/laneim/laneim/wiring"
+	"github.com/laneim/laneim/wiring/directory"
+	"github.com/laneim/laneim/workers/login"
+)
+
+type cluster struct {
+	t        *testing.T
+	settings Settings
+	ws       string
+	store    *directory.Store
+}
+
+// startCluster runs every role against fresh infrastructure and the demo seed.
+func startCluster(t *testing.T, tune func(*Settings)) *cluster {
+	t.Helper()
+	kcfg := testinfra.Kafka(t)
+	s := Settings{
+		Kafka:         strings.Join(kcfg.Brokers, ","),
+		Redis:         testinfra.Redis(t),
+		Secret:        "e2e-secret",
+		APIToken:      "e2e-api-token",
+		CometID:       "c1",
+		CometAddr:     "127.0.0.1:" + strconv.Itoa(testinfra.FreePort(t)),
+		APIAddr:       "127.0.0.1:" + strconv.Itoa(testinfra.FreePort(t)),
+		SessionTTL:    30 * time.Second,
+		NotifyLimit:   200,
+		MaxBodyBytes:  16 << 10,
+		BatchWindow:   10 * time.Millisecond,
+		SendQueue:     256,
+		MaxFrameBytes: 64 << 10,
+		LogLevel:      "error",
+	}
+	if tune != nil {
+		tune(&s)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	rdb, err := wiring.NewRedis(ctx, s.Infra().Redis)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rdb.Close() })
+	store := directory.New(rdb)
+	sd, err := seed.Load("../../testdata/seed.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sd.Apply(ctx, store); err != nil {
+		t.Fatal(err)
+	}
+	roles := append(append([]Role{}, Workers...), Comet, API)
+	if err := s.Validate(roles...); err != nil {
+		t.Fatal(err)
+	}
+	logger := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	a := fx.New(s.Options(logger, roles...))
+	if err := a.Start(ctx); err != nil {
+		t.Fatalf("start cluster: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := a.Stop(ctx); err != nil {
+			t.Errorf("stop cluster: %v", err)
+		}
+	})
+	return &cluster{t: t, settings: s, ws: "ws://" + s.CometAddr + "/ws", store: store}
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func (c *cluster) token(user string, ttl time.Duration) string {
+	c.t.Helper()
+	tok, err := login.MintToken([]byte(c.settings.Secret), user, ttl)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return tok
+}
+
+// dial opens a connection without logging in.
+func (c *cluster) dial(json bool) *client.Conn {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := client.Dial(ctx, c.ws, client.Options{JSON: json})
+	if err != nil {
+		c.t.Fatalf("dial: %v", err)
+	}
+	c.t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// login opens a connection logged in as user.
+func (c *cluster) login(user string) *client.Conn {
+	c.t.Helper()
+	conn := c.dial(false)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	res, err := conn.Login(ctx, c.token(user, time.Hour), "test")
+	if err != nil {
+		c.t.Fatalf("login %s: %v", user, err)
+	}
+	if !res.GetOk() || res.GetUser() != user {
+		c.t.Fatalf("login %s: %v", user, res)
+	}
+	return conn
+}
+
+func (c *cluster) join(conn *client.Conn, room string) *clientpb.Joined {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	j, err := conn.Join(ctx, room)
+	if err != nil {
+		c.t.Fatalf("join %s: %v", room, err)
+	}
+	return j
+}
+
+// nextMessages reads frames until n messages of conversation arrived.
+func nextMessages(t *testing.T, conn *client.Conn, conversation string, n int) []*clientpb.Message {
+	t.Helper()
+	var out []*clientpb.Message
+	timeout := time.After(30 * time.Second)
+	for len(out) < n {
+		select {
+		case f, ok := <-conn.Frames():
+			if !ok {
+				t.Fatalf("connection closed after %d of %d messages: %v", len(out), n, conn.Err())
+			}
+			for _, m := range f.GetMessages().GetMessages() {
+				if m.GetConversation() == conversation {
+					out = append(out, m)
+				}
+			}
+		case <-timeout:
+			t.Fatalf("got %d of %d messages of %s", len(out), n, conversation)
+		}
+	}
+	return out
+}
+
+func errCode(err error) clientpb.Error_Code {
+	var e *client.Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return clientpb.Error_CODE_UNSPECIFIED
+}
+
+func TestE2ELogin(t *testing.T) {
+	c := startCluster(t, nil)
+	tests := []struct {
+		name  string
+		token string
+		want  clientpb.Error_Code
+	}{
+		{"good", c.token("alice", time.Hour), clientpb.Error_CODE_UNSPECIFIED},
+		{"expired", c.token("alice", -time.Minute), clientpb.Error_BAD_TOKEN},
+		{"bad signature", func() string { tok, _ := login.MintToken([]byte("other"), "alice", time.Hour); return tok }(), clientpb.Error_BAD_TOKEN},
+		{"garbage", "not-a-jwt", clientpb.Error_BAD_TOKEN},
+		{"unknown user", c.token("zed", time.Hour), clientpb.Error_UNKNOWN_USER},
+		{"disabled user", c.token("mallory", time.Hour), clientpb.Error_UNKNOWN_USER},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			conn := c.dial(false)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			res, err := conn.Login(ctx, tt.token, "test")
+			if tt.want == clientpb.Error_CODE_UNSPECIFIED {
+				if err != nil || !res.GetOk() || res.GetUser() != "alice" || res.GetProtocolVersion() != 1 {
+					t.Fatalf("login = %v, %v", res, err)
+				}
+				return
+			}
+			if got := errCode(err); got != tt.want {
+				t.Fatalf("login error = %v (%v), want %v", got, err, tt.want)
+			}
+			// Refused connections still may not do anything else.
+			if _, err := conn.Join(ctx, "lobby"); errCode(err) != clientpb.Error_UNAUTHENTICATED {
+				t.Fatalf("join after refused login = %v, want UNAUTHENTICATED", err)
+			}
+		})
+	}
+}
+
+func TestE2EUnauthenticatedFramesRefused(t *testing.T) {
+	c := startCluster(t, nil)
+	conn := c.dial(true)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := conn.Join(ctx, "lobby"); errCode(err) != clientpb.Error_UNAUTHENTICATED {
+		t.Errorf("join = %v, want UNAUTHENTICATED", err)
+	}
+	if _, err := conn.SendRoom(ctx, "lobby", []byte("hi")); errCode(err) != clientpb.Error_UNAUTHENTICATED {
+		t.Errorf("send = %v, want UNAUTHENTICATED", err)
+	}
+	// The connection is still usable: log in and join.
+	if _, err := conn.Login(ctx, c.token("bob", time.Hour), "test"); err != nil {
+		t.Fatalf("login after refusals: %v", err)
+	}
+	c.join(conn, "lobby")
+}
+
+func TestE2ERoomMessageReachesEveryMemberInOrder(t *testing.T) {
+	c := startCluster(t, nil)
+	users := []string{"alice", "bob", "carol", "dave", "erin"}
+	var conns []*client.Conn
+	for _, u := range users {
+		conn := c.login(u)
+		c.join(conn, "lobby")
+		conns = append(conns, conn)
+	}
+	// A second device of bob, in the JSON encoding.
+	bob2 := c.dial(true)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := bob2.Login(ctx, c.token("bob", time.Hour), "tablet"); err != nil {
+		t.Fatal(err)
+	}
+	c.join(bob2, "lobby")
+	conns = append(conns, bob2)
+
+	const n = 30
+	var lastSeq uint64
+	for i := range n {
+		res, err := conns[i%2].SendRoom(ctx, "lobby", []byte(fmt.Sprintf("m%d", i)))
+		if err != nil {
+			t.Fatalf("send %d: %v", i, err)
+		}
+		if res.GetSeq() <= lastSeq {
+			t.Fatalf("send %d got seq %d after %d", i, res.GetSeq(), lastSeq)
+		}
+		lastSeq = res.GetSeq()
+	}
+	conv := topics.RoomConversation("lobby")
+	for i, conn := range conns {
+		msgs := nextMessages(t, conn, conv, n)
+		for j, m := range msgs {
+			if want := fmt.Sprintf("m%d", j); string(m.GetBody()) != want || m.GetSeq() != uint64(j+1) {
+				t.Fatalf("member %d message %d = seq %d %q, want seq %d %q", i, j, m.GetSeq(), m.GetBody(), j+1, want)
+			}
+		}
+	}
+}
+
+func TestE2EDirectMessageReachesEveryDevice(t *testing.T) {
+	c := startCluster(t, nil)
+	alice := c.login("alice")
+	alice2 := c.login("alice")
+	bob := c.login("bob")
+	bob2 := c.login("bob")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res, err := alice.SendUser(ctx, "bob", []byte("hi bob"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conv := topics.DirectConversation("alice", "bob")
+	if res.GetConversation() != conv || res.GetSeq() != 1 {
+		t.Fatalf("send result %v", res)
+	}
+	for _, conn := range []*client.Conn{bob, bob2, alice2} {
+		m := nextMessages(t, conn, conv, 1)[0]
+		if m.GetSender() != "alice" || string(m.GetBody()) != "hi bob" || m.GetSeq() != 1 {
+			t.Fatalf("got %v", m)
+		}
+	}
+	// erin blocks dave; unknown users are refused.
+	dave := c.login("dave")
+	if _, err := dave.SendUser(ctx, "erin", []byte("hey")); errCode(err) != clientpb.Error_BLOCKED {
+		t.Errorf("blocked send = %v, want BLOCKED", err)
+	}
+	if _, err := dave.SendUser(ctx, "nobody", []byte("hey")); errCode(err) != clientpb.Error_UNKNOWN_USER {
+		t.Errorf("send to unknown = %v, want UNKNOWN_USER", err)
+	}
+}
+
+func TestE2EJoinRefusals(t *testing.T) {
+	c := startCluster(t, nil)
+	carol := c.login("carol")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := carol.Join(ctx, "no-such-room"); errCode(err) != clientpb.Error_UNKNOWN_ROOM {
+		t.Errorf("join unknown room = %v, want UNKNOWN_ROOM", err)
+	}
+	if _, err := carol.Join(ctx, "dev"); errCode(err) != clientpb.Error_NOT_MEMBER {
+		t.Errorf("join dev = %v, want NOT_MEMBER", err)
+	}
+	if _, err := carol.SendRoom(ctx, "dev", []byte("x")); errCode(err) != clientpb.Error_NOT_MEMBER {
+		t.Errorf("send to dev = %v, want NOT_MEMBER", err)
+	}
+}
+
+func TestE2EOversizedFrameRefused(t *testing.T) {
+	c := startCluster(t, func(s *Settings) { s.MaxFrameBytes = 4 << 10 })
+	conn := c.login("alice")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_, _ = conn.SendRoom(ctx, "lobby", make([]byte, 8<<10))
+	select {
+	case <-conn.Done():
+	case <-ctx.Done():
+		t.Fatal("connection not closed after an oversized frame")
+	}
+	if got := websocket.CloseStatus(conn.Err()); got != websocket.StatusMessageTooBig {
+		t.Fatalf("close status = %v (%v), want 1009", got, conn.Err())
+	}
+	// The comet still serves others.
+	c.join(c.login("bob"), "lobby")
+}
+
+func TestE2EPlainHTTPOnWebSocketPath(t *testing.T) {
+	c := startCluster(t, nil)
+	resp, err := http.Get("http://" + c.settings.CometAddr + "/ws")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode < 400 || resp.StatusCode >= 500 {
+		t.Fatalf("status %d, want a 4xx", resp.StatusCode)
+	}
+}
+
+func TestE2ESlowClientDisconnectedOthersKeepReceiving(t *testing.T) {
+	c := startCluster(t, func(s *Settings) { s.SendQueue = 4 })
+	fast := c.login("alice")
+	c.join(fast, "lobby")
+	slow := c.login("bob")
+	c.join(slow, "lobby")
+	pusher := c.login("carol")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	// bob never reads: his client library buffer, the kernel's socket
+	// buffers and then his queue on the comet fill up.
+	const n = 400
+	body := make([]byte, 12<<10)
+	conv := topics.RoomConversation("lobby")
+	got := 0
+	for i := 0; i < n; i++ {
+		if _, err := pusher.SendRoom(ctx, "lobby", body); err != nil {
+			t.Fatalf("send %d: %v", i, err)
+		}
+		// alice keeps up.
+		for drained := false; !drained; {
+			select {
+			case f := <-fast.Frames():
+				for _, m := range f.GetMessages().GetMessages() {
+					if m.GetConversation() == conv {
+						got++
+					}
+				}
+			default:
+				drained = true
+			}
+		}
+	}
+	rest := nextMessages(t, fast, conv, n-got)
+	if got+len(rest) != n {
+		t.Fatalf("fast member got %d of %d", got+len(rest), n)
+	}
+	select {
+	case <-slow.Done():
+	case <-ctx.Done():
+		t.Fatal("slow client still connected")
+	}
+	if got := websocket.CloseStatus(slow.Err()); got != websocket.StatusPolicyViolation {
+		t.Errorf("slow client close status = %v (%v), want 1008", got, slow.Err())
+	}
+}
+
+func TestE2EAPIPushAndPresence(t *testing.T) {
+	c := startCluster(t, nil)
+	alice := c.login("alice")
+	c.join(alice, "lobby")
+	bob := c.login("bob")
+	c.join(bob, "lobby")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	bad, badCloser, err := api.Dial(ctx, c.settings.APIAddr, "wrong-token")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = bad.OnlineStatus(ctx, &apipb.OnlineStatusRequest{Users: []string{"alice"}})
+	badCloser.Close()
+	if status.Code(err) != codes.Unauthenticated {
+		t.Errorf("api call with a wrong token = %v, want Unauthenticated", err)
+	}
+	pc, closer, err := api.Dial(ctx, c.settings.APIAddr, c.settings.APIToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closer.Close()
+
+	if _, err := pc.PushRoom(ctx, &apipb.PushRoomRequest{Room: "lobby", Content: &apipb.Content{Body: []byte("announcement")}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, conn := range []*client.Conn{alice, bob} {
+		m := nextMessages(t, conn, topics.RoomConversation("lobby"), 1)[0]
+		if string(m.GetBody()) != "announcement" || m.GetSender() != "system" {
+			t.Fatalf("room push: got %v", m)
+		}
+	}
+	if _, err := pc.PushUsers(ctx, &apipb.PushUsersRequest{From: "support", Users: []string{"bob"}, Content: &apipb.Content{Body: []byte("ticket 7")}}); err != nil {
+		t.Fatal(err)
+	}
+	if m := nextMessages(t, bob, topics.DirectConversation("support", "bob"), 1)[0]; string(m.GetBody()) != "ticket 7" {
+		t.Fatalf("user push: got %v", m)
+	}
+	if _, err := pc.Broadcast(ctx, &apipb.BroadcastRequest{Content: &apipb.Content{Body: []byte("maintenance")}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, conn := range []*client.Conn{alice, bob} {
+		if m := nextMessages(t, conn, topics.BroadcastConversation, 1)[0]; string(m.GetBody()) != "maintenance" {
+			t.Fatalf("broadcast: got %v", m)
+		}
+	}
+
+	online, err := pc.OnlineStatus(ctx, &apipb.OnlineStatusRequest{Users: []string{"alice", "carol"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !online.GetOnline()["alice"] || online.GetOnline()["carol"] {
+		t.Errorf("online = %v, want alice only", online.GetOnline())
+	}
+	ro, err := pc.RoomOnline(ctx, &apipb.RoomOnlineRequest{Room: "lobby"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ro.GetOnlineUsers() != 2 || ro.GetConnections() != 2 {
+		t.Errorf("room online = %v, want 2 users on 2 connections", ro)
+	}
+	// bob leaves: the count drops once presence has the LEFT event.
+	if err := bob.Leave(ctx, "lobby"); err != nil {
+		t.Fatal(err)
+	}
+	testinfra.Eventually(t, 10*time.Second, func() bool {
+		ro, err := pc.RoomOnline(ctx, &apipb.RoomOnlineRequest{Room: "lobby"})
+		return err == nil && ro.GetOnlineUsers() == 1
+	}, "lobby online users did not drop to 1")
+}
+
+func TestE2EPoisonMessageGoesToDeadLettersPipelineGoesOn(t *testing.T) {
+	c := startCluster(t, nil)
+	pub, err := wiring.NewPublisher(c.settings.Infra().Kafka)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	for _, topic := range []string{topics.Submitted.Name, topics.Routed.Name, topics.SessionEvents.Name, topics.LoginRequests.Name, topics.Delivery("c1")} {
+		if err := pub.Publish(topic, message.NewMessage("poison-"+topic, []byte("\xff\xff not protobuf"))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	alice := c.login("alice")
+	c.join(alice, "lobby")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := alice.SendRoom(ctx, "lobby", []byte("still here")); err != nil {
+		t.Fatal(err)
+	}
+	if m := nextMessages(t, alice, topics.RoomConversation("lobby"), 1)[0]; string(m.GetBody()) != "still here" {
+		t.Fatalf("got %v", m)
+	}
+	sub, err := wiring.NewSubscriber(c.settings.Infra().Kafka, "e2e.deadletters", slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	ch, err := sub.Subscribe(ctx, topics.DeadLetters)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for len(seen) < 5 {
+		select {
+		case m := <-ch:
+			seen[m.UUID] = true
+			m.Ack()
+		case <-ctx.Done():
+			t.Fatalf("dead letters: got %v, want 5", seen)
+		}
+	}
+}

@@ -1,0 +1,221 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"go.uber.org/fx"
+
+	"github.com/laneim/laneim/internal/seed"
+	"github.com/laneim/laneim/wiring"
+	"github.com/laneim/laneim/wiring/directory"
+	"github.com/laneim/laneim/wiring/embedded"
+)
+
+// DevConfig configures `laneim dev`.
+type DevConfig struct {
+	// Settings of the workers and gateways. Kafka and Redis are filled in
+	// with the embedded servers' addresses.
+	Settings Settings
+	// KafkaAddr, RedisAddr and EtcdAddr are where the embedded servers
+	// listen ("127.0.0.1:0" for any free port; etcd needs a fixed port).
+	KafkaAddr, RedisAddr, EtcdAddr string
+	// DataDir holds etcd's data (a fresh temporary folder when empty).
+	DataDir string
+	// Seed is the demo directory file.
+	Seed string
+}
+
+// Dev is a whole laneIM cluster in one process: an embedded Kafka-protocol
+// broker, etcd and Redis-protocol server, every worker and both gateways.
+type Dev struct {
+	app      *fx.App
+	broker   *embedded.Broker
+	redis    *embedded.Redis
+	etcd     *embedded.Etcd
+	settings Settings
+	stopTick context.CancelFunc
+	tickDone sync.WaitGroup
+	tmp      string
+}
+
+// StartDev starts the embedded infrastructure, creates the topics, seeds
+// the directory and starts every role. Close stops everything.
+func StartDev(ctx context.Context, cfg DevConfig, logger *slog.Logger) (d *Dev, err error) {
+	d = &Dev{settings: cfg.Settings}
+	defer func() {
+		if err != nil {
+			d.Close(context.Background())
+		}
+	}()
+	if cfg.DataDir == "" {
+		if d.tmp, err = os.MkdirTemp("", "laneim-dev-"); err != nil {
+			return nil, fmt.Errorf("dev: %w", err)
+		}
+		cfg.DataDir = d.tmp
+	}
+	if d.broker, err = embedded.StartBroker(embedded.BrokerConfig{Addr: cfg.KafkaAddr}); err != nil {
+		return nil, fmt.Errorf("dev: %w", err)
+	}
+	if d.redis, err = embedded.StartRedis(cfg.RedisAddr); err != nil {
+		return nil, fmt.Errorf("dev: %w", err)
+	}
+	d.startTicking()
+	if cfg.EtcdAddr != "" {
+		peer, perr := nextPort(cfg.EtcdAddr)
+		if perr != nil {
+			return nil, fmt.Errorf("dev: etcd address: %w", perr)
+		}
+		if d.etcd, err = embedded.StartEtcd(embedded.EtcdConfig{Dir: filepath.Join(cfg.DataDir, "etcd"), ClientAddr: cfg.EtcdAddr, PeerAddr: peer}); err != nil {
+			return nil, fmt.Errorf("dev: %w", err)
+		}
+	}
+	d.settings.Kafka = d.broker.Addrs()[0]
+	d.settings.Redis = d.redis.Addr()
+	if d.settings.CometID == "" {
+		d.settings.CometID = "comet-1"
+	}
+	infra := d.settings.Infra()
+	if err = wiring.EnsureTopics(ctx, infra.Kafka, wiring.PipelineTopics()...); err != nil {
+		return nil, fmt.Errorf("dev: %w", err)
+	}
+	if cfg.Seed != "" {
+		if err = applySeed(ctx, cfg.Seed, infra.Redis); err != nil {
+			return nil, fmt.Errorf("dev: %w", err)
+		}
+	}
+	roles := append(append([]Role{}, Workers...), Comet, API)
+	if err = d.settings.Validate(roles...); err != nil {
+		return nil, fmt.Errorf("dev: %w", err)
+	}
+	d.app = fx.New(d.settings.Options(logger, roles...))
+	if err = d.app.Start(ctx); err != nil {
+		return nil, fmt.Errorf("dev: start: %w", err)
+	}
+	return d, nil
+}
+
+// startTicking advances the embedded Redis's clock with the wall clock so
+// that keys expire (miniredis expires keys only when told time passed).
+func (d *Dev) startTicking() {
+	ctx, cancel := context.WithCancel(context.Background())
+	d.stopTick = cancel
+	d.tickDone.Add(1)
+	go func() {
+		defer d.tickDone.Done()
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		last := time.Now()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case now := <-t.C:
+				d.redis.Tick(now.Sub(last))
+				last = now
+			}
+		}
+	}()
+}
+
+func applySeed(ctx context.Context, path string, cfg wiring.RedisConfig) error {
+	s, err := seed.Load(path)
+	if err != nil {
+		return err
+	}
+	rdb, err := wiring.NewRedis(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	return s.Apply(ctx, directory.New(rdb))
+}
+
+// Settings returns the settings the cluster runs with, embedded addresses included.
+func (d *Dev) Settings() Settings { return d.settings }
+
+// EtcdEndpoints returns the embedded etcd's client endpoints, if it runs.
+func (d *Dev) EtcdEndpoints() []string {
+	if d.etcd == nil {
+		return nil
+	}
+	return d.etcd.Endpoints()
+}
+
+// Close stops the roles, then the infrastructure.
+func (d *Dev) Close(ctx context.Context) error {
+	var errs []error
+	if d.app != nil {
+		errs = append(errs, d.app.Stop(ctx))
+	}
+	if d.stopTick != nil {
+		d.stopTick()
+		d.tickDone.Wait()
+	}
+	if d.etcd != nil {
+		d.etcd.Close()
+	}
+	if d.redis != nil {
+		d.redis.Close()
+	}
+	if d.broker != nil {
+		d.broker.Close()
+	}
+	if d.tmp != "" {
+		errs = append(errs, os.RemoveAll(d.tmp))
+	}
+	return errors.Join(errs...)
+}
+
+// PrintWelcome tells a newcomer what runs and what to do next.
+func (d *Dev) PrintWelcome(w io.Writer) {
+	s := d.settings
+	fmt.Fprintf(w, `
+laneIM dev cluster is up (one process, embedded infrastructure).
+
+  WebSocket (comet %s)  ws://%s/ws
+  gRPC api gateway        %s   (authorization: Bearer %s)
+  Kafka protocol (kfake)  %s
+  Redis protocol          %s
+`, s.CometID, s.CometAddr, s.APIAddr, s.APIToken, s.Kafka, s.Redis)
+	if eps := d.EtcdEndpoints(); len(eps) > 0 {
+		fmt.Fprintf(w, "  etcd                    %s\n", eps[0])
+	}
+	fmt.Fprintf(w, `
+Demo users: alice bob carol dave erin (mallory is disabled); rooms: lobby, dev, ops.
+
+Chat from two terminals:
+  go run . chat --user alice --room lobby
+  go run . chat --user bob --room lobby        (type /dm alice hi for a 1:1 message)
+
+Mint a token for your own client:
+  go run . token --user alice
+
+Load test against this cluster:
+  go run . bench --target ws://%s/ws --api %s --members 1000 --rate 200 --duration 10s
+
+Ctrl-C stops everything.
+`, s.CometAddr, s.APIAddr)
+}
+
+// nextPort returns host:(port+1) of addr, for etcd's peer listener.
+func nextPort(addr string) (string, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", err
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p == 0 {
+		return "", fmt.Errorf("etcd needs a fixed port, got %q", addr)
+	}
+	return net.JoinHostPort(host, strconv.Itoa(p+1)), nil
+}

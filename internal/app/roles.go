@@ -1,0 +1,115 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+
+	"go.uber.org/fx"
+	"go.uber.org/fx/fxevent"
+
+	"github.com/laneim/laneim/gateways/api"
+	"github.com/laneim/laneim/gateways/comet"
+	"github.com/laneim/laneim/wiring"
+	"github.com/laneim/laneim/wiring/directory"
+	"github.com/laneim/laneim/workers/fanout"
+	"github.com/laneim/laneim/workers/login"
+	"github.com/laneim/laneim/workers/presence"
+	"github.com/laneim/laneim/workers/routing"
+)
+
+// Role is a part of the cluster a process can run.
+type Role string
+
+// The roles. Workers are the pipeline's handlers; gateways face clients.
+const (
+	Login    Role = "login"
+	Presence Role = "presence"
+	Routing  Role = "routing"
+	Fanout   Role = "fanout"
+	Comet    Role = "comet"
+	API      Role = "api"
+)
+
+// Workers lists the worker roles in pipeline order.
+var Workers = []Role{Login, Presence, Routing, Fanout}
+
+// modules maps each role to its fx module.
+var modules = map[Role]fx.Option{
+	Login:    login.Module,
+	Presence: presence.Module,
+	Routing:  routing.Module,
+	Fanout:   fanout.Module,
+	Comet:    comet.Module,
+	API:      api.Module,
+}
+
+// ParseRole checks a role name.
+func ParseRole(name string) (Role, error) {
+	r := Role(name)
+	if _, ok := modules[r]; !ok {
+		var names []string
+		for k := range modules {
+			names = append(names, string(k))
+		}
+		sort.Strings(names)
+		return "", fmt.Errorf("unknown role %q (one of %s)", name, strings.Join(names, ", "))
+	}
+	return r, nil
+}
+
+// Validate checks that the settings have what roles need and says which
+// flag is missing.
+func (s *Settings) Validate(roles ...Role) error {
+	infra := s.Infra()
+	if err := infra.Kafka.Validate(); err != nil {
+		return err
+	}
+	needRedis := false
+	for _, r := range roles {
+		switch r {
+		case Login, Presence, Routing, API:
+			needRedis = true
+		}
+		switch {
+		case r == Login && s.Secret == "":
+			return fmt.Errorf("login: no token secret (flag --secret or %s)", EnvName("secret"))
+		case r == Comet && s.CometID == "":
+			return fmt.Errorf("comet: no id (flag --comet-id or %s)", EnvName("comet-id"))
+		case r == API && s.APIToken == "":
+			return fmt.Errorf("api: no token (flag --api-token or %s)", EnvName("api-token"))
+		}
+	}
+	if needRedis {
+		return infra.Redis.Validate()
+	}
+	return nil
+}
+
+// Options returns the fx options of a process running roles.
+func (s *Settings) Options(logger *slog.Logger, roles ...Role) fx.Option {
+	opts := []fx.Option{
+		fx.Supply(s.Infra(), logger),
+		fx.Supply(
+			login.Config{Secret: []byte(s.Secret)},
+			presence.Config{SessionTTL: s.SessionTTL, NotifyLimit: s.NotifyLimit},
+			routing.Config{MaxBodyBytes: s.MaxBodyBytes},
+			comet.Config{ID: s.CometID, Addr: s.CometAddr, BatchWindow: s.BatchWindow, HeartbeatInterval: s.SessionTTL / 3, SendQueue: s.SendQueue, MaxFrameBytes: s.MaxFrameBytes},
+			api.Config{Addr: s.APIAddr, Token: s.APIToken, MaxBodyBytes: s.MaxBodyBytes},
+		),
+		wiring.Module,
+		directory.Module,
+		fx.WithLogger(func() fxevent.Logger {
+			if logger.Enabled(context.Background(), slog.LevelDebug) {
+				return &fxevent.SlogLogger{Logger: logger.With("component", "fx")}
+			}
+			return fxevent.NopLogger
+		}),
+	}
+	for _, r := range roles {
+		opts = append(opts, modules[r])
+	}
+	return fx.Options(opts...)
+}

@@ -1,0 +1,114 @@
+// Package app assembles laneIM processes: it turns flags and environment
+// into configuration and builds the fx application of each role (a worker,
+// the comet or api gateway, or all of them in dev mode).
+package app
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/laneim/laneim/wiring"
+)
+
+// Settings is every setting a laneIM process reads. Each has a flag
+// (--kafka) and an environment variable (LANEIM_KAFKA); a flag given on the
+// command line wins over the environment.
+type Settings struct {
+	Kafka         string
+	Redis         string
+	RedisCluster  bool
+	RedisPassword string
+	Secret        string
+	APIToken      string
+	CometID       string
+	CometAddr     string
+	APIAddr       string
+	SessionTTL    time.Duration
+	NotifyLimit   int
+	MaxBodyBytes  int
+	BatchWindow   time.Duration
+	SendQueue     int
+	MaxFrameBytes int
+	LogLevel      string
+}
+
+// Register defines the flags of s on fs, with defaults.
+func (s *Settings) Register(fs *flag.FlagSet) {
+	fs.StringVar(&s.Kafka, "kafka", "", "Kafka brokers, comma-separated host:port")
+	fs.StringVar(&s.Redis, "redis", "", "Redis address(es), comma-separated; several mean a Cluster")
+	fs.BoolVar(&s.RedisCluster, "redis-cluster", false, "treat a single Redis address as a Cluster seed")
+	fs.StringVar(&s.RedisPassword, "redis-password", "", "Redis password")
+	fs.StringVar(&s.Secret, "secret", "", "HMAC secret that signs login tokens (HS256 JWT)")
+	fs.StringVar(&s.APIToken, "api-token", "", "bearer token the api gateway requires")
+	fs.StringVar(&s.CometID, "comet-id", "", "this comet's stable id (its delivery topic is deliver.<id>)")
+	fs.StringVar(&s.CometAddr, "comet-addr", "127.0.0.1:8080", "comet WebSocket listen address")
+	fs.StringVar(&s.APIAddr, "api-addr", "127.0.0.1:9090", "api gateway gRPC listen address")
+	fs.DurationVar(&s.SessionTTL, "session-ttl", 30*time.Second, "a session without heartbeat for this long expires")
+	fs.IntVar(&s.NotifyLimit, "notify-limit", 200, "rooms with more online users get no per-user presence frames")
+	fs.IntVar(&s.MaxBodyBytes, "max-body", 16<<10, "largest message body accepted, bytes")
+	fs.DurationVar(&s.BatchWindow, "batch-window", 10*time.Millisecond, "comet: merge a room's messages arriving within this window")
+	fs.IntVar(&s.SendQueue, "send-queue", 256, "comet: frames queued per connection before it is dropped as a slow consumer")
+	fs.IntVar(&s.MaxFrameBytes, "max-frame", 64<<10, "comet: largest client frame, bytes (larger closes with 1009)")
+	fs.StringVar(&s.LogLevel, "log-level", "info", "debug, info, warn or error")
+}
+
+// Parse parses args into fs, then fills every flag not given on the command
+// line from its LANEIM_ environment variable.
+func Parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] {
+			return
+		}
+		env := EnvName(f.Name)
+		if v, ok := os.LookupEnv(env); ok {
+			if err := f.Value.Set(v); err != nil {
+				errs = append(errs, fmt.Errorf("%s=%q: %w", env, v, err))
+			}
+		}
+	})
+	return errors.Join(errs...)
+}
+
+// EnvName is the environment variable of a flag: --redis-cluster is
+// LANEIM_REDIS_CLUSTER.
+func EnvName(flagName string) string {
+	return "LANEIM_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// Infra returns the infrastructure configuration.
+func (s *Settings) Infra() wiring.Config {
+	return wiring.Config{
+		Kafka: wiring.KafkaConfig{Brokers: splitList(s.Kafka), ClientID: "laneim"},
+		Redis: wiring.RedisConfig{Addrs: splitList(s.Redis), Cluster: s.RedisCluster, Password: s.RedisPassword},
+	}
+}
+
+// Logger returns the process's structured logger on stderr.
+func (s *Settings) Logger() *slog.Logger {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(s.LogLevel)); err != nil {
+		level = slog.LevelInfo
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}

@@ -1,0 +1,408 @@
+// Package bench is laneIM's load tool: it opens N WebSocket clients in one
+// room, pushes R messages a second into the room through the api gateway
+// for a duration D, and reports deliveries per second, lost and duplicated
+// deliveries, end-to-end latency (push to client receipt) and the CPU the
+// cluster and the tool used.
+//
+// By default it starts a dev cluster (`laneim dev`) as a child process on
+// free loopback ports, so the tool's clients and the cluster do not share a
+// file-descriptor limit or a CPU account; --target points it at a running
+// cluster instead. All traffic stays on loopback.
+package bench
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/laneim/laneim/gateways/api"
+	"github.com/laneim/laneim/internal/client"
+	"github.com/laneim/laneim/proto/apipb"
+	"github.com/laneim/laneim/topics"
+	"github.com/laneim/laneim/wiring"
+	"github.com/laneim/laneim/wiring/directory"
+	"github.com/laneim/laneim/workers/login"
+)
+
+// Config is one load run.
+type Config struct {
+	// Target is the comet's WebSocket URL; empty starts a dev cluster.
+	Target string
+	// API is the api gateway's address, APIToken its bearer token.
+	API, APIToken string
+	// Redis is the directory's address, to create the room and its members.
+	Redis string
+	// Secret signs the clients' login tokens.
+	Secret string
+	// Members is the number of clients, all in one room.
+	Members int
+	// Rate is messages pushed per second; Duration how long.
+	Rate     int
+	Duration time.Duration
+	// Drain is how long to wait after the last push for deliveries.
+	Drain time.Duration
+	// DialConcurrency bounds simultaneous connection set-ups.
+	DialConcurrency int
+	// JSON makes clients use the JSON subprotocol.
+	JSON bool
+	// Executable is the laneim binary that runs the dev cluster.
+	Executable string
+	// BatchWindow is passed to the dev cluster's comet (0: its default).
+	BatchWindow time.Duration
+}
+
+func (c *Config) setDefaults() {
+	if c.Members == 0 {
+		c.Members = 10000
+	}
+	if c.Rate == 0 {
+		c.Rate = 200
+	}
+	if c.Duration == 0 {
+		c.Duration = 10 * time.Second
+	}
+	if c.Drain == 0 {
+		c.Drain = 10 * time.Second
+	}
+	if c.DialConcurrency == 0 {
+		c.DialConcurrency = 64
+	}
+}
+
+// Validate reports a run that cannot work.
+func (c *Config) Validate() error {
+	if c.Target != "" && (c.API == "" || c.Redis == "" || c.Secret == "" || c.APIToken == "") {
+		return errors.New("bench: with --target, also give --api, --api-token, --redis and --secret")
+	}
+	if c.Members < 1 || c.Rate < 1 || c.Duration <= 0 {
+		return errors.New("bench: --members, --rate and --duration must be positive")
+	}
+	return nil
+}
+
+// Result is what a run measured.
+type Result struct {
+	Members         int     `json:"members"`
+	Rate            int     `json:"rate"`
+	DurationSeconds float64 `json:"duration_seconds"`
+	Pushed          int64   `json:"pushed"`
+	PushErrors      int64   `json:"push_errors"`
+	Expected        int64   `json:"expected_deliveries"`
+	Delivered       int64   `json:"delivered"`
+	Duplicates      int64   `json:"duplicates"`
+	Lost            int64   `json:"lost"`
+	Disconnected    int64   `json:"disconnected_clients"`
+	DeliveriesPerS  float64 `json:"deliveries_per_second"`
+	LatencyP50Ms    float64 `json:"latency_p50_ms"`
+	LatencyP99Ms    float64 `json:"latency_p99_ms"`
+	LatencyMaxMs    float64 `json:"latency_max_ms"`
+	FramesReceived  int64   `json:"frames_received"`
+	ClusterCPUCores float64 `json:"cluster_cpu_cores"`
+	ToolCPUCores    float64 `json:"tool_cpu_cores"`
+	SetupSeconds    float64 `json:"setup_seconds"`
+	Machine         string  `json:"machine"`
+}
+
+// Text renders a result for people.
+func (r *Result) Text(w io.Writer) {
+	fmt.Fprintf(w, `laneIM bench: %d members, %d msg/s for %.0fs
+  pushed           %d (%d push errors)
+  deliveries       %d of %d expected, %.0f/s
+  lost             %d   duplicates %d   disconnected clients %d
+  frames received  %d (%.1f messages per frame)
+  latency          p50 %.1f ms   p99 %.1f ms   max %.1f ms
+  cpu              cluster %.2f cores   bench tool %.2f cores
+  setup            %.1fs   machine: %s
+`, r.Members, r.Rate, r.DurationSeconds, r.Pushed, r.PushErrors,
+		r.Delivered, r.Expected, r.DeliveriesPerS,
+		r.Lost, r.Duplicates, r.Disconnected,
+		r.FramesReceived, float64(r.Delivered)/max(1, float64(r.FramesReceived)),
+		r.LatencyP50Ms, r.LatencyP99Ms, r.LatencyMaxMs,
+		r.ClusterCPUCores, r.ToolCPUCores, r.SetupSeconds, r.Machine)
+}
+
+// JSON renders a result as one line of JSON.
+func (r *Result) JSON() string {
+	b, _ := json.Marshal(r)
+	return string(b)
+}
+
+// member is one client's receiving side.
+type member struct {
+	conn *client.Conn
+	seqs seqSet
+}
+
+// Run performs one load run. progress receives human-readable progress lines.
+func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	setupStart := time.Now()
+	var cluster *devProcess
+	if cfg.Target == "" {
+		var err error
+		fmt.Fprintln(progress, "bench: starting a dev cluster as a child process")
+		if cluster, err = startDevProcess(ctx, &cfg); err != nil {
+			return nil, err
+		}
+		defer cluster.stop()
+	}
+
+	room := fmt.Sprintf("bench-%06d", rand.IntN(1_000_000))
+	fmt.Fprintf(progress, "bench: creating room %s with %d members\n", room, cfg.Members)
+	if err := createRoom(ctx, cfg, room); err != nil {
+		return nil, err
+	}
+
+	fmt.Fprintf(progress, "bench: connecting %d clients to %s\n", cfg.Members, cfg.Target)
+	members, err := connectMembers(ctx, cfg, room)
+	defer func() {
+		for _, m := range members {
+			if m != nil {
+				m.conn.Close()
+			}
+		}
+	}()
+	if err != nil {
+		return nil, err
+	}
+
+	pc, closer, err := api.Dial(ctx, cfg.API, cfg.APIToken)
+	if err != nil {
+		return nil, fmt.Errorf("bench: api gateway: %w", err)
+	}
+	defer closer.Close()
+
+	var (
+		lat         histogram
+		delivered   atomic.Int64
+		frames      atomic.Int64
+		disconnects atomic.Int64
+		readers     sync.WaitGroup
+	)
+	readCtx, stopReading := context.WithCancel(ctx)
+	defer stopReading()
+	conversation := topics.RoomConversation(room)
+	for _, m := range members {
+		readers.Add(1)
+		go func() {
+			defer readers.Done()
+			for {
+				select {
+				case <-readCtx.Done():
+					return
+				case <-m.conn.Done():
+					disconnects.Add(1)
+					return
+				case f, ok := <-m.conn.Frames():
+					if !ok {
+						disconnects.Add(1)
+						return
+					}
+					batch := f.GetMessages()
+					if batch == nil {
+						continue
+					}
+					frames.Add(1)
+					now := time.Now().UnixNano()
+					for _, msg := range batch.GetMessages() {
+						if msg.GetConversation() != conversation || len(msg.GetBody()) < 8 {
+							continue
+						}
+						sent := int64(binary.BigEndian.Uint64(msg.GetBody()))
+						lat.record(time.Duration(now - sent))
+						m.seqs.add(msg.GetSeq())
+						delivered.Add(1)
+					}
+				}
+			}
+		}()
+	}
+	setup := time.Since(setupStart)
+
+	fmt.Fprintf(progress, "bench: pushing %d msg/s for %v\n", cfg.Rate, cfg.Duration)
+	cpu0 := readCPU(cluster)
+	start := time.Now()
+	pushed, pushErrs := push(ctx, pc, cfg, room)
+	expected := pushed * int64(cfg.Members)
+	drainUntil := time.Now().Add(cfg.Drain)
+	for delivered.Load() < expected && time.Now().Before(drainUntil) && ctx.Err() == nil {
+		time.Sleep(20 * time.Millisecond)
+	}
+	elapsed := time.Since(start)
+	cpu1 := readCPU(cluster)
+	stopReading()
+	readers.Wait()
+
+	res := &Result{
+		Members:         cfg.Members,
+		Rate:            cfg.Rate,
+		DurationSeconds: cfg.Duration.Seconds(),
+		Pushed:          pushed,
+		PushErrors:      pushErrs,
+		Expected:        expected,
+		Delivered:       delivered.Load(),
+		Disconnected:    disconnects.Load(),
+		FramesReceived:  frames.Load(),
+		DeliveriesPerS:  float64(delivered.Load()) / elapsed.Seconds(),
+		LatencyP50Ms:    ms(lat.quantile(0.50)),
+		LatencyP99Ms:    ms(lat.quantile(0.99)),
+		LatencyMaxMs:    ms(lat.quantile(1)),
+		ClusterCPUCores: cpu1.cluster.Seconds() - cpu0.cluster.Seconds(),
+		ToolCPUCores:    cpu1.self.Seconds() - cpu0.self.Seconds(),
+		SetupSeconds:    setup.Seconds(),
+		Machine:         machine(),
+	}
+	res.ClusterCPUCores /= elapsed.Seconds()
+	res.ToolCPUCores /= elapsed.Seconds()
+	for _, m := range members {
+		res.Lost += m.seqs.missing(uint64(pushed))
+		res.Duplicates += m.seqs.dups
+	}
+	return res, nil
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// createRoom writes the room and its members into the directory.
+func createRoom(ctx context.Context, cfg Config, room string) error {
+	rdb, err := wiring.NewRedis(ctx, wiring.RedisConfig{Addrs: []string{cfg.Redis}})
+	if err != nil {
+		return fmt.Errorf("bench: directory: %w", err)
+	}
+	defer rdb.Close()
+	store := directory.New(rdb)
+	if err := store.PutRoom(ctx, directory.Room{ID: room, Name: "bench", Kind: "group"}); err != nil {
+		return fmt.Errorf("bench: room: %w", err)
+	}
+	sem := make(chan struct{}, 32)
+	var wg sync.WaitGroup
+	var firstErr error
+	var once sync.Once
+	for i := range cfg.Members {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			u := memberID(i)
+			err := store.PutUser(ctx, directory.User{ID: u, Name: u})
+			if err == nil {
+				err = store.AddMember(ctx, room, u)
+			}
+			if err != nil {
+				once.Do(func() { firstErr = fmt.Errorf("bench: member %s: %w", u, err) })
+			}
+		}()
+	}
+	wg.Wait()
+	return firstErr
+}
+
+func memberID(i int) string { return fmt.Sprintf("bench-user-%d", i) }
+
+// connectMembers dials, logs in and joins every member, DialConcurrency at a time.
+func connectMembers(ctx context.Context, cfg Config, room string) ([]*member, error) {
+	members := make([]*member, cfg.Members)
+	sem := make(chan struct{}, cfg.DialConcurrency)
+	var wg sync.WaitGroup
+	var firstErr error
+	var once sync.Once
+	for i := range cfg.Members {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			m, err := connectOne(ctx, cfg, memberID(i), room)
+			if err != nil {
+				once.Do(func() { firstErr = err })
+				return
+			}
+			members[i] = m
+		}()
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return members, firstErr
+	}
+	return members, nil
+}
+
+func connectOne(ctx context.Context, cfg Config, user, room string) (*member, error) {
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	tok, err := login.MintToken([]byte(cfg.Secret), user, time.Hour)
+	if err != nil {
+		return nil, err
+	}
+	c, err := client.Dial(ctx, cfg.Target, client.Options{JSON: cfg.JSON})
+	if err != nil {
+		return nil, fmt.Errorf("bench: dial for %s: %w", user, err)
+	}
+	if _, err := c.Login(ctx, tok, "bench"); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("bench: login %s: %w", user, err)
+	}
+	if _, err := c.Join(ctx, room); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("bench: %s joins %s: %w", user, room, err)
+	}
+	return &member{conn: c}, nil
+}
+
+// push sends cfg.Rate messages a second for cfg.Duration, spread evenly in
+// 10ms ticks, from a few concurrent callers. Each body starts with the send
+// time in Unix nanoseconds.
+func push(ctx context.Context, pc apipb.PushClient, cfg Config, room string) (pushed, failed int64) {
+	jobs := make(chan struct{}, cfg.Rate)
+	var ok, bad atomic.Int64
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range jobs {
+				body := make([]byte, 8, 16)
+				binary.BigEndian.PutUint64(body, uint64(time.Now().UnixNano()))
+				body = append(body, "hello"...)
+				cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				_, err := pc.PushRoom(cctx, &apipb.PushRoomRequest{Room: room, From: "bench", Content: &apipb.Content{Body: body, ContentType: "application/x-laneim-bench"}})
+				cancel()
+				if err != nil {
+					bad.Add(1)
+				} else {
+					ok.Add(1)
+				}
+			}
+		}()
+	}
+	const tick = 10 * time.Millisecond
+	total := int(float64(cfg.Rate) * cfg.Duration.Seconds())
+	start := time.Now()
+	t := time.NewTicker(tick)
+	sent := 0
+loop:
+	for sent < total {
+		select {
+		case <-ctx.Done():
+			break loop
+		case now := <-t.C:
+			due := min(total, int(float64(cfg.Rate)*now.Sub(start).Seconds()))
+			for ; sent < due; sent++ {
+				jobs <- struct{}{}
+			}
+		}
+	}
+	t.Stop()
+	close(jobs)
+	wg.Wait()
+	return ok.Load(), bad.Load()
+}

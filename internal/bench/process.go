@@ -1,0 +1,162 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// devProcess is a `laneim dev` child process.
+type devProcess struct {
+	cmd  *exec.Cmd
+	done chan error
+}
+
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+// startDevProcess runs `laneim dev` on free loopback ports and fills cfg
+// with its addresses. It returns once the gateways accept connections.
+func startDevProcess(ctx context.Context, cfg *Config) (*devProcess, error) {
+	exe := cfg.Executable
+	if exe == "" {
+		var err error
+		if exe, err = os.Executable(); err != nil {
+			return nil, fmt.Errorf("bench: find laneim binary: %w", err)
+		}
+	}
+	var addrs [3]string
+	for i := range addrs {
+		a, err := freeAddr()
+		if err != nil {
+			return nil, fmt.Errorf("bench: free port: %w", err)
+		}
+		addrs[i] = a
+	}
+	comet, apiAddr, redisAddr := addrs[0], addrs[1], addrs[2]
+	cfg.Target = "ws://" + comet + "/ws"
+	cfg.API, cfg.Redis = apiAddr, redisAddr
+	if cfg.Secret == "" {
+		cfg.Secret = "laneim-bench-secret"
+	}
+	if cfg.APIToken == "" {
+		cfg.APIToken = "laneim-bench-token"
+	}
+	args := []string{"dev",
+		"--kafka-addr", "127.0.0.1:0", "--redis-addr", redisAddr, "--etcd-addr", "",
+		"--comet-addr", comet, "--api-addr", apiAddr,
+		"--secret", cfg.Secret, "--api-token", cfg.APIToken,
+		"--seed", "", "--log-level", "warn",
+	}
+	if cfg.BatchWindow > 0 {
+		args = append(args, "--batch-window", cfg.BatchWindow.String())
+	}
+	cmd := exec.Command(exe, args...)
+	cmd.Stdout = nil
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("bench: start dev cluster: %w", err)
+	}
+	p := &devProcess{cmd: cmd, done: make(chan error, 1)}
+	go func() { p.done <- cmd.Wait() }()
+	deadline := time.Now().Add(90 * time.Second)
+	for _, a := range []string{comet, apiAddr} {
+		for {
+			c, err := net.DialTimeout("tcp", a, time.Second)
+			if err == nil {
+				c.Close()
+				break
+			}
+			select {
+			case err := <-p.done:
+				return nil, fmt.Errorf("bench: dev cluster exited during start: %v", err)
+			case <-ctx.Done():
+				p.stop()
+				return nil, ctx.Err()
+			case <-time.After(100 * time.Millisecond):
+			}
+			if time.Now().After(deadline) {
+				p.stop()
+				return nil, errors.New("bench: dev cluster not listening after 90s")
+			}
+		}
+	}
+	return p, nil
+}
+
+// stop interrupts the child and waits for it (killing it after 30s).
+func (p *devProcess) stop() {
+	_ = p.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+type cpuSample struct{ self, cluster time.Duration }
+
+// readCPU samples the CPU time used by this process and the child cluster.
+func readCPU(p *devProcess) cpuSample {
+	var s cpuSample
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
+		s.self = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	if p != nil {
+		s.cluster = procCPU(p.cmd.Process.Pid)
+	}
+	return s
+}
+
+// procCPU reads utime+stime of pid from /proc (Linux, 100 ticks/s).
+func procCPU(pid int) time.Duration {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * 10 * time.Millisecond
+}
+
+// machine describes this machine for the report.
+func machine() string {
+	model := "unknown cpu"
+	if f, err := os.Open("/proc/cpuinfo"); err == nil {
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
+				model = strings.TrimSpace(v)
+				break
+			}
+		}
+		f.Close()
+	}
+	return fmt.Sprintf("%s/%s, %d cores, %s", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), model)
+}

@@ -1,0 +1,113 @@
+package bench
+
+import (
+	"math/bits"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// histogram records durations in logarithmic buckets (about 3% wide) from
+// 1µs to ~70s, lock-free. Percentiles are read from bucket upper bounds.
+type histogram struct {
+	buckets [64 * 16]atomic.Int64
+	max     atomic.Int64
+	count   atomic.Int64
+}
+
+// bucketOf maps a duration in µs to a bucket: 16 sub-buckets per power of two.
+func bucketOf(us int64) int {
+	if us < 16 {
+		if us < 0 {
+			return 0
+		}
+		return int(us)
+	}
+	e := 63 - bits.LeadingZeros64(uint64(us)) // us in [2^e, 2^(e+1))
+	sub := (us >> (e - 4)) & 15
+	return (e-3)*16 + int(sub)
+}
+
+// upperOf returns the largest µs value of bucket b.
+func upperOf(b int) int64 {
+	if b < 16 {
+		return int64(b)
+	}
+	e := b/16 + 3
+	sub := int64(b % 16)
+	return ((16+sub+1)<<(e-4) - 1)
+}
+
+func (h *histogram) record(d time.Duration) {
+	us := d.Microseconds()
+	b := bucketOf(us)
+	if b >= len(h.buckets) {
+		b = len(h.buckets) - 1
+	}
+	h.buckets[b].Add(1)
+	h.count.Add(1)
+	for {
+		m := h.max.Load()
+		if us <= m || h.max.CompareAndSwap(m, us) {
+			break
+		}
+	}
+}
+
+// quantile returns the q-quantile (0 < q <= 1).
+func (h *histogram) quantile(q float64) time.Duration {
+	n := h.count.Load()
+	if n == 0 {
+		return 0
+	}
+	rank := int64(float64(n)*q + 0.5)
+	if rank < 1 {
+		rank = 1
+	}
+	var seen int64
+	for b := range h.buckets {
+		seen += h.buckets[b].Load()
+		if seen >= rank {
+			return time.Duration(min(upperOf(b), h.max.Load())) * time.Microsecond
+		}
+	}
+	return time.Duration(h.max.Load()) * time.Microsecond
+}
+
+// seqSet tracks which sequence numbers a client received.
+type seqSet struct {
+	mu    sync.Mutex
+	bits  []uint64
+	dups  int64
+	total int64
+}
+
+func (s *seqSet) add(seq uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.total++
+	w := int(seq / 64)
+	for w >= len(s.bits) {
+		s.bits = append(s.bits, 0)
+	}
+	m := uint64(1) << (seq % 64)
+	if s.bits[w]&m != 0 {
+		s.dups++
+		return
+	}
+	s.bits[w] |= m
+}
+
+// missing counts the numbers in [1, upto] not received.
+func (s *seqSet) missing(upto uint64) int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var have int64
+	for seq := uint64(1); seq <= upto; seq++ {
+		w := int(seq / 64)
+		if w < len(s.bits) && s.bits[w]&(1<<(seq%64)) != 0 {
+			have++
+		}
+	}
+	return int64(upto) - have
+}

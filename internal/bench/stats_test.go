@@ -1,0 +1,53 @@
+package bench
+
+import (
+	"testing"
+	"time"
+)
+
+func TestHistogramQuantiles(t *testing.T) {
+	var h histogram
+	for i := 1; i <= 1000; i++ {
+		h.record(time.Duration(i) * time.Millisecond)
+	}
+	tests := []struct {
+		q    float64
+		want time.Duration
+	}{{0.5, 500 * time.Millisecond}, {0.99, 990 * time.Millisecond}, {1, time.Second}}
+	for _, tt := range tests {
+		got := h.quantile(tt.q)
+		if got < tt.want*95/100 || got > tt.want*107/100 {
+			t.Errorf("quantile(%v) = %v, want about %v", tt.q, got, tt.want)
+		}
+	}
+}
+
+func TestBucketsAreMonotonic(t *testing.T) {
+	prev := -1
+	for us := int64(0); us < 1<<22; us = us*11/10 + 1 {
+		b := bucketOf(us)
+		if b < prev {
+			t.Fatalf("bucketOf(%d) = %d < %d", us, b, prev)
+		}
+		if upperOf(b) < us {
+			t.Fatalf("upperOf(bucketOf(%d)) = %d", us, upperOf(b))
+		}
+		prev = b
+	}
+}
+
+func TestSeqSet(t *testing.T) {
+	var s seqSet
+	for _, seq := range []uint64{1, 2, 2, 5, 130} {
+		s.add(seq)
+	}
+	if got := s.missing(5); got != 2 {
+		t.Errorf("missing(5) = %d, want 2", got)
+	}
+	if got := s.missing(130); got != 130-4 {
+		t.Errorf("missing(130) = %d, want 126", got)
+	}
+	if s.dups != 1 {
+		t.Errorf("dups = %d", s.dups)
+	}
+}

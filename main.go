@@ -1,0 +1,73 @@
+// Command laneim runs every part of the laneIM cluster from one binary.
+//
+//	laneim dev                    the whole cluster in one process on embedded infrastructure
+//	laneim worker NAME...         pipeline workers: login, presence, routing, fanout (or all)
+//	laneim comet                  a WebSocket gateway
+//	laneim api                    the gRPC api gateway
+//	laneim broker                 a standalone Kafka-protocol broker (kfake) for local clusters
+//	laneim topics                 create the pipeline's topics
+//	laneim token --user ID        mint a login token
+//	laneim chat --user ID         a terminal chat client
+//	laneim bench                  load test: N clients in one room, R messages/s
+//
+// Every flag also reads from the environment: --kafka is LANEIM_KAFKA.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+var commands = map[string]struct {
+	run  func(ctx context.Context, args []string) error
+	help string
+}{
+	"dev":    {runDev, "run the whole cluster in one process on embedded infrastructure"},
+	"worker": {runWorker, "run pipeline workers: login, presence, routing, fanout, or all"},
+	"comet":  {runComet, "run a WebSocket gateway (comet)"},
+	"api":    {runAPI, "run the gRPC api gateway"},
+	"broker": {runBroker, "run a standalone Kafka-protocol broker"},
+	"topics": {runTopics, "create the pipeline's topics"},
+	"token":  {runToken, "mint a login token for a user"},
+	"chat":   {runChat, "chat from a terminal"},
+	"bench":  {runBench, "load test: clients in one room, messages pushed through the api gateway"},
+}
+
+var order = []string{"dev", "worker", "comet", "api", "broker", "topics", "token", "chat", "bench"}
+
+func usage() {
+	fmt.Fprintln(os.Stderr, "usage: laneim COMMAND [flags]\n\ncommands:")
+	for _, name := range order {
+		fmt.Fprintf(os.Stderr, "  %-8s %s\n", name, commands[name].help)
+	}
+	fmt.Fprintln(os.Stderr, "\nRun laneim COMMAND -h for its flags. Every flag also reads LANEIM_<FLAG> from the environment.")
+}
+
+func main() {
+	if len(os.Args) < 2 {
+		usage()
+		os.Exit(2)
+	}
+	cmd, ok := commands[os.Args[1]]
+	if !ok {
+		if os.Args[1] != "-h" && os.Args[1] != "--help" && os.Args[1] != "help" {
+			fmt.Fprintf(os.Stderr, "laneim: unknown command %q\n\n", os.Args[1])
+		}
+		usage()
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := cmd.run(ctx, os.Args[2:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(2)
+		}
+		fmt.Fprintf(os.Stderr, "laneim %s: %v\n", os.Args[1], err)
+		os.Exit(1)
+	}
+}
