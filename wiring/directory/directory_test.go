@@ -1,0 +1,261 @@
+package directory_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/laneim/laneim/internal/testinfra"
+	"github.com/laneim/laneim/wiring/directory"
+)
+
+func newStore(t testing.TB) *directory.Store {
+	return directory.New(testinfra.RedisClient(t))
+}
+
+func TestDirectory(t *testing.T) {
+	s := newStore(t)
+	ctx := context.Background()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(s.PutUser(ctx, directory.User{ID: "alice", Name: "Alice"}))
+	must(s.PutUser(ctx, directory.User{ID: "bob", Name: "Bob", Disabled: true}))
+	must(s.PutRoom(ctx, directory.Room{ID: "lobby", Name: "Lobby", Kind: "group"}))
+	for range 2 {
+		must(s.AddMember(ctx, "lobby", "alice"))
+		must(s.Block(ctx, "alice", "bob"))
+	}
+
+	tests := []struct {
+		name string
+		got  func() (any, error)
+		want any
+	}{
+		{"user", func() (any, error) { u, ok, err := s.User(ctx, "alice"); return fmt.Sprint(u, ok), err }, fmt.Sprint(directory.User{ID: "alice", Name: "Alice"}, true)},
+		{"disabled user", func() (any, error) { u, _, err := s.User(ctx, "bob"); return u.Disabled, err }, true},
+		{"unknown user", func() (any, error) { _, ok, err := s.User(ctx, "zed"); return ok, err }, false},
+		{"room", func() (any, error) { r, ok, err := s.Room(ctx, "lobby"); return fmt.Sprint(r, ok), err }, fmt.Sprint(directory.Room{ID: "lobby", Name: "Lobby", Kind: "group"}, true)},
+		{"unknown room", func() (any, error) { _, ok, err := s.Room(ctx, "nope"); return ok, err }, false},
+		{"member", func() (any, error) { return s.IsMember(ctx, "lobby", "alice") }, true},
+		{"not member", func() (any, error) { return s.IsMember(ctx, "lobby", "bob") }, false},
+		{"rooms of", func() (any, error) { r, err := s.RoomsOf(ctx, "alice"); return fmt.Sprint(r), err }, "[lobby]"},
+		{"blocks", func() (any, error) { return s.Blocks(ctx, "alice", "bob") }, true},
+		{"blocks is directed", func() (any, error) { return s.Blocks(ctx, "bob", "alice") }, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := tt.got()
+			if err != nil || got != tt.want {
+				t.Errorf("got %v, %v; want %v", got, err, tt.want)
+			}
+		})
+	}
+
+	must(s.Unblock(ctx, "alice", "bob"))
+	if ok, _ := s.Blocks(ctx, "alice", "bob"); ok {
+		t.Error("unblock kept the block")
+	}
+	must(s.DeleteRoom(ctx, "lobby"))
+	if ok, _ := s.IsMember(ctx, "lobby", "alice"); ok {
+		t.Error("deleted room kept its member")
+	}
+	if r, _ := s.RoomsOf(ctx, "alice"); len(r) != 0 {
+		t.Errorf("alice still in %v", r)
+	}
+	must(s.AddMember(ctx, "x", "alice"))
+	must(s.DeleteUser(ctx, "alice"))
+	if ok, _ := s.IsMember(ctx, "x", "alice"); ok {
+		t.Error("deleted user kept a membership")
+	}
+	if _, ok, _ := s.User(ctx, "alice"); ok {
+		t.Error("deleted user still exists")
+	}
+}
+
+func TestPresenceCountsAreIdempotent(t *testing.T) {
+	s := newStore(t)
+	ctx := context.Background()
+	a1 := directory.SessionRef{Comet: "c1", Conn: "a.1"}
+	a2 := directory.SessionRef{Comet: "c2", Conn: "a.2"}
+	b1 := directory.SessionRef{Comet: "c1", Conn: "b.1"}
+	for _, sess := range []directory.Session{{Comet: "c1", Conn: "a.1", User: "alice"}, {Comet: "c2", Conn: "a.2", User: "alice"}, {Comet: "c1", Conn: "b.1", User: "bob"}} {
+		if err := s.OpenSession(ctx, sess, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	steps := []struct {
+		name        string
+		do          func() (directory.RoomCount, error)
+		users, conn int
+		changed     bool
+	}{
+		{"alice first device joins", func() (directory.RoomCount, error) { return s.JoinRoom(ctx, a1, "alice", "r") }, 1, 1, true},
+		{"same join again", func() (directory.RoomCount, error) { return s.JoinRoom(ctx, a1, "alice", "r") }, 1, 1, false},
+		{"alice second device", func() (directory.RoomCount, error) { return s.JoinRoom(ctx, a2, "alice", "r") }, 1, 2, false},
+		{"bob joins", func() (directory.RoomCount, error) { return s.JoinRoom(ctx, b1, "bob", "r") }, 2, 3, true},
+		{"alice first device leaves", func() (directory.RoomCount, error) { return s.LeaveRoom(ctx, a1, "alice", "r") }, 2, 2, false},
+		{"same leave again", func() (directory.RoomCount, error) { return s.LeaveRoom(ctx, a1, "alice", "r") }, 2, 2, false},
+		{"alice last device leaves", func() (directory.RoomCount, error) { return s.LeaveRoom(ctx, a2, "alice", "r") }, 1, 1, true},
+	}
+	for _, st := range steps {
+		rc, err := st.do()
+		if err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		if rc.OnlineUsers != st.users || rc.Connections != st.conn || rc.UserChanged != st.changed {
+			t.Fatalf("%s: got %+v, want users %d conns %d changed %v", st.name, rc, st.users, st.conn, st.changed)
+		}
+	}
+	comets, _ := s.RoomComets(ctx, "r")
+	if fmt.Sprint(comets) != "[c1]" {
+		t.Errorf("room comets = %v, want [c1]", comets)
+	}
+
+	// Closing bob's session leaves his rooms; closing again is a no-op.
+	sess, rooms, ok, err := s.CloseSession(ctx, b1)
+	if err != nil || !ok || sess.User != "bob" || len(rooms) != 1 || !rooms[0].UserChanged || rooms[0].OnlineUsers != 0 {
+		t.Fatalf("close = %+v %+v %v %v", sess, rooms, ok, err)
+	}
+	if _, rooms, ok, err := s.CloseSession(ctx, b1); err != nil || ok || len(rooms) != 0 {
+		t.Fatalf("second close = %v %v %v", rooms, ok, err)
+	}
+	online, err := s.Online(ctx, "alice", "bob")
+	if err != nil || !online["alice"] || online["bob"] {
+		t.Errorf("online = %v, %v", online, err)
+	}
+	if comets, _ := s.RoomComets(ctx, "r"); len(comets) != 0 {
+		t.Errorf("empty room still has comets %v", comets)
+	}
+	refs, _ := s.UserSessions(ctx, "alice")
+	if len(refs) != 2 {
+		t.Errorf("alice sessions = %v", refs)
+	}
+}
+
+func TestSessionsExpireWithoutHeartbeat(t *testing.T) {
+	s := newStore(t)
+	ctx := context.Background()
+	ttl := 300 * time.Millisecond
+	for _, c := range []string{"kept", "lost"} {
+		if err := s.OpenSession(ctx, directory.Session{Comet: "c1", Conn: c, User: "u-" + c}, ttl); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Heartbeats keep "kept" alive; "lost" gets none. A heartbeat for a
+	// closed session must not bring it back.
+	if _, _, _, err := s.CloseSession(ctx, directory.SessionRef{Comet: "c1", Conn: "gone"}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	var expired []directory.SessionRef
+	for time.Now().Before(deadline) {
+		if err := s.Heartbeat(ctx, "c1", []directory.LiveSession{{Conn: "kept", User: "u-kept"}, {Conn: "gone", User: "u-gone"}}, ttl); err != nil {
+			t.Fatal(err)
+		}
+		var err error
+		if expired, err = s.ExpiredSessions(ctx, time.Now(), 10); err != nil {
+			t.Fatal(err)
+		}
+		if len(expired) > 0 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if len(expired) != 1 || expired[0] != (directory.SessionRef{Comet: "c1", Conn: "lost"}) {
+		t.Fatalf("expired = %v, want only c1/lost", expired)
+	}
+	online, _ := s.Online(ctx, "u-kept", "u-gone")
+	if !online["u-kept"] || online["u-gone"] {
+		t.Errorf("online = %v", online)
+	}
+	live, err := s.LiveComets(ctx, time.Now())
+	if err != nil || fmt.Sprint(live) != "[c1]" {
+		t.Errorf("live comets = %v, %v", live, err)
+	}
+	if live, _ := s.LiveComets(ctx, time.Now().Add(time.Hour)); len(live) != 0 {
+		t.Errorf("comets live an hour from now: %v", live)
+	}
+}
+
+func TestAssignIsGapFreeAndDeduplicates(t *testing.T) {
+	s := newStore(t)
+	ctx := context.Background()
+	const workers, each = 8, 50
+	var mu sync.Mutex
+	seen := map[uint64]bool{}
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				a, err := s.Assign(ctx, "room:r", "u", fmt.Sprintf("w%d-%d", w, i), func() string { return "id" })
+				if err != nil {
+					errs <- err
+					return
+				}
+				mu.Lock()
+				seen[a.Seq] = true
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	for seq := uint64(1); seq <= workers*each; seq++ {
+		if !seen[seq] {
+			t.Fatalf("seq %d missing (got %d numbers)", seq, len(seen))
+		}
+	}
+	first, err := s.Assign(ctx, "dm:a:b", "a", "m1", func() string { return "first" })
+	if err != nil || first.Seq != 1 || first.Dup {
+		t.Fatalf("first = %+v, %v", first, err)
+	}
+	again, err := s.Assign(ctx, "dm:a:b", "a", "m1", func() string { return "second" })
+	if err != nil || again != (directory.Assigned{ID: "first", Seq: 1, Dup: true}) {
+		t.Fatalf("repeat = %+v, %v", again, err)
+	}
+	other, _ := s.Assign(ctx, "dm:a:b", "b", "m1", func() string { return "x" })
+	noID, _ := s.Assign(ctx, "dm:a:b", "a", "", func() string { return "y" })
+	noID2, _ := s.Assign(ctx, "dm:a:b", "a", "", func() string { return "z" })
+	if other.Seq != 2 || noID.Seq != 3 || noID2.Seq != 4 {
+		t.Fatalf("seqs %d %d %d, want 2 3 4", other.Seq, noID.Seq, noID2.Seq)
+	}
+	latest, err := s.LatestSeqs(ctx, "dm:a:b", "room:r", "room:empty")
+	if err != nil || latest["dm:a:b"] != 4 || latest["room:r"] != workers*each || latest["room:empty"] != 0 {
+		t.Fatalf("latest = %v, %v", latest, err)
+	}
+}
+
+func BenchmarkAssign(b *testing.B) {
+	s := newStore(b)
+	ctx := context.Background()
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		if _, err := s.Assign(ctx, "room:bench", "u", fmt.Sprint(i), func() string { return "id" }); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkJoinRoom(b *testing.B) {
+	s := newStore(b)
+	ctx := context.Background()
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		ref := directory.SessionRef{Comet: "c1", Conn: fmt.Sprint(i)}
+		if _, err := s.JoinRoom(ctx, ref, fmt.Sprint("u", i), "bench"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,269 @@
+package directory
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// joinScript adds a connection to a room. KEYS: conns, users, comets of
+// the room (one slot). ARGV: session id, user, comet. Only a connection
+// not yet in the room changes the counts, so a repeat is harmless.
+// Returns {online users, connections, user changed (0/1)}.
+var joinScript = redis.NewScript(`
+local added = redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+local changed = 0
+if added == 1 then
+  if redis.call('HINCRBY', KEYS[2], ARGV[2], 1) == 1 then changed = 1 end
+  redis.call('HINCRBY', KEYS[3], ARGV[3], 1)
+end
+return {redis.call('HLEN', KEYS[2]), redis.call('HLEN', KEYS[1]), changed}
+`)
+
+// leaveScript undoes joinScript, with the same keys and arguments.
+var leaveScript = redis.NewScript(`
+local removed = redis.call('HDEL', KEYS[1], ARGV[1])
+local changed = 0
+if removed == 1 then
+  if redis.call('HINCRBY', KEYS[2], ARGV[2], -1) <= 0 then
+    redis.call('HDEL', KEYS[2], ARGV[2])
+    changed = 1
+  end
+  if redis.call('HINCRBY', KEYS[3], ARGV[3], -1) <= 0 then
+    redis.call('HDEL', KEYS[3], ARGV[3])
+  end
+end
+return {redis.call('HLEN', KEYS[2]), redis.call('HLEN', KEYS[1]), changed}
+`)
+
+func deadline(now time.Time, ttl time.Duration) float64 {
+	return float64(now.Add(ttl).UnixMilli())
+}
+
+// OpenSession records a logged-in connection, live until now+ttl unless a
+// heartbeat extends it. Idempotent.
+func (s *Store) OpenSession(ctx context.Context, sess Session, ttl time.Duration) error {
+	id := sessionID(SessionRef{Comet: sess.Comet, Conn: sess.Conn})
+	now := time.Now()
+	// Deadline first: if a later step fails, the sweeper still cleans up.
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.ZAdd(ctx, sessionsDeadlineKey, redis.Z{Score: deadline(now, ttl), Member: id})
+		p.ZAdd(ctx, cometsDeadlineKey, redis.Z{Score: deadline(now, ttl), Member: sess.Comet})
+		p.HSet(ctx, sessionKey(id), "user", sess.User, "device", sess.Device, "comet", sess.Comet, "conn", sess.Conn)
+		p.HSet(ctx, userSessionsKey(sess.User), id, sess.Device)
+		p.Set(ctx, userOnlineKey(sess.User), "1", ttl)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("directory: open session %s: %w", id, err)
+	}
+	return nil
+}
+
+func roomCount(room string, v any) (RoomCount, error) {
+	a, ok := v.([]any)
+	if !ok || len(a) != 3 {
+		return RoomCount{}, fmt.Errorf("unexpected script result %v", v)
+	}
+	var n [3]int64
+	for i := range n {
+		if n[i], ok = a[i].(int64); !ok {
+			return RoomCount{}, fmt.Errorf("unexpected script result %v", v)
+		}
+	}
+	return RoomCount{Room: room, OnlineUsers: int(n[0]), Connections: int(n[1]), UserChanged: n[2] == 1}, nil
+}
+
+// JoinRoom records that a connection of user receives room. Idempotent:
+// joining twice counts once.
+func (s *Store) JoinRoom(ctx context.Context, ref SessionRef, user, room string) (RoomCount, error) {
+	id := sessionID(ref)
+	// The session remembers its rooms first, so closing it finds them all.
+	if err := s.rdb.SAdd(ctx, sessionRoomsKey(id), room).Err(); err != nil {
+		return RoomCount{}, fmt.Errorf("directory: %s joins %s: %w", id, room, err)
+	}
+	v, err := joinScript.Run(ctx, s.rdb, []string{roomConnsKey(room), roomUsersKey(room), roomCometsKey(room)}, id, user, ref.Comet).Result()
+	if err != nil {
+		return RoomCount{}, fmt.Errorf("directory: %s joins %s: %w", id, room, err)
+	}
+	return roomCount(room, v)
+}
+
+// LeaveRoom undoes JoinRoom. Idempotent.
+func (s *Store) LeaveRoom(ctx context.Context, ref SessionRef, user, room string) (RoomCount, error) {
+	id := sessionID(ref)
+	v, err := leaveScript.Run(ctx, s.rdb, []string{roomConnsKey(room), roomUsersKey(room), roomCometsKey(room)}, id, user, ref.Comet).Result()
+	if err != nil {
+		return RoomCount{}, fmt.Errorf("directory: %s leaves %s: %w", id, room, err)
+	}
+	rc, err := roomCount(room, v)
+	if err != nil {
+		return RoomCount{}, fmt.Errorf("directory: %s leaves %s: %w", id, room, err)
+	}
+	if err := s.rdb.SRem(ctx, sessionRoomsKey(id), room).Err(); err != nil {
+		return RoomCount{}, fmt.Errorf("directory: %s leaves %s: %w", id, room, err)
+	}
+	return rc, nil
+}
+
+// CloseSession removes a connection and its room entries. It returns the
+// session (ok false if it was unknown) and the rooms it was in, with their
+// presence after the change. Idempotent.
+func (s *Store) CloseSession(ctx context.Context, ref SessionRef) (sess Session, rooms []RoomCount, ok bool, err error) {
+	id := sessionID(ref)
+	m, err := s.rdb.HGetAll(ctx, sessionKey(id)).Result()
+	if err != nil {
+		return Session{}, nil, false, fmt.Errorf("directory: close %s: %w", id, err)
+	}
+	if len(m) == 0 {
+		// Unknown or already closed; make sure the sweeper forgets it.
+		if err := s.rdb.ZRem(ctx, sessionsDeadlineKey, id).Err(); err != nil {
+			return Session{}, nil, false, fmt.Errorf("directory: close %s: %w", id, err)
+		}
+		return Session{}, nil, false, nil
+	}
+	sess = Session{Comet: ref.Comet, Conn: ref.Conn, User: m["user"], Device: m["device"]}
+	joined, err := s.rdb.SMembers(ctx, sessionRoomsKey(id)).Result()
+	if err != nil {
+		return Session{}, nil, false, fmt.Errorf("directory: close %s: %w", id, err)
+	}
+	for _, room := range joined {
+		rc, err := s.LeaveRoom(ctx, ref, sess.User, room)
+		if err != nil {
+			return Session{}, nil, false, err
+		}
+		rooms = append(rooms, rc)
+	}
+	if err := s.rdb.HDel(ctx, userSessionsKey(sess.User), id).Err(); err != nil {
+		return Session{}, nil, false, fmt.Errorf("directory: close %s: %w", id, err)
+	}
+	left, err := s.rdb.HLen(ctx, userSessionsKey(sess.User)).Result()
+	if err != nil {
+		return Session{}, nil, false, fmt.Errorf("directory: close %s: %w", id, err)
+	}
+	if left == 0 {
+		if err := s.rdb.Del(ctx, userOnlineKey(sess.User)).Err(); err != nil {
+			return Session{}, nil, false, fmt.Errorf("directory: close %s: %w", id, err)
+		}
+	}
+	// The session hash goes last: until then a retry finds everything again.
+	if err := s.rdb.Del(ctx, sessionRoomsKey(id), sessionKey(id)).Err(); err != nil {
+		return Session{}, nil, false, fmt.Errorf("directory: close %s: %w", id, err)
+	}
+	if err := s.rdb.ZRem(ctx, sessionsDeadlineKey, id).Err(); err != nil {
+		return Session{}, nil, false, fmt.Errorf("directory: close %s: %w", id, err)
+	}
+	return sess, rooms, true, nil
+}
+
+// Heartbeat extends the deadline of the comet and of each live session to
+// now+ttl and refreshes the users' online flags. It never resurrects a
+// session or flag that is already gone.
+func (s *Store) Heartbeat(ctx context.Context, comet string, live []LiveSession, ttl time.Duration) error {
+	now := time.Now()
+	d := deadline(now, ttl)
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.ZAdd(ctx, cometsDeadlineKey, redis.Z{Score: d, Member: comet})
+		for _, l := range live {
+			p.ZAddXX(ctx, sessionsDeadlineKey, redis.Z{Score: d, Member: sessionID(SessionRef{Comet: comet, Conn: l.Conn})})
+			p.SetXX(ctx, userOnlineKey(l.User), "1", ttl)
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("directory: heartbeat of %s: %w", comet, err)
+	}
+	return nil
+}
+
+func parseRef(id string) SessionRef {
+	comet, conn, _ := strings.Cut(id, "/")
+	return SessionRef{Comet: comet, Conn: conn}
+}
+
+// ExpiredSessions returns up to limit sessions whose deadline is before now.
+func (s *Store) ExpiredSessions(ctx context.Context, now time.Time, limit int) ([]SessionRef, error) {
+	ids, err := s.rdb.ZRangeByScore(ctx, sessionsDeadlineKey, &redis.ZRangeBy{
+		Min: "-inf", Max: "(" + strconv.FormatInt(now.UnixMilli(), 10), Count: int64(limit),
+	}).Result()
+	if err != nil {
+		return nil, fmt.Errorf("directory: expired sessions: %w", err)
+	}
+	refs := make([]SessionRef, len(ids))
+	for i, id := range ids {
+		refs[i] = parseRef(id)
+	}
+	return refs, nil
+}
+
+// UserSessions returns the live connections of user.
+func (s *Store) UserSessions(ctx context.Context, user string) ([]SessionRef, error) {
+	ids, err := s.rdb.HKeys(ctx, userSessionsKey(user)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("directory: sessions of %s: %w", user, err)
+	}
+	refs := make([]SessionRef, len(ids))
+	for i, id := range ids {
+		refs[i] = parseRef(id)
+	}
+	return refs, nil
+}
+
+// Online reports, for each user, whether it has a live connection: an
+// online flag that its sessions' heartbeats keep from expiring.
+func (s *Store) Online(ctx context.Context, users ...string) (map[string]bool, error) {
+	cmds := make([]*redis.IntCmd, len(users))
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, u := range users {
+			cmds[i] = p.Exists(ctx, userOnlineKey(u))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("directory: online: %w", err)
+	}
+	out := make(map[string]bool, len(users))
+	for i, u := range users {
+		out[u] = cmds[i].Val() > 0
+	}
+	return out, nil
+}
+
+// RoomComets returns the comets hosting at least one connection in room.
+func (s *Store) RoomComets(ctx context.Context, room string) ([]string, error) {
+	comets, err := s.rdb.HKeys(ctx, roomCometsKey(room)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("directory: comets of %s: %w", room, err)
+	}
+	return comets, nil
+}
+
+// RoomOnline returns the number of distinct users and of connections in room.
+func (s *Store) RoomOnline(ctx context.Context, room string) (users, conns int, err error) {
+	var u, c *redis.IntCmd
+	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		u = p.HLen(ctx, roomUsersKey(room))
+		c = p.HLen(ctx, roomConnsKey(room))
+		return nil
+	})
+	if err != nil {
+		return 0, 0, fmt.Errorf("directory: online in %s: %w", room, err)
+	}
+	return int(u.Val()), int(c.Val()), nil
+}
+
+// LiveComets returns the comets whose heartbeat deadline has not passed.
+func (s *Store) LiveComets(ctx context.Context, now time.Time) ([]string, error) {
+	comets, err := s.rdb.ZRangeByScore(ctx, cometsDeadlineKey, &redis.ZRangeBy{
+		Min: strconv.FormatInt(now.UnixMilli(), 10), Max: "+inf",
+	}).Result()
+	if err != nil {
+		return nil, fmt.Errorf("directory: live comets: %w", err)
+	}
+	return comets, nil
+}

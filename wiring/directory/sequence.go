@@ -1,0 +1,75 @@
+package directory
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// DedupTTL is how long a client message id is remembered.
+const DedupTTL = 24 * time.Hour
+
+// assignScript: KEYS seq counter, dedup key (one slot). ARGV new id, ttl
+// seconds, "1" to de-duplicate. Returns {"seq id", dup (0/1)}.
+var assignScript = redis.NewScript(`
+if ARGV[3] == '1' then
+  local v = redis.call('GET', KEYS[2])
+  if v then return {v, 1} end
+end
+local v = redis.call('INCR', KEYS[1]) .. ' ' .. ARGV[1]
+if ARGV[3] == '1' then redis.call('SET', KEYS[2], v, 'EX', ARGV[2]) end
+return {v, 0}
+`)
+
+// Assign gives a message its id and sequence number in conversation,
+// atomically: a first (sender, clientMsgID) increments the conversation's
+// counter and stores id (from newID) and seq for DedupTTL; a repeat
+// returns the stored ones with Dup set. An empty clientMsgID is never
+// de-duplicated.
+func (s *Store) Assign(ctx context.Context, conversation, sender, clientMsgID string, newID func() string) (Assigned, error) {
+	dedup := "0"
+	if clientMsgID != "" {
+		dedup = "1"
+	}
+	keys := []string{convSeqKey(conversation), convDedupKey(conversation, sender, clientMsgID)}
+	v, err := assignScript.Run(ctx, s.rdb, keys, newID(), int(DedupTTL.Seconds()), dedup).Result()
+	if err != nil {
+		return Assigned{}, fmt.Errorf("directory: assign in %s: %w", conversation, err)
+	}
+	a, ok := v.([]any)
+	if !ok || len(a) != 2 {
+		return Assigned{}, fmt.Errorf("directory: assign in %s: unexpected result %v", conversation, v)
+	}
+	val, _ := a[0].(string)
+	dup, _ := a[1].(int64)
+	seqText, id, found := strings.Cut(val, " ")
+	seq, err := strconv.ParseUint(seqText, 10, 64)
+	if !found || err != nil {
+		return Assigned{}, fmt.Errorf("directory: assign in %s: bad stored value %q", conversation, val)
+	}
+	return Assigned{ID: id, Seq: seq, Dup: dup == 1}, nil
+}
+
+// LatestSeqs returns the latest sequence number of each conversation (0 if none).
+func (s *Store) LatestSeqs(ctx context.Context, conversations ...string) (map[string]uint64, error) {
+	cmds := make([]*redis.StringCmd, len(conversations))
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, c := range conversations {
+			cmds[i] = p.Get(ctx, convSeqKey(c))
+		}
+		return nil
+	})
+	if err != nil && err != redis.Nil {
+		return nil, fmt.Errorf("directory: latest sequence numbers: %w", err)
+	}
+	out := make(map[string]uint64, len(conversations))
+	for i, c := range conversations {
+		n, _ := cmds[i].Uint64()
+		out[c] = n
+	}
+	return out, nil
+}

@@ -1,0 +1,160 @@
+package directory
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// PutUser creates or replaces a user.
+func (s *Store) PutUser(ctx context.Context, u User) error {
+	if u.ID == "" {
+		return errors.New("directory: user without id")
+	}
+	disabled := "0"
+	if u.Disabled {
+		disabled = "1"
+	}
+	if err := s.rdb.HSet(ctx, userKey(u.ID), "name", u.Name, "disabled", disabled).Err(); err != nil {
+		return fmt.Errorf("directory: put user %s: %w", u.ID, err)
+	}
+	return nil
+}
+
+// DeleteUser removes a user, its memberships and blocks.
+func (s *Store) DeleteUser(ctx context.Context, id string) error {
+	rooms, err := s.RoomsOf(ctx, id)
+	if err != nil {
+		return err
+	}
+	for _, r := range rooms {
+		if err := s.RemoveMember(ctx, r, id); err != nil {
+			return err
+		}
+	}
+	if err := s.rdb.Del(ctx, userKey(id), userRoomsKey(id), userBlocksKey(id)).Err(); err != nil {
+		return fmt.Errorf("directory: delete user %s: %w", id, err)
+	}
+	return nil
+}
+
+// User returns a user; ok is false when it does not exist.
+func (s *Store) User(ctx context.Context, id string) (u User, ok bool, err error) {
+	m, err := s.rdb.HGetAll(ctx, userKey(id)).Result()
+	if err != nil {
+		return User{}, false, fmt.Errorf("directory: user %s: %w", id, err)
+	}
+	if len(m) == 0 {
+		return User{}, false, nil
+	}
+	return User{ID: id, Name: m["name"], Disabled: m["disabled"] == "1"}, true, nil
+}
+
+// PutRoom creates or replaces a room.
+func (s *Store) PutRoom(ctx context.Context, r Room) error {
+	if r.ID == "" {
+		return errors.New("directory: room without id")
+	}
+	if err := s.rdb.HSet(ctx, roomKey(r.ID), "name", r.Name, "kind", r.Kind).Err(); err != nil {
+		return fmt.Errorf("directory: put room %s: %w", r.ID, err)
+	}
+	return nil
+}
+
+// DeleteRoom removes a room and its memberships.
+func (s *Store) DeleteRoom(ctx context.Context, id string) error {
+	members, err := s.rdb.SMembers(ctx, roomMembersKey(id)).Result()
+	if err != nil {
+		return fmt.Errorf("directory: delete room %s: %w", id, err)
+	}
+	for _, u := range members {
+		if err := s.rdb.SRem(ctx, userRoomsKey(u), id).Err(); err != nil {
+			return fmt.Errorf("directory: delete room %s: %w", id, err)
+		}
+	}
+	if err := s.rdb.Del(ctx, roomKey(id), roomMembersKey(id)).Err(); err != nil {
+		return fmt.Errorf("directory: delete room %s: %w", id, err)
+	}
+	return nil
+}
+
+// Room returns a room; ok is false when it does not exist.
+func (s *Store) Room(ctx context.Context, id string) (r Room, ok bool, err error) {
+	m, err := s.rdb.HGetAll(ctx, roomKey(id)).Result()
+	if err != nil {
+		return Room{}, false, fmt.Errorf("directory: room %s: %w", id, err)
+	}
+	if len(m) == 0 {
+		return Room{}, false, nil
+	}
+	return Room{ID: id, Name: m["name"], Kind: m["kind"]}, true, nil
+}
+
+// AddMember makes user a member of room. Idempotent.
+func (s *Store) AddMember(ctx context.Context, room, user string) error {
+	// Two slots: the room's members, then the user's rooms. Each step is
+	// idempotent, so a retry after a failure in between converges.
+	if err := s.rdb.SAdd(ctx, roomMembersKey(room), user).Err(); err != nil {
+		return fmt.Errorf("directory: add %s to %s: %w", user, room, err)
+	}
+	if err := s.rdb.SAdd(ctx, userRoomsKey(user), room).Err(); err != nil {
+		return fmt.Errorf("directory: add %s to %s: %w", user, room, err)
+	}
+	return nil
+}
+
+// RemoveMember ends user's membership of room. Idempotent.
+func (s *Store) RemoveMember(ctx context.Context, room, user string) error {
+	if err := s.rdb.SRem(ctx, roomMembersKey(room), user).Err(); err != nil {
+		return fmt.Errorf("directory: remove %s from %s: %w", user, room, err)
+	}
+	if err := s.rdb.SRem(ctx, userRoomsKey(user), room).Err(); err != nil {
+		return fmt.Errorf("directory: remove %s from %s: %w", user, room, err)
+	}
+	return nil
+}
+
+// IsMember reports whether user is a member of room.
+func (s *Store) IsMember(ctx context.Context, room, user string) (bool, error) {
+	ok, err := s.rdb.SIsMember(ctx, roomMembersKey(room), user).Result()
+	if err != nil {
+		return false, fmt.Errorf("directory: is %s in %s: %w", user, room, err)
+	}
+	return ok, nil
+}
+
+// RoomsOf returns the rooms user is a member of.
+func (s *Store) RoomsOf(ctx context.Context, user string) ([]string, error) {
+	rooms, err := s.rdb.SMembers(ctx, userRoomsKey(user)).Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("directory: rooms of %s: %w", user, err)
+	}
+	return rooms, nil
+}
+
+// Block records that user blocks messages from other. Idempotent.
+func (s *Store) Block(ctx context.Context, user, other string) error {
+	if err := s.rdb.SAdd(ctx, userBlocksKey(user), other).Err(); err != nil {
+		return fmt.Errorf("directory: %s blocks %s: %w", user, other, err)
+	}
+	return nil
+}
+
+// Unblock removes a block. Idempotent.
+func (s *Store) Unblock(ctx context.Context, user, other string) error {
+	if err := s.rdb.SRem(ctx, userBlocksKey(user), other).Err(); err != nil {
+		return fmt.Errorf("directory: %s unblocks %s: %w", user, other, err)
+	}
+	return nil
+}
+
+// Blocks reports whether user blocks messages from other.
+func (s *Store) Blocks(ctx context.Context, user, other string) (bool, error) {
+	ok, err := s.rdb.SIsMember(ctx, userBlocksKey(user), other).Result()
+	if err != nil {
+		return false, fmt.Errorf("directory: does %s block %s: %w", user, other, err)
+	}
+	return ok, nil
+}
