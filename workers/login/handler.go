@@ -1,0 +1,116 @@
+// Package login is the pipeline's login worker: it verifies the token a
+// client sent to its comet and the user in the directory, then announces
+// the session on session.events (presence answers the client once the
+// session is routable) or refuses the login on the comet's delivery topic.
+package login
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/laneim/laneim/proto/clientpb"
+	"github.com/laneim/laneim/proto/topicpb"
+	"github.com/laneim/laneim/topics"
+	"github.com/laneim/laneim/wiring"
+	"github.com/laneim/laneim/wiring/directory"
+)
+
+// Name is the handler's name; its consumer group is laneim.login.
+const Name = "login"
+
+// Config configures the login worker.
+type Config struct {
+	// Secret is the HMAC key that signs login tokens. Required.
+	Secret []byte
+}
+
+// Validate reports a configuration that cannot work.
+func (c Config) Validate() error {
+	if len(c.Secret) == 0 {
+		return errors.New("login: no token secret")
+	}
+	return nil
+}
+
+// Users looks users up in the directory.
+type Users interface {
+	User(ctx context.Context, id string) (directory.User, bool, error)
+}
+
+// Handler handles login requests. It is safe for concurrent use.
+type Handler struct {
+	cfg    Config
+	users  Users
+	pub    message.Publisher
+	logger *slog.Logger
+	now    func() time.Time
+}
+
+// New returns a login Handler.
+func New(cfg Config, users Users, pub message.Publisher, logger *slog.Logger) (*Handler, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Handler{cfg: cfg, users: users, pub: pub, logger: logger, now: time.Now}, nil
+}
+
+// Handler returns the pipeline handler consuming topics.LoginRequests.
+func (h *Handler) Handler() wiring.Handler {
+	return wiring.Handler{Name: Name, Topic: topics.LoginRequests.Name, Handle: h.Handle}
+}
+
+// Handle processes one LoginRequest.
+func (h *Handler) Handle(msg *message.Message) error {
+	req, err := topics.LoginRequests.Decode(msg)
+	if err != nil {
+		return wiring.Permanent(err)
+	}
+	sess := req.GetSession()
+	user, err := VerifyToken(h.cfg.Secret, req.GetToken(), h.now())
+	if err != nil {
+		h.logger.Debug("login refused", "session", topics.SessionKey(sess), "err", err)
+		text := "invalid token"
+		if errors.Is(err, ErrTokenExpired) {
+			text = "token expired"
+		}
+		return h.refuse(req, clientpb.Error_BAD_TOKEN, text)
+	}
+	u, ok, err := h.users.User(msg.Context(), user)
+	if err != nil {
+		return fmt.Errorf("login: %w", err)
+	}
+	if !ok || u.Disabled {
+		return h.refuse(req, clientpb.Error_UNKNOWN_USER, "unknown or disabled user")
+	}
+	out, err := topics.SessionEvents.Encode(&topicpb.SessionEvent{
+		Kind:       topicpb.SessionEvent_OPENED,
+		Session:    sess,
+		User:       user,
+		Device:     req.GetDevice(),
+		RequestId:  req.GetRequestId(),
+		TimeUnixMs: h.now().UnixMilli(),
+	})
+	if err != nil {
+		return err
+	}
+	if err := h.pub.Publish(topics.SessionEvents.Name, out); err != nil {
+		return fmt.Errorf("login: publish session opened: %w", err)
+	}
+	return nil
+}
+
+func (h *Handler) refuse(req *topicpb.LoginRequest, code clientpb.Error_Code, text string) error {
+	topic, out, err := topics.Reply(req.GetSession(), topics.ErrorFrame(req.GetRequestId(), code, text), nil)
+	if err != nil {
+		return err
+	}
+	if err := h.pub.Publish(topic, out); err != nil {
+		return fmt.Errorf("login: publish refusal: %w", err)
+	}
+	return nil
+}
