@@ -1,0 +1,236 @@
+// Package routing is the pipeline's routing worker: it checks that a
+// sender may write where it writes, gives the message its id and its
+// sequence number in the conversation, resolves the comets that host its
+// recipients and emits the routed message; then it answers the sender.
+package routing
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/google/uuid"
+
+	"github.com/laneim/laneim/proto/clientpb"
+	"github.com/laneim/laneim/proto/topicpb"
+	"github.com/laneim/laneim/topics"
+	"github.com/laneim/laneim/wiring"
+	"github.com/laneim/laneim/wiring/directory"
+)
+
+// Name is the handler's name; its consumer group is laneim.routing.
+const Name = "routing"
+
+// Config configures the routing worker.
+type Config struct {
+	// MaxBodyBytes is the largest body accepted (default 16 KiB).
+	MaxBodyBytes int
+}
+
+func (c *Config) setDefaults() {
+	if c.MaxBodyBytes <= 0 {
+		c.MaxBodyBytes = 16 << 10
+	}
+}
+
+// Store is what routing reads and writes in the directory.
+type Store interface {
+	Room(ctx context.Context, id string) (directory.Room, bool, error)
+	IsMember(ctx context.Context, room, user string) (bool, error)
+	User(ctx context.Context, id string) (directory.User, bool, error)
+	Blocks(ctx context.Context, user, other string) (bool, error)
+	Assign(ctx context.Context, conversation, sender, clientMsgID string, newID func() string) (directory.Assigned, error)
+	RoomComets(ctx context.Context, room string) ([]string, error)
+	UserSessions(ctx context.Context, user string) ([]directory.SessionRef, error)
+	LiveComets(ctx context.Context, now time.Time) ([]string, error)
+}
+
+// Handler routes submitted messages. It is safe for concurrent use;
+// messages of one conversation arrive on one partition, in order, so
+// their sequence numbers follow submission order.
+type Handler struct {
+	cfg    Config
+	store  Store
+	pub    message.Publisher
+	logger *slog.Logger
+}
+
+// New returns a routing Handler.
+func New(cfg Config, store Store, pub message.Publisher, logger *slog.Logger) *Handler {
+	cfg.setDefaults()
+	return &Handler{cfg: cfg, store: store, pub: pub, logger: logger}
+}
+
+// Handler returns the pipeline handler consuming topics.Submitted.
+func (h *Handler) Handler() wiring.Handler {
+	return wiring.Handler{Name: Name, Topic: topics.Submitted.Name, Handle: h.Handle}
+}
+
+// refusal is a reason to refuse a message, told to the sender.
+type refusal struct {
+	code clientpb.Error_Code
+	text string
+}
+
+// Handle routes one Submitted message.
+func (h *Handler) Handle(msg *message.Message) error {
+	sub, err := topics.Submitted.Decode(msg)
+	if err != nil {
+		return wiring.Permanent(err)
+	}
+	ctx := msg.Context()
+	if r, err := h.check(ctx, sub); err != nil {
+		return err
+	} else if r != nil {
+		return h.answer(sub, topics.ErrorFrame(sub.GetRequestId(), r.code, r.text))
+	}
+	conv := topics.SubmittedConversation(sub)
+	a, err := h.store.Assign(ctx, conv, sub.GetSender(), sub.GetClientMsgId(), newID)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	m := &clientpb.Message{
+		Id:               a.ID,
+		Conversation:     conv,
+		Seq:              a.Seq,
+		Sender:           sub.GetSender(),
+		Body:             sub.GetBody(),
+		ContentType:      sub.GetContentType(),
+		ServerTimeUnixMs: now.UnixMilli(),
+		ClientMsgId:      sub.GetClientMsgId(),
+	}
+	routed := &topicpb.Routed{Message: m, SubmittedUnixMs: sub.GetSubmittedUnixMs()}
+	if err := h.target(ctx, sub, routed, now); err != nil {
+		return err
+	}
+	out, err := topics.Routed.Encode(routed)
+	if err != nil {
+		return err
+	}
+	if err := h.pub.Publish(topics.Routed.Name, out); err != nil {
+		return fmt.Errorf("routing: publish routed %s#%d: %w", conv, a.Seq, err)
+	}
+	return h.answer(sub, &clientpb.ServerFrame{
+		RequestId: sub.GetRequestId(),
+		Body: &clientpb.ServerFrame_SendResult{SendResult: &clientpb.SendResult{
+			ClientMsgId:      sub.GetClientMsgId(),
+			MessageId:        a.ID,
+			Conversation:     conv,
+			Seq:              a.Seq,
+			ServerTimeUnixMs: m.GetServerTimeUnixMs(),
+		}},
+	})
+}
+
+func newID() string {
+	id, err := uuid.NewV7()
+	if err != nil {
+		return uuid.NewString()
+	}
+	return id.String()
+}
+
+// check returns why sub may not be routed, or nil.
+func (h *Handler) check(ctx context.Context, sub *topicpb.Submitted) (*refusal, error) {
+	if len(sub.GetBody()) > h.cfg.MaxBodyBytes {
+		return &refusal{clientpb.Error_TOO_LARGE, fmt.Sprintf("body of %d bytes exceeds %d", len(sub.GetBody()), h.cfg.MaxBodyBytes)}, nil
+	}
+	if sub.GetSender() == "" {
+		return &refusal{clientpb.Error_INVALID, "no sender"}, nil
+	}
+	switch to := sub.GetTo().(type) {
+	case *topicpb.Submitted_Room:
+		if to.Room == "" {
+			return &refusal{clientpb.Error_INVALID, "empty room"}, nil
+		}
+		if _, ok, err := h.store.Room(ctx, to.Room); err != nil {
+			return nil, err
+		} else if !ok {
+			return &refusal{clientpb.Error_UNKNOWN_ROOM, "no room " + to.Room}, nil
+		}
+		if sub.GetTrusted() {
+			return nil, nil
+		}
+		if ok, err := h.store.IsMember(ctx, to.Room, sub.GetSender()); err != nil {
+			return nil, err
+		} else if !ok {
+			return &refusal{clientpb.Error_NOT_MEMBER, "not a member of " + to.Room}, nil
+		}
+	case *topicpb.Submitted_User:
+		if to.User == "" {
+			return &refusal{clientpb.Error_INVALID, "empty recipient"}, nil
+		}
+		if u, ok, err := h.store.User(ctx, to.User); err != nil {
+			return nil, err
+		} else if !ok || u.Disabled {
+			return &refusal{clientpb.Error_UNKNOWN_USER, "no user " + to.User}, nil
+		}
+		if sub.GetTrusted() {
+			return nil, nil
+		}
+		if blocked, err := h.store.Blocks(ctx, to.User, sub.GetSender()); err != nil {
+			return nil, err
+		} else if blocked {
+			return &refusal{clientpb.Error_BLOCKED, to.User + " does not accept your messages"}, nil
+		}
+	case *topicpb.Submitted_Broadcast:
+		if !sub.GetTrusted() {
+			return &refusal{clientpb.Error_INVALID, "only the api gateway may broadcast"}, nil
+		}
+	default:
+		return &refusal{clientpb.Error_INVALID, "no recipient"}, nil
+	}
+	return nil, nil
+}
+
+// target fills in where routed goes.
+func (h *Handler) target(ctx context.Context, sub *topicpb.Submitted, routed *topicpb.Routed, now time.Time) error {
+	switch to := sub.GetTo().(type) {
+	case *topicpb.Submitted_Room:
+		comets, err := h.store.RoomComets(ctx, to.Room)
+		if err != nil {
+			return err
+		}
+		routed.Room, routed.Comets = to.Room, comets
+	case *topicpb.Submitted_User:
+		seen := map[string]bool{}
+		for _, u := range []string{to.User, sub.GetSender()} {
+			refs, err := h.store.UserSessions(ctx, u)
+			if err != nil {
+				return err
+			}
+			for _, r := range refs {
+				if !seen[r.Comet] {
+					seen[r.Comet] = true
+					routed.Comets = append(routed.Comets, r.Comet)
+				}
+			}
+		}
+		routed.Users = []string{sub.GetSender(), to.User}
+	case *topicpb.Submitted_Broadcast:
+		comets, err := h.store.LiveComets(ctx, now)
+		if err != nil {
+			return err
+		}
+		routed.Broadcast, routed.Comets = true, comets
+	}
+	return nil
+}
+
+// answer sends a frame to the sender's connection, if it has one.
+func (h *Handler) answer(sub *topicpb.Submitted, frame *clientpb.ServerFrame) error {
+	if sub.GetOrigin().GetComet() == "" {
+		return nil
+	}
+	topic, out, err := topics.Reply(sub.GetOrigin(), frame, nil)
+	if err != nil {
+		return err
+	}
+	if err := h.pub.Publish(topic, out); err != nil {
+		return fmt.Errorf("routing: answer sender: %w", err)
+	}
+	return nil
+}
