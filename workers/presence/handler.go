@@ -1,0 +1,291 @@
+// Package presence is the pipeline's presence worker: it keeps the routes
+// of live sessions in Redis (user -> sessions, room -> comets with counts,
+// online flags refreshed by heartbeats), answers logins and joins once
+// the route is in place, tells rooms who came and went, and expires
+// sessions whose comet stopped reporting them.
+package presence
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/laneim/laneim/proto/clientpb"
+	"github.com/laneim/laneim/proto/topicpb"
+	"github.com/laneim/laneim/topics"
+	"github.com/laneim/laneim/wiring"
+	"github.com/laneim/laneim/wiring/directory"
+)
+
+// Name is the handler's name; its consumer group is laneim.presence.
+const Name = "presence"
+
+// ProtocolVersion is the client protocol version announced at login.
+const ProtocolVersion = 1
+
+// Config configures the presence worker.
+type Config struct {
+	// SessionTTL is how long a session lives without a heartbeat (30s).
+	SessionTTL time.Duration
+	// NotifyLimit: rooms with more users online get no per-user presence
+	// frames (200). Negative disables presence frames.
+	NotifyLimit int
+	// SweepInterval is how often expired sessions are closed (1s).
+	SweepInterval time.Duration
+	// SweepBatch bounds the sessions closed per sweep (1000).
+	SweepBatch int
+}
+
+func (c *Config) setDefaults() {
+	if c.SessionTTL <= 0 {
+		c.SessionTTL = 30 * time.Second
+	}
+	if c.NotifyLimit == 0 {
+		c.NotifyLimit = 200
+	}
+	if c.SweepInterval <= 0 {
+		c.SweepInterval = time.Second
+	}
+	if c.SweepBatch <= 0 {
+		c.SweepBatch = 1000
+	}
+}
+
+// Store is what presence reads and writes in the directory.
+type Store interface {
+	OpenSession(ctx context.Context, sess directory.Session, ttl time.Duration) error
+	CloseSession(ctx context.Context, ref directory.SessionRef) (directory.Session, []directory.RoomCount, bool, error)
+	JoinRoom(ctx context.Context, ref directory.SessionRef, user, room string) (directory.RoomCount, error)
+	LeaveRoom(ctx context.Context, ref directory.SessionRef, user, room string) (directory.RoomCount, error)
+	Heartbeat(ctx context.Context, comet string, live []directory.LiveSession, ttl time.Duration) error
+	ExpiredSessions(ctx context.Context, now time.Time, limit int) ([]directory.SessionRef, error)
+	RoomComets(ctx context.Context, room string) ([]string, error)
+	Room(ctx context.Context, id string) (directory.Room, bool, error)
+	IsMember(ctx context.Context, room, user string) (bool, error)
+	RoomsOf(ctx context.Context, user string) ([]string, error)
+	LatestSeqs(ctx context.Context, conversations ...string) (map[string]uint64, error)
+}
+
+// Handler handles session events. Handle is safe for concurrent use; the
+// sweeper runs between Start and Stop.
+type Handler struct {
+	cfg    Config
+	store  Store
+	pub    message.Publisher
+	logger *slog.Logger
+
+	stop chan struct{}
+	done sync.WaitGroup
+}
+
+// New returns a presence Handler.
+func New(cfg Config, store Store, pub message.Publisher, logger *slog.Logger) *Handler {
+	cfg.setDefaults()
+	return &Handler{cfg: cfg, store: store, pub: pub, logger: logger}
+}
+
+// Handler returns the pipeline handler consuming topics.SessionEvents.
+func (h *Handler) Handler() wiring.Handler {
+	return wiring.Handler{Name: Name, Topic: topics.SessionEvents.Name, Handle: h.Handle}
+}
+
+// Handle processes one SessionEvent.
+func (h *Handler) Handle(msg *message.Message) error {
+	ev, err := topics.SessionEvents.Decode(msg)
+	if err != nil {
+		return wiring.Permanent(err)
+	}
+	ctx := msg.Context()
+	switch ev.GetKind() {
+	case topicpb.SessionEvent_OPENED:
+		return h.opened(ctx, ev)
+	case topicpb.SessionEvent_JOINED:
+		return h.joined(ctx, ev)
+	case topicpb.SessionEvent_LEFT:
+		rc, err := h.store.LeaveRoom(ctx, ref(ev.GetSession()), ev.GetUser(), ev.GetRoom())
+		if err != nil {
+			return err
+		}
+		return h.notify(ctx, ev.GetUser(), false, rc)
+	case topicpb.SessionEvent_CLOSED:
+		return h.close(ctx, ref(ev.GetSession()))
+	case topicpb.SessionEvent_HEARTBEAT:
+		live := make([]directory.LiveSession, len(ev.GetLive()))
+		for i, l := range ev.GetLive() {
+			live[i] = directory.LiveSession{Conn: l.GetConn(), User: l.GetUser()}
+		}
+		return h.store.Heartbeat(ctx, ev.GetSession().GetComet(), live, h.cfg.SessionTTL)
+	}
+	return wiring.Permanent(fmt.Errorf("presence: unknown session event kind %v", ev.GetKind()))
+}
+
+func ref(s *topicpb.Session) directory.SessionRef {
+	return directory.SessionRef{Comet: s.GetComet(), Conn: s.GetConn()}
+}
+
+func (h *Handler) opened(ctx context.Context, ev *topicpb.SessionEvent) error {
+	s := ev.GetSession()
+	err := h.store.OpenSession(ctx, directory.Session{Comet: s.GetComet(), Conn: s.GetConn(), User: ev.GetUser(), Device: ev.GetDevice()}, h.cfg.SessionTTL)
+	if err != nil {
+		return err
+	}
+	rooms, err := h.store.RoomsOf(ctx, ev.GetUser())
+	if err != nil {
+		return err
+	}
+	convs := make([]string, len(rooms))
+	for i, r := range rooms {
+		convs[i] = topics.RoomConversation(r)
+	}
+	latest, err := h.store.LatestSeqs(ctx, convs...)
+	if err != nil {
+		return err
+	}
+	res := &clientpb.LoginResult{
+		Ok:               true,
+		User:             ev.GetUser(),
+		Session:          topics.SessionKey(s),
+		ProtocolVersion:  ProtocolVersion,
+		ServerTimeUnixMs: time.Now().UnixMilli(),
+	}
+	for _, c := range convs {
+		res.Conversations = append(res.Conversations, &clientpb.ConversationState{Conversation: c, LatestSeq: latest[c]})
+	}
+	frame := &clientpb.ServerFrame{RequestId: ev.GetRequestId(), Body: &clientpb.ServerFrame_LoginResult{LoginResult: res}}
+	return h.reply(s, frame, &topicpb.Control{Authenticate: ev.GetUser()})
+}
+
+func (h *Handler) joined(ctx context.Context, ev *topicpb.SessionEvent) error {
+	s, room := ev.GetSession(), ev.GetRoom()
+	if _, ok, err := h.store.Room(ctx, room); err != nil {
+		return err
+	} else if !ok {
+		return h.reply(s, topics.ErrorFrame(ev.GetRequestId(), clientpb.Error_UNKNOWN_ROOM, "no room "+room), nil)
+	}
+	if ok, err := h.store.IsMember(ctx, room, ev.GetUser()); err != nil {
+		return err
+	} else if !ok {
+		return h.reply(s, topics.ErrorFrame(ev.GetRequestId(), clientpb.Error_NOT_MEMBER, "not a member of "+room), nil)
+	}
+	rc, err := h.store.JoinRoom(ctx, ref(s), ev.GetUser(), room)
+	if err != nil {
+		return err
+	}
+	conv := topics.RoomConversation(room)
+	latest, err := h.store.LatestSeqs(ctx, conv)
+	if err != nil {
+		return err
+	}
+	frame := &clientpb.ServerFrame{RequestId: ev.GetRequestId(), Body: &clientpb.ServerFrame_Joined{Joined: &clientpb.Joined{
+		Room: room, OnlineCount: uint32(rc.OnlineUsers), LatestSeq: latest[conv], Conversation: conv,
+	}}}
+	if err := h.reply(s, frame, &topicpb.Control{Join: room}); err != nil {
+		return err
+	}
+	return h.notify(ctx, ev.GetUser(), true, rc)
+}
+
+func (h *Handler) close(ctx context.Context, r directory.SessionRef) error {
+	sess, rooms, ok, err := h.store.CloseSession(ctx, r)
+	if err != nil || !ok {
+		return err
+	}
+	for _, rc := range rooms {
+		if err := h.notify(ctx, sess.User, false, rc); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// notify tells a room's comets that user appeared or disappeared, if the
+// room is small enough for per-user presence.
+func (h *Handler) notify(ctx context.Context, user string, online bool, rc directory.RoomCount) error {
+	if !rc.UserChanged || h.cfg.NotifyLimit < 0 || rc.OnlineUsers > h.cfg.NotifyLimit {
+		return nil
+	}
+	comets, err := h.store.RoomComets(ctx, rc.Room)
+	if err != nil {
+		return err
+	}
+	d := &topicpb.Delivery{Room: rc.Room, Frame: &clientpb.ServerFrame{Body: &clientpb.ServerFrame_Presence{Presence: &clientpb.PresenceChange{
+		Room: rc.Room, User: user, Online: online, OnlineCount: uint32(rc.OnlineUsers),
+	}}}}
+	for _, c := range comets {
+		out, err := topics.Deliveries.Encode(d)
+		if err != nil {
+			return err
+		}
+		if err := h.pub.Publish(topics.Delivery(c), out); err != nil {
+			return fmt.Errorf("presence: notify %s: %w", c, err)
+		}
+	}
+	return nil
+}
+
+func (h *Handler) reply(s *topicpb.Session, frame *clientpb.ServerFrame, ctl *topicpb.Control) error {
+	topic, out, err := topics.Reply(s, frame, ctl)
+	if err != nil {
+		return err
+	}
+	if err := h.pub.Publish(topic, out); err != nil {
+		return fmt.Errorf("presence: reply to %s: %w", topics.SessionKey(s), err)
+	}
+	return nil
+}
+
+// Sweep closes the sessions whose deadline passed before now and tells
+// their rooms; it returns how many it closed.
+func (h *Handler) Sweep(ctx context.Context, now time.Time) (int, error) {
+	refs, err := h.store.ExpiredSessions(ctx, now, h.cfg.SweepBatch)
+	if err != nil {
+		return 0, err
+	}
+	var errs []error
+	for _, r := range refs {
+		if err := h.close(ctx, r); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return len(refs), errors.Join(errs...)
+}
+
+// Start runs the sweeper in a goroutine until Stop. Several presence
+// workers may sweep at once: closing a session is idempotent.
+func (h *Handler) Start() {
+	h.stop = make(chan struct{})
+	h.done.Add(1)
+	go func() {
+		defer h.done.Done()
+		t := time.NewTicker(h.cfg.SweepInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-h.stop:
+				return
+			case now := <-t.C:
+				ctx, cancel := context.WithTimeout(context.Background(), h.cfg.SweepInterval*10)
+				n, err := h.Sweep(ctx, now)
+				cancel()
+				if err != nil {
+					h.logger.Warn("sweep expired sessions", "err", err)
+				} else if n > 0 {
+					h.logger.Info("expired sessions closed", "count", n)
+				}
+			}
+		}
+	}()
+}
+
+// Stop ends the sweeper and waits for it.
+func (h *Handler) Stop() {
+	if h.stop != nil {
+		close(h.stop)
+		h.done.Wait()
+	}
+}
