@@ -1,0 +1,245 @@
+// Package api is laneIM's gRPC gateway for a product's backend: push to
+// users, to a room or to everyone, and ask who is online.
+//
+// Every call must carry the metadata "authorization: Bearer <token>" with
+// the configured API token; others are refused with Unauthenticated. The
+// server itself speaks plain gRPC: expose it only on a private network or
+// behind a TLS-terminating proxy (or mTLS sidecar) in production.
+//
+// Pushes enter the pipeline as trusted submitted messages: they get
+// sequence numbers and are routed and fanned out like clients' messages,
+// without membership or block checks.
+package api
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/google/uuid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/laneim/laneim/proto/apipb"
+	"github.com/laneim/laneim/proto/topicpb"
+	"github.com/laneim/laneim/topics"
+)
+
+// Config configures the api gateway.
+type Config struct {
+	// Addr is the gRPC listen address (127.0.0.1:9090).
+	Addr string
+	// Token is the bearer token callers must present. Required.
+	Token string
+	// MaxBodyBytes is the largest body accepted (16 KiB).
+	MaxBodyBytes int
+	// MaxUsers bounds the users of one PushUsers or OnlineStatus (1000).
+	MaxUsers int
+}
+
+func (c *Config) setDefaults() {
+	if c.Addr == "" {
+		c.Addr = "127.0.0.1:9090"
+	}
+	if c.MaxBodyBytes <= 0 {
+		c.MaxBodyBytes = 16 << 10
+	}
+	if c.MaxUsers <= 0 {
+		c.MaxUsers = 1000
+	}
+}
+
+// Validate reports a configuration that cannot work.
+func (c Config) Validate() error {
+	if c.Token == "" {
+		return errors.New("api: no token")
+	}
+	return nil
+}
+
+// Presence answers online questions.
+type Presence interface {
+	Online(ctx context.Context, users ...string) (map[string]bool, error)
+	RoomOnline(ctx context.Context, room string) (users, conns int, err error)
+}
+
+// Server implements apipb.PushServer. It is safe for concurrent use.
+type Server struct {
+	apipb.UnimplementedPushServer
+	cfg      Config
+	pub      message.Publisher
+	presence Presence
+	logger   *slog.Logger
+}
+
+// New returns a Server.
+func New(cfg Config, pub message.Publisher, presence Presence, logger *slog.Logger) (*Server, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Server{cfg: cfg, pub: pub, presence: presence, logger: logger}, nil
+}
+
+// GRPCServer returns a grpc.Server serving s with token authentication.
+func (s *Server) GRPCServer(opts ...grpc.ServerOption) *grpc.Server {
+	opts = append(opts,
+		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+			if err := s.authenticate(ctx); err != nil {
+				return nil, err
+			}
+			return h(ctx, req)
+		}),
+		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+			if err := s.authenticate(ss.Context()); err != nil {
+				return err
+			}
+			return h(srv, ss)
+		}),
+	)
+	g := grpc.NewServer(opts...)
+	apipb.RegisterPushServer(g, s)
+	return g
+}
+
+func (s *Server) authenticate(ctx context.Context) error {
+	md, _ := metadata.FromIncomingContext(ctx)
+	for _, v := range md.Get("authorization") {
+		tok, ok := strings.CutPrefix(v, "Bearer ")
+		if ok && subtle.ConstantTimeCompare([]byte(tok), []byte(s.cfg.Token)) == 1 {
+			return nil
+		}
+	}
+	return status.Error(codes.Unauthenticated, "api: missing or wrong bearer token")
+}
+
+func (s *Server) content(c *apipb.Content) error {
+	if len(c.GetBody()) == 0 {
+		return status.Error(codes.InvalidArgument, "api: empty body")
+	}
+	if len(c.GetBody()) > s.cfg.MaxBodyBytes {
+		return status.Errorf(codes.InvalidArgument, "api: body of %d bytes exceeds %d", len(c.GetBody()), s.cfg.MaxBodyBytes)
+	}
+	return nil
+}
+
+func msgID(c *apipb.Content, suffix string) string {
+	id := c.GetClientMsgId()
+	if id == "" {
+		return uuid.NewString()
+	}
+	if suffix != "" {
+		return id + ":" + suffix
+	}
+	return id
+}
+
+func sender(from string) string {
+	if from == "" {
+		return "system"
+	}
+	return from
+}
+
+// submit publishes trusted submissions.
+func (s *Server) submit(subs []*topicpb.Submitted) (*apipb.PushReply, error) {
+	reply := &apipb.PushReply{}
+	now := time.Now().UnixMilli()
+	for _, sub := range subs {
+		sub.Trusted, sub.SubmittedUnixMs = true, now
+		msg, err := topics.Submitted.Encode(sub)
+		if err != nil {
+			return nil, status.Errorf(codes.Internal, "api: %v", err)
+		}
+		if err := s.pub.Publish(topics.Submitted.Name, msg); err != nil {
+			s.logger.Warn("publish push", "err", err)
+			return reply, status.Errorf(codes.Unavailable, "api: pipeline unavailable after %d accepted: %v", reply.Accepted, err)
+		}
+		reply.Accepted++
+		reply.ClientMsgIds = append(reply.ClientMsgIds, sub.GetClientMsgId())
+	}
+	return reply, nil
+}
+
+// PushUsers sends a 1:1 message from req.From to each user.
+func (s *Server) PushUsers(_ context.Context, req *apipb.PushUsersRequest) (*apipb.PushReply, error) {
+	if len(req.GetUsers()) == 0 || len(req.GetUsers()) > s.cfg.MaxUsers {
+		return nil, status.Errorf(codes.InvalidArgument, "api: give 1 to %d users", s.cfg.MaxUsers)
+	}
+	if err := s.content(req.GetContent()); err != nil {
+		return nil, err
+	}
+	subs := make([]*topicpb.Submitted, 0, len(req.GetUsers()))
+	for _, u := range req.GetUsers() {
+		if u == "" {
+			return nil, status.Error(codes.InvalidArgument, "api: empty user")
+		}
+		c := req.GetContent()
+		subs = append(subs, &topicpb.Submitted{
+			Sender: sender(req.GetFrom()), ClientMsgId: msgID(c, u), To: &topicpb.Submitted_User{User: u},
+			Body: c.GetBody(), ContentType: c.GetContentType(),
+		})
+	}
+	return s.submit(subs)
+}
+
+// PushRoom sends a message to a room.
+func (s *Server) PushRoom(_ context.Context, req *apipb.PushRoomRequest) (*apipb.PushReply, error) {
+	if req.GetRoom() == "" {
+		return nil, status.Error(codes.InvalidArgument, "api: empty room")
+	}
+	if err := s.content(req.GetContent()); err != nil {
+		return nil, err
+	}
+	c := req.GetContent()
+	return s.submit([]*topicpb.Submitted{{
+		Sender: sender(req.GetFrom()), ClientMsgId: msgID(c, ""), To: &topicpb.Submitted_Room{Room: req.GetRoom()},
+		Body: c.GetBody(), ContentType: c.GetContentType(),
+	}})
+}
+
+// Broadcast sends a message to every logged-in connection.
+func (s *Server) Broadcast(_ context.Context, req *apipb.BroadcastRequest) (*apipb.PushReply, error) {
+	if err := s.content(req.GetContent()); err != nil {
+		return nil, err
+	}
+	c := req.GetContent()
+	return s.submit([]*topicpb.Submitted{{
+		Sender: sender(req.GetFrom()), ClientMsgId: msgID(c, ""), To: &topicpb.Submitted_Broadcast{Broadcast: true},
+		Body: c.GetBody(), ContentType: c.GetContentType(),
+	}})
+}
+
+// OnlineStatus tells which users have a live connection.
+func (s *Server) OnlineStatus(ctx context.Context, req *apipb.OnlineStatusRequest) (*apipb.OnlineStatusReply, error) {
+	if len(req.GetUsers()) == 0 || len(req.GetUsers()) > s.cfg.MaxUsers {
+		return nil, status.Errorf(codes.InvalidArgument, "api: give 1 to %d users", s.cfg.MaxUsers)
+	}
+	on, err := s.presence.Online(ctx, req.GetUsers()...)
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "api: %v", err)
+	}
+	return &apipb.OnlineStatusReply{Online: on}, nil
+}
+
+// RoomOnline tells how many users and connections are online in a room.
+func (s *Server) RoomOnline(ctx context.Context, req *apipb.RoomOnlineRequest) (*apipb.RoomOnlineReply, error) {
+	if req.GetRoom() == "" {
+		return nil, status.Error(codes.InvalidArgument, "api: empty room")
+	}
+	users, conns, err := s.presence.RoomOnline(ctx, req.GetRoom())
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "api: %v", err)
+	}
+	return &apipb.RoomOnlineReply{Room: req.GetRoom(), OnlineUsers: uint32(users), Connections: uint32(conns)}, nil
+}
+
+// Addr returns the configured listen address.
+func (s *Server) Addr() string { return s.cfg.Addr }
+

@@ -1,0 +1,77 @@
+package comet
+
+import (
+	"errors"
+	"strings"
+	"time"
+)
+
+// Config configures a comet.
+type Config struct {
+	// ID is the comet's stable id; its delivery topic is deliver.<ID>.
+	// Required; must not contain "/".
+	ID string
+	// Addr is the listen address of the WebSocket server (127.0.0.1:8080).
+	Addr string
+	// Path is the WebSocket endpoint (/ws).
+	Path string
+	// MaxFrameBytes is the largest client frame; a larger one closes the
+	// connection with 1009 (64 KiB).
+	MaxFrameBytes int
+	// SendQueue is the number of frames queued per connection; a
+	// connection whose queue is full is closed as a slow consumer (256).
+	SendQueue int
+	// WriteTimeout bounds one write to a client (10s).
+	WriteTimeout time.Duration
+	// LoginTimeout closes connections not logged in by then (10s).
+	LoginTimeout time.Duration
+	// IdleTimeout closes connections that sent nothing for this long (60s).
+	IdleTimeout time.Duration
+	// HeartbeatInterval is how often live sessions are reported (10s).
+	HeartbeatInterval time.Duration
+	// BatchWindow merges a room's messages arriving within it (10ms).
+	BatchWindow time.Duration
+}
+
+func (c *Config) setDefaults() {
+	if c.Addr == "" {
+		c.Addr = "127.0.0.1:8080"
+	}
+	if c.Path == "" {
+		c.Path = "/ws"
+	}
+	if c.MaxFrameBytes <= 0 {
+		c.MaxFrameBytes = 64 << 10
+	}
+	if c.SendQueue <= 0 {
+		c.SendQueue = 256
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = 10 * time.Second
+	}
+	if c.LoginTimeout <= 0 {
+		c.LoginTimeout = 10 * time.Second
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = 60 * time.Second
+	}
+	if c.HeartbeatInterval <= 0 {
+		c.HeartbeatInterval = 10 * time.Second
+	}
+	if c.BatchWindow < 0 {
+		c.BatchWindow = 0
+	} else if c.BatchWindow == 0 {
+		c.BatchWindow = 10 * time.Millisecond
+	}
+}
+
+// Validate reports a configuration that cannot work.
+func (c Config) Validate() error {
+	if c.ID == "" {
+		return errors.New("comet: no id")
+	}
+	if strings.Contains(c.ID, "/") {
+		return errors.New("comet: id must not contain /")
+	}
+	return nil
+}

@@ -1,0 +1,65 @@
+package comet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"go.uber.org/fx"
+
+	"github.com/laneim/laneim/topics"
+	"github.com/laneim/laneim/wiring"
+)
+
+// Module runs a comet: it creates the comet's delivery topic, serves
+// WebSockets on Config.Addr and Config.Path, and contributes the handler
+// of its delivery topic to the process's router. It needs a Config, a
+// wiring.Config, a message.Publisher and a *slog.Logger in the graph.
+var Module = fx.Module("comet",
+	fx.Provide(newWithLifecycle),
+	wiring.ProvideHandler(func(c *Comet) wiring.Handler { return c.Handler() }),
+)
+
+func newWithLifecycle(lc fx.Lifecycle, cfg Config, infra wiring.Config, pub message.Publisher, logger *slog.Logger) (*Comet, error) {
+	c, err := New(cfg, pub, logger.With("comet", cfg.ID))
+	if err != nil {
+		return nil, err
+	}
+	cfg = c.Config()
+	mux := http.NewServeMux()
+	mux.Handle(cfg.Path, c)
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	serveDone := make(chan error, 1)
+	lc.Append(fx.Hook{
+		OnStart: func(ctx context.Context) error {
+			if err := wiring.EnsureTopics(ctx, infra.Kafka, wiring.TopicSpec{Name: topics.Delivery(cfg.ID), Partitions: topics.Deliveries.Partitions}); err != nil {
+				return fmt.Errorf("comet: %w", err)
+			}
+			l, err := net.Listen("tcp", cfg.Addr)
+			if err != nil {
+				return fmt.Errorf("comet: listen: %w", err)
+			}
+			c.Start()
+			go func() { serveDone <- srv.Serve(l) }()
+			logger.Info("comet listening", "id", cfg.ID, "addr", l.Addr().String(), "path", cfg.Path)
+			return nil
+		},
+		OnStop: func(ctx context.Context) error {
+			// Shutdown stops accepting and ends idle HTTP connections;
+			// the comet closes the WebSockets (hijacked) itself.
+			err := srv.Shutdown(ctx)
+			err = errors.Join(err, c.Close())
+			if serr := <-serveDone; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
+				err = errors.Join(err, serr)
+			}
+			return err
+		},
+	})
+	return c, nil
+}

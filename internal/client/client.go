@@ -1,0 +1,285 @@
+// Package client is a Go client of the laneIM client protocol (see
+// docs/protocol.md), used by `laneim chat`, the load tool and end-to-end
+// tests.
+//
+// Requests (Login, Join, Send, ...) wait for the frame that answers them,
+// matched by request id; an Error frame becomes an *Error. Frames the
+// server sends on its own (message batches, presence) arrive on Frames.
+// One goroutine, owned by the Conn and stopped by Close, reads the
+// connection. If nobody drains Frames, that reader blocks, the server's
+// queue for this connection fills and the server closes it as a slow
+// consumer: the honest behaviour of a client that does not keep up.
+package client
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/laneim/laneim/proto/clientpb"
+)
+
+// Subprotocols of version 1.
+const (
+	SubprotocolProto = "laneim.v1.proto"
+	SubprotocolJSON  = "laneim.v1.json"
+)
+
+// Options configures a connection.
+type Options struct {
+	// JSON selects the JSON subprotocol instead of protobuf.
+	JSON bool
+	// HTTPHeader is sent with the WebSocket handshake.
+	HTTPHeader http.Header
+	// FrameBuffer is the capacity of Frames (default 1024).
+	FrameBuffer int
+}
+
+// Error is an Error frame from the server.
+type Error struct {
+	Code clientpb.Error_Code
+	Text string
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("laneim: %s: %s", e.Code, e.Text) }
+
+// Conn is a client connection. Its methods are safe for concurrent use.
+type Conn struct {
+	ws     *websocket.Conn
+	json   bool
+	nextID atomic.Uint64
+
+	mu      sync.Mutex
+	pending map[uint64]chan *clientpb.ServerFrame
+
+	frames chan *clientpb.ServerFrame
+	done   chan struct{}
+	err    error // set before done is closed
+	wg     sync.WaitGroup
+}
+
+// Dial connects to a comet's WebSocket URL (ws://host:port/ws).
+func Dial(ctx context.Context, url string, opts Options) (*Conn, error) {
+	sub := SubprotocolProto
+	if opts.JSON {
+		sub = SubprotocolJSON
+	}
+	ws, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{Subprotocols: []string{sub}, HTTPHeader: opts.HTTPHeader})
+	if err != nil {
+		return nil, fmt.Errorf("client: dial %s: %w", url, err)
+	}
+	if ws.Subprotocol() != sub {
+		ws.Close(websocket.StatusProtocolError, "subprotocol not accepted")
+		return nil, fmt.Errorf("client: server did not accept subprotocol %s", sub)
+	}
+	ws.SetReadLimit(16 << 20)
+	if opts.FrameBuffer <= 0 {
+		opts.FrameBuffer = 1024
+	}
+	c := &Conn{
+		ws: ws, json: opts.JSON,
+		pending: map[uint64]chan *clientpb.ServerFrame{},
+		frames:  make(chan *clientpb.ServerFrame, opts.FrameBuffer),
+		done:    make(chan struct{}),
+	}
+	c.wg.Add(1)
+	go c.read()
+	return c, nil
+}
+
+// Frames delivers the frames the server sent on its own. It is closed
+// when the connection ends.
+func (c *Conn) Frames() <-chan *clientpb.ServerFrame { return c.frames }
+
+// Done is closed when the connection has ended.
+func (c *Conn) Done() <-chan struct{} { return c.done }
+
+// Err tells why the connection ended (see websocket.CloseStatus); nil
+// while it is open or after Close.
+func (c *Conn) Err() error {
+	select {
+	case <-c.done:
+		return c.err
+	default:
+		return nil
+	}
+}
+
+// Close closes the connection and waits for its reader.
+func (c *Conn) Close() error {
+	_ = c.ws.Close(websocket.StatusNormalClosure, "")
+	c.ws.CloseNow()
+	// The reader may be blocked handing a frame to a full Frames: drain it.
+	go func() {
+		for range c.frames {
+		}
+	}()
+	c.wg.Wait()
+	return nil
+}
+
+func (c *Conn) read() {
+	defer c.wg.Done()
+	defer close(c.frames)
+	var err error
+	defer func() {
+		c.err = err
+		c.mu.Lock()
+		for id, ch := range c.pending {
+			close(ch)
+			delete(c.pending, id)
+		}
+		c.mu.Unlock()
+		close(c.done)
+	}()
+	for {
+		var typ websocket.MessageType
+		var data []byte
+		typ, data, err = c.ws.Read(context.Background())
+		if err != nil {
+			return
+		}
+		f := new(clientpb.ServerFrame)
+		if typ == websocket.MessageText {
+			err = protojson.Unmarshal(data, f)
+		} else {
+			err = proto.Unmarshal(data, f)
+		}
+		if err != nil {
+			err = fmt.Errorf("client: undecodable frame: %w", err)
+			c.ws.Close(websocket.StatusUnsupportedData, "undecodable frame")
+			return
+		}
+		if id := f.GetRequestId(); id != 0 {
+			c.mu.Lock()
+			ch := c.pending[id]
+			delete(c.pending, id)
+			c.mu.Unlock()
+			if ch != nil {
+				ch <- f
+				continue
+			}
+		}
+		c.frames <- f
+	}
+}
+
+// Do sends a frame with a fresh request id and waits for its answer. An
+// Error answer is returned as *Error.
+func (c *Conn) Do(ctx context.Context, f *clientpb.ClientFrame) (*clientpb.ServerFrame, error) {
+	id := c.nextID.Add(1)
+	f.RequestId = id
+	ch := make(chan *clientpb.ServerFrame, 1)
+	c.mu.Lock()
+	c.pending[id] = ch
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		delete(c.pending, id)
+		c.mu.Unlock()
+	}()
+	if err := c.Write(ctx, f); err != nil {
+		return nil, err
+	}
+	select {
+	case res, ok := <-ch:
+		if !ok {
+			return nil, fmt.Errorf("client: connection closed: %w", c.err)
+		}
+		if e := res.GetError(); e != nil {
+			return res, &Error{Code: e.GetCode(), Text: e.GetText()}
+		}
+		return res, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// Write sends a frame as it is, without waiting for an answer.
+func (c *Conn) Write(ctx context.Context, f *clientpb.ClientFrame) error {
+	var b []byte
+	var err error
+	typ := websocket.MessageBinary
+	if c.json {
+		typ = websocket.MessageText
+		b, err = protojson.Marshal(f)
+	} else {
+		b, err = proto.Marshal(f)
+	}
+	if err != nil {
+		return fmt.Errorf("client: encode: %w", err)
+	}
+	if err := c.ws.Write(ctx, typ, b); err != nil {
+		return fmt.Errorf("client: write: %w", err)
+	}
+	return nil
+}
+
+// WriteRaw sends bytes as one WebSocket message, for tests of bad input.
+func (c *Conn) WriteRaw(ctx context.Context, typ websocket.MessageType, b []byte) error {
+	return c.ws.Write(ctx, typ, b)
+}
+
+// Login logs the connection in with a token.
+func (c *Conn) Login(ctx context.Context, token, device string) (*clientpb.LoginResult, error) {
+	res, err := c.Do(ctx, &clientpb.ClientFrame{Body: &clientpb.ClientFrame_Login{Login: &clientpb.Login{Token: token, Device: device}}})
+	if err != nil {
+		return nil, err
+	}
+	return res.GetLoginResult(), nil
+}
+
+// Join joins a room.
+func (c *Conn) Join(ctx context.Context, room string) (*clientpb.Joined, error) {
+	res, err := c.Do(ctx, &clientpb.ClientFrame{Body: &clientpb.ClientFrame_Join{Join: &clientpb.JoinRoom{Room: room}}})
+	if err != nil {
+		return nil, err
+	}
+	return res.GetJoined(), nil
+}
+
+// Leave leaves a room.
+func (c *Conn) Leave(ctx context.Context, room string) error {
+	_, err := c.Do(ctx, &clientpb.ClientFrame{Body: &clientpb.ClientFrame_Leave{Leave: &clientpb.LeaveRoom{Room: room}}})
+	return err
+}
+
+// Send submits a message and waits for its place in the conversation.
+func (c *Conn) Send(ctx context.Context, s *clientpb.Send) (*clientpb.SendResult, error) {
+	res, err := c.Do(ctx, &clientpb.ClientFrame{Body: &clientpb.ClientFrame_Send{Send: s}})
+	if err != nil {
+		return nil, err
+	}
+	return res.GetSendResult(), nil
+}
+
+var msgSeq atomic.Uint64
+
+func newClientMsgID() string {
+	return strconv.FormatInt(time.Now().UnixNano(), 36) + "-" + strconv.FormatUint(msgSeq.Add(1), 36)
+}
+
+// SendRoom sends a text message to a room.
+func (c *Conn) SendRoom(ctx context.Context, room string, body []byte) (*clientpb.SendResult, error) {
+	return c.Send(ctx, &clientpb.Send{ClientMsgId: newClientMsgID(), To: &clientpb.Send_Room{Room: room}, Body: body, ContentType: "text/plain"})
+}
+
+// SendUser sends a text message to a user.
+func (c *Conn) SendUser(ctx context.Context, user string, body []byte) (*clientpb.SendResult, error) {
+	return c.Send(ctx, &clientpb.Send{ClientMsgId: newClientMsgID(), To: &clientpb.Send_User{User: user}, Body: body, ContentType: "text/plain"})
+}
+
+// Ping measures a round trip.
+func (c *Conn) Ping(ctx context.Context) (time.Duration, error) {
+	start := time.Now()
+	_, err := c.Do(ctx, &clientpb.ClientFrame{Body: &clientpb.ClientFrame_Ping{Ping: &clientpb.Ping{ClientTimeUnixMs: start.UnixMilli()}}})
+	return time.Since(start), err
+}
