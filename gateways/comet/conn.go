@@ -42,18 +42,23 @@ func (cn *conn) enqueue(c *Comet, f *frame) {
 	select {
 	case cn.send <- f:
 	default:
-		c.slow.Add(1)
-		cn.kick(websocket.StatusPolicyViolation, "slow consumer")
+		if cn.kick(websocket.StatusPolicyViolation, "slow consumer") {
+			c.slow.Add(1)
+			c.logger.Info("slow consumer disconnected", "conn", cn.id)
+		}
 	}
 }
 
 // kick asks the writer to close the connection with status and reason.
-// Safe to call many times from any goroutine; the first call wins.
-func (cn *conn) kick(status websocket.StatusCode, reason string) {
+// Safe to call many times from any goroutine; the first call wins and
+// reports true.
+func (cn *conn) kick(status websocket.StatusCode, reason string) (first bool) {
 	cn.kickOnce.Do(func() {
 		cn.closeStatus, cn.closeReason = status, reason
 		close(cn.closing)
+		first = true
 	})
+	return first
 }
 
 // write drains the queue until the connection is kicked or breaks.
