@@ -201,10 +201,11 @@ Mint a token for your own client:
   go run . token --user alice
 
 Load test against this cluster:
-  go run . bench --target ws://%s/ws --api %s --members 1000 --rate 200 --duration 10s
+  go run . bench --target ws://%s/ws --api %s --api-token %s --redis %s --secret %s --members 1000 --rate 200 --duration 10s
+(or simply: go run . bench --members 1000 --rate 200, which starts its own cluster)
 
 Ctrl-C stops everything.
-`, s.CometAddr, s.APIAddr)
+`, s.CometAddr, s.APIAddr, s.APIToken, s.Redis, s.Secret)
 }
 
 // nextPort returns host:(port+1) of addr, for etcd's peer listener.

@@ -188,7 +188,7 @@ func print(w *lockedWriter, f *clientpb.ServerFrame) {
 	case *clientpb.ServerFrame_Presence:
 		state := "left"
 		if b.Presence.GetOnline() {
-			state = "is here"
+			state = "joined"
 		}
 		w.printf("* %s %s %s (%d online)\n", b.Presence.GetUser(), state, b.Presence.GetRoom(), b.Presence.GetOnlineCount())
 	case *clientpb.ServerFrame_Error:
