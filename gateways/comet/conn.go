@@ -3,6 +3,7 @@ package comet
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"time"
 
@@ -111,7 +112,7 @@ func (cn *conn) read(c *Comet) {
 			err = proto.Unmarshal(data, &f)
 		}
 		if err != nil {
-			cn.reply(c, topics.ErrorFrame(0, clientpb.Error_BAD_FRAME, "undecodable frame: "+err.Error()))
+			cn.reply(c, topics.ErrorFrame(0, clientpb.Error_BAD_FRAME, strings.ToValidUTF8("undecodable frame: "+err.Error(), "?")))
 			continue
 		}
 		cn.serve(c, &f)
