@@ -1,0 +1,174 @@
+package api_test
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/laneim/laneim/gateways/api"
+	"github.com/laneim/laneim/internal/testinfra"
+	"github.com/laneim/laneim/proto/apipb"
+	"github.com/laneim/laneim/proto/topicpb"
+	"github.com/laneim/laneim/topics"
+)
+
+type fakePresence struct{}
+
+func (fakePresence) Online(_ context.Context, users ...string) (map[string]bool, error) {
+	out := map[string]bool{}
+	for _, u := range users {
+		out[u] = u == "alice"
+	}
+	return out, nil
+}
+
+func (fakePresence) RoomOnline(_ context.Context, room string) (int, int, error) {
+	return len(room), 2 * len(room), nil
+}
+
+// serve runs the gateway on a real loopback listener and returns a client
+// presenting token.
+func serve(t *testing.T, token string) (apipb.PushClient, *testinfra.Recorder) {
+	t.Helper()
+	rec := &testinfra.Recorder{}
+	s, err := api.New(api.Config{Token: "secret-token", MaxBodyBytes: 10}, rec, fakePresence{}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := s.GRPCServer()
+	done := make(chan error, 1)
+	go func() { done <- g.Serve(l) }()
+	t.Cleanup(func() {
+		g.Stop()
+		<-done
+	})
+	pc, closer, err := api.Dial(context.Background(), l.Addr().String(), token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { closer.Close() })
+	return pc, rec
+}
+
+func submitted(t *testing.T, rec *testinfra.Recorder) []*topicpb.Submitted {
+	t.Helper()
+	var out []*topicpb.Submitted
+	for _, p := range rec.Take() {
+		if p.Topic != topics.Submitted.Name {
+			t.Fatalf("published to %s", p.Topic)
+		}
+		s, err := topics.Submitted.Decode(p.Msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+func TestTokenRequired(t *testing.T) {
+	for _, tok := range []string{"", "wrong"} {
+		pc, _ := serve(t, tok)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err := pc.RoomOnline(ctx, &apipb.RoomOnlineRequest{Room: "r"})
+		cancel()
+		if status.Code(err) != codes.Unauthenticated {
+			t.Errorf("token %q: %v, want Unauthenticated", tok, err)
+		}
+	}
+}
+
+func TestPushes(t *testing.T) {
+	pc, rec := serve(t, "secret-token")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+
+	r, err := pc.PushUsers(ctx, &apipb.PushUsersRequest{From: "shop", Users: []string{"a", "b"}, Content: &apipb.Content{Body: []byte("hi"), ClientMsgId: "order-1"}})
+	if err != nil || r.GetAccepted() != 2 {
+		t.Fatalf("push users = %v, %v", r, err)
+	}
+	subs := submitted(t, rec)
+	if len(subs) != 2 || subs[0].GetUser() != "a" || subs[1].GetUser() != "b" || subs[0].GetClientMsgId() != "order-1:a" || !subs[0].GetTrusted() || subs[0].GetSender() != "shop" {
+		t.Fatalf("submitted %v", subs)
+	}
+
+	if _, err := pc.PushRoom(ctx, &apipb.PushRoomRequest{Room: "lobby", Content: &apipb.Content{Body: []byte("x")}}); err != nil {
+		t.Fatal(err)
+	}
+	subs = submitted(t, rec)
+	if len(subs) != 1 || subs[0].GetRoom() != "lobby" || subs[0].GetSender() != "system" || subs[0].GetClientMsgId() == "" {
+		t.Fatalf("room push %v", subs)
+	}
+
+	if _, err := pc.Broadcast(ctx, &apipb.BroadcastRequest{Content: &apipb.Content{Body: []byte("x")}}); err != nil {
+		t.Fatal(err)
+	}
+	if subs = submitted(t, rec); len(subs) != 1 || !subs[0].GetBroadcast() {
+		t.Fatalf("broadcast %v", subs)
+	}
+}
+
+func TestInvalidArguments(t *testing.T) {
+	pc, rec := serve(t, "secret-token")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	body := &apipb.Content{Body: []byte("x")}
+	calls := []struct {
+		name string
+		call func() error
+	}{
+		{"no users", func() error { _, err := pc.PushUsers(ctx, &apipb.PushUsersRequest{Content: body}); return err }},
+		{"empty user", func() error {
+			_, err := pc.PushUsers(ctx, &apipb.PushUsersRequest{Users: []string{""}, Content: body})
+			return err
+		}},
+		{"no room", func() error { _, err := pc.PushRoom(ctx, &apipb.PushRoomRequest{Content: body}); return err }},
+		{"empty body", func() error { _, err := pc.PushRoom(ctx, &apipb.PushRoomRequest{Room: "r"}); return err }},
+		{"body too large", func() error {
+			_, err := pc.Broadcast(ctx, &apipb.BroadcastRequest{Content: &apipb.Content{Body: make([]byte, 11)}})
+			return err
+		}},
+		{"online without users", func() error { _, err := pc.OnlineStatus(ctx, &apipb.OnlineStatusRequest{}); return err }},
+	}
+	for _, c := range calls {
+		if err := c.call(); status.Code(err) != codes.InvalidArgument {
+			t.Errorf("%s: %v, want InvalidArgument", c.name, err)
+		}
+	}
+	if out := rec.Take(); len(out) != 0 {
+		t.Errorf("invalid calls published %d messages", len(out))
+	}
+}
+
+func TestPublishFailureIsUnavailable(t *testing.T) {
+	pc, rec := serve(t, "secret-token")
+	rec.Err = context.DeadlineExceeded
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := pc.PushRoom(ctx, &apipb.PushRoomRequest{Room: "r", Content: &apipb.Content{Body: []byte("x")}}); status.Code(err) != codes.Unavailable {
+		t.Fatalf("push with broker down = %v, want Unavailable", err)
+	}
+}
+
+func TestPresenceQueries(t *testing.T) {
+	pc, _ := serve(t, "secret-token")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	on, err := pc.OnlineStatus(ctx, &apipb.OnlineStatusRequest{Users: []string{"alice", "bob"}})
+	if err != nil || !on.GetOnline()["alice"] || on.GetOnline()["bob"] {
+		t.Fatalf("online = %v, %v", on, err)
+	}
+	ro, err := pc.RoomOnline(ctx, &apipb.RoomOnlineRequest{Room: "abc"})
+	if err != nil || ro.GetOnlineUsers() != 3 || ro.GetConnections() != 6 {
+		t.Fatalf("room online = %v, %v", ro, err)
+	}
+}
