@@ -5,13 +5,16 @@ package app
 // with clients on real WebSocket connections.
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -23,6 +26,7 @@ import (
 
 	"github.com/laneim/laneim/gateways/api"
 	"github.com/laneim/laneim/gateways/comet"
+	"github.com/laneim/laneim/internal/chat"
 	"github.com/laneim/laneim/internal/client"
 	"github.com/laneim/laneim/internal/seed"
 	"github.com/laneim/laneim/internal/testinfra"
@@ -537,4 +541,57 @@ func TestE2EPoisonMessageGoesToDeadLettersPipelineGoesOn(t *testing.T) {
 			t.Fatalf("dead letters: got %v, want 5", seen)
 		}
 	}
+}
+
+func TestE2EChatClients(t *testing.T) {
+	c := startCluster(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	type side struct {
+		in  *io.PipeWriter
+		out *syncBuffer
+		err chan error
+	}
+	start := func(user string) *side {
+		r, w := io.Pipe()
+		s := &side{in: w, out: &syncBuffer{}, err: make(chan error, 1)}
+		go func() {
+			s.err <- chat.Run(ctx, chat.Config{URL: c.ws, Token: c.token(user, time.Hour), Room: "lobby"}, r, s.out)
+		}()
+		testinfra.Eventually(t, 20*time.Second, func() bool { return strings.Contains(s.out.String(), "joined lobby") }, "%s did not join: %q", user, s.out.String())
+		return s
+	}
+	alice, bob := start("alice"), start("bob")
+	fmt.Fprintln(alice.in, "hello bob")
+	fmt.Fprintln(bob.in, "/dm alice psst")
+	fmt.Fprintln(bob.in, "/join ops")
+	for _, want := range []string{"alice: hello bob", "[dm:alice:bob #1] bob: psst"} {
+		testinfra.Eventually(t, 20*time.Second, func() bool { return strings.Contains(bob.out.String(), want) && strings.Contains(alice.out.String(), want) }, "missing %q:\nalice: %s\nbob: %s", want, alice.out.String(), bob.out.String())
+	}
+	testinfra.Eventually(t, 20*time.Second, func() bool { return strings.Contains(bob.out.String(), "NOT_MEMBER") }, "bob's refused join not shown: %s", bob.out.String())
+	for _, s := range []*side{alice, bob} {
+		fmt.Fprintln(s.in, "/quit")
+		if err := <-s.err; err != nil {
+			t.Errorf("chat ended with %v", err)
+		}
+		s.in.Close()
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for one writer and concurrent readers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -31,7 +31,8 @@ type Config struct {
 }
 
 // Run chats until in ends, /quit is typed, ctx ends or the server closes
-// the connection. Output lines are written to out; it is safe for the
+// the connection. The goroutine reading in may outlive Run until in
+// delivers its next line or ends. Output lines are written to out; it is safe for the
 // receiving and sending sides to share out.
 func Run(ctx context.Context, cfg Config, in io.Reader, out io.Writer) error {
 	ctx, cancel := context.WithCancel(ctx)
@@ -64,10 +65,11 @@ func Run(ctx context.Context, cfg Config, in io.Reader, out io.Writer) error {
 	}()
 	defer wg.Wait()
 
+	// Reading in cannot be interrupted, so Run does not wait for this
+	// goroutine: it ends when in reaches its end or fails, or at the next
+	// line after Run returned.
 	lines := make(chan string)
-	wg.Add(1)
 	go func() {
-		defer wg.Done()
 		defer close(lines)
 		sc := bufio.NewScanner(in)
 		for sc.Scan() {

@@ -1,0 +1,114 @@
+package app
+
+import (
+	"context"
+	"log/slog"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/fx"
+
+	"github.com/laneim/laneim/internal/client"
+	"github.com/laneim/laneim/internal/testinfra"
+	"github.com/laneim/laneim/topics"
+	"github.com/laneim/laneim/workers/login"
+)
+
+// TestDevCluster runs `laneim dev` in-process on free ports (embedded
+// Kafka-protocol broker, etcd and Redis-protocol server) and chats through it.
+func TestDevCluster(t *testing.T) {
+	free := func() string { return "127.0.0.1:" + strconv.Itoa(testinfra.FreePort(t)) }
+	cfg := DevConfig{
+		Settings: Settings{
+			Secret: "dev-test", APIToken: "dev-test-token", CometAddr: free(), APIAddr: free(),
+			SessionTTL: 30 * time.Second, NotifyLimit: 200, MaxBodyBytes: 16 << 10, BatchWindow: 10 * time.Millisecond,
+			SendQueue: 256, MaxFrameBytes: 64 << 10, LogLevel: "error",
+		},
+		KafkaAddr: "127.0.0.1:0",
+		RedisAddr: "127.0.0.1:0",
+		EtcdAddr:  "127.0.0.1:" + strconv.Itoa(testinfra.FreePort(t)),
+		DataDir:   t.TempDir(),
+		Seed:      "../../testdata/seed.json",
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	d, err := StartDev(ctx, cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var welcome strings.Builder
+	d.PrintWelcome(&welcome)
+	if !strings.Contains(welcome.String(), "ws://"+cfg.Settings.CometAddr+"/ws") || len(d.EtcdEndpoints()) != 1 {
+		t.Errorf("welcome %q, etcd %v", welcome.String(), d.EtcdEndpoints())
+	}
+
+	url := "ws://" + cfg.Settings.CometAddr + "/ws"
+	var conns []*client.Conn
+	for _, u := range []string{"alice", "bob"} {
+		conn, err := client.Dial(ctx, url, client.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		tok, _ := login.MintToken([]byte(cfg.Settings.Secret), u, time.Hour)
+		if _, err := conn.Login(ctx, tok, "test"); err != nil {
+			t.Fatalf("login %s: %v", u, err)
+		}
+		if _, err := conn.Join(ctx, "lobby"); err != nil {
+			t.Fatalf("join %s: %v", u, err)
+		}
+		conns = append(conns, conn)
+	}
+	if _, err := conns[0].SendRoom(ctx, "lobby", []byte("hi")); err != nil {
+		t.Fatal(err)
+	}
+	if m := nextMessages(t, conns[1], topics.RoomConversation("lobby"), 1)[0]; string(m.GetBody()) != "hi" {
+		t.Fatalf("got %v", m)
+	}
+	if err := d.Close(ctx); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	// Shutting down closes the clients' connections (1001 going away).
+	select {
+	case <-conns[1].Done():
+	case <-ctx.Done():
+		t.Fatal("client still connected after the cluster stopped")
+	}
+}
+
+// TestRoleGraphs checks that every process kind has a complete fx graph.
+func TestRoleGraphs(t *testing.T) {
+	s := Settings{Kafka: "127.0.0.1:1", Redis: "127.0.0.1:1", Secret: "x", APIToken: "y", CometID: "c1"}
+	logger := slog.New(slog.DiscardHandler)
+	sets := [][]Role{{Login}, {Presence}, {Routing}, {Fanout}, {Comet}, {API}, append(append([]Role{}, Workers...), Comet, API)}
+	for _, roles := range sets {
+		if err := fx.ValidateApp(s.Options(logger, roles...)); err != nil {
+			t.Errorf("roles %v: %v", roles, err)
+		}
+	}
+}
+
+func TestValidateNamesTheMissingSetting(t *testing.T) {
+	tests := []struct {
+		s    Settings
+		role Role
+		want string
+	}{
+		{Settings{}, Login, "LANEIM_KAFKA"},
+		{Settings{Kafka: "k"}, Login, "LANEIM_SECRET"},
+		{Settings{Kafka: "k", Secret: "s"}, Login, "LANEIM_REDIS"},
+		{Settings{Kafka: "k"}, Comet, "LANEIM_COMET_ID"},
+		{Settings{Kafka: "k", Redis: "r"}, API, "LANEIM_API_TOKEN"},
+	}
+	for _, tt := range tests {
+		err := tt.s.Validate(tt.role)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%+v %s: %v, want mention of %s", tt.s, tt.role, err, tt.want)
+		}
+	}
+	if _, err := ParseRole("nope"); err == nil {
+		t.Error("ParseRole accepted nope")
+	}
+}
