@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
-	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
 	"github.com/ThreeDotsLabs/watermill/message"
 
@@ -171,7 +170,7 @@ func NewSubscriber(cfg KafkaConfig, group string, logger *slog.Logger) (message.
 		ConsumerGroup:         group,
 		NackResendSleep:       100 * time.Millisecond,
 		ReconnectRetrySleep:   time.Second,
-	}, watermill.NewSlogLogger(logger))
+	}, watermillLogger(logger))
 	if err != nil {
 		return nil, fmt.Errorf("kafka: subscriber for group %s: %w", group, err)
 	}

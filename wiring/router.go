@@ -89,7 +89,7 @@ type SubscriberFactory func(group string) (message.Subscriber, error)
 // topics.DeadLetters with the error in their metadata.
 func NewRouter(cfg RouterConfig, handlers []Handler, subscribe SubscriberFactory, deadLetters message.Publisher, logger *slog.Logger) (*message.Router, error) {
 	cfg.setDefaults()
-	wlog := watermill.NewSlogLogger(logger)
+	wlog := watermillLogger(logger)
 	r, err := message.NewRouter(message.RouterConfig{CloseTimeout: 15 * time.Second}, wlog)
 	if err != nil {
 		return nil, fmt.Errorf("router: %w", err)
@@ -148,5 +148,14 @@ func RunRouter(lc fx.Lifecycle, r *message.Router) {
 				return ctx.Err()
 			}
 		},
+	})
+}
+
+// watermillLogger adapts logger for Watermill, one level down: Watermill
+// logs every subscription and handler start at Info, which is Debug for
+// an operator of laneIM.
+func watermillLogger(logger *slog.Logger) watermill.LoggerAdapter {
+	return watermill.NewSlogLoggerWithLevelMapping(logger, map[slog.Level]slog.Level{
+		slog.LevelInfo: slog.LevelDebug,
 	})
 }
