@@ -731,7 +731,9 @@ type Control struct {
 	// join adds the target connections to this room's local index.
 	Join string `protobuf:"bytes,2,opt,name=join,proto3" json:"join,omitempty"`
 	// close ends the target connections (or all connections of users) with this reason.
-	Close         string `protobuf:"bytes,3,opt,name=close,proto3" json:"close,omitempty"`
+	Close string `protobuf:"bytes,3,opt,name=close,proto3" json:"close,omitempty"`
+	// leave removes the target connections from this room's local index.
+	Leave         string `protobuf:"bytes,4,opt,name=leave,proto3" json:"leave,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -783,6 +785,13 @@ func (x *Control) GetJoin() string {
 func (x *Control) GetClose() string {
 	if x != nil {
 		return x.Close
+	}
+	return ""
+}
+
+func (x *Control) GetLeave() string {
+	if x != nil {
+		return x.Leave
 	}
 	return ""
 }
@@ -855,11 +864,12 @@ const file_topic_proto_rawDesc = "" +
 	"\tbroadcast\x18\x04 \x01(\bR\tbroadcast\x123\n" +
 	"\x05frame\x18\n" +
 	" \x01(\v2\x1d.laneim.client.v1.ServerFrameR\x05frame\x122\n" +
-	"\acontrol\x18\v \x01(\v2\x18.laneim.topic.v1.ControlR\acontrol\"W\n" +
+	"\acontrol\x18\v \x01(\v2\x18.laneim.topic.v1.ControlR\acontrol\"m\n" +
 	"\aControl\x12\"\n" +
 	"\fauthenticate\x18\x01 \x01(\tR\fauthenticate\x12\x12\n" +
 	"\x04join\x18\x02 \x01(\tR\x04join\x12\x14\n" +
-	"\x05close\x18\x03 \x01(\tR\x05closeB(Z&github.com/laneim/laneim/proto/topicpbb\x06proto3"
+	"\x05close\x18\x03 \x01(\tR\x05close\x12\x14\n" +
+	"\x05leave\x18\x04 \x01(\tR\x05leaveB(Z&github.com/laneim/laneim/proto/topicpbb\x06proto3"
 
 var (
 	file_topic_proto_rawDescOnce sync.Once

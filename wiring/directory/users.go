@@ -158,3 +158,30 @@ func (s *Store) Blocks(ctx context.Context, user, other string) (bool, error) {
 	}
 	return ok, nil
 }
+
+// Membership is one user in one room.
+type Membership struct{ Room, User string }
+
+// AddMembers adds many memberships in one pipelined round trip. Idempotent.
+func (s *Store) AddMembers(ctx context.Context, ms []Membership) error {
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, m := range ms {
+			p.SAdd(ctx, roomMembersKey(m.Room), m.User)
+			p.SAdd(ctx, userRoomsKey(m.User), m.Room)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("directory: add %d memberships: %w", len(ms), err)
+	}
+	return nil
+}
+
+// Members returns the members of room.
+func (s *Store) Members(ctx context.Context, room string) ([]string, error) {
+	m, err := s.rdb.SMembers(ctx, roomMembersKey(room)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("directory: members of %s: %w", room, err)
+	}
+	return m, nil
+}

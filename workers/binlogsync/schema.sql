@@ -1,0 +1,31 @@
+-- laneIM's tables in the system of record (MySQL or MariaDB).
+-- Applied by `laneim migrate` (idempotent). The binlog sync worker follows
+-- these four tables; it ignores every other table.
+
+CREATE TABLE IF NOT EXISTS users (
+  id         VARCHAR(64)  NOT NULL PRIMARY KEY,
+  name       VARCHAR(255) NOT NULL DEFAULT '',
+  disabled   TINYINT(1)   NOT NULL DEFAULT 0,
+  updated_at TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+CREATE TABLE IF NOT EXISTS rooms (
+  id   VARCHAR(64)  NOT NULL PRIMARY KEY,
+  name VARCHAR(255) NOT NULL DEFAULT '',
+  kind VARCHAR(32)  NOT NULL DEFAULT 'group'
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+CREATE TABLE IF NOT EXISTS room_members (
+  room_id   VARCHAR(64)  NOT NULL,
+  user_id   VARCHAR(64)  NOT NULL,
+  role      VARCHAR(32)  NOT NULL DEFAULT 'member',
+  joined_at TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
+  PRIMARY KEY (room_id, user_id),
+  KEY by_user (user_id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+CREATE TABLE IF NOT EXISTS blocks (
+  user_id    VARCHAR(64) NOT NULL,
+  blocked_id VARCHAR(64) NOT NULL,
+  PRIMARY KEY (user_id, blocked_id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;

@@ -1,0 +1,276 @@
+package binlogsync_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-mysql-org/go-mysql/client"
+	"github.com/go-mysql-org/go-mysql/mysql"
+
+	"github.com/laneim/laneim/internal/testinfra"
+	"github.com/laneim/laneim/proto/topicpb"
+	"github.com/laneim/laneim/topics"
+	"github.com/laneim/laneim/wiring/directory"
+	"github.com/laneim/laneim/workers/binlogsync"
+)
+
+type fixture struct {
+	t     testing.TB
+	db    *testinfra.MariaDB
+	sql   *client.Conn
+	store *directory.Store
+	pos   *binlogsync.Positions
+	rec   *testinfra.Recorder
+}
+
+func newFixture(t testing.TB) *fixture {
+	db := testinfra.StartMariaDB(t, "laneim", binlogsync.Schema)
+	rdb := testinfra.RedisClient(t)
+	return &fixture{t: t, db: db, sql: db.Admin(t), store: directory.New(rdb), pos: binlogsync.NewPositions(rdb, ""), rec: &testinfra.Recorder{}}
+}
+
+func (f *fixture) exec(stmts ...string) { f.t.Helper(); f.db.Exec(f.t, f.sql, stmts...) }
+
+// start runs a syncer as the minimally privileged sync user until the
+// returned stop is called.
+func (f *fixture) start() (*binlogsync.Syncer, func()) {
+	f.t.Helper()
+	s, err := binlogsync.New(binlogsync.Config{
+		Addr: f.db.Addr, User: f.db.SyncUser, Password: f.db.SyncPassword, Database: f.db.Database,
+		Flavor: "mariadb", RetryMin: 50 * time.Millisecond,
+	}, f.store, f.pos, f.rec, slog.New(slog.DiscardHandler))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	return s, func() {
+		cancel()
+		if err := <-done; err != nil {
+			f.t.Errorf("syncer: %v", err)
+		}
+	}
+}
+
+func (f *fixture) eventually(msg string, cond func() bool) {
+	f.t.Helper()
+	testinfra.Eventually(f.t, 20*time.Second, cond, "%s", msg)
+}
+
+func (f *fixture) user(id string) (directory.User, bool) {
+	u, ok, err := f.store.User(context.Background(), id)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return u, ok
+}
+
+func (f *fixture) member(room, user string) bool {
+	ok, err := f.store.IsMember(context.Background(), room, user)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return ok
+}
+
+func TestSnapshotThenEvents(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.exec(
+		"INSERT INTO users (id, name) VALUES ('alice', 'Alice'), ('bob', 'Bob'), ('carol', 'Carol')",
+		"INSERT INTO rooms (id, name, kind) VALUES ('lobby', 'Lobby', 'group')",
+		"INSERT INTO room_members (room_id, user_id) VALUES ('lobby', 'alice'), ('lobby', 'bob')",
+		"INSERT INTO blocks (user_id, blocked_id) VALUES ('bob', 'carol')",
+	)
+	s, stop := f.start()
+	defer stop()
+	f.eventually("snapshot not applied", func() bool {
+		_, ok := f.user("carol")
+		blocked, _ := f.store.Blocks(ctx, "bob", "carol")
+		return ok && f.member("lobby", "bob") && blocked
+	})
+	if got := s.Stats().Snapshots; got != 1 {
+		t.Fatalf("snapshots = %d", got)
+	}
+
+	// bob is online on comet c1 and in the lobby.
+	bob := directory.SessionRef{Comet: "c1", Conn: "b1"}
+	if err := f.store.OpenSession(ctx, directory.Session{Comet: "c1", Conn: "b1", User: "bob"}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.store.JoinRoom(ctx, bob, "bob", "lobby"); err != nil {
+		t.Fatal(err)
+	}
+
+	steps := []struct {
+		name  string
+		stmts []string
+		ok    func() bool
+	}{
+		{"insert user", []string{"INSERT INTO users (id, name) VALUES ('dave', 'Dave')"}, func() bool { _, ok := f.user("dave"); return ok }},
+		{"update user", []string{"UPDATE users SET name = 'Dave D.' WHERE id = 'dave'"}, func() bool { u, _ := f.user("dave"); return u.Name == "Dave D." }},
+		{"insert room", []string{"INSERT INTO rooms (id, name) VALUES ('dev', 'Dev')"}, func() bool { _, ok, _ := f.store.Room(ctx, "dev"); return ok }},
+		{"insert members in one statement", []string{"INSERT INTO room_members (room_id, user_id) VALUES ('dev', 'dave'), ('dev', 'carol')"}, func() bool { return f.member("dev", "dave") && f.member("dev", "carol") }},
+		{"move a membership", []string{"UPDATE room_members SET user_id = 'alice' WHERE room_id = 'dev' AND user_id = 'carol'"}, func() bool { return f.member("dev", "alice") && !f.member("dev", "carol") }},
+		{"delete a membership", []string{"DELETE FROM room_members WHERE room_id = 'dev' AND user_id = 'dave'"}, func() bool { return !f.member("dev", "dave") }},
+		{"delete block", []string{"DELETE FROM blocks WHERE user_id = 'bob'"}, func() bool { b, _ := f.store.Blocks(ctx, "bob", "carol"); return !b }},
+		{"insert block", []string{"INSERT INTO blocks VALUES ('carol', 'dave')"}, func() bool { b, _ := f.store.Blocks(ctx, "carol", "dave"); return b }},
+		{"unknown table and DDL", []string{
+			"CREATE TABLE audit (id INT PRIMARY KEY, what VARCHAR(20))",
+			"INSERT INTO audit VALUES (1, 'x')",
+			"ALTER TABLE users ADD COLUMN avatar VARCHAR(255) NULL",
+			"INSERT INTO users (id, name, avatar) VALUES ('erin', 'Erin', 'e.png')",
+		}, func() bool { u, ok := f.user("erin"); return ok && u.Name == "Erin" }},
+		{"delete room", []string{"DELETE FROM rooms WHERE id = 'dev'"}, func() bool { _, ok, _ := f.store.Room(ctx, "dev"); return !ok && !f.member("dev", "alice") }},
+	}
+	for _, st := range steps {
+		f.exec(st.stmts...)
+		f.eventually(st.name, st.ok)
+	}
+
+	// Removing bob from the lobby in MySQL takes his live connection out.
+	f.rec.Take()
+	f.exec("DELETE FROM room_members WHERE room_id = 'lobby' AND user_id = 'bob'")
+	f.eventually("bob's connection not taken out of the lobby", func() bool {
+		users, _, _ := f.store.RoomOnline(ctx, "lobby")
+		return users == 0 && !f.member("lobby", "bob")
+	})
+	leave := waitDelivery(t, f.rec, "c1")
+	if leave.GetControl().GetLeave() != "lobby" || leave.GetConns()[0] != "b1" || leave.GetFrame().GetLeft().GetRoom() != "lobby" {
+		t.Fatalf("eviction %v", leave)
+	}
+
+	// Disabling bob closes his sessions.
+	f.exec("UPDATE users SET disabled = 1 WHERE id = 'bob'")
+	kick := waitDelivery(t, f.rec, "c1")
+	if kick.GetControl().GetClose() == "" || kick.GetUsers()[0] != "bob" {
+		t.Fatalf("kick %v", kick)
+	}
+	if u, _ := f.user("bob"); !u.Disabled {
+		t.Fatal("bob not disabled in the directory")
+	}
+}
+
+func waitDelivery(t *testing.T, rec *testinfra.Recorder, comet string) *topicpb.Delivery {
+	t.Helper()
+	var out *topicpb.Delivery
+	testinfra.Eventually(t, 20*time.Second, func() bool {
+		for _, p := range rec.Take() {
+			if p.Topic == topics.Delivery(comet) && out == nil {
+				d, err := topics.Deliveries.Decode(p.Msg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				out = d
+			}
+		}
+		return out != nil
+	}, "no delivery to %s", comet)
+	return out
+}
+
+func TestRestartResumesWithoutLossOrSnapshot(t *testing.T) {
+	f := newFixture(t)
+	f.exec("INSERT INTO rooms (id) VALUES ('big')")
+	_, stop := f.start()
+	f.eventually("room not synced", func() bool { _, ok, _ := f.store.Room(context.Background(), "big"); return ok })
+
+	// Writers keep committing while the worker is killed and restarted.
+	const n = 400
+	writerDone := make(chan error, 1)
+	go func() {
+		c, err := client.Connect(f.db.Addr, f.db.AdminUser, f.db.AdminPassword, f.db.Database)
+		if err != nil {
+			writerDone <- err
+			return
+		}
+		defer c.Close()
+		for i := range n {
+			if _, err := c.Execute(fmt.Sprintf("INSERT INTO room_members (room_id, user_id) VALUES ('big', 'u%03d')", i)); err != nil {
+				writerDone <- err
+				return
+			}
+		}
+		writerDone <- nil
+	}()
+	f.eventually("no rows streamed before the kill", func() bool {
+		m, _ := f.store.Members(context.Background(), "big")
+		return len(m) > 20
+	})
+	stop()
+	s2, stop2 := f.start()
+	defer stop2()
+	if err := <-writerDone; err != nil {
+		t.Fatal(err)
+	}
+	f.eventually("not all memberships synced after the restart", func() bool {
+		m, _ := f.store.Members(context.Background(), "big")
+		return len(m) == n
+	})
+	m, _ := f.store.Members(context.Background(), "big")
+	sort.Strings(m)
+	for i, u := range m {
+		if want := fmt.Sprintf("u%03d", i); u != want {
+			t.Fatalf("member %d = %s, want %s", i, u, want)
+		}
+	}
+	if s2.Stats().Snapshots != 0 {
+		t.Fatal("restart took a new snapshot instead of resuming")
+	}
+}
+
+func TestPurgedPositionIsAClearError(t *testing.T) {
+	f := newFixture(t)
+	if err := f.pos.Save(context.Background(), mysql.Position{Name: "binlog.999999", Pos: 4}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := binlogsync.New(binlogsync.Config{Addr: f.db.Addr, User: f.db.SyncUser, Password: f.db.SyncPassword, Database: f.db.Database}, f.store, f.pos, f.rec, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	err = s.Run(ctx)
+	if !errors.Is(err, binlogsync.ErrPositionGone) || !strings.Contains(err.Error(), "reset") {
+		t.Fatalf("Run = %v, want ErrPositionGone with recovery advice", err)
+	}
+	// Recovery: reset and start again.
+	if err := f.pos.Reset(ctx); err != nil {
+		t.Fatal(err)
+	}
+	f.exec("INSERT INTO users (id) VALUES ('zoe')")
+	s2, stop := f.start()
+	defer stop()
+	f.eventually("no snapshot after reset", func() bool { _, ok := f.user("zoe"); return ok })
+	if s2.Stats().Snapshots != 1 {
+		t.Fatalf("snapshots after reset = %d", s2.Stats().Snapshots)
+	}
+}
+
+func TestParseDSN(t *testing.T) {
+	tests := []struct {
+		dsn  string
+		ok   bool
+		want binlogsync.Config
+	}{
+		{"mysql://u:p@db:3306/im?server_id=7", true, binlogsync.Config{Addr: "db:3306", User: "u", Password: "p", Database: "im", Flavor: "mysql", ServerID: 7}},
+		{"mariadb://u@db:3306/im", true, binlogsync.Config{Addr: "db:3306", User: "u", Database: "im", Flavor: "mariadb"}},
+		{"mysql://u@db:3306/im?flavor=mariadb", true, binlogsync.Config{Addr: "db:3306", User: "u", Database: "im", Flavor: "mariadb"}},
+		{"mysql://u@db:3306/", false, binlogsync.Config{}},
+		{"postgres://u@db/im", false, binlogsync.Config{}},
+		{"mysql://u@db/im?flavor=oracle", false, binlogsync.Config{}},
+	}
+	for _, tt := range tests {
+		got, err := binlogsync.ParseDSN(tt.dsn)
+		if (err == nil) != tt.ok || (tt.ok && got != tt.want) {
+			t.Errorf("ParseDSN(%q) = %+v, %v", tt.dsn, got, err)
+		}
+	}
+}
