@@ -12,6 +12,7 @@ import (
 	"github.com/laneim/laneim/internal/app"
 	"github.com/laneim/laneim/wiring"
 	"github.com/laneim/laneim/wiring/embedded"
+	"github.com/laneim/laneim/workers/binlogsync"
 	"github.com/laneim/laneim/workers/login"
 )
 
@@ -181,5 +182,43 @@ func runToken(_ context.Context, args []string) error {
 		return err
 	}
 	fmt.Println(tok)
+	return nil
+}
+
+func runMigrate(_ context.Context, args []string) error {
+	fs := flag.NewFlagSet("migrate", flag.ContinueOnError)
+	var s app.Settings
+	s.Register(fs)
+	if err := app.Parse(fs, args); err != nil {
+		return err
+	}
+	cfg, err := binlogsync.ParseDSN(s.MySQL)
+	if err != nil {
+		return err
+	}
+	if err := binlogsync.Migrate(cfg); err != nil {
+		return err
+	}
+	fmt.Println("laneim migrate: tables users, rooms, room_members, blocks are in place")
+	return nil
+}
+
+func runResetPosition(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("reset-position", flag.ContinueOnError)
+	var s app.Settings
+	s.Register(fs)
+	key := fs.String("position-key", binlogsync.DefaultPositionKey, "Redis key of the saved binlog position")
+	if err := app.Parse(fs, args); err != nil {
+		return err
+	}
+	rdb, err := wiring.NewRedis(ctx, s.Infra().Redis)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	if err := binlogsync.NewPositions(rdb, *key).Reset(ctx); err != nil {
+		return err
+	}
+	fmt.Println("laneim reset-position: the binlog worker will take a new snapshot on its next start")
 	return nil
 }

@@ -1,7 +1,9 @@
 // Command laneim runs every part of the laneIM cluster from one binary.
 //
 //	laneim dev                    the whole cluster in one process on embedded infrastructure
-//	laneim worker NAME...         pipeline workers: login, presence, routing, fanout (or all)
+//	laneim worker NAME...         pipeline workers: login, presence, routing, fanout (or all), binlogsync
+//	laneim migrate --mysql DSN    create laneIM's tables in MySQL
+//	laneim reset-position         make the binlog worker take a new snapshot
 //	laneim comet                  a WebSocket gateway
 //	laneim api                    the gRPC api gateway
 //	laneim broker                 a standalone Kafka-protocol broker (kfake) for local clusters
@@ -27,23 +29,25 @@ var commands = map[string]struct {
 	run  func(ctx context.Context, args []string) error
 	help string
 }{
-	"dev":    {runDev, "run the whole cluster in one process on embedded infrastructure"},
-	"worker": {runWorker, "run pipeline workers: login, presence, routing, fanout, or all"},
-	"comet":  {runComet, "run a WebSocket gateway (comet)"},
-	"api":    {runAPI, "run the gRPC api gateway"},
-	"broker": {runBroker, "run a standalone Kafka-protocol broker"},
-	"topics": {runTopics, "create the pipeline's topics"},
-	"token":  {runToken, "mint a login token for a user"},
-	"chat":   {runChat, "chat from a terminal"},
-	"bench":  {runBench, "load test: clients in one room, messages pushed through the api gateway"},
+	"dev":            {runDev, "run the whole cluster in one process on embedded infrastructure"},
+	"worker":         {runWorker, "run pipeline workers: login, presence, routing, fanout, or all"},
+	"comet":          {runComet, "run a WebSocket gateway (comet)"},
+	"api":            {runAPI, "run the gRPC api gateway"},
+	"broker":         {runBroker, "run a standalone Kafka-protocol broker"},
+	"topics":         {runTopics, "create the pipeline's topics"},
+	"migrate":        {runMigrate, "create laneIM's tables in MySQL (--mysql)"},
+	"reset-position": {runResetPosition, "forget the binlog worker's position so it takes a new snapshot"},
+	"token":          {runToken, "mint a login token for a user"},
+	"chat":           {runChat, "chat from a terminal"},
+	"bench":          {runBench, "load test: clients in one room, messages pushed through the api gateway"},
 }
 
-var order = []string{"dev", "worker", "comet", "api", "broker", "topics", "token", "chat", "bench"}
+var order = []string{"dev", "worker", "comet", "api", "broker", "topics", "migrate", "reset-position", "token", "chat", "bench"}
 
 func usage() {
 	fmt.Fprintln(os.Stderr, "usage: laneim COMMAND [flags]\n\ncommands:")
 	for _, name := range order {
-		fmt.Fprintf(os.Stderr, "  %-8s %s\n", name, commands[name].help)
+		fmt.Fprintf(os.Stderr, "  %-15s %s\n", name, commands[name].help)
 	}
 	fmt.Fprintln(os.Stderr, "\nRun laneim COMMAND -h for its flags. Every flag also reads LANEIM_<FLAG> from the environment.")
 }

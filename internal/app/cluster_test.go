@@ -566,7 +566,9 @@ func TestE2EChatClients(t *testing.T) {
 	fmt.Fprintln(bob.in, "/dm alice psst")
 	fmt.Fprintln(bob.in, "/join ops")
 	for _, want := range []string{"alice: hello bob", "[dm:alice:bob #1] bob: psst"} {
-		testinfra.Eventually(t, 20*time.Second, func() bool { return strings.Contains(bob.out.String(), want) && strings.Contains(alice.out.String(), want) }, "missing %q:\nalice: %s\nbob: %s", want, alice.out.String(), bob.out.String())
+		testinfra.Eventually(t, 20*time.Second, func() bool {
+			return strings.Contains(bob.out.String(), want) && strings.Contains(alice.out.String(), want)
+		}, "missing %q:\nalice: %s\nbob: %s", want, alice.out.String(), bob.out.String())
 	}
 	testinfra.Eventually(t, 20*time.Second, func() bool { return strings.Contains(bob.out.String(), "NOT_MEMBER") }, "bob's refused join not shown: %s", bob.out.String())
 	for _, s := range []*side{alice, bob} {

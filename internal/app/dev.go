@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -88,12 +89,16 @@ func StartDev(ctx context.Context, cfg DevConfig, logger *slog.Logger) (d *Dev, 
 	if err = wiring.EnsureTopics(ctx, infra.Kafka, wiring.PipelineTopics()...); err != nil {
 		return nil, fmt.Errorf("dev: %w", err)
 	}
-	if cfg.Seed != "" {
+	roles := append(append([]Role{}, Workers...), Comet, API)
+	if d.settings.MySQL != "" {
+		// Production's path: the directory follows MySQL's binlog.
+		roles = append(roles, Binlog)
+	} else if cfg.Seed != "" {
+		// Dev only: a demo directory straight into Redis.
 		if err = applySeed(ctx, cfg.Seed, infra.Redis); err != nil {
 			return nil, fmt.Errorf("dev: %w", err)
 		}
 	}
-	roles := append(append([]Role{}, Workers...), Comet, API)
 	if err = d.settings.Validate(roles...); err != nil {
 		return nil, fmt.Errorf("dev: %w", err)
 	}
@@ -190,6 +195,11 @@ laneIM dev cluster is up (one process, embedded infrastructure).
 	if eps := d.EtcdEndpoints(); len(eps) > 0 {
 		fmt.Fprintf(w, "  etcd                    %s\n", eps[0])
 	}
+	if s.MySQL != "" {
+		fmt.Fprintf(w, "  directory               follows MySQL's binlog (%s)\n", redactDSN(s.MySQL))
+	} else {
+		fmt.Fprintf(w, "  directory               demo seed (dev only; --mysql follows a real MySQL)\n")
+	}
 	fmt.Fprintf(w, `
 Demo users: alice bob carol dave erin (mallory is disabled); rooms: lobby, dev, ops.
 
@@ -219,4 +229,13 @@ func nextPort(addr string) (string, error) {
 		return "", fmt.Errorf("etcd needs a fixed port, got %q", addr)
 	}
 	return net.JoinHostPort(host, strconv.Itoa(p+1)), nil
+}
+
+// redactDSN hides the password of a DSN.
+func redactDSN(dsn string) string {
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return "?"
+	}
+	return u.Redacted()
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/laneim/laneim/gateways/comet"
 	"github.com/laneim/laneim/wiring"
 	"github.com/laneim/laneim/wiring/directory"
+	"github.com/laneim/laneim/workers/binlogsync"
 	"github.com/laneim/laneim/workers/fanout"
 	"github.com/laneim/laneim/workers/login"
 	"github.com/laneim/laneim/workers/presence"
@@ -31,6 +32,8 @@ const (
 	Fanout   Role = "fanout"
 	Comet    Role = "comet"
 	API      Role = "api"
+	// Binlog follows the system of record (MySQL) into the directory.
+	Binlog Role = "binlogsync"
 )
 
 // Workers lists the worker roles in pipeline order.
@@ -44,6 +47,7 @@ var modules = map[Role]fx.Option{
 	Fanout:   fanout.Module,
 	Comet:    comet.Module,
 	API:      api.Module,
+	Binlog:   binlogsync.Module,
 }
 
 // ParseRole checks a role name.
@@ -70,8 +74,16 @@ func (s *Settings) Validate(roles ...Role) error {
 	needRedis := false
 	for _, r := range roles {
 		switch r {
-		case Login, Presence, Routing, API:
+		case Login, Presence, Routing, API, Binlog:
 			needRedis = true
+		}
+		if r == Binlog {
+			if s.MySQL == "" {
+				return fmt.Errorf("binlogsync: no MySQL DSN (flag --mysql or %s)", EnvName("mysql"))
+			}
+			if _, err := binlogsync.ParseDSN(s.MySQL); err != nil {
+				return err
+			}
 		}
 		switch {
 		case r == Login && s.Secret == "":
@@ -90,8 +102,9 @@ func (s *Settings) Validate(roles ...Role) error {
 
 // Options returns the fx options of a process running roles.
 func (s *Settings) Options(logger *slog.Logger, roles ...Role) fx.Option {
+	mysqlCfg, _ := binlogsync.ParseDSN(s.MySQL)
 	opts := []fx.Option{
-		fx.Supply(s.Infra(), logger),
+		fx.Supply(s.Infra(), logger, mysqlCfg),
 		fx.Supply(
 			login.Config{Secret: []byte(s.Secret)},
 			presence.Config{SessionTTL: s.SessionTTL, NotifyLimit: s.NotifyLimit},

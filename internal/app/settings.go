@@ -34,6 +34,7 @@ type Settings struct {
 	BatchWindow   time.Duration
 	SendQueue     int
 	MaxFrameBytes int
+	MySQL         string
 	LogLevel      string
 }
 
@@ -54,6 +55,7 @@ func (s *Settings) Register(fs *flag.FlagSet) {
 	fs.DurationVar(&s.BatchWindow, "batch-window", 10*time.Millisecond, "comet: merge a room's messages arriving within this window")
 	fs.IntVar(&s.SendQueue, "send-queue", 256, "comet: frames queued per connection before it is dropped as a slow consumer")
 	fs.IntVar(&s.MaxFrameBytes, "max-frame", 64<<10, "comet: largest client frame, bytes (larger closes with 1009)")
+	fs.StringVar(&s.MySQL, "mysql", "", "system of record for binlogsync: mysql://user:password@host:port/database[?flavor=mariadb&server_id=1001]")
 	fs.StringVar(&s.LogLevel, "log-level", "info", "debug, info, warn or error")
 }
 

@@ -47,9 +47,9 @@ func findBinary(names ...string) (string, error) {
 
 // StartMariaDB starts a MariaDB server in a temporary folder on a free
 // port with binlog_format=ROW and binlog_row_image=FULL, creates database
-// with schema (statements separated by ";"), and stops it when the test
-// ends. It fails the test if MariaDB is not installed.
-func StartMariaDB(t testing.TB, database, schema string) *MariaDB {
+// with the schema statements, and stops it when the test ends. It fails
+// the test if MariaDB is not installed.
+func StartMariaDB(t testing.TB, database string, schema []string) *MariaDB {
 	t.Helper()
 	installDB, err := findBinary("mariadb-install-db", "mysql_install_db")
 	if err != nil {
@@ -129,27 +129,13 @@ sync_binlog=0
 		fmt.Sprintf("GRANT SELECT, REPLICATION SLAVE, BINLOG MONITOR ON *.* TO '%s'@'%%'", m.SyncUser),
 		"USE " + database,
 	}
-	for _, s := range strings.Split(stripComments(schema), ";") {
-		if strings.TrimSpace(s) != "" {
-			stmts = append(stmts, s)
-		}
-	}
+	stmts = append(stmts, schema...)
 	for _, s := range stmts {
 		if _, err := root.Execute(s); err != nil {
 			t.Fatalf("mariadb: %s: %v", strings.TrimSpace(s), err)
 		}
 	}
 	return m
-}
-
-func stripComments(s string) string {
-	var out []string
-	for _, l := range strings.Split(s, "\n") {
-		if !strings.HasPrefix(strings.TrimSpace(l), "--") {
-			out = append(out, l)
-		}
-	}
-	return strings.Join(out, "\n")
 }
 
 // Admin connects as the admin user to the database.

@@ -297,7 +297,7 @@ func (s *Syncer) stream(ctx context.Context, pos mysql.Position) error {
 		c.Close()
 		if isPositionGone(err) {
 			return fmt.Errorf("%w: position %s (binlogs purged?). Recover by resetting the position "+
-				"(`laneim binlogsync --reset-position`, or DEL %s in Redis) to take a new snapshot: %v",
+				"(`laneim reset-position --redis ...`, or DEL %s in Redis) to take a new snapshot: %v",
 				ErrPositionGone, pos, s.positions.key, err)
 		}
 		if err == nil {

@@ -30,7 +30,7 @@ type fixture struct {
 }
 
 func newFixture(t testing.TB) *fixture {
-	db := testinfra.StartMariaDB(t, "laneim", binlogsync.Schema)
+	db := testinfra.StartMariaDB(t, "laneim", binlogsync.Statements())
 	rdb := testinfra.RedisClient(t)
 	return &fixture{t: t, db: db, sql: db.Admin(t), store: directory.New(rdb), pos: binlogsync.NewPositions(rdb, ""), rec: &testinfra.Recorder{}}
 }
