@@ -2,7 +2,8 @@
 # Runs laneIM's whole test suite on a fresh Debian machine that has Go.
 #
 # It installs, from Debian's packages, the servers the tests run against
-# (redis-server) when they are missing, then runs `go test -race ./...`.
+# (redis-server, mariadb-server) when they are missing, then runs
+# `go test -race ./...`.
 # The tests start their own servers on free loopback ports in temporary
 # folders (see internal/testinfra), so nothing here touches a system-wide
 # service and several runs can share a machine.
@@ -14,13 +15,17 @@ cd "$(dirname "$0")/.."
 packages=()
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/bin/$1" ] || [ -x "/usr/sbin/$1" ]; }
 have redis-server || packages+=(redis-server)
+have mariadbd || packages+=(mariadb-server)
+have mariadb-install-db || packages+=(mariadb-server)
 
 if [ ${#packages[@]} -gt 0 ]; then
   echo "deploy/test.sh: installing ${packages[*]}" >&2
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+  # Debian may try to start the packages' own services; the tests do not
+  # use them (each test starts its servers on free ports).
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $(printf '%s\n' "${packages[@]}" | sort -u) >/dev/null
 fi
 
 export PATH="$PATH:/usr/sbin"
