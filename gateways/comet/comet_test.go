@@ -2,17 +2,23 @@ package comet_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/coder/websocket"
 	"go.uber.org/goleak"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/laneim/laneim/gateways/comet"
 	"github.com/laneim/laneim/internal/client"
@@ -20,18 +26,30 @@ import (
 	"github.com/laneim/laneim/proto/clientpb"
 	"github.com/laneim/laneim/proto/topicpb"
 	"github.com/laneim/laneim/topics"
+	"github.com/laneim/laneim/wiring"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-type fixture struct {
-	t     *testing.T
-	comet *comet.Comet
-	rec   *testinfra.Recorder
-	url   string
-	srv   *httptest.Server
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// Sarama's metrics library starts one process-wide ticker (module test).
+		goleak.IgnoreTopFunction("github.com/rcrowley/go-metrics.(*meterArbiter).tick"),
+	)
 }
 
+const wait = 5 * time.Second
+
+type fixture struct {
+	t       *testing.T
+	comet   *comet.Comet
+	h       wiring.Handler
+	rec     *testinfra.Recorder
+	backlog []testinfra.Published // taken from rec, not yet looked at by next
+	url     string
+	srv     *httptest.Server
+}
+
+// newFixture serves a comet "c1" publishing to a Recorder on an httptest
+// server; everything is closed, and checked for leaks, when the test ends.
 func newFixture(t *testing.T, cfg comet.Config) *fixture {
 	t.Helper()
 	cfg.ID = "c1"
@@ -41,7 +59,7 @@ func newFixture(t *testing.T, cfg comet.Config) *fixture {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(c)
-	f := &fixture{t: t, comet: c, rec: rec, srv: srv, url: "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws"}
+	f := &fixture{t: t, comet: c, h: c.Handler(), rec: rec, srv: srv, url: "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws"}
 	t.Cleanup(func() {
 		c.Close()
 		srv.Close()
@@ -49,11 +67,15 @@ func newFixture(t *testing.T, cfg comet.Config) *fixture {
 	return f
 }
 
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	t.Cleanup(cancel)
+	return ctx
+}
+
 func (f *fixture) dial(opts client.Options) *client.Conn {
 	f.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	conn, err := client.Dial(ctx, f.url, opts)
+	conn, err := client.Dial(ctxT(f.t), f.url, opts)
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -61,64 +83,85 @@ func (f *fixture) dial(opts client.Options) *client.Conn {
 	return conn
 }
 
-// published waits for a message on topic and returns it decoded.
-func published[T any](f *fixture, topic string, decode func(*testinfra.Published) (T, error)) T {
+// deliver feeds a Delivery to the comet's handler, as the router would.
+func (f *fixture) deliver(d *topicpb.Delivery) {
+	f.t.Helper()
+	msg, err := topics.Deliveries.Encode(d)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if err := f.h.Handle(msg); err != nil {
+		f.t.Fatalf("handle delivery: %v", err)
+	}
+}
+
+// next waits for the oldest message published to topic that next has not
+// returned yet.
+func next[T proto.Message](f *fixture, topic topics.Topic[T]) T {
 	f.t.Helper()
 	var out T
-	var found bool
-	testinfra.Eventually(f.t, 5*time.Second, func() bool {
-		for _, p := range f.rec.Take() {
-			if p.Topic == topic && !found {
-				v, err := decode(&p)
-				if err != nil {
-					f.t.Fatal(err)
-				}
-				out, found = v, true
+	testinfra.Eventually(f.t, wait, func() bool {
+		f.backlog = append(f.backlog, f.rec.Take()...)
+		for i, p := range f.backlog {
+			if p.Topic != topic.Name {
+				continue
 			}
+			v, err := topic.Decode(p.Msg)
+			if err != nil {
+				f.t.Fatal(err)
+			}
+			f.backlog = append(f.backlog[:i:i], f.backlog[i+1:]...)
+			out = v
+			return true
 		}
-		return found
-	}, "nothing published to %s", topic)
+		return false
+	}, "nothing published to %s", topic.Name)
 	return out
 }
 
-func loginRequest(p *testinfra.Published) (*topicpb.LoginRequest, error) {
-	return topics.LoginRequests.Decode(p.Msg)
-}
-
-func sessionEvent(p *testinfra.Published) (*topicpb.SessionEvent, error) {
-	return topics.SessionEvents.Decode(p.Msg)
-}
-
-// login logs a connection in as user, playing the pipeline's part, and
-// returns the connection and its id.
+// login logs a new connection in as user, playing the pipeline's part,
+// and returns the connection and its id.
 func (f *fixture) login(user string, opts client.Options) (*client.Conn, string) {
 	f.t.Helper()
 	conn := f.dial(opts)
-	done := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_, err := conn.Login(ctx, "token-of-"+user, "test")
-		done <- err
-	}()
-	req := published(f, topics.LoginRequests.Name, loginRequest)
-	if req.GetToken() != "token-of-"+user || req.GetSession().GetComet() != "c1" {
+	ctx := ctxT(f.t)
+	if err := conn.Write(ctx, &clientpb.ClientFrame{RequestId: 7, Body: &clientpb.ClientFrame_Login{Login: &clientpb.Login{Token: "token-of-" + user, Device: "test"}}}); err != nil {
+		f.t.Fatal(err)
+	}
+	req := next(f, topics.LoginRequests)
+	if req.GetToken() != "token-of-"+user || req.GetSession().GetComet() != "c1" || req.GetRequestId() != 7 {
 		f.t.Fatalf("login request %v", req)
 	}
 	id := req.GetSession().GetConn()
-	f.comet.Deliver(&topicpb.Delivery{
+	f.deliver(&topicpb.Delivery{
 		Conns:   []string{id},
 		Control: &topicpb.Control{Authenticate: user},
-		Frame:   &clientpb.ServerFrame{RequestId: req.GetRequestId(), Body: &clientpb.ServerFrame_LoginResult{LoginResult: &clientpb.LoginResult{Ok: true, User: user}}},
+		Frame:   &clientpb.ServerFrame{RequestId: 7, Body: &clientpb.ServerFrame_LoginResult{LoginResult: &clientpb.LoginResult{Ok: true, User: user}}},
 	})
-	if err := <-done; err != nil {
-		f.t.Fatalf("login: %v", err)
+	fr := nextFrame(f.t, conn)
+	if fr.GetRequestId() != 7 || fr.GetLoginResult().GetUser() != user {
+		f.t.Fatalf("login answer %v", fr)
 	}
 	return conn, id
 }
 
 func (f *fixture) join(id, room string) {
-	f.comet.Deliver(&topicpb.Delivery{Conns: []string{id}, Control: &topicpb.Control{Join: room}})
+	f.t.Helper()
+	f.deliver(&topicpb.Delivery{Conns: []string{id}, Control: &topicpb.Control{Join: room}})
+}
+
+func nextFrame(t *testing.T, conn *client.Conn) *clientpb.ServerFrame {
+	t.Helper()
+	select {
+	case fr, ok := <-conn.Frames():
+		if !ok {
+			t.Fatalf("connection closed: %v", conn.Err())
+		}
+		return fr
+	case <-time.After(wait):
+		t.Fatal("no frame")
+	}
+	return nil
 }
 
 func roomMessage(room string, seq uint64) *topicpb.Delivery {
@@ -127,23 +170,30 @@ func roomMessage(room string, seq uint64) *topicpb.Delivery {
 	}}}}
 }
 
-// read collects n messages and the number of frames they came in.
-func read(t *testing.T, conn *client.Conn, n int) (msgs []*clientpb.Message, frames int) {
+// sentinel is a frame sent to one connection to prove nothing came before it.
+func sentinel(id string) *topicpb.Delivery {
+	return &topicpb.Delivery{Conns: []string{id}, Frame: &clientpb.ServerFrame{Body: &clientpb.ServerFrame_Presence{Presence: &clientpb.PresenceChange{Room: "sentinel"}}}}
+}
+
+func (f *fixture) expectNothingMore(conn *client.Conn, id string) {
+	f.t.Helper()
+	f.deliver(sentinel(id))
+	if fr := nextFrame(f.t, conn); fr.GetPresence().GetRoom() != "sentinel" {
+		f.t.Fatalf("unexpected frame %v", fr)
+	}
+}
+
+// readMessages collects n messages and the number of batches they came in.
+func readMessages(t *testing.T, conn *client.Conn, n int) (msgs []*clientpb.Message, frames int) {
 	t.Helper()
-	timeout := time.After(5 * time.Second)
 	for len(msgs) < n {
-		select {
-		case fr, ok := <-conn.Frames():
-			if !ok {
-				t.Fatalf("closed after %d of %d messages: %v", len(msgs), n, conn.Err())
-			}
-			if b := fr.GetMessages(); b != nil {
-				frames++
-				msgs = append(msgs, b.GetMessages()...)
-			}
-		case <-timeout:
-			t.Fatalf("got %d of %d messages", len(msgs), n)
+		fr := nextFrame(t, conn)
+		b := fr.GetMessages()
+		if b == nil {
+			t.Fatalf("got %v, want messages", fr)
 		}
+		frames++
+		msgs = append(msgs, b.GetMessages()...)
 	}
 	return msgs, frames
 }
@@ -156,16 +206,133 @@ func code(err error) clientpb.Error_Code {
 	return -1
 }
 
+func closeError(t *testing.T, conn *client.Conn) websocket.CloseError {
+	t.Helper()
+	select {
+	case <-conn.Done():
+	case <-time.After(wait):
+		t.Fatal("connection not closed")
+	}
+	var ce websocket.CloseError
+	if !errors.As(conn.Err(), &ce) {
+		t.Fatalf("closed without a close frame: %v", conn.Err())
+	}
+	return ce
+}
+
+func TestConfig(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cfg  comet.Config
+		err  string
+	}{
+		{"defaults", comet.Config{ID: "comet-1"}, ""},
+		{"no id", comet.Config{}, "no id"},
+		{"slash in id", comet.Config{ID: "a/b"}, "must not contain /"},
+		{"relative path", comet.Config{ID: "a", Path: "ws"}, "path must start with /"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := comet.New(tc.cfg, &testinfra.Recorder{}, nil)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("err = %v, want %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			got := c.Config()
+			want := comet.Config{ID: "comet-1", Addr: "127.0.0.1:8080", Path: "/ws", MaxFrameBytes: 64 << 10, SendQueue: 256,
+				WriteTimeout: 10 * time.Second, LoginTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second,
+				HeartbeatInterval: 10 * time.Second, BatchWindow: 10 * time.Millisecond}
+			if got != want {
+				t.Errorf("config %+v, want %+v", got, want)
+			}
+		})
+	}
+	if _, err := comet.New(comet.Config{ID: "a"}, nil, nil); err == nil {
+		t.Error("New without a publisher succeeded")
+	}
+}
+
+func TestHandler(t *testing.T) {
+	f := newFixture(t, comet.Config{})
+	if f.h.Name != "comet.c1" || f.h.Topic != "deliver.c1" || wiring.ConsumerGroup(f.h.Name) != "laneim.comet.c1" {
+		t.Errorf("handler %q on %q", f.h.Name, f.h.Topic)
+	}
+	if err := f.h.Handle(message.NewMessage("poison", []byte{0xff, 0xff})); !wiring.IsPermanent(err) {
+		t.Errorf("undecodable delivery: %v, want a permanent error", err)
+	}
+	// Stale targets are skipped.
+	f.deliver(&topicpb.Delivery{Conns: []string{"gone.1"}, Control: &topicpb.Control{Authenticate: "x", Join: "r", Close: "bye"}, Frame: &clientpb.ServerFrame{}})
+	f.deliver(roomMessage("nobody-here", 1))
+	f.deliver(&topicpb.Delivery{Users: []string{"nobody"}, Frame: &clientpb.ServerFrame{}})
+	if st := f.comet.Stats(); st.Connections != 0 || st.Rooms != 0 || st.Users != 0 {
+		t.Errorf("stale deliveries changed the comet: %+v", st)
+	}
+}
+
+func TestLoginFlow(t *testing.T) {
+	f := newFixture(t, comet.Config{})
+	conn := f.dial(client.Options{})
+	ctx := ctxT(t)
+	type answer struct {
+		res *clientpb.LoginResult
+		err error
+	}
+	done := make(chan answer, 1)
+	go func() { // ends when the comet answers or ctx expires
+		res, err := conn.Login(ctx, "tok", "ios")
+		done <- answer{res, err}
+	}()
+	req := next(f, topics.LoginRequests)
+	id := req.GetSession().GetConn()
+	if !regexp.MustCompile(`^[0-9a-f]{8}\.[0-9]+$`).MatchString(id) || req.GetSession().GetComet() != "c1" ||
+		req.GetToken() != "tok" || req.GetDevice() != "ios" || req.GetRequestId() == 0 ||
+		time.Since(time.UnixMilli(req.GetReceivedUnixMs())) > time.Minute {
+		t.Fatalf("login request %v", req)
+	}
+	f.deliver(&topicpb.Delivery{
+		Conns:   []string{id},
+		Control: &topicpb.Control{Authenticate: "alice"},
+		Frame: &clientpb.ServerFrame{RequestId: req.GetRequestId(), Body: &clientpb.ServerFrame_LoginResult{LoginResult: &clientpb.LoginResult{
+			Ok: true, User: "alice", Session: "c1/" + id, ProtocolVersion: 1,
+		}}},
+	})
+	a := <-done
+	if a.err != nil || !a.res.GetOk() || a.res.GetUser() != "alice" || a.res.GetSession() != "c1/"+id {
+		t.Fatalf("login = %v, %v", a.res, a.err)
+	}
+	if st := f.comet.Stats(); st.Connections != 1 || st.Users != 1 {
+		t.Errorf("stats %+v", st)
+	}
+	if _, err := conn.Login(ctx, "again", ""); code(err) != clientpb.Error_ALREADY_LOGGED_IN {
+		t.Errorf("second login = %v", err)
+	}
+	// A second connection is a new id.
+	_, id2 := f.login("alice", client.Options{})
+	if id2 == id || !strings.HasPrefix(id2, strings.Split(id, ".")[0]+".") {
+		t.Errorf("ids %s and %s", id, id2)
+	}
+}
+
 func TestUnauthenticatedFramesRefused(t *testing.T) {
 	f := newFixture(t, comet.Config{})
 	conn := f.dial(client.Options{})
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if _, err := conn.Join(ctx, "lobby"); code(err) != clientpb.Error_UNAUTHENTICATED {
-		t.Errorf("join = %v", err)
-	}
-	if _, err := conn.SendRoom(ctx, "lobby", []byte("x")); code(err) != clientpb.Error_UNAUTHENTICATED {
-		t.Errorf("send = %v", err)
+	ctx := ctxT(t)
+	for _, body := range []*clientpb.ClientFrame{
+		{Body: &clientpb.ClientFrame_Join{Join: &clientpb.JoinRoom{Room: "lobby"}}},
+		{Body: &clientpb.ClientFrame_Send{Send: &clientpb.Send{ClientMsgId: "1", To: &clientpb.Send_Room{Room: "lobby"}}}},
+		{Body: &clientpb.ClientFrame_Leave{Leave: &clientpb.LeaveRoom{Room: "lobby"}}},
+		{Body: &clientpb.ClientFrame_Ack{Ack: &clientpb.Ack{Conversation: "room:lobby", Seq: 1}}},
+		{Body: &clientpb.ClientFrame_Sync{Sync: &clientpb.Sync{Conversation: "room:lobby"}}},
+	} {
+		res, err := conn.Do(ctx, body)
+		if code(err) != clientpb.Error_UNAUTHENTICATED || res.GetRequestId() != body.GetRequestId() {
+			t.Errorf("%T before login = %v, %v", body.GetBody(), res, err)
+		}
 	}
 	if _, err := conn.Ping(ctx); err != nil {
 		t.Errorf("ping before login = %v", err)
@@ -177,35 +344,110 @@ func TestUnauthenticatedFramesRefused(t *testing.T) {
 
 func TestBadFramesKeepConnection(t *testing.T) {
 	for _, useJSON := range []bool{false, true} {
-		f := newFixture(t, comet.Config{})
-		conn := f.dial(client.Options{JSON: useJSON})
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		typ := websocket.MessageBinary
-		if useJSON {
-			typ = websocket.MessageText
-		}
-		for _, bad := range [][]byte{{0xff, 0xff, 0xff}, []byte(`{"nope":`)} {
-			if err := conn.WriteRaw(ctx, typ, bad); err != nil {
+		t.Run("json="+strconv.FormatBool(useJSON), func(t *testing.T) {
+			f := newFixture(t, comet.Config{})
+			conn := f.dial(client.Options{JSON: useJSON})
+			ctx := ctxT(t)
+			for _, bad := range []struct {
+				typ websocket.MessageType
+				b   []byte
+			}{
+				{websocket.MessageBinary, []byte{0xff, 0xff, 0xff}},
+				{websocket.MessageText, []byte(`{"nope":`)},
+				{websocket.MessageText, []byte("\xff\xfe not json")},
+				{websocket.MessageBinary, nil}, // decodes, but has no body
+				{websocket.MessageText, []byte(`{"requestId":"3"}`)},
+			} {
+				if err := conn.WriteRaw(ctx, bad.typ, bad.b); err != nil {
+					t.Fatal(err)
+				}
+				if fr := nextFrame(t, conn); fr.GetError().GetCode() != clientpb.Error_BAD_FRAME {
+					t.Fatalf("%q: got %v, want BAD_FRAME", bad.b, fr)
+				}
+			}
+			if _, err := conn.Ping(ctx); err != nil {
+				t.Fatalf("connection unusable after bad frames: %v", err)
+			}
+		})
+	}
+}
+
+// rawDial opens a WebSocket without the client library.
+func rawDial(t *testing.T, url string, subprotocols ...string) *websocket.Conn {
+	t.Helper()
+	ws, _, err := websocket.Dial(ctxT(t), url, &websocket.DialOptions{Subprotocols: subprotocols})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ws.CloseNow() })
+	return ws
+}
+
+func TestJSONRoundTrip(t *testing.T) {
+	f := newFixture(t, comet.Config{})
+	for _, tc := range []struct {
+		name         string
+		subprotocols []string
+		in           string
+	}{
+		{"json subprotocol, camelCase", []string{comet.SubprotocolJSON}, `{"requestId":"5","ping":{"clientTimeUnixMs":"0"}}`},
+		{"json subprotocol, proto names", []string{comet.SubprotocolJSON}, `{"request_id":5,"ping":{}}`},
+		{"no subprotocol", nil, `{"requestId":"5","ping":{}}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ws := rawDial(t, f.url, tc.subprotocols...)
+			want := ""
+			if len(tc.subprotocols) > 0 {
+				want = comet.SubprotocolJSON
+			}
+			if ws.Subprotocol() != want {
+				t.Fatalf("subprotocol %q", ws.Subprotocol())
+			}
+			ctx := ctxT(t)
+			if err := ws.Write(ctx, websocket.MessageText, []byte(tc.in)); err != nil {
 				t.Fatal(err)
 			}
-			select {
-			case fr := <-conn.Frames():
-				if fr.GetError().GetCode() != clientpb.Error_BAD_FRAME {
-					t.Fatalf("json=%v: got %v, want BAD_FRAME", useJSON, fr)
-				}
-			case <-ctx.Done():
-				t.Fatal("no answer to a bad frame")
+			typ, b, err := ws.Read(ctx)
+			if err != nil || typ != websocket.MessageText {
+				t.Fatalf("read %v %s %v", typ, b, err)
 			}
-		}
-		// An empty frame has no body.
-		if _, err := conn.Do(ctx, &clientpb.ClientFrame{}); code(err) != clientpb.Error_BAD_FRAME {
-			t.Errorf("empty frame = %v", err)
-		}
-		if _, err := conn.Ping(ctx); err != nil {
-			t.Fatalf("json=%v: connection unusable after bad frames: %v", useJSON, err)
-		}
+			var fr clientpb.ServerFrame
+			if err := protojson.Unmarshal(b, &fr); err != nil || fr.GetRequestId() != 5 || fr.GetPong().GetServerTimeUnixMs() == 0 {
+				t.Fatalf("pong %s: %v", b, err)
+			}
+			// camelCase names, unset fields left out.
+			var keys map[string]json.RawMessage
+			if err := json.Unmarshal(b, &keys); err != nil {
+				t.Fatal(err)
+			}
+			var pong map[string]json.RawMessage
+			if err := json.Unmarshal(keys["pong"], &pong); err != nil {
+				t.Fatal(err)
+			}
+			if _, ok := keys["requestId"]; !ok || len(keys) != 2 {
+				t.Errorf("frame keys %s", b)
+			}
+			if _, ok := pong["serverTimeUnixMs"]; !ok || len(pong) != 1 {
+				t.Errorf("pong keys %s", b)
+			}
+		})
 	}
+	t.Run("proto subprotocol", func(t *testing.T) {
+		ws := rawDial(t, f.url, "mqtt", comet.SubprotocolProto)
+		if ws.Subprotocol() != comet.SubprotocolProto {
+			t.Fatalf("subprotocol %q", ws.Subprotocol())
+		}
+		ctx := ctxT(t)
+		b, _ := proto.Marshal(&clientpb.ClientFrame{RequestId: 9, Body: &clientpb.ClientFrame_Ping{Ping: &clientpb.Ping{}}})
+		if err := ws.Write(ctx, websocket.MessageBinary, b); err != nil {
+			t.Fatal(err)
+		}
+		typ, b, err := ws.Read(ctx)
+		var fr clientpb.ServerFrame
+		if err != nil || typ != websocket.MessageBinary || proto.Unmarshal(b, &fr) != nil || fr.GetRequestId() != 9 || fr.GetPong() == nil {
+			t.Fatalf("pong %v %v %v", typ, &fr, err)
+		}
+	})
 }
 
 func TestHandshakes(t *testing.T) {
@@ -218,183 +460,438 @@ func TestHandshakes(t *testing.T) {
 	if resp.StatusCode < 400 || resp.StatusCode >= 500 {
 		t.Errorf("plain GET: status %d, want 4xx", resp.StatusCode)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if _, resp, err := websocket.Dial(ctx, f.url, &websocket.DialOptions{Subprotocols: []string{"mqtt"}}); err == nil || resp == nil || resp.StatusCode != http.StatusBadRequest {
-		t.Errorf("unknown subprotocol: %v", err)
+	_, resp, err = websocket.Dial(ctxT(t), f.url, &websocket.DialOptions{Subprotocols: []string{"mqtt"}})
+	if err == nil || resp == nil || resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("unknown subprotocol: %v", err)
 	}
-	// No subprotocol: JSON.
-	ws, _, err := websocket.Dial(ctx, f.url, nil)
-	if err != nil {
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), comet.SubprotocolProto) || !strings.Contains(string(body), comet.SubprotocolJSON) {
+		t.Errorf("refusal %q does not name the subprotocols", body)
+	}
+	// The comet still serves.
+	conn := f.dial(client.Options{})
+	if _, err := conn.Ping(ctxT(t)); err != nil {
 		t.Fatal(err)
-	}
-	defer ws.CloseNow()
-	if err := ws.Write(ctx, websocket.MessageText, []byte(`{"requestId":"5","ping":{"clientTimeUnixMs":"1"}}`)); err != nil {
-		t.Fatal(err)
-	}
-	typ, b, err := ws.Read(ctx)
-	if err != nil || typ != websocket.MessageText || !strings.Contains(string(b), `"pong"`) || !strings.Contains(string(b), `"requestId":"5"`) {
-		t.Fatalf("pong = %v %s %v", typ, b, err)
 	}
 }
 
 func TestOversizedFrameCloses1009(t *testing.T) {
 	f := newFixture(t, comet.Config{MaxFrameBytes: 1024})
 	conn := f.dial(client.Options{})
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
+	ctx := ctxT(t)
+	// A frame just under the limit is served.
+	if err := conn.Write(ctx, &clientpb.ClientFrame{Body: &clientpb.ClientFrame_Login{Login: &clientpb.Login{Token: strings.Repeat("t", 1000)}}}); err != nil {
+		t.Fatal(err)
+	}
+	if req := next(f, topics.LoginRequests); len(req.GetToken()) != 1000 {
+		t.Fatalf("login request %v", req)
+	}
 	_ = conn.WriteRaw(ctx, websocket.MessageBinary, make([]byte, 4096))
-	<-conn.Done()
-	if got := websocket.CloseStatus(conn.Err()); got != websocket.StatusMessageTooBig {
-		t.Fatalf("close status %v (%v), want 1009", got, conn.Err())
+	if ce := closeError(t, conn); ce.Code != websocket.StatusMessageTooBig {
+		t.Fatalf("close %v, want 1009", ce)
 	}
 }
 
 func TestLoginTimeout(t *testing.T) {
-	f := newFixture(t, comet.Config{LoginTimeout: 100 * time.Millisecond})
-	conn := f.dial(client.Options{})
-	select {
-	case <-conn.Done():
-	case <-time.After(5 * time.Second):
-		t.Fatal("not closed")
+	f := newFixture(t, comet.Config{LoginTimeout: 500 * time.Millisecond})
+	loggedIn, _ := f.login("alice", client.Options{})
+	idle := f.dial(client.Options{})
+	if ce := closeError(t, idle); ce.Code != websocket.StatusPolicyViolation || ce.Reason != "login timeout" {
+		t.Fatalf("close %v, want 1008 login timeout", ce)
 	}
-	if got := websocket.CloseStatus(conn.Err()); got != websocket.StatusPolicyViolation {
-		t.Fatalf("close status %v, want 1008", got)
+	// alice is older than the closed connection, and still served.
+	if _, err := loggedIn.Ping(ctxT(t)); err != nil {
+		t.Fatalf("logged-in connection: %v", err)
+	}
+	testinfra.Eventually(t, wait, func() bool { return f.comet.Stats().Connections == 1 }, "closed connection not forgotten")
+}
+
+func TestIdleTimeout(t *testing.T) {
+	f := newFixture(t, comet.Config{IdleTimeout: 300 * time.Millisecond})
+	active, _ := f.login("alice", client.Options{})
+	silent, _ := f.login("bob", client.Options{})
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for i := 0; ; i++ {
+		if i == 100 {
+			t.Fatal("silent connection not closed")
+		}
+		select {
+		case <-silent.Done():
+		case <-tick.C:
+			if _, err := active.Ping(ctxT(t)); err != nil {
+				t.Fatalf("active connection: %v", err)
+			}
+			continue
+		}
+		break
+	}
+	if ce := closeError(t, silent); ce.Code != websocket.StatusPolicyViolation || ce.Reason != "idle timeout" {
+		t.Fatalf("close %v, want 1008 idle timeout", ce)
+	}
+	if _, err := active.Ping(ctxT(t)); err != nil {
+		t.Fatalf("active connection: %v", err)
 	}
 }
 
-func TestLoginJoinSendAndClose(t *testing.T) {
+func TestRequests(t *testing.T) {
 	f := newFixture(t, comet.Config{})
 	conn, id := f.login("alice", client.Options{JSON: true})
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if _, err := conn.Login(ctx, "again", ""); code(err) != clientpb.Error_ALREADY_LOGGED_IN {
-		t.Errorf("second login = %v", err)
-	}
+	ctx := ctxT(t)
 
-	go conn.Join(ctx, "lobby") //nolint:errcheck // answered below by hand
-	ev := published(f, topics.SessionEvents.Name, sessionEvent)
-	if ev.GetKind() != topicpb.SessionEvent_JOINED || ev.GetRoom() != "lobby" || ev.GetUser() != "alice" || ev.GetSession().GetConn() != id {
+	if err := conn.Write(ctx, &clientpb.ClientFrame{RequestId: 11, Body: &clientpb.ClientFrame_Join{Join: &clientpb.JoinRoom{Room: "lobby"}}}); err != nil {
+		t.Fatal(err)
+	}
+	ev := next(f, topics.SessionEvents)
+	if ev.GetKind() != topicpb.SessionEvent_JOINED || ev.GetRoom() != "lobby" || ev.GetUser() != "alice" ||
+		ev.GetSession().GetConn() != id || ev.GetSession().GetComet() != "c1" || ev.GetRequestId() != 11 {
 		t.Fatalf("join event %v", ev)
 	}
+	f.join(id, "lobby")
+	f.join(id, "other")
 
-	if _, err := conn.Send(ctx, &clientpb.Send{To: &clientpb.Send_Room{Room: "lobby"}}); code(err) != clientpb.Error_INVALID {
-		t.Errorf("send without client_msg_id = %v", err)
+	for _, s := range []*clientpb.Send{
+		{To: &clientpb.Send_Room{Room: "lobby"}, Body: []byte("x")},
+		{ClientMsgId: "m1", Body: []byte("x")},
+		{ClientMsgId: "m1", To: &clientpb.Send_Room{}},
+	} {
+		if _, err := conn.Send(ctx, s); code(err) != clientpb.Error_INVALID {
+			t.Errorf("send %v = %v, want INVALID", s, err)
+		}
 	}
-	go conn.SendUser(ctx, "bob", []byte("hi")) //nolint:errcheck // no pipeline answers here
-	sub := published(f, topics.Submitted.Name, func(p *testinfra.Published) (*topicpb.Submitted, error) { return topics.Submitted.Decode(p.Msg) })
-	if sub.GetSender() != "alice" || sub.GetUser() != "bob" || string(sub.GetBody()) != "hi" || sub.GetOrigin().GetConn() != id || sub.GetClientMsgId() == "" {
+	if err := conn.Write(ctx, &clientpb.ClientFrame{RequestId: 12, Body: &clientpb.ClientFrame_Send{Send: &clientpb.Send{
+		ClientMsgId: "m2", To: &clientpb.Send_User{User: "bob"}, Body: []byte("hi"), ContentType: "text/plain",
+	}}}); err != nil {
+		t.Fatal(err)
+	}
+	sub := next(f, topics.Submitted)
+	if sub.GetSender() != "alice" || sub.GetUser() != "bob" || string(sub.GetBody()) != "hi" || sub.GetContentType() != "text/plain" ||
+		sub.GetOrigin().GetConn() != id || sub.GetOrigin().GetComet() != "c1" || sub.GetClientMsgId() != "m2" ||
+		sub.GetRequestId() != 12 || sub.GetSubmittedUnixMs() == 0 || sub.GetTrusted() {
 		t.Fatalf("submitted %v", sub)
 	}
 
-	f.comet.Heartbeat()
-	hb := published(f, topics.SessionEvents.Name, sessionEvent)
-	if hb.GetKind() != topicpb.SessionEvent_HEARTBEAT || len(hb.GetLive()) != 1 || hb.GetLive()[0].GetUser() != "alice" {
-		t.Fatalf("heartbeat %v", hb)
+	if _, err := conn.Do(ctx, &clientpb.ClientFrame{Body: &clientpb.ClientFrame_Sync{Sync: &clientpb.Sync{Conversation: "room:lobby"}}}); code(err) != clientpb.Error_UNAVAILABLE {
+		t.Errorf("sync = %v, want UNAVAILABLE", err)
+	}
+	// Ack gets no answer: the next frame is the sentinel.
+	if err := conn.Write(ctx, &clientpb.ClientFrame{RequestId: 13, Body: &clientpb.ClientFrame_Ack{Ack: &clientpb.Ack{Conversation: "room:lobby", Seq: 3}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Ping(ctx); err != nil { // the Ack has been served
+		t.Fatal(err)
+	}
+	f.expectNothingMore(conn, id)
+
+	if err := conn.Leave(ctx, "lobby"); err != nil {
+		t.Fatalf("leave: %v", err)
+	}
+	if ev := next(f, topics.SessionEvents); ev.GetKind() != topicpb.SessionEvent_LEFT || ev.GetRoom() != "lobby" || ev.GetUser() != "alice" || ev.GetSession().GetConn() != id {
+		t.Fatalf("leave event %v", ev)
+	}
+	if err := conn.Leave(ctx, ""); code(err) != clientpb.Error_INVALID {
+		t.Errorf("leave without room = %v", err)
+	}
+	f.deliver(roomMessage("lobby", 1))
+	f.deliver(roomMessage("other", 1))
+	if msgs, _ := readMessages(t, conn, 1); msgs[0].GetConversation() != "room:other" {
+		t.Fatalf("got %v after leaving lobby", msgs[0])
+	}
+	f.expectNothingMore(conn, id)
+	if st := f.comet.Stats(); st.Rooms != 1 {
+		t.Errorf("rooms %d, want 1", st.Rooms)
 	}
 
 	conn.Close()
-	closed := published(f, topics.SessionEvents.Name, sessionEvent)
+	closed := next(f, topics.SessionEvents)
 	if closed.GetKind() != topicpb.SessionEvent_CLOSED || closed.GetUser() != "alice" || closed.GetSession().GetConn() != id {
 		t.Fatalf("close event %v", closed)
+	}
+	testinfra.Eventually(t, wait, func() bool {
+		st := f.comet.Stats()
+		return st.Connections == 0 && st.Users == 0 && st.Rooms == 0
+	}, "closed connection not forgotten: %+v", f.comet.Stats())
+}
+
+func TestPublishFailureAnswersUnavailable(t *testing.T) {
+	f := newFixture(t, comet.Config{})
+	conn, _ := f.login("alice", client.Options{})
+	f.rec.Err = errors.New("kafka down")
+	ctx := ctxT(t)
+	if _, err := conn.Join(ctx, "lobby"); code(err) != clientpb.Error_UNAVAILABLE {
+		t.Errorf("join = %v", err)
+	}
+	if _, err := conn.SendRoom(ctx, "lobby", []byte("x")); code(err) != clientpb.Error_UNAVAILABLE {
+		t.Errorf("send = %v", err)
+	}
+	other := f.dial(client.Options{})
+	if _, err := other.Login(ctx, "tok", ""); code(err) != clientpb.Error_UNAVAILABLE {
+		t.Errorf("login = %v", err)
+	}
+	f.comet.Heartbeat() // logs, does not fail
+	if _, err := conn.Ping(ctx); err != nil {
+		t.Fatal(err)
 	}
 }
 
 func TestRoomFanOutMergesBatchesInOrder(t *testing.T) {
-	f := newFixture(t, comet.Config{BatchWindow: 200 * time.Millisecond})
-	var conns []*client.Conn
-	for i, u := range []string{"alice", "bob", "carol"} {
-		conn, id := f.login(u, client.Options{JSON: i == 2})
-		f.join(id, "lobby")
-		f.join(id, "other")
-		conns = append(conns, conn)
+	f := newFixture(t, comet.Config{BatchWindow: 500 * time.Millisecond})
+	type member struct {
+		conn  *client.Conn
+		id    string
+		rooms []string
 	}
-	const n = 6
-	for seq := uint64(1); seq <= n; seq++ {
-		f.comet.Deliver(roomMessage("lobby", seq))
+	members := map[string]*member{
+		"alice": {rooms: []string{"lobby", "other"}},
+		"bob":   {rooms: []string{"lobby", "other"}},
+		"carol": {rooms: []string{"lobby"}},
+		"dave":  {rooms: []string{"other"}},
 	}
-	f.comet.Deliver(roomMessage("nobody-here", 1))
-	for _, conn := range conns {
-		msgs, frames := read(t, conn, n)
-		for i, m := range msgs {
-			if m.GetSeq() != uint64(i+1) {
-				t.Fatalf("message %d has seq %d", i, m.GetSeq())
+	for u, m := range members {
+		m.conn, m.id = f.login(u, client.Options{JSON: u == "bob" || u == "dave"})
+		for _, r := range m.rooms {
+			f.join(m.id, r)
+		}
+	}
+	sent := map[string]int{"lobby": 6, "other": 3}
+	for seq := uint64(1); seq <= 6; seq++ {
+		f.deliver(roomMessage("lobby", seq))
+		if seq <= 3 {
+			f.deliver(roomMessage("other", seq))
+		}
+	}
+	for u, m := range members {
+		want := 0
+		for _, r := range m.rooms {
+			want += sent[r]
+		}
+		msgs, frames := readMessages(t, m.conn, want)
+		got := map[string][]uint64{}
+		for _, msg := range msgs {
+			got[msg.GetConversation()] = append(got[msg.GetConversation()], msg.GetSeq())
+		}
+		for _, r := range m.rooms {
+			seqs := got[topics.RoomConversation(r)]
+			for i, s := range seqs {
+				if s != uint64(i+1) {
+					t.Fatalf("%s: %s seqs %v", u, r, seqs)
+				}
+			}
+			if len(seqs) != sent[r] {
+				t.Fatalf("%s: %s seqs %v", u, r, seqs)
 			}
 		}
-		// The first message goes at once, the other five in one batch.
-		if frames != 2 {
-			t.Errorf("%d messages came in %d frames, want 2", n, frames)
+		// Per room, the first message goes at once and the rest in one batch.
+		if frames != 2*len(m.rooms) {
+			t.Errorf("%s: %d messages came in %d frames, want %d", u, want, frames, 2*len(m.rooms))
 		}
+		f.expectNothingMore(m.conn, m.id)
 	}
-	st := f.comet.Stats()
-	if st.Connections != 3 || st.Rooms != 2 {
+	if st := f.comet.Stats(); st.Connections != 4 || st.Users != 4 || st.Rooms != 2 {
 		t.Errorf("stats %+v", st)
 	}
 }
 
-func TestDirectMessageReachesEveryDevice(t *testing.T) {
+func TestDirectAndBroadcastDelivery(t *testing.T) {
 	f := newFixture(t, comet.Config{})
-	phone, _ := f.login("bob", client.Options{})
-	laptop, _ := f.login("bob", client.Options{JSON: true})
-	other, _ := f.login("carol", client.Options{})
-	f.comet.Deliver(&topicpb.Delivery{Users: []string{"alice", "bob"}, Frame: &clientpb.ServerFrame{Body: &clientpb.ServerFrame_Messages{Messages: &clientpb.MessageBatch{
+	phone, phoneID := f.login("bob", client.Options{})
+	laptop, laptopID := f.login("bob", client.Options{JSON: true})
+	carol, carolID := f.login("carol", client.Options{})
+	anon := f.dial(client.Options{})
+	dm := &topicpb.Delivery{Users: []string{"alice", "bob"}, Frame: &clientpb.ServerFrame{Body: &clientpb.ServerFrame_Messages{Messages: &clientpb.MessageBatch{
 		Messages: []*clientpb.Message{{Conversation: "dm:alice:bob", Seq: 1, Body: []byte("hi")}},
-	}}}})
+	}}}}
+	f.deliver(dm)
 	for _, conn := range []*client.Conn{phone, laptop} {
-		if msgs, _ := read(t, conn, 1); msgs[0].GetConversation() != "dm:alice:bob" {
+		if msgs, _ := readMessages(t, conn, 1); msgs[0].GetConversation() != "dm:alice:bob" || string(msgs[0].GetBody()) != "hi" {
 			t.Fatalf("got %v", msgs[0])
 		}
 	}
+	f.expectNothingMore(carol, carolID)
+
+	f.deliver(&topicpb.Delivery{Broadcast: true, Frame: &clientpb.ServerFrame{Body: &clientpb.ServerFrame_Messages{Messages: &clientpb.MessageBatch{
+		Messages: []*clientpb.Message{{Conversation: "broadcast", Seq: 1}},
+	}}}})
+	for _, conn := range []*client.Conn{phone, laptop, carol} {
+		if msgs, _ := readMessages(t, conn, 1); msgs[0].GetConversation() != "broadcast" {
+			t.Fatalf("got %v", msgs[0])
+		}
+	}
+	f.expectNothingMore(phone, phoneID)
+	f.expectNothingMore(laptop, laptopID)
+	// The connection that is not logged in got nothing; a ping proves it is open.
+	if _, err := anon.Ping(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
 	select {
-	case fr := <-other.Frames():
-		t.Fatalf("carol got %v", fr)
-	case <-time.After(100 * time.Millisecond):
+	case fr := <-anon.Frames():
+		t.Fatalf("unauthenticated connection got %v", fr)
+	default:
 	}
 }
 
-func TestCloseControlKicks(t *testing.T) {
+func TestCloseControl(t *testing.T) {
 	f := newFixture(t, comet.Config{})
-	conn, _ := f.login("mallory", client.Options{})
-	f.comet.Deliver(&topicpb.Delivery{Users: []string{"mallory"}, Control: &topicpb.Control{Close: "account disabled"}})
-	select {
-	case <-conn.Done():
-	case <-time.After(5 * time.Second):
-		t.Fatal("not closed")
+	phone, _ := f.login("mallory", client.Options{})
+	laptop, _ := f.login("mallory", client.Options{JSON: true})
+	other, otherID := f.login("alice", client.Options{})
+	reason := strings.Repeat("é", 100) // 200 bytes: more than a close frame holds
+	f.deliver(&topicpb.Delivery{Users: []string{"mallory"}, Control: &topicpb.Control{Close: reason},
+		Frame: &clientpb.ServerFrame{Body: &clientpb.ServerFrame_Error{Error: &clientpb.Error{Code: clientpb.Error_UNKNOWN_USER, Text: "disabled"}}}})
+	for _, conn := range []*client.Conn{phone, laptop} {
+		if fr := nextFrame(t, conn); fr.GetError().GetText() != "disabled" {
+			t.Errorf("frame before close: %v", fr)
+		}
+		ce := closeError(t, conn)
+		if ce.Code != websocket.StatusPolicyViolation || !strings.HasPrefix(reason, ce.Reason) || len(ce.Reason) < 100 {
+			t.Errorf("close %v", ce)
+		}
 	}
-	if got := websocket.CloseStatus(conn.Err()); got != websocket.StatusPolicyViolation {
-		t.Fatalf("close status %v", got)
-	}
+	f.expectNothingMore(other, otherID)
+	testinfra.Eventually(t, wait, func() bool { return f.comet.Stats().Users == 1 }, "kicked user not forgotten")
 }
 
 func TestSlowConsumerDroppedRoomGoesOn(t *testing.T) {
-	f := newFixture(t, comet.Config{SendQueue: 2, BatchWindow: -1, WriteTimeout: 500 * time.Millisecond})
+	f := newFixture(t, comet.Config{SendQueue: 4, BatchWindow: -1, WriteTimeout: time.Second})
 	fast, fastID := f.login("alice", client.Options{})
-	slow, slowID := f.login("bob", client.Options{FrameBuffer: 1})
 	f.join(fastID, "lobby")
-	f.join(slowID, "lobby")
+
+	// bob logs in and never reads again.
+	slow := rawDial(t, f.url, comet.SubprotocolProto)
+	b, _ := proto.Marshal(&clientpb.ClientFrame{Body: &clientpb.ClientFrame_Login{Login: &clientpb.Login{Token: "bob"}}})
+	if err := slow.Write(ctxT(t), websocket.MessageBinary, b); err != nil {
+		t.Fatal(err)
+	}
+	slowID := next(f, topics.LoginRequests).GetSession().GetConn()
+	f.deliver(&topicpb.Delivery{Conns: []string{slowID}, Control: &topicpb.Control{Authenticate: "bob", Join: "lobby"}})
+
 	big := make([]byte, 60<<10)
-	const n = 200
-	for seq := uint64(1); seq <= n; seq++ {
+	seq := uint64(0)
+	deliver := func() {
+		seq++
 		d := roomMessage("lobby", seq)
 		d.GetFrame().GetMessages().GetMessages()[0].Body = big
-		f.comet.Deliver(d)
-		// alice keeps up; bob stopped reading after one frame.
-		if msgs, _ := read(t, fast, 1); msgs[0].GetSeq() != seq {
+		f.deliver(d)
+		if msgs, _ := readMessages(t, fast, 1); msgs[0].GetSeq() != seq {
 			t.Fatalf("alice got seq %d, want %d", msgs[0].GetSeq(), seq)
 		}
 	}
-	testinfra.Eventually(t, 15*time.Second, func() bool {
+	// Loopback buffers hold a few MB; bob's queue fills after them.
+	for f.comet.Stats().SlowConsumers == 0 {
+		if seq == 2000 {
+			t.Fatalf("bob not dropped after %d messages: %+v", seq, f.comet.Stats())
+		}
+		deliver()
+	}
+	for range 10 {
+		deliver()
+	}
+	testinfra.Eventually(t, 10*time.Second, func() bool {
 		st := f.comet.Stats()
-		return st.SlowConsumers == 1 && st.Connections == 1
-	}, "bob not dropped: %+v", f.comet.Stats())
-	for range slow.Frames() {
+		return st.SlowConsumers == 1 && st.Connections == 1 && st.Users == 1
+	}, "bob not forgotten: %+v", f.comet.Stats())
+	if ev := next(f, topics.SessionEvents); ev.GetKind() != topicpb.SessionEvent_CLOSED || ev.GetUser() != "bob" {
+		t.Errorf("event %v, want bob CLOSED", ev)
+	}
+}
+
+func TestHeartbeat(t *testing.T) {
+	t.Run("loop", func(t *testing.T) {
+		f := newFixture(t, comet.Config{HeartbeatInterval: 20 * time.Millisecond})
+		f.comet.Start()
+		f.comet.Start() // a second call does nothing
+		_, id := f.login("alice", client.Options{})
+		f.dial(client.Options{}) // not logged in: not live
+		testinfra.Eventually(t, wait, func() bool {
+			for _, p := range f.rec.Take() {
+				ev, err := topics.SessionEvents.Decode(p.Msg)
+				if err != nil || ev.GetKind() != topicpb.SessionEvent_HEARTBEAT {
+					continue
+				}
+				if p.Msg.Metadata.Get(topics.KeyMetadata) != "comet/c1" || ev.GetSession().GetComet() != "c1" {
+					t.Fatalf("heartbeat %v key %q", ev, p.Msg.Metadata.Get(topics.KeyMetadata))
+				}
+				if len(ev.GetLive()) == 1 && ev.GetLive()[0].GetConn() == id && ev.GetLive()[0].GetUser() == "alice" {
+					return true
+				}
+			}
+			return false
+		}, "no heartbeat with alice")
+	})
+	t.Run("chunks", func(t *testing.T) {
+		f := newFixture(t, comet.Config{})
+		f.comet.Heartbeat()
+		if ev := next(f, topics.SessionEvents); ev.GetKind() != topicpb.SessionEvent_HEARTBEAT || len(ev.GetLive()) != 0 {
+			t.Fatalf("empty comet heartbeat %v", ev)
+		}
+		const n = 2500
+		for i := range n {
+			f.comet.AddTestMember("lobby", "u"+strconv.Itoa(i))
+		}
+		f.comet.Heartbeat()
+		seen := map[string]bool{}
+		var sizes []int
+		for _, p := range f.rec.Take() {
+			ev, err := topics.SessionEvents.Decode(p.Msg)
+			if err != nil || ev.GetKind() != topicpb.SessionEvent_HEARTBEAT {
+				t.Fatalf("published %v %v", ev, err)
+			}
+			sizes = append(sizes, len(ev.GetLive()))
+			for _, l := range ev.GetLive() {
+				seen[l.GetConn()+"/"+l.GetUser()] = true
+			}
+		}
+		if len(sizes) != 3 || sizes[0] != 1000 || sizes[1] != 1000 || sizes[2] != 500 || len(seen) != n {
+			t.Fatalf("chunks %v, %d distinct sessions", sizes, len(seen))
+		}
+	})
+}
+
+func TestCloseGoesAwayAndWaits(t *testing.T) {
+	f := newFixture(t, comet.Config{BatchWindow: time.Minute})
+	conn, id := f.login("alice", client.Options{})
+	f.join(id, "lobby")
+	f.comet.Start()
+	// The first message goes out; the second waits a minute in the batch.
+	f.deliver(roomMessage("lobby", 1))
+	f.deliver(roomMessage("lobby", 2))
+	readMessages(t, conn, 1)
+
+	closed := make(chan error, 1)
+	go func() { closed <- f.comet.Close() }() // Close must return long before the batch window
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(wait):
+		t.Fatal("Close did not return")
+	}
+	if ce := closeError(t, conn); ce.Code != websocket.StatusGoingAway {
+		t.Errorf("close %v, want 1001", ce)
+	}
+	if st := f.comet.Stats(); st.Connections != 0 || st.Users != 0 {
+		t.Errorf("stats after Close %+v", st)
+	}
+	if ev := next(f, topics.SessionEvents); ev.GetKind() != topicpb.SessionEvent_CLOSED {
+		t.Errorf("event %v, want CLOSED", ev)
+	}
+	_, resp, err := websocket.Dial(ctxT(t), f.url, nil)
+	if err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("dial after Close: %v", err)
+	}
+	f.deliver(&topicpb.Delivery{Conns: []string{id}, Control: &topicpb.Control{Authenticate: "x", Join: "r"}})
+	f.comet.Start()
+	if err := f.comet.Close(); err != nil {
+		t.Fatal(err)
 	}
 }
 
 func BenchmarkRoomBroadcast(b *testing.B) {
 	for _, members := range []int{1, 100, 1000} {
 		b.Run(strconv.Itoa(members)+"Members", func(b *testing.B) {
-			c, err := comet.New(comet.Config{ID: "bench", BatchWindow: -1}, &testinfra.Recorder{}, slog.New(slog.DiscardHandler))
+			c, err := comet.New(comet.Config{ID: "bench", BatchWindow: -1, SendQueue: 1 << 14}, &testinfra.Recorder{}, slog.New(slog.DiscardHandler))
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -402,12 +899,20 @@ func BenchmarkRoomBroadcast(b *testing.B) {
 			for i := range members {
 				c.AddTestMember("lobby", "u"+strconv.Itoa(i))
 			}
-			d := roomMessage("lobby", 1)
+			msg, err := topics.Deliveries.Encode(roomMessage("lobby", 1))
+			if err != nil {
+				b.Fatal(err)
+			}
+			h := c.Handler()
 			b.ReportAllocs()
 			for b.Loop() {
-				c.Deliver(d)
+				if err := h.Handle(msg); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if st := c.Stats(); st.SlowConsumers != 0 {
+				b.Logf("%d slow consumers", st.SlowConsumers)
 			}
 		})
 	}
 }
-

@@ -6,12 +6,15 @@ import (
 	"time"
 )
 
-// Config configures a comet.
+// Config configures a comet. The zero value of every field but ID means
+// its default.
 type Config struct {
-	// ID is the comet's stable id; its delivery topic is deliver.<ID>.
+	// ID is the comet's stable id (for example "comet-1"); its delivery
+	// topic is deliver.<ID> and its consumer group laneim.comet.<ID>.
 	// Required; must not contain "/".
 	ID string
-	// Addr is the listen address of the WebSocket server (127.0.0.1:8080).
+	// Addr is the listen address of the WebSocket server run by Module
+	// (127.0.0.1:8080).
 	Addr string
 	// Path is the WebSocket endpoint (/ws).
 	Path string
@@ -23,13 +26,15 @@ type Config struct {
 	SendQueue int
 	// WriteTimeout bounds one write to a client (10s).
 	WriteTimeout time.Duration
-	// LoginTimeout closes connections not logged in by then (10s).
+	// LoginTimeout closes, with 1008, connections not logged in by then (10s).
 	LoginTimeout time.Duration
-	// IdleTimeout closes connections that sent nothing for this long (60s).
+	// IdleTimeout closes, with 1008, connections that sent no frame for
+	// this long (60s); clients send Ping to stay connected.
 	IdleTimeout time.Duration
 	// HeartbeatInterval is how often live sessions are reported (10s).
 	HeartbeatInterval time.Duration
 	// BatchWindow merges a room's messages arriving within it (10ms).
+	// A negative value disables merging: every message is written at once.
 	BatchWindow time.Duration
 }
 
@@ -58,20 +63,24 @@ func (c *Config) setDefaults() {
 	if c.HeartbeatInterval <= 0 {
 		c.HeartbeatInterval = 10 * time.Second
 	}
-	if c.BatchWindow < 0 {
+	switch {
+	case c.BatchWindow < 0:
 		c.BatchWindow = 0
-	} else if c.BatchWindow == 0 {
+	case c.BatchWindow == 0:
 		c.BatchWindow = 10 * time.Millisecond
 	}
 }
 
-// Validate reports a configuration that cannot work.
+// Validate reports a configuration that cannot work. New calls it after
+// filling in defaults.
 func (c Config) Validate() error {
-	if c.ID == "" {
+	switch {
+	case c.ID == "":
 		return errors.New("comet: no id")
-	}
-	if strings.Contains(c.ID, "/") {
+	case strings.Contains(c.ID, "/"):
 		return errors.New("comet: id must not contain /")
+	case c.Path != "" && !strings.HasPrefix(c.Path, "/"):
+		return errors.New("comet: path must start with /")
 	}
 	return nil
 }

@@ -2,9 +2,9 @@ package comet
 
 import (
 	"context"
-	"errors"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -17,94 +17,156 @@ import (
 )
 
 // conn is one client connection. user and rooms are guarded by the
-// comet's mu; the connection's frames go through send to its writer.
+// comet's mu; frames reach the client only through send, drained by the
+// connection's writer goroutine, which also enforces the login and idle
+// deadlines, so that every close goes out as a proper close frame.
 type conn struct {
-	id   string
-	ws   *websocket.Conn
-	json bool
-	send chan *frame
+	id    string
+	ws    *websocket.Conn // nil for test members without a socket
+	json  bool
+	send  chan *frame
+	start time.Time
+
+	lastRead atomic.Int64 // time.Since(start) of the last client frame
+	authed   atomic.Bool  // mirrors user != "" for the writer
 
 	user  string
 	rooms map[string]struct{}
-
-	loginTimer *time.Timer
 
 	kickOnce    sync.Once
 	closing     chan struct{} // closed by kick
 	closeStatus websocket.StatusCode
 	closeReason string
+	closeFlush  bool // write what is queued before closing
+}
+
+func newConn(id string, ws *websocket.Conn, useJSON bool, queue int) *conn {
+	return &conn{
+		id: id, ws: ws, json: useJSON, start: time.Now(),
+		send: make(chan *frame, queue), closing: make(chan struct{}), rooms: map[string]struct{}{},
+	}
 }
 
 var unmarshalJSON = protojson.UnmarshalOptions{DiscardUnknown: true}
 
 // enqueue queues a frame without blocking; a full queue closes the
-// connection as a slow consumer.
+// connection as a slow consumer. Safe for concurrent use.
 func (cn *conn) enqueue(c *Comet, f *frame) {
+	select {
+	case <-cn.closing:
+		return
+	default:
+	}
 	select {
 	case cn.send <- f:
 	default:
-		if cn.kick(websocket.StatusPolicyViolation, "slow consumer") {
+		if cn.kick(websocket.StatusPolicyViolation, "slow consumer", false) {
 			c.slow.Add(1)
 			c.logger.Info("slow consumer disconnected", "conn", cn.id)
 		}
 	}
 }
 
-// kick asks the writer to close the connection with status and reason.
-// Safe to call many times from any goroutine; the first call wins and
-// reports true.
-func (cn *conn) kick(status websocket.StatusCode, reason string) (first bool) {
+// kick asks the writer to close the connection with status and reason;
+// with flush, the frames already queued are written first. Safe to call
+// many times from any goroutine; the first call wins and reports true.
+func (cn *conn) kick(status websocket.StatusCode, reason string, flush bool) (first bool) {
 	cn.kickOnce.Do(func() {
-		cn.closeStatus, cn.closeReason = status, reason
+		cn.closeStatus, cn.closeReason, cn.closeFlush = status, closeReason(reason), flush
 		close(cn.closing)
 		first = true
 	})
 	return first
 }
 
-// write drains the queue until the connection is kicked or breaks.
+// write drains the queue until the connection is kicked or breaks, and
+// closes the connection when the login or idle deadline passes.
 func (cn *conn) write(c *Comet) {
 	defer cn.ws.CloseNow()
+	deadline := time.NewTimer(min(c.cfg.LoginTimeout, c.cfg.IdleTimeout))
+	defer deadline.Stop()
+	for {
+		select {
+		case <-cn.closing:
+			if cn.closeFlush {
+				cn.flush(c)
+			}
+			cn.ws.Close(cn.closeStatus, cn.closeReason)
+			return
+		case f := <-cn.send:
+			if !cn.writeFrame(c, f) {
+				cn.kick(websocket.StatusGoingAway, "write failed", false)
+				return
+			}
+		case <-deadline.C:
+			deadline.Reset(cn.checkDeadlines(c))
+		}
+	}
+}
+
+// flush writes the frames queued now, stopping at the first failure.
+func (cn *conn) flush(c *Comet) {
+	for {
+		select {
+		case f := <-cn.send:
+			if !cn.writeFrame(c, f) {
+				return
+			}
+		default:
+			return
+		}
+	}
+}
+
+func (cn *conn) writeFrame(c *Comet, f *frame) bool {
 	typ := websocket.MessageBinary
 	if cn.json {
 		typ = websocket.MessageText
 	}
-	for {
-		select {
-		case <-cn.closing:
-			// Flush what is queued only for a normal close.
-			cn.ws.Close(cn.closeStatus, cn.closeReason)
-			return
-		case f := <-cn.send:
-			b := f.bytes(cn.json)
-			ctx, cancel := context.WithTimeout(c.ctx, c.cfg.WriteTimeout)
-			err := cn.ws.Write(ctx, typ, b)
-			cancel()
-			if err != nil {
-				cn.kick(websocket.StatusGoingAway, "write failed")
-				return
-			}
-			c.framesSent.Add(1)
-			c.bytesSent.Add(int64(len(b)))
-		}
+	b := f.bytes(cn.json)
+	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.WriteTimeout)
+	err := cn.ws.Write(ctx, typ, b)
+	cancel()
+	if err != nil {
+		c.logger.Debug("write", "conn", cn.id, "err", err)
+		return false
 	}
+	c.framesSent.Add(1)
+	c.bytesSent.Add(int64(len(b)))
+	return true
+}
+
+// checkDeadlines kicks the connection if it is past its login or idle
+// deadline, and returns how long until the next check.
+func (cn *conn) checkDeadlines(c *Comet) time.Duration {
+	age := time.Since(cn.start)
+	next := time.Duration(cn.lastRead.Load()) + c.cfg.IdleTimeout - age
+	if next <= 0 {
+		cn.kick(websocket.StatusPolicyViolation, "idle timeout", false)
+		return c.cfg.IdleTimeout
+	}
+	if !cn.authed.Load() {
+		login := c.cfg.LoginTimeout - age
+		if login <= 0 {
+			cn.kick(websocket.StatusPolicyViolation, "login timeout", false)
+			return c.cfg.IdleTimeout
+		}
+		next = min(next, login)
+	}
+	return next
 }
 
 // read serves the client's frames until the connection ends, then
 // unregisters it.
 func (cn *conn) read(c *Comet) {
 	defer c.unregister(cn)
-	defer cn.kick(websocket.StatusNormalClosure, "")
+	defer cn.kick(websocket.StatusNormalClosure, "", false)
 	for {
-		ctx, cancel := context.WithTimeout(c.ctx, c.cfg.IdleTimeout)
-		typ, data, err := cn.ws.Read(ctx)
-		cancel()
+		typ, data, err := cn.ws.Read(c.ctx)
 		if err != nil {
-			if errors.Is(err, context.DeadlineExceeded) {
-				cn.kick(websocket.StatusPolicyViolation, "idle timeout")
-			}
 			return
 		}
+		cn.lastRead.Store(int64(time.Since(cn.start)))
 		var f clientpb.ClientFrame
 		if typ == websocket.MessageText {
 			err = unmarshalJSON.Unmarshal(data, &f)
@@ -112,7 +174,7 @@ func (cn *conn) read(c *Comet) {
 			err = proto.Unmarshal(data, &f)
 		}
 		if err != nil {
-			cn.reply(c, topics.ErrorFrame(0, clientpb.Error_BAD_FRAME, strings.ToValidUTF8("undecodable frame: "+err.Error(), "?")))
+			cn.fail(c, 0, clientpb.Error_BAD_FRAME, "undecodable frame: "+err.Error())
 			continue
 		}
 		cn.serve(c, &f)
@@ -122,7 +184,7 @@ func (cn *conn) read(c *Comet) {
 func (cn *conn) reply(c *Comet, f *clientpb.ServerFrame) { cn.enqueue(c, newFrame(f)) }
 
 func (cn *conn) fail(c *Comet, req uint64, code clientpb.Error_Code, text string) {
-	cn.reply(c, topics.ErrorFrame(req, code, text))
+	cn.reply(c, topics.ErrorFrame(req, code, strings.ToValidUTF8(text, "?")))
 }
 
 // serve handles one client frame.
@@ -136,8 +198,9 @@ func (cn *conn) serve(c *Comet, f *clientpb.ClientFrame) {
 		cn.fail(c, req, clientpb.Error_BAD_FRAME, "frame has no body")
 		return
 	case *clientpb.ClientFrame_Ping:
-		now := time.Now().UnixMilli()
-		cn.reply(c, &clientpb.ServerFrame{RequestId: req, Body: &clientpb.ServerFrame_Pong{Pong: &clientpb.Pong{ClientTimeUnixMs: b.Ping.GetClientTimeUnixMs(), ServerTimeUnixMs: now}}})
+		cn.reply(c, &clientpb.ServerFrame{RequestId: req, Body: &clientpb.ServerFrame_Pong{Pong: &clientpb.Pong{
+			ClientTimeUnixMs: b.Ping.GetClientTimeUnixMs(), ServerTimeUnixMs: time.Now().UnixMilli(),
+		}}})
 		return
 	case *clientpb.ClientFrame_Login:
 		if user != "" {
@@ -151,7 +214,7 @@ func (cn *conn) serve(c *Comet, f *clientpb.ClientFrame) {
 			err = c.pub.Publish(topics.LoginRequests.Name, msg)
 		}
 		if err != nil {
-			c.logger.Warn("publish login request", "err", err)
+			c.logger.Warn("publish login request", "conn", cn.id, "err", err)
 			cn.fail(c, req, clientpb.Error_UNAVAILABLE, "login unavailable, retry")
 		}
 		return
@@ -163,7 +226,7 @@ func (cn *conn) serve(c *Comet, f *clientpb.ClientFrame) {
 	switch b := f.GetBody().(type) {
 	case *clientpb.ClientFrame_Join:
 		if b.Join.GetRoom() == "" {
-			cn.fail(c, req, clientpb.Error_INVALID, "no room")
+			cn.fail(c, req, clientpb.Error_INVALID, "join needs a room")
 			return
 		}
 		ev := &topicpb.SessionEvent{Kind: topicpb.SessionEvent_JOINED, Session: c.session(cn), User: user, Room: b.Join.GetRoom(), RequestId: req, TimeUnixMs: time.Now().UnixMilli()}
@@ -172,22 +235,31 @@ func (cn *conn) serve(c *Comet, f *clientpb.ClientFrame) {
 		}
 	case *clientpb.ClientFrame_Leave:
 		room := b.Leave.GetRoom()
+		if room == "" {
+			cn.fail(c, req, clientpb.Error_INVALID, "leave needs a room")
+			return
+		}
 		c.mu.Lock()
 		c.leaveLocked(cn, room)
 		c.mu.Unlock()
 		cn.reply(c, &clientpb.ServerFrame{RequestId: req, Body: &clientpb.ServerFrame_Left{Left: &clientpb.Left{Room: room}}})
+		// The connection left locally in any case; should the event be
+		// lost, presence keeps routing the room here and the comet drops
+		// those messages, until the session closes.
 		_ = c.publishEvent(&topicpb.SessionEvent{Kind: topicpb.SessionEvent_LEFT, Session: c.session(cn), User: user, Room: room, RequestId: req, TimeUnixMs: time.Now().UnixMilli()})
 	case *clientpb.ClientFrame_Send:
 		cn.submit(c, req, user, b.Send)
 	case *clientpb.ClientFrame_Ack:
-		// Accepted; read positions are kept by the history feature.
+		// Accepted and ignored: read positions belong to the history
+		// feature, which will consume them.
 	case *clientpb.ClientFrame_Sync:
-		cn.fail(c, req, clientpb.Error_UNAVAILABLE, "history is not available on this server yet")
+		cn.fail(c, req, clientpb.Error_UNAVAILABLE, "history not available yet")
 	default:
 		cn.fail(c, req, clientpb.Error_BAD_FRAME, "unknown frame type")
 	}
 }
 
+// submit publishes a Send as a Submitted message.
 func (cn *conn) submit(c *Comet, req uint64, user string, s *clientpb.Send) {
 	sub := &topicpb.Submitted{
 		Origin: c.session(cn), RequestId: req, Sender: user, ClientMsgId: s.GetClientMsgId(),
@@ -195,9 +267,13 @@ func (cn *conn) submit(c *Comet, req uint64, user string, s *clientpb.Send) {
 	}
 	switch to := s.GetTo().(type) {
 	case *clientpb.Send_Room:
-		sub.To = &topicpb.Submitted_Room{Room: to.Room}
+		if to.Room != "" {
+			sub.To = &topicpb.Submitted_Room{Room: to.Room}
+		}
 	case *clientpb.Send_User:
-		sub.To = &topicpb.Submitted_User{User: to.User}
+		if to.User != "" {
+			sub.To = &topicpb.Submitted_User{User: to.User}
+		}
 	}
 	if sub.To == nil || s.GetClientMsgId() == "" {
 		cn.fail(c, req, clientpb.Error_INVALID, "send needs a client_msg_id and a user or room")
@@ -208,7 +284,7 @@ func (cn *conn) submit(c *Comet, req uint64, user string, s *clientpb.Send) {
 		err = c.pub.Publish(topics.Submitted.Name, msg)
 	}
 	if err != nil {
-		c.logger.Warn("publish submitted message", "err", err)
+		c.logger.Warn("publish submitted message", "conn", cn.id, "err", err)
 		cn.fail(c, req, clientpb.Error_UNAVAILABLE, "send unavailable, retry with the same client_msg_id")
 	}
 }

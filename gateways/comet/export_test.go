@@ -2,12 +2,18 @@ package comet
 
 import "github.com/laneim/laneim/proto/topicpb"
 
-// AddTestMember adds a logged-in member of room without a WebSocket: a
-// goroutine owned by the comet encodes and discards its frames. For
-// benchmarks of the fan-out path.
-func (c *Comet) AddTestMember(room, user string) {
-	cn := &conn{id: user, send: make(chan *frame, c.cfg.SendQueue), closing: make(chan struct{}), rooms: map[string]struct{}{}}
+// AddTestMember adds a connection logged in as user and member of room,
+// without a WebSocket: a goroutine owned by the comet encodes (protobuf)
+// and discards its frames until the connection is kicked or the comet
+// closes. For benchmarks of the fan-out path and heartbeat tests. It
+// returns the connection id.
+func (c *Comet) AddTestMember(room, user string) string {
 	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return ""
+	}
+	cn := newConn("test."+user, nil, false, c.cfg.SendQueue)
 	c.conns[cn.id] = cn
 	c.wg.Add(1)
 	c.mu.Unlock()
@@ -17,10 +23,11 @@ func (c *Comet) AddTestMember(room, user string) {
 			select {
 			case f := <-cn.send:
 				f.bytes(false)
-			case <-c.ctx.Done():
+			case <-cn.closing:
 				return
 			}
 		}
 	}()
 	c.Deliver(&topicpb.Delivery{Conns: []string{cn.id}, Control: &topicpb.Control{Authenticate: user, Join: room}})
+	return cn.id
 }

@@ -8,46 +8,55 @@ import (
 )
 
 // room is the local index of a room's members and its message batcher.
-// Lock order: the comet's mu before a room's mu.
+// Lock order: the comet's mu before a room's mu. A scheduled flush holds
+// one count of the comet's wg until it has run or been stopped, so Close
+// waits for it.
 type room struct {
-	id     string
-	window time.Duration
+	c  *Comet
+	id string
 
 	mu        sync.Mutex
 	members   map[*conn]struct{}
 	pending   []*clientpb.Message
 	lastFlush time.Time
-	timer     *time.Timer
+	timer     *time.Timer // scheduled flush, or nil
 	stopped   bool
 }
 
-func newRoom(id string, window time.Duration) *room {
-	return &room{id: id, window: window, members: map[*conn]struct{}{}}
+func newRoom(c *Comet, id string) *room {
+	return &room{c: c, id: id, members: map[*conn]struct{}{}}
 }
 
 // add queues messages for the room's members. The first messages after a
 // quiet window go out at once; later ones are merged and flushed one
 // window after the previous flush, so a busy room sends at most one frame
-// per window to each member, and a quiet one adds no latency.
-func (r *room) add(c *Comet, msgs []*clientpb.Message) {
+// per window to each member, and a quiet one adds no latency. Messages
+// keep the order in which add is called.
+func (r *room) add(msgs []*clientpb.Message) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.stopped {
 		return
 	}
 	now := time.Now()
-	if len(r.pending) == 0 && now.Sub(r.lastFlush) >= r.window {
+	window := r.c.cfg.BatchWindow
+	if len(r.pending) == 0 && now.Sub(r.lastFlush) >= window {
 		r.lastFlush = now
-		r.broadcast(c, msgs)
+		r.broadcast(msgs)
 		return
 	}
 	r.pending = append(r.pending, msgs...)
 	if r.timer == nil {
-		r.timer = time.AfterFunc(r.lastFlush.Add(r.window).Sub(now), func() { r.flush(c) })
+		// Not stopped, so Close has not stopped this room yet and is
+		// not waiting: adding to wg is safe.
+		r.c.wg.Add(1)
+		r.timer = time.AfterFunc(r.lastFlush.Add(window).Sub(now), r.flush)
 	}
 }
 
-func (r *room) flush(c *Comet) {
+// flush runs from the timer: it writes the pending batch.
+func (r *room) flush() {
+	defer r.c.wg.Done()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.timer = nil
@@ -57,26 +66,29 @@ func (r *room) flush(c *Comet) {
 	msgs := r.pending
 	r.pending = nil
 	r.lastFlush = time.Now()
-	r.broadcast(c, msgs)
+	r.broadcast(msgs)
 }
 
-// broadcast queues one frame, encoded once, to every member. r.mu is held,
-// so a room's batches are queued in order.
-func (r *room) broadcast(c *Comet, msgs []*clientpb.Message) {
+// broadcast queues one frame, encoded once per encoding, to every member.
+// r.mu is held, so a room's batches are queued in order.
+func (r *room) broadcast(msgs []*clientpb.Message) {
 	f := newFrame(&clientpb.ServerFrame{Body: &clientpb.ServerFrame_Messages{Messages: &clientpb.MessageBatch{Messages: msgs}}})
 	for cn := range r.members {
-		cn.enqueue(c, f)
+		cn.enqueue(r.c, f)
 	}
 }
 
-// stop drops pending messages and the flush timer.
+// stop drops pending messages and the scheduled flush; the room takes no
+// more messages.
 func (r *room) stop() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.stopped = true
 	r.pending = nil
 	if r.timer != nil {
-		r.timer.Stop()
+		if r.timer.Stop() {
+			r.c.wg.Done() // the flush will not run
+		}
 		r.timer = nil
 	}
 }
