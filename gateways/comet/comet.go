@@ -483,6 +483,9 @@ func (c *Comet) control(targets []*conn, ctl *topicpb.Control) {
 			rm.join(cn)
 			cn.rooms[r] = struct{}{}
 		}
+		if r := ctl.GetLeave(); r != "" {
+			c.leaveLocked(cn, r)
+		}
 	}
 }
 

@@ -77,14 +77,18 @@ func startCluster(t *testing.T, tune func(*Settings)) *cluster {
 	}
 	t.Cleanup(func() { rdb.Close() })
 	store := directory.New(rdb)
-	sd, err := seed.Load("../../testdata/seed.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sd.Apply(ctx, store); err != nil {
-		t.Fatal(err)
-	}
 	roles := append(append([]Role{}, Workers...), Comet, API)
+	if s.MySQL != "" {
+		roles = append(roles, Binlog)
+	} else {
+		sd, err := seed.Load("../../testdata/seed.json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := sd.Apply(ctx, store); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if err := s.Validate(roles...); err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,173 @@
+package comet_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/coder/websocket"
+	"go.uber.org/fx"
+	"go.uber.org/fx/fxtest"
+
+	"github.com/laneim/laneim/gateways/comet"
+	"github.com/laneim/laneim/internal/client"
+	"github.com/laneim/laneim/internal/testinfra"
+	"github.com/laneim/laneim/proto/clientpb"
+	"github.com/laneim/laneim/proto/topicpb"
+	"github.com/laneim/laneim/topics"
+	"github.com/laneim/laneim/wiring"
+)
+
+// cometApp is a process running comet.Module with a Kafka publisher and a
+// router for the handlers, as the laneim binary assembles it (less Redis).
+func cometApp(t *testing.T, kcfg wiring.KafkaConfig, cfg comet.Config, populate ...any) fx.Option {
+	logger := slog.New(slog.DiscardHandler)
+	newRouter := func(lc fx.Lifecycle, handlers []wiring.Handler, pub message.Publisher) (*message.Router, error) {
+		var subs []message.Subscriber
+		lc.Append(fx.StopHook(func() {
+			for _, s := range subs {
+				s.Close()
+			}
+		}))
+		subscribe := func(group string) (message.Subscriber, error) {
+			s, err := wiring.NewSubscriber(kcfg, group, logger)
+			if err == nil {
+				subs = append(subs, s)
+			}
+			return s, err
+		}
+		return wiring.NewRouter(wiring.RouterConfig{}, handlers, subscribe, pub, logger)
+	}
+	return fx.Options(
+		fx.NopLogger,
+		fx.Supply(cfg, wiring.Config{Kafka: kcfg}, logger),
+		fx.Provide(func(lc fx.Lifecycle) (message.Publisher, error) {
+			p, err := wiring.NewPublisher(kcfg)
+			if err != nil {
+				return nil, err
+			}
+			lc.Append(fx.StopHook(p.Close))
+			return p, nil
+		}),
+		fx.Provide(fx.Annotate(newRouter, fx.ParamTags("", wiring.HandlerGroup, ""))),
+		fx.Invoke(wiring.RunRouter),
+		comet.Module,
+		fx.Populate(populate...),
+	)
+}
+
+func TestModuleOverKafka(t *testing.T) {
+	kcfg := testinfra.Kafka(t)
+	addr := "127.0.0.1:" + strconv.Itoa(testinfra.FreePort(t))
+	var cm *comet.Comet
+	var pub message.Publisher
+	app := fxtest.New(t, cometApp(t, kcfg, comet.Config{ID: "m1", Addr: addr}, &cm, &pub))
+	app.RequireStart()
+	stopped := false
+	defer func() {
+		if !stopped {
+			app.RequireStop()
+		}
+	}()
+
+	// The delivery topic exists, with one partition.
+	admin, err := sarama.NewClusterAdmin(kcfg.Brokers, sarama.NewConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, err := admin.ListTopics()
+	admin.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, ok := list["deliver.m1"]; !ok || d.NumPartitions != 1 {
+		t.Fatalf("deliver.m1: %+v, %v", d, ok)
+	}
+
+	resp, err := http.Get("http://" + addr + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || strings.TrimSpace(string(body)) != "ok" {
+		t.Errorf("healthz: %d %q", resp.StatusCode, body)
+	}
+
+	// Login goes to Kafka; the answer comes back through deliver.m1 and the router.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	sub, err := wiring.NewSubscriber(kcfg, "test.login", slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	requests, err := sub.Subscribe(ctx, topics.LoginRequests.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := client.Dial(ctx, "ws://"+addr+"/ws", client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := conn.Write(ctx, &clientpb.ClientFrame{RequestId: 1, Body: &clientpb.ClientFrame_Login{Login: &clientpb.Login{Token: "tok"}}}); err != nil {
+		t.Fatal(err)
+	}
+	var req *topicpb.LoginRequest
+	select {
+	case msg := <-requests:
+		msg.Ack()
+		if req, err = topics.LoginRequests.Decode(msg); err != nil {
+			t.Fatal(err)
+		}
+	case <-ctx.Done():
+		t.Fatal("no login request on Kafka")
+	}
+	if req.GetSession().GetComet() != "m1" || req.GetToken() != "tok" {
+		t.Fatalf("login request %v", req)
+	}
+	answer, err := topics.Deliveries.Encode(&topicpb.Delivery{
+		Conns:   []string{req.GetSession().GetConn()},
+		Control: &topicpb.Control{Authenticate: "alice"},
+		Frame:   &clientpb.ServerFrame{RequestId: 1, Body: &clientpb.ServerFrame_LoginResult{LoginResult: &clientpb.LoginResult{Ok: true, User: "alice"}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pub.Publish(topics.Delivery("m1"), answer); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case fr := <-conn.Frames():
+		if fr.GetLoginResult().GetUser() != "alice" {
+			t.Fatalf("got %v", fr)
+		}
+	case <-ctx.Done():
+		t.Fatal("no login result through Kafka")
+	}
+	if st := cm.Stats(); st.Users != 1 {
+		t.Errorf("stats %+v", st)
+	}
+
+	// A second comet on the same address fails to start.
+	clash := fx.New(cometApp(t, kcfg, comet.Config{ID: "m2", Addr: addr}))
+	if err := clash.Start(ctx); err == nil || !strings.Contains(err.Error(), "listen") {
+		t.Errorf("second comet on %s: %v", addr, err)
+		clash.Stop(ctx)
+	}
+
+	app.RequireStop()
+	stopped = true
+	<-conn.Done()
+	if got := websocket.CloseStatus(conn.Err()); got != websocket.StatusGoingAway {
+		t.Errorf("close status on stop %v, want 1001", got)
+	}
+}
