@@ -16,10 +16,14 @@ import (
 	"github.com/laneim/laneim/wiring"
 )
 
-// Module runs a comet: it creates the comet's delivery topic, serves
-// WebSockets on Config.Addr and Config.Path, and contributes the handler
-// of its delivery topic to the process's router. It needs a Config, a
-// wiring.Config, a message.Publisher and a *slog.Logger in the graph.
+// Module runs a comet: on start it creates the comet's delivery topic
+// (one partition), listens on Config.Addr (a port in use fails the
+// start), serves WebSockets on Config.Path and "ok" on /healthz, and
+// starts the heartbeat loop; on stop it shuts the HTTP server down and
+// closes the comet. It contributes the comet's Handler to the process's
+// router (wiring.ProvideHandler) and provides the *Comet. It needs a
+// Config, a wiring.Config, a message.Publisher and a *slog.Logger in the
+// graph.
 var Module = fx.Module("comet",
 	fx.Provide(newWithLifecycle),
 	wiring.ProvideHandler(func(c *Comet) wiring.Handler { return c.Handler() }),
