@@ -334,6 +334,18 @@ func (h *events) OnRow(e *canal.RowsEvent) error {
 	table := e.Table.Name
 	switch e.Action {
 	case canal.InsertAction:
+		if table == tableMembers {
+			// A multi-row insert of memberships goes in one round trip.
+			ms := make([]directory.Membership, len(e.Rows))
+			for i, vals := range e.Rows {
+				r := row{cols, vals}
+				ms[i] = directory.Membership{Room: r.str("room_id"), User: r.str("user_id")}
+			}
+			if err := h.s.apply.dir.AddMembers(h.ctx, ms); err != nil {
+				return err
+			}
+			break
+		}
 		for _, vals := range e.Rows {
 			if err := h.s.apply.upsert(h.ctx, table, row{cols, vals}); err != nil {
 				return err

@@ -274,3 +274,80 @@ func TestParseDSN(t *testing.T) {
 		}
 	}
 }
+
+func TestReconnectsAfterLosingTheConnection(t *testing.T) {
+	f := newFixture(t)
+	s, stop := f.start()
+	defer stop()
+	f.exec("INSERT INTO users (id) VALUES ('before')")
+	f.eventually("first user not synced", func() bool { _, ok := f.user("before"); return ok })
+	// Kill the worker's replication connection on the server.
+	res, err := f.sql.Execute("SELECT id FROM information_schema.PROCESSLIST WHERE COMMAND LIKE 'Binlog Dump%'")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.RowNumber() == 0 {
+		t.Fatal("no binlog dump thread on the server")
+	}
+	for i := range res.RowNumber() {
+		id, _ := res.GetInt(i, 0)
+		f.exec(fmt.Sprintf("KILL %d", id))
+	}
+	f.exec("INSERT INTO users (id) VALUES ('after')")
+	f.eventually("user inserted after the connection was killed not synced", func() bool { _, ok := f.user("after"); return ok })
+	if s.Stats().Snapshots != 1 {
+		t.Errorf("snapshots = %d: the worker should resume, not re-snapshot", s.Stats().Snapshots)
+	}
+}
+
+// BenchmarkBulkMemberships measures rows synced per second for a bulk
+// insert of 100,000 memberships (1,000 per statement), and the lag from
+// commit to Redis of single-row inserts.
+func BenchmarkBulkMemberships(b *testing.B) {
+	f := newFixture(b)
+	_, stop := f.start()
+	defer stop()
+	f.exec("INSERT INTO rooms (id) VALUES ('bulk')")
+	ctx := context.Background()
+	const rows, perStmt = 100_000, 1000
+	run := 0
+	for b.Loop() {
+		run++
+		start := time.Now()
+		for i := 0; i < rows; i += perStmt {
+			var sb strings.Builder
+			sb.WriteString("INSERT INTO room_members (room_id, user_id) VALUES ")
+			for j := i; j < i+perStmt; j++ {
+				if j > i {
+					sb.WriteByte(',')
+				}
+				fmt.Fprintf(&sb, "('bulk', 'r%d-u%d')", run, j)
+			}
+			f.exec(sb.String())
+		}
+		testinfra.Eventually(b, 10*time.Minute, func() bool {
+			n, err := f.store.Members(ctx, "bulk")
+			return err == nil && len(n) == rows*run
+		}, "bulk insert not synced")
+		b.ReportMetric(float64(rows)/time.Since(start).Seconds(), "rows/s")
+	}
+	b.StopTimer()
+	var lags []time.Duration
+	for i := range 200 {
+		id := fmt.Sprintf("lag-%d", i)
+		start := time.Now()
+		f.exec(fmt.Sprintf("INSERT INTO users (id) VALUES ('%s')", id))
+		for deadline := start.Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+			if _, ok := f.user(id); ok {
+				break
+			}
+			if time.Now().After(deadline) {
+				b.Fatalf("lag probe %s not synced", id)
+			}
+		}
+		lags = append(lags, time.Since(start))
+	}
+	sort.Slice(lags, func(i, j int) bool { return lags[i] < lags[j] })
+	b.ReportMetric(float64(lags[len(lags)/2].Microseconds())/1000, "lag-p50-ms")
+	b.ReportMetric(float64(lags[len(lags)*99/100].Microseconds())/1000, "lag-p99-ms")
+}
