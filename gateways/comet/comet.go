@@ -381,7 +381,7 @@ func (c *Comet) Handle(msg *message.Message) error {
 	return nil
 }
 
-// Deliver applies a Delivery: its control first (authenticate, join),
+// Deliver applies a Delivery: its control first (authenticate, join, leave),
 // then its frame is queued to the targets; with control.close the frame
 // is queued first and the targets are closed after writing it.
 // Connections it names that are not here are skipped (stale routes).
@@ -457,8 +457,10 @@ func (c *Comet) targets(d *topicpb.Delivery) []*conn {
 	return out
 }
 
-// control applies authenticate and join to targets. A connection is
-// authenticated once; join needs a logged-in connection.
+// control applies authenticate, join and leave to targets, in that
+// order. A connection is authenticated once; join needs a logged-in
+// connection; leave (presence revoking a membership) only updates the
+// local index, publishing nothing.
 func (c *Comet) control(targets []*conn, ctl *topicpb.Control) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

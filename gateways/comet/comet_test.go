@@ -752,6 +752,28 @@ func TestCloseControl(t *testing.T) {
 	testinfra.Eventually(t, wait, func() bool { return f.comet.Stats().Users == 1 }, "kicked user not forgotten")
 }
 
+func TestLeaveControl(t *testing.T) {
+	f := newFixture(t, comet.Config{})
+	conn, id := f.login("alice", client.Options{})
+	f.join(id, "lobby")
+	f.join(id, "other")
+	f.deliver(&topicpb.Delivery{Conns: []string{id}, Control: &topicpb.Control{Leave: "lobby"}})
+	f.deliver(roomMessage("lobby", 1))
+	f.deliver(roomMessage("other", 1))
+	if msgs, _ := readMessages(t, conn, 1); msgs[0].GetConversation() != "room:other" {
+		t.Fatalf("got %v after the leave control", msgs[0])
+	}
+	f.expectNothingMore(conn, id)
+	if st := f.comet.Stats(); st.Rooms != 1 {
+		t.Errorf("rooms %d, want 1", st.Rooms)
+	}
+	for _, p := range f.rec.Take() {
+		if p.Topic == topics.SessionEvents.Name {
+			t.Errorf("leave control published a session event")
+		}
+	}
+}
+
 func TestSlowConsumerDroppedRoomGoesOn(t *testing.T) {
 	f := newFixture(t, comet.Config{SendQueue: 4, BatchWindow: -1, WriteTimeout: time.Second})
 	fast, fastID := f.login("alice", client.Options{})
