@@ -503,6 +503,223 @@ func (x *RoomOnlineReply) GetConnections() uint32 {
 	return 0
 }
 
+// HistoryRequest asks for a page of a conversation ("room:<id>",
+// "dm:<a>:<b>" or "broadcast"). With after_seq set, the page starts after
+// it (oldest first); otherwise it is the newest messages before before_seq
+// (0: the latest). Pages hold at most 500 messages (0 means 100).
+type HistoryRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Conversation  string                 `protobuf:"bytes,1,opt,name=conversation,proto3" json:"conversation,omitempty"`
+	AfterSeq      uint64                 `protobuf:"varint,2,opt,name=after_seq,json=afterSeq,proto3" json:"after_seq,omitempty"`
+	BeforeSeq     uint64                 `protobuf:"varint,3,opt,name=before_seq,json=beforeSeq,proto3" json:"before_seq,omitempty"`
+	Limit         uint32                 `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HistoryRequest) Reset() {
+	*x = HistoryRequest{}
+	mi := &file_api_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HistoryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HistoryRequest) ProtoMessage() {}
+
+func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HistoryRequest.ProtoReflect.Descriptor instead.
+func (*HistoryRequest) Descriptor() ([]byte, []int) {
+	return file_api_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *HistoryRequest) GetConversation() string {
+	if x != nil {
+		return x.Conversation
+	}
+	return ""
+}
+
+func (x *HistoryRequest) GetAfterSeq() uint64 {
+	if x != nil {
+		return x.AfterSeq
+	}
+	return 0
+}
+
+func (x *HistoryRequest) GetBeforeSeq() uint64 {
+	if x != nil {
+		return x.BeforeSeq
+	}
+	return 0
+}
+
+func (x *HistoryRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type HistoryReply struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// messages in sequence order.
+	Messages      []*HistoryMessage `protobuf:"bytes,1,rep,name=messages,proto3" json:"messages,omitempty"`
+	HasMore       bool              `protobuf:"varint,2,opt,name=has_more,json=hasMore,proto3" json:"has_more,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HistoryReply) Reset() {
+	*x = HistoryReply{}
+	mi := &file_api_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HistoryReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HistoryReply) ProtoMessage() {}
+
+func (x *HistoryReply) ProtoReflect() protoreflect.Message {
+	mi := &file_api_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HistoryReply.ProtoReflect.Descriptor instead.
+func (*HistoryReply) Descriptor() ([]byte, []int) {
+	return file_api_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *HistoryReply) GetMessages() []*HistoryMessage {
+	if x != nil {
+		return x.Messages
+	}
+	return nil
+}
+
+func (x *HistoryReply) GetHasMore() bool {
+	if x != nil {
+		return x.HasMore
+	}
+	return false
+}
+
+type HistoryMessage struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	Id               string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Conversation     string                 `protobuf:"bytes,2,opt,name=conversation,proto3" json:"conversation,omitempty"`
+	Seq              uint64                 `protobuf:"varint,3,opt,name=seq,proto3" json:"seq,omitempty"`
+	Sender           string                 `protobuf:"bytes,4,opt,name=sender,proto3" json:"sender,omitempty"`
+	Body             []byte                 `protobuf:"bytes,5,opt,name=body,proto3" json:"body,omitempty"`
+	ContentType      string                 `protobuf:"bytes,6,opt,name=content_type,json=contentType,proto3" json:"content_type,omitempty"`
+	ServerTimeUnixMs int64                  `protobuf:"varint,7,opt,name=server_time_unix_ms,json=serverTimeUnixMs,proto3" json:"server_time_unix_ms,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *HistoryMessage) Reset() {
+	*x = HistoryMessage{}
+	mi := &file_api_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HistoryMessage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HistoryMessage) ProtoMessage() {}
+
+func (x *HistoryMessage) ProtoReflect() protoreflect.Message {
+	mi := &file_api_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HistoryMessage.ProtoReflect.Descriptor instead.
+func (*HistoryMessage) Descriptor() ([]byte, []int) {
+	return file_api_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *HistoryMessage) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *HistoryMessage) GetConversation() string {
+	if x != nil {
+		return x.Conversation
+	}
+	return ""
+}
+
+func (x *HistoryMessage) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *HistoryMessage) GetSender() string {
+	if x != nil {
+		return x.Sender
+	}
+	return ""
+}
+
+func (x *HistoryMessage) GetBody() []byte {
+	if x != nil {
+		return x.Body
+	}
+	return nil
+}
+
+func (x *HistoryMessage) GetContentType() string {
+	if x != nil {
+		return x.ContentType
+	}
+	return ""
+}
+
+func (x *HistoryMessage) GetServerTimeUnixMs() int64 {
+	if x != nil {
+		return x.ServerTimeUnixMs
+	}
+	return 0
+}
+
 var File_api_proto protoreflect.FileDescriptor
 
 const file_api_proto_rawDesc = "" +
@@ -538,14 +755,32 @@ const file_api_proto_rawDesc = "" +
 	"\x0fRoomOnlineReply\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x12!\n" +
 	"\fonline_users\x18\x02 \x01(\rR\vonlineUsers\x12 \n" +
-	"\vconnections\x18\x03 \x01(\rR\vconnections2\x82\x03\n" +
+	"\vconnections\x18\x03 \x01(\rR\vconnections\"\x86\x01\n" +
+	"\x0eHistoryRequest\x12\"\n" +
+	"\fconversation\x18\x01 \x01(\tR\fconversation\x12\x1b\n" +
+	"\tafter_seq\x18\x02 \x01(\x04R\bafterSeq\x12\x1d\n" +
+	"\n" +
+	"before_seq\x18\x03 \x01(\x04R\tbeforeSeq\x12\x14\n" +
+	"\x05limit\x18\x04 \x01(\rR\x05limit\"d\n" +
+	"\fHistoryReply\x129\n" +
+	"\bmessages\x18\x01 \x03(\v2\x1d.laneim.api.v1.HistoryMessageR\bmessages\x12\x19\n" +
+	"\bhas_more\x18\x02 \x01(\bR\ahasMore\"\xd4\x01\n" +
+	"\x0eHistoryMessage\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\"\n" +
+	"\fconversation\x18\x02 \x01(\tR\fconversation\x12\x10\n" +
+	"\x03seq\x18\x03 \x01(\x04R\x03seq\x12\x16\n" +
+	"\x06sender\x18\x04 \x01(\tR\x06sender\x12\x12\n" +
+	"\x04body\x18\x05 \x01(\fR\x04body\x12!\n" +
+	"\fcontent_type\x18\x06 \x01(\tR\vcontentType\x12-\n" +
+	"\x13server_time_unix_ms\x18\a \x01(\x03R\x10serverTimeUnixMs2\xc9\x03\n" +
 	"\x04Push\x12F\n" +
 	"\tPushUsers\x12\x1f.laneim.api.v1.PushUsersRequest\x1a\x18.laneim.api.v1.PushReply\x12D\n" +
 	"\bPushRoom\x12\x1e.laneim.api.v1.PushRoomRequest\x1a\x18.laneim.api.v1.PushReply\x12F\n" +
 	"\tBroadcast\x12\x1f.laneim.api.v1.BroadcastRequest\x1a\x18.laneim.api.v1.PushReply\x12T\n" +
 	"\fOnlineStatus\x12\".laneim.api.v1.OnlineStatusRequest\x1a .laneim.api.v1.OnlineStatusReply\x12N\n" +
 	"\n" +
-	"RoomOnline\x12 .laneim.api.v1.RoomOnlineRequest\x1a\x1e.laneim.api.v1.RoomOnlineReplyB&Z$github.com/laneim/laneim/proto/apipbb\x06proto3"
+	"RoomOnline\x12 .laneim.api.v1.RoomOnlineRequest\x1a\x1e.laneim.api.v1.RoomOnlineReply\x12E\n" +
+	"\aHistory\x12\x1d.laneim.api.v1.HistoryRequest\x1a\x1b.laneim.api.v1.HistoryReplyB&Z$github.com/laneim/laneim/proto/apipbb\x06proto3"
 
 var (
 	file_api_proto_rawDescOnce sync.Once
@@ -559,7 +794,7 @@ func file_api_proto_rawDescGZIP() []byte {
 	return file_api_proto_rawDescData
 }
 
-var file_api_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_api_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_api_proto_goTypes = []any{
 	(*Content)(nil),             // 0: laneim.api.v1.Content
 	(*PushUsersRequest)(nil),    // 1: laneim.api.v1.PushUsersRequest
@@ -570,28 +805,34 @@ var file_api_proto_goTypes = []any{
 	(*OnlineStatusReply)(nil),   // 6: laneim.api.v1.OnlineStatusReply
 	(*RoomOnlineRequest)(nil),   // 7: laneim.api.v1.RoomOnlineRequest
 	(*RoomOnlineReply)(nil),     // 8: laneim.api.v1.RoomOnlineReply
-	nil,                         // 9: laneim.api.v1.OnlineStatusReply.OnlineEntry
+	(*HistoryRequest)(nil),      // 9: laneim.api.v1.HistoryRequest
+	(*HistoryReply)(nil),        // 10: laneim.api.v1.HistoryReply
+	(*HistoryMessage)(nil),      // 11: laneim.api.v1.HistoryMessage
+	nil,                         // 12: laneim.api.v1.OnlineStatusReply.OnlineEntry
 }
 var file_api_proto_depIdxs = []int32{
-	0, // 0: laneim.api.v1.PushUsersRequest.content:type_name -> laneim.api.v1.Content
-	0, // 1: laneim.api.v1.PushRoomRequest.content:type_name -> laneim.api.v1.Content
-	0, // 2: laneim.api.v1.BroadcastRequest.content:type_name -> laneim.api.v1.Content
-	9, // 3: laneim.api.v1.OnlineStatusReply.online:type_name -> laneim.api.v1.OnlineStatusReply.OnlineEntry
-	1, // 4: laneim.api.v1.Push.PushUsers:input_type -> laneim.api.v1.PushUsersRequest
-	2, // 5: laneim.api.v1.Push.PushRoom:input_type -> laneim.api.v1.PushRoomRequest
-	3, // 6: laneim.api.v1.Push.Broadcast:input_type -> laneim.api.v1.BroadcastRequest
-	5, // 7: laneim.api.v1.Push.OnlineStatus:input_type -> laneim.api.v1.OnlineStatusRequest
-	7, // 8: laneim.api.v1.Push.RoomOnline:input_type -> laneim.api.v1.RoomOnlineRequest
-	4, // 9: laneim.api.v1.Push.PushUsers:output_type -> laneim.api.v1.PushReply
-	4, // 10: laneim.api.v1.Push.PushRoom:output_type -> laneim.api.v1.PushReply
-	4, // 11: laneim.api.v1.Push.Broadcast:output_type -> laneim.api.v1.PushReply
-	6, // 12: laneim.api.v1.Push.OnlineStatus:output_type -> laneim.api.v1.OnlineStatusReply
-	8, // 13: laneim.api.v1.Push.RoomOnline:output_type -> laneim.api.v1.RoomOnlineReply
-	9, // [9:14] is the sub-list for method output_type
-	4, // [4:9] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	0,  // 0: laneim.api.v1.PushUsersRequest.content:type_name -> laneim.api.v1.Content
+	0,  // 1: laneim.api.v1.PushRoomRequest.content:type_name -> laneim.api.v1.Content
+	0,  // 2: laneim.api.v1.BroadcastRequest.content:type_name -> laneim.api.v1.Content
+	12, // 3: laneim.api.v1.OnlineStatusReply.online:type_name -> laneim.api.v1.OnlineStatusReply.OnlineEntry
+	11, // 4: laneim.api.v1.HistoryReply.messages:type_name -> laneim.api.v1.HistoryMessage
+	1,  // 5: laneim.api.v1.Push.PushUsers:input_type -> laneim.api.v1.PushUsersRequest
+	2,  // 6: laneim.api.v1.Push.PushRoom:input_type -> laneim.api.v1.PushRoomRequest
+	3,  // 7: laneim.api.v1.Push.Broadcast:input_type -> laneim.api.v1.BroadcastRequest
+	5,  // 8: laneim.api.v1.Push.OnlineStatus:input_type -> laneim.api.v1.OnlineStatusRequest
+	7,  // 9: laneim.api.v1.Push.RoomOnline:input_type -> laneim.api.v1.RoomOnlineRequest
+	9,  // 10: laneim.api.v1.Push.History:input_type -> laneim.api.v1.HistoryRequest
+	4,  // 11: laneim.api.v1.Push.PushUsers:output_type -> laneim.api.v1.PushReply
+	4,  // 12: laneim.api.v1.Push.PushRoom:output_type -> laneim.api.v1.PushReply
+	4,  // 13: laneim.api.v1.Push.Broadcast:output_type -> laneim.api.v1.PushReply
+	6,  // 14: laneim.api.v1.Push.OnlineStatus:output_type -> laneim.api.v1.OnlineStatusReply
+	8,  // 15: laneim.api.v1.Push.RoomOnline:output_type -> laneim.api.v1.RoomOnlineReply
+	10, // 16: laneim.api.v1.Push.History:output_type -> laneim.api.v1.HistoryReply
+	11, // [11:17] is the sub-list for method output_type
+	5,  // [5:11] is the sub-list for method input_type
+	5,  // [5:5] is the sub-list for extension type_name
+	5,  // [5:5] is the sub-list for extension extendee
+	0,  // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_api_proto_init() }
@@ -605,7 +846,7 @@ func file_api_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_proto_rawDesc), len(file_api_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -27,6 +27,7 @@ const (
 	Push_Broadcast_FullMethodName    = "/laneim.api.v1.Push/Broadcast"
 	Push_OnlineStatus_FullMethodName = "/laneim.api.v1.Push/OnlineStatus"
 	Push_RoomOnline_FullMethodName   = "/laneim.api.v1.Push/RoomOnline"
+	Push_History_FullMethodName      = "/laneim.api.v1.Push/History"
 )
 
 // PushClient is the client API for Push service.
@@ -43,6 +44,8 @@ type PushClient interface {
 	OnlineStatus(ctx context.Context, in *OnlineStatusRequest, opts ...grpc.CallOption) (*OnlineStatusReply, error)
 	// RoomOnline tells how many users are online in a room.
 	RoomOnline(ctx context.Context, in *RoomOnlineRequest, opts ...grpc.CallOption) (*RoomOnlineReply, error)
+	// History pages through a conversation's stored messages.
+	History(ctx context.Context, in *HistoryRequest, opts ...grpc.CallOption) (*HistoryReply, error)
 }
 
 type pushClient struct {
@@ -103,6 +106,16 @@ func (c *pushClient) RoomOnline(ctx context.Context, in *RoomOnlineRequest, opts
 	return out, nil
 }
 
+func (c *pushClient) History(ctx context.Context, in *HistoryRequest, opts ...grpc.CallOption) (*HistoryReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(HistoryReply)
+	err := c.cc.Invoke(ctx, Push_History_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PushServer is the server API for Push service.
 // All implementations must embed UnimplementedPushServer
 // for forward compatibility.
@@ -117,6 +130,8 @@ type PushServer interface {
 	OnlineStatus(context.Context, *OnlineStatusRequest) (*OnlineStatusReply, error)
 	// RoomOnline tells how many users are online in a room.
 	RoomOnline(context.Context, *RoomOnlineRequest) (*RoomOnlineReply, error)
+	// History pages through a conversation's stored messages.
+	History(context.Context, *HistoryRequest) (*HistoryReply, error)
 	mustEmbedUnimplementedPushServer()
 }
 
@@ -141,6 +156,9 @@ func (UnimplementedPushServer) OnlineStatus(context.Context, *OnlineStatusReques
 }
 func (UnimplementedPushServer) RoomOnline(context.Context, *RoomOnlineRequest) (*RoomOnlineReply, error) {
 	return nil, status.Error(codes.Unimplemented, "method RoomOnline not implemented")
+}
+func (UnimplementedPushServer) History(context.Context, *HistoryRequest) (*HistoryReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method History not implemented")
 }
 func (UnimplementedPushServer) mustEmbedUnimplementedPushServer() {}
 func (UnimplementedPushServer) testEmbeddedByValue()              {}
@@ -253,6 +271,24 @@ func _Push_RoomOnline_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Push_History_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(HistoryRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PushServer).History(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Push_History_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PushServer).History(ctx, req.(*HistoryRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Push_ServiceDesc is the grpc.ServiceDesc for Push service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -279,6 +315,10 @@ var Push_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RoomOnline",
 			Handler:    _Push_RoomOnline_Handler,
+		},
+		{
+			MethodName: "History",
+			Handler:    _Push_History_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -116,7 +116,7 @@ func (x Error_Code) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Error_Code.Descriptor instead.
 func (Error_Code) EnumDescriptor() ([]byte, []int) {
-	return file_client_proto_rawDescGZIP(), []int{11, 0}
+	return file_client_proto_rawDescGZIP(), []int{12, 0}
 }
 
 // ClientFrame is one frame sent by a client.
@@ -646,9 +646,10 @@ func (x *Ping) GetClientTimeUnixMs() int64 {
 	return 0
 }
 
-// Sync asks for the messages of a conversation after a sequence number.
-// Reserved for the history feature; servers without history answer with
-// Error code UNAVAILABLE.
+// Sync asks for the messages of a conversation after a sequence number,
+// oldest first, at most limit (the server caps it at 500; 0 means 100).
+// The answer is a SyncResult; has_more tells the client to ask again
+// after the last seq it got. Servers without history answer UNAVAILABLE.
 type Sync struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Conversation  string                 `protobuf:"bytes,1,opt,name=conversation,proto3" json:"conversation,omitempty"`
@@ -725,6 +726,7 @@ type ServerFrame struct {
 	//	*ServerFrame_SendResult
 	//	*ServerFrame_Joined
 	//	*ServerFrame_Left
+	//	*ServerFrame_SyncResult
 	Body          isServerFrame_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -846,6 +848,15 @@ func (x *ServerFrame) GetLeft() *Left {
 	return nil
 }
 
+func (x *ServerFrame) GetSyncResult() *SyncResult {
+	if x != nil {
+		if x, ok := x.Body.(*ServerFrame_SyncResult); ok {
+			return x.SyncResult
+		}
+	}
+	return nil
+}
+
 type isServerFrame_Body interface {
 	isServerFrame_Body()
 }
@@ -882,6 +893,10 @@ type ServerFrame_Left struct {
 	Left *Left `protobuf:"bytes,17,opt,name=left,proto3,oneof"`
 }
 
+type ServerFrame_SyncResult struct {
+	SyncResult *SyncResult `protobuf:"bytes,18,opt,name=sync_result,json=syncResult,proto3,oneof"`
+}
+
 func (*ServerFrame_LoginResult) isServerFrame_Body() {}
 
 func (*ServerFrame_Error) isServerFrame_Body() {}
@@ -897,6 +912,70 @@ func (*ServerFrame_SendResult) isServerFrame_Body() {}
 func (*ServerFrame_Joined) isServerFrame_Body() {}
 
 func (*ServerFrame_Left) isServerFrame_Body() {}
+
+func (*ServerFrame_SyncResult) isServerFrame_Body() {}
+
+// SyncResult answers Sync with stored messages in sequence order.
+type SyncResult struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Conversation string                 `protobuf:"bytes,1,opt,name=conversation,proto3" json:"conversation,omitempty"`
+	Messages     []*Message             `protobuf:"bytes,2,rep,name=messages,proto3" json:"messages,omitempty"`
+	// has_more is true when more messages follow the last one returned.
+	HasMore       bool `protobuf:"varint,3,opt,name=has_more,json=hasMore,proto3" json:"has_more,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SyncResult) Reset() {
+	*x = SyncResult{}
+	mi := &file_client_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SyncResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SyncResult) ProtoMessage() {}
+
+func (x *SyncResult) ProtoReflect() protoreflect.Message {
+	mi := &file_client_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SyncResult.ProtoReflect.Descriptor instead.
+func (*SyncResult) Descriptor() ([]byte, []int) {
+	return file_client_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *SyncResult) GetConversation() string {
+	if x != nil {
+		return x.Conversation
+	}
+	return ""
+}
+
+func (x *SyncResult) GetMessages() []*Message {
+	if x != nil {
+		return x.Messages
+	}
+	return nil
+}
+
+func (x *SyncResult) GetHasMore() bool {
+	if x != nil {
+		return x.HasMore
+	}
+	return false
+}
 
 // LoginResult answers Login. On failure the server also sends nothing else
 // until a new Login succeeds.
@@ -919,7 +998,7 @@ type LoginResult struct {
 
 func (x *LoginResult) Reset() {
 	*x = LoginResult{}
-	mi := &file_client_proto_msgTypes[9]
+	mi := &file_client_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -931,7 +1010,7 @@ func (x *LoginResult) String() string {
 func (*LoginResult) ProtoMessage() {}
 
 func (x *LoginResult) ProtoReflect() protoreflect.Message {
-	mi := &file_client_proto_msgTypes[9]
+	mi := &file_client_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -944,7 +1023,7 @@ func (x *LoginResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoginResult.ProtoReflect.Descriptor instead.
 func (*LoginResult) Descriptor() ([]byte, []int) {
-	return file_client_proto_rawDescGZIP(), []int{9}
+	return file_client_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *LoginResult) GetOk() bool {
@@ -1000,7 +1079,7 @@ type ConversationState struct {
 
 func (x *ConversationState) Reset() {
 	*x = ConversationState{}
-	mi := &file_client_proto_msgTypes[10]
+	mi := &file_client_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1012,7 +1091,7 @@ func (x *ConversationState) String() string {
 func (*ConversationState) ProtoMessage() {}
 
 func (x *ConversationState) ProtoReflect() protoreflect.Message {
-	mi := &file_client_proto_msgTypes[10]
+	mi := &file_client_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1025,7 +1104,7 @@ func (x *ConversationState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConversationState.ProtoReflect.Descriptor instead.
 func (*ConversationState) Descriptor() ([]byte, []int) {
-	return file_client_proto_rawDescGZIP(), []int{10}
+	return file_client_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ConversationState) GetConversation() string {
@@ -1054,7 +1133,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_client_proto_msgTypes[11]
+	mi := &file_client_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1066,7 +1145,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_client_proto_msgTypes[11]
+	mi := &file_client_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1079,7 +1158,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_client_proto_rawDescGZIP(), []int{11}
+	return file_client_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Error) GetCode() Error_Code {
@@ -1116,7 +1195,7 @@ type Message struct {
 
 func (x *Message) Reset() {
 	*x = Message{}
-	mi := &file_client_proto_msgTypes[12]
+	mi := &file_client_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1128,7 +1207,7 @@ func (x *Message) String() string {
 func (*Message) ProtoMessage() {}
 
 func (x *Message) ProtoReflect() protoreflect.Message {
-	mi := &file_client_proto_msgTypes[12]
+	mi := &file_client_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1141,7 +1220,7 @@ func (x *Message) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Message.ProtoReflect.Descriptor instead.
 func (*Message) Descriptor() ([]byte, []int) {
-	return file_client_proto_rawDescGZIP(), []int{12}
+	return file_client_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Message) GetId() string {
@@ -1211,7 +1290,7 @@ type MessageBatch struct {
 
 func (x *MessageBatch) Reset() {
 	*x = MessageBatch{}
-	mi := &file_client_proto_msgTypes[13]
+	mi := &file_client_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1223,7 +1302,7 @@ func (x *MessageBatch) String() string {
 func (*MessageBatch) ProtoMessage() {}
 
 func (x *MessageBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_client_proto_msgTypes[13]
+	mi := &file_client_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1236,7 +1315,7 @@ func (x *MessageBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageBatch.ProtoReflect.Descriptor instead.
 func (*MessageBatch) Descriptor() ([]byte, []int) {
-	return file_client_proto_rawDescGZIP(), []int{13}
+	return file_client_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *MessageBatch) GetMessages() []*Message {
@@ -1260,7 +1339,7 @@ type PresenceChange struct {
 
 func (x *PresenceChange) Reset() {
 	*x = PresenceChange{}
-	mi := &file_client_proto_msgTypes[14]
+	mi := &file_client_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1272,7 +1351,7 @@ func (x *PresenceChange) String() string {
 func (*PresenceChange) ProtoMessage() {}
 
 func (x *PresenceChange) ProtoReflect() protoreflect.Message {
-	mi := &file_client_proto_msgTypes[14]
+	mi := &file_client_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1285,7 +1364,7 @@ func (x *PresenceChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceChange.ProtoReflect.Descriptor instead.
 func (*PresenceChange) Descriptor() ([]byte, []int) {
-	return file_client_proto_rawDescGZIP(), []int{14}
+	return file_client_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *PresenceChange) GetRoom() string {
@@ -1327,7 +1406,7 @@ type Pong struct {
 
 func (x *Pong) Reset() {
 	*x = Pong{}
-	mi := &file_client_proto_msgTypes[15]
+	mi := &file_client_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1339,7 +1418,7 @@ func (x *Pong) String() string {
 func (*Pong) ProtoMessage() {}
 
 func (x *Pong) ProtoReflect() protoreflect.Message {
-	mi := &file_client_proto_msgTypes[15]
+	mi := &file_client_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1352,7 +1431,7 @@ func (x *Pong) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pong.ProtoReflect.Descriptor instead.
 func (*Pong) Descriptor() ([]byte, []int) {
-	return file_client_proto_rawDescGZIP(), []int{15}
+	return file_client_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Pong) GetClientTimeUnixMs() int64 {
@@ -1383,7 +1462,7 @@ type SendResult struct {
 
 func (x *SendResult) Reset() {
 	*x = SendResult{}
-	mi := &file_client_proto_msgTypes[16]
+	mi := &file_client_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1395,7 +1474,7 @@ func (x *SendResult) String() string {
 func (*SendResult) ProtoMessage() {}
 
 func (x *SendResult) ProtoReflect() protoreflect.Message {
-	mi := &file_client_proto_msgTypes[16]
+	mi := &file_client_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1408,7 +1487,7 @@ func (x *SendResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendResult.ProtoReflect.Descriptor instead.
 func (*SendResult) Descriptor() ([]byte, []int) {
-	return file_client_proto_rawDescGZIP(), []int{16}
+	return file_client_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SendResult) GetClientMsgId() string {
@@ -1459,7 +1538,7 @@ type Joined struct {
 
 func (x *Joined) Reset() {
 	*x = Joined{}
-	mi := &file_client_proto_msgTypes[17]
+	mi := &file_client_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1471,7 +1550,7 @@ func (x *Joined) String() string {
 func (*Joined) ProtoMessage() {}
 
 func (x *Joined) ProtoReflect() protoreflect.Message {
-	mi := &file_client_proto_msgTypes[17]
+	mi := &file_client_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1484,7 +1563,7 @@ func (x *Joined) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Joined.ProtoReflect.Descriptor instead.
 func (*Joined) Descriptor() ([]byte, []int) {
-	return file_client_proto_rawDescGZIP(), []int{17}
+	return file_client_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Joined) GetRoom() string {
@@ -1525,7 +1604,7 @@ type Left struct {
 
 func (x *Left) Reset() {
 	*x = Left{}
-	mi := &file_client_proto_msgTypes[18]
+	mi := &file_client_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1537,7 +1616,7 @@ func (x *Left) String() string {
 func (*Left) ProtoMessage() {}
 
 func (x *Left) ProtoReflect() protoreflect.Message {
-	mi := &file_client_proto_msgTypes[18]
+	mi := &file_client_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1550,7 +1629,7 @@ func (x *Left) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Left.ProtoReflect.Descriptor instead.
 func (*Left) Descriptor() ([]byte, []int) {
-	return file_client_proto_rawDescGZIP(), []int{18}
+	return file_client_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Left) GetRoom() string {
@@ -1599,7 +1678,7 @@ const file_client_proto_rawDesc = "" +
 	"\x04Sync\x12\"\n" +
 	"\fconversation\x18\x01 \x01(\tR\fconversation\x12\x1b\n" +
 	"\tafter_seq\x18\x02 \x01(\x04R\bafterSeq\x12\x14\n" +
-	"\x05limit\x18\x03 \x01(\rR\x05limit\"\xf8\x03\n" +
+	"\x05limit\x18\x03 \x01(\rR\x05limit\"\xb9\x04\n" +
 	"\vServerFrame\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\x04R\trequestId\x12B\n" +
@@ -1612,8 +1691,15 @@ const file_client_proto_rawDesc = "" +
 	"\vsend_result\x18\x0f \x01(\v2\x1c.laneim.client.v1.SendResultH\x00R\n" +
 	"sendResult\x122\n" +
 	"\x06joined\x18\x10 \x01(\v2\x18.laneim.client.v1.JoinedH\x00R\x06joined\x12,\n" +
-	"\x04left\x18\x11 \x01(\v2\x16.laneim.client.v1.LeftH\x00R\x04leftB\x06\n" +
-	"\x04body\"\xf0\x01\n" +
+	"\x04left\x18\x11 \x01(\v2\x16.laneim.client.v1.LeftH\x00R\x04left\x12?\n" +
+	"\vsync_result\x18\x12 \x01(\v2\x1c.laneim.client.v1.SyncResultH\x00R\n" +
+	"syncResultB\x06\n" +
+	"\x04body\"\x82\x01\n" +
+	"\n" +
+	"SyncResult\x12\"\n" +
+	"\fconversation\x18\x01 \x01(\tR\fconversation\x125\n" +
+	"\bmessages\x18\x02 \x03(\v2\x19.laneim.client.v1.MessageR\bmessages\x12\x19\n" +
+	"\bhas_more\x18\x03 \x01(\bR\ahasMore\"\xf0\x01\n" +
 	"\vLoginResult\x12\x0e\n" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x12\n" +
 	"\x04user\x18\x02 \x01(\tR\x04user\x12\x18\n" +
@@ -1692,7 +1778,7 @@ func file_client_proto_rawDescGZIP() []byte {
 }
 
 var file_client_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_client_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_client_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_client_proto_goTypes = []any{
 	(Error_Code)(0),           // 0: laneim.client.v1.Error.Code
 	(*ClientFrame)(nil),       // 1: laneim.client.v1.ClientFrame
@@ -1704,16 +1790,17 @@ var file_client_proto_goTypes = []any{
 	(*Ping)(nil),              // 7: laneim.client.v1.Ping
 	(*Sync)(nil),              // 8: laneim.client.v1.Sync
 	(*ServerFrame)(nil),       // 9: laneim.client.v1.ServerFrame
-	(*LoginResult)(nil),       // 10: laneim.client.v1.LoginResult
-	(*ConversationState)(nil), // 11: laneim.client.v1.ConversationState
-	(*Error)(nil),             // 12: laneim.client.v1.Error
-	(*Message)(nil),           // 13: laneim.client.v1.Message
-	(*MessageBatch)(nil),      // 14: laneim.client.v1.MessageBatch
-	(*PresenceChange)(nil),    // 15: laneim.client.v1.PresenceChange
-	(*Pong)(nil),              // 16: laneim.client.v1.Pong
-	(*SendResult)(nil),        // 17: laneim.client.v1.SendResult
-	(*Joined)(nil),            // 18: laneim.client.v1.Joined
-	(*Left)(nil),              // 19: laneim.client.v1.Left
+	(*SyncResult)(nil),        // 10: laneim.client.v1.SyncResult
+	(*LoginResult)(nil),       // 11: laneim.client.v1.LoginResult
+	(*ConversationState)(nil), // 12: laneim.client.v1.ConversationState
+	(*Error)(nil),             // 13: laneim.client.v1.Error
+	(*Message)(nil),           // 14: laneim.client.v1.Message
+	(*MessageBatch)(nil),      // 15: laneim.client.v1.MessageBatch
+	(*PresenceChange)(nil),    // 16: laneim.client.v1.PresenceChange
+	(*Pong)(nil),              // 17: laneim.client.v1.Pong
+	(*SendResult)(nil),        // 18: laneim.client.v1.SendResult
+	(*Joined)(nil),            // 19: laneim.client.v1.Joined
+	(*Left)(nil),              // 20: laneim.client.v1.Left
 }
 var file_client_proto_depIdxs = []int32{
 	2,  // 0: laneim.client.v1.ClientFrame.login:type_name -> laneim.client.v1.Login
@@ -1723,22 +1810,24 @@ var file_client_proto_depIdxs = []int32{
 	6,  // 4: laneim.client.v1.ClientFrame.ack:type_name -> laneim.client.v1.Ack
 	7,  // 5: laneim.client.v1.ClientFrame.ping:type_name -> laneim.client.v1.Ping
 	8,  // 6: laneim.client.v1.ClientFrame.sync:type_name -> laneim.client.v1.Sync
-	10, // 7: laneim.client.v1.ServerFrame.login_result:type_name -> laneim.client.v1.LoginResult
-	12, // 8: laneim.client.v1.ServerFrame.error:type_name -> laneim.client.v1.Error
-	14, // 9: laneim.client.v1.ServerFrame.messages:type_name -> laneim.client.v1.MessageBatch
-	15, // 10: laneim.client.v1.ServerFrame.presence:type_name -> laneim.client.v1.PresenceChange
-	16, // 11: laneim.client.v1.ServerFrame.pong:type_name -> laneim.client.v1.Pong
-	17, // 12: laneim.client.v1.ServerFrame.send_result:type_name -> laneim.client.v1.SendResult
-	18, // 13: laneim.client.v1.ServerFrame.joined:type_name -> laneim.client.v1.Joined
-	19, // 14: laneim.client.v1.ServerFrame.left:type_name -> laneim.client.v1.Left
-	11, // 15: laneim.client.v1.LoginResult.conversations:type_name -> laneim.client.v1.ConversationState
-	0,  // 16: laneim.client.v1.Error.code:type_name -> laneim.client.v1.Error.Code
-	13, // 17: laneim.client.v1.MessageBatch.messages:type_name -> laneim.client.v1.Message
-	18, // [18:18] is the sub-list for method output_type
-	18, // [18:18] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	11, // 7: laneim.client.v1.ServerFrame.login_result:type_name -> laneim.client.v1.LoginResult
+	13, // 8: laneim.client.v1.ServerFrame.error:type_name -> laneim.client.v1.Error
+	15, // 9: laneim.client.v1.ServerFrame.messages:type_name -> laneim.client.v1.MessageBatch
+	16, // 10: laneim.client.v1.ServerFrame.presence:type_name -> laneim.client.v1.PresenceChange
+	17, // 11: laneim.client.v1.ServerFrame.pong:type_name -> laneim.client.v1.Pong
+	18, // 12: laneim.client.v1.ServerFrame.send_result:type_name -> laneim.client.v1.SendResult
+	19, // 13: laneim.client.v1.ServerFrame.joined:type_name -> laneim.client.v1.Joined
+	20, // 14: laneim.client.v1.ServerFrame.left:type_name -> laneim.client.v1.Left
+	10, // 15: laneim.client.v1.ServerFrame.sync_result:type_name -> laneim.client.v1.SyncResult
+	14, // 16: laneim.client.v1.SyncResult.messages:type_name -> laneim.client.v1.Message
+	12, // 17: laneim.client.v1.LoginResult.conversations:type_name -> laneim.client.v1.ConversationState
+	0,  // 18: laneim.client.v1.Error.code:type_name -> laneim.client.v1.Error.Code
+	14, // 19: laneim.client.v1.MessageBatch.messages:type_name -> laneim.client.v1.Message
+	20, // [20:20] is the sub-list for method output_type
+	20, // [20:20] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_client_proto_init() }
@@ -1768,6 +1857,7 @@ func file_client_proto_init() {
 		(*ServerFrame_SendResult)(nil),
 		(*ServerFrame_Joined)(nil),
 		(*ServerFrame_Left)(nil),
+		(*ServerFrame_SyncResult)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1775,7 +1865,7 @@ func file_client_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_client_proto_rawDesc), len(file_client_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   19,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -635,6 +635,92 @@ func (x *Routed) GetSubmittedUnixMs() int64 {
 	return 0
 }
 
+// HistoryRequest is a client's Sync, forwarded by its comet.
+// Topic: history.requests, key: user.
+type HistoryRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Session       *Session               `protobuf:"bytes,1,opt,name=session,proto3" json:"session,omitempty"`
+	RequestId     uint64                 `protobuf:"varint,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	User          string                 `protobuf:"bytes,3,opt,name=user,proto3" json:"user,omitempty"`
+	Conversation  string                 `protobuf:"bytes,4,opt,name=conversation,proto3" json:"conversation,omitempty"`
+	AfterSeq      uint64                 `protobuf:"varint,5,opt,name=after_seq,json=afterSeq,proto3" json:"after_seq,omitempty"`
+	Limit         uint32                 `protobuf:"varint,6,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HistoryRequest) Reset() {
+	*x = HistoryRequest{}
+	mi := &file_topic_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HistoryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HistoryRequest) ProtoMessage() {}
+
+func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_topic_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HistoryRequest.ProtoReflect.Descriptor instead.
+func (*HistoryRequest) Descriptor() ([]byte, []int) {
+	return file_topic_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *HistoryRequest) GetSession() *Session {
+	if x != nil {
+		return x.Session
+	}
+	return nil
+}
+
+func (x *HistoryRequest) GetRequestId() uint64 {
+	if x != nil {
+		return x.RequestId
+	}
+	return 0
+}
+
+func (x *HistoryRequest) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *HistoryRequest) GetConversation() string {
+	if x != nil {
+		return x.Conversation
+	}
+	return ""
+}
+
+func (x *HistoryRequest) GetAfterSeq() uint64 {
+	if x != nil {
+		return x.AfterSeq
+	}
+	return 0
+}
+
+func (x *HistoryRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
 // Delivery is what a comet receives on its own topic deliver.<comet>:
 // a frame for some of its connections and, optionally, a change to a
 // connection's state applied before the frame is sent.
@@ -653,7 +739,7 @@ type Delivery struct {
 
 func (x *Delivery) Reset() {
 	*x = Delivery{}
-	mi := &file_topic_proto_msgTypes[6]
+	mi := &file_topic_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -665,7 +751,7 @@ func (x *Delivery) String() string {
 func (*Delivery) ProtoMessage() {}
 
 func (x *Delivery) ProtoReflect() protoreflect.Message {
-	mi := &file_topic_proto_msgTypes[6]
+	mi := &file_topic_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -678,7 +764,7 @@ func (x *Delivery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Delivery.ProtoReflect.Descriptor instead.
 func (*Delivery) Descriptor() ([]byte, []int) {
-	return file_topic_proto_rawDescGZIP(), []int{6}
+	return file_topic_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Delivery) GetConns() []string {
@@ -740,7 +826,7 @@ type Control struct {
 
 func (x *Control) Reset() {
 	*x = Control{}
-	mi := &file_topic_proto_msgTypes[7]
+	mi := &file_topic_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -752,7 +838,7 @@ func (x *Control) String() string {
 func (*Control) ProtoMessage() {}
 
 func (x *Control) ProtoReflect() protoreflect.Message {
-	mi := &file_topic_proto_msgTypes[7]
+	mi := &file_topic_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -765,7 +851,7 @@ func (x *Control) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Control.ProtoReflect.Descriptor instead.
 func (*Control) Descriptor() ([]byte, []int) {
-	return file_topic_proto_rawDescGZIP(), []int{7}
+	return file_topic_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Control) GetAuthenticate() string {
@@ -856,7 +942,15 @@ const file_topic_proto_rawDesc = "" +
 	"\x04room\x18\x03 \x01(\tR\x04room\x12\x14\n" +
 	"\x05users\x18\x04 \x03(\tR\x05users\x12\x1c\n" +
 	"\tbroadcast\x18\x05 \x01(\bR\tbroadcast\x12*\n" +
-	"\x11submitted_unix_ms\x18\x06 \x01(\x03R\x0fsubmittedUnixMs\"\xd1\x01\n" +
+	"\x11submitted_unix_ms\x18\x06 \x01(\x03R\x0fsubmittedUnixMs\"\xce\x01\n" +
+	"\x0eHistoryRequest\x122\n" +
+	"\asession\x18\x01 \x01(\v2\x18.laneim.topic.v1.SessionR\asession\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\x04R\trequestId\x12\x12\n" +
+	"\x04user\x18\x03 \x01(\tR\x04user\x12\"\n" +
+	"\fconversation\x18\x04 \x01(\tR\fconversation\x12\x1b\n" +
+	"\tafter_seq\x18\x05 \x01(\x04R\bafterSeq\x12\x14\n" +
+	"\x05limit\x18\x06 \x01(\rR\x05limit\"\xd1\x01\n" +
 	"\bDelivery\x12\x14\n" +
 	"\x05conns\x18\x01 \x03(\tR\x05conns\x12\x12\n" +
 	"\x04room\x18\x02 \x01(\tR\x04room\x12\x14\n" +
@@ -884,7 +978,7 @@ func file_topic_proto_rawDescGZIP() []byte {
 }
 
 var file_topic_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_topic_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_topic_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_topic_proto_goTypes = []any{
 	(SessionEvent_Kind)(0),       // 0: laneim.topic.v1.SessionEvent.Kind
 	(*Session)(nil),              // 1: laneim.topic.v1.Session
@@ -893,10 +987,11 @@ var file_topic_proto_goTypes = []any{
 	(*LiveSession)(nil),          // 4: laneim.topic.v1.LiveSession
 	(*Submitted)(nil),            // 5: laneim.topic.v1.Submitted
 	(*Routed)(nil),               // 6: laneim.topic.v1.Routed
-	(*Delivery)(nil),             // 7: laneim.topic.v1.Delivery
-	(*Control)(nil),              // 8: laneim.topic.v1.Control
-	(*clientpb.Message)(nil),     // 9: laneim.client.v1.Message
-	(*clientpb.ServerFrame)(nil), // 10: laneim.client.v1.ServerFrame
+	(*HistoryRequest)(nil),       // 7: laneim.topic.v1.HistoryRequest
+	(*Delivery)(nil),             // 8: laneim.topic.v1.Delivery
+	(*Control)(nil),              // 9: laneim.topic.v1.Control
+	(*clientpb.Message)(nil),     // 10: laneim.client.v1.Message
+	(*clientpb.ServerFrame)(nil), // 11: laneim.client.v1.ServerFrame
 }
 var file_topic_proto_depIdxs = []int32{
 	1,  // 0: laneim.topic.v1.LoginRequest.session:type_name -> laneim.topic.v1.Session
@@ -904,14 +999,15 @@ var file_topic_proto_depIdxs = []int32{
 	1,  // 2: laneim.topic.v1.SessionEvent.session:type_name -> laneim.topic.v1.Session
 	4,  // 3: laneim.topic.v1.SessionEvent.live:type_name -> laneim.topic.v1.LiveSession
 	1,  // 4: laneim.topic.v1.Submitted.origin:type_name -> laneim.topic.v1.Session
-	9,  // 5: laneim.topic.v1.Routed.message:type_name -> laneim.client.v1.Message
-	10, // 6: laneim.topic.v1.Delivery.frame:type_name -> laneim.client.v1.ServerFrame
-	8,  // 7: laneim.topic.v1.Delivery.control:type_name -> laneim.topic.v1.Control
-	8,  // [8:8] is the sub-list for method output_type
-	8,  // [8:8] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	10, // 5: laneim.topic.v1.Routed.message:type_name -> laneim.client.v1.Message
+	1,  // 6: laneim.topic.v1.HistoryRequest.session:type_name -> laneim.topic.v1.Session
+	11, // 7: laneim.topic.v1.Delivery.frame:type_name -> laneim.client.v1.ServerFrame
+	9,  // 8: laneim.topic.v1.Delivery.control:type_name -> laneim.topic.v1.Control
+	9,  // [9:9] is the sub-list for method output_type
+	9,  // [9:9] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_topic_proto_init() }
@@ -930,7 +1026,7 @@ func file_topic_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_topic_proto_rawDesc), len(file_topic_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   8,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

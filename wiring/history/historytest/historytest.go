@@ -1,0 +1,176 @@
+// Package historytest is the contract every history.Store must pass.
+// Run it from a backend's tests with a factory of empty stores.
+package historytest
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/laneim/laneim/proto/clientpb"
+	"github.com/laneim/laneim/wiring/history"
+)
+
+// Factory returns an empty store, closed by the test's cleanup.
+type Factory func(t *testing.T) history.Store
+
+func msg(conv string, seq uint64) *clientpb.Message {
+	return &clientpb.Message{Id: fmt.Sprintf("%s-%d", conv, seq), Conversation: conv, Seq: seq, Sender: "u", Body: []byte(fmt.Sprint("body ", seq)), ServerTimeUnixMs: 1}
+}
+
+func msgs(conv string, from, to uint64) []*clientpb.Message {
+	var out []*clientpb.Message
+	for s := from; s <= to; s++ {
+		out = append(out, msg(conv, s))
+	}
+	return out
+}
+
+func seqs(ms []*clientpb.Message) []uint64 {
+	out := make([]uint64, len(ms))
+	for i, m := range ms {
+		out[i] = m.GetSeq()
+	}
+	return out
+}
+
+func same(a []uint64, from, to uint64) bool {
+	if len(a) != int(to-from+1) || (to < from && len(a) != 0) {
+		return to < from && len(a) == 0
+	}
+	for i, s := range a {
+		if s != from+uint64(i) {
+			return false
+		}
+	}
+	return true
+}
+
+// Run runs the contract.
+func Run(t *testing.T, newStore Factory) {
+	ctx := context.Background()
+	t.Run("AfterPagesInOrder", func(t *testing.T) {
+		s := newStore(t)
+		if err := s.Append(ctx, msgs("room:a", 1, 25)); err != nil {
+			t.Fatal(err)
+		}
+		tests := []struct {
+			after    uint64
+			limit    int
+			from, to uint64
+			more     bool
+		}{
+			{0, 10, 1, 10, true},
+			{10, 10, 11, 20, true},
+			{20, 10, 21, 25, false},
+			{25, 10, 26, 25, false},
+			{0, 0, 1, 25, false},
+		}
+		for _, tt := range tests {
+			got, more, err := s.After(ctx, "room:a", tt.after, tt.limit)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !same(seqs(got), tt.from, tt.to) || more != tt.more {
+				t.Errorf("After(%d, %d) = %v more=%v, want %d..%d more=%v", tt.after, tt.limit, seqs(got), more, tt.from, tt.to, tt.more)
+			}
+		}
+	})
+	t.Run("BeforePagesNewestFirst", func(t *testing.T) {
+		s := newStore(t)
+		if err := s.Append(ctx, msgs("dm:a:b", 1, 25)); err != nil {
+			t.Fatal(err)
+		}
+		tests := []struct {
+			before   uint64
+			limit    int
+			from, to uint64
+			more     bool
+		}{
+			{0, 10, 16, 25, true},
+			{16, 10, 6, 15, true},
+			{6, 10, 1, 5, false},
+			{1, 10, 1, 0, false},
+		}
+		for _, tt := range tests {
+			got, more, err := s.Before(ctx, "dm:a:b", tt.before, tt.limit)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !same(seqs(got), tt.from, tt.to) || more != tt.more {
+				t.Errorf("Before(%d, %d) = %v more=%v, want %d..%d more=%v", tt.before, tt.limit, seqs(got), more, tt.from, tt.to, tt.more)
+			}
+		}
+	})
+	t.Run("AppendTwiceKeepsOneCopy", func(t *testing.T) {
+		s := newStore(t)
+		first := msg("room:a", 1)
+		again := msg("room:a", 1)
+		again.Body = []byte("changed")
+		for _, m := range []*clientpb.Message{first, again, first} {
+			if err := s.Append(ctx, []*clientpb.Message{m}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got, _, err := s.After(ctx, "room:a", 0, 10)
+		if err != nil || len(got) != 1 || string(got[0].GetBody()) != "body 1" {
+			t.Fatalf("after duplicates: %v, %v", got, err)
+		}
+	})
+	t.Run("ConversationsAreSeparate", func(t *testing.T) {
+		s := newStore(t)
+		for _, conv := range []string{"room:a", "room:ab", "room:"} {
+			if err := s.Append(ctx, msgs(conv, 1, 3)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, conv := range []string{"room:a", "room:ab", "room:"} {
+			got, _, _ := s.After(ctx, conv, 0, 10)
+			newest, _, _ := s.Before(ctx, conv, 0, 10)
+			if len(got) != 3 || len(newest) != 3 || got[0].GetConversation() != conv || newest[2].GetConversation() != conv {
+				t.Errorf("%q: after %v before %v", conv, seqs(got), seqs(newest))
+			}
+		}
+		if got, _, _ := s.After(ctx, "room:none", 0, 10); len(got) != 0 {
+			t.Errorf("empty conversation returned %v", seqs(got))
+		}
+	})
+	t.Run("ConcurrentAppends", func(t *testing.T) {
+		s := newStore(t)
+		var wg sync.WaitGroup
+		errs := make(chan error, 8)
+		for w := range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range 25 {
+					seq := uint64(w*25 + i + 1)
+					if err := s.Append(ctx, []*clientpb.Message{msg("room:busy", seq)}); err != nil {
+						errs <- err
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+		got, more, err := s.After(ctx, "room:busy", 0, history.MaxPage)
+		if err != nil || more || !same(seqs(got), 1, 200) {
+			t.Fatalf("after concurrent appends: %d messages more=%v err=%v", len(got), more, err)
+		}
+	})
+	t.Run("PageSizeIsBounded", func(t *testing.T) {
+		s := newStore(t)
+		if err := s.Append(ctx, msgs("room:big", 1, history.MaxPage+10)); err != nil {
+			t.Fatal(err)
+		}
+		got, more, err := s.After(ctx, "room:big", 0, 10*history.MaxPage)
+		if err != nil || len(got) != history.MaxPage || !more {
+			t.Fatalf("got %d more=%v err=%v, want %d and more", len(got), more, err, history.MaxPage)
+		}
+	})
+}
