@@ -29,7 +29,7 @@ func runDev(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.KafkaAddr, "kafka-addr", "127.0.0.1:9092", "embedded Kafka-protocol broker listen address")
 	fs.StringVar(&cfg.RedisAddr, "redis-addr", "127.0.0.1:16379", "embedded Redis-protocol server listen address")
 	fs.StringVar(&cfg.EtcdAddr, "etcd-addr", "127.0.0.1:12379", "embedded etcd client address (peer: next port); empty: no etcd")
-	fs.StringVar(&cfg.DataDir, "data", "", "folder for embedded etcd data (default: a temporary folder)")
+	fs.StringVar(&cfg.DataDir, "data", ".run/dev", "folder for the history store and etcd's data; kept across restarts (empty: a temporary folder)")
 	fs.StringVar(&cfg.Seed, "seed", "testdata/seed.json", "demo directory (users, rooms) to load; dev only")
 	if err := app.Parse(fs, args); err != nil {
 		return err

@@ -113,6 +113,16 @@ var (
 		new:        func() *topicpb.Routed { return new(topicpb.Routed) },
 	}
 
+	// HistoryRequests carries clients' Sync requests from comets to the
+	// history worker, which answers on the comet's delivery topic.
+	HistoryRequests = Topic[*topicpb.HistoryRequest]{
+		Name:       "history.requests",
+		KeyDoc:     "user",
+		Partitions: 8,
+		key:        func(v *topicpb.HistoryRequest) string { return "user/" + v.GetUser() },
+		new:        func() *topicpb.HistoryRequest { return new(topicpb.HistoryRequest) },
+	}
+
 	// Deliveries is the family of per-comet topics deliver.<comet>; use
 	// Delivery(comet) for one comet's topic name. One partition keeps a
 	// comet's frames in order.
@@ -164,7 +174,7 @@ func spec[T proto.Message](t Topic[T]) Spec {
 // Per-comet delivery topics are created by their comets, the dead-letter
 // topic by the first worker.
 func Pipeline() []Spec {
-	return []Spec{spec(LoginRequests), spec(SessionEvents), spec(Submitted), spec(Routed)}
+	return []Spec{spec(LoginRequests), spec(SessionEvents), spec(Submitted), spec(Routed), spec(HistoryRequests)}
 }
 
 // Lookup returns the spec of a topic by name, including delivery topics.
@@ -211,4 +221,15 @@ func SubmittedConversation(v *topicpb.Submitted) string {
 		return BroadcastConversation
 	}
 	return ""
+}
+
+// Participants returns the users of a 1:1 conversation; ok is false for
+// other conversations.
+func Participants(conversation string) (a, b string, ok bool) {
+	rest, found := strings.CutPrefix(conversation, "dm:")
+	if !found {
+		return "", "", false
+	}
+	a, b, ok = strings.Cut(rest, ":")
+	return a, b, ok && a != "" && b != ""
 }

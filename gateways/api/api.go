@@ -27,6 +27,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/laneim/laneim/proto/apipb"
+	"github.com/laneim/laneim/proto/clientpb"
 	"github.com/laneim/laneim/proto/topicpb"
 	"github.com/laneim/laneim/topics"
 )
@@ -69,13 +70,53 @@ type Presence interface {
 	RoomOnline(ctx context.Context, room string) (users, conns int, err error)
 }
 
+// History reads stored messages.
+type History interface {
+	After(ctx context.Context, conversation string, after uint64, limit int) ([]*clientpb.Message, bool, error)
+	Before(ctx context.Context, conversation string, before uint64, limit int) ([]*clientpb.Message, bool, error)
+}
+
 // Server implements apipb.PushServer. It is safe for concurrent use.
 type Server struct {
 	apipb.UnimplementedPushServer
 	cfg      Config
 	pub      message.Publisher
 	presence Presence
+	history  History
 	logger   *slog.Logger
+}
+
+// SetHistory lets the server answer History; without it History is
+// Unavailable. Call it before serving.
+func (s *Server) SetHistory(h History) { s.history = h }
+
+// History returns a page of a conversation's stored messages.
+func (s *Server) History(ctx context.Context, req *apipb.HistoryRequest) (*apipb.HistoryReply, error) {
+	if s.history == nil {
+		return nil, status.Error(codes.Unavailable, "api: this gateway has no history store")
+	}
+	if req.GetConversation() == "" {
+		return nil, status.Error(codes.InvalidArgument, "api: empty conversation")
+	}
+	var msgs []*clientpb.Message
+	var more bool
+	var err error
+	if req.GetAfterSeq() > 0 {
+		msgs, more, err = s.history.After(ctx, req.GetConversation(), req.GetAfterSeq(), int(req.GetLimit()))
+	} else {
+		msgs, more, err = s.history.Before(ctx, req.GetConversation(), req.GetBeforeSeq(), int(req.GetLimit()))
+	}
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "api: history: %v", err)
+	}
+	reply := &apipb.HistoryReply{HasMore: more}
+	for _, m := range msgs {
+		reply.Messages = append(reply.Messages, &apipb.HistoryMessage{
+			Id: m.GetId(), Conversation: m.GetConversation(), Seq: m.GetSeq(), Sender: m.GetSender(),
+			Body: m.GetBody(), ContentType: m.GetContentType(), ServerTimeUnixMs: m.GetServerTimeUnixMs(),
+		})
+	}
+	return reply, nil
 }
 
 // New returns a Server.

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/laneim/laneim/wiring/directory"
+	"github.com/laneim/laneim/wiring/history"
 )
 
 var _ Presence = (*directory.Store)(nil)
@@ -21,8 +22,22 @@ var _ Presence = (*directory.Store)(nil)
 var Module = fx.Module("api",
 	fx.Provide(New),
 	fx.Provide(func(s *directory.Store) Presence { return s }),
+	fx.Invoke(useHistory),
 	fx.Invoke(serve),
 )
+
+type historyParams struct {
+	fx.In
+	Server *Server
+	Store  history.Store `optional:"true"`
+}
+
+// useHistory lets the server answer History when the process has a store.
+func useHistory(p historyParams) {
+	if p.Store != nil {
+		p.Server.SetHistory(p.Store)
+	}
+}
 
 func serve(lc fx.Lifecycle, s *Server, logger *slog.Logger) {
 	g := s.GRPCServer()

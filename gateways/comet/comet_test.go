@@ -572,8 +572,15 @@ func TestRequests(t *testing.T) {
 		t.Fatalf("submitted %v", sub)
 	}
 
-	if _, err := conn.Do(ctx, &clientpb.ClientFrame{Body: &clientpb.ClientFrame_Sync{Sync: &clientpb.Sync{Conversation: "room:lobby"}}}); code(err) != clientpb.Error_UNAVAILABLE {
-		t.Errorf("sync = %v, want UNAVAILABLE", err)
+	if _, err := conn.Do(ctx, &clientpb.ClientFrame{Body: &clientpb.ClientFrame_Sync{Sync: &clientpb.Sync{}}}); code(err) != clientpb.Error_INVALID {
+		t.Errorf("sync without conversation = %v, want INVALID", err)
+	}
+	if err := conn.Write(ctx, &clientpb.ClientFrame{RequestId: 14, Body: &clientpb.ClientFrame_Sync{Sync: &clientpb.Sync{Conversation: "room:lobby", AfterSeq: 5, Limit: 20}}}); err != nil {
+		t.Fatal(err)
+	}
+	if hr := next(f, topics.HistoryRequests); hr.GetConversation() != "room:lobby" || hr.GetAfterSeq() != 5 || hr.GetLimit() != 20 ||
+		hr.GetUser() != "alice" || hr.GetRequestId() != 14 || hr.GetSession().GetConn() != id {
+		t.Fatalf("history request %v", hr)
 	}
 	// Ack gets no answer: the next frame is the sentinel.
 	if err := conn.Write(ctx, &clientpb.ClientFrame{RequestId: 13, Body: &clientpb.ClientFrame_Ack{Ack: &clientpb.Ack{Conversation: "room:lobby", Seq: 3}}}); err != nil {

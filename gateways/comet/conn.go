@@ -253,7 +253,7 @@ func (cn *conn) serve(c *Comet, f *clientpb.ClientFrame) {
 		// Accepted and ignored: read positions belong to the history
 		// feature, which will consume them.
 	case *clientpb.ClientFrame_Sync:
-		cn.fail(c, req, clientpb.Error_UNAVAILABLE, "history not available yet")
+		cn.sync(c, req, user, b.Sync)
 	default:
 		cn.fail(c, req, clientpb.Error_BAD_FRAME, "unknown frame type")
 	}
@@ -286,5 +286,25 @@ func (cn *conn) submit(c *Comet, req uint64, user string, s *clientpb.Send) {
 	if err != nil {
 		c.logger.Warn("publish submitted message", "conn", cn.id, "err", err)
 		cn.fail(c, req, clientpb.Error_UNAVAILABLE, "send unavailable, retry with the same client_msg_id")
+	}
+}
+
+// sync forwards a catch-up request to the history worker, which answers
+// on this comet's delivery topic.
+func (cn *conn) sync(c *Comet, req uint64, user string, s *clientpb.Sync) {
+	if s.GetConversation() == "" {
+		cn.fail(c, req, clientpb.Error_INVALID, "sync needs a conversation")
+		return
+	}
+	msg, err := topics.HistoryRequests.Encode(&topicpb.HistoryRequest{
+		Session: c.session(cn), RequestId: req, User: user,
+		Conversation: s.GetConversation(), AfterSeq: s.GetAfterSeq(), Limit: s.GetLimit(),
+	})
+	if err == nil {
+		err = c.pub.Publish(topics.HistoryRequests.Name, msg)
+	}
+	if err != nil {
+		c.logger.Warn("publish history request", "err", err)
+		cn.fail(c, req, clientpb.Error_UNAVAILABLE, "history unavailable, retry")
 	}
 }

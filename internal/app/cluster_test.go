@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -65,6 +66,7 @@ func startCluster(t *testing.T, tune func(*Settings)) *cluster {
 		SendQueue:     256,
 		MaxFrameBytes: 64 << 10,
 		LogLevel:      "error",
+		History:       filepath.Join(t.TempDir(), "history.db"),
 	}
 	if tune != nil {
 		tune(&s)

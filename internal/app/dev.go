@@ -20,6 +20,7 @@ import (
 	"github.com/laneim/laneim/wiring"
 	"github.com/laneim/laneim/wiring/directory"
 	"github.com/laneim/laneim/wiring/embedded"
+	"github.com/laneim/laneim/wiring/history"
 )
 
 // DevConfig configures `laneim dev`.
@@ -64,6 +65,9 @@ func StartDev(ctx context.Context, cfg DevConfig, logger *slog.Logger) (d *Dev, 
 		}
 		cfg.DataDir = d.tmp
 	}
+	if d.settings.History == "" {
+		d.settings.History = filepath.Join(cfg.DataDir, "history.db")
+	}
 	if d.broker, err = embedded.StartBroker(embedded.BrokerConfig{Addr: cfg.KafkaAddr}); err != nil {
 		return nil, fmt.Errorf("dev: %w", err)
 	}
@@ -87,6 +91,11 @@ func StartDev(ctx context.Context, cfg DevConfig, logger *slog.Logger) (d *Dev, 
 	}
 	infra := d.settings.Infra()
 	if err = wiring.EnsureTopics(ctx, infra.Kafka, wiring.PipelineTopics()...); err != nil {
+		return nil, fmt.Errorf("dev: %w", err)
+	}
+	// Redis is new at every start; history is not: sequence numbers go on
+	// after the stored ones.
+	if err = restoreSequences(ctx, d.settings.History, infra.Redis); err != nil {
 		return nil, fmt.Errorf("dev: %w", err)
 	}
 	roles := append(append([]Role{}, Workers...), Comet, API)
@@ -238,4 +247,32 @@ func redactDSN(dsn string) string {
 		return "?"
 	}
 	return u.Redacted()
+}
+
+// restoreSequences raises each conversation's sequence counter in Redis to
+// its latest stored message.
+func restoreSequences(ctx context.Context, path string, cfg wiring.RedisConfig) error {
+	b, err := history.OpenBolt(path, history.Retention{}, 0)
+	if err != nil {
+		return err
+	}
+	latest, err := b.Latest(ctx)
+	if cerr := b.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil || len(latest) == 0 {
+		return err
+	}
+	rdb, err := wiring.NewRedis(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	store := directory.New(rdb)
+	for conv, seq := range latest {
+		if err := store.RaiseSeq(ctx, conv, seq); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -14,9 +14,12 @@ import (
 	"github.com/laneim/laneim/gateways/comet"
 	"github.com/laneim/laneim/wiring"
 	"github.com/laneim/laneim/wiring/directory"
+	"github.com/laneim/laneim/wiring/history"
 	"github.com/laneim/laneim/workers/binlogsync"
 	"github.com/laneim/laneim/workers/fanout"
+	historyworker "github.com/laneim/laneim/workers/history"
 	"github.com/laneim/laneim/workers/login"
+	"github.com/laneim/laneim/workers/persist"
 	"github.com/laneim/laneim/workers/presence"
 	"github.com/laneim/laneim/workers/routing"
 )
@@ -34,10 +37,16 @@ const (
 	API      Role = "api"
 	// Binlog follows the system of record (MySQL) into the directory.
 	Binlog Role = "binlogsync"
+	// Persist stores routed messages; History answers clients' Sync.
+	Persist Role = "persist"
+	History Role = "history"
 )
 
 // Workers lists the worker roles in pipeline order.
-var Workers = []Role{Login, Presence, Routing, Fanout}
+var Workers = []Role{Login, Presence, Routing, Fanout, Persist, History}
+
+// needsStore tells whether a role reads or writes the history store.
+func needsStore(r Role) bool { return r == Persist || r == History }
 
 // modules maps each role to its fx module.
 var modules = map[Role]fx.Option{
@@ -48,6 +57,8 @@ var modules = map[Role]fx.Option{
 	Comet:    comet.Module,
 	API:      api.Module,
 	Binlog:   binlogsync.Module,
+	Persist:  persist.Module,
+	History:  historyworker.Module,
 }
 
 // ParseRole checks a role name.
@@ -74,8 +85,11 @@ func (s *Settings) Validate(roles ...Role) error {
 	needRedis := false
 	for _, r := range roles {
 		switch r {
-		case Login, Presence, Routing, API, Binlog:
+		case Login, Presence, Routing, API, Binlog, History:
 			needRedis = true
+		}
+		if needsStore(r) && s.History == "" {
+			return fmt.Errorf("%s: no history store (flag --history or %s)", r, EnvName("history"))
 		}
 		if r == Binlog {
 			if s.MySQL == "" {
@@ -121,8 +135,15 @@ func (s *Settings) Options(logger *slog.Logger, roles ...Role) fx.Option {
 			return fxevent.NopLogger
 		}),
 	}
+	store := s.History != ""
 	for _, r := range roles {
 		opts = append(opts, modules[r])
+		store = store || needsStore(r)
+	}
+	if store {
+		opts = append(opts, fx.Supply(history.Config{Path: s.History, Retention: history.Retention{
+			Room: s.RetainRoom, Direct: s.RetainDirect, Broadcast: s.RetainBroadcast,
+		}}), history.Module)
 	}
 	return fx.Options(opts...)
 }

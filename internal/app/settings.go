@@ -19,23 +19,27 @@ import (
 // (--kafka) and an environment variable (LANEIM_KAFKA); a flag given on the
 // command line wins over the environment.
 type Settings struct {
-	Kafka         string
-	Redis         string
-	RedisCluster  bool
-	RedisPassword string
-	Secret        string
-	APIToken      string
-	CometID       string
-	CometAddr     string
-	APIAddr       string
-	SessionTTL    time.Duration
-	NotifyLimit   int
-	MaxBodyBytes  int
-	BatchWindow   time.Duration
-	SendQueue     int
-	MaxFrameBytes int
-	MySQL         string
-	LogLevel      string
+	Kafka           string
+	Redis           string
+	RedisCluster    bool
+	RedisPassword   string
+	Secret          string
+	APIToken        string
+	CometID         string
+	CometAddr       string
+	APIAddr         string
+	SessionTTL      time.Duration
+	NotifyLimit     int
+	MaxBodyBytes    int
+	BatchWindow     time.Duration
+	SendQueue       int
+	MaxFrameBytes   int
+	MySQL           string
+	History         string
+	RetainRoom      time.Duration
+	RetainDirect    time.Duration
+	RetainBroadcast time.Duration
+	LogLevel        string
 }
 
 // Register defines the flags of s on fs, with defaults.
@@ -56,6 +60,10 @@ func (s *Settings) Register(fs *flag.FlagSet) {
 	fs.IntVar(&s.SendQueue, "send-queue", 256, "comet: frames queued per connection before it is dropped as a slow consumer")
 	fs.IntVar(&s.MaxFrameBytes, "max-frame", 64<<10, "comet: largest client frame, bytes (larger closes with 1009)")
 	fs.StringVar(&s.MySQL, "mysql", "", "system of record for binlogsync: mysql://user:password@host:port/database[?flavor=mariadb&server_id=1001]")
+	fs.StringVar(&s.History, "history", "", "embedded history store file (bbolt), for persist, history and the api gateway's History")
+	fs.DurationVar(&s.RetainRoom, "retain-room", 0, "keep room messages this long (0: forever)")
+	fs.DurationVar(&s.RetainDirect, "retain-dm", 0, "keep 1:1 messages this long (0: forever)")
+	fs.DurationVar(&s.RetainBroadcast, "retain-broadcast", 7*24*time.Hour, "keep broadcasts this long (0: forever)")
 	fs.StringVar(&s.LogLevel, "log-level", "info", "debug, info, warn or error")
 }
 

@@ -73,3 +73,18 @@ func (s *Store) LatestSeqs(ctx context.Context, conversations ...string) (map[st
 	}
 	return out, nil
 }
+
+var raiseScript = redis.NewScript(`
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+if cur < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
+return 0
+`)
+
+// RaiseSeq makes sure the conversation's next sequence number comes after
+// seq, for a directory rebuilt while history was kept.
+func (s *Store) RaiseSeq(ctx context.Context, conversation string, seq uint64) error {
+	if err := raiseScript.Run(ctx, s.rdb, []string{convSeqKey(conversation)}, seq).Err(); err != nil && err != redis.Nil {
+		return fmt.Errorf("directory: raise sequence of %s: %w", conversation, err)
+	}
+	return nil
+}

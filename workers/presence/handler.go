@@ -69,6 +69,7 @@ type Store interface {
 	IsMember(ctx context.Context, room, user string) (bool, error)
 	RoomsOf(ctx context.Context, user string) ([]string, error)
 	LatestSeqs(ctx context.Context, conversations ...string) (map[string]uint64, error)
+	Conversations(ctx context.Context, user string) ([]string, error)
 }
 
 // Handler handles session events. Handle is safe for concurrent use; the
@@ -142,6 +143,11 @@ func (h *Handler) opened(ctx context.Context, ev *topicpb.SessionEvent) error {
 	for i, r := range rooms {
 		convs[i] = topics.RoomConversation(r)
 	}
+	direct, err := h.store.Conversations(ctx, ev.GetUser())
+	if err != nil {
+		return err
+	}
+	convs = append(convs, direct...)
 	latest, err := h.store.LatestSeqs(ctx, convs...)
 	if err != nil {
 		return err

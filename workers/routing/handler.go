@@ -45,6 +45,7 @@ type Store interface {
 	RoomComets(ctx context.Context, room string) ([]string, error)
 	UserSessions(ctx context.Context, user string) ([]directory.SessionRef, error)
 	LiveComets(ctx context.Context, now time.Time) ([]string, error)
+	AddConversation(ctx context.Context, user, conversation string) error
 }
 
 // Handler routes submitted messages. It is safe for concurrent use;
@@ -90,6 +91,14 @@ func (h *Handler) Handle(msg *message.Message) error {
 	a, err := h.store.Assign(ctx, conv, sub.GetSender(), sub.GetClientMsgId(), newID)
 	if err != nil {
 		return err
+	}
+	if to, ok := sub.GetTo().(*topicpb.Submitted_User); ok {
+		// Both users learn of the conversation at their next login.
+		for _, u := range []string{sub.GetSender(), to.User} {
+			if err := h.store.AddConversation(ctx, u, conv); err != nil {
+				return err
+			}
+		}
 	}
 	now := time.Now()
 	m := &clientpb.Message{

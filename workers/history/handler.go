@@ -1,0 +1,96 @@
+// Package history is the history worker: it answers clients' Sync
+// requests from the history store, checking that the user belongs to the
+// conversation, and replies on the asking comet's delivery topic (comets
+// consume nothing else).
+package history
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/laneim/laneim/proto/clientpb"
+	"github.com/laneim/laneim/topics"
+	"github.com/laneim/laneim/wiring"
+	hstore "github.com/laneim/laneim/wiring/history"
+)
+
+// Name is the handler's name; its consumer group is laneim.history.
+const Name = "history"
+
+// Store reads stored messages.
+type Store interface {
+	After(ctx context.Context, conversation string, after uint64, limit int) ([]*clientpb.Message, bool, error)
+}
+
+// Members tells room membership.
+type Members interface {
+	IsMember(ctx context.Context, room, user string) (bool, error)
+}
+
+// Handler answers Sync requests. It is safe for concurrent use.
+type Handler struct {
+	store   Store
+	members Members
+	pub     message.Publisher
+}
+
+// New returns a Handler.
+func New(store Store, members Members, pub message.Publisher) *Handler {
+	return &Handler{store: store, members: members, pub: pub}
+}
+
+// Handler returns the pipeline handler consuming topics.HistoryRequests.
+func (h *Handler) Handler() wiring.Handler {
+	return wiring.Handler{Name: Name, Topic: topics.HistoryRequests.Name, Handle: h.Handle}
+}
+
+// Handle answers one request.
+func (h *Handler) Handle(msg *message.Message) error {
+	req, err := topics.HistoryRequests.Decode(msg)
+	if err != nil {
+		return wiring.Permanent(err)
+	}
+	ctx := msg.Context()
+	conv := req.GetConversation()
+	allowed, err := h.allowed(ctx, req.GetUser(), conv)
+	if err != nil {
+		return err
+	}
+	var frame *clientpb.ServerFrame
+	if !allowed {
+		frame = topics.ErrorFrame(req.GetRequestId(), clientpb.Error_NOT_MEMBER, "not a member of "+conv)
+	} else {
+		msgs, more, err := h.store.After(ctx, conv, req.GetAfterSeq(), hstore.PageSize(int(req.GetLimit())))
+		if err != nil {
+			return fmt.Errorf("history: read %s: %w", conv, err)
+		}
+		frame = &clientpb.ServerFrame{RequestId: req.GetRequestId(), Body: &clientpb.ServerFrame_SyncResult{
+			SyncResult: &clientpb.SyncResult{Conversation: conv, Messages: msgs, HasMore: more},
+		}}
+	}
+	topic, out, err := topics.Reply(req.GetSession(), frame, nil)
+	if err != nil {
+		return err
+	}
+	if err := h.pub.Publish(topic, out); err != nil {
+		return fmt.Errorf("history: answer: %w", err)
+	}
+	return nil
+}
+
+func (h *Handler) allowed(ctx context.Context, user, conv string) (bool, error) {
+	if a, b, ok := topics.Participants(conv); ok {
+		return user == a || user == b, nil
+	}
+	if conv == topics.BroadcastConversation {
+		return true, nil
+	}
+	if room, ok := strings.CutPrefix(conv, "room:"); ok && room != "" {
+		return h.members.IsMember(ctx, room, user)
+	}
+	return false, nil
+}
+
