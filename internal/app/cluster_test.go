@@ -50,6 +50,12 @@ type cluster struct {
 // startCluster runs every role against fresh infrastructure and the demo seed.
 func startCluster(t *testing.T, tune func(*Settings)) *cluster {
 	t.Helper()
+	return startClusterRoles(t, tune, append(append([]Role{}, Workers...), Comet, API))
+}
+
+// startClusterRoles runs the given roles against fresh infrastructure.
+func startClusterRoles(t *testing.T, tune func(*Settings), roles []Role) *cluster {
+	t.Helper()
 	kcfg := testinfra.Kafka(t)
 	s := Settings{
 		Kafka:         strings.Join(kcfg.Brokers, ","),
@@ -79,7 +85,6 @@ func startCluster(t *testing.T, tune func(*Settings)) *cluster {
 	}
 	t.Cleanup(func() { rdb.Close() })
 	store := directory.New(rdb)
-	roles := append(append([]Role{}, Workers...), Comet, API)
 	if s.MySQL != "" {
 		roles = append(roles, Binlog)
 	} else {

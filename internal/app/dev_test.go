@@ -76,6 +76,36 @@ func TestDevCluster(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("client still connected after the cluster stopped")
 	}
+
+	// History survives a restart, and the conversation goes on after it.
+	d, err = StartDev(ctx, cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatalf("restart: %v", err)
+	}
+	defer d.Close(context.Background())
+	conn, err := client.Dial(ctx, url, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	tok, _ := login.MintToken([]byte(cfg.Settings.Secret), "bob", time.Hour)
+	res, err := conn.Login(ctx, tok, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := latestOf(res, topics.RoomConversation("lobby")); got != 1 {
+		t.Errorf("after restart the lobby is at %d, want 1", got)
+	}
+	if old := syncAll(t, conn, topics.RoomConversation("lobby"), 0); len(old) != 1 || string(old[0].GetBody()) != "hi" {
+		t.Fatalf("history after restart = %v", old)
+	}
+	if _, err := conn.Join(ctx, "lobby"); err != nil {
+		t.Fatal(err)
+	}
+	next, err := conn.SendRoom(ctx, "lobby", []byte("again"))
+	if err != nil || next.GetSeq() != 2 {
+		t.Fatalf("first message after restart = %v, %v; want seq 2", next, err)
+	}
 }
 
 // TestRoleGraphs checks that every process kind has a complete fx graph.
