@@ -283,4 +283,3 @@ func (s *Server) RoomOnline(ctx context.Context, req *apipb.RoomOnlineRequest) (
 
 // Addr returns the configured listen address.
 func (s *Server) Addr() string { return s.cfg.Addr }
-

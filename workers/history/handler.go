@@ -93,4 +93,3 @@ func (h *Handler) allowed(ctx context.Context, user, conv string) (bool, error) 
 	}
 	return false, nil
 }
-
