@@ -31,5 +31,8 @@ fi
 export PATH="$PATH:/usr/sbin"
 args=("$@")
 [ ${#args[@]} -gt 0 ] || args=(./...)
+if [ -z "${LANEIM_TEST_SCYLLA:-}" ]; then
+  echo "deploy/test.sh: NOTE: the Scylla history-store contract suite will be SKIPPED (no Scylla here); set LANEIM_TEST_SCYLLA=host:9042 to run it" >&2
+fi
 echo "deploy/test.sh: go test -race ${args[*]}" >&2
 exec go test -race -count=1 -timeout 45m "${args[@]}"

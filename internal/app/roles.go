@@ -88,8 +88,8 @@ func (s *Settings) Validate(roles ...Role) error {
 		case Login, Presence, Routing, API, Binlog, History:
 			needRedis = true
 		}
-		if needsStore(r) && s.History == "" {
-			return fmt.Errorf("%s: no history store (flag --history or %s)", r, EnvName("history"))
+		if needsStore(r) && s.History == "" && s.Scylla == "" {
+			return fmt.Errorf("%s: no history store (flag --history or --scylla, or %s)", r, EnvName("history"))
 		}
 		if r == Binlog {
 			if s.MySQL == "" {
@@ -135,15 +135,17 @@ func (s *Settings) Options(logger *slog.Logger, roles ...Role) fx.Option {
 			return fxevent.NopLogger
 		}),
 	}
-	store := s.History != ""
+	store := s.History != "" || s.Scylla != ""
 	for _, r := range roles {
 		opts = append(opts, modules[r])
 		store = store || needsStore(r)
 	}
 	if store {
-		opts = append(opts, fx.Supply(history.Config{Path: s.History, Retention: history.Retention{
-			Room: s.RetainRoom, Direct: s.RetainDirect, Broadcast: s.RetainBroadcast,
-		}}), history.Module)
+		opts = append(opts, fx.Supply(history.Config{
+			Path:      s.History,
+			Scylla:    history.ScyllaConfig{Hosts: splitList(s.Scylla), Keyspace: s.ScyllaKeyspace, Consistency: s.ScyllaConsistency},
+			Retention: history.Retention{Room: s.RetainRoom, Direct: s.RetainDirect, Broadcast: s.RetainBroadcast},
+		}), history.Module)
 	}
 	return fx.Options(opts...)
 }

@@ -19,27 +19,30 @@ import (
 // (--kafka) and an environment variable (LANEIM_KAFKA); a flag given on the
 // command line wins over the environment.
 type Settings struct {
-	Kafka           string
-	Redis           string
-	RedisCluster    bool
-	RedisPassword   string
-	Secret          string
-	APIToken        string
-	CometID         string
-	CometAddr       string
-	APIAddr         string
-	SessionTTL      time.Duration
-	NotifyLimit     int
-	MaxBodyBytes    int
-	BatchWindow     time.Duration
-	SendQueue       int
-	MaxFrameBytes   int
-	MySQL           string
-	History         string
-	RetainRoom      time.Duration
-	RetainDirect    time.Duration
-	RetainBroadcast time.Duration
-	LogLevel        string
+	Kafka             string
+	Redis             string
+	RedisCluster      bool
+	RedisPassword     string
+	Secret            string
+	APIToken          string
+	CometID           string
+	CometAddr         string
+	APIAddr           string
+	SessionTTL        time.Duration
+	NotifyLimit       int
+	MaxBodyBytes      int
+	BatchWindow       time.Duration
+	SendQueue         int
+	MaxFrameBytes     int
+	MySQL             string
+	History           string
+	Scylla            string
+	ScyllaKeyspace    string
+	ScyllaConsistency string
+	RetainRoom        time.Duration
+	RetainDirect      time.Duration
+	RetainBroadcast   time.Duration
+	LogLevel          string
 }
 
 // Register defines the flags of s on fs, with defaults.
@@ -61,6 +64,9 @@ func (s *Settings) Register(fs *flag.FlagSet) {
 	fs.IntVar(&s.MaxFrameBytes, "max-frame", 64<<10, "comet: largest client frame, bytes (larger closes with 1009)")
 	fs.StringVar(&s.MySQL, "mysql", "", "system of record for binlogsync: mysql://user:password@host:port/database[?flavor=mariadb&server_id=1001]")
 	fs.StringVar(&s.History, "history", "", "embedded history store file (bbolt), for persist, history and the api gateway's History")
+	fs.StringVar(&s.Scylla, "scylla", "", "Scylla/Cassandra contact points for the history store, comma-separated host:port (instead of --history)")
+	fs.StringVar(&s.ScyllaKeyspace, "scylla-keyspace", "laneim", "Scylla keyspace")
+	fs.StringVar(&s.ScyllaConsistency, "scylla-consistency", "LOCAL_QUORUM", "Scylla consistency of reads and writes")
 	fs.DurationVar(&s.RetainRoom, "retain-room", 0, "keep room messages this long (0: forever)")
 	fs.DurationVar(&s.RetainDirect, "retain-dm", 0, "keep 1:1 messages this long (0: forever)")
 	fs.DurationVar(&s.RetainBroadcast, "retain-broadcast", 7*24*time.Hour, "keep broadcasts this long (0: forever)")

@@ -104,3 +104,18 @@ func BenchmarkBoltAppend(b *testing.B) {
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
 }
+
+func TestBoltFirstCopyWins(t *testing.T) {
+	b := openBolt(t, filepath.Join(t.TempDir(), "h.db"), history.Retention{})
+	defer b.Close()
+	ctx := context.Background()
+	for _, body := range []string{"first", "second"} {
+		if err := b.Append(ctx, []*clientpb.Message{{Conversation: "room:a", Seq: 1, Body: []byte(body)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, _, _ := b.After(ctx, "room:a", 0, 1)
+	if len(got) != 1 || string(got[0].GetBody()) != "first" {
+		t.Fatalf("got %v", got)
+	}
+}

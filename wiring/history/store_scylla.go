@@ -1,0 +1,281 @@
+package history
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/gocql/gocql"
+	"github.com/scylladb/gocqlx/v2"
+	"github.com/scylladb/gocqlx/v2/qb"
+
+	"github.com/laneim/laneim/proto/clientpb"
+)
+
+// BucketSize is how many consecutive sequence numbers of a conversation
+// share a Scylla partition, so a hot room makes many bounded partitions
+// instead of one unbounded one.
+const BucketSize = 10_000
+
+// bucketOf returns the partition bucket of seq.
+func bucketOf(seq uint64) int64 { return int64(seq / BucketSize) }
+
+// ScyllaConfig configures the Scylla/Cassandra store.
+type ScyllaConfig struct {
+	// Hosts are contact points, host:port.
+	Hosts []string
+	// Keyspace holds the tables (default "laneim").
+	Keyspace string
+	// Consistency of reads and writes (default LOCAL_QUORUM).
+	Consistency string
+	// ReplicationFactor used when Migrate creates the keyspace (default 3).
+	ReplicationFactor int
+	// Retention per kind of conversation, applied as a write TTL.
+	Retention Retention
+	// Timeout per query (default 5s).
+	Timeout time.Duration
+}
+
+func (c *ScyllaConfig) setDefaults() {
+	if c.Keyspace == "" {
+		c.Keyspace = "laneim"
+	}
+	if c.Consistency == "" {
+		c.Consistency = "LOCAL_QUORUM"
+	}
+	if c.ReplicationFactor <= 0 {
+		c.ReplicationFactor = 3
+	}
+	if c.Timeout <= 0 {
+		c.Timeout = 5 * time.Second
+	}
+}
+
+// Validate reports a configuration that cannot work.
+func (c ScyllaConfig) Validate() error {
+	if len(c.Hosts) == 0 {
+		return errors.New("history: no Scylla hosts")
+	}
+	if _, err := gocql.ParseConsistencyWrapper(c.Consistency); c.Consistency != "" && err != nil {
+		return fmt.Errorf("history: consistency %q: %w", c.Consistency, err)
+	}
+	return nil
+}
+
+// ScyllaSchema returns the CQL that creates the keyspace and tables.
+// Messages are partitioned by (conversation, bucket) and clustered by seq.
+func ScyllaSchema(keyspace string, replicationFactor int) []string {
+	return []string{
+		fmt.Sprintf(`CREATE KEYSPACE IF NOT EXISTS %s WITH replication = {'class': 'NetworkTopologyStrategy', 'replication_factor': %d}`, keyspace, replicationFactor),
+		fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s.messages (
+  conversation text,
+  bucket bigint,
+  seq bigint,
+  id text,
+  sender text,
+  body blob,
+  content_type text,
+  server_time_ms bigint,
+  client_msg_id text,
+  PRIMARY KEY ((conversation, bucket), seq)
+) WITH CLUSTERING ORDER BY (seq ASC)`, keyspace),
+		fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s.conversations (
+  conversation text PRIMARY KEY,
+  latest bigint
+)`, keyspace),
+	}
+}
+
+// Statements are the store's queries, built once with gocqlx's builder.
+type scyllaStatements struct {
+	insert, latest, after, before, readLatest                          string
+	insertNames, latestNames, afterNames, beforeNames, readLatestNames []string
+}
+
+var messageColumns = []string{"conversation", "bucket", "seq", "id", "sender", "body", "content_type", "server_time_ms", "client_msg_id"}
+
+func buildStatements(keyspace string) scyllaStatements {
+	var s scyllaStatements
+	s.insert, s.insertNames = qb.Insert(keyspace + ".messages").Columns(messageColumns...).TTLNamed("ttl").ToCql()
+	s.latest, s.latestNames = qb.Update(keyspace + ".conversations").Set("latest").Where(qb.Eq("conversation")).ToCql()
+	s.readLatest, s.readLatestNames = qb.Select(keyspace + ".conversations").Columns("latest").Where(qb.Eq("conversation")).ToCql()
+	s.after, s.afterNames = qb.Select(keyspace+".messages").Columns(messageColumns...).
+		Where(qb.Eq("conversation"), qb.Eq("bucket"), qb.Gt("seq")).OrderBy("seq", qb.ASC).LimitNamed("lim").ToCql()
+	s.before, s.beforeNames = qb.Select(keyspace+".messages").Columns(messageColumns...).
+		Where(qb.Eq("conversation"), qb.Eq("bucket"), qb.Lt("seq")).OrderBy("seq", qb.DESC).LimitNamed("lim").ToCql()
+	return s
+}
+
+// row is a message as stored.
+type scyllaRow struct {
+	Conversation string
+	Bucket       int64
+	Seq          int64
+	ID           string
+	Sender       string
+	Body         []byte
+	ContentType  string
+	ServerTimeMs int64
+	ClientMsgID  string
+}
+
+func toRow(m *clientpb.Message) scyllaRow {
+	return scyllaRow{
+		Conversation: m.GetConversation(), Bucket: bucketOf(m.GetSeq()), Seq: int64(m.GetSeq()), ID: m.GetId(), Sender: m.GetSender(),
+		Body: m.GetBody(), ContentType: m.GetContentType(), ServerTimeMs: m.GetServerTimeUnixMs(), ClientMsgID: m.GetClientMsgId(),
+	}
+}
+
+func (r scyllaRow) message() *clientpb.Message {
+	return &clientpb.Message{
+		Id: r.ID, Conversation: r.Conversation, Seq: uint64(r.Seq), Sender: r.Sender, Body: r.Body,
+		ContentType: r.ContentType, ServerTimeUnixMs: r.ServerTimeMs, ClientMsgId: r.ClientMsgID,
+	}
+}
+
+// Scylla is a Store on Scylla or Cassandra. Writing a (conversation, seq)
+// again overwrites it with the same message: routing gives a seq one
+// message, so repeated deliveries store it once.
+type Scylla struct {
+	cfg     ScyllaConfig
+	session gocqlx.Session
+	stmt    scyllaStatements
+}
+
+var _ Store = (*Scylla)(nil)
+
+// OpenScylla connects, creates the schema if missing and returns the store.
+func OpenScylla(cfg ScyllaConfig) (*Scylla, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cluster := gocql.NewCluster(cfg.Hosts...)
+	cluster.Consistency, _ = gocql.ParseConsistencyWrapper(cfg.Consistency)
+	cluster.Timeout = cfg.Timeout
+	session, err := gocqlx.WrapSession(cluster.CreateSession())
+	if err != nil {
+		return nil, fmt.Errorf("history: connect to Scylla %v: %w", cfg.Hosts, err)
+	}
+	for _, q := range ScyllaSchema(cfg.Keyspace, cfg.ReplicationFactor) {
+		if err := session.ExecStmt(q); err != nil {
+			session.Close()
+			return nil, fmt.Errorf("history: Scylla schema: %w", err)
+		}
+	}
+	return &Scylla{cfg: cfg, session: session, stmt: buildStatements(cfg.Keyspace)}, nil
+}
+
+// Append writes messages with their kind's retention as TTL.
+func (s *Scylla) Append(ctx context.Context, msgs []*clientpb.Message) error {
+	latest := map[string]uint64{}
+	for _, m := range msgs {
+		r := toRow(m)
+		ttl := int64(s.cfg.Retention.For(m.GetConversation()) / time.Second)
+		q := s.session.ContextQuery(ctx, s.stmt.insert, s.stmt.insertNames).BindStructMap(r, map[string]any{"ttl": ttl})
+		if err := q.ExecRelease(); err != nil {
+			return fmt.Errorf("history: insert %s#%d: %w", m.GetConversation(), m.GetSeq(), err)
+		}
+		if m.GetSeq() > latest[m.GetConversation()] {
+			latest[m.GetConversation()] = m.GetSeq()
+		}
+	}
+	for conv, seq := range latest {
+		cur, err := s.latest(ctx, conv)
+		if err != nil {
+			return err
+		}
+		if seq <= cur {
+			continue
+		}
+		q := s.session.ContextQuery(ctx, s.stmt.latest, s.stmt.latestNames).BindMap(map[string]any{"latest": int64(seq), "conversation": conv})
+		if err := q.ExecRelease(); err != nil {
+			return fmt.Errorf("history: latest of %s: %w", conv, err)
+		}
+	}
+	return nil
+}
+
+func (s *Scylla) latest(ctx context.Context, conv string) (uint64, error) {
+	var latest int64
+	q := s.session.ContextQuery(ctx, s.stmt.readLatest, s.stmt.readLatestNames).BindMap(map[string]any{"conversation": conv})
+	if err := q.GetRelease(&latest); err != nil && !errors.Is(err, gocql.ErrNotFound) {
+		return 0, fmt.Errorf("history: latest of %s: %w", conv, err)
+	}
+	return uint64(latest), nil
+}
+
+func (s *Scylla) page(ctx context.Context, stmt string, names []string, conv string, bucket int64, seq uint64, limit int) ([]scyllaRow, error) {
+	var rows []scyllaRow
+	q := s.session.ContextQuery(ctx, stmt, names).BindMap(map[string]any{"conversation": conv, "bucket": bucket, "seq": int64(seq), "lim": limit})
+	if err := q.SelectRelease(&rows); err != nil {
+		return nil, fmt.Errorf("history: read %s: %w", conv, err)
+	}
+	return rows, nil
+}
+
+// After reads forward bucket by bucket up to the conversation's latest.
+func (s *Scylla) After(ctx context.Context, conv string, after uint64, limit int) ([]*clientpb.Message, bool, error) {
+	limit = PageSize(limit)
+	latest, err := s.latest(ctx, conv)
+	if err != nil {
+		return nil, false, err
+	}
+	var out []*clientpb.Message
+	for b := bucketOf(after + 1); b <= bucketOf(latest) && len(out) <= limit; b++ {
+		rows, err := s.page(ctx, s.stmt.after, s.stmt.afterNames, conv, b, after, limit+1-len(out))
+		if err != nil {
+			return nil, false, err
+		}
+		for _, r := range rows {
+			out = append(out, r.message())
+		}
+	}
+	if len(out) > limit {
+		return out[:limit], true, nil
+	}
+	return out, false, nil
+}
+
+// Before reads backward bucket by bucket from before (or the latest).
+func (s *Scylla) Before(ctx context.Context, conv string, before uint64, limit int) ([]*clientpb.Message, bool, error) {
+	limit = PageSize(limit)
+	latest, err := s.latest(ctx, conv)
+	if err != nil {
+		return nil, false, err
+	}
+	if before == 0 || before > latest+1 {
+		before = latest + 1
+	}
+	var out []*clientpb.Message
+	for b := bucketOf(before); b >= 0 && len(out) <= limit && before > 1; b-- {
+		rows, err := s.page(ctx, s.stmt.before, s.stmt.beforeNames, conv, b, before, limit+1-len(out))
+		if err != nil {
+			return nil, false, err
+		}
+		for _, r := range rows {
+			out = append(out, r.message())
+		}
+	}
+	more := len(out) > limit
+	if more {
+		out = out[:limit]
+	}
+	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
+		out[i], out[j] = out[j], out[i]
+	}
+	return out, more, nil
+}
+
+// Close closes the session.
+func (s *Scylla) Close() error {
+	s.session.Close()
+	return nil
+}
+
+// describe names the store for logs.
+func (s *Scylla) String() string {
+	return "scylla(" + strings.Join(s.cfg.Hosts, ",") + "/" + s.cfg.Keyspace + ")"
+}
