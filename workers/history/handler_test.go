@@ -89,3 +89,32 @@ func TestAnswers(t *testing.T) {
 		t.Errorf("undecodable = %v", err)
 	}
 }
+
+// BenchmarkCatchUp1000 measures serving a client 1,000 missed messages
+// (two Sync pages of 500) from the embedded store, encoding included.
+func BenchmarkCatchUp1000(b *testing.B) {
+	store, err := hstore.OpenBolt(filepath.Join(b.TempDir(), "h.db"), hstore.Retention{}, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer store.Close()
+	var ms []*clientpb.Message
+	for seq := uint64(1); seq <= 1000; seq++ {
+		ms = append(ms, &clientpb.Message{Conversation: "room:lobby", Seq: seq, Sender: "alice", Body: []byte("a message of ordinary length, about sixty bytes long......")})
+	}
+	if err := store.Append(context.Background(), ms); err != nil {
+		b.Fatal(err)
+	}
+	rec := &testinfra.Recorder{}
+	h := history.New(store, members{"lobby/bob": true}, rec)
+	b.ReportAllocs()
+	for b.Loop() {
+		for _, after := range []uint64{0, 500} {
+			msg, _ := topics.HistoryRequests.Encode(&topicpb.HistoryRequest{Session: &topicpb.Session{Comet: "c", Conn: "x"}, User: "bob", Conversation: "room:lobby", AfterSeq: after, Limit: 500})
+			if err := h.Handle(msg); err != nil {
+				b.Fatal(err)
+			}
+		}
+		rec.Take()
+	}
+}
