@@ -10,6 +10,7 @@ import (
 	"github.com/laneim/laneim/internal/app"
 	"github.com/laneim/laneim/internal/bench"
 	"github.com/laneim/laneim/internal/chat"
+	"github.com/laneim/laneim/internal/replay"
 	"github.com/laneim/laneim/workers/login"
 )
 
@@ -68,4 +69,28 @@ func runBench(ctx context.Context, args []string) error {
 		return fmt.Errorf("%d deliveries lost", res.Lost)
 	}
 	return nil
+}
+
+func runReplay(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("replay", flag.ContinueOnError)
+	var s app.Settings
+	s.Register(fs)
+	var opts replay.Options
+	partition := fs.Int("partition", -1, "partition to read (-1: all)")
+	fs.StringVar(&opts.Topic, "topic", "", "topic to read, e.g. messages.routed, deliver.comet-1, deadletters")
+	fs.StringVar(&opts.From, "from", "oldest", "start: oldest, newest, an offset, or an RFC 3339 time")
+	fs.StringVar(&opts.Until, "until", "", "stop before: an offset or an RFC 3339 time (default: the end when replay starts)")
+	fs.StringVar(&opts.Key, "key", "", "only messages with this partition key (a conversation like room:lobby, or user/alice)")
+	fs.IntVar(&opts.Limit, "limit", 0, "stop after this many messages (0: no limit)")
+	fs.StringVar(&opts.Republish, "republish", "", "send the messages to this topic instead of printing them ("+replay.Original+": dead letters back to where they failed)")
+	if err := app.Parse(fs, args); err != nil {
+		return err
+	}
+	opts.Brokers, opts.Partition = s.Infra().Kafka.Brokers, int32(*partition)
+	if len(opts.Brokers) == 0 {
+		return fmt.Errorf("give --kafka (or LANEIM_KAFKA)")
+	}
+	n, err := replay.Run(ctx, opts, os.Stdout)
+	fmt.Fprintf(os.Stderr, "laneim replay: %d messages\n", n)
+	return err
 }

@@ -8,6 +8,7 @@
 //	laneim api                    the gRPC api gateway
 //	laneim broker                 a standalone Kafka-protocol broker (kfake) for local clusters
 //	laneim topics                 create the pipeline's topics
+//	laneim replay --topic T       print a topic as JSON lines, or republish it
 //	laneim token --user ID        mint a login token
 //	laneim chat --user ID         a terminal chat client
 //	laneim bench                  load test: N clients in one room, R messages/s
@@ -42,7 +43,7 @@ var commands = map[string]struct {
 	"bench":          {runBench, "load test: clients in one room, messages pushed through the api gateway"},
 }
 
-var order = []string{"dev", "worker", "comet", "api", "broker", "topics", "migrate", "reset-position", "token", "chat", "bench"}
+var order = []string{"dev", "worker", "comet", "api", "broker", "topics", "migrate", "reset-position", "replay", "token", "chat", "bench"}
 
 func usage() {
 	fmt.Fprintln(os.Stderr, "usage: laneim COMMAND [flags]\n\ncommands:")
