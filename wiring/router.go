@@ -106,7 +106,10 @@ func NewRouter(cfg RouterConfig, handlers []Handler, subscribe SubscriberFactory
 			MaxInterval:     cfg.RetryMax,
 			Multiplier:      2,
 			ShouldRetry:     func(p middleware.RetryParams) bool { return !IsPermanent(p.Err) },
-			Logger:          wlog,
+			// Each attempt gets a fresh context: the timeout middleware
+			// cancels the previous attempt's when it returns.
+			ResetContextOnRetry: true,
+			Logger:              wlog,
 		}.Middleware,
 		middleware.Timeout(cfg.Timeout),
 		middleware.Recoverer,

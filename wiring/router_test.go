@@ -3,6 +3,7 @@ package wiring_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync/atomic"
 	"testing"
@@ -42,6 +43,11 @@ func TestRouterOverKafka(t *testing.T) {
 			}
 			if r.GetRoom() == "flaky" && failedOnce.Add(1) == 1 {
 				return errors.New("transient")
+			}
+			// A retry runs with a live context, not the one the timeout
+			// middleware cancelled after the failed attempt.
+			if err := msg.Context().Err(); err != nil {
+				return wiring.Permanent(fmt.Errorf("retry ran with a dead context: %w", err))
 			}
 			handled.Add(1)
 			return nil
