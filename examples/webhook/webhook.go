@@ -1,0 +1,102 @@
+// Package webhook is an example of adding a handler to laneIM without
+// touching any existing worker: it subscribes to messages.routed under
+// its own consumer group (laneim.webhook) and POSTs every message as JSON
+// to a URL of the product's backend (for moderation, search indexing,
+// notifications...).
+//
+// A POST that fails is retried with backoff by the shared router
+// middleware; one that keeps failing goes to the dead-letter topic, from
+// which `laneim replay --topic deadletters --republish @original` can
+// take it back once the backend is fixed. Because the consumer group is
+// new, the first start reads messages.routed from its oldest message.
+package webhook
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"go.uber.org/fx"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/laneim/laneim/topics"
+	"github.com/laneim/laneim/wiring"
+)
+
+// Name is the handler's name; its consumer group is laneim.webhook.
+const Name = "webhook"
+
+// Config says where to post.
+type Config struct {
+	URL     string
+	Timeout time.Duration
+}
+
+// Handler posts routed messages. It is safe for concurrent use.
+type Handler struct {
+	cfg    Config
+	client *http.Client
+}
+
+// New returns a Handler posting to cfg.URL.
+func New(cfg Config) (*Handler, error) {
+	if cfg.URL == "" {
+		return nil, fmt.Errorf("webhook: no URL")
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 5 * time.Second
+	}
+	return &Handler{cfg: cfg, client: &http.Client{Timeout: cfg.Timeout}}, nil
+}
+
+// Handler returns the pipeline handler consuming topics.Routed.
+func (h *Handler) Handler() wiring.Handler {
+	return wiring.Handler{Name: Name, Topic: topics.Routed.Name, Handle: h.Handle}
+}
+
+// Handle posts one routed message as protojson of its clientpb.Message.
+// A non-2xx answer is an error, so the router retries it.
+func (h *Handler) Handle(msg *message.Message) error {
+	r, err := topics.Routed.Decode(msg)
+	if err != nil {
+		return wiring.Permanent(err)
+	}
+	body, err := protojson.Marshal(r.GetMessage())
+	if err != nil {
+		return wiring.Permanent(err)
+	}
+	ctx, cancel := context.WithTimeout(msg.Context(), h.cfg.Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.cfg.URL, bytes.NewReader(body))
+	if err != nil {
+		return wiring.Permanent(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Idempotency-Key", r.GetMessage().GetConversation()+"#"+fmt.Sprint(r.GetMessage().GetSeq()))
+	resp, err := h.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("webhook: post: %w", err)
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("webhook: %s answered %s", h.cfg.URL, resp.Status)
+	}
+	return nil
+}
+
+// Module contributes the handler to a laneIM process built with
+// wiring.Module; it needs a Config in the graph.
+var Module = fx.Module(Name,
+	wiring.ProvideHandler(func(cfg Config) (wiring.Handler, error) {
+		h, err := New(cfg)
+		if err != nil {
+			return wiring.Handler{}, err
+		}
+		return h.Handler(), nil
+	}),
+)
