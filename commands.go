@@ -40,6 +40,9 @@ func runDev(ctx context.Context, args []string) error {
 	if cfg.Settings.APIToken == "" {
 		cfg.Settings.APIToken = devAPIToken
 	}
+	if !flagGiven(fs, "admin-addr") && os.Getenv(app.EnvName("admin-addr")) == "" {
+		cfg.Settings.AdminAddr = "127.0.0.1:9100"
+	}
 	logger := cfg.Settings.Logger()
 	d, err := app.StartDev(ctx, cfg, logger)
 	if err != nil {
@@ -221,4 +224,11 @@ func runResetPosition(ctx context.Context, args []string) error {
 	}
 	fmt.Println("laneim reset-position: the binlog worker will take a new snapshot on its next start")
 	return nil
+}
+
+// flagGiven reports whether a flag was set on the command line.
+func flagGiven(fs *flag.FlagSet, name string) bool {
+	given := false
+	fs.Visit(func(f *flag.Flag) { given = given || f.Name == name })
+	return given
 }

@@ -15,6 +15,8 @@ type Config struct {
 	Kafka  KafkaConfig
 	Redis  RedisConfig
 	Router RouterConfig
+	// AdminAddr serves /metrics, /healthz and /readyz; empty: none.
+	AdminAddr string
 }
 
 // HandlerGroup is the fx value group that handlers are contributed to.
@@ -37,9 +39,14 @@ var Module = fx.Module("wiring",
 		newSubscriberFactory,
 		newRedis,
 		newRouter,
+		NewMetrics,
 	),
-	fx.Invoke(RunRouter),
+	fx.Invoke(RunRouter, runAdmin),
 )
+
+// Ready marks the process ready once every component has started; put it
+// last in the app's options.
+var Ready = fx.Invoke(markReady)
 
 func newPublisher(lc fx.Lifecycle, cfg Config) (message.Publisher, error) {
 	p, err := NewPublisher(cfg.Kafka)
@@ -80,6 +87,7 @@ func newRedis(lc fx.Lifecycle, cfg Config) (redis.UniversalClient, error) {
 
 type routerParams struct {
 	fx.In
+	Metrics   *Metrics
 	Config    Config
 	Handlers  []Handler `group:"handlers"`
 	Subscribe SubscriberFactory
@@ -88,5 +96,5 @@ type routerParams struct {
 }
 
 func newRouter(p routerParams) (*message.Router, error) {
-	return NewRouter(p.Config.Router, p.Handlers, p.Subscribe, p.Publisher, p.Logger)
+	return NewRouter(p.Config.Router, p.Handlers, p.Subscribe, p.Publisher, p.Logger, p.Metrics.Middleware)
 }

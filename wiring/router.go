@@ -87,7 +87,11 @@ type SubscriberFactory func(group string) (message.Subscriber, error)
 // consumer group, with laneIM's middleware: recovered panics, retries with
 // exponential backoff, a per-attempt timeout, and poison messages moved to
 // topics.DeadLetters with the error in their metadata.
-func NewRouter(cfg RouterConfig, handlers []Handler, subscribe SubscriberFactory, deadLetters message.Publisher, logger *slog.Logger) (*message.Router, error) {
+//
+// observe, if given, wraps each handler inside the poison queue and
+// outside the retries: it sees one outcome per message, the error of one
+// that is about to go to dead letters included.
+func NewRouter(cfg RouterConfig, handlers []Handler, subscribe SubscriberFactory, deadLetters message.Publisher, logger *slog.Logger, observe ...message.HandlerMiddleware) (*message.Router, error) {
 	cfg.setDefaults()
 	wlog := watermillLogger(logger)
 	r, err := message.NewRouter(message.RouterConfig{CloseTimeout: 15 * time.Second}, wlog)
@@ -98,8 +102,9 @@ func NewRouter(cfg RouterConfig, handlers []Handler, subscribe SubscriberFactory
 	if err != nil {
 		return nil, fmt.Errorf("router: poison queue: %w", err)
 	}
+	r.AddMiddleware(poison)
+	r.AddMiddleware(observe...)
 	r.AddMiddleware(
-		poison,
 		middleware.Retry{
 			MaxRetries:      cfg.MaxRetries,
 			InitialInterval: cfg.RetryInitial,

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/fx"
 
 	"github.com/laneim/laneim/topics"
@@ -29,9 +30,12 @@ var Module = fx.Module("comet",
 	wiring.ProvideHandler(func(c *Comet) wiring.Handler { return c.Handler() }),
 )
 
-func newWithLifecycle(lc fx.Lifecycle, cfg Config, infra wiring.Config, pub message.Publisher, logger *slog.Logger) (*Comet, error) {
+func newWithLifecycle(lc fx.Lifecycle, cfg Config, infra wiring.Config, pub message.Publisher, metrics *wiring.Metrics, logger *slog.Logger) (*Comet, error) {
 	c, err := New(cfg, pub, logger.With("comet", cfg.ID))
 	if err != nil {
+		return nil, err
+	}
+	if err := registerMetrics(metrics.Registry, c); err != nil {
 		return nil, err
 	}
 	cfg = c.Config()
@@ -66,4 +70,23 @@ func newWithLifecycle(lc fx.Lifecycle, cfg Config, infra wiring.Config, pub mess
 		},
 	})
 	return c, nil
+}
+
+// registerMetrics exposes the comet's counters to Prometheus.
+func registerMetrics(reg *prometheus.Registry, c *Comet) error {
+	labels := prometheus.Labels{"comet": c.ID()}
+	stat := func(f func(Stats) int64) func() float64 { return func() float64 { return float64(f(c.Stats())) } }
+	cs := []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "laneim_comet_connections", Help: "Open WebSocket connections.", ConstLabels: labels}, stat(func(s Stats) int64 { return s.Connections })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "laneim_comet_rooms", Help: "Rooms with local members.", ConstLabels: labels}, stat(func(s Stats) int64 { return s.Rooms })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "laneim_comet_slow_consumers_total", Help: "Connections closed because their send queue was full.", ConstLabels: labels}, stat(func(s Stats) int64 { return s.SlowConsumers })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "laneim_comet_frames_sent_total", Help: "Frames written to clients.", ConstLabels: labels}, stat(func(s Stats) int64 { return s.FramesSent })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "laneim_comet_bytes_sent_total", Help: "Bytes written to clients.", ConstLabels: labels}, stat(func(s Stats) int64 { return s.BytesSent })),
+	}
+	for _, col := range cs {
+		if err := reg.Register(col); err != nil {
+			return fmt.Errorf("comet: metrics: %w", err)
+		}
+	}
+	return nil
 }

@@ -73,6 +73,7 @@ func startClusterRoles(t *testing.T, tune func(*Settings), roles []Role) *cluste
 		MaxFrameBytes: 64 << 10,
 		LogLevel:      "error",
 		History:       filepath.Join(t.TempDir(), "history.db"),
+		AdminAddr:     "127.0.0.1:" + strconv.Itoa(testinfra.FreePort(t)),
 	}
 	if tune != nil {
 		tune(&s)
@@ -607,4 +608,46 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+func TestE2EMetricsAndHealth(t *testing.T) {
+	c := startCluster(t, nil)
+	alice := c.login("alice")
+	c.join(alice, "lobby")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := alice.SendRoom(ctx, "lobby", []byte("counted")); err != nil {
+		t.Fatal(err)
+	}
+	nextMessages(t, alice, topics.RoomConversation("lobby"), 1)
+	get := func(path string) (int, string) {
+		resp, err := http.Get("http://" + c.settings.AdminAddr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	for _, p := range []string{"/healthz", "/readyz"} {
+		if code, _ := get(p); code != http.StatusOK {
+			t.Errorf("%s = %d", p, code)
+		}
+	}
+	want := []string{
+		`laneim_handler_messages_total{handler="routing",result="ok"}`,
+		`laneim_handler_messages_total{handler="fanout",result="ok"}`,
+		`laneim_handler_seconds_count{handler="comet.c1"}`,
+		`laneim_comet_connections{comet="c1"} 1`,
+		`laneim_comet_frames_sent_total{comet="c1"}`,
+	}
+	testinfra.Eventually(t, 10*time.Second, func() bool {
+		_, body := get("/metrics")
+		for _, w := range want {
+			if !strings.Contains(body, w) {
+				return false
+			}
+		}
+		return true
+	}, "metrics lack one of %q", want)
 }

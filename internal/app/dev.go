@@ -201,6 +201,9 @@ laneIM dev cluster is up (one process, embedded infrastructure).
   Kafka protocol (kfake)  %s
   Redis protocol          %s
 `, s.CometID, s.CometAddr, s.APIAddr, s.APIToken, s.Kafka, s.Redis)
+	if s.AdminAddr != "" {
+		fmt.Fprintf(w, "  metrics, health         http://%s/metrics  /healthz  /readyz\n", s.AdminAddr)
+	}
 	if eps := d.EtcdEndpoints(); len(eps) > 0 {
 		fmt.Fprintf(w, "  etcd                    %s\n", eps[0])
 	}

@@ -147,5 +147,5 @@ func (s *Settings) Options(logger *slog.Logger, roles ...Role) fx.Option {
 			Retention: history.Retention{Room: s.RetainRoom, Direct: s.RetainDirect, Broadcast: s.RetainBroadcast},
 		}), history.Module)
 	}
-	return fx.Options(opts...)
+	return fx.Options(append(opts, wiring.Ready)...)
 }

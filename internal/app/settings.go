@@ -42,6 +42,7 @@ type Settings struct {
 	RetainRoom        time.Duration
 	RetainDirect      time.Duration
 	RetainBroadcast   time.Duration
+	AdminAddr         string
 	LogLevel          string
 }
 
@@ -70,6 +71,7 @@ func (s *Settings) Register(fs *flag.FlagSet) {
 	fs.DurationVar(&s.RetainRoom, "retain-room", 0, "keep room messages this long (0: forever)")
 	fs.DurationVar(&s.RetainDirect, "retain-dm", 0, "keep 1:1 messages this long (0: forever)")
 	fs.DurationVar(&s.RetainBroadcast, "retain-broadcast", 7*24*time.Hour, "keep broadcasts this long (0: forever)")
+	fs.StringVar(&s.AdminAddr, "admin-addr", "", "serve /metrics, /healthz and /readyz on this address (empty: none)")
 	fs.StringVar(&s.LogLevel, "log-level", "info", "debug, info, warn or error")
 }
 
@@ -105,8 +107,9 @@ func EnvName(flagName string) string {
 // Infra returns the infrastructure configuration.
 func (s *Settings) Infra() wiring.Config {
 	return wiring.Config{
-		Kafka: wiring.KafkaConfig{Brokers: splitList(s.Kafka), ClientID: "laneim"},
-		Redis: wiring.RedisConfig{Addrs: splitList(s.Redis), Cluster: s.RedisCluster, Password: s.RedisPassword},
+		Kafka:     wiring.KafkaConfig{Brokers: splitList(s.Kafka), ClientID: "laneim"},
+		Redis:     wiring.RedisConfig{Addrs: splitList(s.Redis), Cluster: s.RedisCluster, Password: s.RedisPassword},
+		AdminAddr: s.AdminAddr,
 	}
 }
 

@@ -61,7 +61,7 @@ func startDevProcess(ctx context.Context, cfg *Config) (*devProcess, error) {
 		"--kafka-addr", "127.0.0.1:0", "--redis-addr", redisAddr, "--etcd-addr", "",
 		"--comet-addr", comet, "--api-addr", apiAddr,
 		"--secret", cfg.Secret, "--api-token", cfg.APIToken,
-		"--seed", "", "--log-level", "warn", "--data", "",
+		"--seed", "", "--log-level", "warn", "--data", "", "--admin-addr", "",
 	}
 	if cfg.BatchWindow > 0 {
 		args = append(args, "--batch-window", cfg.BatchWindow.String())

@@ -1,0 +1,115 @@
+package wiring
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/fx"
+)
+
+// Metrics are the process's Prometheus metrics. Components register their
+// own collectors on Registry.
+type Metrics struct {
+	Registry *prometheus.Registry
+	handled  *prometheus.CounterVec
+	seconds  *prometheus.HistogramVec
+	ready    atomic.Bool
+}
+
+// NewMetrics returns a registry with Go and process collectors and the
+// pipeline handlers' metrics.
+func NewMetrics() *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		handled: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "laneim_handler_messages_total",
+			Help: "Messages a pipeline handler finished, by result: ok, or error (after retries: sent to dead letters).",
+		}, []string{"handler", "result"}),
+		seconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "laneim_handler_seconds",
+			Help:    "Time a pipeline handler took for a message, retries included.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10),
+		}, []string{"handler"}),
+	}
+	m.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), m.handled, m.seconds)
+	return m
+}
+
+// Middleware measures every handler: count by result and latency. The
+// router puts it outside the retries, so it sees each message's outcome.
+func (m *Metrics) Middleware(h message.HandlerFunc) message.HandlerFunc {
+	return func(msg *message.Message) ([]*message.Message, error) {
+		name := message.HandlerNameFromCtx(msg.Context())
+		start := time.Now()
+		out, err := h(msg)
+		m.seconds.WithLabelValues(name).Observe(time.Since(start).Seconds())
+		result := "ok"
+		if err != nil {
+			result = "error"
+		}
+		m.handled.WithLabelValues(name, result).Inc()
+		return out, err
+	}
+}
+
+// SetReady marks the process ready (or not) for /readyz.
+func (m *Metrics) SetReady(ok bool) { m.ready.Store(ok) }
+
+// AdminHandler serves /metrics, /healthz (the process runs) and /readyz
+// (it finished starting and has not begun stopping).
+func (m *Metrics) AdminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !m.ready.Load() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	return mux
+}
+
+// runAdmin serves the admin endpoints on cfg.AdminAddr for the life of the
+// app; the process is ready once every start hook has run.
+func runAdmin(lc fx.Lifecycle, cfg Config, m *Metrics, logger *slog.Logger) {
+	if cfg.AdminAddr == "" {
+		return
+	}
+	srv := &http.Server{Handler: m.AdminHandler(), ReadHeaderTimeout: 5 * time.Second}
+	done := make(chan error, 1)
+	lc.Append(fx.Hook{
+		OnStart: func(context.Context) error {
+			l, err := net.Listen("tcp", cfg.AdminAddr)
+			if err != nil {
+				return fmt.Errorf("admin: listen: %w", err)
+			}
+			go func() { done <- srv.Serve(l) }()
+			logger.Info("admin endpoints", "addr", l.Addr().String(), "paths", "/metrics /healthz /readyz")
+			return nil
+		},
+		OnStop: func(ctx context.Context) error {
+			err := srv.Shutdown(ctx)
+			if serr := <-done; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
+				err = errors.Join(err, serr)
+			}
+			return err
+		},
+	})
+}
+
+// markReady is invoked last: its start hook runs after every other one.
+func markReady(lc fx.Lifecycle, m *Metrics) {
+	lc.Append(fx.StartStopHook(func() { m.SetReady(true) }, func() { m.SetReady(false) }))
+}
