@@ -48,6 +48,7 @@ func cometApp(t *testing.T, kcfg wiring.KafkaConfig, cfg comet.Config, populate 
 	return fx.Options(
 		fx.NopLogger,
 		fx.Supply(cfg, wiring.Config{Kafka: kcfg}, logger),
+		fx.Provide(wiring.NewMetrics),
 		fx.Provide(func(lc fx.Lifecycle) (message.Publisher, error) {
 			p, err := wiring.NewPublisher(kcfg)
 			if err != nil {
