@@ -149,6 +149,7 @@ func TestE2EPersistWorkerKilledMidStream(t *testing.T) {
 	c := startClusterRoles(t, func(s *Settings) { s.History = "" }, roles)
 	persistSettings := c.settings
 	persistSettings.History = storePath
+	persistSettings.AdminAddr = ""
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
 	pc, closer, err := api.Dial(ctx, c.settings.APIAddr, c.settings.APIToken)

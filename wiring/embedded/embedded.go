@@ -17,6 +17,7 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
 )
 
 // BrokerConfig configures an embedded Kafka-protocol broker.
@@ -127,6 +128,8 @@ func StartEtcd(cfg EtcdConfig) (*Etcd, error) {
 	ec := embed.NewConfig()
 	ec.Dir = cfg.Dir
 	ec.LogLevel = "error"
+	// etcd logs its own shutdown as errors; an embedded one stays quiet.
+	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
 	cu, err := url.Parse("http://" + cfg.ClientAddr)
 	if err != nil {
 		return nil, fmt.Errorf("embedded etcd: client address: %w", err)
