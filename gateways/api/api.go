@@ -30,6 +30,7 @@ import (
 	"github.com/laneim/laneim/proto/clientpb"
 	"github.com/laneim/laneim/proto/topicpb"
 	"github.com/laneim/laneim/topics"
+	"github.com/laneim/laneim/wiring/discovery"
 )
 
 // Config configures the api gateway.
@@ -83,7 +84,31 @@ type Server struct {
 	pub      message.Publisher
 	presence Presence
 	history  History
+	comets   CometLister
 	logger   *slog.Logger
+}
+
+// CometLister lists live comets, least loaded first.
+type CometLister func(ctx context.Context) ([]discovery.Comet, error)
+
+// SetComets lets the server answer PickComet; without it PickComet is
+// Unavailable. Call it before serving.
+func (s *Server) SetComets(l CometLister) { s.comets = l }
+
+// PickComet returns the least loaded live comet.
+func (s *Server) PickComet(ctx context.Context, _ *apipb.PickCometRequest) (*apipb.PickCometReply, error) {
+	if s.comets == nil {
+		return nil, status.Error(codes.Unavailable, "api: no service discovery (run with --etcd)")
+	}
+	comets, err := s.comets(ctx)
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "api: %v", err)
+	}
+	if len(comets) == 0 {
+		return nil, status.Error(codes.Unavailable, "api: no live comet")
+	}
+	c := comets[0]
+	return &apipb.PickCometReply{CometId: c.ID, Url: c.URL, Connections: uint32(c.Connections)}, nil
 }
 
 // SetHistory lets the server answer History; without it History is

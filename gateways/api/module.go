@@ -8,10 +8,12 @@ import (
 	"net"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/fx"
 	"google.golang.org/grpc"
 
 	"github.com/laneim/laneim/wiring/directory"
+	"github.com/laneim/laneim/wiring/discovery"
 	"github.com/laneim/laneim/wiring/history"
 )
 
@@ -26,22 +28,29 @@ var Module = fx.Module("api",
 	fx.Invoke(serve),
 )
 
-type historyParams struct {
+type optionalParams struct {
 	fx.In
 	Server *Server
-	Store  history.Store `optional:"true"`
+	Store  history.Store    `optional:"true"`
+	Etcd   *clientv3.Client `optional:"true"`
 }
 
-// useHistory lets the server answer History when the process has a store.
-func useHistory(p historyParams) {
+// useHistory lets the server answer History when the process has a store,
+// and PickComet when it has etcd.
+func useHistory(p optionalParams) {
 	if p.Store != nil {
 		p.Server.SetHistory(p.Store)
 	}
+	if p.Etcd != nil {
+		p.Server.SetComets(func(ctx context.Context) ([]discovery.Comet, error) { return discovery.Comets(ctx, p.Etcd) })
+	}
 }
 
-func serve(lc fx.Lifecycle, s *Server, logger *slog.Logger) {
+func serve(lc fx.Lifecycle, p optionalParams, logger *slog.Logger) {
+	s := p.Server
 	g := s.GRPCServer()
 	done := make(chan error, 1)
+	var reg *discovery.Registration
 	lc.Append(fx.Hook{
 		OnStart: func(context.Context) error {
 			l, err := net.Listen("tcp", s.Addr())
@@ -50,9 +59,19 @@ func serve(lc fx.Lifecycle, s *Server, logger *slog.Logger) {
 			}
 			go func() { done <- g.Serve(l) }()
 			logger.Info("api gateway listening", "addr", l.Addr().String())
+			if p.Etcd != nil {
+				// In-cluster gRPC clients resolve discovery.ServiceTarget("api").
+				if reg, err = discovery.RegisterService(context.Background(), p.Etcd, "api", l.Addr().String(), 10*time.Second, logger); err != nil {
+					g.Stop()
+					return fmt.Errorf("api: %w", err)
+				}
+			}
 			return nil
 		},
 		OnStop: func(ctx context.Context) error {
+			if reg != nil {
+				_ = reg.Close(ctx)
+			}
 			stopped := make(chan struct{})
 			go func() { g.GracefulStop(); close(stopped) }()
 			select {

@@ -18,6 +18,9 @@ type Config struct {
 	Addr string
 	// Path is the WebSocket endpoint (/ws).
 	Path string
+	// PublicURL is the WebSocket URL clients use, as registered in etcd
+	// (default ws://<listen address><Path>).
+	PublicURL string
 	// MaxFrameBytes is the largest client frame; a larger one closes the
 	// connection with 1009 (64 KiB).
 	MaxFrameBytes int

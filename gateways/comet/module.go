@@ -11,10 +11,12 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/prometheus/client_golang/prometheus"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/fx"
 
 	"github.com/laneim/laneim/topics"
 	"github.com/laneim/laneim/wiring"
+	"github.com/laneim/laneim/wiring/discovery"
 )
 
 // Module runs a comet: on start it creates the comet's delivery topic
@@ -30,7 +32,20 @@ var Module = fx.Module("comet",
 	wiring.ProvideHandler(func(c *Comet) wiring.Handler { return c.Handler() }),
 )
 
-func newWithLifecycle(lc fx.Lifecycle, cfg Config, infra wiring.Config, pub message.Publisher, metrics *wiring.Metrics, logger *slog.Logger) (*Comet, error) {
+type params struct {
+	fx.In
+	Lifecycle fx.Lifecycle
+	Config    Config
+	Infra     wiring.Config
+	Publisher message.Publisher
+	Metrics   *wiring.Metrics
+	Logger    *slog.Logger
+	// Etcd, when the process has one, is where the comet registers itself.
+	Etcd *clientv3.Client `optional:"true"`
+}
+
+func newWithLifecycle(p params) (*Comet, error) {
+	lc, cfg, infra, pub, metrics, logger := p.Lifecycle, p.Config, p.Infra, p.Publisher, p.Metrics, p.Logger
 	c, err := New(cfg, pub, logger.With("comet", cfg.ID))
 	if err != nil {
 		return nil, err
@@ -44,6 +59,7 @@ func newWithLifecycle(lc fx.Lifecycle, cfg Config, infra wiring.Config, pub mess
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	serveDone := make(chan error, 1)
+	var reg *discovery.Registration
 	lc.Append(fx.Hook{
 		OnStart: func(ctx context.Context) error {
 			if err := wiring.EnsureTopics(ctx, infra.Kafka, wiring.TopicSpec{Name: topics.Delivery(cfg.ID), Partitions: topics.Deliveries.Partitions}); err != nil {
@@ -56,9 +72,24 @@ func newWithLifecycle(lc fx.Lifecycle, cfg Config, infra wiring.Config, pub mess
 			c.Start()
 			go func() { serveDone <- srv.Serve(l) }()
 			logger.Info("comet listening", "id", cfg.ID, "addr", l.Addr().String(), "path", cfg.Path)
+			if p.Etcd != nil {
+				url := cfg.PublicURL
+				if url == "" {
+					url = "ws://" + l.Addr().String() + cfg.Path
+				}
+				load := func() int64 { return c.Stats().Connections }
+				reg, err = discovery.RegisterComet(ctx, p.Etcd, discovery.Comet{ID: cfg.ID, URL: url, Topic: topics.Delivery(cfg.ID)}, 10*time.Second, load, logger)
+				if err != nil {
+					return fmt.Errorf("comet: %w", err)
+				}
+			}
 			return nil
 		},
 		OnStop: func(ctx context.Context) error {
+			if reg != nil {
+				// Leave the directory first so no client is sent here.
+				_ = reg.Close(ctx)
+			}
 			// Shutdown stops accepting and ends idle HTTP connections;
 			// the comet closes the WebSockets (hijacked) itself.
 			err := srv.Shutdown(ctx)

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -83,6 +84,9 @@ func StartDev(ctx context.Context, cfg DevConfig, logger *slog.Logger) (d *Dev, 
 		if d.etcd, err = embedded.StartEtcd(embedded.EtcdConfig{Dir: filepath.Join(cfg.DataDir, "etcd"), ClientAddr: cfg.EtcdAddr, PeerAddr: peer}); err != nil {
 			return nil, fmt.Errorf("dev: %w", err)
 		}
+	}
+	if d.etcd != nil && d.settings.Etcd == "" {
+		d.settings.Etcd = strings.Join(d.etcd.Endpoints(), ",")
 	}
 	d.settings.Kafka = d.broker.Addrs()[0]
 	d.settings.Redis = d.redis.Addr()

@@ -10,8 +10,10 @@ import (
 
 	"go.uber.org/fx"
 
+	"github.com/laneim/laneim/gateways/api"
 	"github.com/laneim/laneim/internal/client"
 	"github.com/laneim/laneim/internal/testinfra"
+	"github.com/laneim/laneim/proto/apipb"
 	"github.com/laneim/laneim/topics"
 	"github.com/laneim/laneim/workers/login"
 )
@@ -45,6 +47,16 @@ func TestDevCluster(t *testing.T) {
 	}
 
 	url := "ws://" + cfg.Settings.CometAddr + "/ws"
+	// The comet registered itself in etcd; the api gateway tells clients where to go.
+	pc, closer, err := api.Dial(ctx, cfg.Settings.APIAddr, cfg.Settings.APIToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closer.Close()
+	picked, err := pc.PickComet(ctx, &apipb.PickCometRequest{})
+	if err != nil || picked.GetUrl() != url || picked.GetCometId() != "comet-1" {
+		t.Fatalf("pick comet = %v, %v; want %s", picked, err, url)
+	}
 	var conns []*client.Conn
 	for _, u := range []string{"alice", "bob"} {
 		conn, err := client.Dial(ctx, url, client.Options{})

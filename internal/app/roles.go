@@ -14,6 +14,7 @@ import (
 	"github.com/laneim/laneim/gateways/comet"
 	"github.com/laneim/laneim/wiring"
 	"github.com/laneim/laneim/wiring/directory"
+	"github.com/laneim/laneim/wiring/discovery"
 	"github.com/laneim/laneim/wiring/history"
 	"github.com/laneim/laneim/workers/binlogsync"
 	"github.com/laneim/laneim/workers/fanout"
@@ -123,7 +124,7 @@ func (s *Settings) Options(logger *slog.Logger, roles ...Role) fx.Option {
 			login.Config{Secret: []byte(s.Secret)},
 			presence.Config{SessionTTL: s.SessionTTL, NotifyLimit: s.NotifyLimit},
 			routing.Config{MaxBodyBytes: s.MaxBodyBytes},
-			comet.Config{ID: s.CometID, Addr: s.CometAddr, BatchWindow: s.BatchWindow, HeartbeatInterval: s.SessionTTL / 3, SendQueue: s.SendQueue, MaxFrameBytes: s.MaxFrameBytes},
+			comet.Config{ID: s.CometID, Addr: s.CometAddr, PublicURL: s.CometURL, BatchWindow: s.BatchWindow, HeartbeatInterval: s.SessionTTL / 3, SendQueue: s.SendQueue, MaxFrameBytes: s.MaxFrameBytes},
 			api.Config{Addr: s.APIAddr, Token: s.APIToken, MaxBodyBytes: s.MaxBodyBytes},
 		),
 		wiring.Module,
@@ -146,6 +147,9 @@ func (s *Settings) Options(logger *slog.Logger, roles ...Role) fx.Option {
 			Scylla:    history.ScyllaConfig{Hosts: splitList(s.Scylla), Keyspace: s.ScyllaKeyspace, Consistency: s.ScyllaConsistency},
 			Retention: history.Retention{Room: s.RetainRoom, Direct: s.RetainDirect, Broadcast: s.RetainBroadcast},
 		}), history.Module)
+	}
+	if s.Etcd != "" {
+		opts = append(opts, fx.Supply(discovery.Config{Endpoints: splitList(s.Etcd)}), discovery.Module)
 	}
 	return fx.Options(append(opts, wiring.Ready)...)
 }

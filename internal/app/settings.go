@@ -43,6 +43,8 @@ type Settings struct {
 	RetainDirect      time.Duration
 	RetainBroadcast   time.Duration
 	AdminAddr         string
+	Etcd              string
+	CometURL          string
 	LogLevel          string
 }
 
@@ -71,6 +73,8 @@ func (s *Settings) Register(fs *flag.FlagSet) {
 	fs.DurationVar(&s.RetainRoom, "retain-room", 0, "keep room messages this long (0: forever)")
 	fs.DurationVar(&s.RetainDirect, "retain-dm", 0, "keep 1:1 messages this long (0: forever)")
 	fs.DurationVar(&s.RetainBroadcast, "retain-broadcast", 7*24*time.Hour, "keep broadcasts this long (0: forever)")
+	fs.StringVar(&s.Etcd, "etcd", "", "etcd endpoints, comma-separated: comets and the api gateway register there")
+	fs.StringVar(&s.CometURL, "comet-url", "", "the WebSocket URL clients use for this comet, registered in etcd (default ws://<comet-addr>/ws)")
 	fs.StringVar(&s.AdminAddr, "admin-addr", "", "serve /metrics, /healthz and /readyz on this address (empty: none)")
 	fs.StringVar(&s.LogLevel, "log-level", "info", "debug, info, warn or error")
 }

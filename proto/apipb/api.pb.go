@@ -24,6 +24,103 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type PickCometRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PickCometRequest) Reset() {
+	*x = PickCometRequest{}
+	mi := &file_api_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PickCometRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PickCometRequest) ProtoMessage() {}
+
+func (x *PickCometRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PickCometRequest.ProtoReflect.Descriptor instead.
+func (*PickCometRequest) Descriptor() ([]byte, []int) {
+	return file_api_proto_rawDescGZIP(), []int{0}
+}
+
+type PickCometReply struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	CometId string                 `protobuf:"bytes,1,opt,name=comet_id,json=cometId,proto3" json:"comet_id,omitempty"`
+	// url is the WebSocket URL clients connect to.
+	Url           string `protobuf:"bytes,2,opt,name=url,proto3" json:"url,omitempty"`
+	Connections   uint32 `protobuf:"varint,3,opt,name=connections,proto3" json:"connections,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PickCometReply) Reset() {
+	*x = PickCometReply{}
+	mi := &file_api_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PickCometReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PickCometReply) ProtoMessage() {}
+
+func (x *PickCometReply) ProtoReflect() protoreflect.Message {
+	mi := &file_api_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PickCometReply.ProtoReflect.Descriptor instead.
+func (*PickCometReply) Descriptor() ([]byte, []int) {
+	return file_api_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *PickCometReply) GetCometId() string {
+	if x != nil {
+		return x.CometId
+	}
+	return ""
+}
+
+func (x *PickCometReply) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *PickCometReply) GetConnections() uint32 {
+	if x != nil {
+		return x.Connections
+	}
+	return 0
+}
+
 type Content struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
 	Body        []byte                 `protobuf:"bytes,1,opt,name=body,proto3" json:"body,omitempty"`
@@ -36,7 +133,7 @@ type Content struct {
 
 func (x *Content) Reset() {
 	*x = Content{}
-	mi := &file_api_proto_msgTypes[0]
+	mi := &file_api_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -48,7 +145,7 @@ func (x *Content) String() string {
 func (*Content) ProtoMessage() {}
 
 func (x *Content) ProtoReflect() protoreflect.Message {
-	mi := &file_api_proto_msgTypes[0]
+	mi := &file_api_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -61,7 +158,7 @@ func (x *Content) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Content.ProtoReflect.Descriptor instead.
 func (*Content) Descriptor() ([]byte, []int) {
-	return file_api_proto_rawDescGZIP(), []int{0}
+	return file_api_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Content) GetBody() []byte {
@@ -96,7 +193,7 @@ type PushUsersRequest struct {
 
 func (x *PushUsersRequest) Reset() {
 	*x = PushUsersRequest{}
-	mi := &file_api_proto_msgTypes[1]
+	mi := &file_api_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -108,7 +205,7 @@ func (x *PushUsersRequest) String() string {
 func (*PushUsersRequest) ProtoMessage() {}
 
 func (x *PushUsersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_proto_msgTypes[1]
+	mi := &file_api_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -121,7 +218,7 @@ func (x *PushUsersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushUsersRequest.ProtoReflect.Descriptor instead.
 func (*PushUsersRequest) Descriptor() ([]byte, []int) {
-	return file_api_proto_rawDescGZIP(), []int{1}
+	return file_api_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *PushUsersRequest) GetFrom() string {
@@ -157,7 +254,7 @@ type PushRoomRequest struct {
 
 func (x *PushRoomRequest) Reset() {
 	*x = PushRoomRequest{}
-	mi := &file_api_proto_msgTypes[2]
+	mi := &file_api_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -169,7 +266,7 @@ func (x *PushRoomRequest) String() string {
 func (*PushRoomRequest) ProtoMessage() {}
 
 func (x *PushRoomRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_proto_msgTypes[2]
+	mi := &file_api_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -182,7 +279,7 @@ func (x *PushRoomRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushRoomRequest.ProtoReflect.Descriptor instead.
 func (*PushRoomRequest) Descriptor() ([]byte, []int) {
-	return file_api_proto_rawDescGZIP(), []int{2}
+	return file_api_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *PushRoomRequest) GetRoom() string {
@@ -216,7 +313,7 @@ type BroadcastRequest struct {
 
 func (x *BroadcastRequest) Reset() {
 	*x = BroadcastRequest{}
-	mi := &file_api_proto_msgTypes[3]
+	mi := &file_api_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -228,7 +325,7 @@ func (x *BroadcastRequest) String() string {
 func (*BroadcastRequest) ProtoMessage() {}
 
 func (x *BroadcastRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_proto_msgTypes[3]
+	mi := &file_api_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -241,7 +338,7 @@ func (x *BroadcastRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BroadcastRequest.ProtoReflect.Descriptor instead.
 func (*BroadcastRequest) Descriptor() ([]byte, []int) {
-	return file_api_proto_rawDescGZIP(), []int{3}
+	return file_api_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *BroadcastRequest) GetFrom() string {
@@ -269,7 +366,7 @@ type PushReply struct {
 
 func (x *PushReply) Reset() {
 	*x = PushReply{}
-	mi := &file_api_proto_msgTypes[4]
+	mi := &file_api_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -281,7 +378,7 @@ func (x *PushReply) String() string {
 func (*PushReply) ProtoMessage() {}
 
 func (x *PushReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_proto_msgTypes[4]
+	mi := &file_api_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -294,7 +391,7 @@ func (x *PushReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushReply.ProtoReflect.Descriptor instead.
 func (*PushReply) Descriptor() ([]byte, []int) {
-	return file_api_proto_rawDescGZIP(), []int{4}
+	return file_api_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *PushReply) GetAccepted() uint32 {
@@ -320,7 +417,7 @@ type OnlineStatusRequest struct {
 
 func (x *OnlineStatusRequest) Reset() {
 	*x = OnlineStatusRequest{}
-	mi := &file_api_proto_msgTypes[5]
+	mi := &file_api_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -332,7 +429,7 @@ func (x *OnlineStatusRequest) String() string {
 func (*OnlineStatusRequest) ProtoMessage() {}
 
 func (x *OnlineStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_proto_msgTypes[5]
+	mi := &file_api_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -345,7 +442,7 @@ func (x *OnlineStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OnlineStatusRequest.ProtoReflect.Descriptor instead.
 func (*OnlineStatusRequest) Descriptor() ([]byte, []int) {
-	return file_api_proto_rawDescGZIP(), []int{5}
+	return file_api_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *OnlineStatusRequest) GetUsers() []string {
@@ -364,7 +461,7 @@ type OnlineStatusReply struct {
 
 func (x *OnlineStatusReply) Reset() {
 	*x = OnlineStatusReply{}
-	mi := &file_api_proto_msgTypes[6]
+	mi := &file_api_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -376,7 +473,7 @@ func (x *OnlineStatusReply) String() string {
 func (*OnlineStatusReply) ProtoMessage() {}
 
 func (x *OnlineStatusReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_proto_msgTypes[6]
+	mi := &file_api_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -389,7 +486,7 @@ func (x *OnlineStatusReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OnlineStatusReply.ProtoReflect.Descriptor instead.
 func (*OnlineStatusReply) Descriptor() ([]byte, []int) {
-	return file_api_proto_rawDescGZIP(), []int{6}
+	return file_api_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *OnlineStatusReply) GetOnline() map[string]bool {
@@ -408,7 +505,7 @@ type RoomOnlineRequest struct {
 
 func (x *RoomOnlineRequest) Reset() {
 	*x = RoomOnlineRequest{}
-	mi := &file_api_proto_msgTypes[7]
+	mi := &file_api_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -420,7 +517,7 @@ func (x *RoomOnlineRequest) String() string {
 func (*RoomOnlineRequest) ProtoMessage() {}
 
 func (x *RoomOnlineRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_proto_msgTypes[7]
+	mi := &file_api_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -433,7 +530,7 @@ func (x *RoomOnlineRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoomOnlineRequest.ProtoReflect.Descriptor instead.
 func (*RoomOnlineRequest) Descriptor() ([]byte, []int) {
-	return file_api_proto_rawDescGZIP(), []int{7}
+	return file_api_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RoomOnlineRequest) GetRoom() string {
@@ -454,7 +551,7 @@ type RoomOnlineReply struct {
 
 func (x *RoomOnlineReply) Reset() {
 	*x = RoomOnlineReply{}
-	mi := &file_api_proto_msgTypes[8]
+	mi := &file_api_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -466,7 +563,7 @@ func (x *RoomOnlineReply) String() string {
 func (*RoomOnlineReply) ProtoMessage() {}
 
 func (x *RoomOnlineReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_proto_msgTypes[8]
+	mi := &file_api_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -479,7 +576,7 @@ func (x *RoomOnlineReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoomOnlineReply.ProtoReflect.Descriptor instead.
 func (*RoomOnlineReply) Descriptor() ([]byte, []int) {
-	return file_api_proto_rawDescGZIP(), []int{8}
+	return file_api_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RoomOnlineReply) GetRoom() string {
@@ -519,7 +616,7 @@ type HistoryRequest struct {
 
 func (x *HistoryRequest) Reset() {
 	*x = HistoryRequest{}
-	mi := &file_api_proto_msgTypes[9]
+	mi := &file_api_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -531,7 +628,7 @@ func (x *HistoryRequest) String() string {
 func (*HistoryRequest) ProtoMessage() {}
 
 func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_proto_msgTypes[9]
+	mi := &file_api_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -544,7 +641,7 @@ func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryRequest.ProtoReflect.Descriptor instead.
 func (*HistoryRequest) Descriptor() ([]byte, []int) {
-	return file_api_proto_rawDescGZIP(), []int{9}
+	return file_api_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *HistoryRequest) GetConversation() string {
@@ -586,7 +683,7 @@ type HistoryReply struct {
 
 func (x *HistoryReply) Reset() {
 	*x = HistoryReply{}
-	mi := &file_api_proto_msgTypes[10]
+	mi := &file_api_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -598,7 +695,7 @@ func (x *HistoryReply) String() string {
 func (*HistoryReply) ProtoMessage() {}
 
 func (x *HistoryReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_proto_msgTypes[10]
+	mi := &file_api_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -611,7 +708,7 @@ func (x *HistoryReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryReply.ProtoReflect.Descriptor instead.
 func (*HistoryReply) Descriptor() ([]byte, []int) {
-	return file_api_proto_rawDescGZIP(), []int{10}
+	return file_api_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *HistoryReply) GetMessages() []*HistoryMessage {
@@ -643,7 +740,7 @@ type HistoryMessage struct {
 
 func (x *HistoryMessage) Reset() {
 	*x = HistoryMessage{}
-	mi := &file_api_proto_msgTypes[11]
+	mi := &file_api_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -655,7 +752,7 @@ func (x *HistoryMessage) String() string {
 func (*HistoryMessage) ProtoMessage() {}
 
 func (x *HistoryMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_api_proto_msgTypes[11]
+	mi := &file_api_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -668,7 +765,7 @@ func (x *HistoryMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryMessage.ProtoReflect.Descriptor instead.
 func (*HistoryMessage) Descriptor() ([]byte, []int) {
-	return file_api_proto_rawDescGZIP(), []int{11}
+	return file_api_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *HistoryMessage) GetId() string {
@@ -724,7 +821,12 @@ var File_api_proto protoreflect.FileDescriptor
 
 const file_api_proto_rawDesc = "" +
 	"\n" +
-	"\tapi.proto\x12\rlaneim.api.v1\"d\n" +
+	"\tapi.proto\x12\rlaneim.api.v1\"\x12\n" +
+	"\x10PickCometRequest\"_\n" +
+	"\x0ePickCometReply\x12\x19\n" +
+	"\bcomet_id\x18\x01 \x01(\tR\acometId\x12\x10\n" +
+	"\x03url\x18\x02 \x01(\tR\x03url\x12 \n" +
+	"\vconnections\x18\x03 \x01(\rR\vconnections\"d\n" +
 	"\aContent\x12\x12\n" +
 	"\x04body\x18\x01 \x01(\fR\x04body\x12!\n" +
 	"\fcontent_type\x18\x02 \x01(\tR\vcontentType\x12\"\n" +
@@ -772,7 +874,7 @@ const file_api_proto_rawDesc = "" +
 	"\x06sender\x18\x04 \x01(\tR\x06sender\x12\x12\n" +
 	"\x04body\x18\x05 \x01(\fR\x04body\x12!\n" +
 	"\fcontent_type\x18\x06 \x01(\tR\vcontentType\x12-\n" +
-	"\x13server_time_unix_ms\x18\a \x01(\x03R\x10serverTimeUnixMs2\xc9\x03\n" +
+	"\x13server_time_unix_ms\x18\a \x01(\x03R\x10serverTimeUnixMs2\x96\x04\n" +
 	"\x04Push\x12F\n" +
 	"\tPushUsers\x12\x1f.laneim.api.v1.PushUsersRequest\x1a\x18.laneim.api.v1.PushReply\x12D\n" +
 	"\bPushRoom\x12\x1e.laneim.api.v1.PushRoomRequest\x1a\x18.laneim.api.v1.PushReply\x12F\n" +
@@ -780,7 +882,8 @@ const file_api_proto_rawDesc = "" +
 	"\fOnlineStatus\x12\".laneim.api.v1.OnlineStatusRequest\x1a .laneim.api.v1.OnlineStatusReply\x12N\n" +
 	"\n" +
 	"RoomOnline\x12 .laneim.api.v1.RoomOnlineRequest\x1a\x1e.laneim.api.v1.RoomOnlineReply\x12E\n" +
-	"\aHistory\x12\x1d.laneim.api.v1.HistoryRequest\x1a\x1b.laneim.api.v1.HistoryReplyB&Z$github.com/laneim/laneim/proto/apipbb\x06proto3"
+	"\aHistory\x12\x1d.laneim.api.v1.HistoryRequest\x1a\x1b.laneim.api.v1.HistoryReply\x12K\n" +
+	"\tPickComet\x12\x1f.laneim.api.v1.PickCometRequest\x1a\x1d.laneim.api.v1.PickCometReplyB&Z$github.com/laneim/laneim/proto/apipbb\x06proto3"
 
 var (
 	file_api_proto_rawDescOnce sync.Once
@@ -794,42 +897,46 @@ func file_api_proto_rawDescGZIP() []byte {
 	return file_api_proto_rawDescData
 }
 
-var file_api_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_api_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_api_proto_goTypes = []any{
-	(*Content)(nil),             // 0: laneim.api.v1.Content
-	(*PushUsersRequest)(nil),    // 1: laneim.api.v1.PushUsersRequest
-	(*PushRoomRequest)(nil),     // 2: laneim.api.v1.PushRoomRequest
-	(*BroadcastRequest)(nil),    // 3: laneim.api.v1.BroadcastRequest
-	(*PushReply)(nil),           // 4: laneim.api.v1.PushReply
-	(*OnlineStatusRequest)(nil), // 5: laneim.api.v1.OnlineStatusRequest
-	(*OnlineStatusReply)(nil),   // 6: laneim.api.v1.OnlineStatusReply
-	(*RoomOnlineRequest)(nil),   // 7: laneim.api.v1.RoomOnlineRequest
-	(*RoomOnlineReply)(nil),     // 8: laneim.api.v1.RoomOnlineReply
-	(*HistoryRequest)(nil),      // 9: laneim.api.v1.HistoryRequest
-	(*HistoryReply)(nil),        // 10: laneim.api.v1.HistoryReply
-	(*HistoryMessage)(nil),      // 11: laneim.api.v1.HistoryMessage
-	nil,                         // 12: laneim.api.v1.OnlineStatusReply.OnlineEntry
+	(*PickCometRequest)(nil),    // 0: laneim.api.v1.PickCometRequest
+	(*PickCometReply)(nil),      // 1: laneim.api.v1.PickCometReply
+	(*Content)(nil),             // 2: laneim.api.v1.Content
+	(*PushUsersRequest)(nil),    // 3: laneim.api.v1.PushUsersRequest
+	(*PushRoomRequest)(nil),     // 4: laneim.api.v1.PushRoomRequest
+	(*BroadcastRequest)(nil),    // 5: laneim.api.v1.BroadcastRequest
+	(*PushReply)(nil),           // 6: laneim.api.v1.PushReply
+	(*OnlineStatusRequest)(nil), // 7: laneim.api.v1.OnlineStatusRequest
+	(*OnlineStatusReply)(nil),   // 8: laneim.api.v1.OnlineStatusReply
+	(*RoomOnlineRequest)(nil),   // 9: laneim.api.v1.RoomOnlineRequest
+	(*RoomOnlineReply)(nil),     // 10: laneim.api.v1.RoomOnlineReply
+	(*HistoryRequest)(nil),      // 11: laneim.api.v1.HistoryRequest
+	(*HistoryReply)(nil),        // 12: laneim.api.v1.HistoryReply
+	(*HistoryMessage)(nil),      // 13: laneim.api.v1.HistoryMessage
+	nil,                         // 14: laneim.api.v1.OnlineStatusReply.OnlineEntry
 }
 var file_api_proto_depIdxs = []int32{
-	0,  // 0: laneim.api.v1.PushUsersRequest.content:type_name -> laneim.api.v1.Content
-	0,  // 1: laneim.api.v1.PushRoomRequest.content:type_name -> laneim.api.v1.Content
-	0,  // 2: laneim.api.v1.BroadcastRequest.content:type_name -> laneim.api.v1.Content
-	12, // 3: laneim.api.v1.OnlineStatusReply.online:type_name -> laneim.api.v1.OnlineStatusReply.OnlineEntry
-	11, // 4: laneim.api.v1.HistoryReply.messages:type_name -> laneim.api.v1.HistoryMessage
-	1,  // 5: laneim.api.v1.Push.PushUsers:input_type -> laneim.api.v1.PushUsersRequest
-	2,  // 6: laneim.api.v1.Push.PushRoom:input_type -> laneim.api.v1.PushRoomRequest
-	3,  // 7: laneim.api.v1.Push.Broadcast:input_type -> laneim.api.v1.BroadcastRequest
-	5,  // 8: laneim.api.v1.Push.OnlineStatus:input_type -> laneim.api.v1.OnlineStatusRequest
-	7,  // 9: laneim.api.v1.Push.RoomOnline:input_type -> laneim.api.v1.RoomOnlineRequest
-	9,  // 10: laneim.api.v1.Push.History:input_type -> laneim.api.v1.HistoryRequest
-	4,  // 11: laneim.api.v1.Push.PushUsers:output_type -> laneim.api.v1.PushReply
-	4,  // 12: laneim.api.v1.Push.PushRoom:output_type -> laneim.api.v1.PushReply
-	4,  // 13: laneim.api.v1.Push.Broadcast:output_type -> laneim.api.v1.PushReply
-	6,  // 14: laneim.api.v1.Push.OnlineStatus:output_type -> laneim.api.v1.OnlineStatusReply
-	8,  // 15: laneim.api.v1.Push.RoomOnline:output_type -> laneim.api.v1.RoomOnlineReply
-	10, // 16: laneim.api.v1.Push.History:output_type -> laneim.api.v1.HistoryReply
-	11, // [11:17] is the sub-list for method output_type
-	5,  // [5:11] is the sub-list for method input_type
+	2,  // 0: laneim.api.v1.PushUsersRequest.content:type_name -> laneim.api.v1.Content
+	2,  // 1: laneim.api.v1.PushRoomRequest.content:type_name -> laneim.api.v1.Content
+	2,  // 2: laneim.api.v1.BroadcastRequest.content:type_name -> laneim.api.v1.Content
+	14, // 3: laneim.api.v1.OnlineStatusReply.online:type_name -> laneim.api.v1.OnlineStatusReply.OnlineEntry
+	13, // 4: laneim.api.v1.HistoryReply.messages:type_name -> laneim.api.v1.HistoryMessage
+	3,  // 5: laneim.api.v1.Push.PushUsers:input_type -> laneim.api.v1.PushUsersRequest
+	4,  // 6: laneim.api.v1.Push.PushRoom:input_type -> laneim.api.v1.PushRoomRequest
+	5,  // 7: laneim.api.v1.Push.Broadcast:input_type -> laneim.api.v1.BroadcastRequest
+	7,  // 8: laneim.api.v1.Push.OnlineStatus:input_type -> laneim.api.v1.OnlineStatusRequest
+	9,  // 9: laneim.api.v1.Push.RoomOnline:input_type -> laneim.api.v1.RoomOnlineRequest
+	11, // 10: laneim.api.v1.Push.History:input_type -> laneim.api.v1.HistoryRequest
+	0,  // 11: laneim.api.v1.Push.PickComet:input_type -> laneim.api.v1.PickCometRequest
+	6,  // 12: laneim.api.v1.Push.PushUsers:output_type -> laneim.api.v1.PushReply
+	6,  // 13: laneim.api.v1.Push.PushRoom:output_type -> laneim.api.v1.PushReply
+	6,  // 14: laneim.api.v1.Push.Broadcast:output_type -> laneim.api.v1.PushReply
+	8,  // 15: laneim.api.v1.Push.OnlineStatus:output_type -> laneim.api.v1.OnlineStatusReply
+	10, // 16: laneim.api.v1.Push.RoomOnline:output_type -> laneim.api.v1.RoomOnlineReply
+	12, // 17: laneim.api.v1.Push.History:output_type -> laneim.api.v1.HistoryReply
+	1,  // 18: laneim.api.v1.Push.PickComet:output_type -> laneim.api.v1.PickCometReply
+	12, // [12:19] is the sub-list for method output_type
+	5,  // [5:12] is the sub-list for method input_type
 	5,  // [5:5] is the sub-list for extension type_name
 	5,  // [5:5] is the sub-list for extension extendee
 	0,  // [0:5] is the sub-list for field type_name
@@ -846,7 +953,7 @@ func file_api_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_proto_rawDesc), len(file_api_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -28,6 +28,7 @@ const (
 	Push_OnlineStatus_FullMethodName = "/laneim.api.v1.Push/OnlineStatus"
 	Push_RoomOnline_FullMethodName   = "/laneim.api.v1.Push/RoomOnline"
 	Push_History_FullMethodName      = "/laneim.api.v1.Push/History"
+	Push_PickComet_FullMethodName    = "/laneim.api.v1.Push/PickComet"
 )
 
 // PushClient is the client API for Push service.
@@ -46,6 +47,9 @@ type PushClient interface {
 	RoomOnline(ctx context.Context, in *RoomOnlineRequest, opts ...grpc.CallOption) (*RoomOnlineReply, error)
 	// History pages through a conversation's stored messages.
 	History(ctx context.Context, in *HistoryRequest, opts ...grpc.CallOption) (*HistoryReply, error)
+	// PickComet tells a client which comet to connect to: the least loaded
+	// live one registered in etcd.
+	PickComet(ctx context.Context, in *PickCometRequest, opts ...grpc.CallOption) (*PickCometReply, error)
 }
 
 type pushClient struct {
@@ -116,6 +120,16 @@ func (c *pushClient) History(ctx context.Context, in *HistoryRequest, opts ...gr
 	return out, nil
 }
 
+func (c *pushClient) PickComet(ctx context.Context, in *PickCometRequest, opts ...grpc.CallOption) (*PickCometReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PickCometReply)
+	err := c.cc.Invoke(ctx, Push_PickComet_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PushServer is the server API for Push service.
 // All implementations must embed UnimplementedPushServer
 // for forward compatibility.
@@ -132,6 +146,9 @@ type PushServer interface {
 	RoomOnline(context.Context, *RoomOnlineRequest) (*RoomOnlineReply, error)
 	// History pages through a conversation's stored messages.
 	History(context.Context, *HistoryRequest) (*HistoryReply, error)
+	// PickComet tells a client which comet to connect to: the least loaded
+	// live one registered in etcd.
+	PickComet(context.Context, *PickCometRequest) (*PickCometReply, error)
 	mustEmbedUnimplementedPushServer()
 }
 
@@ -159,6 +176,9 @@ func (UnimplementedPushServer) RoomOnline(context.Context, *RoomOnlineRequest) (
 }
 func (UnimplementedPushServer) History(context.Context, *HistoryRequest) (*HistoryReply, error) {
 	return nil, status.Error(codes.Unimplemented, "method History not implemented")
+}
+func (UnimplementedPushServer) PickComet(context.Context, *PickCometRequest) (*PickCometReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method PickComet not implemented")
 }
 func (UnimplementedPushServer) mustEmbedUnimplementedPushServer() {}
 func (UnimplementedPushServer) testEmbeddedByValue()              {}
@@ -289,6 +309,24 @@ func _Push_History_Handler(srv interface{}, ctx context.Context, dec func(interf
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Push_PickComet_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PickCometRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PushServer).PickComet(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Push_PickComet_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PushServer).PickComet(ctx, req.(*PickCometRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Push_ServiceDesc is the grpc.ServiceDesc for Push service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -319,6 +357,10 @@ var Push_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "History",
 			Handler:    _Push_History_Handler,
+		},
+		{
+			MethodName: "PickComet",
+			Handler:    _Push_PickComet_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

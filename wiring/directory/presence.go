@@ -41,6 +41,28 @@ end
 return {redis.call('HLEN', KEYS[2]), redis.call('HLEN', KEYS[1]), changed}
 `)
 
+// forgetScript removes a session from its user and, if it was the user's
+// last, the user's online flag, atomically, so that a session of the same
+// user opening meanwhile keeps its flag. KEYS: sessions and online flag of
+// the user (one slot). ARGV: session id.
+var forgetScript = redis.NewScript(`
+redis.call('HDEL', KEYS[1], ARGV[1])
+if redis.call('HLEN', KEYS[1]) == 0 then redis.call('DEL', KEYS[2]) end
+return 0
+`)
+
+// refreshScript sets a user's online flag for ARGV[2] ms if the session
+// ARGV[1] is still one of the user's: a heartbeat restores a flag that
+// lapsed while the session lived, and never revives a closed one's.
+// KEYS: sessions and online flag of the user (one slot). Returns 1 if set.
+var refreshScript = redis.NewScript(`
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
+  redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
+  return 1
+end
+return 0
+`)
+
 func deadline(now time.Time, ttl time.Duration) float64 {
 	return float64(now.Add(ttl).UnixMilli())
 }
@@ -139,17 +161,8 @@ func (s *Store) CloseSession(ctx context.Context, ref SessionRef) (sess Session,
 		}
 		rooms = append(rooms, rc)
 	}
-	if err := s.rdb.HDel(ctx, userSessionsKey(sess.User), id).Err(); err != nil {
+	if err := forgetScript.Run(ctx, s.rdb, []string{userSessionsKey(sess.User), userOnlineKey(sess.User)}, id).Err(); err != nil {
 		return Session{}, nil, false, fmt.Errorf("directory: close %s: %w", id, err)
-	}
-	left, err := s.rdb.HLen(ctx, userSessionsKey(sess.User)).Result()
-	if err != nil {
-		return Session{}, nil, false, fmt.Errorf("directory: close %s: %w", id, err)
-	}
-	if left == 0 {
-		if err := s.rdb.Del(ctx, userOnlineKey(sess.User)).Err(); err != nil {
-			return Session{}, nil, false, fmt.Errorf("directory: close %s: %w", id, err)
-		}
 	}
 	// The session hash goes last: until then a retry finds everything again.
 	if err := s.rdb.Del(ctx, sessionRoomsKey(id), sessionKey(id)).Err(); err != nil {
@@ -162,24 +175,45 @@ func (s *Store) CloseSession(ctx context.Context, ref SessionRef) (sess Session,
 }
 
 // Heartbeat extends the deadline of the comet and of each live session to
-// now+ttl and refreshes the users' online flags. It never resurrects a
-// session or flag that is already gone.
+// now+ttl and refreshes the online flags of the sessions' users, in one
+// pipelined round trip. It never resurrects a session that is already
+// closed: its deadline is only updated if present (ZADD XX), and a user's
+// flag is only set while the session is still recorded as the user's.
 func (s *Store) Heartbeat(ctx context.Context, comet string, live []LiveSession, ttl time.Duration) error {
-	now := time.Now()
-	d := deadline(now, ttl)
-	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		p.ZAdd(ctx, cometsDeadlineKey, redis.Z{Score: d, Member: comet})
-		for _, l := range live {
-			p.ZAddXX(ctx, sessionsDeadlineKey, redis.Z{Score: d, Member: sessionID(SessionRef{Comet: comet, Conn: l.Conn})})
-			p.SetXX(ctx, userOnlineKey(l.User), "1", ttl)
+	d := deadline(time.Now(), ttl)
+	ms := max(ttl.Milliseconds(), 1)
+	beat := func() error {
+		cmds, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			p.ZAdd(ctx, cometsDeadlineKey, redis.Z{Score: d, Member: comet})
+			for _, l := range live {
+				id := sessionID(SessionRef{Comet: comet, Conn: l.Conn})
+				p.ZAddXX(ctx, sessionsDeadlineKey, redis.Z{Score: d, Member: id})
+				refreshScript.EvalSha(ctx, p, []string{userSessionsKey(l.User), userOnlineKey(l.User)}, id, ms)
+			}
+			return nil
+		})
+		for _, c := range cmds {
+			if redis.HasErrorPrefix(c.Err(), "NOSCRIPT") {
+				return errNoScript
+			}
 		}
-		return nil
-	})
-	if err != nil && !errors.Is(err, redis.Nil) {
+		return err
+	}
+	err := beat()
+	if errors.Is(err, errNoScript) {
+		// First use on this server (or its script cache was flushed):
+		// load the script and beat again; every step is idempotent.
+		if err = refreshScript.Load(ctx, s.rdb).Err(); err == nil {
+			err = beat()
+		}
+	}
+	if err != nil {
 		return fmt.Errorf("directory: heartbeat of %s: %w", comet, err)
 	}
 	return nil
 }
+
+var errNoScript = errors.New("script not loaded")
 
 func parseRef(id string) SessionRef {
 	comet, conn, _ := strings.Cut(id, "/")
@@ -214,8 +248,10 @@ func (s *Store) UserSessions(ctx context.Context, user string) ([]SessionRef, er
 	return refs, nil
 }
 
-// Online reports, for each user, whether it has a live connection: an
-// online flag that its sessions' heartbeats keep from expiring.
+// Online reports, for each user, whether it has a live connection. It reads
+// the user's online flag: set when a session opens, kept from expiring by
+// the heartbeats of the user's sessions and deleted when the last one
+// closes. A user whose comet died stays online until the flag's TTL ends.
 func (s *Store) Online(ctx context.Context, users ...string) (map[string]bool, error) {
 	cmds := make([]*redis.IntCmd, len(users))
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {

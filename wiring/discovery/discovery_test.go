@@ -1,0 +1,107 @@
+package discovery_test
+
+import (
+	"context"
+	"log/slog"
+	"path/filepath"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/laneim/laneim/internal/testinfra"
+	"github.com/laneim/laneim/wiring/discovery"
+	"github.com/laneim/laneim/wiring/embedded"
+)
+
+func startEtcd(t *testing.T) []string {
+	t.Helper()
+	e, err := embedded.StartEtcd(embedded.EtcdConfig{
+		Dir:        filepath.Join(t.TempDir(), "etcd"),
+		ClientAddr: "127.0.0.1:" + strconv.Itoa(testinfra.FreePort(t)),
+		PeerAddr:   "127.0.0.1:" + strconv.Itoa(testinfra.FreePort(t)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	return e.Endpoints()
+}
+
+func TestCometsRegisterAndVanish(t *testing.T) {
+	c, err := discovery.Connect(startEtcd(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	logger := slog.New(slog.DiscardHandler)
+	var busy atomic.Int64
+	busy.Store(50)
+	r1, err := discovery.RegisterComet(ctx, c, discovery.Comet{ID: "c1", URL: "ws://a/ws"}, 3*time.Second, busy.Load, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, err := discovery.RegisterComet(ctx, c, discovery.Comet{ID: "c2", URL: "ws://b/ws"}, 3*time.Second, func() int64 { return 10 }, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	comets, err := discovery.Comets(ctx, c)
+	if err != nil || len(comets) != 2 || comets[0].ID != "c2" || comets[0].URL != "ws://b/ws" {
+		t.Fatalf("comets = %+v, %v; want c2 (least loaded) first", comets, err)
+	}
+	// Load is refreshed: c1 becomes the least loaded.
+	busy.Store(1)
+	testinfra.Eventually(t, 10*time.Second, func() bool {
+		comets, _ := discovery.Comets(ctx, c)
+		return len(comets) == 2 && comets[0].ID == "c1"
+	}, "load of c1 not refreshed")
+	// A comet that stops leaves the list.
+	if err := r1.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if comets, _ := discovery.Comets(ctx, c); len(comets) != 1 || comets[0].ID != "c2" {
+		t.Fatalf("after c1 stopped: %+v", comets)
+	}
+	defer r2.Close(ctx)
+}
+
+func TestGRPCClientsResolveServicesThroughEtcd(t *testing.T) {
+	c, err := discovery.Connect(startEtcd(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// A gRPC service on a random port, known only through etcd.
+	srv := grpc.NewServer()
+	healthpb.RegisterHealthServer(srv, health.NewServer())
+	l, addr := testinfra.Listen(t)
+	go srv.Serve(l)
+	defer srv.Stop()
+	reg, err := discovery.RegisterService(ctx, c, "api", addr, 5*time.Second, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close(ctx)
+	b, err := discovery.Resolver(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := grpc.NewClient(discovery.ServiceTarget("api"), grpc.WithResolvers(b), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	res, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{}, grpc.WaitForReady(true))
+	if err != nil || res.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("health through etcd = %v, %v", res, err)
+	}
+}
