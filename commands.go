@@ -10,7 +10,9 @@ import (
 	"go.uber.org/fx"
 
 	"github.com/laneim/laneim/internal/app"
+	"github.com/laneim/laneim/internal/seed"
 	"github.com/laneim/laneim/wiring"
+	"github.com/laneim/laneim/wiring/directory"
 	"github.com/laneim/laneim/wiring/embedded"
 	"github.com/laneim/laneim/workers/binlogsync"
 	"github.com/laneim/laneim/workers/login"
@@ -231,4 +233,47 @@ func flagGiven(fs *flag.FlagSet, name string) bool {
 	given := false
 	fs.Visit(func(f *flag.Flag) { given = given || f.Name == name })
 	return given
+}
+
+func runEtcd(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("etcd", flag.ContinueOnError)
+	var cfg embedded.EtcdConfig
+	fs.StringVar(&cfg.ClientAddr, "addr", "127.0.0.1:2379", "client listen address")
+	fs.StringVar(&cfg.PeerAddr, "peer-addr", "127.0.0.1:2380", "peer listen address")
+	fs.StringVar(&cfg.Dir, "data", ".run/etcd", "data folder")
+	if err := app.Parse(fs, args); err != nil {
+		return err
+	}
+	e, err := embedded.StartEtcd(cfg)
+	if err != nil {
+		return err
+	}
+	defer e.Close()
+	fmt.Printf("laneim etcd: single-member etcd on %v (data: %s)\n", e.Endpoints(), cfg.Dir)
+	<-ctx.Done()
+	return nil
+}
+
+func runSeed(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("seed", flag.ContinueOnError)
+	var s app.Settings
+	s.Register(fs)
+	path := fs.String("seed", "testdata/seed.json", "demo directory file")
+	if err := app.Parse(fs, args); err != nil {
+		return err
+	}
+	sd, err := seed.Load(*path)
+	if err != nil {
+		return err
+	}
+	rdb, err := wiring.NewRedis(ctx, s.Infra().Redis)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	if err := sd.Apply(ctx, directory.New(rdb)); err != nil {
+		return err
+	}
+	fmt.Printf("laneim seed: %d users, %d rooms written (dev only: production follows MySQL)\n", len(sd.Users), len(sd.Rooms))
+	return nil
 }

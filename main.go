@@ -31,19 +31,22 @@ var commands = map[string]struct {
 	help string
 }{
 	"dev":            {runDev, "run the whole cluster in one process on embedded infrastructure"},
-	"worker":         {runWorker, "run pipeline workers: login, presence, routing, fanout, or all"},
+	"worker":         {runWorker, "run workers: login, presence, routing, fanout, persist, history (or all), binlogsync"},
 	"comet":          {runComet, "run a WebSocket gateway (comet)"},
 	"api":            {runAPI, "run the gRPC api gateway"},
 	"broker":         {runBroker, "run a standalone Kafka-protocol broker"},
+	"etcd":           {runEtcd, "run a standalone single-member etcd for local clusters"},
+	"seed":           {runSeed, "write the demo directory into Redis (dev only)"},
 	"topics":         {runTopics, "create the pipeline's topics"},
 	"migrate":        {runMigrate, "create laneIM's tables in MySQL (--mysql)"},
 	"reset-position": {runResetPosition, "forget the binlog worker's position so it takes a new snapshot"},
+	"replay":         {runReplay, "print a topic's messages as JSON lines, or republish them"},
 	"token":          {runToken, "mint a login token for a user"},
 	"chat":           {runChat, "chat from a terminal"},
 	"bench":          {runBench, "load test: clients in one room, messages pushed through the api gateway"},
 }
 
-var order = []string{"dev", "worker", "comet", "api", "broker", "topics", "migrate", "reset-position", "replay", "token", "chat", "bench"}
+var order = []string{"dev", "worker", "comet", "api", "broker", "etcd", "seed", "topics", "migrate", "reset-position", "replay", "token", "chat", "bench"}
 
 func usage() {
 	fmt.Fprintln(os.Stderr, "usage: laneim COMMAND [flags]\n\ncommands:")
