@@ -183,6 +183,55 @@ func TestSessionsExpireWithoutHeartbeat(t *testing.T) {
 	}
 }
 
+func TestOnlineFlagFollowsSessions(t *testing.T) {
+	rdb := testinfra.RedisClient(t)
+	s := directory.New(rdb)
+	ctx := context.Background()
+	a1 := directory.SessionRef{Comet: "c1", Conn: "a.1"}
+	a2 := directory.SessionRef{Comet: "c2", Conn: "a.2"}
+	for _, ref := range []directory.SessionRef{a1, a2} {
+		if err := s.OpenSession(ctx, directory.Session{Comet: ref.Comet, Conn: ref.Conn, User: "alice"}, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	beat := func(ref directory.SessionRef) {
+		t.Helper()
+		if err := s.Heartbeat(ctx, ref.Comet, []directory.LiveSession{{Conn: ref.Conn, User: "alice"}}, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	online := func() bool {
+		t.Helper()
+		on, err := s.Online(ctx, "alice")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return on["alice"]
+	}
+	steps := []struct {
+		name string
+		do   func()
+		want bool
+	}{
+		{"flag lapsed while sessions live", func() { rdb.Del(ctx, "{u:alice}:online") }, false},
+		{"heartbeat restores it", func() { beat(a1) }, true},
+		{"script cache flushed, heartbeat still works", func() { rdb.ScriptFlush(ctx); rdb.Del(ctx, "{u:alice}:online"); beat(a2) }, true},
+		{"one of two sessions closes", func() { s.CloseSession(ctx, a1) }, true},
+		{"heartbeat of the closed one", func() { beat(a1) }, true},
+		{"last session closes", func() { s.CloseSession(ctx, a2) }, false},
+		{"late heartbeats do not revive it", func() { beat(a1); beat(a2) }, false},
+	}
+	for _, st := range steps {
+		st.do()
+		if got := online(); got != st.want {
+			t.Fatalf("%s: online = %v, want %v", st.name, got, st.want)
+		}
+	}
+	if exp, err := s.ExpiredSessions(ctx, time.Now().Add(time.Hour), 10); err != nil || len(exp) != 0 {
+		t.Fatalf("closed sessions revived by heartbeats: %v, %v", exp, err)
+	}
+}
+
 func TestAssignIsGapFreeAndDeduplicates(t *testing.T) {
 	s := newStore(t)
 	ctx := context.Background()
