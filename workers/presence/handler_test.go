@@ -2,6 +2,7 @@ package presence_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"testing"
 	"time"
@@ -62,15 +63,35 @@ func deliveries(t *testing.T, rec *testinfra.Recorder) map[string][]*topicpb.Del
 func TestLoginJoinLeaveClose(t *testing.T) {
 	h, store, rec := fixture(t, presence.Config{})
 	ctx := context.Background()
+	// Two messages in the lobby, one in a 1:1 conversation of alice's.
+	dm := topics.DirectConversation("alice", "bob")
+	for _, c := range []string{"room:lobby", "room:lobby", dm} {
+		if _, err := store.Assign(ctx, c, "bob", "", func() string { return "id" }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := store.AddConversation(ctx, "alice", dm); err != nil {
+		t.Fatal(err)
+	}
 
 	event(t, h, &topicpb.SessionEvent{Kind: topicpb.SessionEvent_OPENED, Session: sess("c1", "a1"), User: "alice", RequestId: 1})
 	d := deliveries(t, rec)[topics.Delivery("c1")]
-	if len(d) != 1 || d[0].GetControl().GetAuthenticate() != "alice" || d[0].GetConns()[0] != "a1" {
+	if len(d) != 1 || d[0].GetControl().GetAuthenticate() != "alice" || len(d[0].GetConns()) != 1 || d[0].GetConns()[0] != "a1" {
 		t.Fatalf("login reply %v", d)
 	}
 	res := d[0].GetFrame().GetLoginResult()
-	if !res.GetOk() || res.GetUser() != "alice" || res.GetSession() != "c1/a1" || d[0].GetFrame().GetRequestId() != 1 || len(res.GetConversations()) != 2 {
+	if !res.GetOk() || res.GetUser() != "alice" || res.GetSession() != "c1/a1" || d[0].GetFrame().GetRequestId() != 1 || res.GetProtocolVersion() != 1 || res.GetServerTimeUnixMs() == 0 {
 		t.Fatalf("login result %v", res)
+	}
+	states := map[string]uint64{}
+	for _, c := range res.GetConversations() {
+		states[c.GetConversation()] = c.GetLatestSeq()
+	}
+	if want := map[string]uint64{"room:lobby": 2, "room:dev": 0, dm: 1}; fmt.Sprint(states) != fmt.Sprint(want) {
+		t.Fatalf("conversations %v, want %v", states, want)
+	}
+	if refs, _ := store.UserSessions(ctx, "alice"); len(refs) != 1 || refs[0] != (directory.SessionRef{Comet: "c1", Conn: "a1"}) {
+		t.Fatalf("alice's sessions after login: %v", refs)
 	}
 	if on, _ := store.Online(ctx, "alice"); !on["alice"] {
 		t.Fatal("alice not online after login")
@@ -88,6 +109,8 @@ func TestLoginJoinLeaveClose(t *testing.T) {
 		}
 	}
 
+	// carol is logged in on c3 but not in the lobby: c3 hears nothing of it.
+	event(t, h, &topicpb.SessionEvent{Kind: topicpb.SessionEvent_OPENED, Session: sess("c3", "c1"), User: "carol"})
 	event(t, h, &topicpb.SessionEvent{Kind: topicpb.SessionEvent_OPENED, Session: sess("c2", "b1"), User: "bob"})
 	event(t, h, &topicpb.SessionEvent{Kind: topicpb.SessionEvent_JOINED, Session: sess("c2", "b1"), User: "bob", Room: "lobby", RequestId: 3})
 	rec.Take()
@@ -99,7 +122,7 @@ func TestLoginJoinLeaveClose(t *testing.T) {
 		for _, d := range ds {
 			if j := d.GetFrame().GetJoined(); j != nil {
 				joined++
-				if topic != topics.Delivery("c1") || d.GetControl().GetJoin() != "lobby" || j.GetOnlineCount() != 2 || j.GetConversation() != "room:lobby" {
+				if topic != topics.Delivery("c1") || d.GetControl().GetJoin() != "lobby" || d.GetFrame().GetRequestId() != 4 || j.GetRoom() != "lobby" || j.GetOnlineCount() != 2 || j.GetLatestSeq() != 2 || j.GetConversation() != "room:lobby" {
 					t.Fatalf("joined %v on %s", d, topic)
 				}
 			}
@@ -111,15 +134,22 @@ func TestLoginJoinLeaveClose(t *testing.T) {
 			}
 		}
 	}
-	if joined != 1 || presenceFrames != 2 {
-		t.Fatalf("joined %d presence %d, want 1 and 2 (c1, c2): %v", joined, presenceFrames, got)
+	if joined != 1 || presenceFrames != 2 || len(got[topics.Delivery("c3")]) != 0 {
+		t.Fatalf("joined %d presence %d, want 1 and 2 (c1, c2, not c3): %v", joined, presenceFrames, got)
 	}
 
+	// bob leaves: no reply (the comet answered), alice's comet hears it.
 	event(t, h, &topicpb.SessionEvent{Kind: topicpb.SessionEvent_LEFT, Session: sess("c2", "b1"), User: "bob", Room: "lobby"})
-	if u, _, _ := store.RoomOnline(ctx, "lobby"); u != 1 {
-		t.Fatalf("lobby online after bob left = %d", u)
+	if u, c, _ := store.RoomOnline(ctx, "lobby"); u != 1 || c != 1 {
+		t.Fatalf("lobby online after bob left = %d users %d conns", u, c)
 	}
-	rec.Take()
+	got = deliveries(t, rec)
+	if len(got) != 1 || len(got[topics.Delivery("c1")]) != 1 {
+		t.Fatalf("after leave: %v, want one frame to c1", got)
+	}
+	if p := got[topics.Delivery("c1")][0].GetFrame().GetPresence(); p.GetUser() != "bob" || p.GetOnline() || p.GetOnlineCount() != 1 {
+		t.Fatalf("leave presence %v", p)
+	}
 	event(t, h, &topicpb.SessionEvent{Kind: topicpb.SessionEvent_CLOSED, Session: sess("c1", "a1"), User: "alice"})
 	if u, c, _ := store.RoomOnline(ctx, "lobby"); u != 0 || c != 0 {
 		t.Fatalf("lobby online after alice closed = %d users %d conns", u, c)
@@ -149,12 +179,13 @@ func TestNoPresenceFramesAboveLimit(t *testing.T) {
 }
 
 func TestSweeperExpiresSilentSessions(t *testing.T) {
-	h, store, _ := fixture(t, presence.Config{SessionTTL: 300 * time.Millisecond, SweepInterval: 50 * time.Millisecond})
+	h, store, rec := fixture(t, presence.Config{SessionTTL: 300 * time.Millisecond, SweepInterval: 50 * time.Millisecond})
 	ctx := context.Background()
 	for _, u := range []string{"alice", "bob"} {
 		event(t, h, &topicpb.SessionEvent{Kind: topicpb.SessionEvent_OPENED, Session: sess("c1", u), User: u})
 		event(t, h, &topicpb.SessionEvent{Kind: topicpb.SessionEvent_JOINED, Session: sess("c1", u), User: u, Room: "lobby"})
 	}
+	rec.Take()
 	h.Start()
 	defer h.Stop()
 	// alice's comet keeps reporting her; nobody reports bob.
@@ -168,6 +199,19 @@ func TestSweeperExpiresSilentSessions(t *testing.T) {
 	users, _, _ := store.RoomOnline(ctx, "lobby")
 	if !on["alice"] || users != 1 {
 		t.Fatalf("alice online %v, lobby users %d; want alice kept alone", on, users)
+	}
+	// The sweep tells the lobby's remaining comet that bob went (it
+	// publishes just after the counts change, so poll for it).
+	var frames []*topicpb.Delivery
+	testinfra.Eventually(t, 5*time.Second, func() bool {
+		frames = append(frames, deliveries(t, rec)[topics.Delivery("c1")]...)
+		return len(frames) > 0
+	}, "no presence frame from the sweep")
+	if len(frames) != 1 {
+		t.Fatalf("sweep frames %v, want one", frames)
+	}
+	if d, p := frames[0], frames[0].GetFrame().GetPresence(); p.GetUser() != "bob" || p.GetOnline() || p.GetOnlineCount() != 1 || d.GetRoom() != "lobby" {
+		t.Fatalf("sweep presence %v", d)
 	}
 }
 
