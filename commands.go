@@ -88,15 +88,27 @@ func runWorker(ctx context.Context, args []string) error {
 	}
 	var s app.Settings
 	s.Register(fs)
-	if err := app.Parse(fs, args); err != nil {
+	// Worker names and flags may come in any order.
+	var names []string
+	for rest := args; len(rest) > 0; {
+		if err := fs.Parse(rest); err != nil {
+			return err
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		names = append(names, fs.Arg(0))
+		rest = fs.Args()[1:]
+	}
+	if err := app.Parse(fs, nil); err != nil { // the environment, for flags not given
 		return err
 	}
-	if fs.NArg() == 0 {
+	if len(names) == 0 {
 		fs.Usage()
 		return flag.ErrHelp
 	}
 	var roles []app.Role
-	for _, name := range fs.Args() {
+	for _, name := range names {
 		if name == "all" {
 			roles = append(roles, app.Workers...)
 			continue

@@ -1,0 +1,57 @@
+package testinfra
+
+import (
+	"context"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// RedisCluster starts a real Redis Cluster of three masters with one
+// replica each (six redis-server processes on free loopback ports) and
+// returns the nodes' addresses once the cluster reports cluster_state:ok.
+func RedisCluster(t testing.TB) []string {
+	t.Helper()
+	bin, err := RedisServerPath()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli := filepath.Join(filepath.Dir(bin), "redis-cli")
+	var addrs []string
+	for i := range 6 {
+		dir := t.TempDir()
+		port := FreePort(t)
+		cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", dir,
+			"--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(dir, "nodes.conf"),
+			"--cluster-node-timeout", "2000", "--save", "", "--appendonly", "no", "--daemonize", "no",
+			"--logfile", filepath.Join(dir, "redis.log"))
+		if err := cmd.Start(); err != nil {
+			t.Fatalf("redis cluster node %d: %v", i, err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		addr := "127.0.0.1:" + strconv.Itoa(port)
+		if err := waitRedis(addr, cmd); err != nil {
+			t.Fatal(err)
+		}
+		addrs = append(addrs, addr)
+	}
+	args := append([]string{"--cluster", "create"}, addrs...)
+	args = append(args, "--cluster-replicas", "1", "--cluster-yes")
+	if out, err := exec.Command(cli, args...).CombinedOutput(); err != nil {
+		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
+	}
+	c := redis.NewClient(&redis.Options{Addr: addrs[0]})
+	defer c.Close()
+	Eventually(t, 30*time.Second, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		info, err := c.ClusterInfo(ctx).Result()
+		return err == nil && strings.Contains(info, "cluster_state:ok")
+	}, "redis cluster not ok")
+	return addrs
+}
