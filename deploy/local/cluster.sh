@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# A local multi-process laneIM cluster: every worker and gateway in its own
+# process, two comets, a real 3-master/3-replica Redis Cluster, a
+# single-member etcd and the standalone Kafka-protocol broker, all on
+# loopback, with state and logs in .run/cluster/.
+#
+#   deploy/local/cluster.sh start     build, start everything, print the addresses
+#   deploy/local/cluster.sh stop      stop everything
+#   deploy/local/cluster.sh status    what runs
+#
+# Needs redis-server and redis-cli (deploy/test.sh installs them).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+run=.run/cluster
+bin=$run/laneim
+export PATH="$PATH:/usr/sbin"
+
+start_bg() { # name, command...
+  local name=$1; shift
+  nohup "$@" >"$run/$name.log" 2>&1 &
+  echo $! >"$run/$name.pid"
+}
+
+wait_port() {
+  for _ in $(seq 300); do
+    (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "cluster.sh: nothing listens on $1" >&2
+  return 1
+}
+
+start() {
+  mkdir -p "$run"
+  go build -o "$bin" .
+  start_bg broker "$bin" broker --addr 127.0.0.1:19092 --data "$run/kafka"
+  wait_port 19092
+  start_bg etcd "$bin" etcd --addr 127.0.0.1:12379 --peer-addr 127.0.0.1:12380 --data "$run/etcd"
+  wait_port 12379
+  nodes=()
+  for port in 17001 17002 17003 17004 17005 17006; do
+    mkdir -p "$run/redis-$port"
+    start_bg "redis-$port" redis-server --port "$port" --bind 127.0.0.1 --dir "$run/redis-$port" \
+      --cluster-enabled yes --cluster-config-file nodes.conf --save "" --appendonly no
+    wait_port "$port"
+    nodes+=("127.0.0.1:$port")
+  done
+  if ! redis-cli -p 17001 cluster info | grep -q cluster_state:ok; then
+    redis-cli --cluster create "${nodes[@]}" --cluster-replicas 1 --cluster-yes >"$run/redis-create.log"
+    for _ in $(seq 100); do redis-cli -p 17001 cluster info | grep -q cluster_state:ok && break; sleep 0.1; done
+  fi
+  export LANEIM_KAFKA=127.0.0.1:19092 LANEIM_REDIS=$(IFS=,; echo "${nodes[*]}") LANEIM_ETCD=127.0.0.1:12379
+  export LANEIM_SECRET=${LANEIM_SECRET:-laneim-dev-secret} LANEIM_API_TOKEN=${LANEIM_API_TOKEN:-laneim-dev-api-token}
+  "$bin" seed --seed testdata/seed.json
+  start_bg login-presence "$bin" worker login presence --admin-addr 127.0.0.1:19101
+  start_bg routing "$bin" worker routing --admin-addr 127.0.0.1:19102
+  start_bg fanout "$bin" worker fanout --admin-addr 127.0.0.1:19103
+  start_bg history "$bin" worker persist history --history "$run/history.db" --admin-addr 127.0.0.1:19104
+  start_bg comet-1 "$bin" comet --comet-id comet-1 --comet-addr 127.0.0.1:18081 --admin-addr 127.0.0.1:19105
+  start_bg comet-2 "$bin" comet --comet-id comet-2 --comet-addr 127.0.0.1:18082 --admin-addr 127.0.0.1:19106
+  start_bg api "$bin" api --api-addr 127.0.0.1:19090 --admin-addr 127.0.0.1:19107
+  for port in 18081 18082 19090; do wait_port "$port"; done
+  cat <<MSG
+laneIM local cluster is up (logs and state in $run/):
+  comets      ws://127.0.0.1:18081/ws  ws://127.0.0.1:18082/ws
+  api         127.0.0.1:19090 (Bearer $LANEIM_API_TOKEN)
+  kafka       127.0.0.1:19092   etcd 127.0.0.1:12379   redis cluster ${nodes[*]}
+  metrics     http://127.0.0.1:19101/metrics ... :19107
+Try: $bin chat --user alice --url ws://127.0.0.1:18081/ws   and   $bin chat --user bob --url ws://127.0.0.1:18082/ws
+Stop: deploy/local/cluster.sh stop
+MSG
+}
+
+stop() {
+  [ -d "$run" ] || return 0
+  for f in "$run"/*.pid; do
+    [ -e "$f" ] || continue
+    kill "$(cat "$f")" 2>/dev/null || true
+    rm -f "$f"
+  done
+  echo "laneIM local cluster stopped"
+}
+
+status() {
+  for f in "$run"/*.pid; do
+    [ -e "$f" ] || continue
+    name=$(basename "$f" .pid)
+    if kill -0 "$(cat "$f")" 2>/dev/null; then echo "up    $name"; else echo "down  $name"; fi
+  done
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  status) status ;;
+  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+esac
