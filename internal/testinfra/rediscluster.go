@@ -45,13 +45,26 @@ func RedisCluster(t testing.TB) []string {
 	if out, err := exec.Command(cli, args...).CombinedOutput(); err != nil {
 		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
 	}
-	c := redis.NewClient(&redis.Options{Addr: addrs[0]})
-	defer c.Close()
-	Eventually(t, 30*time.Second, func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	// Ready when every node says so and a client can write to every master.
+	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs})
+	defer cc.Close()
+	Eventually(t, 60*time.Second, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		info, err := c.ClusterInfo(ctx).Result()
-		return err == nil && strings.Contains(info, "cluster_state:ok")
+		for _, a := range addrs {
+			c := redis.NewClient(&redis.Options{Addr: a})
+			info, err := c.ClusterInfo(ctx).Result()
+			c.Close()
+			if err != nil || !strings.Contains(info, "cluster_state:ok") {
+				return false
+			}
+		}
+		for i := range 32 {
+			if err := cc.Set(ctx, "laneim:probe:"+strconv.Itoa(i), "1", time.Minute).Err(); err != nil {
+				return false
+			}
+		}
+		return true
 	}, "redis cluster not ok")
 	return addrs
 }
