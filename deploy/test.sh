@@ -2,8 +2,9 @@
 # Runs laneIM's whole test suite on a fresh Debian machine that has Go.
 #
 # It installs, from Debian's packages, the servers the tests run against
-# (redis-server, mariadb-server) when they are missing, then runs
-# `go test -race ./...`.
+# (redis-server, mariadb-server, chromium) when they are missing, and the
+# browser test's npm package (playwright-core, into testdata/browser), then
+# runs `go test -race ./...`.
 # The tests start their own servers on free loopback ports in temporary
 # folders (see internal/testinfra), so nothing here touches a system-wide
 # service and several runs can share a machine.
@@ -16,6 +17,7 @@ packages=()
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/bin/$1" ] || [ -x "/usr/sbin/$1" ]; }
 have redis-server || packages+=(redis-server)
 have mariadbd || packages+=(mariadb-server)
+have chromium || packages+=(chromium)
 have mariadb-install-db || packages+=(mariadb-server)
 
 if [ ${#packages[@]} -gt 0 ]; then
@@ -26,6 +28,11 @@ if [ ${#packages[@]} -gt 0 ]; then
   # Debian may try to start the packages' own services; the tests do not
   # use them (each test starts its servers on free ports).
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $(printf '%s\n' "${packages[@]}" | sort -u) >/dev/null
+fi
+
+if [ ! -d testdata/browser/node_modules/playwright-core ]; then
+  echo "deploy/test.sh: npm install in testdata/browser" >&2
+  (cd testdata/browser && npm install --no-audit --no-fund --silent)
 fi
 
 export PATH="$PATH:/usr/sbin"

@@ -56,6 +56,7 @@ func newWithLifecycle(p params) (*Comet, error) {
 	cfg = c.Config()
 	mux := http.NewServeMux()
 	mux.Handle(cfg.Path, c)
+	mux.Handle("/", WebClient())
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	serveDone := make(chan error, 1)
