@@ -32,6 +32,8 @@ type DevConfig struct {
 	// KafkaAddr, RedisAddr and EtcdAddr are where the embedded servers
 	// listen ("127.0.0.1:0" for any free port; etcd needs a fixed port).
 	KafkaAddr, RedisAddr, EtcdAddr string
+	// EtcdPeerAddr is etcd's peer listener (default: EtcdAddr's port + 1).
+	EtcdPeerAddr string
 	// DataDir holds etcd's data (a fresh temporary folder when empty).
 	DataDir string
 	// Seed is the demo directory file.
@@ -53,11 +55,12 @@ type Dev struct {
 
 // StartDev starts the embedded infrastructure, creates the topics, seeds
 // the directory and starts every role. Close stops everything.
-func StartDev(ctx context.Context, cfg DevConfig, logger *slog.Logger) (d *Dev, err error) {
-	d = &Dev{settings: cfg.Settings}
+func StartDev(ctx context.Context, cfg DevConfig, logger *slog.Logger) (_ *Dev, err error) {
+	d := &Dev{settings: cfg.Settings}
 	defer func() {
 		if err != nil {
-			d.Close(context.Background())
+			// Stop what did start; the start error is the one to report.
+			_ = d.Close(context.Background())
 		}
 	}()
 	if cfg.DataDir == "" {
@@ -77,9 +80,12 @@ func StartDev(ctx context.Context, cfg DevConfig, logger *slog.Logger) (d *Dev, 
 	}
 	d.startTicking()
 	if cfg.EtcdAddr != "" {
-		peer, perr := nextPort(cfg.EtcdAddr)
-		if perr != nil {
-			return nil, fmt.Errorf("dev: etcd address: %w", perr)
+		peer := cfg.EtcdPeerAddr
+		if peer == "" {
+			var perr error
+			if peer, perr = nextPort(cfg.EtcdAddr); perr != nil {
+				return nil, fmt.Errorf("dev: etcd address: %w", perr)
+			}
 		}
 		if d.etcd, err = embedded.StartEtcd(embedded.EtcdConfig{Dir: filepath.Join(cfg.DataDir, "etcd"), ClientAddr: cfg.EtcdAddr, PeerAddr: peer}); err != nil {
 			return nil, fmt.Errorf("dev: %w", err)

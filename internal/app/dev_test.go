@@ -31,8 +31,10 @@ func TestDevCluster(t *testing.T) {
 		KafkaAddr: "127.0.0.1:0",
 		RedisAddr: "127.0.0.1:0",
 		EtcdAddr:  "127.0.0.1:" + strconv.Itoa(testinfra.FreePort(t)),
-		DataDir:   t.TempDir(),
-		Seed:      "../../testdata/seed.json",
+		// Its own free port: the one after the client port may be taken.
+		EtcdPeerAddr: "127.0.0.1:" + strconv.Itoa(testinfra.FreePort(t)),
+		DataDir:      t.TempDir(),
+		Seed:         "../../testdata/seed.json",
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
