@@ -284,22 +284,33 @@ func createRoom(ctx context.Context, cfg Config, room string) error {
 	if err := store.PutRoom(ctx, directory.Room{ID: room, Name: "bench", Kind: "group"}); err != nil {
 		return fmt.Errorf("bench: room: %w", err)
 	}
-	sem := make(chan struct{}, 32)
+	return forEach(cfg.Members, 32, func(i int) error {
+		u := memberID(i)
+		err := store.PutUser(ctx, directory.User{ID: u, Name: u})
+		if err == nil {
+			err = store.AddMember(ctx, room, u)
+		}
+		if err != nil {
+			return fmt.Errorf("bench: member %s: %w", u, err)
+		}
+		return nil
+	})
+}
+
+// forEach runs fn for 0..n-1, at most limit at a time, and returns the
+// first error once all have finished.
+func forEach(n, limit int, fn func(i int) error) error {
+	sem := make(chan struct{}, limit)
 	var wg sync.WaitGroup
 	var firstErr error
 	var once sync.Once
-	for i := range cfg.Members {
+	for i := range n {
 		sem <- struct{}{}
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			u := memberID(i)
-			err := store.PutUser(ctx, directory.User{ID: u, Name: u})
-			if err == nil {
-				err = store.AddMember(ctx, room, u)
-			}
-			if err != nil {
-				once.Do(func() { firstErr = fmt.Errorf("bench: member %s: %w", u, err) })
+			if err := fn(i); err != nil {
+				once.Do(func() { firstErr = err })
 			}
 		}()
 	}
@@ -312,28 +323,12 @@ func memberID(i int) string { return fmt.Sprintf("bench-user-%d", i) }
 // connectMembers dials, logs in and joins every member, DialConcurrency at a time.
 func connectMembers(ctx context.Context, cfg Config, room string) ([]*member, error) {
 	members := make([]*member, cfg.Members)
-	sem := make(chan struct{}, cfg.DialConcurrency)
-	var wg sync.WaitGroup
-	var firstErr error
-	var once sync.Once
-	for i := range cfg.Members {
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			m, err := connectOne(ctx, cfg, memberID(i), room)
-			if err != nil {
-				once.Do(func() { firstErr = err })
-				return
-			}
-			members[i] = m
-		}()
-	}
-	wg.Wait()
-	if firstErr != nil {
-		return members, firstErr
-	}
-	return members, nil
+	err := forEach(cfg.Members, cfg.DialConcurrency, func(i int) error {
+		m, err := connectOne(ctx, cfg, memberID(i), room)
+		members[i] = m
+		return err
+	})
+	return members, err
 }
 
 func connectOne(ctx context.Context, cfg Config, user, room string) (*member, error) {
