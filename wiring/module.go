@@ -87,6 +87,7 @@ func newRedis(lc fx.Lifecycle, cfg Config) (redis.UniversalClient, error) {
 
 type routerParams struct {
 	fx.In
+	Lifecycle fx.Lifecycle
 	Metrics   *Metrics
 	Config    Config
 	Handlers  []Handler `group:"handlers"`
@@ -96,5 +97,12 @@ type routerParams struct {
 }
 
 func newRouter(p routerParams) (*message.Router, error) {
+	if len(p.Handlers) > 0 {
+		lag := newLagCollector(p.Config.Kafka, p.Handlers)
+		if err := p.Metrics.Registry.Register(lag); err != nil {
+			return nil, err
+		}
+		p.Lifecycle.Append(fx.StopHook(lag.Close))
+	}
 	return NewRouter(p.Config.Router, p.Handlers, p.Subscribe, p.Publisher, p.Logger, p.Metrics.Middleware)
 }

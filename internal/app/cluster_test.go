@@ -640,6 +640,7 @@ func TestE2EMetricsAndHealth(t *testing.T) {
 		`laneim_handler_seconds_count{handler="comet.c1"}`,
 		`laneim_comet_connections{comet="c1"} 1`,
 		`laneim_comet_frames_sent_total{comet="c1"}`,
+		`laneim_handler_lag_messages{handler="routing",partition="0",topic="messages.submitted"}`,
 	}
 	testinfra.Eventually(t, 10*time.Second, func() bool {
 		_, body := get("/metrics")
