@@ -281,14 +281,17 @@ func TestReconnectsAfterLosingTheConnection(t *testing.T) {
 	defer stop()
 	f.exec("INSERT INTO users (id) VALUES ('before')")
 	f.eventually("first user not synced", func() bool { _, ok := f.user("before"); return ok })
-	// Kill the worker's replication connection on the server.
-	res, err := f.sql.Execute("SELECT id FROM information_schema.PROCESSLIST WHERE COMMAND LIKE 'Binlog Dump%'")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.RowNumber() == 0 {
-		t.Fatal("no binlog dump thread on the server")
-	}
+	// Kill the worker's replication connection on the server, once it
+	// exists (the first user may have come with the snapshot).
+	var res *mysql.Result
+	f.eventually("no binlog dump thread on the server", func() bool {
+		var err error
+		res, err = f.sql.Execute("SELECT id FROM information_schema.PROCESSLIST WHERE COMMAND LIKE 'Binlog Dump%'")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.RowNumber() > 0
+	})
 	for i := range res.RowNumber() {
 		id, _ := res.GetInt(i, 0)
 		f.exec(fmt.Sprintf("KILL %d", id))
