@@ -308,3 +308,24 @@ func BenchmarkJoinRoom(b *testing.B) {
 		}
 	}
 }
+
+func TestSessionOpen(t *testing.T) {
+	s := newStore(t)
+	ctx := context.Background()
+	ref := directory.SessionRef{Comet: "c1", Conn: "x"}
+	check := func(want bool) {
+		t.Helper()
+		if open, err := s.SessionOpen(ctx, ref); err != nil || open != want {
+			t.Fatalf("SessionOpen = %v, %v; want %v", open, err, want)
+		}
+	}
+	check(false)
+	if err := s.OpenSession(ctx, directory.Session{Comet: "c1", Conn: "x", User: "u"}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	check(true)
+	if _, _, _, err := s.CloseSession(ctx, ref); err != nil {
+		t.Fatal(err)
+	}
+	check(false)
+}

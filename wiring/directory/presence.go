@@ -150,6 +150,12 @@ func (s *Store) CloseSession(ctx context.Context, ref SessionRef) (sess Session,
 		return Session{}, nil, false, nil
 	}
 	sess = Session{Comet: ref.Comet, Conn: ref.Conn, User: m["user"], Device: m["device"]}
+	// Mark the session closing before reading its rooms: a join racing
+	// with this close either lands in the rooms read below, or sees the
+	// mark (SessionOpen) and takes itself back.
+	if err := s.rdb.HSet(ctx, sessionKey(id), "closing", "1").Err(); err != nil {
+		return Session{}, nil, false, fmt.Errorf("directory: close %s: %w", id, err)
+	}
 	joined, err := s.rdb.SMembers(ctx, sessionRoomsKey(id)).Result()
 	if err != nil {
 		return Session{}, nil, false, fmt.Errorf("directory: close %s: %w", id, err)
@@ -172,6 +178,16 @@ func (s *Store) CloseSession(ctx context.Context, ref SessionRef) (sess Session,
 		return Session{}, nil, false, fmt.Errorf("directory: close %s: %w", id, err)
 	}
 	return sess, rooms, true, nil
+}
+
+// SessionOpen reports whether a connection's session exists and is not
+// being closed.
+func (s *Store) SessionOpen(ctx context.Context, ref SessionRef) (bool, error) {
+	vals, err := s.rdb.HMGet(ctx, sessionKey(sessionID(ref)), "user", "closing").Result()
+	if err != nil {
+		return false, fmt.Errorf("directory: session %s: %w", sessionID(ref), err)
+	}
+	return vals[0] != nil && vals[1] == nil, nil
 }
 
 // Heartbeat extends the deadline of the comet and of each live session to

@@ -70,6 +70,7 @@ type Store interface {
 	RoomsOf(ctx context.Context, user string) ([]string, error)
 	LatestSeqs(ctx context.Context, conversations ...string) (map[string]uint64, error)
 	Conversations(ctx context.Context, user string) ([]string, error)
+	SessionOpen(ctx context.Context, ref directory.SessionRef) (bool, error)
 }
 
 // Handler handles session events. Handle is safe for concurrent use; the
@@ -180,6 +181,14 @@ func (h *Handler) joined(ctx context.Context, ev *topicpb.SessionEvent) error {
 	}
 	rc, err := h.store.JoinRoom(ctx, ref(s), ev.GetUser(), room)
 	if err != nil {
+		return err
+	}
+	// A session being closed (expired, say) while it joined must not
+	// leave an entry in the room behind it.
+	if open, err := h.store.SessionOpen(ctx, ref(s)); err != nil {
+		return err
+	} else if !open {
+		_, err := h.store.LeaveRoom(ctx, ref(s), ev.GetUser(), room)
 		return err
 	}
 	conv := topics.RoomConversation(room)

@@ -221,3 +221,28 @@ func TestUndecodableIsPermanent(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// TestJoinOfAClosingSessionLeavesNothing: a join that races with the
+// session's close (the sweeper expiring it) takes itself back.
+func TestJoinOfAClosingSessionLeavesNothing(t *testing.T) {
+	h, store, rec := fixture(t, presence.Config{})
+	ctx := context.Background()
+	event(t, h, &topicpb.SessionEvent{Kind: topicpb.SessionEvent_OPENED, Session: sess("c1", "a1"), User: "alice"})
+	ref := directory.SessionRef{Comet: "c1", Conn: "a1"}
+	if _, _, ok, err := store.CloseSession(ctx, ref); err != nil || !ok {
+		t.Fatal(err)
+	}
+	rec.Take()
+	for _, conn := range []string{"a1", "never-opened"} {
+		event(t, h, &topicpb.SessionEvent{Kind: topicpb.SessionEvent_JOINED, Session: sess("c1", conn), User: "alice", Room: "lobby", RequestId: 5})
+	}
+	if users, conns, _ := store.RoomOnline(ctx, "lobby"); users != 0 || conns != 0 {
+		t.Fatalf("lobby has %d users on %d connections after joins of dead sessions", users, conns)
+	}
+	if comets, _ := store.RoomComets(ctx, "lobby"); len(comets) != 0 {
+		t.Fatalf("lobby still routed to %v", comets)
+	}
+	if out := rec.Take(); len(out) != 0 {
+		t.Fatalf("answered a dead session: %v", out)
+	}
+}
