@@ -89,7 +89,7 @@ func startClusterRoles(t *testing.T, tune func(*Settings), roles []Role) *cluste
 	if s.MySQL != "" {
 		roles = append(roles, Binlog)
 	} else {
-		sd, err := seed.Load("../../testdata/seed.json")
+		sd, err := seed.Load(testinfra.DemoSeed())
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -12,7 +12,7 @@ import (
 )
 
 func TestDemoSeedAppliesToRedis(t *testing.T) {
-	s, err := seed.Load("../../testdata/seed.json")
+	s, err := seed.Load(testinfra.DemoSeed())
 	if err != nil {
 		t.Fatal(err)
 	}

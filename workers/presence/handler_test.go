@@ -9,7 +9,6 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
-	"github.com/laneim/laneim/internal/seed"
 	"github.com/laneim/laneim/internal/testinfra"
 	"github.com/laneim/laneim/proto/clientpb"
 	"github.com/laneim/laneim/proto/topicpb"
@@ -21,14 +20,7 @@ import (
 
 func fixture(t *testing.T, cfg presence.Config) (*presence.Handler, *directory.Store, *testinfra.Recorder) {
 	t.Helper()
-	store := directory.New(testinfra.RedisClient(t))
-	s, err := seed.Load("../../testdata/seed.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Apply(context.Background(), store); err != nil {
-		t.Fatal(err)
-	}
+	store := testinfra.DemoDirectory(t)
 	rec := &testinfra.Recorder{}
 	return presence.New(cfg, store, rec, slog.New(slog.DiscardHandler)), store, rec
 }

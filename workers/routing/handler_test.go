@@ -8,7 +8,6 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
-	"github.com/laneim/laneim/internal/seed"
 	"github.com/laneim/laneim/internal/testinfra"
 	"github.com/laneim/laneim/proto/clientpb"
 	"github.com/laneim/laneim/proto/topicpb"
@@ -22,15 +21,8 @@ import (
 // alice online on comets c1 and c2, bob on c3, alice's c1 connection in lobby.
 func fixture(t *testing.T) (*routing.Handler, *testinfra.Recorder) {
 	t.Helper()
-	store := directory.New(testinfra.RedisClient(t))
+	store := testinfra.DemoDirectory(t)
 	ctx := context.Background()
-	s, err := seed.Load("../../testdata/seed.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Apply(ctx, store); err != nil {
-		t.Fatal(err)
-	}
 	for _, sess := range []directory.Session{{Comet: "c1", Conn: "a1", User: "alice"}, {Comet: "c2", Conn: "a2", User: "alice"}, {Comet: "c3", Conn: "b1", User: "bob"}} {
 		if err := store.OpenSession(ctx, sess, time.Minute); err != nil {
 			t.Fatal(err)
