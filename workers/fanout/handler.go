@@ -4,7 +4,10 @@
 package fanout
 
 import (
+	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -20,12 +23,20 @@ import (
 // Name is the handler's name; its consumer group is laneim.fanout.
 const Name = "fanout"
 
-// Handler fans routed messages out to comets. It is safe for concurrent use.
+// DeliveredMetadata is the metadata field of a routed message in which
+// Handle notes, when some comets failed, the comets that already have it
+// (comma-separated), so that a retry of the same message publishes only to
+// the others. It stays on the message if it goes to dead letters.
+const DeliveredMetadata = "laneim_fanout_delivered"
+
+// Handler fans routed messages out to comets. It is safe for concurrent
+// use, provided its Publisher is.
 type Handler struct {
 	pub message.Publisher
 }
 
-// New returns a fan-out Handler publishing with pub.
+// New returns a fan-out Handler publishing with pub, which must be safe for
+// concurrent use: Handle publishes to all target comets at once.
 func New(pub message.Publisher) *Handler { return &Handler{pub: pub} }
 
 // Handler returns the pipeline handler consuming topics.Routed.
@@ -33,49 +44,77 @@ func (h *Handler) Handler() wiring.Handler {
 	return wiring.Handler{Name: Name, Topic: topics.Routed.Name, Handle: h.Handle}
 }
 
-// Handle publishes one delivery per target comet and returns once every
-// comet's topic has it. A failure for any comet fails the message, which
-// is then retried whole: comets may see a room frame twice, and clients
-// drop repeated (conversation, seq) pairs.
+// Handle publishes one delivery per target comet (Routed.comets, which
+// routing makes distinct), all at once, and returns
+// nil (the routed message is acked) once every comet's topic has it. The
+// delivery is encoded once; each comet gets its own Watermill message with
+// those bytes.
+//
+// Comets deduplicate nothing, so a comet is published to once per message:
+// if some comets fail, Handle returns their errors joined (transient: the
+// router retries) and records the comets that succeeded in the message's
+// DeliveredMetadata, and the retry skips them. Only a redelivery after a
+// crash can reach a comet twice. An undecodable payload is a Permanent error.
 func (h *Handler) Handle(msg *message.Message) error {
 	r, err := topics.Routed.Decode(msg)
 	if err != nil {
 		return wiring.Permanent(err)
 	}
-	if len(r.GetComets()) == 0 {
+	comets := pending(r.GetComets(), msg.Metadata.Get(DeliveredMetadata))
+	if len(comets) == 0 {
 		return nil
 	}
-	// The delivery is the same for every comet: encode it once.
-	payload, err := proto.Marshal(&topicpb.Delivery{
+	d := &topicpb.Delivery{
 		Room:      r.GetRoom(),
 		Users:     r.GetUsers(),
 		Broadcast: r.GetBroadcast(),
 		Frame: &clientpb.ServerFrame{Body: &clientpb.ServerFrame_Messages{
 			Messages: &clientpb.MessageBatch{Messages: []*clientpb.Message{r.GetMessage()}},
 		}},
-	})
+	}
+	payload, err := proto.Marshal(d)
 	if err != nil {
 		return fmt.Errorf("fanout: encode delivery: %w", err)
 	}
-	comets := r.GetComets()
+	key := topics.Deliveries.Key(d)
 	errs := make([]error, len(comets))
 	var wg sync.WaitGroup
 	for i, comet := range comets {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			// A Watermill message must not be shared between Publish calls.
 			out := message.NewMessage(watermill.NewUUID(), payload)
+			out.Metadata.Set(topics.KeyMetadata, key)
 			if err := h.pub.Publish(topics.Delivery(comet), out); err != nil {
 				errs[i] = fmt.Errorf("fanout: deliver %s#%d to %s: %w", r.GetMessage().GetConversation(), r.GetMessage().GetSeq(), comet, err)
 			}
-		}()
+		})
 	}
 	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return err
+	if err := errors.Join(errs...); err != nil {
+		delivered := strings.Split(msg.Metadata.Get(DeliveredMetadata), ",")
+		for i, comet := range comets {
+			if errs[i] == nil {
+				delivered = append(delivered, comet)
+			}
 		}
+		msg.Metadata.Set(DeliveredMetadata, strings.Trim(strings.Join(delivered, ","), ","))
+		return err
 	}
 	return nil
+}
+
+// pending returns the comets not in delivered, a comma-separated list
+// (comet ids are topic-name safe and hold no comma).
+func pending(comets []string, delivered string) []string {
+	if delivered == "" {
+		return comets
+	}
+	done := strings.Split(delivered, ",")
+	out := make([]string, 0, len(comets))
+	for _, c := range comets {
+		if !slices.Contains(done, c) {
+			out = append(out, c)
+		}
+	}
+	return out
 }
