@@ -37,7 +37,8 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// Users looks users up in the directory.
+// Users looks users up in the directory; *directory.Store implements it.
+// It must be safe for concurrent use.
 type Users interface {
 	User(ctx context.Context, id string) (directory.User, bool, error)
 }
@@ -64,7 +65,12 @@ func (h *Handler) Handler() wiring.Handler {
 	return wiring.Handler{Name: Name, Topic: topics.LoginRequests.Name, Handle: h.Handle}
 }
 
-// Handle processes one LoginRequest.
+// Handle processes one LoginRequest. A login accepted is announced as an
+// OPENED SessionEvent; a login refused (bad or expired token, unknown or
+// disabled user) is answered with an Error frame on the comet's delivery
+// topic. Either way Handle returns nil once the broker has the message, and
+// the request is acked. A directory or broker failure is returned plainly,
+// to be retried; an undecodable payload is a Permanent error.
 func (h *Handler) Handle(msg *message.Message) error {
 	req, err := topics.LoginRequests.Decode(msg)
 	if err != nil {
@@ -73,7 +79,7 @@ func (h *Handler) Handle(msg *message.Message) error {
 	sess := req.GetSession()
 	user, err := VerifyToken(h.cfg.Secret, req.GetToken(), h.now())
 	if err != nil {
-		h.logger.Debug("login refused", "session", topics.SessionKey(sess), "err", err)
+		h.logger.Debug("login refused", "session", topics.SessionKey(sess), "expired", errors.Is(err, ErrTokenExpired), "err", err)
 		text := "invalid token"
 		if errors.Is(err, ErrTokenExpired) {
 			text = "token expired"
@@ -85,6 +91,7 @@ func (h *Handler) Handle(msg *message.Message) error {
 		return fmt.Errorf("login: %w", err)
 	}
 	if !ok || u.Disabled {
+		h.logger.Debug("login refused", "session", topics.SessionKey(sess), "user", user, "known", ok)
 		return h.refuse(req, clientpb.Error_UNKNOWN_USER, "unknown or disabled user")
 	}
 	out, err := topics.SessionEvents.Encode(&topicpb.SessionEvent{

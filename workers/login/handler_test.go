@@ -28,6 +28,24 @@ func (f fakeUsers) User(_ context.Context, id string) (directory.User, bool, err
 	return u, ok, nil
 }
 
+type downUsers struct{}
+
+func (downUsers) User(context.Context, string) (directory.User, bool, error) {
+	return directory.User{}, false, errors.New("redis: connection refused")
+}
+
+// signed returns a token for claims signed with method and key.
+func signed(t *testing.T, method jwt.SigningMethod, claims jwt.Claims, key any) string {
+	t.Helper()
+	tok, err := jwt.NewWithClaims(method, claims).SignedString(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+func inAnHour() *jwt.NumericDate { return jwt.NewNumericDate(time.Now().Add(time.Hour)) }
+
 func mint(t *testing.T, key []byte, user string, ttl time.Duration) string {
 	t.Helper()
 	tok, err := login.MintToken(key, user, ttl)
@@ -39,15 +57,6 @@ func mint(t *testing.T, key []byte, user string, ttl time.Duration) string {
 
 func TestHandle(t *testing.T) {
 	users := fakeUsers{"alice": {ID: "alice"}, "mallory": {ID: "mallory", Disabled: true}}
-	none := jwt.NewWithClaims(jwt.SigningMethodNone, jwt.RegisteredClaims{Subject: "alice", ExpiresAt: jwt.NewNumericDate(time.Now().Add(time.Hour))})
-	noneTok, err := none.SignedString(jwt.UnsafeAllowNoneSignatureType)
-	if err != nil {
-		t.Fatal(err)
-	}
-	noExp, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.RegisteredClaims{Subject: "alice"}).SignedString(secret)
-	if err != nil {
-		t.Fatal(err)
-	}
 	tests := []struct {
 		name  string
 		token string
@@ -56,8 +65,11 @@ func TestHandle(t *testing.T) {
 		{"good", mint(t, secret, "alice", time.Hour), clientpb.Error_CODE_UNSPECIFIED},
 		{"expired", mint(t, secret, "alice", -time.Second), clientpb.Error_BAD_TOKEN},
 		{"bad signature", mint(t, []byte("other"), "alice", time.Hour), clientpb.Error_BAD_TOKEN},
-		{"alg none", noneTok, clientpb.Error_BAD_TOKEN},
-		{"no expiry", noExp, clientpb.Error_BAD_TOKEN},
+		{"alg none", signed(t, jwt.SigningMethodNone, jwt.RegisteredClaims{Subject: "alice", ExpiresAt: inAnHour()}, jwt.UnsafeAllowNoneSignatureType), clientpb.Error_BAD_TOKEN},
+		{"alg HS512", signed(t, jwt.SigningMethodHS512, jwt.RegisteredClaims{Subject: "alice", ExpiresAt: inAnHour()}, secret), clientpb.Error_BAD_TOKEN},
+		{"no expiry", signed(t, jwt.SigningMethodHS256, jwt.RegisteredClaims{Subject: "alice"}, secret), clientpb.Error_BAD_TOKEN},
+		{"no subject", signed(t, jwt.SigningMethodHS256, jwt.RegisteredClaims{ExpiresAt: inAnHour()}, secret), clientpb.Error_BAD_TOKEN},
+		{"empty token", "", clientpb.Error_BAD_TOKEN},
 		{"garbage", "a.b.c", clientpb.Error_BAD_TOKEN},
 		{"unknown user", mint(t, secret, "zed", time.Hour), clientpb.Error_UNKNOWN_USER},
 		{"disabled user", mint(t, secret, "mallory", time.Hour), clientpb.Error_UNKNOWN_USER},
@@ -86,7 +98,8 @@ func TestHandle(t *testing.T) {
 				if out[0].Topic != topics.SessionEvents.Name || err != nil {
 					t.Fatalf("published to %s: %v", out[0].Topic, err)
 				}
-				if ev.GetKind() != topicpb.SessionEvent_OPENED || ev.GetUser() != "alice" || ev.GetRequestId() != 7 || ev.GetDevice() != "ios" || ev.GetSession().GetConn() != "x.1" {
+				if ev.GetKind() != topicpb.SessionEvent_OPENED || ev.GetUser() != "alice" || ev.GetRequestId() != 7 || ev.GetDevice() != "ios" ||
+					ev.GetSession().GetComet() != "c1" || ev.GetSession().GetConn() != "x.1" || ev.GetTimeUnixMs() == 0 {
 					t.Fatalf("event %v", ev)
 				}
 				return
@@ -95,7 +108,7 @@ func TestHandle(t *testing.T) {
 			if out[0].Topic != topics.Delivery("c1") || err != nil {
 				t.Fatalf("published to %s: %v", out[0].Topic, err)
 			}
-			if got := d.GetFrame().GetError().GetCode(); got != tt.code || d.GetFrame().GetRequestId() != 7 || d.GetConns()[0] != "x.1" {
+			if got := d.GetFrame().GetError().GetCode(); got != tt.code || d.GetFrame().GetRequestId() != 7 || len(d.GetConns()) != 1 || d.GetConns()[0] != "x.1" {
 				t.Fatalf("delivery %v, want code %v", d, tt.code)
 			}
 		})
@@ -118,15 +131,60 @@ func TestHandleRetriesPublishFailure(t *testing.T) {
 	}
 }
 
-func TestVerifyTokenExpiry(t *testing.T) {
-	tok := mint(t, secret, "bob", time.Minute)
-	if u, err := login.VerifyToken(secret, tok, time.Now()); err != nil || u != "bob" {
-		t.Fatalf("verify = %q, %v", u, err)
+func TestHandleRetriesDirectoryFailure(t *testing.T) {
+	rec := &testinfra.Recorder{}
+	h, _ := login.New(login.Config{Secret: secret}, downUsers{}, rec, slog.New(slog.DiscardHandler))
+	msg, _ := topics.LoginRequests.Encode(&topicpb.LoginRequest{Session: &topicpb.Session{Comet: "c", Conn: "1"}, Token: mint(t, secret, "alice", time.Hour)})
+	if err := h.Handle(msg); err == nil || wiring.IsPermanent(err) {
+		t.Fatalf("err = %v, want a transient error", err)
 	}
-	if _, err := login.VerifyToken(secret, tok, time.Now().Add(2*time.Minute)); !errors.Is(err, login.ErrTokenExpired) {
-		t.Fatalf("verify later = %v, want ErrTokenExpired", err)
+	if out := rec.Take(); len(out) != 0 {
+		t.Fatalf("published %v while the directory was down", out)
+	}
+}
+
+// TestVerifyToken checks that refusals say whether the token expired or
+// is invalid, and that a forged expired token is invalid, not expired.
+func TestVerifyToken(t *testing.T) {
+	now := time.Now()
+	tests := []struct {
+		name   string
+		secret []byte
+		token  string
+		at     time.Time
+		user   string
+		err    error
+	}{
+		{"valid", secret, mint(t, secret, "bob", time.Minute), now, "bob", nil},
+		{"expired later", secret, mint(t, secret, "bob", time.Minute), now.Add(2 * time.Minute), "", login.ErrTokenExpired},
+		{"forged and expired", secret, mint(t, []byte("other"), "bob", -time.Minute), now, "", login.ErrTokenInvalid},
+		{"malformed", secret, "not a jwt", now, "", login.ErrTokenInvalid},
+		{"alg none", secret, signed(t, jwt.SigningMethodNone, jwt.RegisteredClaims{Subject: "bob", ExpiresAt: inAnHour()}, jwt.UnsafeAllowNoneSignatureType), now, "", login.ErrTokenInvalid},
+		{"no expiry", secret, signed(t, jwt.SigningMethodHS256, jwt.RegisteredClaims{Subject: "bob"}, secret), now, "", login.ErrTokenInvalid},
+		{"no subject", secret, signed(t, jwt.SigningMethodHS256, jwt.RegisteredClaims{ExpiresAt: inAnHour()}, secret), now, "", login.ErrTokenInvalid},
+		{"empty secret", nil, signed(t, jwt.SigningMethodHS256, jwt.RegisteredClaims{Subject: "bob", ExpiresAt: inAnHour()}, []byte{}), now, "", login.ErrTokenInvalid},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			user, err := login.VerifyToken(tt.secret, tt.token, tt.at)
+			if user != tt.user || !errors.Is(err, tt.err) || (tt.err == nil) != (err == nil) {
+				t.Fatalf("VerifyToken = %q, %v; want %q, %v", user, err, tt.user, tt.err)
+			}
+			if tt.err != nil && errors.Is(err, login.ErrTokenExpired) == errors.Is(err, login.ErrTokenInvalid) {
+				t.Fatalf("err %v is both or neither expired and invalid", err)
+			}
+		})
+	}
+}
+
+func TestMintTokenAndConfigRefuseEmptyInput(t *testing.T) {
+	if _, err := login.MintToken(nil, "bob", time.Hour); err == nil {
+		t.Error("MintToken accepted an empty secret")
+	}
+	if _, err := login.MintToken(secret, "", time.Hour); err == nil {
+		t.Error("MintToken accepted an empty user")
 	}
 	if _, err := login.New(login.Config{}, fakeUsers{}, &testinfra.Recorder{}, slog.New(slog.DiscardHandler)); err == nil {
-		t.Fatal("New accepted an empty secret")
+		t.Error("New accepted an empty secret")
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"github.com/laneim/laneim/wiring/directory"
 )
 
+var _ Users = (*directory.Store)(nil)
+
 // Module runs the login worker. It needs a Config, a *directory.Store, a
 // message.Publisher and a *slog.Logger in the graph.
 var Module = fx.Module(Name,

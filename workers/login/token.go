@@ -8,17 +8,24 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 )
 
-// ErrTokenExpired is returned for a well-formed, correctly signed token
-// whose expiry has passed.
-var ErrTokenExpired = errors.New("login: token expired")
+// Token errors. VerifyToken wraps one of them, so that a refusal can be
+// logged for what it is: errors.Is(err, ErrTokenExpired) for a genuine
+// token that is too old, errors.Is(err, ErrTokenInvalid) for anything else
+// (malformed, badly signed, another algorithm, no "sub" or no "exp").
+var (
+	ErrTokenExpired = errors.New("login: token expired")
+	ErrTokenInvalid = errors.New("login: invalid token")
+)
 
-// MintToken returns an HS256-signed JWT for user, valid for ttl.
+// MintToken returns an HS256-signed JWT whose "sub" is user and whose "exp"
+// is ttl from now. A ttl that is not positive mints an already expired
+// token, which tests use. MintToken is safe for concurrent use.
 func MintToken(secret []byte, user string, ttl time.Duration) (string, error) {
 	if len(secret) == 0 {
-		return "", errors.New("login: empty secret")
+		return "", errors.New("login: mint token: empty secret")
 	}
 	if user == "" {
-		return "", errors.New("login: empty user")
+		return "", errors.New("login: mint token: empty user")
 	}
 	now := time.Now()
 	claims := jwt.RegisteredClaims{
@@ -33,10 +40,17 @@ func MintToken(secret []byte, user string, ttl time.Duration) (string, error) {
 	return tok, nil
 }
 
-// VerifyToken checks an HS256 JWT against secret at time now and returns
-// its subject. Other algorithms (including "none") are refused; "sub" and
-// "exp" are required.
+// VerifyToken checks an HS256 JWT against secret as of now and returns its
+// subject, the user id. Only HS256 is accepted (never "none" nor another
+// HMAC or key type); "sub" and "exp" are required; the signature is
+// checked before the expiry, so a forged expired token is invalid rather
+// than expired. The error wraps ErrTokenExpired or ErrTokenInvalid.
+// VerifyToken is safe for concurrent use.
 func VerifyToken(secret []byte, token string, now time.Time) (user string, err error) {
+	if len(secret) == 0 {
+		// An empty HMAC key would verify tokens anyone can sign.
+		return "", fmt.Errorf("%w: no secret to verify it with", ErrTokenInvalid)
+	}
 	var claims jwt.RegisteredClaims
 	parser := jwt.NewParser(
 		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
@@ -46,11 +60,11 @@ func VerifyToken(secret []byte, token string, now time.Time) (user string, err e
 	_, err = parser.ParseWithClaims(token, &claims, func(*jwt.Token) (any, error) { return secret, nil })
 	switch {
 	case errors.Is(err, jwt.ErrTokenExpired):
-		return "", ErrTokenExpired
+		return "", fmt.Errorf("%w (at %s)", ErrTokenExpired, claims.ExpiresAt.Time.UTC().Format(time.RFC3339))
 	case err != nil:
-		return "", fmt.Errorf("login: bad token: %w", err)
+		return "", fmt.Errorf("%w: %w", ErrTokenInvalid, err)
 	case claims.Subject == "":
-		return "", errors.New("login: bad token: no subject")
+		return "", fmt.Errorf("%w: no subject", ErrTokenInvalid)
 	}
 	return claims.Subject, nil
 }
