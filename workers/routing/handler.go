@@ -25,17 +25,32 @@ const Name = "routing"
 
 // Config configures the routing worker.
 type Config struct {
-	// MaxBodyBytes is the largest body accepted (default 16 KiB).
+	// MaxBodyBytes is the largest body accepted (default 16 KiB, at most
+	// MaxBodyLimit); larger ones are refused with TOO_LARGE.
 	MaxBodyBytes int
 }
 
+// MaxBodyLimit bounds Config.MaxBodyBytes: a routed message must stay
+// below the broker's default limit of about 1 MB per message.
+const MaxBodyLimit = 512 << 10
+
 func (c *Config) setDefaults() {
-	if c.MaxBodyBytes <= 0 {
+	if c.MaxBodyBytes == 0 {
 		c.MaxBodyBytes = 16 << 10
 	}
 }
 
-// Store is what routing reads and writes in the directory.
+// Validate reports a configuration that cannot work. A zero MaxBodyBytes
+// is valid: it means the default.
+func (c Config) Validate() error {
+	if c.MaxBodyBytes < 0 || c.MaxBodyBytes > MaxBodyLimit {
+		return fmt.Errorf("routing: max body of %d bytes is not within 0..%d", c.MaxBodyBytes, MaxBodyLimit)
+	}
+	return nil
+}
+
+// Store is what routing reads and writes in the directory;
+// *directory.Store implements it. It must be safe for concurrent use.
 type Store interface {
 	Room(ctx context.Context, id string) (directory.Room, bool, error)
 	IsMember(ctx context.Context, room, user string) (bool, error)
@@ -58,7 +73,8 @@ type Handler struct {
 	logger *slog.Logger
 }
 
-// New returns a routing Handler.
+// New returns a routing Handler. cfg's zero fields take their defaults;
+// check it with Validate first (Module does).
 func New(cfg Config, store Store, pub message.Publisher, logger *slog.Logger) *Handler {
 	cfg.setDefaults()
 	return &Handler{cfg: cfg, store: store, pub: pub, logger: logger}
@@ -75,7 +91,15 @@ type refusal struct {
 	text string
 }
 
-// Handle routes one Submitted message.
+// Handle routes one Submitted message: it publishes a Routed message to
+// topics.Routed (even when no comet hosts a recipient: persistence needs
+// every message), then answers the origin connection, if any, with a
+// SendResult. A refused message is answered with an Error frame and
+// nothing is routed. Handle returns nil (the message is acked) once the
+// broker has everything; a directory or broker failure is returned
+// plainly, to be retried, and the retry gets the message the same id and
+// seq (a Routed published twice is idempotent downstream on
+// conversation+seq). An undecodable payload is a Permanent error.
 func (h *Handler) Handle(msg *message.Message) error {
 	sub, err := topics.Submitted.Decode(msg)
 	if err != nil {
@@ -91,6 +115,9 @@ func (h *Handler) Handle(msg *message.Message) error {
 	a, err := h.store.Assign(ctx, conv, sub.GetSender(), sub.GetClientMsgId(), newID)
 	if err != nil {
 		return err
+	}
+	if a.Dup {
+		h.logger.Debug("duplicate submission", "conversation", conv, "sender", sub.GetSender(), "client_msg_id", sub.GetClientMsgId(), "seq", a.Seq)
 	}
 	if to, ok := sub.GetTo().(*topicpb.Submitted_User); ok {
 		// Both users learn of the conversation at their next login.
@@ -134,9 +161,11 @@ func (h *Handler) Handle(msg *message.Message) error {
 	})
 }
 
+// newID returns a UUIDv7, time-ordered, as a new message's id.
 func newID() string {
 	id, err := uuid.NewV7()
 	if err != nil {
+		// NewV7 fails only if the system's random source does.
 		return uuid.NewString()
 	}
 	return id.String()
