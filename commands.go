@@ -13,7 +13,7 @@ import (
 	"github.com/laneim/laneim/internal/seed"
 	"github.com/laneim/laneim/wiring"
 	"github.com/laneim/laneim/wiring/directory"
-	"github.com/laneim/laneim/wiring/embedded"
+	"github.com/laneim/laneim/internal/embedded"
 	"github.com/laneim/laneim/workers/binlogsync"
 	"github.com/laneim/laneim/workers/login"
 )

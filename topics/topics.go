@@ -233,3 +233,11 @@ func Participants(conversation string) (a, b string, ok bool) {
 	a, b, ok = strings.Cut(rest, ":")
 	return a, b, ok && a != "" && b != ""
 }
+
+// DeliveriesOf returns the delivery topic of comet, typed like Deliveries
+// and named Delivery(comet).
+func DeliveriesOf(comet string) Topic[*topicpb.Delivery] {
+	t := Deliveries
+	t.Name = Delivery(comet)
+	return t
+}

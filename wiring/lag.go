@@ -6,20 +6,22 @@ import (
 
 	"github.com/IBM/sarama"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/laneim/laneim/wiring/pipeline"
 )
 
 // lagCollector reports, at each scrape, how far each handler's consumer
 // group is behind the end of its topic: laneim_handler_lag_messages.
 type lagCollector struct {
 	cfg      KafkaConfig
-	handlers []Handler
+	handlers []pipeline.Handler
 	desc     *prometheus.Desc
 
 	mu     sync.Mutex
 	client sarama.Client // created at the first scrape
 }
 
-func newLagCollector(cfg KafkaConfig, handlers []Handler) *lagCollector {
+func newLagCollector(cfg KafkaConfig, handlers []pipeline.Handler) *lagCollector {
 	return &lagCollector{
 		cfg:      cfg,
 		handlers: handlers,
@@ -48,7 +50,7 @@ func (l *lagCollector) Collect(ch chan<- prometheus.Metric) {
 		if err != nil {
 			continue
 		}
-		om, err := sarama.NewOffsetManagerFromClient(ConsumerGroup(h.Name), l.client)
+		om, err := sarama.NewOffsetManagerFromClient(pipeline.ConsumerGroup(h.Name), l.client)
 		if err != nil {
 			continue
 		}

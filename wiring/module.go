@@ -8,6 +8,8 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/fx"
+
+	"github.com/laneim/laneim/wiring/pipeline"
 )
 
 // Config is what every laneIM process needs to reach its infrastructure.
@@ -17,16 +19,6 @@ type Config struct {
 	Router RouterConfig
 	// AdminAddr serves /metrics, /healthz and /readyz; empty: none.
 	AdminAddr string
-}
-
-// HandlerGroup is the fx value group that handlers are contributed to.
-const HandlerGroup = `group:"handlers"`
-
-// ProvideHandler contributes the Handler returned by constructor to the
-// router of the process. constructor is any fx constructor returning
-// (Handler) or (Handler, error).
-func ProvideHandler(constructor any) fx.Option {
-	return fx.Provide(fx.Annotate(constructor, fx.ResultTags(HandlerGroup)))
 }
 
 // Module provides a process's shared infrastructure from a supplied Config
@@ -90,7 +82,7 @@ type routerParams struct {
 	Lifecycle fx.Lifecycle
 	Metrics   *Metrics
 	Config    Config
-	Handlers  []Handler `group:"handlers"`
+	Handlers  []pipeline.Handler `group:"handlers"`
 	Subscribe SubscriberFactory
 	Publisher message.Publisher
 	Logger    *slog.Logger

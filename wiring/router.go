@@ -2,7 +2,6 @@ package wiring
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -13,46 +12,8 @@ import (
 	"go.uber.org/fx"
 
 	"github.com/laneim/laneim/topics"
+	"github.com/laneim/laneim/wiring/pipeline"
 )
-
-// Handler is one stage of the pipeline: a Watermill handler consuming a
-// topic under its own consumer group.
-type Handler struct {
-	// Name is the handler's contract with Kafka: its consumer group is
-	// "laneim."+Name. Renaming a handler makes it read its topic afresh,
-	// so names are constants.
-	Name string
-	// Topic is the topic consumed.
-	Topic string
-	// Handle processes one message. A returned error is retried with
-	// backoff; a Permanent error, or one that outlives its retries, sends
-	// the message to the dead-letter topic and the handler moves on.
-	Handle message.NoPublishHandlerFunc
-}
-
-// ConsumerGroup returns the Kafka consumer group of a handler name.
-func ConsumerGroup(name string) string { return "laneim." + name }
-
-// permanentError marks an error that no retry can fix.
-type permanentError struct{ err error }
-
-func (e permanentError) Error() string { return e.err.Error() }
-func (e permanentError) Unwrap() error { return e.err }
-
-// Permanent marks err as one that retrying cannot fix, such as a payload
-// that does not decode; the router sends the message to dead letters at once.
-func Permanent(err error) error {
-	if err == nil {
-		return nil
-	}
-	return permanentError{err}
-}
-
-// IsPermanent reports whether err was marked with Permanent.
-func IsPermanent(err error) bool {
-	var p permanentError
-	return errors.As(err, &p)
-}
 
 // RouterConfig tunes the shared middleware.
 type RouterConfig struct {
@@ -91,7 +52,7 @@ type SubscriberFactory func(group string) (message.Subscriber, error)
 // observe, if given, wraps each handler inside the poison queue and
 // outside the retries: it sees one outcome per message, the error of one
 // that is about to go to dead letters included.
-func NewRouter(cfg RouterConfig, handlers []Handler, subscribe SubscriberFactory, deadLetters message.Publisher, logger *slog.Logger, observe ...message.HandlerMiddleware) (*message.Router, error) {
+func NewRouter(cfg RouterConfig, handlers []pipeline.Handler, subscribe SubscriberFactory, deadLetters message.Publisher, logger *slog.Logger, observe ...message.HandlerMiddleware) (*message.Router, error) {
 	cfg.setDefaults()
 	wlog := watermillLogger(logger)
 	r, err := message.NewRouter(message.RouterConfig{CloseTimeout: 15 * time.Second}, wlog)
@@ -110,7 +71,7 @@ func NewRouter(cfg RouterConfig, handlers []Handler, subscribe SubscriberFactory
 			InitialInterval: cfg.RetryInitial,
 			MaxInterval:     cfg.RetryMax,
 			Multiplier:      2,
-			ShouldRetry:     func(p middleware.RetryParams) bool { return !IsPermanent(p.Err) },
+			ShouldRetry:     func(p middleware.RetryParams) bool { return !pipeline.IsPermanent(p.Err) },
 			// Each attempt gets a fresh context: the timeout middleware
 			// cancels the previous attempt's when it returns.
 			ResetContextOnRetry: true,
@@ -120,7 +81,7 @@ func NewRouter(cfg RouterConfig, handlers []Handler, subscribe SubscriberFactory
 		middleware.Recoverer,
 	)
 	for _, h := range handlers {
-		sub, err := subscribe(ConsumerGroup(h.Name))
+		sub, err := subscribe(pipeline.ConsumerGroup(h.Name))
 		if err != nil {
 			return nil, fmt.Errorf("router: subscriber for %s: %w", h.Name, err)
 		}

@@ -18,6 +18,7 @@ import (
 	"github.com/laneim/laneim/proto/topicpb"
 	"github.com/laneim/laneim/topics"
 	"github.com/laneim/laneim/wiring"
+	"github.com/laneim/laneim/wiring/pipeline"
 )
 
 // TestRouterOverKafka runs a handler on the Kafka protocol: good messages
@@ -33,13 +34,13 @@ func TestRouterOverKafka(t *testing.T) {
 	defer pub.Close()
 
 	var handled, failedOnce atomic.Int32
-	h := wiring.Handler{
+	h := pipeline.Handler{
 		Name:  "test.routed",
 		Topic: topics.Routed.Name,
 		Handle: func(msg *message.Message) error {
 			r, err := topics.Routed.Decode(msg)
 			if err != nil {
-				return wiring.Permanent(err)
+				return pipeline.Permanent(err)
 			}
 			if r.GetRoom() == "flaky" && failedOnce.Add(1) == 1 {
 				return errors.New("transient")
@@ -47,14 +48,14 @@ func TestRouterOverKafka(t *testing.T) {
 			// A retry runs with a live context, not the one the timeout
 			// middleware cancelled after the failed attempt.
 			if err := msg.Context().Err(); err != nil {
-				return wiring.Permanent(fmt.Errorf("retry ran with a dead context: %w", err))
+				return pipeline.Permanent(fmt.Errorf("retry ran with a dead context: %w", err))
 			}
 			handled.Add(1)
 			return nil
 		},
 	}
 	subscribe := func(group string) (message.Subscriber, error) { return wiring.NewSubscriber(kcfg, group, logger) }
-	r, err := wiring.NewRouter(wiring.RouterConfig{RetryInitial: time.Millisecond}, []wiring.Handler{h}, subscribe, pub, logger)
+	r, err := wiring.NewRouter(wiring.RouterConfig{RetryInitial: time.Millisecond}, []pipeline.Handler{h}, subscribe, pub, logger)
 	if err != nil {
 		t.Fatal(err)
 	}

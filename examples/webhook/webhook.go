@@ -23,8 +23,9 @@ import (
 	"go.uber.org/fx"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/laneim/laneim/proto/topicpb"
 	"github.com/laneim/laneim/topics"
-	"github.com/laneim/laneim/wiring"
+	"github.com/laneim/laneim/wiring/pipeline"
 )
 
 // Name is the handler's name; its consumer group is laneim.webhook.
@@ -53,27 +54,21 @@ func New(cfg Config) (*Handler, error) {
 	return &Handler{cfg: cfg, client: &http.Client{Timeout: cfg.Timeout}}, nil
 }
 
-// Handler returns the pipeline handler consuming topics.Routed.
-func (h *Handler) Handler() wiring.Handler {
-	return wiring.Handler{Name: Name, Topic: topics.Routed.Name, Handle: h.Handle}
-}
+// Pipeline returns the pipeline handler consuming topics.Routed with Handle.
+func (h *Handler) Pipeline() pipeline.Handler { return pipeline.On(Name, topics.Routed, h.Handle) }
 
 // Handle posts one routed message as protojson of its clientpb.Message.
 // A non-2xx answer is an error, so the router retries it.
-func (h *Handler) Handle(msg *message.Message) error {
-	r, err := topics.Routed.Decode(msg)
-	if err != nil {
-		return wiring.Permanent(err)
-	}
+func (h *Handler) Handle(ctx context.Context, r *topicpb.Routed, _ *message.Message) error {
 	body, err := protojson.Marshal(r.GetMessage())
 	if err != nil {
-		return wiring.Permanent(err)
+		return pipeline.Permanent(err)
 	}
-	ctx, cancel := context.WithTimeout(msg.Context(), h.cfg.Timeout)
+	ctx, cancel := context.WithTimeout(ctx, h.cfg.Timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.cfg.URL, bytes.NewReader(body))
 	if err != nil {
-		return wiring.Permanent(err)
+		return pipeline.Permanent(err)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Idempotency-Key", r.GetMessage().GetConversation()+"#"+fmt.Sprint(r.GetMessage().GetSeq()))
@@ -92,11 +87,11 @@ func (h *Handler) Handle(msg *message.Message) error {
 // Module contributes the handler to a laneIM process built with
 // wiring.Module; it needs a Config in the graph.
 var Module = fx.Module(Name,
-	wiring.ProvideHandler(func(cfg Config) (wiring.Handler, error) {
+	pipeline.Provide(func(cfg Config) (pipeline.Handler, error) {
 		h, err := New(cfg)
 		if err != nil {
-			return wiring.Handler{}, err
+			return pipeline.Handler{}, err
 		}
-		return h.Handler(), nil
+		return h.Pipeline(), nil
 	}),
 )

@@ -21,6 +21,7 @@ import (
 	"github.com/laneim/laneim/proto/topicpb"
 	"github.com/laneim/laneim/topics"
 	"github.com/laneim/laneim/wiring"
+	"github.com/laneim/laneim/wiring/pipeline"
 )
 
 // TestWebhookBesideThePipeline runs the example as a process would (its
@@ -87,11 +88,11 @@ func TestPermanentAndTransientErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := h.Handle(message.NewMessage("x", []byte{0xff})); !wiring.IsPermanent(err) {
+	if err := h.Pipeline().Handle(message.NewMessage("x", []byte{0xff})); !pipeline.IsPermanent(err) {
 		t.Errorf("undecodable = %v", err)
 	}
 	m, _ := topics.Routed.Encode(&topicpb.Routed{Message: &clientpb.Message{Conversation: "c", Seq: 1}})
-	if err := h.Handle(m); err == nil || wiring.IsPermanent(err) {
+	if err := h.Pipeline().Handle(m); err == nil || pipeline.IsPermanent(err) {
 		t.Errorf("unreachable backend = %v, want a retried error", err)
 	}
 	if _, err := webhook.New(webhook.Config{}); err == nil {

@@ -14,7 +14,7 @@ import (
 
 	"github.com/laneim/laneim/wiring/directory"
 	"github.com/laneim/laneim/wiring/discovery"
-	"github.com/laneim/laneim/wiring/history"
+	"github.com/laneim/laneim/wiring/msgstore"
 )
 
 var _ Presence = (*directory.Store)(nil)
@@ -31,7 +31,7 @@ var Module = fx.Module("api",
 type optionalParams struct {
 	fx.In
 	Server *Server
-	Store  history.Store    `optional:"true"`
+	Store  msgstore.Store    `optional:"true"`
 	Etcd   *clientv3.Client `optional:"true"`
 }
 

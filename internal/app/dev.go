@@ -17,11 +17,11 @@ import (
 
 	"go.uber.org/fx"
 
+	"github.com/laneim/laneim/internal/embedded"
 	"github.com/laneim/laneim/internal/seed"
 	"github.com/laneim/laneim/wiring"
 	"github.com/laneim/laneim/wiring/directory"
-	"github.com/laneim/laneim/wiring/embedded"
-	"github.com/laneim/laneim/wiring/history"
+	"github.com/laneim/laneim/wiring/msgstore"
 )
 
 // DevConfig configures `laneim dev`.
@@ -70,7 +70,7 @@ func StartDev(ctx context.Context, cfg DevConfig, logger *slog.Logger) (_ *Dev, 
 		cfg.DataDir = d.tmp
 	}
 	if d.settings.History == "" {
-		d.settings.History = filepath.Join(cfg.DataDir, "history.db")
+		d.settings.History = filepath.Join(cfg.DataDir, "msgstore.db")
 	}
 	if d.broker, err = embedded.StartBroker(embedded.BrokerConfig{Addr: cfg.KafkaAddr}); err != nil {
 		return nil, fmt.Errorf("dev: %w", err)
@@ -265,7 +265,7 @@ func redactDSN(dsn string) string {
 // restoreSequences raises each conversation's sequence counter in Redis to
 // its latest stored message.
 func restoreSequences(ctx context.Context, path string, cfg wiring.RedisConfig) error {
-	b, err := history.OpenBolt(path, history.Retention{}, 0)
+	b, err := msgstore.OpenBolt(path, msgstore.Retention{}, 0)
 	if err != nil {
 		return err
 	}

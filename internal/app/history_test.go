@@ -16,7 +16,7 @@ import (
 	"github.com/laneim/laneim/proto/apipb"
 	"github.com/laneim/laneim/proto/clientpb"
 	"github.com/laneim/laneim/topics"
-	"github.com/laneim/laneim/wiring/history"
+	"github.com/laneim/laneim/wiring/msgstore"
 )
 
 // syncAll asks for everything after seq, page by page.
@@ -123,7 +123,7 @@ func TestE2EReconnectCatchesUpExactlyWhatWasMissed(t *testing.T) {
 		t.Errorf("sync of a room bob is not in = %v, want NOT_MEMBER", err)
 	}
 
-	// The product's backend pages through the same history.
+	// The product's backend pages through the same msgstore.
 	pc, closer, err := api.Dial(ctx, c.settings.APIAddr, c.settings.APIToken)
 	if err != nil {
 		t.Fatal(err)
@@ -145,7 +145,7 @@ func TestE2EPersistWorkerKilledMidStream(t *testing.T) {
 	roles := []Role{Login, Presence, Routing, Fanout, Comet, API}
 	// The store's file belongs to one process at a time: only the
 	// persistence worker's app opens it.
-	storePath := filepath.Join(t.TempDir(), "history.db")
+	storePath := filepath.Join(t.TempDir(), "msgstore.db")
 	c := startClusterRoles(t, func(s *Settings) { s.History = "" }, roles)
 	persistSettings := c.settings
 	persistSettings.History = storePath
@@ -196,12 +196,12 @@ func TestE2EPersistWorkerKilledMidStream(t *testing.T) {
 		if err := a.Stop(ctx); err != nil {
 			t.Fatal(err)
 		}
-		b, err := history.OpenBolt(storePath, history.Retention{}, 0)
+		b, err := msgstore.OpenBolt(storePath, msgstore.Retention{}, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer b.Close()
-		if stored, _, err = b.After(ctx, conv, 0, history.MaxPage); err != nil {
+		if stored, _, err = b.After(ctx, conv, 0, msgstore.MaxPage); err != nil {
 			t.Fatal(err)
 		}
 		return len(stored) >= n

@@ -15,10 +15,10 @@ import (
 	"github.com/laneim/laneim/wiring"
 	"github.com/laneim/laneim/wiring/directory"
 	"github.com/laneim/laneim/wiring/discovery"
-	"github.com/laneim/laneim/wiring/history"
+	"github.com/laneim/laneim/wiring/msgstore"
 	"github.com/laneim/laneim/workers/binlogsync"
 	"github.com/laneim/laneim/workers/fanout"
-	historyworker "github.com/laneim/laneim/workers/history"
+	history "github.com/laneim/laneim/workers/history"
 	"github.com/laneim/laneim/workers/login"
 	"github.com/laneim/laneim/workers/persist"
 	"github.com/laneim/laneim/workers/presence"
@@ -59,7 +59,7 @@ var modules = map[Role]fx.Option{
 	API:      api.Module,
 	Binlog:   binlogsync.Module,
 	Persist:  persist.Module,
-	History:  historyworker.Module,
+	History:  history.Module,
 }
 
 // ParseRole checks a role name.
@@ -142,11 +142,11 @@ func (s *Settings) Options(logger *slog.Logger, roles ...Role) fx.Option {
 		store = store || needsStore(r)
 	}
 	if store {
-		opts = append(opts, fx.Supply(history.Config{
+		opts = append(opts, fx.Supply(msgstore.Config{
 			Path:      s.History,
-			Scylla:    history.ScyllaConfig{Hosts: splitList(s.Scylla), Keyspace: s.ScyllaKeyspace, Consistency: s.ScyllaConsistency},
-			Retention: history.Retention{Room: s.RetainRoom, Direct: s.RetainDirect, Broadcast: s.RetainBroadcast},
-		}), history.Module)
+			Scylla:    msgstore.ScyllaConfig{Hosts: splitList(s.Scylla), Keyspace: s.ScyllaKeyspace, Consistency: s.ScyllaConsistency},
+			Retention: msgstore.Retention{Room: s.RetainRoom, Direct: s.RetainDirect, Broadcast: s.RetainBroadcast},
+		}), msgstore.Module)
 	}
 	if s.Etcd != "" {
 		opts = append(opts, fx.Supply(discovery.Config{Endpoints: splitList(s.Etcd)}), discovery.Module)

@@ -20,8 +20,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/laneim/laneim/internal/embedded"
 	"github.com/laneim/laneim/wiring"
-	"github.com/laneim/laneim/wiring/embedded"
 )
 
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
@@ -159,4 +159,16 @@ func Listen(t testing.TB) (net.Listener, string) {
 	}
 	t.Cleanup(func() { l.Close() })
 	return l, l.Addr().String()
+}
+
+// Must returns a function that fails t if err is not nil and returns v
+// otherwise: testinfra.Must(routing.New(cfg, store, pub, nil))(t).
+func Must[T any](v T, err error) func(testing.TB) T {
+	return func(t testing.TB) T {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
 }

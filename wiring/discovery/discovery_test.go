@@ -14,9 +14,9 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/laneim/laneim/internal/embedded"
 	"github.com/laneim/laneim/internal/testinfra"
 	"github.com/laneim/laneim/wiring/discovery"
-	"github.com/laneim/laneim/wiring/embedded"
 )
 
 func startEtcd(t *testing.T) []string {

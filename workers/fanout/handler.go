@@ -4,8 +4,10 @@
 package fanout
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
@@ -17,7 +19,7 @@ import (
 	"github.com/laneim/laneim/proto/clientpb"
 	"github.com/laneim/laneim/proto/topicpb"
 	"github.com/laneim/laneim/topics"
-	"github.com/laneim/laneim/wiring"
+	"github.com/laneim/laneim/wiring/pipeline"
 )
 
 // Name is the handler's name; its consumer group is laneim.fanout.
@@ -32,17 +34,25 @@ const DeliveredMetadata = "laneim_fanout_delivered"
 // Handler fans routed messages out to comets. It is safe for concurrent
 // use, provided its Publisher is.
 type Handler struct {
-	pub message.Publisher
+	pub    message.Publisher
+	logger *slog.Logger
 }
 
 // New returns a fan-out Handler publishing with pub, which must be safe for
-// concurrent use: Handle publishes to all target comets at once.
-func New(pub message.Publisher) *Handler { return &Handler{pub: pub} }
-
-// Handler returns the pipeline handler consuming topics.Routed.
-func (h *Handler) Handler() wiring.Handler {
-	return wiring.Handler{Name: Name, Topic: topics.Routed.Name, Handle: h.Handle}
+// concurrent use: Handle publishes to all target comets at once. A nil
+// logger discards.
+func New(pub message.Publisher, logger *slog.Logger) (*Handler, error) {
+	if pub == nil {
+		return nil, errors.New("fanout: no publisher")
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Handler{pub: pub, logger: logger}, nil
 }
+
+// Pipeline returns the pipeline handler consuming topics.Routed with Handle.
+func (h *Handler) Pipeline() pipeline.Handler { return pipeline.On(Name, topics.Routed, h.Handle) }
 
 // Handle publishes one delivery per target comet (Routed.comets, which
 // routing makes distinct), all at once, and returns
@@ -54,12 +64,8 @@ func (h *Handler) Handler() wiring.Handler {
 // if some comets fail, Handle returns their errors joined (transient: the
 // router retries) and records the comets that succeeded in the message's
 // DeliveredMetadata, and the retry skips them. Only a redelivery after a
-// crash can reach a comet twice. An undecodable payload is a Permanent error.
-func (h *Handler) Handle(msg *message.Message) error {
-	r, err := topics.Routed.Decode(msg)
-	if err != nil {
-		return wiring.Permanent(err)
-	}
+// crash can reach a comet twice.
+func (h *Handler) Handle(_ context.Context, r *topicpb.Routed, msg *message.Message) error {
 	comets := pending(r.GetComets(), msg.Metadata.Get(DeliveredMetadata))
 	if len(comets) == 0 {
 		return nil

@@ -15,7 +15,7 @@ import (
 	"github.com/laneim/laneim/proto/clientpb"
 	"github.com/laneim/laneim/proto/topicpb"
 	"github.com/laneim/laneim/topics"
-	"github.com/laneim/laneim/wiring"
+	"github.com/laneim/laneim/wiring/pipeline"
 	"github.com/laneim/laneim/workers/fanout"
 )
 
@@ -53,7 +53,7 @@ func TestOneDeliveryPerComet(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			rec := &testinfra.Recorder{}
-			if err := fanout.New(rec).Handle(encode(t, tt.routed)); err != nil {
+			if err := newFanout(t, rec).Pipeline().Handle(encode(t, tt.routed)); err != nil {
 				t.Fatal(err)
 			}
 			out := rec.Take()
@@ -97,7 +97,7 @@ func TestOneDeliveryPerComet(t *testing.T) {
 
 func TestNoCometsNoDeliveries(t *testing.T) {
 	rec := &testinfra.Recorder{}
-	if err := fanout.New(rec).Handle(routed(t)); err != nil {
+	if err := newFanout(t, rec).Pipeline().Handle(routed(t)); err != nil {
 		t.Fatal(err)
 	}
 	if out := rec.Take(); len(out) != 0 {
@@ -107,14 +107,14 @@ func TestNoCometsNoDeliveries(t *testing.T) {
 
 func TestPublishFailureIsRetried(t *testing.T) {
 	rec := &testinfra.Recorder{Err: errors.New("broker down")}
-	err := fanout.New(rec).Handle(routed(t, "c1"))
-	if err == nil || wiring.IsPermanent(err) || !errors.Is(err, rec.Err) {
+	err := newFanout(t, rec).Pipeline().Handle(routed(t, "c1"))
+	if err == nil || pipeline.IsPermanent(err) || !errors.Is(err, rec.Err) {
 		t.Fatalf("err = %v, want transient broker down", err)
 	}
 }
 
 func TestUndecodableIsPermanent(t *testing.T) {
-	if err := fanout.New(&testinfra.Recorder{}).Handle(message.NewMessage("x", []byte{0xff})); !wiring.IsPermanent(err) {
+	if err := newFanout(t, &testinfra.Recorder{}).Pipeline().Handle(message.NewMessage("x", []byte{0xff})); !pipeline.IsPermanent(err) {
 		t.Fatalf("err = %v, want permanent", err)
 	}
 }
@@ -147,11 +147,11 @@ func (f *failing) heal(topic string) {
 // publishes only to the comets that did not get it, so none gets it twice.
 func TestRetryReachesOnlyFailedComets(t *testing.T) {
 	pub := &failing{fail: map[string]bool{topics.Delivery("c2"): true, topics.Delivery("c4"): true}}
-	h := fanout.New(pub)
+	h := newFanout(t, pub)
 	msg := routed(t, "c1", "c2", "c3", "c4")
 
-	err := h.Handle(msg)
-	if err == nil || wiring.IsPermanent(err) || !strings.Contains(err.Error(), "c2") || !strings.Contains(err.Error(), "c4") {
+	err := h.Pipeline().Handle(msg)
+	if err == nil || pipeline.IsPermanent(err) || !strings.Contains(err.Error(), "c2") || !strings.Contains(err.Error(), "c4") {
 		t.Fatalf("err = %v, want a transient error naming c2 and c4", err)
 	}
 	count := func(want map[string]int) {
@@ -169,13 +169,13 @@ func TestRetryReachesOnlyFailedComets(t *testing.T) {
 	count(map[string]int{"c1": 1, "c2": 0, "c3": 1, "c4": 0})
 
 	pub.heal(topics.Delivery("c2"))
-	if err := h.Handle(msg); err == nil || strings.Contains(err.Error(), "c2") {
+	if err := h.Pipeline().Handle(msg); err == nil || strings.Contains(err.Error(), "c2") {
 		t.Fatalf("second attempt: err = %v, want c4 alone failing", err)
 	}
 	count(map[string]int{"c1": 0, "c2": 1, "c3": 0, "c4": 0})
 
 	pub.heal(topics.Delivery("c4"))
-	if err := h.Handle(msg); err != nil {
+	if err := h.Pipeline().Handle(msg); err != nil {
 		t.Fatalf("third attempt: %v", err)
 	}
 	count(map[string]int{"c1": 0, "c2": 0, "c3": 0, "c4": 1})
@@ -189,15 +189,19 @@ func BenchmarkFanout(b *testing.B) {
 				comets[i] = fmt.Sprint("c", i)
 			}
 			rec := &testinfra.Recorder{}
-			h := fanout.New(rec)
+			h := newFanout(b, rec)
 			msg := routed(b, comets...)
 			b.ReportAllocs()
 			for b.Loop() {
-				if err := h.Handle(msg); err != nil {
+				if err := h.Pipeline().Handle(msg); err != nil {
 					b.Fatal(err)
 				}
 				rec.Take()
 			}
 		})
 	}
+}
+
+func newFanout(t testing.TB, pub message.Publisher) *fanout.Handler {
+	return testinfra.Must(fanout.New(pub, nil))(t)
 }

@@ -15,7 +15,7 @@ import (
 	"github.com/laneim/laneim/proto/topicpb"
 	"github.com/laneim/laneim/topics"
 	"github.com/laneim/laneim/wiring"
-	"github.com/laneim/laneim/workers/fanout"
+	"github.com/laneim/laneim/wiring/pipeline"
 )
 
 // TestOverKafka runs the fan-out handler in a real router on the Kafka
@@ -38,7 +38,7 @@ func TestOverKafka(t *testing.T) {
 	}
 	defer pub.Close()
 	subscribe := func(group string) (message.Subscriber, error) { return wiring.NewSubscriber(kcfg, group, logger) }
-	r, err := wiring.NewRouter(wiring.RouterConfig{RetryInitial: time.Millisecond}, []wiring.Handler{fanout.New(pub).Handler()}, subscribe, pub, logger)
+	r, err := wiring.NewRouter(wiring.RouterConfig{RetryInitial: time.Millisecond}, []pipeline.Handler{newFanout(t, pub).Pipeline()}, subscribe, pub, logger)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,15 +6,18 @@ package history
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/laneim/laneim/proto/clientpb"
+	"github.com/laneim/laneim/proto/topicpb"
 	"github.com/laneim/laneim/topics"
-	"github.com/laneim/laneim/wiring"
-	hstore "github.com/laneim/laneim/wiring/history"
+	"github.com/laneim/laneim/wiring/msgstore"
+	"github.com/laneim/laneim/wiring/pipeline"
 )
 
 // Name is the handler's name; its consumer group is laneim.history.
@@ -35,25 +38,28 @@ type Handler struct {
 	store   Store
 	members Members
 	pub     message.Publisher
+	logger  *slog.Logger
 }
 
-// New returns a Handler.
-func New(store Store, members Members, pub message.Publisher) *Handler {
-	return &Handler{store: store, members: members, pub: pub}
+// New returns a Handler reading store, checking room membership with
+// members and answering through pub. A nil logger discards.
+func New(store Store, members Members, pub message.Publisher, logger *slog.Logger) (*Handler, error) {
+	if store == nil || members == nil || pub == nil {
+		return nil, errors.New("history: a store, a membership source and a publisher are required")
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Handler{store: store, members: members, pub: pub, logger: logger}, nil
 }
 
-// Handler returns the pipeline handler consuming topics.HistoryRequests.
-func (h *Handler) Handler() wiring.Handler {
-	return wiring.Handler{Name: Name, Topic: topics.HistoryRequests.Name, Handle: h.Handle}
+// Pipeline returns the pipeline handler consuming topics.HistoryRequests with Handle.
+func (h *Handler) Pipeline() pipeline.Handler {
+	return pipeline.On(Name, topics.HistoryRequests, h.Handle)
 }
 
 // Handle answers one request.
-func (h *Handler) Handle(msg *message.Message) error {
-	req, err := topics.HistoryRequests.Decode(msg)
-	if err != nil {
-		return wiring.Permanent(err)
-	}
-	ctx := msg.Context()
+func (h *Handler) Handle(ctx context.Context, req *topicpb.HistoryRequest, _ *message.Message) error {
 	conv := req.GetConversation()
 	allowed, err := h.allowed(ctx, req.GetUser(), conv)
 	if err != nil {
@@ -63,7 +69,7 @@ func (h *Handler) Handle(msg *message.Message) error {
 	if !allowed {
 		frame = topics.ErrorFrame(req.GetRequestId(), clientpb.Error_NOT_MEMBER, "not a member of "+conv)
 	} else {
-		msgs, more, err := h.store.After(ctx, conv, req.GetAfterSeq(), hstore.PageSize(int(req.GetLimit())))
+		msgs, more, err := h.store.After(ctx, conv, req.GetAfterSeq(), msgstore.PageSize(int(req.GetLimit())))
 		if err != nil {
 			return fmt.Errorf("history: read %s: %w", conv, err)
 		}
@@ -71,11 +77,7 @@ func (h *Handler) Handle(msg *message.Message) error {
 			SyncResult: &clientpb.SyncResult{Conversation: conv, Messages: msgs, HasMore: more},
 		}}
 	}
-	topic, out, err := topics.Reply(req.GetSession(), frame, nil)
-	if err != nil {
-		return err
-	}
-	if err := h.pub.Publish(topic, out); err != nil {
+	if err := pipeline.Reply(h.pub, req.GetSession(), frame, nil); err != nil {
 		return fmt.Errorf("history: answer: %w", err)
 	}
 	return nil

@@ -11,8 +11,8 @@ import (
 	"github.com/laneim/laneim/proto/clientpb"
 	"github.com/laneim/laneim/proto/topicpb"
 	"github.com/laneim/laneim/topics"
-	"github.com/laneim/laneim/wiring"
-	hstore "github.com/laneim/laneim/wiring/history"
+	"github.com/laneim/laneim/wiring/msgstore"
+	"github.com/laneim/laneim/wiring/pipeline"
 	"github.com/laneim/laneim/workers/history"
 )
 
@@ -23,7 +23,7 @@ func (m members) IsMember(_ context.Context, room, user string) (bool, error) {
 }
 
 func TestAnswers(t *testing.T) {
-	store, err := hstore.OpenBolt(filepath.Join(t.TempDir(), "h.db"), hstore.Retention{}, 0)
+	store, err := msgstore.OpenBolt(filepath.Join(t.TempDir(), "h.db"), msgstore.Retention{}, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,7 +39,7 @@ func TestAnswers(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec := &testinfra.Recorder{}
-	h := history.New(store, members{"lobby/alice": true}, rec)
+	h := testinfra.Must(history.New(store, members{"lobby/alice": true}, rec, nil))(t)
 	tests := []struct {
 		user, conv string
 		after      uint64
@@ -62,7 +62,7 @@ func TestAnswers(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := h.Handle(msg); err != nil {
+		if err := h.Pipeline().Handle(msg); err != nil {
 			t.Fatal(err)
 		}
 		out := rec.Take()
@@ -85,7 +85,7 @@ func TestAnswers(t *testing.T) {
 			t.Errorf("%s %s after %d: %d messages more=%v", tt.user, tt.conv, tt.after, len(r.GetMessages()), r.GetHasMore())
 		}
 	}
-	if err := h.Handle(message.NewMessage("x", []byte{0xff})); !wiring.IsPermanent(err) {
+	if err := h.Pipeline().Handle(message.NewMessage("x", []byte{0xff})); !pipeline.IsPermanent(err) {
 		t.Errorf("undecodable = %v", err)
 	}
 }
@@ -93,7 +93,7 @@ func TestAnswers(t *testing.T) {
 // BenchmarkCatchUp1000 measures serving a client 1,000 missed messages
 // (two Sync pages of 500) from the embedded store, encoding included.
 func BenchmarkCatchUp1000(b *testing.B) {
-	store, err := hstore.OpenBolt(filepath.Join(b.TempDir(), "h.db"), hstore.Retention{}, 0)
+	store, err := msgstore.OpenBolt(filepath.Join(b.TempDir(), "h.db"), msgstore.Retention{}, 0)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -106,12 +106,12 @@ func BenchmarkCatchUp1000(b *testing.B) {
 		b.Fatal(err)
 	}
 	rec := &testinfra.Recorder{}
-	h := history.New(store, members{"lobby/bob": true}, rec)
+	h := testinfra.Must(history.New(store, members{"lobby/bob": true}, rec, nil))(b)
 	b.ReportAllocs()
 	for b.Loop() {
 		for _, after := range []uint64{0, 500} {
 			msg, _ := topics.HistoryRequests.Encode(&topicpb.HistoryRequest{Session: &topicpb.Session{Comet: "c", Conn: "x"}, User: "bob", Conversation: "room:lobby", AfterSeq: after, Limit: 500})
-			if err := h.Handle(msg); err != nil {
+			if err := h.Pipeline().Handle(msg); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -1,18 +1,24 @@
 package history
 
 import (
+	"log/slog"
+
 	"github.com/ThreeDotsLabs/watermill/message"
 	"go.uber.org/fx"
 
-	"github.com/laneim/laneim/wiring"
 	"github.com/laneim/laneim/wiring/directory"
-	hstore "github.com/laneim/laneim/wiring/history"
+	"github.com/laneim/laneim/wiring/msgstore"
+	"github.com/laneim/laneim/wiring/pipeline"
 )
 
-// Module runs the history worker; it needs a history.Store, a
-// *directory.Store and a message.Publisher in the graph.
+// Module runs the history worker; it needs a msgstore.Store, a
+// *directory.Store, a message.Publisher and a *slog.Logger in the graph.
 var Module = fx.Module(Name,
-	wiring.ProvideHandler(func(s hstore.Store, d *directory.Store, pub message.Publisher) wiring.Handler {
-		return New(s, d, pub).Handler()
+	pipeline.Provide(func(s msgstore.Store, d *directory.Store, pub message.Publisher, logger *slog.Logger) (pipeline.Handler, error) {
+		h, err := New(s, d, pub, logger.With("worker", Name))
+		if err != nil {
+			return pipeline.Handler{}, err
+		}
+		return h.Pipeline(), nil
 	}),
 )

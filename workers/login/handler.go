@@ -16,8 +16,8 @@ import (
 	"github.com/laneim/laneim/proto/clientpb"
 	"github.com/laneim/laneim/proto/topicpb"
 	"github.com/laneim/laneim/topics"
-	"github.com/laneim/laneim/wiring"
 	"github.com/laneim/laneim/wiring/directory"
+	"github.com/laneim/laneim/wiring/pipeline"
 )
 
 // Name is the handler's name; its consumer group is laneim.login.
@@ -52,17 +52,24 @@ type Handler struct {
 	now    func() time.Time
 }
 
-// New returns a login Handler.
+// New returns a login Handler; it refuses a Config that does not
+// Validate. A nil logger discards.
 func New(cfg Config, users Users, pub message.Publisher, logger *slog.Logger) (*Handler, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if users == nil || pub == nil {
+		return nil, errors.New("login: a user directory and a publisher are required")
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
 	return &Handler{cfg: cfg, users: users, pub: pub, logger: logger, now: time.Now}, nil
 }
 
-// Handler returns the pipeline handler consuming topics.LoginRequests.
-func (h *Handler) Handler() wiring.Handler {
-	return wiring.Handler{Name: Name, Topic: topics.LoginRequests.Name, Handle: h.Handle}
+// Pipeline returns the pipeline handler consuming topics.LoginRequests with Handle.
+func (h *Handler) Pipeline() pipeline.Handler {
+	return pipeline.On(Name, topics.LoginRequests, h.Handle)
 }
 
 // Handle processes one LoginRequest. A login accepted is announced as an
@@ -70,12 +77,8 @@ func (h *Handler) Handler() wiring.Handler {
 // disabled user) is answered with an Error frame on the comet's delivery
 // topic. Either way Handle returns nil once the broker has the message, and
 // the request is acked. A directory or broker failure is returned plainly,
-// to be retried; an undecodable payload is a Permanent error.
-func (h *Handler) Handle(msg *message.Message) error {
-	req, err := topics.LoginRequests.Decode(msg)
-	if err != nil {
-		return wiring.Permanent(err)
-	}
+// to be retried.
+func (h *Handler) Handle(ctx context.Context, req *topicpb.LoginRequest, _ *message.Message) error {
 	sess := req.GetSession()
 	user, err := VerifyToken(h.cfg.Secret, req.GetToken(), h.now())
 	if err != nil {
@@ -86,7 +89,7 @@ func (h *Handler) Handle(msg *message.Message) error {
 		}
 		return h.refuse(req, clientpb.Error_BAD_TOKEN, text)
 	}
-	u, ok, err := h.users.User(msg.Context(), user)
+	u, ok, err := h.users.User(ctx, user)
 	if err != nil {
 		return fmt.Errorf("login: %w", err)
 	}
@@ -112,12 +115,8 @@ func (h *Handler) Handle(msg *message.Message) error {
 }
 
 func (h *Handler) refuse(req *topicpb.LoginRequest, code clientpb.Error_Code, text string) error {
-	topic, out, err := topics.Reply(req.GetSession(), topics.ErrorFrame(req.GetRequestId(), code, text), nil)
-	if err != nil {
-		return err
-	}
-	if err := h.pub.Publish(topic, out); err != nil {
-		return fmt.Errorf("login: publish refusal: %w", err)
+	if err := pipeline.ReplyError(h.pub, req.GetSession(), req.GetRequestId(), code, text); err != nil {
+		return fmt.Errorf("login: refuse: %w", err)
 	}
 	return nil
 }

@@ -14,8 +14,8 @@ import (
 	"github.com/laneim/laneim/proto/clientpb"
 	"github.com/laneim/laneim/proto/topicpb"
 	"github.com/laneim/laneim/topics"
-	"github.com/laneim/laneim/wiring"
 	"github.com/laneim/laneim/wiring/directory"
+	"github.com/laneim/laneim/wiring/pipeline"
 	"github.com/laneim/laneim/workers/login"
 )
 
@@ -86,7 +86,7 @@ func TestHandle(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := h.Handle(msg); err != nil {
+			if err := h.Pipeline().Handle(msg); err != nil {
 				t.Fatal(err)
 			}
 			out := rec.Take()
@@ -117,7 +117,7 @@ func TestHandle(t *testing.T) {
 
 func TestHandleRejectsUndecodable(t *testing.T) {
 	h, _ := login.New(login.Config{Secret: secret}, fakeUsers{}, &testinfra.Recorder{}, slog.New(slog.DiscardHandler))
-	if err := h.Handle(message.NewMessage("x", []byte{0xff})); !wiring.IsPermanent(err) {
+	if err := h.Pipeline().Handle(message.NewMessage("x", []byte{0xff})); !pipeline.IsPermanent(err) {
 		t.Fatalf("err = %v, want permanent", err)
 	}
 }
@@ -126,7 +126,7 @@ func TestHandleRetriesPublishFailure(t *testing.T) {
 	rec := &testinfra.Recorder{Err: errors.New("broker down")}
 	h, _ := login.New(login.Config{Secret: secret}, fakeUsers{"alice": {ID: "alice"}}, rec, slog.New(slog.DiscardHandler))
 	msg, _ := topics.LoginRequests.Encode(&topicpb.LoginRequest{Session: &topicpb.Session{Comet: "c", Conn: "1"}, Token: mint(t, secret, "alice", time.Hour)})
-	if err := h.Handle(msg); err == nil || wiring.IsPermanent(err) {
+	if err := h.Pipeline().Handle(msg); err == nil || pipeline.IsPermanent(err) {
 		t.Fatalf("err = %v, want a transient error", err)
 	}
 }
@@ -135,7 +135,7 @@ func TestHandleRetriesDirectoryFailure(t *testing.T) {
 	rec := &testinfra.Recorder{}
 	h, _ := login.New(login.Config{Secret: secret}, downUsers{}, rec, slog.New(slog.DiscardHandler))
 	msg, _ := topics.LoginRequests.Encode(&topicpb.LoginRequest{Session: &topicpb.Session{Comet: "c", Conn: "1"}, Token: mint(t, secret, "alice", time.Hour)})
-	if err := h.Handle(msg); err == nil || wiring.IsPermanent(err) {
+	if err := h.Pipeline().Handle(msg); err == nil || pipeline.IsPermanent(err) {
 		t.Fatalf("err = %v, want a transient error", err)
 	}
 	if out := rec.Take(); len(out) != 0 {

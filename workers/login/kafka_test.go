@@ -16,6 +16,7 @@ import (
 	"github.com/laneim/laneim/proto/topicpb"
 	"github.com/laneim/laneim/topics"
 	"github.com/laneim/laneim/wiring"
+	"github.com/laneim/laneim/wiring/pipeline"
 	"github.com/laneim/laneim/workers/login"
 )
 
@@ -40,7 +41,7 @@ func TestOverKafka(t *testing.T) {
 		t.Fatal(err)
 	}
 	subscribe := func(group string) (message.Subscriber, error) { return wiring.NewSubscriber(kcfg, group, logger) }
-	r, err := wiring.NewRouter(wiring.RouterConfig{RetryInitial: time.Millisecond}, []wiring.Handler{h.Handler()}, subscribe, pub, logger)
+	r, err := wiring.NewRouter(wiring.RouterConfig{RetryInitial: time.Millisecond}, []pipeline.Handler{h.Pipeline()}, subscribe, pub, logger)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,13 +6,16 @@ package persist
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/laneim/laneim/proto/clientpb"
+	"github.com/laneim/laneim/proto/topicpb"
 	"github.com/laneim/laneim/topics"
-	"github.com/laneim/laneim/wiring"
+	"github.com/laneim/laneim/wiring/pipeline"
 )
 
 // Name is the handler's name; its consumer group is laneim.persist.
@@ -24,27 +27,32 @@ type Store interface {
 }
 
 // Handler persists routed messages. It is safe for concurrent use.
-type Handler struct{ store Store }
-
-// New returns a Handler writing to store.
-func New(store Store) *Handler { return &Handler{store: store} }
-
-// Handler returns the pipeline handler consuming topics.Routed.
-func (h *Handler) Handler() wiring.Handler {
-	return wiring.Handler{Name: Name, Topic: topics.Routed.Name, Handle: h.Handle}
+type Handler struct {
+	store  Store
+	logger *slog.Logger
 }
+
+// New returns a Handler writing to store. A nil logger discards.
+func New(store Store, logger *slog.Logger) (*Handler, error) {
+	if store == nil {
+		return nil, errors.New("persist: no store")
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Handler{store: store, logger: logger}, nil
+}
+
+// Pipeline returns the pipeline handler consuming topics.Routed with Handle.
+func (h *Handler) Pipeline() pipeline.Handler { return pipeline.On(Name, topics.Routed, h.Handle) }
 
 // Handle stores one routed message; the message is acked only once it is
 // durable.
-func (h *Handler) Handle(msg *message.Message) error {
-	r, err := topics.Routed.Decode(msg)
-	if err != nil {
-		return wiring.Permanent(err)
-	}
+func (h *Handler) Handle(ctx context.Context, r *topicpb.Routed, msg *message.Message) error {
 	if r.GetMessage().GetConversation() == "" || r.GetMessage().GetSeq() == 0 {
-		return wiring.Permanent(fmt.Errorf("persist: routed message %s without conversation or seq", msg.UUID))
+		return pipeline.Permanent(fmt.Errorf("persist: routed message %s without conversation or seq", msg.UUID))
 	}
-	if err := h.store.Append(msg.Context(), []*clientpb.Message{r.GetMessage()}); err != nil {
+	if err := h.store.Append(ctx, []*clientpb.Message{r.GetMessage()}); err != nil {
 		return fmt.Errorf("persist: %w", err)
 	}
 	return nil

@@ -8,11 +8,12 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
+	"github.com/laneim/laneim/internal/testinfra"
 	"github.com/laneim/laneim/proto/clientpb"
 	"github.com/laneim/laneim/proto/topicpb"
 	"github.com/laneim/laneim/topics"
-	"github.com/laneim/laneim/wiring"
-	"github.com/laneim/laneim/wiring/history"
+	"github.com/laneim/laneim/wiring/msgstore"
+	"github.com/laneim/laneim/wiring/pipeline"
 	"github.com/laneim/laneim/workers/persist"
 )
 
@@ -26,14 +27,14 @@ func routed(t *testing.T, seq uint64, body string) *message.Message {
 }
 
 func TestRedeliveryStoresOnce(t *testing.T) {
-	store, err := history.OpenBolt(filepath.Join(t.TempDir(), "h.db"), history.Retention{}, 0)
+	store, err := msgstore.OpenBolt(filepath.Join(t.TempDir(), "h.db"), msgstore.Retention{}, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer store.Close()
-	h := persist.New(store)
+	h := testinfra.Must(persist.New(store, nil))(t)
 	for _, m := range []*message.Message{routed(t, 1, "one"), routed(t, 2, "two"), routed(t, 1, "one again"), routed(t, 2, "two")} {
-		if err := h.Handle(m); err != nil {
+		if err := h.Pipeline().Handle(m); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -48,14 +49,14 @@ type failing struct{}
 func (failing) Append(context.Context, []*clientpb.Message) error { return errors.New("disk full") }
 
 func TestErrors(t *testing.T) {
-	h := persist.New(failing{})
-	if err := h.Handle(routed(t, 1, "x")); err == nil || wiring.IsPermanent(err) {
+	h := testinfra.Must(persist.New(failing{}, nil))(t)
+	if err := h.Pipeline().Handle(routed(t, 1, "x")); err == nil || pipeline.IsPermanent(err) {
 		t.Errorf("store failure = %v, want a retried error", err)
 	}
-	if err := h.Handle(message.NewMessage("x", []byte{0xff})); !wiring.IsPermanent(err) {
+	if err := h.Pipeline().Handle(message.NewMessage("x", []byte{0xff})); !pipeline.IsPermanent(err) {
 		t.Errorf("undecodable = %v, want permanent", err)
 	}
-	if err := h.Handle(routed(t, 0, "no seq")); !wiring.IsPermanent(err) {
+	if err := h.Pipeline().Handle(routed(t, 0, "no seq")); !pipeline.IsPermanent(err) {
 		t.Errorf("no seq = %v, want permanent", err)
 	}
 }

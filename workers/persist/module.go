@@ -1,13 +1,22 @@
 package persist
 
 import (
+	"log/slog"
+
 	"go.uber.org/fx"
 
-	"github.com/laneim/laneim/wiring"
-	"github.com/laneim/laneim/wiring/history"
+	"github.com/laneim/laneim/wiring/msgstore"
+	"github.com/laneim/laneim/wiring/pipeline"
 )
 
-// Module runs the persistence worker; it needs a history.Store in the graph.
+// Module runs the persistence worker; it needs a msgstore.Store and a
+// *slog.Logger in the graph.
 var Module = fx.Module(Name,
-	wiring.ProvideHandler(func(s history.Store) wiring.Handler { return New(s).Handler() }),
+	pipeline.Provide(func(s msgstore.Store, logger *slog.Logger) (pipeline.Handler, error) {
+		h, err := New(s, logger.With("worker", Name))
+		if err != nil {
+			return pipeline.Handler{}, err
+		}
+		return h.Pipeline(), nil
+	}),
 )

@@ -18,8 +18,8 @@ import (
 	"github.com/laneim/laneim/proto/clientpb"
 	"github.com/laneim/laneim/proto/topicpb"
 	"github.com/laneim/laneim/topics"
-	"github.com/laneim/laneim/wiring"
 	"github.com/laneim/laneim/wiring/directory"
+	"github.com/laneim/laneim/wiring/pipeline"
 )
 
 // Name is the handler's name; its consumer group is laneim.presence.
@@ -85,24 +85,43 @@ type Handler struct {
 	done sync.WaitGroup
 }
 
-// New returns a presence Handler.
-func New(cfg Config, store Store, pub message.Publisher, logger *slog.Logger) *Handler {
-	cfg.setDefaults()
-	return &Handler{cfg: cfg, store: store, pub: pub, logger: logger}
+// Validate reports a configuration that cannot work. Zero fields are
+// valid: they mean their defaults.
+func (c Config) Validate() error {
+	switch {
+	case c.SessionTTL < 0:
+		return fmt.Errorf("presence: negative session TTL %v", c.SessionTTL)
+	case c.SweepInterval < 0:
+		return fmt.Errorf("presence: negative sweep interval %v", c.SweepInterval)
+	case c.SweepBatch < 0:
+		return fmt.Errorf("presence: negative sweep batch %d", c.SweepBatch)
+	}
+	return nil
 }
 
-// Handler returns the pipeline handler consuming topics.SessionEvents.
-func (h *Handler) Handler() wiring.Handler {
-	return wiring.Handler{Name: Name, Topic: topics.SessionEvents.Name, Handle: h.Handle}
+// New returns a presence Handler. cfg's zero fields take their defaults;
+// a nil logger discards. Start runs its sweeper, Stop ends it.
+func New(cfg Config, store Store, pub message.Publisher, logger *slog.Logger) (*Handler, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.setDefaults()
+	if store == nil || pub == nil {
+		return nil, errors.New("presence: a store and a publisher are required")
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Handler{cfg: cfg, store: store, pub: pub, logger: logger}, nil
+}
+
+// Pipeline returns the pipeline handler consuming topics.SessionEvents with Handle.
+func (h *Handler) Pipeline() pipeline.Handler {
+	return pipeline.On(Name, topics.SessionEvents, h.Handle)
 }
 
 // Handle processes one SessionEvent.
-func (h *Handler) Handle(msg *message.Message) error {
-	ev, err := topics.SessionEvents.Decode(msg)
-	if err != nil {
-		return wiring.Permanent(err)
-	}
-	ctx := msg.Context()
+func (h *Handler) Handle(ctx context.Context, ev *topicpb.SessionEvent, _ *message.Message) error {
 	switch ev.GetKind() {
 	case topicpb.SessionEvent_OPENED:
 		return h.opened(ctx, ev)
@@ -123,7 +142,7 @@ func (h *Handler) Handle(msg *message.Message) error {
 		}
 		return h.store.Heartbeat(ctx, ev.GetSession().GetComet(), live, h.cfg.SessionTTL)
 	}
-	return wiring.Permanent(fmt.Errorf("presence: unknown session event kind %v", ev.GetKind()))
+	return pipeline.Permanent(fmt.Errorf("presence: unknown session event kind %v", ev.GetKind()))
 }
 
 func ref(s *topicpb.Session) directory.SessionRef {
@@ -244,12 +263,8 @@ func (h *Handler) notify(ctx context.Context, user string, online bool, rc direc
 }
 
 func (h *Handler) reply(s *topicpb.Session, frame *clientpb.ServerFrame, ctl *topicpb.Control) error {
-	topic, out, err := topics.Reply(s, frame, ctl)
-	if err != nil {
-		return err
-	}
-	if err := h.pub.Publish(topic, out); err != nil {
-		return fmt.Errorf("presence: reply to %s: %w", topics.SessionKey(s), err)
+	if err := pipeline.Reply(h.pub, s, frame, ctl); err != nil {
+		return fmt.Errorf("presence: %w", err)
 	}
 	return nil
 }

@@ -13,8 +13,8 @@ import (
 	"github.com/laneim/laneim/proto/clientpb"
 	"github.com/laneim/laneim/proto/topicpb"
 	"github.com/laneim/laneim/topics"
-	"github.com/laneim/laneim/wiring"
 	"github.com/laneim/laneim/wiring/directory"
+	"github.com/laneim/laneim/wiring/pipeline"
 	"github.com/laneim/laneim/workers/presence"
 )
 
@@ -22,7 +22,7 @@ func fixture(t *testing.T, cfg presence.Config) (*presence.Handler, *directory.S
 	t.Helper()
 	store := testinfra.DemoDirectory(t)
 	rec := &testinfra.Recorder{}
-	return presence.New(cfg, store, rec, slog.New(slog.DiscardHandler)), store, rec
+	return testinfra.Must(presence.New(cfg, store, rec, slog.New(slog.DiscardHandler)))(t), store, rec
 }
 
 func event(t *testing.T, h *presence.Handler, ev *topicpb.SessionEvent) {
@@ -31,7 +31,7 @@ func event(t *testing.T, h *presence.Handler, ev *topicpb.SessionEvent) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := h.Handle(msg); err != nil {
+	if err := h.Pipeline().Handle(msg); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -209,7 +209,7 @@ func TestSweeperExpiresSilentSessions(t *testing.T) {
 
 func TestUndecodableIsPermanent(t *testing.T) {
 	h, _, _ := fixture(t, presence.Config{})
-	if err := h.Handle(message.NewMessage("x", []byte{0xff})); !wiring.IsPermanent(err) {
+	if err := h.Pipeline().Handle(message.NewMessage("x", []byte{0xff})); !pipeline.IsPermanent(err) {
 		t.Fatalf("err = %v", err)
 	}
 }

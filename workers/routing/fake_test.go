@@ -17,8 +17,8 @@ import (
 	"github.com/laneim/laneim/proto/clientpb"
 	"github.com/laneim/laneim/proto/topicpb"
 	"github.com/laneim/laneim/topics"
-	"github.com/laneim/laneim/wiring"
 	"github.com/laneim/laneim/wiring/directory"
+	"github.com/laneim/laneim/wiring/pipeline"
 	"github.com/laneim/laneim/workers/routing"
 )
 
@@ -151,9 +151,9 @@ func (f *fakeStore) AddConversation(_ context.Context, user, conversation string
 
 var origin = &topicpb.Session{Comet: "c9", Conn: "s1"}
 
-func newHandler(cfg routing.Config, store routing.Store) (*routing.Handler, *testinfra.Recorder) {
+func newHandler(t testing.TB, cfg routing.Config, store routing.Store) (*routing.Handler, *testinfra.Recorder) {
 	rec := &testinfra.Recorder{}
-	return routing.New(cfg, store, rec, slog.New(slog.DiscardHandler)), rec
+	return testinfra.Must(routing.New(cfg, store, rec, slog.New(slog.DiscardHandler)))(t), rec
 }
 
 func handle(t *testing.T, h *routing.Handler, sub *topicpb.Submitted) error {
@@ -162,7 +162,7 @@ func handle(t *testing.T, h *routing.Handler, sub *topicpb.Submitted) error {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return h.Handle(msg)
+	return h.Pipeline().Handle(msg)
 }
 
 // routedAndResult returns the Routed and the SendResult published for one
@@ -226,7 +226,7 @@ func TestChecks(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h, rec := newHandler(routing.Config{MaxBodyBytes: tt.max}, newFakeStore())
+			h, rec := newHandler(t, routing.Config{MaxBodyBytes: tt.max}, newFakeStore())
 			tt.sub.Origin, tt.sub.RequestId, tt.sub.ClientMsgId = origin, 42, "m-1"
 			if err := handle(t, h, tt.sub); err != nil {
 				t.Fatal(err)
@@ -255,7 +255,7 @@ func TestChecks(t *testing.T) {
 
 // TestRoutedMessage checks every field of the Routed and the SendResult.
 func TestRoutedMessage(t *testing.T) {
-	h, rec := newHandler(routing.Config{}, newFakeStore())
+	h, rec := newHandler(t, routing.Config{}, newFakeStore())
 	before := time.Now().UnixMilli()
 	sub := &topicpb.Submitted{Origin: origin, RequestId: 7, Sender: "bob", ClientMsgId: "cm-1", To: &topicpb.Submitted_Room{Room: "lobby"},
 		Body: []byte("hello"), ContentType: "text/plain", SubmittedUnixMs: 1234}
@@ -300,7 +300,7 @@ func TestRoutedMessage(t *testing.T) {
 // TestDuplicateRoutedAgain: a repeated client_msg_id gets the same id and
 // seq, is routed again and answered again.
 func TestDuplicateRoutedAgain(t *testing.T) {
-	h, rec := newHandler(routing.Config{}, newFakeStore())
+	h, rec := newHandler(t, routing.Config{}, newFakeStore())
 	sub := &topicpb.Submitted{Origin: origin, Sender: "alice", ClientMsgId: "same", To: &topicpb.Submitted_Room{Room: "lobby"}, Body: []byte("x")}
 	if err := handle(t, h, sub); err != nil {
 		t.Fatal(err)
@@ -338,7 +338,7 @@ func TestTargets(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			store := newFakeStore()
-			h, rec := newHandler(routing.Config{}, store)
+			h, rec := newHandler(t, routing.Config{}, store)
 			if err := handle(t, h, tt.sub); err != nil {
 				t.Fatal(err)
 			}
@@ -379,8 +379,8 @@ func TestFailuresAreTransient(t *testing.T) {
 
 	store := newFakeStore()
 	store.Err = errors.New("redis: connection refused")
-	h, rec := newHandler(routing.Config{}, store)
-	if err := handle(t, h, sub); !errors.Is(err, store.Err) || wiring.IsPermanent(err) {
+	h, rec := newHandler(t, routing.Config{}, store)
+	if err := handle(t, h, sub); !errors.Is(err, store.Err) || pipeline.IsPermanent(err) {
 		t.Fatalf("directory down: err = %v, want it transient", err)
 	}
 	if out := rec.Take(); len(out) != 0 {
@@ -388,9 +388,9 @@ func TestFailuresAreTransient(t *testing.T) {
 	}
 
 	store = newFakeStore()
-	h, rec = newHandler(routing.Config{}, store)
+	h, rec = newHandler(t, routing.Config{}, store)
 	rec.Err = errors.New("kafka: no leader")
-	if err := handle(t, h, sub); !errors.Is(err, rec.Err) || wiring.IsPermanent(err) {
+	if err := handle(t, h, sub); !errors.Is(err, rec.Err) || pipeline.IsPermanent(err) {
 		t.Fatalf("broker down: err = %v, want it transient", err)
 	}
 	// The retry, with the broker back, routes the message in the place

@@ -6,6 +6,7 @@ package routing
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -16,8 +17,8 @@ import (
 	"github.com/laneim/laneim/proto/clientpb"
 	"github.com/laneim/laneim/proto/topicpb"
 	"github.com/laneim/laneim/topics"
-	"github.com/laneim/laneim/wiring"
 	"github.com/laneim/laneim/wiring/directory"
+	"github.com/laneim/laneim/wiring/pipeline"
 )
 
 // Name is the handler's name; its consumer group is laneim.routing.
@@ -74,16 +75,27 @@ type Handler struct {
 }
 
 // New returns a routing Handler. cfg's zero fields take their defaults;
-// check it with Validate first (Module does).
-func New(cfg Config, store Store, pub message.Publisher, logger *slog.Logger) *Handler {
+// a nil logger discards.
+func New(cfg Config, store Store, pub message.Publisher, logger *slog.Logger) (*Handler, error) {
 	cfg.setDefaults()
-	return &Handler{cfg: cfg, store: store, pub: pub, logger: logger}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if store == nil || pub == nil {
+		return nil, errors.New("routing: a store and a publisher are required")
+	}
+	return &Handler{cfg: cfg, store: store, pub: pub, logger: orDiscard(logger)}, nil
 }
 
-// Handler returns the pipeline handler consuming topics.Submitted.
-func (h *Handler) Handler() wiring.Handler {
-	return wiring.Handler{Name: Name, Topic: topics.Submitted.Name, Handle: h.Handle}
+func orDiscard(l *slog.Logger) *slog.Logger {
+	if l == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return l
 }
+
+// Pipeline returns the pipeline handler consuming topics.Submitted with Handle.
+func (h *Handler) Pipeline() pipeline.Handler { return pipeline.On(Name, topics.Submitted, h.Handle) }
 
 // refusal is a reason to refuse a message, told to the sender.
 type refusal struct {
@@ -99,13 +111,8 @@ type refusal struct {
 // broker has everything; a directory or broker failure is returned
 // plainly, to be retried, and the retry gets the message the same id and
 // seq (a Routed published twice is idempotent downstream on
-// conversation+seq). An undecodable payload is a Permanent error.
-func (h *Handler) Handle(msg *message.Message) error {
-	sub, err := topics.Submitted.Decode(msg)
-	if err != nil {
-		return wiring.Permanent(err)
-	}
-	ctx := msg.Context()
+// conversation+seq).
+func (h *Handler) Handle(ctx context.Context, sub *topicpb.Submitted, _ *message.Message) error {
 	if r, err := h.check(ctx, sub); err != nil {
 		return err
 	} else if r != nil {
@@ -260,14 +267,7 @@ func (h *Handler) target(ctx context.Context, sub *topicpb.Submitted, routed *to
 
 // answer sends a frame to the sender's connection, if it has one.
 func (h *Handler) answer(sub *topicpb.Submitted, frame *clientpb.ServerFrame) error {
-	if sub.GetOrigin().GetComet() == "" {
-		return nil
-	}
-	topic, out, err := topics.Reply(sub.GetOrigin(), frame, nil)
-	if err != nil {
-		return err
-	}
-	if err := h.pub.Publish(topic, out); err != nil {
+	if err := pipeline.Reply(h.pub, sub.GetOrigin(), frame, nil); err != nil {
 		return fmt.Errorf("routing: answer sender: %w", err)
 	}
 	return nil

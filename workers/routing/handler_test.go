@@ -12,8 +12,8 @@ import (
 	"github.com/laneim/laneim/proto/clientpb"
 	"github.com/laneim/laneim/proto/topicpb"
 	"github.com/laneim/laneim/topics"
-	"github.com/laneim/laneim/wiring"
 	"github.com/laneim/laneim/wiring/directory"
+	"github.com/laneim/laneim/wiring/pipeline"
 	"github.com/laneim/laneim/workers/routing"
 )
 
@@ -32,7 +32,7 @@ func fixture(t *testing.T) (*routing.Handler, *testinfra.Recorder) {
 		t.Fatal(err)
 	}
 	rec := &testinfra.Recorder{}
-	return routing.New(routing.Config{MaxBodyBytes: 100}, store, rec, slog.New(slog.DiscardHandler)), rec
+	return testinfra.Must(routing.New(routing.Config{MaxBodyBytes: 100}, store, rec, slog.New(slog.DiscardHandler)))(t), rec
 }
 
 func submit(t *testing.T, h *routing.Handler, sub *topicpb.Submitted) {
@@ -45,7 +45,7 @@ func submit(t *testing.T, h *routing.Handler, sub *topicpb.Submitted) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := h.Handle(msg); err != nil {
+	if err := h.Pipeline().Handle(msg); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -147,7 +147,7 @@ func TestDirectMessageTargetsBothUsersComets(t *testing.T) {
 func TestTrustedPushSkipsMembershipAndHasNoAnswer(t *testing.T) {
 	h, rec := fixture(t)
 	msg, _ := topics.Submitted.Encode(&topicpb.Submitted{Sender: "system", Trusted: true, To: &topicpb.Submitted_Room{Room: "dev"}, Body: []byte("notice")})
-	if err := h.Handle(msg); err != nil {
+	if err := h.Pipeline().Handle(msg); err != nil {
 		t.Fatal(err)
 	}
 	out := rec.Take()
@@ -155,7 +155,7 @@ func TestTrustedPushSkipsMembershipAndHasNoAnswer(t *testing.T) {
 		t.Fatalf("published %v, want only the routed message", out)
 	}
 	msg, _ = topics.Submitted.Encode(&topicpb.Submitted{Sender: "system", Trusted: true, To: &topicpb.Submitted_Broadcast{Broadcast: true}})
-	if err := h.Handle(msg); err != nil {
+	if err := h.Pipeline().Handle(msg); err != nil {
 		t.Fatal(err)
 	}
 	r, _ := topics.Routed.Decode(rec.Take()[0].Msg)
@@ -166,7 +166,7 @@ func TestTrustedPushSkipsMembershipAndHasNoAnswer(t *testing.T) {
 
 func TestUndecodableIsPermanent(t *testing.T) {
 	h, _ := fixture(t)
-	if err := h.Handle(message.NewMessage("x", []byte{0xff})); !wiring.IsPermanent(err) {
+	if err := h.Pipeline().Handle(message.NewMessage("x", []byte{0xff})); !pipeline.IsPermanent(err) {
 		t.Fatalf("err = %v", err)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/laneim/laneim/proto/topicpb"
 	"github.com/laneim/laneim/topics"
 	"github.com/laneim/laneim/wiring"
+	"github.com/laneim/laneim/wiring/pipeline"
 	"github.com/laneim/laneim/workers/routing"
 )
 
@@ -35,9 +36,9 @@ func TestOverKafka(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pub.Close()
-	h := routing.New(routing.Config{}, newFakeStore(), pub, logger)
+	h := testinfra.Must(routing.New(routing.Config{}, newFakeStore(), pub, logger))(t)
 	subscribe := func(group string) (message.Subscriber, error) { return wiring.NewSubscriber(kcfg, group, logger) }
-	r, err := wiring.NewRouter(wiring.RouterConfig{RetryInitial: time.Millisecond}, []wiring.Handler{h.Handler()}, subscribe, pub, logger)
+	r, err := wiring.NewRouter(wiring.RouterConfig{RetryInitial: time.Millisecond}, []pipeline.Handler{h.Pipeline()}, subscribe, pub, logger)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,8 +6,8 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"go.uber.org/fx"
 
-	"github.com/laneim/laneim/wiring"
 	"github.com/laneim/laneim/wiring/directory"
+	"github.com/laneim/laneim/wiring/pipeline"
 )
 
 var _ Store = (*directory.Store)(nil)
@@ -15,10 +15,11 @@ var _ Store = (*directory.Store)(nil)
 // Module runs the routing worker. It needs a Config, a *directory.Store, a
 // message.Publisher and a *slog.Logger in the graph.
 var Module = fx.Module(Name,
-	wiring.ProvideHandler(func(cfg Config, store *directory.Store, pub message.Publisher, logger *slog.Logger) (wiring.Handler, error) {
-		if err := cfg.Validate(); err != nil {
-			return wiring.Handler{}, err
+	pipeline.Provide(func(cfg Config, store *directory.Store, pub message.Publisher, logger *slog.Logger) (pipeline.Handler, error) {
+		h, err := New(cfg, store, pub, logger.With("worker", Name))
+		if err != nil {
+			return pipeline.Handler{}, err
 		}
-		return New(cfg, store, pub, logger.With("worker", Name)).Handler(), nil
+		return h.Pipeline(), nil
 	}),
 )

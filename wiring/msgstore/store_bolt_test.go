@@ -1,4 +1,4 @@
-package history_test
+package msgstore_test
 
 import (
 	"context"
@@ -8,13 +8,13 @@ import (
 	"time"
 
 	"github.com/laneim/laneim/proto/clientpb"
-	"github.com/laneim/laneim/wiring/history"
-	"github.com/laneim/laneim/wiring/history/historytest"
+	"github.com/laneim/laneim/wiring/msgstore"
+	"github.com/laneim/laneim/wiring/msgstore/msgstoretest"
 )
 
-func openBolt(t testing.TB, path string, r history.Retention) *history.Bolt {
+func openBolt(t testing.TB, path string, r msgstore.Retention) *msgstore.Bolt {
 	t.Helper()
-	b, err := history.OpenBolt(path, r, 0)
+	b, err := msgstore.OpenBolt(path, r, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -22,8 +22,8 @@ func openBolt(t testing.TB, path string, r history.Retention) *history.Bolt {
 }
 
 func TestBoltContract(t *testing.T) {
-	historytest.Run(t, func(t *testing.T) history.Store {
-		b := openBolt(t, filepath.Join(t.TempDir(), "h.db"), history.Retention{})
+	msgstoretest.Run(t, func(t *testing.T) msgstore.Store {
+		b := openBolt(t, filepath.Join(t.TempDir(), "h.db"), msgstore.Retention{})
 		t.Cleanup(func() { b.Close() })
 		return b
 	})
@@ -32,14 +32,14 @@ func TestBoltContract(t *testing.T) {
 func TestBoltSurvivesReopen(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "h.db")
 	ctx := context.Background()
-	b := openBolt(t, path, history.Retention{})
+	b := openBolt(t, path, msgstore.Retention{})
 	if err := b.Append(ctx, []*clientpb.Message{{Conversation: "room:a", Seq: 1, Body: []byte("kept")}, {Conversation: "dm:a:b", Seq: 7}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}
-	b = openBolt(t, path, history.Retention{})
+	b = openBolt(t, path, msgstore.Retention{})
 	defer b.Close()
 	got, _, err := b.After(ctx, "room:a", 0, 10)
 	if err != nil || len(got) != 1 || string(got[0].GetBody()) != "kept" {
@@ -52,7 +52,7 @@ func TestBoltSurvivesReopen(t *testing.T) {
 }
 
 func TestBoltRetention(t *testing.T) {
-	b := openBolt(t, filepath.Join(t.TempDir(), "h.db"), history.Retention{Room: time.Hour})
+	b := openBolt(t, filepath.Join(t.TempDir(), "h.db"), msgstore.Retention{Room: time.Hour})
 	defer b.Close()
 	ctx := context.Background()
 	now := time.Now()
@@ -84,7 +84,7 @@ func TestBoltRetention(t *testing.T) {
 // message per Append from 8 concurrent writers (as the persist worker's
 // partitions do).
 func BenchmarkBoltAppend(b *testing.B) {
-	s := openBolt(b, filepath.Join(b.TempDir(), "h.db"), history.Retention{})
+	s := openBolt(b, filepath.Join(b.TempDir(), "h.db"), msgstore.Retention{})
 	defer s.Close()
 	ctx := context.Background()
 	b.ReportAllocs()
@@ -106,7 +106,7 @@ func BenchmarkBoltAppend(b *testing.B) {
 }
 
 func TestBoltFirstCopyWins(t *testing.T) {
-	b := openBolt(t, filepath.Join(t.TempDir(), "h.db"), history.Retention{})
+	b := openBolt(t, filepath.Join(t.TempDir(), "h.db"), msgstore.Retention{})
 	defer b.Close()
 	ctx := context.Background()
 	for _, body := range []string{"first", "second"} {

@@ -6,7 +6,7 @@
 // Backends: Bolt (store_bolt.go), embedded in one process on a data
 // folder, for dev mode and single-node use; Scylla/Cassandra
 // (store_scylla.go) for clusters. Both pass the suite in historytest.
-package history
+package msgstore
 
 import (
 	"context"

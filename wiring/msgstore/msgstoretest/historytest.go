@@ -1,6 +1,6 @@
-// Package historytest is the contract every history.Store must pass.
+// Package historytest is the contract every msgstore.Store must pass.
 // Run it from a backend's tests with a factory of empty stores.
-package historytest
+package msgstoretest
 
 import (
 	"context"
@@ -9,11 +9,11 @@ import (
 	"testing"
 
 	"github.com/laneim/laneim/proto/clientpb"
-	"github.com/laneim/laneim/wiring/history"
+	"github.com/laneim/laneim/wiring/msgstore"
 )
 
 // Factory returns an empty store, closed by the test's cleanup.
-type Factory func(t *testing.T) history.Store
+type Factory func(t *testing.T) msgstore.Store
 
 func msg(conv string, seq uint64) *clientpb.Message {
 	return &clientpb.Message{Id: fmt.Sprintf("%s-%d", conv, seq), Conversation: conv, Seq: seq, Sender: "u", Body: []byte(fmt.Sprint("body ", seq)), ServerTimeUnixMs: 1}
@@ -158,19 +158,19 @@ func Run(t *testing.T, newStore Factory) {
 		for err := range errs {
 			t.Fatal(err)
 		}
-		got, more, err := s.After(ctx, "room:busy", 0, history.MaxPage)
+		got, more, err := s.After(ctx, "room:busy", 0, msgstore.MaxPage)
 		if err != nil || more || !same(seqs(got), 1, 200) {
 			t.Fatalf("after concurrent appends: %d messages more=%v err=%v", len(got), more, err)
 		}
 	})
 	t.Run("PageSizeIsBounded", func(t *testing.T) {
 		s := newStore(t)
-		if err := s.Append(ctx, msgs("room:big", 1, history.MaxPage+10)); err != nil {
+		if err := s.Append(ctx, msgs("room:big", 1, msgstore.MaxPage+10)); err != nil {
 			t.Fatal(err)
 		}
-		got, more, err := s.After(ctx, "room:big", 0, 10*history.MaxPage)
-		if err != nil || len(got) != history.MaxPage || !more {
-			t.Fatalf("got %d more=%v err=%v, want %d and more", len(got), more, err, history.MaxPage)
+		got, more, err := s.After(ctx, "room:big", 0, 10*msgstore.MaxPage)
+		if err != nil || len(got) != msgstore.MaxPage || !more {
+			t.Fatalf("got %d more=%v err=%v, want %d and more", len(got), more, err, msgstore.MaxPage)
 		}
 	})
 }

@@ -1,4 +1,4 @@
-package history_test
+package msgstore_test
 
 import (
 	"fmt"
@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/laneim/laneim/wiring/history"
-	"github.com/laneim/laneim/wiring/history/historytest"
+	"github.com/laneim/laneim/wiring/msgstore"
+	"github.com/laneim/laneim/wiring/msgstore/msgstoretest"
 )
 
 // TestScyllaContract runs the store contract against a real Scylla or
@@ -20,8 +20,8 @@ func TestScyllaContract(t *testing.T) {
 	if hosts == "" {
 		t.Skip("SKIPPED: Scylla contract suite needs LANEIM_TEST_SCYLLA=host:9042 (no Scylla/Cassandra can be installed here)")
 	}
-	historytest.Run(t, func(t *testing.T) history.Store {
-		s, err := history.OpenScylla(history.ScyllaConfig{
+	msgstoretest.Run(t, func(t *testing.T) msgstore.Store {
+		s, err := msgstore.OpenScylla(msgstore.ScyllaConfig{
 			Hosts:             strings.Split(hosts, ","),
 			Keyspace:          fmt.Sprintf("laneim_test_%d", time.Now().UnixNano()),
 			Consistency:       "ONE",

@@ -1,0 +1,115 @@
+// Package pipeline is the contract between laneIM's workers and the
+// process that runs them: a worker describes each of its stages as a
+// Handler (a name, a topic and a function), and the process's Watermill
+// router (package wiring) consumes the topic under the handler's consumer
+// group and applies retries, timeouts and dead letters around it.
+//
+// The package knows no infrastructure: it imports Watermill's message
+// package, fx and laneIM's topics and protobuf types, never a Kafka,
+// Redis or metrics client, so a worker that imports it stays free of them.
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"go.uber.org/fx"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/laneim/laneim/proto/clientpb"
+	"github.com/laneim/laneim/proto/topicpb"
+	"github.com/laneim/laneim/topics"
+)
+
+// Handler is one stage of the pipeline: a function consuming a topic under
+// its own consumer group. A Handler value is immutable; Handle must be safe
+// for concurrent use, since a process may consume several partitions at once.
+type Handler struct {
+	// Name is the handler's contract with Kafka: its consumer group is
+	// ConsumerGroup(Name). Renaming a handler makes it read its topic
+	// afresh, so names are constants.
+	Name string
+	// Topic is the topic consumed.
+	Topic string
+	// Handle processes one message. Returning nil acks it. A returned
+	// error is retried with backoff; a Permanent error, or one that
+	// outlives its retries, sends the message to the dead-letter topic and
+	// the handler moves on to the next message of the partition.
+	Handle message.NoPublishHandlerFunc
+}
+
+// ConsumerGroup returns the Kafka consumer group of a handler name.
+func ConsumerGroup(name string) string { return "laneim." + name }
+
+// On returns a Handler named name consuming topic whose payloads are
+// decoded once, here, before fn sees them. A payload that does not decode
+// is a Permanent error (it goes to dead letters without retries). fn gets
+// the message's context and the message itself, for its metadata.
+func On[T proto.Message](name string, topic topics.Topic[T], fn func(ctx context.Context, v T, msg *message.Message) error) Handler {
+	return Handler{Name: name, Topic: topic.Name, Handle: func(msg *message.Message) error {
+		v, err := topic.Decode(msg)
+		if err != nil {
+			return Permanent(err)
+		}
+		return fn(msg.Context(), v, msg)
+	}}
+}
+
+// Group is the fx value group that handlers are contributed to, and that
+// the process's router consumes.
+const Group = `group:"handlers"`
+
+// Provide contributes the Handler returned by constructor to the process's
+// router. constructor is any fx constructor returning (Handler) or
+// (Handler, error).
+func Provide(constructor any) fx.Option {
+	return fx.Provide(fx.Annotate(constructor, fx.ResultTags(Group)))
+}
+
+// permanentError marks an error that no retry can fix.
+type permanentError struct{ err error }
+
+func (e permanentError) Error() string { return e.err.Error() }
+func (e permanentError) Unwrap() error { return e.err }
+
+// Permanent marks err as one that retrying cannot fix, such as a payload
+// that does not decode; the router sends the message to dead letters at
+// once. Permanent(nil) is nil.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return permanentError{err}
+}
+
+// IsPermanent reports whether err, or an error it wraps, was marked with
+// Permanent.
+func IsPermanent(err error) bool {
+	var p permanentError
+	return errors.As(err, &p)
+}
+
+// Reply sends frame, with ctl if it is not nil, to the connection of
+// session s through its comet's delivery topic, and returns once the
+// broker has it. A session without a comet (a submission of the api
+// gateway, say) has nobody to answer: Reply does nothing.
+func Reply(pub message.Publisher, s *topicpb.Session, frame *clientpb.ServerFrame, ctl *topicpb.Control) error {
+	if s.GetComet() == "" {
+		return nil
+	}
+	topic, out, err := topics.Reply(s, frame, ctl)
+	if err != nil {
+		return err
+	}
+	if err := pub.Publish(topic, out); err != nil {
+		return fmt.Errorf("reply to %s: %w", topics.SessionKey(s), err)
+	}
+	return nil
+}
+
+// ReplyError answers request requestID of session s with an Error frame.
+func ReplyError(pub message.Publisher, s *topicpb.Session, requestID uint64, code clientpb.Error_Code, text string) error {
+	return Reply(pub, s, topics.ErrorFrame(requestID, code, text), nil)
+}
