@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/coder/websocket"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -16,11 +17,13 @@ import (
 	"github.com/laneim/laneim/topics"
 )
 
-// conn is one client connection. user and rooms are guarded by the
-// comet's mu; frames reach the client only through send, drained by the
-// connection's writer goroutine, which also enforces the login and idle
-// deadlines, so that every close goes out as a proper close frame.
+// conn is one client connection of its comet, which it calls back into
+// (publishing, counters, configuration). user and rooms are guarded by
+// the comet's mu; frames reach the client only through send, drained by
+// the connection's writer goroutine, which also enforces the login and
+// idle deadlines, so that every close goes out as a proper close frame.
 type conn struct {
+	comet *Comet // set by newConn, never changes
 	id    string
 	ws    *websocket.Conn // nil for test members without a socket
 	json  bool
@@ -40,10 +43,11 @@ type conn struct {
 	closeFlush  bool // write what is queued before closing
 }
 
-func newConn(id string, ws *websocket.Conn, useJSON bool, queue int) *conn {
+// newConn returns a connection of c with a queue of c's SendQueue frames.
+func newConn(c *Comet, id string, ws *websocket.Conn, useJSON bool) *conn {
 	return &conn{
-		id: id, ws: ws, json: useJSON, start: time.Now(),
-		send: make(chan *frame, queue), closing: make(chan struct{}), rooms: map[string]struct{}{},
+		comet: c, id: id, ws: ws, json: useJSON, start: time.Now(),
+		send: make(chan *frame, c.cfg.SendQueue), closing: make(chan struct{}), rooms: map[string]struct{}{},
 	}
 }
 
@@ -51,7 +55,8 @@ var unmarshalJSON = protojson.UnmarshalOptions{DiscardUnknown: true}
 
 // enqueue queues a frame without blocking; a full queue closes the
 // connection as a slow consumer. Safe for concurrent use.
-func (cn *conn) enqueue(c *Comet, f *frame) {
+func (cn *conn) enqueue(f *frame) {
+	c := cn.comet
 	select {
 	case <-cn.closing:
 		return
@@ -81,7 +86,8 @@ func (cn *conn) kick(status websocket.StatusCode, reason string, flush bool) (fi
 
 // write drains the queue until the connection is kicked or breaks, and
 // closes the connection when the login or idle deadline passes.
-func (cn *conn) write(c *Comet) {
+func (cn *conn) write() {
+	c := cn.comet
 	defer cn.ws.CloseNow()
 	deadline := time.NewTimer(min(c.cfg.LoginTimeout, c.cfg.IdleTimeout))
 	defer deadline.Stop()
@@ -89,27 +95,27 @@ func (cn *conn) write(c *Comet) {
 		select {
 		case <-cn.closing:
 			if cn.closeFlush {
-				cn.flush(c)
+				cn.flush()
 			}
 			cn.ws.Close(cn.closeStatus, cn.closeReason)
 			return
 		case f := <-cn.send:
-			if !cn.writeFrame(c, f) {
+			if !cn.writeFrame(f) {
 				cn.kick(websocket.StatusGoingAway, "write failed", false)
 				return
 			}
 		case <-deadline.C:
-			deadline.Reset(cn.checkDeadlines(c))
+			deadline.Reset(cn.checkDeadlines())
 		}
 	}
 }
 
 // flush writes the frames queued now, stopping at the first failure.
-func (cn *conn) flush(c *Comet) {
+func (cn *conn) flush() {
 	for {
 		select {
 		case f := <-cn.send:
-			if !cn.writeFrame(c, f) {
+			if !cn.writeFrame(f) {
 				return
 			}
 		default:
@@ -118,7 +124,8 @@ func (cn *conn) flush(c *Comet) {
 	}
 }
 
-func (cn *conn) writeFrame(c *Comet, f *frame) bool {
+func (cn *conn) writeFrame(f *frame) bool {
+	c := cn.comet
 	typ := websocket.MessageBinary
 	if cn.json {
 		typ = websocket.MessageText
@@ -138,7 +145,8 @@ func (cn *conn) writeFrame(c *Comet, f *frame) bool {
 
 // checkDeadlines kicks the connection if it is past its login or idle
 // deadline, and returns how long until the next check.
-func (cn *conn) checkDeadlines(c *Comet) time.Duration {
+func (cn *conn) checkDeadlines() time.Duration {
+	c := cn.comet
 	age := time.Since(cn.start)
 	next := time.Duration(cn.lastRead.Load()) + c.cfg.IdleTimeout - age
 	if next <= 0 {
@@ -158,7 +166,8 @@ func (cn *conn) checkDeadlines(c *Comet) time.Duration {
 
 // read serves the client's frames until the connection ends, then
 // unregisters it.
-func (cn *conn) read(c *Comet) {
+func (cn *conn) read() {
+	c := cn.comet
 	defer c.unregister(cn)
 	defer cn.kick(websocket.StatusNormalClosure, "", false)
 	for {
@@ -174,37 +183,38 @@ func (cn *conn) read(c *Comet) {
 			err = proto.Unmarshal(data, &f)
 		}
 		if err != nil {
-			cn.fail(c, 0, clientpb.Error_BAD_FRAME, "undecodable frame: "+err.Error())
+			cn.fail(0, clientpb.Error_BAD_FRAME, "undecodable frame: "+err.Error())
 			continue
 		}
-		cn.serve(c, &f)
+		cn.serve(&f)
 	}
 }
 
-func (cn *conn) reply(c *Comet, f *clientpb.ServerFrame) { cn.enqueue(c, newFrame(f)) }
+func (cn *conn) reply(f *clientpb.ServerFrame) { cn.enqueue(newFrame(f)) }
 
-func (cn *conn) fail(c *Comet, req uint64, code clientpb.Error_Code, text string) {
-	cn.reply(c, topics.ErrorFrame(req, code, strings.ToValidUTF8(text, "?")))
+func (cn *conn) fail(req uint64, code clientpb.Error_Code, text string) {
+	cn.reply(topics.ErrorFrame(req, code, strings.ToValidUTF8(text, "?")))
 }
 
 // serve handles one client frame.
-func (cn *conn) serve(c *Comet, f *clientpb.ClientFrame) {
+func (cn *conn) serve(f *clientpb.ClientFrame) {
+	c := cn.comet
 	req := f.GetRequestId()
 	c.mu.RLock()
 	user := cn.user
 	c.mu.RUnlock()
 	switch b := f.GetBody().(type) {
 	case nil:
-		cn.fail(c, req, clientpb.Error_BAD_FRAME, "frame has no body")
+		cn.fail(req, clientpb.Error_BAD_FRAME, "frame has no body")
 		return
 	case *clientpb.ClientFrame_Ping:
-		cn.reply(c, &clientpb.ServerFrame{RequestId: req, Body: &clientpb.ServerFrame_Pong{Pong: &clientpb.Pong{
+		cn.reply(&clientpb.ServerFrame{RequestId: req, Body: &clientpb.ServerFrame_Pong{Pong: &clientpb.Pong{
 			ClientTimeUnixMs: b.Ping.GetClientTimeUnixMs(), ServerTimeUnixMs: time.Now().UnixMilli(),
 		}}})
 		return
 	case *clientpb.ClientFrame_Login:
 		if user != "" {
-			cn.fail(c, req, clientpb.Error_ALREADY_LOGGED_IN, "already logged in as "+user)
+			cn.fail(req, clientpb.Error_ALREADY_LOGGED_IN, "already logged in as "+user)
 			return
 		}
 		msg, err := topics.LoginRequests.Encode(&topicpb.LoginRequest{
@@ -215,52 +225,53 @@ func (cn *conn) serve(c *Comet, f *clientpb.ClientFrame) {
 		}
 		if err != nil {
 			c.logger.Warn("publish login request", "conn", cn.id, "err", err)
-			cn.fail(c, req, clientpb.Error_UNAVAILABLE, "login unavailable, retry")
+			cn.fail(req, clientpb.Error_UNAVAILABLE, "login unavailable, retry")
 		}
 		return
 	}
 	if user == "" {
-		cn.fail(c, req, clientpb.Error_UNAUTHENTICATED, "log in first")
+		cn.fail(req, clientpb.Error_UNAUTHENTICATED, "log in first")
 		return
 	}
 	switch b := f.GetBody().(type) {
 	case *clientpb.ClientFrame_Join:
 		if b.Join.GetRoom() == "" {
-			cn.fail(c, req, clientpb.Error_INVALID, "join needs a room")
+			cn.fail(req, clientpb.Error_INVALID, "join needs a room")
 			return
 		}
 		ev := &topicpb.SessionEvent{Kind: topicpb.SessionEvent_JOINED, Session: c.session(cn), User: user, Room: b.Join.GetRoom(), RequestId: req, TimeUnixMs: time.Now().UnixMilli()}
 		if c.publishEvent(ev) != nil {
-			cn.fail(c, req, clientpb.Error_UNAVAILABLE, "join unavailable, retry")
+			cn.fail(req, clientpb.Error_UNAVAILABLE, "join unavailable, retry")
 		}
 	case *clientpb.ClientFrame_Leave:
 		room := b.Leave.GetRoom()
 		if room == "" {
-			cn.fail(c, req, clientpb.Error_INVALID, "leave needs a room")
+			cn.fail(req, clientpb.Error_INVALID, "leave needs a room")
 			return
 		}
 		c.mu.Lock()
 		c.leaveLocked(cn, room)
 		c.mu.Unlock()
-		cn.reply(c, &clientpb.ServerFrame{RequestId: req, Body: &clientpb.ServerFrame_Left{Left: &clientpb.Left{Room: room}}})
+		cn.reply(&clientpb.ServerFrame{RequestId: req, Body: &clientpb.ServerFrame_Left{Left: &clientpb.Left{Room: room}}})
 		// The connection left locally in any case; should the event be
 		// lost, presence keeps routing the room here and the comet drops
 		// those messages, until the session closes.
 		_ = c.publishEvent(&topicpb.SessionEvent{Kind: topicpb.SessionEvent_LEFT, Session: c.session(cn), User: user, Room: room, RequestId: req, TimeUnixMs: time.Now().UnixMilli()})
 	case *clientpb.ClientFrame_Send:
-		cn.submit(c, req, user, b.Send)
+		cn.submit(req, user, b.Send)
 	case *clientpb.ClientFrame_Ack:
 		// Accepted and ignored: read positions belong to the history
 		// feature, which will consume them.
 	case *clientpb.ClientFrame_Sync:
-		cn.sync(c, req, user, b.Sync)
+		cn.sync(req, user, b.Sync)
 	default:
-		cn.fail(c, req, clientpb.Error_BAD_FRAME, "unknown frame type")
+		cn.fail(req, clientpb.Error_BAD_FRAME, "unknown frame type")
 	}
 }
 
 // submit publishes a Send as a Submitted message.
-func (cn *conn) submit(c *Comet, req uint64, user string, s *clientpb.Send) {
+func (cn *conn) submit(req uint64, user string, s *clientpb.Send) {
+	c := cn.comet
 	sub := &topicpb.Submitted{
 		Origin: c.session(cn), RequestId: req, Sender: user, ClientMsgId: s.GetClientMsgId(),
 		Body: s.GetBody(), ContentType: s.GetContentType(), SubmittedUnixMs: time.Now().UnixMilli(),
@@ -276,7 +287,7 @@ func (cn *conn) submit(c *Comet, req uint64, user string, s *clientpb.Send) {
 		}
 	}
 	if sub.To == nil || s.GetClientMsgId() == "" {
-		cn.fail(c, req, clientpb.Error_INVALID, "send needs a client_msg_id and a user or room")
+		cn.fail(req, clientpb.Error_INVALID, "send needs a client_msg_id and a user or room")
 		return
 	}
 	msg, err := topics.Submitted.Encode(sub)
@@ -285,15 +296,16 @@ func (cn *conn) submit(c *Comet, req uint64, user string, s *clientpb.Send) {
 	}
 	if err != nil {
 		c.logger.Warn("publish submitted message", "conn", cn.id, "err", err)
-		cn.fail(c, req, clientpb.Error_UNAVAILABLE, "send unavailable, retry with the same client_msg_id")
+		cn.fail(req, clientpb.Error_UNAVAILABLE, "send unavailable, retry with the same client_msg_id")
 	}
 }
 
 // sync forwards a catch-up request to the history worker, which answers
 // on this comet's delivery topic.
-func (cn *conn) sync(c *Comet, req uint64, user string, s *clientpb.Sync) {
+func (cn *conn) sync(req uint64, user string, s *clientpb.Sync) {
+	c := cn.comet
 	if s.GetConversation() == "" {
-		cn.fail(c, req, clientpb.Error_INVALID, "sync needs a conversation")
+		cn.fail(req, clientpb.Error_INVALID, "sync needs a conversation")
 		return
 	}
 	msg, err := topics.HistoryRequests.Encode(&topicpb.HistoryRequest{
@@ -305,6 +317,21 @@ func (cn *conn) sync(c *Comet, req uint64, user string, s *clientpb.Sync) {
 	}
 	if err != nil {
 		c.logger.Warn("publish history request", "err", err)
-		cn.fail(c, req, clientpb.Error_UNAVAILABLE, "history unavailable, retry")
+		cn.fail(req, clientpb.Error_UNAVAILABLE, "history unavailable, retry")
 	}
+}
+
+// closeReason fits s into a close frame (123 bytes) without splitting a
+// UTF-8 sequence.
+func closeReason(s string) string {
+	const max = 123
+	s = strings.ToValidUTF8(s, "?")
+	if len(s) <= max {
+		return s
+	}
+	s = s[:max]
+	for len(s) > 0 && !utf8.ValidString(s) {
+		s = s[:len(s)-1]
+	}
+	return s
 }

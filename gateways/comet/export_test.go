@@ -13,7 +13,7 @@ func (c *Comet) AddTestMember(room, user string) string {
 		c.mu.Unlock()
 		return ""
 	}
-	cn := newConn("test."+user, nil, false, c.cfg.SendQueue)
+	cn := newConn(c, "test."+user, nil, false)
 	c.conns[cn.id] = cn
 	c.wg.Add(1)
 	c.mu.Unlock()

@@ -21,9 +21,12 @@ import (
 
 // Module runs a comet: on start it creates the comet's delivery topic
 // (one partition), listens on Config.Addr (a port in use fails the
-// start), serves WebSockets on Config.Path and "ok" on /healthz, and
-// starts the heartbeat loop; on stop it shuts the HTTP server down and
-// closes the comet. It contributes the comet's Handler to the process's
+// start), registers the comet in etcd when the graph has a
+// *clientv3.Client, then serves WebSockets on Config.Path and "ok" on
+// /healthz and starts the heartbeat loop. A start that fails undoes
+// itself: the listener and the comet are closed and no goroutine is
+// left. On stop it leaves etcd, shuts the HTTP server down and closes
+// the comet. It contributes the comet's Handler to the process's
 // router (wiring.ProvideHandler) and provides the *Comet. It needs a
 // Config, a wiring.Config, a message.Publisher and a *slog.Logger in the
 // graph.
@@ -62,7 +65,10 @@ func newWithLifecycle(p params) (*Comet, error) {
 	serveDone := make(chan error, 1)
 	var reg *discovery.Registration
 	lc.Append(fx.Hook{
-		OnStart: func(ctx context.Context) error {
+		// OnStart starts serving only once nothing is left that can fail:
+		// fx runs no OnStop for a hook whose OnStart failed, so a failed
+		// start closes what it opened (the listener, the comet) itself.
+		OnStart: func(ctx context.Context) (err error) {
 			if err := wiring.EnsureTopics(ctx, infra.Kafka, wiring.TopicSpec{Name: topics.Delivery(cfg.ID), Partitions: topics.Deliveries.Partitions}); err != nil {
 				return fmt.Errorf("comet: %w", err)
 			}
@@ -70,10 +76,15 @@ func newWithLifecycle(p params) (*Comet, error) {
 			if err != nil {
 				return fmt.Errorf("comet: listen: %w", err)
 			}
-			c.Start()
-			go func() { serveDone <- srv.Serve(l) }()
-			logger.Info("comet listening", "id", cfg.ID, "addr", l.Addr().String(), "path", cfg.Path)
+			defer func() {
+				if err != nil {
+					l.Close()
+					c.Close()
+				}
+			}()
 			if p.Etcd != nil {
+				// The listener queues connections until Serve below takes
+				// them, so the comet may be announced before it serves.
 				url := cfg.PublicURL
 				if url == "" {
 					url = "ws://" + l.Addr().String() + cfg.Path
@@ -84,6 +95,9 @@ func newWithLifecycle(p params) (*Comet, error) {
 					return fmt.Errorf("comet: %w", err)
 				}
 			}
+			c.Start()
+			go func() { serveDone <- srv.Serve(l) }() // owned: OnStop waits for it
+			logger.Info("comet listening", "id", cfg.ID, "addr", l.Addr().String(), "path", cfg.Path)
 			return nil
 		},
 		OnStop: func(ctx context.Context) error {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -13,8 +14,11 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/coder/websocket"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/fx"
 	"go.uber.org/fx/fxtest"
+	"go.uber.org/goleak"
+	"go.uber.org/zap"
 
 	"github.com/laneim/laneim/gateways/comet"
 	"github.com/laneim/laneim/internal/client"
@@ -171,4 +175,59 @@ func TestModuleOverKafka(t *testing.T) {
 	if got := websocket.CloseStatus(conn.Err()); got != websocket.StatusGoingAway {
 		t.Errorf("close status on stop %v, want 1001", got)
 	}
+}
+
+// TestModuleRegistrationFailureUndoesStart starts comet.Module with an
+// etcd client that fails every call, so that registering the comet in the
+// directory fails after the topic is made and the address is listened on.
+// fx runs no OnStop for a hook whose OnStart failed, so the start must
+// undo itself: afterwards no goroutine of the comet (HTTP server,
+// heartbeats) is left and the address is free again.
+func TestModuleRegistrationFailureUndoesStart(t *testing.T) {
+	kcfg := testinfra.Kafka(t)
+	etcd, err := clientv3.New(clientv3.Config{Endpoints: []string{"127.0.0.1:1"}, DialTimeout: time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	etcd.Close() // every call now fails at once
+	// What runs now (the broker, the closed client winding down) is not
+	// the comet's.
+	before := goleak.IgnoreCurrent()
+
+	addr := "127.0.0.1:" + strconv.Itoa(testinfra.FreePort(t))
+	var cm *comet.Comet
+	app := fx.New(
+		fx.NopLogger,
+		fx.Supply(comet.Config{ID: "r1", Addr: addr, HeartbeatInterval: 50 * time.Millisecond}, wiring.Config{Kafka: kcfg}, slog.New(slog.DiscardHandler), etcd),
+		fx.Provide(wiring.NewMetrics),
+		fx.Provide(func() message.Publisher { return &testinfra.Recorder{} }),
+		comet.Module,
+		fx.Populate(&cm),
+	)
+	if err := app.Err(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err = app.Start(ctx)
+	if err == nil {
+		app.Stop(ctx)
+		t.Fatal("start with a failing etcd succeeded")
+	}
+	if !strings.Contains(err.Error(), "discovery") {
+		t.Fatalf("start failed with %v, want a discovery error", err)
+	}
+
+	goleak.VerifyNone(t, before,
+		// Sarama's metrics library starts one process-wide ticker.
+		goleak.IgnoreTopFunction("github.com/rcrowley/go-metrics.(*meterArbiter).tick"),
+	)
+	testinfra.Eventually(t, wait, func() bool {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			return false
+		}
+		l.Close()
+		return true
+	}, "%s still listened on after the failed start", addr)
 }

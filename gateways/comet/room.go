@@ -74,7 +74,7 @@ func (r *room) flush() {
 func (r *room) broadcast(msgs []*clientpb.Message) {
 	f := newFrame(&clientpb.ServerFrame{Body: &clientpb.ServerFrame_Messages{Messages: &clientpb.MessageBatch{Messages: msgs}}})
 	for cn := range r.members {
-		cn.enqueue(r.c, f)
+		cn.enqueue(f)
 	}
 }
 

@@ -1,0 +1,150 @@
+package comet
+
+import (
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/coder/websocket"
+
+	"github.com/laneim/laneim/proto/topicpb"
+	"github.com/laneim/laneim/topics"
+	"github.com/laneim/laneim/wiring"
+)
+
+// Handler returns the pipeline handler named comet.<id> that consumes the
+// comet's own delivery topic (consumer group laneim.comet.<id>) and
+// applies each Delivery with Handle.
+func (c *Comet) Handler() wiring.Handler {
+	return wiring.Handler{Name: "comet." + c.cfg.ID, Topic: topics.Delivery(c.cfg.ID), Handle: c.Handle}
+}
+
+// Handle applies one message of the comet's delivery topic (see Deliver).
+// A payload that does not decode is a wiring.Permanent error; every other
+// message returns nil, since a connection that is gone needs no retry.
+func (c *Comet) Handle(msg *message.Message) error {
+	d, err := topics.Deliveries.Decode(msg)
+	if err != nil {
+		return wiring.Permanent(err)
+	}
+	c.Deliver(d)
+	return nil
+}
+
+// Deliver applies a Delivery: its control first (authenticate, join, leave),
+// then its frame is queued to the targets; with control.close the frame
+// is queued first and the targets are closed after writing it.
+// Connections it names that are not here are skipped (stale routes).
+// Deliver never blocks on a connection; after Close it does nothing.
+func (c *Comet) Deliver(d *topicpb.Delivery) {
+	c.mu.RLock()
+	closed := c.closed
+	c.mu.RUnlock()
+	if closed {
+		return
+	}
+	ctl := d.GetControl()
+	var targets []*conn
+	if ctl != nil {
+		targets = c.targets(d)
+		c.control(targets, ctl)
+	}
+	f := d.GetFrame()
+	if f != nil {
+		if batch := f.GetMessages(); batch != nil && d.GetRoom() != "" && ctl.GetClose() == "" {
+			c.mu.RLock()
+			rm := c.rooms[d.GetRoom()]
+			c.mu.RUnlock()
+			if rm != nil {
+				rm.add(batch.GetMessages())
+			}
+			return
+		}
+		if ctl == nil {
+			targets = c.targets(d)
+		}
+		fr := newFrame(f)
+		for _, cn := range targets {
+			cn.enqueue(fr)
+		}
+	}
+	if reason := ctl.GetClose(); reason != "" {
+		for _, cn := range targets {
+			cn.kick(websocket.StatusPolicyViolation, reason, true)
+		}
+	}
+}
+
+// targets resolves a Delivery's targets to local connections.
+func (c *Comet) targets(d *topicpb.Delivery) []*conn {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	var out []*conn
+	switch {
+	case len(d.GetConns()) > 0:
+		for _, id := range d.GetConns() {
+			if cn := c.conns[id]; cn != nil {
+				out = append(out, cn)
+			}
+		}
+	case d.GetRoom() != "":
+		if rm := c.rooms[d.GetRoom()]; rm != nil {
+			out = rm.appendMembers(out)
+		}
+	case len(d.GetUsers()) > 0:
+		for _, u := range d.GetUsers() {
+			for cn := range c.users[u] {
+				out = append(out, cn)
+			}
+		}
+	case d.GetBroadcast():
+		for _, cn := range c.conns {
+			if cn.user != "" {
+				out = append(out, cn)
+			}
+		}
+	}
+	return out
+}
+
+// control applies authenticate, join and leave to targets, in that
+// order. A connection is authenticated once; join needs a logged-in
+// connection; leave (presence revoking a membership) only updates the
+// local index, publishing nothing.
+func (c *Comet) control(targets []*conn, ctl *topicpb.Control) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return
+	}
+	for _, cn := range targets {
+		if u := ctl.GetAuthenticate(); u != "" && cn.user == "" {
+			cn.user = u
+			cn.authed.Store(true)
+			if c.users[u] == nil {
+				c.users[u] = map[*conn]struct{}{}
+			}
+			c.users[u][cn] = struct{}{}
+		}
+		if r := ctl.GetJoin(); r != "" && cn.user != "" {
+			rm := c.rooms[r]
+			if rm == nil {
+				rm = newRoom(c, r)
+				c.rooms[r] = rm
+			}
+			rm.join(cn)
+			cn.rooms[r] = struct{}{}
+		}
+		if r := ctl.GetLeave(); r != "" {
+			c.leaveLocked(cn, r)
+		}
+	}
+}
+
+// leaveLocked removes cn from room r; c.mu must be held for writing.
+func (c *Comet) leaveLocked(cn *conn, r string) {
+	delete(cn.rooms, r)
+	if rm := c.rooms[r]; rm != nil {
+		if rm.leave(cn) == 0 {
+			rm.stop()
+			delete(c.rooms, r)
+		}
+	}
+}

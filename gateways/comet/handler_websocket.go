@@ -1,0 +1,116 @@
+package comet
+
+import (
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/laneim/laneim/proto/topicpb"
+)
+
+// The WebSocket subprotocols of version 1 of the client protocol.
+const (
+	SubprotocolProto = "laneim.v1.proto"
+	SubprotocolJSON  = "laneim.v1.json"
+)
+
+// ServeHTTP upgrades a request to a WebSocket connection and serves it
+// until it ends. Requests that cannot be upgraded get a 4xx answer.
+func (c *Comet) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	offered := r.Header.Values("Sec-WebSocket-Protocol")
+	if len(offered) > 0 && !offers(offered, SubprotocolProto) && !offers(offered, SubprotocolJSON) {
+		http.Error(w, "laneim: unsupported WebSocket subprotocol; offer "+SubprotocolProto+" (binary protobuf) or "+SubprotocolJSON+" (JSON text)", http.StatusBadRequest)
+		return
+	}
+	c.mu.RLock()
+	closed := c.closed
+	c.mu.RUnlock()
+	if closed {
+		http.Error(w, "laneim: comet shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+		Subprotocols: []string{SubprotocolProto, SubprotocolJSON},
+		// Any origin: no cookie is involved, a connection is
+		// authenticated by the token of its Login frame.
+		InsecureSkipVerify: true,
+	})
+	if err != nil {
+		// Accept has written an HTTP error (426 for a plain request).
+		c.logger.Debug("websocket accept", "remote", r.RemoteAddr, "err", err)
+		return
+	}
+	ws.SetReadLimit(int64(c.cfg.MaxFrameBytes))
+	cn := c.register(ws, ws.Subprotocol() != SubprotocolProto)
+	if cn == nil {
+		ws.Close(websocket.StatusGoingAway, "server shutting down")
+		return
+	}
+	defer c.wg.Done()
+	cn.read()
+}
+
+func offers(values []string, proto string) bool {
+	for _, v := range values {
+		for _, p := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(p), proto) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// register adds a new connection and starts its writer. It returns nil if
+// the comet is closed; otherwise the caller owns one count of c.wg for the
+// reader.
+func (c *Comet) register(ws *websocket.Conn, useJSON bool) *conn {
+	cn := newConn(c, c.bootID+"."+strconv.FormatUint(c.next.Add(1), 10), ws, useJSON)
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.conns[cn.id] = cn
+	c.wg.Add(2)
+	c.mu.Unlock()
+	go func() {
+		defer c.wg.Done()
+		cn.write()
+	}()
+	return cn
+}
+
+// unregister forgets a connection that ended and, if it was logged in,
+// publishes CLOSED.
+func (c *Comet) unregister(cn *conn) {
+	c.mu.Lock()
+	delete(c.conns, cn.id)
+	user := cn.user
+	if user != "" {
+		if set := c.users[user]; set != nil {
+			delete(set, cn)
+			if len(set) == 0 {
+				delete(c.users, user)
+			}
+		}
+	}
+	for r := range cn.rooms {
+		c.leaveLocked(cn, r)
+	}
+	c.mu.Unlock()
+	if user == "" {
+		return
+	}
+	// Best effort: if this fails, the session expires without heartbeats.
+	_ = c.publishEvent(&topicpb.SessionEvent{
+		Kind: topicpb.SessionEvent_CLOSED, Session: c.session(cn), User: user, TimeUnixMs: time.Now().UnixMilli(),
+	})
+}
+
+func (c *Comet) session(cn *conn) *topicpb.Session {
+	return &topicpb.Session{Comet: c.cfg.ID, Conn: cn.id}
+}
