@@ -31,7 +31,7 @@ var Module = fx.Module("api",
 type optionalParams struct {
 	fx.In
 	Server *Server
-	Store  msgstore.Store    `optional:"true"`
+	Store  msgstore.Store   `optional:"true"`
 	Etcd   *clientv3.Client `optional:"true"`
 }
 

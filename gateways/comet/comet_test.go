@@ -26,7 +26,7 @@ import (
 	"github.com/laneim/laneim/proto/clientpb"
 	"github.com/laneim/laneim/proto/topicpb"
 	"github.com/laneim/laneim/topics"
-	"github.com/laneim/laneim/wiring"
+	"github.com/laneim/laneim/wiring/pipeline"
 )
 
 func TestMain(m *testing.M) {
@@ -41,7 +41,7 @@ const wait = 5 * time.Second
 type fixture struct {
 	t       *testing.T
 	comet   *comet.Comet
-	h       wiring.Handler
+	h       pipeline.Handler
 	rec     *testinfra.Recorder
 	backlog []testinfra.Published // taken from rec, not yet looked at by next
 	url     string
@@ -59,7 +59,7 @@ func newFixture(t *testing.T, cfg comet.Config) *fixture {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(c)
-	f := &fixture{t: t, comet: c, h: c.Handler(), rec: rec, srv: srv, url: "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws"}
+	f := &fixture{t: t, comet: c, h: c.Pipeline(), rec: rec, srv: srv, url: "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws"}
 	t.Cleanup(func() {
 		c.Close()
 		srv.Close()
@@ -259,10 +259,10 @@ func TestConfig(t *testing.T) {
 
 func TestHandler(t *testing.T) {
 	f := newFixture(t, comet.Config{})
-	if f.h.Name != "comet.c1" || f.h.Topic != "deliver.c1" || wiring.ConsumerGroup(f.h.Name) != "laneim.comet.c1" {
+	if f.h.Name != "comet.c1" || f.h.Topic != "deliver.c1" || pipeline.ConsumerGroup(f.h.Name) != "laneim.comet.c1" {
 		t.Errorf("handler %q on %q", f.h.Name, f.h.Topic)
 	}
-	if err := f.h.Handle(message.NewMessage("poison", []byte{0xff, 0xff})); !wiring.IsPermanent(err) {
+	if err := f.h.Handle(message.NewMessage("poison", []byte{0xff, 0xff})); !pipeline.IsPermanent(err) {
 		t.Errorf("undecodable delivery: %v, want a permanent error", err)
 	}
 	// Stale targets are skipped.
@@ -960,7 +960,7 @@ func BenchmarkRoomBroadcast(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			h := c.Handler()
+			h := c.Pipeline()
 			b.ReportAllocs()
 			for b.Loop() {
 				if err := h.Handle(msg); err != nil {

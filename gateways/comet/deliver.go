@@ -1,31 +1,26 @@
 package comet
 
 import (
+	"context"
+
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/coder/websocket"
 
 	"github.com/laneim/laneim/proto/topicpb"
 	"github.com/laneim/laneim/topics"
-	"github.com/laneim/laneim/wiring"
+	"github.com/laneim/laneim/wiring/pipeline"
 )
 
-// Handler returns the pipeline handler named comet.<id> that consumes the
+// Pipeline returns the pipeline handler named comet.<id> that consumes the
 // comet's own delivery topic (consumer group laneim.comet.<id>) and
-// applies each Delivery with Handle.
-func (c *Comet) Handler() wiring.Handler {
-	return wiring.Handler{Name: "comet." + c.cfg.ID, Topic: topics.Delivery(c.cfg.ID), Handle: c.Handle}
-}
-
-// Handle applies one message of the comet's delivery topic (see Deliver).
-// A payload that does not decode is a wiring.Permanent error; every other
-// message returns nil, since a connection that is gone needs no retry.
-func (c *Comet) Handle(msg *message.Message) error {
-	d, err := topics.Deliveries.Decode(msg)
-	if err != nil {
-		return wiring.Permanent(err)
-	}
-	c.Deliver(d)
-	return nil
+// applies each Delivery with Deliver. A payload that does not decode is a
+// pipeline.Permanent error; every other message is acked, since a
+// connection that is gone needs no retry.
+func (c *Comet) Pipeline() pipeline.Handler {
+	return pipeline.On("comet."+c.cfg.ID, topics.DeliveriesOf(c.cfg.ID), func(_ context.Context, d *topicpb.Delivery, _ *message.Message) error {
+		c.Deliver(d)
+		return nil
+	})
 }
 
 // Deliver applies a Delivery: its control first (authenticate, join, leave),

@@ -17,6 +17,7 @@ import (
 	"github.com/laneim/laneim/topics"
 	"github.com/laneim/laneim/wiring"
 	"github.com/laneim/laneim/wiring/discovery"
+	"github.com/laneim/laneim/wiring/pipeline"
 )
 
 // Module runs a comet: on start it creates the comet's delivery topic
@@ -27,12 +28,12 @@ import (
 // itself: the listener and the comet are closed and no goroutine is
 // left. On stop it leaves etcd, shuts the HTTP server down and closes
 // the comet. It contributes the comet's Handler to the process's
-// router (wiring.ProvideHandler) and provides the *Comet. It needs a
+// router (pipeline.Provide) and provides the *Comet. It needs a
 // Config, a wiring.Config, a message.Publisher and a *slog.Logger in the
 // graph.
 var Module = fx.Module("comet",
 	fx.Provide(newWithLifecycle),
-	wiring.ProvideHandler(func(c *Comet) wiring.Handler { return c.Handler() }),
+	pipeline.Provide((*Comet).Pipeline),
 )
 
 type params struct {

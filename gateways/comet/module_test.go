@@ -27,13 +27,14 @@ import (
 	"github.com/laneim/laneim/proto/topicpb"
 	"github.com/laneim/laneim/topics"
 	"github.com/laneim/laneim/wiring"
+	"github.com/laneim/laneim/wiring/pipeline"
 )
 
 // cometApp is a process running comet.Module with a Kafka publisher and a
 // router for the handlers, as the laneim binary assembles it (less Redis).
 func cometApp(t *testing.T, kcfg wiring.KafkaConfig, cfg comet.Config, populate ...any) fx.Option {
 	logger := slog.New(slog.DiscardHandler)
-	newRouter := func(lc fx.Lifecycle, handlers []wiring.Handler, pub message.Publisher) (*message.Router, error) {
+	newRouter := func(lc fx.Lifecycle, handlers []pipeline.Handler, pub message.Publisher) (*message.Router, error) {
 		var subs []message.Subscriber
 		lc.Append(fx.StopHook(func() {
 			for _, s := range subs {
@@ -61,7 +62,7 @@ func cometApp(t *testing.T, kcfg wiring.KafkaConfig, cfg comet.Config, populate 
 			lc.Append(fx.StopHook(p.Close))
 			return p, nil
 		}),
-		fx.Provide(fx.Annotate(newRouter, fx.ParamTags("", wiring.HandlerGroup, ""))),
+		fx.Provide(fx.Annotate(newRouter, fx.ParamTags("", pipeline.Group, ""))),
 		fx.Invoke(wiring.RunRouter),
 		comet.Module,
 		fx.Populate(populate...),
