@@ -1,6 +1,7 @@
 package wiring
 
 import (
+	"errors"
 	"strconv"
 	"sync"
 
@@ -17,8 +18,11 @@ type lagCollector struct {
 	handlers []pipeline.Handler
 	desc     *prometheus.Desc
 
-	mu     sync.Mutex
-	client sarama.Client // created at the first scrape
+	mu sync.Mutex
+	// Created at the first scrape; admin owns client.
+	client sarama.Client
+	admin  sarama.ClusterAdmin
+	closed bool // by Close: no more connections
 }
 
 func newLagCollector(cfg KafkaConfig, handlers []pipeline.Handler) *lagCollector {
@@ -33,40 +37,61 @@ func newLagCollector(cfg KafkaConfig, handlers []pipeline.Handler) *lagCollector
 
 func (l *lagCollector) Describe(ch chan<- *prometheus.Desc) { ch <- l.desc }
 
+// connect creates the client and the cluster admin on it, once.
+func (l *lagCollector) connect() error {
+	if l.admin != nil {
+		return nil
+	}
+	if l.closed {
+		return errors.New("lag collector closed")
+	}
+	c, err := sarama.NewClient(l.cfg.Brokers, l.cfg.sarama())
+	if err != nil {
+		return err
+	}
+	a, err := sarama.NewClusterAdminFromClient(c)
+	if err != nil {
+		c.Close()
+		return err
+	}
+	l.client, l.admin = c, a
+	return nil
+}
+
 // Collect asks Kafka for each partition's end and each group's committed
 // offset. A failure leaves the metric out of this scrape.
 func (l *lagCollector) Collect(ch chan<- prometheus.Metric) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.client == nil {
-		c, err := sarama.NewClient(l.cfg.Brokers, l.cfg.sarama())
-		if err != nil {
-			return
-		}
-		l.client = c
+	if err := l.connect(); err != nil {
+		return
 	}
 	for _, h := range l.handlers {
 		parts, err := l.client.Partitions(h.Topic)
 		if err != nil {
 			continue
 		}
-		om, err := sarama.NewOffsetManagerFromClient(pipeline.ConsumerGroup(h.Name), l.client)
-		if err != nil {
+		committed, err := l.admin.ListConsumerGroupOffsets(pipeline.ConsumerGroup(h.Name), map[string][]int32{h.Topic: parts})
+		// Kafka answers offset -1 for a group it does not know; some
+		// brokers (kfake) answer GROUP_ID_NOT_FOUND instead.
+		unknown := errors.Is(err, sarama.ErrGroupIDNotFound)
+		if err != nil && !unknown {
 			continue
 		}
 		for _, p := range parts {
+			block := &sarama.OffsetFetchResponseBlock{Offset: -1}
+			if !unknown {
+				block = committed.GetBlock(h.Topic, p)
+			}
+			if block == nil || block.Err != sarama.ErrNoError {
+				continue
+			}
 			end, err := l.client.GetOffset(h.Topic, p, sarama.OffsetNewest)
 			if err != nil {
 				continue
 			}
-			pom, err := om.ManagePartition(h.Topic, p)
-			if err != nil {
-				continue
-			}
-			next, _ := pom.NextOffset()
-			pom.AsyncClose()
-			lag := end - next
-			if next < 0 { // nothing committed: the group will read it all
+			lag := end - block.Offset
+			if block.Offset < 0 { // nothing committed: the group will read it all
 				oldest, err := l.client.GetOffset(h.Topic, p, sarama.OffsetOldest)
 				if err != nil {
 					continue
@@ -75,16 +100,18 @@ func (l *lagCollector) Collect(ch chan<- prometheus.Metric) {
 			}
 			ch <- prometheus.MustNewConstMetric(l.desc, prometheus.GaugeValue, float64(max(lag, 0)), h.Name, h.Topic, strconv.Itoa(int(p)))
 		}
-		om.Close()
 	}
 }
 
-// Close releases the Kafka client.
+// Close releases the cluster admin and its Kafka client.
 func (l *lagCollector) Close() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.client != nil {
-		return l.client.Close()
+	l.closed = true
+	if l.admin == nil {
+		return nil
 	}
-	return nil
+	err := l.admin.Close()
+	l.client, l.admin = nil, nil
+	return err
 }

@@ -2,6 +2,7 @@ package wiring
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 
@@ -49,22 +50,12 @@ func newPublisher(lc fx.Lifecycle, cfg Config) (message.Publisher, error) {
 	return p, nil
 }
 
-func newSubscriberFactory(lc fx.Lifecycle, cfg Config, logger *slog.Logger) SubscriberFactory {
-	var subs []message.Subscriber
-	lc.Append(fx.StopHook(func() error {
-		for _, s := range subs {
-			if err := s.Close(); err != nil {
-				return fmt.Errorf("close subscriber: %w", err)
-			}
-		}
-		return nil
-	}))
+// newSubscriberFactory binds NewSubscriber to the process's Kafka
+// configuration. A subscriber belongs to whoever asked for it: the router
+// closes those of its handlers (see newRouter).
+func newSubscriberFactory(cfg Config, logger *slog.Logger) SubscriberFactory {
 	return func(group string) (message.Subscriber, error) {
-		s, err := NewSubscriber(cfg.Kafka, group, logger)
-		if err == nil {
-			subs = append(subs, s)
-		}
-		return s, err
+		return NewSubscriber(cfg.Kafka, group, logger)
 	}
 }
 
@@ -96,5 +87,33 @@ func newRouter(p routerParams) (*message.Router, error) {
 		}
 		p.Lifecycle.Append(fx.StopHook(lag.Close))
 	}
-	return NewRouter(p.Config.Router, p.Handlers, p.Subscribe, p.Publisher, p.Logger, p.Metrics.Middleware)
+	var subs []message.Subscriber
+	subscribe := func(group string) (message.Subscriber, error) {
+		s, err := p.Subscribe(group)
+		if err == nil {
+			subs = append(subs, s)
+		}
+		return s, err
+	}
+	r, err := NewRouter(p.Config.Router, p.Handlers, subscribe, p.Publisher, p.Logger, p.Metrics.Middleware)
+	if err != nil {
+		return nil, err
+	}
+	// Closing a router that ran closes its handlers' subscribers
+	// (RunRouter's stop hook). A router that never ran, because the app
+	// failed to start before RunRouter or Run failed, closes nothing: its
+	// subscribers are closed here.
+	p.Lifecycle.Append(fx.StopHook(func() error {
+		if r.IsRunning() {
+			return nil
+		}
+		var errs []error
+		for _, s := range subs {
+			if err := s.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("close subscriber: %w", err))
+			}
+		}
+		return errors.Join(errs...)
+	}))
+	return r, nil
 }

@@ -52,6 +52,11 @@ type SubscriberFactory func(group string) (message.Subscriber, error)
 // observe, if given, wraps each handler inside the poison queue and
 // outside the retries: it sees one outcome per message, the error of one
 // that is about to go to dead letters included.
+//
+// The router owns the subscribers it gets from subscribe: closing a
+// router that ran closes them (Watermill closes a running handler's
+// subscriber), and a failing NewRouter closes those it got. The caller
+// closes those of a router it never runs.
 func NewRouter(cfg RouterConfig, handlers []pipeline.Handler, subscribe SubscriberFactory, deadLetters message.Publisher, logger *slog.Logger, observe ...message.HandlerMiddleware) (*message.Router, error) {
 	cfg.setDefaults()
 	wlog := watermillLogger(logger)
@@ -80,11 +85,16 @@ func NewRouter(cfg RouterConfig, handlers []pipeline.Handler, subscribe Subscrib
 		middleware.Timeout(cfg.Timeout),
 		middleware.Recoverer,
 	)
+	var subs []message.Subscriber
 	for _, h := range handlers {
 		sub, err := subscribe(pipeline.ConsumerGroup(h.Name))
 		if err != nil {
+			for _, s := range subs {
+				_ = s.Close()
+			}
 			return nil, fmt.Errorf("router: subscriber for %s: %w", h.Name, err)
 		}
+		subs = append(subs, sub)
 		r.AddConsumerHandler(h.Name, h.Topic, sub, h.Handle)
 	}
 	return r, nil

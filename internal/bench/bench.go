@@ -22,6 +22,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/laneim/laneim/gateways/api"
 	"github.com/laneim/laneim/internal/client"
 	"github.com/laneim/laneim/proto/apipb"
@@ -284,38 +286,23 @@ func createRoom(ctx context.Context, cfg Config, room string) error {
 	if err := store.PutRoom(ctx, directory.Room{ID: room, Name: "bench", Kind: "group"}); err != nil {
 		return fmt.Errorf("bench: room: %w", err)
 	}
-	return forEach(cfg.Members, 32, func(i int) error {
-		u := memberID(i)
-		err := store.PutUser(ctx, directory.User{ID: u, Name: u})
-		if err == nil {
-			err = store.AddMember(ctx, room, u)
-		}
-		if err != nil {
-			return fmt.Errorf("bench: member %s: %w", u, err)
-		}
-		return nil
-	})
-}
-
-// forEach runs fn for 0..n-1, at most limit at a time, and returns the
-// first error once all have finished.
-func forEach(n, limit int, fn func(i int) error) error {
-	sem := make(chan struct{}, limit)
-	var wg sync.WaitGroup
-	var firstErr error
-	var once sync.Once
-	for i := range n {
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			if err := fn(i); err != nil {
-				once.Do(func() { firstErr = err })
+	// Every member is attempted; the first error is returned.
+	var g errgroup.Group
+	g.SetLimit(32)
+	for i := range cfg.Members {
+		g.Go(func() error {
+			u := memberID(i)
+			err := store.PutUser(ctx, directory.User{ID: u, Name: u})
+			if err == nil {
+				err = store.AddMember(ctx, room, u)
 			}
-		}()
+			if err != nil {
+				return fmt.Errorf("bench: member %s: %w", u, err)
+			}
+			return nil
+		})
 	}
-	wg.Wait()
-	return firstErr
+	return g.Wait()
 }
 
 func memberID(i int) string { return fmt.Sprintf("bench-user-%d", i) }
@@ -323,12 +310,18 @@ func memberID(i int) string { return fmt.Sprintf("bench-user-%d", i) }
 // connectMembers dials, logs in and joins every member, DialConcurrency at a time.
 func connectMembers(ctx context.Context, cfg Config, room string) ([]*member, error) {
 	members := make([]*member, cfg.Members)
-	err := forEach(cfg.Members, cfg.DialConcurrency, func(i int) error {
-		m, err := connectOne(ctx, cfg, memberID(i), room)
-		members[i] = m
-		return err
-	})
-	return members, err
+	// Every member is attempted (the caller closes those that connected);
+	// the first error is returned.
+	var g errgroup.Group
+	g.SetLimit(cfg.DialConcurrency)
+	for i := range cfg.Members {
+		g.Go(func() error {
+			m, err := connectOne(ctx, cfg, memberID(i), room)
+			members[i] = m
+			return err
+		})
+	}
+	return members, g.Wait()
 }
 
 func connectOne(ctx context.Context, cfg Config, user, room string) (*member, error) {

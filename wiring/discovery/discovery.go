@@ -20,6 +20,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
 	"go.etcd.io/etcd/client/v3/naming/endpoints"
 	"go.etcd.io/etcd/client/v3/naming/resolver"
 	gresolver "google.golang.org/grpc/resolver"
@@ -59,38 +60,60 @@ func Connect(endpoints []string) (*clientv3.Client, error) {
 	return c, nil
 }
 
-// Registration keeps entries alive under one lease until Close.
+// Registration keeps entries alive under one lease until Close. The
+// lease and its keep-alive are an etcd concurrency.Session; the
+// Registration owns the goroutine that refreshes the value.
 type Registration struct {
-	client *clientv3.Client
-	lease  clientv3.LeaseID
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	session *concurrency.Session
+	// stopSession ends the session's context: the keep-alive and, during
+	// Close, the revoke.
+	stopSession context.CancelFunc
+	// stop ends the update goroutine.
+	stop context.CancelFunc
+	wg   sync.WaitGroup
 }
 
-// Register puts key=value under a lease of ttl and keeps it alive in a
-// goroutine owned by the Registration. update, if not nil, is called
-// every ttl/3 for a fresh value (a comet's load).
-func Register(ctx context.Context, c *clientv3.Client, key string, ttl time.Duration, value string, update func() string, logger *slog.Logger) (*Registration, error) {
-	lease, err := c.Grant(ctx, int64(max(ttl/time.Second, 1)))
-	if err != nil {
-		return nil, fmt.Errorf("discovery: lease: %w", err)
+// newSession grants a lease of ttl and keeps it alive until the returned
+// cancel. ctx bounds only the grant: the session outlives it.
+func newSession(ctx context.Context, c *clientv3.Client, ttl time.Duration) (*concurrency.Session, context.CancelFunc, error) {
+	sctx, cancel := context.WithCancel(context.Background())
+	unbind := context.AfterFunc(ctx, cancel)
+	s, err := concurrency.NewSession(c,
+		concurrency.WithTTL(int(max(ttl/time.Second, 1))),
+		concurrency.WithContext(sctx))
+	if !unbind() && err == nil {
+		// ctx ended while the lease was granted: its keep-alive stopped
+		// with it, so the lease (with no key yet) expires by itself.
+		err = ctx.Err()
 	}
-	if _, err := c.Put(ctx, key, value, clientv3.WithLease(lease.ID)); err != nil {
-		return nil, fmt.Errorf("discovery: register %s: %w", key, err)
-	}
-	return keep(c, lease.ID, key, ttl, update, logger)
-}
-
-// keep keeps lease alive, and refreshes key with update every ttl/3, in
-// a goroutine owned by the returned Registration.
-func keep(c *clientv3.Client, lease clientv3.LeaseID, key string, ttl time.Duration, update func() string, logger *slog.Logger) (*Registration, error) {
-	kctx, cancel := context.WithCancel(context.Background())
-	alive, err := c.KeepAlive(kctx, lease)
 	if err != nil {
 		cancel()
-		return nil, fmt.Errorf("discovery: keep %s alive: %w", key, err)
+		return nil, nil, fmt.Errorf("discovery: lease: %w", err)
 	}
-	r := &Registration{client: c, lease: lease, cancel: cancel}
+	return s, cancel, nil
+}
+
+// Register puts key=value under a lease of ttl, kept alive by an etcd
+// session. update, if not nil, is called every ttl/3 for a fresh value (a
+// comet's load) in a goroutine owned by the Registration. ctx bounds the
+// registration itself, not the life of the entry: that lasts until Close.
+func Register(ctx context.Context, c *clientv3.Client, key string, ttl time.Duration, value string, update func() string, logger *slog.Logger) (*Registration, error) {
+	s, stopSession, err := newSession(ctx, c, ttl)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := c.Put(ctx, key, value, clientv3.WithLease(s.Lease())); err != nil {
+		_ = closeSession(ctx, s, stopSession)
+		return nil, fmt.Errorf("discovery: register %s: %w", key, err)
+	}
+	return keep(s, stopSession, key, ttl, update, logger), nil
+}
+
+// keep refreshes key with update every ttl/3, and reports the loss of the
+// session's lease, in a goroutine owned by the returned Registration.
+func keep(s *concurrency.Session, stopSession context.CancelFunc, key string, ttl time.Duration, update func() string, logger *slog.Logger) *Registration {
+	kctx, stop := context.WithCancel(context.Background())
+	r := &Registration{session: s, stopSession: stopSession, stop: stop}
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
@@ -100,34 +123,43 @@ func keep(c *clientv3.Client, lease clientv3.LeaseID, key string, ttl time.Durat
 			select {
 			case <-kctx.Done():
 				return
-			case _, ok := <-alive:
-				if !ok {
-					if kctx.Err() == nil {
-						logger.Warn("discovery: lease lost; entry will vanish", "key", key)
-					}
-					return
+			case <-s.Done():
+				if kctx.Err() == nil {
+					logger.Warn("discovery: lease lost; entry will vanish", "key", key)
 				}
+				return
 			case <-t.C:
 				if update == nil {
 					continue
 				}
-				if _, err := c.Put(kctx, key, update(), clientv3.WithLease(lease)); err != nil && kctx.Err() == nil {
+				if _, err := s.Client().Put(kctx, key, update(), clientv3.WithLease(s.Lease())); err != nil && kctx.Err() == nil {
 					logger.Warn("discovery: update", "key", key, "err", err)
 				}
 			}
 		}
 	}()
-	return r, nil
+	return r
 }
 
-// Close stops the keep-alive and revokes the lease, removing the entries.
+// Close stops the updates and the keep-alive and revokes the lease,
+// removing the entries at once. If ctx ends first, the lease is left to
+// expire after its TTL.
 func (r *Registration) Close(ctx context.Context) error {
-	r.cancel()
+	r.stop()
 	r.wg.Wait()
-	if _, err := r.client.Revoke(ctx, r.lease); err != nil {
+	if err := closeSession(ctx, r.session, r.stopSession); err != nil {
 		return fmt.Errorf("discovery: revoke: %w", err)
 	}
 	return nil
+}
+
+// closeSession ends the keep-alive of s and revokes its lease, giving up
+// on the revoke when ctx ends (the lease then expires after its TTL).
+func closeSession(ctx context.Context, s *concurrency.Session, stopSession context.CancelFunc) error {
+	unbind := context.AfterFunc(ctx, stopSession)
+	defer stopSession()
+	defer unbind()
+	return s.Close()
 }
 
 // RegisterComet registers a comet; load reports its connections.
@@ -172,15 +204,16 @@ func RegisterService(ctx context.Context, c *clientv3.Client, name, addr string,
 	if err != nil {
 		return nil, fmt.Errorf("discovery: %w", err)
 	}
-	lease, err := c.Grant(ctx, int64(max(ttl/time.Second, 1)))
+	s, stopSession, err := newSession(ctx, c, ttl)
 	if err != nil {
-		return nil, fmt.Errorf("discovery: lease: %w", err)
+		return nil, err
 	}
 	key := servicesPrefix + name + "/" + addr
-	if err := em.AddEndpoint(ctx, key, endpoints.Endpoint{Addr: addr}, clientv3.WithLease(lease.ID)); err != nil {
+	if err := em.AddEndpoint(ctx, key, endpoints.Endpoint{Addr: addr}, clientv3.WithLease(s.Lease())); err != nil {
+		_ = closeSession(ctx, s, stopSession)
 		return nil, fmt.Errorf("discovery: register %s: %w", key, err)
 	}
-	return keep(c, lease.ID, key, ttl, nil, logger)
+	return keep(s, stopSession, key, ttl, nil, logger), nil
 }
 
 // Resolver returns a gRPC resolver builder for "etcd:///..." targets.

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
@@ -103,5 +104,78 @@ func TestGRPCClientsResolveServicesThroughEtcd(t *testing.T) {
 	res, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{}, grpc.WaitForReady(true))
 	if err != nil || res.GetStatus() != healthpb.HealthCheckResponse_SERVING {
 		t.Fatalf("health through etcd = %v, %v", res, err)
+	}
+}
+
+// exists reports whether key is in etcd.
+func exists(t *testing.T, c *clientv3.Client, key string) bool {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := c.Get(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.Count > 0
+}
+
+func TestCloseRemovesTheKeyAtOnce(t *testing.T) {
+	c, err := discovery.Connect(startEtcd(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// A TTL far longer than the test: only the revoke can remove the key.
+	r, err := discovery.Register(ctx, c, "/test/close", time.Minute, "v", nil, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !exists(t, c, "/test/close") {
+		t.Fatal("key not registered")
+	}
+	if err := r.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if exists(t, c, "/test/close") {
+		t.Fatal("key still there after Close")
+	}
+}
+
+// The entry outlives the context it was registered with (an fx start
+// context ends right after start) for as long as the registrant lives, and
+// vanishes one TTL after the registrant's etcd client goes away without
+// revoking.
+func TestRegistrationOutlivesItsContextAndExpiresWhenOrphaned(t *testing.T) {
+	eps := startEtcd(t)
+	owner, err := discovery.Connect(eps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer owner.Close()
+	observer, err := discovery.Connect(eps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer observer.Close()
+	const ttl = 2 * time.Second // embedded etcd's minimum lease TTL
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	r, err := discovery.Register(ctx, owner, "/test/orphan", ttl, "v", func() string { return "v" }, slog.New(slog.DiscardHandler))
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * ttl)
+	if !exists(t, observer, "/test/orphan") {
+		t.Fatal("key expired although its registrant is alive")
+	}
+	// The registrant's client dies: nothing keeps the lease alive any more.
+	owner.Close()
+	gone := time.Now()
+	testinfra.Eventually(t, 3*ttl, func() bool { return !exists(t, observer, "/test/orphan") }, "orphaned key never expired")
+	t.Logf("orphaned key gone after %v", time.Since(gone).Round(100*time.Millisecond))
+	if err := r.Close(context.Background()); err == nil {
+		t.Error("Close revoked a lease through a closed client")
 	}
 }

@@ -1,0 +1,60 @@
+package wiring_test
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"log/slog"
+	"testing"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/ThreeDotsLabs/watermill/pubsub/tests"
+
+	"github.com/laneim/laneim/internal/testinfra"
+	"github.com/laneim/laneim/wiring"
+)
+
+// subscriberOnly hides everything of a subscriber but message.Subscriber.
+// wiring.NewSubscriber returns Watermill's *kafka.Subscriber, which
+// advertises message.SubscribeInitializer but fails it: laneIM creates
+// topics with EnsureTopics (partition counts matter) and leaves
+// InitializeTopicDetails unset. The suite calls SubscribeInitialize when
+// it is there; without it, the broker auto-creates the suite's topics on
+// first use, as kfake (testinfra) and Kafka's defaults allow.
+type subscriberOnly struct{ message.Subscriber }
+
+// TestPubSubSuite runs Watermill's universal Pub/Sub tests against
+// wiring's Publisher and Subscriber on the Kafka protocol.
+func TestPubSubSuite(t *testing.T) {
+	kcfg := testinfra.Kafka(t)
+	logger := slog.New(slog.DiscardHandler)
+	withGroup := func(t *testing.T, group string) (message.Publisher, message.Subscriber) {
+		pub, err := wiring.NewPublisher(kcfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sub, err := wiring.NewSubscriber(kcfg, group, logger)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pub, subscriberOnly{sub}
+	}
+	// Every subscriber of one sub-test shares a consumer group, as the
+	// handlers of a process do; separate groups per sub-test keep the
+	// parallel sub-tests from rebalancing one another.
+	perTest := func(t *testing.T) (message.Publisher, message.Subscriber) {
+		h := sha256.Sum256([]byte(t.Name()))
+		return withGroup(t, "suite."+hex.EncodeToString(h[:8]))
+	}
+	tests.TestPubSub(t, tests.Features{
+		ConsumerGroups:      true,
+		ExactlyOnceDelivery: false, // at-least-once: redelivery after a rebalance or Nack
+		// Messages with one key (KeyMetadata; the suite's carry none, so
+		// they share the empty key) go to one partition, in order.
+		GuaranteedOrder: true,
+		Persistent:      true,
+		// Within a group a new subscriber resumes from the committed
+		// offset; it sees old messages only in a new group.
+		NewSubscriberReceivesOldMessages: false,
+		RestartServiceCommand:            nil, // kfake in process: no restart
+	}, perTest, withGroup)
+}
