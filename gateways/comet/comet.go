@@ -79,12 +79,13 @@ type Comet struct {
 	bootID string
 	next   atomic.Uint64
 
-	mu      sync.RWMutex
-	conns   map[string]*conn
-	users   map[string]map[*conn]struct{}
-	rooms   map[string]*room
-	closed  bool
-	started bool
+	mu       sync.RWMutex
+	conns    map[string]*conn
+	users    map[string]map[*conn]struct{}
+	rooms    map[string]*room
+	closed   bool
+	started  bool
+	sweeping bool // the deadline sweep runs
 
 	stop   chan struct{}   // closed by Close: ends the heartbeat loop
 	ctx    context.Context // bounds connection I/O; cancelled by Close

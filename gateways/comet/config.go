@@ -38,7 +38,13 @@ type Config struct {
 	HeartbeatInterval time.Duration
 	// BatchWindow merges a room's messages arriving within it (10ms).
 	// A negative value disables merging: every message is written at once.
+	// Beyond it, a busy room's window grows by itself: see MaxBatchWindow.
 	BatchWindow time.Duration
+	// MaxBatchWindow bounds how long a room's next frame waits for the
+	// previous one to be written to its members (250ms). While a frame is
+	// still going out, newer messages are merged into the next one, so
+	// frames grow with the rate instead of multiplying.
+	MaxBatchWindow time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -65,6 +71,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.HeartbeatInterval <= 0 {
 		c.HeartbeatInterval = 10 * time.Second
+	}
+	if c.MaxBatchWindow <= 0 {
+		c.MaxBatchWindow = 250 * time.Millisecond
 	}
 	switch {
 	case c.BatchWindow < 0:

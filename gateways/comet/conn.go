@@ -1,7 +1,7 @@
 package comet
 
 import (
-	"context"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,149 +19,62 @@ import (
 
 // conn is one client connection of its comet, which it calls back into
 // (publishing, counters, configuration). user and rooms are guarded by
-// the comet's mu; frames reach the client only through send, drained by
-// the connection's writer goroutine, which also enforces the login and
-// idle deadlines, so that every close goes out as a proper close frame.
+// the comet's mu. Frames reach the client only through the connection's
+// queue (writer.go): a writer goroutine runs only while there is
+// something to write or a close to perform, so an idle connection costs
+// its reader goroutine and nothing else. Login and idle deadlines are
+// enforced by the comet's deadline sweep, and every close goes out as a
+// proper close frame written by the writer.
 type conn struct {
 	comet *Comet // set by newConn, never changes
 	id    string
 	ws    *websocket.Conn // nil for test members without a socket
+	net   net.Conn        // the socket under ws, for write deadlines; nil in tests
 	json  bool
-	send  chan *frame
 	start time.Time
 
 	lastRead atomic.Int64 // time.Since(start) of the last client frame
-	authed   atomic.Bool  // mirrors user != "" for the writer
+	authed   atomic.Bool  // mirrors user != "" for the deadline sweep
 
 	user  string
 	rooms map[string]struct{}
 
-	kickOnce    sync.Once
-	closing     chan struct{} // closed by kick
+	// The outbound queue, guarded by qmu (see writer.go).
+	qmu         sync.Mutex
+	queue       []*frame
+	spare       []*frame // the writer's last batch, reused
+	writing     bool     // a writer goroutine is running
+	parked      bool     // the writer waits on wake for more frames
+	wake        chan struct{}
+	kicked      bool // no more frames are taken
 	closeStatus websocket.StatusCode
 	closeReason string
 	closeFlush  bool // write what is queued before closing
 }
 
-// newConn returns a connection of c with a queue of c's SendQueue frames.
-func newConn(c *Comet, id string, ws *websocket.Conn, useJSON bool) *conn {
+// newConn returns a connection of c over ws (nil in tests); nc is the
+// socket under ws, when known.
+func newConn(c *Comet, id string, ws *websocket.Conn, nc net.Conn, useJSON bool) *conn {
 	return &conn{
-		comet: c, id: id, ws: ws, json: useJSON, start: time.Now(),
-		send: make(chan *frame, c.cfg.SendQueue), closing: make(chan struct{}), rooms: map[string]struct{}{},
+		comet: c, id: id, ws: ws, net: nc, json: useJSON, start: time.Now(),
+		rooms: map[string]struct{}{}, wake: make(chan struct{}, 1),
 	}
 }
 
 var unmarshalJSON = protojson.UnmarshalOptions{DiscardUnknown: true}
 
-// enqueue queues a frame without blocking; a full queue closes the
-// connection as a slow consumer. Safe for concurrent use.
-func (cn *conn) enqueue(f *frame) {
-	c := cn.comet
-	select {
-	case <-cn.closing:
-		return
-	default:
-	}
-	select {
-	case cn.send <- f:
-	default:
-		if cn.kick(websocket.StatusPolicyViolation, "slow consumer", false) {
-			c.slow.Add(1)
-			c.logger.Info("slow consumer disconnected", "conn", cn.id)
-		}
-	}
-}
-
-// kick asks the writer to close the connection with status and reason;
-// with flush, the frames already queued are written first. Safe to call
-// many times from any goroutine; the first call wins and reports true.
-func (cn *conn) kick(status websocket.StatusCode, reason string, flush bool) (first bool) {
-	cn.kickOnce.Do(func() {
-		cn.closeStatus, cn.closeReason, cn.closeFlush = status, closeReason(reason), flush
-		close(cn.closing)
-		first = true
-	})
-	return first
-}
-
-// write drains the queue until the connection is kicked or breaks, and
-// closes the connection when the login or idle deadline passes.
-func (cn *conn) write() {
-	c := cn.comet
-	defer cn.ws.CloseNow()
-	deadline := time.NewTimer(min(c.cfg.LoginTimeout, c.cfg.IdleTimeout))
-	defer deadline.Stop()
-	for {
-		select {
-		case <-cn.closing:
-			if cn.closeFlush {
-				cn.flush()
-			}
-			cn.ws.Close(cn.closeStatus, cn.closeReason)
-			return
-		case f := <-cn.send:
-			if !cn.writeFrame(f) {
-				cn.kick(websocket.StatusGoingAway, "write failed", false)
-				return
-			}
-		case <-deadline.C:
-			deadline.Reset(cn.checkDeadlines())
-		}
-	}
-}
-
-// flush writes the frames queued now, stopping at the first failure.
-func (cn *conn) flush() {
-	for {
-		select {
-		case f := <-cn.send:
-			if !cn.writeFrame(f) {
-				return
-			}
-		default:
-			return
-		}
-	}
-}
-
-func (cn *conn) writeFrame(f *frame) bool {
-	c := cn.comet
-	typ := websocket.MessageBinary
-	if cn.json {
-		typ = websocket.MessageText
-	}
-	b := f.bytes(cn.json)
-	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.WriteTimeout)
-	err := cn.ws.Write(ctx, typ, b)
-	cancel()
-	if err != nil {
-		c.logger.Debug("write", "conn", cn.id, "err", err)
-		return false
-	}
-	c.framesSent.Add(1)
-	c.bytesSent.Add(int64(len(b)))
-	return true
-}
-
 // checkDeadlines kicks the connection if it is past its login or idle
-// deadline, and returns how long until the next check.
-func (cn *conn) checkDeadlines() time.Duration {
+// deadline at now.
+func (cn *conn) checkDeadlines(now time.Time) {
 	c := cn.comet
-	age := time.Since(cn.start)
-	next := time.Duration(cn.lastRead.Load()) + c.cfg.IdleTimeout - age
-	if next <= 0 {
+	age := now.Sub(cn.start)
+	if time.Duration(cn.lastRead.Load())+c.cfg.IdleTimeout <= age {
 		cn.kick(websocket.StatusPolicyViolation, "idle timeout", false)
-		return c.cfg.IdleTimeout
+		return
 	}
-	if !cn.authed.Load() {
-		login := c.cfg.LoginTimeout - age
-		if login <= 0 {
-			cn.kick(websocket.StatusPolicyViolation, "login timeout", false)
-			return c.cfg.IdleTimeout
-		}
-		next = min(next, login)
+	if !cn.authed.Load() && age >= c.cfg.LoginTimeout {
+		cn.kick(websocket.StatusPolicyViolation, "login timeout", false)
 	}
-	return next
 }
 
 // read serves the client's frames until the connection ends, then

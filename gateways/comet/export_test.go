@@ -1,6 +1,10 @@
 package comet
 
-import "github.com/laneim/laneim/proto/topicpb"
+import (
+	"time"
+
+	"github.com/laneim/laneim/proto/topicpb"
+)
 
 // AddTestMember adds a connection logged in as user and member of room,
 // without a WebSocket: a goroutine owned by the comet encodes (protobuf)
@@ -13,21 +17,43 @@ func (c *Comet) AddTestMember(room, user string) string {
 		c.mu.Unlock()
 		return ""
 	}
-	cn := newConn(c, "test."+user, nil, false)
+	cn := newConn(c, "test."+user, nil, nil, false)
 	c.conns[cn.id] = cn
-	c.wg.Add(1)
 	c.mu.Unlock()
-	go func() {
-		defer c.wg.Done()
-		for {
-			select {
-			case f := <-cn.send:
-				f.bytes(false)
-			case <-cn.closing:
-				return
-			}
-		}
-	}()
 	c.Deliver(&topicpb.Delivery{Conns: []string{cn.id}, Control: &topicpb.Control{Authenticate: user, Join: room}})
 	return cn.id
+}
+
+// WaitWritten waits, polling, until no connection has a frame queued or a
+// writer running, or until timeout; it reports whether they all had.
+func (c *Comet) WaitWritten(timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	for {
+		busy := false
+		c.mu.RLock()
+		for _, cn := range c.conns {
+			cn.qmu.Lock()
+			busy = (cn.writing && !cn.parked) || len(cn.queue) > 0
+			cn.qmu.Unlock()
+			if busy {
+				break
+			}
+		}
+		for _, r := range c.rooms {
+			if busy {
+				break
+			}
+			r.mu.Lock()
+			busy = len(r.pending) > 0 || r.timer != nil
+			r.mu.Unlock()
+		}
+		c.mu.RUnlock()
+		if !busy {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
 }

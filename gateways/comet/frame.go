@@ -3,6 +3,7 @@ package comet
 import (
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -12,14 +13,34 @@ import (
 
 // frame is a ServerFrame encoded at most once per encoding; the same bytes
 // go to every connection that receives it. Safe for concurrent use.
+//
+// A room's frame also counts the connections it has not yet gone out to
+// (pending); each connection releases it once, whether it wrote, dropped
+// or refused it, and the room hears when few enough are left (see
+// room.drained).
 type frame struct {
 	msg *clientpb.ServerFrame
 
 	pbOnce, jsonOnce sync.Once
 	pb, json         []byte
+
+	room      *room        // nil for frames of one connection
+	pending   atomic.Int64 // connections that have not released it
+	threshold int64        // pending count at which the room is told
 }
 
 func newFrame(f *clientpb.ServerFrame) *frame { return &frame{msg: f} }
+
+// release tells a room's frame that one connection is done with it. Safe
+// on nil and on frames without a room.
+func (f *frame) release() {
+	if f == nil || f.room == nil {
+		return
+	}
+	if f.pending.Add(-1) == f.threshold {
+		f.room.drained(f)
+	}
+}
 
 // bytes returns the frame in the connection's encoding. Frames are built
 // by laneIM from valid messages; should one not encode (a string that is
@@ -47,4 +68,20 @@ func encodeFailure(f *clientpb.ServerFrame, err error) *clientpb.ServerFrame {
 	return &clientpb.ServerFrame{RequestId: f.GetRequestId(), Body: &clientpb.ServerFrame_Error{Error: &clientpb.Error{
 		Code: clientpb.Error_UNAVAILABLE, Text: strings.ToValidUTF8("server could not encode a frame: "+err.Error(), "?"),
 	}}}
+}
+
+// armHold is added to a room frame's pending count while it is being
+// queued, so that no release reaches the threshold before arm.
+const armHold = 1 << 40
+
+// arm removes the hold that broadcastLocked put on a room frame and, if
+// its members released it below the threshold meanwhile, tells the room.
+// Safe on nil and on frames without a room.
+func (f *frame) arm() {
+	if f == nil || f.room == nil {
+		return
+	}
+	if f.pending.Add(-armHold) <= f.threshold {
+		f.room.drained(f)
+	}
 }

@@ -1,6 +1,9 @@
 package comet
 
 import (
+	"bufio"
+	"errors"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -32,7 +35,8 @@ func (c *Comet) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "laneim: comet shutting down", http.StatusServiceUnavailable)
 		return
 	}
-	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+	hj := &hijackCapture{ResponseWriter: w}
+	ws, err := websocket.Accept(hj, r, &websocket.AcceptOptions{
 		Subprotocols: []string{SubprotocolProto, SubprotocolJSON},
 		// Any origin: no cookie is involved, a connection is
 		// authenticated by the token of its Login frame.
@@ -44,7 +48,7 @@ func (c *Comet) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ws.SetReadLimit(int64(c.cfg.MaxFrameBytes))
-	cn := c.register(ws, ws.Subprotocol() != SubprotocolProto)
+	cn := c.register(ws, hj.conn, ws.Subprotocol() != SubprotocolProto)
 	if cn == nil {
 		ws.Close(websocket.StatusGoingAway, "server shutting down")
 		return
@@ -64,24 +68,78 @@ func offers(values []string, proto string) bool {
 	return false
 }
 
-// register adds a new connection and starts its writer. It returns nil if
-// the comet is closed; otherwise the caller owns one count of c.wg for the
-// reader.
-func (c *Comet) register(ws *websocket.Conn, useJSON bool) *conn {
-	cn := newConn(c, c.bootID+"."+strconv.FormatUint(c.next.Add(1), 10), ws, useJSON)
+// hijackCapture keeps the connection that the WebSocket library hijacks,
+// so that writes can be bounded by the socket's deadline rather than by a
+// context and a timer per write.
+type hijackCapture struct {
+	http.ResponseWriter
+	conn net.Conn
+}
+
+func (h *hijackCapture) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	hj, ok := h.ResponseWriter.(http.Hijacker)
+	if !ok {
+		return nil, nil, errors.New("comet: the ResponseWriter cannot be hijacked")
+	}
+	nc, brw, err := hj.Hijack()
+	h.conn = nc
+	return nc, brw, err
+}
+
+// register adds a new connection. It returns nil if the comet is closed;
+// otherwise the caller owns one count of c.wg for the reader. The first
+// connection starts the comet's deadline sweep.
+func (c *Comet) register(ws *websocket.Conn, nc net.Conn, useJSON bool) *conn {
+	cn := newConn(c, c.bootID+"."+strconv.FormatUint(c.next.Add(1), 10), ws, nc, useJSON)
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.closed {
-		c.mu.Unlock()
 		return nil
 	}
 	c.conns[cn.id] = cn
-	c.wg.Add(2)
-	c.mu.Unlock()
-	go func() {
-		defer c.wg.Done()
-		cn.write()
-	}()
+	c.wg.Add(1)
+	c.startSweepLocked()
 	return cn
+}
+
+// startSweepLocked starts the deadline sweep once; c.mu is held and the
+// comet is not closed.
+func (c *Comet) startSweepLocked() {
+	if c.sweeping {
+		return
+	}
+	c.sweeping = true
+	c.wg.Add(1)
+	go c.sweepDeadlines()
+}
+
+// sweepDeadlines closes, until Close, the connections past their login or
+// idle deadline: one goroutine and one ticker for all of them instead of
+// a timer per connection. Its period is a quarter of the shorter
+// timeout, between 10 ms and 1 s.
+func (c *Comet) sweepDeadlines() {
+	defer c.wg.Done()
+	period := min(max(min(c.cfg.LoginTimeout, c.cfg.IdleTimeout)/4, 10*time.Millisecond), time.Second)
+	t := time.NewTicker(period)
+	defer t.Stop()
+	var conns []*conn
+	for {
+		select {
+		case <-c.stop:
+			return
+		case now := <-t.C:
+			c.mu.RLock()
+			for _, cn := range c.conns {
+				conns = append(conns, cn)
+			}
+			c.mu.RUnlock()
+			for i, cn := range conns {
+				cn.checkDeadlines(now)
+				conns[i] = nil
+			}
+			conns = conns[:0]
+		}
+	}
 }
 
 // unregister forgets a connection that ended and, if it was logged in,

@@ -11,6 +11,20 @@ import (
 // Lock order: the comet's mu before a room's mu. A scheduled flush holds
 // one count of the comet's wg until it has run or been stopped, so Close
 // waits for it.
+//
+// # Adaptive batching
+//
+// A room sends its members one frame at a time: the first messages after
+// a quiet BatchWindow go out at once, and while a frame is still being
+// written to the room's members (more than one in sixteen of them have
+// not taken it yet), newer messages wait and are merged into the next
+// frame, sent as soon as the previous one has gone out. So a quiet room
+// adds no latency, and a busy one sends frames as fast as the comet can
+// write them, never faster: the window grows by itself with the room's
+// rate, its size and the comet's write backlog, and the number of
+// messages per frame with it. A frame that takes longer than
+// MaxBatchWindow to go out does not hold the next one back any longer:
+// members that lag keep up or are closed as slow consumers.
 type room struct {
 	c  *Comet
 	id string
@@ -20,6 +34,7 @@ type room struct {
 	pending   []*clientpb.Message
 	lastFlush time.Time
 	timer     *time.Timer // scheduled flush, or nil
+	inflight  *frame      // the last frame, until enough members took it
 	stopped   bool
 }
 
@@ -27,55 +42,112 @@ func newRoom(c *Comet, id string) *room {
 	return &room{c: c, id: id, members: map[*conn]struct{}{}}
 }
 
-// add queues messages for the room's members. The first messages after a
-// quiet window go out at once; later ones are merged and flushed one
-// window after the previous flush, so a busy room sends at most one frame
-// per window to each member, and a quiet one adds no latency. Messages
-// keep the order in which add is called.
+// add queues messages for the room's members (see the type's doc).
+// Messages keep the order in which add is called.
 func (r *room) add(msgs []*clientpb.Message) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	if r.stopped {
+		r.mu.Unlock()
 		return
 	}
-	now := time.Now()
-	window := r.c.cfg.BatchWindow
-	if len(r.pending) == 0 && now.Sub(r.lastFlush) >= window {
-		r.lastFlush = now
-		r.broadcast(msgs)
+	if r.c.cfg.BatchWindow == 0 { // merging disabled: one frame per call
+		f := r.broadcastLocked(msgs, false)
+		r.mu.Unlock()
+		f.arm()
 		return
 	}
 	r.pending = append(r.pending, msgs...)
-	if r.timer == nil {
-		// Not stopped, so Close has not stopped this room yet and is
-		// not waiting: adding to wg is safe.
-		r.c.wg.Add(1)
-		r.timer = time.AfterFunc(r.lastFlush.Add(window).Sub(now), r.flush)
-	}
+	f := r.scheduleLocked(time.Now())
+	r.mu.Unlock()
+	f.arm()
 }
 
-// flush runs from the timer: it writes the pending batch.
-func (r *room) flush() {
+// scheduleLocked flushes the pending messages now if they are due, or
+// schedules the flush; it returns the frame sent, if any, to be armed
+// once r.mu is released.
+func (r *room) scheduleLocked(now time.Time) *frame {
+	if r.timer != nil || len(r.pending) == 0 {
+		return nil
+	}
+	due := r.lastFlush.Add(r.c.cfg.BatchWindow)
+	if r.inflight != nil {
+		due = r.lastFlush.Add(r.c.cfg.MaxBatchWindow)
+	}
+	if !now.Before(due) {
+		return r.flushLocked(now)
+	}
+	// Not stopped, so Close has not stopped this room yet and is not
+	// waiting: adding to wg is safe.
+	r.c.wg.Add(1)
+	r.timer = time.AfterFunc(due.Sub(now), r.onTimer)
+	return nil
+}
+
+// onTimer runs a scheduled flush.
+func (r *room) onTimer() {
 	defer r.c.wg.Done()
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	r.timer = nil
-	if r.stopped || len(r.pending) == 0 {
+	if r.stopped {
+		r.mu.Unlock()
 		return
 	}
-	msgs := r.pending
-	r.pending = nil
-	r.lastFlush = time.Now()
-	r.broadcast(msgs)
+	f := r.scheduleLocked(time.Now())
+	r.mu.Unlock()
+	f.arm()
 }
 
-// broadcast queues one frame, encoded once per encoding, to every member.
-// r.mu is held, so a room's batches are queued in order.
-func (r *room) broadcast(msgs []*clientpb.Message) {
+// drained is told by f when few enough members have yet to take it: the
+// next frame may go.
+func (r *room) drained(f *frame) {
+	r.mu.Lock()
+	if r.inflight != f || r.stopped {
+		r.mu.Unlock()
+		return
+	}
+	r.inflight = nil
+	if r.timer != nil && r.timer.Stop() {
+		r.timer = nil
+		r.c.wg.Done() // the stopped flush will not run
+	}
+	var next *frame
+	if r.timer == nil {
+		next = r.scheduleLocked(time.Now())
+	}
+	r.mu.Unlock()
+	next.arm()
+}
+
+// flushLocked sends the pending messages as one frame.
+func (r *room) flushLocked(now time.Time) *frame {
+	msgs := r.pending
+	r.pending = nil
+	r.lastFlush = now
+	return r.broadcastLocked(msgs, true)
+}
+
+// broadcastLocked queues one frame, encoded once per encoding, to every
+// member; r.mu is held, so a room's frames are queued in order. With
+// track, the frame becomes the room's inflight one. The caller arms the
+// returned frame after releasing r.mu.
+func (r *room) broadcastLocked(msgs []*clientpb.Message, track bool) *frame {
 	f := newFrame(&clientpb.ServerFrame{Body: &clientpb.ServerFrame_Messages{Messages: &clientpb.MessageBatch{Messages: msgs}}})
+	n := int64(len(r.members))
+	if n == 0 {
+		return nil
+	}
+	if track {
+		f.room = r
+		f.threshold = n / 16
+		// Held until arm: a release made while r.mu is held (a member
+		// refusing the frame) cannot call drained, which takes r.mu.
+		f.pending.Store(n + armHold)
+		r.inflight = f
+	}
 	for cn := range r.members {
 		cn.enqueue(f)
 	}
+	return f
 }
 
 // stop drops pending messages and the scheduled flush; the room takes no
@@ -85,6 +157,7 @@ func (r *room) stop() {
 	defer r.mu.Unlock()
 	r.stopped = true
 	r.pending = nil
+	r.inflight = nil
 	if r.timer != nil {
 		if r.timer.Stop() {
 			r.c.wg.Done() // the flush will not run

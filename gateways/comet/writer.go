@@ -1,0 +1,253 @@
+package comet
+
+import (
+	"context"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// The outbound side of a connection. Frames are appended to the
+// connection's queue under qmu; the first frame queued to an idle
+// connection starts a writer goroutine (owned by the comet's wg), which
+// takes the whole queue at each wake-up, writes it, waits up to
+// writerLinger for more, and exits. A connection therefore has at most
+// one writer, frames go out in the order they were queued, a connection
+// of a busy room keeps its writer (no goroutine is started per frame),
+// and a connection with nothing to write has no writer goroutine.
+
+// enqueue queues a frame without blocking; a queue already holding
+// SendQueue frames closes the connection as a slow consumer. Safe for
+// concurrent use. Every frame given to enqueue is released exactly once
+// (written, dropped or refused), which is how a room learns that its
+// last batch has gone out.
+func (cn *conn) enqueue(f *frame) {
+	c := cn.comet
+	cn.qmu.Lock()
+	if cn.kicked {
+		cn.qmu.Unlock()
+		f.release()
+		return
+	}
+	if len(cn.queue) >= c.cfg.SendQueue {
+		cn.qmu.Unlock()
+		f.release()
+		if cn.kick(websocket.StatusPolicyViolation, "slow consumer", false) {
+			c.slow.Add(1)
+			c.logger.Info("slow consumer disconnected", "conn", cn.id)
+		}
+		return
+	}
+	cn.queue = append(cn.queue, f)
+	start, wake := cn.wakeLocked()
+	cn.qmu.Unlock()
+	cn.signal(start, wake)
+}
+
+// wakeLocked decides how the writer learns of new work: started, or woken
+// from its linger. cn.qmu is held.
+func (cn *conn) wakeLocked() (start, wake bool) {
+	if !cn.writing {
+		cn.writing = true
+		return true, false
+	}
+	if cn.parked {
+		cn.parked = false
+		return false, true
+	}
+	return false, false
+}
+
+func (cn *conn) signal(start, wake bool) {
+	switch {
+	case start:
+		cn.startWriter()
+	case wake:
+		select {
+		case cn.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// writerLinger is how long a writer with nothing to write waits for more
+// before its goroutine exits.
+const writerLinger = time.Second
+
+// kick asks the writer to close the connection with status and reason;
+// with flush, the frames already queued are written first. Safe to call
+// many times from any goroutine; the first call wins and reports true.
+func (cn *conn) kick(status websocket.StatusCode, reason string, flush bool) (first bool) {
+	cn.qmu.Lock()
+	if cn.kicked {
+		cn.qmu.Unlock()
+		return false
+	}
+	cn.kicked = true
+	cn.closeStatus, cn.closeReason, cn.closeFlush = status, closeReason(reason), flush
+	start, wake := cn.wakeLocked()
+	cn.qmu.Unlock()
+	cn.signal(start, wake)
+	return true
+}
+
+// startWriter runs the writer in a goroutine owned by the comet. The
+// caller has set cn.writing. A connection's first writer starts while its
+// reader (which holds a count of the comet's wg) is running or from a
+// kick made before the reader's own, so the count never drops to zero
+// under a Close that is waiting.
+func (cn *conn) startWriter() {
+	cn.comet.wg.Add(1)
+	go func() {
+		defer cn.comet.wg.Done()
+		cn.write()
+	}()
+}
+
+// write drains the queue until it is empty, or until the connection is
+// kicked, in which case it writes what is queued if the kick asked for
+// it, and closes the connection.
+func (cn *conn) write() {
+	broken, failed := false, false
+	var linger *time.Timer
+	defer func() {
+		if linger != nil {
+			linger.Stop()
+		}
+	}()
+	for {
+		cn.qmu.Lock()
+		batch := cn.queue
+		cn.queue = cn.spare[:0]
+		kicked, flush := cn.kicked, cn.closeFlush
+		if len(batch) == 0 && !kicked {
+			cn.spare = batch
+			cn.parked = true
+			cn.qmu.Unlock()
+			if linger == nil {
+				linger = time.NewTimer(writerLinger)
+			} else {
+				linger.Reset(writerLinger)
+			}
+			select {
+			case <-cn.wake:
+				continue
+			case <-cn.comet.stop:
+			case <-linger.C:
+			}
+			cn.qmu.Lock()
+			if cn.parked && len(cn.queue) == 0 && !cn.kicked {
+				cn.parked, cn.writing = false, false
+				cn.qmu.Unlock()
+				return
+			}
+			cn.parked = false
+			cn.qmu.Unlock()
+			continue
+		}
+		cn.qmu.Unlock()
+
+		if kicked && !flush {
+			broken = true // nothing more is written
+		}
+		if !broken && len(batch) > 0 && !cn.writeBatch(batch) {
+			broken, failed = true, true
+		}
+		for i, f := range batch {
+			f.release() // nil once written: frames not written are released here
+			batch[i] = nil
+		}
+		cn.qmu.Lock()
+		cn.spare = batch[:0]
+		cn.qmu.Unlock()
+		if broken && !kicked {
+			cn.kick(websocket.StatusGoingAway, "write failed", false)
+			continue
+		}
+		if kicked {
+			cn.qmu.Lock()
+			more := len(cn.queue) > 0 && flush && !broken
+			cn.qmu.Unlock()
+			if more {
+				continue
+			}
+			cn.finish(failed)
+			return
+		}
+	}
+}
+
+// finish closes the connection after a kick and drops anything still
+// queued. The writer stays marked as running, so no other starts.
+func (cn *conn) finish(failed bool) {
+	cn.qmu.Lock()
+	rest := cn.queue
+	cn.queue = nil
+	status, reason := cn.closeStatus, cn.closeReason
+	cn.qmu.Unlock()
+	for _, f := range rest {
+		f.release()
+	}
+	if cn.ws == nil {
+		return
+	}
+	if failed {
+		cn.ws.CloseNow()
+		return
+	}
+	if cn.net != nil {
+		// Bounds the close handshake's write as well.
+		_ = cn.net.SetWriteDeadline(time.Now().Add(cn.comet.cfg.WriteTimeout))
+	}
+	cn.ws.Close(status, reason)
+	cn.ws.CloseNow()
+}
+
+// writeBatch writes frames in order, each as one WebSocket message, under
+// one write deadline for the batch, and releases each written frame. It
+// reports false at the first failure; the frames from there on are left
+// to the caller.
+func (cn *conn) writeBatch(batch []*frame) bool {
+	c := cn.comet
+	if cn.ws == nil { // a test member: encode, count and discard
+		for i, f := range batch {
+			c.framesSent.Add(1)
+			c.bytesSent.Add(int64(len(f.bytes(cn.json))))
+			f.release()
+			batch[i] = nil
+		}
+		return true
+	}
+	typ := websocket.MessageBinary
+	if cn.json {
+		typ = websocket.MessageText
+	}
+	if cn.net != nil {
+		// One deadline for the batch instead of a context per write: a
+		// client that stops reading fails the write after WriteTimeout.
+		_ = cn.net.SetWriteDeadline(time.Now().Add(c.cfg.WriteTimeout * time.Duration(min(len(batch), 4))))
+	}
+	var frames, bytes int64
+	defer func() {
+		c.framesSent.Add(frames)
+		c.bytesSent.Add(bytes)
+	}()
+	for i, f := range batch {
+		b := f.bytes(cn.json)
+		// Without a deadline of its own in ctx, Write sets up no
+		// per-write timer; c.ctx is not used here for that reason. The
+		// socket's deadline above bounds it.
+		if err := cn.ws.Write(noDeadline, typ, b); err != nil {
+			c.logger.Debug("write", "conn", cn.id, "err", err)
+			return false
+		}
+		frames++
+		bytes += int64(len(b))
+		f.release()
+		batch[i] = nil
+	}
+	return true
+}
+
+// noDeadline is the context of writes: their deadline is the socket's.
+var noDeadline = context.Background()
