@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/laneim/laneim/internal/app"
@@ -53,9 +54,14 @@ func runBench(ctx context.Context, args []string) error {
 	fs.DurationVar(&cfg.Drain, "drain", 10*time.Second, "how long to wait for deliveries after the last push")
 	fs.DurationVar(&cfg.BatchWindow, "batch-window", 0, "comet batch window of the dev cluster (default: its own)")
 	fs.BoolVar(&cfg.JSON, "json-protocol", false, "clients speak the JSON subprotocol")
+	fs.BoolVar(&cfg.Pprof, "pprof", false, "serve /debug/pprof/ on the dev cluster's admin address (printed at start)")
+	admin := fs.String("admin", "", "with --target: the cluster processes' admin addresses (comma-separated), read for CPU and memory")
 	jsonOut := fs.Bool("json", false, "print the result as JSON on the last line")
 	if err := app.Parse(fs, args); err != nil {
 		return err
+	}
+	if *admin != "" {
+		cfg.Admin = strings.Split(*admin, ",")
 	}
 	res, err := bench.Run(ctx, cfg, os.Stderr)
 	if err != nil {

@@ -20,6 +20,9 @@ type Config struct {
 	Router RouterConfig
 	// AdminAddr serves /metrics, /healthz and /readyz; empty: none.
 	AdminAddr string
+	// Pprof adds Go's profiling endpoints (/debug/pprof/) to AdminAddr.
+	// Off by default: profiles expose internals and cost CPU while taken.
+	Pprof bool
 }
 
 // Module provides a process's shared infrastructure from a supplied Config

@@ -40,10 +40,18 @@ type Config struct {
 	// A negative value disables merging: every message is written at once.
 	// Beyond it, a busy room's window grows by itself: see MaxBatchWindow.
 	BatchWindow time.Duration
-	// MaxBatchWindow bounds how long a room's next frame waits for the
-	// previous one to be written to its members (250ms). While a frame is
-	// still going out, newer messages are merged into the next one, so
-	// frames grow with the rate instead of multiplying.
+	// FrameBudget is the number of frames a second the comet aims to
+	// write to a busy room's members (25,000): a room of N local members
+	// flushes at most FrameBudget/N times a second, so frames per member
+	// stay bounded whatever the message rate, and messages per frame grow
+	// with it. Writing a frame is the comet's main cost (a system call
+	// each, ~10µs on a small machine's loopback). Quiet rooms are not
+	// delayed: the first message after a quiet window goes out at once.
+	FrameBudget int
+	// MaxBatchWindow bounds a room's window, whatever its size, and how
+	// long its next frame waits for the previous one to be written to its
+	// members (500ms). While a frame is still going out, newer messages
+	// are merged into the next one.
 	MaxBatchWindow time.Duration
 }
 
@@ -73,7 +81,10 @@ func (c *Config) setDefaults() {
 		c.HeartbeatInterval = 10 * time.Second
 	}
 	if c.MaxBatchWindow <= 0 {
-		c.MaxBatchWindow = 250 * time.Millisecond
+		c.MaxBatchWindow = 500 * time.Millisecond
+	}
+	if c.FrameBudget <= 0 {
+		c.FrameBudget = 25000
 	}
 	switch {
 	case c.BatchWindow < 0:

@@ -15,7 +15,10 @@ import (
 // # Adaptive batching
 //
 // A room sends its members one frame at a time: the first messages after
-// a quiet BatchWindow go out at once, and while a frame is still being
+// a quiet window go out at once; later ones are merged and flushed one
+// window after the previous flush. The window is BatchWindow, or longer
+// for a big room: N local members get at most FrameBudget/N frames a
+// second (capped by MaxBatchWindow). And while a frame is still being
 // written to the room's members (more than one in sixteen of them have
 // not taken it yet), newer messages wait and are merged into the next
 // frame, sent as soon as the previous one has gone out. So a quiet room
@@ -69,7 +72,7 @@ func (r *room) scheduleLocked(now time.Time) *frame {
 	if r.timer != nil || len(r.pending) == 0 {
 		return nil
 	}
-	due := r.lastFlush.Add(r.c.cfg.BatchWindow)
+	due := r.lastFlush.Add(r.window())
 	if r.inflight != nil {
 		due = r.lastFlush.Add(r.c.cfg.MaxBatchWindow)
 	}
@@ -81,6 +84,15 @@ func (r *room) scheduleLocked(now time.Time) *frame {
 	r.c.wg.Add(1)
 	r.timer = time.AfterFunc(due.Sub(now), r.onTimer)
 	return nil
+}
+
+// window is the least time between two flushes of the room: BatchWindow,
+// or the time FrameBudget gives the room's members, at most
+// MaxBatchWindow. r.mu is held.
+func (r *room) window() time.Duration {
+	cfg := r.c.cfg
+	w := time.Duration(len(r.members)) * time.Second / time.Duration(cfg.FrameBudget)
+	return min(max(w, cfg.BatchWindow), cfg.MaxBatchWindow)
 }
 
 // onTimer runs a scheduled flush.

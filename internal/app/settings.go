@@ -43,6 +43,7 @@ type Settings struct {
 	RetainDirect      time.Duration
 	RetainBroadcast   time.Duration
 	AdminAddr         string
+	Pprof             bool
 	Etcd              string
 	CometURL          string
 	LogLevel          string
@@ -76,6 +77,7 @@ func (s *Settings) Register(fs *flag.FlagSet) {
 	fs.StringVar(&s.Etcd, "etcd", "", "etcd endpoints, comma-separated: comets and the api gateway register there")
 	fs.StringVar(&s.CometURL, "comet-url", "", "the WebSocket URL clients use for this comet, registered in etcd (default ws://<comet-addr>/ws)")
 	fs.StringVar(&s.AdminAddr, "admin-addr", "", "serve /metrics, /healthz and /readyz on this address (empty: none)")
+	fs.BoolVar(&s.Pprof, "pprof", false, "also serve Go's profiling endpoints /debug/pprof/ on --admin-addr")
 	fs.StringVar(&s.LogLevel, "log-level", "info", "debug, info, warn or error")
 }
 
@@ -114,6 +116,7 @@ func (s *Settings) Infra() wiring.Config {
 		Kafka:     wiring.KafkaConfig{Brokers: splitList(s.Kafka), ClientID: "laneim"},
 		Redis:     wiring.RedisConfig{Addrs: splitList(s.Redis), Cluster: s.RedisCluster, Password: s.RedisPassword},
 		AdminAddr: s.AdminAddr,
+		Pprof:     s.Pprof,
 	}
 }
 

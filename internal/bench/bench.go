@@ -58,6 +58,11 @@ type Config struct {
 	Executable string
 	// BatchWindow is passed to the dev cluster's comet (0: its default).
 	BatchWindow time.Duration
+	// Admin lists the cluster processes' admin addresses (/metrics), read
+	// for their CPU and memory; the dev cluster's is filled in.
+	Admin []string
+	// Pprof serves /debug/pprof/ on the dev cluster's admin address.
+	Pprof bool
 }
 
 func (c *Config) setDefaults() {
@@ -106,10 +111,27 @@ type Result struct {
 	LatencyP99Ms    float64 `json:"latency_p99_ms"`
 	LatencyMaxMs    float64 `json:"latency_max_ms"`
 	FramesReceived  int64   `json:"frames_received"`
+	FramesPerS      float64 `json:"frames_per_second"`
+	MsgsPerFrame    float64 `json:"messages_per_frame"`
 	ClusterCPUCores float64 `json:"cluster_cpu_cores"`
-	ToolCPUCores    float64 `json:"tool_cpu_cores"`
-	SetupSeconds    float64 `json:"setup_seconds"`
-	Machine         string  `json:"machine"`
+	// ServerMicrosPerDelivery is the cluster's CPU time per delivered
+	// message: the figure that tells whether a change helped.
+	ServerMicrosPerDelivery float64 `json:"server_us_per_delivery"`
+	// ClusterRSS*Bytes is the cluster processes' resident memory before
+	// the members connect, with them connected and idle (before pushing),
+	// and at the end of the run; RSSPerMemberBytes is (idle-base)/members.
+	ClusterRSSBaseBytes int64 `json:"cluster_rss_base_bytes"`
+	RSSPerMemberBytes   int64 `json:"rss_per_member_bytes"`
+	ClusterRSSIdleBytes int64 `json:"cluster_rss_idle_bytes"`
+	ClusterRSSLoadBytes int64 `json:"cluster_rss_load_bytes"`
+	// LoginsPerS is how fast members connected, logged in and joined.
+	LoginsPerS float64 `json:"logins_per_second"`
+	// Cluster says what ran the cluster: "embedded dev (child process)" or
+	// the target URL.
+	Cluster      string  `json:"cluster"`
+	ToolCPUCores float64 `json:"tool_cpu_cores"`
+	SetupSeconds float64 `json:"setup_seconds"`
+	Machine      string  `json:"machine"`
 }
 
 // Text renders a result for people.
@@ -118,16 +140,21 @@ func (r *Result) Text(w io.Writer) {
   pushed           %d (%d push errors)
   deliveries       %d of %d expected, %.0f/s
   lost             %d   duplicates %d   disconnected clients %d
-  frames received  %d (%.1f messages per frame)
+  frames received  %d (%.0f/s, %.1f messages per frame)
   latency          p50 %.1f ms   p99 %.1f ms   max %.1f ms
-  cpu              cluster %.2f cores   bench tool %.2f cores
-  setup            %.1fs   machine: %s
+  cpu              cluster %.2f cores (%.2f µs per delivery)   bench tool %.2f cores
+  cluster memory   %.0f MB before members, %.0f MB with them idle (%.1f KB per member), %.0f MB under load
+  setup            %.1fs (%.0f logins+joins/s)
+  cluster          %s
+  machine          %s
 `, r.Members, r.Rate, r.DurationSeconds, r.Pushed, r.PushErrors,
 		r.Delivered, r.Expected, r.DeliveriesPerS,
 		r.Lost, r.Duplicates, r.Disconnected,
-		r.FramesReceived, float64(r.Delivered)/max(1, float64(r.FramesReceived)),
+		r.FramesReceived, r.FramesPerS, r.MsgsPerFrame,
 		r.LatencyP50Ms, r.LatencyP99Ms, r.LatencyMaxMs,
-		r.ClusterCPUCores, r.ToolCPUCores, r.SetupSeconds, r.Machine)
+		r.ClusterCPUCores, r.ServerMicrosPerDelivery, r.ToolCPUCores,
+		float64(r.ClusterRSSBaseBytes)/1e6, float64(r.ClusterRSSIdleBytes)/1e6, float64(r.RSSPerMemberBytes)/1e3, float64(r.ClusterRSSLoadBytes)/1e6,
+		r.SetupSeconds, r.LoginsPerS, r.Cluster, r.Machine)
 }
 
 // JSON renders a result as one line of JSON.
@@ -157,6 +184,7 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 			return nil, err
 		}
 		defer cluster.stop()
+		fmt.Fprintf(progress, "bench: dev cluster admin endpoints on http://%s/metrics\n", cfg.Admin[0])
 	}
 
 	room := fmt.Sprintf("bench-%06d", rand.IntN(1_000_000))
@@ -166,6 +194,8 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 	}
 
 	fmt.Fprintf(progress, "bench: connecting %d clients to %s\n", cfg.Members, cfg.Target)
+	rssBase := clusterRSS(ctx, cluster, cfg.Admin)
+	loginStart := time.Now()
 	members, err := connectMembers(ctx, cfg, room)
 	defer func() {
 		for _, m := range members {
@@ -230,9 +260,11 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 		}()
 	}
 	setup := time.Since(setupStart)
+	loginRate := float64(cfg.Members) / time.Since(loginStart).Seconds()
+	rssIdle := clusterRSS(ctx, cluster, cfg.Admin)
 
 	fmt.Fprintf(progress, "bench: pushing %d msg/s for %v\n", cfg.Rate, cfg.Duration)
-	cpu0 := readCPU(cluster)
+	cpu0 := readCPU(ctx, cluster, cfg.Admin)
 	start := time.Now()
 	pushed, pushErrs := push(ctx, pc, cfg, room)
 	expected := pushed * int64(cfg.Members)
@@ -241,7 +273,8 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	elapsed := time.Since(start)
-	cpu1 := readCPU(cluster)
+	cpu1 := readCPU(ctx, cluster, cfg.Admin)
+	rssLoad := clusterRSS(ctx, cluster, cfg.Admin)
 	stopReading()
 	readers.Wait()
 
@@ -264,7 +297,17 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 		SetupSeconds:    setup.Seconds(),
 		Machine:         machine(),
 	}
+	res.ServerMicrosPerDelivery = (cpu1.cluster - cpu0.cluster).Seconds() * 1e6 / float64(max(1, res.Delivered))
 	res.ClusterCPUCores /= elapsed.Seconds()
+	res.FramesPerS = float64(res.FramesReceived) / elapsed.Seconds()
+	res.MsgsPerFrame = float64(res.Delivered) / float64(max(1, res.FramesReceived))
+	res.ClusterRSSBaseBytes, res.ClusterRSSIdleBytes, res.ClusterRSSLoadBytes = rssBase, rssIdle, rssLoad
+	res.RSSPerMemberBytes = (rssIdle - rssBase) / int64(max(1, cfg.Members))
+	res.LoginsPerS = loginRate
+	res.Cluster = "embedded dev cluster (laneim dev, child process)"
+	if cluster == nil {
+		res.Cluster = "target " + cfg.Target
+	}
 	res.ToolCPUCores /= elapsed.Seconds()
 	for _, m := range members {
 		res.Lost += m.seqs.missing(uint64(pushed))

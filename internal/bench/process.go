@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"runtime"
@@ -40,7 +41,7 @@ func startDevProcess(ctx context.Context, cfg *Config) (*devProcess, error) {
 			return nil, fmt.Errorf("bench: find laneim binary: %w", err)
 		}
 	}
-	var addrs [3]string
+	var addrs [4]string
 	for i := range addrs {
 		a, err := freeAddr()
 		if err != nil {
@@ -48,7 +49,8 @@ func startDevProcess(ctx context.Context, cfg *Config) (*devProcess, error) {
 		}
 		addrs[i] = a
 	}
-	comet, apiAddr, redisAddr := addrs[0], addrs[1], addrs[2]
+	comet, apiAddr, redisAddr, admin := addrs[0], addrs[1], addrs[2], addrs[3]
+	cfg.Admin = []string{admin}
 	cfg.Target = "ws://" + comet + "/ws"
 	cfg.API, cfg.Redis = apiAddr, redisAddr
 	if cfg.Secret == "" {
@@ -61,7 +63,10 @@ func startDevProcess(ctx context.Context, cfg *Config) (*devProcess, error) {
 		"--kafka-addr", "127.0.0.1:0", "--redis-addr", redisAddr, "--etcd-addr", "",
 		"--comet-addr", comet, "--api-addr", apiAddr,
 		"--secret", cfg.Secret, "--api-token", cfg.APIToken,
-		"--seed", "", "--log-level", "warn", "--data", "", "--admin-addr", "",
+		"--seed", "", "--log-level", "warn", "--data", "", "--admin-addr", admin,
+	}
+	if cfg.Pprof {
+		args = append(args, "--pprof")
 	}
 	if cfg.BatchWindow > 0 {
 		args = append(args, "--batch-window", cfg.BatchWindow.String())
@@ -112,8 +117,10 @@ func (p *devProcess) stop() {
 
 type cpuSample struct{ self, cluster time.Duration }
 
-// readCPU samples the CPU time used by this process and the child cluster.
-func readCPU(p *devProcess) cpuSample {
+// readCPU samples the CPU time used by this process and by the cluster:
+// the child's, or the sum of process_cpu_seconds_total over the admin
+// addresses of a target cluster.
+func readCPU(ctx context.Context, p *devProcess, admin []string) cpuSample {
 	var s cpuSample
 	var ru syscall.Rusage
 	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
@@ -121,8 +128,64 @@ func readCPU(p *devProcess) cpuSample {
 	}
 	if p != nil {
 		s.cluster = procCPU(p.cmd.Process.Pid)
+		return s
+	}
+	for _, a := range admin {
+		s.cluster += time.Duration(scrape(ctx, a, "process_cpu_seconds_total") * float64(time.Second))
 	}
 	return s
+}
+
+// clusterRSS returns the cluster's resident memory: the child's, or the
+// sum of process_resident_memory_bytes over the admin addresses.
+func clusterRSS(ctx context.Context, p *devProcess, admin []string) int64 {
+	if p != nil {
+		return procRSS(p.cmd.Process.Pid)
+	}
+	var total float64
+	for _, a := range admin {
+		total += scrape(ctx, a, "process_resident_memory_bytes")
+	}
+	return int64(total)
+}
+
+// procRSS reads the resident set of pid from /proc (Linux).
+func procRSS(pid int) int64 {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+// scrape reads one unlabelled metric from a Prometheus text endpoint at
+// http://addr/metrics; 0 if it cannot.
+func scrape(ctx context.Context, addr, name string) float64 {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
+	if err != nil {
+		return 0
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			f, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			return f
+		}
+	}
+	return 0
 }
 
 // procCPU reads utime+stime of pid from /proc (Linux, 100 ticks/s).
