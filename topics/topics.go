@@ -80,7 +80,9 @@ var (
 	}
 
 	// SessionEvents carries the life of connections: opened (from the login
-	// worker), joined, left, closed and heartbeats (from comets).
+	// worker), joined, left, closed and heartbeats (from comets), and the
+	// revocations of memberships and users (from binlogsync), all to the
+	// presence worker. Keyed by user, so a user's events keep their order.
 	SessionEvents = Topic[*topicpb.SessionEvent]{
 		Name:       "session.events",
 		KeyDoc:     "user (heartbeats: comet)",

@@ -77,3 +77,33 @@ func TestLookup(t *testing.T) {
 		t.Errorf("CometOf = %q, %v", c, ok)
 	}
 }
+
+// TestSessionEventsAreKeyedByUser: every session event but a heartbeat,
+// revocations included, is keyed by its user, so presence applies a
+// user's events in order.
+func TestSessionEventsAreKeyedByUser(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		ev   *topicpb.SessionEvent
+		want string
+	}{
+		{&topicpb.SessionEvent{Kind: topicpb.SessionEvent_OPENED, Session: &topicpb.Session{Comet: "c1", Conn: "x"}, User: "bob"}, "user/bob"},
+		{&topicpb.SessionEvent{Kind: topicpb.SessionEvent_JOINED, Session: &topicpb.Session{Comet: "c1", Conn: "x"}, User: "bob", Room: "lobby"}, "user/bob"},
+		{&topicpb.SessionEvent{Kind: topicpb.SessionEvent_MEMBERSHIP_REVOKED, User: "bob", Room: "lobby", Reason: "membership removed"}, "user/bob"},
+		{&topicpb.SessionEvent{Kind: topicpb.SessionEvent_USER_REVOKED, User: "bob", Reason: "account disabled"}, "user/bob"},
+		{&topicpb.SessionEvent{Kind: topicpb.SessionEvent_HEARTBEAT, Session: &topicpb.Session{Comet: "c1"}}, "comet/c1"},
+	}
+	for _, tt := range tests {
+		msg, err := topics.SessionEvents.Encode(tt.ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := msg.Metadata.Get(topics.KeyMetadata); got != tt.want {
+			t.Errorf("%v keyed %q, want %q", tt.ev.GetKind(), got, tt.want)
+		}
+		out, err := topics.SessionEvents.Decode(msg)
+		if err != nil || !proto.Equal(out, tt.ev) {
+			t.Errorf("round trip of %v = %v, %v", tt.ev, out, err)
+		}
+	}
+}

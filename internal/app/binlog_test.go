@@ -18,6 +18,7 @@ import (
 // TestE2EMySQLIsTheSystemOfRecord runs the cluster with the binlog worker
 // following a real MariaDB, and checks what users see when MySQL changes.
 func TestE2EMySQLIsTheSystemOfRecord(t *testing.T) {
+	t.Parallel()
 	db := testinfra.StartMariaDB(t, "laneim", binlogsync.Statements())
 	sql := db.Admin(t)
 	db.Exec(t, sql,
@@ -73,11 +74,34 @@ func TestE2EMySQLIsTheSystemOfRecord(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// carol, still in the lobby, receives alice's message and hears that
+	// bob went, as if bob had left himself.
 	conv := topics.RoomConversation("lobby")
-	for _, m := range nextMessages(t, carol, conv, int(sent.GetSeq())) {
-		_ = m
+	var gotMsg bool
+	var bobWent *clientpb.PresenceChange
+	timeout := time.After(20 * time.Second)
+	for !gotMsg || bobWent == nil {
+		select {
+		case f, ok := <-carol.Frames():
+			if !ok {
+				t.Fatalf("carol's connection closed: %v", carol.Err())
+			}
+			for _, m := range f.GetMessages().GetMessages() {
+				if m.GetConversation() == conv && m.GetSeq() == sent.GetSeq() {
+					gotMsg = true
+				}
+			}
+			if p := f.GetPresence(); p.GetRoom() == "lobby" && p.GetUser() == "bob" && !p.GetOnline() {
+				bobWent = p
+			}
+		case <-timeout:
+			t.Fatalf("carol got alice's message %v, a PresenceChange for bob %v; want both", gotMsg, bobWent)
+		}
 	}
-	// bob got a Left for the lobby and nothing sent after it.
+	if bobWent.GetOnlineCount() != 2 {
+		t.Errorf("lobby online count after bob was removed = %d, want 2 (alice, carol)", bobWent.GetOnlineCount())
+	}
+	// bob got a Left for the lobby and nothing of the lobby after it.
 	gotLeft := false
 	deadline := time.After(2 * time.Second)
 drain:
@@ -86,11 +110,15 @@ drain:
 		case f := <-bob.Frames():
 			if f.GetLeft().GetRoom() == "lobby" {
 				gotLeft = true
+				continue
 			}
 			for _, m := range f.GetMessages().GetMessages() {
 				if string(m.GetBody()) == "after bob left" {
 					t.Fatal("bob received a room message after his membership was removed")
 				}
+			}
+			if p := f.GetPresence(); gotLeft && p.GetRoom() == "lobby" {
+				t.Fatalf("bob received a lobby presence frame after his Left: %v", p)
 			}
 		case <-deadline:
 			break drain
@@ -116,6 +144,20 @@ drain:
 	}
 	if got := websocket.CloseStatus(carol.Err()); got != websocket.StatusPolicyViolation {
 		t.Errorf("disabled user closed with %v (%v), want 1008", got, carol.Err())
+	}
+	// alice, in the lobby with carol, hears that carol went.
+	timeout = time.After(20 * time.Second)
+	for carolWent := false; !carolWent; {
+		select {
+		case f, ok := <-alice.Frames():
+			if !ok {
+				t.Fatalf("alice's connection closed: %v", alice.Err())
+			}
+			p := f.GetPresence()
+			carolWent = p.GetRoom() == "lobby" && p.GetUser() == "carol" && !p.GetOnline()
+		case <-timeout:
+			t.Fatal("alice never heard that the disabled carol went")
+		}
 	}
 	again := c.dial(false)
 	if _, err := again.Login(ctx, c.token("carol", time.Hour), "test"); errCode(err) != clientpb.Error_UNKNOWN_USER {

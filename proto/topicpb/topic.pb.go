@@ -39,6 +39,15 @@ const (
 	SessionEvent_JOINED SessionEvent_Kind = 4
 	// LEFT: the connection left room.
 	SessionEvent_LEFT SessionEvent_Kind = 5
+	// MEMBERSHIP_REVOKED: user is no longer a member of room in the system
+	// of record (membership removed, or room deleted); published by
+	// binlogsync. Presence takes every connection of user out of room,
+	// sends each a Left{room} with control.leave, and tells the room.
+	SessionEvent_MEMBERSHIP_REVOKED SessionEvent_Kind = 6
+	// USER_REVOKED: user may no longer be connected (disabled or deleted in
+	// the system of record); published by binlogsync. Presence closes every
+	// connection of user with reason (control.close) and tells its rooms.
+	SessionEvent_USER_REVOKED SessionEvent_Kind = 7
 )
 
 // Enum value maps for SessionEvent_Kind.
@@ -50,14 +59,18 @@ var (
 		3: "HEARTBEAT",
 		4: "JOINED",
 		5: "LEFT",
+		6: "MEMBERSHIP_REVOKED",
+		7: "USER_REVOKED",
 	}
 	SessionEvent_Kind_value = map[string]int32{
-		"KIND_UNSPECIFIED": 0,
-		"OPENED":           1,
-		"CLOSED":           2,
-		"HEARTBEAT":        3,
-		"JOINED":           4,
-		"LEFT":             5,
+		"KIND_UNSPECIFIED":   0,
+		"OPENED":             1,
+		"CLOSED":             2,
+		"HEARTBEAT":          3,
+		"JOINED":             4,
+		"LEFT":               5,
+		"MEMBERSHIP_REVOKED": 6,
+		"USER_REVOKED":       7,
 	}
 )
 
@@ -221,20 +234,34 @@ func (x *LoginRequest) GetReceivedUnixMs() int64 {
 	return 0
 }
 
-// SessionEvent is a change in a connection's life.
-// Topic: session.events, key: user (heartbeats: comet).
+// SessionEvent is a change in a connection's life, or in what a user may
+// do with its connections. Topic: session.events, key: user (heartbeats:
+// comet), so a user's events, revocations included, are applied in order.
 type SessionEvent struct {
-	state   protoimpl.MessageState `protogen:"open.v1"`
-	Kind    SessionEvent_Kind      `protobuf:"varint,1,opt,name=kind,proto3,enum=laneim.topic.v1.SessionEvent_Kind" json:"kind,omitempty"`
-	Session *Session               `protobuf:"bytes,2,opt,name=session,proto3" json:"session,omitempty"`
-	User    string                 `protobuf:"bytes,3,opt,name=user,proto3" json:"user,omitempty"`
-	// room is set for JOINED and LEFT.
-	Room       string `protobuf:"bytes,4,opt,name=room,proto3" json:"room,omitempty"`
-	RequestId  uint64 `protobuf:"varint,5,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
-	Device     string `protobuf:"bytes,6,opt,name=device,proto3" json:"device,omitempty"`
-	TimeUnixMs int64  `protobuf:"varint,7,opt,name=time_unix_ms,json=timeUnixMs,proto3" json:"time_unix_ms,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Kind  SessionEvent_Kind      `protobuf:"varint,1,opt,name=kind,proto3,enum=laneim.topic.v1.SessionEvent_Kind" json:"kind,omitempty"`
+	// session is the connection concerned (HEARTBEAT: only its comet is set).
+	// Empty for MEMBERSHIP_REVOKED and USER_REVOKED, which concern every
+	// connection of user.
+	Session *Session `protobuf:"bytes,2,opt,name=session,proto3" json:"session,omitempty"`
+	// user owns the connection; for revocations, the user whose connections
+	// lose something. Always set, except for HEARTBEAT.
+	User string `protobuf:"bytes,3,opt,name=user,proto3" json:"user,omitempty"`
+	// room is set for JOINED, LEFT and MEMBERSHIP_REVOKED.
+	Room string `protobuf:"bytes,4,opt,name=room,proto3" json:"room,omitempty"`
+	// request_id is the client request being answered (OPENED, JOINED, LEFT).
+	RequestId uint64 `protobuf:"varint,5,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// device is the client's device, set for OPENED.
+	Device string `protobuf:"bytes,6,opt,name=device,proto3" json:"device,omitempty"`
+	// time_unix_ms is when the event happened at its source.
+	TimeUnixMs int64 `protobuf:"varint,7,opt,name=time_unix_ms,json=timeUnixMs,proto3" json:"time_unix_ms,omitempty"`
 	// live is set for HEARTBEAT: every logged-in connection of the comet, with its user.
-	Live          []*LiveSession `protobuf:"bytes,8,rep,name=live,proto3" json:"live,omitempty"`
+	Live []*LiveSession `protobuf:"bytes,8,rep,name=live,proto3" json:"live,omitempty"`
+	// reason says, in a few words, why something was revoked; set for
+	// MEMBERSHIP_REVOKED (for logs) and USER_REVOKED, where it is the close
+	// reason the client sees (WebSocket close code 1008), so keep it short
+	// (at most 123 bytes).
+	Reason        string `protobuf:"bytes,9,opt,name=reason,proto3" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -323,6 +350,13 @@ func (x *SessionEvent) GetLive() []*LiveSession {
 		return x.Live
 	}
 	return nil
+}
+
+func (x *SessionEvent) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
 }
 
 // LiveSession is one logged-in connection reported by a heartbeat.
@@ -896,7 +930,7 @@ const file_topic_proto_rawDesc = "" +
 	"request_id\x18\x02 \x01(\x04R\trequestId\x12\x14\n" +
 	"\x05token\x18\x03 \x01(\tR\x05token\x12\x16\n" +
 	"\x06device\x18\x04 \x01(\tR\x06device\x12(\n" +
-	"\x10received_unix_ms\x18\x05 \x01(\x03R\x0ereceivedUnixMs\"\x88\x03\n" +
+	"\x10received_unix_ms\x18\x05 \x01(\x03R\x0ereceivedUnixMs\"\xcb\x03\n" +
 	"\fSessionEvent\x126\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\".laneim.topic.v1.SessionEvent.KindR\x04kind\x122\n" +
 	"\asession\x18\x02 \x01(\v2\x18.laneim.topic.v1.SessionR\asession\x12\x12\n" +
@@ -907,7 +941,8 @@ const file_topic_proto_rawDesc = "" +
 	"\x06device\x18\x06 \x01(\tR\x06device\x12 \n" +
 	"\ftime_unix_ms\x18\a \x01(\x03R\n" +
 	"timeUnixMs\x120\n" +
-	"\x04live\x18\b \x03(\v2\x1c.laneim.topic.v1.LiveSessionR\x04live\"Y\n" +
+	"\x04live\x18\b \x03(\v2\x1c.laneim.topic.v1.LiveSessionR\x04live\x12\x16\n" +
+	"\x06reason\x18\t \x01(\tR\x06reason\"\x83\x01\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\n" +
 	"\n" +
@@ -917,7 +952,9 @@ const file_topic_proto_rawDesc = "" +
 	"\tHEARTBEAT\x10\x03\x12\n" +
 	"\n" +
 	"\x06JOINED\x10\x04\x12\b\n" +
-	"\x04LEFT\x10\x05\"5\n" +
+	"\x04LEFT\x10\x05\x12\x16\n" +
+	"\x12MEMBERSHIP_REVOKED\x10\x06\x12\x10\n" +
+	"\fUSER_REVOKED\x10\a\"5\n" +
 	"\vLiveSession\x12\x12\n" +
 	"\x04conn\x18\x01 \x01(\tR\x04conn\x12\x12\n" +
 	"\x04user\x18\x02 \x01(\tR\x04user\"\xe7\x02\n" +

@@ -329,3 +329,36 @@ func TestSessionOpen(t *testing.T) {
 	}
 	check(false)
 }
+
+func TestInRoom(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := context.Background()
+	ref := directory.SessionRef{Comet: "c1", Conn: "x"}
+	check := func(room string, want bool) {
+		t.Helper()
+		if in, err := s.InRoom(ctx, ref, room); err != nil || in != want {
+			t.Fatalf("InRoom(%s) = %v, %v; want %v", room, in, err, want)
+		}
+	}
+	check("lobby", false)
+	if err := s.OpenSession(ctx, directory.Session{Comet: "c1", Conn: "x", User: "u"}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []string{"lobby", "dev"} {
+		if _, err := s.JoinRoom(ctx, ref, "u", r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check("lobby", true)
+	check("ops", false)
+	if _, err := s.LeaveRoom(ctx, ref, "u", "lobby"); err != nil {
+		t.Fatal(err)
+	}
+	check("lobby", false)
+	check("dev", true)
+	if _, _, _, err := s.CloseSession(ctx, ref); err != nil {
+		t.Fatal(err)
+	}
+	check("dev", false)
+}

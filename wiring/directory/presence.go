@@ -180,6 +180,18 @@ func (s *Store) CloseSession(ctx context.Context, ref SessionRef) (sess Session,
 	return sess, rooms, true, nil
 }
 
+// InRoom reports whether a connection is recorded in room (joined and not
+// yet left). It reads the connection's own room set, which JoinRoom writes
+// first and LeaveRoom clears last, so it is true as long as any part of
+// the entry may remain.
+func (s *Store) InRoom(ctx context.Context, ref SessionRef, room string) (bool, error) {
+	ok, err := s.rdb.SIsMember(ctx, sessionRoomsKey(sessionID(ref)), room).Result()
+	if err != nil {
+		return false, fmt.Errorf("directory: is %s in %s: %w", sessionID(ref), room, err)
+	}
+	return ok, nil
+}
+
 // SessionOpen reports whether a connection's session exists and is not
 // being closed.
 func (s *Store) SessionOpen(ctx context.Context, ref SessionRef) (bool, error) {

@@ -4,10 +4,10 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
-	"github.com/laneim/laneim/proto/clientpb"
 	"github.com/laneim/laneim/proto/topicpb"
 	"github.com/laneim/laneim/topics"
 	"github.com/laneim/laneim/wiring/directory"
@@ -21,8 +21,10 @@ const (
 	tableBlocks  = "blocks"
 )
 
-// Directory is the part of the Redis model the worker writes, and the
-// presence it changes when the system of record takes something away.
+// Directory is the part of the Redis model the worker writes: users,
+// rooms, memberships and blocks. It writes no presence: when the system of
+// record takes a membership or a user away, the worker publishes a
+// revocation on topics.SessionEvents and the presence worker applies it.
 type Directory interface {
 	PutUser(ctx context.Context, u directory.User) error
 	DeleteUser(ctx context.Context, id string) error
@@ -33,8 +35,6 @@ type Directory interface {
 	Members(ctx context.Context, room string) ([]string, error)
 	Block(ctx context.Context, user, other string) error
 	Unblock(ctx context.Context, user, other string) error
-	UserSessions(ctx context.Context, user string) ([]directory.SessionRef, error)
-	LeaveRoom(ctx context.Context, ref directory.SessionRef, user, room string) (directory.RoomCount, error)
 }
 
 // row reads a row by column name.
@@ -66,8 +66,18 @@ func (r row) truthy(col string) bool {
 	return err == nil && n != 0
 }
 
-// applier turns row changes into directory changes. Every change is
-// idempotent, so applying an event twice leaves the same state.
+// The reasons of revocations. A user's is the close reason its
+// connections see.
+const (
+	reasonDisabled      = "account disabled"
+	reasonDeleted       = "account deleted"
+	reasonMemberRemoved = "membership removed"
+	reasonRoomDeleted   = "room deleted"
+)
+
+// applier turns row changes into directory changes and revocations. Every
+// change is idempotent, so applying an event twice leaves the same state;
+// a revocation published twice is applied once by presence.
 type applier struct {
 	dir Directory
 	pub message.Publisher
@@ -82,7 +92,7 @@ func (a *applier) upsert(ctx context.Context, table string, r row) error {
 			return err
 		}
 		if u.Disabled {
-			return a.kick(ctx, u.ID, "account disabled")
+			return a.revokeUser(u.ID, reasonDisabled)
 		}
 	case tableRooms:
 		return a.dir.PutRoom(ctx, directory.Room{ID: r.str("id"), Name: r.str("name"), Kind: r.str("kind")})
@@ -100,11 +110,15 @@ func (a *applier) remove(ctx context.Context, table string, r row) error {
 	switch table {
 	case tableUsers:
 		id := r.str("id")
-		if err := a.kick(ctx, id, "account deleted"); err != nil {
+		if err := a.dir.DeleteUser(ctx, id); err != nil {
 			return err
 		}
-		return a.dir.DeleteUser(ctx, id)
+		return a.revokeUser(id, reasonDeleted)
 	case tableRooms:
+		// The room goes from the directory before its members are told,
+		// so a join racing with the revocation finds no room. (If the
+		// publish fails, the retry finds no members left to tell; their
+		// connections stay in a room nobody can send to until they close.)
 		id := r.str("id")
 		members, err := a.dir.Members(ctx, id)
 		if err != nil {
@@ -113,17 +127,13 @@ func (a *applier) remove(ctx context.Context, table string, r row) error {
 		if err := a.dir.DeleteRoom(ctx, id); err != nil {
 			return err
 		}
-		for _, u := range members {
-			if err := a.evict(ctx, u, id); err != nil {
-				return err
-			}
-		}
+		return a.revokeMemberships(id, members, reasonRoomDeleted)
 	case tableMembers:
 		room, user := r.str("room_id"), r.str("user_id")
 		if err := a.dir.RemoveMember(ctx, room, user); err != nil {
 			return err
 		}
-		return a.evict(ctx, user, room)
+		return a.revokeMemberships(room, []string{user}, reasonMemberRemoved)
 	case tableBlocks:
 		return a.dir.Unblock(ctx, r.str("user_id"), r.str("blocked_id"))
 	}
@@ -142,51 +152,45 @@ func keyOf(table string, r row) string {
 	return r.str("id")
 }
 
-// evict takes user's live connections out of room: presence forgets
-// them there, and their comets stop delivering the room to them.
-func (a *applier) evict(ctx context.Context, user, room string) error {
-	refs, err := a.dir.UserSessions(ctx, user)
-	if err != nil {
-		return err
-	}
-	for _, ref := range refs {
-		if _, err := a.dir.LeaveRoom(ctx, ref, user, room); err != nil {
-			return err
+// publishBatch bounds the revocations sent in one Publish call.
+const publishBatch = 1000
+
+// revokeMemberships publishes a MEMBERSHIP_REVOKED event for each user,
+// after the directory no longer has the membership: presence takes the
+// user's connections out of room and tells the room.
+func (a *applier) revokeMemberships(room string, users []string, reason string) error {
+	now := time.Now().UnixMilli()
+	for start := 0; start < len(users); start += publishBatch {
+		chunk := users[start:min(start+publishBatch, len(users))]
+		msgs := make([]*message.Message, 0, len(chunk))
+		for _, u := range chunk {
+			msg, err := topics.SessionEvents.Encode(&topicpb.SessionEvent{
+				Kind: topicpb.SessionEvent_MEMBERSHIP_REVOKED, User: u, Room: room, Reason: reason, TimeUnixMs: now,
+			})
+			if err != nil {
+				return err
+			}
+			msgs = append(msgs, msg)
 		}
-		msg, err := topics.Deliveries.Encode(&topicpb.Delivery{
-			Conns:   []string{ref.Conn},
-			Control: &topicpb.Control{Leave: room},
-			Frame:   &clientpb.ServerFrame{Body: &clientpb.ServerFrame_Left{Left: &clientpb.Left{Room: room}}},
-		})
-		if err != nil {
-			return err
-		}
-		if err := a.pub.Publish(topics.Delivery(ref.Comet), msg); err != nil {
-			return fmt.Errorf("binlogsync: evict %s from %s: %w", user, room, err)
+		if err := a.pub.Publish(topics.SessionEvents.Name, msgs...); err != nil {
+			return fmt.Errorf("binlogsync: revoke %d memberships of %s: %w", len(msgs), room, err)
 		}
 	}
 	return nil
 }
 
-// kick closes every live connection of user.
-func (a *applier) kick(ctx context.Context, user, reason string) error {
-	refs, err := a.dir.UserSessions(ctx, user)
+// revokeUser publishes a USER_REVOKED event, after the directory has the
+// user disabled or deleted: presence closes the user's connections with
+// reason.
+func (a *applier) revokeUser(user, reason string) error {
+	msg, err := topics.SessionEvents.Encode(&topicpb.SessionEvent{
+		Kind: topicpb.SessionEvent_USER_REVOKED, User: user, Reason: reason, TimeUnixMs: time.Now().UnixMilli(),
+	})
 	if err != nil {
 		return err
 	}
-	seen := map[string]bool{}
-	for _, ref := range refs {
-		if seen[ref.Comet] {
-			continue
-		}
-		seen[ref.Comet] = true
-		msg, err := topics.Deliveries.Encode(&topicpb.Delivery{Users: []string{user}, Control: &topicpb.Control{Close: reason}})
-		if err != nil {
-			return err
-		}
-		if err := a.pub.Publish(topics.Delivery(ref.Comet), msg); err != nil {
-			return fmt.Errorf("binlogsync: close sessions of %s: %w", user, err)
-		}
+	if err := a.pub.Publish(topics.SessionEvents.Name, msg); err != nil {
+		return fmt.Errorf("binlogsync: revoke %s: %w", user, err)
 	}
 	return nil
 }

@@ -3,6 +3,12 @@
 // memberships and blocks. It reads the row-based binary log with
 // go-mysql's canal, so no hot path ever queries MySQL.
 //
+// It writes only the directory, never presence. When a membership is
+// removed or a room deleted it publishes MEMBERSHIP_REVOKED, and when a
+// user is disabled or deleted USER_REVOKED, on topics.SessionEvents (keyed
+// by user, so ordered with that user's other session events); the presence
+// worker applies them as it applies a client's own leave or close.
+//
 // On first start it notes the current binlog position, copies the four
 // tables, and then streams row events from that position: events that the
 // copy already reflects are applied again, which is harmless because every
@@ -132,7 +138,8 @@ type Syncer struct {
 }
 
 // New returns a Syncer writing into dir, saving positions with positions
-// and telling comets about evictions with pub.
+// and publishing revocations (memberships or users the system of record
+// took away) on topics.SessionEvents with pub.
 func New(cfg Config, dir Directory, positions *Positions, pub message.Publisher, logger *slog.Logger) (*Syncer, error) {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {

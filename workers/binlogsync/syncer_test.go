@@ -14,7 +14,6 @@ import (
 	"github.com/go-mysql-org/go-mysql/mysql"
 
 	"github.com/laneim/laneim/internal/testinfra"
-	"github.com/laneim/laneim/proto/topicpb"
 	"github.com/laneim/laneim/topics"
 	"github.com/laneim/laneim/wiring/directory"
 	"github.com/laneim/laneim/workers/binlogsync"
@@ -35,6 +34,10 @@ func newFixture(t testing.TB) *fixture {
 	return &fixture{t: t, db: db, sql: db.Admin(t), store: directory.New(rdb), pos: binlogsync.NewPositions(rdb, ""), rec: &testinfra.Recorder{}}
 }
 
+// directoryOnly hands the syncer nothing but the Directory methods of the
+// store, so it cannot reach presence even by a type assertion.
+type directoryOnly struct{ binlogsync.Directory }
+
 func (f *fixture) exec(stmts ...string) { f.t.Helper(); f.db.Exec(f.t, f.sql, stmts...) }
 
 // start runs a syncer as the minimally privileged sync user until the
@@ -44,7 +47,7 @@ func (f *fixture) start() (*binlogsync.Syncer, func()) {
 	s, err := binlogsync.New(binlogsync.Config{
 		Addr: f.db.Addr, User: f.db.SyncUser, Password: f.db.SyncPassword, Database: f.db.Database,
 		Flavor: "mariadb", RetryMin: 50 * time.Millisecond,
-	}, f.store, f.pos, f.rec, slog.New(slog.DiscardHandler))
+	}, directoryOnly{f.store}, f.pos, f.rec, slog.New(slog.DiscardHandler))
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -81,6 +84,7 @@ func (f *fixture) member(room, user string) bool {
 }
 
 func TestSnapshotThenEvents(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	ctx := context.Background()
 	f.exec(
@@ -100,7 +104,8 @@ func TestSnapshotThenEvents(t *testing.T) {
 		t.Fatalf("snapshots = %d", got)
 	}
 
-	// bob is online on comet c1 and in the lobby.
+	// bob is online on comet c1 and in the lobby (the presence worker's
+	// doing; binlogsync must leave it alone).
 	bob := directory.SessionRef{Comet: "c1", Conn: "b1"}
 	if err := f.store.OpenSession(ctx, directory.Session{Comet: "c1", Conn: "b1", User: "bob"}, time.Minute); err != nil {
 		t.Fatal(err)
@@ -108,6 +113,7 @@ func TestSnapshotThenEvents(t *testing.T) {
 	if _, err := f.store.JoinRoom(ctx, bob, "bob", "lobby"); err != nil {
 		t.Fatal(err)
 	}
+	f.rec.Take()
 
 	steps := []struct {
 		name  string
@@ -129,54 +135,77 @@ func TestSnapshotThenEvents(t *testing.T) {
 			"INSERT INTO users (id, name, avatar) VALUES ('erin', 'Erin', 'e.png')",
 		}, func() bool { u, ok := f.user("erin"); return ok && u.Name == "Erin" }},
 		{"delete room", []string{"DELETE FROM rooms WHERE id = 'dev'"}, func() bool { _, ok, _ := f.store.Room(ctx, "dev"); return !ok && !f.member("dev", "alice") }},
+		{"delete user", []string{"DELETE FROM users WHERE id = 'erin'"}, func() bool { _, ok := f.user("erin"); return !ok }},
 	}
 	for _, st := range steps {
 		f.exec(st.stmts...)
 		f.eventually(st.name, st.ok)
 	}
+	// Each membership or user taken away became one revocation, in order.
+	waitEvents(t, f.rec,
+		"MEMBERSHIP_REVOKED carol dev membership removed", // moved to alice
+		"MEMBERSHIP_REVOKED dave dev membership removed",
+		"MEMBERSHIP_REVOKED alice dev room deleted",
+		"USER_REVOKED erin  account deleted",
+	)
 
-	// Removing bob from the lobby in MySQL takes his live connection out.
-	f.rec.Take()
+	// Removing bob from the lobby in MySQL publishes a revocation for the
+	// presence worker, and leaves his presence alone.
 	f.exec("DELETE FROM room_members WHERE room_id = 'lobby' AND user_id = 'bob'")
-	f.eventually("bob's connection not taken out of the lobby", func() bool {
-		users, _, _ := f.store.RoomOnline(ctx, "lobby")
-		return users == 0 && !f.member("lobby", "bob")
-	})
-	leave := waitDelivery(t, f.rec, "c1")
-	if leave.GetControl().GetLeave() != "lobby" || leave.GetConns()[0] != "b1" || leave.GetFrame().GetLeft().GetRoom() != "lobby" {
-		t.Fatalf("eviction %v", leave)
+	waitEvents(t, f.rec, "MEMBERSHIP_REVOKED bob lobby membership removed")
+	if f.member("lobby", "bob") {
+		t.Fatal("bob still a member of the lobby in the directory")
 	}
 
-	// Disabling bob closes his sessions.
+	// Disabling bob publishes a revocation of bob.
 	f.exec("UPDATE users SET disabled = 1 WHERE id = 'bob'")
-	kick := waitDelivery(t, f.rec, "c1")
-	if kick.GetControl().GetClose() == "" || kick.GetUsers()[0] != "bob" {
-		t.Fatalf("kick %v", kick)
-	}
+	waitEvents(t, f.rec, "USER_REVOKED bob  account disabled")
 	if u, _ := f.user("bob"); !u.Disabled {
 		t.Fatal("bob not disabled in the directory")
 	}
+
+	// binlogsync wrote no presence: bob's session and room entry are as
+	// presence left them.
+	if users, conns, _ := f.store.RoomOnline(ctx, "lobby"); users != 1 || conns != 1 {
+		t.Fatalf("lobby presence changed by binlogsync: %d users on %d connections", users, conns)
+	}
+	if in, _ := f.store.InRoom(ctx, bob, "lobby"); !in {
+		t.Fatal("binlogsync took bob's connection out of the lobby")
+	}
+	if open, _ := f.store.SessionOpen(ctx, bob); !open {
+		t.Fatal("binlogsync closed bob's session")
+	}
 }
 
-func waitDelivery(t *testing.T, rec *testinfra.Recorder, comet string) *topicpb.Delivery {
+// waitEvents waits for the syncer to publish exactly the revocations want
+// (kind user room reason), in order, on the session events topic keyed by
+// user, and fails on anything else it publishes.
+func waitEvents(t *testing.T, rec *testinfra.Recorder, want ...string) {
 	t.Helper()
-	var out *topicpb.Delivery
+	var got []string
 	testinfra.Eventually(t, 20*time.Second, func() bool {
 		for _, p := range rec.Take() {
-			if p.Topic == topics.Delivery(comet) && out == nil {
-				d, err := topics.Deliveries.Decode(p.Msg)
-				if err != nil {
-					t.Fatal(err)
-				}
-				out = d
+			if p.Topic != topics.SessionEvents.Name {
+				t.Fatalf("binlogsync published on %s; it may only publish session events", p.Topic)
 			}
+			ev, err := topics.SessionEvents.Decode(p.Msg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if key := p.Msg.Metadata.Get(topics.KeyMetadata); key != "user/"+ev.GetUser() {
+				t.Fatalf("event %v keyed %q, want by its user", ev, key)
+			}
+			got = append(got, fmt.Sprintf("%v %s %s %s", ev.GetKind(), ev.GetUser(), ev.GetRoom(), ev.GetReason()))
 		}
-		return out != nil
-	}, "no delivery to %s", comet)
-	return out
+		return len(got) >= len(want)
+	}, "revocations %q, want %q", &got, want)
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("revocations %q, want %q", got, want)
+	}
 }
 
 func TestRestartResumesWithoutLossOrSnapshot(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	f.exec("INSERT INTO rooms (id) VALUES ('big')")
 	_, stop := f.start()
@@ -227,6 +256,7 @@ func TestRestartResumesWithoutLossOrSnapshot(t *testing.T) {
 }
 
 func TestPurgedPositionIsAClearError(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	if err := f.pos.Save(context.Background(), mysql.Position{Name: "binlog.999999", Pos: 4}); err != nil {
 		t.Fatal(err)
@@ -255,6 +285,7 @@ func TestPurgedPositionIsAClearError(t *testing.T) {
 }
 
 func TestParseDSN(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		dsn  string
 		ok   bool
@@ -276,6 +307,7 @@ func TestParseDSN(t *testing.T) {
 }
 
 func TestReconnectsAfterLosingTheConnection(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	s, stop := f.start()
 	defer stop()

@@ -2,7 +2,10 @@
 // of live sessions in Redis (user -> sessions, room -> comets with counts,
 // online flags refreshed by heartbeats), answers logins and joins once
 // the route is in place, tells rooms who came and went, and expires
-// sessions whose comet stopped reporting them.
+// sessions whose comet stopped reporting them. It is the only writer of
+// those keys: when the system of record takes a membership or a user
+// away, binlogsync publishes a revocation and presence applies it like a
+// client's own leave or close.
 package presence
 
 import (
@@ -71,6 +74,8 @@ type Store interface {
 	LatestSeqs(ctx context.Context, conversations ...string) (map[string]uint64, error)
 	Conversations(ctx context.Context, user string) ([]string, error)
 	SessionOpen(ctx context.Context, ref directory.SessionRef) (bool, error)
+	UserSessions(ctx context.Context, user string) ([]directory.SessionRef, error)
+	InRoom(ctx context.Context, ref directory.SessionRef, room string) (bool, error)
 }
 
 // Handler handles session events. Handle is safe for concurrent use; the
@@ -135,6 +140,10 @@ func (h *Handler) Handle(ctx context.Context, ev *topicpb.SessionEvent, _ *messa
 		return h.notify(ctx, ev.GetUser(), false, rc)
 	case topicpb.SessionEvent_CLOSED:
 		return h.close(ctx, ref(ev.GetSession()))
+	case topicpb.SessionEvent_MEMBERSHIP_REVOKED:
+		return h.membershipRevoked(ctx, ev)
+	case topicpb.SessionEvent_USER_REVOKED:
+		return h.userRevoked(ctx, ev)
 	case topicpb.SessionEvent_HEARTBEAT:
 		live := make([]directory.LiveSession, len(ev.GetLive()))
 		for i, l := range ev.GetLive() {
@@ -235,6 +244,82 @@ func (h *Handler) close(ctx context.Context, r directory.SessionRef) error {
 		}
 	}
 	return nil
+}
+
+// membershipRevoked takes every connection of the user that is in the
+// room out of it, as a client's own Leave would, and tells the room. Each
+// connection is answered before its entry is removed: a retry after a
+// failure in between finds the entry again and answers again (the comet
+// ignores a second leave), and once the entry is gone a redelivered
+// event finds nothing to do.
+func (h *Handler) membershipRevoked(ctx context.Context, ev *topicpb.SessionEvent) error {
+	user, room := ev.GetUser(), ev.GetRoom()
+	if user == "" || room == "" {
+		return pipeline.Permanent(fmt.Errorf("presence: membership revoked without user (%q) or room (%q)", user, room))
+	}
+	refs, err := h.store.UserSessions(ctx, user)
+	if err != nil {
+		return err
+	}
+	left := &clientpb.ServerFrame{Body: &clientpb.ServerFrame_Left{Left: &clientpb.Left{Room: room}}}
+	n := 0
+	for _, r := range refs {
+		if in, err := h.store.InRoom(ctx, r, room); err != nil {
+			return err
+		} else if !in {
+			continue
+		}
+		if err := h.reply(session(r), left, &topicpb.Control{Leave: room}); err != nil {
+			return err
+		}
+		rc, err := h.store.LeaveRoom(ctx, r, user, room)
+		if err != nil {
+			return err
+		}
+		if err := h.notify(ctx, user, false, rc); err != nil {
+			return err
+		}
+		n++
+	}
+	if n > 0 {
+		h.logger.Info("membership revoked", "user", user, "room", room, "reason", ev.GetReason(), "sessions", n)
+	}
+	return nil
+}
+
+// userRevoked closes every connection of the user with the event's
+// reason, as if each had closed itself. Each connection is told to close
+// before its session is removed, so a retry after a failure in between
+// tells it again (a comet skips connections it no longer has); once the
+// sessions are gone a redelivered event finds nothing to do.
+func (h *Handler) userRevoked(ctx context.Context, ev *topicpb.SessionEvent) error {
+	user, reason := ev.GetUser(), ev.GetReason()
+	if user == "" {
+		return pipeline.Permanent(errors.New("presence: user revoked without a user"))
+	}
+	if reason == "" {
+		reason = "access revoked" // an empty close reason would close nothing
+	}
+	refs, err := h.store.UserSessions(ctx, user)
+	if err != nil {
+		return err
+	}
+	for _, r := range refs {
+		if err := h.reply(session(r), nil, &topicpb.Control{Close: reason}); err != nil {
+			return err
+		}
+		if err := h.close(ctx, r); err != nil {
+			return err
+		}
+	}
+	if len(refs) > 0 {
+		h.logger.Info("user revoked", "user", user, "reason", reason, "sessions", len(refs))
+	}
+	return nil
+}
+
+func session(r directory.SessionRef) *topicpb.Session {
+	return &topicpb.Session{Comet: r.Comet, Conn: r.Conn}
 }
 
 // notify tells a room's comets that user appeared or disappeared, if the

@@ -2,8 +2,10 @@ package presence_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"sort"
 	"testing"
 	"time"
 
@@ -236,5 +238,209 @@ func TestJoinOfAClosingSessionLeavesNothing(t *testing.T) {
 	}
 	if out := rec.Take(); len(out) != 0 {
 		t.Fatalf("answered a dead session: %v", out)
+	}
+}
+
+// online opens a session of user on comet/conn and joins it to rooms.
+func online(t *testing.T, h *presence.Handler, comet, conn, user string, rooms ...string) {
+	t.Helper()
+	event(t, h, &topicpb.SessionEvent{Kind: topicpb.SessionEvent_OPENED, Session: sess(comet, conn), User: user})
+	for _, r := range rooms {
+		event(t, h, &topicpb.SessionEvent{Kind: topicpb.SessionEvent_JOINED, Session: sess(comet, conn), User: user, Room: r})
+	}
+}
+
+// presenceFrames returns the PresenceChange frames per comet, and fails on
+// any delivery that is not one.
+func presenceFrames(t *testing.T, got map[string][]*topicpb.Delivery) map[string][]*clientpb.PresenceChange {
+	t.Helper()
+	out := map[string][]*clientpb.PresenceChange{}
+	for topic, ds := range got {
+		for _, d := range ds {
+			p := d.GetFrame().GetPresence()
+			if p == nil || d.GetControl() != nil || d.GetRoom() != p.GetRoom() {
+				t.Fatalf("unexpected delivery on %s: %v", topic, d)
+			}
+			out[topic] = append(out[topic], p)
+		}
+	}
+	return out
+}
+
+// TestMembershipRevoked: a membership the system of record took away
+// leaves the room like the client's own Leave, on every connection of the
+// user that is in the room, and the room hears the user went.
+func TestMembershipRevoked(t *testing.T) {
+	t.Parallel()
+	h, store, rec := fixture(t, presence.Config{})
+	ctx := context.Background()
+	online(t, h, "c1", "a1", "alice", "lobby", "dev")
+	online(t, h, "c2", "a2", "alice", "lobby")
+	online(t, h, "c2", "a3", "alice", "dev") // not in the lobby
+	online(t, h, "c3", "b1", "bob", "lobby")
+	online(t, h, "c4", "d1", "dave") // in no room
+	rec.Take()
+
+	if err := store.RemoveMember(ctx, "lobby", "alice"); err != nil { // binlogsync's part
+		t.Fatal(err)
+	}
+	revoke := &topicpb.SessionEvent{Kind: topicpb.SessionEvent_MEMBERSHIP_REVOKED, User: "alice", Room: "lobby", Reason: "membership removed"}
+	event(t, h, revoke)
+	got := deliveries(t, rec)
+	for _, want := range []struct{ comet, conn string }{{"c1", "a1"}, {"c2", "a2"}} {
+		ds := got[topics.Delivery(want.comet)]
+		if len(ds) != 1 {
+			t.Fatalf("%s got %v, want one Left", want.comet, ds)
+		}
+		d := ds[0]
+		if fmt.Sprint(d.GetConns()) != "["+want.conn+"]" || d.GetControl().GetLeave() != "lobby" || d.GetControl().GetClose() != "" ||
+			d.GetFrame().GetLeft().GetRoom() != "lobby" {
+			t.Fatalf("%s/%s got %v, want Left{lobby} with control leave", want.comet, want.conn, d)
+		}
+		delete(got, topics.Delivery(want.comet))
+	}
+	// Only bob's comet is left in the lobby: it hears alice went, once.
+	ps := presenceFrames(t, got)
+	if p := ps[topics.Delivery("c3")]; len(ps) != 1 || len(p) != 1 || p[0].GetUser() != "alice" || p[0].GetOnline() || p[0].GetRoom() != "lobby" || p[0].GetOnlineCount() != 1 {
+		t.Fatalf("presence frames %v, want one alice offline in the lobby to c3", ps)
+	}
+	if users, conns, _ := store.RoomOnline(ctx, "lobby"); users != 1 || conns != 1 {
+		t.Fatalf("lobby has %d users on %d connections, want bob alone", users, conns)
+	}
+	if comets, _ := store.RoomComets(ctx, "lobby"); fmt.Sprint(comets) != "[c3]" {
+		t.Fatalf("lobby routed to %v, want [c3]", comets)
+	}
+	// The rest of alice's presence is untouched.
+	if users, conns, _ := store.RoomOnline(ctx, "dev"); users != 1 || conns != 2 {
+		t.Fatalf("dev has %d users on %d connections, want alice on 2", users, conns)
+	}
+	if refs, _ := store.UserSessions(ctx, "alice"); len(refs) != 3 {
+		t.Fatalf("alice's sessions %v, want all 3 open", refs)
+	}
+
+	// A redelivery, and a revocation for a user with no connection in the
+	// room, do nothing.
+	event(t, h, revoke)
+	event(t, h, &topicpb.SessionEvent{Kind: topicpb.SessionEvent_MEMBERSHIP_REVOKED, User: "dave", Room: "lobby"})
+	event(t, h, &topicpb.SessionEvent{Kind: topicpb.SessionEvent_MEMBERSHIP_REVOKED, User: "nobody", Room: "lobby"})
+	if out := rec.Take(); len(out) != 0 {
+		t.Fatalf("redelivered revocation published %d messages", len(out))
+	}
+	if users, conns, _ := store.RoomOnline(ctx, "lobby"); users != 1 || conns != 1 {
+		t.Fatalf("after redelivery the lobby has %d users on %d connections", users, conns)
+	}
+}
+
+// TestMembershipRevokedRetriesAfterAFailedReply: the connection is answered
+// before its entry is removed, so a retry after a failed publish still
+// takes it out and tells its comet.
+func TestMembershipRevokedRetriesAfterAFailedReply(t *testing.T) {
+	t.Parallel()
+	h, store, rec := fixture(t, presence.Config{})
+	ctx := context.Background()
+	online(t, h, "c1", "b1", "bob", "lobby")
+	rec.Take()
+	msg, err := topics.SessionEvents.Encode(&topicpb.SessionEvent{Kind: topicpb.SessionEvent_MEMBERSHIP_REVOKED, User: "bob", Room: "lobby"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.Err = errors.New("kafka down")
+	if err := h.Pipeline().Handle(msg); err == nil || pipeline.IsPermanent(err) {
+		t.Fatalf("handle with kafka down = %v, want a transient error", err)
+	}
+	if in, _ := store.InRoom(ctx, directory.SessionRef{Comet: "c1", Conn: "b1"}, "lobby"); !in {
+		t.Fatal("bob left the lobby in Redis though his comet was never told")
+	}
+	rec.Err = nil
+	if err := h.Pipeline().Handle(msg); err != nil {
+		t.Fatal(err)
+	}
+	d := deliveries(t, rec)[topics.Delivery("c1")]
+	if len(d) != 1 || d[0].GetControl().GetLeave() != "lobby" || d[0].GetFrame().GetLeft().GetRoom() != "lobby" {
+		t.Fatalf("retry delivered %v, want Left{lobby} with control leave", d)
+	}
+	if users, _, _ := store.RoomOnline(ctx, "lobby"); users != 0 {
+		t.Fatalf("lobby has %d users after the retry", users)
+	}
+}
+
+// TestUserRevoked: a user the system of record disabled or deleted has
+// every connection closed with the reason, and each room hears it went.
+func TestUserRevoked(t *testing.T) {
+	t.Parallel()
+	h, store, rec := fixture(t, presence.Config{})
+	ctx := context.Background()
+	online(t, h, "c1", "a1", "alice", "lobby", "dev")
+	online(t, h, "c2", "a2", "alice", "lobby")
+	online(t, h, "c3", "b1", "bob", "lobby", "dev")
+	online(t, h, "c4", "d1", "dave", "lobby")
+	rec.Take()
+
+	revoke := &topicpb.SessionEvent{Kind: topicpb.SessionEvent_USER_REVOKED, User: "alice", Reason: "account disabled"}
+	event(t, h, revoke)
+	got := deliveries(t, rec)
+	for _, want := range []struct{ comet, conn string }{{"c1", "a1"}, {"c2", "a2"}} {
+		ds := got[topics.Delivery(want.comet)]
+		if len(ds) != 1 || fmt.Sprint(ds[0].GetConns()) != "["+want.conn+"]" || ds[0].GetControl().GetClose() != "account disabled" || ds[0].GetFrame() != nil {
+			t.Fatalf("%s got %v, want one control close to %s", want.comet, ds, want.conn)
+		}
+		delete(got, topics.Delivery(want.comet))
+	}
+	ps := presenceFrames(t, got)
+	rooms := map[string][]string{}
+	for topic, frames := range ps {
+		for _, p := range frames {
+			if p.GetUser() != "alice" || p.GetOnline() {
+				t.Fatalf("presence %v on %s, want alice offline", p, topic)
+			}
+			rooms[topic] = append(rooms[topic], fmt.Sprintf("%s:%d", p.GetRoom(), p.GetOnlineCount()))
+		}
+	}
+	for _, r := range rooms {
+		sort.Strings(r)
+	}
+	if want := map[string][]string{topics.Delivery("c3"): {"dev:1", "lobby:2"}, topics.Delivery("c4"): {"lobby:2"}}; fmt.Sprint(rooms) != fmt.Sprint(want) {
+		t.Fatalf("presence frames %v, want %v", rooms, want)
+	}
+	if refs, _ := store.UserSessions(ctx, "alice"); len(refs) != 0 {
+		t.Fatalf("alice still has sessions %v", refs)
+	}
+	if on, _ := store.Online(ctx, "alice"); on["alice"] {
+		t.Fatal("alice still online")
+	}
+	for room, want := range map[string]int{"lobby": 2, "dev": 1} {
+		if users, _, _ := store.RoomOnline(ctx, room); users != want {
+			t.Fatalf("%s has %d users, want %d", room, users, want)
+		}
+	}
+
+	// A redelivery, and the CLOSED events the comets publish as they
+	// close the connections, do nothing.
+	event(t, h, revoke)
+	event(t, h, &topicpb.SessionEvent{Kind: topicpb.SessionEvent_CLOSED, Session: sess("c1", "a1"), User: "alice"})
+	event(t, h, &topicpb.SessionEvent{Kind: topicpb.SessionEvent_CLOSED, Session: sess("c2", "a2"), User: "alice"})
+	if out := rec.Take(); len(out) != 0 {
+		t.Fatalf("redelivered revocation published %d messages", len(out))
+	}
+	if users, _, _ := store.RoomOnline(ctx, "lobby"); users != 2 {
+		t.Fatalf("after redelivery the lobby has %d users", users)
+	}
+}
+
+func TestRevocationWithoutItsSubjectIsPermanent(t *testing.T) {
+	t.Parallel()
+	h, _, _ := fixture(t, presence.Config{})
+	for _, ev := range []*topicpb.SessionEvent{
+		{Kind: topicpb.SessionEvent_MEMBERSHIP_REVOKED, User: "alice"},
+		{Kind: topicpb.SessionEvent_MEMBERSHIP_REVOKED, Room: "lobby"},
+		{Kind: topicpb.SessionEvent_USER_REVOKED},
+	} {
+		msg, err := topics.SessionEvents.Encode(ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := h.Pipeline().Handle(msg); !pipeline.IsPermanent(err) {
+			t.Errorf("%v: err = %v, want permanent", ev, err)
+		}
 	}
 }
