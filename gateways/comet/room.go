@@ -19,8 +19,8 @@ import (
 // window after the previous flush. The window is BatchWindow, or longer
 // for a big room: N local members get at most FrameBudget/N frames a
 // second (capped by MaxBatchWindow). And while a frame is still being
-// written to the room's members (more than one in sixteen of them have
-// not taken it yet), newer messages wait and are merged into the next
+// written to the room's members (more than one in sixteen of them, and
+// more than one, have not taken it yet), newer messages wait and are merged into the next
 // frame, sent as soon as the previous one has gone out. So a quiet room
 // adds no latency, and a busy one sends frames as fast as the comet can
 // write them, never faster: the window grows by itself with the room's
@@ -150,7 +150,7 @@ func (r *room) broadcastLocked(msgs []*clientpb.Message, track bool) *frame {
 	}
 	if track {
 		f.room = r
-		f.threshold = n / 16
+		f.threshold = max(1, n/16) // a straggler never holds a room back
 		// Held until arm: a release made while r.mu is held (a member
 		// refusing the frame) cannot call drained, which takes r.mu.
 		f.pending.Store(n + armHold)

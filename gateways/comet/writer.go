@@ -2,6 +2,8 @@ package comet
 
 import (
 	"context"
+	"errors"
+	"os"
 	"time"
 
 	"github.com/coder/websocket"
@@ -225,7 +227,7 @@ func (cn *conn) writeBatch(batch []*frame) bool {
 	if cn.net != nil {
 		// One deadline for the batch instead of a context per write: a
 		// client that stops reading fails the write after WriteTimeout.
-		_ = cn.net.SetWriteDeadline(time.Now().Add(c.cfg.WriteTimeout * time.Duration(min(len(batch), 4))))
+		_ = cn.net.SetWriteDeadline(time.Now().Add(c.cfg.WriteTimeout))
 	}
 	var frames, bytes int64
 	defer func() {
@@ -238,6 +240,11 @@ func (cn *conn) writeBatch(batch []*frame) bool {
 		// per-write timer; c.ctx is not used here for that reason. The
 		// socket's deadline above bounds it.
 		if err := cn.ws.Write(noDeadline, typ, b); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) && cn.kick(websocket.StatusPolicyViolation, "slow consumer", false) {
+				// The client read nothing for WriteTimeout.
+				c.slow.Add(1)
+				c.logger.Info("slow consumer disconnected", "conn", cn.id, "reason", "write timeout")
+			}
 			c.logger.Debug("write", "conn", cn.id, "err", err)
 			return false
 		}
