@@ -430,10 +430,12 @@ func TestE2ESlowClientDisconnectedOthersKeepReceiving(t *testing.T) {
 	// The comet dropped bob (its close frame may not get through his full
 	// socket buffer, so the comet's own count is the evidence) and kept
 	// alice and carol.
-	testinfra.Eventually(t, 30*time.Second, func() bool {
-		st := c.comet.Stats()
-		return st.SlowConsumers == 1 && st.Connections == 2
-	}, "slow consumer not dropped: %+v", c.comet.Stats())
+	testinfra.Eventually(t, 30*time.Second, func() error {
+		if st := c.comet.Stats(); st.SlowConsumers != 1 || st.Connections != 2 {
+			return fmt.Errorf("comet stats %+v", st)
+		}
+		return nil
+	}, "slow consumer not dropped")
 	// Once bob's client reads again it finds the connection gone.
 	for range slow.Frames() {
 	}
@@ -555,6 +557,14 @@ func TestE2EPoisonMessageGoesToDeadLettersPipelineGoesOn(t *testing.T) {
 	}
 }
 
+// shows returns nil if the output holds want, or an error quoting it.
+func shows(out *syncBuffer, want string) error {
+	if got := out.String(); !strings.Contains(got, want) {
+		return fmt.Errorf("%q lacks %q", got, want)
+	}
+	return nil
+}
+
 func TestE2EChatClients(t *testing.T) {
 	c := startCluster(t, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -570,7 +580,7 @@ func TestE2EChatClients(t *testing.T) {
 		go func() {
 			s.err <- chat.Run(ctx, chat.Config{URL: c.ws, Token: c.token(user, time.Hour), Room: "lobby"}, r, s.out)
 		}()
-		testinfra.Eventually(t, 20*time.Second, func() bool { return strings.Contains(s.out.String(), "joined lobby") }, "%s did not join: %q", user, s.out.String())
+		testinfra.Eventually(t, 20*time.Second, func() error { return shows(s.out, "joined lobby") }, "%s did not join", user)
 		return s
 	}
 	alice, bob := start("alice"), start("bob")
@@ -578,11 +588,11 @@ func TestE2EChatClients(t *testing.T) {
 	fmt.Fprintln(bob.in, "/dm alice psst")
 	fmt.Fprintln(bob.in, "/join ops")
 	for _, want := range []string{"alice: hello bob", "[dm:alice:bob #1] bob: psst"} {
-		testinfra.Eventually(t, 20*time.Second, func() bool {
-			return strings.Contains(bob.out.String(), want) && strings.Contains(alice.out.String(), want)
-		}, "missing %q:\nalice: %s\nbob: %s", want, alice.out.String(), bob.out.String())
+		testinfra.Eventually(t, 20*time.Second, func() error {
+			return errors.Join(shows(alice.out, want), shows(bob.out, want))
+		}, "alice and bob shown %q", want)
 	}
-	testinfra.Eventually(t, 20*time.Second, func() bool { return strings.Contains(bob.out.String(), "NOT_MEMBER") }, "bob's refused join not shown: %s", bob.out.String())
+	testinfra.Eventually(t, 20*time.Second, func() error { return shows(bob.out, "NOT_MEMBER") }, "bob's refused join not shown")
 	for _, s := range []*side{alice, bob} {
 		fmt.Fprintln(s.in, "/quit")
 		if err := <-s.err; err != nil {

@@ -96,14 +96,12 @@ func TestE2EReconnectCatchesUpExactlyWhatWasMissed(t *testing.T) {
 	}
 	// Persistence runs beside fan-out: wait until the store has caught up.
 	var got []*clientpb.Message
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		got = syncAll(t, again, conv, lastSeen)
-		if len(got) >= missed || time.Now().After(deadline) {
-			break
+	testinfra.Eventually(t, 20*time.Second, func() error {
+		if got = syncAll(t, again, conv, lastSeen); len(got) < missed {
+			return fmt.Errorf("caught up %d", len(got))
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	}, "%d missed messages stored", missed)
 	if len(got) != missed {
 		t.Fatalf("caught up %d messages, want exactly %d", len(got), missed)
 	}

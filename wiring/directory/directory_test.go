@@ -2,6 +2,7 @@ package directory_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -152,21 +153,20 @@ func TestSessionsExpireWithoutHeartbeat(t *testing.T) {
 	if _, _, _, err := s.CloseSession(ctx, directory.SessionRef{Comet: "c1", Conn: "gone"}); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
 	var expired []directory.SessionRef
-	for time.Now().Before(deadline) {
+	testinfra.Eventually(t, 5*time.Second, func() error {
 		if err := s.Heartbeat(ctx, "c1", []directory.LiveSession{{Conn: "kept", User: "u-kept"}, {Conn: "gone", User: "u-gone"}}, ttl); err != nil {
-			t.Fatal(err)
+			return err
 		}
 		var err error
 		if expired, err = s.ExpiredSessions(ctx, time.Now(), 10); err != nil {
-			t.Fatal(err)
+			return err
 		}
-		if len(expired) > 0 {
-			break
+		if len(expired) == 0 {
+			return errors.New("none expired yet")
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	}, "c1/lost, without heartbeats, did not expire")
 	if len(expired) != 1 || expired[0] != (directory.SessionRef{Comet: "c1", Conn: "lost"}) {
 		t.Fatalf("expired = %v, want only c1/lost", expired)
 	}
