@@ -30,6 +30,7 @@ import (
 // routed before it started and after both reach the backend, and a
 // backend failure is retried.
 func TestWebhookBesideThePipeline(t *testing.T) {
+	t.Parallel()
 	kcfg := testinfra.Kafka(t)
 	var mu sync.Mutex
 	var got []map[string]any

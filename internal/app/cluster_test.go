@@ -213,6 +213,7 @@ func errCode(err error) clientpb.Error_Code {
 }
 
 func TestE2ELogin(t *testing.T) {
+	t.Parallel()
 	c := startCluster(t, nil)
 	tests := []struct {
 		name  string
@@ -250,6 +251,7 @@ func TestE2ELogin(t *testing.T) {
 }
 
 func TestE2EUnauthenticatedFramesRefused(t *testing.T) {
+	t.Parallel()
 	c := startCluster(t, nil)
 	conn := c.dial(true)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -268,6 +270,7 @@ func TestE2EUnauthenticatedFramesRefused(t *testing.T) {
 }
 
 func TestE2ERoomMessageReachesEveryMemberInOrder(t *testing.T) {
+	t.Parallel()
 	c := startCluster(t, nil)
 	users := []string{"alice", "bob", "carol", "dave", "erin"}
 	var conns []*client.Conn
@@ -310,6 +313,7 @@ func TestE2ERoomMessageReachesEveryMemberInOrder(t *testing.T) {
 }
 
 func TestE2EDirectMessageReachesEveryDevice(t *testing.T) {
+	t.Parallel()
 	c := startCluster(t, nil)
 	alice := c.login("alice")
 	alice2 := c.login("alice")
@@ -342,6 +346,7 @@ func TestE2EDirectMessageReachesEveryDevice(t *testing.T) {
 }
 
 func TestE2EJoinRefusals(t *testing.T) {
+	t.Parallel()
 	c := startCluster(t, nil)
 	carol := c.login("carol")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -358,6 +363,7 @@ func TestE2EJoinRefusals(t *testing.T) {
 }
 
 func TestE2EOversizedFrameRefused(t *testing.T) {
+	t.Parallel()
 	c := startCluster(t, func(s *Settings) { s.MaxFrameBytes = 4 << 10 })
 	conn := c.login("alice")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -376,6 +382,7 @@ func TestE2EOversizedFrameRefused(t *testing.T) {
 }
 
 func TestE2EPlainHTTPOnWebSocketPath(t *testing.T) {
+	t.Parallel()
 	c := startCluster(t, nil)
 	resp, err := http.Get("http://" + c.settings.CometAddr + "/ws")
 	if err != nil {
@@ -388,6 +395,7 @@ func TestE2EPlainHTTPOnWebSocketPath(t *testing.T) {
 }
 
 func TestE2ESlowClientDisconnectedOthersKeepReceiving(t *testing.T) {
+	t.Parallel()
 	c := startCluster(t, func(s *Settings) { s.SendQueue = 4; s.MaxBodyBytes = 60 << 10 })
 	fast := c.login("alice")
 	c.join(fast, "lobby")
@@ -443,6 +451,7 @@ func TestE2ESlowClientDisconnectedOthersKeepReceiving(t *testing.T) {
 }
 
 func TestE2EAPIPushAndPresence(t *testing.T) {
+	t.Parallel()
 	c := startCluster(t, nil)
 	alice := c.login("alice")
 	c.join(alice, "lobby")
@@ -515,6 +524,7 @@ func TestE2EAPIPushAndPresence(t *testing.T) {
 }
 
 func TestE2EPoisonMessageGoesToDeadLettersPipelineGoesOn(t *testing.T) {
+	t.Parallel()
 	c := startCluster(t, nil)
 	pub, err := wiring.NewPublisher(c.settings.Infra().Kafka)
 	if err != nil {
@@ -566,6 +576,7 @@ func shows(out *syncBuffer, want string) error {
 }
 
 func TestE2EChatClients(t *testing.T) {
+	t.Parallel()
 	c := startCluster(t, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -621,6 +632,7 @@ func (s *syncBuffer) String() string {
 }
 
 func TestE2EMetricsAndHealth(t *testing.T) {
+	t.Parallel()
 	c := startCluster(t, nil)
 	alice := c.login("alice")
 	c.join(alice, "lobby")

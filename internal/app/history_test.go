@@ -53,6 +53,7 @@ func latestOf(res *clientpb.LoginResult, conv string) uint64 {
 }
 
 func TestE2EReconnectCatchesUpExactlyWhatWasMissed(t *testing.T) {
+	t.Parallel()
 	c := startCluster(t, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -140,6 +141,7 @@ func TestE2EReconnectCatchesUpExactlyWhatWasMissed(t *testing.T) {
 // TestE2EPersistWorkerKilledMidStream stops and restarts the persistence
 // worker while messages flow: every message is stored once.
 func TestE2EPersistWorkerKilledMidStream(t *testing.T) {
+	t.Parallel()
 	roles := []Role{Login, Presence, Routing, Fanout, Comet, API}
 	// The store's file belongs to one process at a time: only the
 	// persistence worker's app opens it.

@@ -17,6 +17,7 @@ func newStore(t testing.TB) *directory.Store {
 }
 
 func TestDirectory(t *testing.T) {
+	t.Parallel()
 	s := newStore(t)
 	ctx := context.Background()
 	must := func(err error) {
@@ -80,6 +81,7 @@ func TestDirectory(t *testing.T) {
 }
 
 func TestPresenceCountsAreIdempotent(t *testing.T) {
+	t.Parallel()
 	s := newStore(t)
 	ctx := context.Background()
 	a1 := directory.SessionRef{Comet: "c1", Conn: "a.1"}
@@ -140,6 +142,7 @@ func TestPresenceCountsAreIdempotent(t *testing.T) {
 }
 
 func TestSessionsExpireWithoutHeartbeat(t *testing.T) {
+	t.Parallel()
 	s := newStore(t)
 	ctx := context.Background()
 	ttl := 300 * time.Millisecond
@@ -184,6 +187,7 @@ func TestSessionsExpireWithoutHeartbeat(t *testing.T) {
 }
 
 func TestOnlineFlagFollowsSessions(t *testing.T) {
+	t.Parallel()
 	rdb := testinfra.RedisClient(t)
 	s := directory.New(rdb)
 	ctx := context.Background()
@@ -233,6 +237,7 @@ func TestOnlineFlagFollowsSessions(t *testing.T) {
 }
 
 func TestAssignIsGapFreeAndDeduplicates(t *testing.T) {
+	t.Parallel()
 	s := newStore(t)
 	ctx := context.Background()
 	const workers, each = 8, 50
@@ -310,6 +315,7 @@ func BenchmarkJoinRoom(b *testing.B) {
 }
 
 func TestSessionOpen(t *testing.T) {
+	t.Parallel()
 	s := newStore(t)
 	ctx := context.Background()
 	ref := directory.SessionRef{Comet: "c1", Conn: "x"}
