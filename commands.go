@@ -10,10 +10,10 @@ import (
 	"go.uber.org/fx"
 
 	"github.com/laneim/laneim/internal/app"
+	"github.com/laneim/laneim/internal/embedded"
 	"github.com/laneim/laneim/internal/seed"
 	"github.com/laneim/laneim/wiring"
 	"github.com/laneim/laneim/wiring/directory"
-	"github.com/laneim/laneim/internal/embedded"
 	"github.com/laneim/laneim/workers/binlogsync"
 	"github.com/laneim/laneim/workers/login"
 )
