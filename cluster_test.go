@@ -84,36 +84,37 @@ func (p *proc) tail() string {
 
 func addr(t *testing.T) string { return "127.0.0.1:" + strconv.Itoa(testinfra.FreePort(t)) }
 
+// waitReady waits for p's /readyz to answer 200; the test's deferred
+// function shows the processes' logs if it does not.
 func waitReady(t *testing.T, p *proc, adminAddr string) {
 	t.Helper()
-	deadline := time.Now().Add(90 * time.Second)
-	for time.Now().Before(deadline) {
+	testinfra.Eventually(t, 90*time.Second, func() error {
 		select {
 		case <-p.done:
-			t.Fatalf("%s exited:\n%s", p.name, p.tail())
+			t.Fatalf("%s exited", p.name)
 		default:
 		}
 		resp, err := http.Get("http://" + adminAddr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
+		if err != nil {
+			return err
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("%s not ready:\n%s", p.name, p.tail())
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("readyz: %s", resp.Status)
+		}
+		return nil
+	}, "%s not ready", p.name)
 }
 
 func waitPort(t *testing.T, p *proc, a string) {
 	t.Helper()
-	testinfra.Eventually(t, 60*time.Second, func() bool {
+	testinfra.Eventually(t, 60*time.Second, func() error {
 		c, err := net.DialTimeout("tcp", a, 200*time.Millisecond)
 		if err == nil {
 			c.Close()
 		}
-		return err == nil
-	}, "%s not listening on %s:\n%s", p.name, a, p.tail())
+		return err
+	}, "%s not listening on %s", p.name, a)
 }
 
 func TestMultiProcessCluster(t *testing.T) {
@@ -301,14 +302,16 @@ func TestMultiProcessCluster(t *testing.T) {
 	}, "bob found no live comet")
 	defer again.Close()
 	var caught []*clientpb.Message
-	testinfra.Eventually(t, 30*time.Second, func() bool {
+	testinfra.Eventually(t, 30*time.Second, func() error {
 		res, err := again.Do(ctx, &clientpb.ClientFrame{Body: &clientpb.ClientFrame_Sync{Sync: &clientpb.Sync{Conversation: conv, AfterSeq: 20}}})
 		if err != nil {
-			return false
+			return err
 		}
-		caught = res.GetSyncResult().GetMessages()
-		return len(caught) == 5
-	}, "bob caught up %d of 5 messages", len(caught))
+		if caught = res.GetSyncResult().GetMessages(); len(caught) != 5 {
+			return fmt.Errorf("caught up %d", len(caught))
+		}
+		return nil
+	}, "bob caught up on 5 messages")
 	for i, m := range caught {
 		if m.GetSeq() != uint64(21+i) {
 			t.Fatalf("caught up seq %d at %d", m.GetSeq(), i)

@@ -1,23 +1,18 @@
 package wiring_test
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
-	"go.uber.org/fx"
-	"go.uber.org/fx/fxtest"
 
 	"github.com/laneim/laneim/internal/testinfra"
 	"github.com/laneim/laneim/proto/topicpb"
 	"github.com/laneim/laneim/topics"
-	"github.com/laneim/laneim/wiring"
 	"github.com/laneim/laneim/wiring/pipeline"
 )
 
@@ -25,16 +20,10 @@ import (
 // are handled, an undecodable one goes to dead letters with its reason, and
 // a transient failure is retried.
 func TestRouterOverKafka(t *testing.T) {
-	kcfg := testinfra.Kafka(t)
-	logger := slog.New(slog.DiscardHandler)
-	pub, err := wiring.NewPublisher(kcfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pub.Close()
-
+	t.Parallel()
+	k := testinfra.KafkaPipeline(t)
 	var handled, failedOnce atomic.Int32
-	h := pipeline.Handler{
+	k.Run(pipeline.Handler{
 		Name:  "test.routed",
 		Topic: topics.Routed.Name,
 		Handle: func(msg *message.Message) error {
@@ -53,51 +42,28 @@ func TestRouterOverKafka(t *testing.T) {
 			handled.Add(1)
 			return nil
 		},
-	}
-	subscribe := func(group string) (message.Subscriber, error) { return wiring.NewSubscriber(kcfg, group, logger) }
-	r, err := wiring.NewRouter(wiring.RouterConfig{RetryInitial: time.Millisecond}, []pipeline.Handler{h}, subscribe, pub, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	app := fxtest.New(t, fx.Invoke(func(lc fx.Lifecycle) { wiring.RunRouter(lc, r) }))
-	app.RequireStart()
-	defer app.RequireStop()
+	})
 
 	for _, room := range []string{"a", "flaky", "b"} {
 		m, err := topics.Routed.Encode(&topicpb.Routed{Room: room})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := pub.Publish(topics.Routed.Name, m); err != nil {
-			t.Fatal(err)
-		}
+		k.Publish(topics.Routed.Name, m)
 	}
-	if err := pub.Publish(topics.Routed.Name, message.NewMessage("poison-1", []byte{0xff, 0xff})); err != nil {
-		t.Fatal(err)
-	}
+	k.Publish(topics.Routed.Name, message.NewMessage("poison-1", []byte{0xff, 0xff}))
 
-	dl, err := wiring.NewSubscriber(kcfg, "test.deadletters", logger)
-	if err != nil {
-		t.Fatal(err)
+	m := k.Next(topics.DeadLetters)
+	if m.UUID != "poison-1" {
+		t.Errorf("dead letter %s, want poison-1", m.UUID)
 	}
-	defer dl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	msgs, err := dl.Subscribe(ctx, topics.DeadLetters)
-	if err != nil {
-		t.Fatal(err)
+	if m.Metadata.Get(middleware.ReasonForPoisonedKey) == "" || m.Metadata.Get(middleware.PoisonedHandlerKey) != "test.routed" {
+		t.Errorf("dead letter metadata %v lacks reason or handler", m.Metadata)
 	}
-	select {
-	case m := <-msgs:
-		m.Ack()
-		if m.UUID != "poison-1" {
-			t.Errorf("dead letter %s, want poison-1", m.UUID)
+	testinfra.Eventually(t, 20*time.Second, func() error {
+		if n := handled.Load(); n != 3 {
+			return fmt.Errorf("handled %d", n)
 		}
-		if m.Metadata.Get(middleware.ReasonForPoisonedKey) == "" || m.Metadata.Get(middleware.PoisonedHandlerKey) != "test.routed" {
-			t.Errorf("dead letter metadata %v lacks reason or handler", m.Metadata)
-		}
-	case <-ctx.Done():
-		t.Fatal("no dead letter")
-	}
-	testinfra.Eventually(t, 20*time.Second, func() bool { return handled.Load() == 3 }, "handled %d of 3", handled.Load())
+		return nil
+	}, "3 messages handled")
 }

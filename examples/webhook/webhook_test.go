@@ -2,6 +2,7 @@ package webhook_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -29,6 +30,7 @@ import (
 // routed before it started and after both reach the backend, and a
 // backend failure is retried.
 func TestWebhookBesideThePipeline(t *testing.T) {
+	t.Parallel()
 	kcfg := testinfra.Kafka(t)
 	var mu sync.Mutex
 	var got []map[string]any
@@ -71,11 +73,14 @@ func TestWebhookBesideThePipeline(t *testing.T) {
 	app.RequireStart()
 	defer app.RequireStop()
 	send(2)
-	testinfra.Eventually(t, 30*time.Second, func() bool {
+	testinfra.Eventually(t, 30*time.Second, func() error {
 		mu.Lock()
 		defer mu.Unlock()
-		return len(got) == 2
-	}, "backend got %d of 2 messages", len(got))
+		if len(got) != 2 {
+			return fmt.Errorf("backend got %d", len(got))
+		}
+		return nil
+	}, "2 messages posted to the backend")
 	mu.Lock()
 	defer mu.Unlock()
 	if got[0]["seq"] != "1" || got[1]["seq"] != "2" || got[0]["conversation"] != "room:lobby" {

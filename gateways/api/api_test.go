@@ -76,6 +76,7 @@ func submitted(t *testing.T, rec *testinfra.Recorder) []*topicpb.Submitted {
 }
 
 func TestTokenRequired(t *testing.T) {
+	t.Parallel()
 	for _, tok := range []string{"", "wrong"} {
 		pc, _ := serve(t, tok)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -88,6 +89,7 @@ func TestTokenRequired(t *testing.T) {
 }
 
 func TestPushes(t *testing.T) {
+	t.Parallel()
 	pc, rec := serve(t, "secret-token")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -118,6 +120,7 @@ func TestPushes(t *testing.T) {
 }
 
 func TestInvalidArguments(t *testing.T) {
+	t.Parallel()
 	pc, rec := serve(t, "secret-token")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -150,6 +153,7 @@ func TestInvalidArguments(t *testing.T) {
 }
 
 func TestPublishFailureIsUnavailable(t *testing.T) {
+	t.Parallel()
 	pc, rec := serve(t, "secret-token")
 	rec.Err = context.DeadlineExceeded
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -160,6 +164,7 @@ func TestPublishFailureIsUnavailable(t *testing.T) {
 }
 
 func TestPresenceQueries(t *testing.T) {
+	t.Parallel()
 	pc, _ := serve(t, "secret-token")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

@@ -13,6 +13,7 @@ import (
 // Chromium pages (Debian's chromium, driven by playwright-core from npm;
 // deploy/test.sh installs both) log in, join the lobby and chat.
 func TestBrowserChat(t *testing.T) {
+	t.Parallel()
 	dir, err := filepath.Abs("../../testdata/browser")
 	if err != nil {
 		t.Fatal(err)

@@ -213,6 +213,7 @@ func errCode(err error) clientpb.Error_Code {
 }
 
 func TestE2ELogin(t *testing.T) {
+	t.Parallel()
 	c := startCluster(t, nil)
 	tests := []struct {
 		name  string
@@ -250,6 +251,7 @@ func TestE2ELogin(t *testing.T) {
 }
 
 func TestE2EUnauthenticatedFramesRefused(t *testing.T) {
+	t.Parallel()
 	c := startCluster(t, nil)
 	conn := c.dial(true)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -268,6 +270,7 @@ func TestE2EUnauthenticatedFramesRefused(t *testing.T) {
 }
 
 func TestE2ERoomMessageReachesEveryMemberInOrder(t *testing.T) {
+	t.Parallel()
 	c := startCluster(t, nil)
 	users := []string{"alice", "bob", "carol", "dave", "erin"}
 	var conns []*client.Conn
@@ -310,6 +313,7 @@ func TestE2ERoomMessageReachesEveryMemberInOrder(t *testing.T) {
 }
 
 func TestE2EDirectMessageReachesEveryDevice(t *testing.T) {
+	t.Parallel()
 	c := startCluster(t, nil)
 	alice := c.login("alice")
 	alice2 := c.login("alice")
@@ -342,6 +346,7 @@ func TestE2EDirectMessageReachesEveryDevice(t *testing.T) {
 }
 
 func TestE2EJoinRefusals(t *testing.T) {
+	t.Parallel()
 	c := startCluster(t, nil)
 	carol := c.login("carol")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -358,6 +363,7 @@ func TestE2EJoinRefusals(t *testing.T) {
 }
 
 func TestE2EOversizedFrameRefused(t *testing.T) {
+	t.Parallel()
 	c := startCluster(t, func(s *Settings) { s.MaxFrameBytes = 4 << 10 })
 	conn := c.login("alice")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -376,6 +382,7 @@ func TestE2EOversizedFrameRefused(t *testing.T) {
 }
 
 func TestE2EPlainHTTPOnWebSocketPath(t *testing.T) {
+	t.Parallel()
 	c := startCluster(t, nil)
 	resp, err := http.Get("http://" + c.settings.CometAddr + "/ws")
 	if err != nil {
@@ -388,6 +395,7 @@ func TestE2EPlainHTTPOnWebSocketPath(t *testing.T) {
 }
 
 func TestE2ESlowClientDisconnectedOthersKeepReceiving(t *testing.T) {
+	t.Parallel()
 	c := startCluster(t, func(s *Settings) { s.SendQueue = 4; s.MaxBodyBytes = 60 << 10 })
 	fast := c.login("alice")
 	c.join(fast, "lobby")
@@ -430,10 +438,12 @@ func TestE2ESlowClientDisconnectedOthersKeepReceiving(t *testing.T) {
 	// The comet dropped bob (its close frame may not get through his full
 	// socket buffer, so the comet's own count is the evidence) and kept
 	// alice and carol.
-	testinfra.Eventually(t, 30*time.Second, func() bool {
-		st := c.comet.Stats()
-		return st.SlowConsumers == 1 && st.Connections == 2
-	}, "slow consumer not dropped: %+v", c.comet.Stats())
+	testinfra.Eventually(t, 30*time.Second, func() error {
+		if st := c.comet.Stats(); st.SlowConsumers != 1 || st.Connections != 2 {
+			return fmt.Errorf("comet stats %+v", st)
+		}
+		return nil
+	}, "slow consumer not dropped")
 	// Once bob's client reads again it finds the connection gone.
 	for range slow.Frames() {
 	}
@@ -441,6 +451,7 @@ func TestE2ESlowClientDisconnectedOthersKeepReceiving(t *testing.T) {
 }
 
 func TestE2EAPIPushAndPresence(t *testing.T) {
+	t.Parallel()
 	c := startCluster(t, nil)
 	alice := c.login("alice")
 	c.join(alice, "lobby")
@@ -513,6 +524,7 @@ func TestE2EAPIPushAndPresence(t *testing.T) {
 }
 
 func TestE2EPoisonMessageGoesToDeadLettersPipelineGoesOn(t *testing.T) {
+	t.Parallel()
 	c := startCluster(t, nil)
 	pub, err := wiring.NewPublisher(c.settings.Infra().Kafka)
 	if err != nil {
@@ -555,7 +567,16 @@ func TestE2EPoisonMessageGoesToDeadLettersPipelineGoesOn(t *testing.T) {
 	}
 }
 
+// shows returns nil if the output holds want, or an error quoting it.
+func shows(out *syncBuffer, want string) error {
+	if got := out.String(); !strings.Contains(got, want) {
+		return fmt.Errorf("%q lacks %q", got, want)
+	}
+	return nil
+}
+
 func TestE2EChatClients(t *testing.T) {
+	t.Parallel()
 	c := startCluster(t, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -570,7 +591,7 @@ func TestE2EChatClients(t *testing.T) {
 		go func() {
 			s.err <- chat.Run(ctx, chat.Config{URL: c.ws, Token: c.token(user, time.Hour), Room: "lobby"}, r, s.out)
 		}()
-		testinfra.Eventually(t, 20*time.Second, func() bool { return strings.Contains(s.out.String(), "joined lobby") }, "%s did not join: %q", user, s.out.String())
+		testinfra.Eventually(t, 20*time.Second, func() error { return shows(s.out, "joined lobby") }, "%s did not join", user)
 		return s
 	}
 	alice, bob := start("alice"), start("bob")
@@ -578,11 +599,11 @@ func TestE2EChatClients(t *testing.T) {
 	fmt.Fprintln(bob.in, "/dm alice psst")
 	fmt.Fprintln(bob.in, "/join ops")
 	for _, want := range []string{"alice: hello bob", "[dm:alice:bob #1] bob: psst"} {
-		testinfra.Eventually(t, 20*time.Second, func() bool {
-			return strings.Contains(bob.out.String(), want) && strings.Contains(alice.out.String(), want)
-		}, "missing %q:\nalice: %s\nbob: %s", want, alice.out.String(), bob.out.String())
+		testinfra.Eventually(t, 20*time.Second, func() error {
+			return errors.Join(shows(alice.out, want), shows(bob.out, want))
+		}, "alice and bob shown %q", want)
 	}
-	testinfra.Eventually(t, 20*time.Second, func() bool { return strings.Contains(bob.out.String(), "NOT_MEMBER") }, "bob's refused join not shown: %s", bob.out.String())
+	testinfra.Eventually(t, 20*time.Second, func() error { return shows(bob.out, "NOT_MEMBER") }, "bob's refused join not shown")
 	for _, s := range []*side{alice, bob} {
 		fmt.Fprintln(s.in, "/quit")
 		if err := <-s.err; err != nil {
@@ -611,6 +632,7 @@ func (s *syncBuffer) String() string {
 }
 
 func TestE2EMetricsAndHealth(t *testing.T) {
+	t.Parallel()
 	c := startCluster(t, nil)
 	alice := c.login("alice")
 	c.join(alice, "lobby")

@@ -21,6 +21,7 @@ import (
 // TestDevCluster runs `laneim dev` in-process on free ports (embedded
 // Kafka-protocol broker, etcd and Redis-protocol server) and chats through it.
 func TestDevCluster(t *testing.T) {
+	t.Parallel()
 	free := func() string { return "127.0.0.1:" + strconv.Itoa(testinfra.FreePort(t)) }
 	cfg := DevConfig{
 		Settings: Settings{

@@ -53,6 +53,7 @@ func latestOf(res *clientpb.LoginResult, conv string) uint64 {
 }
 
 func TestE2EReconnectCatchesUpExactlyWhatWasMissed(t *testing.T) {
+	t.Parallel()
 	c := startCluster(t, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -96,14 +97,12 @@ func TestE2EReconnectCatchesUpExactlyWhatWasMissed(t *testing.T) {
 	}
 	// Persistence runs beside fan-out: wait until the store has caught up.
 	var got []*clientpb.Message
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		got = syncAll(t, again, conv, lastSeen)
-		if len(got) >= missed || time.Now().After(deadline) {
-			break
+	testinfra.Eventually(t, 20*time.Second, func() error {
+		if got = syncAll(t, again, conv, lastSeen); len(got) < missed {
+			return fmt.Errorf("caught up %d", len(got))
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	}, "%d missed messages stored", missed)
 	if len(got) != missed {
 		t.Fatalf("caught up %d messages, want exactly %d", len(got), missed)
 	}
@@ -142,6 +141,7 @@ func TestE2EReconnectCatchesUpExactlyWhatWasMissed(t *testing.T) {
 // TestE2EPersistWorkerKilledMidStream stops and restarts the persistence
 // worker while messages flow: every message is stored once.
 func TestE2EPersistWorkerKilledMidStream(t *testing.T) {
+	t.Parallel()
 	roles := []Role{Login, Presence, Routing, Fanout, Comet, API}
 	// The store's file belongs to one process at a time: only the
 	// persistence worker's app opens it.

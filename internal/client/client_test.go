@@ -74,6 +74,7 @@ func fakeServer(t *testing.T) string {
 }
 
 func TestRequestsAndPushes(t *testing.T) {
+	t.Parallel()
 	url := fakeServer(t)
 	for _, useJSON := range []bool{false, true} {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

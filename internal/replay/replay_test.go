@@ -36,6 +36,7 @@ func lines(t *testing.T, b *bytes.Buffer) []replay.Record {
 }
 
 func TestReplayDecodesFiltersAndTakesDeadLettersBack(t *testing.T) {
+	t.Parallel()
 	kcfg := testinfra.Kafka(t)
 	pub, err := wiring.NewPublisher(kcfg)
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 )
 
 func TestDemoSeedAppliesToRedis(t *testing.T) {
+	t.Parallel()
 	s, err := seed.Load(testinfra.DemoSeed())
 	if err != nil {
 		t.Fatal(err)

@@ -1,6 +1,7 @@
 package testinfra
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -27,8 +28,9 @@ type MariaDB struct {
 	AdminUser, AdminPassword string
 	SyncUser, SyncPassword   string
 
-	cmd *exec.Cmd
-	dir string
+	cmd  *exec.Cmd
+	kill func() // kills cmd and waits for its end
+	dir  string
 }
 
 func findBinary(names ...string) (string, error) {
@@ -104,21 +106,26 @@ sync_binlog=0
 		t.Fatal(err)
 	}
 	m.cmd.Stdout, m.cmd.Stderr = log, log
-	if err := m.cmd.Start(); err != nil {
+	exited, stop, err := start(m.cmd)
+	log.Close() // the server has its own descriptor
+	if err != nil {
 		t.Fatalf("start mariadbd: %v", err)
 	}
+	m.kill = stop
 	var root *client.Conn
-	deadline := time.Now().Add(30 * time.Second)
-	for root == nil {
+	err = poll(30*time.Second, func() error {
+		select {
+		case <-exited:
+			return giveUp{errors.New("mariadbd exited")}
+		default:
+		}
+		var err error
 		root, err = client.Connect(m.Socket, "root", "", "")
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			b, _ := os.ReadFile(filepath.Join(dir, "server.log"))
-			t.Fatalf("mariadbd did not start: %v\n%s", err, b)
-		}
-		time.Sleep(50 * time.Millisecond)
+		return err
+	})
+	if err != nil {
+		b, _ := os.ReadFile(filepath.Join(dir, "server.log"))
+		t.Fatalf("mariadbd did not start: %v\n%s", err, b)
 	}
 	defer root.Close()
 	stmts := []string{
@@ -160,9 +167,8 @@ func (m *MariaDB) Exec(t testing.TB, c *client.Conn, stmts ...string) {
 }
 
 func (m *MariaDB) stop() {
-	if m.cmd != nil && m.cmd.Process != nil {
-		_ = m.cmd.Process.Kill()
-		_ = m.cmd.Wait()
+	if m.kill != nil {
+		m.kill()
 	}
 	_ = os.RemoveAll(m.dir)
 }

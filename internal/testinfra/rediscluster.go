@@ -30,12 +30,13 @@ func RedisCluster(t testing.TB) []string {
 			"--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(dir, "nodes.conf"),
 			"--cluster-node-timeout", "2000", "--save", "", "--appendonly", "no", "--daemonize", "no",
 			"--logfile", filepath.Join(dir, "redis.log"))
-		if err := cmd.Start(); err != nil {
+		exited, stop, err := start(cmd)
+		if err != nil {
 			t.Fatalf("redis cluster node %d: %v", i, err)
 		}
-		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		t.Cleanup(stop)
 		addr := "127.0.0.1:" + strconv.Itoa(port)
-		if err := waitRedis(addr, cmd); err != nil {
+		if err := waitRedis(addr, exited); err != nil {
 			t.Fatal(err)
 		}
 		addrs = append(addrs, addr)

@@ -9,6 +9,7 @@ package testinfra
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -67,41 +68,57 @@ func Redis(t testing.TB) string {
 			"--dir", dir, "--save", "", "--appendonly", "no",
 			"--daemonize", "no", "--loglevel", "warning",
 			"--logfile", filepath.Join(dir, "redis.log"))
-		if err := cmd.Start(); err != nil {
+		exited, stop, err := start(cmd)
+		if err != nil {
 			t.Fatalf("start redis-server: %v", err)
 		}
 		addr := "127.0.0.1:" + strconv.Itoa(port)
-		if lastErr = waitRedis(addr, cmd); lastErr == nil {
-			t.Cleanup(func() {
-				_ = cmd.Process.Kill()
-				_ = cmd.Wait()
-			})
+		if lastErr = waitRedis(addr, exited); lastErr == nil {
+			t.Cleanup(stop)
 			return addr
 		}
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
+		stop()
 	}
 	t.Fatalf("redis-server did not start: %v", lastErr)
 	return ""
 }
 
-func waitRedis(addr string, cmd *exec.Cmd) error {
-	c := redis.NewClient(&redis.Options{Addr: addr})
-	defer c.Close()
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-		err := c.Ping(ctx).Err()
-		cancel()
-		if err == nil {
-			return nil
-		}
-		if cmd.ProcessState != nil {
-			return fmt.Errorf("redis-server exited")
-		}
-		time.Sleep(20 * time.Millisecond)
+// start starts cmd and returns a channel closed when it exits, and a
+// function killing it and waiting for its end.
+func start(cmd *exec.Cmd) (exited <-chan struct{}, stop func(), err error) {
+	if err := cmd.Start(); err != nil {
+		return nil, nil, err
 	}
-	return fmt.Errorf("redis-server on %s not answering after 5s", addr)
+	done := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(done)
+	}()
+	return done, func() {
+		_ = cmd.Process.Kill()
+		<-done
+	}, nil
+}
+
+// waitRedis waits up to 5s for the redis-server on addr to answer, and
+// gives up as soon as it exits (its port was taken, say).
+func waitRedis(addr string, exited <-chan struct{}) error {
+	// No retries of its own: poll retries every 10ms, go-redis would wait 100ms.
+	c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, DialerRetries: 1})
+	defer c.Close()
+	return poll(5*time.Second, func() error {
+		select {
+		case <-exited:
+			return giveUp{fmt.Errorf("redis-server on %s exited", addr)}
+		default:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		defer cancel()
+		if err := c.Ping(ctx).Err(); err != nil {
+			return fmt.Errorf("redis-server on %s not answering: %w", addr, err)
+		}
+		return nil
+	})
 }
 
 // RedisClient starts a redis-server for the test and returns a client to it.
@@ -133,17 +150,61 @@ func Kafka(t testing.TB) wiring.KafkaConfig {
 	return cfg
 }
 
-// Eventually polls cond every 10ms until it returns true or timeout passes,
-// then fails the test with msg.
-func Eventually(t testing.TB, timeout time.Duration, cond func() bool, msg string, args ...any) {
+// Condition is what Eventually polls: a func() bool, met when it returns
+// true, or a func() error, met when it returns nil and whose last error
+// says what was still missing when time ran out.
+type Condition interface {
+	func() bool | func() error
+}
+
+// Eventually polls cond every 10ms until it is met or timeout passes, then
+// fails the test with msg (formatted with args) and, for a func() error,
+// the last error. Prefer the error form when the state matters: args are
+// evaluated once, when Eventually is called, not when it gives up.
+func Eventually[C Condition](t testing.TB, timeout time.Duration, cond C, msg string, args ...any) {
 	t.Helper()
+	var check func() error
+	switch c := any(cond).(type) {
+	case func() bool:
+		check = func() error {
+			if !c() {
+				return errNotYet
+			}
+			return nil
+		}
+	case func() error:
+		check = c
+	}
+	if err := poll(timeout, check); err != nil {
+		if errors.Is(err, errNotYet) {
+			t.Fatalf("after %v: "+msg, append([]any{timeout}, args...)...)
+		}
+		t.Fatalf("after %v: %s: %v", timeout, fmt.Sprintf(msg, args...), err)
+	}
+}
+
+var errNotYet = errors.New("condition not met")
+
+// giveUp makes poll return err at once instead of trying again.
+type giveUp struct{ err error }
+
+func (g giveUp) Error() string { return g.err.Error() }
+
+// poll calls f every 10ms until it returns nil, a giveUp, or timeout
+// passes, and returns f's last error. It is the one polling loop of the
+// package: Eventually and the waits for servers to start use it.
+func poll(timeout time.Duration, f func() error) error {
 	deadline := time.Now().Add(timeout)
 	for {
-		if cond() {
-			return
+		err := f()
+		if err == nil {
+			return nil
+		}
+		if g, ok := err.(giveUp); ok {
+			return g.err
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("after %v: "+msg, append([]any{timeout}, args...)...)
+			return err
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

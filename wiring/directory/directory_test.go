@@ -2,6 +2,7 @@ package directory_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -16,6 +17,7 @@ func newStore(t testing.TB) *directory.Store {
 }
 
 func TestDirectory(t *testing.T) {
+	t.Parallel()
 	s := newStore(t)
 	ctx := context.Background()
 	must := func(err error) {
@@ -79,6 +81,7 @@ func TestDirectory(t *testing.T) {
 }
 
 func TestPresenceCountsAreIdempotent(t *testing.T) {
+	t.Parallel()
 	s := newStore(t)
 	ctx := context.Background()
 	a1 := directory.SessionRef{Comet: "c1", Conn: "a.1"}
@@ -139,6 +142,7 @@ func TestPresenceCountsAreIdempotent(t *testing.T) {
 }
 
 func TestSessionsExpireWithoutHeartbeat(t *testing.T) {
+	t.Parallel()
 	s := newStore(t)
 	ctx := context.Background()
 	ttl := 300 * time.Millisecond
@@ -152,21 +156,20 @@ func TestSessionsExpireWithoutHeartbeat(t *testing.T) {
 	if _, _, _, err := s.CloseSession(ctx, directory.SessionRef{Comet: "c1", Conn: "gone"}); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
 	var expired []directory.SessionRef
-	for time.Now().Before(deadline) {
+	testinfra.Eventually(t, 5*time.Second, func() error {
 		if err := s.Heartbeat(ctx, "c1", []directory.LiveSession{{Conn: "kept", User: "u-kept"}, {Conn: "gone", User: "u-gone"}}, ttl); err != nil {
-			t.Fatal(err)
+			return err
 		}
 		var err error
 		if expired, err = s.ExpiredSessions(ctx, time.Now(), 10); err != nil {
-			t.Fatal(err)
+			return err
 		}
-		if len(expired) > 0 {
-			break
+		if len(expired) == 0 {
+			return errors.New("none expired yet")
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	}, "c1/lost, without heartbeats, did not expire")
 	if len(expired) != 1 || expired[0] != (directory.SessionRef{Comet: "c1", Conn: "lost"}) {
 		t.Fatalf("expired = %v, want only c1/lost", expired)
 	}
@@ -184,6 +187,7 @@ func TestSessionsExpireWithoutHeartbeat(t *testing.T) {
 }
 
 func TestOnlineFlagFollowsSessions(t *testing.T) {
+	t.Parallel()
 	rdb := testinfra.RedisClient(t)
 	s := directory.New(rdb)
 	ctx := context.Background()
@@ -233,6 +237,7 @@ func TestOnlineFlagFollowsSessions(t *testing.T) {
 }
 
 func TestAssignIsGapFreeAndDeduplicates(t *testing.T) {
+	t.Parallel()
 	s := newStore(t)
 	ctx := context.Background()
 	const workers, each = 8, 50
@@ -310,6 +315,7 @@ func BenchmarkJoinRoom(b *testing.B) {
 }
 
 func TestSessionOpen(t *testing.T) {
+	t.Parallel()
 	s := newStore(t)
 	ctx := context.Background()
 	ref := directory.SessionRef{Comet: "c1", Conn: "x"}

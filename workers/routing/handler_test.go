@@ -2,11 +2,15 @@ package routing_test
 
 import (
 	"context"
+	"errors"
 	"log/slog"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/google/uuid"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/laneim/laneim/internal/testinfra"
 	"github.com/laneim/laneim/proto/clientpb"
@@ -17,156 +21,451 @@ import (
 	"github.com/laneim/laneim/workers/routing"
 )
 
-// fixture is a routing handler on a real Redis with the demo directory,
-// alice online on comets c1 and c2, bob on c3, alice's c1 connection in lobby.
-func fixture(t *testing.T) (*routing.Handler, *testinfra.Recorder) {
+// users are the users of newWorld.
+var users = []string{"alice", "bob", "carol", "dave", "mallory"}
+
+// newWorld returns the real directory on a redis-server of the test's own,
+// holding: alice, bob, carol, dave and disabled mallory; lobby with alice
+// and bob, dev with alice only, empty with nobody; dave blocks alice;
+// alice online on c1 (twice) and c2, bob on c2 and c3, carol offline;
+// alice's connection c1/a1 in lobby, so that lobby is hosted on c1; and
+// comet c0, whose heartbeats stopped a minute ago.
+func newWorld(t testing.TB) *directory.Store {
 	t.Helper()
-	store := testinfra.DemoDirectory(t)
+	s := directory.New(testinfra.RedisClient(t))
 	ctx := context.Background()
-	for _, sess := range []directory.Session{{Comet: "c1", Conn: "a1", User: "alice"}, {Comet: "c2", Conn: "a2", User: "alice"}, {Comet: "c3", Conn: "b1", User: "bob"}} {
-		if err := store.OpenSession(ctx, sess, time.Minute); err != nil {
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := store.JoinRoom(ctx, directory.SessionRef{Comet: "c1", Conn: "a1"}, "alice", "lobby"); err != nil {
-		t.Fatal(err)
+	for _, u := range users {
+		must(s.PutUser(ctx, directory.User{ID: u, Disabled: u == "mallory"}))
 	}
-	rec := &testinfra.Recorder{}
-	return testinfra.Must(routing.New(routing.Config{MaxBodyBytes: 100}, store, rec, slog.New(slog.DiscardHandler)))(t), rec
+	for _, r := range []string{"lobby", "dev", "empty"} {
+		must(s.PutRoom(ctx, directory.Room{ID: r}))
+	}
+	must(s.AddMembers(ctx, []directory.Membership{{Room: "lobby", User: "alice"}, {Room: "lobby", User: "bob"}, {Room: "dev", User: "alice"}}))
+	must(s.Block(ctx, "dave", "alice"))
+	for _, sess := range []directory.Session{
+		{Comet: "c1", Conn: "a1", User: "alice"}, {Comet: "c2", Conn: "a2", User: "alice"}, {Comet: "c1", Conn: "a3", User: "alice"},
+		{Comet: "c2", Conn: "b1", User: "bob"}, {Comet: "c3", Conn: "b2", User: "bob"},
+	} {
+		must(s.OpenSession(ctx, sess, time.Minute))
+	}
+	_, err := s.JoinRoom(ctx, directory.SessionRef{Comet: "c1", Conn: "a1"}, "alice", "lobby")
+	must(err)
+	must(s.Heartbeat(ctx, "c0", nil, -time.Minute))
+	return s
 }
 
-func submit(t *testing.T, h *routing.Handler, sub *topicpb.Submitted) {
+var origin = &topicpb.Session{Comet: "c9", Conn: "s1"}
+
+func newHandler(t testing.TB, cfg routing.Config, store routing.Store) (*routing.Handler, *testinfra.Recorder) {
+	rec := &testinfra.Recorder{}
+	return testinfra.Must(routing.New(cfg, store, rec, slog.New(slog.DiscardHandler)))(t), rec
+}
+
+func handle(t *testing.T, h *routing.Handler, sub *topicpb.Submitted) error {
 	t.Helper()
-	if sub.Origin == nil {
-		sub.Origin = &topicpb.Session{Comet: "c9", Conn: "s1"}
-	}
-	sub.RequestId = 42
 	msg, err := topics.Submitted.Encode(sub)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := h.Pipeline().Handle(msg); err != nil {
-		t.Fatal(err)
-	}
+	return h.Pipeline().Handle(msg)
 }
 
-func TestRefusals(t *testing.T) {
-	tests := []struct {
-		name string
-		sub  *topicpb.Submitted
-		code clientpb.Error_Code
-	}{
-		{"unknown room", &topicpb.Submitted{Sender: "alice", To: &topicpb.Submitted_Room{Room: "nope"}}, clientpb.Error_UNKNOWN_ROOM},
-		{"not a member", &topicpb.Submitted{Sender: "carol", To: &topicpb.Submitted_Room{Room: "dev"}}, clientpb.Error_NOT_MEMBER},
-		{"too large", &topicpb.Submitted{Sender: "alice", To: &topicpb.Submitted_Room{Room: "lobby"}, Body: make([]byte, 101)}, clientpb.Error_TOO_LARGE},
-		{"unknown user", &topicpb.Submitted{Sender: "alice", To: &topicpb.Submitted_User{User: "zed"}}, clientpb.Error_UNKNOWN_USER},
-		{"disabled user", &topicpb.Submitted{Sender: "alice", To: &topicpb.Submitted_User{User: "mallory"}}, clientpb.Error_UNKNOWN_USER},
-		{"blocked", &topicpb.Submitted{Sender: "dave", To: &topicpb.Submitted_User{User: "erin"}}, clientpb.Error_BLOCKED},
-		{"no recipient", &topicpb.Submitted{Sender: "alice"}, clientpb.Error_INVALID},
-		{"untrusted broadcast", &topicpb.Submitted{Sender: "alice", To: &topicpb.Submitted_Broadcast{Broadcast: true}}, clientpb.Error_INVALID},
-	}
-	h, rec := fixture(t)
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			submit(t, h, tt.sub)
-			out := rec.Take()
-			if len(out) != 1 || out[0].Topic != topics.Delivery("c9") {
-				t.Fatalf("published %v, want one answer to c9", out)
-			}
-			d, _ := topics.Deliveries.Decode(out[0].Msg)
-			if d.GetFrame().GetError().GetCode() != tt.code || d.GetFrame().GetRequestId() != 42 || d.GetConns()[0] != "s1" {
-				t.Fatalf("answer %v, want %v", d, tt.code)
-			}
-		})
-	}
-}
-
-func routedAndAnswer(t *testing.T, rec *testinfra.Recorder) (*topicpb.Routed, *clientpb.SendResult) {
+// routedAndResult returns the Routed and the SendResult published for one
+// accepted submission with an origin, in that order, and fails otherwise.
+func routedAndResult(t *testing.T, rec *testinfra.Recorder) (*topicpb.Routed, *topicpb.Delivery) {
 	t.Helper()
 	out := rec.Take()
-	if len(out) != 2 || out[0].Topic != topics.Routed.Name || out[1].Topic != topics.Delivery("c9") {
-		t.Fatalf("published %v, want routed then answer", out)
+	if len(out) != 2 || out[0].Topic != topics.Routed.Name || out[1].Topic != topics.Delivery(origin.Comet) {
+		var got []string
+		for _, p := range out {
+			got = append(got, p.Topic)
+		}
+		t.Fatalf("published to %v, want %s then %s", got, topics.Routed.Name, topics.Delivery(origin.Comet))
 	}
 	r, err := topics.Routed.Decode(out[0].Msg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if key := out[0].Msg.Metadata.Get(topics.KeyMetadata); key != r.GetMessage().GetConversation() {
+		t.Fatalf("routed key %q, want the conversation %q", key, r.GetMessage().GetConversation())
+	}
 	d, err := topics.Deliveries.Decode(out[1].Msg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return r, d.GetFrame().GetSendResult()
+	return r, d
 }
 
-func TestRoomMessage(t *testing.T) {
-	h, rec := fixture(t)
-	for i := 1; i <= 3; i++ {
-		submit(t, h, &topicpb.Submitted{Sender: "bob", ClientMsgId: string(rune('a' + i)), To: &topicpb.Submitted_Room{Room: "lobby"}, Body: []byte("hi")})
-		r, res := routedAndAnswer(t, rec)
-		m := r.GetMessage()
-		if m.GetSeq() != uint64(i) || m.GetConversation() != "room:lobby" || m.GetSender() != "bob" || string(m.GetBody()) != "hi" || m.GetId() == "" {
-			t.Fatalf("message %v", m)
-		}
-		if r.GetRoom() != "lobby" || len(r.GetComets()) != 1 || r.GetComets()[0] != "c1" {
-			t.Fatalf("targets room %q comets %v, want lobby on c1", r.GetRoom(), r.GetComets())
-		}
-		if res.GetSeq() != m.GetSeq() || res.GetMessageId() != m.GetId() || res.GetConversation() != "room:lobby" {
-			t.Fatalf("send result %v for %v", res, m)
-		}
+// TestChecks covers every refusal and what the trusted flag lifts.
+func TestChecks(t *testing.T) {
+	t.Parallel()
+	room := func(r string) *topicpb.Submitted_Room { return &topicpb.Submitted_Room{Room: r} }
+	user := func(u string) *topicpb.Submitted_User { return &topicpb.Submitted_User{User: u} }
+	tests := []struct {
+		name    string
+		max     int
+		sub     *topicpb.Submitted
+		refusal clientpb.Error_Code // CODE_UNSPECIFIED: routed
+	}{
+		{"member writes to room", 0, &topicpb.Submitted{Sender: "bob", To: room("lobby")}, clientpb.Error_CODE_UNSPECIFIED},
+		{"non-member", 0, &topicpb.Submitted{Sender: "bob", To: room("dev")}, clientpb.Error_NOT_MEMBER},
+		{"non-member of a room without members", 0, &topicpb.Submitted{Sender: "alice", To: room("empty")}, clientpb.Error_NOT_MEMBER},
+		{"trusted non-member", 0, &topicpb.Submitted{Sender: "system", Trusted: true, To: room("dev")}, clientpb.Error_CODE_UNSPECIFIED},
+		{"unknown room", 0, &topicpb.Submitted{Sender: "alice", To: room("nope")}, clientpb.Error_UNKNOWN_ROOM},
+		{"trusted to unknown room", 0, &topicpb.Submitted{Sender: "system", Trusted: true, To: room("nope")}, clientpb.Error_UNKNOWN_ROOM},
+		{"empty room", 0, &topicpb.Submitted{Sender: "alice", To: room("")}, clientpb.Error_INVALID},
+		{"body at the limit", 10, &topicpb.Submitted{Sender: "alice", To: room("lobby"), Body: make([]byte, 10)}, clientpb.Error_CODE_UNSPECIFIED},
+		{"body over the limit", 10, &topicpb.Submitted{Sender: "alice", To: room("lobby"), Body: make([]byte, 11)}, clientpb.Error_TOO_LARGE},
+		{"body over the default limit", 0, &topicpb.Submitted{Sender: "alice", To: room("lobby"), Body: make([]byte, 16<<10+1)}, clientpb.Error_TOO_LARGE},
+		{"trusted body over the limit", 10, &topicpb.Submitted{Sender: "system", Trusted: true, To: room("lobby"), Body: make([]byte, 11)}, clientpb.Error_TOO_LARGE},
+		{"dm", 0, &topicpb.Submitted{Sender: "alice", To: user("carol")}, clientpb.Error_CODE_UNSPECIFIED},
+		{"dm to unknown user", 0, &topicpb.Submitted{Sender: "alice", To: user("zed")}, clientpb.Error_UNKNOWN_USER},
+		{"dm to disabled user", 0, &topicpb.Submitted{Sender: "alice", To: user("mallory")}, clientpb.Error_UNKNOWN_USER},
+		{"trusted dm to disabled user", 0, &topicpb.Submitted{Sender: "system", Trusted: true, To: user("mallory")}, clientpb.Error_UNKNOWN_USER},
+		{"dm to a blocker", 0, &topicpb.Submitted{Sender: "alice", To: user("dave")}, clientpb.Error_BLOCKED},
+		{"dm back from the blocker", 0, &topicpb.Submitted{Sender: "dave", To: user("alice")}, clientpb.Error_CODE_UNSPECIFIED},
+		{"trusted dm to a blocker", 0, &topicpb.Submitted{Sender: "alice", Trusted: true, To: user("dave")}, clientpb.Error_CODE_UNSPECIFIED},
+		{"empty recipient", 0, &topicpb.Submitted{Sender: "alice", To: user("")}, clientpb.Error_INVALID},
+		{"no recipient", 0, &topicpb.Submitted{Sender: "alice"}, clientpb.Error_INVALID},
+		{"no sender", 0, &topicpb.Submitted{To: room("lobby")}, clientpb.Error_INVALID},
+		{"untrusted broadcast", 0, &topicpb.Submitted{Sender: "alice", To: &topicpb.Submitted_Broadcast{Broadcast: true}}, clientpb.Error_INVALID},
+		{"trusted broadcast", 0, &topicpb.Submitted{Sender: "system", Trusted: true, To: &topicpb.Submitted_Broadcast{Broadcast: true}}, clientpb.Error_CODE_UNSPECIFIED},
+	}
+	// The cases only read the directory, or write conversations they do
+	// not look at: they share one.
+	store := newWorld(t)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			h, rec := newHandler(t, routing.Config{MaxBodyBytes: tt.max}, store)
+			tt.sub.Origin, tt.sub.RequestId, tt.sub.ClientMsgId = origin, 42, "m-1"
+			if err := handle(t, h, tt.sub); err != nil {
+				t.Fatal(err)
+			}
+			if tt.refusal == clientpb.Error_CODE_UNSPECIFIED {
+				_, d := routedAndResult(t, rec)
+				if d.GetFrame().GetSendResult() == nil {
+					t.Fatalf("answer %v, want a SendResult", d)
+				}
+				return
+			}
+			out := rec.Take()
+			if len(out) != 1 || out[0].Topic != topics.Delivery(origin.Comet) {
+				t.Fatalf("published %d messages (first to %v), want one answer on %s", len(out), out, topics.Delivery(origin.Comet))
+			}
+			d, err := topics.Deliveries.Decode(out[0].Msg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d.GetFrame().GetError().GetCode() != tt.refusal || d.GetFrame().GetRequestId() != 42 || !slices.Equal(d.GetConns(), []string{origin.Conn}) {
+				t.Fatalf("answer %v, want %v to %s", d, tt.refusal, origin.Conn)
+			}
+		})
 	}
 }
 
-func TestDuplicateGetsSamePlace(t *testing.T) {
-	h, rec := fixture(t)
-	sub := &topicpb.Submitted{Sender: "alice", ClientMsgId: "m-1", To: &topicpb.Submitted_User{User: "bob"}, Body: []byte("x")}
-	submit(t, h, sub)
-	first, _ := routedAndAnswer(t, rec)
-	submit(t, h, sub)
-	again, res := routedAndAnswer(t, rec)
-	if again.GetMessage().GetSeq() != first.GetMessage().GetSeq() || again.GetMessage().GetId() != first.GetMessage().GetId() || res.GetSeq() != 1 {
-		t.Fatalf("duplicate got %v, first %v", again.GetMessage(), first.GetMessage())
-	}
-}
-
-func TestDirectMessageTargetsBothUsersComets(t *testing.T) {
-	h, rec := fixture(t)
-	submit(t, h, &topicpb.Submitted{Sender: "alice", ClientMsgId: "1", To: &topicpb.Submitted_User{User: "bob"}})
-	r, _ := routedAndAnswer(t, rec)
-	got := map[string]bool{}
-	for _, c := range r.GetComets() {
-		got[c] = true
-	}
-	if len(got) != 3 || !got["c1"] || !got["c2"] || !got["c3"] {
-		t.Fatalf("comets %v, want c1 c2 c3", r.GetComets())
-	}
-	if r.GetMessage().GetConversation() != "dm:alice:bob" || len(r.GetUsers()) != 2 {
-		t.Fatalf("routed %v", r)
-	}
-}
-
-func TestTrustedPushSkipsMembershipAndHasNoAnswer(t *testing.T) {
-	h, rec := fixture(t)
-	msg, _ := topics.Submitted.Encode(&topicpb.Submitted{Sender: "system", Trusted: true, To: &topicpb.Submitted_Room{Room: "dev"}, Body: []byte("notice")})
-	if err := h.Pipeline().Handle(msg); err != nil {
+// TestRoutedMessage checks every field of the Routed and the SendResult,
+// then that the next messages of the room get the next seqs, later ids
+// and the same targets.
+func TestRoutedMessage(t *testing.T) {
+	t.Parallel()
+	h, rec := newHandler(t, routing.Config{}, newWorld(t))
+	before := time.Now().UnixMilli()
+	sub := &topicpb.Submitted{Origin: origin, RequestId: 7, Sender: "bob", ClientMsgId: "cm-1", To: &topicpb.Submitted_Room{Room: "lobby"},
+		Body: []byte("hello"), ContentType: "text/plain", SubmittedUnixMs: 1234}
+	if err := handle(t, h, sub); err != nil {
 		t.Fatal(err)
 	}
-	out := rec.Take()
-	if len(out) != 1 || out[0].Topic != topics.Routed.Name {
-		t.Fatalf("published %v, want only the routed message", out)
+	r, d := routedAndResult(t, rec)
+	m := r.GetMessage()
+	id, err := uuid.Parse(m.GetId())
+	if err != nil || id.Version() != 7 {
+		t.Fatalf("message id %q is not a UUIDv7: %v", m.GetId(), err)
 	}
-	msg, _ = topics.Submitted.Encode(&topicpb.Submitted{Sender: "system", Trusted: true, To: &topicpb.Submitted_Broadcast{Broadcast: true}})
-	if err := h.Pipeline().Handle(msg); err != nil {
-		t.Fatal(err)
+	if m.GetServerTimeUnixMs() < before || m.GetServerTimeUnixMs() > time.Now().UnixMilli() {
+		t.Fatalf("server time %d not within the call", m.GetServerTimeUnixMs())
 	}
-	r, _ := topics.Routed.Decode(rec.Take()[0].Msg)
-	if !r.GetBroadcast() || len(r.GetComets()) != 3 {
-		t.Fatalf("broadcast routed to %v", r.GetComets())
+	want := &topicpb.Routed{
+		Message: &clientpb.Message{Id: m.GetId(), Conversation: "room:lobby", Seq: 1, Sender: "bob", Body: []byte("hello"),
+			ContentType: "text/plain", ServerTimeUnixMs: m.GetServerTimeUnixMs(), ClientMsgId: "cm-1"},
+		Comets: []string{"c1"}, Room: "lobby", SubmittedUnixMs: 1234,
 	}
+	if !proto.Equal(r, want) {
+		t.Fatalf("routed %v\nwant %v", r, want)
+	}
+	wantAnswer := &topicpb.Delivery{Conns: []string{origin.Conn}, Frame: &clientpb.ServerFrame{RequestId: 7, Body: &clientpb.ServerFrame_SendResult{SendResult: &clientpb.SendResult{
+		ClientMsgId: "cm-1", MessageId: m.GetId(), Conversation: "room:lobby", Seq: 1, ServerTimeUnixMs: m.GetServerTimeUnixMs(),
+	}}}}
+	if !proto.Equal(d, wantAnswer) {
+		t.Fatalf("answer %v\nwant %v", d, wantAnswer)
+	}
+
+	prev := m
+	for seq := uint64(2); seq <= 3; seq++ {
+		sub.ClientMsgId = "cm-" + string(rune('0'+seq))
+		if err := handle(t, h, sub); err != nil {
+			t.Fatal(err)
+		}
+		r, d := routedAndResult(t, rec)
+		m, res := r.GetMessage(), d.GetFrame().GetSendResult()
+		if m.GetSeq() != seq || m.GetId() <= prev.GetId() || !slices.Equal(r.GetComets(), []string{"c1"}) || r.GetRoom() != "lobby" {
+			t.Fatalf("message %d: %v after %v", seq, r, prev)
+		}
+		if res.GetSeq() != seq || res.GetMessageId() != m.GetId() || res.GetClientMsgId() != sub.ClientMsgId {
+			t.Fatalf("message %d answered %v", seq, res)
+		}
+		prev = m
+	}
+}
+
+// TestDuplicateRoutedAgain: a repeated client_msg_id gets the same id and
+// seq, is routed again to the same comets and answered again, in a room
+// and between two users.
+func TestDuplicateRoutedAgain(t *testing.T) {
+	t.Parallel()
+	for _, sub := range []*topicpb.Submitted{
+		{Origin: origin, Sender: "alice", ClientMsgId: "same", To: &topicpb.Submitted_Room{Room: "lobby"}, Body: []byte("x")},
+		{Origin: origin, Sender: "alice", ClientMsgId: "same", To: &topicpb.Submitted_User{User: "bob"}, Body: []byte("x")},
+	} {
+		t.Run(topics.SubmittedConversation(sub), func(t *testing.T) {
+			t.Parallel()
+			h, rec := newHandler(t, routing.Config{}, newWorld(t))
+			if err := handle(t, h, sub); err != nil {
+				t.Fatal(err)
+			}
+			first, _ := routedAndResult(t, rec)
+			if err := handle(t, h, sub); err != nil {
+				t.Fatal(err)
+			}
+			again, d := routedAndResult(t, rec)
+			res := d.GetFrame().GetSendResult()
+			if again.GetMessage().GetSeq() != 1 || again.GetMessage().GetId() != first.GetMessage().GetId() ||
+				res.GetSeq() != 1 || res.GetMessageId() != first.GetMessage().GetId() || !slices.Equal(again.GetComets(), first.GetComets()) {
+				t.Fatalf("duplicate routed %v answered %v; first %v", again, res, first)
+			}
+		})
+	}
+}
+
+// TestTargets checks the comets, target and conversation of each kind of
+// conversation, and the conversations recorded for the users'
+// next logins. The submissions have no origin: nothing is answered.
+func TestTargets(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		sub    *topicpb.Submitted
+		comets []string
+		want   *topicpb.Routed // target fields and conversation only
+		convs  map[string][]string
+	}{
+		{"room", &topicpb.Submitted{Sender: "alice", To: &topicpb.Submitted_Room{Room: "lobby"}}, []string{"c1"},
+			&topicpb.Routed{Room: "lobby", Message: &clientpb.Message{Conversation: "room:lobby"}}, nil},
+		{"room nobody is online in", &topicpb.Submitted{Sender: "alice", To: &topicpb.Submitted_Room{Room: "dev"}}, nil,
+			&topicpb.Routed{Room: "dev", Message: &clientpb.Message{Conversation: "room:dev"}}, nil},
+		{"trusted push to a room of which the sender is no member", &topicpb.Submitted{Sender: "system", Trusted: true, To: &topicpb.Submitted_Room{Room: "lobby"}, Body: []byte("notice")}, []string{"c1"},
+			&topicpb.Routed{Room: "lobby", Message: &clientpb.Message{Conversation: "room:lobby"}}, nil},
+		{"dm: both users' comets, each once", &topicpb.Submitted{Sender: "alice", To: &topicpb.Submitted_User{User: "bob"}}, []string{"c1", "c2", "c3"},
+			&topicpb.Routed{Users: []string{"alice", "bob"}, Message: &clientpb.Message{Conversation: "dm:alice:bob"}}, map[string][]string{"alice": {"dm:alice:bob"}, "bob": {"dm:alice:bob"}}},
+		{"dm to an offline user", &topicpb.Submitted{Sender: "bob", To: &topicpb.Submitted_User{User: "carol"}}, []string{"c2", "c3"},
+			&topicpb.Routed{Users: []string{"bob", "carol"}, Message: &clientpb.Message{Conversation: "dm:bob:carol"}}, map[string][]string{"bob": {"dm:bob:carol"}, "carol": {"dm:bob:carol"}}},
+		{"broadcast: the live comets", &topicpb.Submitted{Sender: "system", Trusted: true, To: &topicpb.Submitted_Broadcast{Broadcast: true}}, []string{"c1", "c2", "c3"},
+			&topicpb.Routed{Broadcast: true, Message: &clientpb.Message{Conversation: topics.BroadcastConversation}}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			store := newWorld(t)
+			h, rec := newHandler(t, routing.Config{}, store)
+			if err := handle(t, h, tt.sub); err != nil {
+				t.Fatal(err)
+			}
+			out := rec.Take()
+			if len(out) != 1 || out[0].Topic != topics.Routed.Name {
+				t.Fatalf("published %d messages, want the routed one alone (no origin, no answer)", len(out))
+			}
+			r, err := topics.Routed.Decode(out[0].Msg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := slices.Clone(r.GetComets())
+			slices.Sort(got)
+			if !slices.Equal(got, tt.comets) {
+				t.Errorf("comets %v, want %v", r.GetComets(), tt.comets)
+			}
+			if r.GetRoom() != tt.want.GetRoom() || !slices.Equal(r.GetUsers(), tt.want.GetUsers()) || r.GetBroadcast() != tt.want.GetBroadcast() {
+				t.Errorf("target room %q users %v broadcast %v, want %q %v %v", r.GetRoom(), r.GetUsers(), r.GetBroadcast(), tt.want.GetRoom(), tt.want.GetUsers(), tt.want.GetBroadcast())
+			}
+			if c := r.GetMessage().GetConversation(); c != tt.want.GetMessage().GetConversation() {
+				t.Errorf("conversation %q, want %q", c, tt.want.GetMessage().GetConversation())
+			}
+			for _, u := range users {
+				convs, err := store.Conversations(context.Background(), u)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !slices.Equal(convs, tt.convs[u]) {
+					t.Errorf("conversations recorded for %s: %v, want %v", u, convs, tt.convs[u])
+				}
+			}
+		})
+	}
+}
+
+// failingStore is the real directory with one of the calls routing makes
+// failing, as it would with Redis down: a working Redis does not fail on
+// demand, and a broken one fails at the first call only.
+type failingStore struct {
+	*directory.Store
+	method string
+	err    error
+}
+
+func (f failingStore) fails(method string) bool { return f.method == method }
+
+func (f failingStore) Room(ctx context.Context, id string) (directory.Room, bool, error) {
+	if f.fails("Room") {
+		return directory.Room{}, false, f.err
+	}
+	return f.Store.Room(ctx, id)
+}
+
+func (f failingStore) IsMember(ctx context.Context, room, user string) (bool, error) {
+	if f.fails("IsMember") {
+		return false, f.err
+	}
+	return f.Store.IsMember(ctx, room, user)
+}
+
+func (f failingStore) User(ctx context.Context, id string) (directory.User, bool, error) {
+	if f.fails("User") {
+		return directory.User{}, false, f.err
+	}
+	return f.Store.User(ctx, id)
+}
+
+func (f failingStore) Blocks(ctx context.Context, user, other string) (bool, error) {
+	if f.fails("Blocks") {
+		return false, f.err
+	}
+	return f.Store.Blocks(ctx, user, other)
+}
+
+func (f failingStore) Assign(ctx context.Context, conversation, sender, clientMsgID string, newID func() string) (directory.Assigned, error) {
+	if f.fails("Assign") {
+		return directory.Assigned{}, f.err
+	}
+	return f.Store.Assign(ctx, conversation, sender, clientMsgID, newID)
+}
+
+func (f failingStore) RoomComets(ctx context.Context, room string) ([]string, error) {
+	if f.fails("RoomComets") {
+		return nil, f.err
+	}
+	return f.Store.RoomComets(ctx, room)
+}
+
+func (f failingStore) UserSessions(ctx context.Context, user string) ([]directory.SessionRef, error) {
+	if f.fails("UserSessions") {
+		return nil, f.err
+	}
+	return f.Store.UserSessions(ctx, user)
+}
+
+func (f failingStore) LiveComets(ctx context.Context, now time.Time) ([]string, error) {
+	if f.fails("LiveComets") {
+		return nil, f.err
+	}
+	return f.Store.LiveComets(ctx, now)
+}
+
+func (f failingStore) AddConversation(ctx context.Context, user, conversation string) error {
+	if f.fails("AddConversation") {
+		return f.err
+	}
+	return f.Store.AddConversation(ctx, user, conversation)
+}
+
+var _ routing.Store = failingStore{}
+
+// TestFailuresAreTransient: a failure of any directory call, or of the
+// broker, is returned for retry, a directory failure publishes nothing,
+// and the retry routes the message in the place the failed attempt took.
+func TestFailuresAreTransient(t *testing.T) {
+	t.Parallel()
+	room := &topicpb.Submitted{Origin: origin, Sender: "alice", ClientMsgId: "m", To: &topicpb.Submitted_Room{Room: "lobby"}}
+	dm := &topicpb.Submitted{Origin: origin, Sender: "alice", ClientMsgId: "m", To: &topicpb.Submitted_User{User: "bob"}}
+	broadcast := &topicpb.Submitted{Origin: origin, Sender: "system", Trusted: true, ClientMsgId: "m", To: &topicpb.Submitted_Broadcast{Broadcast: true}}
+	retry := func(t *testing.T, h *routing.Handler, rec *testinfra.Recorder, sub *topicpb.Submitted) {
+		t.Helper()
+		if err := handle(t, h, sub); err != nil {
+			t.Fatal(err)
+		}
+		if r, _ := routedAndResult(t, rec); r.GetMessage().GetSeq() != 1 {
+			t.Fatalf("retry got seq %d, want 1", r.GetMessage().GetSeq())
+		}
+	}
+	for _, tt := range []struct {
+		method string
+		sub    *topicpb.Submitted
+	}{
+		{"Room", room}, {"IsMember", room}, {"Assign", room}, {"RoomComets", room},
+		{"User", dm}, {"Blocks", dm}, {"AddConversation", dm}, {"UserSessions", dm},
+		{"LiveComets", broadcast},
+	} {
+		t.Run("directory down in "+tt.method, func(t *testing.T) {
+			t.Parallel()
+			store := failingStore{Store: newWorld(t), method: tt.method, err: errors.New("redis: connection refused")}
+			h, rec := newHandler(t, routing.Config{}, store)
+			sub := proto.CloneOf(tt.sub)
+			if err := handle(t, h, sub); !errors.Is(err, store.err) || pipeline.IsPermanent(err) {
+				t.Fatalf("err = %v, want %v, transient", err, store.err)
+			}
+			if out := rec.Take(); len(out) != 0 {
+				t.Fatalf("published %d messages", len(out))
+			}
+			// The retry, with the directory back, on the same Redis.
+			h, rec = newHandler(t, routing.Config{}, store.Store)
+			retry(t, h, rec, sub)
+		})
+	}
+	t.Run("broker down", func(t *testing.T) {
+		t.Parallel()
+		h, rec := newHandler(t, routing.Config{}, newWorld(t))
+		rec.Err = errors.New("kafka: no leader")
+		if err := handle(t, h, dm); !errors.Is(err, rec.Err) || pipeline.IsPermanent(err) {
+			t.Fatalf("err = %v, want %v, transient", err, rec.Err)
+		}
+		rec.Err = nil
+		retry(t, h, rec, dm)
+	})
 }
 
 func TestUndecodableIsPermanent(t *testing.T) {
-	h, _ := fixture(t)
+	t.Parallel()
+	h, rec := newHandler(t, routing.Config{}, newWorld(t))
 	if err := h.Pipeline().Handle(message.NewMessage("x", []byte{0xff})); !pipeline.IsPermanent(err) {
-		t.Fatalf("err = %v", err)
+		t.Fatalf("err = %v, want permanent", err)
+	}
+	if out := rec.Take(); len(out) != 0 {
+		t.Fatalf("published %d messages", len(out))
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		max int
+		ok  bool
+	}{{0, true}, {1, true}, {routing.MaxBodyLimit, true}, {-1, false}, {routing.MaxBodyLimit + 1, false}} {
+		if err := (routing.Config{MaxBodyBytes: tt.max}).Validate(); (err == nil) != tt.ok {
+			t.Errorf("Validate with MaxBodyBytes %d = %v, want ok %v", tt.max, err, tt.ok)
+		}
 	}
 }
