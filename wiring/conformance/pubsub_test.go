@@ -1,4 +1,9 @@
-package wiring_test
+// Package conformance runs Watermill's universal Pub/Sub suite against laneIM's
+// Kafka Publisher and Subscriber (package wiring) over the Kafka protocol.
+// It is a package of its own, without goleak: some of the suite's sub-tests
+// end their subscriptions by cancelling a context and never close the
+// subscriber, whose reconnect goroutines then live until the process ends.
+package conformance_test
 
 import (
 	"crypto/sha256"
