@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime"
 	"strings"
 	"time"
 
@@ -54,6 +55,7 @@ func runBench(ctx context.Context, args []string) error {
 	fs.DurationVar(&cfg.Drain, "drain", 10*time.Second, "how long to wait for deliveries after the last push")
 	fs.DurationVar(&cfg.BatchWindow, "batch-window", 0, "comet batch window of the dev cluster (default: its own)")
 	fs.BoolVar(&cfg.JSON, "json-protocol", false, "clients speak the JSON subprotocol")
+	fs.IntVar(&cfg.FrameBudget, "frame-budget", 0, "comet frame budget of the dev cluster (default: its own)")
 	fs.BoolVar(&cfg.Pprof, "pprof", false, "serve /debug/pprof/ on the dev cluster's admin address (printed at start)")
 	admin := fs.String("admin", "", "with --target: the cluster processes' admin addresses (comma-separated), read for CPU and memory")
 	jsonOut := fs.Bool("json", false, "print the result as JSON on the last line")
@@ -63,6 +65,10 @@ func runBench(ctx context.Context, args []string) error {
 	if *admin != "" {
 		cfg.Admin = strings.Split(*admin, ",")
 	}
+	// The clients' reader goroutines wait on the network like the
+	// pipeline's do: more scheduler threads than cores (see
+	// app.Settings.SetProcs).
+	runtime.GOMAXPROCS(4 * runtime.NumCPU())
 	res, err := bench.Run(ctx, cfg, os.Stderr)
 	if err != nil {
 		return err

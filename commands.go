@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"slices"
 	"time"
 
 	"go.uber.org/fx"
@@ -45,6 +46,7 @@ func runDev(ctx context.Context, args []string) error {
 	if !flagGiven(fs, "admin-addr") && os.Getenv(app.EnvName("admin-addr")) == "" {
 		cfg.Settings.AdminAddr = "127.0.0.1:9100"
 	}
+	cfg.Settings.SetProcs(true)
 	logger := cfg.Settings.Logger()
 	d, err := app.StartDev(ctx, cfg, logger)
 	if err != nil {
@@ -63,6 +65,7 @@ func runRoles(ctx context.Context, s *app.Settings, roles ...app.Role) error {
 	if err := s.Validate(roles...); err != nil {
 		return err
 	}
+	s.SetProcs(slices.Contains(roles, app.Comet))
 	logger := s.Logger()
 	a := fx.New(s.Options(logger, roles...))
 	if err := a.Err(); err != nil {

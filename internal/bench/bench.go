@@ -27,6 +27,7 @@ import (
 	"github.com/laneim/laneim/gateways/api"
 	"github.com/laneim/laneim/internal/client"
 	"github.com/laneim/laneim/proto/apipb"
+	"github.com/laneim/laneim/proto/clientpb"
 	"github.com/laneim/laneim/topics"
 	"github.com/laneim/laneim/wiring"
 	"github.com/laneim/laneim/wiring/directory"
@@ -61,6 +62,8 @@ type Config struct {
 	// Admin lists the cluster processes' admin addresses (/metrics), read
 	// for their CPU and memory; the dev cluster's is filled in.
 	Admin []string
+	// FrameBudget is passed to the dev cluster's comet (0: its default).
+	FrameBudget int
 	// Pprof serves /debug/pprof/ on the dev cluster's admin address.
 	Pprof bool
 }
@@ -163,10 +166,48 @@ func (r *Result) JSON() string {
 	return string(b)
 }
 
-// member is one client's receiving side.
+// member is one client's receiving side. Its frames are read by the
+// client's reader goroutine through Peek, without decoding them: only the
+// conversation, seq and send time of each message are scanned.
 type member struct {
-	conn *client.Conn
-	seqs seqSet
+	conn         *client.Conn
+	seqs         seqSet
+	conversation string
+	lat          *histogram
+	delivered    atomic.Int64
+	frames       atomic.Int64
+}
+
+// peek scans a binary frame; it consumes message batches of the bench's
+// conversation and leaves every other frame to the client.
+func (m *member) peek(data []byte) bool {
+	now := time.Now().UnixNano()
+	n, ok := scanBatch(data, m.conversation, func(seq uint64, sent int64) {
+		m.lat.record(time.Duration(now - sent))
+		m.seqs.add(seq)
+	})
+	if !ok {
+		return false
+	}
+	m.frames.Add(1)
+	m.delivered.Add(int64(n))
+	return true
+}
+
+// record counts a decoded batch (the JSON subprotocol's frames).
+func (m *member) record(batch *clientpb.MessageBatch) {
+	now := time.Now().UnixNano()
+	n := 0
+	for _, msg := range batch.GetMessages() {
+		if msg.GetConversation() != m.conversation || len(msg.GetBody()) < 8 {
+			continue
+		}
+		m.lat.record(time.Duration(now - int64(binary.BigEndian.Uint64(msg.GetBody()))))
+		m.seqs.add(msg.GetSeq())
+		n++
+	}
+	m.frames.Add(1)
+	m.delivered.Add(int64(n))
 }
 
 // Run performs one load run. progress receives human-readable progress lines.
@@ -196,7 +237,8 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 	fmt.Fprintf(progress, "bench: connecting %d clients to %s\n", cfg.Members, cfg.Target)
 	rssBase := clusterRSS(ctx, cluster, cfg.Admin)
 	loginStart := time.Now()
-	members, err := connectMembers(ctx, cfg, room)
+	var lat histogram
+	members, err := connectMembers(ctx, cfg, room, &lat)
 	defer func() {
 		for _, m := range members {
 			if m != nil {
@@ -215,15 +257,13 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 	defer closer.Close()
 
 	var (
-		lat         histogram
-		delivered   atomic.Int64
-		frames      atomic.Int64
 		disconnects atomic.Int64
 		readers     sync.WaitGroup
 	)
 	readCtx, stopReading := context.WithCancel(ctx)
 	defer stopReading()
-	conversation := topics.RoomConversation(room)
+	// Message batches are consumed by each member's peek; these goroutines
+	// drain the other frames (presence, pongs) and notice disconnects.
 	for _, m := range members {
 		readers.Add(1)
 		go func() {
@@ -240,24 +280,18 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 						disconnects.Add(1)
 						return
 					}
-					batch := f.GetMessages()
-					if batch == nil {
-						continue
-					}
-					frames.Add(1)
-					now := time.Now().UnixNano()
-					for _, msg := range batch.GetMessages() {
-						if msg.GetConversation() != conversation || len(msg.GetBody()) < 8 {
-							continue
-						}
-						sent := int64(binary.BigEndian.Uint64(msg.GetBody()))
-						lat.record(time.Duration(now - sent))
-						m.seqs.add(msg.GetSeq())
-						delivered.Add(1)
+					if batch := f.GetMessages(); batch != nil { // JSON frames are decoded
+						m.record(batch)
 					}
 				}
 			}
 		}()
+	}
+	delivered := func() (n int64) {
+		for _, m := range members {
+			n += m.delivered.Load()
+		}
+		return n
 	}
 	setup := time.Since(setupStart)
 	loginRate := float64(cfg.Members) / time.Since(loginStart).Seconds()
@@ -269,7 +303,7 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 	pushed, pushErrs := push(ctx, pc, cfg, room)
 	expected := pushed * int64(cfg.Members)
 	drainUntil := time.Now().Add(cfg.Drain)
-	for delivered.Load() < expected && time.Now().Before(drainUntil) && ctx.Err() == nil {
+	for delivered() < expected && time.Now().Before(drainUntil) && ctx.Err() == nil {
 		time.Sleep(20 * time.Millisecond)
 	}
 	elapsed := time.Since(start)
@@ -285,10 +319,10 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 		Pushed:          pushed,
 		PushErrors:      pushErrs,
 		Expected:        expected,
-		Delivered:       delivered.Load(),
+		Delivered:       delivered(),
 		Disconnected:    disconnects.Load(),
-		FramesReceived:  frames.Load(),
-		DeliveriesPerS:  float64(delivered.Load()) / elapsed.Seconds(),
+		FramesReceived:  framesOf(members),
+		DeliveriesPerS:  float64(delivered()) / elapsed.Seconds(),
 		LatencyP50Ms:    ms(lat.quantile(0.50)),
 		LatencyP99Ms:    ms(lat.quantile(0.99)),
 		LatencyMaxMs:    ms(lat.quantile(1)),
@@ -317,6 +351,13 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func framesOf(members []*member) (n int64) {
+	for _, m := range members {
+		n += m.frames.Load()
+	}
+	return n
+}
 
 // createRoom writes the room and its members into the directory.
 func createRoom(ctx context.Context, cfg Config, room string) error {
@@ -351,7 +392,7 @@ func createRoom(ctx context.Context, cfg Config, room string) error {
 func memberID(i int) string { return fmt.Sprintf("bench-user-%d", i) }
 
 // connectMembers dials, logs in and joins every member, DialConcurrency at a time.
-func connectMembers(ctx context.Context, cfg Config, room string) ([]*member, error) {
+func connectMembers(ctx context.Context, cfg Config, room string, lat *histogram) ([]*member, error) {
 	members := make([]*member, cfg.Members)
 	// Every member is attempted (the caller closes those that connected);
 	// the first error is returned.
@@ -359,7 +400,7 @@ func connectMembers(ctx context.Context, cfg Config, room string) ([]*member, er
 	g.SetLimit(cfg.DialConcurrency)
 	for i := range cfg.Members {
 		g.Go(func() error {
-			m, err := connectOne(ctx, cfg, memberID(i), room)
+			m, err := connectOne(ctx, cfg, memberID(i), room, lat)
 			members[i] = m
 			return err
 		})
@@ -367,14 +408,15 @@ func connectMembers(ctx context.Context, cfg Config, room string) ([]*member, er
 	return members, g.Wait()
 }
 
-func connectOne(ctx context.Context, cfg Config, user, room string) (*member, error) {
+func connectOne(ctx context.Context, cfg Config, user, room string, lat *histogram) (*member, error) {
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	tok, err := login.MintToken([]byte(cfg.Secret), user, time.Hour)
 	if err != nil {
 		return nil, err
 	}
-	c, err := client.Dial(ctx, cfg.Target, client.Options{JSON: cfg.JSON})
+	m := &member{conversation: topics.RoomConversation(room), lat: lat}
+	c, err := client.Dial(ctx, cfg.Target, client.Options{JSON: cfg.JSON, Peek: m.peek})
 	if err != nil {
 		return nil, fmt.Errorf("bench: dial for %s: %w", user, err)
 	}
@@ -386,7 +428,8 @@ func connectOne(ctx context.Context, cfg Config, user, room string) (*member, er
 		c.Close()
 		return nil, fmt.Errorf("bench: %s joins %s: %w", user, room, err)
 	}
-	return &member{conn: c}, nil
+	m.conn = c
+	return m, nil
 }
 
 // push sends cfg.Rate messages a second for cfg.Duration, spread evenly in

@@ -65,6 +65,9 @@ func startDevProcess(ctx context.Context, cfg *Config) (*devProcess, error) {
 		"--secret", cfg.Secret, "--api-token", cfg.APIToken,
 		"--seed", "", "--log-level", "warn", "--data", "", "--admin-addr", admin,
 	}
+	if cfg.FrameBudget > 0 {
+		args = append(args, "--frame-budget", strconv.Itoa(cfg.FrameBudget))
+	}
 	if cfg.Pprof {
 		args = append(args, "--pprof")
 	}

@@ -41,6 +41,12 @@ type Options struct {
 	HTTPHeader http.Header
 	// FrameBuffer is the capacity of Frames (default 1024).
 	FrameBuffer int
+	// Peek, if set, sees every binary frame's bytes before they are
+	// decoded, on the connection's reader goroutine; a frame for which it
+	// returns true is consumed there and not decoded. Load tools use it to
+	// read message batches without decoding them. data is valid only
+	// during the call.
+	Peek func(data []byte) bool
 }
 
 // Error is an Error frame from the server.
@@ -53,6 +59,7 @@ func (e *Error) Error() string { return fmt.Sprintf("laneim: %s: %s", e.Code, e.
 
 // Conn is a client connection. Its methods are safe for concurrent use.
 type Conn struct {
+	peek   func([]byte) bool
 	ws     *websocket.Conn
 	json   bool
 	nextID atomic.Uint64
@@ -85,7 +92,7 @@ func Dial(ctx context.Context, url string, opts Options) (*Conn, error) {
 		opts.FrameBuffer = 1024
 	}
 	c := &Conn{
-		ws: ws, json: opts.JSON,
+		ws: ws, json: opts.JSON, peek: opts.Peek,
 		pending: map[uint64]chan *clientpb.ServerFrame{},
 		frames:  make(chan *clientpb.ServerFrame, opts.FrameBuffer),
 		done:    make(chan struct{}),
@@ -146,6 +153,9 @@ func (c *Conn) read() {
 		typ, data, err = c.ws.Read(context.Background())
 		if err != nil {
 			return
+		}
+		if c.peek != nil && typ == websocket.MessageBinary && c.peek(data) {
+			continue
 		}
 		f := new(clientpb.ServerFrame)
 		if typ == websocket.MessageText {

@@ -1,0 +1,58 @@
+package bench
+
+import (
+	"encoding/binary"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/laneim/laneim/proto/clientpb"
+)
+
+func TestScanBatch(t *testing.T) {
+	body := func(sent int64) []byte {
+		b := binary.BigEndian.AppendUint64(nil, uint64(sent))
+		return append(b, "hello"...)
+	}
+	batch := &clientpb.ServerFrame{Body: &clientpb.ServerFrame_Messages{Messages: &clientpb.MessageBatch{Messages: []*clientpb.Message{
+		{Id: "a", Conversation: "room:r", Seq: 7, Sender: "s", Body: body(100), ContentType: "x", ServerTimeUnixMs: 5, ClientMsgId: "c"},
+		{Conversation: "room:other", Seq: 1, Body: body(1)},
+		{Conversation: "room:r", Seq: 8, Body: []byte("short")},
+		{Conversation: "room:r", Seq: 9, Body: body(300)},
+	}}}}
+	pong := &clientpb.ServerFrame{RequestId: 3, Body: &clientpb.ServerFrame_Pong{Pong: &clientpb.Pong{ClientTimeUnixMs: 1}}}
+	tests := []struct {
+		name  string
+		frame []byte
+		want  []int64 // seq, sent pairs
+		ok    bool
+	}{
+		{"batch", marshal(t, batch), []int64{7, 100, 9, 300}, true},
+		{"not a batch", marshal(t, pong), nil, false},
+		{"garbage", []byte{0xff, 0xff, 0xff}, nil, false},
+		{"empty", nil, nil, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []int64
+			n, ok := scanBatch(tt.frame, "room:r", func(seq uint64, sent int64) { got = append(got, int64(seq), sent) })
+			if ok != tt.ok || n != len(tt.want)/2 || len(got) != len(tt.want) {
+				t.Fatalf("scanBatch = %d, %v, %v; want %d, %v, %v", n, ok, got, len(tt.want)/2, tt.ok, tt.want)
+			}
+			for i := range got {
+				if got[i] != tt.want[i] {
+					t.Fatalf("got %v, want %v", got, tt.want)
+				}
+			}
+		})
+	}
+}
+
+func marshal(t *testing.T, f *clientpb.ServerFrame) []byte {
+	t.Helper()
+	b, err := proto.Marshal(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
