@@ -46,6 +46,14 @@ func runDev(ctx context.Context, args []string) error {
 	if !flagGiven(fs, "admin-addr") && os.Getenv(app.EnvName("admin-addr")) == "" {
 		cfg.Settings.AdminAddr = "127.0.0.1:9100"
 	}
+	// In one process the comet cannot die without presence: sessions need
+	// heartbeats only to survive, so dev mode sends them four times less
+	// often than a cluster's default. With the embedded Redis each
+	// session's refresh is a Lua call that costs ~0.1ms: 10,000 members
+	// every 10s took a third of what the pipeline could carry.
+	if !flagGiven(fs, "session-ttl") && os.Getenv(app.EnvName("session-ttl")) == "" {
+		cfg.Settings.SessionTTL = 2 * time.Minute
+	}
 	cfg.Settings.SetProcs(true)
 	logger := cfg.Settings.Logger()
 	d, err := app.StartDev(ctx, cfg, logger)
