@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"runtime/debug"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -47,7 +49,7 @@ func runBench(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.Target, "target", "", "comet WebSocket URL of a running cluster (default: start a dev cluster as a child process)")
 	fs.StringVar(&cfg.API, "api", "", "api gateway address (with --target)")
 	fs.StringVar(&cfg.APIToken, "api-token", "", "api gateway token (with --target; dev mode's: "+devAPIToken+")")
-	fs.StringVar(&cfg.Redis, "redis", "", "Redis address of the directory, to create the bench room (with --target)")
+	fs.StringVar(&cfg.Redis, "redis", "", "Redis address(es) of the directory, comma-separated (several: a Redis Cluster), to create the bench room (with --target)")
 	fs.StringVar(&cfg.Secret, "secret", "", "login token secret (with --target; dev mode's: "+devSecret+")")
 	fs.IntVar(&cfg.Members, "members", 10000, "clients, all in one room")
 	fs.IntVar(&cfg.Rate, "rate", 200, "messages pushed per second")
@@ -57,6 +59,7 @@ func runBench(ctx context.Context, args []string) error {
 	fs.BoolVar(&cfg.JSON, "json-protocol", false, "clients speak the JSON subprotocol")
 	fs.IntVar(&cfg.FrameBudget, "frame-budget", 0, "comet frame budget of the dev cluster (default: its own)")
 	fs.BoolVar(&cfg.Pprof, "pprof", false, "serve /debug/pprof/ on the dev cluster's admin address (printed at start)")
+	cpuProfile := fs.String("cpuprofile", "", "write the bench tool's own CPU profile to this file")
 	admin := fs.String("admin", "", "with --target: the cluster processes' admin addresses (comma-separated), read for CPU and memory")
 	jsonOut := fs.Bool("json", false, "print the result as JSON on the last line")
 	if err := app.Parse(fs, args); err != nil {
@@ -69,6 +72,19 @@ func runBench(ctx context.Context, args []string) error {
 	// pipeline's do: more scheduler threads than cores (see
 	// app.Settings.SetProcs).
 	runtime.GOMAXPROCS(4 * runtime.NumCPU())
+	// A load generator trades memory for CPU: collect garbage less often.
+	debug.SetGCPercent(400)
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	res, err := bench.Run(ctx, cfg, os.Stderr)
 	if err != nil {
 		return err

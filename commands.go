@@ -94,7 +94,7 @@ func runRoles(ctx context.Context, s *app.Settings, roles ...app.Role) error {
 func runWorker(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: laneim worker [flags] NAME... (login, presence, routing, fanout, all)")
+		fmt.Fprintln(fs.Output(), "usage: laneim worker [flags] NAME... (login, presence, routing, fanout, persist, history, binlogsync, all)")
 		fs.PrintDefaults()
 	}
 	var s app.Settings

@@ -1,7 +1,7 @@
 // Command laneim runs every part of the laneIM cluster from one binary.
 //
 //	laneim dev                    the whole cluster in one process on embedded infrastructure
-//	laneim worker NAME...         pipeline workers: login, presence, routing, fanout (or all), binlogsync
+//	laneim worker NAME...         pipeline workers: login, presence, routing, fanout, persist, history (or all), binlogsync
 //	laneim migrate --mysql DSN    create laneIM's tables in MySQL
 //	laneim reset-position         make the binlog worker take a new snapshot
 //	laneim comet                  a WebSocket gateway

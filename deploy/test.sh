@@ -9,7 +9,7 @@
 # folders (see internal/testinfra), so nothing here touches a system-wide
 # service and several runs can share a machine.
 #
-# Extra arguments go to `go test`, e.g. deploy/test.sh -run E2E ./e2e/...
+# Extra arguments go to `go test`, e.g. deploy/test.sh -run E2E ./internal/app/
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -91,10 +91,6 @@ type Server struct {
 // CometLister lists live comets, least loaded first.
 type CometLister func(ctx context.Context) ([]discovery.Comet, error)
 
-// SetComets lets the server answer PickComet; without it PickComet is
-// Unavailable. Call it before serving.
-func (s *Server) SetComets(l CometLister) { s.comets = l }
-
 // PickComet returns the least loaded live comet.
 func (s *Server) PickComet(ctx context.Context, _ *apipb.PickCometRequest) (*apipb.PickCometReply, error) {
 	if s.comets == nil {
@@ -110,10 +106,6 @@ func (s *Server) PickComet(ctx context.Context, _ *apipb.PickCometRequest) (*api
 	c := comets[0]
 	return &apipb.PickCometReply{CometId: c.ID, Url: c.URL, Connections: uint32(c.Connections)}, nil
 }
-
-// SetHistory lets the server answer History; without it History is
-// Unavailable. Call it before serving.
-func (s *Server) SetHistory(h History) { s.history = h }
 
 // History returns a page of a conversation's stored messages.
 func (s *Server) History(ctx context.Context, req *apipb.HistoryRequest) (*apipb.HistoryReply, error) {
@@ -144,13 +136,31 @@ func (s *Server) History(ctx context.Context, req *apipb.HistoryRequest) (*apipb
 	return reply, nil
 }
 
-// New returns a Server.
-func New(cfg Config, pub message.Publisher, presence Presence, logger *slog.Logger) (*Server, error) {
+// Optional are the Server's optional dependencies.
+type Optional struct {
+	// History lets the server answer History; without it History is
+	// Unavailable.
+	History History
+	// Comets lets the server answer PickComet; without it PickComet is
+	// Unavailable.
+	Comets CometLister
+}
+
+// New returns a Server publishing with pub and answering online status
+// from presence. cfg's zero fields take their defaults; a nil logger
+// discards.
+func New(cfg Config, pub message.Publisher, presence Presence, opt Optional, logger *slog.Logger) (*Server, error) {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Server{cfg: cfg, pub: pub, presence: presence, logger: logger}, nil
+	if pub == nil || presence == nil {
+		return nil, errors.New("api: a publisher and a presence source are required")
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Server{cfg: cfg, pub: pub, presence: presence, history: opt.History, comets: opt.Comets, logger: logger}, nil
 }
 
 // GRPCServer returns a grpc.Server serving s with token authentication.

@@ -36,7 +36,7 @@ func (fakePresence) RoomOnline(_ context.Context, room string) (int, int, error)
 func serve(t *testing.T, token string) (apipb.PushClient, *testinfra.Recorder) {
 	t.Helper()
 	rec := &testinfra.Recorder{}
-	s, err := api.New(api.Config{Token: "secret-token", MaxBodyBytes: 10}, rec, fakePresence{}, slog.New(slog.DiscardHandler))
+	s, err := api.New(api.Config{Token: "secret-token", MaxBodyBytes: 10}, rec, fakePresence{}, api.Optional{}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

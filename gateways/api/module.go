@@ -8,6 +8,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill/message"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/fx"
 	"google.golang.org/grpc"
@@ -21,32 +22,42 @@ var _ Presence = (*directory.Store)(nil)
 
 // Module runs the api gateway on Config.Addr. It needs a Config, a
 // *directory.Store, a message.Publisher and a *slog.Logger in the graph.
+//
+// With a msgstore.Store in the graph it answers History, and with an etcd
+// client PickComet; it then also registers itself in etcd.
 var Module = fx.Module("api",
-	fx.Provide(New),
-	fx.Provide(func(s *directory.Store) Presence { return s }),
-	fx.Invoke(useHistory),
+	fx.Provide(newServer),
 	fx.Invoke(serve),
 )
 
-type optionalParams struct {
+type params struct {
+	fx.In
+	Config    Config
+	Publisher message.Publisher
+	Directory *directory.Store
+	Logger    *slog.Logger
+	Store     msgstore.Store   `optional:"true"`
+	Etcd      *clientv3.Client `optional:"true"`
+}
+
+func newServer(p params) (*Server, error) {
+	var opt Optional
+	if p.Store != nil {
+		opt.History = p.Store
+	}
+	if p.Etcd != nil {
+		opt.Comets = func(ctx context.Context) ([]discovery.Comet, error) { return discovery.Comets(ctx, p.Etcd) }
+	}
+	return New(p.Config, p.Publisher, p.Directory, opt, p.Logger.With("gateway", "api"))
+}
+
+type serveParams struct {
 	fx.In
 	Server *Server
-	Store  msgstore.Store   `optional:"true"`
 	Etcd   *clientv3.Client `optional:"true"`
 }
 
-// useHistory lets the server answer History when the process has a store,
-// and PickComet when it has etcd.
-func useHistory(p optionalParams) {
-	if p.Store != nil {
-		p.Server.SetHistory(p.Store)
-	}
-	if p.Etcd != nil {
-		p.Server.SetComets(func(ctx context.Context) ([]discovery.Comet, error) { return discovery.Comets(ctx, p.Etcd) })
-	}
-}
-
-func serve(lc fx.Lifecycle, p optionalParams, logger *slog.Logger) {
+func serve(lc fx.Lifecycle, p serveParams, logger *slog.Logger) {
 	s := p.Server
 	g := s.GRPCServer()
 	done := make(chan error, 1)

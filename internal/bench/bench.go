@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -361,7 +362,7 @@ func framesOf(members []*member) (n int64) {
 
 // createRoom writes the room and its members into the directory.
 func createRoom(ctx context.Context, cfg Config, room string) error {
-	rdb, err := wiring.NewRedis(ctx, wiring.RedisConfig{Addrs: []string{cfg.Redis}})
+	rdb, err := wiring.NewRedis(ctx, wiring.RedisConfig{Addrs: strings.Split(cfg.Redis, ",")})
 	if err != nil {
 		return fmt.Errorf("bench: directory: %w", err)
 	}

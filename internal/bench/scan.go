@@ -47,7 +47,7 @@ func scanBatch(frame []byte, conversation string, fn func(seq uint64, sentUnixNa
 		}
 		batch = batch[l:]
 		var (
-			conv string
+			conv []byte
 			seq  uint64
 			body []byte
 		)
@@ -63,7 +63,7 @@ func scanBatch(frame []byte, conversation string, fn func(seq uint64, sentUnixNa
 				if l < 0 {
 					return n, false
 				}
-				conv, msg = string(v), msg[l:]
+				conv, msg = v, msg[l:]
 			case num == messageSeq && typ == protowire.VarintType:
 				v, l := protowire.ConsumeVarint(msg)
 				if l < 0 {
@@ -84,7 +84,7 @@ func scanBatch(frame []byte, conversation string, fn func(seq uint64, sentUnixNa
 				msg = msg[l:]
 			}
 		}
-		if conv != conversation || len(body) < 8 {
+		if string(conv) != conversation || len(body) < 8 { // compared without a copy
 			continue
 		}
 		fn(seq, int64(binary.BigEndian.Uint64(body)))

@@ -12,8 +12,10 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"sync"
@@ -147,13 +149,19 @@ func (c *Conn) read() {
 		c.mu.Unlock()
 		close(c.done)
 	}()
+	var buf bytes.Buffer // reused: frames are decoded (copied) or peeked before the next read
 	for {
 		var typ websocket.MessageType
-		var data []byte
-		typ, data, err = c.ws.Read(context.Background())
+		var r io.Reader
+		typ, r, err = c.ws.Reader(context.Background())
 		if err != nil {
 			return
 		}
+		buf.Reset()
+		if _, err = buf.ReadFrom(r); err != nil {
+			return
+		}
+		data := buf.Bytes()
 		if c.peek != nil && typ == websocket.MessageBinary && c.peek(data) {
 			continue
 		}

@@ -81,8 +81,8 @@ type Redis struct {
 }
 
 // StartRedis starts an embedded Redis-protocol server on addr
-// ("127.0.0.1:0" picks a free port). It fast-forwards key expiry with the
-// wall clock so TTLs behave as in Redis.
+// ("127.0.0.1:0" picks a free port). Its keys expire only when Tick says
+// time passed: the caller advances it with the wall clock (dev mode does).
 func StartRedis(addr string) (*Redis, error) {
 	if addr == "" {
 		addr = "127.0.0.1:0"

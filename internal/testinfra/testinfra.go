@@ -3,7 +3,7 @@
 // Kafka-protocol broker (kfake) in-process. Each test gets its own, so
 // tests do not see each other's keys or topics.
 //
-// redis-server must be installed (scripts/test.sh installs it). A test that
+// redis-server must be installed (deploy/test.sh installs it). A test that
 // needs it and cannot find it fails: it is never skipped silently.
 package testinfra
 
@@ -48,7 +48,7 @@ func RedisServerPath() (string, error) {
 	if _, err := os.Stat("/usr/bin/redis-server"); err == nil {
 		return "/usr/bin/redis-server", nil
 	}
-	return "", fmt.Errorf("redis-server not found: run scripts/test.sh, which installs Debian's redis-server, or set LANEIM_REDIS_SERVER")
+	return "", fmt.Errorf("redis-server not found: run deploy/test.sh, which installs Debian's redis-server, or set LANEIM_REDIS_SERVER")
 }
 
 // Redis starts a real redis-server for the test and returns its address.
