@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
 	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"time"
 
@@ -59,6 +61,8 @@ func runBench(ctx context.Context, args []string) error {
 	fs.BoolVar(&cfg.JSON, "json-protocol", false, "clients speak the JSON subprotocol")
 	fs.IntVar(&cfg.FrameBudget, "frame-budget", 0, "comet frame budget of the dev cluster (default: its own)")
 	fs.BoolVar(&cfg.Pprof, "pprof", false, "serve /debug/pprof/ on the dev cluster's admin address (printed at start)")
+	sweep := fs.String("sweep", "", "comma-separated rates to run in turn on the same members (e.g. 10,100,500,1000); stops at the first not sustained and prints a table")
+	fs.DurationVar(&cfg.P99Bound, "p99", 200*time.Millisecond, "p99 latency within which a rate counts as sustained")
 	cpuProfile := fs.String("cpuprofile", "", "write the bench tool's own CPU profile to this file")
 	admin := fs.String("admin", "", "with --target: the cluster processes' admin addresses (comma-separated), read for CPU and memory")
 	jsonOut := fs.Bool("json", false, "print the result as JSON on the last line")
@@ -84,6 +88,26 @@ func runBench(ctx context.Context, args []string) error {
 			return err
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if *sweep != "" {
+		var rates []int
+		for _, f := range strings.Split(*sweep, ",") {
+			r, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || r < 1 {
+				return fmt.Errorf("--sweep: %q is not a positive rate", f)
+			}
+			rates = append(rates, r)
+		}
+		rs, err := bench.Sweep(ctx, cfg, rates, os.Stderr)
+		if err != nil {
+			return err
+		}
+		bench.SweepTable(os.Stdout, rs, cfg.P99Bound)
+		if *jsonOut {
+			b, _ := json.Marshal(rs)
+			fmt.Println(string(b))
+		}
+		return nil
 	}
 	res, err := bench.Run(ctx, cfg, os.Stderr)
 	if err != nil {

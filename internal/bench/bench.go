@@ -65,6 +65,9 @@ type Config struct {
 	Admin []string
 	// FrameBudget is passed to the dev cluster's comet (0: its default).
 	FrameBudget int
+	// P99Bound is the p99 latency a rate must stay within to count as
+	// sustained (200ms).
+	P99Bound time.Duration
 	// Pprof serves /debug/pprof/ on the dev cluster's admin address.
 	Pprof bool
 }
@@ -84,6 +87,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.DialConcurrency == 0 {
 		c.DialConcurrency = 64
+	}
+	if c.P99Bound == 0 {
+		c.P99Bound = 200 * time.Millisecond
 	}
 }
 
@@ -115,6 +121,11 @@ type Result struct {
 	LatencyP99Ms    float64 `json:"latency_p99_ms"`
 	LatencyMaxMs    float64 `json:"latency_max_ms"`
 	FramesReceived  int64   `json:"frames_received"`
+	// AchievedRate is the push rate reached (messages/s).
+	AchievedRate float64 `json:"achieved_rate"`
+	// Sustained: nothing lost, p99 within the bound, and at least 97% of
+	// the rate achieved.
+	Sustained       bool    `json:"sustained"`
 	FramesPerS      float64 `json:"frames_per_second"`
 	MsgsPerFrame    float64 `json:"messages_per_frame"`
 	ClusterCPUCores float64 `json:"cluster_cpu_cores"`
@@ -161,6 +172,26 @@ func (r *Result) Text(w io.Writer) {
 		r.SetupSeconds, r.LoginsPerS, r.Cluster, r.Machine)
 }
 
+// SweepTable renders the results of a sweep as a table, and the highest
+// sustained rate.
+func SweepTable(w io.Writer, rs []*Result, bound time.Duration) {
+	if len(rs) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "laneIM bench sweep: %d members, %s\n", rs[0].Members, rs[0].Cluster)
+	fmt.Fprintf(w, "%8s %10s %8s %10s %10s %10s %9s %9s %9s %s\n", "rate", "achieved", "lost", "p50 ms", "p99 ms", "deliv/s", "msg/frm", "µs/deliv", "cores", "sustained")
+	best := 0
+	for _, r := range rs {
+		fmt.Fprintf(w, "%8d %10.0f %8d %10.1f %10.1f %10.0f %9.1f %9.2f %9.2f %v\n",
+			r.Rate, r.AchievedRate, r.Lost, r.LatencyP50Ms, r.LatencyP99Ms, r.DeliveriesPerS, r.MsgsPerFrame, r.ServerMicrosPerDelivery, r.ClusterCPUCores, r.Sustained)
+		if r.Sustained {
+			best = max(best, r.Rate)
+		}
+	}
+	fmt.Fprintf(w, "highest sustained rate (0 lost, p99 <= %v, >= 97%% of the rate pushed): %d msg/s\n", bound, best)
+	fmt.Fprintf(w, "logins+joins %.0f/s; cluster memory %.1f KB per idle member; machine %s\n", rs[0].LoginsPerS, float64(rs[0].RSSPerMemberBytes)/1e3, rs[0].Machine)
+}
+
 // JSON renders a result as one line of JSON.
 func (r *Result) JSON() string {
 	b, _ := json.Marshal(r)
@@ -174,7 +205,7 @@ type member struct {
 	conn         *client.Conn
 	seqs         seqSet
 	conversation string
-	lat          *histogram
+	lat          *latencies
 	delivered    atomic.Int64
 	frames       atomic.Int64
 }
@@ -213,7 +244,23 @@ func (m *member) record(batch *clientpb.MessageBatch) {
 
 // Run performs one load run. progress receives human-readable progress lines.
 func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
+	rs, err := Sweep(ctx, cfg, []int{cfg.Rate}, progress)
+	if len(rs) == 0 {
+		return nil, err
+	}
+	return rs[0], err
+}
+
+// Sweep sets the members up once, then pushes at each rate in turn for
+// cfg.Duration, waiting for the deliveries of one rate before the next,
+// and returns one Result per rate run. It stops after the first rate
+// that is not Sustained (its backlog would spoil the next).
+func Sweep(ctx context.Context, cfg Config, rates []int, progress io.Writer) ([]*Result, error) {
 	cfg.setDefaults()
+	if len(rates) == 0 {
+		return nil, errors.New("bench: no rate to run")
+	}
+	cfg.Rate = rates[0]
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -238,8 +285,9 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 	fmt.Fprintf(progress, "bench: connecting %d clients to %s\n", cfg.Members, cfg.Target)
 	rssBase := clusterRSS(ctx, cluster, cfg.Admin)
 	loginStart := time.Now()
-	var lat histogram
-	members, err := connectMembers(ctx, cfg, room, &lat)
+	sink := &latencies{}
+	sink.cur.Store(new(histogram))
+	members, err := connectMembers(ctx, cfg, room, sink)
 	defer func() {
 		for _, m := range members {
 			if m != nil {
@@ -262,7 +310,10 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 		readers     sync.WaitGroup
 	)
 	readCtx, stopReading := context.WithCancel(ctx)
-	defer stopReading()
+	defer func() {
+		stopReading()
+		readers.Wait()
+	}()
 	// Message batches are consumed by each member's peek; these goroutines
 	// drain the other frames (presence, pongs) and notice disconnects.
 	for _, m := range members {
@@ -298,57 +349,86 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 	loginRate := float64(cfg.Members) / time.Since(loginStart).Seconds()
 	rssIdle := clusterRSS(ctx, cluster, cfg.Admin)
 
-	fmt.Fprintf(progress, "bench: pushing %d msg/s for %v\n", cfg.Rate, cfg.Duration)
-	cpu0 := readCPU(ctx, cluster, cfg.Admin)
-	start := time.Now()
-	pushed, pushErrs := push(ctx, pc, cfg, room)
-	expected := pushed * int64(cfg.Members)
-	drainUntil := time.Now().Add(cfg.Drain)
-	for delivered() < expected && time.Now().Before(drainUntil) && ctx.Err() == nil {
-		time.Sleep(20 * time.Millisecond)
-	}
-	elapsed := time.Since(start)
-	cpu1 := readCPU(ctx, cluster, cfg.Admin)
-	rssLoad := clusterRSS(ctx, cluster, cfg.Admin)
-	stopReading()
-	readers.Wait()
+	var results []*Result
+	var seqBase uint64 // messages pushed by the earlier rates
+	for i, rate := range rates {
+		if i > 0 {
+			time.Sleep(time.Second) // let the last rate's tail settle
+		}
+		cfg.Rate = rate
+		lat := new(histogram)
+		sink.cur.Store(lat)
+		delivered0, frames0, dups0 := delivered(), framesOf(members), dupsOf(members)
+		fmt.Fprintf(progress, "bench: pushing %d msg/s for %v\n", cfg.Rate, cfg.Duration)
+		cpu0 := readCPU(ctx, cluster, cfg.Admin)
+		start := time.Now()
+		pushed, pushErrs := push(ctx, pc, cfg, room)
+		pushTime := time.Since(start)
+		expected := pushed * int64(cfg.Members)
+		drainUntil := time.Now().Add(cfg.Drain)
+		for delivered()-delivered0 < expected && time.Now().Before(drainUntil) && ctx.Err() == nil {
+			time.Sleep(20 * time.Millisecond)
+		}
+		elapsed := time.Since(start)
+		cpu1 := readCPU(ctx, cluster, cfg.Admin)
+		rssLoad := clusterRSS(ctx, cluster, cfg.Admin)
 
-	res := &Result{
-		Members:         cfg.Members,
-		Rate:            cfg.Rate,
-		DurationSeconds: cfg.Duration.Seconds(),
-		Pushed:          pushed,
-		PushErrors:      pushErrs,
-		Expected:        expected,
-		Delivered:       delivered(),
-		Disconnected:    disconnects.Load(),
-		FramesReceived:  framesOf(members),
-		DeliveriesPerS:  float64(delivered()) / elapsed.Seconds(),
-		LatencyP50Ms:    ms(lat.quantile(0.50)),
-		LatencyP99Ms:    ms(lat.quantile(0.99)),
-		LatencyMaxMs:    ms(lat.quantile(1)),
-		ClusterCPUCores: cpu1.cluster.Seconds() - cpu0.cluster.Seconds(),
-		ToolCPUCores:    cpu1.self.Seconds() - cpu0.self.Seconds(),
-		SetupSeconds:    setup.Seconds(),
-		Machine:         machine(),
+		got := delivered() - delivered0
+		res := &Result{
+			Members:         cfg.Members,
+			Rate:            cfg.Rate,
+			DurationSeconds: cfg.Duration.Seconds(),
+			Pushed:          pushed,
+			PushErrors:      pushErrs,
+			Expected:        expected,
+			Delivered:       got,
+			Duplicates:      dupsOf(members) - dups0,
+			Disconnected:    disconnects.Load(),
+			FramesReceived:  framesOf(members) - frames0,
+			DeliveriesPerS:  float64(got) / elapsed.Seconds(),
+			LatencyP50Ms:    ms(lat.quantile(0.50)),
+			LatencyP99Ms:    ms(lat.quantile(0.99)),
+			LatencyMaxMs:    ms(lat.quantile(1)),
+			ClusterCPUCores: (cpu1.cluster - cpu0.cluster).Seconds() / elapsed.Seconds(),
+			ToolCPUCores:    (cpu1.self - cpu0.self).Seconds() / elapsed.Seconds(),
+			SetupSeconds:    setup.Seconds(),
+			Machine:         machine(),
+		}
+		res.AchievedRate = float64(pushed) / pushTime.Seconds()
+		res.ServerMicrosPerDelivery = (cpu1.cluster - cpu0.cluster).Seconds() * 1e6 / float64(max(1, got))
+		res.FramesPerS = float64(res.FramesReceived) / elapsed.Seconds()
+		res.MsgsPerFrame = float64(got) / float64(max(1, res.FramesReceived))
+		res.ClusterRSSBaseBytes, res.ClusterRSSIdleBytes, res.ClusterRSSLoadBytes = rssBase, rssIdle, rssLoad
+		res.RSSPerMemberBytes = (rssIdle - rssBase) / int64(max(1, cfg.Members))
+		res.LoginsPerS = loginRate
+		res.Cluster = "embedded dev cluster (laneim dev, child process)"
+		if cluster == nil {
+			res.Cluster = "target " + cfg.Target
+		}
+		for _, m := range members {
+			res.Lost += m.seqs.missingIn(seqBase+1, seqBase+uint64(pushed))
+		}
+		seqBase += uint64(pushed)
+		res.Sustained = res.Lost == 0 && res.PushErrors == 0 && res.LatencyP99Ms <= float64(cfg.P99Bound.Milliseconds()) && res.AchievedRate >= 0.97*float64(rate)
+		results = append(results, res)
+		if !res.Sustained || ctx.Err() != nil {
+			break
+		}
 	}
-	res.ServerMicrosPerDelivery = (cpu1.cluster - cpu0.cluster).Seconds() * 1e6 / float64(max(1, res.Delivered))
-	res.ClusterCPUCores /= elapsed.Seconds()
-	res.FramesPerS = float64(res.FramesReceived) / elapsed.Seconds()
-	res.MsgsPerFrame = float64(res.Delivered) / float64(max(1, res.FramesReceived))
-	res.ClusterRSSBaseBytes, res.ClusterRSSIdleBytes, res.ClusterRSSLoadBytes = rssBase, rssIdle, rssLoad
-	res.RSSPerMemberBytes = (rssIdle - rssBase) / int64(max(1, cfg.Members))
-	res.LoginsPerS = loginRate
-	res.Cluster = "embedded dev cluster (laneim dev, child process)"
-	if cluster == nil {
-		res.Cluster = "target " + cfg.Target
-	}
-	res.ToolCPUCores /= elapsed.Seconds()
+	return results, nil
+}
+
+// latencies is where members record latencies: the histogram of the rate
+// being run, swapped between rates.
+type latencies struct{ cur atomic.Pointer[histogram] }
+
+func (l *latencies) record(d time.Duration) { l.cur.Load().record(d) }
+
+func dupsOf(members []*member) (n int64) {
 	for _, m := range members {
-		res.Lost += m.seqs.missing(uint64(pushed))
-		res.Duplicates += m.seqs.dups
+		n += m.seqs.duplicates()
 	}
-	return res, nil
+	return n
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
@@ -393,7 +473,7 @@ func createRoom(ctx context.Context, cfg Config, room string) error {
 func memberID(i int) string { return fmt.Sprintf("bench-user-%d", i) }
 
 // connectMembers dials, logs in and joins every member, DialConcurrency at a time.
-func connectMembers(ctx context.Context, cfg Config, room string, lat *histogram) ([]*member, error) {
+func connectMembers(ctx context.Context, cfg Config, room string, lat *latencies) ([]*member, error) {
 	members := make([]*member, cfg.Members)
 	// Every member is attempted (the caller closes those that connected);
 	// the first error is returned.
@@ -409,7 +489,7 @@ func connectMembers(ctx context.Context, cfg Config, room string, lat *histogram
 	return members, g.Wait()
 }
 
-func connectOne(ctx context.Context, cfg Config, user, room string, lat *histogram) (*member, error) {
+func connectOne(ctx context.Context, cfg Config, user, room string, lat *latencies) (*member, error) {
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	tok, err := login.MintToken([]byte(cfg.Secret), user, time.Hour)

@@ -99,15 +99,28 @@ func (s *seqSet) add(seq uint64) {
 }
 
 // missing counts the numbers in [1, upto] not received.
-func (s *seqSet) missing(upto uint64) int64 {
+func (s *seqSet) missing(upto uint64) int64 { return s.missingIn(1, upto) }
+
+// duplicates counts the numbers received more than once.
+func (s *seqSet) duplicates() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.dups
+}
+
+// missingIn counts the numbers in [from, to] not received.
+func (s *seqSet) missingIn(from, to uint64) int64 {
+	if to < from {
+		return 0
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var have int64
-	for seq := uint64(1); seq <= upto; seq++ {
+	for seq := from; seq <= to; seq++ {
 		w := int(seq / 64)
 		if w < len(s.bits) && s.bits[w]&(1<<(seq%64)) != 0 {
 			have++
 		}
 	}
-	return int64(upto) - have
+	return int64(to-from+1) - have
 }
