@@ -45,6 +45,10 @@ start() {
     wait_port "$port"
     nodes+=("127.0.0.1:$port")
   done
+  if [ -s "$run/redis-17001/nodes.conf" ] && grep -q master "$run/redis-17001/nodes.conf"; then
+    # A restart: the nodes remember their cluster; wait for it to form.
+    for _ in $(seq 200); do redis-cli -p 17001 cluster info | grep -q cluster_state:ok && break; sleep 0.1; done
+  fi
   if ! redis-cli -p 17001 cluster info | grep -q cluster_state:ok; then
     redis-cli --cluster create "${nodes[@]}" --cluster-replicas 1 --cluster-yes >"$run/redis-create.log"
     for _ in $(seq 100); do redis-cli -p 17001 cluster info | grep -q cluster_state:ok && break; sleep 0.1; done
@@ -73,10 +77,18 @@ MSG
 
 stop() {
   [ -d "$run" ] || return 0
+  pids=()
   for f in "$run"/*.pid; do
     [ -e "$f" ] || continue
-    kill "$(cat "$f")" 2>/dev/null || true
+    pids+=("$(cat "$f")")
+    kill "${pids[-1]}" 2>/dev/null || true
     rm -f "$f"
+  done
+  # Wait for them to exit (30s at most, then SIGKILL), so that a start
+  # right after finds the ports free.
+  for pid in "${pids[@]}"; do
+    for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
   done
   echo "laneIM local cluster stopped"
 }
