@@ -1,6 +1,7 @@
 package wiring
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -21,6 +22,10 @@ type KafkaConfig struct {
 	Brokers []string
 	// ClientID names this process to the brokers.
 	ClientID string
+	// NackResendSleep is how long a subscriber waits before handing a
+	// nacked message to its handler again (100ms). The router's retries
+	// back off on their own; this only paces the final resend.
+	NackResendSleep time.Duration
 }
 
 // Validate reports a configuration that cannot work.
@@ -168,7 +173,7 @@ func NewSubscriber(cfg KafkaConfig, group string, logger *slog.Logger) (message.
 		Unmarshaler:           marshaler,
 		OverwriteSaramaConfig: sc,
 		ConsumerGroup:         group,
-		NackResendSleep:       100 * time.Millisecond,
+		NackResendSleep:       cmp.Or(cfg.NackResendSleep, 100*time.Millisecond),
 		ReconnectRetrySleep:   time.Second,
 	}, watermillLogger(logger))
 	if err != nil {

@@ -31,6 +31,9 @@ type subscriberOnly struct{ message.Subscriber }
 // wiring's Publisher and Subscriber on the Kafka protocol.
 func TestPubSubSuite(t *testing.T) {
 	kcfg := testinfra.Kafka(t)
+	// The suite nacks hundreds of messages on purpose; the default pause
+	// before each resend would make it take half a minute.
+	kcfg.NackResendSleep = 5 * time.Millisecond
 	logger := slog.New(slog.DiscardHandler)
 	withGroup := func(t *testing.T, group string) (message.Publisher, message.Subscriber) {
 		pub, err := wiring.NewPublisher(kcfg)
