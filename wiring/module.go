@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/redis/go-redis/v9"
@@ -90,26 +91,25 @@ func newRouter(p routerParams) (*message.Router, error) {
 		}
 		p.Lifecycle.Append(fx.StopHook(lag.Close))
 	}
-	var subs []message.Subscriber
+	var subs []*closeOnce
 	subscribe := func(group string) (message.Subscriber, error) {
 		s, err := p.Subscribe(group)
-		if err == nil {
-			subs = append(subs, s)
+		if err != nil {
+			return nil, err
 		}
-		return s, err
+		c := &closeOnce{Subscriber: s}
+		subs = append(subs, c)
+		return c, nil
 	}
 	r, err := NewRouter(p.Config.Router, p.Handlers, subscribe, p.Publisher, p.Logger, p.Metrics.Middleware)
 	if err != nil {
 		return nil, err
 	}
-	// Closing a router that ran closes its handlers' subscribers
-	// (RunRouter's stop hook). A router that never ran, because the app
-	// failed to start before RunRouter or Run failed, closes nothing: its
-	// subscribers are closed here.
+	// Closing a router that ran usually closes its handlers' subscribers
+	// (Watermill does, unless the handler's context ended first), and a
+	// router that never ran closes none. This hook, after RunRouter's,
+	// closes whichever are still open: each exactly once.
 	p.Lifecycle.Append(fx.StopHook(func() error {
-		if r.IsRunning() {
-			return nil
-		}
 		var errs []error
 		for _, s := range subs {
 			if err := s.Close(); err != nil {
@@ -119,4 +119,16 @@ func newRouter(p routerParams) (*message.Router, error) {
 		return errors.Join(errs...)
 	}))
 	return r, nil
+}
+
+// closeOnce is a subscriber whose Close runs once, whoever calls it first.
+type closeOnce struct {
+	message.Subscriber
+	once sync.Once
+	err  error
+}
+
+func (c *closeOnce) Close() error {
+	c.once.Do(func() { c.err = c.Subscriber.Close() })
+	return c.err
 }

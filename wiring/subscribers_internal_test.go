@@ -21,7 +21,7 @@ type fakeSubscriber struct {
 	out    []chan *message.Message
 }
 
-func (s *fakeSubscriber) Subscribe(context.Context, string) (<-chan *message.Message, error) {
+func (s *fakeSubscriber) Subscribe(ctx context.Context, _ string) (<-chan *message.Message, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closes > 0 {
@@ -29,12 +29,28 @@ func (s *fakeSubscriber) Subscribe(context.Context, string) (<-chan *message.Mes
 	}
 	ch := make(chan *message.Message)
 	s.out = append(s.out, ch)
+	// Like a real subscriber, a subscription also ends with its context.
+	go func() {
+		<-ctx.Done()
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.closes == 0 {
+			s.closes = -1 // the channels are closed; Close must not close them again
+			for _, c := range s.out {
+				close(c)
+			}
+		}
+	}()
 	return ch, nil
 }
 
 func (s *fakeSubscriber) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.closes < 0 { // the subscription ended with its context
+		s.closes = 0
+		s.out = nil
+	}
 	s.closes++
 	if s.closes == 1 {
 		for _, ch := range s.out {

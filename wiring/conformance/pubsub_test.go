@@ -14,6 +14,8 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/pubsub/tests"
 
+	"time"
+
 	"github.com/laneim/laneim/internal/testinfra"
 	"github.com/laneim/laneim/wiring"
 )
