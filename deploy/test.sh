@@ -41,5 +41,10 @@ args=("$@")
 if [ -z "${LANEIM_TEST_SCYLLA:-}" ]; then
   echo "deploy/test.sh: NOTE: the Scylla history-store contract suite will be SKIPPED (no Scylla here); set LANEIM_TEST_SCYLLA=host:9042 to run it" >&2
 fi
-echo "deploy/test.sh: go test -race ${args[*]}" >&2
-exec go test -race -count=1 -timeout 45m "${args[@]}"
+# Most tests wait on the servers they start rather than compute, so four
+# test binaries run at once on two cores (-p 4); and the race detector's
+# one-second pause at each test binary's exit is skipped. Together they
+# take the suite from ~2 min to ~1 min here.
+export GORACE="${GORACE:-atexit_sleep_ms=0}"
+echo "deploy/test.sh: go test -race -p 4 ${args[*]}" >&2
+exec go test -race -count=1 -p 4 -timeout 45m "${args[@]}"
