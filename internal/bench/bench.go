@@ -115,12 +115,18 @@ type Result struct {
 	Delivered       int64   `json:"delivered"`
 	Duplicates      int64   `json:"duplicates"`
 	Lost            int64   `json:"lost"`
-	Disconnected    int64   `json:"disconnected_clients"`
-	DeliveriesPerS  float64 `json:"deliveries_per_second"`
-	LatencyP50Ms    float64 `json:"latency_p50_ms"`
-	LatencyP99Ms    float64 `json:"latency_p99_ms"`
-	LatencyMaxMs    float64 `json:"latency_max_ms"`
-	FramesReceived  int64   `json:"frames_received"`
+	// Disconnected counts connections that ended during the run (slow
+	// consumers closed by the comet, say); Reconnects how many of them
+	// connected again, and Synced the messages they caught up with Sync.
+	// Lost counts only what never arrived, live or synced.
+	Disconnected   int64   `json:"disconnected_clients"`
+	Reconnects     int64   `json:"reconnects"`
+	Synced         int64   `json:"synced_messages"`
+	DeliveriesPerS float64 `json:"deliveries_per_second"`
+	LatencyP50Ms   float64 `json:"latency_p50_ms"`
+	LatencyP99Ms   float64 `json:"latency_p99_ms"`
+	LatencyMaxMs   float64 `json:"latency_max_ms"`
+	FramesReceived int64   `json:"frames_received"`
 	// AchievedRate is the push rate reached (messages/s).
 	AchievedRate float64 `json:"achieved_rate"`
 	// Sustained: nothing lost, p99 within the bound, and at least 97% of
@@ -154,7 +160,7 @@ func (r *Result) Text(w io.Writer) {
 	fmt.Fprintf(w, `laneIM bench: %d members, %d msg/s for %.0fs
   pushed           %d (%d push errors)
   deliveries       %d of %d expected, %.0f/s
-  lost             %d   duplicates %d   disconnected clients %d
+  lost             %d   duplicates %d   disconnects %d (reconnected %d, %d messages synced)
   frames received  %d (%.0f/s, %.1f messages per frame)
   latency          p50 %.1f ms   p99 %.1f ms   max %.1f ms
   cpu              cluster %.2f cores (%.2f µs per delivery)   bench tool %.2f cores
@@ -164,7 +170,7 @@ func (r *Result) Text(w io.Writer) {
   machine          %s
 `, r.Members, r.Rate, r.DurationSeconds, r.Pushed, r.PushErrors,
 		r.Delivered, r.Expected, r.DeliveriesPerS,
-		r.Lost, r.Duplicates, r.Disconnected,
+		r.Lost, r.Duplicates, r.Disconnected, r.Reconnects, r.Synced,
 		r.FramesReceived, r.FramesPerS, r.MsgsPerFrame,
 		r.LatencyP50Ms, r.LatencyP99Ms, r.LatencyMaxMs,
 		r.ClusterCPUCores, r.ServerMicrosPerDelivery, r.ToolCPUCores,
@@ -206,6 +212,9 @@ type member struct {
 	seqs         seqSet
 	conversation string
 	lat          *latencies
+	cfg          Config
+	user, room   string
+	synced       atomic.Int64 // messages got by Sync after a reconnect
 	delivered    atomic.Int64
 	frames       atomic.Int64
 }
@@ -307,6 +316,7 @@ func Sweep(ctx context.Context, cfg Config, rates []int, progress io.Writer) ([]
 
 	var (
 		disconnects atomic.Int64
+		reconnects  atomic.Int64
 		readers     sync.WaitGroup
 	)
 	readCtx, stopReading := context.WithCancel(ctx)
@@ -315,7 +325,8 @@ func Sweep(ctx context.Context, cfg Config, rates []int, progress io.Writer) ([]
 		readers.Wait()
 	}()
 	// Message batches are consumed by each member's peek; these goroutines
-	// drain the other frames (presence, pongs) and notice disconnects.
+	// drain the other frames (presence, pongs) and, when a connection
+	// ends, reconnect and catch up. Each owns its member's conn.
 	for _, m := range members {
 		readers.Add(1)
 		go func() {
@@ -325,17 +336,27 @@ func Sweep(ctx context.Context, cfg Config, rates []int, progress io.Writer) ([]
 				case <-readCtx.Done():
 					return
 				case <-m.conn.Done():
-					disconnects.Add(1)
-					return
 				case f, ok := <-m.conn.Frames():
-					if !ok {
-						disconnects.Add(1)
-						return
-					}
-					if batch := f.GetMessages(); batch != nil { // JSON frames are decoded
-						m.record(batch)
+					if ok {
+						if batch := f.GetMessages(); batch != nil { // JSON frames are decoded
+							m.record(batch)
+						}
+						continue
 					}
 				}
+				// The connection ended: reconnect and catch up, as a
+				// client following docs/protocol.md does.
+				if readCtx.Err() != nil {
+					return
+				}
+				disconnects.Add(1)
+				if err := m.reconnect(readCtx); err != nil {
+					if readCtx.Err() == nil {
+						fmt.Fprintf(progress, "bench: %s gave up reconnecting: %v\n", m.user, err)
+					}
+					return
+				}
+				reconnects.Add(1)
 			}
 		}()
 	}
@@ -358,7 +379,7 @@ func Sweep(ctx context.Context, cfg Config, rates []int, progress io.Writer) ([]
 		cfg.Rate = rate
 		lat := new(histogram)
 		sink.cur.Store(lat)
-		delivered0, frames0, dups0 := delivered(), framesOf(members), dupsOf(members)
+		delivered0, frames0, dups0, synced0 := delivered(), framesOf(members), dupsOf(members), syncedOf(members)
 		fmt.Fprintf(progress, "bench: pushing %d msg/s for %v\n", cfg.Rate, cfg.Duration)
 		cpu0 := readCPU(ctx, cluster, cfg.Admin)
 		start := time.Now()
@@ -384,6 +405,8 @@ func Sweep(ctx context.Context, cfg Config, rates []int, progress io.Writer) ([]
 			Delivered:       got,
 			Duplicates:      dupsOf(members) - dups0,
 			Disconnected:    disconnects.Load(),
+			Reconnects:      reconnects.Load(),
+			Synced:          syncedOf(members) - synced0,
 			FramesReceived:  framesOf(members) - frames0,
 			DeliveriesPerS:  float64(got) / elapsed.Seconds(),
 			LatencyP50Ms:    ms(lat.quantile(0.50)),
@@ -423,6 +446,13 @@ func Sweep(ctx context.Context, cfg Config, rates []int, progress io.Writer) ([]
 type latencies struct{ cur atomic.Pointer[histogram] }
 
 func (l *latencies) record(d time.Duration) { l.cur.Load().record(d) }
+
+func syncedOf(members []*member) (n int64) {
+	for _, m := range members {
+		n += m.synced.Load()
+	}
+	return n
+}
 
 func dupsOf(members []*member) (n int64) {
 	for _, m := range members {
@@ -490,27 +520,91 @@ func connectMembers(ctx context.Context, cfg Config, room string, lat *latencies
 }
 
 func connectOne(ctx context.Context, cfg Config, user, room string, lat *latencies) (*member, error) {
-	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
-	tok, err := login.MintToken([]byte(cfg.Secret), user, time.Hour)
+	m := &member{conversation: topics.RoomConversation(room), lat: lat, cfg: cfg, user: user, room: room}
+	c, err := m.dial(ctx)
 	if err != nil {
 		return nil, err
 	}
-	m := &member{conversation: topics.RoomConversation(room), lat: lat}
-	c, err := client.Dial(ctx, cfg.Target, client.Options{JSON: cfg.JSON, Peek: m.peek})
+	m.conn = c
+	return m, nil
+}
+
+// dial connects, logs in and joins the room, within a minute.
+func (m *member) dial(ctx context.Context) (*client.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	tok, err := login.MintToken([]byte(m.cfg.Secret), m.user, time.Hour)
 	if err != nil {
-		return nil, fmt.Errorf("bench: dial for %s: %w", user, err)
+		return nil, err
+	}
+	c, err := client.Dial(ctx, m.cfg.Target, client.Options{JSON: m.cfg.JSON, Peek: m.peek})
+	if err != nil {
+		return nil, fmt.Errorf("bench: dial for %s: %w", m.user, err)
 	}
 	if _, err := c.Login(ctx, tok, "bench"); err != nil {
 		c.Close()
-		return nil, fmt.Errorf("bench: login %s: %w", user, err)
+		return nil, fmt.Errorf("bench: login %s: %w", m.user, err)
 	}
-	if _, err := c.Join(ctx, room); err != nil {
+	if _, err := c.Join(ctx, m.room); err != nil {
 		c.Close()
-		return nil, fmt.Errorf("bench: %s joins %s: %w", user, room, err)
+		return nil, fmt.Errorf("bench: %s joins %s: %w", m.user, m.room, err)
 	}
-	m.conn = c
-	return m, nil
+	return c, nil
+}
+
+// reconnect does what docs/protocol.md asks of a client whose connection
+// ended: connect again (up to 10 attempts, backing off from 100ms to 2s),
+// log in, join, and Sync the conversation from the last seq it holds
+// without a gap, page after page; live messages flow meanwhile, and a
+// message both synced and received live counts once.
+func (m *member) reconnect(ctx context.Context) error {
+	m.conn.Close()
+	backoff := 100 * time.Millisecond
+	var err error
+	for range 10 {
+		var c *client.Conn
+		if c, err = m.dial(ctx); err == nil {
+			m.conn = c
+			return m.catchUp(ctx)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+	return err
+}
+
+// catchUp Syncs the conversation after the member's contiguous seqs.
+func (m *member) catchUp(ctx context.Context) error {
+	after := m.seqs.contiguous()
+	for range 10000 { // pages; bounded
+		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		f, err := m.conn.Do(ctx, &clientpb.ClientFrame{Body: &clientpb.ClientFrame_Sync{Sync: &clientpb.Sync{Conversation: m.conversation, AfterSeq: after, Limit: 500}}})
+		cancel()
+		if err != nil {
+			return fmt.Errorf("bench: %s syncs %s: %w", m.user, m.conversation, err)
+		}
+		res := f.GetSyncResult()
+		now := time.Now().UnixNano()
+		n := 0
+		for _, msg := range res.GetMessages() {
+			after = max(after, msg.GetSeq())
+			if len(msg.GetBody()) < 8 || !m.seqs.addNew(msg.GetSeq()) {
+				continue
+			}
+			m.lat.record(time.Duration(now - int64(binary.BigEndian.Uint64(msg.GetBody()))))
+			n++
+		}
+		m.delivered.Add(int64(n))
+		m.synced.Add(int64(n))
+		if !res.GetHasMore() || len(res.GetMessages()) == 0 {
+			return nil
+		}
+	}
+	return nil
 }
 
 // push sends cfg.Rate messages a second for cfg.Duration, spread evenly in

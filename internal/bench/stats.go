@@ -98,6 +98,39 @@ func (s *seqSet) add(seq uint64) {
 	s.bits[w] |= m
 }
 
+// addNew records seq if it was not received yet and reports whether it
+// was new; a repeat is not counted as a duplicate (a Sync after a
+// reconnect may overlap with live delivery, as the protocol allows).
+func (s *seqSet) addNew(seq uint64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	w := int(seq / 64)
+	for w >= len(s.bits) {
+		s.bits = append(s.bits, 0)
+	}
+	m := uint64(1) << (seq % 64)
+	if s.bits[w]&m != 0 {
+		return false
+	}
+	s.bits[w] |= m
+	s.total++
+	return true
+}
+
+// contiguous returns the highest n such that 1..n were all received.
+func (s *seqSet) contiguous() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var n uint64
+	for seq := uint64(1); ; seq++ {
+		w := int(seq / 64)
+		if w >= len(s.bits) || s.bits[w]&(1<<(seq%64)) == 0 {
+			return n
+		}
+		n = seq
+	}
+}
+
 // missing counts the numbers in [1, upto] not received.
 func (s *seqSet) missing(upto uint64) int64 { return s.missingIn(1, upto) }
 

@@ -51,3 +51,28 @@ func TestSeqSet(t *testing.T) {
 		t.Errorf("dups = %d", s.dups)
 	}
 }
+
+func TestSeqSetContiguousAndAddNew(t *testing.T) {
+	var s seqSet
+	for _, seq := range []uint64{1, 2, 3, 5, 64, 65} {
+		s.add(seq)
+	}
+	if got := s.contiguous(); got != 3 {
+		t.Fatalf("contiguous = %d, want 3", got)
+	}
+	if !s.addNew(4) || s.addNew(4) || s.addNew(5) {
+		t.Fatal("addNew must report only unseen seqs")
+	}
+	if got := s.contiguous(); got != 5 {
+		t.Fatalf("contiguous = %d, want 5", got)
+	}
+	if s.duplicates() != 0 {
+		t.Fatalf("addNew counted %d duplicates", s.duplicates())
+	}
+	if got := s.missingIn(1, 65); got != 65-7 {
+		t.Fatalf("missingIn(1, 65) = %d, want %d", got, 65-7)
+	}
+	if got := s.missingIn(6, 5); got != 0 {
+		t.Fatalf("empty range: %d", got)
+	}
+}
