@@ -71,7 +71,7 @@ func (s *Settings) Register(fs *flag.FlagSet) {
 	fs.IntVar(&s.SendQueue, "send-queue", 256, "comet: frames queued per connection before it is dropped as a slow consumer")
 	fs.IntVar(&s.FrameBudget, "frame-budget", 25000, "comet: frames a second a busy room may cost; a room of N local members flushes at most budget/N times a second")
 	fs.DurationVar(&s.MaxBatchWindow, "max-batch-window", 500*time.Millisecond, "comet: the longest a busy room's messages wait to be merged")
-	fs.IntVar(&s.Procs, "procs", 0, "Go scheduler threads (GOMAXPROCS); 0: 4 per core for a process that runs a comet, Go's default otherwise")
+	fs.IntVar(&s.Procs, "procs", 0, "Go scheduler threads (GOMAXPROCS); 0: four times Go's default (at most 32) for a process that runs a comet, Go's default otherwise")
 	fs.IntVar(&s.MaxFrameBytes, "max-frame", 64<<10, "comet: largest client frame, bytes (larger closes with 1009)")
 	fs.StringVar(&s.MySQL, "mysql", "", "system of record for binlogsync: mysql://user:password@host:port/database[?flavor=mariadb&server_id=1001]")
 	fs.StringVar(&s.History, "history", "", "embedded history store file (bbolt), for persist, history and the api gateway's History")
@@ -148,7 +148,8 @@ func splitList(s string) []string {
 
 // SetProcs sets the Go scheduler's thread count (GOMAXPROCS) for a process
 // that runs a comet (comet is true) or not: --procs when given, otherwise
-// four per core for a comet and Go's default for the rest.
+// four times Go's default (at most 32) for a comet, and Go's default for
+// the rest.
 //
 // Why: a comet's fan-out keeps every scheduler thread busy writing to
 // sockets in bursts, and Go checks for goroutines readied by the network
@@ -164,6 +165,9 @@ func (s *Settings) SetProcs(comet bool) {
 	case s.Procs > 0:
 		runtime.GOMAXPROCS(s.Procs)
 	case comet:
-		runtime.GOMAXPROCS(4 * runtime.NumCPU())
+		// Go's default follows the CPUs (and a container's CPU quota);
+		// four times that, up to 32, never below it.
+		n := runtime.GOMAXPROCS(0)
+		runtime.GOMAXPROCS(max(n, min(4*n, 32)))
 	}
 }
