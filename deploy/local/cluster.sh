@@ -47,7 +47,7 @@ start() {
   done
   if [ -s "$run/redis-17001/nodes.conf" ] && grep -q master "$run/redis-17001/nodes.conf"; then
     # A restart: the nodes remember their cluster; wait for it to form.
-    for _ in $(seq 200); do redis-cli -p 17001 cluster info | grep -q cluster_state:ok && break; sleep 0.1; done
+    for _ in $(seq 600); do redis-cli -p 17001 cluster info | grep -q cluster_state:ok && break; sleep 0.1; done
   fi
   if ! redis-cli -p 17001 cluster info | grep -q cluster_state:ok; then
     redis-cli --cluster create "${nodes[@]}" --cluster-replicas 1 --cluster-yes >"$run/redis-create.log"

@@ -13,6 +13,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/google/uuid"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/laneim/laneim/proto/clientpb"
 	"github.com/laneim/laneim/proto/topicpb"
@@ -119,22 +120,33 @@ func (h *Handler) Handle(ctx context.Context, sub *topicpb.Submitted, _ *message
 		return h.answer(sub, topics.ErrorFrame(sub.GetRequestId(), r.code, r.text))
 	}
 	conv := topics.SubmittedConversation(sub)
-	a, err := h.store.Assign(ctx, conv, sub.GetSender(), sub.GetClientMsgId(), newID)
-	if err != nil {
+	now := time.Now()
+	routed := &topicpb.Routed{SubmittedUnixMs: sub.GetSubmittedUnixMs()}
+	// The sequence number, the targets and the 1:1 bookkeeping are
+	// independent directory round trips: made at once, a message of one
+	// partition waits for one of them instead of their sum. Each is
+	// idempotent, so a retry after any of them failed routes the message
+	// with the seq it got the first time.
+	var a directory.Assigned
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		var err error
+		a, err = h.store.Assign(gctx, conv, sub.GetSender(), sub.GetClientMsgId(), newID)
+		return err
+	})
+	g.Go(func() error { return h.target(gctx, sub, routed, now) })
+	if to, ok := sub.GetTo().(*topicpb.Submitted_User); ok {
+		// Both users learn of the conversation at their next login.
+		for _, u := range []string{sub.GetSender(), to.User} {
+			g.Go(func() error { return h.store.AddConversation(gctx, u, conv) })
+		}
+	}
+	if err := g.Wait(); err != nil {
 		return err
 	}
 	if a.Dup {
 		h.logger.Debug("duplicate submission", "conversation", conv, "sender", sub.GetSender(), "client_msg_id", sub.GetClientMsgId(), "seq", a.Seq)
 	}
-	if to, ok := sub.GetTo().(*topicpb.Submitted_User); ok {
-		// Both users learn of the conversation at their next login.
-		for _, u := range []string{sub.GetSender(), to.User} {
-			if err := h.store.AddConversation(ctx, u, conv); err != nil {
-				return err
-			}
-		}
-	}
-	now := time.Now()
 	m := &clientpb.Message{
 		Id:               a.ID,
 		Conversation:     conv,
@@ -145,10 +157,7 @@ func (h *Handler) Handle(ctx context.Context, sub *topicpb.Submitted, _ *message
 		ServerTimeUnixMs: now.UnixMilli(),
 		ClientMsgId:      sub.GetClientMsgId(),
 	}
-	routed := &topicpb.Routed{Message: m, SubmittedUnixMs: sub.GetSubmittedUnixMs()}
-	if err := h.target(ctx, sub, routed, now); err != nil {
-		return err
-	}
+	routed.Message = m
 	out, err := topics.Routed.Encode(routed)
 	if err != nil {
 		return err
@@ -191,17 +200,26 @@ func (h *Handler) check(ctx context.Context, sub *topicpb.Submitted) (*refusal, 
 		if to.Room == "" {
 			return &refusal{clientpb.Error_INVALID, "empty room"}, nil
 		}
-		if _, ok, err := h.store.Room(ctx, to.Room); err != nil {
+		// Both reads at once; the room's existence is judged first.
+		var exists, member bool
+		g, gctx := errgroup.WithContext(ctx)
+		g.Go(func() (err error) {
+			_, exists, err = h.store.Room(gctx, to.Room)
+			return err
+		})
+		if !sub.GetTrusted() {
+			g.Go(func() (err error) {
+				member, err = h.store.IsMember(gctx, to.Room, sub.GetSender())
+				return err
+			})
+		}
+		if err := g.Wait(); err != nil {
 			return nil, err
-		} else if !ok {
+		}
+		if !exists {
 			return &refusal{clientpb.Error_UNKNOWN_ROOM, "no room " + to.Room}, nil
 		}
-		if sub.GetTrusted() {
-			return nil, nil
-		}
-		if ok, err := h.store.IsMember(ctx, to.Room, sub.GetSender()); err != nil {
-			return nil, err
-		} else if !ok {
+		if !sub.GetTrusted() && !member {
 			return &refusal{clientpb.Error_NOT_MEMBER, "not a member of " + to.Room}, nil
 		}
 	case *topicpb.Submitted_User:
