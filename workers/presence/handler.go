@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/laneim/laneim/proto/clientpb"
 	"github.com/laneim/laneim/proto/topicpb"
@@ -160,21 +161,28 @@ func ref(s *topicpb.Session) directory.SessionRef {
 
 func (h *Handler) opened(ctx context.Context, ev *topicpb.SessionEvent) error {
 	s := ev.GetSession()
-	err := h.store.OpenSession(ctx, directory.Session{Comet: s.GetComet(), Conn: s.GetConn(), User: ev.GetUser(), Device: ev.GetDevice()}, h.cfg.SessionTTL)
-	if err != nil {
+	// Recording the session and reading the user's conversations are
+	// independent round trips, made at once; the answer goes only after
+	// all of them, so a client that has its LoginResult is routable.
+	var rooms, direct []string
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		return h.store.OpenSession(gctx, directory.Session{Comet: s.GetComet(), Conn: s.GetConn(), User: ev.GetUser(), Device: ev.GetDevice()}, h.cfg.SessionTTL)
+	})
+	g.Go(func() (err error) {
+		rooms, err = h.store.RoomsOf(gctx, ev.GetUser())
 		return err
-	}
-	rooms, err := h.store.RoomsOf(ctx, ev.GetUser())
-	if err != nil {
+	})
+	g.Go(func() (err error) {
+		direct, err = h.store.Conversations(gctx, ev.GetUser())
+		return err
+	})
+	if err := g.Wait(); err != nil {
 		return err
 	}
 	convs := make([]string, len(rooms))
 	for i, r := range rooms {
 		convs[i] = topics.RoomConversation(r)
-	}
-	direct, err := h.store.Conversations(ctx, ev.GetUser())
-	if err != nil {
-		return err
 	}
 	convs = append(convs, direct...)
 	latest, err := h.store.LatestSeqs(ctx, convs...)
@@ -197,14 +205,23 @@ func (h *Handler) opened(ctx context.Context, ev *topicpb.SessionEvent) error {
 
 func (h *Handler) joined(ctx context.Context, ev *topicpb.SessionEvent) error {
 	s, room := ev.GetSession(), ev.GetRoom()
-	if _, ok, err := h.store.Room(ctx, room); err != nil {
+	var exists, member bool
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() (err error) {
+		_, exists, err = h.store.Room(gctx, room)
 		return err
-	} else if !ok {
+	})
+	g.Go(func() (err error) {
+		member, err = h.store.IsMember(gctx, room, ev.GetUser())
+		return err
+	})
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	if !exists {
 		return h.reply(s, topics.ErrorFrame(ev.GetRequestId(), clientpb.Error_UNKNOWN_ROOM, "no room "+room), nil)
 	}
-	if ok, err := h.store.IsMember(ctx, room, ev.GetUser()); err != nil {
-		return err
-	} else if !ok {
+	if !member {
 		return h.reply(s, topics.ErrorFrame(ev.GetRequestId(), clientpb.Error_NOT_MEMBER, "not a member of "+room), nil)
 	}
 	rc, err := h.store.JoinRoom(ctx, ref(s), ev.GetUser(), room)
@@ -212,16 +229,25 @@ func (h *Handler) joined(ctx context.Context, ev *topicpb.SessionEvent) error {
 		return err
 	}
 	// A session being closed (expired, say) while it joined must not
-	// leave an entry in the room behind it.
-	if open, err := h.store.SessionOpen(ctx, ref(s)); err != nil {
+	// leave an entry in the room behind it. The room's latest seq is read
+	// at the same time.
+	conv := topics.RoomConversation(room)
+	var open bool
+	var latest map[string]uint64
+	g, gctx = errgroup.WithContext(ctx)
+	g.Go(func() (err error) {
+		open, err = h.store.SessionOpen(gctx, ref(s))
 		return err
-	} else if !open {
-		_, err := h.store.LeaveRoom(ctx, ref(s), ev.GetUser(), room)
+	})
+	g.Go(func() (err error) {
+		latest, err = h.store.LatestSeqs(gctx, conv)
+		return err
+	})
+	if err := g.Wait(); err != nil {
 		return err
 	}
-	conv := topics.RoomConversation(room)
-	latest, err := h.store.LatestSeqs(ctx, conv)
-	if err != nil {
+	if !open {
+		_, err := h.store.LeaveRoom(ctx, ref(s), ev.GetUser(), room)
 		return err
 	}
 	frame := &clientpb.ServerFrame{RequestId: ev.GetRequestId(), Body: &clientpb.ServerFrame_Joined{Joined: &clientpb.Joined{

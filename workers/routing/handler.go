@@ -259,13 +259,21 @@ func (h *Handler) target(ctx context.Context, sub *topicpb.Submitted, routed *to
 		}
 		routed.Room, routed.Comets = to.Room, comets
 	case *topicpb.Submitted_User:
-		seen := map[string]bool{}
-		for _, u := range []string{to.User, sub.GetSender()} {
-			refs, err := h.store.UserSessions(ctx, u)
-			if err != nil {
+		users := []string{to.User, sub.GetSender()}
+		refs := make([][]directory.SessionRef, len(users))
+		g, gctx := errgroup.WithContext(ctx)
+		for i, u := range users {
+			g.Go(func() (err error) {
+				refs[i], err = h.store.UserSessions(gctx, u)
 				return err
-			}
-			for _, r := range refs {
+			})
+		}
+		if err := g.Wait(); err != nil {
+			return err
+		}
+		seen := map[string]bool{}
+		for _, rs := range refs {
+			for _, r := range rs {
 				if !seen[r.Comet] {
 					seen[r.Comet] = true
 					routed.Comets = append(routed.Comets, r.Comet)
