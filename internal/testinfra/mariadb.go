@@ -70,12 +70,16 @@ func StartMariaDB(t testing.TB, database string, schema []string) *MariaDB {
 		AdminUser: "admin", AdminPassword: "admin-pw", SyncUser: "laneim_sync", SyncPassword: "sync-pw",
 	}
 	t.Cleanup(m.stop)
-	if out, err := exec.Command(installDB, "--no-defaults", "--datadir="+filepath.Join(dir, "data"),
-		"--auth-root-authentication-method=normal", "--skip-test-db", "--user=root").CombinedOutput(); err != nil {
-		t.Fatalf("mariadb-install-db: %v\n%s", err, out)
-	}
+	// Its own temporary folder: installs running at once (parallel tests)
+	// otherwise collide on temporary table names in /tmp.
 	if err := os.MkdirAll(filepath.Join(dir, "tmp"), 0o755); err != nil {
 		t.Fatal(err)
+	}
+	install := exec.Command(installDB, "--no-defaults", "--datadir="+filepath.Join(dir, "data"),
+		"--auth-root-authentication-method=normal", "--skip-test-db", "--user=root")
+	install.Env = append(os.Environ(), "TMPDIR="+filepath.Join(dir, "tmp"))
+	if out, err := install.CombinedOutput(); err != nil {
+		t.Fatalf("mariadb-install-db: %v\n%s", err, out)
 	}
 	port := FreePort(t)
 	m.Addr = "127.0.0.1:" + strconv.Itoa(port)
