@@ -185,11 +185,11 @@ func SweepTable(w io.Writer, rs []*Result, bound time.Duration) {
 		return
 	}
 	fmt.Fprintf(w, "laneIM bench sweep: %d members, %s\n", rs[0].Members, rs[0].Cluster)
-	fmt.Fprintf(w, "%8s %10s %8s %10s %10s %10s %9s %9s %9s %s\n", "rate", "achieved", "lost", "p50 ms", "p99 ms", "deliv/s", "msg/frm", "µs/deliv", "cores", "sustained")
+	fmt.Fprintf(w, "%8s %10s %8s %10s %10s %10s %9s %9s %9s %8s %s\n", "rate", "achieved", "lost", "p50 ms", "p99 ms", "deliv/s", "msg/frm", "µs/deliv", "cores", "reconn", "sustained")
 	best := 0
 	for _, r := range rs {
-		fmt.Fprintf(w, "%8d %10.0f %8d %10.1f %10.1f %10.0f %9.1f %9.2f %9.2f %v\n",
-			r.Rate, r.AchievedRate, r.Lost, r.LatencyP50Ms, r.LatencyP99Ms, r.DeliveriesPerS, r.MsgsPerFrame, r.ServerMicrosPerDelivery, r.ClusterCPUCores, r.Sustained)
+		fmt.Fprintf(w, "%8d %10.0f %8d %10.1f %10.1f %10.0f %9.1f %9.2f %9.2f %8d %v\n",
+			r.Rate, r.AchievedRate, r.Lost, r.LatencyP50Ms, r.LatencyP99Ms, r.DeliveriesPerS, r.MsgsPerFrame, r.ServerMicrosPerDelivery, r.ClusterCPUCores, r.Reconnects, r.Sustained)
 		if r.Sustained {
 			best = max(best, r.Rate)
 		}
@@ -331,10 +331,21 @@ func Sweep(ctx context.Context, cfg Config, rates []int, progress io.Writer) ([]
 		readers.Add(1)
 		go func() {
 			defer readers.Done()
+			// Members ping as docs/protocol.md asks (a silent connection
+			// is closed after the comet's idle timeout, 60s by default),
+			// every 20s, starting at a random point so that 10,000 of
+			// them do not ping at once.
+			ping := time.NewTicker(20*time.Second + rand.N(5*time.Second))
+			defer ping.Stop()
 			for {
 				select {
 				case <-readCtx.Done():
 					return
+				case <-ping.C:
+					wctx, cancel := context.WithTimeout(readCtx, 5*time.Second)
+					_ = m.conn.Write(wctx, &clientpb.ClientFrame{Body: &clientpb.ClientFrame_Ping{Ping: &clientpb.Ping{ClientTimeUnixMs: time.Now().UnixMilli()}}})
+					cancel()
+					continue
 				case <-m.conn.Done():
 				case f, ok := <-m.conn.Frames():
 					if ok {
