@@ -55,7 +55,19 @@ start() {
   fi
   export LANEIM_KAFKA=127.0.0.1:19092 LANEIM_REDIS=$(IFS=,; echo "${nodes[*]}") LANEIM_ETCD=127.0.0.1:12379
   export LANEIM_SECRET=${LANEIM_SECRET:-laneim-dev-secret} LANEIM_API_TOKEN=${LANEIM_API_TOKEN:-laneim-dev-api-token}
-  "$bin" seed --seed testdata/seed.json
+  # Every node must see the cluster up (a restarted one can report ok
+  # while another still fails over), and seeding retries meanwhile.
+  for _ in $(seq 600); do
+    down=0
+    for n in "${nodes[@]}"; do redis-cli -p "${n##*:}" cluster info | grep -q cluster_state:ok || down=1; done
+    [ "$down" = 0 ] && break
+    sleep 0.1
+  done
+  for attempt in $(seq 10); do
+    "$bin" seed --seed testdata/seed.json && break
+    [ "$attempt" = 10 ] && exit 1
+    sleep 1
+  done
   start_bg login-presence "$bin" worker login presence --admin-addr 127.0.0.1:19101
   start_bg routing "$bin" worker routing --admin-addr 127.0.0.1:19102
   start_bg fanout "$bin" worker fanout --admin-addr 127.0.0.1:19103
