@@ -31,6 +31,7 @@ import (
 	"github.com/laneim/laneim/proto/topicpb"
 	"github.com/laneim/laneim/topics"
 	"github.com/laneim/laneim/wiring/discovery"
+	"github.com/laneim/laneim/wiring/pipeline"
 )
 
 // Config configures the api gateway.
@@ -157,9 +158,7 @@ func New(cfg Config, pub message.Publisher, presence Presence, opt Optional, log
 	if pub == nil || presence == nil {
 		return nil, errors.New("api: a publisher and a presence source are required")
 	}
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
+	logger = pipeline.Logger(logger)
 	return &Server{cfg: cfg, pub: pub, presence: presence, history: opt.History, comets: opt.Comets, logger: logger}, nil
 }
 

@@ -47,6 +47,8 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/coder/websocket"
+
+	"github.com/laneim/laneim/wiring/pipeline"
 )
 
 // closeGrace is how long Close lets connections finish their close
@@ -106,9 +108,7 @@ func New(cfg Config, pub message.Publisher, logger *slog.Logger) (*Comet, error)
 	if pub == nil {
 		return nil, fmt.Errorf("comet: no publisher")
 	}
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
+	logger = pipeline.Logger(logger)
 	var b [4]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		return nil, fmt.Errorf("comet: boot id: %w", err)

@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"go.uber.org/fx"
@@ -66,6 +67,15 @@ const Group = `group:"handlers"`
 // (Handler, error).
 func Provide(constructor any) fx.Option {
 	return fx.Provide(fx.Annotate(constructor, fx.ResultTags(Group)))
+}
+
+// Logger returns l, or a logger that discards everything when l is nil:
+// the default of every worker constructor's logger.
+func Logger(l *slog.Logger) *slog.Logger {
+	if l == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return l
 }
 
 // permanentError marks an error that no retry can fix.

@@ -45,9 +45,7 @@ func New(pub message.Publisher, logger *slog.Logger) (*Handler, error) {
 	if pub == nil {
 		return nil, errors.New("fanout: no publisher")
 	}
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
+	logger = pipeline.Logger(logger)
 	return &Handler{pub: pub, logger: logger}, nil
 }
 

@@ -47,9 +47,7 @@ func New(store Store, members Members, pub message.Publisher, logger *slog.Logge
 	if store == nil || members == nil || pub == nil {
 		return nil, errors.New("history: a store, a membership source and a publisher are required")
 	}
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
+	logger = pipeline.Logger(logger)
 	return &Handler{store: store, members: members, pub: pub, logger: logger}, nil
 }
 

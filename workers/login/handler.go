@@ -61,9 +61,7 @@ func New(cfg Config, users Users, pub message.Publisher, logger *slog.Logger) (*
 	if users == nil || pub == nil {
 		return nil, errors.New("login: a user directory and a publisher are required")
 	}
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
+	logger = pipeline.Logger(logger)
 	return &Handler{cfg: cfg, users: users, pub: pub, logger: logger, now: time.Now}, nil
 }
 

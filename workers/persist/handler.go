@@ -37,9 +37,7 @@ func New(store Store, logger *slog.Logger) (*Handler, error) {
 	if store == nil {
 		return nil, errors.New("persist: no store")
 	}
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
+	logger = pipeline.Logger(logger)
 	return &Handler{store: store, logger: logger}, nil
 }
 

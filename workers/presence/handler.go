@@ -115,9 +115,7 @@ func New(cfg Config, store Store, pub message.Publisher, logger *slog.Logger) (*
 	if store == nil || pub == nil {
 		return nil, errors.New("presence: a store and a publisher are required")
 	}
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
+	logger = pipeline.Logger(logger)
 	return &Handler{cfg: cfg, store: store, pub: pub, logger: logger}, nil
 }
 

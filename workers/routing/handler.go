@@ -85,14 +85,7 @@ func New(cfg Config, store Store, pub message.Publisher, logger *slog.Logger) (*
 	if store == nil || pub == nil {
 		return nil, errors.New("routing: a store and a publisher are required")
 	}
-	return &Handler{cfg: cfg, store: store, pub: pub, logger: orDiscard(logger)}, nil
-}
-
-func orDiscard(l *slog.Logger) *slog.Logger {
-	if l == nil {
-		return slog.New(slog.DiscardHandler)
-	}
-	return l
+	return &Handler{cfg: cfg, store: store, pub: pub, logger: pipeline.Logger(logger)}, nil
 }
 
 // Pipeline returns the pipeline handler consuming topics.Submitted with Handle.
