@@ -75,8 +75,7 @@ func runBench(ctx context.Context, args []string) error {
 	// The clients' reader goroutines wait on the network like the
 	// pipeline's do: more scheduler threads than cores (see
 	// app.Settings.SetProcs).
-	n := runtime.GOMAXPROCS(0)
-	runtime.GOMAXPROCS(max(n, min(4*n, 32)))
+	runtime.GOMAXPROCS(app.NetworkProcs())
 	// A load generator trades memory for CPU: collect garbage less often.
 	debug.SetGCPercent(400)
 	if *cpuProfile != "" {

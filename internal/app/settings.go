@@ -165,9 +165,15 @@ func (s *Settings) SetProcs(comet bool) {
 	case s.Procs > 0:
 		runtime.GOMAXPROCS(s.Procs)
 	case comet:
-		// Go's default follows the CPUs (and a container's CPU quota);
-		// four times that, up to 32, never below it.
-		n := runtime.GOMAXPROCS(0)
-		runtime.GOMAXPROCS(max(n, min(4*n, 32)))
+		runtime.GOMAXPROCS(NetworkProcs())
 	}
+}
+
+// NetworkProcs is the thread count for a process whose goroutines mostly
+// wait on the network while others write in bursts (a comet, a load
+// generator): four times Go's default, which follows the CPUs and a
+// container's CPU quota, at most 32 and never below the default.
+func NetworkProcs() int {
+	n := runtime.GOMAXPROCS(0)
+	return max(n, min(4*n, 32))
 }

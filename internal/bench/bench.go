@@ -223,10 +223,7 @@ type member struct {
 // conversation and leaves every other frame to the client.
 func (m *member) peek(data []byte) bool {
 	now := time.Now().UnixNano()
-	n, ok := scanBatch(data, m.conversation, func(seq uint64, sent int64) {
-		m.lat.record(time.Duration(now - sent))
-		m.seqs.add(seq)
-	})
+	n, ok := scanBatch(data, m.conversation, func(seq uint64, sent int64) { m.got(now, seq, sent) })
 	if !ok {
 		return false
 	}
@@ -243,12 +240,18 @@ func (m *member) record(batch *clientpb.MessageBatch) {
 		if msg.GetConversation() != m.conversation || len(msg.GetBody()) < 8 {
 			continue
 		}
-		m.lat.record(time.Duration(now - int64(binary.BigEndian.Uint64(msg.GetBody()))))
-		m.seqs.add(msg.GetSeq())
+		m.got(now, msg.GetSeq(), int64(binary.BigEndian.Uint64(msg.GetBody())))
 		n++
 	}
 	m.frames.Add(1)
 	m.delivered.Add(int64(n))
+}
+
+// got records one message received live at now (Unix nanoseconds) that
+// was sent at sent.
+func (m *member) got(now int64, seq uint64, sent int64) {
+	m.lat.record(time.Duration(now - sent))
+	m.seqs.add(seq)
 }
 
 // Run performs one load run. progress receives human-readable progress lines.
