@@ -34,12 +34,19 @@ func startEtcd(t *testing.T) []string {
 	return e.Endpoints()
 }
 
-func TestCometsRegisterAndVanish(t *testing.T) {
+// connect starts an etcd for t and returns a client of it; both end with t.
+func connect(t *testing.T) *clientv3.Client {
+	t.Helper()
 	c, err := discovery.Connect(startEtcd(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func TestCometsRegisterAndVanish(t *testing.T) {
+	c := connect(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	logger := slog.New(slog.DiscardHandler)
@@ -74,11 +81,7 @@ func TestCometsRegisterAndVanish(t *testing.T) {
 }
 
 func TestGRPCClientsResolveServicesThroughEtcd(t *testing.T) {
-	c, err := discovery.Connect(startEtcd(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := connect(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	// A gRPC service on a random port, known only through etcd.
@@ -120,11 +123,7 @@ func exists(t *testing.T, c *clientv3.Client, key string) bool {
 }
 
 func TestCloseRemovesTheKeyAtOnce(t *testing.T) {
-	c, err := discovery.Connect(startEtcd(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := connect(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	// A TTL far longer than the test: only the revoke can remove the key.
