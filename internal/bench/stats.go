@@ -131,9 +131,6 @@ func (s *seqSet) contiguous() uint64 {
 	}
 }
 
-// missing counts the numbers in [1, upto] not received.
-func (s *seqSet) missing(upto uint64) int64 { return s.missingIn(1, upto) }
-
 // duplicates counts the numbers received more than once.
 func (s *seqSet) duplicates() int64 {
 	s.mu.Lock()

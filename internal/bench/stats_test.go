@@ -41,10 +41,10 @@ func TestSeqSet(t *testing.T) {
 	for _, seq := range []uint64{1, 2, 2, 5, 130} {
 		s.add(seq)
 	}
-	if got := s.missing(5); got != 2 {
+	if got := s.missingIn(1, 5); got != 2 {
 		t.Errorf("missing(5) = %d, want 2", got)
 	}
-	if got := s.missing(130); got != 130-4 {
+	if got := s.missingIn(1, 130); got != 130-4 {
 		t.Errorf("missing(130) = %d, want 126", got)
 	}
 	if s.dups != 1 {
