@@ -1,7 +1,6 @@
 package comet
 
 import (
-	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -29,7 +28,7 @@ type conn struct {
 	comet *Comet // set by newConn, never changes
 	id    string
 	ws    *websocket.Conn // nil for test members without a socket
-	net   net.Conn        // the socket under ws, for write deadlines; nil in tests
+	net   *socket         // the socket under ws, for batched writes; nil in tests
 	json  bool
 	start time.Time
 
@@ -54,7 +53,7 @@ type conn struct {
 
 // newConn returns a connection of c over ws (nil in tests); nc is the
 // socket under ws, when known.
-func newConn(c *Comet, id string, ws *websocket.Conn, nc net.Conn, useJSON bool) *conn {
+func newConn(c *Comet, id string, ws *websocket.Conn, nc *socket, useJSON bool) *conn {
 	return &conn{
 		comet: c, id: id, ws: ws, net: nc, json: useJSON, start: time.Now(),
 		rooms: map[string]struct{}{}, wake: make(chan struct{}, 1),

@@ -20,8 +20,9 @@ const (
 	SubprotocolJSON  = "laneim.v1.json"
 )
 
-// ServeHTTP upgrades a request to a WebSocket connection and serves it
-// until it ends. Requests that cannot be upgraded get a 4xx answer.
+// ServeHTTP upgrades a request to a WebSocket connection, which the comet
+// then serves until it ends. Requests that cannot be upgraded get a 4xx
+// answer.
 func (c *Comet) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	offered := r.Header.Values("Sec-WebSocket-Protocol")
 	if len(offered) > 0 && !offers(offered, SubprotocolProto) && !offers(offered, SubprotocolJSON) {
@@ -53,8 +54,14 @@ func (c *Comet) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		ws.Close(websocket.StatusGoingAway, "server shutting down")
 		return
 	}
-	defer c.wg.Done()
-	cn.read()
+	// The reader runs in a goroutine of its own, owned by the comet, so
+	// that this handler returns: the HTTP server then drops its request,
+	// response and 8 KiB of buffers, which it keeps while a handler of a
+	// hijacked connection runs.
+	go func() {
+		defer c.wg.Done()
+		cn.read()
+	}()
 }
 
 func offers(values []string, proto string) bool {
@@ -68,12 +75,13 @@ func offers(values []string, proto string) bool {
 	return false
 }
 
-// hijackCapture keeps the connection that the WebSocket library hijacks,
-// so that writes can be bounded by the socket's deadline rather than by a
-// context and a timer per write.
+// hijackCapture puts a socket (socket.go) under the connection that the
+// WebSocket library hijacks and keeps it, so that the writer can send a
+// batch in one write call bounded by the socket's deadline, rather than
+// by a context and a timer per write.
 type hijackCapture struct {
 	http.ResponseWriter
-	conn net.Conn
+	conn *socket
 }
 
 func (h *hijackCapture) Hijack() (net.Conn, *bufio.ReadWriter, error) {
@@ -82,14 +90,22 @@ func (h *hijackCapture) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, errors.New("comet: the ResponseWriter cannot be hijacked")
 	}
 	nc, brw, err := hj.Hijack()
-	h.conn = nc
-	return nc, brw, err
+	if err != nil {
+		return nil, nil, err
+	}
+	s, brw, err := newSocketBuffers(nc, brw)
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	h.conn = s
+	return s, brw, nil
 }
 
 // register adds a new connection. It returns nil if the comet is closed;
 // otherwise the caller owns one count of c.wg for the reader. The first
 // connection starts the comet's deadline sweep.
-func (c *Comet) register(ws *websocket.Conn, nc net.Conn, useJSON bool) *conn {
+func (c *Comet) register(ws *websocket.Conn, nc *socket, useJSON bool) *conn {
 	cn := newConn(c, c.bootID+"."+strconv.FormatUint(c.next.Add(1), 10), ws, nc, useJSON)
 	c.mu.Lock()
 	defer c.mu.Unlock()

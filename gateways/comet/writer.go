@@ -205,10 +205,10 @@ func (cn *conn) finish(failed bool) {
 	cn.ws.CloseNow()
 }
 
-// writeBatch writes frames in order, each as one WebSocket message, under
-// one write deadline for the batch, and releases each written frame. It
-// reports false at the first failure; the frames from there on are left
-// to the caller.
+// writeBatch writes frames in order, each as one WebSocket message, in
+// one write call bounded by one deadline (see socket), and releases each
+// written frame. It reports false on failure, leaving the frames not
+// written to the caller.
 func (cn *conn) writeBatch(batch []*frame) bool {
 	c := cn.comet
 	if cn.ws == nil { // a test member: encode, count and discard
@@ -228,28 +228,39 @@ func (cn *conn) writeBatch(batch []*frame) bool {
 		// One deadline for the batch instead of a context per write: a
 		// client that stops reading fails the write after WriteTimeout.
 		_ = cn.net.SetWriteDeadline(time.Now().Add(c.cfg.WriteTimeout))
+		cn.net.gather()
 	}
-	var frames, bytes int64
-	defer func() {
-		c.framesSent.Add(frames)
-		c.bytesSent.Add(bytes)
-	}()
-	for i, f := range batch {
-		b := f.bytes(cn.json)
-		// Without a deadline of its own in ctx, Write sets up no
-		// per-write timer; c.ctx is not used here for that reason. The
-		// socket's deadline above bounds it.
-		if err := cn.ws.Write(noDeadline, typ, b); err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) && cn.kick(websocket.StatusPolicyViolation, "slow consumer", false) {
-				// The client read nothing for WriteTimeout.
-				c.slow.Add(1)
-				c.logger.Info("slow consumer disconnected", "conn", cn.id, "reason", "write timeout")
-			}
-			c.logger.Debug("write", "conn", cn.id, "err", err)
-			return false
+	// Without a deadline of its own in ctx, Write sets up no per-write
+	// timer; c.ctx is not used here for that reason. The socket's
+	// deadline bounds the write.
+	framed := 0
+	var err error
+	for _, f := range batch {
+		if err = cn.ws.Write(noDeadline, typ, f.bytes(cn.json)); err != nil {
+			break
 		}
-		frames++
-		bytes += int64(len(b))
+		framed++
+	}
+	var n int
+	if cn.net != nil {
+		// Frames framed before a failure are still sent: they are whole.
+		var serr error
+		if n, serr = cn.net.send(); err == nil {
+			err = serr
+		}
+	}
+	if err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) && cn.kick(websocket.StatusPolicyViolation, "slow consumer", false) {
+			// The client read nothing for WriteTimeout.
+			c.slow.Add(1)
+			c.logger.Info("slow consumer disconnected", "conn", cn.id, "reason", "write timeout")
+		}
+		c.logger.Debug("write", "conn", cn.id, "err", err)
+		return false
+	}
+	c.framesSent.Add(int64(framed))
+	c.bytesSent.Add(int64(n))
+	for i, f := range batch[:framed] {
 		f.release()
 		batch[i] = nil
 	}
