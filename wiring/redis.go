@@ -42,6 +42,9 @@ func NewRedis(ctx context.Context, cfg RedisConfig) (redis.UniversalClient, erro
 		DB:            cfg.DB,
 		IsClusterMode: cfg.Cluster,
 		PoolSize:      64,
+		// A caller's deadline bounds its command (a worker answering a
+		// client within a bound while Redis hangs), not only ReadTimeout.
+		ContextTimeoutEnabled: true,
 	}
 	c := redis.NewUniversalClient(opts)
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)

@@ -21,7 +21,6 @@ import (
 	"github.com/laneim/laneim/internal/seed"
 	"github.com/laneim/laneim/wiring"
 	"github.com/laneim/laneim/wiring/directory"
-	"github.com/laneim/laneim/wiring/msgstore"
 )
 
 // DevConfig configures `laneim dev`.
@@ -103,11 +102,9 @@ func StartDev(ctx context.Context, cfg DevConfig, logger *slog.Logger) (_ *Dev, 
 	if err = wiring.EnsureTopics(ctx, infra.Kafka, wiring.PipelineTopics()...); err != nil {
 		return nil, fmt.Errorf("dev: %w", err)
 	}
-	// Redis is new at every start; history is not: sequence numbers go on
-	// after the stored ones.
-	if err = restoreSequences(ctx, d.settings.History, infra.Redis); err != nil {
-		return nil, fmt.Errorf("dev: %w", err)
-	}
+	// Redis is new at every start; history is not: the persist worker's
+	// sequence guard raises the counters to the stored seqs before routing
+	// issues any (workers/persist.Guard).
 	roles := append(append([]Role{}, Workers...), Comet, API)
 	if d.settings.MySQL != "" {
 		// Production's path: the directory follows MySQL's binlog.
@@ -270,30 +267,3 @@ func redactDSN(dsn string) string {
 	return u.Redacted()
 }
 
-// restoreSequences raises each conversation's sequence counter in Redis to
-// its latest stored message.
-func restoreSequences(ctx context.Context, path string, cfg wiring.RedisConfig) error {
-	b, err := msgstore.OpenBolt(path, msgstore.Retention{}, 0)
-	if err != nil {
-		return err
-	}
-	latest, err := b.Latest(ctx)
-	if cerr := b.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil || len(latest) == 0 {
-		return err
-	}
-	rdb, err := wiring.NewRedis(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	defer rdb.Close()
-	store := directory.New(rdb)
-	for conv, seq := range latest {
-		if err := store.RaiseSeq(ctx, conv, seq); err != nil {
-			return err
-		}
-	}
-	return nil
-}

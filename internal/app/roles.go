@@ -86,7 +86,7 @@ func (s *Settings) Validate(roles ...Role) error {
 	needRedis := false
 	for _, r := range roles {
 		switch r {
-		case Login, Presence, Routing, API, Binlog, History:
+		case Login, Presence, Routing, API, Binlog, Persist, History:
 			needRedis = true
 		}
 		if needsStore(r) && s.History == "" && s.Scylla == "" {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/errgroup"
 )
 
 // DedupTTL is how long a client message id is remembered.
@@ -85,6 +86,65 @@ return 0
 func (s *Store) RaiseSeq(ctx context.Context, conversation string, seq uint64) error {
 	if err := raiseScript.Run(ctx, s.rdb, []string{convSeqKey(conversation)}, seq).Err(); err != nil && err != redis.Nil {
 		return fmt.Errorf("directory: raise sequence of %s: %w", conversation, err)
+	}
+	return nil
+}
+
+// sequencesRestoredKey marks a directory whose sequence counters are known
+// to be at or above every stored message's seq. Redis losing its data
+// loses the mark with the counters; see SequencesRestored.
+const sequencesRestoredKey = "seq:restored"
+
+// SequencesRestored reports whether the sequence counters are known to be
+// at or above the stored messages' seqs: set by MarkSequencesRestored
+// after RestoreSequences (or on a directory that never had messages), and
+// gone when Redis loses its data. Routing issues no seq while it is not.
+func (s *Store) SequencesRestored(ctx context.Context) (bool, error) {
+	n, err := s.rdb.Exists(ctx, sequencesRestoredKey).Result()
+	if err != nil {
+		return false, fmt.Errorf("directory: sequences restored: %w", err)
+	}
+	return n == 1, nil
+}
+
+// RestoreSequences raises each conversation's counter to at least its
+// latest stored seq (from the message store) and then marks the
+// directory restored. Counters already higher are left as they are, so
+// running it again, or concurrently, is harmless.
+func (s *Store) RestoreSequences(ctx context.Context, latest map[string]uint64) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(16)
+	for conv, seq := range latest {
+		g.Go(func() error { return s.RaiseSeq(gctx, conv, seq) })
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	if err := s.rdb.Set(ctx, sequencesRestoredKey, time.Now().UTC().Format(time.RFC3339), 0).Err(); err != nil {
+		return fmt.Errorf("directory: mark sequences restored: %w", err)
+	}
+	return nil
+}
+
+// ForgetSequencesRestored removes the mark, so that the next guard pass
+// restores the counters: for a seq found issued twice.
+func (s *Store) ForgetSequencesRestored(ctx context.Context) error {
+	if err := s.rdb.Del(ctx, sequencesRestoredKey).Err(); err != nil {
+		return fmt.Errorf("directory: forget sequences restored: %w", err)
+	}
+	return nil
+}
+
+// Unassign forgets the seq and id Assign recorded for (sender,
+// clientMsgID) in conversation, so that the next Assign of it issues new
+// ones: for an assignment found to reuse a seq. Without a clientMsgID
+// there is nothing to forget.
+func (s *Store) Unassign(ctx context.Context, conversation, sender, clientMsgID string) error {
+	if clientMsgID == "" {
+		return nil
+	}
+	if err := s.rdb.Del(ctx, convDedupKey(conversation, sender, clientMsgID)).Err(); err != nil {
+		return fmt.Errorf("directory: unassign in %s: %w", conversation, err)
 	}
 	return nil
 }

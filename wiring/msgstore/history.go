@@ -10,6 +10,7 @@ package msgstore
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"time"
 
@@ -25,7 +26,9 @@ const DefaultPage = 100
 // Store keeps messages. Implementations are safe for concurrent use.
 type Store interface {
 	// Append stores messages. One whose (conversation, seq) is stored
-	// already is left as it is.
+	// already is left as it is; if the stored one has another id, Append
+	// stores the others and returns a *ConflictError (sequence numbers
+	// went backwards: see ConflictError).
 	Append(ctx context.Context, msgs []*clientpb.Message) error
 	// After returns up to limit messages of conversation with seq > after,
 	// in sequence order, and whether more follow.
@@ -33,8 +36,34 @@ type Store interface {
 	// Before returns the newest messages with seq < before (0: no bound),
 	// up to limit, in sequence order, and whether older ones exist.
 	Before(ctx context.Context, conversation string, before uint64, limit int) (msgs []*clientpb.Message, more bool, err error)
+	// Latest returns the highest stored seq of every conversation, to
+	// restore the directory's sequence counters from.
+	Latest(ctx context.Context) (map[string]uint64, error)
 	// Close releases the store.
 	Close() error
+}
+
+// ConflictError reports messages whose (conversation, seq) is stored
+// already under another message id. It means that sequence numbers went
+// backwards (the directory lost its counters and they were not restored):
+// the new messages were acknowledged to their senders but cannot be
+// stored under those numbers.
+type ConflictError struct {
+	// Conflicts are the messages refused, in the order given to Append.
+	Conflicts []Conflict
+}
+
+// Conflict is one refused message.
+type Conflict struct {
+	Conversation    string
+	Seq             uint64
+	StoredID, NewID string
+}
+
+func (e *ConflictError) Error() string {
+	c := e.Conflicts[0]
+	return fmt.Sprintf("history: %d message(s) conflict with stored ones, first %s#%d: stored id %s, new id %s (sequence numbers went backwards)",
+		len(e.Conflicts), c.Conversation, c.Seq, c.StoredID, c.NewID)
 }
 
 // PageSize turns a requested page size into one within bounds.

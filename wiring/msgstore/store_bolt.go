@@ -79,7 +79,8 @@ func key(conversation string, seq uint64) []byte {
 
 func prefix(conversation string) []byte { return append([]byte(conversation), 0) }
 
-// Append stores messages, skipping those stored already.
+// Append stores messages, skipping those stored already; see
+// Store.Append for a stored one with another id.
 func (b *Bolt) Append(_ context.Context, msgs []*clientpb.Message) error {
 	if len(msgs) == 0 {
 		return nil
@@ -92,11 +93,16 @@ func (b *Bolt) Append(_ context.Context, msgs []*clientpb.Message) error {
 		}
 		vals[i] = v
 	}
+	var conflicts []Conflict
 	err := b.db.Batch(func(tx *bolt.Tx) error {
+		conflicts = conflicts[:0] // Batch may run the function again
 		mb, lb := tx.Bucket(bucketMessages), tx.Bucket(bucketLatest)
 		for i, m := range msgs {
 			k := key(m.GetConversation(), m.GetSeq())
-			if mb.Get(k) != nil {
+			if v := mb.Get(k); v != nil {
+				if stored, err := decode(v); err != nil || stored.GetId() != m.GetId() {
+					conflicts = append(conflicts, Conflict{m.GetConversation(), m.GetSeq(), stored.GetId(), m.GetId()})
+				}
 				continue
 			}
 			if err := mb.Put(k, vals[i]); err != nil {
@@ -113,6 +119,9 @@ func (b *Bolt) Append(_ context.Context, msgs []*clientpb.Message) error {
 	})
 	if err != nil {
 		return fmt.Errorf("history: append %d messages: %w", len(msgs), err)
+	}
+	if len(conflicts) > 0 {
+		return &ConflictError{Conflicts: conflicts}
 	}
 	return nil
 }

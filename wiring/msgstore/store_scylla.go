@@ -90,7 +90,7 @@ func ScyllaSchema(keyspace string, replicationFactor int) []string {
 
 // Statements are the store's queries, built once with gocqlx's builder.
 type scyllaStatements struct {
-	insert, latest, after, before, readLatest                          string
+	insert, latest, after, before, readLatest, allLatest               string
 	insertNames, latestNames, afterNames, beforeNames, readLatestNames []string
 }
 
@@ -98,9 +98,12 @@ var messageColumns = []string{"conversation", "bucket", "seq", "id", "sender", "
 
 func buildStatements(keyspace string) scyllaStatements {
 	var s scyllaStatements
-	s.insert, s.insertNames = qb.Insert(keyspace + ".messages").Columns(messageColumns...).TTLNamed("ttl").ToCql()
+	// IF NOT EXISTS: a (conversation, seq) keeps its first message, and a
+	// different one is reported (Store.Append).
+	s.insert, s.insertNames = qb.Insert(keyspace + ".messages").Columns(messageColumns...).Unique().TTLNamed("ttl").ToCql()
 	s.latest, s.latestNames = qb.Update(keyspace + ".conversations").Set("latest").Where(qb.Eq("conversation")).ToCql()
 	s.readLatest, s.readLatestNames = qb.Select(keyspace + ".conversations").Columns("latest").Where(qb.Eq("conversation")).ToCql()
+	s.allLatest, _ = qb.Select(keyspace+".conversations").Columns("conversation", "latest").ToCql()
 	s.after, s.afterNames = qb.Select(keyspace+".messages").Columns(messageColumns...).
 		Where(qb.Eq("conversation"), qb.Eq("bucket"), qb.Gt("seq")).OrderBy("seq", qb.ASC).LimitNamed("lim").ToCql()
 	s.before, s.beforeNames = qb.Select(keyspace+".messages").Columns(messageColumns...).
@@ -171,12 +174,18 @@ func OpenScylla(cfg ScyllaConfig) (*Scylla, error) {
 // Append writes messages with their kind's retention as TTL.
 func (s *Scylla) Append(ctx context.Context, msgs []*clientpb.Message) error {
 	latest := map[string]uint64{}
+	var conflicts []Conflict
 	for _, m := range msgs {
 		r := toRow(m)
 		ttl := int64(s.cfg.Retention.For(m.GetConversation()) / time.Second)
 		q := s.session.ContextQuery(ctx, s.stmt.insert, s.stmt.insertNames).BindStructMap(r, map[string]any{"ttl": ttl})
-		if err := q.ExecRelease(); err != nil {
+		var stored scyllaRow
+		applied, err := q.GetCASRelease(&stored)
+		if err != nil {
 			return fmt.Errorf("history: insert %s#%d: %w", m.GetConversation(), m.GetSeq(), err)
+		}
+		if !applied && stored.ID != m.GetId() {
+			conflicts = append(conflicts, Conflict{m.GetConversation(), m.GetSeq(), stored.ID, m.GetId()})
 		}
 		if m.GetSeq() > latest[m.GetConversation()] {
 			latest[m.GetConversation()] = m.GetSeq()
@@ -195,7 +204,26 @@ func (s *Scylla) Append(ctx context.Context, msgs []*clientpb.Message) error {
 			return fmt.Errorf("history: latest of %s: %w", conv, err)
 		}
 	}
+	if len(conflicts) > 0 {
+		return &ConflictError{Conflicts: conflicts}
+	}
 	return nil
+}
+
+// Latest returns the highest stored seq of every conversation: a full
+// scan of the conversations table, for restoring sequence counters.
+func (s *Scylla) Latest(ctx context.Context) (map[string]uint64, error) {
+	out := map[string]uint64{}
+	iter := s.session.ContextQuery(ctx, s.stmt.allLatest, nil).Iter()
+	var conv string
+	var latest int64
+	for iter.Scan(&conv, &latest) {
+		out[conv] = uint64(latest)
+	}
+	if err := iter.Close(); err != nil {
+		return nil, fmt.Errorf("history: latest of every conversation: %w", err)
+	}
+	return out, nil
 }
 
 func (s *Scylla) latest(ctx context.Context, conv string) (uint64, error) {

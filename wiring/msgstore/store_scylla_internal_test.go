@@ -17,10 +17,11 @@ func TestScyllaStatements(t *testing.T) {
 		want      string
 		wantNames string
 	}{
-		{"insert", s.insert, s.insertNames, "INSERT INTO ks.messages (conversation,bucket,seq,id,sender,body,content_type,server_time_ms,client_msg_id) VALUES (?,?,?,?,?,?,?,?,?) USING TTL ? ", "conversation bucket seq id sender body content_type server_time_ms client_msg_id ttl"},
+		{"insert", s.insert, s.insertNames, "INSERT INTO ks.messages (conversation,bucket,seq,id,sender,body,content_type,server_time_ms,client_msg_id) VALUES (?,?,?,?,?,?,?,?,?) IF NOT EXISTS USING TTL ? ", "conversation bucket seq id sender body content_type server_time_ms client_msg_id ttl"},
 		{"after", s.after, s.afterNames, "SELECT conversation,bucket,seq,id,sender,body,content_type,server_time_ms,client_msg_id FROM ks.messages WHERE conversation=? AND bucket=? AND seq>? ORDER BY seq ASC LIMIT ? ", "conversation bucket seq lim"},
 		{"before", s.before, s.beforeNames, "SELECT conversation,bucket,seq,id,sender,body,content_type,server_time_ms,client_msg_id FROM ks.messages WHERE conversation=? AND bucket=? AND seq<? ORDER BY seq DESC LIMIT ? ", "conversation bucket seq lim"},
 		{"latest", s.latest, s.latestNames, "UPDATE ks.conversations SET latest=? WHERE conversation=? ", "latest conversation"},
+		{"all latest", s.allLatest, nil, "SELECT conversation,latest FROM ks.conversations ", ""},
 	}
 	for _, tt := range tests {
 		if tt.got != tt.want || strings.Join(tt.names, " ") != tt.wantNames {

@@ -2,6 +2,10 @@
 // it stores every routed message in the history store. The store keeps
 // one copy per (conversation, seq), so Kafka delivering a message twice
 // stores it once; concurrent partitions share the store's commits.
+//
+// As the owner of the store, it also keeps the directory's sequence
+// counters at or above the stored messages (Guard), so that routing never
+// issues a seq a stored message has.
 package persist
 
 import (
@@ -9,49 +13,114 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/laneim/laneim/proto/clientpb"
 	"github.com/laneim/laneim/proto/topicpb"
 	"github.com/laneim/laneim/topics"
+	"github.com/laneim/laneim/wiring/msgstore"
 	"github.com/laneim/laneim/wiring/pipeline"
 )
 
 // Name is the handler's name; its consumer group is laneim.persist.
 const Name = "persist"
 
-// Store is where messages go.
+// Store is where messages go; msgstore.Store implements it.
 type Store interface {
 	Append(ctx context.Context, msgs []*clientpb.Message) error
+	Latest(ctx context.Context) (map[string]uint64, error)
+}
+
+// Sequences is the directory's side of the sequence guard;
+// *directory.Store implements it.
+type Sequences interface {
+	SequencesRestored(ctx context.Context) (bool, error)
+	RestoreSequences(ctx context.Context, latest map[string]uint64) error
+	ForgetSequencesRestored(ctx context.Context) error
 }
 
 // Handler persists routed messages. It is safe for concurrent use.
 type Handler struct {
 	store  Store
+	seqs   Sequences
 	logger *slog.Logger
 }
 
-// New returns a Handler writing to store. A nil logger discards.
-func New(store Store, logger *slog.Logger) (*Handler, error) {
-	if store == nil {
-		return nil, errors.New("persist: no store")
+// New returns a Handler writing to store and guarding seqs. A nil logger
+// discards.
+func New(store Store, seqs Sequences, logger *slog.Logger) (*Handler, error) {
+	if store == nil || seqs == nil {
+		return nil, errors.New("persist: a store and the directory's sequences are required")
 	}
 	logger = pipeline.Logger(logger)
-	return &Handler{store: store, logger: logger}, nil
+	return &Handler{store: store, seqs: seqs, logger: logger}, nil
 }
 
 // Pipeline returns the pipeline handler consuming topics.Routed with Handle.
 func (h *Handler) Pipeline() pipeline.Handler { return pipeline.On(Name, topics.Routed, h.Handle) }
 
 // Handle stores one routed message; the message is acked only once it is
-// durable.
+// durable. A message whose (conversation, seq) is stored under another
+// id means that sequence numbers went backwards: it is logged as an
+// error and dead-lettered (a permanent error), and the directory's
+// counters are marked for restoring, which stops routing until Guard has
+// restored them.
 func (h *Handler) Handle(ctx context.Context, r *topicpb.Routed, msg *message.Message) error {
 	if r.GetMessage().GetConversation() == "" || r.GetMessage().GetSeq() == 0 {
 		return pipeline.Permanent(fmt.Errorf("persist: routed message %s without conversation or seq", msg.UUID))
 	}
-	if err := h.store.Append(ctx, []*clientpb.Message{r.GetMessage()}); err != nil {
+	err := h.store.Append(ctx, []*clientpb.Message{r.GetMessage()})
+	var conflict *msgstore.ConflictError
+	if errors.As(err, &conflict) {
+		h.logger.Error("sequence number issued twice: message dead-lettered, counters to be restored",
+			"conversation", r.GetMessage().GetConversation(), "seq", r.GetMessage().GetSeq(), "err", err)
+		if ferr := h.seqs.ForgetSequencesRestored(ctx); ferr != nil {
+			return errors.Join(err, ferr) // retried: the mark must go
+		}
+		return pipeline.Permanent(fmt.Errorf("persist: %w", err))
+	}
+	if err != nil {
 		return fmt.Errorf("persist: %w", err)
 	}
 	return nil
+}
+
+// Restore makes one pass of the guard: if the directory does not say its
+// counters are restored, it raises them to the store's latest seqs and
+// marks them restored. It reports whether it restored.
+func (h *Handler) Restore(ctx context.Context) (bool, error) {
+	ok, err := h.seqs.SequencesRestored(ctx)
+	if err != nil || ok {
+		return false, err
+	}
+	latest, err := h.store.Latest(ctx)
+	if err != nil {
+		return false, fmt.Errorf("persist: read latest seqs: %w", err)
+	}
+	if err := h.seqs.RestoreSequences(ctx, latest); err != nil {
+		return false, fmt.Errorf("persist: restore sequence counters: %w", err)
+	}
+	h.logger.Info("sequence counters restored from the message store", "conversations", len(latest))
+	return true, nil
+}
+
+// Guard runs Restore now and then every interval until ctx ends: a
+// directory that lost its counters (Redis restarted without its data) has
+// them back within about an interval, during which routing refuses to
+// issue seqs.
+func (h *Handler) Guard(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		if _, err := h.Restore(ctx); err != nil && ctx.Err() == nil {
+			h.logger.Warn("sequence guard", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }

@@ -12,28 +12,37 @@ import (
 	"github.com/laneim/laneim/proto/clientpb"
 	"github.com/laneim/laneim/proto/topicpb"
 	"github.com/laneim/laneim/topics"
+	"github.com/laneim/laneim/wiring/directory"
 	"github.com/laneim/laneim/wiring/msgstore"
 	"github.com/laneim/laneim/wiring/pipeline"
 	"github.com/laneim/laneim/workers/persist"
 )
 
-func routed(t *testing.T, seq uint64, body string) *message.Message {
+func routed(t *testing.T, seq uint64, id, body string) *message.Message {
 	t.Helper()
-	m, err := topics.Routed.Encode(&topicpb.Routed{Message: &clientpb.Message{Conversation: "room:a", Seq: seq, Body: []byte(body)}})
+	m, err := topics.Routed.Encode(&topicpb.Routed{Message: &clientpb.Message{Id: id, Conversation: "room:a", Seq: seq, Body: []byte(body)}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return m
 }
 
-func TestRedeliveryStoresOnce(t *testing.T) {
+// fixture is a persist handler on an embedded store and a real Redis.
+func fixture(t *testing.T) (*persist.Handler, *msgstore.Bolt, *directory.Store) {
+	t.Helper()
 	store, err := msgstore.OpenBolt(filepath.Join(t.TempDir(), "h.db"), msgstore.Retention{}, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer store.Close()
-	h := testinfra.Must(persist.New(store, nil))(t)
-	for _, m := range []*message.Message{routed(t, 1, "one"), routed(t, 2, "two"), routed(t, 1, "one again"), routed(t, 2, "two")} {
+	t.Cleanup(func() { store.Close() })
+	dir := directory.New(testinfra.RedisClient(t))
+	return testinfra.Must(persist.New(store, dir, nil))(t), store, dir
+}
+
+func TestRedeliveryStoresOnce(t *testing.T) {
+	t.Parallel()
+	h, store, _ := fixture(t)
+	for _, m := range []*message.Message{routed(t, 1, "m1", "one"), routed(t, 2, "m2", "two"), routed(t, 1, "m1", "one again"), routed(t, 2, "m2", "two")} {
 		if err := h.Pipeline().Handle(m); err != nil {
 			t.Fatal(err)
 		}
@@ -44,19 +53,63 @@ func TestRedeliveryStoresOnce(t *testing.T) {
 	}
 }
 
+// A seq issued twice (the directory lost its counters) is dead-lettered
+// and the counters are marked for restoring; the guard then raises them
+// past everything stored.
+func TestSeqIssuedTwiceIsRefusedAndRestored(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	h, _, dir := fixture(t)
+	if restored, err := h.Restore(ctx); err != nil || !restored {
+		t.Fatalf("first Restore = %v, %v; want a restore of the empty directory", restored, err)
+	}
+	if restored, err := h.Restore(ctx); err != nil || restored {
+		t.Fatalf("second Restore = %v, %v; want nothing to do", restored, err)
+	}
+	for seq, id := range []string{"", "m1", "m2", "m3"} {
+		if seq > 0 {
+			if err := h.Pipeline().Handle(routed(t, uint64(seq), id, id)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	err := h.Pipeline().Handle(routed(t, 2, "other", "a new message given a used seq"))
+	var conflict *msgstore.ConflictError
+	if !pipeline.IsPermanent(err) || !errors.As(err, &conflict) {
+		t.Fatalf("a used seq = %v, want a permanent conflict (dead letter)", err)
+	}
+	if ok, err := dir.SequencesRestored(ctx); err != nil || ok {
+		t.Fatalf("after a conflict, restored = %v, %v; want false", ok, err)
+	}
+	if restored, err := h.Restore(ctx); err != nil || !restored {
+		t.Fatalf("Restore after a conflict = %v, %v", restored, err)
+	}
+	a, err := dir.Assign(ctx, "room:a", "u", "", func() string { return "next" })
+	if err != nil || a.Seq != 4 {
+		t.Fatalf("next seq after restore = %d, %v; want 4", a.Seq, err)
+	}
+}
+
 type failing struct{}
 
 func (failing) Append(context.Context, []*clientpb.Message) error { return errors.New("disk full") }
+func (failing) Latest(context.Context) (map[string]uint64, error) {
+	return nil, errors.New("disk full")
+}
 
 func TestErrors(t *testing.T) {
-	h := testinfra.Must(persist.New(failing{}, nil))(t)
-	if err := h.Pipeline().Handle(routed(t, 1, "x")); err == nil || pipeline.IsPermanent(err) {
+	t.Parallel()
+	h := testinfra.Must(persist.New(failing{}, directory.New(testinfra.RedisClient(t)), nil))(t)
+	if err := h.Pipeline().Handle(routed(t, 1, "m1", "x")); err == nil || pipeline.IsPermanent(err) {
 		t.Errorf("store failure = %v, want a retried error", err)
 	}
 	if err := h.Pipeline().Handle(message.NewMessage("x", []byte{0xff})); !pipeline.IsPermanent(err) {
 		t.Errorf("undecodable = %v, want permanent", err)
 	}
-	if err := h.Pipeline().Handle(routed(t, 0, "no seq")); !pipeline.IsPermanent(err) {
+	if err := h.Pipeline().Handle(routed(t, 0, "m0", "no seq")); !pipeline.IsPermanent(err) {
 		t.Errorf("no seq = %v, want permanent", err)
+	}
+	if _, err := h.Restore(context.Background()); err == nil {
+		t.Errorf("Restore with an unreadable store succeeded")
 	}
 }

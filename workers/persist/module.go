@@ -1,22 +1,49 @@
 package persist
 
 import (
+	"context"
 	"log/slog"
+	"time"
 
 	"go.uber.org/fx"
 
+	"github.com/laneim/laneim/wiring/directory"
 	"github.com/laneim/laneim/wiring/msgstore"
 	"github.com/laneim/laneim/wiring/pipeline"
 )
 
-// Module runs the persistence worker; it needs a msgstore.Store and a
-// *slog.Logger in the graph.
+var _ Sequences = (*directory.Store)(nil)
+
+// GuardInterval is how often the sequence guard checks the directory.
+const GuardInterval = time.Second
+
+// Module runs the persistence worker and its sequence guard; it needs a
+// msgstore.Store, a *directory.Store and a *slog.Logger in the graph.
 var Module = fx.Module(Name,
-	pipeline.Provide(func(s msgstore.Store, logger *slog.Logger) (pipeline.Handler, error) {
-		h, err := New(s, logger.With("worker", Name))
-		if err != nil {
-			return pipeline.Handler{}, err
-		}
-		return h.Pipeline(), nil
+	fx.Provide(func(s msgstore.Store, d *directory.Store, logger *slog.Logger) (*Handler, error) {
+		return New(s, d, logger.With("worker", Name))
+	}),
+	pipeline.Provide(func(h *Handler) pipeline.Handler { return h.Pipeline() }),
+	fx.Invoke(func(lc fx.Lifecycle, h *Handler) {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		lc.Append(fx.Hook{
+			OnStart: func(context.Context) error {
+				go func() {
+					defer close(done)
+					h.Guard(ctx, GuardInterval)
+				}()
+				return nil
+			},
+			OnStop: func(stop context.Context) error {
+				cancel()
+				select {
+				case <-done:
+					return nil
+				case <-stop.Done():
+					return stop.Err()
+				}
+			},
+		})
 	}),
 )

@@ -30,6 +30,10 @@ type Config struct {
 	// MaxBodyBytes is the largest body accepted (default 16 KiB, at most
 	// MaxBodyLimit); larger ones are refused with TOO_LARGE.
 	MaxBodyBytes int
+	// AnswerWithin bounds the routing of a client's message (default
+	// 2s): past it, or on any failure of the directory or the broker,
+	// the client is answered UNAVAILABLE (see guard.go).
+	AnswerWithin time.Duration
 }
 
 // MaxBodyLimit bounds Config.MaxBodyBytes: a routed message must stay
@@ -40,6 +44,9 @@ func (c *Config) setDefaults() {
 	if c.MaxBodyBytes == 0 {
 		c.MaxBodyBytes = 16 << 10
 	}
+	if c.AnswerWithin == 0 {
+		c.AnswerWithin = 2 * time.Second
+	}
 }
 
 // Validate reports a configuration that cannot work. A zero MaxBodyBytes
@@ -47,6 +54,9 @@ func (c *Config) setDefaults() {
 func (c Config) Validate() error {
 	if c.MaxBodyBytes < 0 || c.MaxBodyBytes > MaxBodyLimit {
 		return fmt.Errorf("routing: max body of %d bytes is not within 0..%d", c.MaxBodyBytes, MaxBodyLimit)
+	}
+	if c.AnswerWithin < 0 {
+		return fmt.Errorf("routing: negative answer bound %v", c.AnswerWithin)
 	}
 	return nil
 }
@@ -63,6 +73,11 @@ type Store interface {
 	UserSessions(ctx context.Context, user string) ([]directory.SessionRef, error)
 	LiveComets(ctx context.Context, now time.Time) ([]string, error)
 	AddConversation(ctx context.Context, user, conversation string) error
+	// The sequence guard's (guard.go).
+	SequencesRestored(ctx context.Context) (bool, error)
+	ForgetSequencesRestored(ctx context.Context) error
+	RaiseSeq(ctx context.Context, conversation string, seq uint64) error
+	Unassign(ctx context.Context, conversation, sender, clientMsgID string) error
 }
 
 // Handler routes submitted messages. It is safe for concurrent use;
@@ -85,11 +100,12 @@ func New(cfg Config, store Store, pub message.Publisher, logger *slog.Logger) (*
 	if store == nil || pub == nil {
 		return nil, errors.New("routing: a store and a publisher are required")
 	}
-	return &Handler{cfg: cfg, store: store, pub: pub, logger: pipeline.Logger(logger)}, nil
+	return &Handler{cfg: cfg, store: newGuardedStore(store), pub: pub, logger: pipeline.Logger(logger)}, nil
 }
 
-// Pipeline returns the pipeline handler consuming topics.Submitted with Handle.
-func (h *Handler) Pipeline() pipeline.Handler { return pipeline.On(Name, topics.Submitted, h.Handle) }
+// Pipeline returns the pipeline handler consuming topics.Submitted with
+// Handle, bounded and answering UNAVAILABLE on failure (see guard.go).
+func (h *Handler) Pipeline() pipeline.Handler { return pipeline.On(Name, topics.Submitted, h.handle) }
 
 // refusal is a reason to refuse a message, told to the sender.
 type refusal struct {

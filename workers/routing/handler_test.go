@@ -10,6 +10,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/laneim/laneim/internal/testinfra"
@@ -32,7 +33,14 @@ var users = []string{"alice", "bob", "carol", "dave", "mallory"}
 // comet c0, whose heartbeats stopped a minute ago.
 func newWorld(t testing.TB) *directory.Store {
 	t.Helper()
-	s := directory.New(testinfra.RedisClient(t))
+	return newWorldOn(t, testinfra.RedisClient(t))
+}
+
+// newWorldOn is newWorld on rdb, whose counters are marked restored, as
+// the persist worker's guard would.
+func newWorldOn(t testing.TB, rdb redis.UniversalClient) *directory.Store {
+	t.Helper()
+	s := directory.New(rdb)
 	ctx := context.Background()
 	must := func(err error) {
 		t.Helper()
@@ -57,6 +65,7 @@ func newWorld(t testing.TB) *directory.Store {
 	_, err := s.JoinRoom(ctx, directory.SessionRef{Comet: "c1", Conn: "a1"}, "alice", "lobby")
 	must(err)
 	must(s.Heartbeat(ctx, "c0", nil, -time.Minute))
+	must(s.RestoreSequences(ctx, nil))
 	return s
 }
 
@@ -395,8 +404,9 @@ func (f failingStore) AddConversation(ctx context.Context, user, conversation st
 var _ routing.Store = failingStore{}
 
 // TestFailuresAreTransient: a failure of any directory call, or of the
-// broker, is returned for retry, a directory failure publishes nothing,
-// and the retry routes the message in the place the failed attempt took.
+// broker, is answered UNAVAILABLE to a waiting client and returned for
+// retry otherwise; a directory failure routes nothing, and the retry
+// routes the message in the place the failed attempt took.
 func TestFailuresAreTransient(t *testing.T) {
 	t.Parallel()
 	room := &topicpb.Submitted{Origin: origin, Sender: "alice", ClientMsgId: "m", To: &topicpb.Submitted_Room{Room: "lobby"}}
@@ -424,7 +434,18 @@ func TestFailuresAreTransient(t *testing.T) {
 			store := failingStore{Store: newWorld(t), method: tt.method, err: errors.New("redis: connection refused")}
 			h, rec := newHandler(t, routing.Config{}, store)
 			sub := proto.CloneOf(tt.sub)
-			if err := handle(t, h, sub); !errors.Is(err, store.err) || pipeline.IsPermanent(err) {
+			// A client waits: it is told UNAVAILABLE at once and the
+			// submission is acked (the client retries).
+			if err := handle(t, h, sub); err != nil {
+				t.Fatalf("err = %v, want the client answered", err)
+			}
+			if code := answerCode(t, rec); code != clientpb.Error_UNAVAILABLE {
+				t.Fatalf("answer %v, want UNAVAILABLE", code)
+			}
+			// From the api gateway (no origin): retried.
+			api := proto.CloneOf(sub)
+			api.Origin = nil
+			if err := handle(t, h, api); !errors.Is(err, store.err) || pipeline.IsPermanent(err) {
 				t.Fatalf("err = %v, want %v, transient", err, store.err)
 			}
 			if out := rec.Take(); len(out) != 0 {
@@ -468,4 +489,109 @@ func TestConfigValidate(t *testing.T) {
 			t.Errorf("Validate with MaxBodyBytes %d = %v, want ok %v", tt.max, err, tt.ok)
 		}
 	}
+}
+
+// answerCode returns the code of the one Error frame published, failing
+// if anything else was.
+func answerCode(t *testing.T, rec *testinfra.Recorder) clientpb.Error_Code {
+	t.Helper()
+	out := rec.Take()
+	if len(out) != 1 || out[0].Topic != topics.Delivery(origin.Comet) {
+		t.Fatalf("published %d messages, want one answer on %s", len(out), topics.Delivery(origin.Comet))
+	}
+	d, err := topics.Deliveries.Decode(out[0].Msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.GetFrame().GetError() == nil {
+		t.Fatalf("answer %v, want an Error", d.GetFrame())
+	}
+	return d.GetFrame().GetError().GetCode()
+}
+
+// TestSequenceGuard: no seq is issued while the counters are not known
+// restored, and a counter found gone back is raised again, the message
+// retried with a new seq and the counters marked for restoring.
+func TestSequenceGuard(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rdb := testinfra.RedisClient(t)
+	store := newWorldOn(t, rdb)
+	h, rec := newHandler(t, routing.Config{}, store)
+	send := func(id string) *topicpb.Submitted {
+		return &topicpb.Submitted{Origin: origin, Sender: "alice", ClientMsgId: id, To: &topicpb.Submitted_Room{Room: "lobby"}}
+	}
+	for i, id := range []string{"m1", "m2"} {
+		if err := handle(t, h, send(id)); err != nil {
+			t.Fatal(err)
+		}
+		if r, _ := routedAndResult(t, rec); r.GetMessage().GetSeq() != uint64(i+1) {
+			t.Fatalf("seq %d, want %d", r.GetMessage().GetSeq(), i+1)
+		}
+	}
+
+	// Redis loses the room's counter (restarted without its data): the
+	// next message would get seq 1 again.
+	if err := rdb.Del(ctx, "{c:room:lobby}:seq").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := handle(t, h, send("m3")); err != nil {
+		t.Fatal(err)
+	}
+	if code := answerCode(t, rec); code != clientpb.Error_UNAVAILABLE {
+		t.Fatalf("answer %v, want UNAVAILABLE", code)
+	}
+	if ok, err := store.SequencesRestored(ctx); err != nil || ok {
+		t.Fatalf("restored = %v, %v after a counter went back; want false", ok, err)
+	}
+	// Not restored: nothing is issued, the api's push is retried.
+	api := send("m3")
+	api.Origin = nil
+	if err := handle(t, h, api); err == nil || pipeline.IsPermanent(err) {
+		t.Fatalf("api push while not restored = %v, want a transient error", err)
+	}
+	if out := rec.Take(); len(out) != 0 {
+		t.Fatalf("published %d messages while not restored", len(out))
+	}
+	// Restored (persist's guard; the store holds seqs 1 and 2): the retry
+	// gets seq 3, not a seq already given.
+	if err := store.RestoreSequences(ctx, map[string]uint64{"room:lobby": 2}); err != nil {
+		t.Fatal(err)
+	}
+	if err := handle(t, h, send("m3")); err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := routedAndResult(t, rec); r.GetMessage().GetSeq() != 3 {
+		t.Fatalf("retry after restore got seq %d, want 3", r.GetMessage().GetSeq())
+	}
+}
+
+// TestAnswerWithinBound: a directory that hangs (Redis frozen) is
+// answered UNAVAILABLE within the bound, not after Redis's own timeouts.
+func TestAnswerWithinBound(t *testing.T) {
+	t.Parallel()
+	store := hangingStore{Store: newWorld(t)}
+	h, rec := newHandler(t, routing.Config{AnswerWithin: 100 * time.Millisecond}, store)
+	sub := &topicpb.Submitted{Origin: origin, Sender: "alice", ClientMsgId: "m", To: &topicpb.Submitted_Room{Room: "lobby"}}
+	done := make(chan error, 1)
+	go func() { done <- handle(t, h, sub) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no answer while the directory hangs")
+	}
+	if code := answerCode(t, rec); code != clientpb.Error_UNAVAILABLE {
+		t.Fatalf("answer %v, want UNAVAILABLE", code)
+	}
+}
+
+// hangingStore's room lookups block until their context ends.
+type hangingStore struct{ *directory.Store }
+
+func (hangingStore) Room(ctx context.Context, _ string) (directory.Room, bool, error) {
+	<-ctx.Done()
+	return directory.Room{}, false, ctx.Err()
 }

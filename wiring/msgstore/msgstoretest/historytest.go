@@ -1,9 +1,10 @@
-// Package historytest is the contract every msgstore.Store must pass.
+// Package msgstoretest is the contract every msgstore.Store must pass.
 // Run it from a backend's tests with a factory of empty stores.
 package msgstoretest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -116,6 +117,47 @@ func Run(t *testing.T, newStore Factory) {
 		got, _, err := s.After(ctx, "room:a", 0, 10)
 		if err != nil || len(got) != 1 || string(got[0].GetBody()) != "body 1" {
 			t.Fatalf("after duplicates: %v, %v", got, err)
+		}
+	})
+	t.Run("AppendReportsConflicts", func(t *testing.T) {
+		s := newStore(t)
+		if err := s.Append(ctx, msgs("room:a", 1, 2)); err != nil {
+			t.Fatal(err)
+		}
+		// The directory lost its counters: seq 2 is issued again, to
+		// another message, next to a new seq 3.
+		other := msg("room:a", 2)
+		other.Id = "another-id"
+		err := s.Append(ctx, []*clientpb.Message{other, msg("room:a", 3)})
+		var conflict *msgstore.ConflictError
+		if !errors.As(err, &conflict) {
+			t.Fatalf("Append of a taken seq = %v, want a *msgstore.ConflictError", err)
+		}
+		want := msgstore.Conflict{Conversation: "room:a", Seq: 2, StoredID: "room:a-2", NewID: "another-id"}
+		if len(conflict.Conflicts) != 1 || conflict.Conflicts[0] != want {
+			t.Fatalf("conflicts %+v, want [%+v]", conflict.Conflicts, want)
+		}
+		got, _, err := s.After(ctx, "room:a", 0, 10)
+		if err != nil || !same(seqs(got), 1, 3) || got[1].GetId() != "room:a-2" {
+			t.Fatalf("after a conflict: %v, %v; want 1..3 with seq 2 kept", seqs(got), err)
+		}
+	})
+	t.Run("LatestOfEveryConversation", func(t *testing.T) {
+		s := newStore(t)
+		for conv, n := range map[string]uint64{"room:a": 3, "dm:x:y": 1, "room:b": 7} {
+			if err := s.Append(ctx, msgs(conv, 1, n)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got, err := s.Latest(ctx)
+		want := map[string]uint64{"room:a": 3, "dm:x:y": 1, "room:b": 7}
+		if err != nil || len(got) != len(want) {
+			t.Fatalf("Latest = %v, %v; want %v", got, err, want)
+		}
+		for conv, n := range want {
+			if got[conv] != n {
+				t.Errorf("Latest[%s] = %d, want %d", conv, got[conv], n)
+			}
 		}
 	})
 	t.Run("ConversationsAreSeparate", func(t *testing.T) {
