@@ -10,8 +10,11 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/laneim/laneim/proto/clientpb"
 	"github.com/laneim/laneim/proto/topicpb"
@@ -28,27 +31,63 @@ type Store interface {
 	After(ctx context.Context, conversation string, after uint64, limit int) ([]*clientpb.Message, bool, error)
 }
 
-// Members tells room membership.
+// Members tells room membership and the conversations' latest seqs;
+// *directory.Store implements it.
 type Members interface {
 	IsMember(ctx context.Context, room, user string) (bool, error)
+	LatestSeqs(ctx context.Context, conversations ...string) (map[string]uint64, error)
+}
+
+// Config configures the history worker. Zero fields take the defaults.
+type Config struct {
+	// MaxPageBytes bounds the messages of one SyncResult, encoded (default
+	// 512 KiB, half the broker's default message limit); a page always
+	// holds at least one message, and one cut short says has_more.
+	MaxPageBytes int
+	// CatchUpWait is how long a Sync waits for the store to hold the
+	// conversation's latest seq, which routing may have issued moments
+	// before persist stored it (default 1s).
+	CatchUpWait time.Duration
+	// AnswerWithin bounds the work on one request (default 2s): past it,
+	// or on a failure of the store or the directory, the client is
+	// answered UNAVAILABLE.
+	AnswerWithin time.Duration
+}
+
+func (c *Config) setDefaults() {
+	if c.MaxPageBytes == 0 {
+		c.MaxPageBytes = 512 << 10
+	}
+	if c.CatchUpWait == 0 {
+		c.CatchUpWait = time.Second
+	}
+	if c.AnswerWithin == 0 {
+		c.AnswerWithin = 2 * time.Second
+	}
 }
 
 // Handler answers Sync requests. It is safe for concurrent use.
 type Handler struct {
+	cfg     Config
 	store   Store
 	members Members
 	pub     message.Publisher
 	logger  *slog.Logger
 }
 
-// New returns a Handler reading store, checking room membership with
-// members and answering through pub. A nil logger discards.
-func New(store Store, members Members, pub message.Publisher, logger *slog.Logger) (*Handler, error) {
+// New returns a Handler reading store, checking room membership and
+// latest seqs with members and answering through pub. A nil logger
+// discards.
+func New(cfg Config, store Store, members Members, pub message.Publisher, logger *slog.Logger) (*Handler, error) {
+	cfg.setDefaults()
+	if cfg.MaxPageBytes < 0 || cfg.CatchUpWait < 0 || cfg.AnswerWithin < 0 {
+		return nil, fmt.Errorf("history: negative setting in %+v", cfg)
+	}
 	if store == nil || members == nil || pub == nil {
 		return nil, errors.New("history: a store, a membership source and a publisher are required")
 	}
 	logger = pipeline.Logger(logger)
-	return &Handler{store: store, members: members, pub: pub, logger: logger}, nil
+	return &Handler{cfg: cfg, store: store, members: members, pub: pub, logger: logger}, nil
 }
 
 // Pipeline returns the pipeline handler consuming topics.HistoryRequests with Handle.
@@ -56,29 +95,96 @@ func (h *Handler) Pipeline() pipeline.Handler {
 	return pipeline.On(Name, topics.HistoryRequests, h.Handle)
 }
 
-// Handle answers one request.
+// Handle answers one request: a SyncResult, NOT_MEMBER, or UNAVAILABLE
+// when the store or the directory fails or takes longer than
+// AnswerWithin. It returns an error (to be retried) only when the answer
+// cannot be published.
 func (h *Handler) Handle(ctx context.Context, req *topicpb.HistoryRequest, _ *message.Message) error {
-	conv := req.GetConversation()
-	allowed, err := h.allowed(ctx, req.GetUser(), conv)
+	wctx, cancel := context.WithTimeout(ctx, h.cfg.AnswerWithin)
+	defer cancel()
+	frame, err := h.answer(wctx, req)
 	if err != nil {
-		return err
-	}
-	var frame *clientpb.ServerFrame
-	if !allowed {
-		frame = topics.ErrorFrame(req.GetRequestId(), clientpb.Error_NOT_MEMBER, "not a member of "+conv)
-	} else {
-		msgs, more, err := h.store.After(ctx, conv, req.GetAfterSeq(), msgstore.PageSize(int(req.GetLimit())))
-		if err != nil {
-			return fmt.Errorf("history: read %s: %w", conv, err)
-		}
-		frame = &clientpb.ServerFrame{RequestId: req.GetRequestId(), Body: &clientpb.ServerFrame_SyncResult{
-			SyncResult: &clientpb.SyncResult{Conversation: conv, Messages: msgs, HasMore: more},
-		}}
+		h.logger.Warn("sync answered UNAVAILABLE", "conversation", req.GetConversation(), "user", req.GetUser(), "err", err)
+		frame = topics.ErrorFrame(req.GetRequestId(), clientpb.Error_UNAVAILABLE, "history is unavailable now; retry")
 	}
 	if err := pipeline.Reply(h.pub, req.GetSession(), frame, nil); err != nil {
 		return fmt.Errorf("history: answer: %w", err)
 	}
 	return nil
+}
+
+// answer returns the frame answering req.
+func (h *Handler) answer(ctx context.Context, req *topicpb.HistoryRequest) (*clientpb.ServerFrame, error) {
+	conv := req.GetConversation()
+	allowed, err := h.allowed(ctx, req.GetUser(), conv)
+	if err != nil {
+		return nil, err
+	}
+	if !allowed {
+		return topics.ErrorFrame(req.GetRequestId(), clientpb.Error_NOT_MEMBER, "not a member of "+conv), nil
+	}
+	msgs, more, err := h.page(ctx, conv, req.GetAfterSeq(), msgstore.PageSize(int(req.GetLimit())))
+	if err != nil {
+		return nil, err
+	}
+	return &clientpb.ServerFrame{RequestId: req.GetRequestId(), Body: &clientpb.ServerFrame_SyncResult{
+		SyncResult: &clientpb.SyncResult{Conversation: conv, Messages: msgs, HasMore: more},
+	}}, nil
+}
+
+// catchUpPoll is how often a Sync waiting for the store looks again.
+const catchUpPoll = 10 * time.Millisecond
+
+// page reads up to limit messages after seq after, bounded in bytes. A
+// page that ends before the conversation's latest seq without being full
+// means the store has yet to receive the newest messages: it reads again
+// until they are there or CatchUpWait has passed (then it answers what
+// the store has: a seq issued to a message that was never routed, the
+// sender having given up, is never stored).
+func (h *Handler) page(ctx context.Context, conv string, after uint64, limit int) ([]*clientpb.Message, bool, error) {
+	latestOf, err := h.members.LatestSeqs(ctx, conv)
+	if err != nil {
+		return nil, false, fmt.Errorf("history: latest seq of %s: %w", conv, err)
+	}
+	latest := latestOf[conv]
+	deadline := time.Now().Add(h.cfg.CatchUpWait)
+	for {
+		msgs, more, err := h.store.After(ctx, conv, after, limit)
+		if err != nil {
+			return nil, false, fmt.Errorf("history: read %s: %w", conv, err)
+		}
+		last := after
+		if len(msgs) > 0 {
+			last = msgs[len(msgs)-1].GetSeq()
+		}
+		if more || len(msgs) == limit || last >= latest || !time.Now().Before(deadline) {
+			if last < latest && !more && len(msgs) < limit {
+				h.logger.Warn("sync answered before the store caught up", "conversation", conv, "stored", last, "latest", latest)
+			}
+			msgs, cut := bound(msgs, h.cfg.MaxPageBytes)
+			return msgs, more || cut, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, false, ctx.Err()
+		case <-time.After(catchUpPoll):
+		}
+	}
+}
+
+// bound returns the longest prefix of msgs, at least one message, whose
+// encoded size stays within maxBytes, and whether it cut any.
+func bound(msgs []*clientpb.Message, maxBytes int) ([]*clientpb.Message, bool) {
+	size := 0
+	for i, m := range msgs {
+		// A repeated field's element: its size, a tag and a length.
+		n := proto.Size(m)
+		size += n + 1 + protowire.SizeVarint(uint64(n))
+		if size > maxBytes && i > 0 {
+			return msgs[:i], true
+		}
+	}
+	return msgs, false
 }
 
 func (h *Handler) allowed(ctx context.Context, user, conv string) (bool, error) {

@@ -2,32 +2,80 @@ package history_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/laneim/laneim/internal/testinfra"
 	"github.com/laneim/laneim/proto/clientpb"
 	"github.com/laneim/laneim/proto/topicpb"
 	"github.com/laneim/laneim/topics"
+	"github.com/laneim/laneim/wiring/directory"
 	"github.com/laneim/laneim/wiring/msgstore"
 	"github.com/laneim/laneim/wiring/pipeline"
 	"github.com/laneim/laneim/workers/history"
 )
 
-type members map[string]bool
-
-func (m members) IsMember(_ context.Context, room, user string) (bool, error) {
-	return m[room+"/"+user], nil
+// world is the directory on a redis-server of the test's own, with room
+// lobby whose member is alice.
+func world(t testing.TB) *directory.Store {
+	t.Helper()
+	d := directory.New(testinfra.RedisClient(t))
+	ctx := context.Background()
+	if err := d.PutRoom(ctx, directory.Room{ID: "lobby"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.AddMembers(ctx, []directory.Membership{{Room: "lobby", User: "alice"}}); err != nil {
+		t.Fatal(err)
+	}
+	return d
 }
 
-func TestAnswers(t *testing.T) {
+func openStore(t testing.TB) *msgstore.Bolt {
+	t.Helper()
 	store, err := msgstore.OpenBolt(filepath.Join(t.TempDir(), "h.db"), msgstore.Retention{}, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer store.Close()
+	t.Cleanup(func() { store.Close() })
+	return store
+}
+
+// sync asks h for conversation's messages after seq after as alice and
+// returns the one frame answering it.
+func sync(t *testing.T, h *history.Handler, rec *testinfra.Recorder, user, conv string, after uint64, limit uint32) *clientpb.ServerFrame {
+	t.Helper()
+	msg, err := topics.HistoryRequests.Encode(&topicpb.HistoryRequest{
+		Session: &topicpb.Session{Comet: "c1", Conn: "x"}, RequestId: 9, User: user, Conversation: conv, AfterSeq: after, Limit: limit,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Pipeline().Handle(msg); err != nil {
+		t.Fatal(err)
+	}
+	out := rec.Take()
+	if len(out) != 1 || out[0].Topic != topics.Delivery("c1") {
+		t.Fatalf("%s %s: published %v", user, conv, out)
+	}
+	d, err := topics.Deliveries.Decode(out[0].Msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.GetFrame().GetRequestId() != 9 || d.GetConns()[0] != "x" {
+		t.Fatalf("reply %v", d)
+	}
+	return d.GetFrame()
+}
+
+func TestAnswers(t *testing.T) {
+	t.Parallel()
+	store := openStore(t)
 	ctx := context.Background()
 	var ms []*clientpb.Message
 	for _, conv := range []string{"room:lobby", "dm:alice:bob", "broadcast"} {
@@ -39,7 +87,7 @@ func TestAnswers(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec := &testinfra.Recorder{}
-	h := testinfra.Must(history.New(store, members{"lobby/alice": true}, rec, nil))(t)
+	h := testinfra.Must(history.New(history.Config{}, store, world(t), rec, nil))(t)
 	tests := []struct {
 		user, conv string
 		after      uint64
@@ -50,30 +98,14 @@ func TestAnswers(t *testing.T) {
 		{"alice", "room:lobby", 2, 0, 3, false},
 		{"alice", "room:lobby", 0, 2, 2, true},
 		{"bob", "room:lobby", 0, 0, -1, false},
+		{"alice", "room:nope", 0, 0, -1, false},
 		{"bob", "dm:alice:bob", 4, 0, 1, false},
 		{"carol", "dm:alice:bob", 0, 0, -1, false},
 		{"carol", "broadcast", 0, 0, 5, false},
 		{"carol", "weird", 0, 0, -1, false},
 	}
 	for _, tt := range tests {
-		msg, err := topics.HistoryRequests.Encode(&topicpb.HistoryRequest{
-			Session: &topicpb.Session{Comet: "c1", Conn: "x"}, RequestId: 9, User: tt.user, Conversation: tt.conv, AfterSeq: tt.after, Limit: tt.limit,
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := h.Pipeline().Handle(msg); err != nil {
-			t.Fatal(err)
-		}
-		out := rec.Take()
-		if len(out) != 1 || out[0].Topic != topics.Delivery("c1") {
-			t.Fatalf("%s %s: published %v", tt.user, tt.conv, out)
-		}
-		d, _ := topics.Deliveries.Decode(out[0].Msg)
-		f := d.GetFrame()
-		if f.GetRequestId() != 9 || d.GetConns()[0] != "x" {
-			t.Fatalf("reply %v", d)
-		}
+		f := sync(t, h, rec, tt.user, tt.conv, tt.after, tt.limit)
 		if tt.want < 0 {
 			if f.GetError().GetCode() != clientpb.Error_NOT_MEMBER {
 				t.Errorf("%s %s: %v, want NOT_MEMBER", tt.user, tt.conv, f)
@@ -93,11 +125,7 @@ func TestAnswers(t *testing.T) {
 // BenchmarkCatchUp1000 measures serving a client 1,000 missed messages
 // (two Sync pages of 500) from the embedded store, encoding included.
 func BenchmarkCatchUp1000(b *testing.B) {
-	store, err := msgstore.OpenBolt(filepath.Join(b.TempDir(), "h.db"), msgstore.Retention{}, 0)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer store.Close()
+	store := openStore(b)
 	var ms []*clientpb.Message
 	for seq := uint64(1); seq <= 1000; seq++ {
 		ms = append(ms, &clientpb.Message{Conversation: "room:lobby", Seq: seq, Sender: "alice", Body: []byte("a message of ordinary length, about sixty bytes long......")})
@@ -106,15 +134,124 @@ func BenchmarkCatchUp1000(b *testing.B) {
 		b.Fatal(err)
 	}
 	rec := &testinfra.Recorder{}
-	h := testinfra.Must(history.New(store, members{"lobby/bob": true}, rec, nil))(b)
+	h := testinfra.Must(history.New(history.Config{}, store, world(b), rec, nil))(b)
 	b.ReportAllocs()
 	for b.Loop() {
 		for _, after := range []uint64{0, 500} {
-			msg, _ := topics.HistoryRequests.Encode(&topicpb.HistoryRequest{Session: &topicpb.Session{Comet: "c", Conn: "x"}, User: "bob", Conversation: "room:lobby", AfterSeq: after, Limit: 500})
+			msg, _ := topics.HistoryRequests.Encode(&topicpb.HistoryRequest{Session: &topicpb.Session{Comet: "c", Conn: "x"}, User: "alice", Conversation: "room:lobby", AfterSeq: after, Limit: 500})
 			if err := h.Pipeline().Handle(msg); err != nil {
 				b.Fatal(err)
 			}
 		}
 		rec.Take()
+	}
+}
+
+// TestSyncWaitsForTheStore: a Sync served just after routing issued seqs
+// that persist has yet to store waits for them (issue 10: a Sync 5 ms
+// after the last SendResult missed up to 49 of 50 messages), and answers
+// what the store has once CatchUpWait has passed.
+func TestSyncWaitsForTheStore(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	store, dir := openStore(t), world(t)
+	msgs := func(from, to uint64) []*clientpb.Message {
+		var out []*clientpb.Message
+		for seq := from; seq <= to; seq++ {
+			out = append(out, &clientpb.Message{Conversation: "room:lobby", Seq: seq, Id: fmt.Sprint("m", seq)})
+		}
+		return out
+	}
+	if err := store.Append(ctx, msgs(1, 5)); err != nil {
+		t.Fatal(err)
+	}
+	// Routing has issued up to 50; persist stores 6..50 a little later.
+	if err := dir.RaiseSeq(ctx, "room:lobby", 50); err != nil {
+		t.Fatal(err)
+	}
+	rec := &testinfra.Recorder{}
+	h := testinfra.Must(history.New(history.Config{CatchUpWait: 5 * time.Second}, store, dir, rec, nil))(t)
+	stored := make(chan error, 1)
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		stored <- store.Append(ctx, msgs(6, 50))
+	}()
+	r := sync(t, h, rec, "alice", "room:lobby", 0, 0).GetSyncResult()
+	if err := <-stored; err != nil {
+		t.Fatal(err)
+	}
+	if n := len(r.GetMessages()); n != 50 || r.GetHasMore() {
+		t.Fatalf("Sync while persist lags: %d messages, has_more %v; want all 50", n, r.GetHasMore())
+	}
+
+	// Seq 51 was issued and never stored (its sender gave up): the answer
+	// comes after CatchUpWait with what there is.
+	if err := dir.RaiseSeq(ctx, "room:lobby", 51); err != nil {
+		t.Fatal(err)
+	}
+	h = testinfra.Must(history.New(history.Config{CatchUpWait: 50 * time.Millisecond}, store, dir, rec, nil))(t)
+	r = sync(t, h, rec, "alice", "room:lobby", 45, 0).GetSyncResult()
+	if n := len(r.GetMessages()); n != 5 || r.GetHasMore() {
+		t.Fatalf("Sync with a seq never stored: %d messages, has_more %v; want 5, false", n, r.GetHasMore())
+	}
+}
+
+// TestPagesBoundedInBytes: 120 messages of 16 KiB, the default page of
+// 100 would be 1.6 MB, over the broker's 1 MB limit (issue 10: such a
+// Sync was never answered). The page is cut and says has_more, and paging
+// on returns every message once.
+func TestPagesBoundedInBytes(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	store, dir := openStore(t), world(t)
+	var ms []*clientpb.Message
+	for seq := uint64(1); seq <= 120; seq++ {
+		ms = append(ms, &clientpb.Message{Conversation: "room:lobby", Seq: seq, Body: make([]byte, 16<<10)})
+	}
+	if err := store.Append(ctx, ms); err != nil {
+		t.Fatal(err)
+	}
+	rec := &testinfra.Recorder{}
+	h := testinfra.Must(history.New(history.Config{}, store, dir, rec, nil))(t)
+	var after uint64
+	for pages := 0; ; pages++ {
+		if pages == 20 {
+			t.Fatal("more than 20 pages for 120 messages")
+		}
+		f := sync(t, h, rec, "alice", "room:lobby", after, 0)
+		if size := proto.Size(f); size > 600<<10 {
+			t.Fatalf("page of %d bytes, want at most ~512 KiB", size)
+		}
+		r := f.GetSyncResult()
+		for _, m := range r.GetMessages() {
+			if m.GetSeq() != after+1 {
+				t.Fatalf("seq %d after %d", m.GetSeq(), after)
+			}
+			after = m.GetSeq()
+		}
+		if !r.GetHasMore() {
+			break
+		}
+	}
+	if after != 120 {
+		t.Fatalf("paged up to seq %d, want 120", after)
+	}
+}
+
+// failingStore fails every read, as a store that is down.
+type failingStore struct{}
+
+func (failingStore) After(context.Context, string, uint64, int) ([]*clientpb.Message, bool, error) {
+	return nil, false, errors.New("store down")
+}
+
+// TestUnavailable: a store or directory that fails is answered
+// UNAVAILABLE at once, not retried while the client waits.
+func TestUnavailable(t *testing.T) {
+	t.Parallel()
+	rec := &testinfra.Recorder{}
+	h := testinfra.Must(history.New(history.Config{}, failingStore{}, world(t), rec, nil))(t)
+	if f := sync(t, h, rec, "alice", "room:lobby", 0, 0); f.GetError().GetCode() != clientpb.Error_UNAVAILABLE {
+		t.Fatalf("answer %v, want UNAVAILABLE", f)
 	}
 }

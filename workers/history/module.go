@@ -15,7 +15,7 @@ import (
 // *directory.Store, a message.Publisher and a *slog.Logger in the graph.
 var Module = fx.Module(Name,
 	pipeline.Provide(func(s msgstore.Store, d *directory.Store, pub message.Publisher, logger *slog.Logger) (pipeline.Handler, error) {
-		h, err := New(s, d, pub, logger.With("worker", Name))
+		h, err := New(Config{}, s, d, pub, logger.With("worker", Name))
 		if err != nil {
 			return pipeline.Handler{}, err
 		}
