@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -55,32 +56,94 @@ func RedisServerPath() (string, error) {
 // The server is killed when the test ends.
 func Redis(t testing.TB) string {
 	t.Helper()
+	return StartRedis(t).Addr
+}
+
+// RedisServer is a redis-server process of a test, for fault injection:
+// Pause and Resume freeze and thaw it (SIGSTOP, SIGCONT), Restart kills it
+// and starts an empty one on the same address, as after a crash that lost
+// its data.
+type RedisServer struct {
+	Addr string
+
+	t    testing.TB
+	bin  string
+	dir  string
+	port int
+	cmd  *exec.Cmd
+	stop func()
+}
+
+// StartRedis starts a redis-server for the test, killed when it ends.
+func StartRedis(t testing.TB) *RedisServer {
+	t.Helper()
 	bin, err := RedisServerPath()
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
+	r := &RedisServer{t: t, bin: bin, dir: t.TempDir()}
 	var lastErr error
 	for attempt := 0; attempt < 5; attempt++ {
-		port := FreePort(t)
-		cmd := exec.Command(bin,
-			"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-			"--dir", dir, "--save", "", "--appendonly", "no",
-			"--daemonize", "no", "--loglevel", "warning",
-			"--logfile", filepath.Join(dir, "redis.log"))
-		exited, stop, err := start(cmd)
-		if err != nil {
-			t.Fatalf("start redis-server: %v", err)
+		r.port = FreePort(t)
+		if lastErr = r.start(); lastErr == nil {
+			t.Cleanup(func() { r.stop() })
+			return r
 		}
-		addr := "127.0.0.1:" + strconv.Itoa(port)
-		if lastErr = waitRedis(addr, exited); lastErr == nil {
-			t.Cleanup(stop)
-			return addr
-		}
-		stop()
 	}
 	t.Fatalf("redis-server did not start: %v", lastErr)
-	return ""
+	return nil
+}
+
+// start runs redis-server on r.port and waits until it answers.
+func (r *RedisServer) start() error {
+	r.Addr = "127.0.0.1:" + strconv.Itoa(r.port)
+	r.cmd = exec.Command(r.bin,
+		"--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
+		"--dir", r.dir, "--save", "", "--appendonly", "no",
+		"--daemonize", "no", "--loglevel", "warning",
+		"--logfile", filepath.Join(r.dir, "redis.log"))
+	exited, stop, err := start(r.cmd)
+	if err != nil {
+		return fmt.Errorf("start redis-server: %w", err)
+	}
+	if err := waitRedis(r.Addr, exited); err != nil {
+		stop()
+		return err
+	}
+	r.stop = stop
+	return nil
+}
+
+// Pause freezes the server (SIGSTOP): connections stay open, nothing is
+// answered, as with a hung host.
+func (r *RedisServer) Pause() {
+	r.t.Helper()
+	if err := r.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		r.t.Fatalf("pause redis-server: %v", err)
+	}
+}
+
+// Resume thaws a paused server (SIGCONT).
+func (r *RedisServer) Resume() {
+	r.t.Helper()
+	if err := r.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		r.t.Fatalf("resume redis-server: %v", err)
+	}
+}
+
+// Restart kills the server (SIGKILL) and starts an empty one on the same
+// address: everything it held is gone.
+func (r *RedisServer) Restart() {
+	r.t.Helper()
+	r.stop()
+	var err error
+	for attempt := 0; attempt < 50; attempt++ { // the port may linger briefly
+		if err = r.start(); err == nil {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	r.t.Fatalf("restart redis-server on %s: %v", r.Addr, err)
 }
 
 // start starts cmd and returns a channel closed when it exits, and a

@@ -73,6 +73,7 @@ type Handler struct {
 	members Members
 	pub     message.Publisher
 	logger  *slog.Logger
+	breaker pipeline.Breaker
 }
 
 // New returns a Handler reading store, checking room membership and
@@ -87,7 +88,8 @@ func New(cfg Config, store Store, members Members, pub message.Publisher, logger
 		return nil, errors.New("history: a store, a membership source and a publisher are required")
 	}
 	logger = pipeline.Logger(logger)
-	return &Handler{cfg: cfg, store: store, members: members, pub: pub, logger: logger}, nil
+	return &Handler{cfg: cfg, store: store, members: members, pub: pub, logger: logger,
+		breaker: pipeline.Breaker{CoolDown: 500 * time.Millisecond}}, nil
 }
 
 // Pipeline returns the pipeline handler consuming topics.HistoryRequests with Handle.
@@ -97,12 +99,22 @@ func (h *Handler) Pipeline() pipeline.Handler {
 
 // Handle answers one request: a SyncResult, NOT_MEMBER, or UNAVAILABLE
 // when the store or the directory fails or takes longer than
-// AnswerWithin. It returns an error (to be retried) only when the answer
-// cannot be published.
+// AnswerWithin; right after such a failure, for half a second, requests
+// are answered UNAVAILABLE without trying (pipeline.Breaker). It returns
+// an error (to be retried) only when the answer cannot be published.
 func (h *Handler) Handle(ctx context.Context, req *topicpb.HistoryRequest, _ *message.Message) error {
-	wctx, cancel := context.WithTimeout(ctx, h.cfg.AnswerWithin)
-	defer cancel()
-	frame, err := h.answer(wctx, req)
+	var frame *clientpb.ServerFrame
+	err := errors.New("history: a dependency failed a moment ago")
+	if !h.breaker.Open() {
+		wctx, cancel := context.WithTimeout(ctx, h.cfg.AnswerWithin)
+		frame, err = h.answer(wctx, req)
+		cancel()
+		if err != nil {
+			h.breaker.Failed()
+		} else {
+			h.breaker.Succeeded()
+		}
+	}
 	if err != nil {
 		h.logger.Warn("sync answered UNAVAILABLE", "conversation", req.GetConversation(), "user", req.GetUser(), "err", err)
 		frame = topics.ErrorFrame(req.GetRequestId(), clientpb.Error_UNAVAILABLE, "history is unavailable now; retry")

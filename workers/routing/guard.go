@@ -40,6 +40,9 @@ const guardRecheck = 250 * time.Millisecond
 // past it the memory starts afresh.
 const maxRemembered = 100_000
 
+// errBreakerOpen refuses a message without trying, right after a failure.
+var errBreakerOpen = errors.New("routing: a dependency failed a moment ago")
+
 // errNotRestored is returned while the counters are not known restored.
 var errNotRestored = errors.New("routing: sequence counters are being restored from the message store")
 
@@ -117,11 +120,28 @@ func (g *guardedStore) Assign(ctx context.Context, conversation, sender, clientM
 // (it retries with the same client_msg_id) and the submission is acked,
 // instead of being retried for seconds while the client hears nothing;
 // a submission from the api gateway (no origin) is retried.
+//
+// After a failure, clients' messages are answered UNAVAILABLE without
+// trying for a cool-down (pipeline.Breaker), so that the messages queued
+// behind a hung directory are answered at once, not each after its own
+// timeout.
 func (h *Handler) handle(ctx context.Context, sub *topicpb.Submitted, msg *message.Message) error {
-	ctx, cancel := context.WithTimeout(ctx, h.cfg.AnswerWithin)
-	defer cancel()
-	err := h.Handle(ctx, sub, msg)
-	if err == nil || pipeline.IsPermanent(err) || sub.GetOrigin() == nil {
+	waiting := sub.GetOrigin() != nil
+	var err error
+	if waiting && h.breaker.Open() {
+		err = errBreakerOpen
+	} else {
+		ctx, cancel := context.WithTimeout(ctx, h.cfg.AnswerWithin)
+		err = h.Handle(ctx, sub, msg)
+		cancel()
+		switch {
+		case err == nil:
+			h.breaker.Succeeded()
+		case !pipeline.IsPermanent(err):
+			h.breaker.Failed()
+		}
+	}
+	if err == nil || pipeline.IsPermanent(err) || !waiting {
 		return err
 	}
 	h.logger.Warn("send answered UNAVAILABLE", "sender", sub.GetSender(), "client_msg_id", sub.GetClientMsgId(), "err", err)

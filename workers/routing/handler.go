@@ -34,6 +34,9 @@ type Config struct {
 	// 2s): past it, or on any failure of the directory or the broker,
 	// the client is answered UNAVAILABLE (see guard.go).
 	AnswerWithin time.Duration
+	// CoolDown is how long after a failure clients' messages are answered
+	// UNAVAILABLE without trying (default 500 ms; negative: never).
+	CoolDown time.Duration
 }
 
 // MaxBodyLimit bounds Config.MaxBodyBytes: a routed message must stay
@@ -46,6 +49,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.AnswerWithin == 0 {
 		c.AnswerWithin = 2 * time.Second
+	}
+	if c.CoolDown == 0 {
+		c.CoolDown = 500 * time.Millisecond
 	}
 }
 
@@ -84,10 +90,11 @@ type Store interface {
 // messages of one conversation arrive on one partition, in order, so
 // their sequence numbers follow submission order.
 type Handler struct {
-	cfg    Config
-	store  Store
-	pub    message.Publisher
-	logger *slog.Logger
+	cfg     Config
+	store   Store
+	pub     message.Publisher
+	logger  *slog.Logger
+	breaker pipeline.Breaker
 }
 
 // New returns a routing Handler. cfg's zero fields take their defaults;
@@ -100,7 +107,8 @@ func New(cfg Config, store Store, pub message.Publisher, logger *slog.Logger) (*
 	if store == nil || pub == nil {
 		return nil, errors.New("routing: a store and a publisher are required")
 	}
-	return &Handler{cfg: cfg, store: newGuardedStore(store), pub: pub, logger: pipeline.Logger(logger)}, nil
+	return &Handler{cfg: cfg, store: newGuardedStore(store), pub: pub, logger: pipeline.Logger(logger),
+		breaker: pipeline.Breaker{CoolDown: cfg.CoolDown}}, nil
 }
 
 // Pipeline returns the pipeline handler consuming topics.Submitted with

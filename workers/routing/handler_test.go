@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -458,7 +459,7 @@ func TestFailuresAreTransient(t *testing.T) {
 	}
 	t.Run("broker down", func(t *testing.T) {
 		t.Parallel()
-		h, rec := newHandler(t, routing.Config{}, newWorld(t))
+		h, rec := newHandler(t, routing.Config{CoolDown: -1}, newWorld(t))
 		rec.Err = errors.New("kafka: no leader")
 		if err := handle(t, h, dm); !errors.Is(err, rec.Err) || pipeline.IsPermanent(err) {
 			t.Fatalf("err = %v, want %v, transient", err, rec.Err)
@@ -517,7 +518,7 @@ func TestSequenceGuard(t *testing.T) {
 	ctx := context.Background()
 	rdb := testinfra.RedisClient(t)
 	store := newWorldOn(t, rdb)
-	h, rec := newHandler(t, routing.Config{}, store)
+	h, rec := newHandler(t, routing.Config{CoolDown: -1}, store)
 	send := func(id string) *topicpb.Submitted {
 		return &topicpb.Submitted{Origin: origin, Sender: "alice", ClientMsgId: id, To: &topicpb.Submitted_Room{Room: "lobby"}}
 	}
@@ -570,8 +571,8 @@ func TestSequenceGuard(t *testing.T) {
 // answered UNAVAILABLE within the bound, not after Redis's own timeouts.
 func TestAnswerWithinBound(t *testing.T) {
 	t.Parallel()
-	store := hangingStore{Store: newWorld(t)}
-	h, rec := newHandler(t, routing.Config{AnswerWithin: 100 * time.Millisecond}, store)
+	store := hangingStore{Store: newWorld(t), calls: new(atomic.Int32)}
+	h, rec := newHandler(t, routing.Config{AnswerWithin: 100 * time.Millisecond, CoolDown: time.Minute}, store)
 	sub := &topicpb.Submitted{Origin: origin, Sender: "alice", ClientMsgId: "m", To: &topicpb.Submitted_Room{Room: "lobby"}}
 	done := make(chan error, 1)
 	go func() { done <- handle(t, h, sub) }()
@@ -586,12 +587,28 @@ func TestAnswerWithinBound(t *testing.T) {
 	if code := answerCode(t, rec); code != clientpb.Error_UNAVAILABLE {
 		t.Fatalf("answer %v, want UNAVAILABLE", code)
 	}
+	// The messages queued behind it are answered without waiting in turn.
+	for range 3 {
+		if err := handle(t, h, sub); err != nil {
+			t.Fatal(err)
+		}
+		if code := answerCode(t, rec); code != clientpb.Error_UNAVAILABLE {
+			t.Fatalf("answer %v, want UNAVAILABLE", code)
+		}
+	}
+	if n := store.calls.Load(); n != 1 {
+		t.Fatalf("the hung directory was asked %d times, want once (then the breaker answers)", n)
+	}
 }
 
 // hangingStore's room lookups block until their context ends.
-type hangingStore struct{ *directory.Store }
+type hangingStore struct {
+	*directory.Store
+	calls *atomic.Int32
+}
 
-func (hangingStore) Room(ctx context.Context, _ string) (directory.Room, bool, error) {
+func (s hangingStore) Room(ctx context.Context, _ string) (directory.Room, bool, error) {
+	s.calls.Add(1)
 	<-ctx.Done()
 	return directory.Room{}, false, ctx.Err()
 }
