@@ -68,6 +68,10 @@ type Stats struct {
 	// FramesSent and BytesSent count what writers wrote to clients.
 	FramesSent int64
 	BytesSent  int64
+	// RepeatsDropped counts messages dropped because they repeated a
+	// (conversation, seq) already queued: once per room for a room's
+	// messages, once per connection for direct ones.
+	RepeatsDropped int64
 }
 
 // Comet is a WebSocket gateway. Its methods are safe for concurrent use.
@@ -94,7 +98,7 @@ type Comet struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // every goroutine and timer the comet started
 
-	slow, framesSent, bytesSent atomic.Int64
+	slow, framesSent, bytesSent, repeats atomic.Int64
 }
 
 // New returns a Comet publishing client requests with pub. Call Start to
@@ -147,6 +151,7 @@ func (c *Comet) Stats() Stats {
 	return Stats{
 		Connections: int64(len(c.conns)), Users: int64(len(c.users)), Rooms: int64(len(c.rooms)),
 		SlowConsumers: c.slow.Load(), FramesSent: c.framesSent.Load(), BytesSent: c.bytesSent.Load(),
+		RepeatsDropped: c.repeats.Load(),
 	}
 }
 

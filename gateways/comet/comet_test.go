@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -969,15 +970,18 @@ func BenchmarkRoomBroadcast(b *testing.B) {
 				for i := range members {
 					c.AddTestMember("lobby", "u"+strconv.Itoa(i))
 				}
-				msg, err := topics.Deliveries.Encode(roomMessage("lobby", 1))
-				if err != nil {
-					b.Fatal(err)
+				// Each op its own seq: the room drops repeats.
+				msgs := make([]*message.Message, b.N)
+				for i := range msgs {
+					if msgs[i], err = topics.Deliveries.Encode(roomMessage("lobby", uint64(i+1))); err != nil {
+						b.Fatal(err)
+					}
 				}
 				h := c.Pipeline()
 				before := c.Stats().FramesSent
 				b.ReportAllocs()
 				b.ResetTimer()
-				for range b.N {
+				for _, msg := range msgs {
 					if err := h.Handle(msg); err != nil {
 						b.Fatal(err)
 					}
@@ -996,5 +1000,137 @@ func BenchmarkRoomBroadcast(b *testing.B) {
 				}
 			})
 		}
+	}
+}
+
+// messagesDelivery is a Delivery of one batch of conversation's seqs.
+func messagesDelivery(d *topicpb.Delivery, conversation string, seqs ...uint64) *topicpb.Delivery {
+	b := &clientpb.MessageBatch{}
+	for _, s := range seqs {
+		b.Messages = append(b.Messages, &clientpb.Message{Conversation: conversation, Seq: s, Body: []byte("x")})
+	}
+	d.Frame = &clientpb.ServerFrame{Body: &clientpb.ServerFrame_Messages{Messages: b}}
+	return d
+}
+
+// readSeqs reads n messages and returns their seqs.
+func readSeqs(t *testing.T, conn *client.Conn, n int) []uint64 {
+	t.Helper()
+	msgs, _ := readMessages(t, conn, n)
+	seqs := make([]uint64, len(msgs))
+	for i, m := range msgs {
+		seqs[i] = m.GetSeq()
+	}
+	return seqs
+}
+
+// TestRoomDropsRepeats: a room's message at or below the highest seq the
+// room queued is dropped once for all its members and counted; a message
+// after a gap goes out, a late one below it does not; a room created anew
+// remembers nothing.
+func TestRoomDropsRepeats(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		window time.Duration
+	}{{"unbatched", -1}, {"batched", 20 * time.Millisecond}} {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, comet.Config{BatchWindow: tt.window})
+			alice, aliceID := f.login("alice", client.Options{})
+			bob, bobID := f.login("bob", client.Options{JSON: true})
+			f.join(aliceID, "lobby")
+			f.join(bobID, "lobby")
+			lobby := topics.RoomConversation("lobby")
+			for _, seqs := range [][]uint64{
+				{1}, {2}, {1}, {2}, // repeats
+				{4},       // after a gap: goes out
+				{3},       // the gap, late: the members saw 4 and Sync 3
+				{4, 5, 6}, // a batch with a repeat in it
+				{6},
+			} {
+				f.deliver(messagesDelivery(&topicpb.Delivery{Room: "lobby"}, lobby, seqs...))
+			}
+			want := []uint64{1, 2, 4, 5, 6}
+			for _, m := range []struct {
+				conn *client.Conn
+				id   string
+			}{{alice, aliceID}, {bob, bobID}} {
+				if got := readSeqs(t, m.conn, len(want)); !slices.Equal(got, want) {
+					t.Fatalf("member got seqs %v, want %v", got, want)
+				}
+				f.expectNothingMore(m.conn, m.id)
+			}
+			if st := f.comet.Stats(); st.RepeatsDropped != 5 {
+				t.Errorf("repeats dropped %d, want 5 (counted per room, not per member)", st.RepeatsDropped)
+			}
+
+			// Everyone leaves: the room goes. Joined anew, it has no memory,
+			// so an old seq goes out (clients drop it by conversation and seq).
+			for _, id := range []string{aliceID, bobID} {
+				f.deliver(&topicpb.Delivery{Conns: []string{id}, Control: &topicpb.Control{Leave: "lobby"}})
+			}
+			if st := f.comet.Stats(); st.Rooms != 0 {
+				t.Fatalf("rooms %d after everyone left, want 0", st.Rooms)
+			}
+			f.join(aliceID, "lobby")
+			f.deliver(messagesDelivery(&topicpb.Delivery{Room: "lobby"}, lobby, 6))
+			f.deliver(messagesDelivery(&topicpb.Delivery{Room: "lobby"}, lobby, 6))
+			if got := readSeqs(t, alice, 1); !slices.Equal(got, []uint64{6}) {
+				t.Fatalf("new room: got seqs %v, want [6]", got)
+			}
+			f.expectNothingMore(alice, aliceID)
+			f.expectNothingMore(bob, bobID)
+		})
+	}
+}
+
+// TestDirectDropsRepeats: a 1:1 or broadcast message a connection was
+// queued before is dropped for that connection and counted; connections
+// missing part of a batch get that part; a message after a gap goes out.
+func TestDirectDropsRepeats(t *testing.T) {
+	f := newFixture(t, comet.Config{})
+	phone, phoneID := f.login("bob", client.Options{})
+	alice, aliceID := f.login("alice", client.Options{JSON: true})
+	const dm = "dm:alice:bob"
+	users := func() *topicpb.Delivery { return &topicpb.Delivery{Users: []string{"alice", "bob"}} }
+	steps := []struct {
+		name  string
+		d     *topicpb.Delivery
+		login bool                // bob logs in on a laptop before this step
+		want  map[string][]uint64 // per connection, the seqs of its one frame; none: no frame
+	}{
+		{"first", messagesDelivery(users(), dm, 1), false, map[string][]uint64{"phone": {1}, "alice": {1}}},
+		{"repeat", messagesDelivery(users(), dm, 1), false, nil},
+		{"after a gap", messagesDelivery(users(), dm, 3), false, map[string][]uint64{"phone": {3}, "alice": {3}}},
+		{"the gap, late", messagesDelivery(users(), dm, 2), false, nil},
+		// The laptop has nothing yet: it gets the whole batch, the others the new part.
+		{"batch with a repeat", messagesDelivery(users(), dm, 3, 4), true, map[string][]uint64{"phone": {4}, "alice": {4}, "laptop": {3, 4}}},
+		{"broadcast", messagesDelivery(&topicpb.Delivery{Broadcast: true}, topics.BroadcastConversation, 1), false, map[string][]uint64{"phone": {1}, "alice": {1}, "laptop": {1}}},
+		{"broadcast repeat", messagesDelivery(&topicpb.Delivery{Broadcast: true}, topics.BroadcastConversation, 1), false, nil},
+		{"to one connection", messagesDelivery(&topicpb.Delivery{Conns: []string{phoneID}}, dm, 4, 5), false, map[string][]uint64{"phone": {5}}},
+	}
+	conns := map[string]*client.Conn{"phone": phone, "alice": alice}
+	ids := map[string]string{"phone": phoneID, "alice": aliceID}
+	for _, st := range steps {
+		if st.login {
+			conns["laptop"], ids["laptop"] = f.login("bob", client.Options{JSON: true})
+		}
+		f.deliver(st.d)
+		for name, conn := range conns {
+			if want := st.want[name]; want != nil {
+				fr := nextFrame(t, conn) // one frame each
+				var got []uint64
+				for _, m := range fr.GetMessages().GetMessages() {
+					got = append(got, m.GetSeq())
+				}
+				if !slices.Equal(got, want) {
+					t.Fatalf("%s: %s got frame %v, want seqs %v", st.name, name, fr, want)
+				}
+			}
+			f.expectNothingMore(conn, ids[name])
+		}
+	}
+	// repeat 2, the gap 2, batch 2, broadcast repeat 3, to one connection 1
+	if st := f.comet.Stats(); st.RepeatsDropped != 10 {
+		t.Errorf("repeats dropped %d, want 10 (counted per connection)", st.RepeatsDropped)
 	}
 }

@@ -38,6 +38,12 @@ type conn struct {
 	user  string
 	rooms map[string]struct{}
 
+	// The highest seq queued per conversation of direct deliveries (to
+	// users, connections or everyone; see fresh), made at the first one
+	// and holding at most maxSeen conversations; guarded by seenMu.
+	seenMu sync.Mutex
+	seen   map[string]uint64
+
 	// The outbound queue, guarded by qmu (see writer.go).
 	qmu         sync.Mutex
 	queue       []*frame
@@ -61,6 +67,63 @@ func newConn(c *Comet, id string, ws *websocket.Conn, nc *socket, useJSON bool) 
 }
 
 var unmarshalJSON = protojson.UnmarshalOptions{DiscardUnknown: true}
+
+// maxSeen bounds the conversations a connection remembers for direct
+// deliveries. Forgetting one lets a repeat of it through, which clients
+// drop; it never drops a message.
+const maxSeen = 64
+
+// fresh returns msgs without the messages whose (conversation, seq) is
+// at or below the highest seq of that conversation already queued to the
+// connection by a direct delivery, and records the others; msgs itself
+// when none is dropped. It reports how many it dropped. A message after
+// a gap is kept and raises the mark, so one of the missing seqs arriving
+// later is dropped: the client saw the gap and Syncs it. Messages without
+// a seq are kept.
+func (cn *conn) fresh(msgs []*clientpb.Message) (out []*clientpb.Message, dropped int) {
+	cn.seenMu.Lock()
+	defer cn.seenMu.Unlock()
+	for i, m := range msgs {
+		if cn.repeatLocked(m) {
+			dropped++
+			if out == nil {
+				out = append(make([]*clientpb.Message, 0, len(msgs)-1), msgs[:i]...)
+			}
+			continue
+		}
+		if out != nil {
+			out = append(out, m)
+		}
+	}
+	if out == nil {
+		return msgs, 0
+	}
+	return out, dropped
+}
+
+// repeatLocked reports whether m repeats a message queued to the
+// connection, and otherwise records its seq; cn.seenMu is held.
+func (cn *conn) repeatLocked(m *clientpb.Message) bool {
+	conv, seq := m.GetConversation(), m.GetSeq()
+	if seq == 0 {
+		return false
+	}
+	last, ok := cn.seen[conv]
+	if ok && seq <= last {
+		return true
+	}
+	if cn.seen == nil {
+		cn.seen = make(map[string]uint64, 1)
+	}
+	if !ok && len(cn.seen) >= maxSeen {
+		for c := range cn.seen { // forget one, any one
+			delete(cn.seen, c)
+			break
+		}
+	}
+	cn.seen[conv] = seq
+	return false
+}
 
 // checkDeadlines kicks the connection if it is past its login or idle
 // deadline at now.

@@ -6,6 +6,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/coder/websocket"
 
+	"github.com/laneim/laneim/proto/clientpb"
 	"github.com/laneim/laneim/proto/topicpb"
 	"github.com/laneim/laneim/topics"
 	"github.com/laneim/laneim/wiring/pipeline"
@@ -27,7 +28,10 @@ func (c *Comet) Pipeline() pipeline.Handler {
 // then its frame is queued to the targets; with control.close the frame
 // is queued first and the targets are closed after writing it.
 // Connections it names that are not here are skipped (stale routes).
-// Deliver never blocks on a connection; after Close it does nothing.
+// Messages a target already has are dropped: by the room for a room's
+// messages (see room), by the connection for the others (see
+// conn.fresh); a frame left with no message is not sent. Deliver never
+// blocks on a connection; after Close it does nothing.
 func (c *Comet) Deliver(d *topicpb.Delivery) {
 	c.mu.RLock()
 	closed := c.closed
@@ -55,14 +59,45 @@ func (c *Comet) Deliver(d *topicpb.Delivery) {
 		if ctl == nil {
 			targets = c.targets(d)
 		}
-		fr := newFrame(f)
-		for _, cn := range targets {
-			cn.enqueue(fr)
+		if batch := f.GetMessages(); batch != nil && len(batch.GetMessages()) > 0 {
+			c.deliverMessages(targets, f)
+		} else {
+			fr := newFrame(f)
+			for _, cn := range targets {
+				cn.enqueue(fr)
+			}
 		}
 	}
 	if reason := ctl.GetClose(); reason != "" {
 		for _, cn := range targets {
 			cn.kick(websocket.StatusPolicyViolation, reason, true)
+		}
+	}
+}
+
+// deliverMessages queues f, a MessageBatch, to each target without the
+// messages it already has: the targets that miss none share one frame,
+// encoded once per encoding; a target missing some gets a frame of its
+// own; a target that has them all gets nothing.
+func (c *Comet) deliverMessages(targets []*conn, f *clientpb.ServerFrame) {
+	msgs := f.GetMessages().GetMessages()
+	var shared *frame
+	for _, cn := range targets {
+		kept, dropped := cn.fresh(msgs)
+		if dropped > 0 {
+			c.repeats.Add(int64(dropped))
+		}
+		switch {
+		case len(kept) == 0:
+		case dropped == 0:
+			if shared == nil {
+				shared = newFrame(f)
+			}
+			cn.enqueue(shared)
+		default:
+			cn.enqueue(newFrame(&clientpb.ServerFrame{RequestId: f.GetRequestId(), Body: &clientpb.ServerFrame_Messages{
+				Messages: &clientpb.MessageBatch{Messages: kept},
+			}}))
 		}
 	}
 }

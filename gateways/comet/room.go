@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/laneim/laneim/proto/clientpb"
+	"github.com/laneim/laneim/topics"
 )
 
 // room is the local index of a room's members and its message batcher.
@@ -28,13 +29,29 @@ import (
 // messages per frame with it. A frame that takes longer than
 // MaxBatchWindow to go out does not hold the next one back any longer:
 // members that lag keep up or are closed as slow consumers.
+//
+// # Repeats
+//
+// The room remembers the highest seq of its conversation it has queued
+// (lastSeq) and drops a message at or below it, before it is batched:
+// the pipeline delivers a message more than once at times (a retry after
+// a partial failure, a dead letter sent back), and every member present
+// already has it. A message after a gap is queued at once, and one of the
+// missing seqs arriving after it is dropped: a member that was present
+// saw the gap and Syncs it, and a member that joined since Syncs up to
+// its Joined.latest_seq (should that have been read before a message the
+// room queued earlier, the member misses that message with or without
+// this, and sees the gap at the room's next one). A room created anew
+// (its first local member joined) remembers nothing and drops nothing.
 type room struct {
-	c  *Comet
-	id string
+	c    *Comet
+	id   string
+	conv string // the room's conversation
 
 	mu        sync.Mutex
 	members   map[*conn]struct{}
 	pending   []*clientpb.Message
+	lastSeq   uint64 // the highest seq of conv queued
 	lastFlush time.Time
 	timer     *time.Timer // scheduled flush, or nil
 	inflight  *frame      // the last frame, until enough members took it
@@ -42,14 +59,18 @@ type room struct {
 }
 
 func newRoom(c *Comet, id string) *room {
-	return &room{c: c, id: id, members: map[*conn]struct{}{}}
+	return &room{c: c, id: id, conv: topics.RoomConversation(id), members: map[*conn]struct{}{}}
 }
 
-// add queues messages for the room's members (see the type's doc).
-// Messages keep the order in which add is called.
+// add queues messages for the room's members (see the type's doc), but
+// repeats. Messages keep the order in which add is called.
 func (r *room) add(msgs []*clientpb.Message) {
 	r.mu.Lock()
 	if r.stopped {
+		r.mu.Unlock()
+		return
+	}
+	if msgs = r.freshLocked(msgs); len(msgs) == 0 {
 		r.mu.Unlock()
 		return
 	}
@@ -63,6 +84,43 @@ func (r *room) add(msgs []*clientpb.Message) {
 	f := r.scheduleLocked(time.Now())
 	r.mu.Unlock()
 	f.arm()
+}
+
+// freshLocked returns msgs without the room's repeats (see the type's
+// doc), counting them; msgs itself when none is a repeat. r.mu is held.
+func (r *room) freshLocked(msgs []*clientpb.Message) []*clientpb.Message {
+	var out []*clientpb.Message // made at the first repeat
+	for i, m := range msgs {
+		if r.repeatLocked(m) {
+			r.c.repeats.Add(1)
+			if out == nil {
+				out = append(make([]*clientpb.Message, 0, len(msgs)-1), msgs[:i]...)
+			}
+			continue
+		}
+		if out != nil {
+			out = append(out, m)
+		}
+	}
+	if out == nil {
+		return msgs
+	}
+	return out
+}
+
+// repeatLocked reports whether m repeats a message the room queued, and
+// otherwise records its seq. Messages of another conversation, or without
+// a seq, are never repeats. r.mu is held.
+func (r *room) repeatLocked(m *clientpb.Message) bool {
+	seq := m.GetSeq()
+	if seq == 0 || m.GetConversation() != r.conv {
+		return false
+	}
+	if seq <= r.lastSeq {
+		return true
+	}
+	r.lastSeq = seq
+	return false
 }
 
 // scheduleLocked flushes the pending messages now if they are due, or

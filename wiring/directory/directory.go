@@ -9,6 +9,8 @@
 package directory
 
 import (
+	"time"
+
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/fx"
 )
@@ -63,9 +65,15 @@ type RoomCount struct {
 type Assigned struct {
 	ID  string
 	Seq uint64
+	// Time is when the place was first assigned, to the millisecond; zero
+	// for a place assigned before times were recorded.
+	Time time.Time
 	// Dup is true when (conversation, sender, client message id) had been
-	// assigned before: ID and Seq are the earlier ones.
+	// assigned before: ID, Seq and Time are the earlier ones.
 	Dup bool
+	// Routed is true, for a Dup, when MarkRouted recorded that the first
+	// submission was routed to the end.
+	Routed bool
 }
 
 // Store reads and writes the Redis model.

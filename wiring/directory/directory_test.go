@@ -271,13 +271,14 @@ func TestAssignIsGapFreeAndDeduplicates(t *testing.T) {
 			t.Fatalf("seq %d missing (got %d numbers)", seq, len(seen))
 		}
 	}
+	before := time.Now().Truncate(time.Millisecond)
 	first, err := s.Assign(ctx, "dm:a:b", "a", "m1", func() string { return "first" })
-	if err != nil || first.Seq != 1 || first.Dup {
+	if err != nil || first.Seq != 1 || first.Dup || first.Routed || first.Time.Before(before) || first.Time.After(time.Now()) {
 		t.Fatalf("first = %+v, %v", first, err)
 	}
 	again, err := s.Assign(ctx, "dm:a:b", "a", "m1", func() string { return "second" })
-	if err != nil || again != (directory.Assigned{ID: "first", Seq: 1, Dup: true}) {
-		t.Fatalf("repeat = %+v, %v", again, err)
+	if err != nil || again != (directory.Assigned{ID: "first", Seq: 1, Time: first.Time, Dup: true}) {
+		t.Fatalf("repeat = %+v, %v, want %+v with Dup", again, err, first)
 	}
 	other, _ := s.Assign(ctx, "dm:a:b", "b", "m1", func() string { return "x" })
 	noID, _ := s.Assign(ctx, "dm:a:b", "a", "", func() string { return "y" })
@@ -288,6 +289,48 @@ func TestAssignIsGapFreeAndDeduplicates(t *testing.T) {
 	latest, err := s.LatestSeqs(ctx, "dm:a:b", "room:r", "room:empty")
 	if err != nil || latest["dm:a:b"] != 4 || latest["room:r"] != workers*each || latest["room:empty"] != 0 {
 		t.Fatalf("latest = %v, %v", latest, err)
+	}
+}
+
+// TestMarkRouted: a repeat of a marked message is reported routed with the
+// place and time of the first, the mark keeps the dedup key's expiry, and
+// marking an unknown or empty client message id writes nothing.
+func TestMarkRouted(t *testing.T) {
+	t.Parallel()
+	rdb := testinfra.RedisClient(t)
+	s := directory.New(rdb)
+	ctx := context.Background()
+	first, err := s.Assign(ctx, "room:r", "u", "m1", func() string { return "id-1" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again, err := s.Assign(ctx, "room:r", "u", "m1", func() string { return "unused" }); err != nil || !again.Dup || again.Routed {
+		t.Fatalf("repeat before the mark = %+v, %v, want Dup, not Routed", again, err)
+	}
+	if err := s.MarkRouted(ctx, "room:r", "u", "m1", first); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // marking changes nothing for later repeats
+		again, err := s.Assign(ctx, "room:r", "u", "m1", func() string { return "unused" })
+		if want := (directory.Assigned{ID: "id-1", Seq: 1, Time: first.Time, Dup: true, Routed: true}); err != nil || again != want {
+			t.Fatalf("repeat after the mark = %+v, %v, want %+v", again, err, want)
+		}
+	}
+	keys, err := rdb.Keys(ctx, "{c:room:r}:dedup:*").Result()
+	if err != nil || len(keys) != 1 {
+		t.Fatalf("dedup keys %v, %v", keys, err)
+	}
+	if ttl, err := rdb.TTL(ctx, keys[0]).Result(); err != nil || ttl <= directory.DedupTTL-time.Minute || ttl > directory.DedupTTL {
+		t.Fatalf("dedup key's TTL after the mark = %v, %v, want about %v", ttl, err, directory.DedupTTL)
+	}
+	if err := s.MarkRouted(ctx, "room:r", "u", "never-assigned", first); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.MarkRouted(ctx, "room:r", "u", "", first); err != nil {
+		t.Fatal(err)
+	}
+	if keys, err := rdb.Keys(ctx, "{c:room:r}:dedup:*").Result(); err != nil || len(keys) != 1 {
+		t.Fatalf("dedup keys after marking unknown ids: %v, %v", keys, err)
 	}
 }
 

@@ -14,30 +14,37 @@ import (
 // DedupTTL is how long a client message id is remembered.
 const DedupTTL = 24 * time.Hour
 
+// The dedup key holds "<seq> <id> <unix ms>", and " routed" after it once
+// MarkRouted recorded that the message was routed (values written before
+// times were recorded hold "<seq> <id>").
+const routedFlag = "routed"
+
 // assignScript: KEYS seq counter, dedup key (one slot). ARGV new id, ttl
-// seconds, "1" to de-duplicate. Returns {"seq id", dup (0/1)}.
+// seconds, "1" to de-duplicate, unix ms. Returns {dedup value, dup (0/1)}.
 var assignScript = redis.NewScript(`
 if ARGV[3] == '1' then
   local v = redis.call('GET', KEYS[2])
   if v then return {v, 1} end
 end
-local v = redis.call('INCR', KEYS[1]) .. ' ' .. ARGV[1]
+local v = redis.call('INCR', KEYS[1]) .. ' ' .. ARGV[1] .. ' ' .. ARGV[4]
 if ARGV[3] == '1' then redis.call('SET', KEYS[2], v, 'EX', ARGV[2]) end
 return {v, 0}
 `)
 
 // Assign gives a message its id and sequence number in conversation,
 // atomically: a first (sender, clientMsgID) increments the conversation's
-// counter and stores id (from newID) and seq for DedupTTL; a repeat
-// returns the stored ones with Dup set. An empty clientMsgID is never
+// counter and stores id (from newID), seq and the current time for
+// DedupTTL; a repeat returns the stored ones with Dup set, and Routed set
+// once MarkRouted was called for them. An empty clientMsgID is never
 // de-duplicated.
 func (s *Store) Assign(ctx context.Context, conversation, sender, clientMsgID string, newID func() string) (Assigned, error) {
 	dedup := "0"
 	if clientMsgID != "" {
 		dedup = "1"
 	}
+	now := time.Now().UnixMilli()
 	keys := []string{convSeqKey(conversation), convDedupKey(conversation, sender, clientMsgID)}
-	v, err := assignScript.Run(ctx, s.rdb, keys, newID(), int(DedupTTL.Seconds()), dedup).Result()
+	v, err := assignScript.Run(ctx, s.rdb, keys, newID(), int(DedupTTL.Seconds()), dedup, now).Result()
 	if err != nil {
 		return Assigned{}, fmt.Errorf("directory: assign in %s: %w", conversation, err)
 	}
@@ -47,12 +54,63 @@ func (s *Store) Assign(ctx context.Context, conversation, sender, clientMsgID st
 	}
 	val, _ := a[0].(string)
 	dup, _ := a[1].(int64)
-	seqText, id, found := strings.Cut(val, " ")
-	seq, err := strconv.ParseUint(seqText, 10, 64)
-	if !found || err != nil {
+	as, ok := parseAssigned(val)
+	if !ok {
 		return Assigned{}, fmt.Errorf("directory: assign in %s: bad stored value %q", conversation, val)
 	}
-	return Assigned{ID: id, Seq: seq, Dup: dup == 1}, nil
+	as.Dup = dup == 1
+	return as, nil
+}
+
+// parseAssigned parses a dedup value.
+func parseAssigned(val string) (Assigned, bool) {
+	f := strings.Fields(val)
+	if len(f) < 2 || len(f) > 4 {
+		return Assigned{}, false
+	}
+	seq, err := strconv.ParseUint(f[0], 10, 64)
+	if err != nil {
+		return Assigned{}, false
+	}
+	a := Assigned{ID: f[1], Seq: seq}
+	if len(f) >= 3 {
+		ms, err := strconv.ParseInt(f[2], 10, 64)
+		if err != nil {
+			return Assigned{}, false
+		}
+		if ms != 0 {
+			a.Time = time.UnixMilli(ms)
+		}
+	}
+	if len(f) == 4 {
+		if f[3] != routedFlag {
+			return Assigned{}, false
+		}
+		a.Routed = true
+	}
+	return a, true
+}
+
+// MarkRouted records that the message Assign gave a (for sender's
+// clientMsgID in conversation) was routed to the end, so that a repeat of
+// it is answered without being routed again: Assign reports the repeat
+// with Routed set. It is one write to the dedup key, which keeps its
+// expiry; a key that expired stays gone. An empty clientMsgID, never
+// de-duplicated, has nothing to mark.
+func (s *Store) MarkRouted(ctx context.Context, conversation, sender, clientMsgID string, a Assigned) error {
+	if clientMsgID == "" {
+		return nil
+	}
+	var ms int64
+	if !a.Time.IsZero() {
+		ms = a.Time.UnixMilli()
+	}
+	val := fmt.Sprintf("%d %s %d %s", a.Seq, a.ID, ms, routedFlag)
+	err := s.rdb.SetArgs(ctx, convDedupKey(conversation, sender, clientMsgID), val, redis.SetArgs{Mode: "XX", KeepTTL: true}).Err()
+	if err != nil && err != redis.Nil {
+		return fmt.Errorf("directory: mark %s#%d routed: %w", conversation, a.Seq, err)
+	}
+	return nil
 }
 
 // LatestSeqs returns the latest sequence number of each conversation (0 if none).

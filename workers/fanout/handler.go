@@ -58,11 +58,12 @@ func (h *Handler) Pipeline() pipeline.Handler { return pipeline.On(Name, topics.
 // delivery is encoded once; each comet gets its own Watermill message with
 // those bytes.
 //
-// Comets deduplicate nothing, so a comet is published to once per message:
-// if some comets fail, Handle returns their errors joined (transient: the
+// A comet is published to once per message where fan-out can tell: if
+// some comets fail, Handle returns their errors joined (transient: the
 // router retries) and records the comets that succeeded in the message's
-// DeliveredMetadata, and the retry skips them. Only a redelivery after a
-// crash can reach a comet twice.
+// DeliveredMetadata, and the retry skips them. A redelivery after a
+// crash, or a dead letter sent back, can reach a comet twice; the comet
+// drops what it already queued, by conversation and seq.
 func (h *Handler) Handle(_ context.Context, r *topicpb.Routed, msg *message.Message) error {
 	comets := pending(r.GetComets(), msg.Metadata.Get(DeliveredMetadata))
 	if len(comets) == 0 {

@@ -75,6 +75,7 @@ type Store interface {
 	User(ctx context.Context, id string) (directory.User, bool, error)
 	Blocks(ctx context.Context, user, other string) (bool, error)
 	Assign(ctx context.Context, conversation, sender, clientMsgID string, newID func() string) (directory.Assigned, error)
+	MarkRouted(ctx context.Context, conversation, sender, clientMsgID string, a directory.Assigned) error
 	RoomComets(ctx context.Context, room string) ([]string, error)
 	UserSessions(ctx context.Context, user string) ([]directory.SessionRef, error)
 	LiveComets(ctx context.Context, now time.Time) ([]string, error)
@@ -123,13 +124,19 @@ type refusal struct {
 
 // Handle routes one Submitted message: it publishes a Routed message to
 // topics.Routed (even when no comet hosts a recipient: persistence needs
-// every message), then answers the origin connection, if any, with a
-// SendResult. A refused message is answered with an Error frame and
-// nothing is routed. Handle returns nil (the message is acked) once the
-// broker has everything; a directory or broker failure is returned
-// plainly, to be retried, and the retry gets the message the same id and
-// seq (a Routed published twice is idempotent downstream on
-// conversation+seq).
+// every message), records in the directory that the message was routed,
+// and answers the origin connection, if any, with a SendResult. A refused
+// message is answered with an Error frame and nothing is routed.
+//
+// A repeat of a message routed before (same sender and client_msg_id) is
+// answered with the first one's SendResult and not routed again. A repeat
+// of a message whose routing never completed (a crash, a failed publish,
+// a dead letter sent back) is routed again, with the same id, seq and
+// server time; so is a retry. Handle returns nil (the message is acked)
+// once the broker has everything; a directory or broker failure is
+// returned plainly, to be retried. A Routed may therefore still be
+// published twice (a failure after its publish); downstream is idempotent
+// on conversation+seq, and comets drop what they already sent.
 func (h *Handler) Handle(ctx context.Context, sub *topicpb.Submitted, _ *message.Message) error {
 	if r, err := h.check(ctx, sub); err != nil {
 		return err
@@ -161,8 +168,25 @@ func (h *Handler) Handle(ctx context.Context, sub *topicpb.Submitted, _ *message
 	if err := g.Wait(); err != nil {
 		return err
 	}
+	at := a.Time
+	if at.IsZero() { // assigned before times were recorded
+		at = now
+	}
+	result := &clientpb.ServerFrame{
+		RequestId: sub.GetRequestId(),
+		Body: &clientpb.ServerFrame_SendResult{SendResult: &clientpb.SendResult{
+			ClientMsgId:      sub.GetClientMsgId(),
+			MessageId:        a.ID,
+			Conversation:     conv,
+			Seq:              a.Seq,
+			ServerTimeUnixMs: at.UnixMilli(),
+		}},
+	}
 	if a.Dup {
-		h.logger.Debug("duplicate submission", "conversation", conv, "sender", sub.GetSender(), "client_msg_id", sub.GetClientMsgId(), "seq", a.Seq)
+		h.logger.Debug("duplicate submission", "conversation", conv, "sender", sub.GetSender(), "client_msg_id", sub.GetClientMsgId(), "seq", a.Seq, "routed_before", a.Routed)
+		if a.Routed {
+			return h.answer(sub, result)
+		}
 	}
 	m := &clientpb.Message{
 		Id:               a.ID,
@@ -171,7 +195,7 @@ func (h *Handler) Handle(ctx context.Context, sub *topicpb.Submitted, _ *message
 		Sender:           sub.GetSender(),
 		Body:             sub.GetBody(),
 		ContentType:      sub.GetContentType(),
-		ServerTimeUnixMs: now.UnixMilli(),
+		ServerTimeUnixMs: at.UnixMilli(),
 		ClientMsgId:      sub.GetClientMsgId(),
 	}
 	routed.Message = m
@@ -182,16 +206,18 @@ func (h *Handler) Handle(ctx context.Context, sub *topicpb.Submitted, _ *message
 	if err := h.pub.Publish(topics.Routed.Name, out); err != nil {
 		return fmt.Errorf("routing: publish routed %s#%d: %w", conv, a.Seq, err)
 	}
-	return h.answer(sub, &clientpb.ServerFrame{
-		RequestId: sub.GetRequestId(),
-		Body: &clientpb.ServerFrame_SendResult{SendResult: &clientpb.SendResult{
-			ClientMsgId:      sub.GetClientMsgId(),
-			MessageId:        a.ID,
-			Conversation:     conv,
-			Seq:              a.Seq,
-			ServerTimeUnixMs: m.GetServerTimeUnixMs(),
-		}},
+	// The mark and the answer are independent: made at once, the sender
+	// waits for one round trip, not two. Should the mark fail, the retry
+	// routes the message again and answers again.
+	g, gctx = errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := h.store.MarkRouted(gctx, conv, sub.GetSender(), sub.GetClientMsgId(), a); err != nil {
+			return fmt.Errorf("routing: %w", err)
+		}
+		return nil
 	})
+	g.Go(func() error { return h.answer(sub, result) })
+	return g.Wait()
 }
 
 // newID returns a UUIDv7, time-ordered, as a new message's id.

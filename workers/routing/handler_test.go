@@ -234,32 +234,107 @@ func TestRoutedMessage(t *testing.T) {
 	}
 }
 
-// TestDuplicateRoutedAgain: a repeated client_msg_id gets the same id and
-// seq, is routed again to the same comets and answered again, in a room
-// and between two users.
-func TestDuplicateRoutedAgain(t *testing.T) {
+// TestDuplicates: a repeated client_msg_id gets the same id, seq and
+// server time; once its first submission was routed, the repeat is only
+// answered, with the first SendResult; while its first routing has not
+// completed (the publish of the Routed failed), the repeat is routed again,
+// identical, to the same comets. In a room and between two users.
+func TestDuplicates(t *testing.T) {
 	t.Parallel()
-	for _, sub := range []*topicpb.Submitted{
-		{Origin: origin, Sender: "alice", ClientMsgId: "same", To: &topicpb.Submitted_Room{Room: "lobby"}, Body: []byte("x")},
-		{Origin: origin, Sender: "alice", ClientMsgId: "same", To: &topicpb.Submitted_User{User: "bob"}, Body: []byte("x")},
-	} {
-		t.Run(topics.SubmittedConversation(sub), func(t *testing.T) {
-			t.Parallel()
-			h, rec := newHandler(t, routing.Config{}, newWorld(t))
-			if err := handle(t, h, sub); err != nil {
-				t.Fatal(err)
-			}
-			first, _ := routedAndResult(t, rec)
-			if err := handle(t, h, sub); err != nil {
-				t.Fatal(err)
-			}
-			again, d := routedAndResult(t, rec)
-			res := d.GetFrame().GetSendResult()
-			if again.GetMessage().GetSeq() != 1 || again.GetMessage().GetId() != first.GetMessage().GetId() ||
-				res.GetSeq() != 1 || res.GetMessageId() != first.GetMessage().GetId() || !slices.Equal(again.GetComets(), first.GetComets()) {
-				t.Fatalf("duplicate routed %v answered %v; first %v", again, res, first)
-			}
-		})
+	subs := []*topicpb.Submitted{
+		{Origin: origin, RequestId: 1, Sender: "alice", ClientMsgId: "same", To: &topicpb.Submitted_Room{Room: "lobby"}, Body: []byte("x")},
+		{Origin: origin, RequestId: 1, Sender: "alice", ClientMsgId: "same", To: &topicpb.Submitted_User{User: "bob"}, Body: []byte("x")},
+	}
+	tests := []struct {
+		name        string
+		firstFails  bool // the first publish of the Routed fails
+		routedAgain bool
+	}{
+		{"first routed: answered only", false, false},
+		{"first routing incomplete: routed again", true, true},
+	}
+	for _, tt := range tests {
+		for _, sub := range subs {
+			t.Run(tt.name+"/"+topics.SubmittedConversation(sub), func(t *testing.T) {
+				t.Parallel()
+				h, rec := newHandler(t, routing.Config{}, newWorld(t))
+				var first *topicpb.Routed
+				if tt.firstFails {
+					rec.Err = errors.New("kafka: no leader")
+					if err := handle(t, h, sub); !errors.Is(err, rec.Err) {
+						t.Fatalf("err = %v, want %v", err, rec.Err)
+					}
+					rec.Err = nil
+				} else {
+					if err := handle(t, h, sub); err != nil {
+						t.Fatal(err)
+					}
+					first, _ = routedAndResult(t, rec)
+				}
+				for i := range 2 {
+					again := proto.CloneOf(sub)
+					again.RequestId = uint64(2 + i)
+					if err := handle(t, h, again); err != nil {
+						t.Fatal(err)
+					}
+					var d *topicpb.Delivery
+					if tt.routedAgain && i == 0 {
+						var r *topicpb.Routed
+						r, d = routedAndResult(t, rec)
+						if m := r.GetMessage(); m.GetSeq() != 1 || m.GetClientMsgId() != "same" {
+							t.Fatalf("routed again %v, want seq 1", r)
+						}
+						first = r
+					} else {
+						out := rec.Take()
+						if len(out) != 1 || out[0].Topic != topics.Delivery(origin.Comet) {
+							t.Fatalf("repeat %d published %d messages, want the answer alone on %s", i, len(out), topics.Delivery(origin.Comet))
+						}
+						var err error
+						if d, err = topics.Deliveries.Decode(out[0].Msg); err != nil {
+							t.Fatal(err)
+						}
+					}
+					m := first.GetMessage()
+					want := &topicpb.Delivery{Conns: []string{origin.Conn}, Frame: &clientpb.ServerFrame{RequestId: again.RequestId, Body: &clientpb.ServerFrame_SendResult{SendResult: &clientpb.SendResult{
+						ClientMsgId: "same", MessageId: m.GetId(), Conversation: m.GetConversation(), Seq: 1, ServerTimeUnixMs: m.GetServerTimeUnixMs(),
+					}}}}
+					if !proto.Equal(d, want) {
+						t.Fatalf("repeat %d answered %v\nwant %v", i, d, want)
+					}
+				}
+			})
+		}
+	}
+}
+
+// TestRoutedAgainIsIdentical: a message routed again because its first
+// routing did not complete (the mark failed, as when the worker dies
+// between the publish and the mark) is the same message, to the same
+// comets.
+func TestRoutedAgainIsIdentical(t *testing.T) {
+	t.Parallel()
+	store := failingStore{Store: newWorld(t), method: "MarkRouted", err: errors.New("redis: connection refused")}
+	h, rec := newHandler(t, routing.Config{}, store)
+	sub := &topicpb.Submitted{Origin: origin, Sender: "alice", ClientMsgId: "m", To: &topicpb.Submitted_User{User: "bob"}, Body: []byte("x")}
+	if err := handle(t, h, sub); !errors.Is(err, store.err) {
+		t.Fatalf("err = %v, want the failed mark %v", err, store.err)
+	}
+	first, _ := routedAndResult(t, rec)
+	time.Sleep(2 * time.Millisecond) // a new server time would differ
+	h, rec = newHandler(t, routing.Config{}, store.Store)
+	if err := handle(t, h, sub); err != nil {
+		t.Fatal(err)
+	}
+	again, _ := routedAndResult(t, rec)
+	if !proto.Equal(again, first) {
+		t.Fatalf("routed again %v\nfirst %v", again, first)
+	}
+	if err := handle(t, h, sub); err != nil {
+		t.Fatal(err)
+	}
+	if out := rec.Take(); len(out) != 1 || out[0].Topic != topics.Delivery(origin.Comet) {
+		t.Fatalf("third submission published %d messages, want the answer alone", len(out))
 	}
 }
 
@@ -402,6 +477,13 @@ func (f failingStore) AddConversation(ctx context.Context, user, conversation st
 	return f.Store.AddConversation(ctx, user, conversation)
 }
 
+func (f failingStore) MarkRouted(ctx context.Context, conversation, sender, clientMsgID string, a directory.Assigned) error {
+	if f.fails("MarkRouted") {
+		return f.err
+	}
+	return f.Store.MarkRouted(ctx, conversation, sender, clientMsgID, a)
+}
+
 var _ routing.Store = failingStore{}
 
 // TestFailuresAreTransient: a failure of any directory call, or of the
@@ -457,6 +539,17 @@ func TestFailuresAreTransient(t *testing.T) {
 			retry(t, h, rec, sub)
 		})
 	}
+	t.Run("directory down in MarkRouted", func(t *testing.T) {
+		t.Parallel()
+		store := failingStore{Store: newWorld(t), method: "MarkRouted", err: errors.New("redis: connection refused")}
+		h, rec := newHandler(t, routing.Config{}, store)
+		if err := handle(t, h, room); !errors.Is(err, store.err) || pipeline.IsPermanent(err) {
+			t.Fatalf("err = %v, want %v, transient", err, store.err)
+		}
+		rec.Take() // routed and answered, not recorded
+		h, rec = newHandler(t, routing.Config{}, store.Store)
+		retry(t, h, rec, room)
+	})
 	t.Run("broker down", func(t *testing.T) {
 		t.Parallel()
 		h, rec := newHandler(t, routing.Config{CoolDown: -1}, newWorld(t))
