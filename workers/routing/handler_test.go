@@ -257,7 +257,7 @@ func TestDuplicates(t *testing.T) {
 		for _, sub := range subs {
 			t.Run(tt.name+"/"+topics.SubmittedConversation(sub), func(t *testing.T) {
 				t.Parallel()
-				h, rec := newHandler(t, routing.Config{}, newWorld(t))
+				h, rec := newHandler(t, routing.Config{CoolDown: -1}, newWorld(t))
 				var first *topicpb.Routed
 				if tt.firstFails {
 					rec.Err = errors.New("kafka: no leader")
