@@ -207,17 +207,24 @@ func (h *Handler) Handle(ctx context.Context, sub *topicpb.Submitted, _ *message
 		return fmt.Errorf("routing: publish routed %s#%d: %w", conv, a.Seq, err)
 	}
 	// The mark and the answer are independent: made at once, the sender
-	// waits for one round trip, not two. Should the mark fail, the retry
-	// routes the message again and answers again.
-	g, gctx = errgroup.WithContext(ctx)
-	g.Go(func() error {
-		if err := h.store.MarkRouted(gctx, conv, sub.GetSender(), sub.GetClientMsgId(), a); err != nil {
-			return fmt.Errorf("routing: %w", err)
-		}
+	// waits for one round trip, not two. A failed answer is retried (a
+	// marked message is then answered, not routed again). A failed mark
+	// alone is only logged: the message is routed and answered, and a
+	// repeat of it would be routed again, which comets drop as a repeat.
+	var markErr error
+	var g2 errgroup.Group
+	g2.Go(func() error {
+		markErr = h.store.MarkRouted(ctx, conv, sub.GetSender(), sub.GetClientMsgId(), a)
 		return nil
 	})
-	g.Go(func() error { return h.answer(sub, result) })
-	return g.Wait()
+	g2.Go(func() error { return h.answer(sub, result) })
+	if err := g2.Wait(); err != nil {
+		return err
+	}
+	if markErr != nil {
+		h.logger.Warn("routed and answered but not marked routed", "conversation", conv, "seq", a.Seq, "err", markErr)
+	}
+	return nil
 }
 
 // newID returns a UUIDv7, time-ordered, as a new message's id.

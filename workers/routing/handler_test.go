@@ -309,16 +309,17 @@ func TestDuplicates(t *testing.T) {
 }
 
 // TestRoutedAgainIsIdentical: a message routed again because its first
-// routing did not complete (the mark failed, as when the worker dies
-// between the publish and the mark) is the same message, to the same
-// comets.
+// routing was not marked complete (the mark failed, as when the worker
+// dies between the publish and the mark) is the same message, to the
+// same comets. The failed mark alone is not an error: the message was
+// routed and answered.
 func TestRoutedAgainIsIdentical(t *testing.T) {
 	t.Parallel()
 	store := failingStore{Store: newWorld(t), method: "MarkRouted", err: errors.New("redis: connection refused")}
 	h, rec := newHandler(t, routing.Config{}, store)
 	sub := &topicpb.Submitted{Origin: origin, Sender: "alice", ClientMsgId: "m", To: &topicpb.Submitted_User{User: "bob"}, Body: []byte("x")}
-	if err := handle(t, h, sub); !errors.Is(err, store.err) {
-		t.Fatalf("err = %v, want the failed mark %v", err, store.err)
+	if err := handle(t, h, sub); err != nil {
+		t.Fatalf("err = %v, want nil: routed and answered, only the mark failed", err)
 	}
 	first, _ := routedAndResult(t, rec)
 	time.Sleep(2 * time.Millisecond) // a new server time would differ
@@ -543,10 +544,11 @@ func TestFailuresAreTransient(t *testing.T) {
 		t.Parallel()
 		store := failingStore{Store: newWorld(t), method: "MarkRouted", err: errors.New("redis: connection refused")}
 		h, rec := newHandler(t, routing.Config{}, store)
-		if err := handle(t, h, room); !errors.Is(err, store.err) || pipeline.IsPermanent(err) {
-			t.Fatalf("err = %v, want %v, transient", err, store.err)
+		if err := handle(t, h, room); err != nil {
+			t.Fatalf("err = %v, want nil: routed and answered, only the mark failed", err)
 		}
-		rec.Take() // routed and answered, not recorded
+		routedAndResult(t, rec)
+		// A repeat is routed again, with the same seq.
 		h, rec = newHandler(t, routing.Config{}, store.Store)
 		retry(t, h, rec, room)
 	})
