@@ -1,7 +1,9 @@
-// Package history is the history worker: it answers clients' Sync
-// requests from the history store, checking that the user belongs to the
-// conversation, and replies on the asking comet's delivery topic (comets
-// consume nothing else).
+// Package history is the history worker: it answers clients' catch-up
+// requests and replies on the asking comet's delivery topic (comets
+// consume nothing else). A Sync is answered from the history store,
+// once the user is found to belong to the conversation; a Conversations
+// request with a page of the user's conversation list from the
+// directory, the pages after the one its LoginResult carried.
 package history
 
 import (
@@ -16,6 +18,7 @@ import (
 	"github.com/laneim/laneim/proto/clientpb"
 	"github.com/laneim/laneim/proto/topicpb"
 	"github.com/laneim/laneim/topics"
+	"github.com/laneim/laneim/wiring/directory"
 	"github.com/laneim/laneim/wiring/msgstore"
 	"github.com/laneim/laneim/wiring/pipeline"
 )
@@ -28,27 +31,31 @@ type Store interface {
 	After(ctx context.Context, conversation string, after uint64, limit int) ([]*clientpb.Message, bool, error)
 }
 
-// Members tells room membership.
-type Members interface {
+// Directory tells room membership and lists a user's conversations;
+// *directory.Store implements it.
+type Directory interface {
 	IsMember(ctx context.Context, room, user string) (bool, error)
+	ConversationPage(ctx context.Context, user, cursor string, limit, maxBytes int) (directory.ConversationPage, error)
 }
 
-// Handler answers Sync requests. It is safe for concurrent use.
+// Handler answers Sync and Conversations requests. It is safe for
+// concurrent use.
 type Handler struct {
-	store   Store
-	members Members
-	pub     message.Publisher
-	logger  *slog.Logger
+	store  Store
+	dir    Directory
+	pub    message.Publisher
+	logger *slog.Logger
 }
 
-// New returns a Handler reading store, checking room membership with
-// members and answering through pub. A nil logger discards.
-func New(store Store, members Members, pub message.Publisher, logger *slog.Logger) (*Handler, error) {
-	if store == nil || members == nil || pub == nil {
-		return nil, errors.New("history: a store, a membership source and a publisher are required")
+// New returns a Handler reading messages from store, memberships and
+// conversation lists from dir, and answering through pub. A nil logger
+// discards.
+func New(store Store, dir Directory, pub message.Publisher, logger *slog.Logger) (*Handler, error) {
+	if store == nil || dir == nil || pub == nil {
+		return nil, errors.New("history: a store, a directory and a publisher are required")
 	}
 	logger = pipeline.Logger(logger)
-	return &Handler{store: store, members: members, pub: pub, logger: logger}, nil
+	return &Handler{store: store, dir: dir, pub: pub, logger: logger}, nil
 }
 
 // Pipeline returns the pipeline handler consuming topics.HistoryRequests with Handle.
@@ -58,6 +65,9 @@ func (h *Handler) Pipeline() pipeline.Handler {
 
 // Handle answers one request.
 func (h *Handler) Handle(ctx context.Context, req *topicpb.HistoryRequest, _ *message.Message) error {
+	if c := req.GetConversations(); c != nil {
+		return h.conversations(ctx, req, c)
+	}
 	conv := req.GetConversation()
 	allowed, err := h.allowed(ctx, req.GetUser(), conv)
 	if err != nil {
@@ -81,6 +91,40 @@ func (h *Handler) Handle(ctx context.Context, req *topicpb.HistoryRequest, _ *me
 	return nil
 }
 
+// conversations answers a Conversations request with the page of the
+// user's conversation list after its cursor: at most its limit (0 means
+// directory.MaxConversationPage, and no more than that) and at most
+// directory.MaxConversationBytes of states. A cursor the directory did
+// not make is refused with INVALID.
+func (h *Handler) conversations(ctx context.Context, req *topicpb.HistoryRequest, c *clientpb.Conversations) error {
+	limit := int(c.GetLimit())
+	if limit == 0 || limit > directory.MaxConversationPage {
+		limit = directory.MaxConversationPage
+	}
+	var frame *clientpb.ServerFrame
+	page, err := h.dir.ConversationPage(ctx, req.GetUser(), c.GetCursor(), limit, directory.MaxConversationBytes)
+	switch {
+	case errors.Is(err, directory.ErrBadCursor):
+		frame = topics.ErrorFrame(req.GetRequestId(), clientpb.Error_INVALID, "unknown conversations cursor")
+	case err != nil:
+		return fmt.Errorf("history: conversations of %s: %w", req.GetUser(), err)
+	default:
+		res := &clientpb.ConversationsResult{
+			Conversations: make([]*clientpb.ConversationState, len(page.States)),
+			NextCursor:    page.Next,
+			HasMore:       page.More,
+		}
+		for i, st := range page.States {
+			res.Conversations[i] = &clientpb.ConversationState{Conversation: st.Conversation, LatestSeq: st.LatestSeq}
+		}
+		frame = &clientpb.ServerFrame{RequestId: req.GetRequestId(), Body: &clientpb.ServerFrame_ConversationsResult{ConversationsResult: res}}
+	}
+	if err := pipeline.Reply(h.pub, req.GetSession(), frame, nil); err != nil {
+		return fmt.Errorf("history: answer: %w", err)
+	}
+	return nil
+}
+
 func (h *Handler) allowed(ctx context.Context, user, conv string) (bool, error) {
 	if a, b, ok := topics.Participants(conv); ok {
 		return user == a || user == b, nil
@@ -89,7 +133,7 @@ func (h *Handler) allowed(ctx context.Context, user, conv string) (bool, error) 
 		return true, nil
 	}
 	if room, ok := strings.CutPrefix(conv, "room:"); ok && room != "" {
-		return h.members.IsMember(ctx, room, user)
+		return h.dir.IsMember(ctx, room, user)
 	}
 	return false, nil
 }
