@@ -330,6 +330,7 @@ func TestUnauthenticatedFramesRefused(t *testing.T) {
 		{Body: &clientpb.ClientFrame_Leave{Leave: &clientpb.LeaveRoom{Room: "lobby"}}},
 		{Body: &clientpb.ClientFrame_Ack{Ack: &clientpb.Ack{Conversation: "room:lobby", Seq: 1}}},
 		{Body: &clientpb.ClientFrame_Sync{Sync: &clientpb.Sync{Conversation: "room:lobby"}}},
+		{Body: &clientpb.ClientFrame_Conversations{Conversations: &clientpb.Conversations{}}},
 	} {
 		res, err := conn.Do(ctx, body)
 		if code(err) != clientpb.Error_UNAUTHENTICATED || res.GetRequestId() != body.GetRequestId() {
@@ -591,6 +592,13 @@ func TestRequests(t *testing.T) {
 	if hr := next(f, topics.HistoryRequests); hr.GetConversation() != "room:lobby" || hr.GetAfterSeq() != 5 || hr.GetLimit() != 20 ||
 		hr.GetUser() != "alice" || hr.GetRequestId() != 14 || hr.GetSession().GetConn() != id {
 		t.Fatalf("history request %v", hr)
+	}
+	if err := conn.Write(ctx, &clientpb.ClientFrame{RequestId: 15, Body: &clientpb.ClientFrame_Conversations{Conversations: &clientpb.Conversations{Cursor: "d:1:dm:a:b", Limit: 50}}}); err != nil {
+		t.Fatal(err)
+	}
+	if hr := next(f, topics.HistoryRequests); hr.GetConversations().GetCursor() != "d:1:dm:a:b" || hr.GetConversations().GetLimit() != 50 || hr.GetConversation() != "" ||
+		hr.GetUser() != "alice" || hr.GetRequestId() != 15 || hr.GetSession().GetConn() != id {
+		t.Fatalf("conversations request %v", hr)
 	}
 	// Ack gets no answer: the next frame is the sentinel.
 	if err := conn.Write(ctx, &clientpb.ClientFrame{RequestId: 13, Body: &clientpb.ClientFrame_Ack{Ack: &clientpb.Ack{Conversation: "room:lobby", Seq: 3}}}); err != nil {

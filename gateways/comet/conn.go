@@ -239,6 +239,8 @@ func (cn *conn) serve(f *clientpb.ClientFrame) {
 		// feature, which will consume them.
 	case *clientpb.ClientFrame_Sync:
 		cn.sync(req, user, b.Sync)
+	case *clientpb.ClientFrame_Conversations:
+		cn.history(req, &topicpb.HistoryRequest{Session: c.session(cn), RequestId: req, User: user, Conversations: b.Conversations})
 	default:
 		cn.fail(req, clientpb.Error_BAD_FRAME, "unknown frame type")
 	}
@@ -283,10 +285,17 @@ func (cn *conn) sync(req uint64, user string, s *clientpb.Sync) {
 		cn.fail(req, clientpb.Error_INVALID, "sync needs a conversation")
 		return
 	}
-	msg, err := topics.HistoryRequests.Encode(&topicpb.HistoryRequest{
+	cn.history(req, &topicpb.HistoryRequest{
 		Session: c.session(cn), RequestId: req, User: user,
 		Conversation: s.GetConversation(), AfterSeq: s.GetAfterSeq(), Limit: s.GetLimit(),
 	})
+}
+
+// history forwards a Sync or Conversations request to the history
+// worker, which answers on this comet's delivery topic.
+func (cn *conn) history(req uint64, r *topicpb.HistoryRequest) {
+	c := cn.comet
+	msg, err := topics.HistoryRequests.Encode(r)
 	if err == nil {
 		err = c.pub.Publish(topics.HistoryRequests.Name, msg)
 	}

@@ -295,6 +295,17 @@ func (c *Conn) SendUser(ctx context.Context, user string, body []byte) (*clientp
 	return c.Send(ctx, &clientpb.Send{ClientMsgId: newClientMsgID(), To: &clientpb.Send_User{User: user}, Body: body, ContentType: "text/plain"})
 }
 
+// Conversations asks for the page of the user's conversation list after
+// cursor (LoginResult.conversations_cursor, or the next_cursor of the page
+// before), at most limit (0: the server's maximum, 1,000).
+func (c *Conn) Conversations(ctx context.Context, cursor string, limit uint32) (*clientpb.ConversationsResult, error) {
+	res, err := c.Do(ctx, &clientpb.ClientFrame{Body: &clientpb.ClientFrame_Conversations{Conversations: &clientpb.Conversations{Cursor: cursor, Limit: limit}}})
+	if err != nil {
+		return nil, err
+	}
+	return res.GetConversationsResult(), nil
+}
+
 // Ping measures a round trip.
 func (c *Conn) Ping(ctx context.Context) (time.Duration, error) {
 	start := time.Now()

@@ -116,7 +116,7 @@ func (x Error_Code) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Error_Code.Descriptor instead.
 func (Error_Code) EnumDescriptor() ([]byte, []int) {
-	return file_client_proto_rawDescGZIP(), []int{12, 0}
+	return file_client_proto_rawDescGZIP(), []int{14, 0}
 }
 
 // ClientFrame is one frame sent by a client.
@@ -134,6 +134,7 @@ type ClientFrame struct {
 	//	*ClientFrame_Ack
 	//	*ClientFrame_Ping
 	//	*ClientFrame_Sync
+	//	*ClientFrame_Conversations
 	Body          isClientFrame_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -246,6 +247,15 @@ func (x *ClientFrame) GetSync() *Sync {
 	return nil
 }
 
+func (x *ClientFrame) GetConversations() *Conversations {
+	if x != nil {
+		if x, ok := x.Body.(*ClientFrame_Conversations); ok {
+			return x.Conversations
+		}
+	}
+	return nil
+}
+
 type isClientFrame_Body interface {
 	isClientFrame_Body()
 }
@@ -278,6 +288,10 @@ type ClientFrame_Sync struct {
 	Sync *Sync `protobuf:"bytes,16,opt,name=sync,proto3,oneof"`
 }
 
+type ClientFrame_Conversations struct {
+	Conversations *Conversations `protobuf:"bytes,17,opt,name=conversations,proto3,oneof"`
+}
+
 func (*ClientFrame_Login) isClientFrame_Body() {}
 
 func (*ClientFrame_Join) isClientFrame_Body() {}
@@ -291,6 +305,8 @@ func (*ClientFrame_Ack) isClientFrame_Body() {}
 func (*ClientFrame_Ping) isClientFrame_Body() {}
 
 func (*ClientFrame_Sync) isClientFrame_Body() {}
+
+func (*ClientFrame_Conversations) isClientFrame_Body() {}
 
 // Login authenticates the connection. It must be the first frame.
 type Login struct {
@@ -710,6 +726,68 @@ func (x *Sync) GetLimit() uint32 {
 	return 0
 }
 
+// Conversations asks for the next page of the user's conversations, after
+// the ones a LoginResult or an earlier ConversationsResult carried. The
+// answer is a ConversationsResult. The list holds every room the user is a
+// member of, sorted by room id, then every 1:1 conversation the user has
+// had, the most recent (last message) first.
+type Conversations struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// cursor is LoginResult.conversations_cursor or the next_cursor of the
+	// ConversationsResult before; empty starts from the beginning of the
+	// list. It is opaque: send it back as it came.
+	Cursor string `protobuf:"bytes,1,opt,name=cursor,proto3" json:"cursor,omitempty"`
+	// limit is the most conversations wanted (0 means 1,000; capped at
+	// 1,000). A page also stops before it exceeds 256 KiB of states.
+	Limit         uint32 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Conversations) Reset() {
+	*x = Conversations{}
+	mi := &file_client_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Conversations) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Conversations) ProtoMessage() {}
+
+func (x *Conversations) ProtoReflect() protoreflect.Message {
+	mi := &file_client_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Conversations.ProtoReflect.Descriptor instead.
+func (*Conversations) Descriptor() ([]byte, []int) {
+	return file_client_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *Conversations) GetCursor() string {
+	if x != nil {
+		return x.Cursor
+	}
+	return ""
+}
+
+func (x *Conversations) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
 // ServerFrame is one frame sent by the server.
 type ServerFrame struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -727,6 +805,7 @@ type ServerFrame struct {
 	//	*ServerFrame_Joined
 	//	*ServerFrame_Left
 	//	*ServerFrame_SyncResult
+	//	*ServerFrame_ConversationsResult
 	Body          isServerFrame_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -734,7 +813,7 @@ type ServerFrame struct {
 
 func (x *ServerFrame) Reset() {
 	*x = ServerFrame{}
-	mi := &file_client_proto_msgTypes[8]
+	mi := &file_client_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -746,7 +825,7 @@ func (x *ServerFrame) String() string {
 func (*ServerFrame) ProtoMessage() {}
 
 func (x *ServerFrame) ProtoReflect() protoreflect.Message {
-	mi := &file_client_proto_msgTypes[8]
+	mi := &file_client_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -759,7 +838,7 @@ func (x *ServerFrame) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerFrame.ProtoReflect.Descriptor instead.
 func (*ServerFrame) Descriptor() ([]byte, []int) {
-	return file_client_proto_rawDescGZIP(), []int{8}
+	return file_client_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ServerFrame) GetRequestId() uint64 {
@@ -857,6 +936,15 @@ func (x *ServerFrame) GetSyncResult() *SyncResult {
 	return nil
 }
 
+func (x *ServerFrame) GetConversationsResult() *ConversationsResult {
+	if x != nil {
+		if x, ok := x.Body.(*ServerFrame_ConversationsResult); ok {
+			return x.ConversationsResult
+		}
+	}
+	return nil
+}
+
 type isServerFrame_Body interface {
 	isServerFrame_Body()
 }
@@ -897,6 +985,10 @@ type ServerFrame_SyncResult struct {
 	SyncResult *SyncResult `protobuf:"bytes,18,opt,name=sync_result,json=syncResult,proto3,oneof"`
 }
 
+type ServerFrame_ConversationsResult struct {
+	ConversationsResult *ConversationsResult `protobuf:"bytes,19,opt,name=conversations_result,json=conversationsResult,proto3,oneof"`
+}
+
 func (*ServerFrame_LoginResult) isServerFrame_Body() {}
 
 func (*ServerFrame_Error) isServerFrame_Body() {}
@@ -915,6 +1007,8 @@ func (*ServerFrame_Left) isServerFrame_Body() {}
 
 func (*ServerFrame_SyncResult) isServerFrame_Body() {}
 
+func (*ServerFrame_ConversationsResult) isServerFrame_Body() {}
+
 // SyncResult answers Sync with stored messages in sequence order.
 type SyncResult struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
@@ -928,7 +1022,7 @@ type SyncResult struct {
 
 func (x *SyncResult) Reset() {
 	*x = SyncResult{}
-	mi := &file_client_proto_msgTypes[9]
+	mi := &file_client_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -940,7 +1034,7 @@ func (x *SyncResult) String() string {
 func (*SyncResult) ProtoMessage() {}
 
 func (x *SyncResult) ProtoReflect() protoreflect.Message {
-	mi := &file_client_proto_msgTypes[9]
+	mi := &file_client_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -953,7 +1047,7 @@ func (x *SyncResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncResult.ProtoReflect.Descriptor instead.
 func (*SyncResult) Descriptor() ([]byte, []int) {
-	return file_client_proto_rawDescGZIP(), []int{9}
+	return file_client_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SyncResult) GetConversation() string {
@@ -977,6 +1071,70 @@ func (x *SyncResult) GetHasMore() bool {
 	return false
 }
 
+// ConversationsResult answers Conversations with the next page of the
+// user's conversations, in list order.
+type ConversationsResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Conversations []*ConversationState   `protobuf:"bytes,1,rep,name=conversations,proto3" json:"conversations,omitempty"`
+	// next_cursor continues the list after this page; set when has_more.
+	NextCursor string `protobuf:"bytes,2,opt,name=next_cursor,json=nextCursor,proto3" json:"next_cursor,omitempty"`
+	// has_more is true when the list goes on after this page.
+	HasMore       bool `protobuf:"varint,3,opt,name=has_more,json=hasMore,proto3" json:"has_more,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConversationsResult) Reset() {
+	*x = ConversationsResult{}
+	mi := &file_client_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConversationsResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConversationsResult) ProtoMessage() {}
+
+func (x *ConversationsResult) ProtoReflect() protoreflect.Message {
+	mi := &file_client_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConversationsResult.ProtoReflect.Descriptor instead.
+func (*ConversationsResult) Descriptor() ([]byte, []int) {
+	return file_client_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ConversationsResult) GetConversations() []*ConversationState {
+	if x != nil {
+		return x.Conversations
+	}
+	return nil
+}
+
+func (x *ConversationsResult) GetNextCursor() string {
+	if x != nil {
+		return x.NextCursor
+	}
+	return ""
+}
+
+func (x *ConversationsResult) GetHasMore() bool {
+	if x != nil {
+		return x.HasMore
+	}
+	return false
+}
+
 // LoginResult answers Login. On failure the server also sends nothing else
 // until a new Login succeeds.
 type LoginResult struct {
@@ -990,15 +1148,23 @@ type LoginResult struct {
 	// server_time_unix_ms helps clients estimate clock offset.
 	ServerTimeUnixMs int64 `protobuf:"varint,5,opt,name=server_time_unix_ms,json=serverTimeUnixMs,proto3" json:"server_time_unix_ms,omitempty"`
 	// conversations holds, per conversation the user belongs to, the latest
-	// sequence number, so the client can tell what it missed.
+	// sequence number, so the client can tell what it missed. It is the
+	// first page of the list Conversations pages through: the user's rooms,
+	// then its most recent 1:1 conversations, at most 1,000 entries (a
+	// server setting) and at most 256 KiB of them.
 	Conversations []*ConversationState `protobuf:"bytes,6,rep,name=conversations,proto3" json:"conversations,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// more_conversations is true when the user has conversations beyond
+	// those listed: ask for them with Conversations{cursor: conversations_cursor}.
+	MoreConversations bool `protobuf:"varint,7,opt,name=more_conversations,json=moreConversations,proto3" json:"more_conversations,omitempty"`
+	// conversations_cursor continues the list; set when more_conversations.
+	ConversationsCursor string `protobuf:"bytes,8,opt,name=conversations_cursor,json=conversationsCursor,proto3" json:"conversations_cursor,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *LoginResult) Reset() {
 	*x = LoginResult{}
-	mi := &file_client_proto_msgTypes[10]
+	mi := &file_client_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1010,7 +1176,7 @@ func (x *LoginResult) String() string {
 func (*LoginResult) ProtoMessage() {}
 
 func (x *LoginResult) ProtoReflect() protoreflect.Message {
-	mi := &file_client_proto_msgTypes[10]
+	mi := &file_client_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1023,7 +1189,7 @@ func (x *LoginResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoginResult.ProtoReflect.Descriptor instead.
 func (*LoginResult) Descriptor() ([]byte, []int) {
-	return file_client_proto_rawDescGZIP(), []int{10}
+	return file_client_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *LoginResult) GetOk() bool {
@@ -1068,6 +1234,20 @@ func (x *LoginResult) GetConversations() []*ConversationState {
 	return nil
 }
 
+func (x *LoginResult) GetMoreConversations() bool {
+	if x != nil {
+		return x.MoreConversations
+	}
+	return false
+}
+
+func (x *LoginResult) GetConversationsCursor() string {
+	if x != nil {
+		return x.ConversationsCursor
+	}
+	return ""
+}
+
 // ConversationState is the position of one conversation.
 type ConversationState struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1079,7 +1259,7 @@ type ConversationState struct {
 
 func (x *ConversationState) Reset() {
 	*x = ConversationState{}
-	mi := &file_client_proto_msgTypes[11]
+	mi := &file_client_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1091,7 +1271,7 @@ func (x *ConversationState) String() string {
 func (*ConversationState) ProtoMessage() {}
 
 func (x *ConversationState) ProtoReflect() protoreflect.Message {
-	mi := &file_client_proto_msgTypes[11]
+	mi := &file_client_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1104,7 +1284,7 @@ func (x *ConversationState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConversationState.ProtoReflect.Descriptor instead.
 func (*ConversationState) Descriptor() ([]byte, []int) {
-	return file_client_proto_rawDescGZIP(), []int{11}
+	return file_client_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ConversationState) GetConversation() string {
@@ -1133,7 +1313,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_client_proto_msgTypes[12]
+	mi := &file_client_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1145,7 +1325,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_client_proto_msgTypes[12]
+	mi := &file_client_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1158,7 +1338,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_client_proto_rawDescGZIP(), []int{12}
+	return file_client_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Error) GetCode() Error_Code {
@@ -1195,7 +1375,7 @@ type Message struct {
 
 func (x *Message) Reset() {
 	*x = Message{}
-	mi := &file_client_proto_msgTypes[13]
+	mi := &file_client_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1207,7 +1387,7 @@ func (x *Message) String() string {
 func (*Message) ProtoMessage() {}
 
 func (x *Message) ProtoReflect() protoreflect.Message {
-	mi := &file_client_proto_msgTypes[13]
+	mi := &file_client_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1220,7 +1400,7 @@ func (x *Message) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Message.ProtoReflect.Descriptor instead.
 func (*Message) Descriptor() ([]byte, []int) {
-	return file_client_proto_rawDescGZIP(), []int{13}
+	return file_client_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Message) GetId() string {
@@ -1290,7 +1470,7 @@ type MessageBatch struct {
 
 func (x *MessageBatch) Reset() {
 	*x = MessageBatch{}
-	mi := &file_client_proto_msgTypes[14]
+	mi := &file_client_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1302,7 +1482,7 @@ func (x *MessageBatch) String() string {
 func (*MessageBatch) ProtoMessage() {}
 
 func (x *MessageBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_client_proto_msgTypes[14]
+	mi := &file_client_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1315,7 +1495,7 @@ func (x *MessageBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageBatch.ProtoReflect.Descriptor instead.
 func (*MessageBatch) Descriptor() ([]byte, []int) {
-	return file_client_proto_rawDescGZIP(), []int{14}
+	return file_client_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *MessageBatch) GetMessages() []*Message {
@@ -1339,7 +1519,7 @@ type PresenceChange struct {
 
 func (x *PresenceChange) Reset() {
 	*x = PresenceChange{}
-	mi := &file_client_proto_msgTypes[15]
+	mi := &file_client_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1351,7 +1531,7 @@ func (x *PresenceChange) String() string {
 func (*PresenceChange) ProtoMessage() {}
 
 func (x *PresenceChange) ProtoReflect() protoreflect.Message {
-	mi := &file_client_proto_msgTypes[15]
+	mi := &file_client_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1364,7 +1544,7 @@ func (x *PresenceChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceChange.ProtoReflect.Descriptor instead.
 func (*PresenceChange) Descriptor() ([]byte, []int) {
-	return file_client_proto_rawDescGZIP(), []int{15}
+	return file_client_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *PresenceChange) GetRoom() string {
@@ -1406,7 +1586,7 @@ type Pong struct {
 
 func (x *Pong) Reset() {
 	*x = Pong{}
-	mi := &file_client_proto_msgTypes[16]
+	mi := &file_client_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1418,7 +1598,7 @@ func (x *Pong) String() string {
 func (*Pong) ProtoMessage() {}
 
 func (x *Pong) ProtoReflect() protoreflect.Message {
-	mi := &file_client_proto_msgTypes[16]
+	mi := &file_client_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1431,7 +1611,7 @@ func (x *Pong) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pong.ProtoReflect.Descriptor instead.
 func (*Pong) Descriptor() ([]byte, []int) {
-	return file_client_proto_rawDescGZIP(), []int{16}
+	return file_client_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Pong) GetClientTimeUnixMs() int64 {
@@ -1462,7 +1642,7 @@ type SendResult struct {
 
 func (x *SendResult) Reset() {
 	*x = SendResult{}
-	mi := &file_client_proto_msgTypes[17]
+	mi := &file_client_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1474,7 +1654,7 @@ func (x *SendResult) String() string {
 func (*SendResult) ProtoMessage() {}
 
 func (x *SendResult) ProtoReflect() protoreflect.Message {
-	mi := &file_client_proto_msgTypes[17]
+	mi := &file_client_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1487,7 +1667,7 @@ func (x *SendResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendResult.ProtoReflect.Descriptor instead.
 func (*SendResult) Descriptor() ([]byte, []int) {
-	return file_client_proto_rawDescGZIP(), []int{17}
+	return file_client_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SendResult) GetClientMsgId() string {
@@ -1538,7 +1718,7 @@ type Joined struct {
 
 func (x *Joined) Reset() {
 	*x = Joined{}
-	mi := &file_client_proto_msgTypes[18]
+	mi := &file_client_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1550,7 +1730,7 @@ func (x *Joined) String() string {
 func (*Joined) ProtoMessage() {}
 
 func (x *Joined) ProtoReflect() protoreflect.Message {
-	mi := &file_client_proto_msgTypes[18]
+	mi := &file_client_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1563,7 +1743,7 @@ func (x *Joined) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Joined.ProtoReflect.Descriptor instead.
 func (*Joined) Descriptor() ([]byte, []int) {
-	return file_client_proto_rawDescGZIP(), []int{18}
+	return file_client_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Joined) GetRoom() string {
@@ -1604,7 +1784,7 @@ type Left struct {
 
 func (x *Left) Reset() {
 	*x = Left{}
-	mi := &file_client_proto_msgTypes[19]
+	mi := &file_client_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1616,7 +1796,7 @@ func (x *Left) String() string {
 func (*Left) ProtoMessage() {}
 
 func (x *Left) ProtoReflect() protoreflect.Message {
-	mi := &file_client_proto_msgTypes[19]
+	mi := &file_client_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1629,7 +1809,7 @@ func (x *Left) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Left.ProtoReflect.Descriptor instead.
 func (*Left) Descriptor() ([]byte, []int) {
-	return file_client_proto_rawDescGZIP(), []int{19}
+	return file_client_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Left) GetRoom() string {
@@ -1643,7 +1823,7 @@ var File_client_proto protoreflect.FileDescriptor
 
 const file_client_proto_rawDesc = "" +
 	"\n" +
-	"\fclient.proto\x12\x10laneim.client.v1\"\x81\x03\n" +
+	"\fclient.proto\x12\x10laneim.client.v1\"\xca\x03\n" +
 	"\vClientFrame\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\x04R\trequestId\x12/\n" +
@@ -1654,7 +1834,8 @@ const file_client_proto_rawDesc = "" +
 	"\x04send\x18\r \x01(\v2\x16.laneim.client.v1.SendH\x00R\x04send\x12)\n" +
 	"\x03ack\x18\x0e \x01(\v2\x15.laneim.client.v1.AckH\x00R\x03ack\x12,\n" +
 	"\x04ping\x18\x0f \x01(\v2\x16.laneim.client.v1.PingH\x00R\x04ping\x12,\n" +
-	"\x04sync\x18\x10 \x01(\v2\x16.laneim.client.v1.SyncH\x00R\x04syncB\x06\n" +
+	"\x04sync\x18\x10 \x01(\v2\x16.laneim.client.v1.SyncH\x00R\x04sync\x12G\n" +
+	"\rconversations\x18\x11 \x01(\v2\x1f.laneim.client.v1.ConversationsH\x00R\rconversationsB\x06\n" +
 	"\x04body\"5\n" +
 	"\x05Login\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x16\n" +
@@ -1678,7 +1859,10 @@ const file_client_proto_rawDesc = "" +
 	"\x04Sync\x12\"\n" +
 	"\fconversation\x18\x01 \x01(\tR\fconversation\x12\x1b\n" +
 	"\tafter_seq\x18\x02 \x01(\x04R\bafterSeq\x12\x14\n" +
-	"\x05limit\x18\x03 \x01(\rR\x05limit\"\xb9\x04\n" +
+	"\x05limit\x18\x03 \x01(\rR\x05limit\"=\n" +
+	"\rConversations\x12\x16\n" +
+	"\x06cursor\x18\x01 \x01(\tR\x06cursor\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\"\x95\x05\n" +
 	"\vServerFrame\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\x04R\trequestId\x12B\n" +
@@ -1693,20 +1877,28 @@ const file_client_proto_rawDesc = "" +
 	"\x06joined\x18\x10 \x01(\v2\x18.laneim.client.v1.JoinedH\x00R\x06joined\x12,\n" +
 	"\x04left\x18\x11 \x01(\v2\x16.laneim.client.v1.LeftH\x00R\x04left\x12?\n" +
 	"\vsync_result\x18\x12 \x01(\v2\x1c.laneim.client.v1.SyncResultH\x00R\n" +
-	"syncResultB\x06\n" +
+	"syncResult\x12Z\n" +
+	"\x14conversations_result\x18\x13 \x01(\v2%.laneim.client.v1.ConversationsResultH\x00R\x13conversationsResultB\x06\n" +
 	"\x04body\"\x82\x01\n" +
 	"\n" +
 	"SyncResult\x12\"\n" +
 	"\fconversation\x18\x01 \x01(\tR\fconversation\x125\n" +
 	"\bmessages\x18\x02 \x03(\v2\x19.laneim.client.v1.MessageR\bmessages\x12\x19\n" +
-	"\bhas_more\x18\x03 \x01(\bR\ahasMore\"\xf0\x01\n" +
+	"\bhas_more\x18\x03 \x01(\bR\ahasMore\"\x9c\x01\n" +
+	"\x13ConversationsResult\x12I\n" +
+	"\rconversations\x18\x01 \x03(\v2#.laneim.client.v1.ConversationStateR\rconversations\x12\x1f\n" +
+	"\vnext_cursor\x18\x02 \x01(\tR\n" +
+	"nextCursor\x12\x19\n" +
+	"\bhas_more\x18\x03 \x01(\bR\ahasMore\"\xd2\x02\n" +
 	"\vLoginResult\x12\x0e\n" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x12\n" +
 	"\x04user\x18\x02 \x01(\tR\x04user\x12\x18\n" +
 	"\asession\x18\x03 \x01(\tR\asession\x12)\n" +
 	"\x10protocol_version\x18\x04 \x01(\rR\x0fprotocolVersion\x12-\n" +
 	"\x13server_time_unix_ms\x18\x05 \x01(\x03R\x10serverTimeUnixMs\x12I\n" +
-	"\rconversations\x18\x06 \x03(\v2#.laneim.client.v1.ConversationStateR\rconversations\"V\n" +
+	"\rconversations\x18\x06 \x03(\v2#.laneim.client.v1.ConversationStateR\rconversations\x12-\n" +
+	"\x12more_conversations\x18\a \x01(\bR\x11moreConversations\x121\n" +
+	"\x14conversations_cursor\x18\b \x01(\tR\x13conversationsCursor\"V\n" +
 	"\x11ConversationState\x12\"\n" +
 	"\fconversation\x18\x01 \x01(\tR\fconversation\x12\x1d\n" +
 	"\n" +
@@ -1778,29 +1970,31 @@ func file_client_proto_rawDescGZIP() []byte {
 }
 
 var file_client_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_client_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_client_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_client_proto_goTypes = []any{
-	(Error_Code)(0),           // 0: laneim.client.v1.Error.Code
-	(*ClientFrame)(nil),       // 1: laneim.client.v1.ClientFrame
-	(*Login)(nil),             // 2: laneim.client.v1.Login
-	(*JoinRoom)(nil),          // 3: laneim.client.v1.JoinRoom
-	(*LeaveRoom)(nil),         // 4: laneim.client.v1.LeaveRoom
-	(*Send)(nil),              // 5: laneim.client.v1.Send
-	(*Ack)(nil),               // 6: laneim.client.v1.Ack
-	(*Ping)(nil),              // 7: laneim.client.v1.Ping
-	(*Sync)(nil),              // 8: laneim.client.v1.Sync
-	(*ServerFrame)(nil),       // 9: laneim.client.v1.ServerFrame
-	(*SyncResult)(nil),        // 10: laneim.client.v1.SyncResult
-	(*LoginResult)(nil),       // 11: laneim.client.v1.LoginResult
-	(*ConversationState)(nil), // 12: laneim.client.v1.ConversationState
-	(*Error)(nil),             // 13: laneim.client.v1.Error
-	(*Message)(nil),           // 14: laneim.client.v1.Message
-	(*MessageBatch)(nil),      // 15: laneim.client.v1.MessageBatch
-	(*PresenceChange)(nil),    // 16: laneim.client.v1.PresenceChange
-	(*Pong)(nil),              // 17: laneim.client.v1.Pong
-	(*SendResult)(nil),        // 18: laneim.client.v1.SendResult
-	(*Joined)(nil),            // 19: laneim.client.v1.Joined
-	(*Left)(nil),              // 20: laneim.client.v1.Left
+	(Error_Code)(0),             // 0: laneim.client.v1.Error.Code
+	(*ClientFrame)(nil),         // 1: laneim.client.v1.ClientFrame
+	(*Login)(nil),               // 2: laneim.client.v1.Login
+	(*JoinRoom)(nil),            // 3: laneim.client.v1.JoinRoom
+	(*LeaveRoom)(nil),           // 4: laneim.client.v1.LeaveRoom
+	(*Send)(nil),                // 5: laneim.client.v1.Send
+	(*Ack)(nil),                 // 6: laneim.client.v1.Ack
+	(*Ping)(nil),                // 7: laneim.client.v1.Ping
+	(*Sync)(nil),                // 8: laneim.client.v1.Sync
+	(*Conversations)(nil),       // 9: laneim.client.v1.Conversations
+	(*ServerFrame)(nil),         // 10: laneim.client.v1.ServerFrame
+	(*SyncResult)(nil),          // 11: laneim.client.v1.SyncResult
+	(*ConversationsResult)(nil), // 12: laneim.client.v1.ConversationsResult
+	(*LoginResult)(nil),         // 13: laneim.client.v1.LoginResult
+	(*ConversationState)(nil),   // 14: laneim.client.v1.ConversationState
+	(*Error)(nil),               // 15: laneim.client.v1.Error
+	(*Message)(nil),             // 16: laneim.client.v1.Message
+	(*MessageBatch)(nil),        // 17: laneim.client.v1.MessageBatch
+	(*PresenceChange)(nil),      // 18: laneim.client.v1.PresenceChange
+	(*Pong)(nil),                // 19: laneim.client.v1.Pong
+	(*SendResult)(nil),          // 20: laneim.client.v1.SendResult
+	(*Joined)(nil),              // 21: laneim.client.v1.Joined
+	(*Left)(nil),                // 22: laneim.client.v1.Left
 }
 var file_client_proto_depIdxs = []int32{
 	2,  // 0: laneim.client.v1.ClientFrame.login:type_name -> laneim.client.v1.Login
@@ -1810,24 +2004,27 @@ var file_client_proto_depIdxs = []int32{
 	6,  // 4: laneim.client.v1.ClientFrame.ack:type_name -> laneim.client.v1.Ack
 	7,  // 5: laneim.client.v1.ClientFrame.ping:type_name -> laneim.client.v1.Ping
 	8,  // 6: laneim.client.v1.ClientFrame.sync:type_name -> laneim.client.v1.Sync
-	11, // 7: laneim.client.v1.ServerFrame.login_result:type_name -> laneim.client.v1.LoginResult
-	13, // 8: laneim.client.v1.ServerFrame.error:type_name -> laneim.client.v1.Error
-	15, // 9: laneim.client.v1.ServerFrame.messages:type_name -> laneim.client.v1.MessageBatch
-	16, // 10: laneim.client.v1.ServerFrame.presence:type_name -> laneim.client.v1.PresenceChange
-	17, // 11: laneim.client.v1.ServerFrame.pong:type_name -> laneim.client.v1.Pong
-	18, // 12: laneim.client.v1.ServerFrame.send_result:type_name -> laneim.client.v1.SendResult
-	19, // 13: laneim.client.v1.ServerFrame.joined:type_name -> laneim.client.v1.Joined
-	20, // 14: laneim.client.v1.ServerFrame.left:type_name -> laneim.client.v1.Left
-	10, // 15: laneim.client.v1.ServerFrame.sync_result:type_name -> laneim.client.v1.SyncResult
-	14, // 16: laneim.client.v1.SyncResult.messages:type_name -> laneim.client.v1.Message
-	12, // 17: laneim.client.v1.LoginResult.conversations:type_name -> laneim.client.v1.ConversationState
-	0,  // 18: laneim.client.v1.Error.code:type_name -> laneim.client.v1.Error.Code
-	14, // 19: laneim.client.v1.MessageBatch.messages:type_name -> laneim.client.v1.Message
-	20, // [20:20] is the sub-list for method output_type
-	20, // [20:20] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	9,  // 7: laneim.client.v1.ClientFrame.conversations:type_name -> laneim.client.v1.Conversations
+	13, // 8: laneim.client.v1.ServerFrame.login_result:type_name -> laneim.client.v1.LoginResult
+	15, // 9: laneim.client.v1.ServerFrame.error:type_name -> laneim.client.v1.Error
+	17, // 10: laneim.client.v1.ServerFrame.messages:type_name -> laneim.client.v1.MessageBatch
+	18, // 11: laneim.client.v1.ServerFrame.presence:type_name -> laneim.client.v1.PresenceChange
+	19, // 12: laneim.client.v1.ServerFrame.pong:type_name -> laneim.client.v1.Pong
+	20, // 13: laneim.client.v1.ServerFrame.send_result:type_name -> laneim.client.v1.SendResult
+	21, // 14: laneim.client.v1.ServerFrame.joined:type_name -> laneim.client.v1.Joined
+	22, // 15: laneim.client.v1.ServerFrame.left:type_name -> laneim.client.v1.Left
+	11, // 16: laneim.client.v1.ServerFrame.sync_result:type_name -> laneim.client.v1.SyncResult
+	12, // 17: laneim.client.v1.ServerFrame.conversations_result:type_name -> laneim.client.v1.ConversationsResult
+	16, // 18: laneim.client.v1.SyncResult.messages:type_name -> laneim.client.v1.Message
+	14, // 19: laneim.client.v1.ConversationsResult.conversations:type_name -> laneim.client.v1.ConversationState
+	14, // 20: laneim.client.v1.LoginResult.conversations:type_name -> laneim.client.v1.ConversationState
+	0,  // 21: laneim.client.v1.Error.code:type_name -> laneim.client.v1.Error.Code
+	16, // 22: laneim.client.v1.MessageBatch.messages:type_name -> laneim.client.v1.Message
+	23, // [23:23] is the sub-list for method output_type
+	23, // [23:23] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_client_proto_init() }
@@ -1843,12 +2040,13 @@ func file_client_proto_init() {
 		(*ClientFrame_Ack)(nil),
 		(*ClientFrame_Ping)(nil),
 		(*ClientFrame_Sync)(nil),
+		(*ClientFrame_Conversations)(nil),
 	}
 	file_client_proto_msgTypes[4].OneofWrappers = []any{
 		(*Send_User)(nil),
 		(*Send_Room)(nil),
 	}
-	file_client_proto_msgTypes[8].OneofWrappers = []any{
+	file_client_proto_msgTypes[9].OneofWrappers = []any{
 		(*ServerFrame_LoginResult)(nil),
 		(*ServerFrame_Error)(nil),
 		(*ServerFrame_Messages)(nil),
@@ -1858,6 +2056,7 @@ func file_client_proto_init() {
 		(*ServerFrame_Joined)(nil),
 		(*ServerFrame_Left)(nil),
 		(*ServerFrame_SyncResult)(nil),
+		(*ServerFrame_ConversationsResult)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1865,7 +2064,7 @@ func file_client_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_client_proto_rawDesc), len(file_client_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   20,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -669,16 +669,20 @@ func (x *Routed) GetSubmittedUnixMs() int64 {
 	return 0
 }
 
-// HistoryRequest is a client's Sync, forwarded by its comet.
-// Topic: history.requests, key: user.
+// HistoryRequest is a client's Sync or Conversations, forwarded by its
+// comet. Topic: history.requests, key: user.
 type HistoryRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Session       *Session               `protobuf:"bytes,1,opt,name=session,proto3" json:"session,omitempty"`
-	RequestId     uint64                 `protobuf:"varint,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
-	User          string                 `protobuf:"bytes,3,opt,name=user,proto3" json:"user,omitempty"`
-	Conversation  string                 `protobuf:"bytes,4,opt,name=conversation,proto3" json:"conversation,omitempty"`
-	AfterSeq      uint64                 `protobuf:"varint,5,opt,name=after_seq,json=afterSeq,proto3" json:"after_seq,omitempty"`
-	Limit         uint32                 `protobuf:"varint,6,opt,name=limit,proto3" json:"limit,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Session   *Session               `protobuf:"bytes,1,opt,name=session,proto3" json:"session,omitempty"`
+	RequestId uint64                 `protobuf:"varint,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	User      string                 `protobuf:"bytes,3,opt,name=user,proto3" json:"user,omitempty"`
+	// conversation, after_seq and limit are a Sync's.
+	Conversation string `protobuf:"bytes,4,opt,name=conversation,proto3" json:"conversation,omitempty"`
+	AfterSeq     uint64 `protobuf:"varint,5,opt,name=after_seq,json=afterSeq,proto3" json:"after_seq,omitempty"`
+	Limit        uint32 `protobuf:"varint,6,opt,name=limit,proto3" json:"limit,omitempty"`
+	// conversations is set, instead of the Sync fields, for a client's
+	// Conversations: a page of the user's conversation list.
+	Conversations *clientpb.Conversations `protobuf:"bytes,7,opt,name=conversations,proto3" json:"conversations,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -753,6 +757,13 @@ func (x *HistoryRequest) GetLimit() uint32 {
 		return x.Limit
 	}
 	return 0
+}
+
+func (x *HistoryRequest) GetConversations() *clientpb.Conversations {
+	if x != nil {
+		return x.Conversations
+	}
+	return nil
 }
 
 // Delivery is what a comet receives on its own topic deliver.<comet>:
@@ -979,7 +990,7 @@ const file_topic_proto_rawDesc = "" +
 	"\x04room\x18\x03 \x01(\tR\x04room\x12\x14\n" +
 	"\x05users\x18\x04 \x03(\tR\x05users\x12\x1c\n" +
 	"\tbroadcast\x18\x05 \x01(\bR\tbroadcast\x12*\n" +
-	"\x11submitted_unix_ms\x18\x06 \x01(\x03R\x0fsubmittedUnixMs\"\xce\x01\n" +
+	"\x11submitted_unix_ms\x18\x06 \x01(\x03R\x0fsubmittedUnixMs\"\x95\x02\n" +
 	"\x0eHistoryRequest\x122\n" +
 	"\asession\x18\x01 \x01(\v2\x18.laneim.topic.v1.SessionR\asession\x12\x1d\n" +
 	"\n" +
@@ -987,7 +998,8 @@ const file_topic_proto_rawDesc = "" +
 	"\x04user\x18\x03 \x01(\tR\x04user\x12\"\n" +
 	"\fconversation\x18\x04 \x01(\tR\fconversation\x12\x1b\n" +
 	"\tafter_seq\x18\x05 \x01(\x04R\bafterSeq\x12\x14\n" +
-	"\x05limit\x18\x06 \x01(\rR\x05limit\"\xd1\x01\n" +
+	"\x05limit\x18\x06 \x01(\rR\x05limit\x12E\n" +
+	"\rconversations\x18\a \x01(\v2\x1f.laneim.client.v1.ConversationsR\rconversations\"\xd1\x01\n" +
 	"\bDelivery\x12\x14\n" +
 	"\x05conns\x18\x01 \x03(\tR\x05conns\x12\x12\n" +
 	"\x04room\x18\x02 \x01(\tR\x04room\x12\x14\n" +
@@ -1017,18 +1029,19 @@ func file_topic_proto_rawDescGZIP() []byte {
 var file_topic_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
 var file_topic_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_topic_proto_goTypes = []any{
-	(SessionEvent_Kind)(0),       // 0: laneim.topic.v1.SessionEvent.Kind
-	(*Session)(nil),              // 1: laneim.topic.v1.Session
-	(*LoginRequest)(nil),         // 2: laneim.topic.v1.LoginRequest
-	(*SessionEvent)(nil),         // 3: laneim.topic.v1.SessionEvent
-	(*LiveSession)(nil),          // 4: laneim.topic.v1.LiveSession
-	(*Submitted)(nil),            // 5: laneim.topic.v1.Submitted
-	(*Routed)(nil),               // 6: laneim.topic.v1.Routed
-	(*HistoryRequest)(nil),       // 7: laneim.topic.v1.HistoryRequest
-	(*Delivery)(nil),             // 8: laneim.topic.v1.Delivery
-	(*Control)(nil),              // 9: laneim.topic.v1.Control
-	(*clientpb.Message)(nil),     // 10: laneim.client.v1.Message
-	(*clientpb.ServerFrame)(nil), // 11: laneim.client.v1.ServerFrame
+	(SessionEvent_Kind)(0),         // 0: laneim.topic.v1.SessionEvent.Kind
+	(*Session)(nil),                // 1: laneim.topic.v1.Session
+	(*LoginRequest)(nil),           // 2: laneim.topic.v1.LoginRequest
+	(*SessionEvent)(nil),           // 3: laneim.topic.v1.SessionEvent
+	(*LiveSession)(nil),            // 4: laneim.topic.v1.LiveSession
+	(*Submitted)(nil),              // 5: laneim.topic.v1.Submitted
+	(*Routed)(nil),                 // 6: laneim.topic.v1.Routed
+	(*HistoryRequest)(nil),         // 7: laneim.topic.v1.HistoryRequest
+	(*Delivery)(nil),               // 8: laneim.topic.v1.Delivery
+	(*Control)(nil),                // 9: laneim.topic.v1.Control
+	(*clientpb.Message)(nil),       // 10: laneim.client.v1.Message
+	(*clientpb.Conversations)(nil), // 11: laneim.client.v1.Conversations
+	(*clientpb.ServerFrame)(nil),   // 12: laneim.client.v1.ServerFrame
 }
 var file_topic_proto_depIdxs = []int32{
 	1,  // 0: laneim.topic.v1.LoginRequest.session:type_name -> laneim.topic.v1.Session
@@ -1038,13 +1051,14 @@ var file_topic_proto_depIdxs = []int32{
 	1,  // 4: laneim.topic.v1.Submitted.origin:type_name -> laneim.topic.v1.Session
 	10, // 5: laneim.topic.v1.Routed.message:type_name -> laneim.client.v1.Message
 	1,  // 6: laneim.topic.v1.HistoryRequest.session:type_name -> laneim.topic.v1.Session
-	11, // 7: laneim.topic.v1.Delivery.frame:type_name -> laneim.client.v1.ServerFrame
-	9,  // 8: laneim.topic.v1.Delivery.control:type_name -> laneim.topic.v1.Control
-	9,  // [9:9] is the sub-list for method output_type
-	9,  // [9:9] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	11, // 7: laneim.topic.v1.HistoryRequest.conversations:type_name -> laneim.client.v1.Conversations
+	12, // 8: laneim.topic.v1.Delivery.frame:type_name -> laneim.client.v1.ServerFrame
+	9,  // 9: laneim.topic.v1.Delivery.control:type_name -> laneim.topic.v1.Control
+	10, // [10:10] is the sub-list for method output_type
+	10, // [10:10] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_topic_proto_init() }

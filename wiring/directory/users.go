@@ -185,23 +185,3 @@ func (s *Store) Members(ctx context.Context, room string) ([]string, error) {
 	}
 	return m, nil
 }
-
-func userConvsKey(u string) string { return "{u:" + u + "}:convs" }
-
-// AddConversation records that user takes part in a 1:1 conversation.
-// Idempotent.
-func (s *Store) AddConversation(ctx context.Context, user, conversation string) error {
-	if err := s.rdb.SAdd(ctx, userConvsKey(user), conversation).Err(); err != nil {
-		return fmt.Errorf("directory: conversations of %s: %w", user, err)
-	}
-	return nil
-}
-
-// Conversations returns the 1:1 conversations user takes part in.
-func (s *Store) Conversations(ctx context.Context, user string) ([]string, error) {
-	c, err := s.rdb.SMembers(ctx, userConvsKey(user)).Result()
-	if err != nil {
-		return nil, fmt.Errorf("directory: conversations of %s: %w", user, err)
-	}
-	return c, nil
-}

@@ -19,6 +19,7 @@ import (
 	"github.com/laneim/laneim/proto/clientpb"
 	"github.com/laneim/laneim/proto/topicpb"
 	"github.com/laneim/laneim/topics"
+	"github.com/laneim/laneim/wiring/directory"
 	"github.com/laneim/laneim/wiring/msgstore"
 	"github.com/laneim/laneim/wiring/pipeline"
 )
@@ -31,11 +32,12 @@ type Store interface {
 	After(ctx context.Context, conversation string, after uint64, limit int) ([]*clientpb.Message, bool, error)
 }
 
-// Members tells room membership and the conversations' latest seqs;
-// *directory.Store implements it.
-type Members interface {
+// Directory tells room membership and the conversations' latest seqs,
+// and lists a user's conversations; *directory.Store implements it.
+type Directory interface {
 	IsMember(ctx context.Context, room, user string) (bool, error)
 	LatestSeqs(ctx context.Context, conversations ...string) (map[string]uint64, error)
+	ConversationPage(ctx context.Context, user, cursor string, limit, maxBytes int) (directory.ConversationPage, error)
 }
 
 // Config configures the history worker. Zero fields take the defaults.
@@ -66,29 +68,30 @@ func (c *Config) setDefaults() {
 	}
 }
 
-// Handler answers Sync requests. It is safe for concurrent use.
+// Handler answers Sync and Conversations requests. It is safe for
+// concurrent use.
 type Handler struct {
 	cfg     Config
 	store   Store
-	members Members
+	dir     Directory
 	pub     message.Publisher
 	logger  *slog.Logger
 	breaker pipeline.Breaker
 }
 
-// New returns a Handler reading store, checking room membership and
-// latest seqs with members and answering through pub. A nil logger
-// discards.
-func New(cfg Config, store Store, members Members, pub message.Publisher, logger *slog.Logger) (*Handler, error) {
+// New returns a Handler reading messages from store, memberships, latest
+// seqs and conversation lists from dir, and answering through pub. A nil
+// logger discards.
+func New(cfg Config, store Store, dir Directory, pub message.Publisher, logger *slog.Logger) (*Handler, error) {
 	cfg.setDefaults()
 	if cfg.MaxPageBytes < 0 || cfg.CatchUpWait < 0 || cfg.AnswerWithin < 0 {
 		return nil, fmt.Errorf("history: negative setting in %+v", cfg)
 	}
-	if store == nil || members == nil || pub == nil {
-		return nil, errors.New("history: a store, a membership source and a publisher are required")
+	if store == nil || dir == nil || pub == nil {
+		return nil, errors.New("history: a store, a directory and a publisher are required")
 	}
 	logger = pipeline.Logger(logger)
-	return &Handler{cfg: cfg, store: store, members: members, pub: pub, logger: logger,
+	return &Handler{cfg: cfg, store: store, dir: dir, pub: pub, logger: logger,
 		breaker: pipeline.Breaker{CoolDown: 500 * time.Millisecond}}, nil
 }
 
@@ -97,7 +100,8 @@ func (h *Handler) Pipeline() pipeline.Handler {
 	return pipeline.On(Name, topics.HistoryRequests, h.Handle)
 }
 
-// Handle answers one request: a SyncResult, NOT_MEMBER, or UNAVAILABLE
+// Handle answers one request: a SyncResult or a ConversationsResult, an
+// Error (NOT_MEMBER, INVALID), or UNAVAILABLE
 // when the store or the directory fails or takes longer than
 // AnswerWithin; right after such a failure, for half a second, requests
 // are answered UNAVAILABLE without trying (pipeline.Breaker). It returns
@@ -116,7 +120,7 @@ func (h *Handler) Handle(ctx context.Context, req *topicpb.HistoryRequest, _ *me
 		}
 	}
 	if err != nil {
-		h.logger.Warn("sync answered UNAVAILABLE", "conversation", req.GetConversation(), "user", req.GetUser(), "err", err)
+		h.logger.Warn("history request answered UNAVAILABLE", "conversation", req.GetConversation(), "user", req.GetUser(), "err", err)
 		frame = topics.ErrorFrame(req.GetRequestId(), clientpb.Error_UNAVAILABLE, "history is unavailable now; retry")
 	}
 	if err := pipeline.Reply(h.pub, req.GetSession(), frame, nil); err != nil {
@@ -127,6 +131,9 @@ func (h *Handler) Handle(ctx context.Context, req *topicpb.HistoryRequest, _ *me
 
 // answer returns the frame answering req.
 func (h *Handler) answer(ctx context.Context, req *topicpb.HistoryRequest) (*clientpb.ServerFrame, error) {
+	if c := req.GetConversations(); c != nil {
+		return h.conversations(ctx, req, c)
+	}
 	conv := req.GetConversation()
 	allowed, err := h.allowed(ctx, req.GetUser(), conv)
 	if err != nil {
@@ -154,7 +161,7 @@ const catchUpPoll = 10 * time.Millisecond
 // the store has: a seq issued to a message that was never routed, the
 // sender having given up, is never stored).
 func (h *Handler) page(ctx context.Context, conv string, after uint64, limit int) ([]*clientpb.Message, bool, error) {
-	latestOf, err := h.members.LatestSeqs(ctx, conv)
+	latestOf, err := h.dir.LatestSeqs(ctx, conv)
 	if err != nil {
 		return nil, false, fmt.Errorf("history: latest seq of %s: %w", conv, err)
 	}
@@ -199,6 +206,34 @@ func bound(msgs []*clientpb.Message, maxBytes int) ([]*clientpb.Message, bool) {
 	return msgs, false
 }
 
+// conversations answers a Conversations request with the page of the
+// user's conversation list after its cursor: at most its limit (0 means
+// directory.MaxConversationPage, and no more than that) and at most
+// directory.MaxConversationBytes of states. A cursor the directory did
+// not make is refused with INVALID.
+func (h *Handler) conversations(ctx context.Context, req *topicpb.HistoryRequest, c *clientpb.Conversations) (*clientpb.ServerFrame, error) {
+	limit := int(c.GetLimit())
+	if limit == 0 || limit > directory.MaxConversationPage {
+		limit = directory.MaxConversationPage
+	}
+	page, err := h.dir.ConversationPage(ctx, req.GetUser(), c.GetCursor(), limit, directory.MaxConversationBytes)
+	switch {
+	case errors.Is(err, directory.ErrBadCursor):
+		return topics.ErrorFrame(req.GetRequestId(), clientpb.Error_INVALID, "unknown conversations cursor"), nil
+	case err != nil:
+		return nil, fmt.Errorf("history: conversations of %s: %w", req.GetUser(), err)
+	}
+	res := &clientpb.ConversationsResult{
+		Conversations: make([]*clientpb.ConversationState, len(page.States)),
+		NextCursor:    page.Next,
+		HasMore:       page.More,
+	}
+	for i, st := range page.States {
+		res.Conversations[i] = &clientpb.ConversationState{Conversation: st.Conversation, LatestSeq: st.LatestSeq}
+	}
+	return &clientpb.ServerFrame{RequestId: req.GetRequestId(), Body: &clientpb.ServerFrame_ConversationsResult{ConversationsResult: res}}, nil
+}
+
 func (h *Handler) allowed(ctx context.Context, user, conv string) (bool, error) {
 	if a, b, ok := topics.Participants(conv); ok {
 		return user == a || user == b, nil
@@ -207,7 +242,7 @@ func (h *Handler) allowed(ctx context.Context, user, conv string) (bool, error) 
 		return true, nil
 	}
 	if room, ok := strings.CutPrefix(conv, "room:"); ok && room != "" {
-		return h.members.IsMember(ctx, room, user)
+		return h.dir.IsMember(ctx, room, user)
 	}
 	return false, nil
 }

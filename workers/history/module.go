@@ -11,6 +11,8 @@ import (
 	"github.com/laneim/laneim/wiring/pipeline"
 )
 
+var _ Directory = (*directory.Store)(nil)
+
 // Module runs the history worker; it needs a msgstore.Store, a
 // *directory.Store, a message.Publisher and a *slog.Logger in the graph.
 var Module = fx.Module(Name,

@@ -43,6 +43,11 @@ type Config struct {
 	SweepInterval time.Duration
 	// SweepBatch bounds the sessions closed per sweep (1000).
 	SweepBatch int
+	// LoginConversations is the most conversations a LoginResult lists
+	// (1000): the user's rooms, then its most recent 1:1 conversations;
+	// the client pages through the rest. However many, a LoginResult
+	// never carries more than directory.MaxConversationBytes of them.
+	LoginConversations int
 }
 
 func (c *Config) setDefaults() {
@@ -58,6 +63,9 @@ func (c *Config) setDefaults() {
 	if c.SweepBatch <= 0 {
 		c.SweepBatch = 1000
 	}
+	if c.LoginConversations <= 0 {
+		c.LoginConversations = 1000
+	}
 }
 
 // Store is what presence reads and writes in the directory.
@@ -71,9 +79,8 @@ type Store interface {
 	RoomComets(ctx context.Context, room string) ([]string, error)
 	Room(ctx context.Context, id string) (directory.Room, bool, error)
 	IsMember(ctx context.Context, room, user string) (bool, error)
-	RoomsOf(ctx context.Context, user string) ([]string, error)
 	LatestSeqs(ctx context.Context, conversations ...string) (map[string]uint64, error)
-	Conversations(ctx context.Context, user string) ([]string, error)
+	ConversationPage(ctx context.Context, user, cursor string, limit, maxBytes int) (directory.ConversationPage, error)
 	SessionOpen(ctx context.Context, ref directory.SessionRef) (bool, error)
 	UserSessions(ctx context.Context, user string) ([]directory.SessionRef, error)
 	InRoom(ctx context.Context, ref directory.SessionRef, room string) (bool, error)
@@ -101,6 +108,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("presence: negative sweep interval %v", c.SweepInterval)
 	case c.SweepBatch < 0:
 		return fmt.Errorf("presence: negative sweep batch %d", c.SweepBatch)
+	case c.LoginConversations < 0:
+		return fmt.Errorf("presence: negative login conversations %d", c.LoginConversations)
 	}
 	return nil
 }
@@ -159,46 +168,45 @@ func ref(s *topicpb.Session) directory.SessionRef {
 
 func (h *Handler) opened(ctx context.Context, ev *topicpb.SessionEvent) error {
 	s := ev.GetSession()
-	// Recording the session and reading the user's conversations are
-	// independent round trips, made at once; the answer goes only after
-	// all of them, so a client that has its LoginResult is routable.
-	var rooms, direct []string
+	// Recording the session and reading the first page of the user's
+	// conversations are independent, made at once; the answer goes only
+	// after both, so a client that has its LoginResult is routable. The
+	// page is bounded in count and bytes: a user with thousands of
+	// conversations still gets a LoginResult well under the broker's
+	// message size limit, and pages through the rest (history worker).
+	var page directory.ConversationPage
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		return h.store.OpenSession(gctx, directory.Session{Comet: s.GetComet(), Conn: s.GetConn(), User: ev.GetUser(), Device: ev.GetDevice()}, h.cfg.SessionTTL)
 	})
 	g.Go(func() (err error) {
-		rooms, err = h.store.RoomsOf(gctx, ev.GetUser())
-		return err
-	})
-	g.Go(func() (err error) {
-		direct, err = h.store.Conversations(gctx, ev.GetUser())
+		page, err = h.store.ConversationPage(gctx, ev.GetUser(), "", h.cfg.LoginConversations, directory.MaxConversationBytes)
 		return err
 	})
 	if err := g.Wait(); err != nil {
 		return err
 	}
-	convs := make([]string, len(rooms))
-	for i, r := range rooms {
-		convs[i] = topics.RoomConversation(r)
-	}
-	convs = append(convs, direct...)
-	latest, err := h.store.LatestSeqs(ctx, convs...)
-	if err != nil {
-		return err
-	}
 	res := &clientpb.LoginResult{
-		Ok:               true,
-		User:             ev.GetUser(),
-		Session:          topics.SessionKey(s),
-		ProtocolVersion:  ProtocolVersion,
-		ServerTimeUnixMs: time.Now().UnixMilli(),
-	}
-	for _, c := range convs {
-		res.Conversations = append(res.Conversations, &clientpb.ConversationState{Conversation: c, LatestSeq: latest[c]})
+		Ok:                  true,
+		User:                ev.GetUser(),
+		Session:             topics.SessionKey(s),
+		ProtocolVersion:     ProtocolVersion,
+		ServerTimeUnixMs:    time.Now().UnixMilli(),
+		Conversations:       states(page.States),
+		MoreConversations:   page.More,
+		ConversationsCursor: page.Next,
 	}
 	frame := &clientpb.ServerFrame{RequestId: ev.GetRequestId(), Body: &clientpb.ServerFrame_LoginResult{LoginResult: res}}
 	return h.reply(s, frame, &topicpb.Control{Authenticate: ev.GetUser()})
+}
+
+// states converts a directory page's states to the client protocol's.
+func states(in []directory.ConversationState) []*clientpb.ConversationState {
+	out := make([]*clientpb.ConversationState, len(in))
+	for i, st := range in {
+		out[i] = &clientpb.ConversationState{Conversation: st.Conversation, LatestSeq: st.LatestSeq}
+	}
+	return out
 }
 
 func (h *Handler) joined(ctx context.Context, ev *topicpb.SessionEvent) error {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/laneim/laneim/internal/testinfra"
 	"github.com/laneim/laneim/proto/clientpb"
@@ -206,6 +207,65 @@ func TestSweeperExpiresSilentSessions(t *testing.T) {
 	}
 	if d, p := frames[0], frames[0].GetFrame().GetPresence(); p.GetUser() != "bob" || p.GetOnline() || p.GetOnlineCount() != 1 || d.GetRoom() != "lobby" {
 		t.Fatalf("sweep presence %v", d)
+	}
+}
+
+// TestLoginResultIsBounded: a LoginResult lists the user's rooms, then
+// its most recent 1:1 conversations, at most LoginConversations of them
+// and at most directory.MaxConversationBytes, and says when more exist.
+func TestLoginResultIsBounded(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		limit    int // Config.LoginConversations
+		direct   int // alice's 1:1 conversations
+		idLen    int // length of the other users' ids
+		want     int // states listed; -1: cut by the byte budget
+		wantMore bool
+	}{
+		{"all of a few", 0, 3, 10, 2 + 3, false},
+		{"exactly the limit", 5, 3, 10, 5, false},
+		{"over the limit", 10, 25, 10, 10, true},
+		{"default limit", 0, 1200, 10, 1000, true},
+		{"byte budget", 0, 1200, 300, -1, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			h, store, rec := fixture(t, presence.Config{LoginConversations: tt.limit})
+			ctx := context.Background()
+			base := time.UnixMilli(1_700_000_000_000)
+			var newest string
+			for i := range tt.direct {
+				newest = topics.DirectConversation("alice", fmt.Sprintf("%0*d", tt.idLen, i))
+				if err := store.AddConversationAt(ctx, "alice", newest, base.Add(time.Duration(i)*time.Second)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			event(t, h, &topicpb.SessionEvent{Kind: topicpb.SessionEvent_OPENED, Session: sess("c1", "a1"), User: "alice", RequestId: 1})
+			d := deliveries(t, rec)[topics.Delivery("c1")]
+			if len(d) != 1 {
+				t.Fatalf("login replies %v", d)
+			}
+			res := d[0].GetFrame().GetLoginResult()
+			states := res.GetConversations()
+			switch {
+			case tt.want >= 0 && len(states) != tt.want:
+				t.Errorf("%d conversations, want %d", len(states), tt.want)
+			case tt.want < 0 && (len(states) >= 1000 || len(states) < 500):
+				t.Errorf("%d conversations, want the byte budget to cut between 500 and 1,000", len(states))
+			}
+			if res.GetMoreConversations() != tt.wantMore || (res.GetConversationsCursor() != "") != tt.wantMore {
+				t.Errorf("more %v cursor %q, want more %v", res.GetMoreConversations(), res.GetConversationsCursor(), tt.wantMore)
+			}
+			if size := proto.Size(d[0]); size > directory.MaxConversationBytes+1024 {
+				t.Errorf("delivery of %d bytes", size)
+			}
+			// Rooms first, then the most recent 1:1 conversation.
+			if len(states) >= 3 && (states[0].GetConversation() != "room:dev" || states[1].GetConversation() != "room:lobby" || states[2].GetConversation() != newest) {
+				t.Errorf("listed %v first", states[:3])
+			}
+		})
 	}
 }
 
