@@ -72,6 +72,9 @@ type Stats struct {
 	// (conversation, seq) already queued: once per room for a room's
 	// messages, once per connection for direct ones.
 	RepeatsDropped int64
+	// Unanswered counts requests the comet answered UNAVAILABLE itself
+	// because the pipeline's answer did not come within RequestTimeout.
+	Unanswered int64
 }
 
 // Comet is a WebSocket gateway. Its methods are safe for concurrent use.
@@ -98,7 +101,7 @@ type Comet struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // every goroutine and timer the comet started
 
-	slow, framesSent, bytesSent, repeats atomic.Int64
+	slow, framesSent, bytesSent, repeats, unanswered atomic.Int64
 }
 
 // New returns a Comet publishing client requests with pub. Call Start to
@@ -151,7 +154,7 @@ func (c *Comet) Stats() Stats {
 	return Stats{
 		Connections: int64(len(c.conns)), Users: int64(len(c.users)), Rooms: int64(len(c.rooms)),
 		SlowConsumers: c.slow.Load(), FramesSent: c.framesSent.Load(), BytesSent: c.bytesSent.Load(),
-		RepeatsDropped: c.repeats.Load(),
+		RepeatsDropped: c.repeats.Load(), Unanswered: c.unanswered.Load(),
 	}
 }
 

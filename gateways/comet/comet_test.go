@@ -247,7 +247,7 @@ func TestConfig(t *testing.T) {
 			defer c.Close()
 			got := c.Config()
 			want := comet.Config{ID: "comet-1", Addr: "127.0.0.1:8080", Path: "/ws", MaxFrameBytes: 64 << 10, SendQueue: 256,
-				WriteTimeout: 10 * time.Second, LoginTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second,
+				WriteTimeout: 10 * time.Second, LoginTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second, RequestTimeout: 10 * time.Second, MaxInFlight: 32,
 				HeartbeatInterval: 10 * time.Second, BatchWindow: 10 * time.Millisecond, MaxBatchWindow: 500 * time.Millisecond, FrameBudget: 25000}
 			if got != want {
 				t.Errorf("config %+v, want %+v", got, want)
@@ -1140,5 +1140,46 @@ func TestDirectDropsRepeats(t *testing.T) {
 	// repeat 2, the gap 2, batch 2, broadcast repeat 3, to one connection 1
 	if st := f.comet.Stats(); st.RepeatsDropped != 10 {
 		t.Errorf("repeats dropped %d, want 10 (counted per connection)", st.RepeatsDropped)
+	}
+}
+
+// TestEveryRequestAnswered: a request the pipeline never answers (a
+// worker down) is answered UNAVAILABLE by the comet after RequestTimeout;
+// one the pipeline answers is not answered twice; and a connection with
+// MaxInFlight requests waiting gets UNAVAILABLE at once for more.
+func TestEveryRequestAnswered(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, comet.Config{RequestTimeout: 300 * time.Millisecond, MaxInFlight: 2})
+	conn, id := f.login("alice", client.Options{})
+	ctx := ctxT(t)
+	send := func(req uint64) {
+		t.Helper()
+		if err := conn.Write(ctx, &clientpb.ClientFrame{RequestId: req, Body: &clientpb.ClientFrame_Send{Send: &clientpb.Send{
+			ClientMsgId: fmt.Sprint("m", req), To: &clientpb.Send_Room{Room: "lobby"}, Body: []byte("x"),
+		}}}); err != nil {
+			t.Fatal(err)
+		}
+		next(f, topics.Submitted)
+	}
+	send(1) // never answered
+	send(2) // answered by the pipeline
+	if err := conn.Write(ctx, &clientpb.ClientFrame{RequestId: 3, Body: &clientpb.ClientFrame_Sync{Sync: &clientpb.Sync{Conversation: "room:lobby"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if fr := nextFrame(t, conn); fr.GetRequestId() != 3 || fr.GetError().GetCode() != clientpb.Error_UNAVAILABLE {
+		t.Fatalf("third request in flight answered %v, want UNAVAILABLE at once", fr)
+	}
+	f.deliver(&topicpb.Delivery{Conns: []string{id}, Frame: &clientpb.ServerFrame{RequestId: 2, Body: &clientpb.ServerFrame_SendResult{SendResult: &clientpb.SendResult{Seq: 1}}}})
+	if fr := nextFrame(t, conn); fr.GetRequestId() != 2 || fr.GetSendResult() == nil {
+		t.Fatalf("answer %v, want the SendResult of 2", fr)
+	}
+	if fr := nextFrame(t, conn); fr.GetRequestId() != 1 || fr.GetError().GetCode() != clientpb.Error_UNAVAILABLE {
+		t.Fatalf("unanswered request got %v, want UNAVAILABLE from the comet", fr)
+	}
+	// Request 2 was answered once: nothing more comes for it.
+	time.Sleep(600 * time.Millisecond) // two timeouts
+	f.expectNothingMore(conn, id)
+	if st := f.comet.Stats(); st.Unanswered != 1 {
+		t.Fatalf("Stats.Unanswered = %d, want 1", st.Unanswered)
 	}
 }

@@ -34,6 +34,13 @@ type Config struct {
 	// IdleTimeout closes, with 1008, connections that sent no frame for
 	// this long (60s); clients send Ping to stay connected.
 	IdleTimeout time.Duration
+	// RequestTimeout bounds the wait for the pipeline's answer to a
+	// request forwarded to it (Login, JoinRoom, Send, Sync,
+	// Conversations): past it the comet answers UNAVAILABLE itself (10s).
+	RequestTimeout time.Duration
+	// MaxInFlight bounds a connection's requests waiting for the
+	// pipeline's answer; more are answered UNAVAILABLE at once (32).
+	MaxInFlight int
 	// HeartbeatInterval is how often live sessions are reported (10s).
 	HeartbeatInterval time.Duration
 	// BatchWindow merges a room's messages arriving within it (10ms).
@@ -76,6 +83,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.IdleTimeout <= 0 {
 		c.IdleTimeout = 60 * time.Second
+	}
+	if c.RequestTimeout <= 0 {
+		c.RequestTimeout = 10 * time.Second
+	}
+	if c.MaxInFlight <= 0 {
+		c.MaxInFlight = 32
 	}
 	if c.HeartbeatInterval <= 0 {
 		c.HeartbeatInterval = 10 * time.Second

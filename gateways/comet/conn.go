@@ -55,6 +55,11 @@ type conn struct {
 	closeStatus websocket.StatusCode
 	closeReason string
 	closeFlush  bool // write what is queued before closing
+
+	// Requests waiting for the pipeline's answer (pending.go).
+	pmu     sync.Mutex
+	pending map[uint64]time.Time // request id -> when to answer it ourselves
+	waiting atomic.Int32         // len(pending), read without pmu
 }
 
 // newConn returns a connection of c over ws (nil in tests); nc is the
@@ -128,6 +133,7 @@ func (cn *conn) repeatLocked(m *clientpb.Message) bool {
 // checkDeadlines kicks the connection if it is past its login or idle
 // deadline at now.
 func (cn *conn) checkDeadlines(now time.Time) {
+	cn.answerOverdue(now)
 	c := cn.comet
 	age := now.Sub(cn.start)
 	if time.Duration(cn.lastRead.Load())+c.cfg.IdleTimeout <= age {
@@ -192,6 +198,9 @@ func (cn *conn) serve(f *clientpb.ClientFrame) {
 			cn.fail(req, clientpb.Error_ALREADY_LOGGED_IN, "already logged in as "+user)
 			return
 		}
+		if !cn.expect(req) {
+			return
+		}
 		msg, err := topics.LoginRequests.Encode(&topicpb.LoginRequest{
 			Session: c.session(cn), RequestId: req, Token: b.Login.GetToken(), Device: b.Login.GetDevice(), ReceivedUnixMs: time.Now().UnixMilli(),
 		})
@@ -200,6 +209,7 @@ func (cn *conn) serve(f *clientpb.ClientFrame) {
 		}
 		if err != nil {
 			c.logger.Warn("publish login request", "conn", cn.id, "err", err)
+			cn.unexpect(req)
 			cn.fail(req, clientpb.Error_UNAVAILABLE, "login unavailable, retry")
 		}
 		return
@@ -214,8 +224,12 @@ func (cn *conn) serve(f *clientpb.ClientFrame) {
 			cn.fail(req, clientpb.Error_INVALID, "join needs a room")
 			return
 		}
+		if !cn.expect(req) {
+			return
+		}
 		ev := &topicpb.SessionEvent{Kind: topicpb.SessionEvent_JOINED, Session: c.session(cn), User: user, Room: b.Join.GetRoom(), RequestId: req, TimeUnixMs: time.Now().UnixMilli()}
 		if c.publishEvent(ev) != nil {
+			cn.unexpect(req)
 			cn.fail(req, clientpb.Error_UNAVAILABLE, "join unavailable, retry")
 		}
 	case *clientpb.ClientFrame_Leave:
@@ -267,12 +281,16 @@ func (cn *conn) submit(req uint64, user string, s *clientpb.Send) {
 		cn.fail(req, clientpb.Error_INVALID, "send needs a client_msg_id and a user or room")
 		return
 	}
+	if !cn.expect(req) {
+		return
+	}
 	msg, err := topics.Submitted.Encode(sub)
 	if err == nil {
 		err = c.pub.Publish(topics.Submitted.Name, msg)
 	}
 	if err != nil {
 		c.logger.Warn("publish submitted message", "conn", cn.id, "err", err)
+		cn.unexpect(req)
 		cn.fail(req, clientpb.Error_UNAVAILABLE, "send unavailable, retry with the same client_msg_id")
 	}
 }
@@ -295,12 +313,16 @@ func (cn *conn) sync(req uint64, user string, s *clientpb.Sync) {
 // worker, which answers on this comet's delivery topic.
 func (cn *conn) history(req uint64, r *topicpb.HistoryRequest) {
 	c := cn.comet
+	if !cn.expect(req) {
+		return
+	}
 	msg, err := topics.HistoryRequests.Encode(r)
 	if err == nil {
 		err = c.pub.Publish(topics.HistoryRequests.Name, msg)
 	}
 	if err != nil {
 		c.logger.Warn("publish history request", "err", err)
+		cn.unexpect(req)
 		cn.fail(req, clientpb.Error_UNAVAILABLE, "history unavailable, retry")
 	}
 }

@@ -46,6 +46,14 @@ func (c *Comet) Deliver(d *topicpb.Delivery) {
 		c.control(targets, ctl)
 	}
 	f := d.GetFrame()
+	if req := f.GetRequestId(); req != 0 {
+		if ctl == nil {
+			targets = c.targets(d)
+		}
+		for _, cn := range targets {
+			cn.answered(req)
+		}
+	}
 	if f != nil {
 		if batch := f.GetMessages(); batch != nil && d.GetRoom() != "" && ctl.GetClose() == "" {
 			c.mu.RLock()
@@ -56,7 +64,7 @@ func (c *Comet) Deliver(d *topicpb.Delivery) {
 			}
 			return
 		}
-		if ctl == nil {
+		if ctl == nil && f.GetRequestId() == 0 {
 			targets = c.targets(d)
 		}
 		if batch := f.GetMessages(); batch != nil && len(batch.GetMessages()) > 0 {

@@ -135,7 +135,7 @@ func (c *Comet) startSweepLocked() {
 // timeout, between 10 ms and 1 s.
 func (c *Comet) sweepDeadlines() {
 	defer c.wg.Done()
-	period := min(max(min(c.cfg.LoginTimeout, c.cfg.IdleTimeout)/4, 10*time.Millisecond), time.Second)
+	period := min(max(min(c.cfg.LoginTimeout, c.cfg.IdleTimeout, c.cfg.RequestTimeout)/4, 10*time.Millisecond), time.Second)
 	t := time.NewTicker(period)
 	defer t.Stop()
 	var conns []*conn

@@ -129,6 +129,7 @@ func registerMetrics(reg *prometheus.Registry, c *Comet) error {
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "laneim_comet_slow_consumers_total", Help: "Connections closed because their send queue was full.", ConstLabels: labels}, stat(func(s Stats) int64 { return s.SlowConsumers })),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "laneim_comet_frames_sent_total", Help: "Frames written to clients.", ConstLabels: labels}, stat(func(s Stats) int64 { return s.FramesSent })),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "laneim_comet_bytes_sent_total", Help: "Bytes written to clients.", ConstLabels: labels}, stat(func(s Stats) int64 { return s.BytesSent })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "laneim_comet_requests_unanswered_total", Help: "Requests answered UNAVAILABLE by the comet because the pipeline's answer did not come within the request timeout.", ConstLabels: labels}, stat(func(s Stats) int64 { return s.Unanswered })),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "laneim_comet_repeats_dropped_total", Help: "Messages dropped because they repeated a (conversation, seq) already queued: once per room for room messages, once per connection for direct ones.", ConstLabels: labels}, stat(func(s Stats) int64 { return s.RepeatsDropped })),
 	}
 	for _, col := range cs {

@@ -266,4 +266,3 @@ func redactDSN(dsn string) string {
 	}
 	return u.Redacted()
 }
-

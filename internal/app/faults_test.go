@@ -125,3 +125,28 @@ func TestE2ERedisFrozenEverySendAnswered(t *testing.T) {
 		t.Fatal("no seq after the freeze")
 	}
 }
+
+// TestE2EWorkerDownRequestsStillAnswered: with no routing worker running
+// (killed, say), a Send is answered UNAVAILABLE by the comet after its
+// request timeout instead of never (issue 10: "never silence").
+func TestE2EWorkerDownRequestsStillAnswered(t *testing.T) {
+	t.Parallel()
+	var roles []Role
+	for _, r := range Workers {
+		if r != Routing {
+			roles = append(roles, r)
+		}
+	}
+	c := startClusterRoles(t, func(s *Settings) { s.RequestTimeout = 500 * time.Millisecond }, append(roles, Comet))
+	alice := c.login("alice")
+	c.join(alice, "lobby")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := alice.Send(ctx, &clientpb.Send{ClientMsgId: "m1", To: &clientpb.Send_Room{Room: "lobby"}, Body: []byte("x")})
+	if errCode(err) != clientpb.Error_UNAVAILABLE {
+		t.Fatalf("send with routing down: %v, want UNAVAILABLE", err)
+	}
+	if n := c.comet.Stats().Unanswered; n != 1 {
+		t.Fatalf("comet answered %d requests itself, want 1", n)
+	}
+}

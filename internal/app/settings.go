@@ -35,6 +35,7 @@ type Settings struct {
 	MaxBodyBytes      int
 	BatchWindow       time.Duration
 	SendQueue         int
+	RequestTimeout    time.Duration
 	FrameBudget       int
 	MaxBatchWindow    time.Duration
 	Procs             int
@@ -71,6 +72,7 @@ func (s *Settings) Register(fs *flag.FlagSet) {
 	fs.IntVar(&s.MaxBodyBytes, "max-body", 16<<10, "largest message body accepted, bytes")
 	fs.DurationVar(&s.BatchWindow, "batch-window", 10*time.Millisecond, "comet: merge a room's messages arriving within this window")
 	fs.IntVar(&s.SendQueue, "send-queue", 256, "comet: frames queued per connection before it is dropped as a slow consumer")
+	fs.DurationVar(&s.RequestTimeout, "request-timeout", 10*time.Second, "comet: a request the pipeline has not answered by then is answered UNAVAILABLE by the comet")
 	fs.IntVar(&s.FrameBudget, "frame-budget", 25000, "comet: frames a second a busy room may cost; a room of N local members flushes at most budget/N times a second")
 	fs.DurationVar(&s.MaxBatchWindow, "max-batch-window", 500*time.Millisecond, "comet: the longest a busy room's messages wait to be merged")
 	fs.IntVar(&s.Procs, "procs", 0, "Go scheduler threads (GOMAXPROCS); 0: four times Go's default (at most 32) for a process that runs a comet, Go's default otherwise")

@@ -1,0 +1,78 @@
+package comet
+
+import (
+	"time"
+
+	"github.com/laneim/laneim/proto/clientpb"
+)
+
+// Every request a connection forwards into the pipeline gets an answer:
+// the connection remembers its request id until a frame carrying that id
+// comes back (Deliver calls answered), and the deadline sweep answers
+// UNAVAILABLE itself for one still waiting after RequestTimeout (a worker
+// down, a message lost on the way). The pipeline's answer may still come
+// afterwards; docs/protocol.md tells clients to ignore an answer to a
+// request they have settled. Request id 0 cannot be told apart and is
+// not tracked.
+//
+// A connection has at most MaxInFlight requests waiting: more are
+// answered UNAVAILABLE without being forwarded.
+
+// expect records that req waits for the pipeline's answer. It reports
+// false, having answered UNAVAILABLE, when too many requests wait.
+func (cn *conn) expect(req uint64) bool {
+	if req == 0 {
+		return true
+	}
+	c := cn.comet
+	cn.pmu.Lock()
+	defer cn.pmu.Unlock()
+	if _, again := cn.pending[req]; !again && len(cn.pending) >= c.cfg.MaxInFlight {
+		cn.fail(req, clientpb.Error_UNAVAILABLE, "too many requests waiting for an answer; retry when some are answered")
+		return false
+	}
+	if cn.pending == nil {
+		cn.pending = make(map[uint64]time.Time, 1)
+	}
+	cn.pending[req] = time.Now().Add(c.cfg.RequestTimeout)
+	cn.waiting.Store(int32(len(cn.pending)))
+	return true
+}
+
+// unexpect forgets req: its forwarding failed and it was answered.
+func (cn *conn) unexpect(req uint64) { cn.answered(req) }
+
+// answered forgets req: a frame answering it is queued.
+func (cn *conn) answered(req uint64) {
+	if req == 0 || cn.waiting.Load() == 0 {
+		return
+	}
+	cn.pmu.Lock()
+	delete(cn.pending, req)
+	cn.waiting.Store(int32(len(cn.pending)))
+	cn.pmu.Unlock()
+}
+
+// answerOverdue answers UNAVAILABLE every request waiting past its
+// deadline at now.
+func (cn *conn) answerOverdue(now time.Time) {
+	if cn.waiting.Load() == 0 {
+		return
+	}
+	var overdue []uint64
+	cn.pmu.Lock()
+	for req, due := range cn.pending {
+		if !now.Before(due) {
+			overdue = append(overdue, req)
+			delete(cn.pending, req)
+		}
+	}
+	cn.waiting.Store(int32(len(cn.pending)))
+	cn.pmu.Unlock()
+	if len(overdue) > 0 {
+		cn.comet.unanswered.Add(int64(len(overdue)))
+	}
+	for _, req := range overdue {
+		cn.fail(req, clientpb.Error_UNAVAILABLE, "no answer in time; retry (a Send with the same client_msg_id)")
+	}
+}
