@@ -6,15 +6,18 @@ package app
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/laneim/laneim/internal/client"
+	"github.com/laneim/laneim/internal/embedded"
 	"github.com/laneim/laneim/internal/seed"
 	"github.com/laneim/laneim/internal/testinfra"
 	"github.com/laneim/laneim/proto/clientpb"
 	"github.com/laneim/laneim/topics"
+	"github.com/laneim/laneim/wiring"
 )
 
 // sendUntilAccepted sends one message with a fixed client_msg_id, retrying
@@ -149,4 +152,82 @@ func TestE2EWorkerDownRequestsStillAnswered(t *testing.T) {
 	if n := c.comet.Stats().Unanswered; n != 1 {
 		t.Fatalf("comet answered %d requests itself, want 1", n)
 	}
+}
+
+// TestE2EBrokerRestartLosesNothingAcknowledged: the Kafka-protocol broker
+// (persistent, like `laneim broker`) stops and starts again on the same
+// address and data. Sends made meanwhile are answered (UNAVAILABLE or
+// SendResult), sending works again afterwards, and every message that got
+// a SendResult, before, during or after, is in history with its seq and id.
+func TestE2EBrokerRestartLosesNothingAcknowledged(t *testing.T) {
+	t.Parallel()
+	addr := "127.0.0.1:" + strconv.Itoa(testinfra.FreePort(t))
+	dataDir := t.TempDir()
+	startBroker := func() *embedded.Broker {
+		t.Helper()
+		var b *embedded.Broker
+		testinfra.Eventually(t, 10*time.Second, func() (err error) {
+			b, err = embedded.StartBroker(embedded.BrokerConfig{Addr: addr, DataDir: dataDir})
+			return err
+		}, "start the broker on %s", addr)
+		return b
+	}
+	broker := startBroker()
+	defer func() { broker.Close() }()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	if err := wiring.EnsureTopics(ctx, wiring.KafkaConfig{Brokers: []string{addr}}, wiring.PipelineTopics()...); err != nil {
+		t.Fatal(err)
+	}
+	c := startCluster(t, func(s *Settings) { s.Kafka = addr; s.RequestTimeout = 2 * time.Second })
+	alice := c.login("alice")
+	c.join(alice, "lobby")
+
+	acked := map[uint64]string{}
+	var mu sync.Mutex
+	ack := func(res *clientpb.SendResult) {
+		mu.Lock()
+		defer mu.Unlock()
+		acked[res.GetSeq()] = res.GetMessageId()
+	}
+	for i := range 3 {
+		ack(sendUntilAccepted(t, alice, "lobby", fmt.Sprint("before-", i), "before"))
+	}
+
+	broker.Close()
+	// Sends while the broker is down: each is answered one way or the other.
+	for i := range 3 {
+		sctx, scancel := context.WithTimeout(ctx, 15*time.Second)
+		res, err := alice.Send(sctx, &clientpb.Send{ClientMsgId: fmt.Sprint("down-", i), To: &clientpb.Send_Room{Room: "lobby"}, Body: []byte("down")})
+		scancel()
+		switch {
+		case err == nil:
+			ack(res)
+		case errCode(err) != clientpb.Error_UNAVAILABLE:
+			t.Fatalf("send %d with the broker down: %v, want an answer", i, err)
+		}
+	}
+	broker = startBroker()
+
+	// The same client ids again (the client retries), then new ones.
+	for i := range 3 {
+		ack(sendUntilAccepted(t, alice, "lobby", fmt.Sprint("down-", i), "down"))
+		ack(sendUntilAccepted(t, alice, "lobby", fmt.Sprint("after-", i), "after"))
+	}
+	conv := topics.RoomConversation("lobby")
+	testinfra.Eventually(t, 60*time.Second, func() error {
+		got := syncAll(t, alice, conv, 0)
+		stored := map[uint64]string{}
+		for _, m := range got {
+			stored[m.GetSeq()] = m.GetId()
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		for seq, id := range acked {
+			if stored[seq] != id {
+				return fmt.Errorf("acknowledged seq %d (%s) not in history (%d stored)", seq, id, len(stored))
+			}
+		}
+		return nil
+	}, "every acknowledged message in history")
 }
