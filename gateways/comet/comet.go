@@ -75,6 +75,10 @@ type Stats struct {
 	// Unanswered counts requests the comet answered UNAVAILABLE itself
 	// because the pipeline's answer did not come within RequestTimeout.
 	Unanswered int64
+	// RateLimited counts frames refused with RATE_LIMITED; Refused counts
+	// the other refusals a limit caused (too long, too many in flight, a
+	// second Login).
+	RateLimited, Refused int64
 }
 
 // Comet is a WebSocket gateway. Its methods are safe for concurrent use.
@@ -101,7 +105,7 @@ type Comet struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // every goroutine and timer the comet started
 
-	slow, framesSent, bytesSent, repeats, unanswered atomic.Int64
+	slow, framesSent, bytesSent, repeats, unanswered, rateLimited, refused atomic.Int64
 }
 
 // New returns a Comet publishing client requests with pub. Call Start to
@@ -155,6 +159,7 @@ func (c *Comet) Stats() Stats {
 		Connections: int64(len(c.conns)), Users: int64(len(c.users)), Rooms: int64(len(c.rooms)),
 		SlowConsumers: c.slow.Load(), FramesSent: c.framesSent.Load(), BytesSent: c.bytesSent.Load(),
 		RepeatsDropped: c.repeats.Load(), Unanswered: c.unanswered.Load(),
+		RateLimited: c.rateLimited.Load(), Refused: c.refused.Load(),
 	}
 }
 

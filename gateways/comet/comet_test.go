@@ -247,7 +247,7 @@ func TestConfig(t *testing.T) {
 			defer c.Close()
 			got := c.Config()
 			want := comet.Config{ID: "comet-1", Addr: "127.0.0.1:8080", Path: "/ws", MaxFrameBytes: 64 << 10, SendQueue: 256,
-				WriteTimeout: 10 * time.Second, LoginTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second, RequestTimeout: 10 * time.Second, MaxInFlight: 32,
+				WriteTimeout: 10 * time.Second, LoginTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second, RequestTimeout: 10 * time.Second, MaxInFlight: 32, RequestRate: 20, RequestBurst: 50, MaxTokenBytes: 4 << 10, SendQueueBytes: 4 << 20,
 				HeartbeatInterval: 10 * time.Second, BatchWindow: 10 * time.Millisecond, MaxBatchWindow: 500 * time.Millisecond, FrameBudget: 25000}
 			if got != want {
 				t.Errorf("config %+v, want %+v", got, want)
@@ -1182,4 +1182,144 @@ func TestEveryRequestAnswered(t *testing.T) {
 	if st := f.comet.Stats(); st.Unanswered != 1 {
 		t.Fatalf("Stats.Unanswered = %d, want 1", st.Unanswered)
 	}
+}
+
+// TestLimits: what one connection may send is bounded, each refusal a
+// clear Error (issue 11).
+func TestLimits(t *testing.T) {
+	t.Parallel()
+	t.Run("request rate", func(t *testing.T) {
+		t.Parallel()
+		f := newFixture(t, comet.Config{RequestRate: 1, RequestBurst: 3})
+		conn, _ := f.login("alice", client.Options{}) // the Login takes one
+		ctx := ctxT(t)
+		var limited *clientpb.Error
+		for i := range 5 {
+			if err := conn.Write(ctx, &clientpb.ClientFrame{RequestId: uint64(10 + i), Body: &clientpb.ClientFrame_Ping{Ping: &clientpb.Ping{}}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for range 5 {
+			if e := nextFrame(t, conn).GetError(); e != nil && limited == nil {
+				limited = e
+			}
+		}
+		if limited.GetCode() != clientpb.Error_RATE_LIMITED || limited.GetRetryAfterMs() == 0 {
+			t.Fatalf("a burst past the budget got %v, want RATE_LIMITED with a retry-after", limited)
+		}
+		if st := f.comet.Stats(); st.RateLimited == 0 {
+			t.Fatalf("Stats.RateLimited = 0")
+		}
+	})
+	t.Run("one login at a time and a token cap", func(t *testing.T) {
+		t.Parallel()
+		f := newFixture(t, comet.Config{MaxTokenBytes: 100})
+		conn := f.dial(client.Options{})
+		ctx := ctxT(t)
+		login := func(req uint64, token string) {
+			if err := conn.Write(ctx, &clientpb.ClientFrame{RequestId: req, Body: &clientpb.ClientFrame_Login{Login: &clientpb.Login{Token: token}}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		login(1, strings.Repeat("t", 101))
+		if e := nextFrame(t, conn).GetError(); e.GetCode() != clientpb.Error_BAD_TOKEN {
+			t.Fatalf("a long token got %v, want BAD_TOKEN", e)
+		}
+		login(2, "token-of-alice")
+		login(3, "token-of-mallory")
+		if fr := nextFrame(t, conn); fr.GetRequestId() != 3 || fr.GetError().GetCode() != clientpb.Error_ALREADY_LOGGED_IN {
+			t.Fatalf("a second Login in flight got %v, want ALREADY_LOGGED_IN", fr)
+		}
+		if req := next(f, topics.LoginRequests); req.GetRequestId() != 2 {
+			t.Fatalf("forwarded login %v, want request 2", req)
+		}
+		if st := f.comet.Stats(); st.Refused != 2 {
+			t.Errorf("Stats.Refused = %d, want 2", st.Refused)
+		}
+	})
+	t.Run("a login refused lets the client log in again", func(t *testing.T) {
+		t.Parallel()
+		f := newFixture(t, comet.Config{})
+		conn := f.dial(client.Options{})
+		ctx := ctxT(t)
+		if err := conn.Write(ctx, &clientpb.ClientFrame{RequestId: 1, Body: &clientpb.ClientFrame_Login{Login: &clientpb.Login{Token: "bad"}}}); err != nil {
+			t.Fatal(err)
+		}
+		req := next(f, topics.LoginRequests)
+		f.deliver(&topicpb.Delivery{Conns: []string{req.GetSession().GetConn()}, Frame: topics.ErrorFrame(1, clientpb.Error_BAD_TOKEN, "invalid token")})
+		if e := nextFrame(t, conn).GetError(); e.GetCode() != clientpb.Error_BAD_TOKEN {
+			t.Fatalf("answer %v", e)
+		}
+		if err := conn.Write(ctx, &clientpb.ClientFrame{RequestId: 2, Body: &clientpb.ClientFrame_Login{Login: &clientpb.Login{Token: "good"}}}); err != nil {
+			t.Fatal(err)
+		}
+		if req := next(f, topics.LoginRequests); req.GetRequestId() != 2 {
+			t.Fatalf("second login %v not forwarded", req)
+		}
+	})
+	t.Run("small frames before login", func(t *testing.T) {
+		t.Parallel()
+		f := newFixture(t, comet.Config{})
+		conn := f.dial(client.Options{})
+		_ = conn.WriteRaw(ctxT(t), websocket.MessageBinary, make([]byte, 20<<10))
+		if ce := closeError(t, conn); ce.Code != websocket.StatusMessageTooBig {
+			t.Fatalf("a 20 KiB frame before login: close %v, want 1009", ce)
+		}
+		// After login, MaxFrameBytes (64 KiB) applies.
+		conn2, _ := f.login("alice", client.Options{})
+		ctx := ctxT(t)
+		if err := conn2.Write(ctx, &clientpb.ClientFrame{RequestId: 5, Body: &clientpb.ClientFrame_Send{Send: &clientpb.Send{
+			ClientMsgId: "m", To: &clientpb.Send_Room{Room: "lobby"}, Body: make([]byte, 20<<10),
+		}}}); err != nil {
+			t.Fatal(err)
+		}
+		if sub := next(f, topics.Submitted); len(sub.GetBody()) != 20<<10 {
+			t.Fatalf("a 20 KiB Send after login was not forwarded")
+		}
+	})
+	t.Run("string caps", func(t *testing.T) {
+		t.Parallel()
+		f := newFixture(t, comet.Config{})
+		conn, _ := f.login("alice", client.Options{})
+		ctx := ctxT(t)
+		for i, s := range []*clientpb.Send{
+			{ClientMsgId: strings.Repeat("m", 129), To: &clientpb.Send_Room{Room: "lobby"}},
+			{ClientMsgId: "m", ContentType: strings.Repeat("c", 60000), To: &clientpb.Send_Room{Room: "lobby"}},
+			{ClientMsgId: "m", To: &clientpb.Send_Room{Room: strings.Repeat("r", 129)}},
+		} {
+			_, err := conn.Do(ctx, &clientpb.ClientFrame{RequestId: uint64(20 + i), Body: &clientpb.ClientFrame_Send{Send: s}})
+			if code(err) != clientpb.Error_INVALID {
+				t.Errorf("send %d: %v, want INVALID", i, err)
+			}
+		}
+		if _, err := conn.Do(ctx, &clientpb.ClientFrame{RequestId: 30, Body: &clientpb.ClientFrame_Sync{Sync: &clientpb.Sync{Conversation: strings.Repeat("c", 300)}}}); code(err) != clientpb.Error_INVALID {
+			t.Errorf("sync with a 300-byte conversation: %v, want INVALID", err)
+		}
+		f.rec.Take()
+		if st := f.comet.Stats(); st.Refused != 4 {
+			t.Errorf("Stats.Refused = %d, want 4", st.Refused)
+		}
+	})
+	t.Run("bytes queued per connection", func(t *testing.T) {
+		t.Parallel()
+		// Frames alone would allow 100,000 queued: only the byte budget
+		// can drop bob.
+		f := newFixture(t, comet.Config{SendQueue: 100_000, SendQueueBytes: 256 << 10, BatchWindow: -1, WriteTimeout: 5 * time.Second})
+		slow := rawDial(t, f.url, comet.SubprotocolProto)
+		b, _ := proto.Marshal(&clientpb.ClientFrame{Body: &clientpb.ClientFrame_Login{Login: &clientpb.Login{Token: "bob"}}})
+		if err := slow.Write(ctxT(t), websocket.MessageBinary, b); err != nil {
+			t.Fatal(err)
+		}
+		slowID := next(f, topics.LoginRequests).GetSession().GetConn()
+		f.deliver(&topicpb.Delivery{Conns: []string{slowID}, Control: &topicpb.Control{Authenticate: "bob", Join: "lobby"}})
+		big := make([]byte, 60<<10)
+		for seq := uint64(1); f.comet.Stats().SlowConsumers == 0; seq++ {
+			if seq == 2000 { // ~120 MB: far past loopback buffers
+				t.Fatalf("bob not dropped after %d frames of 60 KiB: %+v", seq, f.comet.Stats())
+			}
+			d := roomMessage("lobby", seq)
+			d.GetFrame().GetMessages().GetMessages()[0].Body = big
+			f.deliver(d)
+		}
+	})
 }

@@ -41,6 +41,18 @@ type Config struct {
 	// MaxInFlight bounds a connection's requests waiting for the
 	// pipeline's answer; more are answered UNAVAILABLE at once (32).
 	MaxInFlight int
+	// RequestRate and RequestBurst bound the frames a connection sends a
+	// second (20, in bursts of up to 50); more are answered RATE_LIMITED
+	// with the time to wait. A negative RequestRate lifts the limit.
+	RequestRate  float64
+	RequestBurst int
+	// MaxTokenBytes bounds a Login's token (4 KiB); before login a frame
+	// may have at most 8 KiB, after it MaxFrameBytes.
+	MaxTokenBytes int
+	// SendQueueBytes bounds the bytes queued to a connection (4 MiB); a
+	// connection past it is closed as a slow consumer, like one past
+	// SendQueue frames.
+	SendQueueBytes int
 	// HeartbeatInterval is how often live sessions are reported (10s).
 	HeartbeatInterval time.Duration
 	// BatchWindow merges a room's messages arriving within it (10ms).
@@ -89,6 +101,18 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxInFlight <= 0 {
 		c.MaxInFlight = 32
+	}
+	if c.RequestRate == 0 {
+		c.RequestRate = defaultRequestRate
+	}
+	if c.RequestBurst <= 0 {
+		c.RequestBurst = defaultRequestBurst
+	}
+	if c.MaxTokenBytes <= 0 {
+		c.MaxTokenBytes = defaultMaxTokenBytes
+	}
+	if c.SendQueueBytes <= 0 {
+		c.SendQueueBytes = defaultSendQueueBytesK << 10
 	}
 	if c.HeartbeatInterval <= 0 {
 		c.HeartbeatInterval = 10 * time.Second

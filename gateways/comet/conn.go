@@ -1,6 +1,7 @@
 package comet
 
 import (
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -8,6 +9,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/coder/websocket"
+	"golang.org/x/time/rate"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
@@ -57,9 +59,14 @@ type conn struct {
 	closeFlush  bool // write what is queued before closing
 
 	// Requests waiting for the pipeline's answer (pending.go).
-	pmu     sync.Mutex
-	pending map[uint64]time.Time // request id -> when to answer it ourselves
-	waiting atomic.Int32         // len(pending), read without pmu
+	pmu          sync.Mutex
+	pending      map[uint64]time.Time // request id -> when to answer it ourselves
+	waiting      atomic.Int32         // len(pending), read without pmu
+	loginWaiting bool                 // a Login is forwarded, not yet answered; guarded by pmu
+	loginReq     uint64               // its request id, until answered
+
+	limiter *rate.Limiter // the connection's request budget (limits.go); nil: none
+	qbytes  int           // bytes queued, guarded by qmu
 }
 
 // newConn returns a connection of c over ws (nil in tests); nc is the
@@ -68,6 +75,7 @@ func newConn(c *Comet, id string, ws *websocket.Conn, nc *socket, useJSON bool) 
 	return &conn{
 		comet: c, id: id, ws: ws, net: nc, json: useJSON, start: time.Now(),
 		rooms: map[string]struct{}{}, wake: make(chan struct{}, 1),
+		limiter: newLimiter(c.cfg),
 	}
 }
 
@@ -184,6 +192,9 @@ func (cn *conn) serve(f *clientpb.ClientFrame) {
 	c.mu.RLock()
 	user := cn.user
 	c.mu.RUnlock()
+	if !cn.allow(req) {
+		return
+	}
 	switch b := f.GetBody().(type) {
 	case nil:
 		cn.fail(req, clientpb.Error_BAD_FRAME, "frame has no body")
@@ -198,7 +209,15 @@ func (cn *conn) serve(f *clientpb.ClientFrame) {
 			cn.fail(req, clientpb.Error_ALREADY_LOGGED_IN, "already logged in as "+user)
 			return
 		}
+		if len(b.Login.GetToken()) > c.cfg.MaxTokenBytes {
+			cn.refuse(req, clientpb.Error_BAD_TOKEN, fmt.Sprintf("token of %d bytes exceeds %d", len(b.Login.GetToken()), c.cfg.MaxTokenBytes))
+			return
+		}
+		if !cn.checkFields(req, field{"device", b.Login.GetDevice(), maxDeviceBytes}) || !cn.startLogin(req) {
+			return
+		}
 		if !cn.expect(req) {
+			cn.endLogin()
 			return
 		}
 		msg, err := topics.LoginRequests.Encode(&topicpb.LoginRequest{
@@ -210,6 +229,7 @@ func (cn *conn) serve(f *clientpb.ClientFrame) {
 		if err != nil {
 			c.logger.Warn("publish login request", "conn", cn.id, "err", err)
 			cn.unexpect(req)
+			cn.endLogin()
 			cn.fail(req, clientpb.Error_UNAVAILABLE, "login unavailable, retry")
 		}
 		return
@@ -224,6 +244,9 @@ func (cn *conn) serve(f *clientpb.ClientFrame) {
 			cn.fail(req, clientpb.Error_INVALID, "join needs a room")
 			return
 		}
+		if !cn.checkFields(req, field{"room", b.Join.GetRoom(), maxRoomBytes}) {
+			return
+		}
 		if !cn.expect(req) {
 			return
 		}
@@ -236,6 +259,9 @@ func (cn *conn) serve(f *clientpb.ClientFrame) {
 		room := b.Leave.GetRoom()
 		if room == "" {
 			cn.fail(req, clientpb.Error_INVALID, "leave needs a room")
+			return
+		}
+		if !cn.checkFields(req, field{"room", room, maxRoomBytes}) {
 			return
 		}
 		c.mu.Lock()
@@ -254,6 +280,9 @@ func (cn *conn) serve(f *clientpb.ClientFrame) {
 	case *clientpb.ClientFrame_Sync:
 		cn.sync(req, user, b.Sync)
 	case *clientpb.ClientFrame_Conversations:
+		if !cn.checkFields(req, field{"cursor", b.Conversations.GetCursor(), maxCursorBytes}) {
+			return
+		}
 		cn.history(req, &topicpb.HistoryRequest{Session: c.session(cn), RequestId: req, User: user, Conversations: b.Conversations})
 	default:
 		cn.fail(req, clientpb.Error_BAD_FRAME, "unknown frame type")
@@ -281,6 +310,14 @@ func (cn *conn) submit(req uint64, user string, s *clientpb.Send) {
 		cn.fail(req, clientpb.Error_INVALID, "send needs a client_msg_id and a user or room")
 		return
 	}
+	if !cn.checkFields(req,
+		field{"client_msg_id", s.GetClientMsgId(), maxClientMsgIDBytes},
+		field{"content_type", s.GetContentType(), maxContentTypeBytes},
+		field{"room", s.GetRoom(), maxRoomBytes},
+		field{"user", s.GetUser(), maxRoomBytes},
+	) {
+		return
+	}
 	if !cn.expect(req) {
 		return
 	}
@@ -301,6 +338,9 @@ func (cn *conn) sync(req uint64, user string, s *clientpb.Sync) {
 	c := cn.comet
 	if s.GetConversation() == "" {
 		cn.fail(req, clientpb.Error_INVALID, "sync needs a conversation")
+		return
+	}
+	if !cn.checkFields(req, field{"conversation", s.GetConversation(), maxConversationBytes}) {
 		return
 	}
 	cn.history(req, &topicpb.HistoryRequest{

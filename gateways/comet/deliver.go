@@ -52,6 +52,7 @@ func (c *Comet) Deliver(d *topicpb.Delivery) {
 		}
 		for _, cn := range targets {
 			cn.answered(req)
+			cn.loginAnswered(req, f)
 		}
 	}
 	if f != nil {
@@ -156,6 +157,9 @@ func (c *Comet) control(targets []*conn, ctl *topicpb.Control) {
 		if u := ctl.GetAuthenticate(); u != "" && cn.user == "" {
 			cn.user = u
 			cn.authed.Store(true)
+			if cn.ws != nil {
+				cn.ws.SetReadLimit(int64(c.cfg.MaxFrameBytes)) // from the pre-login limit
+			}
 			if c.users[u] == nil {
 				c.users[u] = map[*conn]struct{}{}
 			}

@@ -48,7 +48,8 @@ func (c *Comet) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		c.logger.Debug("websocket accept", "remote", r.RemoteAddr, "err", err)
 		return
 	}
-	ws.SetReadLimit(int64(c.cfg.MaxFrameBytes))
+	// Until login, a frame may carry little more than a token.
+	ws.SetReadLimit(int64(c.cfg.preLoginFrameBytes()))
 	cn := c.register(ws, hj.conn, ws.Subprotocol() != SubprotocolProto)
 	if cn == nil {
 		ws.Close(websocket.StatusGoingAway, "server shutting down")

@@ -39,6 +39,29 @@ func (cn *conn) expect(req uint64) bool {
 	return true
 }
 
+// startLogin records a Login being forwarded. It reports false, having
+// answered ALREADY_LOGGED_IN, when one is already waiting for its answer:
+// two Logins at once would leave two sessions for one connection.
+func (cn *conn) startLogin(req uint64) bool {
+	cn.pmu.Lock()
+	defer cn.pmu.Unlock()
+	if cn.loginWaiting {
+		cn.comet.refused.Add(1)
+		cn.fail(req, clientpb.Error_ALREADY_LOGGED_IN, "a login is already being answered on this connection")
+		return false
+	}
+	cn.loginWaiting, cn.loginReq = true, req
+	return true
+}
+
+// endLogin forgets the Login being answered: it was refused, failed or
+// timed out, so the client may log in again.
+func (cn *conn) endLogin() {
+	cn.pmu.Lock()
+	cn.loginWaiting, cn.loginReq = false, 0
+	cn.pmu.Unlock()
+}
+
 // unexpect forgets req: its forwarding failed and it was answered.
 func (cn *conn) unexpect(req uint64) { cn.answered(req) }
 
@@ -50,6 +73,21 @@ func (cn *conn) answered(req uint64) {
 	cn.pmu.Lock()
 	delete(cn.pending, req)
 	cn.waiting.Store(int32(len(cn.pending)))
+	cn.pmu.Unlock()
+}
+
+// loginAnswered is told of a frame answering req: if it answers the Login
+// being answered without logging in (an Error), another Login may come.
+// A LoginResult authenticates the connection, after which Login is
+// refused anyway.
+func (cn *conn) loginAnswered(req uint64, f *clientpb.ServerFrame) {
+	if f.GetError() == nil {
+		return
+	}
+	cn.pmu.Lock()
+	if cn.loginWaiting && cn.loginReq == req {
+		cn.loginWaiting, cn.loginReq = false, 0
+	}
 	cn.pmu.Unlock()
 }
 
@@ -73,6 +111,7 @@ func (cn *conn) answerOverdue(now time.Time) {
 		cn.comet.unanswered.Add(int64(len(overdue)))
 	}
 	for _, req := range overdue {
+		cn.loginAnswered(req, &clientpb.ServerFrame{Body: &clientpb.ServerFrame_Error{Error: &clientpb.Error{}}})
 		cn.fail(req, clientpb.Error_UNAVAILABLE, "no answer in time; retry (a Send with the same client_msg_id)")
 	}
 }

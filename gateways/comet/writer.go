@@ -19,7 +19,8 @@ import (
 // and a connection with nothing to write has no writer goroutine.
 
 // enqueue queues a frame without blocking; a queue already holding
-// SendQueue frames closes the connection as a slow consumer. Safe for
+// SendQueue frames, or one that would hold more than SendQueueBytes,
+// closes the connection as a slow consumer. Safe for
 // concurrent use. Every frame given to enqueue is released exactly once
 // (written, dropped or refused), which is how a room learns that its
 // last batch has gone out.
@@ -31,7 +32,11 @@ func (cn *conn) enqueue(f *frame) {
 		f.release()
 		return
 	}
-	if len(cn.queue) >= c.cfg.SendQueue {
+	size := 0
+	if cn.ws != nil {
+		size = len(f.bytes(cn.json))
+	}
+	if len(cn.queue) >= c.cfg.SendQueue || cn.qbytes+size > c.cfg.SendQueueBytes && len(cn.queue) > 0 {
 		cn.qmu.Unlock()
 		f.release()
 		if cn.kick(websocket.StatusPolicyViolation, "slow consumer", false) {
@@ -41,6 +46,7 @@ func (cn *conn) enqueue(f *frame) {
 		return
 	}
 	cn.queue = append(cn.queue, f)
+	cn.qbytes += size
 	start, wake := cn.wakeLocked()
 	cn.qmu.Unlock()
 	cn.signal(start, wake)
@@ -121,6 +127,7 @@ func (cn *conn) write() {
 		cn.qmu.Lock()
 		batch := cn.queue
 		cn.queue = cn.spare[:0]
+		cn.qbytes = 0 // the writer holds them now
 		kicked, flush := cn.kicked, cn.closeFlush
 		if len(batch) == 0 && !kicked {
 			cn.spare = batch
@@ -185,6 +192,7 @@ func (cn *conn) finish(failed bool) {
 	cn.qmu.Lock()
 	rest := cn.queue
 	cn.queue = nil
+	cn.qbytes = 0
 	status, reason := cn.closeStatus, cn.closeReason
 	cn.qmu.Unlock()
 	for _, f := range rest {

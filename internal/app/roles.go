@@ -124,7 +124,7 @@ func (s *Settings) Options(logger *slog.Logger, roles ...Role) fx.Option {
 			login.Config{Secret: []byte(s.Secret)},
 			presence.Config{SessionTTL: s.SessionTTL, NotifyLimit: s.NotifyLimit, LoginConversations: s.LoginConvLimit},
 			routing.Config{MaxBodyBytes: s.MaxBodyBytes},
-			comet.Config{ID: s.CometID, Addr: s.CometAddr, PublicURL: s.CometURL, BatchWindow: s.BatchWindow, FrameBudget: s.FrameBudget, MaxBatchWindow: s.MaxBatchWindow, HeartbeatInterval: s.SessionTTL / 3, SendQueue: s.SendQueue, MaxFrameBytes: s.MaxFrameBytes, RequestTimeout: s.RequestTimeout},
+			comet.Config{ID: s.CometID, Addr: s.CometAddr, PublicURL: s.CometURL, BatchWindow: s.BatchWindow, FrameBudget: s.FrameBudget, MaxBatchWindow: s.MaxBatchWindow, HeartbeatInterval: s.SessionTTL / 3, SendQueue: s.SendQueue, MaxFrameBytes: s.MaxFrameBytes, RequestTimeout: s.RequestTimeout, RequestRate: s.RequestRate, RequestBurst: s.RequestBurst},
 			api.Config{Addr: s.APIAddr, Token: s.APIToken, MaxBodyBytes: s.MaxBodyBytes},
 		),
 		wiring.Module,

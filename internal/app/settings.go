@@ -36,6 +36,8 @@ type Settings struct {
 	BatchWindow       time.Duration
 	SendQueue         int
 	RequestTimeout    time.Duration
+	RequestRate       float64
+	RequestBurst      int
 	FrameBudget       int
 	MaxBatchWindow    time.Duration
 	Procs             int
@@ -72,6 +74,8 @@ func (s *Settings) Register(fs *flag.FlagSet) {
 	fs.IntVar(&s.MaxBodyBytes, "max-body", 16<<10, "largest message body accepted, bytes")
 	fs.DurationVar(&s.BatchWindow, "batch-window", 10*time.Millisecond, "comet: merge a room's messages arriving within this window")
 	fs.IntVar(&s.SendQueue, "send-queue", 256, "comet: frames queued per connection before it is dropped as a slow consumer")
+	fs.Float64Var(&s.RequestRate, "request-rate", 20, "comet: frames a connection may send a second (negative: no limit); more get RATE_LIMITED")
+	fs.IntVar(&s.RequestBurst, "request-burst", 50, "comet: frames a connection may send at once within its --request-rate")
 	fs.DurationVar(&s.RequestTimeout, "request-timeout", 10*time.Second, "comet: a request the pipeline has not answered by then is answered UNAVAILABLE by the comet")
 	fs.IntVar(&s.FrameBudget, "frame-budget", 25000, "comet: frames a second a busy room may cost; a room of N local members flushes at most budget/N times a second")
 	fs.DurationVar(&s.MaxBatchWindow, "max-batch-window", 500*time.Millisecond, "comet: the longest a busy room's messages wait to be merged")

@@ -56,8 +56,12 @@ const (
 	Error_INVALID Error_Code = 9
 	// UNAVAILABLE: the server could not take the request now; retry.
 	Error_UNAVAILABLE Error_Code = 10
-	// ALREADY_LOGGED_IN: Login on a connection that is logged in.
+	// ALREADY_LOGGED_IN: Login on a connection that is logged in, or
+	// whose Login is still being answered.
 	Error_ALREADY_LOGGED_IN Error_Code = 11
+	// RATE_LIMITED: the connection sends requests faster than allowed;
+	// retry after retry_after_ms.
+	Error_RATE_LIMITED Error_Code = 12
 )
 
 // Enum value maps for Error_Code.
@@ -75,6 +79,7 @@ var (
 		9:  "INVALID",
 		10: "UNAVAILABLE",
 		11: "ALREADY_LOGGED_IN",
+		12: "RATE_LIMITED",
 	}
 	Error_Code_value = map[string]int32{
 		"CODE_UNSPECIFIED":  0,
@@ -89,6 +94,7 @@ var (
 		"INVALID":           9,
 		"UNAVAILABLE":       10,
 		"ALREADY_LOGGED_IN": 11,
+		"RATE_LIMITED":      12,
 	}
 )
 
@@ -1304,9 +1310,12 @@ func (x *ConversationState) GetLatestSeq() uint64 {
 // Error reports that a frame was refused. The connection stays open unless
 // the server closes it with a WebSocket close frame.
 type Error struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Code          Error_Code             `protobuf:"varint,1,opt,name=code,proto3,enum=laneim.client.v1.Error_Code" json:"code,omitempty"`
-	Text          string                 `protobuf:"bytes,2,opt,name=text,proto3" json:"text,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Code  Error_Code             `protobuf:"varint,1,opt,name=code,proto3,enum=laneim.client.v1.Error_Code" json:"code,omitempty"`
+	Text  string                 `protobuf:"bytes,2,opt,name=text,proto3" json:"text,omitempty"`
+	// retry_after_ms, with RATE_LIMITED, is how long to wait before sending
+	// the refused request again.
+	RetryAfterMs  uint32 `protobuf:"varint,3,opt,name=retry_after_ms,json=retryAfterMs,proto3" json:"retry_after_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1353,6 +1362,13 @@ func (x *Error) GetText() string {
 		return x.Text
 	}
 	return ""
+}
+
+func (x *Error) GetRetryAfterMs() uint32 {
+	if x != nil {
+		return x.RetryAfterMs
+	}
+	return 0
 }
 
 // Message is one message in a conversation.
@@ -1902,10 +1918,11 @@ const file_client_proto_rawDesc = "" +
 	"\x11ConversationState\x12\"\n" +
 	"\fconversation\x18\x01 \x01(\tR\fconversation\x12\x1d\n" +
 	"\n" +
-	"latest_seq\x18\x02 \x01(\x04R\tlatestSeq\"\xa4\x02\n" +
+	"latest_seq\x18\x02 \x01(\x04R\tlatestSeq\"\xdc\x02\n" +
 	"\x05Error\x120\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x1c.laneim.client.v1.Error.CodeR\x04code\x12\x12\n" +
-	"\x04text\x18\x02 \x01(\tR\x04text\"\xd4\x01\n" +
+	"\x04text\x18\x02 \x01(\tR\x04text\x12$\n" +
+	"\x0eretry_after_ms\x18\x03 \x01(\rR\fretryAfterMs\"\xe6\x01\n" +
 	"\x04Code\x12\x14\n" +
 	"\x10CODE_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tBAD_FRAME\x10\x01\x12\x13\n" +
@@ -1920,7 +1937,8 @@ const file_client_proto_rawDesc = "" +
 	"\aINVALID\x10\t\x12\x0f\n" +
 	"\vUNAVAILABLE\x10\n" +
 	"\x12\x15\n" +
-	"\x11ALREADY_LOGGED_IN\x10\v\"\xf1\x01\n" +
+	"\x11ALREADY_LOGGED_IN\x10\v\x12\x10\n" +
+	"\fRATE_LIMITED\x10\f\"\xf1\x01\n" +
 	"\aMessage\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\"\n" +
 	"\fconversation\x18\x02 \x01(\tR\fconversation\x12\x10\n" +

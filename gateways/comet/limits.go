@@ -1,0 +1,96 @@
+package comet
+
+import (
+	"fmt"
+	"time"
+	"unicode/utf8"
+
+	"golang.org/x/time/rate"
+
+	"github.com/laneim/laneim/proto/clientpb"
+)
+
+// Limits on what one connection may send, so that one client cannot take
+// the cluster's capacity from the others (issue 11). Each refusal is a
+// clear Error and is counted (Stats.Refused). docs/security.md lists them.
+
+// Caps on client strings, in bytes. Ids (users, rooms) follow the id rule
+// of package topics; these bound the rest.
+const (
+	maxClientMsgIDBytes    = 128
+	maxContentTypeBytes    = 128
+	maxDeviceBytes         = 128
+	maxConversationBytes   = 256
+	maxCursorBytes         = 1024
+	maxRoomBytes           = 128
+	maxPreLoginFrameBytes  = 8 << 10
+	defaultMaxTokenBytes   = 4 << 10
+	defaultRequestRate     = 20
+	defaultRequestBurst    = 50
+	defaultSendQueueBytesK = 4 << 10 // KiB
+)
+
+// preLoginFrameBytes is the largest frame read before login: 8 KiB, or
+// room for a token of MaxTokenBytes, at most MaxFrameBytes.
+func (c Config) preLoginFrameBytes() int {
+	return min(max(maxPreLoginFrameBytes, c.MaxTokenBytes+1024), c.MaxFrameBytes)
+}
+
+// newLimiter returns the request limiter of a connection, or nil when
+// requests are not limited.
+func newLimiter(cfg Config) *rate.Limiter {
+	if cfg.RequestRate <= 0 {
+		return nil
+	}
+	return rate.NewLimiter(rate.Limit(cfg.RequestRate), cfg.RequestBurst)
+}
+
+// allow takes one request from the connection's budget. It reports false,
+// having answered RATE_LIMITED with the wait, when the budget is spent.
+func (cn *conn) allow(req uint64) bool {
+	if cn.limiter == nil {
+		return true
+	}
+	r := cn.limiter.Reserve()
+	d := r.Delay()
+	if d == 0 {
+		return true
+	}
+	r.Cancel()
+	cn.comet.rateLimited.Add(1)
+	cn.reply(&clientpb.ServerFrame{RequestId: req, Body: &clientpb.ServerFrame_Error{Error: &clientpb.Error{
+		Code:         clientpb.Error_RATE_LIMITED,
+		Text:         fmt.Sprintf("more than %g requests a second; retry after %d ms", float64(cn.limiter.Limit()), d.Milliseconds()+1),
+		RetryAfterMs: uint32(min(d, time.Hour).Milliseconds() + 1),
+	}}})
+	return false
+}
+
+// field is one client string and its cap.
+type field struct {
+	name  string
+	value string
+	max   int
+}
+
+// checkFields answers INVALID and reports false if a field is longer than
+// its cap or not UTF-8 text.
+func (cn *conn) checkFields(req uint64, fields ...field) bool {
+	for _, f := range fields {
+		if len(f.value) > f.max {
+			cn.refuse(req, clientpb.Error_INVALID, fmt.Sprintf("%s of %d bytes exceeds %d", f.name, len(f.value), f.max))
+			return false
+		}
+		if !utf8.ValidString(f.value) {
+			cn.refuse(req, clientpb.Error_INVALID, f.name+" is not UTF-8 text")
+			return false
+		}
+	}
+	return true
+}
+
+// refuse answers an Error that a limit caused, and counts it.
+func (cn *conn) refuse(req uint64, code clientpb.Error_Code, text string) {
+	cn.comet.refused.Add(1)
+	cn.fail(req, code, text)
+}
