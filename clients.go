@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/laneim/laneim/internal/abuse"
 	"github.com/laneim/laneim/internal/app"
 	"github.com/laneim/laneim/internal/bench"
 	"github.com/laneim/laneim/internal/chat"
@@ -121,6 +122,29 @@ func runBench(ctx context.Context, args []string) error {
 		return fmt.Errorf("%d deliveries lost", res.Lost)
 	}
 	return nil
+}
+
+func runAbuse(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("abuse", flag.ContinueOnError)
+	var cfg abuse.Config
+	fs.StringVar(&cfg.Cluster.Target, "target", "", "comet WebSocket URL of a running cluster on this machine (default: start a dev cluster as a child process)")
+	fs.StringVar(&cfg.Cluster.Redis, "redis", "", "Redis address(es) of the directory (with --target)")
+	fs.StringVar(&cfg.Cluster.Secret, "secret", "", "login token secret (with --target; dev mode's: "+devSecret+")")
+	fs.DurationVar(&cfg.Baseline, "baseline", 5*time.Second, "how long the honest pair is measured alone")
+	fs.DurationVar(&cfg.PerAttack, "per-attack", 10*time.Second, "how long each attack runs")
+	list := fs.String("attacks", strings.Join(abuse.Attacks, ","), "attacks to run, comma-separated")
+	jsonOut := fs.Bool("json", false, "print the phases as JSON on the last line")
+	if err := app.Parse(fs, args); err != nil {
+		return err
+	}
+	cfg.Attacks = strings.Split(*list, ",")
+	phases, err := abuse.Run(ctx, cfg, os.Stderr)
+	abuse.Table(os.Stdout, phases)
+	if *jsonOut {
+		b, _ := json.Marshal(phases)
+		fmt.Println(string(b))
+	}
+	return err
 }
 
 func runReplay(ctx context.Context, args []string) error {

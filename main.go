@@ -44,9 +44,10 @@ var commands = map[string]struct {
 	"token":          {runToken, "mint a login token for a user"},
 	"chat":           {runChat, "chat from a terminal"},
 	"bench":          {runBench, "load test: clients in one room, messages pushed through the api gateway"},
+	"abuse":          {runAbuse, "an honest pair's latency alone and while each abuse of issue 11 runs (loopback only)"},
 }
 
-var order = []string{"dev", "worker", "comet", "api", "broker", "etcd", "seed", "topics", "migrate", "reset-position", "replay", "token", "chat", "bench"}
+var order = []string{"dev", "worker", "comet", "api", "broker", "etcd", "seed", "topics", "migrate", "reset-position", "replay", "token", "chat", "bench", "abuse"}
 
 func usage() {
 	fmt.Fprintln(os.Stderr, "usage: laneim COMMAND [flags]\n\ncommands:")

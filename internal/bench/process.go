@@ -226,3 +226,15 @@ func machine() string {
 	}
 	return fmt.Sprintf("%s/%s, %d cores, %s", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), model)
 }
+
+// StartDevCluster runs `laneim dev` (cfg.Executable, or this program) as a
+// child process on free loopback ports, fills cfg's Target, API, Redis,
+// Admin, Secret and APIToken, and returns a function that stops it. Other
+// load tools (laneim abuse) start their cluster with it.
+func StartDevCluster(ctx context.Context, cfg *Config) (stop func(), err error) {
+	p, err := startDevProcess(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return p.stop, nil
+}

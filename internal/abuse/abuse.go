@@ -1,0 +1,312 @@
+// Package abuse measures what a misbehaving client costs the others: an
+// honest pair of users exchanges messages in a room and measures their
+// latency, first alone (the baseline), then while each attack of issue 11
+// runs against the same cluster. Each attack is bounded in time and count
+// and sends only to the loopback cluster under test.
+package abuse
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/laneim/laneim/internal/bench"
+	"github.com/laneim/laneim/internal/client"
+	"github.com/laneim/laneim/proto/clientpb"
+	"github.com/laneim/laneim/topics"
+	"github.com/laneim/laneim/wiring"
+	"github.com/laneim/laneim/wiring/directory"
+	"github.com/laneim/laneim/workers/login"
+)
+
+// Config is one run.
+type Config struct {
+	// Cluster: Target, Redis and Secret of a running cluster, or empty to
+	// start a dev cluster as a child process (see bench.StartDevCluster).
+	Cluster bench.Config
+	// Baseline and PerAttack are how long the honest pair is measured
+	// alone and under each attack (5s and 10s).
+	Baseline, PerAttack time.Duration
+	// Attacks to run, in order (default: all of Attacks).
+	Attacks []string
+}
+
+// An attack runs against the cluster until ctx ends and reports what the
+// server refused or closed.
+type attack func(ctx context.Context, e *env) (refused int64, err error)
+
+// Attacks names the attacks, in the order they run by default.
+var Attacks = []string{"junk-login", "ping-flood", "send-flood", "sync-flood", "join-flap"}
+
+var attacks = map[string]attack{
+	"junk-login": junkLogins,
+	"ping-flood": pingFlood,
+	"send-flood": sendFlood,
+	"sync-flood": syncFlood,
+	"join-flap":  joinFlap,
+}
+
+// Phase is the honest pair's latency during one phase.
+type Phase struct {
+	Attack   string        `json:"attack"` // "" for the baseline
+	Samples  int           `json:"samples"`
+	P50      time.Duration `json:"p50_ns"`
+	P99      time.Duration `json:"p99_ns"`
+	Refused  int64         `json:"attacker_refused"` // refusals and closes the attacker got
+	Lost     int           `json:"honest_lost"`      // honest messages not received within 5s
+	RatioP50 float64       `json:"ratio_p50"`
+	RatioP99 float64       `json:"ratio_p99"`
+}
+
+// room is where the honest pair and the attackers meet.
+const room = "abuse-room"
+
+var users = []string{"honest-a", "honest-b", "flooder", "syncer", "flapper"}
+
+type env struct {
+	cfg bench.Config
+}
+
+func (e *env) dial(ctx context.Context, user string, join bool) (*client.Conn, error) {
+	tok, err := login.MintToken([]byte(e.cfg.Secret), user, time.Hour)
+	if err != nil {
+		return nil, err
+	}
+	c, err := client.Dial(ctx, e.cfg.Target, client.Options{})
+	if err != nil {
+		return nil, err
+	}
+	if _, err := c.Login(ctx, tok, "abuse"); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("abuse: login %s: %w", user, err)
+	}
+	if join {
+		if _, err := c.Join(ctx, room); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("abuse: %s joins: %w", user, err)
+		}
+	}
+	return c, nil
+}
+
+// Run measures the baseline, then each attack, and returns the phases.
+func Run(ctx context.Context, cfg Config, progress io.Writer) ([]Phase, error) {
+	if cfg.Baseline <= 0 {
+		cfg.Baseline = 5 * time.Second
+	}
+	if cfg.PerAttack <= 0 {
+		cfg.PerAttack = 10 * time.Second
+	}
+	if len(cfg.Attacks) == 0 {
+		cfg.Attacks = Attacks
+	}
+	for _, a := range cfg.Attacks {
+		if attacks[a] == nil {
+			return nil, fmt.Errorf("abuse: unknown attack %q (one of %s)", a, strings.Join(Attacks, ", "))
+		}
+	}
+	cl := cfg.Cluster
+	if cl.Target == "" {
+		fmt.Fprintln(progress, "abuse: starting a dev cluster as a child process")
+		stop, err := bench.StartDevCluster(ctx, &cl)
+		if err != nil {
+			return nil, err
+		}
+		defer stop()
+	}
+	if err := loopbackOnly(cl.Target); err != nil {
+		return nil, err
+	}
+	if err := seedRoom(ctx, cl); err != nil {
+		return nil, err
+	}
+	e := &env{cfg: cl}
+	p, err := newPair(ctx, e)
+	if err != nil {
+		return nil, err
+	}
+	defer p.close()
+
+	fmt.Fprintf(progress, "abuse: baseline for %v\n", cfg.Baseline)
+	base := p.measure(ctx, cfg.Baseline)
+	phases := []Phase{base}
+	for _, name := range cfg.Attacks {
+		fmt.Fprintf(progress, "abuse: %s for %v\n", name, cfg.PerAttack)
+		actx, cancel := context.WithTimeout(ctx, cfg.PerAttack)
+		var refused int64
+		var aerr error
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			refused, aerr = attacks[name](actx, e)
+		}()
+		ph := p.measure(actx, cfg.PerAttack)
+		cancel()
+		<-done
+		if aerr != nil && !errors.Is(aerr, context.DeadlineExceeded) && !errors.Is(aerr, context.Canceled) {
+			return phases, fmt.Errorf("abuse: %s: %w", name, aerr)
+		}
+		ph.Attack, ph.Refused = name, refused
+		if base.P50 > 0 {
+			ph.RatioP50 = float64(ph.P50) / float64(base.P50)
+			ph.RatioP99 = float64(ph.P99) / float64(base.P99)
+		}
+		phases = append(phases, ph)
+		// Let the cluster settle before the next attack.
+		select {
+		case <-ctx.Done():
+			return phases, ctx.Err()
+		case <-time.After(2 * time.Second):
+		}
+	}
+	return phases, nil
+}
+
+// loopbackOnly refuses a target that is not on this machine.
+func loopbackOnly(target string) error {
+	u, err := url.Parse(target)
+	if err != nil {
+		return fmt.Errorf("abuse: target %q: %w", target, err)
+	}
+	switch h := u.Hostname(); h {
+	case "127.0.0.1", "localhost", "::1":
+		return nil
+	default:
+		return fmt.Errorf("abuse: target %s is not loopback; attacks are only sent to this machine", h)
+	}
+}
+
+// seedRoom creates the room and its users in the directory.
+func seedRoom(ctx context.Context, cfg bench.Config) error {
+	rdb, err := wiring.NewRedis(ctx, wiring.RedisConfig{Addrs: strings.Split(cfg.Redis, ",")})
+	if err != nil {
+		return fmt.Errorf("abuse: directory: %w", err)
+	}
+	defer rdb.Close()
+	d := directory.New(rdb)
+	if err := d.PutRoom(ctx, directory.Room{ID: room, Name: "abuse", Kind: "group"}); err != nil {
+		return fmt.Errorf("abuse: room: %w", err)
+	}
+	for _, u := range users {
+		if err := d.PutUser(ctx, directory.User{ID: u, Name: u}); err != nil {
+			return fmt.Errorf("abuse: user %s: %w", u, err)
+		}
+		if err := d.AddMember(ctx, room, u); err != nil {
+			return fmt.Errorf("abuse: member %s: %w", u, err)
+		}
+	}
+	return nil
+}
+
+// pair is the honest pair: a sends, b receives.
+type pair struct {
+	a, b *client.Conn
+	conv string
+	n    atomic.Int64
+}
+
+func newPair(ctx context.Context, e *env) (*pair, error) {
+	a, err := e.dial(ctx, "honest-a", true)
+	if err != nil {
+		return nil, err
+	}
+	b, err := e.dial(ctx, "honest-b", true)
+	if err != nil {
+		a.Close()
+		return nil, err
+	}
+	return &pair{a: a, b: b, conv: topics.RoomConversation(room)}, nil
+}
+
+func (p *pair) close() {
+	p.a.Close()
+	p.b.Close()
+}
+
+// measure sends a message every 100 ms for d (at most 10,000) and
+// returns the latency from send to b's receipt. Messages not received
+// within 5 s count as lost.
+func (p *pair) measure(ctx context.Context, d time.Duration) Phase {
+	var mu sync.Mutex
+	sent := map[string]time.Time{}
+	var lat []time.Duration
+	stop := time.Now().Add(d)
+	recvDone := make(chan struct{})
+	rctx, cancel := context.WithCancel(context.Background())
+	go func() { // b reads until the phase and its grace period end
+		defer close(recvDone)
+		for {
+			select {
+			case <-rctx.Done():
+				return
+			case f, ok := <-p.b.Frames():
+				if !ok {
+					return
+				}
+				now := time.Now()
+				for _, m := range f.GetMessages().GetMessages() {
+					mu.Lock()
+					if t, ok := sent[string(m.GetBody())]; ok && m.GetSender() == "honest-a" {
+						lat = append(lat, now.Sub(t))
+						delete(sent, string(m.GetBody()))
+					}
+					mu.Unlock()
+				}
+			}
+		}
+	}()
+	tick := time.NewTicker(100 * time.Millisecond)
+	for i := 0; i < 10_000 && time.Now().Before(stop); i++ {
+		body := fmt.Sprintf("honest-%d", p.n.Add(1))
+		mu.Lock()
+		sent[body] = time.Now()
+		mu.Unlock()
+		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, _ = p.a.Send(sctx, &clientpb.Send{ClientMsgId: body, To: &clientpb.Send_Room{Room: room}, Body: []byte(body)})
+		scancel()
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil && time.Now().Before(stop) {
+			break
+		}
+	}
+	tick.Stop()
+	// Grace for the last messages.
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		mu.Lock()
+		left := len(sent)
+		mu.Unlock()
+		if left == 0 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cancel()
+	<-recvDone
+	mu.Lock()
+	defer mu.Unlock()
+	return Phase{Samples: len(lat), P50: quantile(lat, 0.5), P99: quantile(lat, 0.99), Lost: len(sent)}
+}
+
+// Table prints the phases: the honest pair's latency under each attack
+// and its ratio to the baseline.
+func Table(w io.Writer, phases []Phase) {
+	fmt.Fprintf(w, "%-12s %8s %10s %10s %9s %9s %10s %6s\n", "attack", "samples", "p50 ms", "p99 ms", "p50 ×", "p99 ×", "refused", "lost")
+	for _, p := range phases {
+		name := p.Attack
+		if name == "" {
+			name = "(baseline)"
+		}
+		fmt.Fprintf(w, "%-12s %8d %10.1f %10.1f %9.2f %9.2f %10d %6d\n", name, p.Samples,
+			float64(p.P50.Microseconds())/1000, float64(p.P99.Microseconds())/1000, p.RatioP50, p.RatioP99, p.Refused, p.Lost)
+	}
+}
