@@ -106,6 +106,8 @@ type Comet struct {
 	wg     sync.WaitGroup // every goroutine and timer the comet started
 
 	slow, framesSent, bytesSent, repeats, unanswered, rateLimited, refused atomic.Int64
+
+	userLimits userLimits // request budgets per user (limits.go)
 }
 
 // New returns a Comet publishing client requests with pub. Call Start to
@@ -128,7 +130,8 @@ func New(cfg Config, pub message.Publisher, logger *slog.Logger) (*Comet, error)
 	return &Comet{
 		cfg: cfg, pub: pub, logger: logger, bootID: hex.EncodeToString(b[:]),
 		conns: map[string]*conn{}, users: map[string]map[*conn]struct{}{}, rooms: map[string]*room{},
-		stop: make(chan struct{}), ctx: ctx, cancel: cancel,
+		userLimits: userLimits{m: map[string]*userLimit{}},
+		stop:       make(chan struct{}), ctx: ctx, cancel: cancel,
 	}, nil
 }
 

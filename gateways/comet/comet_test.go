@@ -247,7 +247,7 @@ func TestConfig(t *testing.T) {
 			defer c.Close()
 			got := c.Config()
 			want := comet.Config{ID: "comet-1", Addr: "127.0.0.1:8080", Path: "/ws", MaxFrameBytes: 64 << 10, SendQueue: 256,
-				WriteTimeout: 10 * time.Second, LoginTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second, RequestTimeout: 10 * time.Second, MaxInFlight: 32, RequestRate: 20, RequestBurst: 50, MaxTokenBytes: 4 << 10, SendQueueBytes: 4 << 20,
+				WriteTimeout: 10 * time.Second, LoginTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second, RequestTimeout: 5 * time.Second, MaxInFlight: 32, RequestRate: 20, RequestBurst: 50, MaxTokenBytes: 4 << 10, SendQueueBytes: 4 << 20,
 				HeartbeatInterval: 10 * time.Second, BatchWindow: 10 * time.Millisecond, MaxBatchWindow: 500 * time.Millisecond, FrameBudget: 25000}
 			if got != want {
 				t.Errorf("config %+v, want %+v", got, want)
@@ -1209,6 +1209,58 @@ func TestLimits(t *testing.T) {
 		}
 		if st := f.comet.Stats(); st.RateLimited == 0 {
 			t.Fatalf("Stats.RateLimited = 0")
+		}
+	})
+	t.Run("a user's budget outlives its connections", func(t *testing.T) {
+		t.Parallel()
+		f := newFixture(t, comet.Config{RequestRate: 0.1, RequestBurst: 3})
+		ping := func(conn *client.Conn) *clientpb.Error {
+			t.Helper()
+			if err := conn.Write(ctxT(t), &clientpb.ClientFrame{RequestId: 9, Body: &clientpb.ClientFrame_Ping{Ping: &clientpb.Ping{}}}); err != nil {
+				t.Fatal(err)
+			}
+			return nextFrame(t, conn).GetError()
+		}
+		// The Login takes one of the connection's 3; pings take one of
+		// the connection's and one of alice's.
+		first, _ := f.login("alice", client.Options{})
+		for i := range 2 {
+			if e := ping(first); e != nil {
+				t.Fatalf("ping %d within the budget: %v", i, e)
+			}
+		}
+		first.Close()
+		// A new connection has a budget of its own, but alice has one
+		// ping left, not three.
+		second, _ := f.login("alice", client.Options{})
+		if e := ping(second); e != nil {
+			t.Fatalf("alice's last ping: %v", e)
+		}
+		if e := ping(second); e.GetCode() != clientpb.Error_RATE_LIMITED {
+			t.Fatalf("alice reconnected got %v, want RATE_LIMITED", e)
+		}
+		// bob is not affected.
+		bob, _ := f.login("bob", client.Options{})
+		if e := ping(bob); e != nil {
+			t.Fatalf("bob: %v", e)
+		}
+	})
+	t.Run("a connection that does not wait is closed", func(t *testing.T) {
+		t.Parallel()
+		f := newFixture(t, comet.Config{RequestRate: 0.1, RequestBurst: 1})
+		conn, _ := f.login("alice", client.Options{})
+		ctx := ctxT(t)
+		for i := range 200 {
+			if err := conn.Write(ctx, &clientpb.ClientFrame{RequestId: uint64(100 + i), Body: &clientpb.ClientFrame_Ping{Ping: &clientpb.Ping{}}}); err != nil {
+				break // closed meanwhile
+			}
+		}
+		go func() { // drain what came before the close
+			for range conn.Frames() {
+			}
+		}()
+		if ce := closeError(t, conn); ce.Code != websocket.StatusPolicyViolation || ce.Reason != "rate limit exceeded" {
+			t.Fatalf("close %v, want 1008 rate limit exceeded", ce)
 		}
 	})
 	t.Run("one login at a time and a token cap", func(t *testing.T) {

@@ -36,7 +36,7 @@ type Config struct {
 	IdleTimeout time.Duration
 	// RequestTimeout bounds the wait for the pipeline's answer to a
 	// request forwarded to it (Login, JoinRoom, Send, Sync,
-	// Conversations): past it the comet answers UNAVAILABLE itself (10s).
+	// Conversations): past it the comet answers UNAVAILABLE itself (5s).
 	RequestTimeout time.Duration
 	// MaxInFlight bounds a connection's requests waiting for the
 	// pipeline's answer; more are answered UNAVAILABLE at once (32).
@@ -97,7 +97,7 @@ func (c *Config) setDefaults() {
 		c.IdleTimeout = 60 * time.Second
 	}
 	if c.RequestTimeout <= 0 {
-		c.RequestTimeout = 10 * time.Second
+		c.RequestTimeout = 5 * time.Second
 	}
 	if c.MaxInFlight <= 0 {
 		c.MaxInFlight = 32

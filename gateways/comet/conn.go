@@ -1,6 +1,7 @@
 package comet
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -65,8 +66,9 @@ type conn struct {
 	loginWaiting bool                 // a Login is forwarded, not yet answered; guarded by pmu
 	loginReq     uint64               // its request id, until answered
 
-	limiter *rate.Limiter // the connection's request budget (limits.go); nil: none
-	qbytes  int           // bytes queued, guarded by qmu
+	limiter       *rate.Limiter // the connection's request budget (limits.go); nil: none
+	refusedInARow int           // RATE_LIMITED answers since the last frame allowed; reader only
+	qbytes        int           // bytes queued, guarded by qmu
 }
 
 // newConn returns a connection of c over ws (nil in tests); nc is the
@@ -161,6 +163,13 @@ func (cn *conn) read() {
 	defer cn.kick(websocket.StatusNormalClosure, "", false)
 	for {
 		typ, data, err := cn.ws.Read(c.ctx)
+		if errors.Is(err, websocket.ErrMessageTooBig) {
+			// The library has sent the 1009 close frame. Do not wait for
+			// the client's answer while reading on: a client flooding big
+			// frames would be read, and paid for, for seconds.
+			cn.ws.CloseNow()
+			return
+		}
 		if err != nil {
 			return
 		}
@@ -192,7 +201,7 @@ func (cn *conn) serve(f *clientpb.ClientFrame) {
 	c.mu.RLock()
 	user := cn.user
 	c.mu.RUnlock()
-	if !cn.allow(req) {
+	if !cn.allow(req, user) {
 		return
 	}
 	switch b := f.GetBody().(type) {

@@ -155,6 +155,7 @@ func (c *Comet) sweepDeadlines() {
 				conns[i] = nil
 			}
 			conns = conns[:0]
+			c.userLimits.prune(now)
 		}
 	}
 }

@@ -2,9 +2,11 @@ package comet
 
 import (
 	"fmt"
+	"sync"
 	"time"
 	"unicode/utf8"
 
+	"github.com/coder/websocket"
 	"golang.org/x/time/rate"
 
 	"github.com/laneim/laneim/proto/clientpb"
@@ -45,25 +47,90 @@ func newLimiter(cfg Config) *rate.Limiter {
 	return rate.NewLimiter(rate.Limit(cfg.RequestRate), cfg.RequestBurst)
 }
 
-// allow takes one request from the connection's budget. It reports false,
-// having answered RATE_LIMITED with the wait, when the budget is spent.
-func (cn *conn) allow(req uint64) bool {
+// allow takes one request from the connection's budget and, once it is
+// logged in, from its user's, shared by the user's connections on this
+// comet and kept for a while after they close, so that reconnecting does
+// not refill it. It reports false, having answered RATE_LIMITED with the
+// wait, when a budget is spent; a connection refused maxRefusedInARow
+// times in a row is closed (1008): it does not wait as told.
+func (cn *conn) allow(req uint64, user string) bool {
 	if cn.limiter == nil {
 		return true
 	}
-	r := cn.limiter.Reserve()
-	d := r.Delay()
+	d := take(cn.limiter)
+	if d == 0 && user != "" {
+		d = take(cn.comet.userLimits.get(user, cn.comet.cfg))
+	}
 	if d == 0 {
+		cn.refusedInARow = 0
 		return true
 	}
-	r.Cancel()
 	cn.comet.rateLimited.Add(1)
+	if cn.refusedInARow++; cn.refusedInARow > maxRefusedInARow {
+		if cn.kick(websocket.StatusPolicyViolation, "rate limit exceeded", false) {
+			cn.comet.logger.Info("connection closed for exceeding its rate limit", "conn", cn.id, "user", user)
+		}
+		return false
+	}
 	cn.reply(&clientpb.ServerFrame{RequestId: req, Body: &clientpb.ServerFrame_Error{Error: &clientpb.Error{
 		Code:         clientpb.Error_RATE_LIMITED,
 		Text:         fmt.Sprintf("more than %g requests a second; retry after %d ms", float64(cn.limiter.Limit()), d.Milliseconds()+1),
 		RetryAfterMs: uint32(min(d, time.Hour).Milliseconds() + 1),
 	}}})
 	return false
+}
+
+// maxRefusedInARow is how many RATE_LIMITED answers in a row a connection
+// gets before it is closed.
+const maxRefusedInARow = 100
+
+// take takes one token from l, or reports how long to wait for one.
+func take(l *rate.Limiter) time.Duration {
+	r := l.Reserve()
+	d := r.Delay()
+	if d > 0 {
+		r.Cancel()
+	}
+	return d
+}
+
+// userLimits holds the request budget of each user with a connection on
+// this comet, or one within the last userLimitIdle.
+type userLimits struct {
+	mu sync.Mutex
+	m  map[string]*userLimit
+}
+
+type userLimit struct {
+	*rate.Limiter
+	used time.Time
+}
+
+// userLimitIdle is how long a user's budget is kept after its last use.
+const userLimitIdle = time.Minute
+
+// get returns user's budget, creating it.
+func (u *userLimits) get(user string, cfg Config) *rate.Limiter {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	l := u.m[user]
+	if l == nil {
+		l = &userLimit{Limiter: rate.NewLimiter(rate.Limit(cfg.RequestRate), cfg.RequestBurst)}
+		u.m[user] = l
+	}
+	l.used = time.Now()
+	return l.Limiter
+}
+
+// prune forgets the budgets unused since userLimitIdle before now.
+func (u *userLimits) prune(now time.Time) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for user, l := range u.m {
+		if now.Sub(l.used) > userLimitIdle {
+			delete(u.m, user)
+		}
+	}
 }
 
 // field is one client string and its cap.
