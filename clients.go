@@ -135,7 +135,7 @@ func runSoak(ctx context.Context, args []string) error {
 	fs.Float64Var(&cfg.Rate, "rate", 200, "messages per second, all clients together")
 	fs.DurationVar(&cfg.Duration, "duration", 10*time.Minute, "how long clients send")
 	fs.DurationVar(&cfg.RequestTimeout, "request-timeout", 10*time.Second, "a request with no answer within this on an open connection is unanswered (and retried)")
-	fs.IntVar(&cfg.SendAttempts, "send-attempts", 8, "attempts at one message before it is abandoned")
+	fs.IntVar(&cfg.SendAttempts, "send-attempts", 10, "attempts at one message before it is abandoned")
 	fs.DurationVar(&cfg.Drain, "drain", 60*time.Second, "how long messages in flight at the end may still be retried")
 	fs.DurationVar(&cfg.VerifyTimeout, "verify-timeout", 2*time.Minute, "bound of the final check of history")
 	fs.BoolVar(&cfg.Chaos, "chaos", true, "inject faults: SIGKILL and restart a worker, comet, the api or the broker, or SIGSTOP a Redis master for 5-10s")

@@ -76,6 +76,9 @@ func (c *chaos) run(ctx context.Context) {
 
 // inject picks one fault at random and injects it.
 func (c *chaos) inject(ctx context.Context) {
+	if ctx.Err() != nil {
+		return
+	}
 	k := c.rng.IntN(len(killable) + 1)
 	var kind string
 	var err error
@@ -98,14 +101,14 @@ func (c *chaos) inject(ctx context.Context) {
 // killRestart SIGKILLs a process with `cluster.sh kill`, leaves it down
 // 1–5s (less if ctx ends) and restarts it with `cluster.sh restart`.
 func (c *chaos) killRestart(ctx context.Context, name string) error {
-	if err := c.script(ctx, "kill", name); err != nil {
+	// Neither the kill nor the restart is cut short by the end of the
+	// run: a half-done kill would leave the process down.
+	if err := c.script(context.WithoutCancel(ctx), "kill", name); err != nil {
 		return err
 	}
 	down := time.Second + time.Duration(c.rng.Int64N(int64(4*time.Second)))
 	c.log.printf("soak: chaos: SIGKILLed %s at +%.1fs; down for %.1fs", name, c.since(), down.Seconds())
 	sleep(ctx, down)
-	// The restart happens even when the run is ending: the cluster is
-	// left as it was found.
 	var err error
 	for attempt := range 3 {
 		if err = c.script(context.WithoutCancel(ctx), "restart", name); err == nil {

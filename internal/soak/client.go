@@ -26,6 +26,7 @@ type member struct {
 	room, peer string // one of them
 	home       int    // index of its comet in Config.Targets
 	token      string
+	target     string // the comet of its connection
 
 	conn    *client.Conn
 	conv    string // its conversation, learned from its first SendResult
@@ -34,12 +35,12 @@ type member struct {
 }
 
 // plan names the run's clients: even ones are members of a room, odd
-// ones send 1:1 to the next odd one; clients alternate between comets.
+// ones send 1:1 to the next odd one; both kinds alternate between comets.
 func plan(cfg *Config, runID string) []*member {
 	user := func(i int) string { return fmt.Sprintf("soak-%s-%d", runID, i) }
 	ms := make([]*member, cfg.Clients)
 	for i := range ms {
-		m := &member{idx: i, user: user(i), home: i % len(cfg.Targets)}
+		m := &member{idx: i, user: user(i), home: (i / 2) % len(cfg.Targets)}
 		if i%2 == 0 {
 			m.room = roomID(runID, (i/2)%cfg.Rooms)
 		} else {
@@ -142,6 +143,7 @@ func (m *member) connect(ctx context.Context, rng *rand.Rand) error {
 // dialOnce makes one connection, logs in and joins; on success it is the
 // member's conn.
 func (m *member) dialOnce(ctx context.Context, target string) error {
+	m.target = target
 	dctx, cancel := context.WithTimeout(ctx, m.r.cfg.RequestTimeout)
 	c, err := client.Dial(dctx, target, client.Options{Peek: peekDiscard, FrameBuffer: 64})
 	cancel()
@@ -191,7 +193,7 @@ func (m *member) do(ctx context.Context, c *client.Conn, kind string, req func(c
 	o := Classify(err, ctx.Err(), closed)
 	m.r.tally.Add(kind, o, errorCode(err))
 	if o == Unanswered {
-		m.r.progress.limited("unanswered", "soak: UNANSWERED %s by %s after %.1fs on an open connection", kind, m.user, time.Since(start).Seconds())
+		m.r.progress.limited("unanswered", "soak: UNANSWERED %s by %s after %.1fs on an open connection (%s)", kind, m.user, time.Since(start).Seconds(), m.target)
 	}
 	if err != nil {
 		return o, fmt.Errorf("%s %s: %w", kind, o, err)
@@ -264,7 +266,8 @@ func (m *member) reconnected(ctx context.Context) {
 
 // sendOne sends one new message and retries it with the same
 // client_msg_id on UNAVAILABLE, after no answer within the bound, or
-// after a reconnect, up to SendAttempts attempts.
+// after a reconnect, up to SendAttempts attempts, backing off from 200ms
+// to 5s.
 func (m *member) sendOne(ctx context.Context, rng *rand.Rand) {
 	m.nmsg++
 	s := &clientpb.Send{ClientMsgId: fmt.Sprintf("%s-m%d", m.user, m.nmsg), Body: fmt.Appendf(nil, "soak %s %d", m.user, m.nmsg), ContentType: "text/plain"}
@@ -314,7 +317,7 @@ func (m *member) sendOne(ctx context.Context, rng *rand.Rand) {
 				m.r.abandoned.Add(1)
 				return
 			}
-			backoff = min(2*backoff, 2*time.Second)
+			backoff = min(2*backoff, 5*time.Second)
 		}
 	}
 	m.r.abandoned.Add(1)

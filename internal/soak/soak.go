@@ -55,7 +55,7 @@ type Config struct {
 	// answered within it while its connection stays open is unanswered
 	// (10s).
 	RequestTimeout time.Duration
-	// SendAttempts bounds the attempts at one message (8).
+	// SendAttempts bounds the attempts at one message (10).
 	SendAttempts int
 	// Drain bounds how long in-flight messages may still be retried after
 	// Duration (60s).
@@ -99,7 +99,7 @@ func (c *Config) setDefaults() {
 		c.Rate = 200
 	}
 	if c.SendAttempts == 0 {
-		c.SendAttempts = 8
+		c.SendAttempts = 10
 	}
 	if c.DialConcurrency == 0 {
 		c.DialConcurrency = 32
