@@ -217,9 +217,9 @@ func waitClosed(c *client.Conn, d time.Duration) bool {
 // message in flight then is still retried until hard ends. A connection
 // that ends is made again at once.
 func (m *member) loop(soft, hard context.Context, interval time.Duration, rng *rand.Rand) {
-	next := time.NewTimer(rand.N(interval) + 1)
+	next := time.NewTimer(time.Duration(rng.Int64N(int64(interval))) + 1)
 	defer next.Stop()
-	ping := time.NewTicker(20*time.Second + rand.N(5*time.Second))
+	ping := time.NewTicker(20*time.Second + time.Duration(rng.Int64N(int64(5*time.Second))))
 	defer ping.Stop()
 	for range 1_000_000 { // at least one iteration per message or reconnect
 		if m.conn == nil {
