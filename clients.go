@@ -18,6 +18,7 @@ import (
 	"github.com/laneim/laneim/internal/bench"
 	"github.com/laneim/laneim/internal/chat"
 	"github.com/laneim/laneim/internal/replay"
+	"github.com/laneim/laneim/internal/soak"
 	"github.com/laneim/laneim/workers/login"
 )
 
@@ -145,6 +146,47 @@ func runAbuse(ctx context.Context, args []string) error {
 		fmt.Println(string(b))
 	}
 	return err
+}
+
+func runSoak(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("soak", flag.ContinueOnError)
+	var cfg soak.Config
+	targets := fs.String("targets", "ws://127.0.0.1:18081/ws,ws://127.0.0.1:18082/ws", "comet WebSocket URLs, comma-separated; clients are spread over them (loopback only)")
+	fs.StringVar(&cfg.Redis, "redis", "127.0.0.1:17001,127.0.0.1:17002,127.0.0.1:17003,127.0.0.1:17004,127.0.0.1:17005,127.0.0.1:17006", "the directory's Redis node(s), comma-separated: users and rooms are created there, masters are frozen there")
+	fs.StringVar(&cfg.Secret, "secret", devSecret, "login token secret (deploy/local/cluster.sh's default)")
+	fs.IntVar(&cfg.Clients, "clients", 1000, "clients: half room members, half 1:1 senders")
+	fs.IntVar(&cfg.Rooms, "rooms", 4, "rooms the room members are spread over")
+	fs.Float64Var(&cfg.Rate, "rate", 200, "messages per second, all clients together")
+	fs.DurationVar(&cfg.Duration, "duration", 10*time.Minute, "how long clients send")
+	fs.DurationVar(&cfg.RequestTimeout, "request-timeout", 10*time.Second, "a request with no answer within this on an open connection is unanswered (and retried)")
+	fs.IntVar(&cfg.SendAttempts, "send-attempts", 10, "attempts at one message before it is abandoned")
+	fs.DurationVar(&cfg.Drain, "drain", 60*time.Second, "how long messages in flight at the end may still be retried")
+	fs.DurationVar(&cfg.VerifyTimeout, "verify-timeout", 2*time.Minute, "bound of the final check of history")
+	fs.BoolVar(&cfg.Chaos, "chaos", true, "inject faults: SIGKILL and restart a worker, comet, the api or the broker, or SIGSTOP a Redis master for 5-10s")
+	fs.DurationVar(&cfg.ChaosMin, "chaos-min", 20*time.Second, "shortest time between the starts of two faults")
+	fs.DurationVar(&cfg.ChaosMax, "chaos-max", 40*time.Second, "longest time between the starts of two faults")
+	fs.Uint64Var(&cfg.Seed, "seed", 1, "seed of every random choice (faults, timings)")
+	fs.StringVar(&cfg.ClusterScript, "cluster-script", "deploy/local/cluster.sh", "the cluster's script (kill NAME, restart NAME)")
+	fs.StringVar(&cfg.RunDir, "run-dir", ".run/cluster", "the cluster's state folder (pid files)")
+	jsonOut := fs.Bool("json", false, "print the summary as JSON on the last line")
+	if err := app.Parse(fs, args); err != nil {
+		return err
+	}
+	cfg.Targets = strings.Split(*targets, ",")
+	res, err := soak.Run(ctx, cfg, os.Stderr)
+	if res != nil {
+		res.Text(os.Stdout)
+		if *jsonOut {
+			fmt.Println(res.JSON())
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if !res.OK() {
+		return fmt.Errorf("%d acknowledged messages lost, %d requests unanswered", res.Lost, res.Unanswered)
+	}
+	return nil
 }
 
 func runReplay(ctx context.Context, args []string) error {

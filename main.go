@@ -12,6 +12,7 @@
 //	laneim token --user ID        mint a login token
 //	laneim chat --user ID         a terminal chat client
 //	laneim bench                  load test: N clients in one room, R messages/s
+//	laneim soak                   soak test with faults against deploy/local/cluster.sh: nothing acknowledged lost, every request answered
 //
 // Every flag also reads from the environment: --kafka is LANEIM_KAFKA.
 package main
@@ -45,9 +46,10 @@ var commands = map[string]struct {
 	"chat":           {runChat, "chat from a terminal"},
 	"bench":          {runBench, "load test: clients in one room, messages pushed through the api gateway"},
 	"abuse":          {runAbuse, "an honest pair's latency alone and while each abuse of issue 11 runs (loopback only)"},
+	"soak":           {runSoak, "soak test against deploy/local/cluster.sh while killing and freezing its processes"},
 }
 
-var order = []string{"dev", "worker", "comet", "api", "broker", "etcd", "seed", "topics", "migrate", "reset-position", "replay", "token", "chat", "bench", "abuse"}
+var order = []string{"dev", "worker", "comet", "api", "broker", "etcd", "seed", "topics", "migrate", "reset-position", "replay", "token", "chat", "bench", "abuse", "soak"}
 
 func usage() {
 	fmt.Fprintln(os.Stderr, "usage: laneim COMMAND [flags]\n\ncommands:")

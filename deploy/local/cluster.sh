@@ -7,6 +7,13 @@
 #   deploy/local/cluster.sh start     build, start everything, print the addresses
 #   deploy/local/cluster.sh stop      stop everything
 #   deploy/local/cluster.sh status    what runs
+#   deploy/local/cluster.sh kill NAME     SIGKILL one process (e.g. routing, comet-1, broker, redis-17001)
+#   deploy/local/cluster.sh restart NAME  start it again with the command line it was started with
+#
+# Each process NAME has $run/NAME.pid (its pid) and $run/NAME.cmd (its
+# command line, shell-quoted); $run/env holds the LANEIM_* environment the
+# processes were started with. `laneim soak` uses kill and restart to inject
+# faults.
 #
 # Needs redis-server and redis-cli (deploy/test.sh installs them).
 set -euo pipefail
@@ -15,10 +22,40 @@ run=.run/cluster
 bin=$run/laneim
 export PATH="$PATH:/usr/sbin"
 
-start_bg() { # name, command...
+start_bg() { # name, command...  (APPEND=1: keep the log, for restarts)
   local name=$1; shift
-  nohup "$@" >"$run/$name.log" 2>&1 &
+  printf '%q ' "$@" >"$run/$name.cmd"
+  if [ "${APPEND:-}" = 1 ]; then
+    nohup "$@" >>"$run/$name.log" 2>&1 &
+  else
+    nohup "$@" >"$run/$name.log" 2>&1 &
+  fi
   echo $! >"$run/$name.pid"
+}
+
+# alive NAME: whether NAME's recorded process runs.
+alive() { [ -s "$run/$1.pid" ] && kill -0 "$(cat "$run/$1.pid")" 2>/dev/null; }
+
+kill_one() { # name: SIGKILL, wait until it is gone (5s at most)
+  local name=$1
+  [ -s "$run/$name.pid" ] || { echo "cluster.sh: no process $name" >&2; return 1; }
+  local pid; pid=$(cat "$run/$name.pid")
+  kill -9 "$pid" 2>/dev/null || true
+  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  echo "killed $name (pid $pid)"
+}
+
+restart_one() { # name: start again with its recorded command line and environment
+  local name=$1
+  [ -s "$run/$name.cmd" ] || { echo "cluster.sh: no recorded command for $name" >&2; return 1; }
+  if alive "$name"; then echo "cluster.sh: $name still runs (pid $(cat "$run/$name.pid"))" >&2; return 1; fi
+  # shellcheck disable=SC1091
+  [ -e "$run/env" ] && . "$run/env"
+  local -a cmd
+  eval "cmd=($(cat "$run/$name.cmd"))"
+  echo "=== cluster.sh restart $name at $(date -u +%FT%TZ)" >>"$run/$name.log"
+  APPEND=1 start_bg "$name" "${cmd[@]}"
+  echo "restarted $name (pid $(cat "$run/$name.pid"))"
 }
 
 wait_port() {
@@ -55,6 +92,10 @@ start() {
   fi
   export LANEIM_KAFKA=127.0.0.1:19092 LANEIM_REDIS=$(IFS=,; echo "${nodes[*]}") LANEIM_ETCD=127.0.0.1:12379
   export LANEIM_SECRET=${LANEIM_SECRET:-laneim-dev-secret} LANEIM_API_TOKEN=${LANEIM_API_TOKEN:-laneim-dev-api-token}
+  # Recorded for restart (the worker and gateway processes read them).
+  for v in LANEIM_KAFKA LANEIM_REDIS LANEIM_ETCD LANEIM_SECRET LANEIM_API_TOKEN; do
+    printf 'export %s=%q\n' "$v" "${!v}"
+  done >"$run/env"
   # Every node must see the cluster up (a restarted one can report ok
   # while another still fails over), and seeding retries meanwhile.
   for _ in $(seq 600); do
@@ -93,8 +134,9 @@ stop() {
   for f in "$run"/*.pid; do
     [ -e "$f" ] || continue
     pids+=("$(cat "$f")")
+    kill -CONT "${pids[-1]}" 2>/dev/null || true # a process frozen by a soak must hear SIGTERM
     kill "${pids[-1]}" 2>/dev/null || true
-    rm -f "$f"
+    rm -f "$f" "${f%.pid}.cmd"
   done
   # Wait for them to exit (30s at most, then SIGKILL), so that a start
   # right after finds the ports free.
@@ -117,5 +159,7 @@ case "${1:-}" in
   start) start ;;
   stop) stop ;;
   status) status ;;
-  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+  kill) [ -n "${2:-}" ] || { echo "usage: $0 kill NAME" >&2; exit 2; }; kill_one "$2" ;;
+  restart) [ -n "${2:-}" ] || { echo "usage: $0 restart NAME" >&2; exit 2; }; restart_one "$2" ;;
+  *) echo "usage: $0 start|stop|status|kill NAME|restart NAME" >&2; exit 2 ;;
 esac
