@@ -71,9 +71,12 @@ func startClusterRoles(t *testing.T, tune func(*Settings), roles []Role) *cluste
 		BatchWindow:   10 * time.Millisecond,
 		SendQueue:     256,
 		MaxFrameBytes: 64 << 10,
-		LogLevel:      "error",
-		History:       filepath.Join(t.TempDir(), "history.db"),
-		AdminAddr:     "127.0.0.1:" + strconv.Itoa(testinfra.FreePort(t)),
+		// Tests send as fast as the pipeline answers; the comet's limits
+		// have tests of their own (gateways/comet TestLimits).
+		RequestRate: -1,
+		LogLevel:    "error",
+		History:     filepath.Join(t.TempDir(), "history.db"),
+		AdminAddr:   "127.0.0.1:" + strconv.Itoa(testinfra.FreePort(t)),
 	}
 	if tune != nil {
 		tune(&s)

@@ -28,7 +28,14 @@ var Module = fx.Module(Name,
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})
 		lc.Append(fx.Hook{
-			OnStart: func(context.Context) error {
+			OnStart: func(start context.Context) error {
+				// A first pass before the process reports started, so a
+				// client logging in right after a start (dev mode's Redis
+				// is new each time) sees restored seqs; should it fail,
+				// the loop below tries again.
+				if _, err := h.Restore(start); err != nil {
+					h.logger.Warn("sequence guard at start", "err", err)
+				}
 				go func() {
 					defer close(done)
 					h.Guard(ctx, GuardInterval)
