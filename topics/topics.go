@@ -226,14 +226,13 @@ func SubmittedConversation(v *topicpb.Submitted) string {
 }
 
 // Participants returns the users of a 1:1 conversation; ok is false for
-// other conversations.
+// other conversations and for ids ParseConversation refuses.
 func Participants(conversation string) (a, b string, ok bool) {
-	rest, found := strings.CutPrefix(conversation, "dm:")
-	if !found {
+	c, err := ParseConversation(conversation)
+	if err != nil || c.Kind != Direct {
 		return "", "", false
 	}
-	a, b, ok = strings.Cut(rest, ":")
-	return a, b, ok && a != "" && b != ""
+	return c.A, c.B, true
 }
 
 // DeliveriesOf returns the delivery topic of comet, typed like Deliveries

@@ -8,7 +8,10 @@
 //
 // Pushes enter the pipeline as trusted submitted messages: they get
 // sequence numbers and are routed and fanned out like clients' messages,
-// without membership or block checks.
+// without membership or block checks. A push without a sender comes from
+// topics.SystemSender, which no user id can be. Every user and room id in
+// a request must follow the id rule (topics.ValidID), and a conversation
+// must parse (topics.ParseConversation); others are InvalidArgument.
 package api
 
 import (
@@ -116,6 +119,9 @@ func (s *Server) History(ctx context.Context, req *apipb.HistoryRequest) (*apipb
 	if req.GetConversation() == "" {
 		return nil, status.Error(codes.InvalidArgument, "api: empty conversation")
 	}
+	if _, err := topics.ParseConversation(req.GetConversation()); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "api: %v", err)
+	}
 	var msgs []*clientpb.Message
 	var more bool
 	var err error
@@ -215,11 +221,26 @@ func msgID(c *apipb.Content, suffix string) string {
 	return id
 }
 
-func sender(from string) string {
+// sender returns the sender of a push from from: topics.SystemSender when
+// from is empty, else from, which must be a valid user id.
+func sender(from string) (string, error) {
 	if from == "" {
-		return "system"
+		return topics.SystemSender, nil
 	}
-	return from
+	if err := topics.CheckID("sender", from); err != nil {
+		return "", status.Errorf(codes.InvalidArgument, "api: %v", err)
+	}
+	return from, nil
+}
+
+// checkIDs returns InvalidArgument when an id breaks the id rule.
+func checkIDs(kind string, ids ...string) error {
+	for _, id := range ids {
+		if err := topics.CheckID(kind, id); err != nil {
+			return status.Errorf(codes.InvalidArgument, "api: %v", err)
+		}
+	}
+	return nil
 }
 
 // submit publishes trusted submissions.
@@ -250,14 +271,18 @@ func (s *Server) PushUsers(_ context.Context, req *apipb.PushUsersRequest) (*api
 	if err := s.content(req.GetContent()); err != nil {
 		return nil, err
 	}
+	from, err := sender(req.GetFrom())
+	if err != nil {
+		return nil, err
+	}
+	if err := checkIDs("user", req.GetUsers()...); err != nil {
+		return nil, err
+	}
 	subs := make([]*topicpb.Submitted, 0, len(req.GetUsers()))
 	for _, u := range req.GetUsers() {
-		if u == "" {
-			return nil, status.Error(codes.InvalidArgument, "api: empty user")
-		}
 		c := req.GetContent()
 		subs = append(subs, &topicpb.Submitted{
-			Sender: sender(req.GetFrom()), ClientMsgId: msgID(c, u), To: &topicpb.Submitted_User{User: u},
+			Sender: from, ClientMsgId: msgID(c, u), To: &topicpb.Submitted_User{User: u},
 			Body: c.GetBody(), ContentType: c.GetContentType(),
 		})
 	}
@@ -269,12 +294,19 @@ func (s *Server) PushRoom(_ context.Context, req *apipb.PushRoomRequest) (*apipb
 	if req.GetRoom() == "" {
 		return nil, status.Error(codes.InvalidArgument, "api: empty room")
 	}
+	if err := checkIDs("room", req.GetRoom()); err != nil {
+		return nil, err
+	}
 	if err := s.content(req.GetContent()); err != nil {
+		return nil, err
+	}
+	from, err := sender(req.GetFrom())
+	if err != nil {
 		return nil, err
 	}
 	c := req.GetContent()
 	return s.submit([]*topicpb.Submitted{{
-		Sender: sender(req.GetFrom()), ClientMsgId: msgID(c, ""), To: &topicpb.Submitted_Room{Room: req.GetRoom()},
+		Sender: from, ClientMsgId: msgID(c, ""), To: &topicpb.Submitted_Room{Room: req.GetRoom()},
 		Body: c.GetBody(), ContentType: c.GetContentType(),
 	}})
 }
@@ -284,9 +316,13 @@ func (s *Server) Broadcast(_ context.Context, req *apipb.BroadcastRequest) (*api
 	if err := s.content(req.GetContent()); err != nil {
 		return nil, err
 	}
+	from, err := sender(req.GetFrom())
+	if err != nil {
+		return nil, err
+	}
 	c := req.GetContent()
 	return s.submit([]*topicpb.Submitted{{
-		Sender: sender(req.GetFrom()), ClientMsgId: msgID(c, ""), To: &topicpb.Submitted_Broadcast{Broadcast: true},
+		Sender: from, ClientMsgId: msgID(c, ""), To: &topicpb.Submitted_Broadcast{Broadcast: true},
 		Body: c.GetBody(), ContentType: c.GetContentType(),
 	}})
 }
@@ -295,6 +331,9 @@ func (s *Server) Broadcast(_ context.Context, req *apipb.BroadcastRequest) (*api
 func (s *Server) OnlineStatus(ctx context.Context, req *apipb.OnlineStatusRequest) (*apipb.OnlineStatusReply, error) {
 	if len(req.GetUsers()) == 0 || len(req.GetUsers()) > s.cfg.MaxUsers {
 		return nil, status.Errorf(codes.InvalidArgument, "api: give 1 to %d users", s.cfg.MaxUsers)
+	}
+	if err := checkIDs("user", req.GetUsers()...); err != nil {
+		return nil, err
 	}
 	on, err := s.presence.Online(ctx, req.GetUsers()...)
 	if err != nil {
@@ -307,6 +346,9 @@ func (s *Server) OnlineStatus(ctx context.Context, req *apipb.OnlineStatusReques
 func (s *Server) RoomOnline(ctx context.Context, req *apipb.RoomOnlineRequest) (*apipb.RoomOnlineReply, error) {
 	if req.GetRoom() == "" {
 		return nil, status.Error(codes.InvalidArgument, "api: empty room")
+	}
+	if err := checkIDs("room", req.GetRoom()); err != nil {
+		return nil, err
 	}
 	users, conns, err := s.presence.RoomOnline(ctx, req.GetRoom())
 	if err != nil {

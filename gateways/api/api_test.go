@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -107,7 +108,7 @@ func TestPushes(t *testing.T) {
 		t.Fatal(err)
 	}
 	subs = submitted(t, rec)
-	if len(subs) != 1 || subs[0].GetRoom() != "lobby" || subs[0].GetSender() != "system" || subs[0].GetClientMsgId() == "" {
+	if len(subs) != 1 || subs[0].GetRoom() != "lobby" || subs[0].GetSender() != topics.SystemSender || subs[0].GetClientMsgId() == "" {
 		t.Fatalf("room push %v", subs)
 	}
 
@@ -141,6 +142,35 @@ func TestInvalidArguments(t *testing.T) {
 			return err
 		}},
 		{"online without users", func() error { _, err := pc.OnlineStatus(ctx, &apipb.OnlineStatusRequest{}); return err }},
+		// Ids follow the id rule; the system sender is the gateway's own.
+		{"user with a colon", func() error {
+			_, err := pc.PushUsers(ctx, &apipb.PushUsersRequest{Users: []string{"bob", "acme:alice"}, Content: body})
+			return err
+		}},
+		{"room with a colon", func() error {
+			_, err := pc.PushRoom(ctx, &apipb.PushRoomRequest{Room: "lobby:x", Content: body})
+			return err
+		}},
+		{"sender with a colon", func() error {
+			_, err := pc.PushRoom(ctx, &apipb.PushRoomRequest{From: "shop:x", Room: "lobby", Content: body})
+			return err
+		}},
+		{"sender given as the system sender", func() error {
+			_, err := pc.Broadcast(ctx, &apipb.BroadcastRequest{From: topics.SystemSender, Content: body})
+			return err
+		}},
+		{"push to the system sender", func() error {
+			_, err := pc.PushUsers(ctx, &apipb.PushUsersRequest{Users: []string{topics.SystemSender}, Content: body})
+			return err
+		}},
+		{"online of a user too long", func() error {
+			_, err := pc.OnlineStatus(ctx, &apipb.OnlineStatusRequest{Users: []string{strings.Repeat("x", topics.MaxIDLen+1)}})
+			return err
+		}},
+		{"room online of a bad room", func() error {
+			_, err := pc.RoomOnline(ctx, &apipb.RoomOnlineRequest{Room: "a b"})
+			return err
+		}},
 	}
 	for _, c := range calls {
 		if err := c.call(); status.Code(err) != codes.InvalidArgument {

@@ -483,7 +483,7 @@ func TestE2EAPIPushAndPresence(t *testing.T) {
 	}
 	for _, conn := range []*client.Conn{alice, bob} {
 		m := nextMessages(t, conn, topics.RoomConversation("lobby"), 1)[0]
-		if string(m.GetBody()) != "announcement" || m.GetSender() != "system" {
+		if string(m.GetBody()) != "announcement" || m.GetSender() != topics.SystemSender {
 			t.Fatalf("room push: got %v", m)
 		}
 	}

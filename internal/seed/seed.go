@@ -6,10 +6,10 @@ package seed
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 
+	"github.com/laneim/laneim/topics"
 	"github.com/laneim/laneim/wiring/directory"
 )
 
@@ -32,7 +32,8 @@ type Seed struct {
 	} `json:"blocks"`
 }
 
-// Load reads and checks a seed file.
+// Load reads and checks a seed file: every user and room id must follow
+// the id rule (topics.ValidID).
 func Load(path string) (*Seed, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -48,17 +49,19 @@ func Load(path string) (*Seed, error) {
 	return &s, nil
 }
 
+// validate checks that every id follows the id rule (topics.ValidID) and
+// that memberships and blocks name users of the seed.
 func (s *Seed) validate() error {
 	users := make(map[string]bool)
 	for _, u := range s.Users {
-		if u.ID == "" {
-			return errors.New("user without id")
+		if err := topics.CheckID("user", u.ID); err != nil {
+			return err
 		}
 		users[u.ID] = true
 	}
 	for _, r := range s.Rooms {
-		if r.ID == "" {
-			return errors.New("room without id")
+		if err := topics.CheckID("room", r.ID); err != nil {
+			return err
 		}
 		for _, m := range r.Members {
 			if !users[m] {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/laneim/laneim/internal/seed"
@@ -45,6 +46,11 @@ func TestLoadRejectsBadSeeds(t *testing.T) {
 		{"user without id", `{"users":[{"name":"x"}]}`},
 		{"unknown member", `{"users":[{"id":"a"}],"rooms":[{"id":"r","members":["b"]}]}`},
 		{"unknown block", `{"users":[{"id":"a"}],"blocks":[{"user":"a","blocks":"z"}]}`},
+		{"user id with a colon", `{"users":[{"id":"acme:alice"}]}`},
+		{"user id of the system sender", `{"users":[{"id":"~system"}]}`},
+		{"user id too long", `{"users":[{"id":"` + strings.Repeat("x", 65) + `"}]}`},
+		{"room id with a colon", `{"users":[{"id":"a"}],"rooms":[{"id":"r:1","members":["a"]}]}`},
+		{"room id with a space", `{"rooms":[{"id":"a room"}]}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

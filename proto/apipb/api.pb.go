@@ -245,7 +245,7 @@ func (x *PushUsersRequest) GetContent() *Content {
 type PushRoomRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Room  string                 `protobuf:"bytes,1,opt,name=room,proto3" json:"room,omitempty"`
-	// from defaults to "system".
+	// from defaults to "~system" (topics.SystemSender), which no user id can be; a given from must be a valid user id.
 	From          string   `protobuf:"bytes,2,opt,name=from,proto3" json:"from,omitempty"`
 	Content       *Content `protobuf:"bytes,3,opt,name=content,proto3" json:"content,omitempty"`
 	unknownFields protoimpl.UnknownFields

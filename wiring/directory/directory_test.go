@@ -411,3 +411,34 @@ func TestInRoom(t *testing.T) {
 	}
 	check("dev", false)
 }
+
+// TestDedupKeysDoNotCollide: two different (sender, client_msg_id) pairs
+// whose old dedup keys were the same string get different messages; a
+// repeat of each is still recognised.
+func TestDedupKeysDoNotCollide(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := context.Background()
+	tests := []struct{ sender, clientMsgID string }{
+		{"acme", "alice:m-1"},
+		{"acme:alice", "m-1"},
+		{"acme:alice:m", "1"},
+		{"acme#5:acme:", "m"},
+		{"5:acme", "m"},
+	}
+	seqs := map[uint64]string{}
+	for i, tt := range tests {
+		a, err := s.Assign(ctx, "room:r", tt.sender, tt.clientMsgID, func() string { return fmt.Sprint("id-", i) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.Dup {
+			t.Fatalf("(%q, %q) taken for a repeat of %s", tt.sender, tt.clientMsgID, seqs[a.Seq])
+		}
+		seqs[a.Seq] = fmt.Sprintf("(%q, %q)", tt.sender, tt.clientMsgID)
+		again, err := s.Assign(ctx, "room:r", tt.sender, tt.clientMsgID, func() string { return "unused" })
+		if err != nil || !again.Dup || again.Seq != a.Seq {
+			t.Fatalf("repeat of (%q, %q) = %+v, %v; want seq %d, Dup", tt.sender, tt.clientMsgID, again, err, a.Seq)
+		}
+	}
+}

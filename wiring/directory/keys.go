@@ -1,5 +1,10 @@
 package directory
 
+import (
+	"strconv"
+	"strings"
+)
+
 // Key names. Braces are Redis Cluster hash tags: the keys of one user, one
 // room, one session or one conversation share a slot.
 
@@ -22,8 +27,19 @@ func sessionRoomsKey(id string) string {
 }
 
 func convSeqKey(c string) string { return "{c:" + c + "}:seq" }
+
+// convDedupKey names the record of a sender's client_msg_id in a
+// conversation. It is unambiguous: a sender without ':' (every valid id,
+// and topics.SystemSender) keeps the original form "dedup:<sender>:<id>",
+// where the first ':' after "dedup:" ends the sender; any other sender
+// gets a length-prefixed form under "dedup#", which the first never
+// takes. So ("acme", "alice:m-1") and ("acme:alice", "m-1") never share
+// a key, and keys written before this rule keep their meaning.
 func convDedupKey(c, sender, id string) string {
-	return "{c:" + c + "}:dedup:" + sender + ":" + id
+	if !strings.Contains(sender, ":") {
+		return "{c:" + c + "}:dedup:" + sender + ":" + id
+	}
+	return "{c:" + c + "}:dedup#" + strconv.Itoa(len(sender)) + ":" + sender + ":" + id
 }
 
 const (

@@ -3,7 +3,9 @@ package binlogsync
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -78,13 +80,65 @@ const (
 // applier turns row changes into directory changes and revocations. Every
 // change is idempotent, so applying an event twice leaves the same state;
 // a revocation published twice is applied once by presence.
+//
+// A row naming a user or a room whose id breaks the id rule
+// (topics.ValidID) is never applied: it is skipped with a warning and
+// counted in skipped. Such an id could make conversation ids or Redis
+// keys ambiguous; the directory never holds one.
 type applier struct {
-	dir Directory
-	pub message.Publisher
+	dir    Directory
+	pub    message.Publisher
+	logger *slog.Logger // nil: discard
+
+	skipped atomic.Int64
+}
+
+// valid reports whether every id of a row of table follows the id rule;
+// when one does not, the row is logged and counted as skipped.
+func (a *applier) valid(table string, r row) bool {
+	var cols []string
+	switch table {
+	case tableUsers, tableRooms:
+		cols = []string{"id"}
+	case tableMembers:
+		cols = []string{"room_id", "user_id"}
+	case tableBlocks:
+		cols = []string{"user_id", "blocked_id"}
+	}
+	for _, col := range cols {
+		if err := topics.CheckID(table+"."+col, r.str(col)); err != nil {
+			a.skipped.Add(1)
+			if a.logger != nil {
+				a.logger.Warn("row skipped: invalid id", "table", table, "err", err)
+			}
+			return false
+		}
+	}
+	return true
+}
+
+// validMemberships returns the memberships of ms whose ids are valid,
+// skipping (logging and counting) the others.
+func (a *applier) validMemberships(ms []directory.Membership) []directory.Membership {
+	out := ms[:0]
+	for _, m := range ms {
+		if a.valid(tableMembers, membershipRow(m)) {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// membershipRow is the room_members row of m.
+func membershipRow(m directory.Membership) row {
+	return row{cols: map[string]int{"room_id": 0, "user_id": 1}, vals: []any{m.Room, m.User}}
 }
 
 // upsert applies a row that now exists (insert, or update's after image).
 func (a *applier) upsert(ctx context.Context, table string, r row) error {
+	if !a.valid(table, r) {
+		return nil
+	}
 	switch table {
 	case tableUsers:
 		u := directory.User{ID: r.str("id"), Name: r.str("name"), Disabled: r.truthy("disabled")}
@@ -107,6 +161,9 @@ func (a *applier) upsert(ctx context.Context, table string, r row) error {
 // remove applies a row that no longer exists (delete, or update's before
 // image when its key changed).
 func (a *applier) remove(ctx context.Context, table string, r row) error {
+	if !a.valid(table, r) {
+		return nil // never applied, so nothing to remove
+	}
 	switch table {
 	case tableUsers:
 		id := r.str("id")

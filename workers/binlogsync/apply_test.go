@@ -200,3 +200,70 @@ func (p *countingPublisher) Publish(_ string, msgs ...*message.Message) error {
 	return nil
 }
 func (p *countingPublisher) Close() error { return nil }
+
+// TestRowsWithInvalidIdsAreSkipped: a row naming a user or a room whose
+// id breaks the id rule is neither written to the directory nor revoked;
+// it is counted.
+func TestRowsWithInvalidIdsAreSkipped(t *testing.T) {
+	t.Parallel()
+	long := strings.Repeat("x", topics.MaxIDLen+1)
+	tests := []struct {
+		name  string
+		apply func(a *applier) error
+	}{
+		{"user with a colon", func(a *applier) error {
+			return a.upsert(context.Background(), tableUsers, rowOf("id", "acme:alice", "name", "A", "disabled", int8(0)))
+		}},
+		{"disabled user with a colon", func(a *applier) error {
+			return a.upsert(context.Background(), tableUsers, rowOf("id", "acme:alice", "disabled", int8(1)))
+		}},
+		{"deleted user with a colon", func(a *applier) error {
+			return a.remove(context.Background(), tableUsers, rowOf("id", "acme:alice"))
+		}},
+		{"user with an empty id", func(a *applier) error {
+			return a.upsert(context.Background(), tableUsers, rowOf("id", "", "disabled", int8(0)))
+		}},
+		{"user named as the system sender", func(a *applier) error {
+			return a.upsert(context.Background(), tableUsers, rowOf("id", topics.SystemSender, "disabled", int8(0)))
+		}},
+		{"room too long", func(a *applier) error {
+			return a.upsert(context.Background(), tableRooms, rowOf("id", long, "name", "R"))
+		}},
+		{"deleted room with a brace", func(a *applier) error {
+			return a.remove(context.Background(), tableRooms, rowOf("id", "{r:x}"))
+		}},
+		{"membership of a user with a colon", func(a *applier) error {
+			return a.upsert(context.Background(), tableMembers, rowOf("room_id", "lobby", "user_id", "acme:bob"))
+		}},
+		{"removed membership of a bad room", func(a *applier) error {
+			return a.remove(context.Background(), tableMembers, rowOf("room_id", "lob by", "user_id", "bob"))
+		}},
+		{"block of a user with a colon", func(a *applier) error {
+			return a.upsert(context.Background(), tableBlocks, rowOf("user_id", "bob", "blocked_id", "a:b"))
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := &fakeDir{members: map[string][]string{"lobby": {"alice", "bob"}}}
+			rec := &testinfra.Recorder{}
+			a := &applier{dir: dir, pub: rec}
+			if err := tt.apply(a); err != nil {
+				t.Fatal(err)
+			}
+			if len(dir.calls) != 0 {
+				t.Errorf("directory calls %q, want none", dir.calls)
+			}
+			if got := sessionEvents(t, rec); len(got) != 0 {
+				t.Errorf("events %q, want none", got)
+			}
+			if n := a.skipped.Load(); n != 1 {
+				t.Errorf("skipped %d rows, want 1", n)
+			}
+		})
+	}
+	a := &applier{dir: &fakeDir{}, pub: &testinfra.Recorder{}}
+	ms := a.validMemberships([]directory.Membership{{Room: "lobby", User: "bob"}, {Room: "lobby", User: "x:y"}, {Room: "r:1", User: "bob"}})
+	if fmt.Sprint(ms) != "[{lobby bob}]" || a.skipped.Load() != 2 {
+		t.Errorf("valid memberships %v, skipped %d; want [{lobby bob}], 2", ms, a.skipped.Load())
+	}
+}

@@ -124,6 +124,9 @@ type Stats struct {
 	Snapshots   int64
 	RowsApplied int64
 	Reconnects  int64
+	// RowsSkipped counts rows not applied because an id in them breaks
+	// the id rule (topics.ValidID); RowsApplied counts them too.
+	RowsSkipped int64
 }
 
 // Syncer follows the system of record. Run it once; it is safe to read
@@ -145,12 +148,12 @@ func New(cfg Config, dir Directory, positions *Positions, pub message.Publisher,
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Syncer{cfg: cfg, apply: applier{dir: dir, pub: pub}, positions: positions, logger: logger}, nil
+	return &Syncer{cfg: cfg, apply: applier{dir: dir, pub: pub, logger: logger}, positions: positions, logger: logger}, nil
 }
 
 // Stats returns the counters.
 func (s *Syncer) Stats() Stats {
-	return Stats{Snapshots: s.snapshots.Load(), RowsApplied: s.rows.Load(), Reconnects: s.reconnects.Load()}
+	return Stats{Snapshots: s.snapshots.Load(), RowsApplied: s.rows.Load(), Reconnects: s.reconnects.Load(), RowsSkipped: s.apply.skipped.Load()}
 }
 
 // Run follows the binlog until ctx ends (then it returns nil) or the
@@ -257,6 +260,9 @@ func (s *Syncer) snapshot(ctx context.Context) (mysql.Position, error) {
 	}
 	var batch []directory.Membership
 	err = copyTable(tableMembers, "SELECT room_id, user_id FROM room_members", func(r row) error {
+		if !s.apply.valid(tableMembers, r) {
+			return nil
+		}
 		batch = append(batch, directory.Membership{Room: r.str("room_id"), User: r.str("user_id")})
 		if len(batch) < 1000 {
 			return nil
@@ -350,7 +356,7 @@ func (h *events) OnRow(e *canal.RowsEvent) error {
 				r := row{cols, vals}
 				ms[i] = directory.Membership{Room: r.str("room_id"), User: r.str("user_id")}
 			}
-			if err := h.s.apply.dir.AddMembers(h.ctx, ms); err != nil {
+			if err := h.s.apply.dir.AddMembers(h.ctx, h.s.apply.validMemberships(ms)); err != nil {
 				return err
 			}
 			break

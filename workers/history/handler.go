@@ -9,10 +9,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"golang.org/x/sync/errgroup"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
@@ -32,9 +32,10 @@ type Store interface {
 	After(ctx context.Context, conversation string, after uint64, limit int) ([]*clientpb.Message, bool, error)
 }
 
-// Directory tells room membership and the conversations' latest seqs,
-// and lists a user's conversations; *directory.Store implements it.
+// Directory tells users, room membership and the conversations' latest
+// seqs, and lists a user's conversations; *directory.Store implements it.
 type Directory interface {
+	User(ctx context.Context, id string) (directory.User, bool, error)
 	IsMember(ctx context.Context, room, user string) (bool, error)
 	LatestSeqs(ctx context.Context, conversations ...string) (map[string]uint64, error)
 	ConversationPage(ctx context.Context, user, cursor string, limit, maxBytes int) (directory.ConversationPage, error)
@@ -101,7 +102,8 @@ func (h *Handler) Pipeline() pipeline.Handler {
 }
 
 // Handle answers one request: a SyncResult or a ConversationsResult, an
-// Error (NOT_MEMBER, INVALID), or UNAVAILABLE
+// Error (UNKNOWN_USER for a user unknown to the directory or disabled,
+// NOT_MEMBER, INVALID), or UNAVAILABLE
 // when the store or the directory fails or takes longer than
 // AnswerWithin; right after such a failure, for half a second, requests
 // are answered UNAVAILABLE without trying (pipeline.Breaker). It returns
@@ -129,15 +131,39 @@ func (h *Handler) Handle(ctx context.Context, req *topicpb.HistoryRequest, _ *me
 	return nil
 }
 
-// answer returns the frame answering req.
+// answer returns the frame answering req. The user is looked up at the
+// same time as the request is checked (Sync) or served (Conversations):
+// a user disabled or deleted in the directory is answered UNKNOWN_USER,
+// whatever the rest found.
 func (h *Handler) answer(ctx context.Context, req *topicpb.HistoryRequest) (*clientpb.ServerFrame, error) {
-	if c := req.GetConversations(); c != nil {
-		return h.conversations(ctx, req, c)
-	}
+	var active bool
+	var frame *clientpb.ServerFrame
+	var allowed bool
 	conv := req.GetConversation()
-	allowed, err := h.allowed(ctx, req.GetUser(), conv)
-	if err != nil {
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() (err error) {
+		active, err = h.active(gctx, req.GetUser())
+		return err
+	})
+	if c := req.GetConversations(); c != nil {
+		g.Go(func() (err error) {
+			frame, err = h.conversations(gctx, req, c)
+			return err
+		})
+	} else {
+		g.Go(func() (err error) {
+			allowed, err = h.allowed(gctx, req.GetUser(), conv)
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
 		return nil, err
+	}
+	if !active {
+		return topics.ErrorFrame(req.GetRequestId(), clientpb.Error_UNKNOWN_USER, "unknown or disabled user"), nil
+	}
+	if frame != nil {
+		return frame, nil
 	}
 	if !allowed {
 		return topics.ErrorFrame(req.GetRequestId(), clientpb.Error_NOT_MEMBER, "not a member of "+conv), nil
@@ -234,15 +260,31 @@ func (h *Handler) conversations(ctx context.Context, req *topicpb.HistoryRequest
 	return &clientpb.ServerFrame{RequestId: req.GetRequestId(), Body: &clientpb.ServerFrame_ConversationsResult{ConversationsResult: res}}, nil
 }
 
+// active reports whether user exists in the directory and is not disabled.
+func (h *Handler) active(ctx context.Context, user string) (bool, error) {
+	u, ok, err := h.dir.User(ctx, user)
+	if err != nil {
+		return false, fmt.Errorf("history: %w", err)
+	}
+	return ok && !u.Disabled, nil
+}
+
+// allowed reports whether user may read conv: a party of a 1:1
+// conversation (its two users, as topics.ParseConversation finds them), a
+// member of a room, anyone for broadcasts. An id the parser refuses is
+// nobody's.
 func (h *Handler) allowed(ctx context.Context, user, conv string) (bool, error) {
-	if a, b, ok := topics.Participants(conv); ok {
-		return user == a || user == b, nil
+	c, err := topics.ParseConversation(conv)
+	if err != nil {
+		return false, nil
 	}
-	if conv == topics.BroadcastConversation {
+	switch c.Kind {
+	case topics.Direct:
+		return c.Has(user), nil
+	case topics.Room:
+		return h.dir.IsMember(ctx, c.Room, user)
+	case topics.Broadcast:
 		return true, nil
-	}
-	if room, ok := strings.CutPrefix(conv, "room:"); ok && room != "" {
-		return h.dir.IsMember(ctx, room, user)
 	}
 	return false, nil
 }

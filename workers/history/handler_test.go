@@ -22,16 +22,22 @@ import (
 	"github.com/laneim/laneim/workers/history"
 )
 
-// world is the directory on a redis-server of the test's own, with room
-// lobby whose member is alice.
+// world is the directory on a redis-server of the test's own, with users
+// alice, bob, carol and acme, the disabled mallory, and room lobby whose
+// members are alice and mallory.
 func world(t testing.TB) *directory.Store {
 	t.Helper()
 	d := directory.New(testinfra.RedisClient(t))
 	ctx := context.Background()
+	for _, u := range []directory.User{{ID: "alice"}, {ID: "bob"}, {ID: "carol"}, {ID: "acme"}, {ID: "mallory", Disabled: true}} {
+		if err := d.PutUser(ctx, u); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if err := d.PutRoom(ctx, directory.Room{ID: "lobby"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.AddMembers(ctx, []directory.Membership{{Room: "lobby", User: "alice"}}); err != nil {
+	if err := d.AddMembers(ctx, []directory.Membership{{Room: "lobby", User: "alice"}, {Room: "lobby", User: "mallory"}}); err != nil {
 		t.Fatal(err)
 	}
 	return d
@@ -79,7 +85,7 @@ func TestAnswers(t *testing.T) {
 	store := openStore(t)
 	ctx := context.Background()
 	var ms []*clientpb.Message
-	for _, conv := range []string{"room:lobby", "dm:alice:bob", "broadcast"} {
+	for _, conv := range []string{"room:lobby", "dm:alice:bob", "broadcast", "dm:acme:alice:bob"} {
 		for seq := uint64(1); seq <= 5; seq++ {
 			ms = append(ms, &clientpb.Message{Conversation: conv, Seq: seq})
 		}
@@ -93,23 +99,34 @@ func TestAnswers(t *testing.T) {
 		user, conv string
 		after      uint64
 		limit      uint32
-		want       int // messages; -1: refused
+		want       int // messages, when not refused
 		more       bool
+		refused    clientpb.Error_Code
 	}{
-		{"alice", "room:lobby", 2, 0, 3, false},
-		{"alice", "room:lobby", 0, 2, 2, true},
-		{"bob", "room:lobby", 0, 0, -1, false},
-		{"alice", "room:nope", 0, 0, -1, false},
-		{"bob", "dm:alice:bob", 4, 0, 1, false},
-		{"carol", "dm:alice:bob", 0, 0, -1, false},
-		{"carol", "broadcast", 0, 0, 5, false},
-		{"carol", "weird", 0, 0, -1, false},
+		{"alice", "room:lobby", 2, 0, 3, false, 0},
+		{"alice", "room:lobby", 0, 2, 2, true, 0},
+		{"bob", "room:lobby", 0, 0, 0, false, clientpb.Error_NOT_MEMBER},
+		{"alice", "room:nope", 0, 0, 0, false, clientpb.Error_NOT_MEMBER},
+		{"bob", "dm:alice:bob", 4, 0, 1, false, 0},
+		{"carol", "dm:alice:bob", 0, 0, 0, false, clientpb.Error_NOT_MEMBER},
+		{"carol", "broadcast", 0, 0, 5, false, 0},
+		{"carol", "weird", 0, 0, 0, false, clientpb.Error_NOT_MEMBER},
+		// 1:1 ids are parsed by the one parser: an id with three parts
+		// is nobody's, whatever its first part.
+		{"acme", "dm:acme:alice:bob", 0, 0, 0, false, clientpb.Error_NOT_MEMBER},
+		{"acme", "dm:acme:alice", 0, 0, 0, false, 0},
+		{"alice", "dm:bob:alice", 0, 0, 0, false, clientpb.Error_NOT_MEMBER},
+		// A user disabled or unknown in the directory reads nothing.
+		{"mallory", "room:lobby", 0, 0, 0, false, clientpb.Error_UNKNOWN_USER},
+		{"mallory", "broadcast", 0, 0, 0, false, clientpb.Error_UNKNOWN_USER},
+		{"zed", "broadcast", 0, 0, 0, false, clientpb.Error_UNKNOWN_USER},
+		{topics.SystemSender, "dm:bob:" + topics.SystemSender, 0, 0, 0, false, clientpb.Error_UNKNOWN_USER},
 	}
 	for _, tt := range tests {
 		f := sync(t, h, rec, tt.user, tt.conv, tt.after, tt.limit)
-		if tt.want < 0 {
-			if f.GetError().GetCode() != clientpb.Error_NOT_MEMBER {
-				t.Errorf("%s %s: %v, want NOT_MEMBER", tt.user, tt.conv, f)
+		if tt.refused != 0 {
+			if f.GetError().GetCode() != tt.refused {
+				t.Errorf("%s %s: %v, want %v", tt.user, tt.conv, f, tt.refused)
 			}
 			continue
 		}
@@ -152,8 +169,13 @@ func ask(t *testing.T, h *history.Handler, rec *testinfra.Recorder, req *topicpb
 // cap and its byte budget, each listed once.
 func TestConversations(t *testing.T) {
 	t.Parallel()
-	dir := testinfra.DemoDirectory(t) // alice is in lobby and dev
+	dir := testinfra.DemoDirectory(t) // alice is in lobby and dev; mallory is disabled
 	ctx := context.Background()
+	for _, u := range []string{"zoe", "bob-without-conversations"} {
+		if err := dir.PutUser(ctx, directory.User{ID: u}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	// zoe (in no room): 1,500 1:1 conversations with ids of about 70 bytes, the
 	// newest with the greatest number.
 	const n = 1500
@@ -235,6 +257,13 @@ func TestConversations(t *testing.T) {
 	f = ask(t, h, rec, &topicpb.HistoryRequest{Session: session, RequestId: 2, User: "zoe", Conversations: &clientpb.Conversations{Cursor: "page 2"}})
 	if f.GetError().GetCode() != clientpb.Error_INVALID {
 		t.Errorf("bad cursor answered %v, want INVALID", f)
+	}
+	// A disabled or unknown user lists nothing.
+	for _, u := range []string{"mallory", "nobody"} {
+		f = ask(t, h, rec, &topicpb.HistoryRequest{Session: session, RequestId: 3, User: u, Conversations: &clientpb.Conversations{}})
+		if f.GetError().GetCode() != clientpb.Error_UNKNOWN_USER {
+			t.Errorf("%s's conversations answered %v, want UNKNOWN_USER", u, f)
+		}
 	}
 }
 

@@ -71,8 +71,8 @@ func (h *Handler) Pipeline() pipeline.Handler {
 }
 
 // Handle processes one LoginRequest. A login accepted is announced as an
-// OPENED SessionEvent; a login refused (bad or expired token, unknown or
-// disabled user) is answered with an Error frame on the comet's delivery
+// OPENED SessionEvent; a login refused (bad or expired token, a subject
+// that is no valid user id, unknown or disabled user) is answered with an Error frame on the comet's delivery
 // topic. Either way Handle returns nil once the broker has the message, and
 // the request is acked. A directory or broker failure is returned plainly,
 // to be retried.
@@ -86,6 +86,12 @@ func (h *Handler) Handle(ctx context.Context, req *topicpb.LoginRequest, _ *mess
 			text = "token expired"
 		}
 		return h.refuse(req, clientpb.Error_BAD_TOKEN, text)
+	}
+	if err := topics.CheckID("user", user); err != nil {
+		// The token is well signed, but its subject can name no user
+		// (topics.ValidID): refused before it reaches the directory.
+		h.logger.Debug("login refused", "session", topics.SessionKey(sess), "err", err)
+		return h.refuse(req, clientpb.Error_BAD_TOKEN, "token subject is not a valid user id")
 	}
 	u, ok, err := h.users.User(ctx, user)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -56,7 +57,10 @@ func mint(t *testing.T, key []byte, user string, ttl time.Duration) string {
 }
 
 func TestHandle(t *testing.T) {
-	users := fakeUsers{"alice": {ID: "alice"}, "mallory": {ID: "mallory", Disabled: true}}
+	// The directory could hold no such ids; had it one, the id rule
+	// still refuses the token before the directory is asked.
+	users := fakeUsers{"alice": {ID: "alice"}, "mallory": {ID: "mallory", Disabled: true},
+		"acme:alice": {ID: "acme:alice"}, topics.SystemSender: {ID: topics.SystemSender}, strings.Repeat("x", 65): {ID: strings.Repeat("x", 65)}}
 	tests := []struct {
 		name  string
 		token string
@@ -73,6 +77,9 @@ func TestHandle(t *testing.T) {
 		{"garbage", "a.b.c", clientpb.Error_BAD_TOKEN},
 		{"unknown user", mint(t, secret, "zed", time.Hour), clientpb.Error_UNKNOWN_USER},
 		{"disabled user", mint(t, secret, "mallory", time.Hour), clientpb.Error_UNKNOWN_USER},
+		{"subject with a colon", mint(t, secret, "acme:alice", time.Hour), clientpb.Error_BAD_TOKEN},
+		{"subject of the system sender", mint(t, secret, topics.SystemSender, time.Hour), clientpb.Error_BAD_TOKEN},
+		{"subject too long", mint(t, secret, strings.Repeat("x", 65), time.Hour), clientpb.Error_BAD_TOKEN},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

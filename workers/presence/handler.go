@@ -78,6 +78,7 @@ type Store interface {
 	ExpiredSessions(ctx context.Context, now time.Time, limit int) ([]directory.SessionRef, error)
 	RoomComets(ctx context.Context, room string) ([]string, error)
 	Room(ctx context.Context, id string) (directory.Room, bool, error)
+	User(ctx context.Context, id string) (directory.User, bool, error)
 	IsMember(ctx context.Context, room, user string) (bool, error)
 	LatestSeqs(ctx context.Context, conversations ...string) (map[string]uint64, error)
 	ConversationPage(ctx context.Context, user, cursor string, limit, maxBytes int) (directory.ConversationPage, error)
@@ -166,16 +167,29 @@ func ref(s *topicpb.Session) directory.SessionRef {
 	return directory.SessionRef{Comet: s.GetComet(), Conn: s.GetConn()}
 }
 
+// opened records a session the login worker accepted and answers the
+// login. The user is looked up again: a disable or delete that reached
+// the directory after the login worker's check, and whose USER_REVOKED
+// presence applied before this event (the two are ordered on the
+// user's partition), found no session to close. Such a login is refused
+// (UNKNOWN_USER) and its connection closed, and the session it recorded
+// is closed again; a login never ends open for a banned user.
 func (h *Handler) opened(ctx context.Context, ev *topicpb.SessionEvent) error {
 	s := ev.GetSession()
-	// Recording the session and reading the first page of the user's
-	// conversations are independent, made at once; the answer goes only
-	// after both, so a client that has its LoginResult is routable. The
-	// page is bounded in count and bytes: a user with thousands of
-	// conversations still gets a LoginResult well under the broker's
-	// message size limit, and pages through the rest (history worker).
+	// Recording the session, looking the user up and reading the first
+	// page of the user's conversations are independent, made at once;
+	// the answer goes only after all three, so a client that has its
+	// LoginResult is routable. The page is bounded in count and bytes: a
+	// user with thousands of conversations still gets a LoginResult well
+	// under the broker's message size limit, and pages through the rest
+	// (history worker).
 	var page directory.ConversationPage
+	var active bool
 	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() (err error) {
+		active, err = h.active(gctx, ev.GetUser())
+		return err
+	})
 	g.Go(func() error {
 		return h.store.OpenSession(gctx, directory.Session{Comet: s.GetComet(), Conn: s.GetConn(), User: ev.GetUser(), Device: ev.GetDevice()}, h.cfg.SessionTTL)
 	})
@@ -185,6 +199,17 @@ func (h *Handler) opened(ctx context.Context, ev *topicpb.SessionEvent) error {
 	})
 	if err := g.Wait(); err != nil {
 		return err
+	}
+	if !active {
+		// Answered and closed before the session goes, so a retry after
+		// a failure in between answers again (a comet ignores a close
+		// for a connection it no longer has).
+		refusal := topics.ErrorFrame(ev.GetRequestId(), clientpb.Error_UNKNOWN_USER, "unknown or disabled user")
+		if err := h.reply(s, refusal, &topicpb.Control{Close: reasonBanned}); err != nil {
+			return err
+		}
+		h.logger.Info("login refused: user disabled or deleted meanwhile", "user", ev.GetUser(), "session", topics.SessionKey(s))
+		return h.close(ctx, ref(s))
 	}
 	res := &clientpb.LoginResult{
 		Ok:                  true,
@@ -200,6 +225,19 @@ func (h *Handler) opened(ctx context.Context, ev *topicpb.SessionEvent) error {
 	return h.reply(s, frame, &topicpb.Control{Authenticate: ev.GetUser()})
 }
 
+// reasonBanned closes the connection of a login that raced its user's
+// disable or delete.
+const reasonBanned = "account disabled or deleted"
+
+// active reports whether user exists in the directory and is not disabled.
+func (h *Handler) active(ctx context.Context, user string) (bool, error) {
+	u, ok, err := h.store.User(ctx, user)
+	if err != nil {
+		return false, fmt.Errorf("presence: %w", err)
+	}
+	return ok && !u.Disabled, nil
+}
+
 // states converts a directory page's states to the client protocol's.
 func states(in []directory.ConversationState) []*clientpb.ConversationState {
 	out := make([]*clientpb.ConversationState, len(in))
@@ -209,10 +247,16 @@ func states(in []directory.ConversationState) []*clientpb.ConversationState {
 	return out
 }
 
+// joined puts a session in a room, if its user is active and a member
+// of the room, and answers the join.
 func (h *Handler) joined(ctx context.Context, ev *topicpb.SessionEvent) error {
 	s, room := ev.GetSession(), ev.GetRoom()
-	var exists, member bool
+	var exists, member, active bool
 	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() (err error) {
+		active, err = h.active(gctx, ev.GetUser())
+		return err
+	})
 	g.Go(func() (err error) {
 		_, exists, err = h.store.Room(gctx, room)
 		return err
@@ -223,6 +267,9 @@ func (h *Handler) joined(ctx context.Context, ev *topicpb.SessionEvent) error {
 	})
 	if err := g.Wait(); err != nil {
 		return err
+	}
+	if !active {
+		return h.reply(s, topics.ErrorFrame(ev.GetRequestId(), clientpb.Error_UNKNOWN_USER, "unknown or disabled user"), nil)
 	}
 	if !exists {
 		return h.reply(s, topics.ErrorFrame(ev.GetRequestId(), clientpb.Error_UNKNOWN_ROOM, "no room "+room), nil)

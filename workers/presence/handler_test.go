@@ -504,3 +504,58 @@ func TestRevocationWithoutItsSubjectIsPermanent(t *testing.T) {
 		}
 	}
 }
+
+// TestBannedUserIsRefused: a login that reaches presence after its user
+// was disabled or deleted (the login worker checked before the change;
+// the USER_REVOKED that followed found no session) is answered
+// UNKNOWN_USER and its connection closed, and leaves no session; a
+// banned user's Join is refused.
+func TestBannedUserIsRefused(t *testing.T) {
+	t.Parallel()
+	h, store, rec := fixture(t, presence.Config{})
+	ctx := context.Background()
+	online(t, h, "c1", "a1", "alice", "lobby")
+	rec.Take()
+	if err := store.DeleteUser(ctx, "carol"); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		ev   *topicpb.SessionEvent
+		// close: the connection is closed too
+		close bool
+	}{
+		{"login of a disabled user", &topicpb.SessionEvent{Kind: topicpb.SessionEvent_OPENED, Session: sess("c2", "m1"), User: "mallory", RequestId: 7}, true},
+		{"login of a deleted user", &topicpb.SessionEvent{Kind: topicpb.SessionEvent_OPENED, Session: sess("c2", "c1"), User: "carol", RequestId: 7}, true},
+		{"login of an unknown user", &topicpb.SessionEvent{Kind: topicpb.SessionEvent_OPENED, Session: sess("c2", "z1"), User: "zed", RequestId: 7}, true},
+		{"join of a disabled user", &topicpb.SessionEvent{Kind: topicpb.SessionEvent_JOINED, Session: sess("c2", "m1"), User: "mallory", Room: "lobby", RequestId: 7}, false},
+		{"join of a deleted user", &topicpb.SessionEvent{Kind: topicpb.SessionEvent_JOINED, Session: sess("c2", "c1"), User: "carol", Room: "lobby", RequestId: 7}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			event(t, h, tt.ev)
+			got := deliveries(t, rec)
+			ds := got[topics.Delivery("c2")]
+			if len(got) != 1 || len(ds) != 1 {
+				t.Fatalf("published %v, want one answer to c2 and nothing to the lobby", got)
+			}
+			d := ds[0]
+			if d.GetFrame().GetError().GetCode() != clientpb.Error_UNKNOWN_USER || d.GetFrame().GetRequestId() != 7 || fmt.Sprint(d.GetConns()) != "["+tt.ev.GetSession().GetConn()+"]" {
+				t.Fatalf("answer %v, want UNKNOWN_USER to %s", d, tt.ev.GetSession().GetConn())
+			}
+			if closed := d.GetControl().GetClose() != ""; closed != tt.close || d.GetControl().GetAuthenticate() != "" || d.GetControl().GetJoin() != "" {
+				t.Fatalf("control %v, want close %v and nothing else", d.GetControl(), tt.close)
+			}
+			refs, err := store.UserSessions(ctx, tt.ev.GetUser())
+			if err != nil || len(refs) != 0 {
+				t.Fatalf("%s's sessions %v, %v; want none", tt.ev.GetUser(), refs, err)
+			}
+			if on, _ := store.Online(ctx, tt.ev.GetUser()); on[tt.ev.GetUser()] {
+				t.Fatalf("%s online", tt.ev.GetUser())
+			}
+		})
+	}
+	if users, conns, _ := store.RoomOnline(ctx, "lobby"); users != 1 || conns != 1 {
+		t.Fatalf("lobby has %d users, %d connections; want alice's one", users, conns)
+	}
+}

@@ -237,66 +237,116 @@ func newID() string {
 	return id.String()
 }
 
-// check returns why sub may not be routed, or nil.
+// check returns why sub may not be routed, or nil. A client's message
+// (not trusted) is refused UNKNOWN_USER when its sender is unknown to the
+// directory or disabled: a ban holds for connections still open. The
+// directory reads are made at once; their results are judged in a fixed
+// order (sender, room or recipient, membership, block).
 func (h *Handler) check(ctx context.Context, sub *topicpb.Submitted) (*refusal, error) {
-	if len(sub.GetBody()) > h.cfg.MaxBodyBytes {
-		return &refusal{clientpb.Error_TOO_LARGE, fmt.Sprintf("body of %d bytes exceeds %d", len(sub.GetBody()), h.cfg.MaxBodyBytes)}, nil
+	if r := h.validate(sub); r != nil {
+		return r, nil
 	}
-	if sub.GetSender() == "" {
-		return &refusal{clientpb.Error_INVALID, "no sender"}, nil
+	trusted := sub.GetTrusted()
+	var (
+		sender, recipient     directory.User
+		senderOK, recipientOK bool
+		roomOK, member        bool
+		blocked               bool
+	)
+	g, gctx := errgroup.WithContext(ctx)
+	if !trusted {
+		g.Go(func() (err error) {
+			sender, senderOK, err = h.store.User(gctx, sub.GetSender())
+			return err
+		})
 	}
 	switch to := sub.GetTo().(type) {
 	case *topicpb.Submitted_Room:
-		if to.Room == "" {
-			return &refusal{clientpb.Error_INVALID, "empty room"}, nil
-		}
-		// Both reads at once; the room's existence is judged first.
-		var exists, member bool
-		g, gctx := errgroup.WithContext(ctx)
 		g.Go(func() (err error) {
-			_, exists, err = h.store.Room(gctx, to.Room)
+			_, roomOK, err = h.store.Room(gctx, to.Room)
 			return err
 		})
-		if !sub.GetTrusted() {
+		if !trusted {
 			g.Go(func() (err error) {
 				member, err = h.store.IsMember(gctx, to.Room, sub.GetSender())
 				return err
 			})
 		}
-		if err := g.Wait(); err != nil {
-			return nil, err
+	case *topicpb.Submitted_User:
+		g.Go(func() (err error) {
+			recipient, recipientOK, err = h.store.User(gctx, to.User)
+			return err
+		})
+		if !trusted {
+			g.Go(func() (err error) {
+				blocked, err = h.store.Blocks(gctx, to.User, sub.GetSender())
+				return err
+			})
 		}
-		if !exists {
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	if !trusted && (!senderOK || sender.Disabled) {
+		return &refusal{clientpb.Error_UNKNOWN_USER, "sender " + sub.GetSender() + " is unknown or disabled"}, nil
+	}
+	switch to := sub.GetTo().(type) {
+	case *topicpb.Submitted_Room:
+		if !roomOK {
 			return &refusal{clientpb.Error_UNKNOWN_ROOM, "no room " + to.Room}, nil
 		}
-		if !sub.GetTrusted() && !member {
+		if !trusted && !member {
 			return &refusal{clientpb.Error_NOT_MEMBER, "not a member of " + to.Room}, nil
 		}
 	case *topicpb.Submitted_User:
-		if to.User == "" {
-			return &refusal{clientpb.Error_INVALID, "empty recipient"}, nil
-		}
-		if u, ok, err := h.store.User(ctx, to.User); err != nil {
-			return nil, err
-		} else if !ok || u.Disabled {
+		if !recipientOK || recipient.Disabled {
 			return &refusal{clientpb.Error_UNKNOWN_USER, "no user " + to.User}, nil
 		}
-		if sub.GetTrusted() {
-			return nil, nil
-		}
-		if blocked, err := h.store.Blocks(ctx, to.User, sub.GetSender()); err != nil {
-			return nil, err
-		} else if blocked {
+		if !trusted && blocked {
 			return &refusal{clientpb.Error_BLOCKED, to.User + " does not accept your messages"}, nil
+		}
+	}
+	return nil, nil
+}
+
+// validate returns why sub may not be routed whatever the directory
+// holds, or nil: its size, and ids that break the id rule
+// (topics.ValidID). Only a trusted message may come from
+// topics.SystemSender.
+func (h *Handler) validate(sub *topicpb.Submitted) *refusal {
+	if len(sub.GetBody()) > h.cfg.MaxBodyBytes {
+		return &refusal{clientpb.Error_TOO_LARGE, fmt.Sprintf("body of %d bytes exceeds %d", len(sub.GetBody()), h.cfg.MaxBodyBytes)}
+	}
+	switch s := sub.GetSender(); {
+	case s == "":
+		return &refusal{clientpb.Error_INVALID, "no sender"}
+	case s == topics.SystemSender && sub.GetTrusted():
+	case !topics.ValidID(s):
+		return &refusal{clientpb.Error_INVALID, topics.CheckID("sender", s).Error()}
+	}
+	switch to := sub.GetTo().(type) {
+	case *topicpb.Submitted_Room:
+		if to.Room == "" {
+			return &refusal{clientpb.Error_INVALID, "empty room"}
+		}
+		if err := topics.CheckID("room", to.Room); err != nil {
+			return &refusal{clientpb.Error_INVALID, err.Error()}
+		}
+	case *topicpb.Submitted_User:
+		if to.User == "" {
+			return &refusal{clientpb.Error_INVALID, "empty recipient"}
+		}
+		if err := topics.CheckID("user", to.User); err != nil {
+			return &refusal{clientpb.Error_INVALID, err.Error()}
 		}
 	case *topicpb.Submitted_Broadcast:
 		if !sub.GetTrusted() {
-			return &refusal{clientpb.Error_INVALID, "only the api gateway may broadcast"}, nil
+			return &refusal{clientpb.Error_INVALID, "only the api gateway may broadcast"}
 		}
 	default:
-		return &refusal{clientpb.Error_INVALID, "no recipient"}, nil
+		return &refusal{clientpb.Error_INVALID, "no recipient"}
 	}
-	return nil, nil
+	return nil
 }
 
 // target fills in where routed goes.

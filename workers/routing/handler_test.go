@@ -146,6 +146,21 @@ func TestChecks(t *testing.T) {
 		{"no sender", 0, &topicpb.Submitted{To: room("lobby")}, clientpb.Error_INVALID},
 		{"untrusted broadcast", 0, &topicpb.Submitted{Sender: "alice", To: &topicpb.Submitted_Broadcast{Broadcast: true}}, clientpb.Error_INVALID},
 		{"trusted broadcast", 0, &topicpb.Submitted{Sender: "system", Trusted: true, To: &topicpb.Submitted_Broadcast{Broadcast: true}}, clientpb.Error_CODE_UNSPECIFIED},
+		// Bans hold: a client's message from a sender the directory no
+		// longer has, or has disabled, is refused whatever it is sent to.
+		{"disabled sender dm", 0, &topicpb.Submitted{Sender: "mallory", To: user("alice")}, clientpb.Error_UNKNOWN_USER},
+		{"disabled sender to a room", 0, &topicpb.Submitted{Sender: "mallory", To: room("lobby")}, clientpb.Error_UNKNOWN_USER},
+		{"deleted sender dm", 0, &topicpb.Submitted{Sender: "zed", To: user("alice")}, clientpb.Error_UNKNOWN_USER},
+		{"deleted sender to a room", 0, &topicpb.Submitted{Sender: "zed", To: room("lobby")}, clientpb.Error_UNKNOWN_USER},
+		{"trusted sender not in the directory", 0, &topicpb.Submitted{Sender: "billing", Trusted: true, To: user("alice")}, clientpb.Error_CODE_UNSPECIFIED},
+		// Ids are checked: no ':' anywhere, the system sender for the
+		// api gateway alone.
+		{"sender with a colon", 0, &topicpb.Submitted{Sender: "acme:alice", Trusted: true, To: room("lobby")}, clientpb.Error_INVALID},
+		{"recipient with a colon", 0, &topicpb.Submitted{Sender: "alice", To: user("bob:x")}, clientpb.Error_INVALID},
+		{"room with a colon", 0, &topicpb.Submitted{Sender: "alice", To: room("lobby:x")}, clientpb.Error_INVALID},
+		{"trusted system sender", 0, &topicpb.Submitted{Sender: topics.SystemSender, Trusted: true, To: user("alice")}, clientpb.Error_CODE_UNSPECIFIED},
+		{"client as the system sender", 0, &topicpb.Submitted{Sender: topics.SystemSender, To: user("alice")}, clientpb.Error_INVALID},
+		{"dm to the system sender", 0, &topicpb.Submitted{Sender: "alice", To: user(topics.SystemSender)}, clientpb.Error_INVALID},
 	}
 	// The cases only read the directory, or write conversations they do
 	// not look at: they share one.
@@ -305,6 +320,38 @@ func TestDuplicates(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestDedupKeysDoNotCollide: ("acme", "alice:m-1") and ("acme:alice",
+// "m-1") once shared a dedup key, so the second was answered with the
+// first's SendResult and lost. A sender with ':' is refused now (and
+// the directory's keys tell the two apart anyway, see wiring/directory).
+func TestDedupKeysDoNotCollide(t *testing.T) {
+	t.Parallel()
+	h, rec := newHandler(t, routing.Config{}, newWorld(t))
+	first := &topicpb.Submitted{Origin: origin, RequestId: 1, Sender: "acme", Trusted: true, ClientMsgId: "alice:m-1", To: &topicpb.Submitted_Room{Room: "lobby"}, Body: []byte("one")}
+	if err := handle(t, h, first); err != nil {
+		t.Fatal(err)
+	}
+	r, _ := routedAndResult(t, rec)
+	second := &topicpb.Submitted{Origin: origin, RequestId: 2, Sender: "acme:alice", Trusted: true, ClientMsgId: "m-1", To: &topicpb.Submitted_Room{Room: "lobby"}, Body: []byte("two")}
+	if err := handle(t, h, second); err != nil {
+		t.Fatal(err)
+	}
+	out := rec.Take()
+	if len(out) != 1 {
+		t.Fatalf("second published %d messages, want its refusal alone", len(out))
+	}
+	d, err := topics.Deliveries.Decode(out[0].Msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res := d.GetFrame().GetSendResult(); res != nil && res.GetMessageId() == r.GetMessage().GetId() {
+		t.Fatalf("second message answered with the first's id %s (seq %d)", res.GetMessageId(), res.GetSeq())
+	}
+	if d.GetFrame().GetError().GetCode() != clientpb.Error_INVALID {
+		t.Fatalf("second answered %v, want INVALID", d.GetFrame())
 	}
 }
 
