@@ -7,6 +7,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -240,12 +242,25 @@ func TestMultiProcessCluster(t *testing.T) {
 			}
 		}
 	}
+	// send sends n messages one after the other, each retried with the
+	// same client_msg_id on UNAVAILABLE, as docs/protocol.md asks (the
+	// comet answers so when a worker is down).
+	var sends atomic.Int64
 	send := func(c *client.Conn, n int) {
 		t.Helper()
 		for i := range n {
-			sctx, scancel := context.WithTimeout(ctx, 90*time.Second)
-			_, err := c.SendRoom(sctx, "lobby", []byte(fmt.Sprint("m", i)))
-			scancel()
+			id := fmt.Sprint("multi-", sends.Add(1))
+			var err error
+			for attempt := 0; attempt < 20; attempt++ {
+				sctx, scancel := context.WithTimeout(ctx, 90*time.Second)
+				_, err = c.Send(sctx, &clientpb.Send{ClientMsgId: id, To: &clientpb.Send_Room{Room: "lobby"}, Body: []byte(fmt.Sprint("m", i))})
+				scancel()
+				var e *client.Error
+				if !errors.As(err, &e) || e.Code != clientpb.Error_UNAVAILABLE {
+					break
+				}
+				time.Sleep(500 * time.Millisecond)
+			}
 			if err != nil {
 				t.Errorf("send: %v", err)
 				return
