@@ -54,7 +54,7 @@ start() {
     for _ in $(seq 100); do redis-cli -p 17001 cluster info | grep -q cluster_state:ok && break; sleep 0.1; done
   fi
   export LANEIM_KAFKA=127.0.0.1:19092 LANEIM_REDIS=$(IFS=,; echo "${nodes[*]}") LANEIM_ETCD=127.0.0.1:12379
-  export LANEIM_SECRET=${LANEIM_SECRET:-laneim-dev-secret} LANEIM_API_TOKEN=${LANEIM_API_TOKEN:-laneim-dev-api-token}
+  export LANEIM_SECRET=${LANEIM_SECRET:-laneim-dev-secret-public-do-not-deploy} LANEIM_API_TOKEN=${LANEIM_API_TOKEN:-laneim-dev-api-token}
   # Every node must see the cluster up (a restarted one can report ok
   # while another still fails over), and seeding retries meanwhile.
   for _ in $(seq 600); do
