@@ -225,15 +225,18 @@ func SubmittedConversation(v *topicpb.Submitted) string {
 	return ""
 }
 
-// Participants returns the users of a 1:1 conversation; ok is false for
-// other conversations.
+// Participants returns the users of a 1:1 conversation; ok is false (and
+// a and b empty) for other conversations.
 func Participants(conversation string) (a, b string, ok bool) {
 	rest, found := strings.CutPrefix(conversation, "dm:")
 	if !found {
 		return "", "", false
 	}
 	a, b, ok = strings.Cut(rest, ":")
-	return a, b, ok && a != "" && b != ""
+	if !ok || a == "" || b == "" {
+		return "", "", false
+	}
+	return a, b, true
 }
 
 // DeliveriesOf returns the delivery topic of comet, typed like Deliveries
