@@ -154,7 +154,7 @@ func TestMultiProcessCluster(t *testing.T) {
 	redisNodes := strings.Join(testinfra.RedisCluster(t), ",")
 	env := []string{
 		"LANEIM_KAFKA=" + kafka, "LANEIM_REDIS=" + redisNodes, "LANEIM_ETCD=" + etcd,
-		"LANEIM_SECRET=mp-secret", "LANEIM_API_TOKEN=mp-token", "LANEIM_LOG_LEVEL=warn",
+		"LANEIM_SECRET=mp-secret-of-the-multi-process-test", "LANEIM_API_TOKEN=mp-token", "LANEIM_LOG_LEVEL=warn",
 		"LANEIM_SESSION_TTL=6s",
 	}
 	if out, err := exec.Command(bin, "seed", "--redis", redisNodes, "--seed", "testdata/seed.json").CombinedOutput(); err != nil {
@@ -192,7 +192,7 @@ func TestMultiProcessCluster(t *testing.T) {
 		if err != nil {
 			t.Fatalf("dial %s: %v", url, err)
 		}
-		tok, _ := login.MintToken([]byte("mp-secret"), user, time.Hour)
+		tok, _ := login.MintToken([]byte("mp-secret-of-the-multi-process-test"), user, time.Hour)
 		lctx, lcancel := context.WithTimeout(ctx, 60*time.Second)
 		defer lcancel()
 		if _, err := c.Login(lctx, tok, "test"); err != nil {

@@ -21,7 +21,7 @@ import (
 
 // Defaults of dev mode; production has none and must be configured.
 const (
-	devSecret   = "laneim-dev-secret"
+	devSecret   = "laneim-dev-secret-public-do-not-deploy"
 	devAPIToken = "laneim-dev-api-token"
 )
 
@@ -198,14 +198,16 @@ func runToken(_ context.Context, args []string) error {
 	fs := flag.NewFlagSet("token", flag.ContinueOnError)
 	user := fs.String("user", "", "user id (the token's sub)")
 	secret := fs.String("secret", devSecret, "HMAC secret (default: dev mode's)")
-	ttl := fs.Duration("ttl", 24*time.Hour, "validity")
+	ttl := fs.Duration("ttl", 24*time.Hour, "validity (the login worker refuses more than its --token-max-lifetime, 24h by default)")
+	issuer := fs.String("token-issuer", "", "the token's iss (for a login worker run with --token-issuer)")
+	audience := fs.String("token-audience", "", "the token's aud (for a login worker run with --token-audience)")
 	if err := app.Parse(fs, args); err != nil {
 		return err
 	}
 	if *user == "" {
 		return fmt.Errorf("--user is required")
 	}
-	tok, err := login.MintToken([]byte(*secret), *user, *ttl)
+	tok, err := login.MintTokenFor([]byte(*secret), *user, *ttl, *issuer, *audience)
 	if err != nil {
 		return err
 	}

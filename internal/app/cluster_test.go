@@ -60,7 +60,7 @@ func startClusterRoles(t *testing.T, tune func(*Settings), roles []Role) *cluste
 	s := Settings{
 		Kafka:         strings.Join(kcfg.Brokers, ","),
 		Redis:         testinfra.Redis(t),
-		Secret:        "e2e-secret",
+		Secret:        "e2e-secret-of-the-end-to-end-tests",
 		APIToken:      "e2e-api-token",
 		CometID:       "c1",
 		CometAddr:     "127.0.0.1:" + strconv.Itoa(testinfra.FreePort(t)),

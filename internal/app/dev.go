@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -21,6 +20,7 @@ import (
 	"github.com/laneim/laneim/internal/seed"
 	"github.com/laneim/laneim/wiring"
 	"github.com/laneim/laneim/wiring/directory"
+	"github.com/laneim/laneim/workers/binlogsync"
 )
 
 // DevConfig configures `laneim dev`.
@@ -259,10 +259,4 @@ func nextPort(addr string) (string, error) {
 }
 
 // redactDSN hides the password of a DSN.
-func redactDSN(dsn string) string {
-	u, err := url.Parse(dsn)
-	if err != nil {
-		return "?"
-	}
-	return u.Redacted()
-}
+func redactDSN(dsn string) string { return binlogsync.RedactDSN(dsn) }

@@ -25,7 +25,7 @@ func TestDevCluster(t *testing.T) {
 	free := func() string { return "127.0.0.1:" + strconv.Itoa(testinfra.FreePort(t)) }
 	cfg := DevConfig{
 		Settings: Settings{
-			Secret: "dev-test", APIToken: "dev-test-token", CometAddr: free(), APIAddr: free(),
+			Secret: "dev-test-secret-of-the-dev-mode-test", APIToken: "dev-test-token", CometAddr: free(), APIAddr: free(),
 			SessionTTL: 30 * time.Second, NotifyLimit: 200, MaxBodyBytes: 16 << 10, BatchWindow: 10 * time.Millisecond,
 			SendQueue: 256, MaxFrameBytes: 64 << 10, LogLevel: "error",
 		},
@@ -143,7 +143,7 @@ func TestValidateNamesTheMissingSetting(t *testing.T) {
 	}{
 		{Settings{}, Login, "LANEIM_KAFKA"},
 		{Settings{Kafka: "k"}, Login, "LANEIM_SECRET"},
-		{Settings{Kafka: "k", Secret: "s"}, Login, "LANEIM_REDIS"},
+		{Settings{Kafka: "k", Secret: strings.Repeat("s3", 16)}, Login, "LANEIM_REDIS"},
 		{Settings{Kafka: "k"}, Comet, "LANEIM_COMET_ID"},
 		{Settings{Kafka: "k", Redis: "r"}, API, "LANEIM_API_TOKEN"},
 	}

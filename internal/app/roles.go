@@ -79,6 +79,9 @@ func ParseRole(name string) (Role, error) {
 // Validate checks that the settings have what roles need and says which
 // flag is missing.
 func (s *Settings) Validate(roles ...Role) error {
+	if err := s.checkAddresses(); err != nil {
+		return err
+	}
 	infra := s.Infra()
 	if err := infra.Kafka.Validate(); err != nil {
 		return err
@@ -103,6 +106,13 @@ func (s *Settings) Validate(roles ...Role) error {
 		switch {
 		case r == Login && s.Secret == "":
 			return fmt.Errorf("login: no token secret (flag --secret or %s)", EnvName("secret"))
+		case r == Login:
+			if err := login.CheckSecret([]byte(s.Secret)); err != nil {
+				return fmt.Errorf("%w (flag --secret or %s)", err, EnvName("secret"))
+			}
+			if s.TokenMaxLifetime < 0 {
+				return fmt.Errorf("login: --token-max-lifetime %s is negative", s.TokenMaxLifetime)
+			}
 		case r == Comet && s.CometID == "":
 			return fmt.Errorf("comet: no id (flag --comet-id or %s)", EnvName("comet-id"))
 		case r == API && s.APIToken == "":
@@ -121,7 +131,7 @@ func (s *Settings) Options(logger *slog.Logger, roles ...Role) fx.Option {
 	opts := []fx.Option{
 		fx.Supply(s.Infra(), logger, mysqlCfg),
 		fx.Supply(
-			login.Config{Secret: []byte(s.Secret)},
+			login.Config{Secret: []byte(s.Secret), Token: s.TokenPolicy()},
 			presence.Config{SessionTTL: s.SessionTTL, NotifyLimit: s.NotifyLimit, LoginConversations: s.LoginConvLimit},
 			routing.Config{MaxBodyBytes: s.MaxBodyBytes},
 			comet.Config{ID: s.CometID, Addr: s.CometAddr, PublicURL: s.CometURL, BatchWindow: s.BatchWindow, FrameBudget: s.FrameBudget, MaxBatchWindow: s.MaxBatchWindow, HeartbeatInterval: s.SessionTTL / 3, SendQueue: s.SendQueue, MaxFrameBytes: s.MaxFrameBytes, RequestTimeout: s.RequestTimeout, RequestRate: s.RequestRate, RequestBurst: s.RequestBurst},
@@ -152,4 +162,25 @@ func (s *Settings) Options(logger *slog.Logger, roles ...Role) fx.Option {
 		opts = append(opts, fx.Supply(discovery.Config{Endpoints: splitList(s.Etcd)}), discovery.Module)
 	}
 	return fx.Options(append(opts, wiring.Ready)...)
+}
+
+// checkAddresses refuses credentials written into an address list (a
+// Redis URL with a password, say): they would be echoed by every
+// connection error. The message names the flag and the position, never
+// the address.
+func (s *Settings) checkAddresses() error {
+	for _, l := range []struct{ flag, list, instead string }{
+		{"kafka", s.Kafka, "host:port only"},
+		{"redis", s.Redis, "host:port, and the password with --redis-password"},
+		{"etcd", s.Etcd, "host:port or http(s)://host:port"},
+		{"scylla", s.Scylla, "host:port only"},
+	} {
+		for i, a := range splitList(l.list) {
+			if strings.Contains(a, "@") {
+				return fmt.Errorf("--%s (%s): address %d holds credentials (user:password@), which are not shown nor accepted there: give %s",
+					l.flag, EnvName(l.flag), i+1, l.instead)
+			}
+		}
+	}
+	return nil
 }

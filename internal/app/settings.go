@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/laneim/laneim/wiring"
+	"github.com/laneim/laneim/workers/login"
 )
 
 // Settings is every setting a laneIM process reads. Each has a flag
@@ -25,6 +26,10 @@ type Settings struct {
 	RedisCluster      bool
 	RedisPassword     string
 	Secret            string
+	TokenIssuer       string
+	TokenAudience     string
+	TokenMaxLifetime  time.Duration
+	TokenClockSkew    time.Duration
 	APIToken          string
 	CometID           string
 	CometAddr         string
@@ -63,7 +68,11 @@ func (s *Settings) Register(fs *flag.FlagSet) {
 	fs.StringVar(&s.Redis, "redis", "", "Redis address(es), comma-separated; several mean a Cluster")
 	fs.BoolVar(&s.RedisCluster, "redis-cluster", false, "treat a single Redis address as a Cluster seed")
 	fs.StringVar(&s.RedisPassword, "redis-password", "", "Redis password")
-	fs.StringVar(&s.Secret, "secret", "", "HMAC secret that signs login tokens (HS256 JWT)")
+	fs.StringVar(&s.Secret, "secret", "", "HMAC secret that signs login tokens (HS256 JWT); at least 32 bytes, not a placeholder")
+	fs.StringVar(&s.TokenIssuer, "token-issuer", "", "login: when set, a token's \"iss\" must be this")
+	fs.StringVar(&s.TokenAudience, "token-audience", "", "login: when set, a token's \"aud\" must include this")
+	fs.DurationVar(&s.TokenMaxLifetime, "token-max-lifetime", 24*time.Hour, "login: longest a token may live (exp - iat); an exp further ahead is refused (0: the default)")
+	fs.DurationVar(&s.TokenClockSkew, "token-clock-skew", 30*time.Second, "login: how far a token's iat/nbf may be ahead of this clock (never extends exp; 0: the default, negative: none)")
 	fs.StringVar(&s.APIToken, "api-token", "", "bearer token the api gateway requires")
 	fs.StringVar(&s.CometID, "comet-id", "", "this comet's stable id (its delivery topic is deliver.<id>)")
 	fs.StringVar(&s.CometAddr, "comet-addr", "127.0.0.1:8080", "comet WebSocket listen address")
@@ -112,11 +121,26 @@ func Parse(fs *flag.FlagSet, args []string) error {
 		env := EnvName(f.Name)
 		if v, ok := os.LookupEnv(env); ok {
 			if err := f.Value.Set(v); err != nil {
-				errs = append(errs, fmt.Errorf("%s=%q: %w", env, v, err))
+				if sensitive(f.Name) {
+					errs = append(errs, fmt.Errorf("%s: invalid value (not shown)", env))
+				} else {
+					errs = append(errs, fmt.Errorf("%s=%q: %w", env, v, err))
+				}
 			}
 		}
 	})
 	return errors.Join(errs...)
+}
+
+// sensitive reports a flag whose value may hold a credential, never to be
+// echoed in an error or a log line.
+func sensitive(flagName string) bool {
+	for _, w := range []string{"secret", "password", "token", "mysql", "dsn", "key"} {
+		if strings.Contains(flagName, w) && flagName != "token-max-lifetime" && flagName != "token-clock-skew" {
+			return true
+		}
+	}
+	return false
 }
 
 // EnvName is the environment variable of a flag: --redis-cluster is
@@ -133,6 +157,11 @@ func (s *Settings) Infra() wiring.Config {
 		AdminAddr: s.AdminAddr,
 		Pprof:     s.Pprof,
 	}
+}
+
+// TokenPolicy returns the login worker's token checks.
+func (s *Settings) TokenPolicy() login.TokenPolicy {
+	return login.TokenPolicy{Issuer: s.TokenIssuer, Audience: s.TokenAudience, MaxLifetime: s.TokenMaxLifetime, ClockSkew: s.TokenClockSkew}
 }
 
 // Logger returns the process's structured logger on stderr.

@@ -54,7 +54,7 @@ func startDevProcess(ctx context.Context, cfg *Config) (*devProcess, error) {
 	cfg.Target = "ws://" + comet + "/ws"
 	cfg.API, cfg.Redis = apiAddr, redisAddr
 	if cfg.Secret == "" {
-		cfg.Secret = "laneim-bench-secret"
+		cfg.Secret = "laneim-bench-secret-public-do-not-deploy"
 	}
 	if cfg.APIToken == "" {
 		cfg.APIToken = "laneim-bench-token"

@@ -67,10 +67,12 @@ type Config struct {
 }
 
 // ParseDSN reads "mysql://user:password@host:port/database?flavor=mariadb&server_id=1001".
+// Its errors never contain the password: they show the DSN as RedactDSN
+// does.
 func ParseDSN(dsn string) (Config, error) {
 	u, err := url.Parse(dsn)
 	if err != nil || (u.Scheme != "mysql" && u.Scheme != "mariadb") || u.Host == "" {
-		return Config{}, fmt.Errorf("binlogsync: DSN %q: want mysql://user:password@host:port/database", dsn)
+		return Config{}, fmt.Errorf("binlogsync: DSN %s: want mysql://user:password@host:port/database", RedactDSN(dsn))
 	}
 	cfg := Config{Addr: u.Host, User: u.User.Username(), Database: strings.TrimPrefix(u.Path, "/"), Flavor: u.Scheme}
 	cfg.Password, _ = u.User.Password()
@@ -86,6 +88,33 @@ func ParseDSN(dsn string) (Config, error) {
 		cfg.ServerID = uint32(n)
 	}
 	return cfg, cfg.Validate()
+}
+
+// RedactDSN returns dsn fit for an error or a log line: the password of a
+// URL replaced by "xxxxx" (url.URL.Redacted), and its query hidden when
+// a parameter looks like a credential. A DSN that does not parse
+// as a URL is not shown beyond its scheme, since where its password is
+// cannot be told.
+func RedactDSN(dsn string) string {
+	if dsn == "" {
+		return `""`
+	}
+	u, err := url.Parse(dsn)
+	if err == nil && u.Opaque == "" {
+		if q := u.Query(); len(q) > 0 {
+			for k := range q {
+				if k := strings.ToLower(k); strings.Contains(k, "pass") || strings.Contains(k, "secret") || strings.Contains(k, "token") || strings.Contains(k, "key") {
+					u.RawQuery = "…"
+					break
+				}
+			}
+		}
+		return strconv.Quote(u.Redacted())
+	}
+	if i := strings.Index(dsn, "://"); i > 0 && i < 16 && !strings.ContainsAny(dsn[:i], ":@/") {
+		return strconv.Quote(dsn[:i]+"://…") + " (malformed; not shown, it may hold a password)"
+	}
+	return "(malformed; not shown, it may hold a password)"
 }
 
 func (c *Config) setDefaults() {

@@ -25,16 +25,20 @@ const Name = "login"
 
 // Config configures the login worker.
 type Config struct {
-	// Secret is the HMAC key that signs login tokens. Required.
+	// Secret is the HMAC key that signs login tokens. Required, and
+	// refused when CheckSecret refuses it (too short, a placeholder).
 	Secret []byte
+	// Token is what a token must satisfy beyond its signature (issuer,
+	// audience, lifetime, clock skew); the zero value is the default.
+	Token TokenPolicy
 }
 
-// Validate reports a configuration that cannot work.
+// Validate reports a configuration that cannot work or is unsafe.
 func (c Config) Validate() error {
-	if len(c.Secret) == 0 {
-		return errors.New("login: no token secret")
+	if err := CheckSecret(c.Secret); err != nil {
+		return err
 	}
-	return nil
+	return c.Token.Validate()
 }
 
 // Users looks users up in the directory; *directory.Store implements it.
@@ -78,7 +82,7 @@ func (h *Handler) Pipeline() pipeline.Handler {
 // to be retried.
 func (h *Handler) Handle(ctx context.Context, req *topicpb.LoginRequest, _ *message.Message) error {
 	sess := req.GetSession()
-	user, err := VerifyToken(h.cfg.Secret, req.GetToken(), h.now())
+	user, err := VerifyTokenPolicy(h.cfg.Secret, req.GetToken(), h.now(), h.cfg.Token)
 	if err != nil {
 		h.logger.Debug("login refused", "session", topics.SessionKey(sess), "expired", errors.Is(err, ErrTokenExpired), "err", err)
 		text := "invalid token"

@@ -20,7 +20,7 @@ import (
 	"github.com/laneim/laneim/workers/login"
 )
 
-var secret = []byte("test-secret")
+var secret = []byte("test-secret-of-the-login-worker-tests")
 
 type fakeUsers map[string]directory.User
 
