@@ -66,8 +66,8 @@ func newWithLifecycle(p params) (*Comet, error) {
 	mux.Handle("/", WebClient())
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	scheme := "ws://"
-	if cfg.TLSCert != "" {
+	scheme, useTLS := "ws://", cfg.TLSCert != ""
+	if useTLS {
 		tc, err := secure.Server(cfg.TLSCert, cfg.TLSKey, "")
 		if err != nil {
 			c.Close()
@@ -114,13 +114,15 @@ func newWithLifecycle(p params) (*Comet, error) {
 			}
 			c.Start()
 			go func() { // owned: OnStop waits for it
-				if srv.TLSConfig != nil {
+				// Serve and ServeTLS set up the server's fields (HTTP/2):
+				// nothing here reads them once it runs.
+				if useTLS {
 					serveDone <- srv.ServeTLS(l, "", "")
 					return
 				}
 				serveDone <- srv.Serve(l)
 			}()
-			logger.Info("comet listening", "id", cfg.ID, "addr", l.Addr().String(), "path", cfg.Path, "tls", srv.TLSConfig != nil)
+			logger.Info("comet listening", "id", cfg.ID, "addr", l.Addr().String(), "path", cfg.Path, "tls", useTLS)
 			return nil
 		},
 		OnStop: func(ctx context.Context) error {
