@@ -53,6 +53,11 @@ func runBench(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.Target, "target", "", "comet WebSocket URL of a running cluster (default: start a dev cluster as a child process)")
 	fs.StringVar(&cfg.API, "api", "", "api gateway address (with --target)")
 	fs.StringVar(&cfg.APIToken, "api-token", "", "api gateway token (with --target; dev mode's: "+devAPIToken+")")
+	fs.StringVar(&cfg.APITLS.CA, "api-ca", "", "PEM CAs that sign the api gateway's certificate: connect over TLS (with --target)")
+	fs.StringVar(&cfg.APITLS.Cert, "api-cert", "", "PEM client certificate for an api gateway requiring mutual TLS (with --api-key)")
+	fs.StringVar(&cfg.APITLS.Key, "api-key", "", "PEM key of --api-cert")
+	fs.StringVar(&cfg.APITLS.ServerName, "api-server-name", "", "name the api gateway's certificate must carry (default: the host of --api)")
+	fs.BoolVar(&cfg.APITLS.Enabled, "api-tls", false, "connect to the api gateway over TLS, trusting the system's roots (implied by --api-ca)")
 	fs.StringVar(&cfg.Redis, "redis", "", "Redis address(es) of the directory, comma-separated (several: a Redis Cluster), to create the bench room (with --target)")
 	fs.StringVar(&cfg.Secret, "secret", "", "login token secret (with --target; dev mode's: "+devSecret+")")
 	fs.IntVar(&cfg.Members, "members", 10000, "clients, all in one room")
@@ -204,10 +209,16 @@ func runReplay(ctx context.Context, args []string) error {
 	if err := app.Parse(fs, args); err != nil {
 		return err
 	}
-	opts.Brokers, opts.Partition = s.Infra().Kafka.Brokers, int32(*partition)
+	kcfg := s.Infra().Kafka
+	opts.Brokers, opts.Partition = kcfg.Brokers, int32(*partition)
 	if len(opts.Brokers) == 0 {
 		return fmt.Errorf("give --kafka (or LANEIM_KAFKA)")
 	}
+	sc, err := kcfg.Sarama() // TLS and SASL as the workers use them
+	if err != nil {
+		return err
+	}
+	opts.Sarama = sc
 	n, err := replay.Run(ctx, opts, os.Stdout)
 	fmt.Fprintf(os.Stderr, "laneim replay: %d messages\n", n)
 	return err

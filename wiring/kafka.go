@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/laneim/laneim/topics"
+	"github.com/laneim/laneim/wiring/secure"
 )
 
 // KafkaConfig says how to reach the Kafka cluster.
@@ -26,6 +28,33 @@ type KafkaConfig struct {
 	// nacked message to its handler again (100ms). The router's retries
 	// back off on their own; this only paces the final resend.
 	NackResendSleep time.Duration
+	// TLS secures the connections to the brokers (zero: plain TCP).
+	TLS secure.TLS
+	// SASL authenticates this process to the brokers (zero: none).
+	SASL KafkaSASL
+}
+
+// KafkaSASL is a SASL identity for the brokers.
+type KafkaSASL struct {
+	// Mechanism is PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; empty: no SASL.
+	Mechanism string
+	User      string
+	Password  string
+}
+
+// String names the identity without its password.
+func (s KafkaSASL) String() string {
+	if s.Mechanism == "" {
+		return "none"
+	}
+	return s.Mechanism + " user " + s.User + " (password redacted)"
+}
+
+// saslMechanisms are the mechanisms laneIM speaks.
+var saslMechanisms = map[string]sarama.SASLMechanism{
+	"PLAIN":         sarama.SASLTypePlaintext,
+	"SCRAM-SHA-256": sarama.SASLTypeSCRAMSHA256,
+	"SCRAM-SHA-512": sarama.SASLTypeSCRAMSHA512,
 }
 
 // Validate reports a configuration that cannot work.
@@ -33,10 +62,25 @@ func (c KafkaConfig) Validate() error {
 	if len(c.Brokers) == 0 {
 		return errors.New("kafka: no brokers configured (flag --kafka or LANEIM_KAFKA)")
 	}
+	if err := c.TLS.Validate("kafka"); err != nil {
+		return err
+	}
+	if m := c.SASL.Mechanism; m != "" {
+		if _, ok := saslMechanisms[strings.ToUpper(m)]; !ok {
+			return fmt.Errorf("kafka: unknown SASL mechanism %q (flag --kafka-sasl-mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)", m)
+		}
+		if c.SASL.User == "" || c.SASL.Password == "" {
+			return errors.New("kafka: SASL needs a user and a password (flags --kafka-sasl-user and --kafka-sasl-password, or LANEIM_KAFKA_SASL_PASSWORD)")
+		}
+	} else if c.SASL.User != "" {
+		return errors.New("kafka: a SASL user without a mechanism (flag --kafka-sasl-mechanism)")
+	}
 	return nil
 }
 
-func (c KafkaConfig) sarama() *sarama.Config {
+// Sarama returns the Sarama configuration every laneIM Kafka client
+// starts from: version, client id, and the TLS and SASL settings of c.
+func (c KafkaConfig) Sarama() (*sarama.Config, error) {
 	sc := sarama.NewConfig()
 	sc.Version = sarama.V3_0_0_0
 	sc.ClientID = c.ClientID
@@ -44,7 +88,33 @@ func (c KafkaConfig) sarama() *sarama.Config {
 		sc.ClientID = "laneim"
 	}
 	sc.Metadata.Retry.Backoff = 250 * time.Millisecond
-	return sc
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	tc, err := c.TLS.Client()
+	if err != nil {
+		return nil, fmt.Errorf("kafka: %w", err)
+	}
+	if tc != nil {
+		sc.Net.TLS.Enable = true
+		sc.Net.TLS.Config = tc
+	}
+	if c.SASL.Mechanism != "" {
+		mech := strings.ToUpper(c.SASL.Mechanism)
+		sc.Net.SASL.Enable = true
+		sc.Net.SASL.Handshake = true
+		sc.Net.SASL.Version = sarama.SASLHandshakeV1
+		sc.Net.SASL.Mechanism = saslMechanisms[mech]
+		sc.Net.SASL.User = c.SASL.User
+		sc.Net.SASL.Password = c.SASL.Password
+		if mech != "PLAIN" {
+			sc.Net.SASL.SCRAMClientGeneratorFunc = func() sarama.SCRAMClient {
+				s, _ := secure.NewSCRAM(mech) // mech checked by Validate
+				return s
+			}
+		}
+	}
+	return sc, nil
 }
 
 // marshaler puts the topics.KeyMetadata field into the Kafka message key, so
@@ -72,7 +142,10 @@ func NewPublisher(cfg KafkaConfig) (*Publisher, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	sc := cfg.sarama()
+	sc, err := cfg.Sarama()
+	if err != nil {
+		return nil, err
+	}
 	sc.Producer.Return.Successes = true
 	sc.Producer.Return.Errors = true
 	sc.Producer.RequiredAcks = sarama.WaitForAll
@@ -159,7 +232,10 @@ func NewSubscriber(cfg KafkaConfig, group string, logger *slog.Logger) (message.
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	sc := cfg.sarama()
+	sc, err := cfg.Sarama()
+	if err != nil {
+		return nil, err
+	}
 	sc.Consumer.Return.Errors = true
 	sc.Consumer.Offsets.Initial = sarama.OffsetOldest
 	sc.Consumer.Offsets.AutoCommit.Interval = 200 * time.Millisecond
@@ -204,7 +280,11 @@ func EnsureTopics(ctx context.Context, cfg KafkaConfig, specs ...TopicSpec) erro
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	admin, err := sarama.NewClusterAdmin(cfg.Brokers, cfg.sarama())
+	sc, err := cfg.Sarama()
+	if err != nil {
+		return err
+	}
+	admin, err := sarama.NewClusterAdmin(cfg.Brokers, sc)
 	if err != nil {
 		return fmt.Errorf("kafka: connect admin to %v: %w", cfg.Brokers, err)
 	}

@@ -45,7 +45,11 @@ func (l *lagCollector) connect() error {
 	if l.closed {
 		return errors.New("lag collector closed")
 	}
-	c, err := sarama.NewClient(l.cfg.Brokers, l.cfg.sarama())
+	sc, err := l.cfg.Sarama()
+	if err != nil {
+		return err
+	}
+	c, err := sarama.NewClient(l.cfg.Brokers, sc)
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/laneim/laneim/wiring/secure"
 )
 
 // RedisConfig says how to reach Redis, standalone or Cluster.
@@ -15,9 +17,15 @@ type RedisConfig struct {
 	// server unless Cluster is set; several mean a Cluster.
 	Addrs []string
 	// Cluster forces Cluster mode with a single seed address.
-	Cluster  bool
+	Cluster bool
+	// Username and Password authenticate with AUTH; a Username selects a
+	// Redis 6+ ACL user (empty: the default user).
+	Username string
 	Password string
 	DB       int
+	// TLS secures the connections (zero: plain TCP). A Cluster's nodes
+	// must all present certificates the CA signs.
+	TLS secure.TLS
 }
 
 // Validate reports a configuration that cannot work.
@@ -28,7 +36,7 @@ func (c RedisConfig) Validate() error {
 	if c.DB != 0 && (c.Cluster || len(c.Addrs) > 1) {
 		return errors.New("redis: a Cluster has only database 0")
 	}
-	return nil
+	return c.TLS.Validate("redis")
 }
 
 // NewRedis connects to Redis and checks that it answers.
@@ -36,9 +44,15 @@ func NewRedis(ctx context.Context, cfg RedisConfig) (redis.UniversalClient, erro
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	tc, err := cfg.TLS.Client()
+	if err != nil {
+		return nil, fmt.Errorf("redis: %w", err)
+	}
 	opts := &redis.UniversalOptions{
 		Addrs:         cfg.Addrs,
+		Username:      cfg.Username,
 		Password:      cfg.Password,
+		TLSConfig:     tc,
 		DB:            cfg.DB,
 		IsClusterMode: cfg.Cluster,
 		PoolSize:      64,

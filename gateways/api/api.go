@@ -17,7 +17,9 @@ package api
 import (
 	"context"
 	"crypto/subtle"
+	"crypto/tls"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"time"
@@ -26,6 +28,7 @@ import (
 	"github.com/google/uuid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
@@ -35,6 +38,7 @@ import (
 	"github.com/laneim/laneim/topics"
 	"github.com/laneim/laneim/wiring/discovery"
 	"github.com/laneim/laneim/wiring/pipeline"
+	"github.com/laneim/laneim/wiring/secure"
 )
 
 // Config configures the api gateway.
@@ -47,6 +51,13 @@ type Config struct {
 	MaxBodyBytes int
 	// MaxUsers bounds the users of one PushUsers or OnlineStatus (1000).
 	MaxUsers int
+	// TLSCert and TLSKey are PEM files: with them the gateway serves gRPC
+	// over TLS; without, plain gRPC (loopback or a private network).
+	TLSCert, TLSKey string
+	// ClientCA, a PEM file, turns on mutual TLS: a caller must present a
+	// certificate signed by one of its authorities, or the handshake fails
+	// (the bearer token is still required).
+	ClientCA string
 }
 
 func (c *Config) setDefaults() {
@@ -66,7 +77,25 @@ func (c Config) Validate() error {
 	if c.Token == "" {
 		return errors.New("api: no token")
 	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return errors.New("api: TLS certificate and key go together (flags --api-tls-cert and --api-tls-key)")
+	}
+	if c.ClientCA != "" && c.TLSCert == "" {
+		return errors.New("api: a client CA (mutual TLS) needs the server's TLS certificate and key (flags --api-tls-cert and --api-tls-key)")
+	}
 	return nil
+}
+
+// serverTLS loads the gateway's TLS configuration; nil when TLS is off.
+func (c Config) serverTLS() (*tls.Config, error) {
+	if c.TLSCert == "" {
+		return nil, nil
+	}
+	tc, err := secure.Server(c.TLSCert, c.TLSKey, c.ClientCA)
+	if err != nil {
+		return nil, fmt.Errorf("api: %w", err)
+	}
+	return tc, nil
 }
 
 // Presence answers online questions.
@@ -90,6 +119,7 @@ type Server struct {
 	history  History
 	comets   CometLister
 	logger   *slog.Logger
+	tls      *tls.Config // nil: plain gRPC
 }
 
 // CometLister lists live comets, least loaded first.
@@ -165,11 +195,19 @@ func New(cfg Config, pub message.Publisher, presence Presence, opt Optional, log
 		return nil, errors.New("api: a publisher and a presence source are required")
 	}
 	logger = pipeline.Logger(logger)
-	return &Server{cfg: cfg, pub: pub, presence: presence, history: opt.History, comets: opt.Comets, logger: logger}, nil
+	tc, err := cfg.serverTLS()
+	if err != nil {
+		return nil, err
+	}
+	return &Server{cfg: cfg, pub: pub, presence: presence, history: opt.History, comets: opt.Comets, logger: logger, tls: tc}, nil
 }
 
-// GRPCServer returns a grpc.Server serving s with token authentication.
+// GRPCServer returns a grpc.Server serving s with token authentication,
+// over TLS (and mutual TLS) when the Config says so.
 func (s *Server) GRPCServer(opts ...grpc.ServerOption) *grpc.Server {
+	if s.tls != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(s.tls)))
+	}
 	opts = append(opts,
 		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 			if err := s.authenticate(ctx); err != nil {

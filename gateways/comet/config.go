@@ -19,8 +19,13 @@ type Config struct {
 	// Path is the WebSocket endpoint (/ws).
 	Path string
 	// PublicURL is the WebSocket URL clients use, as registered in etcd
-	// (default ws://<listen address><Path>).
+	// (default ws://<listen address><Path>, wss:// with TLSCert).
 	PublicURL string
+	// TLSCert and TLSKey are PEM files: with them Module serves wss://
+	// (and the web page over https); without, plain ws:// for loopback or
+	// behind a proxy that terminates TLS. HTTP/2 is not offered: clients
+	// speak WebSocket over HTTP/1.1.
+	TLSCert, TLSKey string
 	// MaxFrameBytes is the largest client frame; a larger one closes the
 	// connection with 1009 (64 KiB).
 	MaxFrameBytes int
@@ -141,6 +146,8 @@ func (c Config) Validate() error {
 		return errors.New("comet: id must not contain /")
 	case c.Path != "" && !strings.HasPrefix(c.Path, "/"):
 		return errors.New("comet: path must start with /")
+	case (c.TLSCert == "") != (c.TLSKey == ""):
+		return errors.New("comet: TLS certificate and key go together (flags --comet-tls-cert and --comet-tls-key)")
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package comet
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,6 +19,7 @@ import (
 	"github.com/laneim/laneim/wiring"
 	"github.com/laneim/laneim/wiring/discovery"
 	"github.com/laneim/laneim/wiring/pipeline"
+	"github.com/laneim/laneim/wiring/secure"
 )
 
 // Module runs a comet: on start it creates the comet's delivery topic
@@ -26,7 +28,8 @@ import (
 // *clientv3.Client, then serves WebSockets on Config.Path and "ok" on
 // /healthz and starts the heartbeat loop. A start that fails undoes
 // itself: the listener and the comet are closed and no goroutine is
-// left. On stop it leaves etcd, shuts the HTTP server down and closes
+// left. With Config.TLSCert and TLSKey it serves wss:// (HTTP/1.1 over
+// TLS), otherwise plain ws://. On stop it leaves etcd, shuts the HTTP server down and closes
 // the comet. It contributes the comet's Handler to the process's
 // router (pipeline.Provide) and provides the *Comet. It needs a
 // Config, a wiring.Config, a message.Publisher and a *slog.Logger in the
@@ -63,6 +66,19 @@ func newWithLifecycle(p params) (*Comet, error) {
 	mux.Handle("/", WebClient())
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	scheme, useTLS := "ws://", cfg.TLSCert != ""
+	if useTLS {
+		tc, err := secure.Server(cfg.TLSCert, cfg.TLSKey, "")
+		if err != nil {
+			c.Close()
+			return nil, fmt.Errorf("comet: %w", err)
+		}
+		// WebSockets upgrade HTTP/1.1 connections: offer only that.
+		tc.NextProtos = []string{"http/1.1"}
+		srv.TLSConfig = tc
+		srv.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){}
+		scheme = "wss://"
+	}
 	serveDone := make(chan error, 1)
 	var reg *discovery.Registration
 	lc.Append(fx.Hook{
@@ -88,7 +104,7 @@ func newWithLifecycle(p params) (*Comet, error) {
 				// them, so the comet may be announced before it serves.
 				url := cfg.PublicURL
 				if url == "" {
-					url = "ws://" + l.Addr().String() + cfg.Path
+					url = scheme + l.Addr().String() + cfg.Path
 				}
 				load := func() int64 { return c.Stats().Connections }
 				reg, err = discovery.RegisterComet(ctx, p.Etcd, discovery.Comet{ID: cfg.ID, URL: url, Topic: topics.Delivery(cfg.ID)}, 10*time.Second, load, logger)
@@ -97,8 +113,16 @@ func newWithLifecycle(p params) (*Comet, error) {
 				}
 			}
 			c.Start()
-			go func() { serveDone <- srv.Serve(l) }() // owned: OnStop waits for it
-			logger.Info("comet listening", "id", cfg.ID, "addr", l.Addr().String(), "path", cfg.Path)
+			go func() { // owned: OnStop waits for it
+				// Serve and ServeTLS set up the server's fields (HTTP/2):
+				// nothing here reads them once it runs.
+				if useTLS {
+					serveDone <- srv.ServeTLS(l, "", "")
+					return
+				}
+				serveDone <- srv.Serve(l)
+			}()
+			logger.Info("comet listening", "id", cfg.ID, "addr", l.Addr().String(), "path", cfg.Path, "tls", useTLS)
 			return nil
 		},
 		OnStop: func(ctx context.Context) error {

@@ -2,6 +2,7 @@ package comet_test
 
 import (
 	"context"
+	"crypto/tls"
 	"io"
 	"log/slog"
 	"net"
@@ -231,4 +232,49 @@ func TestModuleRegistrationFailureUndoesStart(t *testing.T) {
 		l.Close()
 		return true
 	}, "%s still listened on after the failed start", addr)
+}
+
+// TestModuleServesWSS runs the comet with a certificate: a client trusting
+// the CA exchanges frames over wss://, the page is served over https, and
+// a plain ws:// client gets nothing.
+func TestModuleServesWSS(t *testing.T) {
+	kcfg := testinfra.Kafka(t)
+	ca := testinfra.NewCA(t, "comet")
+	cert, key := ca.Issue("comet")
+	addr := "127.0.0.1:" + strconv.Itoa(testinfra.FreePort(t))
+	app := fxtest.New(t, cometApp(t, kcfg, comet.Config{ID: "tls1", Addr: addr, TLSCert: cert, TLSKey: key}))
+	app.RequireStart()
+	defer app.RequireStop()
+
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool(), MinVersion: tls.VersionTLS12}}
+	defer tr.CloseIdleConnections()
+	hc := &http.Client{Transport: tr}
+	resp, err := hc.Get("https://" + addr + "/healthz")
+	if err != nil {
+		t.Fatalf("https healthz: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.TLS == nil {
+		t.Fatalf("https healthz: %d, TLS %v", resp.StatusCode, resp.TLS != nil)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := client.Dial(ctx, "wss://"+addr+"/ws", client.Options{HTTPClient: hc})
+	if err != nil {
+		t.Fatalf("wss dial: %v", err)
+	}
+	defer conn.Close()
+	if _, err := conn.Ping(ctx); err != nil {
+		t.Fatalf("ping over wss: %v", err)
+	}
+
+	if c, err := client.Dial(ctx, "ws://"+addr+"/ws", client.Options{}); err == nil {
+		c.Close()
+		t.Error("plain ws:// accepted by a TLS comet")
+	}
+	if c, err := client.Dial(ctx, "wss://"+addr+"/ws", client.Options{}); err == nil {
+		c.Close()
+		t.Error("a client not trusting the CA connected")
+	}
 }

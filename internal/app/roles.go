@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
@@ -117,6 +118,17 @@ func (s *Settings) Validate(roles ...Role) error {
 			return fmt.Errorf("comet: no id (flag --comet-id or %s)", EnvName("comet-id"))
 		case r == API && s.APIToken == "":
 			return fmt.Errorf("api: no token (flag --api-token or %s)", EnvName("api-token"))
+		case r == API && (s.APITLSCert == "") != (s.APITLSKey == ""):
+			return errors.New("api: --api-tls-cert and --api-tls-key go together")
+		case r == API && s.APIClientCA != "" && s.APITLSCert == "":
+			return errors.New("api: --api-client-ca (mutual TLS) needs --api-tls-cert and --api-tls-key")
+		case r == Comet && (s.CometTLSCert == "") != (s.CometTLSKey == ""):
+			return errors.New("comet: --comet-tls-cert and --comet-tls-key go together")
+		}
+	}
+	if s.Etcd != "" {
+		if err := s.Discovery().Validate(); err != nil {
+			return err
 		}
 	}
 	if needRedis {
@@ -134,8 +146,8 @@ func (s *Settings) Options(logger *slog.Logger, roles ...Role) fx.Option {
 			login.Config{Secret: []byte(s.Secret), Token: s.TokenPolicy()},
 			presence.Config{SessionTTL: s.SessionTTL, NotifyLimit: s.NotifyLimit, LoginConversations: s.LoginConvLimit},
 			routing.Config{MaxBodyBytes: s.MaxBodyBytes},
-			comet.Config{ID: s.CometID, Addr: s.CometAddr, PublicURL: s.CometURL, BatchWindow: s.BatchWindow, FrameBudget: s.FrameBudget, MaxBatchWindow: s.MaxBatchWindow, HeartbeatInterval: s.SessionTTL / 3, SendQueue: s.SendQueue, MaxFrameBytes: s.MaxFrameBytes, RequestTimeout: s.RequestTimeout, RequestRate: s.RequestRate, RequestBurst: s.RequestBurst},
-			api.Config{Addr: s.APIAddr, Token: s.APIToken, MaxBodyBytes: s.MaxBodyBytes},
+			comet.Config{ID: s.CometID, Addr: s.CometAddr, PublicURL: s.CometURL, TLSCert: s.CometTLSCert, TLSKey: s.CometTLSKey, BatchWindow: s.BatchWindow, FrameBudget: s.FrameBudget, MaxBatchWindow: s.MaxBatchWindow, HeartbeatInterval: s.SessionTTL / 3, SendQueue: s.SendQueue, MaxFrameBytes: s.MaxFrameBytes, RequestTimeout: s.RequestTimeout, RequestRate: s.RequestRate, RequestBurst: s.RequestBurst},
+			api.Config{Addr: s.APIAddr, Token: s.APIToken, MaxBodyBytes: s.MaxBodyBytes, TLSCert: s.APITLSCert, TLSKey: s.APITLSKey, ClientCA: s.APIClientCA},
 		),
 		wiring.Module,
 		directory.Module,
@@ -159,7 +171,7 @@ func (s *Settings) Options(logger *slog.Logger, roles ...Role) fx.Option {
 		}), msgstore.Module)
 	}
 	if s.Etcd != "" {
-		opts = append(opts, fx.Supply(discovery.Config{Endpoints: splitList(s.Etcd)}), discovery.Module)
+		opts = append(opts, fx.Supply(s.Discovery()), discovery.Module)
 	}
 	return fx.Options(append(opts, wiring.Ready)...)
 }

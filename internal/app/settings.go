@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/laneim/laneim/wiring"
+	"github.com/laneim/laneim/wiring/discovery"
+	"github.com/laneim/laneim/wiring/secure"
 	"github.com/laneim/laneim/workers/login"
 )
 
@@ -60,6 +62,33 @@ type Settings struct {
 	Etcd              string
 	CometURL          string
 	LogLevel          string
+
+	// Securing the links (docs/security.md, "Securing the links").
+	KafkaTLS           bool
+	KafkaCA            string
+	KafkaCert          string
+	KafkaKey           string
+	KafkaServerName    string
+	KafkaSASLMechanism string
+	KafkaSASLUser      string
+	KafkaSASLPassword  string
+	RedisUser          string
+	RedisTLS           bool
+	RedisCA            string
+	RedisCert          string
+	RedisKey           string
+	RedisServerName    string
+	EtcdCA             string
+	EtcdCert           string
+	EtcdKey            string
+	EtcdServerName     string
+	EtcdUser           string
+	EtcdPassword       string
+	APITLSCert         string
+	APITLSKey          string
+	APIClientCA        string
+	CometTLSCert       string
+	CometTLSKey        string
 }
 
 // Register defines the flags of s on fs, with defaults.
@@ -103,6 +132,33 @@ func (s *Settings) Register(fs *flag.FlagSet) {
 	fs.StringVar(&s.AdminAddr, "admin-addr", "", "serve /metrics, /healthz and /readyz on this address (empty: none)")
 	fs.BoolVar(&s.Pprof, "pprof", false, "also serve Go's profiling endpoints /debug/pprof/ on --admin-addr")
 	fs.StringVar(&s.LogLevel, "log-level", "info", "debug, info, warn or error")
+
+	// Securing the links. A CA or client certificate turns TLS on by itself.
+	fs.BoolVar(&s.KafkaTLS, "kafka-tls", false, "connect to Kafka over TLS (the system's roots unless --kafka-ca)")
+	fs.StringVar(&s.KafkaCA, "kafka-ca", "", "PEM file of the CAs that sign the Kafka brokers' certificates (implies --kafka-tls)")
+	fs.StringVar(&s.KafkaCert, "kafka-cert", "", "PEM client certificate for Kafka (mutual TLS; with --kafka-key)")
+	fs.StringVar(&s.KafkaKey, "kafka-key", "", "PEM key of --kafka-cert")
+	fs.StringVar(&s.KafkaServerName, "kafka-server-name", "", "name the Kafka brokers' certificates must carry (default: the host dialled)")
+	fs.StringVar(&s.KafkaSASLMechanism, "kafka-sasl-mechanism", "", "SASL to Kafka: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (empty: none)")
+	fs.StringVar(&s.KafkaSASLUser, "kafka-sasl-user", "", "SASL user for Kafka")
+	fs.StringVar(&s.KafkaSASLPassword, "kafka-sasl-password", "", "SASL password for Kafka (prefer LANEIM_KAFKA_SASL_PASSWORD: a flag shows in ps)")
+	fs.StringVar(&s.RedisUser, "redis-user", "", "Redis ACL user (with --redis-password; empty: the default user)")
+	fs.BoolVar(&s.RedisTLS, "redis-tls", false, "connect to Redis over TLS (the system's roots unless --redis-ca)")
+	fs.StringVar(&s.RedisCA, "redis-ca", "", "PEM file of the CAs that sign Redis's certificates (implies --redis-tls)")
+	fs.StringVar(&s.RedisCert, "redis-cert", "", "PEM client certificate for Redis (tls-auth-clients; with --redis-key)")
+	fs.StringVar(&s.RedisKey, "redis-key", "", "PEM key of --redis-cert")
+	fs.StringVar(&s.RedisServerName, "redis-server-name", "", "name Redis's certificates must carry (default: the host dialled)")
+	fs.StringVar(&s.EtcdCA, "etcd-ca", "", "PEM file of the CAs that sign etcd's certificates (turns TLS on)")
+	fs.StringVar(&s.EtcdCert, "etcd-cert", "", "PEM client certificate for etcd (--client-cert-auth; with --etcd-key)")
+	fs.StringVar(&s.EtcdKey, "etcd-key", "", "PEM key of --etcd-cert")
+	fs.StringVar(&s.EtcdServerName, "etcd-server-name", "", "name etcd's certificate must carry (default: the host dialled)")
+	fs.StringVar(&s.EtcdUser, "etcd-user", "", "etcd user (etcd auth enabled; with --etcd-password)")
+	fs.StringVar(&s.EtcdPassword, "etcd-password", "", "etcd password (prefer LANEIM_ETCD_PASSWORD)")
+	fs.StringVar(&s.APITLSCert, "api-tls-cert", "", "api gateway: serve gRPC over TLS with this PEM certificate (with --api-tls-key)")
+	fs.StringVar(&s.APITLSKey, "api-tls-key", "", "api gateway: PEM key of --api-tls-cert")
+	fs.StringVar(&s.APIClientCA, "api-client-ca", "", "api gateway: require client certificates signed by these PEM CAs (mutual TLS)")
+	fs.StringVar(&s.CometTLSCert, "comet-tls-cert", "", "comet: serve wss:// with this PEM certificate (with --comet-tls-key; empty: ws://, e.g. behind a TLS proxy)")
+	fs.StringVar(&s.CometTLSKey, "comet-tls-key", "", "comet: PEM key of --comet-tls-cert")
 }
 
 // Parse parses args into fs, then fills every flag not given on the command
@@ -152,8 +208,17 @@ func EnvName(flagName string) string {
 // Infra returns the infrastructure configuration.
 func (s *Settings) Infra() wiring.Config {
 	return wiring.Config{
-		Kafka:     wiring.KafkaConfig{Brokers: splitList(s.Kafka), ClientID: "laneim"},
-		Redis:     wiring.RedisConfig{Addrs: splitList(s.Redis), Cluster: s.RedisCluster, Password: s.RedisPassword},
+		Kafka: wiring.KafkaConfig{
+			Brokers:  splitList(s.Kafka),
+			ClientID: "laneim",
+			TLS:      secure.TLS{Enabled: s.KafkaTLS, CA: s.KafkaCA, Cert: s.KafkaCert, Key: s.KafkaKey, ServerName: s.KafkaServerName},
+			SASL:     wiring.KafkaSASL{Mechanism: s.KafkaSASLMechanism, User: s.KafkaSASLUser, Password: s.KafkaSASLPassword},
+		},
+		Redis: wiring.RedisConfig{
+			Addrs: splitList(s.Redis), Cluster: s.RedisCluster,
+			Username: s.RedisUser, Password: s.RedisPassword,
+			TLS: secure.TLS{Enabled: s.RedisTLS, CA: s.RedisCA, Cert: s.RedisCert, Key: s.RedisKey, ServerName: s.RedisServerName},
+		},
 		AdminAddr: s.AdminAddr,
 		Pprof:     s.Pprof,
 	}
@@ -162,6 +227,16 @@ func (s *Settings) Infra() wiring.Config {
 // TokenPolicy returns the login worker's token checks.
 func (s *Settings) TokenPolicy() login.TokenPolicy {
 	return login.TokenPolicy{Issuer: s.TokenIssuer, Audience: s.TokenAudience, MaxLifetime: s.TokenMaxLifetime, ClockSkew: s.TokenClockSkew}
+}
+
+// Discovery returns the etcd client configuration.
+func (s *Settings) Discovery() discovery.Config {
+	return discovery.Config{
+		Endpoints: splitList(s.Etcd),
+		TLS:       secure.TLS{CA: s.EtcdCA, Cert: s.EtcdCert, Key: s.EtcdKey, ServerName: s.EtcdServerName},
+		Username:  s.EtcdUser,
+		Password:  s.EtcdPassword,
+	}
 }
 
 // Logger returns the process's structured logger on stderr.

@@ -45,3 +45,40 @@ func TestSplitList(t *testing.T) {
 		}
 	}
 }
+
+// TestSecureLinkSettings checks that the link flags and their environment
+// variables reach each client's configuration.
+func TestSecureLinkSettings(t *testing.T) {
+	t.Setenv("LANEIM_KAFKA_SASL_PASSWORD", "kafka-pw")
+	t.Setenv("LANEIM_ETCD_PASSWORD", "etcd-pw")
+	var s Settings
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	s.Register(fs)
+	err := Parse(fs, []string{
+		"--kafka", "k:9093", "--kafka-ca", "ca.pem", "--kafka-sasl-mechanism", "SCRAM-SHA-512", "--kafka-sasl-user", "laneim-routing",
+		"--redis", "r:6380", "--redis-tls", "--redis-user", "laneim", "--redis-password", "redis-pw",
+		"--etcd", "e:2379", "--etcd-ca", "eca.pem", "--etcd-cert", "c.pem", "--etcd-key", "k.pem", "--etcd-user", "laneim",
+		"--api-token", "tok", "--api-tls-cert", "a.pem", "--api-tls-key", "ak.pem", "--api-client-ca", "cca.pem",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	infra := s.Infra()
+	k := infra.Kafka
+	if !k.TLS.On() || k.TLS.CA != "ca.pem" || k.SASL.Mechanism != "SCRAM-SHA-512" || k.SASL.User != "laneim-routing" || k.SASL.Password != "kafka-pw" {
+		t.Errorf("kafka = %+v", k)
+	}
+	if r := infra.Redis; !r.TLS.On() || r.Username != "laneim" || r.Password != "redis-pw" {
+		t.Errorf("redis = %+v", r)
+	}
+	if d := s.Discovery(); !d.TLS.On() || d.TLS.Cert != "c.pem" || d.Username != "laneim" || d.Password != "etcd-pw" {
+		t.Errorf("etcd = %+v", d)
+	}
+	if err := s.Validate(API); err != nil {
+		t.Errorf("validate: %v", err)
+	}
+	s.APITLSKey = ""
+	if err := s.Validate(API); err == nil {
+		t.Error("an api certificate without its key accepted")
+	}
+}

@@ -32,6 +32,7 @@ import (
 	"github.com/laneim/laneim/topics"
 	"github.com/laneim/laneim/wiring"
 	"github.com/laneim/laneim/wiring/directory"
+	"github.com/laneim/laneim/wiring/secure"
 	"github.com/laneim/laneim/workers/login"
 )
 
@@ -41,6 +42,8 @@ type Config struct {
 	Target string
 	// API is the api gateway's address, APIToken its bearer token.
 	API, APIToken string
+	// APITLS is how to reach the api gateway over TLS (zero: plain gRPC).
+	APITLS secure.TLS
 	// Redis is the directory's address, to create the room and its members.
 	Redis string
 	// Secret signs the clients' login tokens.
@@ -311,7 +314,11 @@ func Sweep(ctx context.Context, cfg Config, rates []int, progress io.Writer) ([]
 		return nil, err
 	}
 
-	pc, closer, err := api.Dial(ctx, cfg.API, cfg.APIToken)
+	tc, err := cfg.APITLS.Client()
+	if err != nil {
+		return nil, fmt.Errorf("bench: api gateway: %w", err)
+	}
+	pc, closer, err := api.Dial(ctx, cfg.API, cfg.APIToken, api.WithTLS(tc))
 	if err != nil {
 		return nil, fmt.Errorf("bench: api gateway: %w", err)
 	}

@@ -41,6 +41,9 @@ type Options struct {
 	JSON bool
 	// HTTPHeader is sent with the WebSocket handshake.
 	HTTPHeader http.Header
+	// HTTPClient makes the handshake (nil: http.DefaultClient); give one
+	// whose transport trusts a private CA to dial wss:// URLs.
+	HTTPClient *http.Client
 	// FrameBuffer is the capacity of Frames (default 1024).
 	FrameBuffer int
 	// Peek, if set, sees every binary frame's bytes before they are
@@ -81,7 +84,7 @@ func Dial(ctx context.Context, url string, opts Options) (*Conn, error) {
 	if opts.JSON {
 		sub = SubprotocolJSON
 	}
-	ws, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{Subprotocols: []string{sub}, HTTPHeader: opts.HTTPHeader})
+	ws, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{Subprotocols: []string{sub}, HTTPHeader: opts.HTTPHeader, HTTPClient: opts.HTTPClient})
 	if err != nil {
 		return nil, fmt.Errorf("client: dial %s: %w", url, err)
 	}

@@ -113,6 +113,10 @@ type EtcdConfig struct {
 	ClientAddr string
 	// PeerAddr is the host:port of the (single-member) peer listener.
 	PeerAddr string
+	// CertFile and KeyFile, PEM, make the client listener speak TLS
+	// (https); ClientCAFile then also requires client certificates it
+	// signs. The peer listener stays plain (single member, loopback).
+	CertFile, KeyFile, ClientCAFile string
 }
 
 // Etcd is a running embedded etcd server.
@@ -130,7 +134,15 @@ func StartEtcd(cfg EtcdConfig) (*Etcd, error) {
 	ec.LogLevel = "error"
 	// etcd logs its own shutdown as errors; an embedded one stays quiet.
 	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
-	cu, err := url.Parse("http://" + cfg.ClientAddr)
+	scheme := "http://"
+	if cfg.CertFile != "" {
+		scheme = "https://"
+		ec.ClientTLSInfo.CertFile, ec.ClientTLSInfo.KeyFile = cfg.CertFile, cfg.KeyFile
+		if cfg.ClientCAFile != "" {
+			ec.ClientTLSInfo.TrustedCAFile, ec.ClientTLSInfo.ClientCertAuth = cfg.ClientCAFile, true
+		}
+	}
+	cu, err := url.Parse(scheme + cfg.ClientAddr)
 	if err != nil {
 		return nil, fmt.Errorf("embedded etcd: client address: %w", err)
 	}

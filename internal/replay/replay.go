@@ -48,6 +48,9 @@ type Options struct {
 	// Republish sends matching messages to this topic (or Original)
 	// instead of printing them.
 	Republish string
+	// Sarama, when set, is the client configuration to start from (TLS
+	// and SASL to the brokers: wiring.KafkaConfig.Sarama); nil: plain.
+	Sarama *sarama.Config
 }
 
 // Record is one printed message.
@@ -70,8 +73,11 @@ func Run(ctx context.Context, opts Options, out io.Writer) (int, error) {
 	if opts.Topic == "" {
 		return 0, errors.New("replay: no topic")
 	}
-	sc := sarama.NewConfig()
-	sc.Version = sarama.V3_0_0_0
+	sc := opts.Sarama
+	if sc == nil {
+		sc = sarama.NewConfig()
+		sc.Version = sarama.V3_0_0_0
+	}
 	sc.ClientID = "laneim-replay"
 	sc.Producer.Return.Successes = true
 	client, err := sarama.NewClient(opts.Brokers, sc)

@@ -9,6 +9,7 @@ package testinfra
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -16,6 +17,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -112,6 +114,62 @@ func (r *RedisServer) start() error {
 	}
 	r.stop = stop
 	return nil
+}
+
+// StartRedisTLS starts a redis-server for the test that speaks only TLS
+// (no plain port), with a certificate ca issues, not asking clients for
+// theirs, and an ACL: the default user is off, user "laneim" with password
+// "laneim-pw" may do everything. It returns the address. It skips the test
+// when this redis-server was built without TLS.
+func StartRedisTLS(t testing.TB, ca *CA) string {
+	t.Helper()
+	bin, err := RedisServerPath()
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile := ca.Issue("redis")
+	dir := t.TempDir()
+	var lastErr error
+	for attempt := 0; attempt < 5; attempt++ {
+		port := strconv.Itoa(FreePort(t))
+		cmd := exec.Command(bin,
+			"--port", "0", "--tls-port", port, "--bind", "127.0.0.1",
+			"--tls-cert-file", certFile, "--tls-key-file", keyFile, "--tls-ca-cert-file", ca.File,
+			"--tls-auth-clients", "no",
+			"--user", "default", "off",
+			"--user", "laneim", "on", ">laneim-pw", "~*", "&*", "+@all",
+			"--dir", dir, "--save", "", "--appendonly", "no",
+			"--daemonize", "no", "--loglevel", "warning",
+			"--logfile", filepath.Join(dir, "redis.log"))
+		exited, stop, err := start(cmd)
+		if err != nil {
+			t.Fatalf("start redis-server: %v", err)
+		}
+		addr := "127.0.0.1:" + port
+		c := redis.NewClient(&redis.Options{Addr: addr, Username: "laneim", Password: "laneim-pw", MaxRetries: -1, DialerRetries: 1,
+			TLSConfig: &tls.Config{RootCAs: ca.Pool(), MinVersion: tls.VersionTLS12}})
+		lastErr = poll(5*time.Second, func() error {
+			select {
+			case <-exited:
+				return giveUp{fmt.Errorf("redis-server (TLS) on %s exited", addr)}
+			default:
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+			defer cancel()
+			return c.Ping(ctx).Err()
+		})
+		c.Close()
+		if lastErr == nil {
+			t.Cleanup(stop)
+			return addr
+		}
+		stop()
+		if log, _ := os.ReadFile(filepath.Join(dir, "redis.log")); strings.Contains(string(log), "not built with TLS") || strings.Contains(string(log), "Unrecognized option") {
+			t.Skipf("redis-server %s has no TLS support (built without BUILD_TLS): %s", bin, log)
+		}
+	}
+	t.Fatalf("redis-server with TLS did not start: %v", lastErr)
+	return ""
 }
 
 // Pause freezes the server (SIGSTOP): connections stay open, nothing is

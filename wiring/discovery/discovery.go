@@ -42,12 +42,32 @@ type Comet struct {
 	Connections int64 `json:"connections"`
 }
 
-// Connect returns an etcd client for endpoints.
+// Connect returns an etcd client for endpoints, over plain TCP without
+// authentication.
 func Connect(endpoints []string) (*clientv3.Client, error) {
+	return Dial(Config{Endpoints: endpoints})
+}
+
+// Dial returns an etcd client as cfg says (TLS, user), checked to answer.
+func Dial(cfg Config) (*clientv3.Client, error) {
+	endpoints := cfg.Endpoints
 	if len(endpoints) == 0 {
 		return nil, errors.New("discovery: no etcd endpoints (flag --etcd)")
 	}
-	c, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second})
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	tc, err := cfg.TLS.Client()
+	if err != nil {
+		return nil, fmt.Errorf("discovery: etcd: %w", err)
+	}
+	c, err := clientv3.New(clientv3.Config{
+		Endpoints:   endpoints,
+		DialTimeout: 5 * time.Second,
+		TLS:         tc,
+		Username:    cfg.Username,
+		Password:    cfg.Password,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("discovery: etcd %v: %w", endpoints, err)
 	}
