@@ -120,10 +120,14 @@ func flood(ctx context.Context, e *env, user string, join bool, next func(i int)
 	for round, i := 0, 0; round < maxRounds && ctx.Err() == nil; round++ {
 		c, err := e.dial(ctx, user, join)
 		if err != nil {
-			if ctx.Err() != nil {
-				break
+			// Refused at login or join (its user's budget is spent, say):
+			// try again a little later, as a persistent attacker would.
+			refused.Add(1)
+			select {
+			case <-ctx.Done():
+			case <-time.After(100 * time.Millisecond):
 			}
-			return refused.Load(), err
+			continue
 		}
 		dctx, cancel := context.WithCancel(ctx)
 		go drain(dctx, c, &refused)
