@@ -15,6 +15,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/laneim/laneim/topics"
+	"github.com/laneim/laneim/wiring/pipeline"
 	"github.com/laneim/laneim/wiring/secure"
 )
 
@@ -206,7 +207,13 @@ func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 		}
 	}
 	if len(errs) > 0 {
-		return fmt.Errorf("kafka: publish %d of %d messages to %s: %w", len(errs), len(msgs), topic, errors.Join(errs...))
+		err := fmt.Errorf("kafka: publish %d of %d messages to %s: %w", len(errs), len(msgs), topic, errors.Join(errs...))
+		if tooLarge(err) {
+			// No retry makes it fit: dead-letter it at once rather than
+			// hold the partition for seconds of retries.
+			return pipeline.Permanent(err)
+		}
+		return err
 	}
 	return nil
 }
@@ -306,4 +313,12 @@ func EnsureTopics(ctx context.Context, cfg KafkaConfig, specs ...TopicSpec) erro
 		}
 	}
 	return nil
+}
+
+// tooLarge reports an error of a message over the size limit, whether the
+// broker said so or the producer refused to send it.
+func tooLarge(err error) bool {
+	var ce sarama.ConfigurationError
+	return errors.Is(err, sarama.ErrMessageSizeTooLarge) ||
+		errors.As(err, &ce) && strings.Contains(string(ce), "MaxMessageBytes")
 }

@@ -67,3 +67,19 @@ func TestRouterOverKafka(t *testing.T) {
 		return nil
 	}, "3 messages handled")
 }
+
+// TestPublishTooLargeIsPermanent: a message over the broker's limit fails
+// as pipeline.Permanent, so the handler that published it goes to dead
+// letters at once instead of retrying for seconds while holding its
+// partition (issue 10).
+func TestPublishTooLargeIsPermanent(t *testing.T) {
+	t.Parallel()
+	k := testinfra.KafkaPipeline(t)
+	err := k.Pub.Publish(topics.Routed.Name, message.NewMessage("big", make([]byte, 2<<20)))
+	if err == nil || !pipeline.IsPermanent(err) {
+		t.Fatalf("publishing 2 MiB = %v, want a permanent error", err)
+	}
+	if err := k.Pub.Publish(topics.Routed.Name, message.NewMessage("small", []byte("x"))); err != nil {
+		t.Fatalf("a small message after it: %v", err)
+	}
+}
