@@ -1375,3 +1375,45 @@ func TestLimits(t *testing.T) {
 		}
 	})
 }
+
+// blockingPub is a publisher whose Publish blocks until release is closed,
+// as with the broker down.
+type blockingPub struct{ release chan struct{} }
+
+func (p blockingPub) Publish(string, ...*message.Message) error {
+	<-p.release
+	return errors.New("broker down")
+}
+func (p blockingPub) Close() error { return nil }
+
+// TestBrokerStuckReaderGoesOn: while the broker does not take a request,
+// the client gets UNAVAILABLE after RequestTimeout and the connection's
+// next frames are still read and answered (issue 10's soak: a reader
+// blocked in a publish left retried Sends unanswered).
+func TestBrokerStuckReaderGoesOn(t *testing.T) {
+	t.Parallel()
+	pub := blockingPub{release: make(chan struct{})}
+	c, err := comet.New(comet.Config{ID: "c1", RequestTimeout: 300 * time.Millisecond}, pub, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(c)
+	t.Cleanup(func() {
+		close(pub.release) // the stuck publishes return, then Close can wait for them
+		c.Close()
+		srv.Close()
+	})
+	conn, err := client.Dial(ctxT(t), "ws"+strings.TrimPrefix(srv.URL, "http")+"/ws", client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	ctx := ctxT(t)
+	if _, err := conn.Do(ctx, &clientpb.ClientFrame{Body: &clientpb.ClientFrame_Login{Login: &clientpb.Login{Token: "t"}}}); code(err) != clientpb.Error_UNAVAILABLE {
+		t.Fatalf("login with the broker stuck: %v, want UNAVAILABLE", err)
+	}
+	// The publish is still stuck; a reader held there would never answer.
+	if _, err := conn.Ping(ctx); err != nil {
+		t.Fatalf("ping while the login's publish is stuck: %v", err)
+	}
+}

@@ -233,7 +233,7 @@ func (cn *conn) serve(f *clientpb.ClientFrame) {
 			Session: c.session(cn), RequestId: req, Token: b.Login.GetToken(), Device: b.Login.GetDevice(), ReceivedUnixMs: time.Now().UnixMilli(),
 		})
 		if err == nil {
-			err = c.pub.Publish(topics.LoginRequests.Name, msg)
+			err = c.publishRequest(topics.LoginRequests.Name, msg)
 		}
 		if err != nil {
 			c.logger.Warn("publish login request", "conn", cn.id, "err", err)
@@ -332,7 +332,7 @@ func (cn *conn) submit(req uint64, user string, s *clientpb.Send) {
 	}
 	msg, err := topics.Submitted.Encode(sub)
 	if err == nil {
-		err = c.pub.Publish(topics.Submitted.Name, msg)
+		err = c.publishRequest(topics.Submitted.Name, msg)
 	}
 	if err != nil {
 		c.logger.Warn("publish submitted message", "conn", cn.id, "err", err)
@@ -367,7 +367,7 @@ func (cn *conn) history(req uint64, r *topicpb.HistoryRequest) {
 	}
 	msg, err := topics.HistoryRequests.Encode(r)
 	if err == nil {
-		err = c.pub.Publish(topics.HistoryRequests.Name, msg)
+		err = c.publishRequest(topics.HistoryRequests.Name, msg)
 	}
 	if err != nil {
 		c.logger.Warn("publish history request", "err", err)

@@ -51,7 +51,7 @@ func (c *Comet) Heartbeat() {
 func (c *Comet) publishEvent(ev *topicpb.SessionEvent) error {
 	msg, err := topics.SessionEvents.Encode(ev)
 	if err == nil {
-		err = c.pub.Publish(topics.SessionEvents.Name, msg)
+		err = c.publishRequest(topics.SessionEvents.Name, msg)
 	}
 	if err != nil {
 		c.logger.Warn("publish session event", "kind", ev.GetKind(), "err", err)

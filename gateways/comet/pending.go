@@ -1,7 +1,10 @@
 package comet
 
 import (
+	"errors"
 	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/laneim/laneim/proto/clientpb"
 )
@@ -115,3 +118,34 @@ func (cn *conn) answerOverdue(now time.Time) {
 		cn.fail(req, clientpb.Error_UNAVAILABLE, "no answer in time; retry (a Send with the same client_msg_id)")
 	}
 }
+
+// publishRequest publishes a client's request for the pipeline without
+// holding the connection's reader longer than RequestTimeout: with the
+// broker down, a publish can block for as long as the producer retries,
+// and a reader blocked there would read none of the client's next frames
+// (a retried Send among them) and answer none. Past the bound the request
+// is reported failed (the caller answers UNAVAILABLE); the publish goes
+// on in its goroutine, owned by the comet, and may still succeed, which a
+// client retrying with the same client_msg_id is safe against. Messages
+// of one connection keep their order: each is handed to the producer
+// before the next is read.
+func (c *Comet) publishRequest(topic string, msg *message.Message) error {
+	done := make(chan error, 1)
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		done <- c.pub.Publish(topic, msg)
+	}()
+	t := time.NewTimer(c.cfg.RequestTimeout)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+		return errPublishSlow
+	}
+}
+
+// errPublishSlow reports a publish still waiting for the broker after
+// RequestTimeout.
+var errPublishSlow = errors.New("comet: the broker has not taken the request in time")
