@@ -237,9 +237,10 @@ func (cn *conn) serve(f *clientpb.ClientFrame) {
 		}
 		if err != nil {
 			c.logger.Warn("publish login request", "conn", cn.id, "err", err)
-			cn.unexpect(req)
 			cn.endLogin()
-			cn.fail(req, clientpb.Error_UNAVAILABLE, "login unavailable, retry")
+			if cn.unexpect(req) {
+				cn.fail(req, clientpb.Error_UNAVAILABLE, "login unavailable, retry")
+			}
 		}
 		return
 	}
@@ -261,8 +262,9 @@ func (cn *conn) serve(f *clientpb.ClientFrame) {
 		}
 		ev := &topicpb.SessionEvent{Kind: topicpb.SessionEvent_JOINED, Session: c.session(cn), User: user, Room: b.Join.GetRoom(), RequestId: req, TimeUnixMs: time.Now().UnixMilli()}
 		if c.publishEvent(ev) != nil {
-			cn.unexpect(req)
-			cn.fail(req, clientpb.Error_UNAVAILABLE, "join unavailable, retry")
+			if cn.unexpect(req) {
+				cn.fail(req, clientpb.Error_UNAVAILABLE, "join unavailable, retry")
+			}
 		}
 	case *clientpb.ClientFrame_Leave:
 		room := b.Leave.GetRoom()
@@ -336,8 +338,9 @@ func (cn *conn) submit(req uint64, user string, s *clientpb.Send) {
 	}
 	if err != nil {
 		c.logger.Warn("publish submitted message", "conn", cn.id, "err", err)
-		cn.unexpect(req)
-		cn.fail(req, clientpb.Error_UNAVAILABLE, "send unavailable, retry with the same client_msg_id")
+		if cn.unexpect(req) {
+			cn.fail(req, clientpb.Error_UNAVAILABLE, "send unavailable, retry with the same client_msg_id")
+		}
 	}
 }
 
@@ -371,8 +374,9 @@ func (cn *conn) history(req uint64, r *topicpb.HistoryRequest) {
 	}
 	if err != nil {
 		c.logger.Warn("publish history request", "err", err)
-		cn.unexpect(req)
-		cn.fail(req, clientpb.Error_UNAVAILABLE, "history unavailable, retry")
+		if cn.unexpect(req) {
+			cn.fail(req, clientpb.Error_UNAVAILABLE, "history unavailable, retry")
+		}
 	}
 }
 

@@ -65,8 +65,19 @@ func (cn *conn) endLogin() {
 	cn.pmu.Unlock()
 }
 
-// unexpect forgets req: its forwarding failed and it was answered.
-func (cn *conn) unexpect(req uint64) { cn.answered(req) }
+// unexpect forgets req, whose forwarding failed, and reports whether the
+// caller is to answer it: false when the deadline sweep already has.
+func (cn *conn) unexpect(req uint64) bool {
+	if req == 0 {
+		return true
+	}
+	cn.pmu.Lock()
+	defer cn.pmu.Unlock()
+	_, waiting := cn.pending[req]
+	delete(cn.pending, req)
+	cn.waiting.Store(int32(len(cn.pending)))
+	return waiting
+}
 
 // answered forgets req: a frame answering it is queued.
 func (cn *conn) answered(req uint64) {
