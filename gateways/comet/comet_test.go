@@ -247,7 +247,7 @@ func TestConfig(t *testing.T) {
 			defer c.Close()
 			got := c.Config()
 			want := comet.Config{ID: "comet-1", Addr: "127.0.0.1:8080", Path: "/ws", MaxFrameBytes: 64 << 10, SendQueue: 256,
-				WriteTimeout: 10 * time.Second, LoginTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second, RequestTimeout: 5 * time.Second, MaxInFlight: 32, RequestRate: 20, RequestBurst: 50, MaxTokenBytes: 4 << 10, SendQueueBytes: 4 << 20,
+				WriteTimeout: 10 * time.Second, LoginTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second, RequestTimeout: 5 * time.Second, MaxInFlight: 32, RequestRate: 20, RequestBurst: 50, MaxTokenBytes: 4 << 10, SendQueueBytes: 4 << 20, MaxConnsPerUser: 100,
 				HeartbeatInterval: 10 * time.Second, BatchWindow: 10 * time.Millisecond, MaxBatchWindow: 500 * time.Millisecond, FrameBudget: 25000}
 			if got != want {
 				t.Errorf("config %+v, want %+v", got, want)
@@ -1261,6 +1261,36 @@ func TestLimits(t *testing.T) {
 		}()
 		if ce := closeError(t, conn); ce.Code != websocket.StatusPolicyViolation || ce.Reason != "rate limit exceeded" {
 			t.Fatalf("close %v, want 1008 rate limit exceeded", ce)
+		}
+	})
+	t.Run("connections per user", func(t *testing.T) {
+		t.Parallel()
+		f := newFixture(t, comet.Config{MaxConnsPerUser: 2})
+		f.login("alice", client.Options{})
+		f.login("alice", client.Options{})
+		conn := f.dial(client.Options{})
+		ctx := ctxT(t)
+		if err := conn.Write(ctx, &clientpb.ClientFrame{RequestId: 7, Body: &clientpb.ClientFrame_Login{Login: &clientpb.Login{Token: "token-of-alice"}}}); err != nil {
+			t.Fatal(err)
+		}
+		id := next(f, topics.LoginRequests).GetSession().GetConn()
+		f.deliver(&topicpb.Delivery{
+			Conns:   []string{id},
+			Control: &topicpb.Control{Authenticate: "alice", Join: "lobby"},
+			Frame:   &clientpb.ServerFrame{RequestId: 7, Body: &clientpb.ServerFrame_LoginResult{LoginResult: &clientpb.LoginResult{Ok: true, User: "alice"}}},
+		})
+		if fr := nextFrame(t, conn); fr.GetRequestId() != 7 || fr.GetError().GetCode() != clientpb.Error_RATE_LIMITED {
+			t.Fatalf("a third connection of alice got %v, want RATE_LIMITED", fr)
+		}
+		if ce := closeError(t, conn); ce.Code != websocket.StatusPolicyViolation {
+			t.Fatalf("close %v, want 1008", ce)
+		}
+		// Presence hears that the session it opened is gone.
+		if ev := next(f, topics.SessionEvents); ev.GetKind() != topicpb.SessionEvent_CLOSED || ev.GetSession().GetConn() != id {
+			t.Fatalf("event %v, want CLOSED of %s", ev, id)
+		}
+		if st := f.comet.Stats(); st.Connections != 2 || st.Rooms != 0 {
+			t.Fatalf("stats %+v, want alice's two connections and no room", st)
 		}
 	})
 	t.Run("one login at a time and a token cap", func(t *testing.T) {

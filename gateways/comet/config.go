@@ -54,6 +54,10 @@ type Config struct {
 	// MaxTokenBytes bounds a Login's token (4 KiB); before login a frame
 	// may have at most 8 KiB, after it MaxFrameBytes.
 	MaxTokenBytes int
+	// MaxConnsPerUser bounds one user's connections on this comet (100);
+	// a login past it is answered RATE_LIMITED and closed (1008). A
+	// negative value lifts the limit.
+	MaxConnsPerUser int
 	// SendQueueBytes bounds the bytes queued to a connection (4 MiB); a
 	// connection past it is closed as a slow consumer, like one past
 	// SendQueue frames.
@@ -112,6 +116,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.RequestBurst <= 0 {
 		c.RequestBurst = defaultRequestBurst
+	}
+	if c.MaxConnsPerUser == 0 {
+		c.MaxConnsPerUser = 100
 	}
 	if c.MaxTokenBytes <= 0 {
 		c.MaxTokenBytes = defaultMaxTokenBytes

@@ -2,6 +2,8 @@ package comet
 
 import (
 	"context"
+	"fmt"
+	"slices"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/coder/websocket"
@@ -43,7 +45,9 @@ func (c *Comet) Deliver(d *topicpb.Delivery) {
 	var targets []*conn
 	if ctl != nil {
 		targets = c.targets(d)
-		c.control(targets, ctl)
+		if over := c.control(targets, ctl); len(over) > 0 {
+			targets = c.refuseOver(targets, over, d.GetFrame().GetRequestId())
+		}
 	}
 	f := d.GetFrame()
 	if req := f.GetRequestId(); req != 0 {
@@ -147,14 +151,22 @@ func (c *Comet) targets(d *topicpb.Delivery) []*conn {
 // order. A connection is authenticated once; join needs a logged-in
 // connection; leave (presence revoking a membership) only updates the
 // local index, publishing nothing.
-func (c *Comet) control(targets []*conn, ctl *topicpb.Control) {
+//
+// A connection that would take its user past MaxConnsPerUser is still
+// authenticated, so that closing it tells presence the session ended, but
+// it is returned in over: the caller answers it RATE_LIMITED instead of
+// the login's frame and closes it.
+func (c *Comet) control(targets []*conn, ctl *topicpb.Control) (over []*conn) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
-		return
+		return nil
 	}
 	for _, cn := range targets {
 		if u := ctl.GetAuthenticate(); u != "" && cn.user == "" {
+			if c.cfg.MaxConnsPerUser > 0 && len(c.users[u]) >= c.cfg.MaxConnsPerUser {
+				over = append(over, cn)
+			}
 			cn.user = u
 			cn.authed.Store(true)
 			if cn.ws != nil {
@@ -164,6 +176,9 @@ func (c *Comet) control(targets []*conn, ctl *topicpb.Control) {
 				c.users[u] = map[*conn]struct{}{}
 			}
 			c.users[u][cn] = struct{}{}
+			if len(over) > 0 && over[len(over)-1] == cn {
+				continue // joins nothing: it is about to be closed
+			}
 		}
 		if r := ctl.GetJoin(); r != "" && cn.user != "" {
 			rm := c.rooms[r]
@@ -178,6 +193,7 @@ func (c *Comet) control(targets []*conn, ctl *topicpb.Control) {
 			c.leaveLocked(cn, r)
 		}
 	}
+	return over
 }
 
 // leaveLocked removes cn from room r; c.mu must be held for writing.
@@ -189,4 +205,18 @@ func (c *Comet) leaveLocked(cn *conn, r string) {
 			delete(c.rooms, r)
 		}
 	}
+}
+
+// refuseOver answers the connections in over, which a login would take
+// past MaxConnsPerUser, RATE_LIMITED, closes them (1008) after that frame,
+// and returns targets without them.
+func (c *Comet) refuseOver(targets, over []*conn, req uint64) []*conn {
+	text := fmt.Sprintf("too many connections for this user on this server (%d)", c.cfg.MaxConnsPerUser)
+	for _, cn := range over {
+		c.refused.Add(1)
+		cn.answered(req)
+		cn.enqueue(newFrame(topics.ErrorFrame(req, clientpb.Error_RATE_LIMITED, text)))
+		cn.kick(websocket.StatusPolicyViolation, "too many connections", true)
+	}
+	return slices.DeleteFunc(targets, func(cn *conn) bool { return slices.Contains(over, cn) })
 }

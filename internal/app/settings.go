@@ -45,6 +45,7 @@ type Settings struct {
 	RequestTimeout    time.Duration
 	RequestRate       float64
 	RequestBurst      int
+	MaxConnsPerUser   int
 	FrameBudget       int
 	MaxBatchWindow    time.Duration
 	Procs             int
@@ -113,6 +114,7 @@ func (s *Settings) Register(fs *flag.FlagSet) {
 	fs.DurationVar(&s.BatchWindow, "batch-window", 10*time.Millisecond, "comet: merge a room's messages arriving within this window")
 	fs.IntVar(&s.SendQueue, "send-queue", 256, "comet: frames queued per connection before it is dropped as a slow consumer")
 	fs.Float64Var(&s.RequestRate, "request-rate", 20, "comet: frames a connection may send a second (negative: no limit); more get RATE_LIMITED")
+	fs.IntVar(&s.MaxConnsPerUser, "max-conns-per-user", 100, "comet: connections one user may have on a comet (negative: no limit); a login past it gets RATE_LIMITED and is closed")
 	fs.IntVar(&s.RequestBurst, "request-burst", 50, "comet: frames a connection may send at once within its --request-rate")
 	fs.DurationVar(&s.RequestTimeout, "request-timeout", 5*time.Second, "comet: a request the pipeline has not answered by then is answered UNAVAILABLE by the comet")
 	fs.IntVar(&s.FrameBudget, "frame-budget", 25000, "comet: frames a second a busy room may cost; a room of N local members flushes at most budget/N times a second")
