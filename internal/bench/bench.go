@@ -436,7 +436,7 @@ func Sweep(ctx context.Context, cfg Config, rates []int, progress io.Writer) ([]
 			ClusterCPUCores: (cpu1.cluster - cpu0.cluster).Seconds() / elapsed.Seconds(),
 			ToolCPUCores:    (cpu1.self - cpu0.self).Seconds() / elapsed.Seconds(),
 			SetupSeconds:    setup.Seconds(),
-			Machine:         machine(),
+			Machine:         Machine(),
 		}
 		res.AchievedRate = float64(pushed) / pushTime.Seconds()
 		res.ServerMicrosPerDelivery = (cpu1.cluster - cpu0.cluster).Seconds() * 1e6 / float64(max(1, got))

@@ -211,8 +211,9 @@ func procCPU(pid int) time.Duration {
 	return time.Duration(ut+st) * 10 * time.Millisecond
 }
 
-// machine describes this machine for the report.
-func machine() string {
+// Machine describes this machine for a report: OS, architecture, cores
+// and CPU model. The other load tools (soak, abuse) report it too.
+func Machine() string {
 	model := "unknown cpu"
 	if f, err := os.Open("/proc/cpuinfo"); err == nil {
 		sc := bufio.NewScanner(f)

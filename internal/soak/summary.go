@@ -1,16 +1,15 @@
 package soak
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/laneim/laneim/internal/bench"
 )
 
 // Summary is what a soak run saw.
@@ -86,7 +85,7 @@ func (r *run) summary(d time.Duration, clients int, lost, verifyFailed int64) *S
 		SendP99Ms:         ms(r.lat.quantile(0.99)),
 		SendMaxMs:         ms(r.lat.quantile(1)),
 		VerifyFailed:      verifyFailed,
-		Machine:           machine(),
+		Machine:           bench.Machine(),
 	}
 	return s
 }
@@ -165,19 +164,3 @@ func (l *latencies) quantile(q float64) time.Duration {
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-
-// machine describes this machine for the report.
-func machine() string {
-	model := "unknown cpu"
-	if f, err := os.Open("/proc/cpuinfo"); err == nil {
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
-				model = strings.TrimSpace(v)
-				break
-			}
-		}
-		f.Close()
-	}
-	return fmt.Sprintf("%s/%s, %d cores, %s", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), model)
-}
