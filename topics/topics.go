@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -36,6 +37,9 @@ type Topic[T proto.Message] struct {
 	KeyDoc string
 	// Partitions is the number of partitions laneIM creates the topic with.
 	Partitions int32
+	// Retention, when not zero, is how long the broker keeps the topic's
+	// messages (the broker's default otherwise).
+	Retention time.Duration
 	// key returns the partition key of a payload.
 	key func(T) string
 	// new returns an empty payload to decode into.
@@ -75,8 +79,11 @@ var (
 		Name:       "login.requests",
 		KeyDoc:     "comet/conn",
 		Partitions: 8,
-		key:        func(v *topicpb.LoginRequest) string { return SessionKey(v.GetSession()) },
-		new:        func() *topicpb.LoginRequest { return new(topicpb.LoginRequest) },
+		// Its payloads hold bearer tokens: kept no longer than a login
+		// needs (docs/security.md).
+		Retention: time.Hour,
+		key:       func(v *topicpb.LoginRequest) string { return SessionKey(v.GetSession()) },
+		new:       func() *topicpb.LoginRequest { return new(topicpb.LoginRequest) },
 	}
 
 	// SessionEvents carries the life of connections: opened (from the login
@@ -156,6 +163,7 @@ type Spec struct {
 	Name       string
 	KeyDoc     string
 	Partitions int32
+	Retention  time.Duration
 	// Payload is the full name of the payload's protobuf message type.
 	Payload protoreflect.FullName
 	// New returns an empty payload to decode into.
@@ -167,6 +175,7 @@ func spec[T proto.Message](t Topic[T]) Spec {
 		Name:       t.Name,
 		KeyDoc:     t.KeyDoc,
 		Partitions: t.Partitions,
+		Retention:  t.Retention,
 		Payload:    t.new().ProtoReflect().Descriptor().FullName(),
 		New:        func() proto.Message { return t.new() },
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -265,17 +266,19 @@ func NewSubscriber(cfg KafkaConfig, group string, logger *slog.Logger) (message.
 	return sub, nil
 }
 
-// TopicSpec is a topic to create: name and partition count.
+// TopicSpec is a topic to create: name, partition count and, when not
+// zero, retention.
 type TopicSpec struct {
 	Name       string
 	Partitions int32
+	Retention  time.Duration
 }
 
 // PipelineTopics lists the topics every cluster needs, dead letters included.
 func PipelineTopics() []TopicSpec {
 	var out []TopicSpec
 	for _, s := range topics.Pipeline() {
-		out = append(out, TopicSpec{Name: s.Name, Partitions: s.Partitions})
+		out = append(out, TopicSpec{Name: s.Name, Partitions: s.Partitions, Retention: s.Retention})
 	}
 	return append(out, TopicSpec{Name: topics.DeadLetters, Partitions: 1})
 }
@@ -307,7 +310,12 @@ func EnsureTopics(ctx context.Context, cfg KafkaConfig, specs ...TopicSpec) erro
 		if _, ok := existing[s.Name]; ok {
 			continue
 		}
-		err := admin.CreateTopic(s.Name, &sarama.TopicDetail{NumPartitions: s.Partitions, ReplicationFactor: 1}, false)
+		detail := &sarama.TopicDetail{NumPartitions: s.Partitions, ReplicationFactor: 1}
+		if s.Retention > 0 {
+			ms := strconv.FormatInt(s.Retention.Milliseconds(), 10)
+			detail.ConfigEntries = map[string]*string{"retention.ms": &ms}
+		}
+		err := admin.CreateTopic(s.Name, detail, false)
 		if err != nil && !errors.Is(err, sarama.ErrTopicAlreadyExists) {
 			return fmt.Errorf("kafka: create topic %s: %w", s.Name, err)
 		}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/IBM/sarama"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
 
@@ -82,4 +83,33 @@ func TestPublishTooLargeIsPermanent(t *testing.T) {
 	if err := k.Pub.Publish(topics.Routed.Name, message.NewMessage("small", []byte("x"))); err != nil {
 		t.Fatalf("a small message after it: %v", err)
 	}
+}
+
+// TestLoginTopicRetention: login.requests, whose payloads hold bearer
+// tokens, is created with a retention of an hour (issue 11).
+func TestLoginTopicRetention(t *testing.T) {
+	t.Parallel()
+	k := testinfra.KafkaPipeline(t)
+	sc, err := k.Kafka.Sarama()
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, err := sarama.NewClusterAdmin(k.Kafka.Brokers, sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	entries, err := admin.DescribeConfig(sarama.ConfigResource{Type: sarama.TopicResource, Name: topics.LoginRequests.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if e.Name == "retention.ms" {
+			if e.Value != "3600000" {
+				t.Fatalf("retention.ms of %s = %s, want 3600000", topics.LoginRequests.Name, e.Value)
+			}
+			return
+		}
+	}
+	t.Fatalf("%s has no retention.ms among %d config entries", topics.LoginRequests.Name, len(entries))
 }

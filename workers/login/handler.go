@@ -71,7 +71,29 @@ func New(cfg Config, users Users, pub message.Publisher, logger *slog.Logger) (*
 
 // Pipeline returns the pipeline handler consuming topics.LoginRequests with Handle.
 func (h *Handler) Pipeline() pipeline.Handler {
-	return pipeline.On(Name, topics.LoginRequests, h.Handle)
+	return pipeline.On(Name, topics.LoginRequests, h.handle)
+}
+
+// answerWithin bounds the work on one login.
+const answerWithin = 2 * time.Second
+
+// handle runs Handle within answerWithin. When it fails (the directory or
+// the broker down), the client is answered UNAVAILABLE and the request is
+// acked rather than retried while the client waits; it also never goes to
+// dead letters, where its bearer token would be kept (issue 11). Only a
+// failure to send that answer is returned, to be retried.
+func (h *Handler) handle(ctx context.Context, req *topicpb.LoginRequest, msg *message.Message) error {
+	ctx, cancel := context.WithTimeout(ctx, answerWithin)
+	defer cancel()
+	err := h.Handle(ctx, req, msg)
+	if err == nil || pipeline.IsPermanent(err) {
+		return err
+	}
+	h.logger.Warn("login answered UNAVAILABLE", "session", topics.SessionKey(req.GetSession()), "err", err)
+	if rerr := h.refuse(req, clientpb.Error_UNAVAILABLE, "login unavailable now; retry"); rerr != nil {
+		return errors.Join(err, rerr)
+	}
+	return nil
 }
 
 // Handle processes one LoginRequest. A login accepted is announced as an

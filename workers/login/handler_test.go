@@ -138,15 +138,32 @@ func TestHandleRetriesPublishFailure(t *testing.T) {
 	}
 }
 
-func TestHandleRetriesDirectoryFailure(t *testing.T) {
+// TestDirectoryFailureAnsweredUnavailable: with the directory down the
+// client is answered UNAVAILABLE at once and the request acked, so it is
+// neither retried while the client waits nor kept, token and all, in dead
+// letters; a failure to send that answer is retried.
+func TestDirectoryFailureAnsweredUnavailable(t *testing.T) {
 	rec := &testinfra.Recorder{}
 	h, _ := login.New(login.Config{Secret: secret}, downUsers{}, rec, slog.New(slog.DiscardHandler))
-	msg, _ := topics.LoginRequests.Encode(&topicpb.LoginRequest{Session: &topicpb.Session{Comet: "c", Conn: "1"}, Token: mint(t, secret, "alice", time.Hour)})
+	msg, _ := topics.LoginRequests.Encode(&topicpb.LoginRequest{Session: &topicpb.Session{Comet: "c", Conn: "1"}, RequestId: 3, Token: mint(t, secret, "alice", time.Hour)})
+	if err := h.Pipeline().Handle(msg); err != nil {
+		t.Fatalf("err = %v, want the client answered", err)
+	}
+	out := rec.Take()
+	if len(out) != 1 || out[0].Topic != topics.Delivery("c") {
+		t.Fatalf("published %v, want one answer to comet c", out)
+	}
+	d, err := topics.Deliveries.Decode(out[0].Msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := d.GetFrame().GetError(); e.GetCode() != clientpb.Error_UNAVAILABLE || d.GetFrame().GetRequestId() != 3 {
+		t.Fatalf("answer %v, want UNAVAILABLE to request 3", d.GetFrame())
+	}
+	// The broker down too: the answer cannot go out, the request is retried.
+	rec.Err = errors.New("kafka: no leader")
 	if err := h.Pipeline().Handle(msg); err == nil || pipeline.IsPermanent(err) {
 		t.Fatalf("err = %v, want a transient error", err)
-	}
-	if out := rec.Take(); len(out) != 0 {
-		t.Fatalf("published %v while the directory was down", out)
 	}
 }
 
