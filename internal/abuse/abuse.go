@@ -294,7 +294,7 @@ func (p *pair) measure(ctx context.Context, d time.Duration) Phase {
 	<-recvDone
 	mu.Lock()
 	defer mu.Unlock()
-	return Phase{Samples: len(lat), P50: quantile(lat, 0.5), P99: quantile(lat, 0.99), Lost: len(sent)}
+	return Phase{Samples: len(lat), P50: bench.Quantile(lat, 0.5), P99: bench.Quantile(lat, 0.99), Lost: len(sent)}
 }
 
 // Table prints the phases: the honest pair's latency under each attack

@@ -2,7 +2,6 @@ package abuse
 
 import (
 	"context"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -143,14 +142,4 @@ func flood(ctx context.Context, e *env, user string, join bool, next func(i int)
 		}
 	}
 	return refused.Load(), nil
-}
-
-// quantile returns the q-quantile of ds (0 if empty).
-func quantile(ds []time.Duration, q float64) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	return s[min(len(s)-1, int(q*float64(len(s))))]
 }

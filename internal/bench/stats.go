@@ -2,6 +2,7 @@ package bench
 
 import (
 	"math/bits"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -153,4 +154,17 @@ func (s *seqSet) missingIn(from, to uint64) int64 {
 		}
 	}
 	return int64(to-from+1) - have
+}
+
+// Quantile returns the q-quantile (0 < q <= 1) of samples by nearest rank,
+// 0 without samples. For tools that keep every sample (soak, abuse);
+// samples is not modified.
+func Quantile(samples []time.Duration, q float64) time.Duration {
+	if len(samples) == 0 {
+		return 0
+	}
+	s := slices.Clone(samples)
+	slices.Sort(s)
+	i := int(float64(len(s))*q+0.5) - 1
+	return s[min(max(i, 0), len(s)-1)]
 }

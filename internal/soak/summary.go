@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -154,13 +153,7 @@ func (l *latencies) add(d time.Duration) {
 func (l *latencies) quantile(q float64) time.Duration {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if len(l.d) == 0 {
-		return 0
-	}
-	s := slices.Clone(l.d)
-	slices.Sort(s)
-	i := int(float64(len(s))*q+0.5) - 1
-	return s[min(max(i, 0), len(s)-1)]
+	return bench.Quantile(l.d, q)
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
