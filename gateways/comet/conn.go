@@ -226,7 +226,7 @@ func (cn *conn) serve(f *clientpb.ClientFrame) {
 			return
 		}
 		if !cn.expect(req) {
-			cn.endLogin()
+			cn.loginDone(req)
 			return
 		}
 		msg, err := topics.LoginRequests.Encode(&topicpb.LoginRequest{
@@ -237,8 +237,8 @@ func (cn *conn) serve(f *clientpb.ClientFrame) {
 		}
 		if err != nil {
 			c.logger.Warn("publish login request", "conn", cn.id, "err", err)
-			cn.endLogin()
-			if cn.unexpect(req) {
+			cn.loginDone(req)
+			if cn.answered(req) {
 				cn.fail(req, clientpb.Error_UNAVAILABLE, "login unavailable, retry")
 			}
 		}
@@ -262,7 +262,7 @@ func (cn *conn) serve(f *clientpb.ClientFrame) {
 		}
 		ev := &topicpb.SessionEvent{Kind: topicpb.SessionEvent_JOINED, Session: c.session(cn), User: user, Room: b.Join.GetRoom(), RequestId: req, TimeUnixMs: time.Now().UnixMilli()}
 		if c.publishEvent(ev) != nil {
-			if cn.unexpect(req) {
+			if cn.answered(req) {
 				cn.fail(req, clientpb.Error_UNAVAILABLE, "join unavailable, retry")
 			}
 		}
@@ -338,7 +338,7 @@ func (cn *conn) submit(req uint64, user string, s *clientpb.Send) {
 	}
 	if err != nil {
 		c.logger.Warn("publish submitted message", "conn", cn.id, "err", err)
-		if cn.unexpect(req) {
+		if cn.answered(req) {
 			cn.fail(req, clientpb.Error_UNAVAILABLE, "send unavailable, retry with the same client_msg_id")
 		}
 	}
@@ -374,7 +374,7 @@ func (cn *conn) history(req uint64, r *topicpb.HistoryRequest) {
 	}
 	if err != nil {
 		c.logger.Warn("publish history request", "err", err)
-		if cn.unexpect(req) {
+		if cn.answered(req) {
 			cn.fail(req, clientpb.Error_UNAVAILABLE, "history unavailable, retry")
 		}
 	}

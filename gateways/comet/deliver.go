@@ -56,7 +56,9 @@ func (c *Comet) Deliver(d *topicpb.Delivery) {
 		}
 		for _, cn := range targets {
 			cn.answered(req)
-			cn.loginAnswered(req, f)
+			if f.GetError() != nil {
+				cn.loginDone(req) // refused: the client may log in again
+			}
 		}
 	}
 	if f != nil {

@@ -57,19 +57,27 @@ func (cn *conn) startLogin(req uint64) bool {
 	return true
 }
 
-// endLogin forgets the Login being answered: it was refused, failed or
-// timed out, so the client may log in again.
-func (cn *conn) endLogin() {
+// loginDone forgets the Login req if it is the one being answered: it was
+// refused, failed or timed out, so the client may log in again. (A
+// LoginResult authenticates the connection, after which Login is refused
+// anyway.)
+func (cn *conn) loginDone(req uint64) {
 	cn.pmu.Lock()
-	cn.loginWaiting, cn.loginReq = false, 0
+	if cn.loginWaiting && cn.loginReq == req {
+		cn.loginWaiting, cn.loginReq = false, 0
+	}
 	cn.pmu.Unlock()
 }
 
-// unexpect forgets req, whose forwarding failed, and reports whether the
-// caller is to answer it: false when the deadline sweep already has.
-func (cn *conn) unexpect(req uint64) bool {
+// answered forgets req, answered or about to be, and reports whether it
+// was waiting for the pipeline's answer: false when the deadline sweep
+// has answered it already. Request id 0, not tracked, counts as waiting.
+func (cn *conn) answered(req uint64) bool {
 	if req == 0 {
 		return true
+	}
+	if cn.waiting.Load() == 0 {
+		return false
 	}
 	cn.pmu.Lock()
 	defer cn.pmu.Unlock()
@@ -77,32 +85,6 @@ func (cn *conn) unexpect(req uint64) bool {
 	delete(cn.pending, req)
 	cn.waiting.Store(int32(len(cn.pending)))
 	return waiting
-}
-
-// answered forgets req: a frame answering it is queued.
-func (cn *conn) answered(req uint64) {
-	if req == 0 || cn.waiting.Load() == 0 {
-		return
-	}
-	cn.pmu.Lock()
-	delete(cn.pending, req)
-	cn.waiting.Store(int32(len(cn.pending)))
-	cn.pmu.Unlock()
-}
-
-// loginAnswered is told of a frame answering req: if it answers the Login
-// being answered without logging in (an Error), another Login may come.
-// A LoginResult authenticates the connection, after which Login is
-// refused anyway.
-func (cn *conn) loginAnswered(req uint64, f *clientpb.ServerFrame) {
-	if f.GetError() == nil {
-		return
-	}
-	cn.pmu.Lock()
-	if cn.loginWaiting && cn.loginReq == req {
-		cn.loginWaiting, cn.loginReq = false, 0
-	}
-	cn.pmu.Unlock()
 }
 
 // answerOverdue answers UNAVAILABLE every request waiting past its
@@ -125,7 +107,7 @@ func (cn *conn) answerOverdue(now time.Time) {
 		cn.comet.unanswered.Add(int64(len(overdue)))
 	}
 	for _, req := range overdue {
-		cn.loginAnswered(req, &clientpb.ServerFrame{Body: &clientpb.ServerFrame_Error{Error: &clientpb.Error{}}})
+		cn.loginDone(req)
 		cn.fail(req, clientpb.Error_UNAVAILABLE, "no answer in time; retry (a Send with the same client_msg_id)")
 	}
 }
