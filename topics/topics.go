@@ -78,7 +78,7 @@ var (
 	LoginRequests = Topic[*topicpb.LoginRequest]{
 		Name:       "login.requests",
 		KeyDoc:     "comet/conn",
-		Partitions: 8,
+		Partitions: 32,
 		// Its payloads hold bearer tokens: kept no longer than a login
 		// needs (docs/security.md).
 		Retention: time.Hour,
@@ -93,7 +93,7 @@ var (
 	SessionEvents = Topic[*topicpb.SessionEvent]{
 		Name:       "session.events",
 		KeyDoc:     "user (heartbeats: comet)",
-		Partitions: 8,
+		Partitions: 32,
 		key: func(v *topicpb.SessionEvent) string {
 			if v.GetKind() == topicpb.SessionEvent_HEARTBEAT {
 				return "comet/" + v.GetSession().GetComet()
@@ -127,7 +127,7 @@ var (
 	HistoryRequests = Topic[*topicpb.HistoryRequest]{
 		Name:       "history.requests",
 		KeyDoc:     "user",
-		Partitions: 8,
+		Partitions: 32,
 		key:        func(v *topicpb.HistoryRequest) string { return "user/" + v.GetUser() },
 		new:        func() *topicpb.HistoryRequest { return new(topicpb.HistoryRequest) },
 	}

@@ -155,6 +155,9 @@ type Result struct {
 	Cluster      string  `json:"cluster"`
 	ToolCPUCores float64 `json:"tool_cpu_cores"`
 	SetupSeconds float64 `json:"setup_seconds"`
+	// SetupRetries counts connection attempts made again during setup
+	// after a refusal such as UNAVAILABLE or RATE_LIMITED.
+	SetupRetries int64 `json:"setup_retries"`
 	Machine      string  `json:"machine"`
 }
 
@@ -168,7 +171,7 @@ func (r *Result) Text(w io.Writer) {
   latency          p50 %.1f ms   p99 %.1f ms   max %.1f ms
   cpu              cluster %.2f cores (%.2f µs per delivery)   bench tool %.2f cores
   cluster memory   %.0f MB before members, %.0f MB with them idle (%.1f KB per member), %.0f MB under load
-  setup            %.1fs (%.0f logins+joins/s)
+  setup            %.1fs (%.0f logins+joins/s, %d attempts retried)
   cluster          %s
   machine          %s
 `, r.Members, r.Rate, r.DurationSeconds, r.Pushed, r.PushErrors,
@@ -178,7 +181,7 @@ func (r *Result) Text(w io.Writer) {
 		r.LatencyP50Ms, r.LatencyP99Ms, r.LatencyMaxMs,
 		r.ClusterCPUCores, r.ServerMicrosPerDelivery, r.ToolCPUCores,
 		float64(r.ClusterRSSBaseBytes)/1e6, float64(r.ClusterRSSIdleBytes)/1e6, float64(r.RSSPerMemberBytes)/1e3, float64(r.ClusterRSSLoadBytes)/1e6,
-		r.SetupSeconds, r.LoginsPerS, r.Cluster, r.Machine)
+		r.SetupSeconds, r.LoginsPerS, r.SetupRetries, r.Cluster, r.Machine)
 }
 
 // SweepTable renders the results of a sweep as a table, and the highest
@@ -218,6 +221,7 @@ type member struct {
 	cfg          Config
 	user, room   string
 	synced       atomic.Int64 // messages got by Sync after a reconnect
+	retries      atomic.Int64 // connection attempts after a first one failed
 	delivered    atomic.Int64
 	frames       atomic.Int64
 }
@@ -389,6 +393,7 @@ func Sweep(ctx context.Context, cfg Config, rates []int, progress io.Writer) ([]
 	}
 	setup := time.Since(setupStart)
 	loginRate := float64(cfg.Members) / time.Since(loginStart).Seconds()
+	setupRetries := retriesOf(members)
 	rssIdle := clusterRSS(ctx, cluster, cfg.Admin)
 
 	var results []*Result
@@ -436,6 +441,7 @@ func Sweep(ctx context.Context, cfg Config, rates []int, progress io.Writer) ([]
 			ClusterCPUCores: (cpu1.cluster - cpu0.cluster).Seconds() / elapsed.Seconds(),
 			ToolCPUCores:    (cpu1.self - cpu0.self).Seconds() / elapsed.Seconds(),
 			SetupSeconds:    setup.Seconds(),
+			SetupRetries:    setupRetries,
 			Machine:         Machine(),
 		}
 		res.AchievedRate = float64(pushed) / pushTime.Seconds()
@@ -467,6 +473,15 @@ func Sweep(ctx context.Context, cfg Config, rates []int, progress io.Writer) ([]
 type latencies struct{ cur atomic.Pointer[histogram] }
 
 func (l *latencies) record(d time.Duration) { l.cur.Load().record(d) }
+
+func retriesOf(members []*member) (n int64) {
+	for _, m := range members {
+		if m != nil {
+			n += m.retries.Load()
+		}
+	}
+	return n
+}
 
 func syncedOf(members []*member) (n int64) {
 	for _, m := range members {
@@ -542,12 +557,59 @@ func connectMembers(ctx context.Context, cfg Config, room string, lat *latencies
 
 func connectOne(ctx context.Context, cfg Config, user, room string, lat *latencies) (*member, error) {
 	m := &member{conversation: topics.RoomConversation(room), lat: lat, cfg: cfg, user: user, room: room}
-	c, err := m.dial(ctx)
+	c, err := m.dialRetry(ctx)
 	if err != nil {
 		return nil, err
 	}
 	m.conn = c
 	return m, nil
+}
+
+// dialAttempts bounds the attempts at connecting one member.
+const dialAttempts = 10
+
+// dialRetry does what docs/protocol.md asks of a client that cannot
+// connect or whose Login or Join is answered UNAVAILABLE or RATE_LIMITED
+// (a comet busy with a storm of logins, say): try again, up to
+// dialAttempts times, backing off from 100ms to 2s with jitter.
+func (m *member) dialRetry(ctx context.Context) (*client.Conn, error) {
+	backoff := 100 * time.Millisecond
+	var err error
+	for attempt := range dialAttempts {
+		if attempt > 0 {
+			m.retries.Add(1)
+			// Full jitter keeps a storm's retries from arriving together.
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-time.After(time.Duration(rand.Int64N(int64(backoff))) + backoff/2):
+			}
+			backoff = min(2*backoff, 2*time.Second)
+		}
+		var c *client.Conn
+		if c, err = m.dial(ctx); err == nil {
+			return c, nil
+		}
+		if !retryable(err) {
+			return nil, err
+		}
+	}
+	return nil, err
+}
+
+// retryable reports whether another attempt may succeed: anything but a
+// refusal of the member itself (bad token, unknown user or room, not a
+// member).
+func retryable(err error) bool {
+	var e *client.Error
+	if !errors.As(err, &e) {
+		return true
+	}
+	switch e.Code {
+	case clientpb.Error_BAD_TOKEN, clientpb.Error_UNKNOWN_USER, clientpb.Error_UNKNOWN_ROOM, clientpb.Error_NOT_MEMBER:
+		return false
+	}
+	return true
 }
 
 // dial connects, logs in and joins the room, within a minute.
@@ -580,22 +642,12 @@ func (m *member) dial(ctx context.Context) (*client.Conn, error) {
 // message both synced and received live counts once.
 func (m *member) reconnect(ctx context.Context) error {
 	m.conn.Close()
-	backoff := 100 * time.Millisecond
-	var err error
-	for range 10 {
-		var c *client.Conn
-		if c, err = m.dial(ctx); err == nil {
-			m.conn = c
-			return m.catchUp(ctx)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 2*time.Second)
+	c, err := m.dialRetry(ctx)
+	if err != nil {
+		return err
 	}
-	return err
+	m.conn = c
+	return m.catchUp(ctx)
 }
 
 // catchUp Syncs the conversation after the member's contiguous seqs.
