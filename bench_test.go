@@ -1,0 +1,55 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// TestBenchOnDevCluster runs the load command as a user would, with its
+// defaults but a small room, against the dev cluster it starts, and
+// checks what it reports: every pushed message delivered to every
+// member, none lost. It measures nothing; the figures are the bench's.
+func TestBenchOnDevCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and starts a dev cluster")
+	}
+	bin := filepath.Join(t.TempDir(), "laneim")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, bin, "bench", "--members", "40", "--rate", "20", "--duration", "2s", "--drain", "10s", "--json")
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("laneim bench: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
+	}
+	lines := bytes.Split(bytes.TrimSpace(stdout.Bytes()), []byte("\n"))
+	var r struct {
+		Members   int     `json:"members"`
+		Pushed    int64   `json:"pushed"`
+		Expected  int64   `json:"expected_deliveries"`
+		Delivered int64   `json:"delivered"`
+		Lost      int64   `json:"lost"`
+		Logins    float64 `json:"logins_per_second"`
+		Cluster   string  `json:"cluster"`
+	}
+	if err := json.Unmarshal(lines[len(lines)-1], &r); err != nil {
+		t.Fatalf("last line is not the JSON result: %v\n%s", err, stdout.String())
+	}
+	if r.Members != 40 || r.Pushed == 0 || r.Expected != r.Pushed*40 {
+		t.Errorf("result %+v: want 40 members and every pushed message expected by each", r)
+	}
+	if r.Lost != 0 || r.Delivered != r.Expected {
+		t.Errorf("lost %d, delivered %d of %d; want all delivered", r.Lost, r.Delivered, r.Expected)
+	}
+	if r.Logins <= 0 || r.Cluster == "" {
+		t.Errorf("login rate %.1f, cluster %q: want both reported", r.Logins, r.Cluster)
+	}
+}
