@@ -1,6 +1,7 @@
 package comet_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -1445,5 +1446,72 @@ func TestBrokerStuckReaderGoesOn(t *testing.T) {
 	// The publish is still stuck; a reader held there would never answer.
 	if _, err := conn.Ping(ctx); err != nil {
 		t.Fatalf("ping while the login's publish is stuck: %v", err)
+	}
+}
+
+// TestBroadcastToStalledReaderKeepsOrder fills a member's socket while it
+// does not read: a room's frames are first written without blocking, and
+// what the kernel does not take (part of a message, then whole ones) goes
+// to the connection's writer. When the member reads again, every message
+// arrives whole and in order, in each of the three WebSocket length forms
+// (under 126 bytes, up to 64 KiB, more), in both encodings.
+func TestBroadcastToStalledReaderKeepsOrder(t *testing.T) {
+	f := newFixture(t, comet.Config{BatchWindow: -1, SendQueue: 1 << 12, SendQueueBytes: 256 << 20, WriteTimeout: time.Minute})
+	sizes := []int{10, 300, 200_000}
+	const n = 240 // about 16 MB of messages: more than loopback buffers hold
+	for _, useJSON := range []bool{false, true} {
+		user := fmt.Sprintf("stalled-%v", useJSON)
+		// The client's own buffer holds one frame: the socket fills.
+		conn, id := f.login(user, client.Options{JSON: useJSON, FrameBuffer: 1})
+		f.join(id, "big")
+		active, activeID := f.login(user+"-reader", client.Options{JSON: useJSON})
+		f.join(activeID, "big")
+		base := uint64(0)
+		if useJSON {
+			base = n
+		}
+		done := make(chan error, 1)
+		go func() { // the active member reads as frames come
+			for i := 0; i < n; {
+				select {
+				case fr, ok := <-active.Frames():
+					if !ok {
+						done <- fmt.Errorf("closed: %w", active.Err())
+						return
+					}
+					i += len(fr.GetMessages().GetMessages())
+				case <-time.After(time.Minute):
+					done <- fmt.Errorf("no frame in a minute after %d messages", i)
+					return
+				}
+			}
+			done <- nil
+		}()
+		for i := range uint64(n) {
+			d := roomMessage("big", base+i+1)
+			d.Frame.GetMessages().Messages[0].Body = bytes.Repeat([]byte{byte(i)}, sizes[i%3])
+			before := f.comet.Stats().FramesSent
+			f.deliver(d)
+			// Paced, so that most writes find the connections idle
+			// and go without blocking until the socket is full.
+			for range 10 {
+				if f.comet.Stats().FramesSent >= before+2 {
+					break
+				}
+				time.Sleep(200 * time.Microsecond)
+			}
+		}
+		if err := <-done; err != nil {
+			t.Fatalf("json=%v: the reading member: %v", useJSON, err)
+		}
+		msgs, _ := readMessages(t, conn, n)
+		for i, m := range msgs {
+			if m.GetSeq() != base+uint64(i)+1 || len(m.GetBody()) != sizes[i%3] || m.GetBody()[0] != byte(i) {
+				t.Fatalf("json=%v: message %d: seq %d, %d bytes; want seq %d, %d bytes", useJSON, i, m.GetSeq(), len(m.GetBody()), base+uint64(i)+1, sizes[i%3])
+			}
+		}
+	}
+	if st := f.comet.Stats(); st.SlowConsumers != 0 {
+		t.Errorf("%d slow consumers; want none", st.SlowConsumers)
 	}
 }

@@ -53,6 +53,7 @@ type conn struct {
 	spare       []*frame // the writer's last batch, reused
 	writing     bool     // a writer goroutine is running
 	parked      bool     // the writer waits on wake for more frames
+	claimed     bool     // a broadcast writes to the socket (claim); the writer waits
 	wake        chan struct{}
 	kicked      bool // no more frames are taken
 	closeStatus websocket.StatusCode

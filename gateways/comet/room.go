@@ -214,8 +214,14 @@ func (r *room) broadcastLocked(msgs []*clientpb.Message, track bool) *frame {
 		f.pending.Store(n + armHold)
 		r.inflight = f
 	}
+	var claimed []*conn
 	for cn := range r.members {
-		cn.enqueue(f)
+		if cn.claim(f) {
+			claimed = append(claimed, cn)
+		}
+	}
+	if len(claimed) > 0 {
+		r.c.writeAll(f, claimed)
 	}
 	return f
 }

@@ -3,10 +3,13 @@ package comet
 import (
 	"bufio"
 	"bytes"
+	"cmp"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"sync"
+	"syscall"
 )
 
 // socket is the network connection under a WebSocket connection. It
@@ -28,6 +31,14 @@ type socket struct {
 
 	mu  sync.Mutex
 	buf *[]byte // the batch being gathered, or nil
+
+	raw syscall.RawConn // for writeNow; nil: not a system socket
+	now struct {        // writeNow's write in progress, under mu
+		b   []byte
+		n   int
+		err error
+		fn  func(fd uintptr) bool // s.writeFD, made once
+	}
 }
 
 // gather starts a batch: writes are buffered until send.
@@ -62,6 +73,59 @@ func (s *socket) send() (int, error) {
 		return n, fmt.Errorf("comet: write batch: %w", err)
 	}
 	return n, nil
+}
+
+// errBusy: the socket is in use (a batch is being gathered, or the
+// library is writing a control frame); write through the queue.
+var errBusy = errors.New("comet: socket busy")
+
+// writeNow writes b without waiting: as much as the kernel takes at once.
+// It reports how many bytes it wrote; fewer than len(b) with a nil error
+// means the socket's buffer is full, and the rest is the caller's to
+// write later, before anything else. It returns errBusy, having written
+// nothing, when the socket is in use, which keeps whole frames of other
+// writers from being split.
+func (s *socket) writeNow(b []byte) (n int, err error) {
+	if s.raw == nil || !s.mu.TryLock() {
+		return 0, errBusy
+	}
+	defer s.mu.Unlock()
+	if s.buf != nil {
+		return 0, errBusy
+	}
+	s.now.b, s.now.n, s.now.err = b, 0, nil
+	rerr := s.raw.Write(s.now.fn)
+	n, err = s.now.n, cmp.Or(s.now.err, rerr)
+	s.now.b = nil
+	if err != nil {
+		return n, fmt.Errorf("comet: write: %w", err)
+	}
+	return n, nil
+}
+
+// writeFD is writeNow's part on the file descriptor, with s.mu held: it
+// writes s.now.b until done or the kernel takes no more. It always
+// reports true, so that the runtime does not wait for the socket.
+func (s *socket) writeFD(fd uintptr) bool {
+	b := s.now.b
+	for s.now.n < len(b) {
+		m, err := syscall.Write(int(fd), b[s.now.n:])
+		if m > 0 {
+			s.now.n += m
+		}
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			return true // full: the rest is written later
+		case err != nil:
+			s.now.err = err
+			return true
+		case m <= 0:
+			return true
+		}
+	}
+	return true
 }
 
 // Read reads what the HTTP server had read past the request, then from
@@ -103,6 +167,12 @@ const (
 // buffered reader and writer the WebSocket library is to use over it.
 func newSocketBuffers(nc net.Conn, brw *bufio.ReadWriter) (*socket, *bufio.ReadWriter, error) {
 	s := &socket{Conn: nc, r: nc}
+	if sc, ok := nc.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			s.raw = raw
+			s.now.fn = s.writeFD
+		}
+	}
 	if n := brw.Reader.Buffered(); n > 0 {
 		b, err := brw.Reader.Peek(n)
 		if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"runtime"
 	"time"
 
 	"github.com/coder/websocket"
@@ -47,7 +48,10 @@ func (cn *conn) enqueue(f *frame) {
 	}
 	cn.queue = append(cn.queue, f)
 	cn.qbytes += size
-	start, wake := cn.wakeLocked()
+	var start, wake bool
+	if !cn.claimed { // else the claim's resume hands it over
+		start, wake = cn.wakeLocked()
+	}
 	cn.qmu.Unlock()
 	cn.signal(start, wake)
 }
@@ -78,6 +82,128 @@ func (cn *conn) signal(start, wake bool) {
 	}
 }
 
+// A room's frame takes a shorter way to connections that are idle (no
+// writer, nothing queued): claim makes the room's broadcast their writer
+// for that one frame, and writeClaimed writes it at once with a
+// non-blocking write of the frame's ready-made WebSocket message, from a
+// few goroutines per broadcast rather than one per connection. Whatever
+// the kernel does not take at once, or a socket in use, goes to the head
+// of the queue and a writer goroutine as above; so does every later
+// frame, queued meanwhile behind the claim. Order is kept: a claimed
+// connection is not idle until its frame has gone.
+
+// claim queues f as enqueue does, unless the connection is idle and can
+// be written to without blocking: then it reports true, the caller is
+// the connection's writer, and must call writeClaimed(f).
+func (cn *conn) claim(f *frame) bool {
+	if cn.net == nil || cn.net.raw == nil {
+		cn.enqueue(f)
+		return false
+	}
+	cn.qmu.Lock()
+	if cn.kicked || cn.claimed || len(cn.queue) > 0 || cn.writing && !cn.parked {
+		cn.qmu.Unlock()
+		cn.enqueue(f)
+		return false
+	}
+	// A parked writer stays parked: it takes nothing while claimed.
+	cn.claimed = true
+	cn.qmu.Unlock()
+	return true
+}
+
+// writeClaimed writes f, claimed by claim, without blocking, and gives up
+// the writer's part: to a writer goroutine if anything is left to write,
+// queued meanwhile or left over by the kernel.
+func (cn *conn) writeClaimed(f *frame) {
+	c := cn.comet
+	cn.qmu.Lock()
+	kicked := cn.kicked
+	cn.qmu.Unlock()
+	if kicked {
+		f.release()
+		cn.resume()
+		return
+	}
+	b := f.message(cn.json)
+	n, err := cn.net.writeNow(b)
+	switch {
+	case errors.Is(err, errBusy):
+		cn.resumeWith(f)
+	case err != nil:
+		f.release()
+		c.logger.Debug("write", "conn", cn.id, "err", err)
+		cn.qmu.Lock()
+		if !cn.kicked {
+			cn.kicked = true
+			cn.closeStatus, cn.closeReason, cn.closeFlush = websocket.StatusGoingAway, "write failed", false
+		}
+		cn.qmu.Unlock()
+		cn.resume() // the writer closes the connection
+	case n < len(b):
+		c.bytesSent.Add(int64(n))
+		cn.resumeWith(f.remainder(b[n:]))
+	default:
+		c.framesSent.Add(1)
+		c.bytesSent.Add(int64(n))
+		f.release()
+		cn.resume()
+	}
+}
+
+// resumeWith puts f at the head of the queue, before anything queued
+// during the claim, and starts the writer. The caller is the writer.
+func (cn *conn) resumeWith(f *frame) {
+	cn.qmu.Lock()
+	cn.queue = append(cn.queue, nil)
+	copy(cn.queue[1:], cn.queue)
+	cn.queue[0] = f
+	cn.qbytes += len(f.bytes(cn.json))
+	cn.qmu.Unlock()
+	cn.resume()
+}
+
+// resume ends the claim and hands what was queued or a kick that came
+// meanwhile to the writer goroutine, started or woken.
+func (cn *conn) resume() {
+	cn.qmu.Lock()
+	cn.claimed = false
+	var start, wake bool
+	if len(cn.queue) > 0 || cn.kicked {
+		start, wake = cn.wakeLocked()
+	}
+	cn.qmu.Unlock()
+	cn.signal(start, wake)
+}
+
+// writeAll writes f to the connections claimed for it, from up to
+// GOMAXPROCS goroutines owned by the comet, each taking a run of them.
+func (c *Comet) writeAll(f *frame, claimed []*conn) {
+	const perWorker = 64 // fewer than this: not worth a goroutine
+	workers := min(runtime.GOMAXPROCS(0), (len(claimed)+perWorker-1)/perWorker)
+	if workers <= 1 {
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			for _, cn := range claimed {
+				cn.writeClaimed(f)
+			}
+		}()
+		return
+	}
+	chunk := (len(claimed) + workers - 1) / workers
+	for start := 0; start < len(claimed); start += chunk {
+		run := claimed[start:min(start+chunk, len(claimed))]
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			for _, cn := range run {
+				cn.writeClaimed(f)
+			}
+		}()
+	}
+}
+
 // writerLinger is how long a writer with nothing to write waits for more
 // before its goroutine exits.
 const writerLinger = time.Second
@@ -93,7 +219,10 @@ func (cn *conn) kick(status websocket.StatusCode, reason string, flush bool) (fi
 	}
 	cn.kicked = true
 	cn.closeStatus, cn.closeReason, cn.closeFlush = status, closeReason(reason), flush
-	start, wake := cn.wakeLocked()
+	var start, wake bool
+	if !cn.claimed { // else the claim's resume hands it over
+		start, wake = cn.wakeLocked()
+	}
 	cn.qmu.Unlock()
 	cn.signal(start, wake)
 	return true
@@ -125,12 +254,9 @@ func (cn *conn) write() {
 	}()
 	for {
 		cn.qmu.Lock()
-		batch := cn.queue
-		cn.queue = cn.spare[:0]
-		cn.qbytes = 0 // the writer holds them now
-		kicked, flush := cn.kicked, cn.closeFlush
-		if len(batch) == 0 && !kicked {
-			cn.spare = batch
+		if cn.claimed || len(cn.queue) == 0 && !cn.kicked {
+			// Nothing to write, or a broadcast writes now (claim) and
+			// what is queued waits for it.
 			cn.parked = true
 			cn.qmu.Unlock()
 			if linger == nil {
@@ -145,7 +271,7 @@ func (cn *conn) write() {
 			case <-linger.C:
 			}
 			cn.qmu.Lock()
-			if cn.parked && len(cn.queue) == 0 && !cn.kicked {
+			if cn.parked && (cn.claimed || len(cn.queue) == 0 && !cn.kicked) {
 				cn.parked, cn.writing = false, false
 				cn.qmu.Unlock()
 				return
@@ -154,6 +280,10 @@ func (cn *conn) write() {
 			cn.qmu.Unlock()
 			continue
 		}
+		batch := cn.queue
+		cn.queue = cn.spare[:0]
+		cn.qbytes = 0 // the writer holds them now
+		kicked, flush := cn.kicked, cn.closeFlush
 		cn.qmu.Unlock()
 
 		if kicked && !flush {
@@ -244,7 +374,14 @@ func (cn *conn) writeBatch(batch []*frame) bool {
 	framed := 0
 	var err error
 	for _, f := range batch {
-		if err = cn.ws.Write(noDeadline, typ, f.bytes(cn.json)); err != nil {
+		if f.raw != nil {
+			// The rest of a message a non-blocking write began: bytes
+			// as they are, gathered with the others.
+			_, err = cn.net.Write(f.raw)
+		} else {
+			err = cn.ws.Write(noDeadline, typ, f.bytes(cn.json))
+		}
+		if err != nil {
 			break
 		}
 		framed++
