@@ -1515,3 +1515,23 @@ func TestBroadcastToStalledReaderKeepsOrder(t *testing.T) {
 		t.Errorf("%d slow consumers; want none", st.SlowConsumers)
 	}
 }
+
+// TestBroadcastAfterAWriteDeadlinePassed: a connection's writer bounds
+// each batch by a deadline on the socket; once that has passed, a room's
+// frame written without blocking still goes out.
+func TestBroadcastAfterAWriteDeadlinePassed(t *testing.T) {
+	f := newFixture(t, comet.Config{BatchWindow: -1, WriteTimeout: 50 * time.Millisecond})
+	conn, id := f.login("late", client.Options{}) // its answer set the deadline
+	f.join(id, "lobby")
+	time.Sleep(200 * time.Millisecond)
+	for seq := uint64(1); seq <= 3; seq++ {
+		f.deliver(roomMessage("lobby", seq))
+		time.Sleep(10 * time.Millisecond)
+	}
+	msgs, _ := readMessages(t, conn, 3)
+	for i, m := range msgs {
+		if m.GetSeq() != uint64(i)+1 {
+			t.Fatalf("message %d has seq %d", i, m.GetSeq())
+		}
+	}
+}

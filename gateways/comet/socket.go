@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // socket is the network connection under a WebSocket connection. It
@@ -95,6 +97,13 @@ func (s *socket) writeNow(b []byte) (n int, err error) {
 	}
 	s.now.b, s.now.n, s.now.err = b, 0, nil
 	rerr := s.raw.Write(s.now.fn)
+	if errors.Is(rerr, os.ErrDeadlineExceeded) {
+		// The deadline of an earlier, finished batch (writeBatch)
+		// has passed; it bounds nothing now.
+		if rerr = s.Conn.SetWriteDeadline(time.Time{}); rerr == nil {
+			rerr = s.raw.Write(s.now.fn)
+		}
+	}
 	n, err = s.now.n, cmp.Or(s.now.err, rerr)
 	s.now.b = nil
 	if err != nil {

@@ -374,7 +374,9 @@ func Sweep(ctx context.Context, cfg Config, rates []int, progress io.Writer) ([]
 				if readCtx.Err() != nil {
 					return
 				}
-				disconnects.Add(1)
+				if disconnects.Add(1) == 1 {
+					fmt.Fprintf(progress, "bench: first disconnect (%s): %v\n", m.user, m.conn.Err())
+				}
 				if err := m.reconnect(readCtx); err != nil {
 					if readCtx.Err() == nil {
 						fmt.Fprintf(progress, "bench: %s gave up reconnecting: %v\n", m.user, err)
