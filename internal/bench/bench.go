@@ -157,8 +157,8 @@ type Result struct {
 	SetupSeconds float64 `json:"setup_seconds"`
 	// SetupRetries counts connection attempts made again during setup
 	// after a refusal such as UNAVAILABLE or RATE_LIMITED.
-	SetupRetries int64 `json:"setup_retries"`
-	Machine      string  `json:"machine"`
+	SetupRetries int64  `json:"setup_retries"`
+	Machine      string `json:"machine"`
 }
 
 // Text renders a result for people.
