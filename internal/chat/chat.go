@@ -17,7 +17,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/laneim/laneim/internal/client"
+	"github.com/laneim/laneim/gateways/comet/client"
 	"github.com/laneim/laneim/proto/clientpb"
 )
 
