@@ -574,15 +574,15 @@ func (m *member) dial(ctx context.Context) (*client.Conn, error) {
 }
 
 // reconnect does what docs/protocol.md asks of a client whose connection
-// ended: connect again (up to 10 attempts, backing off from 100ms to 2s),
+// ended: connect again (up to 10 attempts, backing off from 100ms to 2s
+// with jitter, client.Backoff),
 // log in, join, and Sync the conversation from the last seq it holds
 // without a gap, page after page; live messages flow meanwhile, and a
 // message both synced and received live counts once.
 func (m *member) reconnect(ctx context.Context) error {
 	m.conn.Close()
-	backoff := 100 * time.Millisecond
 	var err error
-	for range 10 {
+	for attempt := range 10 {
 		var c *client.Conn
 		if c, err = m.dial(ctx); err == nil {
 			m.conn = c
@@ -591,9 +591,8 @@ func (m *member) reconnect(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(backoff):
+		case <-time.After(client.Backoff(attempt, 100*time.Millisecond, 2*time.Second)):
 		}
-		backoff = min(2*backoff, 2*time.Second)
 	}
 	return err
 }
@@ -603,12 +602,11 @@ func (m *member) catchUp(ctx context.Context) error {
 	after := m.seqs.contiguous()
 	for range 10000 { // pages; bounded
 		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		f, err := m.conn.Do(ctx, &clientpb.ClientFrame{Body: &clientpb.ClientFrame_Sync{Sync: &clientpb.Sync{Conversation: m.conversation, AfterSeq: after, Limit: 500}}})
+		res, err := m.conn.Sync(ctx, m.conversation, after, 500)
 		cancel()
 		if err != nil {
 			return fmt.Errorf("bench: %s syncs %s: %w", m.user, m.conversation, err)
 		}
-		res := f.GetSyncResult()
 		now := time.Now().UnixNano()
 		n := 0
 		for _, msg := range res.GetMessages() {
