@@ -1,8 +1,8 @@
 // Package apptest starts a whole laneIM cluster in the test's process, for
 // tests of clients: every worker, the comet and the api gateway against
 // an in-process kfake broker and a real redis-server, seeded with the demo
-// directory; and a Proxy in front of the comet that a test can cut to see
-// a client reconnect.
+// directory. To see a client reconnect, a test can stop and start the
+// comet, or cut a Proxy in front of it.
 package apptest
 
 import (
@@ -27,12 +27,17 @@ import (
 	"github.com/laneim/laneim/workers/login"
 )
 
-// Cluster is a running cluster; t's cleanup stops it.
+// Cluster is a running cluster; t's cleanup stops it. The comet runs
+// apart from the other roles, so that a test can stop and start it.
 type Cluster struct {
 	t        testing.TB
 	Settings app.Settings
 	// URL is the comet's WebSocket URL.
 	URL string
+
+	logger *slog.Logger
+	cometS app.Settings // the comet's: its own admin address
+	comet  *fx.App      // nil while stopped
 }
 
 // Start runs every role against fresh infrastructure and the demo seed.
@@ -76,8 +81,8 @@ func Start(t testing.TB, tune func(*app.Settings)) *Cluster {
 	if err := sd.Apply(ctx, directory.New(rdb)); err != nil {
 		t.Fatal(err)
 	}
-	roles := append(append([]app.Role{}, app.Workers...), app.Comet, app.API)
-	if err := s.Validate(roles...); err != nil {
+	roles := append(append([]app.Role{}, app.Workers...), app.API)
+	if err := s.Validate(append(roles, app.Comet)...); err != nil {
 		t.Fatal(err)
 	}
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -92,7 +97,39 @@ func Start(t testing.TB, tune func(*app.Settings)) *Cluster {
 			t.Errorf("stop cluster: %v", err)
 		}
 	})
-	return &Cluster{t: t, Settings: s, URL: "ws://" + s.CometAddr + "/ws"}
+	c := &Cluster{t: t, Settings: s, URL: "ws://" + s.CometAddr + "/ws", logger: logger, cometS: s}
+	c.cometS.AdminAddr = "127.0.0.1:" + strconv.Itoa(testinfra.FreePort(t))
+	c.StartComet()
+	t.Cleanup(c.StopComet) // before the other roles: cleanups run last first
+	return c
+}
+
+// StartComet starts the comet (again, at the same address and with the
+// same id, as a restarted process would).
+func (c *Cluster) StartComet() {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	a := fx.New(c.cometS.Options(c.logger, app.Comet))
+	if err := a.Start(ctx); err != nil {
+		c.t.Fatalf("start comet: %v", err)
+	}
+	c.comet = a
+}
+
+// StopComet shuts the comet down as a stopped process does: its clients
+// are closed with 1001 (going away). It does nothing if it is stopped.
+func (c *Cluster) StopComet() {
+	c.t.Helper()
+	if c.comet == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := c.comet.Stop(ctx); err != nil {
+		c.t.Errorf("stop comet: %v", err)
+	}
+	c.comet = nil
 }
 
 // Token mints a login token for user, valid for an hour.

@@ -7,8 +7,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
+
+	"github.com/laneim/laneim/gateways/api"
 	"github.com/laneim/laneim/gateways/comet/client"
 	"github.com/laneim/laneim/internal/apptest"
+	"github.com/laneim/laneim/proto/apipb"
 	"github.com/laneim/laneim/proto/clientpb"
 )
 
@@ -199,5 +203,62 @@ func TestBackoffGrowsWithJitterWithinBounds(t *testing.T) {
 				t.Fatalf("attempt %d: %v outside [%v, %v]", attempt, d, want/2, want)
 			}
 		}
+	}
+}
+
+func TestClientReconnectsAfterCometRestart(t *testing.T) {
+	cl := apptest.Start(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	pc, closer, err := api.Dial(ctx, cl.Settings.APIAddr, cl.Settings.APIToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closer.Close()
+	push := func(n int, what string) {
+		for i := range n {
+			if _, err := pc.PushRoom(ctx, &apipb.PushRoomRequest{Room: "lobby", Content: &apipb.Content{Body: []byte(fmt.Sprint(what, i)), ClientMsgId: fmt.Sprint(what, i)}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+
+	bob, err := client.New(client.Config{
+		URL:        cl.URL,
+		Token:      func(context.Context) (string, error) { return cl.Token("bob"), nil },
+		MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bob.Close()
+	next(t, bob, client.Connected)
+	j, err := bob.Join(ctx, "lobby")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string][]*clientpb.Message{}
+	push(2, "before ")
+	collect(t, bob, got, func() bool { return len(got["room:lobby"]) >= 2 })
+
+	// The comet stops (1001, going away); messages go on meanwhile; a
+	// comet comes back at the same address.
+	cl.StopComet()
+	if ev := next(t, bob, client.Disconnected); websocket.CloseStatus(ev.Err) != websocket.StatusGoingAway {
+		t.Fatalf("disconnected with %v, want 1001", ev.Err)
+	}
+	push(3, "meanwhile ")
+	cl.StartComet()
+	if ev := next(t, bob, client.Connected); !ev.Reconnect {
+		t.Fatalf("not a reconnect: %+v", ev)
+	}
+	push(1, "after ")
+	collect(t, bob, got, func() bool { return len(got["room:lobby"]) >= 6 })
+	var want []uint64
+	for s := j.GetLatestSeq() + 1; s <= j.GetLatestSeq()+6; s++ {
+		want = append(want, s)
+	}
+	if g := seqs(got)["room:lobby"]; !slices.Equal(g, want) {
+		t.Fatalf("bob got %v, want %v once each, in order", g, want)
 	}
 }
