@@ -15,10 +15,12 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/laneim/laneim/gateways/api"
 	"github.com/laneim/laneim/gateways/comet/client"
 	"github.com/laneim/laneim/internal/apptest"
 	"github.com/laneim/laneim/internal/chat"
 	"github.com/laneim/laneim/internal/testinfra"
+	"github.com/laneim/laneim/proto/apipb"
 )
 
 func TestMain(m *testing.M) {
@@ -174,12 +176,27 @@ func TestChat(t *testing.T) {
 	if _, err := alice.SendUser(ctx, "bob", []byte("are you there?")); err != nil {
 		t.Fatal(err)
 	}
-	cfg.Room, cfg.Pick, cfg.URL = "", nil, cl.URL
+	cfg.Pick, cfg.URL = nil, cl.URL
 	bob = start(ctx, cfg)
-	bob.shows(t, "* logged in as bob", "(missed) [dm:alice:bob #3] alice: are you there?", "[no room]> ")
+	bob.shows(t, "* logged in as bob", "(missed) [dm:alice:bob #3] alice: are you there?")
+	bob.shows(t, "* joined lobby", "[lobby]> ")
 	if strings.Contains(bob.out.String(), "#1] alice: while you were out") {
 		t.Fatalf("a message seen in the last run shown again:\n%s", bob.out.String())
 	}
+
+	// The comet restarts; what the product pushed meanwhile is shown.
+	pc, closer, err := api.Dial(ctx, cl.Settings.APIAddr, cl.Settings.APIToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closer.Close()
+	cl.StopComet()
+	bob.shows(t, "* disconnected")
+	if _, err := pc.PushRoom(ctx, &apipb.PushRoomRequest{Room: "lobby", Content: &apipb.Content{Body: []byte("during the restart"), ClientMsgId: "r1"}}); err != nil {
+		t.Fatal(err)
+	}
+	cl.StartComet()
+	bob.shows(t, "* reconnected as bob", "(missed) [room:lobby #4] ~system: during the restart")
 	bob.quit(t)
 }
 
