@@ -19,6 +19,7 @@ import (
 
 	"go.uber.org/fx"
 
+	"github.com/laneim/laneim/gateways/comet"
 	"github.com/laneim/laneim/internal/app"
 	"github.com/laneim/laneim/internal/seed"
 	"github.com/laneim/laneim/internal/testinfra"
@@ -37,12 +38,20 @@ type Cluster struct {
 
 	logger *slog.Logger
 	cometS app.Settings // the comet's: its own admin address
-	comet  *fx.App      // nil while stopped
+	idle   time.Duration
+	comet  *fx.App // nil while stopped
 }
+
+// Option changes a Cluster before it starts.
+type Option func(*Cluster)
+
+// IdleTimeout sets the comet's idle timeout (default 60 s), which
+// app.Settings does not carry.
+func IdleTimeout(d time.Duration) Option { return func(c *Cluster) { c.idle = d } }
 
 // Start runs every role against fresh infrastructure and the demo seed.
 // tune, if not nil, changes the settings first.
-func Start(t testing.TB, tune func(*app.Settings)) *Cluster {
+func Start(t testing.TB, tune func(*app.Settings), opts ...Option) *Cluster {
 	t.Helper()
 	kcfg := testinfra.Kafka(t)
 	s := app.Settings{
@@ -99,6 +108,9 @@ func Start(t testing.TB, tune func(*app.Settings)) *Cluster {
 	})
 	c := &Cluster{t: t, Settings: s, URL: "ws://" + s.CometAddr + "/ws", logger: logger, cometS: s}
 	c.cometS.AdminAddr = "127.0.0.1:" + strconv.Itoa(testinfra.FreePort(t))
+	for _, o := range opts {
+		o(c)
+	}
 	c.StartComet()
 	t.Cleanup(c.StopComet) // before the other roles: cleanups run last first
 	return c
@@ -110,7 +122,13 @@ func (c *Cluster) StartComet() {
 	c.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	a := fx.New(c.cometS.Options(c.logger, app.Comet))
+	idle := c.idle
+	a := fx.New(c.cometS.Options(c.logger, app.Comet), fx.Decorate(func(cfg comet.Config) comet.Config {
+		if idle > 0 {
+			cfg.IdleTimeout = idle
+		}
+		return cfg
+	}))
 	if err := a.Start(ctx); err != nil {
 		c.t.Fatalf("start comet: %v", err)
 	}

@@ -262,3 +262,53 @@ func TestClientReconnectsAfterCometRestart(t *testing.T) {
 		t.Fatalf("bob got %v, want %v once each, in order", g, want)
 	}
 }
+
+func TestClientPingsKeepASilentConnection(t *testing.T) {
+	const idle = time.Second
+	cl := apptest.Start(t, nil, apptest.IdleTimeout(idle))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	// Without pings the comet closes a silent connection...
+	mute, err := client.Dial(ctx, cl.URL, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mute.Close()
+	if _, err := mute.Login(ctx, cl.Token("alice"), "test"); err != nil {
+		t.Fatal(err)
+	}
+	// ...while a Client pinging more often than that stays.
+	c, err := client.New(client.Config{
+		URL:          cl.URL,
+		Token:        func(context.Context) (string, error) { return cl.Token("bob"), nil },
+		PingInterval: idle / 4,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	next(t, c, client.Connected)
+	select {
+	case <-mute.Done():
+		if websocket.CloseStatus(mute.Err()) != websocket.StatusPolicyViolation {
+			t.Fatalf("the silent connection ended with %v, want 1008", mute.Err())
+		}
+	case <-ctx.Done():
+		t.Fatal("the silent connection was not closed")
+	}
+	quiet := time.After(3 * idle)
+	for done := false; !done; {
+		select {
+		case ev := <-c.Events():
+			if ev.Kind == client.Disconnected {
+				t.Fatalf("the pinging client was disconnected: %v", ev.Err)
+			}
+		case <-quiet:
+			done = true
+		}
+	}
+	if _, err := c.SendRoom(ctx, "lobby", []byte("still here")); err != nil {
+		t.Fatal(err)
+	}
+}
