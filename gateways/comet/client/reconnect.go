@@ -510,12 +510,22 @@ func (c *Client) handle(ctx context.Context, conn *Conn, f *clientpb.ServerFrame
 	}
 }
 
-// live reports a batch's new messages; a gap before them is synced first.
+// live reports a batch's new messages, conversation by conversation (a
+// batch holds one, but a client need not rely on it).
 func (c *Client) live(ctx context.Context, conn *Conn, msgs []*clientpb.Message) {
-	if len(msgs) == 0 {
-		return
+	for len(msgs) > 0 {
+		conv := msgs[0].GetConversation()
+		n := 1
+		for n < len(msgs) && msgs[n].GetConversation() == conv {
+			n++
+		}
+		c.liveRun(ctx, conn, conv, msgs[:n])
+		msgs = msgs[n:]
 	}
-	conv := msgs[0].GetConversation()
+}
+
+// liveRun reports new messages of conv; a gap before them is synced first.
+func (c *Client) liveRun(ctx context.Context, conn *Conn, conv string, msgs []*clientpb.Message) {
 	c.mu.Lock()
 	k, ok := c.known[conv]
 	c.mu.Unlock()
