@@ -144,6 +144,21 @@ func TestChat(t *testing.T) {
 	fmt.Fprintln(bob.in, "/who")
 	fmt.Fprintln(bob.in, "/rooms")
 	bob.shows(t, "* online in lobby (2): alice, bob", "* joined: lobby (current)", "* also member of: dev")
+	// carol comes: presence keeps the list current.
+	carol, err := client.Dial(ctx, cl.URL, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer carol.Close()
+	if _, err := carol.Login(ctx, cl.Token("carol"), "test"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := carol.Join(ctx, "lobby"); err != nil {
+		t.Fatal(err)
+	}
+	bob.shows(t, "* carol joined lobby (3 online)")
+	fmt.Fprintln(bob.in, "/who")
+	bob.shows(t, "* carol joined lobby (3 online)", "* online in lobby (3): alice, bob, carol")
 
 	// Silence longer than a few ping intervals changes nothing; then the
 	// comet goes away.
