@@ -417,6 +417,9 @@ func list(s []string) string {
 // join joins a room, makes it current, and shows who is online and its
 // recent history.
 func (ch *chat) join(ctx context.Context, room string) {
+	// With a position (the state file's) the client shows what came
+	// after it as missed: history ends there.
+	pos, known := ch.c.Positions()["room:"+room]
 	j, err := ch.c.Join(ctx, room)
 	if err != nil {
 		ch.w.printf("! join %s: %v\n", room, err)
@@ -436,8 +439,12 @@ func (ch *chat) join(ctx context.Context, room string) {
 		who = ": " + strings.Join(j.GetOnlineUsers(), ", ")
 	}
 	ch.w.printf("* joined %s (%d online%s; latest #%d)\n", room, j.GetOnlineCount(), who, j.GetLatestSeq())
+	until := j.GetLatestSeq()
+	if known {
+		until = min(until, pos)
+	}
 	if ch.cfg.History > 0 {
-		ch.history(ctx, j.GetConversation(), j.GetLatestSeq(), ch.cfg.History, "history")
+		ch.history(ctx, j.GetConversation(), until, ch.cfg.History, "history")
 	}
 }
 

@@ -143,6 +143,10 @@ type Client struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
+	// behind takes conversations to catch up on the current connection
+	// (a room joined with a position behind its latest seq).
+	behind chan string
+
 	mu        sync.Mutex
 	conn      *Conn         // nil while disconnected
 	up        chan struct{} // closed while conn is set
@@ -167,7 +171,7 @@ func New(cfg Config) (*Client, error) {
 	c := &Client{
 		cfg: cfg, events: make(chan Event, cfg.EventBuffer),
 		ctx: ctx, cancel: cancel, done: make(chan struct{}),
-		up: make(chan struct{}), rooms: map[string]bool{},
+		up: make(chan struct{}), rooms: map[string]bool{}, behind: make(chan string, 64),
 		known: maps.Clone(cfg.Positions),
 	}
 	if c.known == nil {
@@ -236,20 +240,30 @@ func (c *Client) do(ctx context.Context, f *clientpb.ClientFrame) (*clientpb.Ser
 }
 
 // Join joins a room and keeps it joined across reconnects. Messages of
-// the room from its latest seq at the join on are reported; its earlier
-// messages are history (see Sync).
+// the room after its position are reported: with a position (from
+// Config.Positions or an earlier join) what came since is caught up;
+// without one, the position is the room's latest seq at the join, and
+// earlier messages are history (see Sync).
 func (c *Client) Join(ctx context.Context, room string) (*clientpb.Joined, error) {
 	res, err := c.do(ctx, &clientpb.ClientFrame{Body: &clientpb.ClientFrame_Join{Join: &clientpb.JoinRoom{Room: room}}})
 	if err != nil {
 		return nil, err
 	}
 	j := res.GetJoined()
+	conv := j.GetConversation()
 	c.mu.Lock()
 	c.rooms[room] = true
-	if _, ok := c.known[j.GetConversation()]; !ok {
-		c.known[j.GetConversation()] = j.GetLatestSeq()
+	k, ok := c.known[conv]
+	if !ok {
+		c.known[conv] = j.GetLatestSeq()
 	}
 	c.mu.Unlock()
+	if ok && k < j.GetLatestSeq() {
+		select {
+		case c.behind <- conv:
+		default: // many joins at once: the next live message fills the gap
+		}
+	}
 	return j, nil
 }
 
@@ -470,6 +484,10 @@ func (c *Client) serve(conn *Conn, res *clientpb.LoginResult) error {
 				return fmt.Errorf("client: connection ended: %w", conn.Err())
 			}
 			c.handle(ctx, conn, f)
+		case conv := <-c.behind:
+			if err := c.catchUp(ctx, conn, conv, 0); err != nil {
+				c.emit(Event{Kind: ServerError, Err: err})
+			}
 		}
 	}
 }

@@ -165,6 +165,29 @@ func TestClientReconnectsAndCatchesUpExactlyOnce(t *testing.T) {
 	if r := bob.Rooms(); !slices.Equal(r, []string{"lobby"}) {
 		t.Fatalf("rooms %v", r)
 	}
+
+	// bob comes back later with the positions he kept: joining the lobby
+	// catches up what was said since, with no live message to show a gap.
+	positions := bob.Positions()
+	bob.Close()
+	send(2, "while closed ")
+	bob, err = client.New(client.Config{
+		URL: cl.URL, Positions: positions,
+		Token: func(context.Context) (string, error) { return cl.Token("bob"), nil },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bob.Close()
+	next(t, bob, client.Connected)
+	if _, err := bob.Join(ctx, "lobby"); err != nil {
+		t.Fatal(err)
+	}
+	later := map[string][]*clientpb.Message{}
+	collect(t, bob, later, func() bool { return len(later["room:lobby"]) >= 2 })
+	if g := seqs(later)["room:lobby"]; !slices.Equal(g, []uint64{start + 12, start + 13}) {
+		t.Fatalf("after the join with positions: %v, want %d and %d", g, start+12, start+13)
+	}
 }
 
 func TestClientCloseEndsEverything(t *testing.T) {
