@@ -9,10 +9,27 @@
 // WebSocket connection and nothing more, for tools and tests that speak the
 // protocol frame by frame.
 //
-// On a Conn, requests (Login, Join, Send, ...) wait for the frame that answers them,
-// matched by request id; an Error frame becomes an *Error. Frames the
-// server sends on its own (message batches, presence) arrive on Frames.
-// One goroutine, owned by the Conn and stopped by Close, reads the
+// # Client
+//
+// A Client keeps, per conversation, the seq of the last message it
+// reported (its position; see [Config.Positions] and [Client.Positions]).
+// After every login it joins its rooms again and then, conversation by
+// conversation, Syncs what follows each position up to the latest seq the
+// server announced (LoginResult, Conversations pages, Joined), page after
+// page while has_more; only then does it report live messages. A live
+// message after a gap makes it Sync the gap first. A message at or below
+// the position is a repeat and is dropped, so each (conversation, seq) is
+// reported once, in seq order. It reconnects after any failure, waiting
+// [Backoff] between attempts, and asks Config.Token for a token each time.
+// One goroutine runs it (plus, per connection, the Conn's reader and a
+// pinger); Close stops them all.
+//
+// # Conn
+//
+// On a Conn, requests (Login, Join, Send, ...) wait for the frame that
+// answers them, matched by request id; an Error frame becomes an *Error.
+// Frames the server sends on its own (message batches, presence) arrive on
+// Frames. One goroutine, owned by the Conn and stopped by Close, reads the
 // connection. If nobody drains Frames, that reader blocks, the server's
 // queue for this connection fills and the server closes it as a slow
 // consumer: the honest behaviour of a client that does not keep up.

@@ -355,12 +355,13 @@ func (c *Client) run() {
 }
 
 // Backoff returns the wait before connection attempt attempt+1 (attempt
-// counts the failures so far, from 0): min doubled attempt times, at
-// most max, with full jitter over its upper half.
-func Backoff(attempt int, min, max time.Duration) time.Duration {
-	d := max
-	if attempt < 32 && min<<attempt < max && min<<attempt > 0 {
-		d = min << attempt
+// counts the failures so far, from 0): lo doubled attempt times, at most
+// hi, less a random part of up to a half (jitter, so that clients cut off
+// together do not come back together).
+func Backoff(attempt int, lo, hi time.Duration) time.Duration {
+	d := hi
+	if attempt < 32 && lo<<attempt < hi && lo<<attempt > 0 {
+		d = lo << attempt
 	}
 	return d/2 + rand.N(d/2+1)
 }
