@@ -21,7 +21,6 @@ import (
 	"github.com/laneim/laneim/internal/chat"
 	"github.com/laneim/laneim/internal/replay"
 	"github.com/laneim/laneim/internal/soak"
-	"github.com/laneim/laneim/proto/apipb"
 	"github.com/laneim/laneim/workers/login"
 )
 
@@ -56,13 +55,7 @@ func runChat(ctx context.Context, args []string) error {
 			return err
 		}
 		defer closer.Close()
-		cfg.Pick = func(ctx context.Context) (string, error) {
-			r, err := pc.PickComet(ctx, &apipb.PickCometRequest{})
-			if err != nil {
-				return "", err
-			}
-			return r.GetUrl(), nil
-		}
+		cfg.Pick = chat.PickComet(pc)
 	}
 	if cfg.Token == "" {
 		if *user == "" {

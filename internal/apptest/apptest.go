@@ -21,6 +21,7 @@ import (
 
 	"github.com/laneim/laneim/gateways/comet"
 	"github.com/laneim/laneim/internal/app"
+	"github.com/laneim/laneim/internal/embedded"
 	"github.com/laneim/laneim/internal/seed"
 	"github.com/laneim/laneim/internal/testinfra"
 	"github.com/laneim/laneim/wiring"
@@ -39,6 +40,7 @@ type Cluster struct {
 	logger *slog.Logger
 	cometS app.Settings // the comet's: its own admin address
 	idle   time.Duration
+	etcd   bool
 	comet  *fx.App // nil while stopped
 }
 
@@ -48,6 +50,10 @@ type Option func(*Cluster)
 // IdleTimeout sets the comet's idle timeout (default 60 s), which
 // app.Settings does not carry.
 func IdleTimeout(d time.Duration) Option { return func(c *Cluster) { c.idle = d } }
+
+// WithEtcd runs an embedded etcd for the cluster: the comet registers
+// there and the api gateway's PickComet answers.
+func WithEtcd() Option { return func(c *Cluster) { c.etcd = true } }
 
 // Start runs every role against fresh infrastructure and the demo seed.
 // tune, if not nil, changes the settings first.
@@ -76,6 +82,22 @@ func Start(t testing.TB, tune func(*app.Settings), opts ...Option) *Cluster {
 	if tune != nil {
 		tune(&s)
 	}
+	c := &Cluster{t: t, logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	for _, o := range opts {
+		o(c)
+	}
+	if c.etcd {
+		e, err := embedded.StartEtcd(embedded.EtcdConfig{
+			Dir:        filepath.Join(t.TempDir(), "etcd"),
+			ClientAddr: "127.0.0.1:" + strconv.Itoa(testinfra.FreePort(t)),
+			PeerAddr:   "127.0.0.1:" + strconv.Itoa(testinfra.FreePort(t)),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(e.Close)
+		s.Etcd = strings.Join(e.Endpoints(), ",")
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	rdb, err := wiring.NewRedis(ctx, s.Infra().Redis)
@@ -94,8 +116,7 @@ func Start(t testing.TB, tune func(*app.Settings), opts ...Option) *Cluster {
 	if err := s.Validate(append(roles, app.Comet)...); err != nil {
 		t.Fatal(err)
 	}
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	a := fx.New(s.Options(logger, roles...))
+	a := fx.New(s.Options(c.logger, roles...))
 	if err := a.Start(ctx); err != nil {
 		t.Fatalf("start cluster: %v", err)
 	}
@@ -106,11 +127,8 @@ func Start(t testing.TB, tune func(*app.Settings), opts ...Option) *Cluster {
 			t.Errorf("stop cluster: %v", err)
 		}
 	})
-	c := &Cluster{t: t, Settings: s, URL: "ws://" + s.CometAddr + "/ws", logger: logger, cometS: s}
+	c.Settings, c.URL, c.cometS = s, "ws://"+s.CometAddr+"/ws", s
 	c.cometS.AdminAddr = "127.0.0.1:" + strconv.Itoa(testinfra.FreePort(t))
-	for _, o := range opts {
-		o(c)
-	}
 	c.StartComet()
 	t.Cleanup(c.StopComet) // before the other roles: cleanups run last first
 	return c
@@ -133,6 +151,16 @@ func (c *Cluster) StartComet() {
 		c.t.Fatalf("start comet: %v", err)
 	}
 	c.comet = a
+}
+
+// MoveComet makes the comets StartComet starts from now on another one:
+// id, on a fresh address; it returns its WebSocket URL. The cluster's URL
+// stays the first comet's.
+func (c *Cluster) MoveComet(id string) string {
+	c.cometS.CometID = id
+	c.cometS.CometAddr = "127.0.0.1:" + strconv.Itoa(testinfra.FreePort(c.t))
+	c.cometS.AdminAddr = "127.0.0.1:" + strconv.Itoa(testinfra.FreePort(c.t))
+	return "ws://" + c.cometS.CometAddr + "/ws"
 }
 
 // StopComet shuts the comet down as a stopped process does: its clients

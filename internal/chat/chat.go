@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"github.com/laneim/laneim/gateways/comet/client"
+	"github.com/laneim/laneim/proto/apipb"
 	"github.com/laneim/laneim/proto/clientpb"
 )
 
@@ -59,6 +60,18 @@ type Config struct {
 	StateFile string
 	// PingInterval and MaxBackoff tune the client (defaults 20 s, 30 s).
 	PingInterval, MaxBackoff time.Duration
+}
+
+// PickComet returns a Config.Pick that asks the api gateway's PickComet
+// for the least loaded live comet.
+func PickComet(pc apipb.PushClient) func(ctx context.Context) (string, error) {
+	return func(ctx context.Context) (string, error) {
+		r, err := pc.PickComet(ctx, &apipb.PickCometRequest{})
+		if err != nil {
+			return "", fmt.Errorf("chat: pick a comet: %w", err)
+		}
+		return r.GetUrl(), nil
+	}
 }
 
 // recentDirect is how many 1:1 conversations, and messages of each, are

@@ -230,3 +230,35 @@ func TestChatRefusedLoginEnds(t *testing.T) {
 	}
 	s.in.Close()
 }
+
+func TestChatMovesToAnotherComet(t *testing.T) {
+	cl := apptest.Start(t, nil, apptest.WithEtcd())
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	pc, closer, err := api.Dial(ctx, cl.Settings.APIAddr, cl.Settings.APIToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closer.Close()
+	testinfra.Eventually(t, 30*time.Second, func() error {
+		_, err := pc.PickComet(ctx, &apipb.PickCometRequest{})
+		return err
+	}, "the comet never registered")
+
+	bob := start(ctx, chat.Config{
+		Pick: chat.PickComet(pc), Token: cl.Token("bob"), Room: "lobby",
+		PingInterval: 200 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
+	})
+	bob.shows(t, "* logged in as bob (session c1/", "* joined lobby")
+
+	// c1 stops (and leaves etcd); another comet, c2, starts elsewhere.
+	cl.MoveComet("c2")
+	cl.StopComet()
+	bob.shows(t, "* disconnected")
+	if _, err := pc.PushRoom(ctx, &apipb.PushRoomRequest{Room: "lobby", Content: &apipb.Content{Body: []byte("while moving"), ClientMsgId: "m1"}}); err != nil {
+		t.Fatal(err)
+	}
+	cl.StartComet()
+	bob.shows(t, "* reconnected as bob (session c2/", "(missed) [room:lobby #1] ~system: while moving")
+	bob.quit(t)
+}
