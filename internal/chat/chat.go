@@ -125,8 +125,12 @@ func Run(ctx context.Context, cfg Config, in io.Reader, out io.Writer) error {
 		}
 	}()
 
-	// The first connection: a refused login ends Run.
+	// The first connection: a refused login ends Run. Until then a comet
+	// that cannot be reached is retried, as after any disconnect.
 	if err := ch.start(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
 		return err
 	}
 	if cfg.Room != "" {
