@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
@@ -13,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/laneim/laneim/gateways/api"
 	"github.com/laneim/laneim/internal/abuse"
 	"github.com/laneim/laneim/internal/app"
 	"github.com/laneim/laneim/internal/bench"
@@ -31,8 +33,29 @@ func runChat(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.URL, "url", "ws://127.0.0.1:8080/ws", "comet WebSocket URL")
 	fs.StringVar(&cfg.Room, "room", "lobby", "room to join (empty: none)")
 	fs.BoolVar(&cfg.JSON, "json", false, "speak the JSON subprotocol instead of protobuf")
+	fs.BoolVar(&cfg.ShowIDs, "show-ids", false, "show each message's id")
+	fs.IntVar(&cfg.History, "history", 10, "recent messages shown on joining a room (0: none)")
+	fs.StringVar(&cfg.StateFile, "state", "", "file keeping the last message seen per conversation, to show what came while away (default: one per --user in the user config directory)")
+	apiAddr := fs.String("api", "", "api gateway address: connect (and reconnect) to the comet its PickComet names, --url when it cannot")
+	apiToken := fs.String("api-token", devAPIToken, "api gateway token (with --api)")
 	if err := app.Parse(fs, args); err != nil {
 		return err
+	}
+	if cfg.History == 0 {
+		cfg.History = -1
+	}
+	if cfg.StateFile == "" && *user != "" {
+		if dir, err := os.UserConfigDir(); err == nil {
+			cfg.StateFile = filepath.Join(dir, "laneim", "chat-"+*user+".json")
+		}
+	}
+	if *apiAddr != "" {
+		pc, closer, err := api.Dial(ctx, *apiAddr, *apiToken)
+		if err != nil {
+			return err
+		}
+		defer closer.Close()
+		cfg.Pick = chat.PickComet(pc)
 	}
 	if cfg.Token == "" {
 		if *user == "" {

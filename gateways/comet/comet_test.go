@@ -24,7 +24,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/laneim/laneim/gateways/comet"
-	"github.com/laneim/laneim/internal/client"
+	"github.com/laneim/laneim/gateways/comet/client"
 	"github.com/laneim/laneim/internal/testinfra"
 	"github.com/laneim/laneim/proto/clientpb"
 	"github.com/laneim/laneim/proto/topicpb"

@@ -22,7 +22,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/laneim/laneim/gateways/comet"
-	"github.com/laneim/laneim/internal/client"
+	"github.com/laneim/laneim/gateways/comet/client"
 	"github.com/laneim/laneim/internal/testinfra"
 	"github.com/laneim/laneim/proto/clientpb"
 	"github.com/laneim/laneim/proto/topicpb"

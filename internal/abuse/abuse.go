@@ -16,8 +16,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/laneim/laneim/gateways/comet/client"
 	"github.com/laneim/laneim/internal/bench"
-	"github.com/laneim/laneim/internal/client"
 	"github.com/laneim/laneim/proto/clientpb"
 	"github.com/laneim/laneim/topics"
 	"github.com/laneim/laneim/wiring"

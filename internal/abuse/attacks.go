@@ -10,7 +10,7 @@ import (
 	"github.com/coder/websocket"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/laneim/laneim/internal/client"
+	"github.com/laneim/laneim/gateways/comet/client"
 	"github.com/laneim/laneim/proto/clientpb"
 	"github.com/laneim/laneim/topics"
 )

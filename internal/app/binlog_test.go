@@ -8,7 +8,7 @@ import (
 
 	"github.com/coder/websocket"
 
-	"github.com/laneim/laneim/internal/client"
+	"github.com/laneim/laneim/gateways/comet/client"
 	"github.com/laneim/laneim/internal/testinfra"
 	"github.com/laneim/laneim/proto/clientpb"
 	"github.com/laneim/laneim/topics"

@@ -27,8 +27,8 @@ import (
 
 	"github.com/laneim/laneim/gateways/api"
 	"github.com/laneim/laneim/gateways/comet"
+	"github.com/laneim/laneim/gateways/comet/client"
 	"github.com/laneim/laneim/internal/chat"
-	"github.com/laneim/laneim/internal/client"
 	"github.com/laneim/laneim/internal/seed"
 	"github.com/laneim/laneim/internal/testinfra"
 	"github.com/laneim/laneim/proto/apipb"

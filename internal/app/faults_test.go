@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/laneim/laneim/internal/client"
+	"github.com/laneim/laneim/gateways/comet/client"
 	"github.com/laneim/laneim/internal/embedded"
 	"github.com/laneim/laneim/internal/seed"
 	"github.com/laneim/laneim/internal/testinfra"

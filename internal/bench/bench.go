@@ -26,7 +26,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/laneim/laneim/gateways/api"
-	"github.com/laneim/laneim/internal/client"
+	"github.com/laneim/laneim/gateways/comet/client"
 	"github.com/laneim/laneim/proto/apipb"
 	"github.com/laneim/laneim/proto/clientpb"
 	"github.com/laneim/laneim/topics"
@@ -575,18 +575,15 @@ const dialAttempts = 10
 // (a comet busy with a storm of logins, say): try again, up to
 // dialAttempts times, backing off from 100ms to 2s with jitter.
 func (m *member) dialRetry(ctx context.Context) (*client.Conn, error) {
-	backoff := 100 * time.Millisecond
 	var err error
 	for attempt := range dialAttempts {
 		if attempt > 0 {
 			m.retries.Add(1)
-			// Full jitter keeps a storm's retries from arriving together.
 			select {
 			case <-ctx.Done():
 				return nil, ctx.Err()
-			case <-time.After(time.Duration(rand.Int64N(int64(backoff))) + backoff/2):
+			case <-time.After(client.Backoff(attempt-1, 100*time.Millisecond, 2*time.Second)):
 			}
-			backoff = min(2*backoff, 2*time.Second)
 		}
 		var c *client.Conn
 		if c, err = m.dial(ctx); err == nil {
@@ -638,8 +635,7 @@ func (m *member) dial(ctx context.Context) (*client.Conn, error) {
 }
 
 // reconnect does what docs/protocol.md asks of a client whose connection
-// ended: connect again (up to 10 attempts, backing off from 100ms to 2s),
-// log in, join, and Sync the conversation from the last seq it holds
+// ended: connect again (dialRetry), log in, join, and Sync the conversation from the last seq it holds
 // without a gap, page after page; live messages flow meanwhile, and a
 // message both synced and received live counts once.
 func (m *member) reconnect(ctx context.Context) error {
@@ -657,12 +653,11 @@ func (m *member) catchUp(ctx context.Context) error {
 	after := m.seqs.contiguous()
 	for range 10000 { // pages; bounded
 		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		f, err := m.conn.Do(ctx, &clientpb.ClientFrame{Body: &clientpb.ClientFrame_Sync{Sync: &clientpb.Sync{Conversation: m.conversation, AfterSeq: after, Limit: 500}}})
+		res, err := m.conn.Sync(ctx, m.conversation, after, 500)
 		cancel()
 		if err != nil {
 			return fmt.Errorf("bench: %s syncs %s: %w", m.user, m.conversation, err)
 		}
-		res := f.GetSyncResult()
 		now := time.Now().UnixNano()
 		n := 0
 		for _, msg := range res.GetMessages() {

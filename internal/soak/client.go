@@ -9,7 +9,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
-	"github.com/laneim/laneim/internal/client"
+	"github.com/laneim/laneim/gateways/comet/client"
 	"github.com/laneim/laneim/proto/clientpb"
 	"github.com/laneim/laneim/wiring"
 	"github.com/laneim/laneim/wiring/directory"

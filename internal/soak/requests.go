@@ -6,7 +6,7 @@ import (
 	"sort"
 	"sync"
 
-	"github.com/laneim/laneim/internal/client"
+	"github.com/laneim/laneim/gateways/comet/client"
 	"github.com/laneim/laneim/proto/clientpb"
 )
 

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"testing"
 
-	"github.com/laneim/laneim/internal/client"
+	"github.com/laneim/laneim/gateways/comet/client"
 	"github.com/laneim/laneim/proto/clientpb"
 )
 

@@ -1723,11 +1723,16 @@ func (x *SendResult) GetServerTimeUnixMs() int64 {
 
 // Joined answers JoinRoom.
 type Joined struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Room          string                 `protobuf:"bytes,1,opt,name=room,proto3" json:"room,omitempty"`
-	OnlineCount   uint32                 `protobuf:"varint,2,opt,name=online_count,json=onlineCount,proto3" json:"online_count,omitempty"`
-	LatestSeq     uint64                 `protobuf:"varint,3,opt,name=latest_seq,json=latestSeq,proto3" json:"latest_seq,omitempty"`
-	Conversation  string                 `protobuf:"bytes,4,opt,name=conversation,proto3" json:"conversation,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Room         string                 `protobuf:"bytes,1,opt,name=room,proto3" json:"room,omitempty"`
+	OnlineCount  uint32                 `protobuf:"varint,2,opt,name=online_count,json=onlineCount,proto3" json:"online_count,omitempty"`
+	LatestSeq    uint64                 `protobuf:"varint,3,opt,name=latest_seq,json=latestSeq,proto3" json:"latest_seq,omitempty"`
+	Conversation string                 `protobuf:"bytes,4,opt,name=conversation,proto3" json:"conversation,omitempty"`
+	// online_users lists the users online in the room when the join was
+	// answered, sorted, the joining user included; only for rooms with
+	// at most the presence limit (200 by default) of users online, the
+	// rooms that get PresenceChange frames. Empty for bigger rooms.
+	OnlineUsers   []string `protobuf:"bytes,5,rep,name=online_users,json=onlineUsers,proto3" json:"online_users,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1788,6 +1793,13 @@ func (x *Joined) GetConversation() string {
 		return x.Conversation
 	}
 	return ""
+}
+
+func (x *Joined) GetOnlineUsers() []string {
+	if x != nil {
+		return x.OnlineUsers
+	}
+	return nil
 }
 
 // Left answers LeaveRoom.
@@ -1965,13 +1977,14 @@ const file_client_proto_rawDesc = "" +
 	"message_id\x18\x02 \x01(\tR\tmessageId\x12\"\n" +
 	"\fconversation\x18\x03 \x01(\tR\fconversation\x12\x10\n" +
 	"\x03seq\x18\x04 \x01(\x04R\x03seq\x12-\n" +
-	"\x13server_time_unix_ms\x18\x05 \x01(\x03R\x10serverTimeUnixMs\"\x82\x01\n" +
+	"\x13server_time_unix_ms\x18\x05 \x01(\x03R\x10serverTimeUnixMs\"\xa5\x01\n" +
 	"\x06Joined\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x12!\n" +
 	"\fonline_count\x18\x02 \x01(\rR\vonlineCount\x12\x1d\n" +
 	"\n" +
 	"latest_seq\x18\x03 \x01(\x04R\tlatestSeq\x12\"\n" +
-	"\fconversation\x18\x04 \x01(\tR\fconversation\"\x1a\n" +
+	"\fconversation\x18\x04 \x01(\tR\fconversation\x12!\n" +
+	"\fonline_users\x18\x05 \x03(\tR\vonlineUsers\"\x1a\n" +
 	"\x04Left\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04roomB)Z'github.com/laneim/laneim/proto/clientpbb\x06proto3"
 

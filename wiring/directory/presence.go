@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -305,6 +306,16 @@ func (s *Store) RoomComets(ctx context.Context, room string) ([]string, error) {
 		return nil, fmt.Errorf("directory: comets of %s: %w", room, err)
 	}
 	return comets, nil
+}
+
+// RoomUsers returns the distinct users with a connection in room, sorted.
+func (s *Store) RoomUsers(ctx context.Context, room string) ([]string, error) {
+	users, err := s.rdb.HKeys(ctx, roomUsersKey(room)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("directory: users in %s: %w", room, err)
+	}
+	slices.Sort(users)
+	return users, nil
 }
 
 // RoomOnline returns the number of distinct users and of connections in room.

@@ -77,6 +77,7 @@ type Store interface {
 	Heartbeat(ctx context.Context, comet string, live []directory.LiveSession, ttl time.Duration) error
 	ExpiredSessions(ctx context.Context, now time.Time, limit int) ([]directory.SessionRef, error)
 	RoomComets(ctx context.Context, room string) ([]string, error)
+	RoomUsers(ctx context.Context, room string) ([]string, error)
 	Room(ctx context.Context, id string) (directory.Room, bool, error)
 	User(ctx context.Context, id string) (directory.User, bool, error)
 	IsMember(ctx context.Context, room, user string) (bool, error)
@@ -287,7 +288,14 @@ func (h *Handler) joined(ctx context.Context, ev *topicpb.SessionEvent) error {
 	conv := topics.RoomConversation(room)
 	var open bool
 	var latest map[string]uint64
+	var online []string
 	g, gctx = errgroup.WithContext(ctx)
+	if h.presenceFrames(rc.OnlineUsers) {
+		g.Go(func() (err error) {
+			online, err = h.store.RoomUsers(gctx, room)
+			return err
+		})
+	}
 	g.Go(func() (err error) {
 		open, err = h.store.SessionOpen(gctx, ref(s))
 		return err
@@ -305,6 +313,7 @@ func (h *Handler) joined(ctx context.Context, ev *topicpb.SessionEvent) error {
 	}
 	frame := &clientpb.ServerFrame{RequestId: ev.GetRequestId(), Body: &clientpb.ServerFrame_Joined{Joined: &clientpb.Joined{
 		Room: room, OnlineCount: uint32(rc.OnlineUsers), LatestSeq: latest[conv], Conversation: conv,
+		OnlineUsers: online,
 	}}}
 	if err := h.reply(s, frame, &topicpb.Control{Join: room}); err != nil {
 		return err
@@ -401,10 +410,16 @@ func session(r directory.SessionRef) *topicpb.Session {
 	return &topicpb.Session{Comet: r.Comet, Conn: r.Conn}
 }
 
+// presenceFrames reports whether a room with online users online gets
+// presence frames and, on Joined, the list of who is online.
+func (h *Handler) presenceFrames(online int) bool {
+	return h.cfg.NotifyLimit >= 0 && online <= h.cfg.NotifyLimit
+}
+
 // notify tells a room's comets that user appeared or disappeared, if the
 // room is small enough for per-user presence.
 func (h *Handler) notify(ctx context.Context, user string, online bool, rc directory.RoomCount) error {
-	if !rc.UserChanged || h.cfg.NotifyLimit < 0 || rc.OnlineUsers > h.cfg.NotifyLimit {
+	if !rc.UserChanged || !h.presenceFrames(rc.OnlineUsers) {
 		return nil
 	}
 	comets, err := h.store.RoomComets(ctx, rc.Room)

@@ -117,7 +117,7 @@ func TestLoginJoinLeaveClose(t *testing.T) {
 		for _, d := range ds {
 			if j := d.GetFrame().GetJoined(); j != nil {
 				joined++
-				if topic != topics.Delivery("c1") || d.GetControl().GetJoin() != "lobby" || d.GetFrame().GetRequestId() != 4 || j.GetRoom() != "lobby" || j.GetOnlineCount() != 2 || j.GetLatestSeq() != 2 || j.GetConversation() != "room:lobby" {
+				if topic != topics.Delivery("c1") || d.GetControl().GetJoin() != "lobby" || d.GetFrame().GetRequestId() != 4 || j.GetRoom() != "lobby" || j.GetOnlineCount() != 2 || j.GetLatestSeq() != 2 || j.GetConversation() != "room:lobby" || fmt.Sprint(j.GetOnlineUsers()) != "[alice bob]" {
 					t.Fatalf("joined %v on %s", d, topic)
 				}
 			}
@@ -161,15 +161,23 @@ func TestNoPresenceFramesAboveLimit(t *testing.T) {
 		event(t, h, &topicpb.SessionEvent{Kind: topicpb.SessionEvent_JOINED, Session: sess("c1", u), User: u, Room: "lobby"})
 	}
 	var frames int
+	var online []string // Joined.online_users of each join, in order
 	for _, ds := range deliveries(t, rec) {
 		for _, d := range ds {
 			if d.GetFrame().GetPresence() != nil {
 				frames++
 			}
+			if j := d.GetFrame().GetJoined(); j != nil {
+				online = append(online, fmt.Sprint(j.GetOnlineUsers()))
+			}
 		}
 	}
 	if frames != 1 {
 		t.Fatalf("%d presence frames, want 1 (the second join makes 2 online, above the limit)", frames)
+	}
+	// Within the limit Joined lists who is online; above it, nobody.
+	if fmt.Sprint(online) != "[[alice] []]" {
+		t.Fatalf("Joined.online_users of the two joins: %v, want [alice] then none", online)
 	}
 }
 

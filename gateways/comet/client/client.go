@@ -1,11 +1,35 @@
 // Package client is a Go client of the laneIM client protocol (see
-// docs/protocol.md), used by `laneim chat`, the load tool and end-to-end
+// docs/protocol.md), used by `laneim chat`, the load tools and end-to-end
 // tests.
 //
-// Requests (Login, Join, Send, ...) wait for the frame that answers them,
-// matched by request id; an Error frame becomes an *Error. Frames the
-// server sends on its own (message batches, presence) arrive on Frames.
-// One goroutine, owned by the Conn and stopped by Close, reads the
+// It has two levels. A [Client] is what an application wants: it stays
+// connected (pings, reconnects with backoff, logs in again, joins its rooms
+// again), catches up what it missed with Sync, drops repeats and reports
+// messages, presence and its connection state as [Event]s. A [Conn] is one
+// WebSocket connection and nothing more, for tools and tests that speak the
+// protocol frame by frame.
+//
+// # Client
+//
+// A Client keeps, per conversation, the seq of the last message it
+// reported (its position; see [Config.Positions] and [Client.Positions]).
+// After every login it joins its rooms again and then, conversation by
+// conversation, Syncs what follows each position up to the latest seq the
+// server announced (LoginResult, Conversations pages, Joined), page after
+// page while has_more; only then does it report live messages. A live
+// message after a gap makes it Sync the gap first. A message at or below
+// the position is a repeat and is dropped, so each (conversation, seq) is
+// reported once, in seq order. It reconnects after any failure, waiting
+// [Backoff] between attempts, and asks Config.Token for a token each time.
+// One goroutine runs it (plus, per connection, the Conn's reader and a
+// pinger); Close stops them all.
+//
+// # Conn
+//
+// On a Conn, requests (Login, Join, Send, ...) wait for the frame that
+// answers them, matched by request id; an Error frame becomes an *Error.
+// Frames the server sends on its own (message batches, presence) arrive on
+// Frames. One goroutine, owned by the Conn and stopped by Close, reads the
 // connection. If nobody drains Frames, that reader blocks, the server's
 // queue for this connection fills and the server closes it as a slow
 // consumer: the honest behaviour of a client that does not keep up.
@@ -284,18 +308,20 @@ func (c *Conn) Send(ctx context.Context, s *clientpb.Send) (*clientpb.SendResult
 
 var msgSeq atomic.Uint64
 
-func newClientMsgID() string {
+// NewClientMsgID returns a fresh client_msg_id, unique in this process
+// and, with the clock, across runs.
+func NewClientMsgID() string {
 	return strconv.FormatInt(time.Now().UnixNano(), 36) + "-" + strconv.FormatUint(msgSeq.Add(1), 36)
 }
 
 // SendRoom sends a text message to a room.
 func (c *Conn) SendRoom(ctx context.Context, room string, body []byte) (*clientpb.SendResult, error) {
-	return c.Send(ctx, &clientpb.Send{ClientMsgId: newClientMsgID(), To: &clientpb.Send_Room{Room: room}, Body: body, ContentType: "text/plain"})
+	return c.Send(ctx, &clientpb.Send{ClientMsgId: NewClientMsgID(), To: &clientpb.Send_Room{Room: room}, Body: body, ContentType: "text/plain"})
 }
 
 // SendUser sends a text message to a user.
 func (c *Conn) SendUser(ctx context.Context, user string, body []byte) (*clientpb.SendResult, error) {
-	return c.Send(ctx, &clientpb.Send{ClientMsgId: newClientMsgID(), To: &clientpb.Send_User{User: user}, Body: body, ContentType: "text/plain"})
+	return c.Send(ctx, &clientpb.Send{ClientMsgId: NewClientMsgID(), To: &clientpb.Send_User{User: user}, Body: body, ContentType: "text/plain"})
 }
 
 // Conversations asks for the page of the user's conversation list after
@@ -307,6 +333,17 @@ func (c *Conn) Conversations(ctx context.Context, cursor string, limit uint32) (
 		return nil, err
 	}
 	return res.GetConversationsResult(), nil
+}
+
+// Sync asks for the stored messages of conversation after seq after, at
+// most limit (0: the server's default, 100), oldest first. Page on while
+// the result's HasMore, after the last seq received.
+func (c *Conn) Sync(ctx context.Context, conversation string, after uint64, limit uint32) (*clientpb.SyncResult, error) {
+	res, err := c.Do(ctx, &clientpb.ClientFrame{Body: &clientpb.ClientFrame_Sync{Sync: &clientpb.Sync{Conversation: conversation, AfterSeq: after, Limit: limit}}})
+	if err != nil {
+		return nil, err
+	}
+	return res.GetSyncResult(), nil
 }
 
 // Ping measures a round trip.

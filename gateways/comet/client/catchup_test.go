@@ -1,0 +1,141 @@
+package client_test
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/laneim/laneim/gateways/comet/client"
+	"github.com/laneim/laneim/proto/clientpb"
+)
+
+// gapServer is a comet that stores seqs 1 to 7 of one conversation and
+// serves Sync one message a page. Its first connection logs in at seq 1,
+// pushes 2, then 4 and 5 (3 is missing), and goes away after the Sync
+// that fills the gap; its second logs in at seq 6 and pushes 6 before
+// answering each catch-up Sync and 7 after it: the catch-up pages through
+// 6 and 7, and every live copy is a repeat.
+func gapServer(t *testing.T) string {
+	const conv = "dm:a:u"
+	msg := func(seq uint64) *clientpb.Message {
+		return &clientpb.Message{Conversation: conv, Seq: seq, Sender: "a"}
+	}
+	batch := func(seqs ...uint64) *clientpb.ServerFrame {
+		b := &clientpb.MessageBatch{}
+		for _, s := range seqs {
+			b.Messages = append(b.Messages, msg(s))
+		}
+		return &clientpb.ServerFrame{Body: &clientpb.ServerFrame_Messages{Messages: b}}
+	}
+	var conns atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{client.SubprotocolProto}})
+		if err != nil {
+			return
+		}
+		defer ws.CloseNow()
+		n := conns.Add(1)
+		write := func(f *clientpb.ServerFrame) error {
+			b, _ := proto.Marshal(f)
+			return ws.Write(r.Context(), websocket.MessageBinary, b)
+		}
+		for {
+			_, data, err := ws.Read(r.Context())
+			if err != nil {
+				return
+			}
+			var f clientpb.ClientFrame
+			if proto.Unmarshal(data, &f) != nil {
+				return
+			}
+			id := f.GetRequestId()
+			switch b := f.GetBody().(type) {
+			case *clientpb.ClientFrame_Login:
+				latest := uint64(1)
+				if n > 1 {
+					latest = 6
+				}
+				write(&clientpb.ServerFrame{RequestId: id, Body: &clientpb.ServerFrame_LoginResult{LoginResult: &clientpb.LoginResult{
+					Ok: true, User: "u", Conversations: []*clientpb.ConversationState{{Conversation: conv, LatestSeq: latest}},
+				}}})
+				if n == 1 {
+					write(batch(2))
+					write(batch(4, 5))
+				}
+			case *clientpb.ClientFrame_Sync:
+				if n > 1 {
+					write(batch(6))
+				}
+				after := b.Sync.GetAfterSeq()
+				res := &clientpb.SyncResult{Conversation: conv}
+				if after < 7 {
+					res.Messages = []*clientpb.Message{msg(after + 1)}
+					res.HasMore = after+1 < 7
+				}
+				write(&clientpb.ServerFrame{RequestId: id, Body: &clientpb.ServerFrame_SyncResult{SyncResult: res}})
+				if n == 1 {
+					ws.Close(websocket.StatusGoingAway, "restart")
+					return
+				}
+				write(batch(7))
+			case *clientpb.ClientFrame_Ping:
+				write(&clientpb.ServerFrame{RequestId: id, Body: &clientpb.ServerFrame_Pong{Pong: &clientpb.Pong{}}})
+			}
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return "ws" + strings.TrimPrefix(srv.URL, "http")
+}
+
+func TestClientFillsGapsAndDropsRepeats(t *testing.T) {
+	c, err := client.New(client.Config{
+		URL:        gapServer(t),
+		Token:      func(context.Context) (string, error) { return "t", nil },
+		MinBackoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var got, caughtUp []uint64
+	connected := 0
+	timeout := time.After(20 * time.Second)
+	for len(got) < 6 {
+		select {
+		case ev := <-c.Events():
+			if ev.Kind == client.Connected {
+				connected++
+			}
+			for _, m := range ev.Messages {
+				got = append(got, m.GetSeq())
+				if ev.CatchUp {
+					caughtUp = append(caughtUp, m.GetSeq())
+				}
+			}
+		case <-timeout:
+			t.Fatalf("got %v", got)
+		}
+	}
+	// A little longer: nothing more may come.
+	select {
+	case ev := <-c.Events():
+		if len(ev.Messages) > 0 {
+			t.Fatalf("more messages %v after %v", ev.Messages, got)
+		}
+	case <-time.After(100 * time.Millisecond):
+	}
+	if !slices.Equal(got, []uint64{2, 3, 4, 5, 6, 7}) || !slices.Equal(caughtUp, []uint64{3, 6, 7}) || connected != 2 {
+		t.Fatalf("got %v (caught up %v) over %d connections, want 2..7 once, 3, 6 and 7 caught up, 2 connections", got, caughtUp, connected)
+	}
+	if p := c.Positions(); p["dm:a:u"] != 7 {
+		t.Fatalf("positions %v", p)
+	}
+}

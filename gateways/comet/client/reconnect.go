@@ -1,0 +1,634 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/laneim/laneim/proto/clientpb"
+)
+
+// Config configures a Client.
+type Config struct {
+	// URL is the comet's WebSocket URL (ws://host:port/ws). It is used when
+	// Pick is nil or fails.
+	URL string
+	// Pick, if set, chooses the URL of each connection attempt, for
+	// example by asking the api gateway's PickComet, so that a client
+	// whose comet went away reconnects to another one.
+	Pick func(ctx context.Context) (string, error)
+	// Token returns the login token of each connection attempt; it is
+	// called again for every reconnect, so it may refresh the token.
+	Token func(ctx context.Context) (string, error)
+	// Device is the Login device label ("go" when empty).
+	Device string
+	// Options are those of each connection (Peek is not supported).
+	Options Options
+	// Positions seeds the last seq the application holds per
+	// conversation: after (re)connecting the Client syncs what follows.
+	// Without a position, a conversation is taken at its latest seq on
+	// the first login (its past is history, not news), and caught up from
+	// its start when it first appears on a reconnect (it began while the
+	// client was away). A room's conversation is followed only while the
+	// room is joined (see Join).
+	Positions map[string]uint64
+	// PingInterval is the time between Pings (default 20 s; the server
+	// closes a connection silent for 60 s).
+	PingInterval time.Duration
+	// RequestTimeout bounds each request, Pings and catch-up included
+	// (default 10 s).
+	RequestTimeout time.Duration
+	// MinBackoff and MaxBackoff bound the wait between connection
+	// attempts (defaults 250 ms and 30 s): it doubles from MinBackoff
+	// after each failed attempt, with jitter, up to MaxBackoff.
+	MinBackoff, MaxBackoff time.Duration
+	// EventBuffer is the capacity of Events (default 256).
+	EventBuffer int
+}
+
+func (c *Config) setDefaults() {
+	if c.Device == "" {
+		c.Device = "go"
+	}
+	if c.PingInterval <= 0 {
+		c.PingInterval = 20 * time.Second
+	}
+	if c.RequestTimeout <= 0 {
+		c.RequestTimeout = 10 * time.Second
+	}
+	if c.MinBackoff <= 0 {
+		c.MinBackoff = 250 * time.Millisecond
+	}
+	if c.MaxBackoff < c.MinBackoff {
+		c.MaxBackoff = max(30*time.Second, c.MinBackoff)
+	}
+	if c.EventBuffer <= 0 {
+		c.EventBuffer = 256
+	}
+	c.Options.Peek = nil
+}
+
+// EventKind says what an Event reports.
+type EventKind int
+
+// Event kinds.
+const (
+	// Connected: a connection is logged in, its rooms joined again;
+	// Event.Login is the LoginResult and Event.Reconnect tells whether
+	// an earlier connection existed. Caught-up messages follow.
+	Connected EventKind = iota + 1
+	// Disconnected: the connection ended or an attempt failed
+	// (Event.Err says why); the Client tries again after a backoff.
+	Disconnected
+	// Messages: new messages of one conversation, in seq order, none
+	// delivered before (Event.Messages); Event.CatchUp is true for
+	// messages fetched with Sync after a (re)connect or a gap.
+	Messages
+	// Presence: a member of a joined room came or went (Event.Presence).
+	Presence
+	// Left: the server took the connection out of a room on its own
+	// (Event.Room); the Client no longer joins it.
+	Left
+	// ServerError: an Error frame answering no request, or a failed
+	// catch-up or rejoin (Event.Err).
+	ServerError
+)
+
+func (k EventKind) String() string {
+	switch k {
+	case Connected:
+		return "connected"
+	case Disconnected:
+		return "disconnected"
+	case Messages:
+		return "messages"
+	case Presence:
+		return "presence"
+	case Left:
+		return "left"
+	case ServerError:
+		return "error"
+	}
+	return fmt.Sprintf("EventKind(%d)", int(k))
+}
+
+// Event is something a Client reports.
+type Event struct {
+	Kind      EventKind
+	Login     *clientpb.LoginResult // Connected
+	Reconnect bool                  // Connected
+	Messages  []*clientpb.Message   // Messages
+	CatchUp   bool                  // Messages
+	Presence  *clientpb.PresenceChange
+	Room      string // Left
+	Err       error  // Disconnected, ServerError
+}
+
+// ErrClosed is returned by a Client's requests after Close.
+var ErrClosed = errors.New("client: closed")
+
+// Client is a connection that stays up: see the package documentation.
+// Its methods are safe for concurrent use. Its one goroutine (and the
+// goroutines of its current connection) run from New until Close.
+type Client struct {
+	cfg    Config
+	events chan Event
+	ctx    context.Context
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	// behind takes conversations to catch up on the current connection
+	// (a room joined with a position behind its latest seq).
+	behind chan string
+
+	mu        sync.Mutex
+	conn      *Conn         // nil while disconnected
+	up        chan struct{} // closed while conn is set
+	rooms     map[string]bool
+	known     map[string]uint64
+	connected bool // a login succeeded once
+}
+
+// New starts a Client: it connects in the background and reports on
+// Events. Events must be drained: a Client waits for its reader, and the
+// server closes a connection whose frames are not read (the Client then
+// reconnects and catches up).
+func New(cfg Config) (*Client, error) {
+	if cfg.URL == "" && cfg.Pick == nil {
+		return nil, errors.New("client: no URL and no Pick")
+	}
+	if cfg.Token == nil {
+		return nil, errors.New("client: no Token")
+	}
+	cfg.setDefaults()
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &Client{
+		cfg: cfg, events: make(chan Event, cfg.EventBuffer),
+		ctx: ctx, cancel: cancel, done: make(chan struct{}),
+		up: make(chan struct{}), rooms: map[string]bool{}, behind: make(chan string, 64),
+		known: maps.Clone(cfg.Positions),
+	}
+	if c.known == nil {
+		c.known = map[string]uint64{}
+	}
+	go c.run()
+	return c, nil
+}
+
+// Events reports what happens, in order. It is closed by Close.
+func (c *Client) Events() <-chan Event { return c.events }
+
+// Close stops the Client: the connection is closed and every goroutine
+// ended before it returns.
+func (c *Client) Close() error {
+	c.cancel()
+	<-c.done
+	return nil
+}
+
+// Positions returns the last seq delivered per conversation, for an
+// application that keeps them across runs (see Config.Positions).
+func (c *Client) Positions() map[string]uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.known)
+}
+
+// Rooms returns the rooms the Client is in, sorted.
+func (c *Client) Rooms() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Sorted(maps.Keys(c.rooms))
+}
+
+// Conn waits for a logged-in connection, within ctx. The connection may
+// end at any time; the Client then makes another.
+func (c *Client) Conn(ctx context.Context) (*Conn, error) {
+	for {
+		c.mu.Lock()
+		conn, up := c.conn, c.up
+		c.mu.Unlock()
+		if conn != nil {
+			return conn, nil
+		}
+		select {
+		case <-up:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("client: not connected: %w", ctx.Err())
+		case <-c.ctx.Done():
+			return nil, ErrClosed
+		}
+	}
+}
+
+// do sends a request on the current connection, waiting for one within
+// the request timeout.
+func (c *Client) do(ctx context.Context, f *clientpb.ClientFrame) (*clientpb.ServerFrame, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
+	defer cancel()
+	conn, err := c.Conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return conn.Do(ctx, f)
+}
+
+// Join joins a room and keeps it joined across reconnects. Messages of
+// the room after its position are reported: with a position (from
+// Config.Positions or an earlier join) what came since is caught up;
+// without one, the position is the room's latest seq at the join, and
+// earlier messages are history (see Sync).
+func (c *Client) Join(ctx context.Context, room string) (*clientpb.Joined, error) {
+	res, err := c.do(ctx, &clientpb.ClientFrame{Body: &clientpb.ClientFrame_Join{Join: &clientpb.JoinRoom{Room: room}}})
+	if err != nil {
+		return nil, err
+	}
+	j := res.GetJoined()
+	conv := j.GetConversation()
+	c.mu.Lock()
+	c.rooms[room] = true
+	k, ok := c.known[conv]
+	if !ok {
+		c.known[conv] = j.GetLatestSeq()
+	}
+	c.mu.Unlock()
+	if ok && k < j.GetLatestSeq() {
+		select {
+		case c.behind <- conv:
+		default: // many joins at once: the next live message fills the gap
+		}
+	}
+	return j, nil
+}
+
+// Leave leaves a room; it is no longer joined on reconnects, and its
+// position is forgotten.
+func (c *Client) Leave(ctx context.Context, room string) error {
+	c.mu.Lock()
+	delete(c.rooms, room)
+	delete(c.known, "room:"+room)
+	c.mu.Unlock()
+	_, err := c.do(ctx, &clientpb.ClientFrame{Body: &clientpb.ClientFrame_Leave{Leave: &clientpb.LeaveRoom{Room: room}}})
+	return err
+}
+
+// Send submits a message. A failed Send may be retried with the same
+// ClientMsgId: the server gives it the same seq if it went through.
+func (c *Client) Send(ctx context.Context, s *clientpb.Send) (*clientpb.SendResult, error) {
+	res, err := c.do(ctx, &clientpb.ClientFrame{Body: &clientpb.ClientFrame_Send{Send: s}})
+	if err != nil {
+		return nil, err
+	}
+	return res.GetSendResult(), nil
+}
+
+// SendRoom sends a text message to a room.
+func (c *Client) SendRoom(ctx context.Context, room string, body []byte) (*clientpb.SendResult, error) {
+	return c.Send(ctx, &clientpb.Send{ClientMsgId: NewClientMsgID(), To: &clientpb.Send_Room{Room: room}, Body: body, ContentType: "text/plain"})
+}
+
+// SendUser sends a text message to a user.
+func (c *Client) SendUser(ctx context.Context, user string, body []byte) (*clientpb.SendResult, error) {
+	return c.Send(ctx, &clientpb.Send{ClientMsgId: NewClientMsgID(), To: &clientpb.Send_User{User: user}, Body: body, ContentType: "text/plain"})
+}
+
+// Sync returns one page of a conversation's stored messages after seq
+// after (see Conn.Sync). It does not report them as Events: it is for
+// showing history.
+func (c *Client) Sync(ctx context.Context, conversation string, after uint64, limit uint32) (*clientpb.SyncResult, error) {
+	res, err := c.do(ctx, &clientpb.ClientFrame{Body: &clientpb.ClientFrame_Sync{Sync: &clientpb.Sync{Conversation: conversation, AfterSeq: after, Limit: limit}}})
+	if err != nil {
+		return nil, err
+	}
+	return res.GetSyncResult(), nil
+}
+
+// Conversations returns one page of the conversation list (see
+// Conn.Conversations).
+func (c *Client) Conversations(ctx context.Context, cursor string, limit uint32) (*clientpb.ConversationsResult, error) {
+	res, err := c.do(ctx, &clientpb.ClientFrame{Body: &clientpb.ClientFrame_Conversations{Conversations: &clientpb.Conversations{Cursor: cursor, Limit: limit}}})
+	if err != nil {
+		return nil, err
+	}
+	return res.GetConversationsResult(), nil
+}
+
+// emit reports an event unless the Client is closing.
+func (c *Client) emit(ev Event) bool {
+	select {
+	case c.events <- ev:
+		return true
+	case <-c.ctx.Done():
+		return false
+	}
+}
+
+// run connects, serves the connection until it ends, and again, until
+// Close.
+func (c *Client) run() {
+	defer close(c.done)
+	defer close(c.events)
+	for attempt := 0; ; attempt++ {
+		conn, res, err := c.connect()
+		if err == nil {
+			attempt = 0
+			err = c.serve(conn, res)
+		}
+		if c.ctx.Err() != nil {
+			return
+		}
+		if !c.emit(Event{Kind: Disconnected, Err: err}) {
+			return
+		}
+		select {
+		case <-time.After(Backoff(attempt, c.cfg.MinBackoff, c.cfg.MaxBackoff)):
+		case <-c.ctx.Done():
+			return
+		}
+	}
+}
+
+// Backoff returns the wait before connection attempt attempt+1 (attempt
+// counts the failures so far, from 0): lo doubled attempt times, at most
+// hi, less a random part of up to a half (jitter, so that clients cut off
+// together do not come back together).
+func Backoff(attempt int, lo, hi time.Duration) time.Duration {
+	d := hi
+	if attempt < 32 && lo<<attempt < hi && lo<<attempt > 0 {
+		d = lo << attempt
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+// connect dials and logs in.
+func (c *Client) connect() (*Conn, *clientpb.LoginResult, error) {
+	ctx, cancel := context.WithTimeout(c.ctx, 2*c.cfg.RequestTimeout)
+	defer cancel()
+	url := c.cfg.URL
+	if c.cfg.Pick != nil {
+		u, err := c.cfg.Pick(ctx)
+		switch {
+		case err == nil:
+			url = u
+		case url == "":
+			return nil, nil, fmt.Errorf("client: pick a comet: %w", err)
+		}
+	}
+	tok, err := c.cfg.Token(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("client: token: %w", err)
+	}
+	conn, err := Dial(ctx, url, c.cfg.Options)
+	if err != nil {
+		return nil, nil, err
+	}
+	res, err := conn.Login(ctx, tok, c.cfg.Device)
+	if err != nil {
+		conn.Close()
+		return nil, nil, fmt.Errorf("client: login at %s: %w", url, err)
+	}
+	return conn, res, nil
+}
+
+// serve runs a logged-in connection until it ends: joins the rooms
+// again, catches up, then reports what arrives while a goroutine pings.
+func (c *Client) serve(conn *Conn, res *clientpb.LoginResult) error {
+	defer conn.Close()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	ctx, cancel := context.WithCancel(c.ctx)
+	defer cancel()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		c.ping(ctx, conn)
+	}()
+
+	latest := map[string]uint64{}
+	for _, st := range res.GetConversations() {
+		latest[st.GetConversation()] = st.GetLatestSeq()
+	}
+	if err := c.moreConversations(ctx, conn, res, latest); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	rooms := slices.Sorted(maps.Keys(c.rooms))
+	reconnect := c.connected
+	c.connected = true
+	c.mu.Unlock()
+	for _, room := range rooms {
+		rctx, rcancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
+		j, err := conn.Join(rctx, room)
+		rcancel()
+		var e *Error
+		switch {
+		case errors.As(err, &e) && (e.Code == clientpb.Error_NOT_MEMBER || e.Code == clientpb.Error_UNKNOWN_ROOM):
+			c.mu.Lock()
+			delete(c.rooms, room)
+			c.mu.Unlock()
+			c.emit(Event{Kind: Left, Room: room, Err: err})
+			continue
+		case err != nil:
+			return fmt.Errorf("client: join %s again: %w", room, err)
+		}
+		latest[j.GetConversation()] = max(latest[j.GetConversation()], j.GetLatestSeq())
+	}
+
+	// Positions: a conversation new on the first login starts at its
+	// latest seq; one new on a reconnect is caught up from its start.
+	// Rooms count only while joined: others send nothing live.
+	c.mu.Lock()
+	var behind []string
+	for conv, seq := range latest {
+		if room, ok := strings.CutPrefix(conv, "room:"); ok && !c.rooms[room] {
+			continue
+		}
+		k, ok := c.known[conv]
+		if !ok && !reconnect {
+			c.known[conv] = seq
+			continue
+		}
+		if seq > k {
+			behind = append(behind, conv)
+		}
+	}
+	c.conn = conn
+	close(c.up)
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.conn, c.up = nil, make(chan struct{})
+		c.mu.Unlock()
+	}()
+	if !c.emit(Event{Kind: Connected, Login: res, Reconnect: reconnect}) {
+		return ErrClosed
+	}
+	slices.Sort(behind)
+	for _, conv := range behind {
+		if err := c.catchUp(ctx, conn, conv, 0); err != nil {
+			c.emit(Event{Kind: ServerError, Err: err})
+		}
+	}
+
+	for {
+		select {
+		case <-ctx.Done():
+			return ErrClosed
+		case f, ok := <-conn.Frames():
+			if !ok {
+				return fmt.Errorf("client: connection ended: %w", conn.Err())
+			}
+			c.handle(ctx, conn, f)
+		case conv := <-c.behind:
+			if err := c.catchUp(ctx, conn, conv, 0); err != nil {
+				c.emit(Event{Kind: ServerError, Err: err})
+			}
+		}
+	}
+}
+
+// moreConversations pages through the conversation list after the
+// LoginResult's first page, into latest.
+func (c *Client) moreConversations(ctx context.Context, conn *Conn, res *clientpb.LoginResult, latest map[string]uint64) error {
+	more, cursor := res.GetMoreConversations(), res.GetConversationsCursor()
+	for page := 0; more && page < 10000; page++ {
+		rctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
+		r, err := conn.Conversations(rctx, cursor, 0)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("client: conversation list: %w", err)
+		}
+		for _, st := range r.GetConversations() {
+			latest[st.GetConversation()] = st.GetLatestSeq()
+		}
+		more, cursor = r.GetHasMore(), r.GetNextCursor()
+	}
+	return nil
+}
+
+// handle reports one frame the server sent on its own.
+func (c *Client) handle(ctx context.Context, conn *Conn, f *clientpb.ServerFrame) {
+	switch b := f.GetBody().(type) {
+	case *clientpb.ServerFrame_Messages:
+		c.live(ctx, conn, b.Messages.GetMessages())
+	case *clientpb.ServerFrame_Presence:
+		c.emit(Event{Kind: Presence, Presence: b.Presence})
+	case *clientpb.ServerFrame_Left:
+		c.mu.Lock()
+		delete(c.rooms, b.Left.GetRoom())
+		c.mu.Unlock()
+		c.emit(Event{Kind: Left, Room: b.Left.GetRoom()})
+	case *clientpb.ServerFrame_Error:
+		c.emit(Event{Kind: ServerError, Err: &Error{Code: b.Error.GetCode(), Text: b.Error.GetText()}})
+	}
+}
+
+// live reports a batch's new messages, conversation by conversation (a
+// batch holds one, but a client need not rely on it).
+func (c *Client) live(ctx context.Context, conn *Conn, msgs []*clientpb.Message) {
+	for len(msgs) > 0 {
+		conv := msgs[0].GetConversation()
+		n := 1
+		for n < len(msgs) && msgs[n].GetConversation() == conv {
+			n++
+		}
+		c.liveRun(ctx, conn, conv, msgs[:n])
+		msgs = msgs[n:]
+	}
+}
+
+// liveRun reports new messages of conv; a gap before them is synced first.
+func (c *Client) liveRun(ctx context.Context, conn *Conn, conv string, msgs []*clientpb.Message) {
+	c.mu.Lock()
+	k, ok := c.known[conv]
+	c.mu.Unlock()
+	if first := msgs[0].GetSeq(); ok && first > k+1 {
+		if err := c.catchUp(ctx, conn, conv, first-1); err != nil {
+			c.emit(Event{Kind: ServerError, Err: err})
+		}
+	}
+	c.report(conv, msgs, false)
+}
+
+// report emits the messages of conv after the known position, and moves
+// the position on.
+func (c *Client) report(conv string, msgs []*clientpb.Message, catchUp bool) {
+	c.mu.Lock()
+	k, ok := c.known[conv]
+	var fresh []*clientpb.Message
+	for _, m := range msgs {
+		if m.GetConversation() != conv || (ok && m.GetSeq() <= k) {
+			continue
+		}
+		fresh = append(fresh, m)
+		k, ok = m.GetSeq(), true
+	}
+	if len(fresh) > 0 {
+		c.known[conv] = k
+	}
+	c.mu.Unlock()
+	if len(fresh) > 0 {
+		c.emit(Event{Kind: Messages, Messages: fresh, CatchUp: catchUp})
+	}
+}
+
+// catchUp syncs conv from its known position, page after page, up to
+// seq until (0: to the end), and reports what it finds.
+func (c *Client) catchUp(ctx context.Context, conn *Conn, conv string, until uint64) error {
+	for page := 0; page < 10000; page++ {
+		c.mu.Lock()
+		after := c.known[conv]
+		c.mu.Unlock()
+		if until > 0 && after >= until {
+			return nil
+		}
+		rctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
+		res, err := conn.Sync(rctx, conv, after, 0)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("client: catch up %s after %d: %w", conv, after, err)
+		}
+		msgs := res.GetMessages()
+		if until > 0 {
+			i := slices.IndexFunc(msgs, func(m *clientpb.Message) bool { return m.GetSeq() > until })
+			if i >= 0 {
+				msgs = msgs[:i]
+			}
+		}
+		c.report(conv, msgs, true)
+		if !res.GetHasMore() || len(res.GetMessages()) == 0 {
+			return nil
+		}
+	}
+	return nil
+}
+
+// ping sends a Ping every PingInterval; a Ping left unanswered closes the
+// connection, which makes the Client reconnect.
+func (c *Client) ping(ctx context.Context, conn *Conn) {
+	t := time.NewTicker(c.cfg.PingInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-conn.Done():
+			return
+		case <-t.C:
+		}
+		pctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
+		_, err := conn.Ping(pctx)
+		cancel()
+		var e *Error
+		if err != nil && !errors.As(err, &e) && ctx.Err() == nil {
+			conn.Close()
+			return
+		}
+	}
+}

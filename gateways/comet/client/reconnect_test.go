@@ -1,0 +1,337 @@
+package client_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/laneim/laneim/gateways/api"
+	"github.com/laneim/laneim/gateways/comet/client"
+	"github.com/laneim/laneim/internal/apptest"
+	"github.com/laneim/laneim/proto/apipb"
+	"github.com/laneim/laneim/proto/clientpb"
+)
+
+// next returns the next event of kind, skipping others; it fails the
+// test after 30 s.
+func next(t *testing.T, c *client.Client, kind client.EventKind) client.Event {
+	t.Helper()
+	timeout := time.After(30 * time.Second)
+	for {
+		select {
+		case ev, ok := <-c.Events():
+			if !ok {
+				t.Fatalf("events closed waiting for %v", kind)
+			}
+			if ev.Kind == kind {
+				return ev
+			}
+		case <-timeout:
+			t.Fatalf("no %v event in 30 s", kind)
+		}
+	}
+}
+
+// collect gathers Messages events until want says it has enough; it
+// fails the test after 30 s.
+func collect(t *testing.T, c *client.Client, got map[string][]*clientpb.Message, want func() bool) {
+	t.Helper()
+	timeout := time.After(30 * time.Second)
+	for !want() {
+		select {
+		case ev, ok := <-c.Events():
+			if !ok {
+				t.Fatal("events closed")
+			}
+			for _, m := range ev.Messages {
+				got[m.GetConversation()] = append(got[m.GetConversation()], m)
+			}
+		case <-timeout:
+			t.Fatalf("messages so far: %v", seqs(got))
+		}
+	}
+}
+
+func seqs(got map[string][]*clientpb.Message) map[string][]uint64 {
+	out := map[string][]uint64{}
+	for conv, ms := range got {
+		for _, m := range ms {
+			out[conv] = append(out[conv], m.GetSeq())
+		}
+	}
+	return out
+}
+
+func TestClientReconnectsAndCatchesUpExactlyOnce(t *testing.T) {
+	cl := apptest.Start(t, nil)
+	proxy := cl.Proxy()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	// alice talks on her own connection, straight to the comet.
+	alice, err := client.Dial(ctx, cl.URL, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer alice.Close()
+	if _, err := alice.Login(ctx, cl.Token("alice"), "test"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.Join(ctx, "lobby"); err != nil {
+		t.Fatal(err)
+	}
+
+	tokens := 0
+	bob, err := client.New(client.Config{
+		URL: proxy.URL,
+		Token: func(context.Context) (string, error) {
+			tokens++ // only the Client's goroutine calls it
+			return cl.Token("bob"), nil
+		},
+		PingInterval: 100 * time.Millisecond,
+		MinBackoff:   20 * time.Millisecond,
+		MaxBackoff:   200 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bob.Close()
+	if ev := next(t, bob, client.Connected); ev.Reconnect || ev.Login.GetUser() != "bob" {
+		t.Fatalf("first connection: %+v", ev)
+	}
+	j, err := bob.Join(ctx, "lobby")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Joined lists who is online in the lobby: alice and bob.
+	if fmt.Sprint(j.GetOnlineUsers()) != "[alice bob]" {
+		t.Fatalf("Joined.online_users %v, want [alice bob]", j.GetOnlineUsers())
+	}
+	start := j.GetLatestSeq()
+
+	send := func(n int, what string) {
+		for i := range n {
+			if _, err := alice.SendRoom(ctx, "lobby", []byte(fmt.Sprint(what, i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	got := map[string][]*clientpb.Message{}
+	send(3, "before ")
+	collect(t, bob, got, func() bool { return len(got["room:lobby"]) >= 3 })
+
+	// The connection drops: pings and the reader see it; alice goes on.
+	proxy.Cut()
+	next(t, bob, client.Disconnected)
+	send(5, "meanwhile ")
+	for i := range 2 {
+		if _, err := alice.SendUser(ctx, "bob", []byte(fmt.Sprint("psst ", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	proxy.Restore()
+	if ev := next(t, bob, client.Connected); !ev.Reconnect {
+		t.Fatalf("second connection not a reconnect: %+v", ev)
+	}
+	send(2, "after ")
+	dm := "dm:alice:bob"
+	collect(t, bob, got, func() bool { return len(got["room:lobby"]) >= 10 && len(got[dm]) >= 2 })
+	// One more message marks the end: nothing else may come before it.
+	send(1, "last ")
+	collect(t, bob, got, func() bool { return len(got["room:lobby"]) >= 11 })
+
+	var want []uint64
+	for s := start + 1; s <= start+11; s++ {
+		want = append(want, s)
+	}
+	if g := seqs(got); !slices.Equal(g["room:lobby"], want) || !slices.Equal(g[dm], []uint64{1, 2}) {
+		t.Fatalf("bob got %v, want lobby %v and %s [1 2], each once and in order", g, want, dm)
+	}
+	for i, m := range got["room:lobby"][3:8] {
+		if string(m.GetBody()) != fmt.Sprint("meanwhile ", i) {
+			t.Fatalf("missed message %d: %q", i, m.GetBody())
+		}
+	}
+	if tokens < 2 {
+		t.Fatalf("token asked %d times, want one per login", tokens)
+	}
+	if p := bob.Positions(); p["room:lobby"] != start+11 || p[dm] != 2 {
+		t.Fatalf("positions %v", p)
+	}
+	if r := bob.Rooms(); !slices.Equal(r, []string{"lobby"}) {
+		t.Fatalf("rooms %v", r)
+	}
+
+	// bob comes back later with the positions he kept: joining the lobby
+	// catches up what was said since, with no live message to show a gap.
+	positions := bob.Positions()
+	bob.Close()
+	send(2, "while closed ")
+	bob, err = client.New(client.Config{
+		URL: cl.URL, Positions: positions,
+		Token: func(context.Context) (string, error) { return cl.Token("bob"), nil },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bob.Close()
+	next(t, bob, client.Connected)
+	if _, err := bob.Join(ctx, "lobby"); err != nil {
+		t.Fatal(err)
+	}
+	later := map[string][]*clientpb.Message{}
+	collect(t, bob, later, func() bool { return len(later["room:lobby"]) >= 2 })
+	if g := seqs(later)["room:lobby"]; !slices.Equal(g, []uint64{start + 12, start + 13}) {
+		t.Fatalf("after the join with positions: %v, want %d and %d", g, start+12, start+13)
+	}
+}
+
+func TestClientCloseEndsEverything(t *testing.T) {
+	// Nothing listens: the Client retries until Close, which must end
+	// its goroutine (goleak checks at the end of the package's tests).
+	c, err := client.New(client.Config{
+		URL:        "ws://127.0.0.1:1/ws",
+		Token:      func(context.Context) (string, error) { return "x", nil },
+		MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev := next(t, c, client.Disconnected); ev.Err == nil {
+		t.Fatal("disconnected without a reason")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := c.SendRoom(ctx, "lobby", []byte("x")); err == nil {
+		t.Fatal("a send without a connection succeeded")
+	}
+	c.Close()
+	for range c.Events() {
+	}
+	if _, err := c.Join(context.Background(), "lobby"); err == nil {
+		t.Fatal("join after Close succeeded")
+	}
+}
+
+func TestBackoffGrowsWithJitterWithinBounds(t *testing.T) {
+	for attempt := range 40 {
+		want := min(250*time.Millisecond<<min(attempt, 20), 30*time.Second)
+		for range 20 {
+			d := client.Backoff(attempt, 250*time.Millisecond, 30*time.Second)
+			if d < want/2 || d > want {
+				t.Fatalf("attempt %d: %v outside [%v, %v]", attempt, d, want/2, want)
+			}
+		}
+	}
+}
+
+func TestClientReconnectsAfterCometRestart(t *testing.T) {
+	cl := apptest.Start(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	pc, closer, err := api.Dial(ctx, cl.Settings.APIAddr, cl.Settings.APIToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closer.Close()
+	push := func(n int, what string) {
+		for i := range n {
+			if _, err := pc.PushRoom(ctx, &apipb.PushRoomRequest{Room: "lobby", Content: &apipb.Content{Body: []byte(fmt.Sprint(what, i)), ClientMsgId: fmt.Sprint(what, i)}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+
+	bob, err := client.New(client.Config{
+		URL:        cl.URL,
+		Token:      func(context.Context) (string, error) { return cl.Token("bob"), nil },
+		MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bob.Close()
+	next(t, bob, client.Connected)
+	j, err := bob.Join(ctx, "lobby")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string][]*clientpb.Message{}
+	push(2, "before ")
+	collect(t, bob, got, func() bool { return len(got["room:lobby"]) >= 2 })
+
+	// The comet stops (1001, going away); messages go on meanwhile; a
+	// comet comes back at the same address.
+	cl.StopComet()
+	if ev := next(t, bob, client.Disconnected); websocket.CloseStatus(ev.Err) != websocket.StatusGoingAway {
+		t.Fatalf("disconnected with %v, want 1001", ev.Err)
+	}
+	push(3, "meanwhile ")
+	cl.StartComet()
+	if ev := next(t, bob, client.Connected); !ev.Reconnect {
+		t.Fatalf("not a reconnect: %+v", ev)
+	}
+	push(1, "after ")
+	collect(t, bob, got, func() bool { return len(got["room:lobby"]) >= 6 })
+	var want []uint64
+	for s := j.GetLatestSeq() + 1; s <= j.GetLatestSeq()+6; s++ {
+		want = append(want, s)
+	}
+	if g := seqs(got)["room:lobby"]; !slices.Equal(g, want) {
+		t.Fatalf("bob got %v, want %v once each, in order", g, want)
+	}
+}
+
+func TestClientPingsKeepASilentConnection(t *testing.T) {
+	const idle = time.Second
+	cl := apptest.Start(t, nil, apptest.IdleTimeout(idle))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	// Without pings the comet closes a silent connection...
+	mute, err := client.Dial(ctx, cl.URL, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mute.Close()
+	if _, err := mute.Login(ctx, cl.Token("alice"), "test"); err != nil {
+		t.Fatal(err)
+	}
+	// ...while a Client pinging more often than that stays.
+	c, err := client.New(client.Config{
+		URL:          cl.URL,
+		Token:        func(context.Context) (string, error) { return cl.Token("bob"), nil },
+		PingInterval: idle / 4,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	next(t, c, client.Connected)
+	select {
+	case <-mute.Done():
+		if websocket.CloseStatus(mute.Err()) != websocket.StatusPolicyViolation {
+			t.Fatalf("the silent connection ended with %v, want 1008", mute.Err())
+		}
+	case <-ctx.Done():
+		t.Fatal("the silent connection was not closed")
+	}
+	quiet := time.After(3 * idle)
+	for done := false; !done; {
+		select {
+		case ev := <-c.Events():
+			if ev.Kind == client.Disconnected {
+				t.Fatalf("the pinging client was disconnected: %v", ev.Err)
+			}
+		case <-quiet:
+			done = true
+		}
+	}
+	if _, err := c.SendRoom(ctx, "lobby", []byte("still here")); err != nil {
+		t.Fatal(err)
+	}
+}
