@@ -6,7 +6,6 @@ package k8s
 import (
 	"fmt"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -44,7 +43,9 @@ func decoder(t *testing.T) runtime.Decoder {
 // render runs kustomize on an overlay and decodes what it outputs, in order.
 func render(t *testing.T, overlay string) []object {
 	t.Helper()
-	k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
+	opts := krusty.MakeDefaultOptions()
+	opts.Reorder = krusty.ReorderOptionUnspecified // the overlays' sortOptions decide, as with kubectl apply -k
+	k := krusty.MakeKustomizer(opts)
 	m, err := k.Run(filesys.MakeFsOnDisk(), filepath.Join("overlays", overlay))
 	if err != nil {
 		t.Fatalf("kustomize build overlays/%s: %v", overlay, err)
@@ -130,17 +131,10 @@ func envValue(c corev1.Container, name string) (string, bool) {
 	return "", false
 }
 
-// configMapData merges the data of ConfigMaps whose name starts with
-// prefix (kustomize may append a hash).
+// configMap returns the rendered ConfigMap name.
 func configMap(t *testing.T, objs []object, name string) *corev1.ConfigMap {
 	t.Helper()
-	for _, o := range objs {
-		if cm, ok := o.obj.(*corev1.ConfigMap); ok && (o.name == name || strings.HasPrefix(o.name, name+"-") && !strings.HasPrefix(o.name, "laneim-comet") && !strings.HasPrefix(o.name, "laneim-scylla")) {
-			return cm
-		}
-	}
-	t.Fatalf("no ConfigMap %s", name)
-	return nil
+	return find[*corev1.ConfigMap](t, objs, "ConfigMap", name)
 }
 
 // checkCommon checks what every overlay must keep from the base.
@@ -235,12 +229,7 @@ func checkCommon(t *testing.T, objs []object, image string) {
 	// Comets: a per-pod Service and Ingress host for each replica, and the
 	// URL they register matches the Ingress.
 	sts := find[*appsv1.StatefulSet](t, objs, "StatefulSet", "comet")
-	domain := ""
-	for _, o := range objs {
-		if cm, ok := o.obj.(*corev1.ConfigMap); ok && strings.HasPrefix(o.name, "laneim-comet") {
-			domain = cm.Data["domain"]
-		}
-	}
+	domain := configMap(t, objs, "laneim-comet").Data["domain"]
 	if domain == "" {
 		t.Fatal("no ConfigMap laneim-comet with the comets' domain")
 	}
@@ -275,7 +264,7 @@ func checkCommon(t *testing.T, objs []object, image string) {
 
 	// The Secret: what the base ships is refused by the binary.
 	for _, o := range objs {
-		if s, ok := o.obj.(*corev1.Secret); ok && strings.HasPrefix(o.name, "laneim") {
+		if s, ok := o.obj.(*corev1.Secret); ok {
 			if v := string(s.Data["LANEIM_SECRET"]); v != "" && !strings.Contains(v, "change-me") {
 				t.Errorf("Secret %s ships a LANEIM_SECRET that is not a refused placeholder", o.name)
 			}
@@ -319,7 +308,7 @@ func TestProductionOverlay(t *testing.T) {
 	}
 	readsScylla := func(p pod) bool {
 		return slices.ContainsFunc(p.spec.Containers[0].EnvFrom, func(e corev1.EnvFromSource) bool {
-			return e.ConfigMapRef != nil && strings.HasPrefix(e.ConfigMapRef.Name, "laneim-scylla")
+			return e.ConfigMapRef != nil && e.ConfigMapRef.Name == "laneim-scylla"
 		})
 	}
 	for _, p := range pods(objs) {
@@ -360,15 +349,7 @@ func TestProductionOverlay(t *testing.T) {
 	if v, _ := envValue(api, "LANEIM_API_ADDR"); v != "0.0.0.0:9090" {
 		t.Errorf("api: the TLS patch lost LANEIM_API_ADDR (%q)", v)
 	}
-	var secret *corev1.Secret
-	for _, o := range objs {
-		if s, ok := o.obj.(*corev1.Secret); ok && regexp.MustCompile(`^laneim(-[a-z0-9]+)?$`).MatchString(o.name) {
-			secret = s
-		}
-	}
-	if secret == nil {
-		t.Fatal("no Secret laneim")
-	}
+	secret := find[*corev1.Secret](t, objs, "Secret", "laneim")
 	for _, k := range []string{"LANEIM_SECRET", "LANEIM_API_TOKEN", "LANEIM_MYSQL", "LANEIM_KAFKA_SASL_PASSWORD", "LANEIM_REDIS_PASSWORD"} {
 		if _, ok := secret.Data[k]; !ok {
 			t.Errorf("Secret laneim has no %s", k)
