@@ -128,11 +128,15 @@ func WriteTar(path, tag string, img v1.Image) error {
 	return nil
 }
 
-// WriteOCI writes img into an OCI image layout at
-// dir (created, or replaced when it holds one), annotated with tag as its
-// reference name: `skopeo copy oci:DIR:TAG ...`, `podman load -i DIR`,
-// `crane push DIR ...` take it.
+// WriteOCI writes img into an OCI image layout at dir (created, or
+// replaced when it holds one), annotated with tag's tag part as its
+// reference name: `skopeo copy oci:DIR:TAG ...` and `crane push DIR ...`
+// take it.
 func WriteOCI(dir, tag string, img v1.Image) error {
+	ref, err := name.NewTag(tag, name.WeakValidation)
+	if err != nil {
+		return fmt.Errorf("image: tag %q: %w", tag, err)
+	}
 	// Replace a previous layout, never anything else.
 	if entries, err := os.ReadDir(dir); err == nil && len(entries) > 0 {
 		if _, err := os.Stat(filepath.Join(dir, "oci-layout")); err != nil {
@@ -146,8 +150,10 @@ func WriteOCI(dir, tag string, img v1.Image) error {
 	if err != nil {
 		return fmt.Errorf("image: layout %s: %w", dir, err)
 	}
+	// The reference name is the tag alone, as skopeo (oci:DIR:TAG) and
+	// buildkit write it.
 	err = p.AppendImage(img, layout.WithAnnotations(map[string]string{
-		"org.opencontainers.image.ref.name": tag,
+		"org.opencontainers.image.ref.name": ref.TagStr(),
 	}))
 	if err != nil {
 		return fmt.Errorf("image: write %s: %w", dir, err)

@@ -250,8 +250,8 @@ func TestOCILayoutAndReproducible(t *testing.T) {
 		t.Fatalf("%d manifests in the layout, want 1", len(m.Manifests))
 	}
 	d := m.Manifests[0]
-	if d.MediaType != types.OCIManifestSchema1 || d.Digest != da || d.Annotations["org.opencontainers.image.ref.name"] != "laneim:test" {
-		t.Errorf("layout holds %+v, want an OCI manifest %s named laneim:test", d, da)
+	if d.MediaType != types.OCIManifestSchema1 || d.Digest != da || d.Annotations["org.opencontainers.image.ref.name"] != "test" {
+		t.Errorf("layout holds %+v, want an OCI manifest %s named test (laneim:test's tag)", d, da)
 	}
 	img, err := idx.Image(d.Digest)
 	if err != nil {

@@ -5,7 +5,10 @@ package k8s
 
 import (
 	"fmt"
+	"io/fs"
+	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -272,8 +275,83 @@ func checkCommon(t *testing.T, objs []object, image string) {
 	}
 }
 
+// flagDef matches a flag's definition in Go source: fs.StringVar(&v,
+// "name", ...), fs.Duration("name", ...).
+var flagDef = regexp.MustCompile(`\.(?:String|Bool|Int|Int64|Uint|Uint64|Duration|Float64|Func|BoolFunc|TextVar|Var)(?:Var)?\((?:&[^,]+,\s*)?"([a-z][a-z0-9-]*)"`)
+
+// laneimFlags returns the names of the flags defined in the root module's
+// sources.
+func laneimFlags(t *testing.T) map[string]bool {
+	t.Helper()
+	root := filepath.Join("..", "..")
+	flags := map[string]bool{}
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (d.Name() == "deploy" || d.Name() == "node_modules" || strings.HasPrefix(d.Name(), ".")) && path != root {
+			return filepath.SkipDir
+		}
+		if d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+			return nil
+		}
+		src, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		for _, m := range flagDef.FindAllSubmatch(src, -1) {
+			flags[string(m[1])] = true
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"kafka", "secret", "api-addr", "replication-factor"} {
+		if !flags[f] {
+			t.Fatalf("found no definition of the flag --%s in the sources; the scan is broken", f)
+		}
+	}
+	return flags
+}
+
+// checkSettings checks that every LANEIM_* variable the manifests set is
+// a flag of laneim (LANEIM_API_ADDR is --api-addr): a misspelt one would
+// be ignored.
+func checkSettings(t *testing.T, objs []object) {
+	t.Helper()
+	flags := laneimFlags(t)
+	check := func(where, name string) {
+		if !strings.HasPrefix(name, "LANEIM_") {
+			return
+		}
+		f := strings.ToLower(strings.ReplaceAll(strings.TrimPrefix(name, "LANEIM_"), "_", "-"))
+		if !flags[f] {
+			t.Errorf("%s sets %s, but laneim has no flag --%s", where, name, f)
+		}
+	}
+	for _, o := range objs {
+		switch v := o.obj.(type) {
+		case *corev1.ConfigMap:
+			for k := range v.Data {
+				check("ConfigMap "+o.name, k)
+			}
+		case *corev1.Secret:
+			for k := range v.Data {
+				check("Secret "+o.name, k)
+			}
+		}
+	}
+	for _, p := range pods(objs) {
+		for _, e := range p.spec.Containers[0].Env {
+			check(p.kind+" "+p.name, e.Name)
+		}
+	}
+}
+
 func TestDevOverlay(t *testing.T) {
 	objs := render(t, "dev")
+	checkSettings(t, objs)
 	checkCommon(t, objs, "laneim:dev")
 	store := find[*appsv1.StatefulSet](t, objs, "StatefulSet", "store")
 	c := store.Spec.Template.Spec.Containers[0]
@@ -297,6 +375,7 @@ func TestDevOverlay(t *testing.T) {
 
 func TestProductionOverlay(t *testing.T) {
 	objs := render(t, "production")
+	checkSettings(t, objs)
 	checkCommon(t, objs, "registry.example.com/laneim:1.0.0")
 
 	// Scylla: persist and history scale; the bbolt pod is gone; only the
