@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"math"
 	"os"
 	"slices"
 	"time"
@@ -182,13 +183,21 @@ func runTopics(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("topics", flag.ContinueOnError)
 	var s app.Settings
 	s.Register(fs)
+	replicas := fs.Int("replication-factor", 1, "replicas of each topic created (at most the number of brokers; existing topics keep theirs)")
 	if err := app.Parse(fs, args); err != nil {
 		return err
 	}
-	if err := wiring.EnsureTopics(ctx, s.Infra().Kafka, wiring.PipelineTopics()...); err != nil {
+	if *replicas < 1 || *replicas > math.MaxInt16 {
+		return fmt.Errorf("--replication-factor %d: want at least 1", *replicas)
+	}
+	specs := wiring.PipelineTopics()
+	for i := range specs {
+		specs[i].Replicas = int16(*replicas)
+	}
+	if err := wiring.EnsureTopics(ctx, s.Infra().Kafka, specs...); err != nil {
 		return err
 	}
-	for _, t := range wiring.PipelineTopics() {
+	for _, t := range specs {
 		fmt.Printf("%s\t%d partitions\n", t.Name, t.Partitions)
 	}
 	return nil

@@ -4,7 +4,8 @@
 # It installs, from Debian's packages, the servers the tests run against
 # (redis-server, mariadb-server, chromium) when they are missing, and the
 # browser test's npm package (playwright-core, into testdata/browser), then
-# runs `go test -race ./...`.
+# builds the container image and runs deploy/'s tests (the nested module of
+# the image tool and the Kubernetes manifests), then `go test -race ./...`.
 # The tests start their own servers on free loopback ports in temporary
 # folders (see internal/testinfra), so nothing here touches a system-wide
 # service and several runs can share a machine.
@@ -41,6 +42,18 @@ args=("$@")
 if [ -z "${LANEIM_TEST_SCYLLA:-}" ]; then
   echo "deploy/test.sh: NOTE: the Scylla history-store contract suite will be SKIPPED (no Scylla here); set LANEIM_TEST_SCYLLA=host:9042 to run it" >&2
 fi
+# With no arguments, the whole suite: first the container image and the
+# Kubernetes manifests, whose tests live in a nested module (deploy/go.mod,
+# kept apart for its heavy dependencies, so ./... below does not reach it).
+# build.sh builds the image offline into deploy/image/out; deploy/image's
+# tests run it (with docker or podman when one works, else unpacked), and
+# deploy/k8s's render the overlays and decode them strictly.
+if [ $# -eq 0 ]; then
+  echo "deploy/test.sh: the container image (deploy/image/build.sh) and deploy/'s tests" >&2
+  bash deploy/image/build.sh deploy/image/out
+  (cd deploy && LANEIM_IMAGE="$PWD/image/out/laneim.tar" LANEIM_IMAGE_BINARY="$PWD/image/out/laneim" go test -count=1 -timeout 15m ./...)
+fi
+
 # Most tests wait on the servers they start rather than compute, so four
 # test binaries run at once on two cores (-p 4); and the race detector's
 # one-second pause at each test binary's exit is skipped. Together they

@@ -272,6 +272,9 @@ type TopicSpec struct {
 	Name       string
 	Partitions int32
 	Retention  time.Duration
+	// Replicas is the replication factor the topic is created with; zero
+	// means 1 (a single broker). A topic that exists keeps its own.
+	Replicas int16
 }
 
 // PipelineTopics lists the topics every cluster needs, dead letters included.
@@ -310,7 +313,11 @@ func EnsureTopics(ctx context.Context, cfg KafkaConfig, specs ...TopicSpec) erro
 		if _, ok := existing[s.Name]; ok {
 			continue
 		}
-		detail := &sarama.TopicDetail{NumPartitions: s.Partitions, ReplicationFactor: 1}
+		replicas := s.Replicas
+		if replicas <= 0 {
+			replicas = 1
+		}
+		detail := &sarama.TopicDetail{NumPartitions: s.Partitions, ReplicationFactor: replicas}
 		if s.Retention > 0 {
 			ms := strconv.FormatInt(s.Retention.Milliseconds(), 10)
 			detail.ConfigEntries = map[string]*string{"retention.ms": &ms}

@@ -16,13 +16,13 @@ import (
 // with a short secret or the Kubernetes manifest's placeholder, and says
 // which setting to fix without repeating the secret.
 func TestValidateRefusesWeakTokenSecrets(t *testing.T) {
-	b, err := os.ReadFile("../../deploy/k8s/config.yaml")
+	b, err := os.ReadFile("../../deploy/k8s/base/secret.example.env")
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := regexp.MustCompile(`(?m)^\s*LANEIM_SECRET:\s*"([^"]*)"`).FindSubmatch(b)
+	m := regexp.MustCompile(`(?m)^LANEIM_SECRET=(.*)$`).FindSubmatch(b)
 	if m == nil {
-		t.Fatal("no LANEIM_SECRET in deploy/k8s/config.yaml")
+		t.Fatal("no LANEIM_SECRET in deploy/k8s/base/secret.example.env")
 	}
 	for _, secret := range []string{"x", "laneim-dev-secret", string(m[1]), "changeme-changeme-changeme-changeme"} {
 		s := Settings{Kafka: "k:9092", Redis: "r:6379", Secret: secret}

@@ -151,13 +151,13 @@ func TestHandleAppliesTokenPolicy(t *testing.T) {
 // so that the test follows the placeholder actually shipped.
 func k8sSecretPlaceholder(t *testing.T) string {
 	t.Helper()
-	b, err := os.ReadFile("../../deploy/k8s/config.yaml")
+	b, err := os.ReadFile("../../deploy/k8s/base/secret.example.env")
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := regexp.MustCompile(`(?m)^\s*LANEIM_SECRET:\s*"([^"]*)"`).FindSubmatch(b)
+	m := regexp.MustCompile(`(?m)^LANEIM_SECRET=(.*)$`).FindSubmatch(b)
 	if m == nil {
-		t.Fatal("no LANEIM_SECRET in deploy/k8s/config.yaml")
+		t.Fatal("no LANEIM_SECRET in deploy/k8s/base/secret.example.env")
 	}
 	return string(m[1])
 }
