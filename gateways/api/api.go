@@ -1,10 +1,13 @@
-// Package api is laneIM's gRPC gateway for a product's backend: push to
-// users, to a room or to everyone, and ask who is online.
+// Package api is laneIM's gateway for a product's backend: push to users,
+// to a room or to everyone, ask who is online, read history, and (without
+// MySQL) manage users, rooms, memberships and blocks. It serves the same
+// methods over gRPC (services Push and Directory) and, when given an HTTP
+// address, over HTTP/JSON (docs/http-api.md).
 //
-// Every call must carry the metadata "authorization: Bearer <token>" with
-// the configured API token; others are refused with Unauthenticated. The
-// server itself speaks plain gRPC: expose it only on a private network or
-// behind a TLS-terminating proxy (or mTLS sidecar) in production.
+// Every call must carry "authorization: Bearer <token>" (gRPC metadata or
+// HTTP header) with the configured API token; others are refused with
+// Unauthenticated (HTTP 401). Both listeners use the same TLS settings:
+// with none they speak plain text, for loopback or a private network.
 //
 // Pushes enter the pipeline as trusted submitted messages: they get
 // sequence numbers and are routed and fanned out like clients' messages,
@@ -45,6 +48,12 @@ import (
 type Config struct {
 	// Addr is the gRPC listen address (127.0.0.1:9090).
 	Addr string
+	// HTTPAddr is the HTTP/JSON listen address; empty: no HTTP api.
+	HTTPAddr string
+	// DirectoryFollowsMySQL is true when MySQL is the system of record
+	// (binlog sync keeps the directory): Directory calls are then refused
+	// with FailedPrecondition.
+	DirectoryFollowsMySQL bool
 	// Token is the bearer token callers must present. Required.
 	Token string
 	// MaxBodyBytes is the largest body accepted (16 KiB).
@@ -113,11 +122,13 @@ type History interface {
 // Server implements apipb.PushServer. It is safe for concurrent use.
 type Server struct {
 	apipb.UnimplementedPushServer
+	apipb.UnimplementedDirectoryServer
 	cfg      Config
 	pub      message.Publisher
 	presence Presence
 	history  History
 	comets   CometLister
+	dir      Directory
 	logger   *slog.Logger
 	tls      *tls.Config // nil: plain gRPC
 }
@@ -181,6 +192,9 @@ type Optional struct {
 	// Comets lets the server answer PickComet; without it PickComet is
 	// Unavailable.
 	Comets CometLister
+	// Directory lets the server answer the Directory service; without it
+	// its calls are Unavailable.
+	Directory Directory
 }
 
 // New returns a Server publishing with pub and answering online status
@@ -199,7 +213,7 @@ func New(cfg Config, pub message.Publisher, presence Presence, opt Optional, log
 	if err != nil {
 		return nil, err
 	}
-	return &Server{cfg: cfg, pub: pub, presence: presence, history: opt.History, comets: opt.Comets, logger: logger, tls: tc}, nil
+	return &Server{cfg: cfg, pub: pub, presence: presence, history: opt.History, comets: opt.Comets, dir: opt.Directory, logger: logger, tls: tc}, nil
 }
 
 // GRPCServer returns a grpc.Server serving s with token authentication,
@@ -224,12 +238,19 @@ func (s *Server) GRPCServer(opts ...grpc.ServerOption) *grpc.Server {
 	)
 	g := grpc.NewServer(opts...)
 	apipb.RegisterPushServer(g, s)
+	apipb.RegisterDirectoryServer(g, s)
 	return g
 }
 
 func (s *Server) authenticate(ctx context.Context) error {
 	md, _ := metadata.FromIncomingContext(ctx)
-	for _, v := range md.Get("authorization") {
+	return s.checkToken(md.Get("authorization"))
+}
+
+// checkToken returns Unauthenticated unless one of the authorization
+// values is "Bearer <token>" with the configured token.
+func (s *Server) checkToken(authorization []string) error {
+	for _, v := range authorization {
 		tok, ok := strings.CutPrefix(v, "Bearer ")
 		if ok && subtle.ConstantTimeCompare([]byte(tok), []byte(s.cfg.Token)) == 1 {
 			return nil
