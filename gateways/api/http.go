@@ -229,14 +229,16 @@ func serveHTTP(lc fx.Lifecycle, p httpParams) {
 			if err != nil {
 				return fmt.Errorf("api: listen http: %w", err)
 			}
+			// Decided before serving: Serve writes hs.TLSConfig.
+			useTLS := hs.TLSConfig != nil
 			go func() {
-				if hs.TLSConfig != nil {
+				if useTLS {
 					done <- hs.ServeTLS(l, "", "")
 				} else {
 					done <- hs.Serve(l)
 				}
 			}()
-			p.Logger.Info("api gateway HTTP listening", "addr", l.Addr().String(), "tls", hs.TLSConfig != nil)
+			p.Logger.Info("api gateway HTTP listening", "addr", l.Addr().String(), "tls", useTLS)
 			return nil
 		},
 		OnStop: func(ctx context.Context) error {
