@@ -52,8 +52,12 @@ type Config struct {
 	HTTPAddr string
 	// DirectoryFollowsMySQL is true when MySQL is the system of record
 	// (binlog sync keeps the directory): Directory calls are then refused
-	// with FailedPrecondition.
+	// with FailedPrecondition, unless MySQL is set.
 	DirectoryFollowsMySQL bool
+	// MySQL, a DSN (mysql://user:password@host:port/database), makes the
+	// Directory service write the system of record's tables instead of
+	// Redis; binlog sync brings the changes to the directory.
+	MySQL string
 	// Token is the bearer token callers must present. Required.
 	Token string
 	// MaxBodyBytes is the largest body accepted (16 KiB).
@@ -119,7 +123,8 @@ type History interface {
 	Before(ctx context.Context, conversation string, before uint64, limit int) ([]*clientpb.Message, bool, error)
 }
 
-// Server implements apipb.PushServer. It is safe for concurrent use.
+// Server implements apipb.PushServer and apipb.DirectoryServer. It is
+// safe for concurrent use.
 type Server struct {
 	apipb.UnimplementedPushServer
 	apipb.UnimplementedDirectoryServer
@@ -128,9 +133,12 @@ type Server struct {
 	presence Presence
 	history  History
 	comets   CometLister
-	dir      Directory
+	dir      Directory // nil: Directory calls refused
 	logger   *slog.Logger
 	tls      *tls.Config // nil: plain gRPC
+	// revoke: s writes the Redis directory itself, so it publishes the
+	// revocations of what it takes away (binlog sync does otherwise).
+	revoke bool
 }
 
 // CometLister lists live comets, least loaded first.
@@ -213,7 +221,16 @@ func New(cfg Config, pub message.Publisher, presence Presence, opt Optional, log
 	if err != nil {
 		return nil, err
 	}
-	return &Server{cfg: cfg, pub: pub, presence: presence, history: opt.History, comets: opt.Comets, dir: opt.Directory, logger: logger, tls: tc}, nil
+	s := &Server{cfg: cfg, pub: pub, presence: presence, history: opt.History, comets: opt.Comets, logger: logger, tls: tc}
+	switch {
+	case cfg.MySQL != "":
+		if s.dir, err = NewMySQLDirectory(cfg.MySQL); err != nil {
+			return nil, err
+		}
+	case !cfg.DirectoryFollowsMySQL && opt.Directory != nil:
+		s.dir, s.revoke = opt.Directory, true
+	}
+	return s, nil
 }
 
 // GRPCServer returns a grpc.Server serving s with token authentication,

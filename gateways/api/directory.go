@@ -11,8 +11,9 @@ import (
 	"github.com/laneim/laneim/workers/binlogsync"
 )
 
-// Directory is the part of the Redis model the Directory service reads and
-// writes. *directory.Store implements it.
+// Directory is what the Directory service reads and changes: the Redis
+// directory itself (*directory.Store) or the system of record
+// (*MySQLDirectory).
 type Directory interface {
 	User(ctx context.Context, id string) (directory.User, bool, error)
 	Room(ctx context.Context, id string) (directory.Room, bool, error)
@@ -33,17 +34,41 @@ var _ Directory = (*directory.Store)(nil)
 const DefaultRoomKind = "group"
 
 // directory returns the Directory to change, or the status that refuses
-// the call: FailedPrecondition when MySQL is the system of record,
-// Unavailable when the gateway has no directory.
+// the call: FailedPrecondition when MySQL is the system of record and the
+// gateway may not write it, Unavailable when it has no directory.
 func (s *Server) directory() (Directory, error) {
+	if s.dir != nil {
+		return s.dir, nil
+	}
 	if s.cfg.DirectoryFollowsMySQL {
 		return nil, status.Error(codes.FailedPrecondition,
-			"api: the directory follows MySQL (--mysql): change users, rooms, memberships and blocks in MySQL")
+			"api: the directory follows MySQL (--mysql): change users, rooms, memberships and blocks in MySQL, or give the gateway --api-mysql to write them there")
 	}
-	if s.dir == nil {
-		return nil, status.Error(codes.Unavailable, "api: this gateway has no directory")
+	return nil, status.Error(codes.Unavailable, "api: this gateway has no directory")
+}
+
+// revokeUser tells presence that user was disabled or deleted, when the
+// gateway wrote Redis itself.
+func (s *Server) revokeUser(user, reason string) error {
+	if !s.revoke {
+		return nil
 	}
-	return s.dir, nil
+	if err := binlogsync.RevokeUser(s.pub, user, reason); err != nil {
+		return unavailable(err)
+	}
+	return nil
+}
+
+// revokeMemberships tells presence that users lost room, when the gateway
+// wrote Redis itself.
+func (s *Server) revokeMemberships(room string, users []string, reason string) error {
+	if !s.revoke {
+		return nil
+	}
+	if err := binlogsync.RevokeMemberships(s.pub, room, users, reason); err != nil {
+		return unavailable(err)
+	}
+	return nil
 }
 
 // unavailable wraps a directory or pipeline failure.
@@ -90,8 +115,8 @@ func (s *Server) PutUser(ctx context.Context, req *apipb.PutUserRequest) (*apipb
 	if u.Disabled {
 		// After the directory has the flag, so a login racing with it is
 		// refused or closed.
-		if err := binlogsync.RevokeUser(s.pub, u.ID, binlogsync.ReasonDisabled); err != nil {
-			return nil, unavailable(err)
+		if err := s.revokeUser(u.ID, binlogsync.ReasonDisabled); err != nil {
+			return nil, err
 		}
 	}
 	return &apipb.DirectoryReply{}, nil
@@ -113,8 +138,8 @@ func (s *Server) DeleteUser(ctx context.Context, req *apipb.DeleteUserRequest) (
 	if err := d.DeleteUser(ctx, req.GetUser()); err != nil {
 		return nil, unavailable(err)
 	}
-	if err := binlogsync.RevokeUser(s.pub, req.GetUser(), binlogsync.ReasonDeleted); err != nil {
-		return nil, unavailable(err)
+	if err := s.revokeUser(req.GetUser(), binlogsync.ReasonDeleted); err != nil {
+		return nil, err
 	}
 	return &apipb.DirectoryReply{}, nil
 }
@@ -154,15 +179,17 @@ func (s *Server) DeleteRoom(ctx context.Context, req *apipb.DeleteRoomRequest) (
 	}
 	// As binlog sync does: the room goes before its members are told, so
 	// a join racing with the revocation finds no room.
-	members, err := d.Members(ctx, room)
-	if err != nil {
-		return nil, unavailable(err)
+	var members []string
+	if s.revoke {
+		if members, err = d.Members(ctx, room); err != nil {
+			return nil, unavailable(err)
+		}
 	}
 	if err := d.DeleteRoom(ctx, room); err != nil {
 		return nil, unavailable(err)
 	}
-	if err := binlogsync.RevokeMemberships(s.pub, room, members, binlogsync.ReasonRoomDeleted); err != nil {
-		return nil, unavailable(err)
+	if err := s.revokeMemberships(room, members, binlogsync.ReasonRoomDeleted); err != nil {
+		return nil, err
 	}
 	return &apipb.DirectoryReply{}, nil
 }
@@ -204,8 +231,8 @@ func (s *Server) RemoveMember(ctx context.Context, req *apipb.MemberRequest) (*a
 	if err := d.RemoveMember(ctx, req.GetRoom(), req.GetUser()); err != nil {
 		return nil, unavailable(err)
 	}
-	if err := binlogsync.RevokeMemberships(s.pub, req.GetRoom(), []string{req.GetUser()}, binlogsync.ReasonMemberRemoved); err != nil {
-		return nil, unavailable(err)
+	if err := s.revokeMemberships(req.GetRoom(), []string{req.GetUser()}, binlogsync.ReasonMemberRemoved); err != nil {
+		return nil, err
 	}
 	return &apipb.DirectoryReply{}, nil
 }

@@ -4,17 +4,22 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"go.uber.org/fx"
+
 	"github.com/laneim/laneim/internal/client"
 	"github.com/laneim/laneim/internal/testinfra"
 	"github.com/laneim/laneim/proto/clientpb"
 	"github.com/laneim/laneim/topics"
+	"github.com/laneim/laneim/workers/binlogsync"
 )
 
 // httpAPI calls a cluster's HTTP/JSON api.
@@ -218,5 +223,88 @@ func TestE2EHTTPAPI(t *testing.T) {
 	a.ok("delete_room", `{"room":"ops"}`, nil)
 	if _, err := alice.Join(ctx, "ops"); errCode(err) != clientpb.Error_UNKNOWN_ROOM {
 		t.Errorf("join a deleted room: %v, want UNKNOWN_ROOM", err)
+	}
+}
+
+// TestE2EHTTPDirectoryWritesMySQL: where MySQL is the system of record, a
+// gateway with --api-mysql writes the tables and binlog sync brings the
+// changes to the directory; without it the Directory methods are refused.
+func TestE2EHTTPDirectoryWritesMySQL(t *testing.T) {
+	t.Parallel()
+	db := testinfra.StartMariaDB(t, "laneim", binlogsync.Statements())
+	sql := db.Admin(t)
+	db.Exec(t, sql,
+		"INSERT INTO users (id, name) VALUES ('alice', 'Alice')",
+		"INSERT INTO rooms (id, name) VALUES ('lobby', 'Lobby')",
+		"INSERT INTO room_members (room_id, user_id) VALUES ('lobby', 'alice')",
+	)
+	readOnly := "127.0.0.1:" + strconv.Itoa(testinfra.FreePort(t))
+	c := startCluster(t, func(s *Settings) {
+		s.MySQL = fmt.Sprintf("mariadb://%s:%s@%s/%s", db.SyncUser, db.SyncPassword, db.Addr, db.Database)
+		s.APIMySQL = fmt.Sprintf("mariadb://%s:%s@%s/%s", db.AdminUser, db.AdminPassword, db.Addr, db.Database)
+		s.APIHTTPAddr = "127.0.0.1:" + strconv.Itoa(testinfra.FreePort(t))
+	})
+	a := c.httpAPI()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	// Existence is checked in MySQL, at once.
+	var e apiError
+	if st := a.call("add_member", a.token, `{"room":"ops","user":"alice"}`, &e); st != http.StatusNotFound || e.Error.Code != "NOT_FOUND" {
+		t.Errorf("add to a room not in MySQL: %d %+v", st, e)
+	}
+	a.ok("put_user", `{"user":"dave","name":"Dave"}`, nil)
+	a.ok("put_room", `{"room":"ops","name":"Operations"}`, nil)
+	a.ok("add_member", `{"room":"ops","user":"dave"}`, nil)
+	res, err := sql.Execute("SELECT COUNT(*) FROM room_members WHERE room_id = 'ops' AND user_id = 'dave'")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := res.GetInt(0, 0); n != 1 {
+		t.Fatalf("membership rows in MySQL: %d", n)
+	}
+
+	// Binlog sync brings them to the directory: dave logs in and joins.
+	var dave *client.Conn
+	testinfra.Eventually(t, 20*time.Second, func() bool {
+		conn := c.dial(false)
+		if _, err := conn.Login(ctx, c.token("dave", time.Hour), "test"); err != nil {
+			conn.Close()
+			return false
+		}
+		if _, err := conn.Join(ctx, "ops"); err != nil {
+			conn.Close()
+			return false
+		}
+		dave = conn
+		return true
+	}, "dave, written to MySQL over HTTP, never could log in and join ops")
+
+	// Removal goes the same way, and binlog sync revokes it.
+	a.ok("remove_member", `{"room":"ops","user":"dave"}`, nil)
+	testinfra.Eventually(t, 10*time.Second, func() bool {
+		_, err := dave.SendRoom(ctx, "ops", []byte("still in?"))
+		return errCode(err) == clientpb.Error_NOT_MEMBER
+	}, "dave could still send to ops")
+
+	// A gateway with --mysql but no --api-mysql refuses.
+	s := c.settings
+	s.APIMySQL, s.APIHTTPAddr, s.History, s.AdminAddr = "", readOnly, "", ""
+	s.APIAddr = "127.0.0.1:" + strconv.Itoa(testinfra.FreePort(t))
+	if err := s.Validate(API); err != nil {
+		t.Fatal(err)
+	}
+	app := fx.New(s.Options(slog.New(slog.DiscardHandler), API))
+	if err := app.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := app.Stop(context.Background()); err != nil {
+			t.Error(err)
+		}
+	}()
+	ro := &httpAPI{t: t, base: "http://" + readOnly + "/v1/", token: s.APIToken, hc: a.hc}
+	if st := ro.call("put_room", ro.token, `{"room":"more"}`, &e); st != http.StatusBadRequest || e.Error.Code != "FAILED_PRECONDITION" {
+		t.Errorf("put_room without --api-mysql: %d %+v, want 400 FAILED_PRECONDITION", st, e)
 	}
 }

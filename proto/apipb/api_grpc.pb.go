@@ -383,13 +383,15 @@ const (
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// Directory manages users, rooms, memberships and blocks for deployments
-// whose directory lives in Redis alone (no MySQL). A gateway started with
-// a MySQL DSN refuses every call with FAILED_PRECONDITION: there MySQL is
-// the system of record and binlog sync keeps the directory. Taking a
-// membership away or disabling or deleting a user also takes it away from
-// live connections (as binlog sync does). Ids follow the id rule
-// (INVALID_ARGUMENT); an unknown room or user is NOT_FOUND.
+// Directory manages users, rooms, memberships and blocks. Without MySQL
+// it changes the Redis directory directly. Where MySQL is the system of
+// record (the gateway has --mysql) it is refused with FAILED_PRECONDITION
+// unless the gateway has --api-mysql, a user that may write the tables:
+// then it changes MySQL and binlog sync brings the change to the
+// directory (within its lag). Taking a membership away or disabling or
+// deleting a user also takes it away from live connections (as binlog
+// sync does). Ids follow the id rule (INVALID_ARGUMENT); an unknown room
+// or user is NOT_FOUND.
 type DirectoryClient interface {
 	// PutUser creates a user or replaces its name and disabled flag.
 	// Disabling closes the user's connections and refuses its logins.
@@ -507,13 +509,15 @@ func (c *directoryClient) Unblock(ctx context.Context, in *BlockRequest, opts ..
 // All implementations must embed UnimplementedDirectoryServer
 // for forward compatibility.
 //
-// Directory manages users, rooms, memberships and blocks for deployments
-// whose directory lives in Redis alone (no MySQL). A gateway started with
-// a MySQL DSN refuses every call with FAILED_PRECONDITION: there MySQL is
-// the system of record and binlog sync keeps the directory. Taking a
-// membership away or disabling or deleting a user also takes it away from
-// live connections (as binlog sync does). Ids follow the id rule
-// (INVALID_ARGUMENT); an unknown room or user is NOT_FOUND.
+// Directory manages users, rooms, memberships and blocks. Without MySQL
+// it changes the Redis directory directly. Where MySQL is the system of
+// record (the gateway has --mysql) it is refused with FAILED_PRECONDITION
+// unless the gateway has --api-mysql, a user that may write the tables:
+// then it changes MySQL and binlog sync brings the change to the
+// directory (within its lag). Taking a membership away or disabling or
+// deleting a user also takes it away from live connections (as binlog
+// sync does). Ids follow the id rule (INVALID_ARGUMENT); an unknown room
+// or user is NOT_FOUND.
 type DirectoryServer interface {
 	// PutUser creates a user or replaces its name and disabled flag.
 	// Disabling closes the user's connections and refuses its logins.
