@@ -30,16 +30,7 @@ import (
 // "message": "..."}} with the gRPC code's name and its HTTP status.
 // docs/http-api.md documents it for callers.
 
-// Routes returns the HTTP method names ("push_users", ...), each served at
-// /v1/<name>.
-func (s *Server) Routes() []string {
-	names := make([]string, 0, len(s.routes()))
-	for _, r := range s.routes() {
-		names = append(names, r.name)
-	}
-	return names
-}
-
+// route is one method of the HTTP api, served at /v1/<name>.
 type route struct {
 	name string
 	h    http.HandlerFunc

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -407,6 +408,41 @@ func TestHTTPMutualTLS(t *testing.T) {
 			}
 		} else if errors.Is(err, context.DeadlineExceeded) {
 			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
+
+// snake turns a gRPC method name into its HTTP name: PushUsers → push_users.
+func snake(name string) string {
+	var b strings.Builder
+	for i, r := range name {
+		if unicode.IsUpper(r) {
+			if i > 0 {
+				b.WriteByte('_')
+			}
+			r = unicode.ToLower(r)
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// TestHTTPServesEveryGRPCMethod: each method of the Push and Directory
+// services is at /v1/<snake_case name>, behind the token.
+func TestHTTPServesEveryGRPCMethod(t *testing.T) {
+	t.Parallel()
+	g := serveHTTP(t, api.Config{})
+	services := apipb.File_api_proto.Services()
+	if services.Len() != 2 {
+		t.Fatalf("%d services in api.proto; serve the new one over HTTP", services.Len())
+	}
+	for i := range services.Len() {
+		methods := services.Get(i).Methods()
+		for j := range methods.Len() {
+			path := "/v1/" + snake(string(methods.Get(j).Name()))
+			if r := g.do(http.MethodPost, path, "", `{}`); r.status != http.StatusUnauthorized {
+				t.Errorf("%s without a token: %d %s, want 401", path, r.status, r.raw)
+			}
 		}
 	}
 }
