@@ -200,8 +200,9 @@ type Optional struct {
 	// Comets lets the server answer PickComet; without it PickComet is
 	// Unavailable.
 	Comets CometLister
-	// Directory lets the server answer the Directory service; without it
-	// its calls are Unavailable.
+	// Directory lets the server answer the Directory service by changing
+	// it directly (the Redis directory), when the Config names no MySQL;
+	// without it those calls are Unavailable.
 	Directory Directory
 }
 
