@@ -17,6 +17,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/laneim/laneim/topics"
 )
 
 // The HTTP/JSON api serves every method of the gRPC services as
@@ -88,9 +90,10 @@ func (s *Server) HTTPServer() *http.Server {
 }
 
 // maxRequestBytes bounds an HTTP request body: a largest push body in
-// base64 plus room for the largest list of user ids.
+// base64, room for the longest list of the longest user ids (quoted,
+// with room for escapes), and the rest of the message.
 func (s *Server) maxRequestBytes() int64 {
-	return int64(2*s.cfg.MaxBodyBytes + s.cfg.MaxUsers*(8+4*64) + 4096)
+	return int64(2*s.cfg.MaxBodyBytes + s.cfg.MaxUsers*(8+4*topics.MaxIDLen) + 4096)
 }
 
 // The JSON mapping of replies.
