@@ -172,7 +172,7 @@ func TestMultiProcessCluster(t *testing.T) {
 		{"history", []string{"worker", "persist", "history", "--history", filepath.Join(dir, "history.db")}},
 		{"comet-c1", []string{"comet", "--comet-id", "c1", "--comet-addr", comet1}},
 		{"comet-c2", []string{"comet", "--comet-id", "c2", "--comet-addr", comet2}},
-		{"api", []string{"api", "--api-addr", apiAddr}},
+		{"api", []string{"api", "--api-addr", apiAddr, "--api-http-addr", addr(t)}},
 	}
 	byName := map[string]*proc{}
 	admins := map[string]string{}

@@ -115,12 +115,12 @@ start() {
   start_bg history "$bin" worker persist history --history "$run/history.db" --admin-addr 127.0.0.1:19104
   start_bg comet-1 "$bin" comet --comet-id comet-1 --comet-addr 127.0.0.1:18081 --admin-addr 127.0.0.1:19105
   start_bg comet-2 "$bin" comet --comet-id comet-2 --comet-addr 127.0.0.1:18082 --admin-addr 127.0.0.1:19106
-  start_bg api "$bin" api --api-addr 127.0.0.1:19090 --admin-addr 127.0.0.1:19107
-  for port in 18081 18082 19090; do wait_port "$port"; done
+  start_bg api "$bin" api --api-addr 127.0.0.1:19090 --api-http-addr 127.0.0.1:19091 --admin-addr 127.0.0.1:19107
+  for port in 18081 18082 19090 19091; do wait_port "$port"; done
   cat <<MSG
 laneIM local cluster is up (logs and state in $run/):
   comets      ws://127.0.0.1:18081/ws  ws://127.0.0.1:18082/ws
-  api         127.0.0.1:19090 (Bearer $LANEIM_API_TOKEN)
+  api         127.0.0.1:19090 (Bearer $LANEIM_API_TOKEN)   HTTP/JSON http://127.0.0.1:19091/v1/
   kafka       127.0.0.1:19092   etcd 127.0.0.1:12379   redis cluster ${nodes[*]}
   metrics     http://127.0.0.1:19101/metrics ... :19107
 Try: $bin chat --user alice --url ws://127.0.0.1:18081/ws   and   $bin chat --user bob --url ws://127.0.0.1:18082/ws

@@ -1,10 +1,13 @@
-// Package api is laneIM's gRPC gateway for a product's backend: push to
-// users, to a room or to everyone, and ask who is online.
+// Package api is laneIM's gateway for a product's backend: push to users,
+// to a room or to everyone, ask who is online, read history, and (without
+// MySQL) manage users, rooms, memberships and blocks. It serves the same
+// methods over gRPC (services Push and Directory) and, when given an HTTP
+// address, over HTTP/JSON (docs/http-api.md).
 //
-// Every call must carry the metadata "authorization: Bearer <token>" with
-// the configured API token; others are refused with Unauthenticated. The
-// server itself speaks plain gRPC: expose it only on a private network or
-// behind a TLS-terminating proxy (or mTLS sidecar) in production.
+// Every call must carry "authorization: Bearer <token>" (gRPC metadata or
+// HTTP header) with the configured API token; others are refused with
+// Unauthenticated (HTTP 401). Both listeners use the same TLS settings:
+// with none they speak plain text, for loopback or a private network.
 //
 // Pushes enter the pipeline as trusted submitted messages: they get
 // sequence numbers and are routed and fanned out like clients' messages,
@@ -45,6 +48,16 @@ import (
 type Config struct {
 	// Addr is the gRPC listen address (127.0.0.1:9090).
 	Addr string
+	// HTTPAddr is the HTTP/JSON listen address; empty: no HTTP api.
+	HTTPAddr string
+	// DirectoryFollowsMySQL is true when MySQL is the system of record
+	// (binlog sync keeps the directory): Directory calls are then refused
+	// with FailedPrecondition, unless MySQL is set.
+	DirectoryFollowsMySQL bool
+	// MySQL, a DSN (mysql://user:password@host:port/database), makes the
+	// Directory service write the system of record's tables instead of
+	// Redis; binlog sync brings the changes to the directory.
+	MySQL string
 	// Token is the bearer token callers must present. Required.
 	Token string
 	// MaxBodyBytes is the largest body accepted (16 KiB).
@@ -110,16 +123,22 @@ type History interface {
 	Before(ctx context.Context, conversation string, before uint64, limit int) ([]*clientpb.Message, bool, error)
 }
 
-// Server implements apipb.PushServer. It is safe for concurrent use.
+// Server implements apipb.PushServer and apipb.DirectoryServer. It is
+// safe for concurrent use.
 type Server struct {
 	apipb.UnimplementedPushServer
+	apipb.UnimplementedDirectoryServer
 	cfg      Config
 	pub      message.Publisher
 	presence Presence
 	history  History
 	comets   CometLister
+	dir      Directory // nil: Directory calls refused
 	logger   *slog.Logger
 	tls      *tls.Config // nil: plain gRPC
+	// revoke: s writes the Redis directory itself, so it publishes the
+	// revocations of what it takes away (binlog sync does otherwise).
+	revoke bool
 }
 
 // CometLister lists live comets, least loaded first.
@@ -181,6 +200,10 @@ type Optional struct {
 	// Comets lets the server answer PickComet; without it PickComet is
 	// Unavailable.
 	Comets CometLister
+	// Directory lets the server answer the Directory service by changing
+	// it directly (the Redis directory), when the Config names no MySQL;
+	// without it those calls are Unavailable.
+	Directory Directory
 }
 
 // New returns a Server publishing with pub and answering online status
@@ -199,7 +222,16 @@ func New(cfg Config, pub message.Publisher, presence Presence, opt Optional, log
 	if err != nil {
 		return nil, err
 	}
-	return &Server{cfg: cfg, pub: pub, presence: presence, history: opt.History, comets: opt.Comets, logger: logger, tls: tc}, nil
+	s := &Server{cfg: cfg, pub: pub, presence: presence, history: opt.History, comets: opt.Comets, logger: logger, tls: tc}
+	switch {
+	case cfg.MySQL != "":
+		if s.dir, err = NewMySQLDirectory(cfg.MySQL); err != nil {
+			return nil, err
+		}
+	case !cfg.DirectoryFollowsMySQL && opt.Directory != nil:
+		s.dir, s.revoke = opt.Directory, true
+	}
+	return s, nil
 }
 
 // GRPCServer returns a grpc.Server serving s with token authentication,
@@ -224,12 +256,19 @@ func (s *Server) GRPCServer(opts ...grpc.ServerOption) *grpc.Server {
 	)
 	g := grpc.NewServer(opts...)
 	apipb.RegisterPushServer(g, s)
+	apipb.RegisterDirectoryServer(g, s)
 	return g
 }
 
 func (s *Server) authenticate(ctx context.Context) error {
 	md, _ := metadata.FromIncomingContext(ctx)
-	for _, v := range md.Get("authorization") {
+	return s.checkToken(md.Get("authorization"))
+}
+
+// checkToken returns Unauthenticated unless one of the authorization
+// values is "Bearer <token>" with the configured token.
+func (s *Server) checkToken(authorization []string) error {
+	for _, v := range authorization {
 		tok, ok := strings.CutPrefix(v, "Bearer ")
 		if ok && subtle.ConstantTimeCompare([]byte(tok), []byte(s.cfg.Token)) == 1 {
 			return nil

@@ -39,9 +39,27 @@ func WithTLS(c *tls.Config) DialOption {
 	return func(o *dialOptions) { o.tls = c }
 }
 
-// Dial returns a client of the api gateway at addr presenting token, and
-// the closer of its connection. It connects lazily.
+// Dial returns a client of the api gateway's Push service at addr
+// presenting token, and the closer of its connection. It connects lazily.
 func Dial(_ context.Context, addr, token string, opts ...DialOption) (apipb.PushClient, io.Closer, error) {
+	cc, err := dial(addr, token, opts)
+	if err != nil {
+		return nil, nil, err
+	}
+	return apipb.NewPushClient(cc), cc, nil
+}
+
+// DialDirectory returns a client of the api gateway's Directory service,
+// as Dial does for Push.
+func DialDirectory(_ context.Context, addr, token string, opts ...DialOption) (apipb.DirectoryClient, io.Closer, error) {
+	cc, err := dial(addr, token, opts)
+	if err != nil {
+		return nil, nil, err
+	}
+	return apipb.NewDirectoryClient(cc), cc, nil
+}
+
+func dial(addr, token string, opts []DialOption) (*grpc.ClientConn, error) {
 	var o dialOptions
 	for _, opt := range opts {
 		opt(&o)
@@ -55,7 +73,7 @@ func Dial(_ context.Context, addr, token string, opts ...DialOption) (apipb.Push
 		grpc.WithPerRPCCredentials(tokenCreds(token)),
 	)
 	if err != nil {
-		return nil, nil, fmt.Errorf("api: dial %s: %w", addr, err)
+		return nil, fmt.Errorf("api: dial %s: %w", addr, err)
 	}
-	return apipb.NewPushClient(cc), cc, nil
+	return cc, nil
 }

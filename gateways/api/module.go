@@ -24,10 +24,12 @@ var _ Presence = (*directory.Store)(nil)
 // *directory.Store, a message.Publisher and a *slog.Logger in the graph.
 //
 // With a msgstore.Store in the graph it answers History, and with an etcd
-// client PickComet; it then also registers itself in etcd.
+// client PickComet; it then also registers itself in etcd. With
+// Config.HTTPAddr it also serves the HTTP/JSON api there.
 var Module = fx.Module("api",
 	fx.Provide(newServer),
 	fx.Invoke(serve),
+	fx.Invoke(serveHTTP),
 )
 
 type params struct {
@@ -41,7 +43,7 @@ type params struct {
 }
 
 func newServer(p params) (*Server, error) {
-	var opt Optional
+	opt := Optional{Directory: p.Directory}
 	if p.Store != nil {
 		opt.History = p.Store
 	}

@@ -216,6 +216,9 @@ laneIM dev cluster is up (one process, embedded infrastructure).
   Kafka protocol (kfake)  %s
   Redis protocol          %s
 `, s.CometID, s.CometAddr, s.APIAddr, s.APIToken, s.Kafka, s.Redis)
+	if s.APIHTTPAddr != "" {
+		fmt.Fprintf(w, "  HTTP/JSON api           http://%s/v1/   (docs/http-api.md)\n", s.APIHTTPAddr)
+	}
 	if s.AdminAddr != "" {
 		fmt.Fprintf(w, "  metrics, health         http://%s/metrics  /healthz  /readyz\n", s.AdminAddr)
 	}

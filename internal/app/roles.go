@@ -104,6 +104,11 @@ func (s *Settings) Validate(roles ...Role) error {
 				return err
 			}
 		}
+		if r == API && s.APIMySQL != "" {
+			if _, err := binlogsync.ParseDSN(s.APIMySQL); err != nil {
+				return fmt.Errorf("api: --api-mysql: %w", err)
+			}
+		}
 		switch {
 		case r == Login && s.Secret == "":
 			return fmt.Errorf("login: no token secret (flag --secret or %s)", EnvName("secret"))
@@ -147,7 +152,7 @@ func (s *Settings) Options(logger *slog.Logger, roles ...Role) fx.Option {
 			presence.Config{SessionTTL: s.SessionTTL, NotifyLimit: s.NotifyLimit, LoginConversations: s.LoginConvLimit},
 			routing.Config{MaxBodyBytes: s.MaxBodyBytes},
 			comet.Config{ID: s.CometID, Addr: s.CometAddr, PublicURL: s.CometURL, TLSCert: s.CometTLSCert, TLSKey: s.CometTLSKey, BatchWindow: s.BatchWindow, FrameBudget: s.FrameBudget, MaxBatchWindow: s.MaxBatchWindow, HeartbeatInterval: s.SessionTTL / 3, SendQueue: s.SendQueue, MaxFrameBytes: s.MaxFrameBytes, RequestTimeout: s.RequestTimeout, RequestRate: s.RequestRate, RequestBurst: s.RequestBurst, MaxConnsPerUser: s.MaxConnsPerUser},
-			api.Config{Addr: s.APIAddr, Token: s.APIToken, MaxBodyBytes: s.MaxBodyBytes, TLSCert: s.APITLSCert, TLSKey: s.APITLSKey, ClientCA: s.APIClientCA},
+			api.Config{Addr: s.APIAddr, HTTPAddr: s.APIHTTPAddr, DirectoryFollowsMySQL: s.MySQL != "", MySQL: s.APIMySQL, Token: s.APIToken, MaxBodyBytes: s.MaxBodyBytes, TLSCert: s.APITLSCert, TLSKey: s.APITLSKey, ClientCA: s.APIClientCA},
 		),
 		wiring.Module,
 		directory.Module,

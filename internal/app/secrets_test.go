@@ -87,6 +87,8 @@ func TestCredentialsNeverInSettingsErrors(t *testing.T) {
 		{"redis user:pw", func(s *Settings) { s.Redis = "r1:6379,default:" + pw + "@r2:6379" }, Routing},
 		{"kafka", func(s *Settings) { s.Kafka = "user:" + pw + "@k:9092" }, Fanout},
 		{"etcd", func(s *Settings) { s.Etcd = "http://root:" + pw + "@etcd:2379" }, Comet},
+		{"api-mysql no database", func(s *Settings) { s.APIMySQL = "mysql://writer:" + pw + "@db:3306" }, API},
+		{"api-mysql driver form", func(s *Settings) { s.APIMySQL = "writer:" + pw + "@tcp(db:3306)/app" }, API},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

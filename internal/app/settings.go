@@ -36,6 +36,8 @@ type Settings struct {
 	CometID           string
 	CometAddr         string
 	APIAddr           string
+	APIHTTPAddr       string
+	APIMySQL          string
 	SessionTTL        time.Duration
 	NotifyLimit       int
 	LoginConvLimit    int
@@ -107,6 +109,8 @@ func (s *Settings) Register(fs *flag.FlagSet) {
 	fs.StringVar(&s.CometID, "comet-id", "", "this comet's stable id (its delivery topic is deliver.<id>)")
 	fs.StringVar(&s.CometAddr, "comet-addr", "127.0.0.1:8080", "comet WebSocket listen address")
 	fs.StringVar(&s.APIAddr, "api-addr", "127.0.0.1:9090", "api gateway gRPC listen address")
+	fs.StringVar(&s.APIMySQL, "api-mysql", "", "api gateway: DSN of a MySQL user that may write users, rooms, room_members and blocks: the Directory service then changes MySQL (without it, and with --mysql, it is refused)")
+	fs.StringVar(&s.APIHTTPAddr, "api-http-addr", "127.0.0.1:9091", "api gateway HTTP/JSON listen address (docs/http-api.md; empty: none)")
 	fs.DurationVar(&s.SessionTTL, "session-ttl", 30*time.Second, "a session without heartbeat for this long expires")
 	fs.IntVar(&s.NotifyLimit, "notify-limit", 200, "rooms with more online users get no per-user presence frames")
 	fs.IntVar(&s.LoginConvLimit, "login-conversations", 1000, "presence: most conversations a LoginResult lists (rooms, then the most recent 1:1); clients page through the rest")

@@ -71,10 +71,10 @@ func (r row) truthy(col string) bool {
 // The reasons of revocations. A user's is the close reason its
 // connections see.
 const (
-	reasonDisabled      = "account disabled"
-	reasonDeleted       = "account deleted"
-	reasonMemberRemoved = "membership removed"
-	reasonRoomDeleted   = "room deleted"
+	ReasonDisabled      = "account disabled"
+	ReasonDeleted       = "account deleted"
+	ReasonMemberRemoved = "membership removed"
+	ReasonRoomDeleted   = "room deleted"
 )
 
 // applier turns row changes into directory changes and revocations. Every
@@ -146,7 +146,7 @@ func (a *applier) upsert(ctx context.Context, table string, r row) error {
 			return err
 		}
 		if u.Disabled {
-			return a.revokeUser(u.ID, reasonDisabled)
+			return a.revokeUser(u.ID, ReasonDisabled)
 		}
 	case tableRooms:
 		return a.dir.PutRoom(ctx, directory.Room{ID: r.str("id"), Name: r.str("name"), Kind: r.str("kind")})
@@ -170,7 +170,7 @@ func (a *applier) remove(ctx context.Context, table string, r row) error {
 		if err := a.dir.DeleteUser(ctx, id); err != nil {
 			return err
 		}
-		return a.revokeUser(id, reasonDeleted)
+		return a.revokeUser(id, ReasonDeleted)
 	case tableRooms:
 		// The room goes from the directory before its members are told,
 		// so a join racing with the revocation finds no room. (If the
@@ -184,13 +184,13 @@ func (a *applier) remove(ctx context.Context, table string, r row) error {
 		if err := a.dir.DeleteRoom(ctx, id); err != nil {
 			return err
 		}
-		return a.revokeMemberships(id, members, reasonRoomDeleted)
+		return a.revokeMemberships(id, members, ReasonRoomDeleted)
 	case tableMembers:
 		room, user := r.str("room_id"), r.str("user_id")
 		if err := a.dir.RemoveMember(ctx, room, user); err != nil {
 			return err
 		}
-		return a.revokeMemberships(room, []string{user}, reasonMemberRemoved)
+		return a.revokeMemberships(room, []string{user}, ReasonMemberRemoved)
 	case tableBlocks:
 		return a.dir.Unblock(ctx, r.str("user_id"), r.str("blocked_id"))
 	}
@@ -212,10 +212,21 @@ func keyOf(table string, r row) string {
 // publishBatch bounds the revocations sent in one Publish call.
 const publishBatch = 1000
 
-// revokeMemberships publishes a MEMBERSHIP_REVOKED event for each user,
-// after the directory no longer has the membership: presence takes the
-// user's connections out of room and tells the room.
+// revokeMemberships publishes MEMBERSHIP_REVOKED events; see RevokeMemberships.
 func (a *applier) revokeMemberships(room string, users []string, reason string) error {
+	return RevokeMemberships(a.pub, room, users, reason)
+}
+
+// revokeUser publishes a USER_REVOKED event; see RevokeUser.
+func (a *applier) revokeUser(user, reason string) error {
+	return RevokeUser(a.pub, user, reason)
+}
+
+// RevokeMemberships publishes a MEMBERSHIP_REVOKED event for each user,
+// after the directory no longer has the membership: presence takes the
+// user's connections out of room and tells the room. Whatever changes the
+// directory (this worker, or the api gateway without MySQL) calls it.
+func RevokeMemberships(pub message.Publisher, room string, users []string, reason string) error {
 	now := time.Now().UnixMilli()
 	for start := 0; start < len(users); start += publishBatch {
 		chunk := users[start:min(start+publishBatch, len(users))]
@@ -229,24 +240,24 @@ func (a *applier) revokeMemberships(room string, users []string, reason string) 
 			}
 			msgs = append(msgs, msg)
 		}
-		if err := a.pub.Publish(topics.SessionEvents.Name, msgs...); err != nil {
+		if err := pub.Publish(topics.SessionEvents.Name, msgs...); err != nil {
 			return fmt.Errorf("binlogsync: revoke %d memberships of %s: %w", len(msgs), room, err)
 		}
 	}
 	return nil
 }
 
-// revokeUser publishes a USER_REVOKED event, after the directory has the
+// RevokeUser publishes a USER_REVOKED event, after the directory has the
 // user disabled or deleted: presence closes the user's connections with
 // reason.
-func (a *applier) revokeUser(user, reason string) error {
+func RevokeUser(pub message.Publisher, user, reason string) error {
 	msg, err := topics.SessionEvents.Encode(&topicpb.SessionEvent{
 		Kind: topicpb.SessionEvent_USER_REVOKED, User: user, Reason: reason, TimeUnixMs: time.Now().UnixMilli(),
 	})
 	if err != nil {
 		return err
 	}
-	if err := a.pub.Publish(topics.SessionEvents.Name, msg); err != nil {
+	if err := pub.Publish(topics.SessionEvents.Name, msg); err != nil {
 		return fmt.Errorf("binlogsync: revoke %s: %w", user, err)
 	}
 	return nil
