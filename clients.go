@@ -197,7 +197,7 @@ func runSoak(ctx context.Context, args []string) error {
 func runReplay(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("replay", flag.ContinueOnError)
 	var s app.Settings
-	s.Register(fs)
+	s.RegisterFor(fs, app.PartKafka)
 	var opts replay.Options
 	partition := fs.Int("partition", -1, "partition to read (-1: all)")
 	fs.StringVar(&opts.Topic, "topic", "", "topic to read, e.g. messages.routed, deliver.comet-1, deadletters")
@@ -205,6 +205,7 @@ func runReplay(ctx context.Context, args []string) error {
 	fs.StringVar(&opts.Until, "until", "", "stop before: an offset or an RFC 3339 time (default: the end when replay starts)")
 	fs.StringVar(&opts.Key, "key", "", "only messages with this partition key (a conversation like room:lobby, or user/alice)")
 	fs.IntVar(&opts.Limit, "limit", 0, "stop after this many messages (0: no limit)")
+	fs.StringVar(&opts.Bodies, "bodies", replay.Base64, "how message bodies and other bytes fields print: base64 (protobuf's JSON) or text (UTF-8 as a string)")
 	fs.StringVar(&opts.Republish, "republish", "", "send the messages to this topic instead of printing them ("+replay.Original+": dead letters back to where they failed)")
 	if err := app.Parse(fs, args); err != nil {
 		return err

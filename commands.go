@@ -28,12 +28,18 @@ const (
 func runDev(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
 	var cfg app.DevConfig
-	cfg.Settings.Register(fs)
+	// Dev mode runs its own Kafka and Redis: their flags are not offered.
+	cfg.Settings.RegisterFor(fs, slices.DeleteFunc(app.PartsOfRoles(append(app.Workers, app.Comet, app.API, app.Binlog)...),
+		func(p string) bool { return p == app.PartKafka || p == app.PartRedis })...)
 	fs.StringVar(&cfg.KafkaAddr, "kafka-addr", "127.0.0.1:9092", "embedded Kafka-protocol broker listen address")
 	fs.StringVar(&cfg.RedisAddr, "redis-addr", "127.0.0.1:16379", "embedded Redis-protocol server listen address")
 	fs.StringVar(&cfg.EtcdAddr, "etcd-addr", "127.0.0.1:12379", "embedded etcd client address (peer: next port); empty: no etcd")
 	fs.StringVar(&cfg.DataDir, "data", ".run/dev", "folder for the history store and etcd's data; kept across restarts (empty: a temporary folder)")
 	fs.StringVar(&cfg.Seed, "seed", "testdata/seed.json", "demo directory (users, rooms) to load; dev only")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: laneim dev [flags]\n\nDev mode runs its own Kafka and Redis (--kafka-addr, --redis-addr): --kafka and --redis\nbelong to `laneim worker`, `comet` and `api`.")
+		fs.PrintDefaults()
+	}
 	if err := app.Parse(fs, args); err != nil {
 		return err
 	}
@@ -98,11 +104,11 @@ func runWorker(ctx context.Context, args []string) error {
 		fs.PrintDefaults()
 	}
 	var s app.Settings
-	s.Register(fs)
+	s.RegisterFor(fs, app.PartsOfRoles(append(app.Workers, app.Binlog)...)...)
 	// Worker names and flags may come in any order.
 	var names []string
 	for rest := args; len(rest) > 0; {
-		if err := fs.Parse(rest); err != nil {
+		if err := app.ParseArgs(fs, rest); err != nil {
 			return err
 		}
 		if fs.NArg() == 0 {
@@ -116,7 +122,7 @@ func runWorker(ctx context.Context, args []string) error {
 	}
 	if len(names) == 0 {
 		fs.Usage()
-		return flag.ErrHelp
+		return errUsage
 	}
 	var roles []app.Role
 	for _, name := range names {
@@ -139,7 +145,7 @@ func runWorker(ctx context.Context, args []string) error {
 func runComet(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("comet", flag.ContinueOnError)
 	var s app.Settings
-	s.Register(fs)
+	s.RegisterFor(fs, app.PartsOfRoles(app.Comet)...)
 	if err := app.Parse(fs, args); err != nil {
 		return err
 	}
@@ -149,7 +155,7 @@ func runComet(ctx context.Context, args []string) error {
 func runAPI(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("api", flag.ContinueOnError)
 	var s app.Settings
-	s.Register(fs)
+	s.RegisterFor(fs, app.PartsOfRoles(app.API)...)
 	if err := app.Parse(fs, args); err != nil {
 		return err
 	}
@@ -181,7 +187,7 @@ func runBroker(ctx context.Context, args []string) error {
 func runTopics(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("topics", flag.ContinueOnError)
 	var s app.Settings
-	s.Register(fs)
+	s.RegisterFor(fs, app.PartKafka)
 	if err := app.Parse(fs, args); err != nil {
 		return err
 	}
@@ -218,7 +224,7 @@ func runToken(_ context.Context, args []string) error {
 func runMigrate(_ context.Context, args []string) error {
 	fs := flag.NewFlagSet("migrate", flag.ContinueOnError)
 	var s app.Settings
-	s.Register(fs)
+	s.RegisterFor(fs, app.PartMySQL)
 	if err := app.Parse(fs, args); err != nil {
 		return err
 	}
@@ -236,7 +242,7 @@ func runMigrate(_ context.Context, args []string) error {
 func runResetPosition(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("reset-position", flag.ContinueOnError)
 	var s app.Settings
-	s.Register(fs)
+	s.RegisterFor(fs, app.PartRedis)
 	key := fs.String("position-key", binlogsync.DefaultPositionKey, "Redis key of the saved binlog position")
 	if err := app.Parse(fs, args); err != nil {
 		return err
@@ -282,7 +288,7 @@ func runEtcd(ctx context.Context, args []string) error {
 func runSeed(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("seed", flag.ContinueOnError)
 	var s app.Settings
-	s.Register(fs)
+	s.RegisterFor(fs, app.PartRedis)
 	path := fs.String("seed", "testdata/seed.json", "demo directory file")
 	if err := app.Parse(fs, args); err != nil {
 		return err
