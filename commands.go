@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -81,20 +82,57 @@ func runRoles(ctx context.Context, s *app.Settings, roles ...app.Role) error {
 	}
 	s.SetProcs(slices.Contains(roles, app.Comet))
 	logger := s.Logger()
-	a := fx.New(s.Options(logger, roles...))
-	if err := a.Err(); err != nil {
-		return err
+	app.QuietRedis(logger)
+	// Every dependency answers within --connect-timeout, or the process
+	// stops with one line naming it, before fx builds anything.
+	if err := app.CheckDependencies(ctx, s.ConnectTimeout, s.Dependencies(roles...)); err != nil {
+		return interrupted(ctx, err)
 	}
-	startCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
-	if err := a.Start(startCtx); err != nil {
-		return err
+	// fx builds and starts the components without heeding a signal: it
+	// does so apart, and a signal ends the process at once. That goroutine
+	// then dies with the process.
+	type started struct {
+		app *fx.App
+		err error
+	}
+	done := make(chan started, 1)
+	go func() {
+		a := fx.New(s.Options(logger, roles...))
+		if err := a.Err(); err != nil {
+			done <- started{err: app.Brief(err)}
+			return
+		}
+		startCtx, cancel := context.WithTimeout(ctx, s.ConnectTimeout+60*time.Second)
+		defer cancel()
+		if err := a.Start(startCtx); err != nil {
+			done <- started{err: app.Brief(err)}
+			return
+		}
+		done <- started{app: a}
+	}()
+	var a *fx.App
+	select {
+	case <-ctx.Done():
+		return errors.New("stopped by a signal while starting")
+	case st := <-done:
+		if st.err != nil {
+			return interrupted(ctx, st.err)
+		}
+		a = st.app
 	}
 	logger.Info("laneim running", "roles", roles)
 	<-ctx.Done()
 	stopCtx, cancel2 := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel2()
 	return a.Stop(stopCtx)
+}
+
+// interrupted returns err, or a shorter word when a signal caused it.
+func interrupted(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return errors.New("stopped by a signal while starting")
+	}
+	return err
 }
 
 func runWorker(ctx context.Context, args []string) error {
