@@ -68,7 +68,7 @@ func NewRouter(cfg RouterConfig, handlers []pipeline.Handler, subscribe Subscrib
 	if err != nil {
 		return nil, fmt.Errorf("router: poison queue: %w", err)
 	}
-	r.AddMiddleware(poison)
+	r.AddMiddleware(poison, logDeadLetters(logger))
 	r.AddMiddleware(observe...)
 	r.AddMiddleware(
 		middleware.Retry{
@@ -98,6 +98,27 @@ func NewRouter(cfg RouterConfig, handlers []pipeline.Handler, subscribe Subscrib
 		r.AddConsumerHandler(h.Name, h.Topic, sub, h.Handle)
 	}
 	return r, nil
+}
+
+// logDeadLetters logs, at warning level, each message whose handler failed
+// for good: the poison queue around it sends it to dead letters.
+func logDeadLetters(logger *slog.Logger) message.HandlerMiddleware {
+	return func(h message.HandlerFunc) message.HandlerFunc {
+		return func(msg *message.Message) ([]*message.Message, error) {
+			out, err := h(msg)
+			if err != nil {
+				ctx := msg.Context()
+				logger.Warn("message dead-lettered",
+					"handler", message.HandlerNameFromCtx(ctx),
+					"topic", message.SubscribeTopicFromCtx(ctx),
+					"uuid", msg.UUID,
+					"key", msg.Metadata.Get(topics.KeyMetadata),
+					"reason", err.Error(),
+					"dead_letters", topics.DeadLetters)
+			}
+			return out, err
+		}
+	}
 }
 
 // RunRouter starts r in a goroutine owned by the fx lifecycle: OnStart
