@@ -39,8 +39,8 @@ type Pipeline struct {
 	read   map[string]<-chan *message.Message // by topic
 	// Logger is the router's logger (nil: none); set it before Run.
 	Logger *slog.Logger
-	done   chan struct{}                      // closed to stop the forwarding goroutines
-	wg     sync.WaitGroup                     // the forwarding goroutines
+	done   chan struct{}  // closed to stop the forwarding goroutines
+	wg     sync.WaitGroup // the forwarding goroutines
 }
 
 // KafkaPipeline starts a broker for the test with the pipeline's topics
