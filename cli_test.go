@@ -173,6 +173,14 @@ func TestCommandLine(t *testing.T) {
 		}
 	})
 
+	t.Run("seed outside the repository", func(t *testing.T) {
+		// runLaneim runs in an empty folder: the demo seed is compiled in.
+		r := runLaneim(t, bin, 20*time.Second, nil, 0, "seed", "--redis", testinfra.Redis(t))
+		if r.code != 0 || !strings.Contains(r.stdout, "6 users, 3 rooms written") {
+			t.Errorf("laneim seed: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+		}
+	})
+
 	t.Run("SIGTERM while starting", func(t *testing.T) {
 		// Kafka never answers and the timeout is long: only the signal ends it.
 		r := runLaneim(t, bin, 15*time.Second, syscall.SIGTERM, time.Second,

@@ -78,6 +78,8 @@ func runBench(ctx context.Context, args []string) error {
 	}
 	if *admin != "" {
 		cfg.Admin = strings.Split(*admin, ",")
+	} else if cfg.Target != "" {
+		fmt.Fprintln(os.Stderr, "laneim bench: without --admin the cluster's CPU and memory are not measured (they print as 0): give the processes' --admin-addr list")
 	}
 	// The clients' reader goroutines wait on the network like the
 	// pipeline's do: more scheduler threads than cores (see

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	_ "embed"
 	"errors"
 	"flag"
 	"fmt"
@@ -20,6 +21,15 @@ import (
 	"github.com/laneim/laneim/workers/login"
 )
 
+// demoSeed is testdata/seed.json, the demo directory of dev mode and
+// `laneim seed`: the binary needs no repository to run them.
+//
+//go:embed testdata/seed.json
+var demoSeed []byte
+
+// builtinSeed is the --seed value that means demoSeed.
+const builtinSeed = "builtin"
+
 // Defaults of dev mode; production has none and must be configured.
 const (
 	devSecret   = "laneim-dev-secret-public-do-not-deploy"
@@ -36,13 +46,16 @@ func runDev(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.RedisAddr, "redis-addr", "127.0.0.1:16379", "embedded Redis-protocol server listen address")
 	fs.StringVar(&cfg.EtcdAddr, "etcd-addr", "127.0.0.1:12379", "embedded etcd client address (peer: next port); empty: no etcd")
 	fs.StringVar(&cfg.DataDir, "data", ".run/dev", "folder for the history store and etcd's data; kept across restarts (empty: a temporary folder)")
-	fs.StringVar(&cfg.Seed, "seed", "testdata/seed.json", "demo directory (users, rooms) to load; dev only")
+	fs.StringVar(&cfg.Seed, "seed", builtinSeed, "demo directory (users, rooms) to load: a JSON file, or "+builtinSeed+" (testdata/seed.json, compiled in); empty: none")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: laneim dev [flags]\n\nDev mode runs its own Kafka and Redis (--kafka-addr, --redis-addr): --kafka and --redis\nbelong to `laneim worker`, `comet` and `api`.")
 		fs.PrintDefaults()
 	}
 	if err := app.Parse(fs, args); err != nil {
 		return err
+	}
+	if cfg.Seed == builtinSeed {
+		cfg.SeedData = demoSeed
 	}
 	if cfg.Settings.Secret == "" {
 		cfg.Settings.Secret = devSecret
@@ -327,11 +340,17 @@ func runSeed(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("seed", flag.ContinueOnError)
 	var s app.Settings
 	s.RegisterFor(fs, app.PartRedis)
-	path := fs.String("seed", "testdata/seed.json", "demo directory file")
+	path := fs.String("seed", builtinSeed, "demo directory: a JSON file, or "+builtinSeed+" (testdata/seed.json, compiled in)")
 	if err := app.Parse(fs, args); err != nil {
 		return err
 	}
-	sd, err := seed.Load(*path)
+	var sd *seed.Seed
+	var err error
+	if *path == builtinSeed {
+		sd, err = seed.Parse(*path, demoSeed)
+	} else {
+		sd, err = seed.Load(*path)
+	}
 	if err != nil {
 		return err
 	}
