@@ -20,7 +20,10 @@ type RouterConfig struct {
 	// MaxRetries is how many times a failing message is retried before it
 	// goes to the dead-letter topic.
 	MaxRetries int
-	// RetryInitial is the first backoff; it doubles up to RetryMax.
+	// RetryInitial starts the backoff, which doubles up to RetryMax at
+	// each step. Watermill's Retry takes a step for ShouldRetry and one
+	// for the wait, so the waits are 2, 8, 32... times RetryInitial
+	// (100ms, 400ms, 1.6s, 2s, 2s by default).
 	RetryInitial, RetryMax time.Duration
 	// Timeout bounds one attempt of a handler.
 	Timeout time.Duration
