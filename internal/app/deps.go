@@ -207,10 +207,24 @@ func dialAny(ctx context.Context, hosts []string) error {
 	return errors.Join(errs...)
 }
 
-// checkPaths refuses files whose folder does not exist: --history's
-// database and the TLS material. A typo then fails at start instead of
-// creating a folder or failing at the first connection.
+// checkPaths refuses a --history database whose folder does not exist
+// and TLS material that does not exist. A typo then fails at start instead
+// of creating a folder or failing at the first connection.
 func (s *Settings) checkPaths() error {
+	for _, f := range []struct{ flag, path string }{
+		{"kafka-ca", s.KafkaCA}, {"kafka-cert", s.KafkaCert}, {"kafka-key", s.KafkaKey},
+		{"redis-ca", s.RedisCA}, {"redis-cert", s.RedisCert}, {"redis-key", s.RedisKey},
+		{"etcd-ca", s.EtcdCA}, {"etcd-cert", s.EtcdCert}, {"etcd-key", s.EtcdKey},
+		{"api-tls-cert", s.APITLSCert}, {"api-tls-key", s.APITLSKey}, {"api-client-ca", s.APIClientCA},
+		{"comet-tls-cert", s.CometTLSCert}, {"comet-tls-key", s.CometTLSKey},
+	} {
+		if f.path == "" {
+			continue
+		}
+		if _, err := os.Stat(f.path); err != nil {
+			return fmt.Errorf("--%s %s: no such file (flag --%s or %s)", f.flag, f.path, f.flag, EnvName(f.flag))
+		}
+	}
 	if s.History != "" {
 		dir := filepath.Dir(s.History)
 		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
