@@ -72,6 +72,11 @@ func StartDev(ctx context.Context, cfg DevConfig, logger *slog.Logger) (_ *Dev, 
 		cfg.DataDir = d.tmp
 	}
 	if d.settings.History == "" {
+		// Dev mode's own folder: made here (a --history of the user's
+		// must name an existing folder).
+		if err = os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+			return nil, fmt.Errorf("dev: %w", err)
+		}
 		d.settings.History = filepath.Join(cfg.DataDir, "msgstore.db")
 	}
 	if d.broker, err = embedded.StartBroker(embedded.BrokerConfig{Addr: cfg.KafkaAddr}); err != nil {
