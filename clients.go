@@ -102,6 +102,8 @@ func runBench(ctx context.Context, args []string) error {
 	}
 	if *admin != "" {
 		cfg.Admin = strings.Split(*admin, ",")
+	} else if cfg.Target != "" {
+		fmt.Fprintln(os.Stderr, "laneim bench: without --admin the cluster's CPU and memory are not measured (they print as 0): give the processes' --admin-addr list")
 	}
 	// The clients' reader goroutines wait on the network like the
 	// pipeline's do: more scheduler threads than cores (see
@@ -221,7 +223,7 @@ func runSoak(ctx context.Context, args []string) error {
 func runReplay(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("replay", flag.ContinueOnError)
 	var s app.Settings
-	s.Register(fs)
+	s.RegisterFor(fs, app.PartKafka)
 	var opts replay.Options
 	partition := fs.Int("partition", -1, "partition to read (-1: all)")
 	fs.StringVar(&opts.Topic, "topic", "", "topic to read, e.g. messages.routed, deliver.comet-1, deadletters")
@@ -229,6 +231,7 @@ func runReplay(ctx context.Context, args []string) error {
 	fs.StringVar(&opts.Until, "until", "", "stop before: an offset or an RFC 3339 time (default: the end when replay starts)")
 	fs.StringVar(&opts.Key, "key", "", "only messages with this partition key (a conversation like room:lobby, or user/alice)")
 	fs.IntVar(&opts.Limit, "limit", 0, "stop after this many messages (0: no limit)")
+	fs.StringVar(&opts.Bodies, "bodies", replay.Base64, "how message bodies and other bytes fields print: base64 (protobuf's JSON) or text (UTF-8 as a string)")
 	fs.StringVar(&opts.Republish, "republish", "", "send the messages to this topic instead of printing them ("+replay.Original+": dead letters back to where they failed)")
 	if err := app.Parse(fs, args); err != nil {
 		return err

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	_ "embed"
+	"errors"
 	"flag"
 	"fmt"
 	"math"
@@ -20,6 +22,15 @@ import (
 	"github.com/laneim/laneim/workers/login"
 )
 
+// demoSeed is testdata/seed.json, the demo directory of dev mode and
+// `laneim seed`: the binary needs no repository to run them.
+//
+//go:embed testdata/seed.json
+var demoSeed []byte
+
+// builtinSeed is the --seed value that means demoSeed.
+const builtinSeed = "builtin"
+
 // Defaults of dev mode; production has none and must be configured.
 const (
 	devSecret   = "laneim-dev-secret-public-do-not-deploy"
@@ -29,14 +40,23 @@ const (
 func runDev(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
 	var cfg app.DevConfig
-	cfg.Settings.Register(fs)
+	// Dev mode runs its own Kafka and Redis: their flags are not offered.
+	cfg.Settings.RegisterFor(fs, slices.DeleteFunc(app.PartsOfRoles(append(app.Workers, app.Comet, app.API, app.Binlog)...),
+		func(p string) bool { return p == app.PartKafka || p == app.PartRedis })...)
 	fs.StringVar(&cfg.KafkaAddr, "kafka-addr", "127.0.0.1:9092", "embedded Kafka-protocol broker listen address")
 	fs.StringVar(&cfg.RedisAddr, "redis-addr", "127.0.0.1:16379", "embedded Redis-protocol server listen address")
 	fs.StringVar(&cfg.EtcdAddr, "etcd-addr", "127.0.0.1:12379", "embedded etcd client address (peer: next port); empty: no etcd")
 	fs.StringVar(&cfg.DataDir, "data", ".run/dev", "folder for the history store and etcd's data; kept across restarts (empty: a temporary folder)")
-	fs.StringVar(&cfg.Seed, "seed", "testdata/seed.json", "demo directory (users, rooms) to load; dev only")
+	fs.StringVar(&cfg.Seed, "seed", builtinSeed, "demo directory (users, rooms) to load: a JSON file, or "+builtinSeed+" (testdata/seed.json, compiled in); empty: none")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: laneim dev [flags]\n\nDev mode runs its own Kafka and Redis (--kafka-addr, --redis-addr): --kafka and --redis\nbelong to `laneim worker`, `comet` and `api`.")
+		fs.PrintDefaults()
+	}
 	if err := app.Parse(fs, args); err != nil {
 		return err
+	}
+	if cfg.Seed == builtinSeed {
+		cfg.SeedData = demoSeed
 	}
 	if cfg.Settings.Secret == "" {
 		cfg.Settings.Secret = devSecret
@@ -76,20 +96,57 @@ func runRoles(ctx context.Context, s *app.Settings, roles ...app.Role) error {
 	}
 	s.SetProcs(slices.Contains(roles, app.Comet))
 	logger := s.Logger()
-	a := fx.New(s.Options(logger, roles...))
-	if err := a.Err(); err != nil {
-		return err
+	app.QuietRedis(logger)
+	// Every dependency answers within --connect-timeout, or the process
+	// stops with one line naming it, before fx builds anything.
+	if err := app.CheckDependencies(ctx, s.ConnectTimeout, s.Dependencies(roles...)); err != nil {
+		return interrupted(ctx, err)
 	}
-	startCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
-	if err := a.Start(startCtx); err != nil {
-		return err
+	// fx builds and starts the components without heeding a signal: it
+	// does so apart, and a signal ends the process at once. That goroutine
+	// then dies with the process.
+	type started struct {
+		app *fx.App
+		err error
+	}
+	done := make(chan started, 1)
+	go func() {
+		a := fx.New(s.Options(logger, roles...))
+		if err := a.Err(); err != nil {
+			done <- started{err: app.Brief(err)}
+			return
+		}
+		startCtx, cancel := context.WithTimeout(ctx, s.ConnectTimeout+60*time.Second)
+		defer cancel()
+		if err := a.Start(startCtx); err != nil {
+			done <- started{err: app.Brief(err)}
+			return
+		}
+		done <- started{app: a}
+	}()
+	var a *fx.App
+	select {
+	case <-ctx.Done():
+		return errors.New("stopped by a signal while starting")
+	case st := <-done:
+		if st.err != nil {
+			return interrupted(ctx, st.err)
+		}
+		a = st.app
 	}
 	logger.Info("laneim running", "roles", roles)
 	<-ctx.Done()
 	stopCtx, cancel2 := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel2()
 	return a.Stop(stopCtx)
+}
+
+// interrupted returns err, or a shorter word when a signal caused it.
+func interrupted(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return errors.New("stopped by a signal while starting")
+	}
+	return err
 }
 
 func runWorker(ctx context.Context, args []string) error {
@@ -99,11 +156,11 @@ func runWorker(ctx context.Context, args []string) error {
 		fs.PrintDefaults()
 	}
 	var s app.Settings
-	s.Register(fs)
+	s.RegisterFor(fs, app.PartsOfRoles(append(app.Workers, app.Binlog)...)...)
 	// Worker names and flags may come in any order.
 	var names []string
 	for rest := args; len(rest) > 0; {
-		if err := fs.Parse(rest); err != nil {
+		if err := app.ParseArgs(fs, rest); err != nil {
 			return err
 		}
 		if fs.NArg() == 0 {
@@ -117,7 +174,7 @@ func runWorker(ctx context.Context, args []string) error {
 	}
 	if len(names) == 0 {
 		fs.Usage()
-		return flag.ErrHelp
+		return errUsage
 	}
 	var roles []app.Role
 	for _, name := range names {
@@ -140,7 +197,7 @@ func runWorker(ctx context.Context, args []string) error {
 func runComet(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("comet", flag.ContinueOnError)
 	var s app.Settings
-	s.Register(fs)
+	s.RegisterFor(fs, app.PartsOfRoles(app.Comet)...)
 	if err := app.Parse(fs, args); err != nil {
 		return err
 	}
@@ -150,7 +207,7 @@ func runComet(ctx context.Context, args []string) error {
 func runAPI(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("api", flag.ContinueOnError)
 	var s app.Settings
-	s.Register(fs)
+	s.RegisterFor(fs, app.PartsOfRoles(app.API)...)
 	if err := app.Parse(fs, args); err != nil {
 		return err
 	}
@@ -182,7 +239,7 @@ func runBroker(ctx context.Context, args []string) error {
 func runTopics(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("topics", flag.ContinueOnError)
 	var s app.Settings
-	s.Register(fs)
+	s.RegisterFor(fs, app.PartKafka)
 	replicas := fs.Int("replication-factor", 1, "replicas of each topic created (at most the number of brokers; existing topics keep theirs)")
 	if err := app.Parse(fs, args); err != nil {
 		return err
@@ -227,7 +284,7 @@ func runToken(_ context.Context, args []string) error {
 func runMigrate(_ context.Context, args []string) error {
 	fs := flag.NewFlagSet("migrate", flag.ContinueOnError)
 	var s app.Settings
-	s.Register(fs)
+	s.RegisterFor(fs, app.PartMySQL)
 	if err := app.Parse(fs, args); err != nil {
 		return err
 	}
@@ -245,7 +302,7 @@ func runMigrate(_ context.Context, args []string) error {
 func runResetPosition(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("reset-position", flag.ContinueOnError)
 	var s app.Settings
-	s.Register(fs)
+	s.RegisterFor(fs, app.PartRedis)
 	key := fs.String("position-key", binlogsync.DefaultPositionKey, "Redis key of the saved binlog position")
 	if err := app.Parse(fs, args); err != nil {
 		return err
@@ -291,12 +348,18 @@ func runEtcd(ctx context.Context, args []string) error {
 func runSeed(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("seed", flag.ContinueOnError)
 	var s app.Settings
-	s.Register(fs)
-	path := fs.String("seed", "testdata/seed.json", "demo directory file")
+	s.RegisterFor(fs, app.PartRedis)
+	path := fs.String("seed", builtinSeed, "demo directory: a JSON file, or "+builtinSeed+" (testdata/seed.json, compiled in)")
 	if err := app.Parse(fs, args); err != nil {
 		return err
 	}
-	sd, err := seed.Load(*path)
+	var sd *seed.Seed
+	var err error
+	if *path == builtinSeed {
+		sd, err = seed.Parse(*path, demoSeed)
+	} else {
+		sd, err = seed.Load(*path)
+	}
 	if err != nil {
 		return err
 	}

@@ -25,6 +25,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/laneim/laneim/internal/app"
 )
 
 var commands = map[string]struct {
@@ -59,6 +61,17 @@ func usage() {
 	fmt.Fprintln(os.Stderr, "\nRun laneim COMMAND -h for its flags. Every flag also reads LANEIM_<FLAG> from the environment.")
 }
 
+// errUsage is returned by a command that printed its usage because it was
+// called wrongly: the process exits 2 without another message.
+var errUsage = errors.New("usage")
+
+// isFlagError reports an error of the flag package (an unknown flag, a bad
+// value), which it has already printed with the command's usage.
+func isFlagError(err error) bool {
+	var fe *app.FlagError
+	return errors.As(err, &fe)
+}
+
 func main() {
 	if len(os.Args) < 2 {
 		usage()
@@ -66,16 +79,21 @@ func main() {
 	}
 	cmd, ok := commands[os.Args[1]]
 	if !ok {
-		if os.Args[1] != "-h" && os.Args[1] != "--help" && os.Args[1] != "help" {
-			fmt.Fprintf(os.Stderr, "laneim: unknown command %q\n\n", os.Args[1])
+		if os.Args[1] == "-h" || os.Args[1] == "--help" || os.Args[1] == "help" {
+			usage()
+			os.Exit(0)
 		}
+		fmt.Fprintf(os.Stderr, "laneim: unknown command %q\n\n", os.Args[1])
 		usage()
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := cmd.run(ctx, os.Args[2:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
+		switch {
+		case errors.Is(err, flag.ErrHelp): // -h or --help: the help was asked for
+			os.Exit(0)
+		case errors.Is(err, errUsage), isFlagError(err): // the flag package printed why
 			os.Exit(2)
 		}
 		fmt.Fprintf(os.Stderr, "laneim %s: %v\n", os.Args[1], err)

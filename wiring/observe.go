@@ -1,6 +1,7 @@
 package wiring
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,9 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"slices"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -25,6 +29,17 @@ type Metrics struct {
 	handled  *prometheus.CounterVec
 	seconds  *prometheus.HistogramVec
 	ready    atomic.Bool
+
+	checksMu sync.Mutex
+	checks   []readyCheck
+	// CheckTimeout bounds each readiness check (2s when zero).
+	CheckTimeout time.Duration
+}
+
+// readyCheck is a dependency /readyz asks.
+type readyCheck struct {
+	name  string
+	check func(context.Context) error
 }
 
 // NewMetrics returns a registry with Go and process collectors and the
@@ -66,18 +81,66 @@ func (m *Metrics) Middleware(h message.HandlerFunc) message.HandlerFunc {
 // SetReady marks the process ready (or not) for /readyz.
 func (m *Metrics) SetReady(ok bool) { m.ready.Store(ok) }
 
-// AdminHandler serves /metrics, /healthz (the process runs) and /readyz
-// (it finished starting and has not begun stopping).
+// AddCheck adds a dependency /readyz asks at each request: the process is
+// ready only while check returns nil within CheckTimeout.
+func (m *Metrics) AddCheck(name string, check func(context.Context) error) {
+	m.checksMu.Lock()
+	defer m.checksMu.Unlock()
+	m.checks = append(m.checks, readyCheck{name, check})
+}
+
+// Check runs every readiness check at once and returns one line per
+// check ("redis: ok", or "redis: " and why not) and whether all passed.
+func (m *Metrics) Check(ctx context.Context) (lines []string, ok bool) {
+	m.checksMu.Lock()
+	checks := slices.Clone(m.checks)
+	m.checksMu.Unlock()
+	timeout := cmp.Or(m.CheckTimeout, 2*time.Second)
+	errs := make([]error, len(checks))
+	var wg sync.WaitGroup
+	for i, c := range checks {
+		wg.Go(func() {
+			cctx, cancel := context.WithTimeout(ctx, timeout)
+			defer cancel()
+			errs[i] = c.check(cctx)
+		})
+	}
+	wg.Wait()
+	ok = true
+	for i, c := range checks {
+		if errs[i] != nil {
+			ok = false
+			lines = append(lines, c.name+": "+strings.Join(strings.Fields(errs[i].Error()), " "))
+		} else {
+			lines = append(lines, c.name+": ok")
+		}
+	}
+	return lines, ok
+}
+
+// AdminHandler serves /metrics, /healthz (the process runs: no dependency
+// is asked) and /readyz (it finished starting, has not begun stopping, and
+// every readiness check passes; the body has a line per check).
 func (m *Metrics) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
 		if !m.ready.Load() {
-			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			http.Error(w, "not ready: starting or stopping", http.StatusServiceUnavailable)
 			return
 		}
-		fmt.Fprintln(w, "ready")
+		lines, ok := m.Check(r.Context())
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if !ok {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(w, "not ready")
+		} else {
+			fmt.Fprintln(w, "ready")
+		}
+		for _, l := range lines {
+			fmt.Fprintln(w, l)
+		}
 	})
 	return mux
 }

@@ -20,7 +20,10 @@ type RouterConfig struct {
 	// MaxRetries is how many times a failing message is retried before it
 	// goes to the dead-letter topic.
 	MaxRetries int
-	// RetryInitial is the first backoff; it doubles up to RetryMax.
+	// RetryInitial starts the backoff, which doubles up to RetryMax at
+	// each step. Watermill's Retry takes a step for ShouldRetry and one
+	// for the wait, so the waits are 2, 8, 32... times RetryInitial
+	// (100ms, 400ms, 1.6s, 2s, 2s by default).
 	RetryInitial, RetryMax time.Duration
 	// Timeout bounds one attempt of a handler.
 	Timeout time.Duration
@@ -68,7 +71,7 @@ func NewRouter(cfg RouterConfig, handlers []pipeline.Handler, subscribe Subscrib
 	if err != nil {
 		return nil, fmt.Errorf("router: poison queue: %w", err)
 	}
-	r.AddMiddleware(poison)
+	r.AddMiddleware(poison, logDeadLetters(logger))
 	r.AddMiddleware(observe...)
 	r.AddMiddleware(
 		middleware.Retry{
@@ -98,6 +101,27 @@ func NewRouter(cfg RouterConfig, handlers []pipeline.Handler, subscribe Subscrib
 		r.AddConsumerHandler(h.Name, h.Topic, sub, h.Handle)
 	}
 	return r, nil
+}
+
+// logDeadLetters logs, at warning level, each message whose handler failed
+// for good: the poison queue around it sends it to dead letters.
+func logDeadLetters(logger *slog.Logger) message.HandlerMiddleware {
+	return func(h message.HandlerFunc) message.HandlerFunc {
+		return func(msg *message.Message) ([]*message.Message, error) {
+			out, err := h(msg)
+			if err != nil {
+				ctx := msg.Context()
+				logger.Warn("message dead-lettered",
+					"handler", message.HandlerNameFromCtx(ctx),
+					"topic", message.SubscribeTopicFromCtx(ctx),
+					"uuid", msg.UUID,
+					"key", msg.Metadata.Get(topics.KeyMetadata),
+					"reason", err.Error(),
+					"dead_letters", topics.DeadLetters)
+			}
+			return out, err
+		}
+	}
 }
 
 // RunRouter starts r in a goroutine owned by the fx lifecycle: OnStart

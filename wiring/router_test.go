@@ -1,8 +1,12 @@
 package wiring_test
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -23,6 +27,8 @@ import (
 func TestRouterOverKafka(t *testing.T) {
 	t.Parallel()
 	k := testinfra.KafkaPipeline(t)
+	var logged syncBuffer
+	k.Logger = slog.New(slog.NewTextHandler(&logged, nil))
 	var handled, failedOnce atomic.Int32
 	k.Run(pipeline.Handler{
 		Name:  "test.routed",
@@ -60,6 +66,22 @@ func TestRouterOverKafka(t *testing.T) {
 	}
 	if m.Metadata.Get(middleware.ReasonForPoisonedKey) == "" || m.Metadata.Get(middleware.PoisonedHandlerKey) != "test.routed" {
 		t.Errorf("dead letter metadata %v lacks reason or handler", m.Metadata)
+	}
+	// One log line for it, with its handler, topic, id and reason; none
+	// for the transient failure that a retry cured.
+	var lines []string
+	for _, l := range strings.Split(logged.String(), "\n") {
+		if strings.Contains(l, "message dead-lettered") {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) != 1 {
+		t.Fatalf("%d dead-letter log lines, want 1:\n%s", len(lines), logged.String())
+	}
+	for _, w := range []string{"handler=test.routed", "topic=" + topics.Routed.Name, "uuid=poison-1", "reason="} {
+		if !strings.Contains(lines[0], w) {
+			t.Errorf("dead-letter log line lacks %q: %s", w, lines[0])
+		}
 	}
 	testinfra.Eventually(t, 20*time.Second, func() error {
 		if n := handled.Load(); n != 3 {
@@ -112,4 +134,22 @@ func TestLoginTopicRetention(t *testing.T) {
 		}
 	}
 	t.Fatalf("%s has no retention.ms among %d config entries", topics.LoginRequests.Name, len(entries))
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger's concurrent writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }

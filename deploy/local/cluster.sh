@@ -15,12 +15,36 @@
 # processes were started with. `laneim soak` uses kill and restart to inject
 # faults.
 #
+# Ports (all on 127.0.0.1), from the environment of `start`:
+#   LANEIM_CLUSTER_KAFKA_PORT   the broker (19092)
+#   LANEIM_CLUSTER_ETCD_PORT    etcd's client port (12479; its peer port is the next one).
+#                               Not dev mode's 12379, so that both can run at once.
+#   LANEIM_CLUSTER_REDIS_PORT   the first of the six Redis Cluster nodes (17001: 17001-17006;
+#                               their cluster bus ports are 10000 above, 27001-27006)
+#   LANEIM_CLUSTER_COMET_PORT   comet-1's WebSocket port (18081; comet-2 the next one)
+#   LANEIM_CLUSTER_API_PORT     the api gateway's gRPC port (19090)
+#   LANEIM_CLUSTER_API_HTTP_PORT its HTTP/JSON port (19091)
+#   LANEIM_CLUSTER_ADMIN_PORT   the first of the seven processes' admin ports (19101: 19101-19107)
+# `laneim soak` assumes the defaults unless given --targets and --redis.
+#
+# `start` refuses to run while a process of the cluster runs; `stop` sends
+# SIGTERM to every process and returns once they have exited (SIGKILL for
+# those still running after LANEIM_CLUSTER_STOP_SECONDS, 10).
+#
 # Needs redis-server and redis-cli (deploy/test.sh installs them).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 run=.run/cluster
 bin=$run/laneim
 export PATH="$PATH:/usr/sbin"
+kafka_port=${LANEIM_CLUSTER_KAFKA_PORT:-19092}
+etcd_port=${LANEIM_CLUSTER_ETCD_PORT:-12479}
+redis_port=${LANEIM_CLUSTER_REDIS_PORT:-17001}
+comet_port=${LANEIM_CLUSTER_COMET_PORT:-18081}
+api_port=${LANEIM_CLUSTER_API_PORT:-19090}
+api_http_port=${LANEIM_CLUSTER_API_HTTP_PORT:-19091}
+admin_port=${LANEIM_CLUSTER_ADMIN_PORT:-19101}
+stop_seconds=${LANEIM_CLUSTER_STOP_SECONDS:-10}
 
 start_bg() { # name, command...  (APPEND=1: keep the log, for restarts)
   local name=$1; shift
@@ -69,28 +93,35 @@ wait_port() {
 
 start() {
   mkdir -p "$run"
+  for f in "$run"/*.pid; do
+    [ -e "$f" ] || continue
+    if alive "$(basename "$f" .pid)"; then
+      echo "cluster.sh: a cluster runs already ($(basename "$f" .pid) is pid $(cat "$f")): deploy/local/cluster.sh stop first" >&2
+      return 1
+    fi
+  done
   go build -o "$bin" .
-  start_bg broker "$bin" broker --addr 127.0.0.1:19092 --data "$run/kafka"
-  wait_port 19092
-  start_bg etcd "$bin" etcd --addr 127.0.0.1:12379 --peer-addr 127.0.0.1:12380 --data "$run/etcd"
-  wait_port 12379
+  start_bg broker "$bin" broker --addr "127.0.0.1:$kafka_port" --data "$run/kafka"
+  wait_port "$kafka_port"
+  start_bg etcd "$bin" etcd --addr "127.0.0.1:$etcd_port" --peer-addr "127.0.0.1:$((etcd_port + 1))" --data "$run/etcd"
+  wait_port "$etcd_port"
   nodes=()
-  for port in 17001 17002 17003 17004 17005 17006; do
+  for port in $(seq "$redis_port" $((redis_port + 5))); do
     mkdir -p "$run/redis-$port"
     start_bg "redis-$port" redis-server --port "$port" --bind 127.0.0.1 --dir "$run/redis-$port" \
       --cluster-enabled yes --cluster-config-file nodes.conf --save "" --appendonly no
     wait_port "$port"
     nodes+=("127.0.0.1:$port")
   done
-  if [ -s "$run/redis-17001/nodes.conf" ] && grep -q master "$run/redis-17001/nodes.conf"; then
+  if [ -s "$run/redis-$redis_port/nodes.conf" ] && grep -q master "$run/redis-$redis_port/nodes.conf"; then
     # A restart: the nodes remember their cluster; wait for it to form.
-    for _ in $(seq 600); do redis-cli -p 17001 cluster info | grep -q cluster_state:ok && break; sleep 0.1; done
+    for _ in $(seq 600); do redis-cli -p "$redis_port" cluster info | grep -q cluster_state:ok && break; sleep 0.1; done
   fi
-  if ! redis-cli -p 17001 cluster info | grep -q cluster_state:ok; then
+  if ! redis-cli -p "$redis_port" cluster info | grep -q cluster_state:ok; then
     redis-cli --cluster create "${nodes[@]}" --cluster-replicas 1 --cluster-yes >"$run/redis-create.log"
-    for _ in $(seq 100); do redis-cli -p 17001 cluster info | grep -q cluster_state:ok && break; sleep 0.1; done
+    for _ in $(seq 100); do redis-cli -p "$redis_port" cluster info | grep -q cluster_state:ok && break; sleep 0.1; done
   fi
-  export LANEIM_KAFKA=127.0.0.1:19092 LANEIM_REDIS=$(IFS=,; echo "${nodes[*]}") LANEIM_ETCD=127.0.0.1:12379
+  export LANEIM_KAFKA=127.0.0.1:$kafka_port LANEIM_REDIS=$(IFS=,; echo "${nodes[*]}") LANEIM_ETCD=127.0.0.1:$etcd_port
   export LANEIM_SECRET=${LANEIM_SECRET:-laneim-dev-secret-public-do-not-deploy} LANEIM_API_TOKEN=${LANEIM_API_TOKEN:-laneim-dev-api-token}
   # Recorded for restart (the worker and gateway processes read them).
   for v in LANEIM_KAFKA LANEIM_REDIS LANEIM_ETCD LANEIM_SECRET LANEIM_API_TOKEN; do
@@ -105,44 +136,73 @@ start() {
     sleep 0.1
   done
   for attempt in $(seq 10); do
-    "$bin" seed --seed testdata/seed.json && break
+    "$bin" seed && break
     [ "$attempt" = 10 ] && exit 1
     sleep 1
   done
-  start_bg login-presence "$bin" worker login presence --admin-addr 127.0.0.1:19101
-  start_bg routing "$bin" worker routing --admin-addr 127.0.0.1:19102
-  start_bg fanout "$bin" worker fanout --admin-addr 127.0.0.1:19103
-  start_bg history "$bin" worker persist history --history "$run/history.db" --admin-addr 127.0.0.1:19104
-  start_bg comet-1 "$bin" comet --comet-id comet-1 --comet-addr 127.0.0.1:18081 --admin-addr 127.0.0.1:19105
-  start_bg comet-2 "$bin" comet --comet-id comet-2 --comet-addr 127.0.0.1:18082 --admin-addr 127.0.0.1:19106
-  start_bg api "$bin" api --api-addr 127.0.0.1:19090 --api-http-addr 127.0.0.1:19091 --admin-addr 127.0.0.1:19107
-  for port in 18081 18082 19090 19091; do wait_port "$port"; done
+  local c1=$comet_port c2=$((comet_port + 1)) a=$admin_port
+  start_bg login-presence "$bin" worker login presence --admin-addr "127.0.0.1:$a"
+  start_bg routing "$bin" worker routing --admin-addr "127.0.0.1:$((a + 1))"
+  start_bg fanout "$bin" worker fanout --admin-addr "127.0.0.1:$((a + 2))"
+  start_bg history "$bin" worker persist history --history "$run/history.db" --admin-addr "127.0.0.1:$((a + 3))"
+  start_bg comet-1 "$bin" comet --comet-id comet-1 --comet-addr "127.0.0.1:$c1" --admin-addr "127.0.0.1:$((a + 4))"
+  start_bg comet-2 "$bin" comet --comet-id comet-2 --comet-addr "127.0.0.1:$c2" --admin-addr "127.0.0.1:$((a + 5))"
+  start_bg api "$bin" api --api-addr "127.0.0.1:$api_port" --api-http-addr "127.0.0.1:$api_http_port" --admin-addr "127.0.0.1:$((a + 6))"
+  for port in "$c1" "$c2" "$api_port" "$api_http_port"; do wait_port "$port"; done
   cat <<MSG
 laneIM local cluster is up (logs and state in $run/):
-  comets      ws://127.0.0.1:18081/ws  ws://127.0.0.1:18082/ws
-  api         127.0.0.1:19090 (Bearer $LANEIM_API_TOKEN)   HTTP/JSON http://127.0.0.1:19091/v1/
-  kafka       127.0.0.1:19092   etcd 127.0.0.1:12379   redis cluster ${nodes[*]}
-  metrics     http://127.0.0.1:19101/metrics ... :19107
-Try: $bin chat --user alice --url ws://127.0.0.1:18081/ws   and   $bin chat --user bob --url ws://127.0.0.1:18082/ws
+  comets      ws://127.0.0.1:$c1/ws  ws://127.0.0.1:$c2/ws
+  api         127.0.0.1:$api_port (Bearer $LANEIM_API_TOKEN)   HTTP/JSON http://127.0.0.1:$api_http_port/v1/
+  kafka       127.0.0.1:$kafka_port   etcd 127.0.0.1:$etcd_port   redis cluster ${nodes[*]}
+  metrics     http://127.0.0.1:$a/metrics ... :$((a + 6))
+Try: $bin chat --user alice --url ws://127.0.0.1:$c1/ws   and   $bin chat --user bob --url ws://127.0.0.1:$c2/ws
 Stop: deploy/local/cluster.sh stop
 MSG
 }
 
+# stop_pids PID...: SIGTERM, then wait for them all to exit ($stop_seconds
+# at most, then SIGKILL and wait again).
+stop_pids() {
+  [ $# = 0 ] && return 0
+  local pid deadline=$((SECONDS + stop_seconds)) left
+  for pid in "$@"; do
+    kill -CONT "$pid" 2>/dev/null || true # a process frozen by a soak must hear SIGTERM
+    kill "$pid" 2>/dev/null || true
+  done
+  while :; do
+    left=()
+    for pid in "$@"; do kill -0 "$pid" 2>/dev/null && left+=("$pid"); done
+    [ ${#left[@]} = 0 ] && return 0
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      echo "cluster.sh: SIGKILL for pids ${left[*]}, still running ${stop_seconds}s after SIGTERM" >&2
+      kill -9 "${left[@]}" 2>/dev/null || true
+      for pid in "${left[@]}"; do while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done; done
+      return 0
+    fi
+    sleep 0.1
+  done
+}
+
 stop() {
   [ -d "$run" ] || return 0
-  pids=()
+  # The workers and gateways first, while what they stop against (Kafka,
+  # etcd, Redis) still answers; then the infrastructure. stop returns
+  # once every process has exited, so that a start right after finds the
+  # ports free.
+  local f name laneim=() infra=()
   for f in "$run"/*.pid; do
     [ -e "$f" ] || continue
-    pids+=("$(cat "$f")")
-    kill -CONT "${pids[-1]}" 2>/dev/null || true # a process frozen by a soak must hear SIGTERM
-    kill "${pids[-1]}" 2>/dev/null || true
-    rm -f "$f" "${f%.pid}.cmd"
+    name=$(basename "$f" .pid)
+    case "$name" in
+      broker|etcd|redis-*) infra+=("$(cat "$f")") ;;
+      *) laneim+=("$(cat "$f")") ;;
+    esac
   done
-  # Wait for them to exit (30s at most, then SIGKILL), so that a start
-  # right after finds the ports free.
-  for pid in "${pids[@]}"; do
-    for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
+  stop_pids ${laneim[@]+"${laneim[@]}"}
+  stop_pids ${infra[@]+"${infra[@]}"}
+  for f in "$run"/*.pid; do
+    [ -e "$f" ] || continue
+    rm -f "$f" "${f%.pid}.cmd"
   done
   echo "laneIM local cluster stopped"
 }

@@ -33,6 +33,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
 	"github.com/laneim/laneim/proto/apipb"
@@ -257,6 +258,9 @@ func (s *Server) GRPCServer(opts ...grpc.ServerOption) *grpc.Server {
 	g := grpc.NewServer(opts...)
 	apipb.RegisterPushServer(g, s)
 	apipb.RegisterDirectoryServer(g, s)
+	// grpcurl and friends list and call the services without the .proto
+	// files (with the bearer token, like every call).
+	reflection.Register(g)
 	return g
 }
 

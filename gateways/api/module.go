@@ -13,6 +13,7 @@ import (
 	"go.uber.org/fx"
 	"google.golang.org/grpc"
 
+	"github.com/laneim/laneim/wiring"
 	"github.com/laneim/laneim/wiring/directory"
 	"github.com/laneim/laneim/wiring/discovery"
 	"github.com/laneim/laneim/wiring/msgstore"
@@ -55,13 +56,22 @@ func newServer(p params) (*Server, error) {
 
 type serveParams struct {
 	fx.In
-	Server *Server
-	Etcd   *clientv3.Client `optional:"true"`
+	Server  *Server
+	Etcd    *clientv3.Client `optional:"true"`
+	Metrics *wiring.Metrics  `optional:"true"`
 }
 
-func serve(lc fx.Lifecycle, p serveParams, logger *slog.Logger) {
+func serve(lc fx.Lifecycle, p serveParams, logger *slog.Logger) error {
 	s := p.Server
-	g := s.GRPCServer()
+	var opts []grpc.ServerOption
+	if p.Metrics != nil {
+		m, err := newMetrics(p.Metrics.Registry)
+		if err != nil {
+			return fmt.Errorf("api: metrics: %w", err)
+		}
+		opts = m.serverOptions()
+	}
+	g := s.GRPCServer(opts...)
 	done := make(chan error, 1)
 	var reg *discovery.Registration
 	lc.Append(fx.Hook{
@@ -102,4 +112,5 @@ func serve(lc fx.Lifecycle, p serveParams, logger *slog.Logger) {
 			return nil
 		},
 	})
+	return nil
 }

@@ -35,8 +35,10 @@ type DevConfig struct {
 	EtcdPeerAddr string
 	// DataDir holds etcd's data (a fresh temporary folder when empty).
 	DataDir string
-	// Seed is the demo directory file.
+	// Seed is the demo directory file (empty: none).
 	Seed string
+	// SeedData, when set, is the seed's content, and Seed only names it.
+	SeedData []byte
 }
 
 // Dev is a whole laneIM cluster in one process: an embedded Kafka-protocol
@@ -47,6 +49,7 @@ type Dev struct {
 	redis    *embedded.Redis
 	etcd     *embedded.Etcd
 	settings Settings
+	seeded   *seed.Seed // the directory written at start (no MySQL), if any
 	stopTick context.CancelFunc
 	tickDone sync.WaitGroup
 	tmp      string
@@ -69,6 +72,11 @@ func StartDev(ctx context.Context, cfg DevConfig, logger *slog.Logger) (_ *Dev, 
 		cfg.DataDir = d.tmp
 	}
 	if d.settings.History == "" {
+		// Dev mode's own folder: made here (a --history of the user's
+		// must name an existing folder).
+		if err = os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+			return nil, fmt.Errorf("dev: %w", err)
+		}
 		d.settings.History = filepath.Join(cfg.DataDir, "msgstore.db")
 	}
 	if d.broker, err = embedded.StartBroker(embedded.BrokerConfig{Addr: cfg.KafkaAddr}); err != nil {
@@ -111,7 +119,7 @@ func StartDev(ctx context.Context, cfg DevConfig, logger *slog.Logger) (_ *Dev, 
 		roles = append(roles, Binlog)
 	} else if cfg.Seed != "" {
 		// Dev only: a demo directory straight into Redis.
-		if err = applySeed(ctx, cfg.Seed, infra.Redis); err != nil {
+		if d.seeded, err = applySeed(ctx, cfg.Seed, cfg.SeedData, infra.Redis); err != nil {
 			return nil, fmt.Errorf("dev: %w", err)
 		}
 	}
@@ -156,17 +164,25 @@ func (d *Dev) startTicking() {
 	}()
 }
 
-func applySeed(ctx context.Context, path string, cfg wiring.RedisConfig) error {
-	s, err := seed.Load(path)
+// applySeed writes the seed at path (or data, named path) into Redis and
+// returns it.
+func applySeed(ctx context.Context, path string, data []byte, cfg wiring.RedisConfig) (*seed.Seed, error) {
+	var s *seed.Seed
+	var err error
+	if data != nil {
+		s, err = seed.Parse(path, data)
+	} else {
+		s, err = seed.Load(path)
+	}
 	if err != nil {
-		return err
+		return nil, err
 	}
 	rdb, err := wiring.NewRedis(ctx, cfg)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer rdb.Close()
-	return s.Apply(ctx, directory.New(rdb))
+	return s, s.Apply(ctx, directory.New(rdb))
 }
 
 // Settings returns the settings the cluster runs with, embedded addresses included.
@@ -211,11 +227,12 @@ func (d *Dev) PrintWelcome(w io.Writer) {
 	fmt.Fprintf(w, `
 laneIM dev cluster is up (one process, embedded infrastructure).
 
+  web chat                http://%s/
   WebSocket (comet %s)  ws://%s/ws
   gRPC api gateway        %s   (authorization: Bearer %s)
   Kafka protocol (kfake)  %s
   Redis protocol          %s
-`, s.CometID, s.CometAddr, s.APIAddr, s.APIToken, s.Kafka, s.Redis)
+`, s.CometAddr, s.CometID, s.CometAddr, s.APIAddr, s.APIToken, s.Kafka, s.Redis)
 	if s.APIHTTPAddr != "" {
 		fmt.Fprintf(w, "  HTTP/JSON api           http://%s/v1/   (docs/http-api.md)\n", s.APIHTTPAddr)
 	}
@@ -225,14 +242,33 @@ laneIM dev cluster is up (one process, embedded infrastructure).
 	if eps := d.EtcdEndpoints(); len(eps) > 0 {
 		fmt.Fprintf(w, "  etcd                    %s\n", eps[0])
 	}
-	if s.MySQL != "" {
+	switch {
+	case s.MySQL != "":
 		fmt.Fprintf(w, "  directory               follows MySQL's binlog (%s)\n", redactDSN(s.MySQL))
-	} else {
+	case d.seeded != nil:
 		fmt.Fprintf(w, "  directory               demo seed (dev only; --mysql follows a real MySQL)\n")
+	default:
+		fmt.Fprintf(w, "  directory               empty (--seed \"\"; --mysql follows a real MySQL)\n")
+	}
+	if d.seeded != nil {
+		var users, disabled, rooms []string
+		for _, u := range d.seeded.Users {
+			if u.Disabled {
+				disabled = append(disabled, u.ID)
+			} else {
+				users = append(users, u.ID)
+			}
+		}
+		for _, r := range d.seeded.Rooms {
+			rooms = append(rooms, r.ID)
+		}
+		fmt.Fprintf(w, "\nDemo users: %s", strings.Join(users, " "))
+		if len(disabled) > 0 {
+			fmt.Fprintf(w, " (disabled: %s)", strings.Join(disabled, " "))
+		}
+		fmt.Fprintf(w, "; rooms: %s.\n", strings.Join(rooms, ", "))
 	}
 	fmt.Fprintf(w, `
-Demo users: alice bob carol dave erin (mallory is disabled); rooms: lobby, dev, ops.
-
 Chat from two terminals:
   go run . chat --user alice --room lobby
   go run . chat --user bob --room lobby        (type /dm alice hi for a 1:1 message)

@@ -48,6 +48,11 @@ func TestDevCluster(t *testing.T) {
 	if !strings.Contains(welcome.String(), "ws://"+cfg.Settings.CometAddr+"/ws") || len(d.EtcdEndpoints()) != 1 {
 		t.Errorf("welcome %q, etcd %v", welcome.String(), d.EtcdEndpoints())
 	}
+	for _, w := range []string{"http://" + cfg.Settings.CometAddr + "/", "Demo users: alice bob carol dave erin (disabled: mallory); rooms: lobby"} {
+		if !strings.Contains(welcome.String(), w) {
+			t.Errorf("welcome lacks %q:\n%s", w, welcome.String())
+		}
+	}
 
 	url := "ws://" + cfg.Settings.CometAddr + "/ws"
 	// The comet registered itself in etcd; the api gateway tells clients where to go.

@@ -83,6 +83,9 @@ func (s *Settings) Validate(roles ...Role) error {
 	if err := s.checkAddresses(); err != nil {
 		return err
 	}
+	if err := s.checkPaths(); err != nil {
+		return err
+	}
 	infra := s.Infra()
 	if err := infra.Kafka.Validate(); err != nil {
 		return err
@@ -167,6 +170,22 @@ func (s *Settings) Options(logger *slog.Logger, roles ...Role) fx.Option {
 	for _, r := range roles {
 		opts = append(opts, modules[r])
 		store = store || needsStore(r)
+	}
+	// /readyz asks every dependency (fresh connections, so a hung server
+	// shows even while pooled ones wait) and the history store.
+	deps := s.Dependencies(roles...)
+	opts = append(opts, fx.Invoke(func(m *wiring.Metrics) {
+		for _, d := range deps {
+			m.AddCheck(d.Name, d.Check)
+		}
+	}))
+	if store {
+		opts = append(opts, fx.Invoke(func(m *wiring.Metrics, st msgstore.Store) {
+			m.AddCheck("history store", func(ctx context.Context) error {
+				_, _, err := st.After(ctx, "laneim:readyz", 0, 1)
+				return err
+			})
+		}))
 	}
 	if store {
 		opts = append(opts, fx.Supply(msgstore.Config{

@@ -109,4 +109,7 @@ func TestCredentialsNeverInSettingsErrors(t *testing.T) {
 	if strings.Contains(buf.String(), "hunter2") {
 		t.Fatalf("welcome shows the password:\n%s", buf.String())
 	}
+	if strings.Contains(buf.String(), "Demo users") {
+		t.Fatalf("welcome lists demo users while following MySQL:\n%s", buf.String())
+	}
 }

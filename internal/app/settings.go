@@ -65,6 +65,9 @@ type Settings struct {
 	Etcd              string
 	CometURL          string
 	LogLevel          string
+	// ConnectTimeout bounds the start-up check of each dependency (and
+	// the readiness checks).
+	ConnectTimeout time.Duration
 
 	// Securing the links (docs/security.md, "Securing the links").
 	KafkaTLS           bool
@@ -138,6 +141,7 @@ func (s *Settings) Register(fs *flag.FlagSet) {
 	fs.StringVar(&s.AdminAddr, "admin-addr", "", "serve /metrics, /healthz and /readyz on this address (empty: none)")
 	fs.BoolVar(&s.Pprof, "pprof", false, "also serve Go's profiling endpoints /debug/pprof/ on --admin-addr")
 	fs.StringVar(&s.LogLevel, "log-level", "info", "debug, info, warn or error")
+	fs.DurationVar(&s.ConnectTimeout, "connect-timeout", 10*time.Second, "at start, give up on a dependency (Kafka, Redis, etcd, MySQL, Scylla) that does not answer within this")
 
 	// Securing the links. A CA or client certificate turns TLS on by itself.
 	fs.BoolVar(&s.KafkaTLS, "kafka-tls", false, "connect to Kafka over TLS (the system's roots unless --kafka-ca)")
@@ -170,7 +174,7 @@ func (s *Settings) Register(fs *flag.FlagSet) {
 // Parse parses args into fs, then fills every flag not given on the command
 // line from its LANEIM_ environment variable.
 func Parse(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
+	if err := ParseArgs(fs, args); err != nil {
 		return err
 	}
 	set := map[string]bool{}
@@ -192,6 +196,22 @@ func Parse(fs *flag.FlagSet, args []string) error {
 		}
 	})
 	return errors.Join(errs...)
+}
+
+// FlagError is a command line the flag package refused (and printed,
+// with the command's usage).
+type FlagError struct{ Err error }
+
+func (e *FlagError) Error() string { return e.Err.Error() }
+func (e *FlagError) Unwrap() error { return e.Err }
+
+// ParseArgs is fs.Parse with its errors, but flag.ErrHelp, as *FlagError.
+func ParseArgs(fs *flag.FlagSet, args []string) error {
+	err := fs.Parse(args)
+	if err != nil && !errors.Is(err, flag.ErrHelp) {
+		return &FlagError{err}
+	}
+	return err
 }
 
 // sensitive reports a flag whose value may hold a credential, never to be

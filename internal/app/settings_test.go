@@ -2,6 +2,9 @@ package app
 
 import (
 	"flag"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -51,6 +54,13 @@ func TestSplitList(t *testing.T) {
 func TestSecureLinkSettings(t *testing.T) {
 	t.Setenv("LANEIM_KAFKA_SASL_PASSWORD", "kafka-pw")
 	t.Setenv("LANEIM_ETCD_PASSWORD", "etcd-pw")
+	// Validate wants the files named to exist (their content is not read).
+	t.Chdir(t.TempDir())
+	for _, f := range []string{"ca.pem", "eca.pem", "c.pem", "k.pem", "a.pem", "ak.pem", "cca.pem"} {
+		if err := os.WriteFile(f, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	var s Settings
 	fs := flag.NewFlagSet("t", flag.ContinueOnError)
 	s.Register(fs)
@@ -80,5 +90,36 @@ func TestSecureLinkSettings(t *testing.T) {
 	s.APITLSKey = ""
 	if err := s.Validate(API); err == nil {
 		t.Error("an api certificate without its key accepted")
+	}
+}
+
+// TestValidateRefusesMissingPaths: a history database in a folder that does
+// not exist, or TLS material that does not exist, is refused at start with
+// the flag to change; nothing is created.
+func TestValidateRefusesMissingPaths(t *testing.T) {
+	dir := t.TempDir()
+	base := Settings{Kafka: "k:9092", Redis: "r:6379", History: filepath.Join(dir, "h.db")}
+	if err := base.Validate(Persist); err != nil {
+		t.Fatalf("history in an existing folder: %v", err)
+	}
+	missing := filepath.Join(dir, "nonexistent", "dir", "h.db")
+	for _, c := range []struct {
+		name string
+		tune func(*Settings)
+		want string
+	}{
+		{"history folder", func(s *Settings) { s.History = missing }, "--history " + missing},
+		{"kafka ca", func(s *Settings) { s.KafkaCA = missing }, "--kafka-ca " + missing},
+		{"redis cert", func(s *Settings) { s.RedisCert, s.RedisKey = missing, missing }, "--redis-cert " + missing},
+	} {
+		s := base
+		c.tune(&s)
+		err := s.Validate(Persist)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want an error with %q", c.name, err, c.want)
+		}
+	}
+	if _, err := os.Stat(filepath.Dir(missing)); !os.IsNotExist(err) {
+		t.Errorf("Validate created %s (%v)", filepath.Dir(missing), err)
 	}
 }

@@ -15,13 +15,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/IBM/sarama"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/laneim/laneim/topics"
 )
@@ -48,10 +52,20 @@ type Options struct {
 	// Republish sends matching messages to this topic (or Original)
 	// instead of printing them.
 	Republish string
+	// Bodies is how bytes fields (a message's body) are printed: Base64
+	// (protobuf's JSON mapping, the default) or Text (as a string when they
+	// are valid UTF-8, base64 otherwise).
+	Bodies string
 	// Sarama, when set, is the client configuration to start from (TLS
 	// and SASL to the brokers: wiring.KafkaConfig.Sarama); nil: plain.
 	Sarama *sarama.Config
 }
+
+// The ways of printing bytes fields (Options.Bodies).
+const (
+	Base64 = "base64"
+	Text   = "text"
+)
 
 // Record is one printed message.
 type Record struct {
@@ -73,6 +87,11 @@ func Run(ctx context.Context, opts Options, out io.Writer) (int, error) {
 	if opts.Topic == "" {
 		return 0, errors.New("replay: no topic")
 	}
+	switch opts.Bodies {
+	case "", Base64, Text:
+	default:
+		return 0, fmt.Errorf("replay: bodies %q: want %s or %s", opts.Bodies, Base64, Text)
+	}
 	sc := opts.Sarama
 	if sc == nil {
 		sc = sarama.NewConfig()
@@ -85,6 +104,14 @@ func Run(ctx context.Context, opts Options, out io.Writer) (int, error) {
 		return 0, fmt.Errorf("replay: connect to %v: %w", opts.Brokers, err)
 	}
 	defer client.Close()
+	known, err := client.Topics()
+	if err != nil {
+		return 0, fmt.Errorf("replay: list topics: %w", err)
+	}
+	if !slices.Contains(known, opts.Topic) {
+		slices.Sort(known)
+		return 0, fmt.Errorf("replay: no topic %q on %v (there are: %s)", opts.Topic, opts.Brokers, strings.Join(known, ", "))
+	}
 	partitions, err := client.Partitions(opts.Topic)
 	if err != nil {
 		return 0, fmt.Errorf("replay: topic %s: %w", opts.Topic, err)
@@ -140,7 +167,7 @@ func Run(ctx context.Context, opts Options, out io.Writer) (int, error) {
 				if producer != nil {
 					err = republish(producer, opts.Republish, m)
 				} else {
-					err = enc.Encode(decode(m))
+					err = enc.Encode(decode(m, opts.Bodies == Text))
 				}
 				if err != nil {
 					pc.Close()
@@ -194,8 +221,9 @@ func headers(m *sarama.ConsumerMessage) map[string]string {
 	return out
 }
 
-// decode renders a message, its payload decoded when its type is known.
-func decode(m *sarama.ConsumerMessage) Record {
+// decode renders a message, its payload decoded when its type is known;
+// text prints its valid UTF-8 bytes fields as strings.
+func decode(m *sarama.ConsumerMessage, text bool) Record {
 	r := Record{Topic: m.Topic, Partition: m.Partition, Offset: m.Offset, Time: m.Timestamp, Key: string(m.Key), Metadata: headers(m)}
 	typeTopic := m.Topic
 	if orig := r.Metadata[middleware.PoisonedTopicKey]; orig != "" {
@@ -219,7 +247,44 @@ func decode(m *sarama.ConsumerMessage) Record {
 		return r
 	}
 	r.Payload = b
+	if text {
+		var j map[string]any
+		if err := json.Unmarshal(b, &j); err == nil {
+			bytesAsText(v.ProtoReflect(), j)
+			if b, err := json.Marshal(j); err == nil {
+				r.Payload = b
+			}
+		}
+	}
 	return r
+}
+
+// bytesAsText replaces, in j (the JSON object of m), the base64 of every
+// bytes field holding valid UTF-8 with the text itself, in m's nested
+// messages too.
+func bytesAsText(m protoreflect.Message, j map[string]any) {
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		name := fd.JSONName()
+		switch {
+		case fd.IsMap():
+		case fd.Kind() == protoreflect.BytesKind && !fd.IsList():
+			if utf8.Valid(v.Bytes()) {
+				j[name] = string(v.Bytes())
+			}
+		case fd.Kind() == protoreflect.MessageKind && fd.IsList():
+			items, _ := j[name].([]any)
+			for i := 0; i < v.List().Len() && i < len(items); i++ {
+				if jm, ok := items[i].(map[string]any); ok {
+					bytesAsText(v.List().Get(i).Message(), jm)
+				}
+			}
+		case fd.Kind() == protoreflect.MessageKind:
+			if jm, ok := j[name].(map[string]any); ok {
+				bytesAsText(v.Message(), jm)
+			}
+		}
+		return true
+	})
 }
 
 // republish sends m to target (Original: back to its poisoned topic),

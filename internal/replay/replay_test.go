@@ -104,3 +104,53 @@ func TestReplayDecodesFiltersAndTakesDeadLettersBack(t *testing.T) {
 		t.Fatalf("republished %+v", back)
 	}
 }
+
+// TestReplayBodiesAsTextAndUnknownTopics: --bodies text prints UTF-8 bodies
+// (nested ones too) as strings and leaves other bytes in base64; a topic
+// that does not exist is an error, not zero messages.
+func TestReplayBodiesAsTextAndUnknownTopics(t *testing.T) {
+	t.Parallel()
+	kcfg := testinfra.Kafka(t)
+	pub, err := wiring.NewPublisher(kcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	sub, _ := topics.Submitted.Encode(&topicpb.Submitted{Sender: "alice", ClientMsgId: "c-1", To: &topicpb.Submitted_Room{Room: "lobby"}, Body: []byte("grep me")})
+	routed, _ := topics.Routed.Encode(&topicpb.Routed{Message: &clientpb.Message{Conversation: "room:lobby", Seq: 1, Body: []byte("nested body")}})
+	binary, _ := topics.Routed.Encode(&topicpb.Routed{Message: &clientpb.Message{Conversation: "room:lobby", Seq: 2, Body: []byte{0xff, 0xfe}}})
+	if err := pub.Publish(topics.Submitted.Name, sub); err != nil {
+		t.Fatal(err)
+	}
+	if err := pub.Publish(topics.Routed.Name, routed, binary); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	for _, c := range []struct {
+		topic, bodies string
+		want          []string
+	}{
+		{topics.Submitted.Name, replay.Text, []string{`"body":"grep me"`, `"clientMsgId":"c-1"`}},
+		{topics.Submitted.Name, replay.Base64, []string{`"body":"Z3JlcCBtZQ=="`}},
+		{topics.Routed.Name, replay.Text, []string{`"body":"nested body"`, `"body":"//4="`}},
+	} {
+		var out bytes.Buffer
+		if _, err := replay.Run(ctx, replay.Options{Brokers: kcfg.Brokers, Topic: c.topic, Partition: -1, Bodies: c.bodies}, &out); err != nil {
+			t.Fatalf("%s --bodies %s: %v", c.topic, c.bodies, err)
+		}
+		for _, w := range c.want {
+			if !strings.Contains(out.String(), w) {
+				t.Errorf("%s --bodies %s: no %s in\n%s", c.topic, c.bodies, w, out.String())
+			}
+		}
+	}
+	var out bytes.Buffer
+	if _, err := replay.Run(ctx, replay.Options{Brokers: kcfg.Brokers, Topic: "no.such.topic", Partition: -1}, &out); err == nil || !strings.Contains(err.Error(), `no topic "no.such.topic"`) {
+		t.Fatalf("unknown topic: %v", err)
+	}
+	if _, err := replay.Run(ctx, replay.Options{Brokers: kcfg.Brokers, Topic: topics.Routed.Name, Partition: -1, Bodies: "hex"}, &out); err == nil {
+		t.Fatal("--bodies hex accepted")
+	}
+}

@@ -39,6 +39,12 @@ func Load(path string) (*Seed, error) {
 	if err != nil {
 		return nil, fmt.Errorf("seed: %w", err)
 	}
+	return Parse(path, b)
+}
+
+// Parse reads and checks the content of a seed file; path names it in
+// errors.
+func Parse(path string, b []byte) (*Seed, error) {
 	var s Seed
 	if err := json.Unmarshal(b, &s); err != nil {
 		return nil, fmt.Errorf("seed: parse %s: %w", path, err)

@@ -37,8 +37,10 @@ type Pipeline struct {
 	reader sarama.Consumer
 	pcs    []sarama.PartitionConsumer
 	read   map[string]<-chan *message.Message // by topic
-	done   chan struct{}                      // closed to stop the forwarding goroutines
-	wg     sync.WaitGroup                     // the forwarding goroutines
+	// Logger is the router's logger (nil: none); set it before Run.
+	Logger *slog.Logger
+	done   chan struct{}  // closed to stop the forwarding goroutines
+	wg     sync.WaitGroup // the forwarding goroutines
 }
 
 // KafkaPipeline starts a broker for the test with the pipeline's topics
@@ -73,7 +75,10 @@ func KafkaPipeline(t testing.TB, extraTopics ...string) *Pipeline {
 func (p *Pipeline) Run(handlers ...pipeline.Handler) {
 	t := p.t
 	t.Helper()
-	logger := slog.New(slog.DiscardHandler)
+	logger := p.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
 	subscribe := func(group string) (message.Subscriber, error) {
 		return wiring.NewSubscriber(p.Kafka, group, logger)
 	}

@@ -1,0 +1,121 @@
+package app
+
+import (
+	"flag"
+	"slices"
+	"strings"
+)
+
+// Parts a Settings flag can belong to, besides the roles: a command
+// exposes the flags of the parts it uses (RegisterFor), so that its help
+// lists only what it reads.
+const (
+	// PartKafka is --kafka and the Kafka TLS and SASL flags.
+	PartKafka = "kafka"
+	// PartRedis is --redis and its credentials and TLS.
+	PartRedis = "redis"
+	// PartEtcd is --etcd and its credentials and TLS.
+	PartEtcd = "etcd"
+	// PartProcess is what a long-running process reads: admin endpoints,
+	// scheduler threads, the connect timeout.
+	PartProcess = "process"
+	// PartStore is the history store: --history, --scylla, retention.
+	PartStore = "store"
+	// PartMySQL is --mysql.
+	PartMySQL = "mysql"
+)
+
+// flagParts names the parts that read each flag of Settings that is not
+// recognised by its prefix (see partsOf). A flag in neither is shown to
+// every command.
+var flagParts = map[string][]string{
+	"secret":              {string(Login)},
+	"token-issuer":        {string(Login)},
+	"token-audience":      {string(Login)},
+	"token-max-lifetime":  {string(Login)},
+	"token-clock-skew":    {string(Login)},
+	"session-ttl":         {string(Presence), string(Comet)},
+	"notify-limit":        {string(Presence)},
+	"login-conversations": {string(Presence)},
+	"max-body":            {string(Routing), string(API)},
+	"api-token":           {string(API)},
+	"api-addr":            {string(API)},
+	"api-client-ca":       {string(API)},
+	"comet-id":            {string(Comet)},
+	"comet-addr":          {string(Comet)},
+	"comet-url":           {string(Comet)},
+	"batch-window":        {string(Comet)},
+	"send-queue":          {string(Comet)},
+	"request-rate":        {string(Comet)},
+	"request-burst":       {string(Comet)},
+	"request-timeout":     {string(Comet)},
+	"max-conns-per-user":  {string(Comet)},
+	"frame-budget":        {string(Comet)},
+	"max-batch-window":    {string(Comet)},
+	"max-frame":           {string(Comet)},
+	"mysql":               {PartMySQL},
+	"history":             {PartStore},
+	"admin-addr":          {PartProcess},
+	"pprof":               {PartProcess},
+	"procs":               {PartProcess},
+	"connect-timeout":     {PartProcess},
+}
+
+// partsOf returns the parts that read a flag; nil: every command.
+func partsOf(name string) []string {
+	if p, ok := flagParts[name]; ok {
+		return p
+	}
+	for _, prefix := range []struct{ prefix, part string }{
+		{"kafka", PartKafka}, {"redis", PartRedis}, {"etcd", PartEtcd},
+		{"scylla", PartStore}, {"retain-", PartStore},
+		{"api-tls-", string(API)}, {"comet-tls-", string(Comet)},
+	} {
+		if strings.HasPrefix(name, prefix.prefix) {
+			return []string{prefix.part}
+		}
+	}
+	return nil
+}
+
+// PartsOfRoles returns the parts a process running roles reads: the roles
+// themselves, Kafka, etcd, the process's own flags, and Redis, the history
+// store and MySQL where a role needs them.
+func PartsOfRoles(roles ...Role) []string {
+	parts := []string{PartKafka, PartEtcd, PartProcess}
+	for _, r := range roles {
+		parts = append(parts, string(r))
+		switch r {
+		case Login, Presence, Routing, API, Binlog, Persist, History:
+			parts = append(parts, PartRedis)
+		}
+		if needsStore(r) || r == API {
+			parts = append(parts, PartStore)
+		}
+		if r == Binlog {
+			parts = append(parts, PartMySQL)
+		}
+	}
+	slices.Sort(parts)
+	return slices.Compact(parts)
+}
+
+// RegisterFor defines on fs the flags of s that the given parts read (and
+// the flags of no particular part), with defaults. The others keep their
+// defaults in s but are neither accepted nor listed by fs, and their
+// environment variables are not read.
+func (s *Settings) RegisterFor(fs *flag.FlagSet, parts ...string) {
+	all := flag.NewFlagSet(fs.Name(), flag.ContinueOnError)
+	s.Register(all)
+	all.VisitAll(func(f *flag.Flag) {
+		if FlagUsedBy(f.Name, parts...) {
+			fs.Var(f.Value, f.Name, f.Usage)
+		}
+	})
+}
+
+// FlagUsedBy reports whether a Settings flag is read by any of parts.
+func FlagUsedBy(name string, parts ...string) bool {
+	p := partsOf(name)
+	return p == nil || slices.ContainsFunc(p, func(x string) bool { return slices.Contains(parts, x) })
+}
