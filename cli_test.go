@@ -103,7 +103,7 @@ func TestCommandLine(t *testing.T) {
 			{[]string{"replay", "-h"}, 0, []string{"-topic", "-bodies", "-kafka"}, []string{"-redis", "-comet-addr", "-secret", "-mysql", "-admin-addr"}},
 			{[]string{"replay", "--help"}, 0, []string{"-topic"}, []string{"-redis"}},
 			{[]string{"comet", "-h"}, 0, []string{"-comet-id", "-kafka", "-etcd", "-session-ttl"}, []string{"-mysql", "-secret", "-api-token", "-history", "-redis"}},
-			{[]string{"api", "-h"}, 0, []string{"-api-token", "-redis", "-history"}, []string{"-comet-id", "-secret", "-mysql"}},
+			{[]string{"api", "-h"}, 0, []string{"-api-token", "-redis", "-history", "-api-http-addr", "-api-mysql"}, []string{"-comet-id", "-secret"}},
 			{[]string{"worker", "-h"}, 0, []string{"-secret", "-mysql", "-history", "-redis", "persist, history, binlogsync"}, []string{"-comet-addr", "-api-token"}},
 			{[]string{"topics", "-h"}, 0, []string{"-kafka"}, []string{"-redis", "-secret"}},
 			{[]string{"migrate", "-h"}, 0, []string{"-mysql"}, []string{"-kafka ", "-redis"}},

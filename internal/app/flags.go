@@ -40,6 +40,8 @@ var flagParts = map[string][]string{
 	"max-body":            {string(Routing), string(API)},
 	"api-token":           {string(API)},
 	"api-addr":            {string(API)},
+	"api-http-addr":       {string(API)},
+	"api-mysql":           {string(API)},
 	"api-client-ca":       {string(API)},
 	"comet-id":            {string(Comet)},
 	"comet-addr":          {string(Comet)},
@@ -53,7 +55,7 @@ var flagParts = map[string][]string{
 	"frame-budget":        {string(Comet)},
 	"max-batch-window":    {string(Comet)},
 	"max-frame":           {string(Comet)},
-	"mysql":               {PartMySQL},
+	"mysql":               {PartMySQL, string(API)}, // the api refuses directory writes that MySQL owns
 	"history":             {PartStore},
 	"admin-addr":          {PartProcess},
 	"pprof":               {PartProcess},
