@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"strings"
 
@@ -179,7 +180,10 @@ func (s *Settings) Options(logger *slog.Logger, roles ...Role) fx.Option {
 			m.AddCheck(d.Name, d.Check)
 		}
 	}))
-	if store {
+	// Only a process whose roles read the store asks it: one that is
+	// merely given --history (a comet beside the workers, say) does not
+	// open it.
+	if store && slices.ContainsFunc(roles, func(r Role) bool { return needsStore(r) || r == API }) {
 		opts = append(opts, fx.Invoke(func(m *wiring.Metrics, st msgstore.Store) {
 			m.AddCheck("history store", func(ctx context.Context) error {
 				_, _, err := st.After(ctx, "laneim:readyz", 0, 1)
