@@ -38,6 +38,7 @@ type Settings struct {
 	APIAddr           string
 	SessionTTL        time.Duration
 	NotifyLimit       int
+	RoomReadReceipts  bool
 	LoginConvLimit    int
 	MaxBodyBytes      int
 	BatchWindow       time.Duration
@@ -108,7 +109,8 @@ func (s *Settings) Register(fs *flag.FlagSet) {
 	fs.StringVar(&s.CometAddr, "comet-addr", "127.0.0.1:8080", "comet WebSocket listen address")
 	fs.StringVar(&s.APIAddr, "api-addr", "127.0.0.1:9090", "api gateway gRPC listen address")
 	fs.DurationVar(&s.SessionTTL, "session-ttl", 30*time.Second, "a session without heartbeat for this long expires")
-	fs.IntVar(&s.NotifyLimit, "notify-limit", 200, "rooms with more online users get no per-user presence frames")
+	fs.IntVar(&s.NotifyLimit, "notify-limit", 200, "rooms with more online users get no per-user presence frames, typing indicators or read receipts")
+	fs.BoolVar(&s.RoomReadReceipts, "room-read-receipts", false, "history: tell a room's members (within --notify-limit) when one of them reads further")
 	fs.IntVar(&s.LoginConvLimit, "login-conversations", 1000, "presence: most conversations a LoginResult lists (rooms, then the most recent 1:1); clients page through the rest")
 	fs.IntVar(&s.MaxBodyBytes, "max-body", 16<<10, "largest message body accepted, bytes")
 	fs.DurationVar(&s.BatchWindow, "batch-window", 10*time.Millisecond, "comet: merge a room's messages arriving within this window")

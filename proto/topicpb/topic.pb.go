@@ -669,7 +669,7 @@ func (x *Routed) GetSubmittedUnixMs() int64 {
 	return 0
 }
 
-// HistoryRequest is a client's Sync or Conversations, forwarded by its
+// HistoryRequest is a client's Sync, Conversations, Ack or Typing, forwarded by its
 // comet. Topic: history.requests, key: user.
 type HistoryRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -683,6 +683,12 @@ type HistoryRequest struct {
 	// conversations is set, instead of the Sync fields, for a client's
 	// Conversations: a page of the user's conversation list.
 	Conversations *clientpb.Conversations `protobuf:"bytes,7,opt,name=conversations,proto3" json:"conversations,omitempty"`
+	// ack is set, instead of the Sync fields, for a client's Ack: the
+	// user's read position in ack.conversation.
+	Ack *clientpb.Ack `protobuf:"bytes,8,opt,name=ack,proto3" json:"ack,omitempty"`
+	// typing is set, instead of the Sync fields, for a client's Typing
+	// (already rate-limited by the comet).
+	Typing        *clientpb.Typing `protobuf:"bytes,9,opt,name=typing,proto3" json:"typing,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -762,6 +768,20 @@ func (x *HistoryRequest) GetLimit() uint32 {
 func (x *HistoryRequest) GetConversations() *clientpb.Conversations {
 	if x != nil {
 		return x.Conversations
+	}
+	return nil
+}
+
+func (x *HistoryRequest) GetAck() *clientpb.Ack {
+	if x != nil {
+		return x.Ack
+	}
+	return nil
+}
+
+func (x *HistoryRequest) GetTyping() *clientpb.Typing {
+	if x != nil {
+		return x.Typing
 	}
 	return nil
 }
@@ -990,7 +1010,7 @@ const file_topic_proto_rawDesc = "" +
 	"\x04room\x18\x03 \x01(\tR\x04room\x12\x14\n" +
 	"\x05users\x18\x04 \x03(\tR\x05users\x12\x1c\n" +
 	"\tbroadcast\x18\x05 \x01(\bR\tbroadcast\x12*\n" +
-	"\x11submitted_unix_ms\x18\x06 \x01(\x03R\x0fsubmittedUnixMs\"\x95\x02\n" +
+	"\x11submitted_unix_ms\x18\x06 \x01(\x03R\x0fsubmittedUnixMs\"\xf0\x02\n" +
 	"\x0eHistoryRequest\x122\n" +
 	"\asession\x18\x01 \x01(\v2\x18.laneim.topic.v1.SessionR\asession\x12\x1d\n" +
 	"\n" +
@@ -999,7 +1019,9 @@ const file_topic_proto_rawDesc = "" +
 	"\fconversation\x18\x04 \x01(\tR\fconversation\x12\x1b\n" +
 	"\tafter_seq\x18\x05 \x01(\x04R\bafterSeq\x12\x14\n" +
 	"\x05limit\x18\x06 \x01(\rR\x05limit\x12E\n" +
-	"\rconversations\x18\a \x01(\v2\x1f.laneim.client.v1.ConversationsR\rconversations\"\xd1\x01\n" +
+	"\rconversations\x18\a \x01(\v2\x1f.laneim.client.v1.ConversationsR\rconversations\x12'\n" +
+	"\x03ack\x18\b \x01(\v2\x15.laneim.client.v1.AckR\x03ack\x120\n" +
+	"\x06typing\x18\t \x01(\v2\x18.laneim.client.v1.TypingR\x06typing\"\xd1\x01\n" +
 	"\bDelivery\x12\x14\n" +
 	"\x05conns\x18\x01 \x03(\tR\x05conns\x12\x12\n" +
 	"\x04room\x18\x02 \x01(\tR\x04room\x12\x14\n" +
@@ -1041,7 +1063,9 @@ var file_topic_proto_goTypes = []any{
 	(*Control)(nil),                // 9: laneim.topic.v1.Control
 	(*clientpb.Message)(nil),       // 10: laneim.client.v1.Message
 	(*clientpb.Conversations)(nil), // 11: laneim.client.v1.Conversations
-	(*clientpb.ServerFrame)(nil),   // 12: laneim.client.v1.ServerFrame
+	(*clientpb.Ack)(nil),           // 12: laneim.client.v1.Ack
+	(*clientpb.Typing)(nil),        // 13: laneim.client.v1.Typing
+	(*clientpb.ServerFrame)(nil),   // 14: laneim.client.v1.ServerFrame
 }
 var file_topic_proto_depIdxs = []int32{
 	1,  // 0: laneim.topic.v1.LoginRequest.session:type_name -> laneim.topic.v1.Session
@@ -1052,13 +1076,15 @@ var file_topic_proto_depIdxs = []int32{
 	10, // 5: laneim.topic.v1.Routed.message:type_name -> laneim.client.v1.Message
 	1,  // 6: laneim.topic.v1.HistoryRequest.session:type_name -> laneim.topic.v1.Session
 	11, // 7: laneim.topic.v1.HistoryRequest.conversations:type_name -> laneim.client.v1.Conversations
-	12, // 8: laneim.topic.v1.Delivery.frame:type_name -> laneim.client.v1.ServerFrame
-	9,  // 9: laneim.topic.v1.Delivery.control:type_name -> laneim.topic.v1.Control
-	10, // [10:10] is the sub-list for method output_type
-	10, // [10:10] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	12, // 8: laneim.topic.v1.HistoryRequest.ack:type_name -> laneim.client.v1.Ack
+	13, // 9: laneim.topic.v1.HistoryRequest.typing:type_name -> laneim.client.v1.Typing
+	14, // 10: laneim.topic.v1.Delivery.frame:type_name -> laneim.client.v1.ServerFrame
+	9,  // 11: laneim.topic.v1.Delivery.control:type_name -> laneim.topic.v1.Control
+	12, // [12:12] is the sub-list for method output_type
+	12, // [12:12] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_topic_proto_init() }

@@ -80,6 +80,8 @@ type Store interface {
 	UserSessions(ctx context.Context, user string) ([]directory.SessionRef, error)
 	LiveComets(ctx context.Context, now time.Time) ([]string, error)
 	AddConversation(ctx context.Context, user, conversation string) error
+	// MarkRead raises the sender's read position to its own message.
+	MarkRead(ctx context.Context, user, conversation string, seq uint64) (uint64, bool, error)
 	// The sequence guard's (guard.go).
 	SequencesRestored(ctx context.Context) (bool, error)
 	ForgetSequencesRestored(ctx context.Context) error
@@ -211,18 +213,28 @@ func (h *Handler) Handle(ctx context.Context, sub *topicpb.Submitted, _ *message
 	// marked message is then answered, not routed again). A failed mark
 	// alone is only logged: the message is routed and answered, and a
 	// repeat of it would be routed again, which comets drop as a repeat.
-	var markErr error
+	var markErr, readErr error
 	var g2 errgroup.Group
 	g2.Go(func() error {
 		markErr = h.store.MarkRouted(ctx, conv, sub.GetSender(), sub.GetClientMsgId(), a)
 		return nil
 	})
+	if sub.GetSender() != topics.SystemSender {
+		// A sender has read its own message: it does not count as unread.
+		g2.Go(func() error {
+			_, _, readErr = h.store.MarkRead(ctx, sub.GetSender(), conv, a.Seq)
+			return nil
+		})
+	}
 	g2.Go(func() error { return h.answer(sub, result) })
 	if err := g2.Wait(); err != nil {
 		return err
 	}
 	if markErr != nil {
 		h.logger.Warn("routed and answered but not marked routed", "conversation", conv, "seq", a.Seq, "err", markErr)
+	}
+	if readErr != nil {
+		h.logger.Warn("routed and answered but the sender's read position not raised", "conversation", conv, "seq", a.Seq, "err", readErr)
 	}
 	return nil
 }

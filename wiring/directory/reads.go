@@ -1,0 +1,64 @@
+package directory
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// A user's read positions are a hash {u:<user>}:read, conversation ->
+// the highest seq the user read there (acked, or sent). A position only
+// grows.
+
+func userReadKey(u string) string { return "{u:" + u + "}:read" }
+
+// markReadScript: KEYS the user's read positions. ARGV conversation, seq.
+// Returns {position, 1 if it moved}.
+var markReadScript = redis.NewScript(`
+local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+local seq = tonumber(ARGV[2])
+if seq > cur then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  return {seq, 1}
+end
+return {cur, 0}
+`)
+
+// MarkRead raises user's read position in conversation to seq. It
+// returns the position now recorded (seq, or a higher one recorded
+// before) and whether it moved. A seq of 0 reads the position.
+func (s *Store) MarkRead(ctx context.Context, user, conversation string, seq uint64) (pos uint64, moved bool, err error) {
+	v, err := markReadScript.Run(ctx, s.rdb, []string{userReadKey(user)}, conversation, seq).Result()
+	if err != nil {
+		return 0, false, fmt.Errorf("directory: mark %s read by %s: %w", conversation, user, err)
+	}
+	a, ok := v.([]any)
+	if !ok || len(a) != 2 {
+		return 0, false, fmt.Errorf("directory: mark %s read by %s: unexpected result %v", conversation, user, v)
+	}
+	p, _ := a[0].(int64)
+	m, _ := a[1].(int64)
+	return uint64(p), m == 1, nil
+}
+
+// ReadSeqs returns user's read position in each conversation (0: none).
+func (s *Store) ReadSeqs(ctx context.Context, user string, conversations ...string) (map[string]uint64, error) {
+	out := make(map[string]uint64, len(conversations))
+	if len(conversations) == 0 {
+		return out, nil
+	}
+	vals, err := s.rdb.HMGet(ctx, userReadKey(user), conversations...).Result()
+	if err != nil {
+		return nil, fmt.Errorf("directory: read positions of %s: %w", user, err)
+	}
+	for i, c := range conversations {
+		if str, ok := vals[i].(string); ok {
+			var n uint64
+			if _, err := fmt.Sscan(str, &n); err == nil {
+				out[c] = n
+			}
+		}
+	}
+	return out, nil
+}
