@@ -316,6 +316,7 @@ func (cn *conn) submit(req uint64, user string, s *clientpb.Send) {
 	sub := &topicpb.Submitted{
 		Origin: c.session(cn), RequestId: req, Sender: user, ClientMsgId: s.GetClientMsgId(),
 		Body: s.GetBody(), ContentType: s.GetContentType(), SubmittedUnixMs: time.Now().UnixMilli(),
+		Edits: s.GetEdits(), Recalls: s.GetRecalls(),
 	}
 	switch to := s.GetTo().(type) {
 	case *clientpb.Send_Room:
@@ -336,6 +337,8 @@ func (cn *conn) submit(req uint64, user string, s *clientpb.Send) {
 		field{"content_type", s.GetContentType(), maxContentTypeBytes},
 		field{"room", s.GetRoom(), maxRoomBytes},
 		field{"user", s.GetUser(), maxRoomBytes},
+		field{"edits", s.GetEdits(), maxClientMsgIDBytes},
+		field{"recalls", s.GetRecalls(), maxClientMsgIDBytes},
 	) {
 		return
 	}

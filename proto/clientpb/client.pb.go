@@ -62,6 +62,11 @@ const (
 	// RATE_LIMITED: the connection sends requests faster than allowed;
 	// retry after retry_after_ms.
 	Error_RATE_LIMITED Error_Code = 12
+	// TOO_LATE: the edit or recall window of the message has passed.
+	Error_TOO_LATE Error_Code = 20
+	// UNKNOWN_MESSAGE: the message an edit or recall names is not a
+	// message of the sender in that conversation (within 24 hours).
+	Error_UNKNOWN_MESSAGE Error_Code = 21
 )
 
 // Enum value maps for Error_Code.
@@ -80,6 +85,8 @@ var (
 		10: "UNAVAILABLE",
 		11: "ALREADY_LOGGED_IN",
 		12: "RATE_LIMITED",
+		20: "TOO_LATE",
+		21: "UNKNOWN_MESSAGE",
 	}
 	Error_Code_value = map[string]int32{
 		"CODE_UNSPECIFIED":  0,
@@ -95,6 +102,8 @@ var (
 		"UNAVAILABLE":       10,
 		"ALREADY_LOGGED_IN": 11,
 		"RATE_LIMITED":      12,
+		"TOO_LATE":          20,
+		"UNKNOWN_MESSAGE":   21,
 	}
 )
 
@@ -490,7 +499,18 @@ type Send struct {
 	To   isSend_To `protobuf_oneof:"to"`
 	Body []byte    `protobuf:"bytes,4,opt,name=body,proto3" json:"body,omitempty"`
 	// content_type describes body, for example "text/plain".
-	ContentType   string `protobuf:"bytes,5,opt,name=content_type,json=contentType,proto3" json:"content_type,omitempty"`
+	ContentType string `protobuf:"bytes,5,opt,name=content_type,json=contentType,proto3" json:"content_type,omitempty"`
+	// edits, when set, makes this Send an edit of the sender's own earlier
+	// message in the same conversation, named by its client_msg_id: body
+	// and content_type replace that message's. Allowed within the server's
+	// edit window (24 hours by default) of the original's server time.
+	Edits string `protobuf:"bytes,6,opt,name=edits,proto3" json:"edits,omitempty"`
+	// recalls, when set, makes this Send a recall (delete for everyone) of
+	// the sender's own earlier message in the same conversation, named by
+	// its client_msg_id; body must be empty. Allowed within the server's
+	// recall window (2 minutes by default). At most one of edits and
+	// recalls may be set.
+	Recalls       string `protobuf:"bytes,7,opt,name=recalls,proto3" json:"recalls,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -567,6 +587,20 @@ func (x *Send) GetBody() []byte {
 func (x *Send) GetContentType() string {
 	if x != nil {
 		return x.ContentType
+	}
+	return ""
+}
+
+func (x *Send) GetEdits() string {
+	if x != nil {
+		return x.Edits
+	}
+	return ""
+}
+
+func (x *Send) GetRecalls() string {
+	if x != nil {
+		return x.Recalls
 	}
 	return ""
 }
@@ -1457,8 +1491,16 @@ type Message struct {
 	ContentType      string `protobuf:"bytes,6,opt,name=content_type,json=contentType,proto3" json:"content_type,omitempty"`
 	ServerTimeUnixMs int64  `protobuf:"varint,7,opt,name=server_time_unix_ms,json=serverTimeUnixMs,proto3" json:"server_time_unix_ms,omitempty"`
 	ClientMsgId      string `protobuf:"bytes,8,opt,name=client_msg_id,json=clientMsgId,proto3" json:"client_msg_id,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// edits, when not 0, says this message is an edit of the message at
+	// seq edits of the same conversation (by the same sender): show body
+	// and content_type in its place.
+	Edits uint64 `protobuf:"varint,9,opt,name=edits,proto3" json:"edits,omitempty"`
+	// recalls, when not 0, says this message recalls the message at seq
+	// recalls of the same conversation (by the same sender): show it as
+	// recalled, without its body.
+	Recalls       uint64 `protobuf:"varint,10,opt,name=recalls,proto3" json:"recalls,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Message) Reset() {
@@ -1545,6 +1587,20 @@ func (x *Message) GetClientMsgId() string {
 		return x.ClientMsgId
 	}
 	return ""
+}
+
+func (x *Message) GetEdits() uint64 {
+	if x != nil {
+		return x.Edits
+	}
+	return 0
+}
+
+func (x *Message) GetRecalls() uint64 {
+	if x != nil {
+		return x.Recalls
+	}
+	return 0
 }
 
 // MessageBatch carries messages in conversation order. Messages of one room
@@ -2098,13 +2154,15 @@ const file_client_proto_rawDesc = "" +
 	"\bJoinRoom\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\"\x1f\n" +
 	"\tLeaveRoom\x12\x12\n" +
-	"\x04room\x18\x01 \x01(\tR\x04room\"\x93\x01\n" +
+	"\x04room\x18\x01 \x01(\tR\x04room\"\xc3\x01\n" +
 	"\x04Send\x12\"\n" +
 	"\rclient_msg_id\x18\x01 \x01(\tR\vclientMsgId\x12\x14\n" +
 	"\x04user\x18\x02 \x01(\tH\x00R\x04user\x12\x14\n" +
 	"\x04room\x18\x03 \x01(\tH\x00R\x04room\x12\x12\n" +
 	"\x04body\x18\x04 \x01(\fR\x04body\x12!\n" +
-	"\fcontent_type\x18\x05 \x01(\tR\vcontentTypeB\x04\n" +
+	"\fcontent_type\x18\x05 \x01(\tR\vcontentType\x12\x14\n" +
+	"\x05edits\x18\x06 \x01(\tR\x05edits\x12\x18\n" +
+	"\arecalls\x18\a \x01(\tR\arecallsB\x04\n" +
 	"\x02to\";\n" +
 	"\x03Ack\x12\"\n" +
 	"\fconversation\x18\x01 \x01(\tR\fconversation\x12\x10\n" +
@@ -2162,11 +2220,11 @@ const file_client_proto_rawDesc = "" +
 	"\n" +
 	"latest_seq\x18\x02 \x01(\x04R\tlatestSeq\x12\x19\n" +
 	"\bread_seq\x18\x03 \x01(\x04R\areadSeq\x12\x16\n" +
-	"\x06unread\x18\x04 \x01(\x04R\x06unread\"\xdc\x02\n" +
+	"\x06unread\x18\x04 \x01(\x04R\x06unread\"\xff\x02\n" +
 	"\x05Error\x120\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x1c.laneim.client.v1.Error.CodeR\x04code\x12\x12\n" +
 	"\x04text\x18\x02 \x01(\tR\x04text\x12$\n" +
-	"\x0eretry_after_ms\x18\x03 \x01(\rR\fretryAfterMs\"\xe6\x01\n" +
+	"\x0eretry_after_ms\x18\x03 \x01(\rR\fretryAfterMs\"\x89\x02\n" +
 	"\x04Code\x12\x14\n" +
 	"\x10CODE_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tBAD_FRAME\x10\x01\x12\x13\n" +
@@ -2182,7 +2240,9 @@ const file_client_proto_rawDesc = "" +
 	"\vUNAVAILABLE\x10\n" +
 	"\x12\x15\n" +
 	"\x11ALREADY_LOGGED_IN\x10\v\x12\x10\n" +
-	"\fRATE_LIMITED\x10\f\"\xf1\x01\n" +
+	"\fRATE_LIMITED\x10\f\x12\f\n" +
+	"\bTOO_LATE\x10\x14\x12\x13\n" +
+	"\x0fUNKNOWN_MESSAGE\x10\x15\"\xa1\x02\n" +
 	"\aMessage\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\"\n" +
 	"\fconversation\x18\x02 \x01(\tR\fconversation\x12\x10\n" +
@@ -2191,7 +2251,10 @@ const file_client_proto_rawDesc = "" +
 	"\x04body\x18\x05 \x01(\fR\x04body\x12!\n" +
 	"\fcontent_type\x18\x06 \x01(\tR\vcontentType\x12-\n" +
 	"\x13server_time_unix_ms\x18\a \x01(\x03R\x10serverTimeUnixMs\x12\"\n" +
-	"\rclient_msg_id\x18\b \x01(\tR\vclientMsgId\"E\n" +
+	"\rclient_msg_id\x18\b \x01(\tR\vclientMsgId\x12\x14\n" +
+	"\x05edits\x18\t \x01(\x04R\x05edits\x12\x18\n" +
+	"\arecalls\x18\n" +
+	" \x01(\x04R\arecalls\"E\n" +
 	"\fMessageBatch\x125\n" +
 	"\bmessages\x18\x01 \x03(\v2\x19.laneim.client.v1.MessageR\bmessages\"s\n" +
 	"\x0ePresenceChange\x12\x12\n" +

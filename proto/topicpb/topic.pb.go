@@ -431,7 +431,11 @@ type Submitted struct {
 	ContentType     string         `protobuf:"bytes,8,opt,name=content_type,json=contentType,proto3" json:"content_type,omitempty"`
 	SubmittedUnixMs int64          `protobuf:"varint,10,opt,name=submitted_unix_ms,json=submittedUnixMs,proto3" json:"submitted_unix_ms,omitempty"`
 	// trusted skips membership and block checks (api gateway pushes).
-	Trusted       bool `protobuf:"varint,11,opt,name=trusted,proto3" json:"trusted,omitempty"`
+	Trusted bool `protobuf:"varint,11,opt,name=trusted,proto3" json:"trusted,omitempty"`
+	// edits and recalls are a client's Send.edits and Send.recalls: the
+	// client_msg_id of the sender's message edited or recalled.
+	Edits         string `protobuf:"bytes,12,opt,name=edits,proto3" json:"edits,omitempty"`
+	Recalls       string `protobuf:"bytes,13,opt,name=recalls,proto3" json:"recalls,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -554,6 +558,20 @@ func (x *Submitted) GetTrusted() bool {
 		return x.Trusted
 	}
 	return false
+}
+
+func (x *Submitted) GetEdits() string {
+	if x != nil {
+		return x.Edits
+	}
+	return ""
+}
+
+func (x *Submitted) GetRecalls() string {
+	if x != nil {
+		return x.Recalls
+	}
+	return ""
 }
 
 type isSubmitted_To interface {
@@ -988,7 +1006,7 @@ const file_topic_proto_rawDesc = "" +
 	"\fUSER_REVOKED\x10\a\"5\n" +
 	"\vLiveSession\x12\x12\n" +
 	"\x04conn\x18\x01 \x01(\tR\x04conn\x12\x12\n" +
-	"\x04user\x18\x02 \x01(\tR\x04user\"\xe7\x02\n" +
+	"\x04user\x18\x02 \x01(\tR\x04user\"\x97\x03\n" +
 	"\tSubmitted\x120\n" +
 	"\x06origin\x18\x01 \x01(\v2\x18.laneim.topic.v1.SessionR\x06origin\x12\x1d\n" +
 	"\n" +
@@ -1002,7 +1020,9 @@ const file_topic_proto_rawDesc = "" +
 	"\fcontent_type\x18\b \x01(\tR\vcontentType\x12*\n" +
 	"\x11submitted_unix_ms\x18\n" +
 	" \x01(\x03R\x0fsubmittedUnixMs\x12\x18\n" +
-	"\atrusted\x18\v \x01(\bR\atrustedB\x04\n" +
+	"\atrusted\x18\v \x01(\bR\atrusted\x12\x14\n" +
+	"\x05edits\x18\f \x01(\tR\x05edits\x12\x18\n" +
+	"\arecalls\x18\r \x01(\tR\arecallsB\x04\n" +
 	"\x02to\"\xc9\x01\n" +
 	"\x06Routed\x123\n" +
 	"\amessage\x18\x01 \x01(\v2\x19.laneim.client.v1.MessageR\amessage\x12\x16\n" +

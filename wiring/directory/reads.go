@@ -42,7 +42,8 @@ func (s *Store) MarkRead(ctx context.Context, user, conversation string, seq uin
 	return uint64(p), m == 1, nil
 }
 
-// ReadSeqs returns user's read position in each conversation (0: none).
+// ReadSeqs returns user's read position in each conversation; one never
+// read is absent (its position is 0).
 func (s *Store) ReadSeqs(ctx context.Context, user string, conversations ...string) (map[string]uint64, error) {
 	out := make(map[string]uint64, len(conversations))
 	if len(conversations) == 0 {
