@@ -41,6 +41,8 @@ type Settings struct {
 	RoomReadReceipts  bool
 	LoginConvLimit    int
 	MaxBodyBytes      int
+	EditWindow        time.Duration
+	RecallWindow      time.Duration
 	BatchWindow       time.Duration
 	SendQueue         int
 	RequestTimeout    time.Duration
@@ -113,6 +115,8 @@ func (s *Settings) Register(fs *flag.FlagSet) {
 	fs.BoolVar(&s.RoomReadReceipts, "room-read-receipts", false, "history: tell a room's members (within --notify-limit) when one of them reads further")
 	fs.IntVar(&s.LoginConvLimit, "login-conversations", 1000, "presence: most conversations a LoginResult lists (rooms, then the most recent 1:1); clients page through the rest")
 	fs.IntVar(&s.MaxBodyBytes, "max-body", 16<<10, "largest message body accepted, bytes")
+	fs.DurationVar(&s.EditWindow, "edit-window", 24*time.Hour, "routing: how long after a message its sender may edit it (at most 24h)")
+	fs.DurationVar(&s.RecallWindow, "recall-window", 2*time.Minute, "routing: how long after a message its sender may recall it (at most 24h)")
 	fs.DurationVar(&s.BatchWindow, "batch-window", 10*time.Millisecond, "comet: merge a room's messages arriving within this window")
 	fs.IntVar(&s.SendQueue, "send-queue", 256, "comet: frames queued per connection before it is dropped as a slow consumer")
 	fs.Float64Var(&s.RequestRate, "request-rate", 20, "comet: frames a connection may send a second (negative: no limit); more get RATE_LIMITED")

@@ -965,6 +965,64 @@ func (x *Control) GetLeave() string {
 	return ""
 }
 
+// OfflineNotice is a routed message with those of its recipients that had
+// no live connection when it was routed, for push notifications (APNs,
+// FCM, email). Topic: notifications.offline, key: conversation.
+type OfflineNotice struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Message *clientpb.Message      `protobuf:"bytes,1,opt,name=message,proto3" json:"message,omitempty"`
+	// users are the recipients offline (no connection online): the other
+	// party of a 1:1 message; the members of a room but the sender, for
+	// rooms with at most the routing worker's notify limit of members.
+	Users         []string `protobuf:"bytes,2,rep,name=users,proto3" json:"users,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OfflineNotice) Reset() {
+	*x = OfflineNotice{}
+	mi := &file_topic_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OfflineNotice) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OfflineNotice) ProtoMessage() {}
+
+func (x *OfflineNotice) ProtoReflect() protoreflect.Message {
+	mi := &file_topic_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OfflineNotice.ProtoReflect.Descriptor instead.
+func (*OfflineNotice) Descriptor() ([]byte, []int) {
+	return file_topic_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *OfflineNotice) GetMessage() *clientpb.Message {
+	if x != nil {
+		return x.Message
+	}
+	return nil
+}
+
+func (x *OfflineNotice) GetUsers() []string {
+	if x != nil {
+		return x.Users
+	}
+	return nil
+}
+
 var File_topic_proto protoreflect.FileDescriptor
 
 const file_topic_proto_rawDesc = "" +
@@ -1054,7 +1112,10 @@ const file_topic_proto_rawDesc = "" +
 	"\fauthenticate\x18\x01 \x01(\tR\fauthenticate\x12\x12\n" +
 	"\x04join\x18\x02 \x01(\tR\x04join\x12\x14\n" +
 	"\x05close\x18\x03 \x01(\tR\x05close\x12\x14\n" +
-	"\x05leave\x18\x04 \x01(\tR\x05leaveB(Z&github.com/laneim/laneim/proto/topicpbb\x06proto3"
+	"\x05leave\x18\x04 \x01(\tR\x05leave\"Z\n" +
+	"\rOfflineNotice\x123\n" +
+	"\amessage\x18\x01 \x01(\v2\x19.laneim.client.v1.MessageR\amessage\x12\x14\n" +
+	"\x05users\x18\x02 \x03(\tR\x05usersB(Z&github.com/laneim/laneim/proto/topicpbb\x06proto3"
 
 var (
 	file_topic_proto_rawDescOnce sync.Once
@@ -1069,7 +1130,7 @@ func file_topic_proto_rawDescGZIP() []byte {
 }
 
 var file_topic_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_topic_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_topic_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_topic_proto_goTypes = []any{
 	(SessionEvent_Kind)(0),         // 0: laneim.topic.v1.SessionEvent.Kind
 	(*Session)(nil),                // 1: laneim.topic.v1.Session
@@ -1081,11 +1142,12 @@ var file_topic_proto_goTypes = []any{
 	(*HistoryRequest)(nil),         // 7: laneim.topic.v1.HistoryRequest
 	(*Delivery)(nil),               // 8: laneim.topic.v1.Delivery
 	(*Control)(nil),                // 9: laneim.topic.v1.Control
-	(*clientpb.Message)(nil),       // 10: laneim.client.v1.Message
-	(*clientpb.Conversations)(nil), // 11: laneim.client.v1.Conversations
-	(*clientpb.Ack)(nil),           // 12: laneim.client.v1.Ack
-	(*clientpb.Typing)(nil),        // 13: laneim.client.v1.Typing
-	(*clientpb.ServerFrame)(nil),   // 14: laneim.client.v1.ServerFrame
+	(*OfflineNotice)(nil),          // 10: laneim.topic.v1.OfflineNotice
+	(*clientpb.Message)(nil),       // 11: laneim.client.v1.Message
+	(*clientpb.Conversations)(nil), // 12: laneim.client.v1.Conversations
+	(*clientpb.Ack)(nil),           // 13: laneim.client.v1.Ack
+	(*clientpb.Typing)(nil),        // 14: laneim.client.v1.Typing
+	(*clientpb.ServerFrame)(nil),   // 15: laneim.client.v1.ServerFrame
 }
 var file_topic_proto_depIdxs = []int32{
 	1,  // 0: laneim.topic.v1.LoginRequest.session:type_name -> laneim.topic.v1.Session
@@ -1093,18 +1155,19 @@ var file_topic_proto_depIdxs = []int32{
 	1,  // 2: laneim.topic.v1.SessionEvent.session:type_name -> laneim.topic.v1.Session
 	4,  // 3: laneim.topic.v1.SessionEvent.live:type_name -> laneim.topic.v1.LiveSession
 	1,  // 4: laneim.topic.v1.Submitted.origin:type_name -> laneim.topic.v1.Session
-	10, // 5: laneim.topic.v1.Routed.message:type_name -> laneim.client.v1.Message
+	11, // 5: laneim.topic.v1.Routed.message:type_name -> laneim.client.v1.Message
 	1,  // 6: laneim.topic.v1.HistoryRequest.session:type_name -> laneim.topic.v1.Session
-	11, // 7: laneim.topic.v1.HistoryRequest.conversations:type_name -> laneim.client.v1.Conversations
-	12, // 8: laneim.topic.v1.HistoryRequest.ack:type_name -> laneim.client.v1.Ack
-	13, // 9: laneim.topic.v1.HistoryRequest.typing:type_name -> laneim.client.v1.Typing
-	14, // 10: laneim.topic.v1.Delivery.frame:type_name -> laneim.client.v1.ServerFrame
+	12, // 7: laneim.topic.v1.HistoryRequest.conversations:type_name -> laneim.client.v1.Conversations
+	13, // 8: laneim.topic.v1.HistoryRequest.ack:type_name -> laneim.client.v1.Ack
+	14, // 9: laneim.topic.v1.HistoryRequest.typing:type_name -> laneim.client.v1.Typing
+	15, // 10: laneim.topic.v1.Delivery.frame:type_name -> laneim.client.v1.ServerFrame
 	9,  // 11: laneim.topic.v1.Delivery.control:type_name -> laneim.topic.v1.Control
-	12, // [12:12] is the sub-list for method output_type
-	12, // [12:12] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	11, // 12: laneim.topic.v1.OfflineNotice.message:type_name -> laneim.client.v1.Message
+	13, // [13:13] is the sub-list for method output_type
+	13, // [13:13] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_topic_proto_init() }
@@ -1123,7 +1186,7 @@ func file_topic_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_topic_proto_rawDesc), len(file_topic_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   9,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -185,3 +185,12 @@ func (s *Store) Members(ctx context.Context, room string) ([]string, error) {
 	}
 	return m, nil
 }
+
+// MemberCount returns the number of members of room.
+func (s *Store) MemberCount(ctx context.Context, room string) (int, error) {
+	n, err := s.rdb.SCard(ctx, roomMembersKey(room)).Result()
+	if err != nil {
+		return 0, fmt.Errorf("directory: members of %s: %w", room, err)
+	}
+	return int(n), nil
+}
