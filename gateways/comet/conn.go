@@ -316,7 +316,7 @@ func (cn *conn) submit(req uint64, user string, s *clientpb.Send) {
 	sub := &topicpb.Submitted{
 		Origin: c.session(cn), RequestId: req, Sender: user, ClientMsgId: s.GetClientMsgId(),
 		Body: s.GetBody(), ContentType: s.GetContentType(), SubmittedUnixMs: time.Now().UnixMilli(),
-		Edits: s.GetEdits(), Recalls: s.GetRecalls(),
+		Edits: s.GetEdits(), Recalls: s.GetRecalls(), Mentions: s.GetMentions(),
 	}
 	switch to := s.GetTo().(type) {
 	case *clientpb.Send_Room:

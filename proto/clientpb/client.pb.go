@@ -510,7 +510,12 @@ type Send struct {
 	// its client_msg_id; body must be empty. Allowed within the server's
 	// recall window (2 minutes by default). At most one of edits and
 	// recalls may be set.
-	Recalls       string `protobuf:"bytes,7,opt,name=recalls,proto3" json:"recalls,omitempty"`
+	Recalls string `protobuf:"bytes,7,opt,name=recalls,proto3" json:"recalls,omitempty"`
+	// mentions are user ids the message mentions (at most 50; in a room,
+	// those who are not members are dropped). Mentioned users count the
+	// message in ConversationState.unread_mentions and, offline, are
+	// notified even in rooms too big for it.
+	Mentions      []string `protobuf:"bytes,8,rep,name=mentions,proto3" json:"mentions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -603,6 +608,13 @@ func (x *Send) GetRecalls() string {
 		return x.Recalls
 	}
 	return ""
+}
+
+func (x *Send) GetMentions() []string {
+	if x != nil {
+		return x.Mentions
+	}
+	return nil
 }
 
 type isSend_To interface {
@@ -1350,9 +1362,11 @@ type ConversationState struct {
 	// sent); 0 when it never read the conversation.
 	ReadSeq uint64 `protobuf:"varint,3,opt,name=read_seq,json=readSeq,proto3" json:"read_seq,omitempty"`
 	// unread is latest_seq - read_seq: the seqs after the read position.
-	Unread        uint64 `protobuf:"varint,4,opt,name=unread,proto3" json:"unread,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Unread uint64 `protobuf:"varint,4,opt,name=unread,proto3" json:"unread,omitempty"`
+	// unread_mentions is how many messages after read_seq mention you.
+	UnreadMentions uint64 `protobuf:"varint,5,opt,name=unread_mentions,json=unreadMentions,proto3" json:"unread_mentions,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ConversationState) Reset() {
@@ -1409,6 +1423,13 @@ func (x *ConversationState) GetReadSeq() uint64 {
 func (x *ConversationState) GetUnread() uint64 {
 	if x != nil {
 		return x.Unread
+	}
+	return 0
+}
+
+func (x *ConversationState) GetUnreadMentions() uint64 {
+	if x != nil {
+		return x.UnreadMentions
 	}
 	return 0
 }
@@ -1498,7 +1519,9 @@ type Message struct {
 	// recalls, when not 0, says this message recalls the message at seq
 	// recalls of the same conversation (by the same sender): show it as
 	// recalled, without its body.
-	Recalls       uint64 `protobuf:"varint,10,opt,name=recalls,proto3" json:"recalls,omitempty"`
+	Recalls uint64 `protobuf:"varint,10,opt,name=recalls,proto3" json:"recalls,omitempty"`
+	// mentions are the users the message mentions (Send.mentions).
+	Mentions      []string `protobuf:"bytes,11,rep,name=mentions,proto3" json:"mentions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1601,6 +1624,13 @@ func (x *Message) GetRecalls() uint64 {
 		return x.Recalls
 	}
 	return 0
+}
+
+func (x *Message) GetMentions() []string {
+	if x != nil {
+		return x.Mentions
+	}
+	return nil
 }
 
 // MessageBatch carries messages in conversation order. Messages of one room
@@ -2154,7 +2184,7 @@ const file_client_proto_rawDesc = "" +
 	"\bJoinRoom\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\"\x1f\n" +
 	"\tLeaveRoom\x12\x12\n" +
-	"\x04room\x18\x01 \x01(\tR\x04room\"\xc3\x01\n" +
+	"\x04room\x18\x01 \x01(\tR\x04room\"\xdf\x01\n" +
 	"\x04Send\x12\"\n" +
 	"\rclient_msg_id\x18\x01 \x01(\tR\vclientMsgId\x12\x14\n" +
 	"\x04user\x18\x02 \x01(\tH\x00R\x04user\x12\x14\n" +
@@ -2162,7 +2192,8 @@ const file_client_proto_rawDesc = "" +
 	"\x04body\x18\x04 \x01(\fR\x04body\x12!\n" +
 	"\fcontent_type\x18\x05 \x01(\tR\vcontentType\x12\x14\n" +
 	"\x05edits\x18\x06 \x01(\tR\x05edits\x12\x18\n" +
-	"\arecalls\x18\a \x01(\tR\arecallsB\x04\n" +
+	"\arecalls\x18\a \x01(\tR\arecalls\x12\x1a\n" +
+	"\bmentions\x18\b \x03(\tR\bmentionsB\x04\n" +
 	"\x02to\";\n" +
 	"\x03Ack\x12\"\n" +
 	"\fconversation\x18\x01 \x01(\tR\fconversation\x12\x10\n" +
@@ -2214,13 +2245,14 @@ const file_client_proto_rawDesc = "" +
 	"\x13server_time_unix_ms\x18\x05 \x01(\x03R\x10serverTimeUnixMs\x12I\n" +
 	"\rconversations\x18\x06 \x03(\v2#.laneim.client.v1.ConversationStateR\rconversations\x12-\n" +
 	"\x12more_conversations\x18\a \x01(\bR\x11moreConversations\x121\n" +
-	"\x14conversations_cursor\x18\b \x01(\tR\x13conversationsCursor\"\x89\x01\n" +
+	"\x14conversations_cursor\x18\b \x01(\tR\x13conversationsCursor\"\xb2\x01\n" +
 	"\x11ConversationState\x12\"\n" +
 	"\fconversation\x18\x01 \x01(\tR\fconversation\x12\x1d\n" +
 	"\n" +
 	"latest_seq\x18\x02 \x01(\x04R\tlatestSeq\x12\x19\n" +
 	"\bread_seq\x18\x03 \x01(\x04R\areadSeq\x12\x16\n" +
-	"\x06unread\x18\x04 \x01(\x04R\x06unread\"\xff\x02\n" +
+	"\x06unread\x18\x04 \x01(\x04R\x06unread\x12'\n" +
+	"\x0funread_mentions\x18\x05 \x01(\x04R\x0eunreadMentions\"\xff\x02\n" +
 	"\x05Error\x120\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x1c.laneim.client.v1.Error.CodeR\x04code\x12\x12\n" +
 	"\x04text\x18\x02 \x01(\tR\x04text\x12$\n" +
@@ -2242,7 +2274,7 @@ const file_client_proto_rawDesc = "" +
 	"\x11ALREADY_LOGGED_IN\x10\v\x12\x10\n" +
 	"\fRATE_LIMITED\x10\f\x12\f\n" +
 	"\bTOO_LATE\x10\x14\x12\x13\n" +
-	"\x0fUNKNOWN_MESSAGE\x10\x15\"\xa1\x02\n" +
+	"\x0fUNKNOWN_MESSAGE\x10\x15\"\xbd\x02\n" +
 	"\aMessage\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\"\n" +
 	"\fconversation\x18\x02 \x01(\tR\fconversation\x12\x10\n" +
@@ -2254,7 +2286,8 @@ const file_client_proto_rawDesc = "" +
 	"\rclient_msg_id\x18\b \x01(\tR\vclientMsgId\x12\x14\n" +
 	"\x05edits\x18\t \x01(\x04R\x05edits\x12\x18\n" +
 	"\arecalls\x18\n" +
-	" \x01(\x04R\arecalls\"E\n" +
+	" \x01(\x04R\arecalls\x12\x1a\n" +
+	"\bmentions\x18\v \x03(\tR\bmentions\"E\n" +
 	"\fMessageBatch\x125\n" +
 	"\bmessages\x18\x01 \x03(\v2\x19.laneim.client.v1.MessageR\bmessages\"s\n" +
 	"\x0ePresenceChange\x12\x12\n" +

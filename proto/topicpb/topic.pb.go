@@ -434,8 +434,10 @@ type Submitted struct {
 	Trusted bool `protobuf:"varint,11,opt,name=trusted,proto3" json:"trusted,omitempty"`
 	// edits and recalls are a client's Send.edits and Send.recalls: the
 	// client_msg_id of the sender's message edited or recalled.
-	Edits         string `protobuf:"bytes,12,opt,name=edits,proto3" json:"edits,omitempty"`
-	Recalls       string `protobuf:"bytes,13,opt,name=recalls,proto3" json:"recalls,omitempty"`
+	Edits   string `protobuf:"bytes,12,opt,name=edits,proto3" json:"edits,omitempty"`
+	Recalls string `protobuf:"bytes,13,opt,name=recalls,proto3" json:"recalls,omitempty"`
+	// mentions are a client's Send.mentions.
+	Mentions      []string `protobuf:"bytes,14,rep,name=mentions,proto3" json:"mentions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -572,6 +574,13 @@ func (x *Submitted) GetRecalls() string {
 		return x.Recalls
 	}
 	return ""
+}
+
+func (x *Submitted) GetMentions() []string {
+	if x != nil {
+		return x.Mentions
+	}
+	return nil
 }
 
 type isSubmitted_To interface {
@@ -974,7 +983,10 @@ type OfflineNotice struct {
 	// users are the recipients offline (no connection online): the other
 	// party of a 1:1 message; the members of a room but the sender, for
 	// rooms with at most the routing worker's notify limit of members.
-	Users         []string `protobuf:"bytes,2,rep,name=users,proto3" json:"users,omitempty"`
+	Users []string `protobuf:"bytes,2,rep,name=users,proto3" json:"users,omitempty"`
+	// mentioned are those of users the message mentions (listed even for
+	// rooms too big for the others).
+	Mentioned     []string `protobuf:"bytes,3,rep,name=mentioned,proto3" json:"mentioned,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1023,6 +1035,13 @@ func (x *OfflineNotice) GetUsers() []string {
 	return nil
 }
 
+func (x *OfflineNotice) GetMentioned() []string {
+	if x != nil {
+		return x.Mentioned
+	}
+	return nil
+}
+
 var File_topic_proto protoreflect.FileDescriptor
 
 const file_topic_proto_rawDesc = "" +
@@ -1064,7 +1083,7 @@ const file_topic_proto_rawDesc = "" +
 	"\fUSER_REVOKED\x10\a\"5\n" +
 	"\vLiveSession\x12\x12\n" +
 	"\x04conn\x18\x01 \x01(\tR\x04conn\x12\x12\n" +
-	"\x04user\x18\x02 \x01(\tR\x04user\"\x97\x03\n" +
+	"\x04user\x18\x02 \x01(\tR\x04user\"\xb3\x03\n" +
 	"\tSubmitted\x120\n" +
 	"\x06origin\x18\x01 \x01(\v2\x18.laneim.topic.v1.SessionR\x06origin\x12\x1d\n" +
 	"\n" +
@@ -1080,7 +1099,8 @@ const file_topic_proto_rawDesc = "" +
 	" \x01(\x03R\x0fsubmittedUnixMs\x12\x18\n" +
 	"\atrusted\x18\v \x01(\bR\atrusted\x12\x14\n" +
 	"\x05edits\x18\f \x01(\tR\x05edits\x12\x18\n" +
-	"\arecalls\x18\r \x01(\tR\arecallsB\x04\n" +
+	"\arecalls\x18\r \x01(\tR\arecalls\x12\x1a\n" +
+	"\bmentions\x18\x0e \x03(\tR\bmentionsB\x04\n" +
 	"\x02to\"\xc9\x01\n" +
 	"\x06Routed\x123\n" +
 	"\amessage\x18\x01 \x01(\v2\x19.laneim.client.v1.MessageR\amessage\x12\x16\n" +
@@ -1112,10 +1132,11 @@ const file_topic_proto_rawDesc = "" +
 	"\fauthenticate\x18\x01 \x01(\tR\fauthenticate\x12\x12\n" +
 	"\x04join\x18\x02 \x01(\tR\x04join\x12\x14\n" +
 	"\x05close\x18\x03 \x01(\tR\x05close\x12\x14\n" +
-	"\x05leave\x18\x04 \x01(\tR\x05leave\"Z\n" +
+	"\x05leave\x18\x04 \x01(\tR\x05leave\"x\n" +
 	"\rOfflineNotice\x123\n" +
 	"\amessage\x18\x01 \x01(\v2\x19.laneim.client.v1.MessageR\amessage\x12\x14\n" +
-	"\x05users\x18\x02 \x03(\tR\x05usersB(Z&github.com/laneim/laneim/proto/topicpbb\x06proto3"
+	"\x05users\x18\x02 \x03(\tR\x05users\x12\x1c\n" +
+	"\tmentioned\x18\x03 \x03(\tR\tmentionedB(Z&github.com/laneim/laneim/proto/topicpbb\x06proto3"
 
 var (
 	file_topic_proto_rawDescOnce sync.Once

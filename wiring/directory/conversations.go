@@ -39,9 +39,9 @@ const MaxConversationBytes = 256 << 10
 
 // StateSize is what one conversation's state counts against a page's
 // byte budget: the length of its id plus 48 bytes, more than protobuf adds
-// to it in a repeated ConversationState (four tags, two lengths, three
+// to it in a repeated ConversationState (five tags, two lengths, four
 // numbers of up to 10 bytes each) for any id under 2 MiB.
-func StateSize(conversation string) int { return len(conversation) + 48 }
+func StateSize(conversation string) int { return len(conversation) + 56 }
 
 // ErrBadCursor is returned for a conversation cursor this package did not
 // produce.
@@ -53,8 +53,9 @@ type ConversationState struct {
 	Conversation string
 	LatestSeq    uint64
 	// ReadSeq is the user's read position (MarkRead); Unread the seqs
-	// after it, LatestSeq - ReadSeq.
-	ReadSeq, Unread uint64
+	// after it, LatestSeq - ReadSeq; UnreadMentions the messages after
+	// it that mention the user (AddMention).
+	ReadSeq, Unread, UnreadMentions uint64
 }
 
 // ConversationPage is one page of a user's conversation list.
@@ -189,6 +190,10 @@ func (s *Store) ConversationPage(ctx context.Context, user, cursor string, limit
 	if err != nil {
 		return ConversationPage{}, err
 	}
+	mentions, err := s.UnreadMentions(ctx, user, read, convs...)
+	if err != nil {
+		return ConversationPage{}, err
+	}
 	total := 0
 	for i, e := range entries {
 		size := StateSize(e.conv)
@@ -197,7 +202,7 @@ func (s *Store) ConversationPage(ctx context.Context, user, cursor string, limit
 			break
 		}
 		total += size
-		st := ConversationState{Conversation: e.conv, LatestSeq: latest[e.conv], ReadSeq: read[e.conv]}
+		st := ConversationState{Conversation: e.conv, LatestSeq: latest[e.conv], ReadSeq: read[e.conv], UnreadMentions: mentions[e.conv]}
 		if st.LatestSeq > st.ReadSeq {
 			st.Unread = st.LatestSeq - st.ReadSeq
 		}

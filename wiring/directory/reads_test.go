@@ -76,3 +76,39 @@ func TestLookup(t *testing.T) {
 		}
 	}
 }
+
+// TestMentions: unread mentions count the mentioning seqs after the
+// read position; reading past them forgets them.
+func TestMentions(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := context.Background()
+	for _, seq := range []uint64{2, 5, 5, 9} {
+		if err := s.AddMention(ctx, "bob", "room:lobby", seq); err != nil {
+			t.Fatal(err)
+		}
+	}
+	count := func() uint64 {
+		t.Helper()
+		read, err := s.ReadSeqs(ctx, "bob", "room:lobby")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.UnreadMentions(ctx, "bob", read, "room:lobby", "room:dev")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got["room:lobby"]
+	}
+	if n := count(); n != 3 {
+		t.Fatalf("unread mentions %d, want 3", n)
+	}
+	for _, st := range []struct{ read, want uint64 }{{2, 2}, {4, 2}, {5, 1}, {9, 0}} {
+		if _, _, err := s.MarkRead(ctx, "bob", "room:lobby", st.read); err != nil {
+			t.Fatal(err)
+		}
+		if n := count(); n != st.want {
+			t.Errorf("read to %d: %d unread mentions, want %d", st.read, n, st.want)
+		}
+	}
+}

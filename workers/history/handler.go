@@ -283,7 +283,7 @@ func (h *Handler) conversations(ctx context.Context, req *topicpb.HistoryRequest
 		HasMore:       page.More,
 	}
 	for i, st := range page.States {
-		res.Conversations[i] = &clientpb.ConversationState{Conversation: st.Conversation, LatestSeq: st.LatestSeq, ReadSeq: st.ReadSeq, Unread: st.Unread}
+		res.Conversations[i] = &clientpb.ConversationState{Conversation: st.Conversation, LatestSeq: st.LatestSeq, ReadSeq: st.ReadSeq, Unread: st.Unread, UnreadMentions: st.UnreadMentions}
 	}
 	return &clientpb.ServerFrame{RequestId: req.GetRequestId(), Body: &clientpb.ServerFrame_ConversationsResult{ConversationsResult: res}}, nil
 }

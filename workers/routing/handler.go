@@ -104,6 +104,9 @@ type Store interface {
 	MemberCount(ctx context.Context, room string) (int, error)
 	Members(ctx context.Context, room string) ([]string, error)
 	Online(ctx context.Context, users ...string) (map[string]bool, error)
+	// For mentions.
+	MembersAmong(ctx context.Context, room string, users ...string) ([]string, error)
+	AddMention(ctx context.Context, user, conversation string, seq uint64) error
 	RoomComets(ctx context.Context, room string) ([]string, error)
 	UserSessions(ctx context.Context, user string) ([]directory.SessionRef, error)
 	LiveComets(ctx context.Context, now time.Time) ([]string, error)
@@ -206,9 +209,12 @@ func (h *Handler) Handle(ctx context.Context, sub *topicpb.Submitted, _ *message
 		return err
 	})
 	g.Go(func() error { return h.targets(gctx, sub, routed, now) })
-	var offline []string
+	var offline, mentioned, offlineMentioned []string
 	g.Go(func() (err error) {
-		offline, err = h.offline(gctx, sub)
+		if mentioned, err = h.mentioned(gctx, sub); err != nil {
+			return err
+		}
+		offline, offlineMentioned, err = h.offline(gctx, sub, mentioned)
 		return err
 	})
 	if to, ok := sub.GetTo().(*topicpb.Submitted_User); ok {
@@ -250,6 +256,7 @@ func (h *Handler) Handle(ctx context.Context, sub *topicpb.Submitted, _ *message
 		ServerTimeUnixMs: at.UnixMilli(),
 		ClientMsgId:      sub.GetClientMsgId(),
 	}
+	m.Mentions = mentioned
 	if sub.GetEdits() != "" {
 		m.Edits = target
 	} else if sub.GetRecalls() != "" {
@@ -283,13 +290,27 @@ func (h *Handler) Handle(ctx context.Context, sub *topicpb.Submitted, _ *message
 	}
 	g2.Go(func() error { return h.answer(sub, result) })
 	if len(offline) > 0 {
-		g2.Go(func() error { return h.notify(m, offline) })
+		g2.Go(func() error { return h.notify(m, offline, offlineMentioned) })
+	}
+	var mentionErr error
+	if len(mentioned) > 0 {
+		g2.Go(func() error {
+			for _, u := range mentioned {
+				if err := h.store.AddMention(ctx, u, conv, a.Seq); err != nil {
+					mentionErr = err
+				}
+			}
+			return nil
+		})
 	}
 	if err := g2.Wait(); err != nil {
 		return err
 	}
 	if markErr != nil {
 		h.logger.Warn("routed and answered but not marked routed", "conversation", conv, "seq", a.Seq, "err", markErr)
+	}
+	if mentionErr != nil {
+		h.logger.Warn("routed and answered but a mention not recorded", "conversation", conv, "seq", a.Seq, "err", mentionErr)
 	}
 	if readErr != nil {
 		h.logger.Warn("routed and answered but the sender's read position not raised", "conversation", conv, "seq", a.Seq, "err", readErr)
@@ -423,6 +444,13 @@ func (h *Handler) validate(sub *topicpb.Submitted) *refusal {
 		return &refusal{clientpb.Error_INVALID, "only a user's own messages may be edited or recalled"}
 	case sub.GetRecalls() != "" && len(sub.GetBody()) > 0:
 		return &refusal{clientpb.Error_INVALID, "a recall has no body"}
+	case len(sub.GetMentions()) > MaxMentions:
+		return &refusal{clientpb.Error_INVALID, fmt.Sprintf("%d mentions, at most %d", len(sub.GetMentions()), MaxMentions)}
+	}
+	for _, u := range sub.GetMentions() {
+		if err := topics.CheckID("mentioned user", u); err != nil {
+			return &refusal{clientpb.Error_INVALID, err.Error()}
+		}
 	}
 	return nil
 }
