@@ -5,15 +5,17 @@
 // they had no connection.
 //
 // It coalesces: a user gets at most one notification per conversation
-// per Window (default one minute), so a busy room does not notify a user
-// per message; the notices in between are dropped (the user catches up
+// per Window (default one minute), and one more for messages mentioning
+// it, so a busy room does not notify a user per message; the notices in between are dropped (the user catches up
 // with Sync when it opens the app). The memory of what was sent is the
 // process's: run one instance (or partition users among instances);
 // after a restart a user may be notified once more.
 //
 // A notification is POSTed as JSON to Config.URL:
 //
-//	{"user":"carol","conversation":"room:lobby","sender":"alice","seq":"12","messageId":"…","serverTimeUnixMs":"…"}
+//	{"user":"carol","conversation":"room:lobby","sender":"alice","seq":"12","messageId":"…","serverTimeUnixMs":"…","mention":true}
+//
+// (mention is absent when false).
 //
 // A POST that fails is retried by the shared router middleware, then
 // dead-lettered, like the webhook example's.
@@ -26,6 +28,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -62,6 +65,8 @@ type Notification struct {
 	Seq              string `json:"seq"`
 	MessageID        string `json:"messageId"`
 	ServerTimeUnixMs string `json:"serverTimeUnixMs"`
+	// Mention is true when the message mentions User.
+	Mention bool `json:"mention,omitempty"`
 }
 
 // Handler posts coalesced notifications. It is safe for concurrent use.
@@ -74,7 +79,12 @@ type Handler struct {
 	lastSweep time.Time
 }
 
-type key struct{ user, conversation string }
+// key is what is coalesced: mentions apart, so that a mention is
+// notified even right after a plain message of the conversation.
+type key struct {
+	user, conversation string
+	mention            bool
+}
 
 // New returns a Handler posting to cfg.URL.
 func New(cfg Config) (*Handler, error) {
@@ -105,7 +115,7 @@ func (h *Handler) Pipeline() pipeline.Handler {
 func (h *Handler) Handle(ctx context.Context, n *topicpb.OfflineNotice, _ *message.Message) error {
 	m := n.GetMessage()
 	for _, u := range n.GetUsers() {
-		k := key{u, m.GetConversation()}
+		k := key{u, m.GetConversation(), slices.Contains(n.GetMentioned(), u)}
 		if !h.due(k) {
 			continue
 		}
@@ -113,6 +123,7 @@ func (h *Handler) Handle(ctx context.Context, n *topicpb.OfflineNotice, _ *messa
 			User: u, Conversation: m.GetConversation(), Sender: m.GetSender(),
 			Seq: strconv.FormatUint(m.GetSeq(), 10), MessageID: m.GetId(),
 			ServerTimeUnixMs: strconv.FormatInt(m.GetServerTimeUnixMs(), 10),
+			Mention:          k.mention,
 		})
 		if err != nil {
 			return err

@@ -48,7 +48,11 @@ func newBackend(t *testing.T, fail int) *backend {
 			http.Error(w, "bad", http.StatusBadRequest)
 			return
 		}
-		b.got = append(b.got, n.User+" "+n.Conversation+" "+n.Seq)
+		s := n.User + " " + n.Conversation + " " + n.Seq
+		if n.Mention {
+			s += " mention"
+		}
+		b.got = append(b.got, s)
 	}))
 	t.Cleanup(b.srv.Close)
 	return b
@@ -67,8 +71,14 @@ func notice(conv string, seq uint64, users ...string) *topicpb.OfflineNotice {
 	return &topicpb.OfflineNotice{Message: &clientpb.Message{Conversation: conv, Seq: seq, Sender: "alice"}, Users: users}
 }
 
+func mention(n *topicpb.OfflineNotice, users ...string) *topicpb.OfflineNotice {
+	n.Mentioned = users
+	return n
+}
+
 // TestCoalescing: one notification per user and conversation per
-// window; a failed post is retried without notifying twice.
+// window, and one more for mentions; a failed post is retried without
+// notifying twice.
 func TestCoalescing(t *testing.T) {
 	b := newBackend(t, 0)
 	now := time.Unix(1000, 0)
@@ -95,7 +105,8 @@ func TestCoalescing(t *testing.T) {
 			notice("dm:alice:carol", 1, "carol"),
 		}, 0, []string{"carol dm:alice:carol 1", "carol room:lobby 1", "dave room:lobby 1", "erin room:lobby 3"}},
 		{[]*topicpb.OfflineNotice{notice("room:lobby", 4, "carol")}, 59 * time.Second, nil},
-		{[]*topicpb.OfflineNotice{notice("room:lobby", 5, "carol", "dave")}, time.Second, []string{"carol room:lobby 5", "dave room:lobby 5"}},
+		{[]*topicpb.OfflineNotice{mention(notice("room:lobby", 6, "carol", "dave"), "carol"), mention(notice("room:lobby", 7, "carol"), "carol")}, 0, []string{"carol room:lobby 6 mention"}},
+		{[]*topicpb.OfflineNotice{notice("room:lobby", 8, "carol", "dave")}, time.Second, []string{"carol room:lobby 8", "dave room:lobby 8"}},
 	}
 	for i, st := range steps {
 		now = now.Add(st.advance)

@@ -206,3 +206,44 @@ func TestE2ETypingIndicators(t *testing.T) {
 		t.Fatalf("typing without a conversation: %v, %v", f, err)
 	}
 }
+
+// TestE2EMentions: a room message mentioning a user counts in its unread
+// mentions until the user reads past it; an offline notice names the
+// mentioned offline user even in a room too big to notify.
+func TestE2EMentions(t *testing.T) {
+	t.Parallel()
+	c := startCluster(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	alice := c.login("alice")
+	lobby := topics.RoomConversation("lobby")
+	if _, err := alice.SendRoom(ctx, "lobby", []byte("plain")); err != nil {
+		t.Fatal(err)
+	}
+	sent, err := alice.Send(ctx, &clientpb.Send{ClientMsgId: "m2", To: &clientpb.Send_Room{Room: "lobby"}, Body: []byte("@carol"), Mentions: []string{"carol", "nobody"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	carol := c.dial(true)
+	res, err := carol.Login(ctx, c.token("carol", time.Hour), "phone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := stateOf(res.GetConversations(), lobby); st.GetUnread() != 2 || st.GetUnreadMentions() != 1 {
+		t.Fatalf("carol's lobby: %v, want 2 unread, 1 mention", st)
+	}
+	msgs := syncAll(t, carol, lobby, 0)
+	if m := msgs[len(msgs)-1]; m.GetSeq() != sent.GetSeq() || len(m.GetMentions()) != 1 || m.GetMentions()[0] != "carol" {
+		t.Fatalf("synced %v, want the mention of carol (nobody is no member)", m)
+	}
+	if _, err := ack(ctx, carol, lobby, sent.GetSeq()); err != nil {
+		t.Fatal(err)
+	}
+	page, err := carol.Conversations(ctx, "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := stateOf(page.GetConversations(), lobby); st.GetUnread() != 0 || st.GetUnreadMentions() != 0 {
+		t.Fatalf("carol's lobby after reading: %v", st)
+	}
+}
