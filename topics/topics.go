@@ -132,6 +132,17 @@ var (
 		new:        func() *topicpb.HistoryRequest { return new(topicpb.HistoryRequest) },
 	}
 
+	// OfflineNotices carries, per routed message, its recipients that had
+	// no live connection, to push-notification handlers (see
+	// examples/pushnotify). Nothing in laneIM consumes it.
+	OfflineNotices = Topic[*topicpb.OfflineNotice]{
+		Name:       "notifications.offline",
+		KeyDoc:     "conversation",
+		Partitions: 8,
+		key:        func(v *topicpb.OfflineNotice) string { return v.GetMessage().GetConversation() },
+		new:        func() *topicpb.OfflineNotice { return new(topicpb.OfflineNotice) },
+	}
+
 	// Deliveries is the family of per-comet topics deliver.<comet>; use
 	// Delivery(comet) for one comet's topic name. One partition keeps a
 	// comet's frames in order.
@@ -185,7 +196,7 @@ func spec[T proto.Message](t Topic[T]) Spec {
 // Per-comet delivery topics are created by their comets, the dead-letter
 // topic by the first worker.
 func Pipeline() []Spec {
-	return []Spec{spec(LoginRequests), spec(SessionEvents), spec(Submitted), spec(Routed), spec(HistoryRequests)}
+	return []Spec{spec(LoginRequests), spec(SessionEvents), spec(Submitted), spec(Routed), spec(HistoryRequests), spec(OfflineNotices)}
 }
 
 // Lookup returns the spec of a topic by name, including delivery topics.

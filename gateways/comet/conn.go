@@ -67,9 +67,10 @@ type conn struct {
 	loginWaiting bool                 // a Login is forwarded, not yet answered; guarded by pmu
 	loginReq     uint64               // its request id, until answered
 
-	limiter       *rate.Limiter // the connection's request budget (limits.go); nil: none
-	refusedInARow int           // RATE_LIMITED answers since the last frame allowed; reader only
-	qbytes        int           // bytes queued, guarded by qmu
+	limiter       *rate.Limiter        // the connection's request budget (limits.go); nil: none
+	refusedInARow int                  // RATE_LIMITED answers since the last frame allowed; reader only
+	typed         map[string]time.Time // conversation -> last Typing forwarded; reader only
+	qbytes        int                  // bytes queued, guarded by qmu
 }
 
 // newConn returns a connection of c over ws (nil in tests); nc is the
@@ -287,8 +288,17 @@ func (cn *conn) serve(f *clientpb.ClientFrame) {
 	case *clientpb.ClientFrame_Send:
 		cn.submit(req, user, b.Send)
 	case *clientpb.ClientFrame_Ack:
-		// Accepted and ignored: read positions belong to the history
-		// feature, which will consume them.
+		conv := b.Ack.GetConversation()
+		if conv == "" {
+			cn.fail(req, clientpb.Error_INVALID, "ack needs a conversation")
+			return
+		}
+		if !cn.checkFields(req, field{"conversation", conv, maxConversationBytes}) {
+			return
+		}
+		cn.history(req, &topicpb.HistoryRequest{Session: c.session(cn), RequestId: req, User: user, Ack: b.Ack})
+	case *clientpb.ClientFrame_Typing:
+		cn.typing(req, user, b.Typing)
 	case *clientpb.ClientFrame_Sync:
 		cn.sync(req, user, b.Sync)
 	case *clientpb.ClientFrame_Conversations:
@@ -307,6 +317,7 @@ func (cn *conn) submit(req uint64, user string, s *clientpb.Send) {
 	sub := &topicpb.Submitted{
 		Origin: c.session(cn), RequestId: req, Sender: user, ClientMsgId: s.GetClientMsgId(),
 		Body: s.GetBody(), ContentType: s.GetContentType(), SubmittedUnixMs: time.Now().UnixMilli(),
+		Edits: s.GetEdits(), Recalls: s.GetRecalls(), Mentions: s.GetMentions(),
 	}
 	switch to := s.GetTo().(type) {
 	case *clientpb.Send_Room:
@@ -327,6 +338,8 @@ func (cn *conn) submit(req uint64, user string, s *clientpb.Send) {
 		field{"content_type", s.GetContentType(), maxContentTypeBytes},
 		field{"room", s.GetRoom(), maxRoomBytes},
 		field{"user", s.GetUser(), maxRoomBytes},
+		field{"edits", s.GetEdits(), maxClientMsgIDBytes},
+		field{"recalls", s.GetRecalls(), maxClientMsgIDBytes},
 	) {
 		return
 	}
@@ -342,6 +355,44 @@ func (cn *conn) submit(req uint64, user string, s *clientpb.Send) {
 		if cn.answered(req) {
 			cn.fail(req, clientpb.Error_UNAVAILABLE, "send unavailable, retry with the same client_msg_id")
 		}
+	}
+}
+
+// typingEvery is how often a connection may say it is typing in one
+// conversation; more Typing frames are dropped.
+const typingEvery = time.Second
+
+// maxTyping bounds the conversations a connection remembers Typing in.
+const maxTyping = 64
+
+// typing forwards a Typing to the history worker, which relays it, unless
+// the connection sent one for the conversation less than typingEvery
+// ago: that one is dropped silently. It is never answered but for a
+// missing or oversized conversation (INVALID).
+func (cn *conn) typing(req uint64, user string, t *clientpb.Typing) {
+	c := cn.comet
+	conv := t.GetConversation()
+	if conv == "" {
+		cn.fail(req, clientpb.Error_INVALID, "typing needs a conversation")
+		return
+	}
+	if !cn.checkFields(req, field{"conversation", conv, maxConversationBytes}) {
+		return
+	}
+	now := time.Now()
+	if last, ok := cn.typed[conv]; ok && now.Sub(last) < typingEvery {
+		return
+	}
+	if cn.typed == nil || len(cn.typed) >= maxTyping {
+		cn.typed = make(map[string]time.Time, 1)
+	}
+	cn.typed[conv] = now
+	msg, err := topics.HistoryRequests.Encode(&topicpb.HistoryRequest{Session: c.session(cn), User: user, Typing: t})
+	if err == nil {
+		err = c.publishRequest(topics.HistoryRequests.Name, msg)
+	}
+	if err != nil {
+		c.logger.Debug("publish typing", "conn", cn.id, "err", err)
 	}
 }
 

@@ -154,7 +154,8 @@ func (s *Settings) Options(logger *slog.Logger, roles ...Role) fx.Option {
 		fx.Supply(
 			login.Config{Secret: []byte(s.Secret), Token: s.TokenPolicy()},
 			presence.Config{SessionTTL: s.SessionTTL, NotifyLimit: s.NotifyLimit, LoginConversations: s.LoginConvLimit},
-			routing.Config{MaxBodyBytes: s.MaxBodyBytes},
+			routing.Config{MaxBodyBytes: s.MaxBodyBytes, EditWindow: s.EditWindow, RecallWindow: s.RecallWindow},
+			history.Config{NotifyLimit: s.NotifyLimit, RoomReceipts: s.RoomReadReceipts},
 			comet.Config{ID: s.CometID, Addr: s.CometAddr, PublicURL: s.CometURL, TLSCert: s.CometTLSCert, TLSKey: s.CometTLSKey, BatchWindow: s.BatchWindow, FrameBudget: s.FrameBudget, MaxBatchWindow: s.MaxBatchWindow, HeartbeatInterval: s.SessionTTL / 3, SendQueue: s.SendQueue, MaxFrameBytes: s.MaxFrameBytes, RequestTimeout: s.RequestTimeout, RequestRate: s.RequestRate, RequestBurst: s.RequestBurst, MaxConnsPerUser: s.MaxConnsPerUser},
 			api.Config{Addr: s.APIAddr, HTTPAddr: s.APIHTTPAddr, DirectoryFollowsMySQL: s.MySQL != "", MySQL: s.APIMySQL, Token: s.APIToken, MaxBodyBytes: s.MaxBodyBytes, TLSCert: s.APITLSCert, TLSKey: s.APITLSKey, ClientCA: s.APIClientCA},
 		),

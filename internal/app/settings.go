@@ -40,8 +40,11 @@ type Settings struct {
 	APIMySQL          string
 	SessionTTL        time.Duration
 	NotifyLimit       int
+	RoomReadReceipts  bool
 	LoginConvLimit    int
 	MaxBodyBytes      int
+	EditWindow        time.Duration
+	RecallWindow      time.Duration
 	BatchWindow       time.Duration
 	SendQueue         int
 	RequestTimeout    time.Duration
@@ -115,9 +118,12 @@ func (s *Settings) Register(fs *flag.FlagSet) {
 	fs.StringVar(&s.APIMySQL, "api-mysql", "", "api gateway: DSN of a MySQL user that may write users, rooms, room_members and blocks: the Directory service then changes MySQL (without it, and with --mysql, it is refused)")
 	fs.StringVar(&s.APIHTTPAddr, "api-http-addr", "127.0.0.1:9091", "api gateway HTTP/JSON listen address (docs/http-api.md; empty: none)")
 	fs.DurationVar(&s.SessionTTL, "session-ttl", 30*time.Second, "a session without heartbeat for this long expires")
-	fs.IntVar(&s.NotifyLimit, "notify-limit", 200, "rooms with more online users get no per-user presence frames")
+	fs.IntVar(&s.NotifyLimit, "notify-limit", 200, "rooms with more online users get no per-user presence frames, typing indicators or read receipts")
+	fs.BoolVar(&s.RoomReadReceipts, "room-read-receipts", false, "history: tell a room's members (within --notify-limit) when one of them reads further")
 	fs.IntVar(&s.LoginConvLimit, "login-conversations", 1000, "presence: most conversations a LoginResult lists (rooms, then the most recent 1:1); clients page through the rest")
 	fs.IntVar(&s.MaxBodyBytes, "max-body", 16<<10, "largest message body accepted, bytes")
+	fs.DurationVar(&s.EditWindow, "edit-window", 24*time.Hour, "routing: how long after a message its sender may edit it (at most 24h)")
+	fs.DurationVar(&s.RecallWindow, "recall-window", 2*time.Minute, "routing: how long after a message its sender may recall it (at most 24h)")
 	fs.DurationVar(&s.BatchWindow, "batch-window", 10*time.Millisecond, "comet: merge a room's messages arriving within this window")
 	fs.IntVar(&s.SendQueue, "send-queue", 256, "comet: frames queued per connection before it is dropped as a slow consumer")
 	fs.Float64Var(&s.RequestRate, "request-rate", 20, "comet: frames a connection may send a second (negative: no limit); more get RATE_LIMITED")

@@ -62,6 +62,11 @@ const (
 	// RATE_LIMITED: the connection sends requests faster than allowed;
 	// retry after retry_after_ms.
 	Error_RATE_LIMITED Error_Code = 12
+	// TOO_LATE: the edit or recall window of the message has passed.
+	Error_TOO_LATE Error_Code = 20
+	// UNKNOWN_MESSAGE: the message an edit or recall names is not a
+	// message of the sender in that conversation (within 24 hours).
+	Error_UNKNOWN_MESSAGE Error_Code = 21
 )
 
 // Enum value maps for Error_Code.
@@ -80,6 +85,8 @@ var (
 		10: "UNAVAILABLE",
 		11: "ALREADY_LOGGED_IN",
 		12: "RATE_LIMITED",
+		20: "TOO_LATE",
+		21: "UNKNOWN_MESSAGE",
 	}
 	Error_Code_value = map[string]int32{
 		"CODE_UNSPECIFIED":  0,
@@ -95,6 +102,8 @@ var (
 		"UNAVAILABLE":       10,
 		"ALREADY_LOGGED_IN": 11,
 		"RATE_LIMITED":      12,
+		"TOO_LATE":          20,
+		"UNKNOWN_MESSAGE":   21,
 	}
 )
 
@@ -141,6 +150,7 @@ type ClientFrame struct {
 	//	*ClientFrame_Ping
 	//	*ClientFrame_Sync
 	//	*ClientFrame_Conversations
+	//	*ClientFrame_Typing
 	Body          isClientFrame_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -262,6 +272,15 @@ func (x *ClientFrame) GetConversations() *Conversations {
 	return nil
 }
 
+func (x *ClientFrame) GetTyping() *Typing {
+	if x != nil {
+		if x, ok := x.Body.(*ClientFrame_Typing); ok {
+			return x.Typing
+		}
+	}
+	return nil
+}
+
 type isClientFrame_Body interface {
 	isClientFrame_Body()
 }
@@ -298,6 +317,11 @@ type ClientFrame_Conversations struct {
 	Conversations *Conversations `protobuf:"bytes,17,opt,name=conversations,proto3,oneof"`
 }
 
+type ClientFrame_Typing struct {
+	// Typing says the user is typing in a conversation (ephemeral).
+	Typing *Typing `protobuf:"bytes,30,opt,name=typing,proto3,oneof"`
+}
+
 func (*ClientFrame_Login) isClientFrame_Body() {}
 
 func (*ClientFrame_Join) isClientFrame_Body() {}
@@ -313,6 +337,8 @@ func (*ClientFrame_Ping) isClientFrame_Body() {}
 func (*ClientFrame_Sync) isClientFrame_Body() {}
 
 func (*ClientFrame_Conversations) isClientFrame_Body() {}
+
+func (*ClientFrame_Typing) isClientFrame_Body() {}
 
 // Login authenticates the connection. It must be the first frame.
 type Login struct {
@@ -473,7 +499,23 @@ type Send struct {
 	To   isSend_To `protobuf_oneof:"to"`
 	Body []byte    `protobuf:"bytes,4,opt,name=body,proto3" json:"body,omitempty"`
 	// content_type describes body, for example "text/plain".
-	ContentType   string `protobuf:"bytes,5,opt,name=content_type,json=contentType,proto3" json:"content_type,omitempty"`
+	ContentType string `protobuf:"bytes,5,opt,name=content_type,json=contentType,proto3" json:"content_type,omitempty"`
+	// edits, when set, makes this Send an edit of the sender's own earlier
+	// message in the same conversation, named by its client_msg_id: body
+	// and content_type replace that message's. Allowed within the server's
+	// edit window (24 hours by default) of the original's server time.
+	Edits string `protobuf:"bytes,6,opt,name=edits,proto3" json:"edits,omitempty"`
+	// recalls, when set, makes this Send a recall (delete for everyone) of
+	// the sender's own earlier message in the same conversation, named by
+	// its client_msg_id; body must be empty. Allowed within the server's
+	// recall window (2 minutes by default). At most one of edits and
+	// recalls may be set.
+	Recalls string `protobuf:"bytes,7,opt,name=recalls,proto3" json:"recalls,omitempty"`
+	// mentions are user ids the message mentions (at most 50; in a room,
+	// those who are not members are dropped). Mentioned users count the
+	// message in ConversationState.unread_mentions and, offline, are
+	// notified even in rooms too big for it.
+	Mentions      []string `protobuf:"bytes,8,rep,name=mentions,proto3" json:"mentions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -554,6 +596,27 @@ func (x *Send) GetContentType() string {
 	return ""
 }
 
+func (x *Send) GetEdits() string {
+	if x != nil {
+		return x.Edits
+	}
+	return ""
+}
+
+func (x *Send) GetRecalls() string {
+	if x != nil {
+		return x.Recalls
+	}
+	return ""
+}
+
+func (x *Send) GetMentions() []string {
+	if x != nil {
+		return x.Mentions
+	}
+	return nil
+}
+
 type isSend_To interface {
 	isSend_To()
 }
@@ -570,7 +633,11 @@ func (*Send_User) isSend_To() {}
 
 func (*Send_Room) isSend_To() {}
 
-// Ack reports that the client has everything in a conversation up to seq.
+// Ack records that the user has read a conversation up to seq: the
+// user's read position, which only grows. With a non-zero request_id it
+// is answered by a ReadUpdate with the position now recorded (or an
+// Error); the user's other connections, and the other party of a 1:1
+// conversation, get a ReadUpdate too when the position moved.
 type Ack struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Conversation  string                 `protobuf:"bytes,1,opt,name=conversation,proto3" json:"conversation,omitempty"`
@@ -812,6 +879,8 @@ type ServerFrame struct {
 	//	*ServerFrame_Left
 	//	*ServerFrame_SyncResult
 	//	*ServerFrame_ConversationsResult
+	//	*ServerFrame_ReadUpdate
+	//	*ServerFrame_Typing
 	Body          isServerFrame_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -951,6 +1020,24 @@ func (x *ServerFrame) GetConversationsResult() *ConversationsResult {
 	return nil
 }
 
+func (x *ServerFrame) GetReadUpdate() *ReadUpdate {
+	if x != nil {
+		if x, ok := x.Body.(*ServerFrame_ReadUpdate); ok {
+			return x.ReadUpdate
+		}
+	}
+	return nil
+}
+
+func (x *ServerFrame) GetTyping() *TypingUpdate {
+	if x != nil {
+		if x, ok := x.Body.(*ServerFrame_Typing); ok {
+			return x.Typing
+		}
+	}
+	return nil
+}
+
 type isServerFrame_Body interface {
 	isServerFrame_Body()
 }
@@ -995,6 +1082,14 @@ type ServerFrame_ConversationsResult struct {
 	ConversationsResult *ConversationsResult `protobuf:"bytes,19,opt,name=conversations_result,json=conversationsResult,proto3,oneof"`
 }
 
+type ServerFrame_ReadUpdate struct {
+	ReadUpdate *ReadUpdate `protobuf:"bytes,30,opt,name=read_update,json=readUpdate,proto3,oneof"`
+}
+
+type ServerFrame_Typing struct {
+	Typing *TypingUpdate `protobuf:"bytes,31,opt,name=typing,proto3,oneof"`
+}
+
 func (*ServerFrame_LoginResult) isServerFrame_Body() {}
 
 func (*ServerFrame_Error) isServerFrame_Body() {}
@@ -1014,6 +1109,10 @@ func (*ServerFrame_Left) isServerFrame_Body() {}
 func (*ServerFrame_SyncResult) isServerFrame_Body() {}
 
 func (*ServerFrame_ConversationsResult) isServerFrame_Body() {}
+
+func (*ServerFrame_ReadUpdate) isServerFrame_Body() {}
+
+func (*ServerFrame_Typing) isServerFrame_Body() {}
 
 // SyncResult answers Sync with stored messages in sequence order.
 type SyncResult struct {
@@ -1256,11 +1355,18 @@ func (x *LoginResult) GetConversationsCursor() string {
 
 // ConversationState is the position of one conversation.
 type ConversationState struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Conversation  string                 `protobuf:"bytes,1,opt,name=conversation,proto3" json:"conversation,omitempty"`
-	LatestSeq     uint64                 `protobuf:"varint,2,opt,name=latest_seq,json=latestSeq,proto3" json:"latest_seq,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Conversation string                 `protobuf:"bytes,1,opt,name=conversation,proto3" json:"conversation,omitempty"`
+	LatestSeq    uint64                 `protobuf:"varint,2,opt,name=latest_seq,json=latestSeq,proto3" json:"latest_seq,omitempty"`
+	// read_seq is the user's read position (the highest seq it acked or
+	// sent); 0 when it never read the conversation.
+	ReadSeq uint64 `protobuf:"varint,3,opt,name=read_seq,json=readSeq,proto3" json:"read_seq,omitempty"`
+	// unread is latest_seq - read_seq: the seqs after the read position.
+	Unread uint64 `protobuf:"varint,4,opt,name=unread,proto3" json:"unread,omitempty"`
+	// unread_mentions is how many messages after read_seq mention you.
+	UnreadMentions uint64 `protobuf:"varint,5,opt,name=unread_mentions,json=unreadMentions,proto3" json:"unread_mentions,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ConversationState) Reset() {
@@ -1303,6 +1409,27 @@ func (x *ConversationState) GetConversation() string {
 func (x *ConversationState) GetLatestSeq() uint64 {
 	if x != nil {
 		return x.LatestSeq
+	}
+	return 0
+}
+
+func (x *ConversationState) GetReadSeq() uint64 {
+	if x != nil {
+		return x.ReadSeq
+	}
+	return 0
+}
+
+func (x *ConversationState) GetUnread() uint64 {
+	if x != nil {
+		return x.Unread
+	}
+	return 0
+}
+
+func (x *ConversationState) GetUnreadMentions() uint64 {
+	if x != nil {
+		return x.UnreadMentions
 	}
 	return 0
 }
@@ -1385,8 +1512,18 @@ type Message struct {
 	ContentType      string `protobuf:"bytes,6,opt,name=content_type,json=contentType,proto3" json:"content_type,omitempty"`
 	ServerTimeUnixMs int64  `protobuf:"varint,7,opt,name=server_time_unix_ms,json=serverTimeUnixMs,proto3" json:"server_time_unix_ms,omitempty"`
 	ClientMsgId      string `protobuf:"bytes,8,opt,name=client_msg_id,json=clientMsgId,proto3" json:"client_msg_id,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// edits, when not 0, says this message is an edit of the message at
+	// seq edits of the same conversation (by the same sender): show body
+	// and content_type in its place.
+	Edits uint64 `protobuf:"varint,9,opt,name=edits,proto3" json:"edits,omitempty"`
+	// recalls, when not 0, says this message recalls the message at seq
+	// recalls of the same conversation (by the same sender): show it as
+	// recalled, without its body.
+	Recalls uint64 `protobuf:"varint,10,opt,name=recalls,proto3" json:"recalls,omitempty"`
+	// mentions are the users the message mentions (Send.mentions).
+	Mentions      []string `protobuf:"bytes,11,rep,name=mentions,proto3" json:"mentions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Message) Reset() {
@@ -1473,6 +1610,27 @@ func (x *Message) GetClientMsgId() string {
 		return x.ClientMsgId
 	}
 	return ""
+}
+
+func (x *Message) GetEdits() uint64 {
+	if x != nil {
+		return x.Edits
+	}
+	return 0
+}
+
+func (x *Message) GetRecalls() uint64 {
+	if x != nil {
+		return x.Recalls
+	}
+	return 0
+}
+
+func (x *Message) GetMentions() []string {
+	if x != nil {
+		return x.Mentions
+	}
+	return nil
 }
 
 // MessageBatch carries messages in conversation order. Messages of one room
@@ -1847,11 +2005,177 @@ func (x *Left) GetRoom() string {
 	return ""
 }
 
+// ReadUpdate tells that user has read conversation up to seq. It answers
+// an Ack (request_id set, user is you) and is sent on its own (request_id
+// 0) to the user's other connections and, in a 1:1 conversation, to the
+// other party as a read receipt (user is the reader).
+type ReadUpdate struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Conversation  string                 `protobuf:"bytes,1,opt,name=conversation,proto3" json:"conversation,omitempty"`
+	User          string                 `protobuf:"bytes,2,opt,name=user,proto3" json:"user,omitempty"`
+	Seq           uint64                 `protobuf:"varint,3,opt,name=seq,proto3" json:"seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadUpdate) Reset() {
+	*x = ReadUpdate{}
+	mi := &file_client_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadUpdate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadUpdate) ProtoMessage() {}
+
+func (x *ReadUpdate) ProtoReflect() protoreflect.Message {
+	mi := &file_client_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadUpdate.ProtoReflect.Descriptor instead.
+func (*ReadUpdate) Descriptor() ([]byte, []int) {
+	return file_client_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ReadUpdate) GetConversation() string {
+	if x != nil {
+		return x.Conversation
+	}
+	return ""
+}
+
+func (x *ReadUpdate) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *ReadUpdate) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+// Typing says that the user is typing in conversation: a 1:1
+// conversation ("dm:<a>:<b>") or a room ("room:<r>"). It is not answered
+// unless refused.
+type Typing struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Conversation  string                 `protobuf:"bytes,1,opt,name=conversation,proto3" json:"conversation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Typing) Reset() {
+	*x = Typing{}
+	mi := &file_client_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Typing) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Typing) ProtoMessage() {}
+
+func (x *Typing) ProtoReflect() protoreflect.Message {
+	mi := &file_client_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Typing.ProtoReflect.Descriptor instead.
+func (*Typing) Descriptor() ([]byte, []int) {
+	return file_client_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *Typing) GetConversation() string {
+	if x != nil {
+		return x.Conversation
+	}
+	return ""
+}
+
+// TypingUpdate tells that user is typing in conversation. It is neither
+// sequenced nor stored; clients show it for 5 seconds unless another
+// comes.
+type TypingUpdate struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Conversation  string                 `protobuf:"bytes,1,opt,name=conversation,proto3" json:"conversation,omitempty"`
+	User          string                 `protobuf:"bytes,2,opt,name=user,proto3" json:"user,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TypingUpdate) Reset() {
+	*x = TypingUpdate{}
+	mi := &file_client_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TypingUpdate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TypingUpdate) ProtoMessage() {}
+
+func (x *TypingUpdate) ProtoReflect() protoreflect.Message {
+	mi := &file_client_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TypingUpdate.ProtoReflect.Descriptor instead.
+func (*TypingUpdate) Descriptor() ([]byte, []int) {
+	return file_client_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *TypingUpdate) GetConversation() string {
+	if x != nil {
+		return x.Conversation
+	}
+	return ""
+}
+
+func (x *TypingUpdate) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
 var File_client_proto protoreflect.FileDescriptor
 
 const file_client_proto_rawDesc = "" +
 	"\n" +
-	"\fclient.proto\x12\x10laneim.client.v1\"\xca\x03\n" +
+	"\fclient.proto\x12\x10laneim.client.v1\"\xfe\x03\n" +
 	"\vClientFrame\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\x04R\trequestId\x12/\n" +
@@ -1863,7 +2187,8 @@ const file_client_proto_rawDesc = "" +
 	"\x03ack\x18\x0e \x01(\v2\x15.laneim.client.v1.AckH\x00R\x03ack\x12,\n" +
 	"\x04ping\x18\x0f \x01(\v2\x16.laneim.client.v1.PingH\x00R\x04ping\x12,\n" +
 	"\x04sync\x18\x10 \x01(\v2\x16.laneim.client.v1.SyncH\x00R\x04sync\x12G\n" +
-	"\rconversations\x18\x11 \x01(\v2\x1f.laneim.client.v1.ConversationsH\x00R\rconversationsB\x06\n" +
+	"\rconversations\x18\x11 \x01(\v2\x1f.laneim.client.v1.ConversationsH\x00R\rconversations\x122\n" +
+	"\x06typing\x18\x1e \x01(\v2\x18.laneim.client.v1.TypingH\x00R\x06typingB\x06\n" +
 	"\x04body\"5\n" +
 	"\x05Login\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x16\n" +
@@ -1871,13 +2196,16 @@ const file_client_proto_rawDesc = "" +
 	"\bJoinRoom\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\"\x1f\n" +
 	"\tLeaveRoom\x12\x12\n" +
-	"\x04room\x18\x01 \x01(\tR\x04room\"\x93\x01\n" +
+	"\x04room\x18\x01 \x01(\tR\x04room\"\xdf\x01\n" +
 	"\x04Send\x12\"\n" +
 	"\rclient_msg_id\x18\x01 \x01(\tR\vclientMsgId\x12\x14\n" +
 	"\x04user\x18\x02 \x01(\tH\x00R\x04user\x12\x14\n" +
 	"\x04room\x18\x03 \x01(\tH\x00R\x04room\x12\x12\n" +
 	"\x04body\x18\x04 \x01(\fR\x04body\x12!\n" +
-	"\fcontent_type\x18\x05 \x01(\tR\vcontentTypeB\x04\n" +
+	"\fcontent_type\x18\x05 \x01(\tR\vcontentType\x12\x14\n" +
+	"\x05edits\x18\x06 \x01(\tR\x05edits\x12\x18\n" +
+	"\arecalls\x18\a \x01(\tR\arecalls\x12\x1a\n" +
+	"\bmentions\x18\b \x03(\tR\bmentionsB\x04\n" +
 	"\x02to\";\n" +
 	"\x03Ack\x12\"\n" +
 	"\fconversation\x18\x01 \x01(\tR\fconversation\x12\x10\n" +
@@ -1890,7 +2218,7 @@ const file_client_proto_rawDesc = "" +
 	"\x05limit\x18\x03 \x01(\rR\x05limit\"=\n" +
 	"\rConversations\x12\x16\n" +
 	"\x06cursor\x18\x01 \x01(\tR\x06cursor\x12\x14\n" +
-	"\x05limit\x18\x02 \x01(\rR\x05limit\"\x95\x05\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\"\x90\x06\n" +
 	"\vServerFrame\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\x04R\trequestId\x12B\n" +
@@ -1906,7 +2234,10 @@ const file_client_proto_rawDesc = "" +
 	"\x04left\x18\x11 \x01(\v2\x16.laneim.client.v1.LeftH\x00R\x04left\x12?\n" +
 	"\vsync_result\x18\x12 \x01(\v2\x1c.laneim.client.v1.SyncResultH\x00R\n" +
 	"syncResult\x12Z\n" +
-	"\x14conversations_result\x18\x13 \x01(\v2%.laneim.client.v1.ConversationsResultH\x00R\x13conversationsResultB\x06\n" +
+	"\x14conversations_result\x18\x13 \x01(\v2%.laneim.client.v1.ConversationsResultH\x00R\x13conversationsResult\x12?\n" +
+	"\vread_update\x18\x1e \x01(\v2\x1c.laneim.client.v1.ReadUpdateH\x00R\n" +
+	"readUpdate\x128\n" +
+	"\x06typing\x18\x1f \x01(\v2\x1e.laneim.client.v1.TypingUpdateH\x00R\x06typingB\x06\n" +
 	"\x04body\"\x82\x01\n" +
 	"\n" +
 	"SyncResult\x12\"\n" +
@@ -1926,15 +2257,18 @@ const file_client_proto_rawDesc = "" +
 	"\x13server_time_unix_ms\x18\x05 \x01(\x03R\x10serverTimeUnixMs\x12I\n" +
 	"\rconversations\x18\x06 \x03(\v2#.laneim.client.v1.ConversationStateR\rconversations\x12-\n" +
 	"\x12more_conversations\x18\a \x01(\bR\x11moreConversations\x121\n" +
-	"\x14conversations_cursor\x18\b \x01(\tR\x13conversationsCursor\"V\n" +
+	"\x14conversations_cursor\x18\b \x01(\tR\x13conversationsCursor\"\xb2\x01\n" +
 	"\x11ConversationState\x12\"\n" +
 	"\fconversation\x18\x01 \x01(\tR\fconversation\x12\x1d\n" +
 	"\n" +
-	"latest_seq\x18\x02 \x01(\x04R\tlatestSeq\"\xdc\x02\n" +
+	"latest_seq\x18\x02 \x01(\x04R\tlatestSeq\x12\x19\n" +
+	"\bread_seq\x18\x03 \x01(\x04R\areadSeq\x12\x16\n" +
+	"\x06unread\x18\x04 \x01(\x04R\x06unread\x12'\n" +
+	"\x0funread_mentions\x18\x05 \x01(\x04R\x0eunreadMentions\"\xff\x02\n" +
 	"\x05Error\x120\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x1c.laneim.client.v1.Error.CodeR\x04code\x12\x12\n" +
 	"\x04text\x18\x02 \x01(\tR\x04text\x12$\n" +
-	"\x0eretry_after_ms\x18\x03 \x01(\rR\fretryAfterMs\"\xe6\x01\n" +
+	"\x0eretry_after_ms\x18\x03 \x01(\rR\fretryAfterMs\"\x89\x02\n" +
 	"\x04Code\x12\x14\n" +
 	"\x10CODE_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tBAD_FRAME\x10\x01\x12\x13\n" +
@@ -1950,7 +2284,9 @@ const file_client_proto_rawDesc = "" +
 	"\vUNAVAILABLE\x10\n" +
 	"\x12\x15\n" +
 	"\x11ALREADY_LOGGED_IN\x10\v\x12\x10\n" +
-	"\fRATE_LIMITED\x10\f\"\xf1\x01\n" +
+	"\fRATE_LIMITED\x10\f\x12\f\n" +
+	"\bTOO_LATE\x10\x14\x12\x13\n" +
+	"\x0fUNKNOWN_MESSAGE\x10\x15\"\xbd\x02\n" +
 	"\aMessage\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\"\n" +
 	"\fconversation\x18\x02 \x01(\tR\fconversation\x12\x10\n" +
@@ -1959,7 +2295,11 @@ const file_client_proto_rawDesc = "" +
 	"\x04body\x18\x05 \x01(\fR\x04body\x12!\n" +
 	"\fcontent_type\x18\x06 \x01(\tR\vcontentType\x12-\n" +
 	"\x13server_time_unix_ms\x18\a \x01(\x03R\x10serverTimeUnixMs\x12\"\n" +
-	"\rclient_msg_id\x18\b \x01(\tR\vclientMsgId\"E\n" +
+	"\rclient_msg_id\x18\b \x01(\tR\vclientMsgId\x12\x14\n" +
+	"\x05edits\x18\t \x01(\x04R\x05edits\x12\x18\n" +
+	"\arecalls\x18\n" +
+	" \x01(\x04R\arecalls\x12\x1a\n" +
+	"\bmentions\x18\v \x03(\tR\bmentions\"E\n" +
 	"\fMessageBatch\x125\n" +
 	"\bmessages\x18\x01 \x03(\v2\x19.laneim.client.v1.MessageR\bmessages\"s\n" +
 	"\x0ePresenceChange\x12\x12\n" +
@@ -1986,7 +2326,17 @@ const file_client_proto_rawDesc = "" +
 	"\fconversation\x18\x04 \x01(\tR\fconversation\x12!\n" +
 	"\fonline_users\x18\x05 \x03(\tR\vonlineUsers\"\x1a\n" +
 	"\x04Left\x12\x12\n" +
-	"\x04room\x18\x01 \x01(\tR\x04roomB)Z'github.com/laneim/laneim/proto/clientpbb\x06proto3"
+	"\x04room\x18\x01 \x01(\tR\x04room\"V\n" +
+	"\n" +
+	"ReadUpdate\x12\"\n" +
+	"\fconversation\x18\x01 \x01(\tR\fconversation\x12\x12\n" +
+	"\x04user\x18\x02 \x01(\tR\x04user\x12\x10\n" +
+	"\x03seq\x18\x03 \x01(\x04R\x03seq\",\n" +
+	"\x06Typing\x12\"\n" +
+	"\fconversation\x18\x01 \x01(\tR\fconversation\"F\n" +
+	"\fTypingUpdate\x12\"\n" +
+	"\fconversation\x18\x01 \x01(\tR\fconversation\x12\x12\n" +
+	"\x04user\x18\x02 \x01(\tR\x04userB)Z'github.com/laneim/laneim/proto/clientpbb\x06proto3"
 
 var (
 	file_client_proto_rawDescOnce sync.Once
@@ -2001,7 +2351,7 @@ func file_client_proto_rawDescGZIP() []byte {
 }
 
 var file_client_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_client_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_client_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_client_proto_goTypes = []any{
 	(Error_Code)(0),             // 0: laneim.client.v1.Error.Code
 	(*ClientFrame)(nil),         // 1: laneim.client.v1.ClientFrame
@@ -2026,6 +2376,9 @@ var file_client_proto_goTypes = []any{
 	(*SendResult)(nil),          // 20: laneim.client.v1.SendResult
 	(*Joined)(nil),              // 21: laneim.client.v1.Joined
 	(*Left)(nil),                // 22: laneim.client.v1.Left
+	(*ReadUpdate)(nil),          // 23: laneim.client.v1.ReadUpdate
+	(*Typing)(nil),              // 24: laneim.client.v1.Typing
+	(*TypingUpdate)(nil),        // 25: laneim.client.v1.TypingUpdate
 }
 var file_client_proto_depIdxs = []int32{
 	2,  // 0: laneim.client.v1.ClientFrame.login:type_name -> laneim.client.v1.Login
@@ -2036,26 +2389,29 @@ var file_client_proto_depIdxs = []int32{
 	7,  // 5: laneim.client.v1.ClientFrame.ping:type_name -> laneim.client.v1.Ping
 	8,  // 6: laneim.client.v1.ClientFrame.sync:type_name -> laneim.client.v1.Sync
 	9,  // 7: laneim.client.v1.ClientFrame.conversations:type_name -> laneim.client.v1.Conversations
-	13, // 8: laneim.client.v1.ServerFrame.login_result:type_name -> laneim.client.v1.LoginResult
-	15, // 9: laneim.client.v1.ServerFrame.error:type_name -> laneim.client.v1.Error
-	17, // 10: laneim.client.v1.ServerFrame.messages:type_name -> laneim.client.v1.MessageBatch
-	18, // 11: laneim.client.v1.ServerFrame.presence:type_name -> laneim.client.v1.PresenceChange
-	19, // 12: laneim.client.v1.ServerFrame.pong:type_name -> laneim.client.v1.Pong
-	20, // 13: laneim.client.v1.ServerFrame.send_result:type_name -> laneim.client.v1.SendResult
-	21, // 14: laneim.client.v1.ServerFrame.joined:type_name -> laneim.client.v1.Joined
-	22, // 15: laneim.client.v1.ServerFrame.left:type_name -> laneim.client.v1.Left
-	11, // 16: laneim.client.v1.ServerFrame.sync_result:type_name -> laneim.client.v1.SyncResult
-	12, // 17: laneim.client.v1.ServerFrame.conversations_result:type_name -> laneim.client.v1.ConversationsResult
-	16, // 18: laneim.client.v1.SyncResult.messages:type_name -> laneim.client.v1.Message
-	14, // 19: laneim.client.v1.ConversationsResult.conversations:type_name -> laneim.client.v1.ConversationState
-	14, // 20: laneim.client.v1.LoginResult.conversations:type_name -> laneim.client.v1.ConversationState
-	0,  // 21: laneim.client.v1.Error.code:type_name -> laneim.client.v1.Error.Code
-	16, // 22: laneim.client.v1.MessageBatch.messages:type_name -> laneim.client.v1.Message
-	23, // [23:23] is the sub-list for method output_type
-	23, // [23:23] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	24, // 8: laneim.client.v1.ClientFrame.typing:type_name -> laneim.client.v1.Typing
+	13, // 9: laneim.client.v1.ServerFrame.login_result:type_name -> laneim.client.v1.LoginResult
+	15, // 10: laneim.client.v1.ServerFrame.error:type_name -> laneim.client.v1.Error
+	17, // 11: laneim.client.v1.ServerFrame.messages:type_name -> laneim.client.v1.MessageBatch
+	18, // 12: laneim.client.v1.ServerFrame.presence:type_name -> laneim.client.v1.PresenceChange
+	19, // 13: laneim.client.v1.ServerFrame.pong:type_name -> laneim.client.v1.Pong
+	20, // 14: laneim.client.v1.ServerFrame.send_result:type_name -> laneim.client.v1.SendResult
+	21, // 15: laneim.client.v1.ServerFrame.joined:type_name -> laneim.client.v1.Joined
+	22, // 16: laneim.client.v1.ServerFrame.left:type_name -> laneim.client.v1.Left
+	11, // 17: laneim.client.v1.ServerFrame.sync_result:type_name -> laneim.client.v1.SyncResult
+	12, // 18: laneim.client.v1.ServerFrame.conversations_result:type_name -> laneim.client.v1.ConversationsResult
+	23, // 19: laneim.client.v1.ServerFrame.read_update:type_name -> laneim.client.v1.ReadUpdate
+	25, // 20: laneim.client.v1.ServerFrame.typing:type_name -> laneim.client.v1.TypingUpdate
+	16, // 21: laneim.client.v1.SyncResult.messages:type_name -> laneim.client.v1.Message
+	14, // 22: laneim.client.v1.ConversationsResult.conversations:type_name -> laneim.client.v1.ConversationState
+	14, // 23: laneim.client.v1.LoginResult.conversations:type_name -> laneim.client.v1.ConversationState
+	0,  // 24: laneim.client.v1.Error.code:type_name -> laneim.client.v1.Error.Code
+	16, // 25: laneim.client.v1.MessageBatch.messages:type_name -> laneim.client.v1.Message
+	26, // [26:26] is the sub-list for method output_type
+	26, // [26:26] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_client_proto_init() }
@@ -2072,6 +2428,7 @@ func file_client_proto_init() {
 		(*ClientFrame_Ping)(nil),
 		(*ClientFrame_Sync)(nil),
 		(*ClientFrame_Conversations)(nil),
+		(*ClientFrame_Typing)(nil),
 	}
 	file_client_proto_msgTypes[4].OneofWrappers = []any{
 		(*Send_User)(nil),
@@ -2088,6 +2445,8 @@ func file_client_proto_init() {
 		(*ServerFrame_Left)(nil),
 		(*ServerFrame_SyncResult)(nil),
 		(*ServerFrame_ConversationsResult)(nil),
+		(*ServerFrame_ReadUpdate)(nil),
+		(*ServerFrame_Typing)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2095,7 +2454,7 @@ func file_client_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_client_proto_rawDesc), len(file_client_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   22,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -431,7 +431,13 @@ type Submitted struct {
 	ContentType     string         `protobuf:"bytes,8,opt,name=content_type,json=contentType,proto3" json:"content_type,omitempty"`
 	SubmittedUnixMs int64          `protobuf:"varint,10,opt,name=submitted_unix_ms,json=submittedUnixMs,proto3" json:"submitted_unix_ms,omitempty"`
 	// trusted skips membership and block checks (api gateway pushes).
-	Trusted       bool `protobuf:"varint,11,opt,name=trusted,proto3" json:"trusted,omitempty"`
+	Trusted bool `protobuf:"varint,11,opt,name=trusted,proto3" json:"trusted,omitempty"`
+	// edits and recalls are a client's Send.edits and Send.recalls: the
+	// client_msg_id of the sender's message edited or recalled.
+	Edits   string `protobuf:"bytes,12,opt,name=edits,proto3" json:"edits,omitempty"`
+	Recalls string `protobuf:"bytes,13,opt,name=recalls,proto3" json:"recalls,omitempty"`
+	// mentions are a client's Send.mentions.
+	Mentions      []string `protobuf:"bytes,14,rep,name=mentions,proto3" json:"mentions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -556,6 +562,27 @@ func (x *Submitted) GetTrusted() bool {
 	return false
 }
 
+func (x *Submitted) GetEdits() string {
+	if x != nil {
+		return x.Edits
+	}
+	return ""
+}
+
+func (x *Submitted) GetRecalls() string {
+	if x != nil {
+		return x.Recalls
+	}
+	return ""
+}
+
+func (x *Submitted) GetMentions() []string {
+	if x != nil {
+		return x.Mentions
+	}
+	return nil
+}
+
 type isSubmitted_To interface {
 	isSubmitted_To()
 }
@@ -669,7 +696,7 @@ func (x *Routed) GetSubmittedUnixMs() int64 {
 	return 0
 }
 
-// HistoryRequest is a client's Sync or Conversations, forwarded by its
+// HistoryRequest is a client's Sync, Conversations, Ack or Typing, forwarded by its
 // comet. Topic: history.requests, key: user.
 type HistoryRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -683,6 +710,12 @@ type HistoryRequest struct {
 	// conversations is set, instead of the Sync fields, for a client's
 	// Conversations: a page of the user's conversation list.
 	Conversations *clientpb.Conversations `protobuf:"bytes,7,opt,name=conversations,proto3" json:"conversations,omitempty"`
+	// ack is set, instead of the Sync fields, for a client's Ack: the
+	// user's read position in ack.conversation.
+	Ack *clientpb.Ack `protobuf:"bytes,8,opt,name=ack,proto3" json:"ack,omitempty"`
+	// typing is set, instead of the Sync fields, for a client's Typing
+	// (already rate-limited by the comet).
+	Typing        *clientpb.Typing `protobuf:"bytes,9,opt,name=typing,proto3" json:"typing,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -762,6 +795,20 @@ func (x *HistoryRequest) GetLimit() uint32 {
 func (x *HistoryRequest) GetConversations() *clientpb.Conversations {
 	if x != nil {
 		return x.Conversations
+	}
+	return nil
+}
+
+func (x *HistoryRequest) GetAck() *clientpb.Ack {
+	if x != nil {
+		return x.Ack
+	}
+	return nil
+}
+
+func (x *HistoryRequest) GetTyping() *clientpb.Typing {
+	if x != nil {
+		return x.Typing
 	}
 	return nil
 }
@@ -927,6 +974,74 @@ func (x *Control) GetLeave() string {
 	return ""
 }
 
+// OfflineNotice is a routed message with those of its recipients that had
+// no live connection when it was routed, for push notifications (APNs,
+// FCM, email). Topic: notifications.offline, key: conversation.
+type OfflineNotice struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Message *clientpb.Message      `protobuf:"bytes,1,opt,name=message,proto3" json:"message,omitempty"`
+	// users are the recipients offline (no connection online): the other
+	// party of a 1:1 message; the members of a room but the sender, for
+	// rooms with at most the routing worker's notify limit of members.
+	Users []string `protobuf:"bytes,2,rep,name=users,proto3" json:"users,omitempty"`
+	// mentioned are those of users the message mentions (listed even for
+	// rooms too big for the others).
+	Mentioned     []string `protobuf:"bytes,3,rep,name=mentioned,proto3" json:"mentioned,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OfflineNotice) Reset() {
+	*x = OfflineNotice{}
+	mi := &file_topic_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OfflineNotice) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OfflineNotice) ProtoMessage() {}
+
+func (x *OfflineNotice) ProtoReflect() protoreflect.Message {
+	mi := &file_topic_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OfflineNotice.ProtoReflect.Descriptor instead.
+func (*OfflineNotice) Descriptor() ([]byte, []int) {
+	return file_topic_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *OfflineNotice) GetMessage() *clientpb.Message {
+	if x != nil {
+		return x.Message
+	}
+	return nil
+}
+
+func (x *OfflineNotice) GetUsers() []string {
+	if x != nil {
+		return x.Users
+	}
+	return nil
+}
+
+func (x *OfflineNotice) GetMentioned() []string {
+	if x != nil {
+		return x.Mentioned
+	}
+	return nil
+}
+
 var File_topic_proto protoreflect.FileDescriptor
 
 const file_topic_proto_rawDesc = "" +
@@ -968,7 +1083,7 @@ const file_topic_proto_rawDesc = "" +
 	"\fUSER_REVOKED\x10\a\"5\n" +
 	"\vLiveSession\x12\x12\n" +
 	"\x04conn\x18\x01 \x01(\tR\x04conn\x12\x12\n" +
-	"\x04user\x18\x02 \x01(\tR\x04user\"\xe7\x02\n" +
+	"\x04user\x18\x02 \x01(\tR\x04user\"\xb3\x03\n" +
 	"\tSubmitted\x120\n" +
 	"\x06origin\x18\x01 \x01(\v2\x18.laneim.topic.v1.SessionR\x06origin\x12\x1d\n" +
 	"\n" +
@@ -982,7 +1097,10 @@ const file_topic_proto_rawDesc = "" +
 	"\fcontent_type\x18\b \x01(\tR\vcontentType\x12*\n" +
 	"\x11submitted_unix_ms\x18\n" +
 	" \x01(\x03R\x0fsubmittedUnixMs\x12\x18\n" +
-	"\atrusted\x18\v \x01(\bR\atrustedB\x04\n" +
+	"\atrusted\x18\v \x01(\bR\atrusted\x12\x14\n" +
+	"\x05edits\x18\f \x01(\tR\x05edits\x12\x18\n" +
+	"\arecalls\x18\r \x01(\tR\arecalls\x12\x1a\n" +
+	"\bmentions\x18\x0e \x03(\tR\bmentionsB\x04\n" +
 	"\x02to\"\xc9\x01\n" +
 	"\x06Routed\x123\n" +
 	"\amessage\x18\x01 \x01(\v2\x19.laneim.client.v1.MessageR\amessage\x12\x16\n" +
@@ -990,7 +1108,7 @@ const file_topic_proto_rawDesc = "" +
 	"\x04room\x18\x03 \x01(\tR\x04room\x12\x14\n" +
 	"\x05users\x18\x04 \x03(\tR\x05users\x12\x1c\n" +
 	"\tbroadcast\x18\x05 \x01(\bR\tbroadcast\x12*\n" +
-	"\x11submitted_unix_ms\x18\x06 \x01(\x03R\x0fsubmittedUnixMs\"\x95\x02\n" +
+	"\x11submitted_unix_ms\x18\x06 \x01(\x03R\x0fsubmittedUnixMs\"\xf0\x02\n" +
 	"\x0eHistoryRequest\x122\n" +
 	"\asession\x18\x01 \x01(\v2\x18.laneim.topic.v1.SessionR\asession\x12\x1d\n" +
 	"\n" +
@@ -999,7 +1117,9 @@ const file_topic_proto_rawDesc = "" +
 	"\fconversation\x18\x04 \x01(\tR\fconversation\x12\x1b\n" +
 	"\tafter_seq\x18\x05 \x01(\x04R\bafterSeq\x12\x14\n" +
 	"\x05limit\x18\x06 \x01(\rR\x05limit\x12E\n" +
-	"\rconversations\x18\a \x01(\v2\x1f.laneim.client.v1.ConversationsR\rconversations\"\xd1\x01\n" +
+	"\rconversations\x18\a \x01(\v2\x1f.laneim.client.v1.ConversationsR\rconversations\x12'\n" +
+	"\x03ack\x18\b \x01(\v2\x15.laneim.client.v1.AckR\x03ack\x120\n" +
+	"\x06typing\x18\t \x01(\v2\x18.laneim.client.v1.TypingR\x06typing\"\xd1\x01\n" +
 	"\bDelivery\x12\x14\n" +
 	"\x05conns\x18\x01 \x03(\tR\x05conns\x12\x12\n" +
 	"\x04room\x18\x02 \x01(\tR\x04room\x12\x14\n" +
@@ -1012,7 +1132,11 @@ const file_topic_proto_rawDesc = "" +
 	"\fauthenticate\x18\x01 \x01(\tR\fauthenticate\x12\x12\n" +
 	"\x04join\x18\x02 \x01(\tR\x04join\x12\x14\n" +
 	"\x05close\x18\x03 \x01(\tR\x05close\x12\x14\n" +
-	"\x05leave\x18\x04 \x01(\tR\x05leaveB(Z&github.com/laneim/laneim/proto/topicpbb\x06proto3"
+	"\x05leave\x18\x04 \x01(\tR\x05leave\"x\n" +
+	"\rOfflineNotice\x123\n" +
+	"\amessage\x18\x01 \x01(\v2\x19.laneim.client.v1.MessageR\amessage\x12\x14\n" +
+	"\x05users\x18\x02 \x03(\tR\x05users\x12\x1c\n" +
+	"\tmentioned\x18\x03 \x03(\tR\tmentionedB(Z&github.com/laneim/laneim/proto/topicpbb\x06proto3"
 
 var (
 	file_topic_proto_rawDescOnce sync.Once
@@ -1027,7 +1151,7 @@ func file_topic_proto_rawDescGZIP() []byte {
 }
 
 var file_topic_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_topic_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_topic_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_topic_proto_goTypes = []any{
 	(SessionEvent_Kind)(0),         // 0: laneim.topic.v1.SessionEvent.Kind
 	(*Session)(nil),                // 1: laneim.topic.v1.Session
@@ -1039,9 +1163,12 @@ var file_topic_proto_goTypes = []any{
 	(*HistoryRequest)(nil),         // 7: laneim.topic.v1.HistoryRequest
 	(*Delivery)(nil),               // 8: laneim.topic.v1.Delivery
 	(*Control)(nil),                // 9: laneim.topic.v1.Control
-	(*clientpb.Message)(nil),       // 10: laneim.client.v1.Message
-	(*clientpb.Conversations)(nil), // 11: laneim.client.v1.Conversations
-	(*clientpb.ServerFrame)(nil),   // 12: laneim.client.v1.ServerFrame
+	(*OfflineNotice)(nil),          // 10: laneim.topic.v1.OfflineNotice
+	(*clientpb.Message)(nil),       // 11: laneim.client.v1.Message
+	(*clientpb.Conversations)(nil), // 12: laneim.client.v1.Conversations
+	(*clientpb.Ack)(nil),           // 13: laneim.client.v1.Ack
+	(*clientpb.Typing)(nil),        // 14: laneim.client.v1.Typing
+	(*clientpb.ServerFrame)(nil),   // 15: laneim.client.v1.ServerFrame
 }
 var file_topic_proto_depIdxs = []int32{
 	1,  // 0: laneim.topic.v1.LoginRequest.session:type_name -> laneim.topic.v1.Session
@@ -1049,16 +1176,19 @@ var file_topic_proto_depIdxs = []int32{
 	1,  // 2: laneim.topic.v1.SessionEvent.session:type_name -> laneim.topic.v1.Session
 	4,  // 3: laneim.topic.v1.SessionEvent.live:type_name -> laneim.topic.v1.LiveSession
 	1,  // 4: laneim.topic.v1.Submitted.origin:type_name -> laneim.topic.v1.Session
-	10, // 5: laneim.topic.v1.Routed.message:type_name -> laneim.client.v1.Message
+	11, // 5: laneim.topic.v1.Routed.message:type_name -> laneim.client.v1.Message
 	1,  // 6: laneim.topic.v1.HistoryRequest.session:type_name -> laneim.topic.v1.Session
-	11, // 7: laneim.topic.v1.HistoryRequest.conversations:type_name -> laneim.client.v1.Conversations
-	12, // 8: laneim.topic.v1.Delivery.frame:type_name -> laneim.client.v1.ServerFrame
-	9,  // 9: laneim.topic.v1.Delivery.control:type_name -> laneim.topic.v1.Control
-	10, // [10:10] is the sub-list for method output_type
-	10, // [10:10] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	12, // 7: laneim.topic.v1.HistoryRequest.conversations:type_name -> laneim.client.v1.Conversations
+	13, // 8: laneim.topic.v1.HistoryRequest.ack:type_name -> laneim.client.v1.Ack
+	14, // 9: laneim.topic.v1.HistoryRequest.typing:type_name -> laneim.client.v1.Typing
+	15, // 10: laneim.topic.v1.Delivery.frame:type_name -> laneim.client.v1.ServerFrame
+	9,  // 11: laneim.topic.v1.Delivery.control:type_name -> laneim.topic.v1.Control
+	11, // 12: laneim.topic.v1.OfflineNotice.message:type_name -> laneim.client.v1.Message
+	13, // [13:13] is the sub-list for method output_type
+	13, // [13:13] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_topic_proto_init() }
@@ -1077,7 +1207,7 @@ func file_topic_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_topic_proto_rawDesc), len(file_topic_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   9,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

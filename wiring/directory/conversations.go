@@ -38,19 +38,24 @@ const MaxConversationPage = 1000
 const MaxConversationBytes = 256 << 10
 
 // StateSize is what one conversation's state counts against a page's
-// byte budget: the length of its id plus 24 bytes, more than protobuf adds
-// to it in a repeated ConversationState (two tags, two lengths, a
-// sequence number of up to 10 bytes) for any id under 2 MiB.
-func StateSize(conversation string) int { return len(conversation) + 24 }
+// byte budget: the length of its id plus 48 bytes, more than protobuf adds
+// to it in a repeated ConversationState (five tags, two lengths, four
+// numbers of up to 10 bytes each) for any id under 2 MiB.
+func StateSize(conversation string) int { return len(conversation) + 56 }
 
 // ErrBadCursor is returned for a conversation cursor this package did not
 // produce.
 var ErrBadCursor = errors.New("directory: bad conversation cursor")
 
-// ConversationState is a conversation with its latest sequence number.
+// ConversationState is a conversation with its latest sequence number
+// and the user's read position in it.
 type ConversationState struct {
 	Conversation string
 	LatestSeq    uint64
+	// ReadSeq is the user's read position (MarkRead); Unread the seqs
+	// after it, LatestSeq - ReadSeq; UnreadMentions the messages after
+	// it that mention the user (AddMention).
+	ReadSeq, Unread, UnreadMentions uint64
 }
 
 // ConversationPage is one page of a user's conversation list.
@@ -181,6 +186,14 @@ func (s *Store) ConversationPage(ctx context.Context, user, cursor string, limit
 	if err != nil {
 		return ConversationPage{}, err
 	}
+	read, err := s.ReadSeqs(ctx, user, convs...)
+	if err != nil {
+		return ConversationPage{}, err
+	}
+	mentions, err := s.UnreadMentions(ctx, user, read, convs...)
+	if err != nil {
+		return ConversationPage{}, err
+	}
 	total := 0
 	for i, e := range entries {
 		size := StateSize(e.conv)
@@ -189,7 +202,11 @@ func (s *Store) ConversationPage(ctx context.Context, user, cursor string, limit
 			break
 		}
 		total += size
-		page.States = append(page.States, ConversationState{Conversation: e.conv, LatestSeq: latest[e.conv]})
+		st := ConversationState{Conversation: e.conv, LatestSeq: latest[e.conv], ReadSeq: read[e.conv], UnreadMentions: mentions[e.conv]}
+		if st.LatestSeq > st.ReadSeq {
+			st.Unread = st.LatestSeq - st.ReadSeq
+		}
+		page.States = append(page.States, st)
 	}
 	if more && len(page.States) > 0 {
 		page.More, page.Next = true, entries[len(page.States)-1].cursor

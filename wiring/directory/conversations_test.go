@@ -108,8 +108,16 @@ func TestConversationPages(t *testing.T) {
 	}
 	p, err = s.ConversationPage(ctx, "alice", p.Next, 1, directory.MaxConversationBytes)
 	must(err)
-	if p.States[0] != (directory.ConversationState{Conversation: "room:lobby", LatestSeq: 1}) {
-		t.Errorf("second state %v, want the lobby at seq 1", p.States[0])
+	if p.States[0] != (directory.ConversationState{Conversation: "room:lobby", LatestSeq: 1, Unread: 1}) {
+		t.Errorf("second state %v, want the lobby at seq 1, unread", p.States[0])
+	}
+	if _, _, err := s.MarkRead(ctx, "alice", "room:lobby", 1); err != nil {
+		t.Fatal(err)
+	}
+	p, err = s.ConversationPage(ctx, "alice", "r:dev", 1, directory.MaxConversationBytes)
+	must(err)
+	if p.States[0] != (directory.ConversationState{Conversation: "room:lobby", LatestSeq: 1, ReadSeq: 1}) {
+		t.Errorf("lobby read: %v, want read at seq 1, nothing unread", p.States[0])
 	}
 	for _, c := range []string{"x", "r:", "d:", "d:12", "d:x:dm:a:b", "d:12:"} {
 		if _, err := s.ConversationPage(ctx, "alice", c, 10, 100); !errors.Is(err, directory.ErrBadCursor) {

@@ -206,3 +206,21 @@ func (s *Store) Unassign(ctx context.Context, conversation, sender, clientMsgID 
 	}
 	return nil
 }
+
+// Lookup returns what Assign gave sender's clientMsgID in conversation,
+// if it still remembers it (for DedupTTL): ok is false otherwise. Dup is
+// not set; Routed is.
+func (s *Store) Lookup(ctx context.Context, conversation, sender, clientMsgID string) (a Assigned, ok bool, err error) {
+	val, err := s.rdb.Get(ctx, convDedupKey(conversation, sender, clientMsgID)).Result()
+	if err == redis.Nil {
+		return Assigned{}, false, nil
+	}
+	if err != nil {
+		return Assigned{}, false, fmt.Errorf("directory: look up %s in %s: %w", clientMsgID, conversation, err)
+	}
+	a, ok = parseAssigned(val)
+	if !ok {
+		return Assigned{}, false, fmt.Errorf("directory: look up %s in %s: bad stored value %q", clientMsgID, conversation, val)
+	}
+	return a, true, nil
+}

@@ -185,3 +185,34 @@ func (s *Store) Members(ctx context.Context, room string) ([]string, error) {
 	}
 	return m, nil
 }
+
+// MemberCount returns the number of members of room.
+func (s *Store) MemberCount(ctx context.Context, room string) (int, error) {
+	n, err := s.rdb.SCard(ctx, roomMembersKey(room)).Result()
+	if err != nil {
+		return 0, fmt.Errorf("directory: members of %s: %w", room, err)
+	}
+	return int(n), nil
+}
+
+// MembersAmong returns those of users who are members of room.
+func (s *Store) MembersAmong(ctx context.Context, room string, users ...string) ([]string, error) {
+	if len(users) == 0 {
+		return nil, nil
+	}
+	ms := make([]any, len(users))
+	for i, u := range users {
+		ms[i] = u
+	}
+	is, err := s.rdb.SMIsMember(ctx, roomMembersKey(room), ms...).Result()
+	if err != nil {
+		return nil, fmt.Errorf("directory: members of %s: %w", room, err)
+	}
+	var out []string
+	for i, u := range users {
+		if is[i] {
+			out = append(out, u)
+		}
+	}
+	return out, nil
+}

@@ -1,5 +1,6 @@
 // Package history is the history worker: it answers clients' Sync
-// requests from the history store, checking that the user belongs to the
+// requests from the history store, records their read positions (Ack)
+// and relays their typing indicators, checking that the user belongs to the
 // conversation, and replies on the asking comet's delivery topic (comets
 // consume nothing else).
 package history
@@ -39,6 +40,11 @@ type Directory interface {
 	IsMember(ctx context.Context, room, user string) (bool, error)
 	LatestSeqs(ctx context.Context, conversations ...string) (map[string]uint64, error)
 	ConversationPage(ctx context.Context, user, cursor string, limit, maxBytes int) (directory.ConversationPage, error)
+	// For Ack and Typing (reads.go).
+	MarkRead(ctx context.Context, user, conversation string, seq uint64) (uint64, bool, error)
+	UserSessions(ctx context.Context, user string) ([]directory.SessionRef, error)
+	RoomOnline(ctx context.Context, room string) (users, conns int, err error)
+	RoomComets(ctx context.Context, room string) ([]string, error)
 }
 
 // Config configures the history worker. Zero fields take the defaults.
@@ -55,6 +61,13 @@ type Config struct {
 	// or on a failure of the store or the directory, the client is
 	// answered UNAVAILABLE.
 	AnswerWithin time.Duration
+	// NotifyLimit: typing indicators (and read receipts, with
+	// RoomReceipts) go to rooms with at most this many users online
+	// (default 200, like presence frames; negative: never to rooms).
+	NotifyLimit int
+	// RoomReceipts sends a room's members a ReadUpdate when one of them
+	// reads the room further (off by default: 1:1 conversations only).
+	RoomReceipts bool
 }
 
 func (c *Config) setDefaults() {
@@ -66,6 +79,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.AnswerWithin == 0 {
 		c.AnswerWithin = 2 * time.Second
+	}
+	if c.NotifyLimit == 0 {
+		c.NotifyLimit = 200
 	}
 }
 
@@ -109,6 +125,15 @@ func (h *Handler) Pipeline() pipeline.Handler {
 // are answered UNAVAILABLE without trying (pipeline.Breaker). It returns
 // an error (to be retried) only when the answer cannot be published.
 func (h *Handler) Handle(ctx context.Context, req *topicpb.HistoryRequest, _ *message.Message) error {
+	if req.GetTyping() != nil {
+		// Ephemeral: relayed now or never, and never answered.
+		wctx, cancel := context.WithTimeout(ctx, h.cfg.AnswerWithin)
+		defer cancel()
+		if err := h.typing(wctx, req); err != nil {
+			h.logger.Debug("typing indicator dropped", "user", req.GetUser(), "err", err)
+		}
+		return nil
+	}
 	var frame *clientpb.ServerFrame
 	err := errors.New("history: a dependency failed a moment ago")
 	if !h.breaker.Open() {
@@ -136,6 +161,9 @@ func (h *Handler) Handle(ctx context.Context, req *topicpb.HistoryRequest, _ *me
 // a user disabled or deleted in the directory is answered UNKNOWN_USER,
 // whatever the rest found.
 func (h *Handler) answer(ctx context.Context, req *topicpb.HistoryRequest) (*clientpb.ServerFrame, error) {
+	if req.GetAck() != nil {
+		return h.ack(ctx, req)
+	}
 	var active bool
 	var frame *clientpb.ServerFrame
 	var allowed bool
@@ -255,7 +283,7 @@ func (h *Handler) conversations(ctx context.Context, req *topicpb.HistoryRequest
 		HasMore:       page.More,
 	}
 	for i, st := range page.States {
-		res.Conversations[i] = &clientpb.ConversationState{Conversation: st.Conversation, LatestSeq: st.LatestSeq}
+		res.Conversations[i] = &clientpb.ConversationState{Conversation: st.Conversation, LatestSeq: st.LatestSeq, ReadSeq: st.ReadSeq, Unread: st.Unread, UnreadMentions: st.UnreadMentions}
 	}
 	return &clientpb.ServerFrame{RequestId: req.GetRequestId(), Body: &clientpb.ServerFrame_ConversationsResult{ConversationsResult: res}}, nil
 }

@@ -243,7 +243,7 @@ func (h *Handler) active(ctx context.Context, user string) (bool, error) {
 func states(in []directory.ConversationState) []*clientpb.ConversationState {
 	out := make([]*clientpb.ConversationState, len(in))
 	for i, st := range in {
-		out[i] = &clientpb.ConversationState{Conversation: st.Conversation, LatestSeq: st.LatestSeq}
+		out[i] = &clientpb.ConversationState{Conversation: st.Conversation, LatestSeq: st.LatestSeq, ReadSeq: st.ReadSeq, Unread: st.Unread, UnreadMentions: st.UnreadMentions}
 	}
 	return out
 }

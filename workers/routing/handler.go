@@ -37,6 +37,17 @@ type Config struct {
 	// CoolDown is how long after a failure clients' messages are answered
 	// UNAVAILABLE without trying (default 500 ms; negative: never).
 	CoolDown time.Duration
+	// EditWindow is how long after a message its sender may edit it
+	// (default and most: 24 h, directory.DedupTTL, for which the
+	// directory remembers who sent what).
+	EditWindow time.Duration
+	// RecallWindow is how long after a message its sender may recall it
+	// (default 2 minutes, at most directory.DedupTTL).
+	RecallWindow time.Duration
+	// NotifyMembers: the offline members of a room with at most this many
+	// members are published as an OfflineNotice (default 200; negative:
+	// none). 1:1 recipients always are.
+	NotifyMembers int
 }
 
 // MaxBodyLimit bounds Config.MaxBodyBytes: a routed message must stay
@@ -53,6 +64,15 @@ func (c *Config) setDefaults() {
 	if c.CoolDown == 0 {
 		c.CoolDown = 500 * time.Millisecond
 	}
+	if c.EditWindow == 0 {
+		c.EditWindow = directory.DedupTTL
+	}
+	if c.RecallWindow == 0 {
+		c.RecallWindow = 2 * time.Minute
+	}
+	if c.NotifyMembers == 0 {
+		c.NotifyMembers = 200
+	}
 }
 
 // Validate reports a configuration that cannot work. A zero MaxBodyBytes
@@ -63,6 +83,9 @@ func (c Config) Validate() error {
 	}
 	if c.AnswerWithin < 0 {
 		return fmt.Errorf("routing: negative answer bound %v", c.AnswerWithin)
+	}
+	if c.EditWindow < 0 || c.EditWindow > directory.DedupTTL || c.RecallWindow < 0 || c.RecallWindow > directory.DedupTTL {
+		return fmt.Errorf("routing: edit window %v and recall window %v must be within 0..%v", c.EditWindow, c.RecallWindow, directory.DedupTTL)
 	}
 	return nil
 }
@@ -76,10 +99,20 @@ type Store interface {
 	Blocks(ctx context.Context, user, other string) (bool, error)
 	Assign(ctx context.Context, conversation, sender, clientMsgID string, newID func() string) (directory.Assigned, error)
 	MarkRouted(ctx context.Context, conversation, sender, clientMsgID string, a directory.Assigned) error
+	Lookup(ctx context.Context, conversation, sender, clientMsgID string) (directory.Assigned, bool, error)
+	// For offline notices (offline.go).
+	MemberCount(ctx context.Context, room string) (int, error)
+	Members(ctx context.Context, room string) ([]string, error)
+	Online(ctx context.Context, users ...string) (map[string]bool, error)
+	// For mentions.
+	MembersAmong(ctx context.Context, room string, users ...string) ([]string, error)
+	AddMention(ctx context.Context, user, conversation string, seq uint64) error
 	RoomComets(ctx context.Context, room string) ([]string, error)
 	UserSessions(ctx context.Context, user string) ([]directory.SessionRef, error)
 	LiveComets(ctx context.Context, now time.Time) ([]string, error)
 	AddConversation(ctx context.Context, user, conversation string) error
+	// MarkRead raises the sender's read position to its own message.
+	MarkRead(ctx context.Context, user, conversation string, seq uint64) (uint64, bool, error)
 	// The sequence guard's (guard.go).
 	SequencesRestored(ctx context.Context) (bool, error)
 	ForgetSequencesRestored(ctx context.Context) error
@@ -145,6 +178,23 @@ func (h *Handler) Handle(ctx context.Context, sub *topicpb.Submitted, _ *message
 	}
 	conv := topics.SubmittedConversation(sub)
 	now := time.Now()
+	// An edit or a recall is de-duplicated apart from messages (dedup
+	// names the sender's edits), so that it can never be named as the
+	// target of another.
+	dedup := sub.GetSender()
+	var target uint64
+	if sub.GetEdits() != "" || sub.GetRecalls() != "" {
+		dedup = sub.GetSender() + editsSuffix
+		var r *refusal
+		var err error
+		target, r, err = h.target(ctx, sub, conv, dedup, now)
+		if err != nil {
+			return err
+		}
+		if r != nil {
+			return h.answer(sub, topics.ErrorFrame(sub.GetRequestId(), r.code, r.text))
+		}
+	}
 	routed := &topicpb.Routed{SubmittedUnixMs: sub.GetSubmittedUnixMs()}
 	// The sequence number, the targets and the 1:1 bookkeeping are
 	// independent directory round trips: made at once, a message of one
@@ -155,10 +205,18 @@ func (h *Handler) Handle(ctx context.Context, sub *topicpb.Submitted, _ *message
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		var err error
-		a, err = h.store.Assign(gctx, conv, sub.GetSender(), sub.GetClientMsgId(), newID)
+		a, err = h.store.Assign(gctx, conv, dedup, sub.GetClientMsgId(), newID)
 		return err
 	})
-	g.Go(func() error { return h.target(gctx, sub, routed, now) })
+	g.Go(func() error { return h.targets(gctx, sub, routed, now) })
+	var offline, mentioned, offlineMentioned []string
+	g.Go(func() (err error) {
+		if mentioned, err = h.mentioned(gctx, sub); err != nil {
+			return err
+		}
+		offline, offlineMentioned, err = h.offline(gctx, sub, mentioned)
+		return err
+	})
 	if to, ok := sub.GetTo().(*topicpb.Submitted_User); ok {
 		// Both users learn of the conversation at their next login.
 		for _, u := range []string{sub.GetSender(), to.User} {
@@ -198,6 +256,12 @@ func (h *Handler) Handle(ctx context.Context, sub *topicpb.Submitted, _ *message
 		ServerTimeUnixMs: at.UnixMilli(),
 		ClientMsgId:      sub.GetClientMsgId(),
 	}
+	m.Mentions = mentioned
+	if sub.GetEdits() != "" {
+		m.Edits = target
+	} else if sub.GetRecalls() != "" {
+		m.Recalls = target
+	}
 	routed.Message = m
 	out, err := topics.Routed.Encode(routed)
 	if err != nil {
@@ -211,18 +275,45 @@ func (h *Handler) Handle(ctx context.Context, sub *topicpb.Submitted, _ *message
 	// marked message is then answered, not routed again). A failed mark
 	// alone is only logged: the message is routed and answered, and a
 	// repeat of it would be routed again, which comets drop as a repeat.
-	var markErr error
+	var markErr, readErr error
 	var g2 errgroup.Group
 	g2.Go(func() error {
-		markErr = h.store.MarkRouted(ctx, conv, sub.GetSender(), sub.GetClientMsgId(), a)
+		markErr = h.store.MarkRouted(ctx, conv, dedup, sub.GetClientMsgId(), a)
 		return nil
 	})
+	if sub.GetSender() != topics.SystemSender {
+		// A sender has read its own message: it does not count as unread.
+		g2.Go(func() error {
+			_, _, readErr = h.store.MarkRead(ctx, sub.GetSender(), conv, a.Seq)
+			return nil
+		})
+	}
 	g2.Go(func() error { return h.answer(sub, result) })
+	if len(offline) > 0 {
+		g2.Go(func() error { return h.notify(m, offline, offlineMentioned) })
+	}
+	var mentionErr error
+	if len(mentioned) > 0 {
+		g2.Go(func() error {
+			for _, u := range mentioned {
+				if err := h.store.AddMention(ctx, u, conv, a.Seq); err != nil {
+					mentionErr = err
+				}
+			}
+			return nil
+		})
+	}
 	if err := g2.Wait(); err != nil {
 		return err
 	}
 	if markErr != nil {
 		h.logger.Warn("routed and answered but not marked routed", "conversation", conv, "seq", a.Seq, "err", markErr)
+	}
+	if mentionErr != nil {
+		h.logger.Warn("routed and answered but a mention not recorded", "conversation", conv, "seq", a.Seq, "err", mentionErr)
+	}
+	if readErr != nil {
+		h.logger.Warn("routed and answered but the sender's read position not raised", "conversation", conv, "seq", a.Seq, "err", readErr)
 	}
 	return nil
 }
@@ -346,11 +437,58 @@ func (h *Handler) validate(sub *topicpb.Submitted) *refusal {
 	default:
 		return &refusal{clientpb.Error_INVALID, "no recipient"}
 	}
+	switch {
+	case sub.GetEdits() != "" && sub.GetRecalls() != "":
+		return &refusal{clientpb.Error_INVALID, "a message may edit or recall, not both"}
+	case (sub.GetEdits() != "" || sub.GetRecalls() != "") && (sub.GetTrusted() || sub.GetBroadcast()):
+		return &refusal{clientpb.Error_INVALID, "only a user's own messages may be edited or recalled"}
+	case sub.GetRecalls() != "" && len(sub.GetBody()) > 0:
+		return &refusal{clientpb.Error_INVALID, "a recall has no body"}
+	case len(sub.GetMentions()) > MaxMentions:
+		return &refusal{clientpb.Error_INVALID, fmt.Sprintf("%d mentions, at most %d", len(sub.GetMentions()), MaxMentions)}
+	}
+	for _, u := range sub.GetMentions() {
+		if err := topics.CheckID("mentioned user", u); err != nil {
+			return &refusal{clientpb.Error_INVALID, err.Error()}
+		}
+	}
 	return nil
 }
 
-// target fills in where routed goes.
-func (h *Handler) target(ctx context.Context, sub *topicpb.Submitted, routed *topicpb.Routed, now time.Time) error {
+// editsSuffix turns a sender into the name its edits and recalls are
+// de-duplicated under: no user id holds ':', so it names no sender.
+const editsSuffix = ":edits"
+
+// target returns the seq of the message sub edits or recalls: a message
+// of its sender in conv, found by its client_msg_id (dedup, the name of
+// the sender's edits, is checked first, so that a retry of an edit
+// already made is answered as a repeat even once the window passed).
+// It is refused UNKNOWN_MESSAGE when the sender sent no such message
+// (within directory.DedupTTL) and TOO_LATE past the window.
+func (h *Handler) target(ctx context.Context, sub *topicpb.Submitted, conv, dedup string, now time.Time) (uint64, *refusal, error) {
+	_, again, err := h.store.Lookup(ctx, conv, dedup, sub.GetClientMsgId())
+	if err != nil {
+		return 0, nil, err
+	}
+	name, window, what := sub.GetEdits(), h.cfg.EditWindow, "edit"
+	if sub.GetRecalls() != "" {
+		name, window, what = sub.GetRecalls(), h.cfg.RecallWindow, "recall"
+	}
+	orig, ok, err := h.store.Lookup(ctx, conv, sub.GetSender(), name)
+	if err != nil {
+		return 0, nil, err
+	}
+	if !ok {
+		return 0, &refusal{clientpb.Error_UNKNOWN_MESSAGE, "no message of yours with client_msg_id " + name + " in " + conv}, nil
+	}
+	if !again && !orig.Time.IsZero() && now.Sub(orig.Time) > window {
+		return 0, &refusal{clientpb.Error_TOO_LATE, fmt.Sprintf("the %s window of %v has passed", what, window)}, nil
+	}
+	return orig.Seq, nil, nil
+}
+
+// targets fills in where routed goes.
+func (h *Handler) targets(ctx context.Context, sub *topicpb.Submitted, routed *topicpb.Routed, now time.Time) error {
 	switch to := sub.GetTo().(type) {
 	case *topicpb.Submitted_Room:
 		comets, err := h.store.RoomComets(ctx, to.Room)
