@@ -79,6 +79,9 @@ type Stats struct {
 	// the other refusals a limit caused (too long, too many in flight, a
 	// second Login).
 	RateLimited, Refused int64
+	// BadTokens counts Logins refused BAD_TOKEN by the comet's token
+	// check (invalid, expired, a subject no user can have).
+	BadTokens int64
 }
 
 // Comet is a WebSocket gateway. Its methods are safe for concurrent use.
@@ -105,7 +108,7 @@ type Comet struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // every goroutine and timer the comet started
 
-	slow, framesSent, bytesSent, repeats, unanswered, rateLimited, refused atomic.Int64
+	slow, framesSent, bytesSent, repeats, unanswered, rateLimited, refused, badTokens atomic.Int64
 
 	userLimits userLimits // request budgets per user (limits.go)
 }
@@ -162,7 +165,7 @@ func (c *Comet) Stats() Stats {
 		Connections: int64(len(c.conns)), Users: int64(len(c.users)), Rooms: int64(len(c.rooms)),
 		SlowConsumers: c.slow.Load(), FramesSent: c.framesSent.Load(), BytesSent: c.bytesSent.Load(),
 		RepeatsDropped: c.repeats.Load(), Unanswered: c.unanswered.Load(),
-		RateLimited: c.rateLimited.Load(), Refused: c.refused.Load(),
+		RateLimited: c.rateLimited.Load(), Refused: c.refused.Load(), BadTokens: c.badTokens.Load(),
 	}
 }
 

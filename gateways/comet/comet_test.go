@@ -28,6 +28,7 @@ import (
 	"github.com/laneim/laneim/proto/clientpb"
 	"github.com/laneim/laneim/proto/topicpb"
 	"github.com/laneim/laneim/topics"
+	"github.com/laneim/laneim/wiring/auth"
 	"github.com/laneim/laneim/wiring/pipeline"
 )
 
@@ -39,6 +40,19 @@ func TestMain(m *testing.M) {
 }
 
 const wait = 5 * time.Second
+
+// testSecret signs the tokens of the tests' logins.
+const testSecret = "test-secret-of-the-comet-tests-0123456789"
+
+// token returns a valid token of user, signed with testSecret.
+func token(t *testing.T, user string) string {
+	t.Helper()
+	tok, err := auth.MintToken([]byte(testSecret), user, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
 
 type fixture struct {
 	t       *testing.T
@@ -55,6 +69,9 @@ type fixture struct {
 func newFixture(t *testing.T, cfg comet.Config) *fixture {
 	t.Helper()
 	cfg.ID = "c1"
+	if cfg.Secret == "" {
+		cfg.Secret = testSecret
+	}
 	rec := &testinfra.Recorder{}
 	c, err := comet.New(cfg, rec, slog.New(slog.DiscardHandler))
 	if err != nil {
@@ -127,11 +144,11 @@ func (f *fixture) login(user string, opts client.Options) (*client.Conn, string)
 	f.t.Helper()
 	conn := f.dial(opts)
 	ctx := ctxT(f.t)
-	if err := conn.Write(ctx, &clientpb.ClientFrame{RequestId: 7, Body: &clientpb.ClientFrame_Login{Login: &clientpb.Login{Token: "token-of-" + user, Device: "test"}}}); err != nil {
+	if err := conn.Write(ctx, &clientpb.ClientFrame{RequestId: 7, Body: &clientpb.ClientFrame_Login{Login: &clientpb.Login{Token: token(f.t, user), Device: "test"}}}); err != nil {
 		f.t.Fatal(err)
 	}
 	req := next(f, topics.LoginRequests)
-	if req.GetToken() != "token-of-"+user || req.GetSession().GetComet() != "c1" || req.GetRequestId() != 7 {
+	if req.GetUser() != user || req.GetSession().GetComet() != "c1" || req.GetRequestId() != 7 {
 		f.t.Fatalf("login request %v", req)
 	}
 	id := req.GetSession().GetConn()
@@ -228,10 +245,14 @@ func TestConfig(t *testing.T) {
 		cfg  comet.Config
 		err  string
 	}{
-		{"defaults", comet.Config{ID: "comet-1"}, ""},
-		{"no id", comet.Config{}, "no id"},
-		{"slash in id", comet.Config{ID: "a/b"}, "must not contain /"},
-		{"relative path", comet.Config{ID: "a", Path: "ws"}, "path must start with /"},
+		{"defaults", comet.Config{ID: "comet-1", Secret: testSecret}, ""},
+		{"no id", comet.Config{Secret: testSecret}, "no id"},
+		{"slash in id", comet.Config{ID: "a/b", Secret: testSecret}, "must not contain /"},
+		{"relative path", comet.Config{ID: "a", Path: "ws", Secret: testSecret}, "path must start with /"},
+		{"no secret", comet.Config{ID: "a"}, "no token secret"},
+		{"short secret", comet.Config{ID: "a", Secret: "0123456789"}, "at least 32"},
+		{"placeholder secret", comet.Config{ID: "a", Secret: "change-me: the HMAC key of login tokens"}, "placeholder"},
+		{"negative token lifetime", comet.Config{ID: "a", Secret: testSecret, Token: auth.Policy{MaxLifetime: -time.Second}}, "negative"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := comet.New(tc.cfg, &testinfra.Recorder{}, nil)
@@ -246,7 +267,7 @@ func TestConfig(t *testing.T) {
 			}
 			defer c.Close()
 			got := c.Config()
-			want := comet.Config{ID: "comet-1", Addr: "127.0.0.1:8080", Path: "/ws", MaxFrameBytes: 64 << 10, SendQueue: 256,
+			want := comet.Config{ID: "comet-1", Secret: testSecret, Addr: "127.0.0.1:8080", Path: "/ws", MaxFrameBytes: 64 << 10, SendQueue: 256,
 				WriteTimeout: 10 * time.Second, LoginTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second, RequestTimeout: 5 * time.Second, MaxInFlight: 32, RequestRate: 20, RequestBurst: 50, MaxTokenBytes: 4 << 10, SendQueueBytes: 4 << 20, MaxConnsPerUser: 100,
 				HeartbeatInterval: 10 * time.Second, BatchWindow: 10 * time.Millisecond, MaxBatchWindow: 500 * time.Millisecond, FrameBudget: 25000}
 			if got != want {
@@ -254,7 +275,7 @@ func TestConfig(t *testing.T) {
 			}
 		})
 	}
-	if _, err := comet.New(comet.Config{ID: "a"}, nil, nil); err == nil {
+	if _, err := comet.New(comet.Config{ID: "a", Secret: testSecret}, nil, nil); err == nil {
 		t.Error("New without a publisher succeeded")
 	}
 }
@@ -286,13 +307,13 @@ func TestLoginFlow(t *testing.T) {
 	}
 	done := make(chan answer, 1)
 	go func() { // ends when the comet answers or ctx expires
-		res, err := conn.Login(ctx, "tok", "ios")
+		res, err := conn.Login(ctx, token(t, "alice"), "ios")
 		done <- answer{res, err}
 	}()
 	req := next(f, topics.LoginRequests)
 	id := req.GetSession().GetConn()
 	if !regexp.MustCompile(`^[0-9a-f]{8}\.[0-9]+$`).MatchString(id) || req.GetSession().GetComet() != "c1" ||
-		req.GetToken() != "tok" || req.GetDevice() != "ios" || req.GetRequestId() == 0 ||
+		req.GetUser() != "alice" || req.GetTokenExpiresUnixMs() <= time.Now().UnixMilli() || req.GetDevice() != "ios" || req.GetRequestId() == 0 ||
 		time.Since(time.UnixMilli(req.GetReceivedUnixMs())) > time.Minute {
 		t.Fatalf("login request %v", req)
 	}
@@ -484,11 +505,15 @@ func TestOversizedFrameCloses1009(t *testing.T) {
 	conn := f.dial(client.Options{})
 	ctx := ctxT(t)
 	// A frame just under the limit is served.
-	if err := conn.Write(ctx, &clientpb.ClientFrame{Body: &clientpb.ClientFrame_Login{Login: &clientpb.Login{Token: strings.Repeat("t", 1000)}}}); err != nil {
+	tok := token(t, "alice")
+	if err := conn.Write(ctx, &clientpb.ClientFrame{Body: &clientpb.ClientFrame_Login{Login: &clientpb.Login{Token: tok, Device: strings.Repeat("d", 128)}}}); err != nil {
 		t.Fatal(err)
 	}
-	if req := next(f, topics.LoginRequests); len(req.GetToken()) != 1000 {
-		t.Fatalf("login request %v", req)
+	if err := conn.Write(ctx, &clientpb.ClientFrame{Body: &clientpb.ClientFrame_Ping{Ping: &clientpb.Ping{}}}); err != nil {
+		t.Fatal(err)
+	}
+	if fr := nextFrame(t, conn); fr.GetPong() == nil {
+		t.Fatalf("got %v, want a pong", fr)
 	}
 	_ = conn.WriteRaw(ctx, websocket.MessageBinary, make([]byte, 4096))
 	if ce := closeError(t, conn); ce.Code != websocket.StatusMessageTooBig {
@@ -651,7 +676,7 @@ func TestPublishFailureAnswersUnavailable(t *testing.T) {
 		t.Errorf("send = %v", err)
 	}
 	other := f.dial(client.Options{})
-	if _, err := other.Login(ctx, "tok", ""); code(err) != clientpb.Error_UNAVAILABLE {
+	if _, err := other.Login(ctx, token(t, "bob"), ""); code(err) != clientpb.Error_UNAVAILABLE {
 		t.Errorf("login = %v", err)
 	}
 	f.comet.Heartbeat() // logs, does not fail
@@ -826,7 +851,7 @@ func TestSlowConsumerDroppedRoomGoesOn(t *testing.T) {
 
 	// bob logs in and never reads again.
 	slow := rawDial(t, f.url, comet.SubprotocolProto)
-	b, _ := proto.Marshal(&clientpb.ClientFrame{Body: &clientpb.ClientFrame_Login{Login: &clientpb.Login{Token: "bob"}}})
+	b, _ := proto.Marshal(&clientpb.ClientFrame{Body: &clientpb.ClientFrame_Login{Login: &clientpb.Login{Token: token(t, "bob")}}})
 	if err := slow.Write(ctxT(t), websocket.MessageBinary, b); err != nil {
 		t.Fatal(err)
 	}
@@ -970,7 +995,7 @@ func BenchmarkRoomBroadcast(b *testing.B) {
 	}{{"unbatched", -1}, {"adaptive", 0}} {
 		for _, members := range []int{1, 100, 1000, 10000} {
 			b.Run(fmt.Sprintf("%s/%dMembers", mode.name, members), func(b *testing.B) {
-				c, err := comet.New(comet.Config{ID: "bench", BatchWindow: mode.window, SendQueue: 1 << 16}, &testinfra.Recorder{}, slog.New(slog.DiscardHandler))
+				c, err := comet.New(comet.Config{ID: "bench", Secret: testSecret, BatchWindow: mode.window, SendQueue: 1 << 16}, &testinfra.Recorder{}, slog.New(slog.DiscardHandler))
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -1270,7 +1295,7 @@ func TestLimits(t *testing.T) {
 		f.login("alice", client.Options{})
 		conn := f.dial(client.Options{})
 		ctx := ctxT(t)
-		if err := conn.Write(ctx, &clientpb.ClientFrame{RequestId: 7, Body: &clientpb.ClientFrame_Login{Login: &clientpb.Login{Token: "token-of-alice"}}}); err != nil {
+		if err := conn.Write(ctx, &clientpb.ClientFrame{RequestId: 7, Body: &clientpb.ClientFrame_Login{Login: &clientpb.Login{Token: token(t, "alice")}}}); err != nil {
 			t.Fatal(err)
 		}
 		id := next(f, topics.LoginRequests).GetSession().GetConn()
@@ -1295,7 +1320,7 @@ func TestLimits(t *testing.T) {
 	})
 	t.Run("one login at a time and a token cap", func(t *testing.T) {
 		t.Parallel()
-		f := newFixture(t, comet.Config{MaxTokenBytes: 100})
+		f := newFixture(t, comet.Config{MaxTokenBytes: 200})
 		conn := f.dial(client.Options{})
 		ctx := ctxT(t)
 		login := func(req uint64, token string) {
@@ -1303,12 +1328,12 @@ func TestLimits(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		login(1, strings.Repeat("t", 101))
+		login(1, strings.Repeat("t", 201))
 		if e := nextFrame(t, conn).GetError(); e.GetCode() != clientpb.Error_BAD_TOKEN {
 			t.Fatalf("a long token got %v, want BAD_TOKEN", e)
 		}
-		login(2, "token-of-alice")
-		login(3, "token-of-mallory")
+		login(2, token(t, "alice"))
+		login(3, token(t, "mallory"))
 		if fr := nextFrame(t, conn); fr.GetRequestId() != 3 || fr.GetError().GetCode() != clientpb.Error_ALREADY_LOGGED_IN {
 			t.Fatalf("a second Login in flight got %v, want ALREADY_LOGGED_IN", fr)
 		}
@@ -1324,15 +1349,15 @@ func TestLimits(t *testing.T) {
 		f := newFixture(t, comet.Config{})
 		conn := f.dial(client.Options{})
 		ctx := ctxT(t)
-		if err := conn.Write(ctx, &clientpb.ClientFrame{RequestId: 1, Body: &clientpb.ClientFrame_Login{Login: &clientpb.Login{Token: "bad"}}}); err != nil {
+		if err := conn.Write(ctx, &clientpb.ClientFrame{RequestId: 1, Body: &clientpb.ClientFrame_Login{Login: &clientpb.Login{Token: token(t, "zed")}}}); err != nil {
 			t.Fatal(err)
 		}
 		req := next(f, topics.LoginRequests)
-		f.deliver(&topicpb.Delivery{Conns: []string{req.GetSession().GetConn()}, Frame: topics.ErrorFrame(1, clientpb.Error_BAD_TOKEN, "invalid token")})
-		if e := nextFrame(t, conn).GetError(); e.GetCode() != clientpb.Error_BAD_TOKEN {
+		f.deliver(&topicpb.Delivery{Conns: []string{req.GetSession().GetConn()}, Frame: topics.ErrorFrame(1, clientpb.Error_UNKNOWN_USER, "unknown or disabled user")})
+		if e := nextFrame(t, conn).GetError(); e.GetCode() != clientpb.Error_UNKNOWN_USER {
 			t.Fatalf("answer %v", e)
 		}
-		if err := conn.Write(ctx, &clientpb.ClientFrame{RequestId: 2, Body: &clientpb.ClientFrame_Login{Login: &clientpb.Login{Token: "good"}}}); err != nil {
+		if err := conn.Write(ctx, &clientpb.ClientFrame{RequestId: 2, Body: &clientpb.ClientFrame_Login{Login: &clientpb.Login{Token: token(t, "alice")}}}); err != nil {
 			t.Fatal(err)
 		}
 		if req := next(f, topics.LoginRequests); req.GetRequestId() != 2 {
@@ -1388,7 +1413,7 @@ func TestLimits(t *testing.T) {
 		// can drop bob.
 		f := newFixture(t, comet.Config{SendQueue: 100_000, SendQueueBytes: 256 << 10, BatchWindow: -1, WriteTimeout: 5 * time.Second})
 		slow := rawDial(t, f.url, comet.SubprotocolProto)
-		b, _ := proto.Marshal(&clientpb.ClientFrame{Body: &clientpb.ClientFrame_Login{Login: &clientpb.Login{Token: "bob"}}})
+		b, _ := proto.Marshal(&clientpb.ClientFrame{Body: &clientpb.ClientFrame_Login{Login: &clientpb.Login{Token: token(t, "bob")}}})
 		if err := slow.Write(ctxT(t), websocket.MessageBinary, b); err != nil {
 			t.Fatal(err)
 		}
@@ -1423,7 +1448,7 @@ func (p blockingPub) Close() error { return nil }
 func TestBrokerStuckReaderGoesOn(t *testing.T) {
 	t.Parallel()
 	pub := blockingPub{release: make(chan struct{})}
-	c, err := comet.New(comet.Config{ID: "c1", RequestTimeout: 300 * time.Millisecond}, pub, slog.New(slog.DiscardHandler))
+	c, err := comet.New(comet.Config{ID: "c1", Secret: testSecret, RequestTimeout: 300 * time.Millisecond}, pub, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1439,11 +1464,72 @@ func TestBrokerStuckReaderGoesOn(t *testing.T) {
 	}
 	t.Cleanup(func() { conn.Close() })
 	ctx := ctxT(t)
-	if _, err := conn.Do(ctx, &clientpb.ClientFrame{Body: &clientpb.ClientFrame_Login{Login: &clientpb.Login{Token: "t"}}}); code(err) != clientpb.Error_UNAVAILABLE {
+	if _, err := conn.Do(ctx, &clientpb.ClientFrame{Body: &clientpb.ClientFrame_Login{Login: &clientpb.Login{Token: token(t, "alice")}}}); code(err) != clientpb.Error_UNAVAILABLE {
 		t.Fatalf("login with the broker stuck: %v, want UNAVAILABLE", err)
 	}
 	// The publish is still stuck; a reader held there would never answer.
 	if _, err := conn.Ping(ctx); err != nil {
 		t.Fatalf("ping while the login's publish is stuck: %v", err)
+	}
+}
+
+// TestLoginTokenVerifiedByComet: the comet verifies a Login's token
+// itself, answers a bad one BAD_TOKEN as the login worker did, forwards
+// nothing for it, and forwards a good one as its claims only.
+func TestLoginTokenVerifiedByComet(t *testing.T) {
+	policy := auth.Policy{Issuer: "auth", Audience: "laneim", MaxLifetime: 2 * time.Hour}
+	mintFor := func(secret, user string, ttl time.Duration, iss, aud string) string {
+		tok, err := auth.MintTokenFor([]byte(secret), user, ttl, iss, aud)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	tests := []struct {
+		name, token, text string // text: "" when accepted
+	}{
+		{"good", mintFor(testSecret, "alice", time.Hour, "auth", "laneim"), ""},
+		{"expired", mintFor(testSecret, "alice", -time.Second, "auth", "laneim"), "token expired"},
+		{"other secret", mintFor("another-secret-of-the-comet-tests-0123456789", "alice", time.Hour, "auth", "laneim"), "invalid token"},
+		{"garbage", "a.b.c", "invalid token"},
+		{"empty", "", "invalid token"},
+		{"wrong issuer", mintFor(testSecret, "alice", time.Hour, "evil", "laneim"), "invalid token"},
+		{"no audience", mintFor(testSecret, "alice", time.Hour, "auth", ""), "invalid token"},
+		{"lives too long", mintFor(testSecret, "alice", 3*time.Hour, "auth", "laneim"), "invalid token"},
+		{"subject no user can have", mintFor(testSecret, "acme:alice", time.Hour, "auth", "laneim"), "token subject is not a valid user id"},
+	}
+	f := newFixture(t, comet.Config{Token: policy})
+	bad := int64(0)
+	for i, tt := range tests {
+		conn := f.dial(client.Options{})
+		req := uint64(i + 1)
+		if err := conn.Write(ctxT(t), &clientpb.ClientFrame{RequestId: req, Body: &clientpb.ClientFrame_Login{Login: &clientpb.Login{Token: tt.token}}}); err != nil {
+			t.Fatal(err)
+		}
+		if tt.text == "" {
+			got := next(f, topics.LoginRequests)
+			if got.GetUser() != "alice" || got.GetRequestId() != req || got.GetTokenExpiresUnixMs() < time.Now().Add(59*time.Minute).UnixMilli() {
+				t.Fatalf("%s: forwarded %v", tt.name, got)
+			}
+			continue
+		}
+		bad++
+		fr := nextFrame(t, conn)
+		if e := fr.GetError(); fr.GetRequestId() != req || e.GetCode() != clientpb.Error_BAD_TOKEN || e.GetText() != tt.text {
+			t.Fatalf("%s: answered %v, want BAD_TOKEN %q", tt.name, fr, tt.text)
+		}
+		if tt.token != "" && strings.Contains(fr.GetError().GetText(), tt.token) {
+			t.Fatalf("%s: the answer repeats the token", tt.name)
+		}
+	}
+	// Nothing was forwarded for the refused tokens.
+	f.backlog = append(f.backlog, f.rec.Take()...)
+	for _, p := range f.backlog {
+		if p.Topic == topics.LoginRequests.Name {
+			t.Fatalf("a refused token was forwarded: %v", p)
+		}
+	}
+	if st := f.comet.Stats(); st.BadTokens != bad {
+		t.Errorf("Stats.BadTokens = %d, want %d", st.BadTokens, bad)
 	}
 }

@@ -2,17 +2,28 @@ package comet
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"time"
+
+	"github.com/laneim/laneim/wiring/auth"
 )
 
-// Config configures a comet. The zero value of every field but ID means
-// its default.
+// Config configures a comet. The zero value of every field but ID and
+// Secret means its default.
 type Config struct {
 	// ID is the comet's stable id (for example "comet-1"); its delivery
 	// topic is deliver.<ID> and its consumer group laneim.comet.<ID>.
 	// Required; must not contain "/".
 	ID string
+	// Secret is the HMAC key that signs login tokens: the comet verifies
+	// a Login's token itself and forwards only its claims, so no bearer
+	// token crosses a topic. Required, and refused when auth.CheckSecret
+	// refuses it (too short, a placeholder).
+	Secret string
+	// Token is what a token must satisfy beyond its signature (issuer,
+	// audience, lifetime, clock skew); the zero value is the default.
+	Token auth.Policy
 	// Addr is the listen address of the WebSocket server run by Module
 	// (127.0.0.1:8080).
 	Addr string
@@ -156,5 +167,8 @@ func (c Config) Validate() error {
 	case (c.TLSCert == "") != (c.TLSKey == ""):
 		return errors.New("comet: TLS certificate and key go together (flags --comet-tls-cert and --comet-tls-key)")
 	}
-	return nil
+	if err := auth.CheckSecret([]byte(c.Secret)); err != nil {
+		return fmt.Errorf("comet: %w", err)
+	}
+	return c.Token.Validate()
 }

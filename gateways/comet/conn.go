@@ -17,6 +17,7 @@ import (
 	"github.com/laneim/laneim/proto/clientpb"
 	"github.com/laneim/laneim/proto/topicpb"
 	"github.com/laneim/laneim/topics"
+	"github.com/laneim/laneim/wiring/auth"
 )
 
 // conn is one client connection of its comet, which it calls back into
@@ -222,15 +223,22 @@ func (cn *conn) serve(f *clientpb.ClientFrame) {
 			cn.refuse(req, clientpb.Error_BAD_TOKEN, fmt.Sprintf("token of %d bytes exceeds %d", len(b.Login.GetToken()), c.cfg.MaxTokenBytes))
 			return
 		}
-		if !cn.checkFields(req, field{"device", b.Login.GetDevice(), maxDeviceBytes}) || !cn.startLogin(req) {
+		if !cn.checkFields(req, field{"device", b.Login.GetDevice(), maxDeviceBytes}) {
+			return
+		}
+		claims, ok := cn.verify(req, b.Login.GetToken())
+		if !ok || !cn.startLogin(req) {
 			return
 		}
 		if !cn.expect(req) {
 			cn.loginDone(req)
 			return
 		}
+		// Only the verified claims go to the login worker: no bearer
+		// token is readable from login.requests.
 		msg, err := topics.LoginRequests.Encode(&topicpb.LoginRequest{
-			Session: c.session(cn), RequestId: req, Token: b.Login.GetToken(), Device: b.Login.GetDevice(), ReceivedUnixMs: time.Now().UnixMilli(),
+			Session: c.session(cn), RequestId: req, User: claims.User, TokenExpiresUnixMs: claims.Expires.UnixMilli(),
+			Device: b.Login.GetDevice(), ReceivedUnixMs: time.Now().UnixMilli(),
 		})
 		if err == nil {
 			err = c.publishRequest(topics.LoginRequests.Name, msg)
@@ -298,6 +306,32 @@ func (cn *conn) serve(f *clientpb.ClientFrame) {
 	default:
 		cn.fail(req, clientpb.Error_BAD_FRAME, "unknown frame type")
 	}
+}
+
+// verify checks a Login's token (package auth) and its subject (the id
+// rule of package topics). It reports false, having answered BAD_TOKEN
+// ("token expired", "invalid token", or a subject no user can have), when
+// the token is refused; the token is never logged.
+func (cn *conn) verify(req uint64, token string) (auth.Claims, bool) {
+	c := cn.comet
+	claims, err := auth.Verify([]byte(c.cfg.Secret), token, time.Now(), c.cfg.Token)
+	if err != nil {
+		c.badTokens.Add(1)
+		c.logger.Debug("login refused", "conn", cn.id, "expired", errors.Is(err, auth.ErrTokenExpired), "err", err)
+		text := "invalid token"
+		if errors.Is(err, auth.ErrTokenExpired) {
+			text = "token expired"
+		}
+		cn.fail(req, clientpb.Error_BAD_TOKEN, text)
+		return auth.Claims{}, false
+	}
+	if err := topics.CheckID("user", claims.User); err != nil {
+		c.badTokens.Add(1)
+		c.logger.Debug("login refused", "conn", cn.id, "err", err)
+		cn.fail(req, clientpb.Error_BAD_TOKEN, "token subject is not a valid user id")
+		return auth.Claims{}, false
+	}
+	return claims, true
 }
 
 // submit publishes a Send as a Submitted message.

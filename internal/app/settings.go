@@ -16,7 +16,7 @@ import (
 	"github.com/laneim/laneim/wiring"
 	"github.com/laneim/laneim/wiring/discovery"
 	"github.com/laneim/laneim/wiring/secure"
-	"github.com/laneim/laneim/workers/login"
+	"github.com/laneim/laneim/wiring/auth"
 )
 
 // Settings is every setting a laneIM process reads. Each has a flag
@@ -98,11 +98,11 @@ func (s *Settings) Register(fs *flag.FlagSet) {
 	fs.StringVar(&s.Redis, "redis", "", "Redis address(es), comma-separated; several mean a Cluster")
 	fs.BoolVar(&s.RedisCluster, "redis-cluster", false, "treat a single Redis address as a Cluster seed")
 	fs.StringVar(&s.RedisPassword, "redis-password", "", "Redis password")
-	fs.StringVar(&s.Secret, "secret", "", "HMAC secret that signs login tokens (HS256 JWT); at least 32 bytes, not a placeholder")
-	fs.StringVar(&s.TokenIssuer, "token-issuer", "", "login: when set, a token's \"iss\" must be this")
-	fs.StringVar(&s.TokenAudience, "token-audience", "", "login: when set, a token's \"aud\" must include this")
-	fs.DurationVar(&s.TokenMaxLifetime, "token-max-lifetime", 24*time.Hour, "login: longest a token may live (exp - iat); an exp further ahead is refused (0: the default)")
-	fs.DurationVar(&s.TokenClockSkew, "token-clock-skew", 30*time.Second, "login: how far a token's iat/nbf may be ahead of this clock (never extends exp; 0: the default, negative: none)")
+	fs.StringVar(&s.Secret, "secret", "", "HMAC secret that signs login tokens (HS256 JWT), which comets verify; at least 32 bytes, not a placeholder")
+	fs.StringVar(&s.TokenIssuer, "token-issuer", "", "comet: when set, a login token's \"iss\" must be this")
+	fs.StringVar(&s.TokenAudience, "token-audience", "", "comet: when set, a login token's \"aud\" must include this")
+	fs.DurationVar(&s.TokenMaxLifetime, "token-max-lifetime", 24*time.Hour, "comet: longest a login token may live (exp - iat); an exp further ahead is refused (0: the default)")
+	fs.DurationVar(&s.TokenClockSkew, "token-clock-skew", 30*time.Second, "comet: how far a login token's iat/nbf may be ahead of this clock (never extends exp; 0: the default, negative: none)")
 	fs.StringVar(&s.APIToken, "api-token", "", "bearer token the api gateway requires")
 	fs.StringVar(&s.CometID, "comet-id", "", "this comet's stable id (its delivery topic is deliver.<id>)")
 	fs.StringVar(&s.CometAddr, "comet-addr", "127.0.0.1:8080", "comet WebSocket listen address")
@@ -226,9 +226,10 @@ func (s *Settings) Infra() wiring.Config {
 	}
 }
 
-// TokenPolicy returns the login worker's token checks.
-func (s *Settings) TokenPolicy() login.TokenPolicy {
-	return login.TokenPolicy{Issuer: s.TokenIssuer, Audience: s.TokenAudience, MaxLifetime: s.TokenMaxLifetime, ClockSkew: s.TokenClockSkew}
+// TokenPolicy returns the token checks of the comet, which verifies
+// login tokens.
+func (s *Settings) TokenPolicy() auth.Policy {
+	return auth.Policy{Issuer: s.TokenIssuer, Audience: s.TokenAudience, MaxLifetime: s.TokenMaxLifetime, ClockSkew: s.TokenClockSkew}
 }
 
 // Discovery returns the etcd client configuration.
