@@ -14,9 +14,9 @@ import (
 	"time"
 
 	"github.com/laneim/laneim/wiring"
+	"github.com/laneim/laneim/wiring/auth"
 	"github.com/laneim/laneim/wiring/discovery"
 	"github.com/laneim/laneim/wiring/secure"
-	"github.com/laneim/laneim/wiring/auth"
 )
 
 // Settings is every setting a laneIM process reads. Each has a flag
