@@ -79,6 +79,9 @@ type Stats struct {
 	// the other refusals a limit caused (too long, too many in flight, a
 	// second Login).
 	RateLimited, Refused int64
+	// AddressLimited counts connections refused (HTTP 429) because their
+	// address had MaxConnsPerAddress connections already.
+	AddressLimited int64
 	// BadTokens counts Logins refused BAD_TOKEN by the comet's token
 	// check (invalid, expired, a subject no user can have).
 	BadTokens int64
@@ -95,20 +98,22 @@ type Comet struct {
 	bootID string
 	next   atomic.Uint64
 
-	mu       sync.RWMutex
-	conns    map[string]*conn
-	users    map[string]map[*conn]struct{}
-	rooms    map[string]*room
-	closed   bool
-	started  bool
-	sweeping bool // the deadline sweep runs
+	mu    sync.RWMutex
+	conns map[string]*conn
+	users map[string]map[*conn]struct{}
+	// byAddress counts connections per client address (addrlimit.go).
+	byAddress map[string]int
+	rooms     map[string]*room
+	closed    bool
+	started   bool
+	sweeping  bool // the deadline sweep runs
 
 	stop   chan struct{}   // closed by Close: ends the heartbeat loop
 	ctx    context.Context // bounds connection I/O; cancelled by Close
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // every goroutine and timer the comet started
 
-	slow, framesSent, bytesSent, repeats, unanswered, rateLimited, refused, badTokens atomic.Int64
+	slow, framesSent, bytesSent, repeats, unanswered, rateLimited, refused, badTokens, addressLimited atomic.Int64
 
 	userLimits userLimits // request budgets per user (limits.go)
 }
@@ -132,7 +137,7 @@ func New(cfg Config, pub message.Publisher, logger *slog.Logger) (*Comet, error)
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Comet{
 		cfg: cfg, pub: pub, logger: logger, bootID: hex.EncodeToString(b[:]),
-		conns: map[string]*conn{}, users: map[string]map[*conn]struct{}{}, rooms: map[string]*room{},
+		conns: map[string]*conn{}, users: map[string]map[*conn]struct{}{}, byAddress: map[string]int{}, rooms: map[string]*room{},
 		userLimits: userLimits{m: map[string]*userLimit{}},
 		stop:       make(chan struct{}), ctx: ctx, cancel: cancel,
 	}, nil
@@ -165,7 +170,7 @@ func (c *Comet) Stats() Stats {
 		Connections: int64(len(c.conns)), Users: int64(len(c.users)), Rooms: int64(len(c.rooms)),
 		SlowConsumers: c.slow.Load(), FramesSent: c.framesSent.Load(), BytesSent: c.bytesSent.Load(),
 		RepeatsDropped: c.repeats.Load(), Unanswered: c.unanswered.Load(),
-		RateLimited: c.rateLimited.Load(), Refused: c.refused.Load(), BadTokens: c.badTokens.Load(),
+		RateLimited: c.rateLimited.Load(), Refused: c.refused.Load(), BadTokens: c.badTokens.Load(), AddressLimited: c.addressLimited.Load(),
 	}
 }
 

@@ -268,7 +268,7 @@ func TestConfig(t *testing.T) {
 			defer c.Close()
 			got := c.Config()
 			want := comet.Config{ID: "comet-1", Secret: testSecret, Addr: "127.0.0.1:8080", Path: "/ws", MaxFrameBytes: 64 << 10, SendQueue: 256,
-				WriteTimeout: 10 * time.Second, LoginTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second, RequestTimeout: 5 * time.Second, MaxInFlight: 32, RequestRate: 20, RequestBurst: 50, MaxTokenBytes: 4 << 10, SendQueueBytes: 4 << 20, MaxConnsPerUser: 100,
+				WriteTimeout: 10 * time.Second, LoginTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second, RequestTimeout: 5 * time.Second, MaxInFlight: 32, RequestRate: 20, RequestBurst: 50, MaxTokenBytes: 4 << 10, SendQueueBytes: 4 << 20, MaxConnsPerUser: 100, MaxConnsPerAddress: 1000,
 				HeartbeatInterval: 10 * time.Second, BatchWindow: 10 * time.Millisecond, MaxBatchWindow: 500 * time.Millisecond, FrameBudget: 25000}
 			if got != want {
 				t.Errorf("config %+v, want %+v", got, want)
@@ -1531,5 +1531,74 @@ func TestLoginTokenVerifiedByComet(t *testing.T) {
 	}
 	if st := f.comet.Stats(); st.BadTokens != bad {
 		t.Errorf("Stats.BadTokens = %d, want %d", st.BadTokens, bad)
+	}
+}
+
+// TestConnectionsPerAddress: over real connections from one address, one
+// past MaxConnsPerAddress is refused before the upgrade with HTTP 429 and
+// Retry-After, and counted; closing one frees its place. Loopback is
+// exempt by default.
+func TestConnectionsPerAddress(t *testing.T) {
+	dial := func(f *fixture) (*websocket.Conn, *http.Response, error) {
+		ws, resp, err := websocket.Dial(ctxT(t), f.url, nil)
+		if ws != nil {
+			t.Cleanup(func() { ws.CloseNow() })
+		}
+		return ws, resp, err
+	}
+	t.Run("limited", func(t *testing.T) {
+		f := newFixture(t, comet.Config{MaxConnsPerAddress: 3, LimitLoopback: true})
+		var open []*websocket.Conn
+		for range 3 {
+			ws, _, err := dial(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			open = append(open, ws)
+		}
+		for range 2 {
+			_, resp, err := dial(f)
+			if err == nil || resp == nil || resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") != "10" {
+				t.Fatalf("fourth connection: %v, %v; want 429 with Retry-After 10", resp, err)
+			}
+		}
+		if st := f.comet.Stats(); st.AddressLimited != 2 || st.Connections != 3 {
+			t.Fatalf("stats %+v, want 2 refused and 3 open", st)
+		}
+		// The connections still work, and closing one frees its place.
+		open[0].Close(websocket.StatusNormalClosure, "")
+		testinfra.Eventually(t, wait, func() bool { return f.comet.Stats().Connections == 2 }, "closed connection not forgotten")
+		if _, _, err := dial(f); err != nil {
+			t.Fatalf("after one closed: %v", err)
+		}
+	})
+	t.Run("loopback exempt by default", func(t *testing.T) {
+		f := newFixture(t, comet.Config{MaxConnsPerAddress: 2})
+		for range 4 {
+			if _, _, err := dial(f); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+}
+
+func TestAddressKey(t *testing.T) {
+	c, err := comet.New(comet.Config{ID: "k", Secret: testSecret}, &testinfra.Recorder{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for remote, want := range map[string]string{
+		"203.0.113.7:5000":                    "203.0.113.7",
+		"[::ffff:203.0.113.7]:5000":           "203.0.113.7",
+		"[2001:db8:1:2:3:4:5:6]:443":          "2001:db8:1:2::/64",
+		"[2001:db8:1:2:ffff:ffff:ffff:1]:443": "2001:db8:1:2::/64",
+		"127.0.0.1:80":                        "",
+		"[::1]:80":                            "",
+		"garbage":                             "",
+	} {
+		if got := comet.AddressKey(c, remote); got != want {
+			t.Errorf("AddressKey(%q) = %q, want %q", remote, got, want)
+		}
 	}
 }

@@ -69,6 +69,15 @@ type Config struct {
 	// a login past it is answered RATE_LIMITED and closed (1008). A
 	// negative value lifts the limit.
 	MaxConnsPerUser int
+	// MaxConnsPerAddress bounds the connections from one client address
+	// (IPv6: one /64) on this comet (1,000); one more is refused before
+	// the upgrade with HTTP 429 and Retry-After. Loopback addresses are
+	// exempt unless LimitLoopback. A negative value lifts the limit, which
+	// a comet behind a proxy that connects from a non-loopback address
+	// needs (every client then has the proxy's address).
+	MaxConnsPerAddress int
+	// LimitLoopback applies MaxConnsPerAddress to loopback addresses too.
+	LimitLoopback bool
 	// SendQueueBytes bounds the bytes queued to a connection (4 MiB); a
 	// connection past it is closed as a slow consumer, like one past
 	// SendQueue frames.
@@ -130,6 +139,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxConnsPerUser == 0 {
 		c.MaxConnsPerUser = 100
+	}
+	if c.MaxConnsPerAddress == 0 {
+		c.MaxConnsPerAddress = defaultMaxConnsPerAddress
 	}
 	if c.MaxTokenBytes <= 0 {
 		c.MaxTokenBytes = defaultMaxTokenBytes

@@ -34,6 +34,7 @@ type conn struct {
 	ws    *websocket.Conn // nil for test members without a socket
 	net   *socket         // the socket under ws, for batched writes; nil in tests
 	json  bool
+	addr  string // the client address as counted (addrlimit.go); "" if not
 	start time.Time
 
 	lastRead atomic.Int64 // time.Since(start) of the last client frame

@@ -57,3 +57,6 @@ func (c *Comet) WaitWritten(timeout time.Duration) bool {
 		time.Sleep(100 * time.Microsecond)
 	}
 }
+
+// AddressKey is (*Comet).addressKey: how a client address is counted.
+func AddressKey(c *Comet, remote string) string { return c.addressKey(remote) }

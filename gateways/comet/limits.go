@@ -30,6 +30,10 @@ const (
 	defaultRequestRate     = 20
 	defaultRequestBurst    = 50
 	defaultSendQueueBytesK = 4 << 10 // KiB
+	// defaultMaxConnsPerAddress is well above what a household or office
+	// behind one NAT address opens to one comet, and far below the file
+	// descriptors a comet has (the issue saw ~17,000 from one address).
+	defaultMaxConnsPerAddress = 1000
 )
 
 // preLoginFrameBytes is the largest frame read before login: 8 KiB, or
