@@ -39,6 +39,7 @@ type Settings struct {
 	SessionTTL        time.Duration
 	NotifyLimit       int
 	LoginConvLimit    int
+	PresenceWindow    time.Duration
 	MaxBodyBytes      int
 	BatchWindow       time.Duration
 	SendQueue         int
@@ -110,6 +111,7 @@ func (s *Settings) Register(fs *flag.FlagSet) {
 	fs.StringVar(&s.APIAddr, "api-addr", "127.0.0.1:9090", "api gateway gRPC listen address")
 	fs.DurationVar(&s.SessionTTL, "session-ttl", 30*time.Second, "a session without heartbeat for this long expires")
 	fs.IntVar(&s.NotifyLimit, "notify-limit", 200, "rooms with more online users get no per-user presence frames")
+	fs.DurationVar(&s.PresenceWindow, "presence-window", time.Second, "presence: at most one PresenceChange per (room, user) per window, the last state winning (negative: every change)")
 	fs.IntVar(&s.LoginConvLimit, "login-conversations", 1000, "presence: most conversations a LoginResult lists (rooms, then the most recent 1:1); clients page through the rest")
 	fs.IntVar(&s.MaxBodyBytes, "max-body", 16<<10, "largest message body accepted, bytes")
 	fs.DurationVar(&s.BatchWindow, "batch-window", 10*time.Millisecond, "comet: merge a room's messages arriving within this window")
