@@ -79,6 +79,10 @@ type Stats struct {
 	// the other refusals a limit caused (too long, too many in flight, a
 	// second Login).
 	RateLimited, Refused int64
+	// QueuedBytes is the bytes queued to all connections (MaxQueuedBytes
+	// bounds it); OverBudget counts the connections closed as slow
+	// consumers (also counted in SlowConsumers) to bring it back within.
+	QueuedBytes, OverBudget int64
 	// AddressLimited counts connections refused (HTTP 429) because their
 	// address had MaxConnsPerAddress connections already.
 	AddressLimited int64
@@ -115,6 +119,10 @@ type Comet struct {
 
 	slow, framesSent, bytesSent, repeats, unanswered, rateLimited, refused, badTokens, addressLimited atomic.Int64
 
+	queued     atomic.Int64 // bytes queued to all connections (budget.go)
+	overBudget atomic.Int64
+	shedNow    chan struct{} // the sweep sheds (budget.go)
+
 	userLimits userLimits // request budgets per user (limits.go)
 }
 
@@ -139,7 +147,7 @@ func New(cfg Config, pub message.Publisher, logger *slog.Logger) (*Comet, error)
 		cfg: cfg, pub: pub, logger: logger, bootID: hex.EncodeToString(b[:]),
 		conns: map[string]*conn{}, users: map[string]map[*conn]struct{}{}, byAddress: map[string]int{}, rooms: map[string]*room{},
 		userLimits: userLimits{m: map[string]*userLimit{}},
-		stop:       make(chan struct{}), ctx: ctx, cancel: cancel,
+		stop:       make(chan struct{}), shedNow: make(chan struct{}, 1), ctx: ctx, cancel: cancel,
 	}, nil
 }
 
@@ -171,6 +179,7 @@ func (c *Comet) Stats() Stats {
 		SlowConsumers: c.slow.Load(), FramesSent: c.framesSent.Load(), BytesSent: c.bytesSent.Load(),
 		RepeatsDropped: c.repeats.Load(), Unanswered: c.unanswered.Load(),
 		RateLimited: c.rateLimited.Load(), Refused: c.refused.Load(), BadTokens: c.badTokens.Load(), AddressLimited: c.addressLimited.Load(),
+		QueuedBytes: c.queued.Load(), OverBudget: c.overBudget.Load(),
 	}
 }
 

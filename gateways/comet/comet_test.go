@@ -1429,6 +1429,53 @@ func TestLimits(t *testing.T) {
 			f.deliver(d)
 		}
 	})
+	t.Run("bytes queued per comet", func(t *testing.T) {
+		t.Parallel()
+		// Per connection 100,000 frames and 64 MiB would be allowed: only
+		// the comet's budget of 1 MiB can drop bob, the largest queue;
+		// carol, who does not read either but has little queued, stays,
+		// and so does alice, who reads.
+		f := newFixture(t, comet.Config{SendQueue: 100_000, SendQueueBytes: 64 << 20, MaxQueuedBytes: 1 << 20, BatchWindow: -1, WriteTimeout: time.Second})
+		slowLogin := func(user string) (*websocket.Conn, string) {
+			ws := rawDial(t, f.url, comet.SubprotocolProto)
+			b, _ := proto.Marshal(&clientpb.ClientFrame{Body: &clientpb.ClientFrame_Login{Login: &clientpb.Login{Token: token(t, user)}}})
+			if err := ws.Write(ctxT(t), websocket.MessageBinary, b); err != nil {
+				t.Fatal(err)
+			}
+			id := next(f, topics.LoginRequests).GetSession().GetConn()
+			f.deliver(&topicpb.Delivery{Conns: []string{id}, Control: &topicpb.Control{Authenticate: user}})
+			return ws, id
+		}
+		_, bobID := slowLogin("bob")
+		carol, carolID := slowLogin("carol")
+		alice, aliceID := f.login("alice", client.Options{})
+		small := &topicpb.Delivery{Conns: []string{carolID}, Frame: &clientpb.ServerFrame{Body: &clientpb.ServerFrame_Presence{Presence: &clientpb.PresenceChange{Room: "for-carol"}}}}
+		big := make([]byte, 60<<10)
+		for seq := uint64(1); f.comet.Stats().OverBudget == 0; seq++ {
+			if seq == 2000 { // ~120 MB: far past loopback buffers
+				t.Fatalf("nobody dropped after %d frames of 60 KiB: %+v", seq, f.comet.Stats())
+			}
+			f.deliver(small)
+			f.deliver(&topicpb.Delivery{Conns: []string{bobID}, Frame: &clientpb.ServerFrame{Body: &clientpb.ServerFrame_Messages{Messages: &clientpb.MessageBatch{
+				Messages: []*clientpb.Message{{Conversation: "dm:alice:bob", Seq: seq, Body: big}},
+			}}}})
+		}
+		testinfra.Eventually(t, wait, func() bool { return f.comet.Stats().Connections == 2 }, "bob's connection not closed")
+		st := f.comet.Stats()
+		if st.OverBudget != 1 || st.SlowConsumers != 1 || st.QueuedBytes > 1<<20 {
+			t.Fatalf("stats %+v, want one closed over the budget and the queues within it", st)
+		}
+		// carol reads now: her frames are all there, her connection open.
+		_, data, err := carol.Read(ctxT(t))
+		if err != nil {
+			t.Fatalf("carol: %v", err)
+		}
+		var fr clientpb.ServerFrame
+		if err := proto.Unmarshal(data, &fr); err != nil || fr.GetPresence().GetRoom() != "for-carol" {
+			t.Fatalf("carol got %v, %v", &fr, err)
+		}
+		f.expectNothingMore(alice, aliceID)
+	})
 }
 
 // blockingPub is a publisher whose Publish blocks until release is closed,

@@ -69,6 +69,11 @@ type Config struct {
 	// a login past it is answered RATE_LIMITED and closed (1008). A
 	// negative value lifts the limit.
 	MaxConnsPerUser int
+	// MaxQueuedBytes bounds the bytes queued to all the comet's
+	// connections together (512 MiB); past it the connections with the
+	// largest queues are closed as slow consumers (budget.go). A negative
+	// value lifts the limit.
+	MaxQueuedBytes int64
 	// MaxConnsPerAddress bounds the connections from one client address
 	// (IPv6: one /64) on this comet (1,000); one more is refused before
 	// the upgrade with HTTP 429 and Retry-After. Loopback addresses are
@@ -139,6 +144,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxConnsPerUser == 0 {
 		c.MaxConnsPerUser = 100
+	}
+	if c.MaxQueuedBytes == 0 {
+		c.MaxQueuedBytes = defaultMaxQueuedBytes
 	}
 	if c.MaxConnsPerAddress == 0 {
 		c.MaxConnsPerAddress = defaultMaxConnsPerAddress

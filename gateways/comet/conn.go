@@ -71,6 +71,7 @@ type conn struct {
 	limiter       *rate.Limiter // the connection's request budget (limits.go); nil: none
 	refusedInARow int           // RATE_LIMITED answers since the last frame allowed; reader only
 	qbytes        int           // bytes queued, guarded by qmu
+	wbytes        int           // bytes taken by the writer, not yet written or dropped; guarded by qmu
 }
 
 // newConn returns a connection of c over ws (nil in tests); nc is the

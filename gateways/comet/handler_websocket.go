@@ -152,6 +152,8 @@ func (c *Comet) sweepDeadlines() {
 		select {
 		case <-c.stop:
 			return
+		case <-c.shedNow:
+			c.shed()
 		case now := <-t.C:
 			c.mu.RLock()
 			for _, cn := range c.conns {

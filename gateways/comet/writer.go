@@ -47,9 +47,13 @@ func (cn *conn) enqueue(f *frame) {
 	}
 	cn.queue = append(cn.queue, f)
 	cn.qbytes += size
+	total := c.queued.Add(int64(size))
 	start, wake := cn.wakeLocked()
 	cn.qmu.Unlock()
 	cn.signal(start, wake)
+	if total > c.cfg.maxQueuedBytes() {
+		c.askShed()
+	}
 }
 
 // wakeLocked decides how the writer learns of new work: started, or woken
@@ -93,6 +97,10 @@ func (cn *conn) kick(status websocket.StatusCode, reason string, flush bool) (fi
 	}
 	cn.kicked = true
 	cn.closeStatus, cn.closeReason, cn.closeFlush = status, closeReason(reason), flush
+	// What it holds no longer counts against the comet's byte budget:
+	// nothing more is queued to it, and its writer is ending.
+	cn.comet.queued.Add(-int64(cn.qbytes + cn.wbytes))
+	cn.qbytes, cn.wbytes = 0, 0
 	start, wake := cn.wakeLocked()
 	cn.qmu.Unlock()
 	cn.signal(start, wake)
@@ -127,7 +135,8 @@ func (cn *conn) write() {
 		cn.qmu.Lock()
 		batch := cn.queue
 		cn.queue = cn.spare[:0]
-		cn.qbytes = 0 // the writer holds them now
+		cn.wbytes += cn.qbytes // the writer holds them now
+		cn.qbytes = 0
 		kicked, flush := cn.kicked, cn.closeFlush
 		if len(batch) == 0 && !kicked {
 			cn.spare = batch
@@ -168,6 +177,8 @@ func (cn *conn) write() {
 		}
 		cn.qmu.Lock()
 		cn.spare = batch[:0]
+		cn.comet.queued.Add(-int64(cn.wbytes)) // written or dropped
+		cn.wbytes = 0
 		cn.qmu.Unlock()
 		if broken && !kicked {
 			cn.kick(websocket.StatusGoingAway, "write failed", false)

@@ -145,7 +145,7 @@ func (s *Settings) Options(logger *slog.Logger, roles ...Role) fx.Option {
 		fx.Supply(
 			presence.Config{SessionTTL: s.SessionTTL, NotifyLimit: s.NotifyLimit, LoginConversations: s.LoginConvLimit, PresenceWindow: s.PresenceWindow},
 			routing.Config{MaxBodyBytes: s.MaxBodyBytes},
-			comet.Config{ID: s.CometID, Secret: s.Secret, Token: s.TokenPolicy(), Addr: s.CometAddr, PublicURL: s.CometURL, TLSCert: s.CometTLSCert, TLSKey: s.CometTLSKey, BatchWindow: s.BatchWindow, FrameBudget: s.FrameBudget, MaxBatchWindow: s.MaxBatchWindow, HeartbeatInterval: s.SessionTTL / 3, SendQueue: s.SendQueue, MaxFrameBytes: s.MaxFrameBytes, RequestTimeout: s.RequestTimeout, RequestRate: s.RequestRate, RequestBurst: s.RequestBurst, MaxConnsPerUser: s.MaxConnsPerUser, MaxConnsPerAddress: s.MaxConnsPerAddr},
+			comet.Config{ID: s.CometID, Secret: s.Secret, Token: s.TokenPolicy(), Addr: s.CometAddr, PublicURL: s.CometURL, TLSCert: s.CometTLSCert, TLSKey: s.CometTLSKey, BatchWindow: s.BatchWindow, FrameBudget: s.FrameBudget, MaxBatchWindow: s.MaxBatchWindow, HeartbeatInterval: s.SessionTTL / 3, SendQueue: s.SendQueue, MaxFrameBytes: s.MaxFrameBytes, RequestTimeout: s.RequestTimeout, RequestRate: s.RequestRate, RequestBurst: s.RequestBurst, MaxConnsPerUser: s.MaxConnsPerUser, MaxConnsPerAddress: s.MaxConnsPerAddr, MaxQueuedBytes: s.MaxQueuedBytes},
 			api.Config{Addr: s.APIAddr, Token: s.APIToken, MaxBodyBytes: s.MaxBodyBytes, TLSCert: s.APITLSCert, TLSKey: s.APITLSKey, ClientCA: s.APIClientCA},
 		),
 		wiring.Module,

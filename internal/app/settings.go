@@ -48,6 +48,7 @@ type Settings struct {
 	RequestBurst      int
 	MaxConnsPerUser   int
 	MaxConnsPerAddr   int
+	MaxQueuedBytes    int64
 	FrameBudget       int
 	MaxBatchWindow    time.Duration
 	Procs             int
@@ -118,6 +119,7 @@ func (s *Settings) Register(fs *flag.FlagSet) {
 	fs.IntVar(&s.SendQueue, "send-queue", 256, "comet: frames queued per connection before it is dropped as a slow consumer")
 	fs.Float64Var(&s.RequestRate, "request-rate", 20, "comet: frames a connection may send a second (negative: no limit); more get RATE_LIMITED")
 	fs.IntVar(&s.MaxConnsPerUser, "max-conns-per-user", 100, "comet: connections one user may have on a comet (negative: no limit); a login past it gets RATE_LIMITED and is closed")
+	fs.Int64Var(&s.MaxQueuedBytes, "max-queued-bytes", 512<<20, "comet: bytes queued to all its connections together (a room's frame counts once per member); past it the largest queues are closed as slow consumers (negative: no limit)")
 	fs.IntVar(&s.MaxConnsPerAddr, "max-conns-per-address", 1000, "comet: connections from one client address (IPv6: one /64) on a comet, loopback exempt (negative: no limit, e.g. behind a proxy); more are refused with HTTP 429")
 	fs.IntVar(&s.RequestBurst, "request-burst", 50, "comet: frames a connection may send at once within its --request-rate")
 	fs.DurationVar(&s.RequestTimeout, "request-timeout", 5*time.Second, "comet: a request the pipeline has not answered by then is answered UNAVAILABLE by the comet")
