@@ -1460,7 +1460,8 @@ func TestLimits(t *testing.T) {
 				Messages: []*clientpb.Message{{Conversation: "dm:alice:bob", Seq: seq, Body: big}},
 			}}}})
 		}
-		testinfra.Eventually(t, wait, func() bool { return f.comet.Stats().Connections == 2 }, "bob's connection not closed")
+		// The close handshake waits up to 5 s for bob, who does not read.
+		testinfra.Eventually(t, 3*wait, func() bool { return f.comet.Stats().Connections == 2 }, "bob's connection not closed")
 		st := f.comet.Stats()
 		if st.OverBudget != 1 || st.SlowConsumers != 1 || st.QueuedBytes > 1<<20 {
 			t.Fatalf("stats %+v, want one closed over the budget and the queues within it", st)
