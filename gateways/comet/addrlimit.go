@@ -26,16 +26,34 @@ func (c *Comet) addressKey(remote string) string {
 	if c.cfg.MaxConnsPerAddress <= 0 {
 		return ""
 	}
+	if !c.cfg.LimitLoopback && isLoopback(remote) {
+		return ""
+	}
+	return addressOf(remote)
+}
+
+func isLoopback(remote string) bool {
+	ip, ok := parseRemote(remote)
+	return ok && ip.IsLoopback()
+}
+
+func parseRemote(remote string) (netip.Addr, bool) {
 	host, _, err := net.SplitHostPort(remote)
 	if err != nil {
 		host = remote
 	}
 	ip, err := netip.ParseAddr(host)
 	if err != nil {
-		return ""
+		return netip.Addr{}, false
 	}
-	ip = ip.Unmap().WithZone("")
-	if ip.IsLoopback() && !c.cfg.LimitLoopback {
+	return ip.Unmap().WithZone(""), true
+}
+
+// addressOf is the key of a client address: its IP, an IPv6 one's /64;
+// "" when it does not parse.
+func addressOf(remote string) string {
+	ip, ok := parseRemote(remote)
+	if !ok {
 		return ""
 	}
 	if ip.Is6() {

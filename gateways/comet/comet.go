@@ -86,6 +86,9 @@ type Stats struct {
 	// AddressLimited counts connections refused (HTTP 429) because their
 	// address had MaxConnsPerAddress connections already.
 	AddressLimited int64
+	// StruckOut counts connections refused (HTTP 429) because their
+	// address had MaxStrikes connections closed for abuse (strikes.go).
+	StruckOut int64
 	// BadTokens counts Logins refused BAD_TOKEN by the comet's token
 	// check (invalid, expired, a subject no user can have).
 	BadTokens int64
@@ -123,6 +126,9 @@ type Comet struct {
 	overBudget atomic.Int64
 	shedNow    chan struct{} // the sweep sheds (budget.go)
 
+	strikes          strikes // strikes against addresses (strikes.go)
+	struckOutRefused atomic.Int64
+
 	userLimits userLimits // request budgets per user (limits.go)
 }
 
@@ -145,7 +151,7 @@ func New(cfg Config, pub message.Publisher, logger *slog.Logger) (*Comet, error)
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Comet{
 		cfg: cfg, pub: pub, logger: logger, bootID: hex.EncodeToString(b[:]),
-		conns: map[string]*conn{}, users: map[string]map[*conn]struct{}{}, byAddress: map[string]int{}, rooms: map[string]*room{},
+		conns: map[string]*conn{}, users: map[string]map[*conn]struct{}{}, byAddress: map[string]int{}, strikes: strikes{m: map[string]*strike{}}, rooms: map[string]*room{},
 		userLimits: userLimits{m: map[string]*userLimit{}},
 		stop:       make(chan struct{}), shedNow: make(chan struct{}, 1), ctx: ctx, cancel: cancel,
 	}, nil
@@ -179,7 +185,7 @@ func (c *Comet) Stats() Stats {
 		SlowConsumers: c.slow.Load(), FramesSent: c.framesSent.Load(), BytesSent: c.bytesSent.Load(),
 		RepeatsDropped: c.repeats.Load(), Unanswered: c.unanswered.Load(),
 		RateLimited: c.rateLimited.Load(), Refused: c.refused.Load(), BadTokens: c.badTokens.Load(), AddressLimited: c.addressLimited.Load(),
-		QueuedBytes: c.queued.Load(), OverBudget: c.overBudget.Load(),
+		QueuedBytes: c.queued.Load(), OverBudget: c.overBudget.Load(), StruckOut: c.struckOutRefused.Load(),
 	}
 }
 

@@ -268,7 +268,7 @@ func TestConfig(t *testing.T) {
 			defer c.Close()
 			got := c.Config()
 			want := comet.Config{ID: "comet-1", Secret: testSecret, Addr: "127.0.0.1:8080", Path: "/ws", MaxFrameBytes: 64 << 10, SendQueue: 256,
-				WriteTimeout: 10 * time.Second, LoginTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second, RequestTimeout: 5 * time.Second, MaxInFlight: 32, RequestRate: 20, RequestBurst: 50, MaxTokenBytes: 4 << 10, SendQueueBytes: 4 << 20, MaxConnsPerUser: 100, MaxConnsPerAddress: 1000, MaxQueuedBytes: 512 << 20,
+				WriteTimeout: 10 * time.Second, LoginTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second, RequestTimeout: 5 * time.Second, MaxInFlight: 32, RequestRate: 20, RequestBurst: 50, MaxTokenBytes: 4 << 10, SendQueueBytes: 4 << 20, MaxConnsPerUser: 100, MaxConnsPerAddress: 1000, MaxQueuedBytes: 512 << 20, MaxStrikes: 5,
 				HeartbeatInterval: 10 * time.Second, BatchWindow: 10 * time.Millisecond, MaxBatchWindow: 500 * time.Millisecond, FrameBudget: 25000}
 			if got != want {
 				t.Errorf("config %+v, want %+v", got, want)
@@ -1649,4 +1649,39 @@ func TestAddressKey(t *testing.T) {
 			t.Errorf("AddressKey(%q) = %q, want %q", remote, got, want)
 		}
 	}
+}
+
+// TestStrikes: an address whose connections keep being closed for
+// oversized frames (the ping flood) has its next connections refused
+// before the upgrade with HTTP 429, loopback included; a connection it
+// opened before is not touched.
+func TestStrikes(t *testing.T) {
+	f := newFixture(t, comet.Config{MaxStrikes: 3})
+	honest := f.dial(client.Options{})
+	big := make([]byte, 9<<10) // over the 8 KiB allowed before login
+	for i := range 3 {
+		ws := rawDial(t, f.url, comet.SubprotocolProto)
+		_ = ws.Write(ctxT(t), websocket.MessageBinary, big)
+		if _, _, err := ws.Read(ctxT(t)); websocket.CloseStatus(err) != websocket.StatusMessageTooBig {
+			t.Fatalf("flood connection %d: %v, want 1009", i, err)
+		}
+	}
+	_, resp, err := websocket.Dial(ctxT(t), f.url, nil)
+	if err == nil || resp == nil || resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") != "10" {
+		t.Fatalf("connection after 3 strikes: %v, %v; want 429 with Retry-After 10", resp, err)
+	}
+	if st := f.comet.Stats(); st.StruckOut != 1 {
+		t.Fatalf("Stats.StruckOut = %d, want 1", st.StruckOut)
+	}
+	if _, err := honest.Ping(ctxT(t)); err != nil {
+		t.Fatalf("the connection opened before: %v", err)
+	}
+	// Strikes are forgiven at one a second.
+	testinfra.Eventually(t, wait, func() bool {
+		ws, _, err := websocket.Dial(ctxT(t), f.url, nil)
+		if err == nil {
+			ws.CloseNow()
+		}
+		return err == nil
+	}, "the address is still refused")
 }

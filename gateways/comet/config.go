@@ -81,6 +81,11 @@ type Config struct {
 	// a comet behind a proxy that connects from a non-loopback address
 	// needs (every client then has the proxy's address).
 	MaxConnsPerAddress int
+	// MaxStrikes is how many connections of one address (loopback
+	// included) may be closed for abuse (a frame over the size limit, a
+	// rate limit ignored) in a row, forgiven at one a second, before its
+	// new connections are refused with HTTP 429 (5). Negative: no strikes.
+	MaxStrikes int
 	// LimitLoopback applies MaxConnsPerAddress to loopback addresses too.
 	LimitLoopback bool
 	// SendQueueBytes bounds the bytes queued to a connection (4 MiB); a
@@ -144,6 +149,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxConnsPerUser == 0 {
 		c.MaxConnsPerUser = 100
+	}
+	if c.MaxStrikes == 0 {
+		c.MaxStrikes = 5
 	}
 	if c.MaxQueuedBytes == 0 {
 		c.MaxQueuedBytes = defaultMaxQueuedBytes

@@ -35,7 +35,9 @@ type conn struct {
 	net   *socket         // the socket under ws, for batched writes; nil in tests
 	json  bool
 	addr  string // the client address as counted (addrlimit.go); "" if not
-	start time.Time
+	// strikes is the key of strikes against its address (strikes.go).
+	strikes string
+	start   time.Time
 
 	lastRead atomic.Int64 // time.Since(start) of the last client frame
 	authed   atomic.Bool  // mirrors user != "" for the deadline sweep
@@ -170,6 +172,7 @@ func (cn *conn) read() {
 			// The library has sent the 1009 close frame. Do not wait for
 			// the client's answer while reading on: a client flooding big
 			// frames would be read, and paid for, for seconds.
+			c.strike(cn.strikes)
 			cn.ws.CloseNow()
 			return
 		}

@@ -36,6 +36,11 @@ func (c *Comet) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "laneim: comet shutting down", http.StatusServiceUnavailable)
 		return
 	}
+	strikes := c.strikeKey(r.RemoteAddr)
+	if c.struckOut(strikes) {
+		c.refuseStruckOut(w, r)
+		return
+	}
 	addr := c.addressKey(r.RemoteAddr)
 	if !c.takeAddress(addr) {
 		c.refuseAddress(w, r)
@@ -57,6 +62,9 @@ func (c *Comet) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Until login, a frame may carry little more than a token.
 	ws.SetReadLimit(int64(c.cfg.preLoginFrameBytes()))
 	cn := c.register(ws, hj.conn, ws.Subprotocol() != SubprotocolProto, addr)
+	if cn != nil {
+		cn.strikes = strikes
+	}
 	if cn == nil {
 		c.releaseAddress(addr)
 		ws.Close(websocket.StatusGoingAway, "server shutting down")
@@ -166,6 +174,7 @@ func (c *Comet) sweepDeadlines() {
 			}
 			conns = conns[:0]
 			c.userLimits.prune(now)
+			c.pruneStrikes(now)
 		}
 	}
 }

@@ -72,6 +72,7 @@ func (cn *conn) allow(req uint64, user string) bool {
 	cn.comet.rateLimited.Add(1)
 	if cn.refusedInARow++; cn.refusedInARow > maxRefusedInARow {
 		if cn.kick(websocket.StatusPolicyViolation, "rate limit exceeded", false) {
+			cn.comet.strike(cn.strikes)
 			cn.comet.logger.Info("connection closed for exceeding its rate limit", "conn", cn.id, "user", user)
 		}
 		return false
