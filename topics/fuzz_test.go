@@ -54,7 +54,7 @@ func FuzzParticipants(f *testing.F) {
 // gives a message that decodes to the same payload with the same key.
 func FuzzDecode(f *testing.F) {
 	seeds := []proto.Message{
-		&topicpb.LoginRequest{Session: &topicpb.Session{Comet: "c1", Conn: "x.1"}, RequestId: 7, Token: "a.b.c", Device: "ios"},
+		&topicpb.LoginRequest{Session: &topicpb.Session{Comet: "c1", Conn: "x.1"}, RequestId: 7, User: "alice", TokenExpiresUnixMs: 1700000000000, Device: "ios"},
 		&topicpb.SessionEvent{Kind: topicpb.SessionEvent_OPENED, Session: &topicpb.Session{Comet: "c1", Conn: "x.1"}, User: "alice"},
 		&topicpb.Submitted{Sender: "alice", To: &topicpb.Submitted_Room{Room: "lobby"}, Body: []byte("hi")},
 		&topicpb.Submitted{Sender: "alice", To: &topicpb.Submitted_User{User: "bob"}, Body: []byte("hi")},

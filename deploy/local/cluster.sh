@@ -122,6 +122,7 @@ start() {
     for _ in $(seq 100); do redis-cli -p "$redis_port" cluster info | grep -q cluster_state:ok && break; sleep 0.1; done
   fi
   export LANEIM_KAFKA=127.0.0.1:$kafka_port LANEIM_REDIS=$(IFS=,; echo "${nodes[*]}") LANEIM_ETCD=127.0.0.1:$etcd_port
+  # Every process gets the secret; the comets verify login tokens with it.
   export LANEIM_SECRET=${LANEIM_SECRET:-laneim-dev-secret-public-do-not-deploy} LANEIM_API_TOKEN=${LANEIM_API_TOKEN:-laneim-dev-api-token}
   # Recorded for restart (the worker and gateway processes read them).
   for v in LANEIM_KAFKA LANEIM_REDIS LANEIM_ETCD LANEIM_SECRET LANEIM_API_TOKEN; do

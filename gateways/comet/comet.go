@@ -79,6 +79,19 @@ type Stats struct {
 	// the other refusals a limit caused (too long, too many in flight, a
 	// second Login).
 	RateLimited, Refused int64
+	// QueuedBytes is the bytes queued to all connections (MaxQueuedBytes
+	// bounds it); OverBudget counts the connections closed as slow
+	// consumers (also counted in SlowConsumers) to bring it back within.
+	QueuedBytes, OverBudget int64
+	// AddressLimited counts connections refused (HTTP 429) because their
+	// address had MaxConnsPerAddress connections already.
+	AddressLimited int64
+	// StruckOut counts connections refused (HTTP 429) because their
+	// address had MaxStrikes connections closed for abuse (strikes.go).
+	StruckOut int64
+	// BadTokens counts Logins refused BAD_TOKEN by the comet's token
+	// check (invalid, expired, a subject no user can have).
+	BadTokens int64
 }
 
 // Comet is a WebSocket gateway. Its methods are safe for concurrent use.
@@ -92,20 +105,29 @@ type Comet struct {
 	bootID string
 	next   atomic.Uint64
 
-	mu       sync.RWMutex
-	conns    map[string]*conn
-	users    map[string]map[*conn]struct{}
-	rooms    map[string]*room
-	closed   bool
-	started  bool
-	sweeping bool // the deadline sweep runs
+	mu    sync.RWMutex
+	conns map[string]*conn
+	users map[string]map[*conn]struct{}
+	// byAddress counts connections per client address (addrlimit.go).
+	byAddress map[string]int
+	rooms     map[string]*room
+	closed    bool
+	started   bool
+	sweeping  bool // the deadline sweep runs
 
 	stop   chan struct{}   // closed by Close: ends the heartbeat loop
 	ctx    context.Context // bounds connection I/O; cancelled by Close
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // every goroutine and timer the comet started
 
-	slow, framesSent, bytesSent, repeats, unanswered, rateLimited, refused atomic.Int64
+	slow, framesSent, bytesSent, repeats, unanswered, rateLimited, refused, badTokens, addressLimited atomic.Int64
+
+	queued     atomic.Int64 // bytes queued to all connections (budget.go)
+	overBudget atomic.Int64
+	shedNow    chan struct{} // the sweep sheds (budget.go)
+
+	strikes          strikes // strikes against addresses (strikes.go)
+	struckOutRefused atomic.Int64
 
 	userLimits userLimits // request budgets per user (limits.go)
 }
@@ -129,9 +151,9 @@ func New(cfg Config, pub message.Publisher, logger *slog.Logger) (*Comet, error)
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Comet{
 		cfg: cfg, pub: pub, logger: logger, bootID: hex.EncodeToString(b[:]),
-		conns: map[string]*conn{}, users: map[string]map[*conn]struct{}{}, rooms: map[string]*room{},
+		conns: map[string]*conn{}, users: map[string]map[*conn]struct{}{}, byAddress: map[string]int{}, strikes: strikes{m: map[string]*strike{}}, rooms: map[string]*room{},
 		userLimits: userLimits{m: map[string]*userLimit{}},
-		stop:       make(chan struct{}), ctx: ctx, cancel: cancel,
+		stop:       make(chan struct{}), shedNow: make(chan struct{}, 1), ctx: ctx, cancel: cancel,
 	}, nil
 }
 
@@ -162,7 +184,8 @@ func (c *Comet) Stats() Stats {
 		Connections: int64(len(c.conns)), Users: int64(len(c.users)), Rooms: int64(len(c.rooms)),
 		SlowConsumers: c.slow.Load(), FramesSent: c.framesSent.Load(), BytesSent: c.bytesSent.Load(),
 		RepeatsDropped: c.repeats.Load(), Unanswered: c.unanswered.Load(),
-		RateLimited: c.rateLimited.Load(), Refused: c.refused.Load(),
+		RateLimited: c.rateLimited.Load(), Refused: c.refused.Load(), BadTokens: c.badTokens.Load(), AddressLimited: c.addressLimited.Load(),
+		QueuedBytes: c.queued.Load(), OverBudget: c.overBudget.Load(), StruckOut: c.struckOutRefused.Load(),
 	}
 }
 

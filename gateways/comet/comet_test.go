@@ -29,6 +29,7 @@ import (
 	"github.com/laneim/laneim/proto/clientpb"
 	"github.com/laneim/laneim/proto/topicpb"
 	"github.com/laneim/laneim/topics"
+	"github.com/laneim/laneim/wiring/auth"
 	"github.com/laneim/laneim/wiring/pipeline"
 )
 
@@ -40,6 +41,19 @@ func TestMain(m *testing.M) {
 }
 
 const wait = 5 * time.Second
+
+// testSecret signs the tokens of the tests' logins.
+const testSecret = "test-secret-of-the-comet-tests-0123456789"
+
+// token returns a valid token of user, signed with testSecret.
+func token(t *testing.T, user string) string {
+	t.Helper()
+	tok, err := auth.MintToken([]byte(testSecret), user, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
 
 type fixture struct {
 	t       *testing.T
@@ -56,6 +70,9 @@ type fixture struct {
 func newFixture(t *testing.T, cfg comet.Config) *fixture {
 	t.Helper()
 	cfg.ID = "c1"
+	if cfg.Secret == "" {
+		cfg.Secret = testSecret
+	}
 	rec := &testinfra.Recorder{}
 	c, err := comet.New(cfg, rec, slog.New(slog.DiscardHandler))
 	if err != nil {
@@ -128,11 +145,11 @@ func (f *fixture) login(user string, opts client.Options) (*client.Conn, string)
 	f.t.Helper()
 	conn := f.dial(opts)
 	ctx := ctxT(f.t)
-	if err := conn.Write(ctx, &clientpb.ClientFrame{RequestId: 7, Body: &clientpb.ClientFrame_Login{Login: &clientpb.Login{Token: "token-of-" + user, Device: "test"}}}); err != nil {
+	if err := conn.Write(ctx, &clientpb.ClientFrame{RequestId: 7, Body: &clientpb.ClientFrame_Login{Login: &clientpb.Login{Token: token(f.t, user), Device: "test"}}}); err != nil {
 		f.t.Fatal(err)
 	}
 	req := next(f, topics.LoginRequests)
-	if req.GetToken() != "token-of-"+user || req.GetSession().GetComet() != "c1" || req.GetRequestId() != 7 {
+	if req.GetUser() != user || req.GetSession().GetComet() != "c1" || req.GetRequestId() != 7 {
 		f.t.Fatalf("login request %v", req)
 	}
 	id := req.GetSession().GetConn()
@@ -229,10 +246,14 @@ func TestConfig(t *testing.T) {
 		cfg  comet.Config
 		err  string
 	}{
-		{"defaults", comet.Config{ID: "comet-1"}, ""},
-		{"no id", comet.Config{}, "no id"},
-		{"slash in id", comet.Config{ID: "a/b"}, "must not contain /"},
-		{"relative path", comet.Config{ID: "a", Path: "ws"}, "path must start with /"},
+		{"defaults", comet.Config{ID: "comet-1", Secret: testSecret}, ""},
+		{"no id", comet.Config{Secret: testSecret}, "no id"},
+		{"slash in id", comet.Config{ID: "a/b", Secret: testSecret}, "must not contain /"},
+		{"relative path", comet.Config{ID: "a", Path: "ws", Secret: testSecret}, "path must start with /"},
+		{"no secret", comet.Config{ID: "a"}, "no token secret"},
+		{"short secret", comet.Config{ID: "a", Secret: "0123456789"}, "at least 32"},
+		{"placeholder secret", comet.Config{ID: "a", Secret: "change-me: the HMAC key of login tokens"}, "placeholder"},
+		{"negative token lifetime", comet.Config{ID: "a", Secret: testSecret, Token: auth.Policy{MaxLifetime: -time.Second}}, "negative"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := comet.New(tc.cfg, &testinfra.Recorder{}, nil)
@@ -247,15 +268,15 @@ func TestConfig(t *testing.T) {
 			}
 			defer c.Close()
 			got := c.Config()
-			want := comet.Config{ID: "comet-1", Addr: "127.0.0.1:8080", Path: "/ws", MaxFrameBytes: 64 << 10, SendQueue: 256,
-				WriteTimeout: 10 * time.Second, LoginTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second, RequestTimeout: 5 * time.Second, MaxInFlight: 32, RequestRate: 20, RequestBurst: 50, MaxTokenBytes: 4 << 10, SendQueueBytes: 4 << 20, MaxConnsPerUser: 100,
+			want := comet.Config{ID: "comet-1", Secret: testSecret, Addr: "127.0.0.1:8080", Path: "/ws", MaxFrameBytes: 64 << 10, SendQueue: 256,
+				WriteTimeout: 10 * time.Second, LoginTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second, RequestTimeout: 5 * time.Second, MaxInFlight: 32, RequestRate: 20, RequestBurst: 50, MaxTokenBytes: 4 << 10, SendQueueBytes: 4 << 20, MaxConnsPerUser: 100, MaxConnsPerAddress: 1000, MaxQueuedBytes: 512 << 20, MaxStrikes: 5,
 				HeartbeatInterval: 10 * time.Second, BatchWindow: 10 * time.Millisecond, MaxBatchWindow: 500 * time.Millisecond, FrameBudget: 25000}
 			if got != want {
 				t.Errorf("config %+v, want %+v", got, want)
 			}
 		})
 	}
-	if _, err := comet.New(comet.Config{ID: "a"}, nil, nil); err == nil {
+	if _, err := comet.New(comet.Config{ID: "a", Secret: testSecret}, nil, nil); err == nil {
 		t.Error("New without a publisher succeeded")
 	}
 }
@@ -287,13 +308,13 @@ func TestLoginFlow(t *testing.T) {
 	}
 	done := make(chan answer, 1)
 	go func() { // ends when the comet answers or ctx expires
-		res, err := conn.Login(ctx, "tok", "ios")
+		res, err := conn.Login(ctx, token(t, "alice"), "ios")
 		done <- answer{res, err}
 	}()
 	req := next(f, topics.LoginRequests)
 	id := req.GetSession().GetConn()
 	if !regexp.MustCompile(`^[0-9a-f]{8}\.[0-9]+$`).MatchString(id) || req.GetSession().GetComet() != "c1" ||
-		req.GetToken() != "tok" || req.GetDevice() != "ios" || req.GetRequestId() == 0 ||
+		req.GetUser() != "alice" || req.GetTokenExpiresUnixMs() <= time.Now().UnixMilli() || req.GetDevice() != "ios" || req.GetRequestId() == 0 ||
 		time.Since(time.UnixMilli(req.GetReceivedUnixMs())) > time.Minute {
 		t.Fatalf("login request %v", req)
 	}
@@ -485,11 +506,15 @@ func TestOversizedFrameCloses1009(t *testing.T) {
 	conn := f.dial(client.Options{})
 	ctx := ctxT(t)
 	// A frame just under the limit is served.
-	if err := conn.Write(ctx, &clientpb.ClientFrame{Body: &clientpb.ClientFrame_Login{Login: &clientpb.Login{Token: strings.Repeat("t", 1000)}}}); err != nil {
+	tok := token(t, "alice")
+	if err := conn.Write(ctx, &clientpb.ClientFrame{Body: &clientpb.ClientFrame_Login{Login: &clientpb.Login{Token: tok, Device: strings.Repeat("d", 128)}}}); err != nil {
 		t.Fatal(err)
 	}
-	if req := next(f, topics.LoginRequests); len(req.GetToken()) != 1000 {
-		t.Fatalf("login request %v", req)
+	if err := conn.Write(ctx, &clientpb.ClientFrame{Body: &clientpb.ClientFrame_Ping{Ping: &clientpb.Ping{}}}); err != nil {
+		t.Fatal(err)
+	}
+	if fr := nextFrame(t, conn); fr.GetPong() == nil {
+		t.Fatalf("got %v, want a pong", fr)
 	}
 	_ = conn.WriteRaw(ctx, websocket.MessageBinary, make([]byte, 4096))
 	if ce := closeError(t, conn); ce.Code != websocket.StatusMessageTooBig {
@@ -652,7 +677,7 @@ func TestPublishFailureAnswersUnavailable(t *testing.T) {
 		t.Errorf("send = %v", err)
 	}
 	other := f.dial(client.Options{})
-	if _, err := other.Login(ctx, "tok", ""); code(err) != clientpb.Error_UNAVAILABLE {
+	if _, err := other.Login(ctx, token(t, "bob"), ""); code(err) != clientpb.Error_UNAVAILABLE {
 		t.Errorf("login = %v", err)
 	}
 	f.comet.Heartbeat() // logs, does not fail
@@ -827,7 +852,7 @@ func TestSlowConsumerDroppedRoomGoesOn(t *testing.T) {
 
 	// bob logs in and never reads again.
 	slow := rawDial(t, f.url, comet.SubprotocolProto)
-	b, _ := proto.Marshal(&clientpb.ClientFrame{Body: &clientpb.ClientFrame_Login{Login: &clientpb.Login{Token: "bob"}}})
+	b, _ := proto.Marshal(&clientpb.ClientFrame{Body: &clientpb.ClientFrame_Login{Login: &clientpb.Login{Token: token(t, "bob")}}})
 	if err := slow.Write(ctxT(t), websocket.MessageBinary, b); err != nil {
 		t.Fatal(err)
 	}
@@ -971,7 +996,7 @@ func BenchmarkRoomBroadcast(b *testing.B) {
 	}{{"unbatched", -1}, {"adaptive", 0}} {
 		for _, members := range []int{1, 100, 1000, 10000} {
 			b.Run(fmt.Sprintf("%s/%dMembers", mode.name, members), func(b *testing.B) {
-				c, err := comet.New(comet.Config{ID: "bench", BatchWindow: mode.window, SendQueue: 1 << 16}, &testinfra.Recorder{}, slog.New(slog.DiscardHandler))
+				c, err := comet.New(comet.Config{ID: "bench", Secret: testSecret, BatchWindow: mode.window, SendQueue: 1 << 16}, &testinfra.Recorder{}, slog.New(slog.DiscardHandler))
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -1271,7 +1296,7 @@ func TestLimits(t *testing.T) {
 		f.login("alice", client.Options{})
 		conn := f.dial(client.Options{})
 		ctx := ctxT(t)
-		if err := conn.Write(ctx, &clientpb.ClientFrame{RequestId: 7, Body: &clientpb.ClientFrame_Login{Login: &clientpb.Login{Token: "token-of-alice"}}}); err != nil {
+		if err := conn.Write(ctx, &clientpb.ClientFrame{RequestId: 7, Body: &clientpb.ClientFrame_Login{Login: &clientpb.Login{Token: token(t, "alice")}}}); err != nil {
 			t.Fatal(err)
 		}
 		id := next(f, topics.LoginRequests).GetSession().GetConn()
@@ -1296,7 +1321,7 @@ func TestLimits(t *testing.T) {
 	})
 	t.Run("one login at a time and a token cap", func(t *testing.T) {
 		t.Parallel()
-		f := newFixture(t, comet.Config{MaxTokenBytes: 100})
+		f := newFixture(t, comet.Config{MaxTokenBytes: 200})
 		conn := f.dial(client.Options{})
 		ctx := ctxT(t)
 		login := func(req uint64, token string) {
@@ -1304,12 +1329,12 @@ func TestLimits(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		login(1, strings.Repeat("t", 101))
+		login(1, strings.Repeat("t", 201))
 		if e := nextFrame(t, conn).GetError(); e.GetCode() != clientpb.Error_BAD_TOKEN {
 			t.Fatalf("a long token got %v, want BAD_TOKEN", e)
 		}
-		login(2, "token-of-alice")
-		login(3, "token-of-mallory")
+		login(2, token(t, "alice"))
+		login(3, token(t, "mallory"))
 		if fr := nextFrame(t, conn); fr.GetRequestId() != 3 || fr.GetError().GetCode() != clientpb.Error_ALREADY_LOGGED_IN {
 			t.Fatalf("a second Login in flight got %v, want ALREADY_LOGGED_IN", fr)
 		}
@@ -1325,15 +1350,15 @@ func TestLimits(t *testing.T) {
 		f := newFixture(t, comet.Config{})
 		conn := f.dial(client.Options{})
 		ctx := ctxT(t)
-		if err := conn.Write(ctx, &clientpb.ClientFrame{RequestId: 1, Body: &clientpb.ClientFrame_Login{Login: &clientpb.Login{Token: "bad"}}}); err != nil {
+		if err := conn.Write(ctx, &clientpb.ClientFrame{RequestId: 1, Body: &clientpb.ClientFrame_Login{Login: &clientpb.Login{Token: token(t, "zed")}}}); err != nil {
 			t.Fatal(err)
 		}
 		req := next(f, topics.LoginRequests)
-		f.deliver(&topicpb.Delivery{Conns: []string{req.GetSession().GetConn()}, Frame: topics.ErrorFrame(1, clientpb.Error_BAD_TOKEN, "invalid token")})
-		if e := nextFrame(t, conn).GetError(); e.GetCode() != clientpb.Error_BAD_TOKEN {
+		f.deliver(&topicpb.Delivery{Conns: []string{req.GetSession().GetConn()}, Frame: topics.ErrorFrame(1, clientpb.Error_UNKNOWN_USER, "unknown or disabled user")})
+		if e := nextFrame(t, conn).GetError(); e.GetCode() != clientpb.Error_UNKNOWN_USER {
 			t.Fatalf("answer %v", e)
 		}
-		if err := conn.Write(ctx, &clientpb.ClientFrame{RequestId: 2, Body: &clientpb.ClientFrame_Login{Login: &clientpb.Login{Token: "good"}}}); err != nil {
+		if err := conn.Write(ctx, &clientpb.ClientFrame{RequestId: 2, Body: &clientpb.ClientFrame_Login{Login: &clientpb.Login{Token: token(t, "alice")}}}); err != nil {
 			t.Fatal(err)
 		}
 		if req := next(f, topics.LoginRequests); req.GetRequestId() != 2 {
@@ -1389,7 +1414,7 @@ func TestLimits(t *testing.T) {
 		// can drop bob.
 		f := newFixture(t, comet.Config{SendQueue: 100_000, SendQueueBytes: 256 << 10, BatchWindow: -1, WriteTimeout: 5 * time.Second})
 		slow := rawDial(t, f.url, comet.SubprotocolProto)
-		b, _ := proto.Marshal(&clientpb.ClientFrame{Body: &clientpb.ClientFrame_Login{Login: &clientpb.Login{Token: "bob"}}})
+		b, _ := proto.Marshal(&clientpb.ClientFrame{Body: &clientpb.ClientFrame_Login{Login: &clientpb.Login{Token: token(t, "bob")}}})
 		if err := slow.Write(ctxT(t), websocket.MessageBinary, b); err != nil {
 			t.Fatal(err)
 		}
@@ -1404,6 +1429,54 @@ func TestLimits(t *testing.T) {
 			d.GetFrame().GetMessages().GetMessages()[0].Body = big
 			f.deliver(d)
 		}
+	})
+	t.Run("bytes queued per comet", func(t *testing.T) {
+		t.Parallel()
+		// Per connection 100,000 frames and 64 MiB would be allowed: only
+		// the comet's budget of 1 MiB can drop bob, the largest queue;
+		// carol, who does not read either but has little queued, stays,
+		// and so does alice, who reads.
+		f := newFixture(t, comet.Config{SendQueue: 100_000, SendQueueBytes: 64 << 20, MaxQueuedBytes: 1 << 20, BatchWindow: -1, WriteTimeout: time.Second})
+		slowLogin := func(user string) (*websocket.Conn, string) {
+			ws := rawDial(t, f.url, comet.SubprotocolProto)
+			b, _ := proto.Marshal(&clientpb.ClientFrame{Body: &clientpb.ClientFrame_Login{Login: &clientpb.Login{Token: token(t, user)}}})
+			if err := ws.Write(ctxT(t), websocket.MessageBinary, b); err != nil {
+				t.Fatal(err)
+			}
+			id := next(f, topics.LoginRequests).GetSession().GetConn()
+			f.deliver(&topicpb.Delivery{Conns: []string{id}, Control: &topicpb.Control{Authenticate: user}})
+			return ws, id
+		}
+		_, bobID := slowLogin("bob")
+		carol, carolID := slowLogin("carol")
+		alice, aliceID := f.login("alice", client.Options{})
+		small := &topicpb.Delivery{Conns: []string{carolID}, Frame: &clientpb.ServerFrame{Body: &clientpb.ServerFrame_Presence{Presence: &clientpb.PresenceChange{Room: "for-carol"}}}}
+		big := make([]byte, 60<<10)
+		for seq := uint64(1); f.comet.Stats().OverBudget == 0; seq++ {
+			if seq == 2000 { // ~120 MB: far past loopback buffers
+				t.Fatalf("nobody dropped after %d frames of 60 KiB: %+v", seq, f.comet.Stats())
+			}
+			f.deliver(small)
+			f.deliver(&topicpb.Delivery{Conns: []string{bobID}, Frame: &clientpb.ServerFrame{Body: &clientpb.ServerFrame_Messages{Messages: &clientpb.MessageBatch{
+				Messages: []*clientpb.Message{{Conversation: "dm:alice:bob", Seq: seq, Body: big}},
+			}}}})
+		}
+		// The close handshake waits up to 5 s for bob, who does not read.
+		testinfra.Eventually(t, 3*wait, func() bool { return f.comet.Stats().Connections == 2 }, "bob's connection not closed")
+		st := f.comet.Stats()
+		if st.OverBudget != 1 || st.SlowConsumers != 1 || st.QueuedBytes > 1<<20 {
+			t.Fatalf("stats %+v, want one closed over the budget and the queues within it", st)
+		}
+		// carol reads now: her frames are all there, her connection open.
+		_, data, err := carol.Read(ctxT(t))
+		if err != nil {
+			t.Fatalf("carol: %v", err)
+		}
+		var fr clientpb.ServerFrame
+		if err := proto.Unmarshal(data, &fr); err != nil || fr.GetPresence().GetRoom() != "for-carol" {
+			t.Fatalf("carol got %v, %v", &fr, err)
+		}
+		f.expectNothingMore(alice, aliceID)
 	})
 }
 
@@ -1424,7 +1497,7 @@ func (p blockingPub) Close() error { return nil }
 func TestBrokerStuckReaderGoesOn(t *testing.T) {
 	t.Parallel()
 	pub := blockingPub{release: make(chan struct{})}
-	c, err := comet.New(comet.Config{ID: "c1", RequestTimeout: 300 * time.Millisecond}, pub, slog.New(slog.DiscardHandler))
+	c, err := comet.New(comet.Config{ID: "c1", Secret: testSecret, RequestTimeout: 300 * time.Millisecond}, pub, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1440,7 +1513,7 @@ func TestBrokerStuckReaderGoesOn(t *testing.T) {
 	}
 	t.Cleanup(func() { conn.Close() })
 	ctx := ctxT(t)
-	if _, err := conn.Do(ctx, &clientpb.ClientFrame{Body: &clientpb.ClientFrame_Login{Login: &clientpb.Login{Token: "t"}}}); code(err) != clientpb.Error_UNAVAILABLE {
+	if _, err := conn.Do(ctx, &clientpb.ClientFrame{Body: &clientpb.ClientFrame_Login{Login: &clientpb.Login{Token: token(t, "alice")}}}); code(err) != clientpb.Error_UNAVAILABLE {
 		t.Fatalf("login with the broker stuck: %v, want UNAVAILABLE", err)
 	}
 	// The publish is still stuck; a reader held there would never answer.
@@ -1534,4 +1607,169 @@ func TestBroadcastAfterAWriteDeadlinePassed(t *testing.T) {
 			t.Fatalf("message %d has seq %d", i, m.GetSeq())
 		}
 	}
+}
+
+// TestLoginTokenVerifiedByComet: the comet verifies a Login's token
+// itself, answers a bad one BAD_TOKEN as the login worker did, forwards
+// nothing for it, and forwards a good one as its claims only.
+func TestLoginTokenVerifiedByComet(t *testing.T) {
+	policy := auth.Policy{Issuer: "auth", Audience: "laneim", MaxLifetime: 2 * time.Hour}
+	mintFor := func(secret, user string, ttl time.Duration, iss, aud string) string {
+		tok, err := auth.MintTokenFor([]byte(secret), user, ttl, iss, aud)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	tests := []struct {
+		name, token, text string // text: "" when accepted
+	}{
+		{"good", mintFor(testSecret, "alice", time.Hour, "auth", "laneim"), ""},
+		{"expired", mintFor(testSecret, "alice", -time.Second, "auth", "laneim"), "token expired"},
+		{"other secret", mintFor("another-secret-of-the-comet-tests-0123456789", "alice", time.Hour, "auth", "laneim"), "invalid token"},
+		{"garbage", "a.b.c", "invalid token"},
+		{"empty", "", "invalid token"},
+		{"wrong issuer", mintFor(testSecret, "alice", time.Hour, "evil", "laneim"), "invalid token"},
+		{"no audience", mintFor(testSecret, "alice", time.Hour, "auth", ""), "invalid token"},
+		{"lives too long", mintFor(testSecret, "alice", 3*time.Hour, "auth", "laneim"), "invalid token"},
+		{"subject no user can have", mintFor(testSecret, "acme:alice", time.Hour, "auth", "laneim"), "token subject is not a valid user id"},
+	}
+	f := newFixture(t, comet.Config{Token: policy})
+	bad := int64(0)
+	for i, tt := range tests {
+		conn := f.dial(client.Options{})
+		req := uint64(i + 1)
+		if err := conn.Write(ctxT(t), &clientpb.ClientFrame{RequestId: req, Body: &clientpb.ClientFrame_Login{Login: &clientpb.Login{Token: tt.token}}}); err != nil {
+			t.Fatal(err)
+		}
+		if tt.text == "" {
+			got := next(f, topics.LoginRequests)
+			if got.GetUser() != "alice" || got.GetRequestId() != req || got.GetTokenExpiresUnixMs() < time.Now().Add(59*time.Minute).UnixMilli() {
+				t.Fatalf("%s: forwarded %v", tt.name, got)
+			}
+			continue
+		}
+		bad++
+		fr := nextFrame(t, conn)
+		if e := fr.GetError(); fr.GetRequestId() != req || e.GetCode() != clientpb.Error_BAD_TOKEN || e.GetText() != tt.text {
+			t.Fatalf("%s: answered %v, want BAD_TOKEN %q", tt.name, fr, tt.text)
+		}
+		if tt.token != "" && strings.Contains(fr.GetError().GetText(), tt.token) {
+			t.Fatalf("%s: the answer repeats the token", tt.name)
+		}
+	}
+	// Nothing was forwarded for the refused tokens.
+	f.backlog = append(f.backlog, f.rec.Take()...)
+	for _, p := range f.backlog {
+		if p.Topic == topics.LoginRequests.Name {
+			t.Fatalf("a refused token was forwarded: %v", p)
+		}
+	}
+	if st := f.comet.Stats(); st.BadTokens != bad {
+		t.Errorf("Stats.BadTokens = %d, want %d", st.BadTokens, bad)
+	}
+}
+
+// TestConnectionsPerAddress: over real connections from one address, one
+// past MaxConnsPerAddress is refused before the upgrade with HTTP 429 and
+// Retry-After, and counted; closing one frees its place. Loopback is
+// exempt by default.
+func TestConnectionsPerAddress(t *testing.T) {
+	dial := func(f *fixture) (*websocket.Conn, *http.Response, error) {
+		ws, resp, err := websocket.Dial(ctxT(t), f.url, nil)
+		if ws != nil {
+			t.Cleanup(func() { ws.CloseNow() })
+		}
+		return ws, resp, err
+	}
+	t.Run("limited", func(t *testing.T) {
+		f := newFixture(t, comet.Config{MaxConnsPerAddress: 3, LimitLoopback: true})
+		var open []*websocket.Conn
+		for range 3 {
+			ws, _, err := dial(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			open = append(open, ws)
+		}
+		for range 2 {
+			_, resp, err := dial(f)
+			if err == nil || resp == nil || resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") != "10" {
+				t.Fatalf("fourth connection: %v, %v; want 429 with Retry-After 10", resp, err)
+			}
+		}
+		if st := f.comet.Stats(); st.AddressLimited != 2 || st.Connections != 3 {
+			t.Fatalf("stats %+v, want 2 refused and 3 open", st)
+		}
+		// The connections still work, and closing one frees its place.
+		open[0].Close(websocket.StatusNormalClosure, "")
+		testinfra.Eventually(t, wait, func() bool { return f.comet.Stats().Connections == 2 }, "closed connection not forgotten")
+		if _, _, err := dial(f); err != nil {
+			t.Fatalf("after one closed: %v", err)
+		}
+	})
+	t.Run("loopback exempt by default", func(t *testing.T) {
+		f := newFixture(t, comet.Config{MaxConnsPerAddress: 2})
+		for range 4 {
+			if _, _, err := dial(f); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+}
+
+func TestAddressKey(t *testing.T) {
+	c, err := comet.New(comet.Config{ID: "k", Secret: testSecret}, &testinfra.Recorder{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for remote, want := range map[string]string{
+		"203.0.113.7:5000":                    "203.0.113.7",
+		"[::ffff:203.0.113.7]:5000":           "203.0.113.7",
+		"[2001:db8:1:2:3:4:5:6]:443":          "2001:db8:1:2::/64",
+		"[2001:db8:1:2:ffff:ffff:ffff:1]:443": "2001:db8:1:2::/64",
+		"127.0.0.1:80":                        "",
+		"[::1]:80":                            "",
+		"garbage":                             "",
+	} {
+		if got := comet.AddressKey(c, remote); got != want {
+			t.Errorf("AddressKey(%q) = %q, want %q", remote, got, want)
+		}
+	}
+}
+
+// TestStrikes: an address whose connections keep being closed for
+// oversized frames (the ping flood) has its next connections refused
+// before the upgrade with HTTP 429, loopback included; a connection it
+// opened before is not touched.
+func TestStrikes(t *testing.T) {
+	f := newFixture(t, comet.Config{MaxStrikes: 3})
+	honest := f.dial(client.Options{})
+	big := make([]byte, 9<<10) // over the 8 KiB allowed before login
+	for i := range 3 {
+		ws := rawDial(t, f.url, comet.SubprotocolProto)
+		_ = ws.Write(ctxT(t), websocket.MessageBinary, big)
+		if _, _, err := ws.Read(ctxT(t)); websocket.CloseStatus(err) != websocket.StatusMessageTooBig {
+			t.Fatalf("flood connection %d: %v, want 1009", i, err)
+		}
+	}
+	_, resp, err := websocket.Dial(ctxT(t), f.url, nil)
+	if err == nil || resp == nil || resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") != "10" {
+		t.Fatalf("connection after 3 strikes: %v, %v; want 429 with Retry-After 10", resp, err)
+	}
+	if st := f.comet.Stats(); st.StruckOut != 1 {
+		t.Fatalf("Stats.StruckOut = %d, want 1", st.StruckOut)
+	}
+	if _, err := honest.Ping(ctxT(t)); err != nil {
+		t.Fatalf("the connection opened before: %v", err)
+	}
+	// Strikes are forgiven at one a second.
+	testinfra.Eventually(t, wait, func() bool {
+		ws, _, err := websocket.Dial(ctxT(t), f.url, nil)
+		if err == nil {
+			ws.CloseNow()
+		}
+		return err == nil
+	}, "the address is still refused")
 }

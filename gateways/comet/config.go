@@ -2,17 +2,28 @@ package comet
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"time"
+
+	"github.com/laneim/laneim/wiring/auth"
 )
 
-// Config configures a comet. The zero value of every field but ID means
-// its default.
+// Config configures a comet. The zero value of every field but ID and
+// Secret means its default.
 type Config struct {
 	// ID is the comet's stable id (for example "comet-1"); its delivery
 	// topic is deliver.<ID> and its consumer group laneim.comet.<ID>.
 	// Required; must not contain "/".
 	ID string
+	// Secret is the HMAC key that signs login tokens: the comet verifies
+	// a Login's token itself and forwards only its claims, so no bearer
+	// token crosses a topic. Required, and refused when auth.CheckSecret
+	// refuses it (too short, a placeholder).
+	Secret string
+	// Token is what a token must satisfy beyond its signature (issuer,
+	// audience, lifetime, clock skew); the zero value is the default.
+	Token auth.Policy
 	// Addr is the listen address of the WebSocket server run by Module
 	// (127.0.0.1:8080).
 	Addr string
@@ -58,6 +69,25 @@ type Config struct {
 	// a login past it is answered RATE_LIMITED and closed (1008). A
 	// negative value lifts the limit.
 	MaxConnsPerUser int
+	// MaxQueuedBytes bounds the bytes queued to all the comet's
+	// connections together (512 MiB); past it the connections with the
+	// largest queues are closed as slow consumers (budget.go). A negative
+	// value lifts the limit.
+	MaxQueuedBytes int64
+	// MaxConnsPerAddress bounds the connections from one client address
+	// (IPv6: one /64) on this comet (1,000); one more is refused before
+	// the upgrade with HTTP 429 and Retry-After. Loopback addresses are
+	// exempt unless LimitLoopback. A negative value lifts the limit, which
+	// a comet behind a proxy that connects from a non-loopback address
+	// needs (every client then has the proxy's address).
+	MaxConnsPerAddress int
+	// MaxStrikes is how many connections of one address (loopback
+	// included) may be closed for abuse (a frame over the size limit, a
+	// rate limit ignored) in a row, forgiven at one a second, before its
+	// new connections are refused with HTTP 429 (5). Negative: no strikes.
+	MaxStrikes int
+	// LimitLoopback applies MaxConnsPerAddress to loopback addresses too.
+	LimitLoopback bool
 	// SendQueueBytes bounds the bytes queued to a connection (4 MiB); a
 	// connection past it is closed as a slow consumer, like one past
 	// SendQueue frames.
@@ -120,6 +150,15 @@ func (c *Config) setDefaults() {
 	if c.MaxConnsPerUser == 0 {
 		c.MaxConnsPerUser = 100
 	}
+	if c.MaxStrikes == 0 {
+		c.MaxStrikes = 5
+	}
+	if c.MaxQueuedBytes == 0 {
+		c.MaxQueuedBytes = defaultMaxQueuedBytes
+	}
+	if c.MaxConnsPerAddress == 0 {
+		c.MaxConnsPerAddress = defaultMaxConnsPerAddress
+	}
 	if c.MaxTokenBytes <= 0 {
 		c.MaxTokenBytes = defaultMaxTokenBytes
 	}
@@ -156,5 +195,8 @@ func (c Config) Validate() error {
 	case (c.TLSCert == "") != (c.TLSKey == ""):
 		return errors.New("comet: TLS certificate and key go together (flags --comet-tls-cert and --comet-tls-key)")
 	}
-	return nil
+	if err := auth.CheckSecret([]byte(c.Secret)); err != nil {
+		return fmt.Errorf("comet: %w", err)
+	}
+	return c.Token.Validate()
 }

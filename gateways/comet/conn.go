@@ -17,6 +17,7 @@ import (
 	"github.com/laneim/laneim/proto/clientpb"
 	"github.com/laneim/laneim/proto/topicpb"
 	"github.com/laneim/laneim/topics"
+	"github.com/laneim/laneim/wiring/auth"
 )
 
 // conn is one client connection of its comet, which it calls back into
@@ -33,7 +34,10 @@ type conn struct {
 	ws    *websocket.Conn // nil for test members without a socket
 	net   *socket         // the socket under ws, for batched writes; nil in tests
 	json  bool
-	start time.Time
+	addr  string // the client address as counted (addrlimit.go); "" if not
+	// strikes is the key of strikes against its address (strikes.go).
+	strikes string
+	start   time.Time
 
 	lastRead atomic.Int64 // time.Since(start) of the last client frame
 	authed   atomic.Bool  // mirrors user != "" for the deadline sweep
@@ -71,6 +75,7 @@ type conn struct {
 	refusedInARow int                  // RATE_LIMITED answers since the last frame allowed; reader only
 	typed         map[string]time.Time // conversation -> last Typing forwarded; reader only
 	qbytes        int                  // bytes queued, guarded by qmu
+	wbytes        int                  // bytes taken by the writer, not yet written or dropped; guarded by qmu
 }
 
 // newConn returns a connection of c over ws (nil in tests); nc is the
@@ -169,6 +174,7 @@ func (cn *conn) read() {
 			// The library has sent the 1009 close frame. Do not wait for
 			// the client's answer while reading on: a client flooding big
 			// frames would be read, and paid for, for seconds.
+			c.strike(cn.strikes)
 			cn.ws.CloseNow()
 			return
 		}
@@ -224,15 +230,22 @@ func (cn *conn) serve(f *clientpb.ClientFrame) {
 			cn.refuse(req, clientpb.Error_BAD_TOKEN, fmt.Sprintf("token of %d bytes exceeds %d", len(b.Login.GetToken()), c.cfg.MaxTokenBytes))
 			return
 		}
-		if !cn.checkFields(req, field{"device", b.Login.GetDevice(), maxDeviceBytes}) || !cn.startLogin(req) {
+		if !cn.checkFields(req, field{"device", b.Login.GetDevice(), maxDeviceBytes}) {
+			return
+		}
+		claims, ok := cn.verify(req, b.Login.GetToken())
+		if !ok || !cn.startLogin(req) {
 			return
 		}
 		if !cn.expect(req) {
 			cn.loginDone(req)
 			return
 		}
+		// Only the verified claims go to the login worker: no bearer
+		// token is readable from login.requests.
 		msg, err := topics.LoginRequests.Encode(&topicpb.LoginRequest{
-			Session: c.session(cn), RequestId: req, Token: b.Login.GetToken(), Device: b.Login.GetDevice(), ReceivedUnixMs: time.Now().UnixMilli(),
+			Session: c.session(cn), RequestId: req, User: claims.User, TokenExpiresUnixMs: claims.Expires.UnixMilli(),
+			Device: b.Login.GetDevice(), ReceivedUnixMs: time.Now().UnixMilli(),
 		})
 		if err == nil {
 			err = c.publishRequest(topics.LoginRequests.Name, msg)
@@ -309,6 +322,32 @@ func (cn *conn) serve(f *clientpb.ClientFrame) {
 	default:
 		cn.fail(req, clientpb.Error_BAD_FRAME, "unknown frame type")
 	}
+}
+
+// verify checks a Login's token (package auth) and its subject (the id
+// rule of package topics). It reports false, having answered BAD_TOKEN
+// ("token expired", "invalid token", or a subject no user can have), when
+// the token is refused; the token is never logged.
+func (cn *conn) verify(req uint64, token string) (auth.Claims, bool) {
+	c := cn.comet
+	claims, err := auth.Verify([]byte(c.cfg.Secret), token, time.Now(), c.cfg.Token)
+	if err != nil {
+		c.badTokens.Add(1)
+		c.logger.Debug("login refused", "conn", cn.id, "expired", errors.Is(err, auth.ErrTokenExpired), "err", err)
+		text := "invalid token"
+		if errors.Is(err, auth.ErrTokenExpired) {
+			text = "token expired"
+		}
+		cn.fail(req, clientpb.Error_BAD_TOKEN, text)
+		return auth.Claims{}, false
+	}
+	if err := topics.CheckID("user", claims.User); err != nil {
+		c.badTokens.Add(1)
+		c.logger.Debug("login refused", "conn", cn.id, "err", err)
+		cn.fail(req, clientpb.Error_BAD_TOKEN, "token subject is not a valid user id")
+		return auth.Claims{}, false
+	}
+	return claims, true
 }
 
 // submit publishes a Send as a Submitted message.

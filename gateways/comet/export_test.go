@@ -77,3 +77,6 @@ func (c *Comet) AdmitAll(room string) int {
 	}
 	return len(ids)
 }
+
+// AddressKey is (*Comet).addressKey: how a client address is counted.
+func AddressKey(c *Comet, remote string) string { return c.addressKey(remote) }

@@ -131,7 +131,7 @@ func FuzzClientFrame(f *testing.F) {
 		var err error
 		switch b := frame.GetBody().(type) {
 		case *clientpb.ClientFrame_Login:
-			_, err = topics.LoginRequests.Encode(&topicpb.LoginRequest{Session: sess, RequestId: frame.GetRequestId(), Token: b.Login.GetToken(), Device: b.Login.GetDevice()})
+			_, err = topics.LoginRequests.Encode(&topicpb.LoginRequest{Session: sess, RequestId: frame.GetRequestId(), User: "alice", TokenExpiresUnixMs: 1, Device: b.Login.GetDevice()})
 		case *clientpb.ClientFrame_Send:
 			sub := &topicpb.Submitted{Origin: sess, Sender: "alice", ClientMsgId: b.Send.GetClientMsgId(), Body: b.Send.GetBody(), ContentType: b.Send.GetContentType()}
 			switch to := b.Send.GetTo().(type) {

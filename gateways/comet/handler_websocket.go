@@ -36,6 +36,16 @@ func (c *Comet) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "laneim: comet shutting down", http.StatusServiceUnavailable)
 		return
 	}
+	strikes := c.strikeKey(r.RemoteAddr)
+	if c.struckOut(strikes) {
+		c.refuseStruckOut(w, r)
+		return
+	}
+	addr := c.addressKey(r.RemoteAddr)
+	if !c.takeAddress(addr) {
+		c.refuseAddress(w, r)
+		return
+	}
 	hj := &hijackCapture{ResponseWriter: w}
 	ws, err := websocket.Accept(hj, r, &websocket.AcceptOptions{
 		Subprotocols: []string{SubprotocolProto, SubprotocolJSON},
@@ -46,12 +56,17 @@ func (c *Comet) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		// Accept has written an HTTP error (426 for a plain request).
 		c.logger.Debug("websocket accept", "remote", r.RemoteAddr, "err", err)
+		c.releaseAddress(addr)
 		return
 	}
 	// Until login, a frame may carry little more than a token.
 	ws.SetReadLimit(int64(c.cfg.preLoginFrameBytes()))
-	cn := c.register(ws, hj.conn, ws.Subprotocol() != SubprotocolProto)
+	cn := c.register(ws, hj.conn, ws.Subprotocol() != SubprotocolProto, addr)
+	if cn != nil {
+		cn.strikes = strikes
+	}
 	if cn == nil {
+		c.releaseAddress(addr)
 		ws.Close(websocket.StatusGoingAway, "server shutting down")
 		return
 	}
@@ -106,8 +121,9 @@ func (h *hijackCapture) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 // register adds a new connection. It returns nil if the comet is closed;
 // otherwise the caller owns one count of c.wg for the reader. The first
 // connection starts the comet's deadline sweep.
-func (c *Comet) register(ws *websocket.Conn, nc *socket, useJSON bool) *conn {
+func (c *Comet) register(ws *websocket.Conn, nc *socket, useJSON bool, addr string) *conn {
 	cn := newConn(c, c.bootID+"."+strconv.FormatUint(c.next.Add(1), 10), ws, nc, useJSON)
+	cn.addr = addr
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
@@ -144,6 +160,8 @@ func (c *Comet) sweepDeadlines() {
 		select {
 		case <-c.stop:
 			return
+		case <-c.shedNow:
+			c.shed()
 		case now := <-t.C:
 			c.mu.RLock()
 			for _, cn := range c.conns {
@@ -156,6 +174,7 @@ func (c *Comet) sweepDeadlines() {
 			}
 			conns = conns[:0]
 			c.userLimits.prune(now)
+			c.pruneStrikes(now)
 		}
 	}
 }
@@ -165,6 +184,7 @@ func (c *Comet) sweepDeadlines() {
 func (c *Comet) unregister(cn *conn) {
 	c.mu.Lock()
 	delete(c.conns, cn.id)
+	c.releaseAddressLocked(cn.addr)
 	user := cn.user
 	if user != "" {
 		if set := c.users[user]; set != nil {

@@ -30,6 +30,10 @@ const (
 	defaultRequestRate     = 20
 	defaultRequestBurst    = 50
 	defaultSendQueueBytesK = 4 << 10 // KiB
+	// defaultMaxConnsPerAddress is well above what a household or office
+	// behind one NAT address opens to one comet, and far below the file
+	// descriptors a comet has (the issue saw ~17,000 from one address).
+	defaultMaxConnsPerAddress = 1000
 )
 
 // preLoginFrameBytes is the largest frame read before login: 8 KiB, or
@@ -68,6 +72,7 @@ func (cn *conn) allow(req uint64, user string) bool {
 	cn.comet.rateLimited.Add(1)
 	if cn.refusedInARow++; cn.refusedInARow > maxRefusedInARow {
 		if cn.kick(websocket.StatusPolicyViolation, "rate limit exceeded", false) {
+			cn.comet.strike(cn.strikes)
 			cn.comet.logger.Info("connection closed for exceeding its rate limit", "conn", cn.id, "user", user)
 		}
 		return false

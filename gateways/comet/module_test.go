@@ -1,6 +1,7 @@
 package comet_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"io"
@@ -75,7 +76,7 @@ func TestModuleOverKafka(t *testing.T) {
 	addr := "127.0.0.1:" + strconv.Itoa(testinfra.FreePort(t))
 	var cm *comet.Comet
 	var pub message.Publisher
-	app := fxtest.New(t, cometApp(t, kcfg, comet.Config{ID: "m1", Addr: addr}, &cm, &pub))
+	app := fxtest.New(t, cometApp(t, kcfg, comet.Config{ID: "m1", Secret: testSecret, Addr: addr}, &cm, &pub))
 	app.RequireStart()
 	stopped := false
 	defer func() {
@@ -125,20 +126,25 @@ func TestModuleOverKafka(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	if err := conn.Write(ctx, &clientpb.ClientFrame{RequestId: 1, Body: &clientpb.ClientFrame_Login{Login: &clientpb.Login{Token: "tok"}}}); err != nil {
+	tok := token(t, "alice")
+	if err := conn.Write(ctx, &clientpb.ClientFrame{RequestId: 1, Body: &clientpb.ClientFrame_Login{Login: &clientpb.Login{Token: tok}}}); err != nil {
 		t.Fatal(err)
 	}
 	var req *topicpb.LoginRequest
 	select {
 	case msg := <-requests:
 		msg.Ack()
+		// The topic has the verified claims, not the bearer token.
+		if bytes.Contains(msg.Payload, []byte(tok)) || bytes.Contains(msg.Payload, []byte(strings.Split(tok, ".")[2])) {
+			t.Fatal("login.requests holds the token")
+		}
 		if req, err = topics.LoginRequests.Decode(msg); err != nil {
 			t.Fatal(err)
 		}
 	case <-ctx.Done():
 		t.Fatal("no login request on Kafka")
 	}
-	if req.GetSession().GetComet() != "m1" || req.GetToken() != "tok" {
+	if req.GetSession().GetComet() != "m1" || req.GetUser() != "alice" {
 		t.Fatalf("login request %v", req)
 	}
 	answer, err := topics.Deliveries.Encode(&topicpb.Delivery{
@@ -165,7 +171,7 @@ func TestModuleOverKafka(t *testing.T) {
 	}
 
 	// A second comet on the same address fails to start.
-	clash := fx.New(cometApp(t, kcfg, comet.Config{ID: "m2", Addr: addr}))
+	clash := fx.New(cometApp(t, kcfg, comet.Config{ID: "m2", Secret: testSecret, Addr: addr}))
 	if err := clash.Start(ctx); err == nil || !strings.Contains(err.Error(), "listen") {
 		t.Errorf("second comet on %s: %v", addr, err)
 		clash.Stop(ctx)
@@ -200,7 +206,7 @@ func TestModuleRegistrationFailureUndoesStart(t *testing.T) {
 	var cm *comet.Comet
 	app := fx.New(
 		fx.NopLogger,
-		fx.Supply(comet.Config{ID: "r1", Addr: addr, HeartbeatInterval: 50 * time.Millisecond}, wiring.Config{Kafka: kcfg}, slog.New(slog.DiscardHandler), etcd),
+		fx.Supply(comet.Config{ID: "r1", Secret: testSecret, Addr: addr, HeartbeatInterval: 50 * time.Millisecond}, wiring.Config{Kafka: kcfg}, slog.New(slog.DiscardHandler), etcd),
 		fx.Provide(wiring.NewMetrics),
 		fx.Provide(func() message.Publisher { return &testinfra.Recorder{} }),
 		comet.Module,
@@ -242,7 +248,7 @@ func TestModuleServesWSS(t *testing.T) {
 	ca := testinfra.NewCA(t, "comet")
 	cert, key := ca.Issue("comet")
 	addr := "127.0.0.1:" + strconv.Itoa(testinfra.FreePort(t))
-	app := fxtest.New(t, cometApp(t, kcfg, comet.Config{ID: "tls1", Addr: addr, TLSCert: cert, TLSKey: key}))
+	app := fxtest.New(t, cometApp(t, kcfg, comet.Config{ID: "tls1", Secret: testSecret, Addr: addr, TLSCert: cert, TLSKey: key}))
 	app.RequireStart()
 	defer app.RequireStop()
 

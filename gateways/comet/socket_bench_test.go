@@ -29,7 +29,7 @@ import (
 func BenchmarkBroadcastSockets(b *testing.B) {
 	for _, members := range []int{100, 1000} {
 		b.Run(fmt.Sprintf("%dMembers", members), func(b *testing.B) {
-			c, err := comet.New(comet.Config{ID: "bench", BatchWindow: -1, SendQueue: 1 << 16, RequestRate: -1}, &testinfra.Recorder{}, slog.New(slog.DiscardHandler))
+			c, err := comet.New(comet.Config{ID: "bench", Secret: testSecret, BatchWindow: -1, SendQueue: 1 << 16, RequestRate: -1}, &testinfra.Recorder{}, slog.New(slog.DiscardHandler))
 			if err != nil {
 				b.Fatal(err)
 			}

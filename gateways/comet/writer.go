@@ -48,12 +48,16 @@ func (cn *conn) enqueue(f *frame) {
 	}
 	cn.queue = append(cn.queue, f)
 	cn.qbytes += size
+	total := c.queued.Add(int64(size))
 	var start, wake bool
 	if !cn.claimed { // else the claim's resume hands it over
 		start, wake = cn.wakeLocked()
 	}
 	cn.qmu.Unlock()
 	cn.signal(start, wake)
+	if total > c.cfg.maxQueuedBytes() {
+		c.askShed()
+	}
 }
 
 // wakeLocked decides how the writer learns of new work: started, or woken
@@ -158,7 +162,9 @@ func (cn *conn) resumeWith(f *frame) {
 	cn.queue = append(cn.queue, nil)
 	copy(cn.queue[1:], cn.queue)
 	cn.queue[0] = f
-	cn.qbytes += len(f.bytes(cn.json))
+	size := len(f.bytes(cn.json))
+	cn.qbytes += size
+	cn.comet.queued.Add(int64(size))
 	cn.qmu.Unlock()
 	cn.resume()
 }
@@ -219,6 +225,10 @@ func (cn *conn) kick(status websocket.StatusCode, reason string, flush bool) (fi
 	}
 	cn.kicked = true
 	cn.closeStatus, cn.closeReason, cn.closeFlush = status, closeReason(reason), flush
+	// What it holds no longer counts against the comet's byte budget:
+	// nothing more is queued to it, and its writer is ending.
+	cn.comet.queued.Add(-int64(cn.qbytes + cn.wbytes))
+	cn.qbytes, cn.wbytes = 0, 0
 	var start, wake bool
 	if !cn.claimed { // else the claim's resume hands it over
 		start, wake = cn.wakeLocked()
@@ -282,7 +292,8 @@ func (cn *conn) write() {
 		}
 		batch := cn.queue
 		cn.queue = cn.spare[:0]
-		cn.qbytes = 0 // the writer holds them now
+		cn.wbytes += cn.qbytes // the writer holds them now
+		cn.qbytes = 0
 		kicked, flush := cn.kicked, cn.closeFlush
 		cn.qmu.Unlock()
 
@@ -298,6 +309,8 @@ func (cn *conn) write() {
 		}
 		cn.qmu.Lock()
 		cn.spare = batch[:0]
+		cn.comet.queued.Add(-int64(cn.wbytes)) // written or dropped
+		cn.wbytes = 0
 		cn.qmu.Unlock()
 		if broken && !kicked {
 			cn.kick(websocket.StatusGoingAway, "write failed", false)

@@ -147,8 +147,8 @@ func TestValidateNamesTheMissingSetting(t *testing.T) {
 		want string
 	}{
 		{Settings{}, Login, "LANEIM_KAFKA"},
-		{Settings{Kafka: "k"}, Login, "LANEIM_SECRET"},
-		{Settings{Kafka: "k", Secret: strings.Repeat("s3", 16)}, Login, "LANEIM_REDIS"},
+		{Settings{Kafka: "k", CometID: "c1"}, Comet, "LANEIM_SECRET"},
+		{Settings{Kafka: "k"}, Login, "LANEIM_REDIS"},
 		{Settings{Kafka: "k"}, Comet, "LANEIM_COMET_ID"},
 		{Settings{Kafka: "k", Redis: "r"}, API, "LANEIM_API_TOKEN"},
 	}

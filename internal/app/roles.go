@@ -15,6 +15,7 @@ import (
 	"github.com/laneim/laneim/gateways/api"
 	"github.com/laneim/laneim/gateways/comet"
 	"github.com/laneim/laneim/wiring"
+	"github.com/laneim/laneim/wiring/auth"
 	"github.com/laneim/laneim/wiring/directory"
 	"github.com/laneim/laneim/wiring/discovery"
 	"github.com/laneim/laneim/wiring/msgstore"
@@ -114,17 +115,16 @@ func (s *Settings) Validate(roles ...Role) error {
 			}
 		}
 		switch {
-		case r == Login && s.Secret == "":
-			return fmt.Errorf("login: no token secret (flag --secret or %s)", EnvName("secret"))
-		case r == Login:
-			if err := login.CheckSecret([]byte(s.Secret)); err != nil {
-				return fmt.Errorf("%w (flag --secret or %s)", err, EnvName("secret"))
-			}
-			if s.TokenMaxLifetime < 0 {
-				return fmt.Errorf("login: --token-max-lifetime %s is negative", s.TokenMaxLifetime)
-			}
 		case r == Comet && s.CometID == "":
 			return fmt.Errorf("comet: no id (flag --comet-id or %s)", EnvName("comet-id"))
+		case r == Comet && s.Secret == "":
+			// The comet verifies login tokens (the login worker gets
+			// their claims only).
+			return fmt.Errorf("comet: no token secret (flag --secret or %s)", EnvName("secret"))
+		case r == Comet && auth.CheckSecret([]byte(s.Secret)) != nil:
+			return fmt.Errorf("comet: %w (flag --secret or %s)", auth.CheckSecret([]byte(s.Secret)), EnvName("secret"))
+		case r == Comet && s.TokenMaxLifetime < 0:
+			return fmt.Errorf("comet: --token-max-lifetime %s is negative", s.TokenMaxLifetime)
 		case r == API && s.APIToken == "":
 			return fmt.Errorf("api: no token (flag --api-token or %s)", EnvName("api-token"))
 		case r == API && (s.APITLSCert == "") != (s.APITLSKey == ""):
@@ -152,11 +152,10 @@ func (s *Settings) Options(logger *slog.Logger, roles ...Role) fx.Option {
 	opts := []fx.Option{
 		fx.Supply(s.Infra(), logger, mysqlCfg),
 		fx.Supply(
-			login.Config{Secret: []byte(s.Secret), Token: s.TokenPolicy()},
-			presence.Config{SessionTTL: s.SessionTTL, NotifyLimit: s.NotifyLimit, LoginConversations: s.LoginConvLimit},
+			presence.Config{SessionTTL: s.SessionTTL, NotifyLimit: s.NotifyLimit, LoginConversations: s.LoginConvLimit, PresenceWindow: s.PresenceWindow},
 			routing.Config{MaxBodyBytes: s.MaxBodyBytes, EditWindow: s.EditWindow, RecallWindow: s.RecallWindow},
 			history.Config{NotifyLimit: s.NotifyLimit, RoomReceipts: s.RoomReadReceipts},
-			comet.Config{ID: s.CometID, Addr: s.CometAddr, PublicURL: s.CometURL, TLSCert: s.CometTLSCert, TLSKey: s.CometTLSKey, BatchWindow: s.BatchWindow, FrameBudget: s.FrameBudget, MaxBatchWindow: s.MaxBatchWindow, HeartbeatInterval: s.SessionTTL / 3, SendQueue: s.SendQueue, MaxFrameBytes: s.MaxFrameBytes, RequestTimeout: s.RequestTimeout, RequestRate: s.RequestRate, RequestBurst: s.RequestBurst, MaxConnsPerUser: s.MaxConnsPerUser},
+			comet.Config{ID: s.CometID, Secret: s.Secret, Token: s.TokenPolicy(), Addr: s.CometAddr, PublicURL: s.CometURL, TLSCert: s.CometTLSCert, TLSKey: s.CometTLSKey, BatchWindow: s.BatchWindow, FrameBudget: s.FrameBudget, MaxBatchWindow: s.MaxBatchWindow, HeartbeatInterval: s.SessionTTL / 3, SendQueue: s.SendQueue, MaxFrameBytes: s.MaxFrameBytes, RequestTimeout: s.RequestTimeout, RequestRate: s.RequestRate, RequestBurst: s.RequestBurst, MaxConnsPerUser: s.MaxConnsPerUser, MaxConnsPerAddress: s.MaxConnsPerAddr, MaxQueuedBytes: s.MaxQueuedBytes},
 			api.Config{Addr: s.APIAddr, HTTPAddr: s.APIHTTPAddr, DirectoryFollowsMySQL: s.MySQL != "", MySQL: s.APIMySQL, Token: s.APIToken, MaxBodyBytes: s.MaxBodyBytes, TLSCert: s.APITLSCert, TLSKey: s.APITLSKey, ClientCA: s.APIClientCA},
 		),
 		wiring.Module,

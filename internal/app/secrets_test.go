@@ -9,10 +9,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/laneim/laneim/workers/login"
+	"github.com/laneim/laneim/wiring/auth"
 )
 
-// TestValidateRefusesWeakTokenSecrets: a login process does not start
+// TestValidateRefusesWeakTokenSecrets: a comet (which verifies tokens) does not start
 // with a short secret or the Kubernetes manifest's placeholder, and says
 // which setting to fix without repeating the secret.
 func TestValidateRefusesWeakTokenSecrets(t *testing.T) {
@@ -25,8 +25,8 @@ func TestValidateRefusesWeakTokenSecrets(t *testing.T) {
 		t.Fatal("no LANEIM_SECRET in deploy/k8s/base/secret.example.env")
 	}
 	for _, secret := range []string{"x", "laneim-dev-secret", string(m[1]), "changeme-changeme-changeme-changeme"} {
-		s := Settings{Kafka: "k:9092", Redis: "r:6379", Secret: secret}
-		err := s.Validate(Login)
+		s := Settings{Kafka: "k:9092", Redis: "r:6379", Secret: secret, CometID: "c1"}
+		err := s.Validate(Comet)
 		if err == nil {
 			t.Errorf("secret %q accepted", secret)
 			continue
@@ -34,19 +34,21 @@ func TestValidateRefusesWeakTokenSecrets(t *testing.T) {
 		if !strings.Contains(err.Error(), "LANEIM_SECRET") || strings.Contains(err.Error(), secret) {
 			t.Errorf("secret %q: %v; want LANEIM_SECRET named and the secret not shown", secret, err)
 		}
-		// Only the login worker verifies tokens.
-		if err := s.Validate(Routing); err != nil {
-			t.Errorf("routing refused for the token secret: %v", err)
+		// Only the comet verifies tokens: the login worker gets claims.
+		for _, r := range []Role{Routing, Login} {
+			if err := s.Validate(r); err != nil {
+				t.Errorf("%s refused for the token secret: %v", r, err)
+			}
 		}
 	}
-	s := Settings{Kafka: "k:9092", Redis: "r:6379", Secret: "a-real-secret-of-forty-or-so-bytes-9f3c1e"}
-	if err := s.Validate(Login); err != nil {
+	s := Settings{Kafka: "k:9092", Redis: "r:6379", Secret: "a-real-secret-of-forty-or-so-bytes-9f3c1e", CometID: "c1"}
+	if err := s.Validate(Comet); err != nil {
 		t.Errorf("good secret refused: %v", err)
 	}
 }
 
 // TestTokenFlags: the token policy flags (and their environment) reach
-// the login worker's Config.
+// the comet's Config.
 func TestTokenFlags(t *testing.T) {
 	t.Setenv("LANEIM_TOKEN_AUDIENCE", "laneim-chat")
 	fs := flag.NewFlagSet("t", flag.ContinueOnError)
@@ -55,14 +57,15 @@ func TestTokenFlags(t *testing.T) {
 	if err := Parse(fs, []string{"--token-issuer", "https://auth.example.org", "--token-max-lifetime", "1h"}); err != nil {
 		t.Fatal(err)
 	}
-	want := login.TokenPolicy{Issuer: "https://auth.example.org", Audience: "laneim-chat", MaxLifetime: time.Hour, ClockSkew: 30 * time.Second}
+	want := auth.Policy{Issuer: "https://auth.example.org", Audience: "laneim-chat", MaxLifetime: time.Hour, ClockSkew: 30 * time.Second}
 	if got := s.TokenPolicy(); got != want {
 		t.Fatalf("TokenPolicy = %+v, want %+v", got, want)
 	}
 	s.Secret = strings.Repeat("k7", 20)
 	s.Kafka, s.Redis = "k:9092", "r:6379"
 	s.TokenMaxLifetime = -time.Hour
-	if err := s.Validate(Login); err == nil {
+	s.CometID = "c1"
+	if err := s.Validate(Comet); err == nil {
 		t.Error("negative --token-max-lifetime accepted")
 	}
 }

@@ -14,9 +14,9 @@ import (
 	"time"
 
 	"github.com/laneim/laneim/wiring"
+	"github.com/laneim/laneim/wiring/auth"
 	"github.com/laneim/laneim/wiring/discovery"
 	"github.com/laneim/laneim/wiring/secure"
-	"github.com/laneim/laneim/workers/login"
 )
 
 // Settings is every setting a laneIM process reads. Each has a flag
@@ -42,6 +42,7 @@ type Settings struct {
 	NotifyLimit       int
 	RoomReadReceipts  bool
 	LoginConvLimit    int
+	PresenceWindow    time.Duration
 	MaxBodyBytes      int
 	EditWindow        time.Duration
 	RecallWindow      time.Duration
@@ -51,6 +52,8 @@ type Settings struct {
 	RequestRate       float64
 	RequestBurst      int
 	MaxConnsPerUser   int
+	MaxConnsPerAddr   int
+	MaxQueuedBytes    int64
 	FrameBudget       int
 	MaxBatchWindow    time.Duration
 	Procs             int
@@ -106,11 +109,11 @@ func (s *Settings) Register(fs *flag.FlagSet) {
 	fs.StringVar(&s.Redis, "redis", "", "Redis address(es), comma-separated; several mean a Cluster")
 	fs.BoolVar(&s.RedisCluster, "redis-cluster", false, "treat a single Redis address as a Cluster seed")
 	fs.StringVar(&s.RedisPassword, "redis-password", "", "Redis password")
-	fs.StringVar(&s.Secret, "secret", "", "HMAC secret that signs login tokens (HS256 JWT); at least 32 bytes, not a placeholder")
-	fs.StringVar(&s.TokenIssuer, "token-issuer", "", "login: when set, a token's \"iss\" must be this")
-	fs.StringVar(&s.TokenAudience, "token-audience", "", "login: when set, a token's \"aud\" must include this")
-	fs.DurationVar(&s.TokenMaxLifetime, "token-max-lifetime", 24*time.Hour, "login: longest a token may live (exp - iat); an exp further ahead is refused (0: the default)")
-	fs.DurationVar(&s.TokenClockSkew, "token-clock-skew", 30*time.Second, "login: how far a token's iat/nbf may be ahead of this clock (never extends exp; 0: the default, negative: none)")
+	fs.StringVar(&s.Secret, "secret", "", "HMAC secret that signs login tokens (HS256 JWT), which comets verify; at least 32 bytes, not a placeholder")
+	fs.StringVar(&s.TokenIssuer, "token-issuer", "", "comet: when set, a login token's \"iss\" must be this")
+	fs.StringVar(&s.TokenAudience, "token-audience", "", "comet: when set, a login token's \"aud\" must include this")
+	fs.DurationVar(&s.TokenMaxLifetime, "token-max-lifetime", 24*time.Hour, "comet: longest a login token may live (exp - iat); an exp further ahead is refused (0: the default)")
+	fs.DurationVar(&s.TokenClockSkew, "token-clock-skew", 30*time.Second, "comet: how far a login token's iat/nbf may be ahead of this clock (never extends exp; 0: the default, negative: none)")
 	fs.StringVar(&s.APIToken, "api-token", "", "bearer token the api gateway requires")
 	fs.StringVar(&s.CometID, "comet-id", "", "this comet's stable id (its delivery topic is deliver.<id>)")
 	fs.StringVar(&s.CometAddr, "comet-addr", "127.0.0.1:8080", "comet WebSocket listen address")
@@ -120,6 +123,7 @@ func (s *Settings) Register(fs *flag.FlagSet) {
 	fs.DurationVar(&s.SessionTTL, "session-ttl", 30*time.Second, "a session without heartbeat for this long expires")
 	fs.IntVar(&s.NotifyLimit, "notify-limit", 200, "rooms with more online users get no per-user presence frames, typing indicators or read receipts")
 	fs.BoolVar(&s.RoomReadReceipts, "room-read-receipts", false, "history: tell a room's members (within --notify-limit) when one of them reads further")
+	fs.DurationVar(&s.PresenceWindow, "presence-window", time.Second, "presence: at most one PresenceChange per (room, user) per window, the last state winning (negative: every change)")
 	fs.IntVar(&s.LoginConvLimit, "login-conversations", 1000, "presence: most conversations a LoginResult lists (rooms, then the most recent 1:1); clients page through the rest")
 	fs.IntVar(&s.MaxBodyBytes, "max-body", 16<<10, "largest message body accepted, bytes")
 	fs.DurationVar(&s.EditWindow, "edit-window", 24*time.Hour, "routing: how long after a message its sender may edit it (at most 24h)")
@@ -128,6 +132,8 @@ func (s *Settings) Register(fs *flag.FlagSet) {
 	fs.IntVar(&s.SendQueue, "send-queue", 256, "comet: frames queued per connection before it is dropped as a slow consumer")
 	fs.Float64Var(&s.RequestRate, "request-rate", 20, "comet: frames a connection may send a second (negative: no limit); more get RATE_LIMITED")
 	fs.IntVar(&s.MaxConnsPerUser, "max-conns-per-user", 100, "comet: connections one user may have on a comet (negative: no limit); a login past it gets RATE_LIMITED and is closed")
+	fs.Int64Var(&s.MaxQueuedBytes, "max-queued-bytes", 512<<20, "comet: bytes queued to all its connections together (a room's frame counts once per member); past it the largest queues are closed as slow consumers (negative: no limit)")
+	fs.IntVar(&s.MaxConnsPerAddr, "max-conns-per-address", 1000, "comet: connections from one client address (IPv6: one /64) on a comet, loopback exempt (negative: no limit, e.g. behind a proxy); more are refused with HTTP 429")
 	fs.IntVar(&s.RequestBurst, "request-burst", 50, "comet: frames a connection may send at once within its --request-rate")
 	fs.DurationVar(&s.RequestTimeout, "request-timeout", 5*time.Second, "comet: a request the pipeline has not answered by then is answered UNAVAILABLE by the comet")
 	fs.IntVar(&s.FrameBudget, "frame-budget", 25000, "comet: frames a second a busy room may cost; a room of N local members flushes at most budget/N times a second")
@@ -256,9 +262,10 @@ func (s *Settings) Infra() wiring.Config {
 	}
 }
 
-// TokenPolicy returns the login worker's token checks.
-func (s *Settings) TokenPolicy() login.TokenPolicy {
-	return login.TokenPolicy{Issuer: s.TokenIssuer, Audience: s.TokenAudience, MaxLifetime: s.TokenMaxLifetime, ClockSkew: s.TokenClockSkew}
+// TokenPolicy returns the token checks of the comet, which verifies
+// login tokens.
+func (s *Settings) TokenPolicy() auth.Policy {
+	return auth.Policy{Issuer: s.TokenIssuer, Audience: s.TokenAudience, MaxLifetime: s.TokenMaxLifetime, ClockSkew: s.TokenClockSkew}
 }
 
 // Discovery returns the etcd client configuration.

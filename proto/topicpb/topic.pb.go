@@ -156,17 +156,22 @@ func (x *Session) GetConn() string {
 	return ""
 }
 
-// LoginRequest is a client's Login, forwarded by its comet.
+// LoginRequest is a client's Login whose token the comet has verified
+// (signature, expiry, issuer, audience, lifetime): it carries the token's
+// claims, never the token, so no bearer token is readable from the topic.
 // Topic: login.requests, key: comet/conn.
 type LoginRequest struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	Session        *Session               `protobuf:"bytes,1,opt,name=session,proto3" json:"session,omitempty"`
 	RequestId      uint64                 `protobuf:"varint,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
-	Token          string                 `protobuf:"bytes,3,opt,name=token,proto3" json:"token,omitempty"`
 	Device         string                 `protobuf:"bytes,4,opt,name=device,proto3" json:"device,omitempty"`
 	ReceivedUnixMs int64                  `protobuf:"varint,5,opt,name=received_unix_ms,json=receivedUnixMs,proto3" json:"received_unix_ms,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// user is the verified token's subject (its "sub").
+	User string `protobuf:"bytes,6,opt,name=user,proto3" json:"user,omitempty"`
+	// token_expires_unix_ms is the verified token's "exp".
+	TokenExpiresUnixMs int64 `protobuf:"varint,7,opt,name=token_expires_unix_ms,json=tokenExpiresUnixMs,proto3" json:"token_expires_unix_ms,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *LoginRequest) Reset() {
@@ -213,13 +218,6 @@ func (x *LoginRequest) GetRequestId() uint64 {
 	return 0
 }
 
-func (x *LoginRequest) GetToken() string {
-	if x != nil {
-		return x.Token
-	}
-	return ""
-}
-
 func (x *LoginRequest) GetDevice() string {
 	if x != nil {
 		return x.Device
@@ -230,6 +228,20 @@ func (x *LoginRequest) GetDevice() string {
 func (x *LoginRequest) GetReceivedUnixMs() int64 {
 	if x != nil {
 		return x.ReceivedUnixMs
+	}
+	return 0
+}
+
+func (x *LoginRequest) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *LoginRequest) GetTokenExpiresUnixMs() int64 {
+	if x != nil {
+		return x.TokenExpiresUnixMs
 	}
 	return 0
 }
@@ -1049,14 +1061,15 @@ const file_topic_proto_rawDesc = "" +
 	"\vtopic.proto\x12\x0flaneim.topic.v1\x1a\fclient.proto\"3\n" +
 	"\aSession\x12\x14\n" +
 	"\x05comet\x18\x01 \x01(\tR\x05comet\x12\x12\n" +
-	"\x04conn\x18\x02 \x01(\tR\x04conn\"\xb9\x01\n" +
+	"\x04conn\x18\x02 \x01(\tR\x04conn\"\xf7\x01\n" +
 	"\fLoginRequest\x122\n" +
 	"\asession\x18\x01 \x01(\v2\x18.laneim.topic.v1.SessionR\asession\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x02 \x01(\x04R\trequestId\x12\x14\n" +
-	"\x05token\x18\x03 \x01(\tR\x05token\x12\x16\n" +
+	"request_id\x18\x02 \x01(\x04R\trequestId\x12\x16\n" +
 	"\x06device\x18\x04 \x01(\tR\x06device\x12(\n" +
-	"\x10received_unix_ms\x18\x05 \x01(\x03R\x0ereceivedUnixMs\"\xcb\x03\n" +
+	"\x10received_unix_ms\x18\x05 \x01(\x03R\x0ereceivedUnixMs\x12\x12\n" +
+	"\x04user\x18\x06 \x01(\tR\x04user\x121\n" +
+	"\x15token_expires_unix_ms\x18\a \x01(\x03R\x12tokenExpiresUnixMsJ\x04\b\x03\x10\x04R\x05token\"\xcb\x03\n" +
 	"\fSessionEvent\x126\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\".laneim.topic.v1.SessionEvent.KindR\x04kind\x122\n" +
 	"\asession\x18\x02 \x01(\v2\x18.laneim.topic.v1.SessionR\asession\x12\x12\n" +

@@ -1,7 +1,12 @@
-// Package login is the pipeline's login worker: it verifies the token a
-// client sent to its comet and the user in the directory, then announces
-// the session on session.events (presence answers the client once the
-// session is routable) or refuses the login on the comet's delivery topic.
+// Package login is the pipeline's login worker: it checks the user of a
+// login in the directory, then announces the session on session.events
+// (presence answers the client once the session is routable) or refuses
+// the login on the comet's delivery topic.
+//
+// The comet has verified the client's token (package wiring/auth) and
+// forwards only its claims: the worker trusts them, as it trusts whoever
+// may write to login.requests (docs/security.md, "Topic write access is a
+// trust boundary"), and no bearer token crosses the topic.
 package login
 
 import (
@@ -23,24 +28,6 @@ import (
 // Name is the handler's name; its consumer group is laneim.login.
 const Name = "login"
 
-// Config configures the login worker.
-type Config struct {
-	// Secret is the HMAC key that signs login tokens. Required, and
-	// refused when CheckSecret refuses it (too short, a placeholder).
-	Secret []byte
-	// Token is what a token must satisfy beyond its signature (issuer,
-	// audience, lifetime, clock skew); the zero value is the default.
-	Token TokenPolicy
-}
-
-// Validate reports a configuration that cannot work or is unsafe.
-func (c Config) Validate() error {
-	if err := CheckSecret(c.Secret); err != nil {
-		return err
-	}
-	return c.Token.Validate()
-}
-
 // Users looks users up in the directory; *directory.Store implements it.
 // It must be safe for concurrent use.
 type Users interface {
@@ -49,24 +36,19 @@ type Users interface {
 
 // Handler handles login requests. It is safe for concurrent use.
 type Handler struct {
-	cfg    Config
 	users  Users
 	pub    message.Publisher
 	logger *slog.Logger
 	now    func() time.Time
 }
 
-// New returns a login Handler; it refuses a Config that does not
-// Validate. A nil logger discards.
-func New(cfg Config, users Users, pub message.Publisher, logger *slog.Logger) (*Handler, error) {
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
+// New returns a login Handler. A nil logger discards.
+func New(users Users, pub message.Publisher, logger *slog.Logger) (*Handler, error) {
 	if users == nil || pub == nil {
 		return nil, errors.New("login: a user directory and a publisher are required")
 	}
 	logger = pipeline.Logger(logger)
-	return &Handler{cfg: cfg, users: users, pub: pub, logger: logger, now: time.Now}, nil
+	return &Handler{users: users, pub: pub, logger: logger, now: time.Now}, nil
 }
 
 // Pipeline returns the pipeline handler consuming topics.LoginRequests with Handle.
@@ -96,26 +78,27 @@ func (h *Handler) handle(ctx context.Context, req *topicpb.LoginRequest, msg *me
 	return nil
 }
 
-// Handle processes one LoginRequest. A login accepted is announced as an
-// OPENED SessionEvent; a login refused (bad or expired token, a subject
-// that is no valid user id, unknown or disabled user) is answered with an Error frame on the comet's delivery
-// topic. Either way Handle returns nil once the broker has the message, and
-// the request is acked. A directory or broker failure is returned plainly,
-// to be retried.
+// Handle processes one LoginRequest, whose claims the comet verified. A
+// login accepted is announced as an OPENED SessionEvent; a login refused
+// (a token expired since the comet verified it, a subject that is no
+// valid user id, an unknown or disabled user) is answered with an Error
+// frame on the comet's delivery topic. Either way Handle returns nil once
+// the broker has the message, and the request is acked. A directory or
+// broker failure is returned plainly, to be retried.
 func (h *Handler) Handle(ctx context.Context, req *topicpb.LoginRequest, _ *message.Message) error {
 	sess := req.GetSession()
-	user, err := VerifyTokenPolicy(h.cfg.Secret, req.GetToken(), h.now(), h.cfg.Token)
-	if err != nil {
-		h.logger.Debug("login refused", "session", topics.SessionKey(sess), "expired", errors.Is(err, ErrTokenExpired), "err", err)
-		text := "invalid token"
-		if errors.Is(err, ErrTokenExpired) {
-			text = "token expired"
-		}
-		return h.refuse(req, clientpb.Error_BAD_TOKEN, text)
+	user := req.GetUser()
+	if exp := req.GetTokenExpiresUnixMs(); exp == 0 {
+		// Comets always set it: this request did not come from one.
+		h.logger.Debug("login refused: no token expiry", "session", topics.SessionKey(sess))
+		return h.refuse(req, clientpb.Error_BAD_TOKEN, "invalid token")
+	} else if h.now().UnixMilli() > exp {
+		h.logger.Debug("login refused: token expired", "session", topics.SessionKey(sess))
+		return h.refuse(req, clientpb.Error_BAD_TOKEN, "token expired")
 	}
 	if err := topics.CheckID("user", user); err != nil {
-		// The token is well signed, but its subject can name no user
-		// (topics.ValidID): refused before it reaches the directory.
+		// The comet refuses such a subject; this holds for any writer
+		// of the topic (topics.ValidID).
 		h.logger.Debug("login refused", "session", topics.SessionKey(sess), "err", err)
 		return h.refuse(req, clientpb.Error_BAD_TOKEN, "token subject is not a valid user id")
 	}

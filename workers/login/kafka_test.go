@@ -3,7 +3,6 @@ package login_test
 import (
 	"log/slog"
 	"testing"
-	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
@@ -21,14 +20,14 @@ import (
 func TestOverKafka(t *testing.T) {
 	t.Parallel()
 	k := testinfra.KafkaPipeline(t, topics.Delivery("c1"))
-	h, err := login.New(login.Config{Secret: secret}, fakeUsers{"alice": {ID: "alice"}}, k.Pub, slog.New(slog.DiscardHandler))
+	h, err := login.New(fakeUsers{"alice": {ID: "alice"}}, k.Pub, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
 	k.Run(h.Pipeline())
 
-	for i, tok := range []string{mint(t, secret, "alice", time.Hour), "forged"} {
-		req := &topicpb.LoginRequest{Session: &topicpb.Session{Comet: "c1", Conn: "x." + string(rune('1'+i))}, RequestId: uint64(i + 1), Token: tok, Device: "web"}
+	for i, user := range []string{"alice", "acme:alice"} {
+		req := &topicpb.LoginRequest{Session: &topicpb.Session{Comet: "c1", Conn: "x." + string(rune('1'+i))}, RequestId: uint64(i + 1), User: user, TokenExpiresUnixMs: inAnHour(), Device: "web"}
 		out, err := topics.LoginRequests.Encode(req)
 		if err != nil {
 			t.Fatal(err)

@@ -12,11 +12,11 @@ import (
 
 var _ Users = (*directory.Store)(nil)
 
-// Module runs the login worker. It needs a Config, a *directory.Store, a
+// Module runs the login worker. It needs a *directory.Store, a
 // message.Publisher and a *slog.Logger in the graph.
 var Module = fx.Module(Name,
-	pipeline.Provide(func(cfg Config, store *directory.Store, pub message.Publisher, logger *slog.Logger) (pipeline.Handler, error) {
-		h, err := New(cfg, store, pub, logger.With("worker", Name))
+	pipeline.Provide(func(store *directory.Store, pub message.Publisher, logger *slog.Logger) (pipeline.Handler, error) {
+		h, err := New(store, pub, logger.With("worker", Name))
 		if err != nil {
 			return pipeline.Handler{}, err
 		}

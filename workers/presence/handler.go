@@ -48,6 +48,10 @@ type Config struct {
 	// the client pages through the rest. However many, a LoginResult
 	// never carries more than directory.MaxConversationBytes of them.
 	LoginConversations int
+	// PresenceWindow coalesces presence changes (1s): a room's members get
+	// at most one PresenceChange per (room, user) per window, the last
+	// state winning (coalesce.go). Negative: every change is sent.
+	PresenceWindow time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -66,6 +70,9 @@ func (c *Config) setDefaults() {
 	if c.LoginConversations <= 0 {
 		c.LoginConversations = 1000
 	}
+	if c.PresenceWindow == 0 {
+		c.PresenceWindow = time.Second
+	}
 }
 
 // Store is what presence reads and writes in the directory.
@@ -78,6 +85,7 @@ type Store interface {
 	ExpiredSessions(ctx context.Context, now time.Time, limit int) ([]directory.SessionRef, error)
 	RoomComets(ctx context.Context, room string) ([]string, error)
 	RoomUsers(ctx context.Context, room string) ([]string, error)
+	RoomOnline(ctx context.Context, room string) (users, conns int, err error)
 	Room(ctx context.Context, id string) (directory.Room, bool, error)
 	User(ctx context.Context, id string) (directory.User, bool, error)
 	IsMember(ctx context.Context, room, user string) (bool, error)
@@ -95,6 +103,7 @@ type Handler struct {
 	store  Store
 	pub    message.Publisher
 	logger *slog.Logger
+	co     *coalescer
 
 	stop chan struct{}
 	done sync.WaitGroup
@@ -127,7 +136,9 @@ func New(cfg Config, store Store, pub message.Publisher, logger *slog.Logger) (*
 		return nil, errors.New("presence: a store and a publisher are required")
 	}
 	logger = pipeline.Logger(logger)
-	return &Handler{cfg: cfg, store: store, pub: pub, logger: logger}, nil
+	h := &Handler{cfg: cfg, store: store, pub: pub, logger: logger}
+	h.co = newCoalescer(cfg.PresenceWindow, h.notifyLate)
+	return h, nil
 }
 
 // Pipeline returns the pipeline handler consuming topics.SessionEvents with Handle.
@@ -417,17 +428,42 @@ func (h *Handler) presenceFrames(online int) bool {
 }
 
 // notify tells a room's comets that user appeared or disappeared, if the
-// room is small enough for per-user presence.
+// room is small enough for per-user presence: at once, or at the end of
+// the (room, user)'s presence window (coalesce.go).
 func (h *Handler) notify(ctx context.Context, user string, online bool, rc directory.RoomCount) error {
 	if !rc.UserChanged || !h.presenceFrames(rc.OnlineUsers) {
 		return nil
 	}
-	comets, err := h.store.RoomComets(ctx, rc.Room)
+	if !h.co.now(rc.Room, user, online, time.Now()) {
+		return nil
+	}
+	return h.presence(ctx, rc.Room, user, online, rc.OnlineUsers)
+}
+
+// notifyLate sends a change kept to the end of its window, with the
+// room's online count as it is then. It runs on the coalescer's timer: a
+// failure is logged, and the members see the next change.
+func (h *Handler) notifyLate(ctx context.Context, room, user string, online bool) {
+	users, _, err := h.store.RoomOnline(ctx, room)
+	if err == nil && users > h.cfg.NotifyLimit {
+		return
+	}
+	if err == nil {
+		err = h.presence(ctx, room, user, online, users)
+	}
+	if err != nil {
+		h.logger.Warn("presence change at the end of its window", "room", room, "user", user, "err", err)
+	}
+}
+
+// presence publishes a PresenceChange to the comets of room.
+func (h *Handler) presence(ctx context.Context, room, user string, online bool, onlineUsers int) error {
+	comets, err := h.store.RoomComets(ctx, room)
 	if err != nil {
 		return err
 	}
-	d := &topicpb.Delivery{Room: rc.Room, Frame: &clientpb.ServerFrame{Body: &clientpb.ServerFrame_Presence{Presence: &clientpb.PresenceChange{
-		Room: rc.Room, User: user, Online: online, OnlineCount: uint32(rc.OnlineUsers),
+	d := &topicpb.Delivery{Room: room, Frame: &clientpb.ServerFrame{Body: &clientpb.ServerFrame_Presence{Presence: &clientpb.PresenceChange{
+		Room: room, User: user, Online: online, OnlineCount: uint32(onlineUsers),
 	}}}}
 	for _, c := range comets {
 		out, err := topics.Deliveries.Encode(d)
@@ -481,6 +517,7 @@ func (h *Handler) Start() {
 				ctx, cancel := context.WithTimeout(context.Background(), h.cfg.SweepInterval*10)
 				n, err := h.Sweep(ctx, now)
 				cancel()
+				h.co.prune(now)
 				if err != nil {
 					h.logger.Warn("sweep expired sessions", "err", err)
 				} else if n > 0 {
@@ -491,10 +528,12 @@ func (h *Handler) Start() {
 	}()
 }
 
-// Stop ends the sweeper and waits for it.
+// Stop ends the sweeper and waits for it, and drops the presence changes
+// waiting for the end of their window.
 func (h *Handler) Stop() {
 	if h.stop != nil {
 		close(h.stop)
 		h.done.Wait()
 	}
+	h.co.stop()
 }

@@ -21,8 +21,13 @@ import (
 	"github.com/laneim/laneim/workers/presence"
 )
 
+// fixture returns a presence handler on the demo directory. Presence
+// changes are not coalesced unless cfg asks (TestPresenceFlappingIsCoalesced).
 func fixture(t *testing.T, cfg presence.Config) (*presence.Handler, *directory.Store, *testinfra.Recorder) {
 	t.Helper()
+	if cfg.PresenceWindow == 0 {
+		cfg.PresenceWindow = -1
+	}
 	store := testinfra.DemoDirectory(t)
 	rec := &testinfra.Recorder{}
 	return testinfra.Must(presence.New(cfg, store, rec, slog.New(slog.DiscardHandler)))(t), store, rec
@@ -565,5 +570,60 @@ func TestBannedUserIsRefused(t *testing.T) {
 	}
 	if users, conns, _ := store.RoomOnline(ctx, "lobby"); users != 1 || conns != 1 {
 		t.Fatalf("lobby has %d users, %d connections; want alice's one", users, conns)
+	}
+}
+
+// TestPresenceFlappingIsCoalesced: alice joins and leaves the lobby 50
+// times while bob sits there; bob's comet gets a bounded number of
+// PresenceChange frames about alice (at most one per window, plus the
+// first), the last one saying she is gone with the right count, and
+// nothing more once the window has passed.
+func TestPresenceFlappingIsCoalesced(t *testing.T) {
+	const window = 200 * time.Millisecond
+	h, _, rec := fixture(t, presence.Config{PresenceWindow: window})
+	defer h.Stop()
+	event(t, h, &topicpb.SessionEvent{Kind: topicpb.SessionEvent_OPENED, Session: sess("c2", "b1"), User: "bob"})
+	event(t, h, &topicpb.SessionEvent{Kind: topicpb.SessionEvent_JOINED, Session: sess("c2", "b1"), User: "bob", Room: "lobby", RequestId: 1})
+	event(t, h, &topicpb.SessionEvent{Kind: topicpb.SessionEvent_OPENED, Session: sess("c1", "a1"), User: "alice"})
+	rec.Take()
+	start := time.Now()
+	for i := range 50 {
+		event(t, h, &topicpb.SessionEvent{Kind: topicpb.SessionEvent_JOINED, Session: sess("c1", "a1"), User: "alice", Room: "lobby", RequestId: uint64(2 + 2*i)})
+		event(t, h, &topicpb.SessionEvent{Kind: topicpb.SessionEvent_LEFT, Session: sess("c1", "a1"), User: "alice", Room: "lobby", RequestId: uint64(3 + 2*i)})
+	}
+	flapped := time.Since(start)
+	time.Sleep(3 * window) // the last window ends, its change goes out
+	var changes []*clientpb.PresenceChange
+	for _, d := range deliveries(t, rec)[topics.Delivery("c2")] {
+		if p := d.GetFrame().GetPresence(); p != nil {
+			if p.GetUser() != "alice" || d.GetRoom() != "lobby" {
+				t.Fatalf("presence %v", p)
+			}
+			changes = append(changes, p)
+		}
+	}
+	// One at once, then at most one per window.
+	bound := 2 + int(flapped/window)
+	if len(changes) == 0 || len(changes) > bound {
+		t.Fatalf("bob's comet got %d presence changes in %v of flapping, want 1 to %d", len(changes), flapped, bound)
+	}
+	if last := changes[len(changes)-1]; last.GetOnline() || last.GetOnlineCount() != 1 {
+		t.Fatalf("last presence change %v, want alice offline, 1 online (bob)", last)
+	}
+	// Quiet: nothing more comes.
+	time.Sleep(2 * window)
+	if more := deliveries(t, rec); len(more) != 0 {
+		t.Fatalf("after the window: %v", more)
+	}
+	// A change after a quiet window goes out at once.
+	event(t, h, &topicpb.SessionEvent{Kind: topicpb.SessionEvent_JOINED, Session: sess("c1", "a1"), User: "alice", Room: "lobby", RequestId: 200})
+	var now []*clientpb.PresenceChange
+	for _, d := range deliveries(t, rec)[topics.Delivery("c2")] {
+		if p := d.GetFrame().GetPresence(); p != nil {
+			now = append(now, p)
+		}
+	}
+	if len(now) != 1 || !now[0].GetOnline() || now[0].GetOnlineCount() != 2 {
+		t.Fatalf("join after a quiet window: %v, want one change, alice online, 2 online", now)
 	}
 }

@@ -1,4 +1,4 @@
-package login_test
+package auth_test
 
 import (
 	"encoding/base64"
@@ -12,21 +12,21 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
-	"github.com/laneim/laneim/workers/login"
+	"github.com/laneim/laneim/wiring/auth"
 )
 
 // fuzzNow is a fixed "now" so that the seed corpus means the same on
 // every run.
 var fuzzNow = time.Unix(1_800_000_000, 0)
 
-var fuzzPolicy = login.TokenPolicy{Issuer: "auth", Audience: "laneim"}
+var fuzzPolicy = auth.Policy{Issuer: "auth", Audience: "laneim"}
 
 // FuzzVerifyToken feeds arbitrary token strings to the verifier: it must
 // never panic, every refusal wraps exactly one of the two token errors,
 // never repeats the token, and whatever it accepts is an HS256 token
 // signed with the secret whose claims satisfy the policy.
 func FuzzVerifyToken(f *testing.F) {
-	good, _ := login.MintTokenFor(secret, "alice", time.Hour, "auth", "laneim")
+	good, _ := auth.MintTokenFor(secret, "alice", time.Hour, "auth", "laneim")
 	f.Add(good)
 	f.Add("")
 	f.Add("a.b.c")
@@ -39,12 +39,12 @@ func FuzzVerifyToken(f *testing.F) {
 	f.Add(rawToken(`{"alg":"HS512"}`, `{"sub":"alice","exp":1800000060,"iss":"auth","aud":"laneim"}`))
 	f.Add(strings.Repeat("A", 4096) + "." + strings.Repeat("B", 4096) + ".")
 	f.Fuzz(func(t *testing.T, token string) {
-		user, err := login.VerifyTokenPolicy(secret, token, fuzzNow, fuzzPolicy)
+		user, err := verifyUser(secret, token, fuzzNow, fuzzPolicy)
 		if err != nil {
 			if user != "" {
 				t.Fatalf("refused with user %q", user)
 			}
-			if errors.Is(err, login.ErrTokenExpired) == errors.Is(err, login.ErrTokenInvalid) {
+			if errors.Is(err, auth.ErrTokenExpired) == errors.Is(err, auth.ErrTokenInvalid) {
 				t.Fatalf("err %v is both or neither expired and invalid", err)
 			}
 			if len(token) > 8 && strings.Contains(err.Error(), token) {
@@ -91,9 +91,9 @@ func FuzzTokenClaims(f *testing.F) {
 			return // NaN or Inf: not JSON
 		}
 		token := sign(t, `{"alg":"HS256","typ":"JWT"}`, string(payload))
-		user, err := login.VerifyTokenPolicy(secret, token, fuzzNow, fuzzPolicy)
+		user, err := verifyUser(secret, token, fuzzNow, fuzzPolicy)
 		if err != nil {
-			if errors.Is(err, login.ErrTokenExpired) == errors.Is(err, login.ErrTokenInvalid) {
+			if errors.Is(err, auth.ErrTokenExpired) == errors.Is(err, auth.ErrTokenInvalid) {
 				t.Fatalf("err %v is both or neither expired and invalid", err)
 			}
 			return
@@ -117,8 +117,8 @@ func checkAccepted(t *testing.T, token, user string) {
 		t.Fatalf("accepted %q as %q with claims %+v", token, user, claims)
 	}
 	exp := claims.ExpiresAt.Time
-	max := login.DefaultMaxTokenLifetime
-	skew := login.DefaultClockSkew
+	max := auth.DefaultMaxTokenLifetime
+	skew := auth.DefaultClockSkew
 	if !exp.After(fuzzNow) && !exp.Equal(fuzzNow) {
 		t.Fatalf("accepted a token expired at %v", exp)
 	}
