@@ -226,7 +226,11 @@ export declare class Client {
     waitOpen(timeoutMs?: number): Promise<void>;
     /** ping measures the round trip in milliseconds. */
     ping(): Promise<number>;
-    /** join subscribes to a room; the client rejoins it after every reconnect. */
+    /**
+     * join subscribes to a room; the client rejoins it after every reconnect
+     * (and catches up what it missed meanwhile). Messages before the join
+     * are not replayed: ask history() for them.
+     */
     join(room: string): Promise<Joined>;
     /** leave unsubscribes from a room. */
     leave(room: string): Promise<void>;

@@ -539,13 +539,20 @@ export class Client {
         await this.request({ ping: { clientTimeUnixMs: String(t) } });
         return Date.now() - t;
     }
-    /** join subscribes to a room; the client rejoins it after every reconnect. */
+    /**
+     * join subscribes to a room; the client rejoins it after every reconnect
+     * (and catches up what it missed meanwhile). Messages before the join
+     * are not replayed: ask history() for them.
+     */
     async join(room) {
         const f = await this.request({ join: { room } });
-        this.rooms.add(room);
         const j = toJoined(f.joined);
-        if (!this.seen.known(j.conversation))
+        // A room joined (not rejoined after a reconnect) starts at its
+        // present: what came before is for history(), not a gap to sync.
+        if (!this.rooms.has(room))
             this.seen.mark(j.conversation, j.latestSeq);
+        this.rooms.add(room);
+        this.emit("joined", j);
         return j;
     }
     /** leave unsubscribes from a room. */
