@@ -51,6 +51,37 @@ test("a bad token fails connect; requests time out; ping answers", async () => {
   assert.ok((await carol.ping()) >= 0);
 });
 
+test("pings on its interval and stays open", async () => {
+  const sent = [];
+  class Recording extends globalThis.WebSocket {
+    send(data) {
+      sent.push(JSON.parse(data));
+      super.send(data);
+    }
+  }
+  const c = track(await connect("carol", { WebSocket: Recording, pingIntervalMs: 150 }));
+  await until(() => sent.filter((f) => f.ping).length >= 4, "four pings");
+  assert.equal(c.state, "open");
+  assert.ok(sent.every((f) => f.requestId && /^\d+$/.test(f.requestId)), "every frame has a request id");
+});
+
+test("a connection whose pongs stop coming is dropped and made again", async () => {
+  let deaf = true;
+  class Deaf extends globalThis.WebSocket {
+    send(data) {
+      if (deaf && JSON.parse(data).ping) return; // as if the network ate it
+      super.send(data);
+    }
+  }
+  const states = [];
+  const c = track(await connect("dave", { WebSocket: Deaf, pingIntervalMs: 100, requestTimeoutMs: 300, minBackoffMs: 50, maxBackoffMs: 200 }));
+  c.on("state", (s) => states.push(s.reason ? `${s.state} ${s.reason}` : s.state));
+  await until(() => states.some((s) => s.includes("no pong")), "the silent connection dropped");
+  deaf = false;
+  await until(() => c.state === "open" && states.at(-1) === "open", "a new connection");
+  assert.ok((await c.ping()) >= 0);
+});
+
 test("history pages back through a conversation", async () => {
   const dave = track(await connect("dave", { url: env.wsOther }));
   const texts = [];
