@@ -511,7 +511,10 @@ export class Client {
     const queue = toSync.slice();
     await Promise.all(
       Array.from({ length: Math.min(8, queue.length) }, async () => {
-        for (let next = queue.shift(); next; next = queue.shift()) count += await this.catchUp(next[0], next[1]);
+        for (let next = queue.shift(); next; next = queue.shift()) {
+          const n = await this.catchUp(next[0], next[1]);
+          count += n; // not count += await …: that would add to a stale count
+        }
       }),
     );
     this.emit("catchup", { reconnect, messages: count, conversations: toSync.map(([c]) => c) });
