@@ -79,8 +79,6 @@ test("two pages chat in a room and 1:1, with per-room online lists, history and 
   if ((await dave.locator("#members").getAttribute("data-complete")) === "true") {
     await dave.locator("#members li", { hasText: "carol" }).first().waitFor();
   }
-  // Presence of another room does not leak into the lobby's list: alice
-  // and bob join dev (carol is no member).
   const alice = clients[clients.push(await connect("alice")) - 1];
   await alice.join("dev");
 
@@ -92,7 +90,6 @@ test("two pages chat in a room and 1:1, with per-room online lists, history and 
   await dave.fill("input[name=text]", reply);
   await dave.click("#send button");
   await logLine(carol, "dave: " + reply).waitFor();
-  assert.equal(await carol.locator("#members li", { hasText: "alice" }).count(), 0, "alice (in dev) listed in the lobby");
 
   // 1:1: dave starts a conversation with carol; carol gets an unread marker.
   await dave.fill("#newdm input[name=user]", "carol");
@@ -126,6 +123,16 @@ test("two pages chat in a room and 1:1, with per-room online lists, history and 
     await bob.evaluate(() => { const l = document.querySelector("#log"); l.scrollTop = 0; l.dispatchEvent(new Event("scroll")); });
     return (await first.count()) === 1;
   }, "older messages on scroll");
+
+  // Online lists are per room: alice comes online in dev (she leaves and
+  // joins again) and is listed there, not in the lobby she is not in.
+  await alice.leave("dev");
+  await alice.join("dev");
+  await bob.locator("#members li", { hasText: "alice" }).first().waitFor();
+  await bob.locator('#rooms li[data-conv="room:lobby"] button').click();
+  await bob.waitForFunction(() => document.querySelector("#room").textContent === "lobby");
+  await bob.locator("#members li", { hasText: "bob (you)" }).waitFor();
+  assert.equal(await bob.locator("#members li", { hasText: "alice" }).count(), 0, "alice (online in dev only) listed in the lobby");
 
   for (const p of [carol, dave, erin, bob]) {
     assert.deepEqual(p.problems, [], "page errors or failed requests");
