@@ -13,7 +13,10 @@ before(async () => {
   browser = await chromium.launch({
     executablePath: env.chromium,
     args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+      "--disable-background-networking", "--disable-component-update", "--disable-sync",
+      // Pages open http://laneim.test:PORT/: plain http on a name that is
+      // not localhost is no secure context (no crypto.randomUUID, say).
+      "--host-resolver-rules=MAP laneim.test 127.0.0.1"],
   });
 });
 after(async () => {
@@ -32,10 +35,14 @@ async function newPage(viewport) {
   return page;
 }
 
+// pageURL is the comet's page under a name that is not localhost.
+const pageURL = env.url.replace("127.0.0.1", "laneim.test");
+
 // login opens the web page as user; it opens the lobby by itself.
 async function login(user, viewport) {
   const page = await newPage(viewport);
-  await page.goto(env.url);
+  await page.goto(pageURL);
+  assert.equal(await page.evaluate(() => window.isSecureContext), false, "the page should be tested outside a secure context");
   await page.fill("input[name=token]", await token(user));
   await page.click("#login button");
   await page.waitForFunction((u) => document.querySelector("#status").textContent === "logged in as " + u, user);
