@@ -23,9 +23,10 @@ import (
 
 // TestSDK runs the TypeScript SDK's tests (gateways/comet/sdk/test, with
 // Node's test runner): the SDK in Node and in headless Chromium, and the
-// comet's web page built on it, against a cluster of two comets. The
+// comet's web page built on it, against a cluster of three comets. The
 // tests reach the second comet, which they stop and start again through a
-// control endpoint, and use the first to send while it is down.
+// control endpoint, and use the first to send while it is down; the third
+// serves https.
 // deploy/test.sh installs what it needs (npm ci there, Debian's chromium).
 func TestSDK(t *testing.T) {
 	t.Parallel()
@@ -59,6 +60,19 @@ func TestSDK(t *testing.T) {
 	comet2 := &restartable{t: t, opts: second.Options(slog.New(testWriter{t}.handler()), Comet)}
 	comet2.start()
 	t.Cleanup(comet2.stop)
+
+	// A third comet serves https (and wss) with a certificate for
+	// laneim.test, the name the browser tests open pages under.
+	ca := testinfra.NewCA(t, "sdk")
+	third := c.settings
+	third.CometID = "c3"
+	third.CometAddr = "127.0.0.1:" + strconv.Itoa(testinfra.FreePort(t))
+	third.AdminAddr = ""
+	third.History = ""
+	third.CometTLSCert, third.CometTLSKey = ca.Issue("comet3", "laneim.test", "127.0.0.1")
+	comet3 := &restartable{t: t, opts: third.Options(slog.New(testWriter{t}.handler()), Comet)}
+	comet3.start()
+	t.Cleanup(comet3.stop)
 
 	for _, p := range []string{"/favicon.ico", "/sdk/index.js", "/"} {
 		resp, err := http.Get("http://" + second.CometAddr + p)
@@ -107,6 +121,7 @@ func TestSDK(t *testing.T) {
 		"LANEIM_WS_OTHER="+c.ws,
 		"LANEIM_URL=http://"+second.CometAddr+"/",
 		"LANEIM_CONTROL="+control.URL,
+		"LANEIM_HTTPS_URL=https://"+third.CometAddr+"/",
 		"CHROMIUM="+chromium,
 		"SCREENSHOTS="+shots,
 	)

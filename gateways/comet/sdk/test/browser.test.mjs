@@ -25,7 +25,8 @@ after(async () => {
 });
 
 async function newPage(viewport) {
-  const ctx = await browser.newContext(viewport ? { viewport } : {});
+  // The https comet's certificate is from the test's own CA.
+  const ctx = await browser.newContext({ ignoreHTTPSErrors: true, ...(viewport ? { viewport } : {}) });
   const page = await ctx.newPage();
   page.setDefaultTimeout(timeout);
   const problems = [];
@@ -39,10 +40,10 @@ async function newPage(viewport) {
 const pageURL = env.url.replace("127.0.0.1", "laneim.test");
 
 // login opens the web page as user; it opens the lobby by itself.
-async function login(user, viewport) {
+async function login(user, viewport, url = pageURL) {
   const page = await newPage(viewport);
-  await page.goto(pageURL);
-  assert.equal(await page.evaluate(() => window.isSecureContext), false, "the page should be tested outside a secure context");
+  await page.goto(url);
+  if (url.startsWith("http:")) assert.equal(await page.evaluate(() => window.isSecureContext), false, "the page should be tested outside a secure context");
   await page.fill("input[name=token]", await token(user));
   await page.click("#login button");
   await page.waitForFunction((u) => document.querySelector("#status").textContent === "logged in as " + u, user);
@@ -173,6 +174,16 @@ test("a page reconnects after the comet restarts and shows what it missed", asyn
   await logLine(alice, "bob: " + live).waitFor();
   await alice.screenshot({ path: join(env.screenshots, "reconnected.png") });
   await alice.context().close();
+});
+
+test("the page works over https (wss)", async () => {
+  const page = await login("dave", undefined, env.httpsURL.replace("127.0.0.1", "laneim.test"));
+  const text = unique("over tls");
+  await page.fill("input[name=text]", text);
+  await page.press("input[name=text]", "Enter");
+  await logLine(page, "dave: " + text).waitFor();
+  assert.deepEqual(page.problems, []);
+  await page.context().close();
 });
 
 test("a phone-sized page has no horizontal overflow", async () => {

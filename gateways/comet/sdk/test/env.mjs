@@ -1,12 +1,14 @@
 // What the tests get from internal/app/sdk_test.go, which starts the
-// cluster: two comets (LANEIM_WS, which the tests may stop and start
-// through LANEIM_CONTROL, and LANEIM_WS_OTHER), tokens for any user.
+// cluster: comets (LANEIM_WS, which the tests may stop and start through
+// LANEIM_CONTROL; LANEIM_WS_OTHER; LANEIM_HTTPS_URL, one serving https with
+// a certificate for laneim.test), tokens for any user.
 import { Client } from "../dist/index.js";
 
 export const env = {
   ws: need("LANEIM_WS"),
   wsOther: need("LANEIM_WS_OTHER"),
   url: need("LANEIM_URL"),
+  httpsURL: need("LANEIM_HTTPS_URL"),
   control: need("LANEIM_CONTROL"),
   chromium: process.env.CHROMIUM || "/usr/bin/chromium",
   screenshots: process.env.SCREENSHOTS || "/tmp",
