@@ -31,9 +31,11 @@ if [ ${#packages[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $(printf '%s\n' "${packages[@]}" | sort -u) >/dev/null
 fi
 
-if [ ! -d testdata/browser/node_modules/playwright-core ]; then
-  echo "deploy/test.sh: npm install in testdata/browser" >&2
-  (cd testdata/browser && npm install --no-audit --no-fund --silent)
+if ! have node || ! have npm; then
+  echo "deploy/test.sh: NOTE: node/npm not found: TestSDK (the TypeScript SDK and the web page) will be SKIPPED; install Node.js >= 20" >&2
+elif [ ! -d gateways/comet/sdk/node_modules/typescript ] || [ ! -d gateways/comet/sdk/node_modules/playwright-core ]; then
+  echo "deploy/test.sh: npm ci in gateways/comet/sdk" >&2
+  (cd gateways/comet/sdk && npm ci --no-audit --no-fund --silent)
 fi
 
 export PATH="$PATH:/usr/sbin"
