@@ -3,7 +3,8 @@
 #
 # It installs, from Debian's packages, the servers the tests run against
 # (redis-server, mariadb-server, chromium) when they are missing, and the
-# browser test's npm package (playwright-core, into testdata/browser), then
+# TypeScript SDK's npm packages (typescript, playwright-core, into
+# gateways/comet/sdk) for its Node and Chromium tests, then
 # builds the container image and runs deploy/'s tests (the nested module of
 # the image tool and the Kubernetes manifests), then `go test -race ./...`.
 # The tests start their own servers on free loopback ports in temporary

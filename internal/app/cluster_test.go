@@ -423,7 +423,10 @@ func TestE2ESlowClientDisconnectedOthersKeepReceiving(t *testing.T) {
 		// alice keeps up.
 		for drained := false; !drained; {
 			select {
-			case f := <-fast.Frames():
+			case f, ok := <-fast.Frames():
+				if !ok {
+					t.Fatalf("fast member's connection ended after %d messages: %v", got, fast.Err())
+				}
 				for _, m := range f.GetMessages().GetMessages() {
 					if m.GetConversation() == conv {
 						got++
@@ -448,7 +451,13 @@ func TestE2ESlowClientDisconnectedOthersKeepReceiving(t *testing.T) {
 		return nil
 	}, "slow consumer not dropped")
 	// Once bob's client reads again it finds the connection gone.
-	for range slow.Frames() {
+	gone := time.After(30 * time.Second)
+	for open := true; open; {
+		select {
+		case _, open = <-slow.Frames():
+		case <-gone:
+			t.Fatal("the slow member's connection still open 30 s after the comet dropped it")
+		}
 	}
 	<-slow.Done()
 }
