@@ -136,10 +136,19 @@ func runRoles(ctx context.Context, s *app.Settings, roles ...app.Role) error {
 	}
 	logger.Info("laneim running", "roles", roles)
 	<-ctx.Done()
-	stopCtx, cancel2 := context.WithTimeout(context.Background(), 30*time.Second)
+	// Stopping is bounded: a part that waits on a dependency already gone
+	// (a broker that no longer answers, say) does not hold the process.
+	stopCtx, cancel2 := context.WithTimeout(context.Background(), stopWithin)
 	defer cancel2()
-	return a.Stop(stopCtx)
+	if err := a.Stop(stopCtx); err != nil {
+		logger.Warn("stopped without waiting for every part", "within", stopWithin, "err", err)
+	}
+	return nil
 }
+
+// stopWithin bounds a process's stop after SIGTERM: comets take up to
+// five seconds to close their connections' handshakes.
+const stopWithin = 10 * time.Second
 
 // interrupted returns err, or a shorter word when a signal caused it.
 func interrupted(ctx context.Context, err error) error {
