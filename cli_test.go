@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -192,4 +195,79 @@ func TestCommandLine(t *testing.T) {
 			t.Errorf("exited %s after start, SIGTERM came after 1s", r.took)
 		}
 	})
+}
+
+// TestStopWhenTheBrokerIsGone: a worker whose broker stopped answering
+// (SIGSTOP) still ends within stopWithin of SIGTERM, rather than waiting
+// on Kafka requests that will not be answered.
+func TestStopWhenTheBrokerIsGone(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and runs a broker and a worker")
+	}
+	bin := buildLaneim(t)
+	redis := testinfra.StartRedis(t)
+	kafka := "127.0.0.1:" + strconv.Itoa(testinfra.FreePort(t))
+	admin := "127.0.0.1:" + strconv.Itoa(testinfra.FreePort(t))
+	start := func(args ...string) *exec.Cmd {
+		cmd := exec.Command(bin, args...)
+		cmd.Dir = t.TempDir()
+		for _, kv := range os.Environ() {
+			if !strings.HasPrefix(kv, "LANEIM_") {
+				cmd.Env = append(cmd.Env, kv)
+			}
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return cmd
+	}
+	broker := start("broker", "--addr", kafka, "--data", t.TempDir())
+	t.Cleanup(func() {
+		_ = broker.Process.Signal(syscall.SIGCONT)
+		_ = broker.Process.Kill()
+		_ = broker.Wait()
+	})
+	testinfra.Eventually(t, 30*time.Second, func() error {
+		c, err := net.DialTimeout("tcp", kafka, 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+		}
+		return err
+	}, "broker not listening")
+	worker := start("worker", "routing", "--kafka", kafka, "--redis", redis.Addr, "--admin-addr", admin)
+	exited := make(chan error, 1)
+	go func() { exited <- worker.Wait() }()
+	t.Cleanup(func() {
+		_ = worker.Process.Kill()
+	})
+	testinfra.Eventually(t, 60*time.Second, func() error {
+		resp, err := http.Get("http://" + admin + "/readyz")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("readyz: %s", resp.Status)
+		}
+		return nil
+	}, "worker not ready")
+
+	if err := broker.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	sent := time.Now()
+	if err := worker.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-exited:
+		took := time.Since(sent)
+		t.Logf("stopped %s after SIGTERM", took)
+		if took > stopWithin+5*time.Second {
+			t.Errorf("the worker took %s to stop", took)
+		}
+	case <-time.After(stopWithin + 20*time.Second):
+		t.Fatalf("the worker still runs %s after SIGTERM", stopWithin+20*time.Second)
+	}
 }

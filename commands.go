@@ -84,7 +84,7 @@ func runDev(ctx context.Context, args []string) error {
 	d.PrintWelcome(os.Stdout)
 	<-ctx.Done()
 	fmt.Fprintln(os.Stderr, "\nlaneim dev: shutting down")
-	stopCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	stopCtx, cancel := context.WithTimeout(context.Background(), stopWithin)
 	defer cancel()
 	return d.Close(stopCtx)
 }
