@@ -105,9 +105,9 @@ func TestCommandLine(t *testing.T) {
 		}{
 			{[]string{"replay", "-h"}, 0, []string{"-topic", "-bodies", "-kafka"}, []string{"-redis", "-comet-addr", "-secret", "-mysql", "-admin-addr"}},
 			{[]string{"replay", "--help"}, 0, []string{"-topic"}, []string{"-redis"}},
-			{[]string{"comet", "-h"}, 0, []string{"-comet-id", "-kafka", "-etcd", "-session-ttl"}, []string{"-mysql", "-secret", "-api-token", "-history", "-redis"}},
+			{[]string{"comet", "-h"}, 0, []string{"-comet-id", "-kafka", "-etcd", "-session-ttl", "-secret", "-token-issuer"}, []string{"-mysql", "-api-token", "-history", "-redis"}},
 			{[]string{"api", "-h"}, 0, []string{"-api-token", "-redis", "-history", "-api-http-addr", "-api-mysql"}, []string{"-comet-id", "-secret"}},
-			{[]string{"worker", "-h"}, 0, []string{"-secret", "-mysql", "-history", "-redis", "persist, history, binlogsync"}, []string{"-comet-addr", "-api-token"}},
+			{[]string{"worker", "-h"}, 0, []string{"-mysql", "-history", "-redis", "persist, history, binlogsync"}, []string{"-comet-addr", "-api-token", "-secret"}},
 			{[]string{"topics", "-h"}, 0, []string{"-kafka"}, []string{"-redis", "-secret"}},
 			{[]string{"migrate", "-h"}, 0, []string{"-mysql"}, []string{"-kafka ", "-redis"}},
 			{[]string{"seed", "-h"}, 0, []string{"-redis", "-seed"}, []string{"-kafka ", "-secret"}},
@@ -149,7 +149,7 @@ func TestCommandLine(t *testing.T) {
 			{"kafka is not Kafka", []string{"worker", "routing", "--kafka", silent, "--redis", closed, "--connect-timeout", "2s"}, []string{"kafka at " + silent, "--kafka", "within 2s"}},
 			{"redis refuses", []string{"worker", "routing", "--kafka", kafka, "--redis", closed}, []string{"redis at " + closed, "--redis", "LANEIM_REDIS"}},
 			{"redis is not Redis", []string{"worker", "routing", "--kafka", kafka, "--redis", silent, "--connect-timeout", "2s"}, []string{"redis at " + silent, "--redis"}},
-			{"etcd refuses", []string{"comet", "--comet-id", "c1", "--kafka", kafka, "--etcd", closed, "--connect-timeout", "2s"}, []string{"etcd at " + closed, "--etcd"}},
+			{"etcd refuses", []string{"comet", "--comet-id", "c1", "--secret", "a-secret-of-the-command-line-test-0123456789", "--kafka", kafka, "--etcd", closed, "--connect-timeout", "2s"}, []string{"etcd at " + closed, "--etcd"}},
 			{"mysql refuses", []string{"worker", "binlogsync", "--kafka", kafka, "--redis", testinfra.Redis(t), "--mysql", "mysql://u:p@" + closed + "/db"}, []string{"mysql at " + closed, "--mysql"}},
 			{"no history folder", []string{"worker", "persist", "--kafka", kafka, "--redis", closed, "--history", missing}, []string{"--history " + missing, "does not exist"}},
 		} {

@@ -29,11 +29,11 @@ const (
 // recognised by its prefix (see partsOf). A flag in neither is shown to
 // every command.
 var flagParts = map[string][]string{
-	"secret":              {string(Login)},
-	"token-issuer":        {string(Login)},
-	"token-audience":      {string(Login)},
-	"token-max-lifetime":  {string(Login)},
-	"token-clock-skew":    {string(Login)},
+	"secret":              {string(Comet)},
+	"token-issuer":        {string(Comet)},
+	"token-audience":      {string(Comet)},
+	"token-max-lifetime":  {string(Comet)},
+	"token-clock-skew":    {string(Comet)},
 	"session-ttl":         {string(Presence), string(Comet)},
 	"notify-limit":        {string(Presence)},
 	"login-conversations": {string(Presence)},

@@ -259,7 +259,11 @@ export declare class Client {
     /** conversations lists every conversation of the user, paging Conversations from the start. */
     conversations(): Promise<ConversationState[]>;
     private conversationsFrom;
-    /** ack reports reading a conversation up to seq. The server does not answer it. */
+    /**
+     * ack reports reading a conversation up to seq (your read position). The
+     * server answers with a ReadUpdate frame, sent to your other devices too
+     * (docs/protocol.md, "Read state").
+     */
     ack(conversation: string, seq: number): void;
 }
 /** The other party of a 1:1 conversation id ("dm:a:b") for user me, or "" if it is none. */

@@ -772,7 +772,11 @@ export class Client {
     return out;
   }
 
-  /** ack reports reading a conversation up to seq. The server does not answer it. */
+  /**
+   * ack reports reading a conversation up to seq (your read position). The
+   * server answers with a ReadUpdate frame, sent to your other devices too
+   * (docs/protocol.md, "Read state").
+   */
   ack(conversation: string, seq: number): void {
     if (this._state === "open" && this.ws) this.ws.send(JSON.stringify({ ack: { conversation, seq: String(seq) } }));
   }

@@ -45,8 +45,11 @@ test("a bad token fails connect; requests time out; ping answers", async () => {
 
   const carol = track(await connect("carol"));
   assert.ok((await carol.ping()) >= 0);
-  // Ack is the one request the server does not answer.
-  await assert.rejects(carol.request({ ack: { conversation: "room:lobby", seq: "1" } }, 300), (e) => e.code === "TIMEOUT");
+  // Ack is answered with the read position (docs/protocol.md, "Read state").
+  const read = await carol.request({ ack: { conversation: "room:lobby", seq: "1" } });
+  assert.equal(read.readUpdate?.conversation, "room:lobby");
+  // Typing is answered only when refused: a request for it times out.
+  await assert.rejects(carol.request({ typing: { conversation: "room:lobby" } }, 300), (e) => e.code === "TIMEOUT");
   // The connection is still fine.
   assert.ok((await carol.ping()) >= 0);
 });
