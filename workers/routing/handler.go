@@ -129,6 +129,7 @@ type Handler struct {
 	pub     message.Publisher
 	logger  *slog.Logger
 	breaker pipeline.Breaker
+	sizes   roomSizes
 }
 
 // New returns a routing Handler. cfg's zero fields take their defaults;
