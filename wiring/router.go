@@ -2,6 +2,7 @@ package wiring
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -67,7 +68,7 @@ func NewRouter(cfg RouterConfig, handlers []pipeline.Handler, subscribe Subscrib
 	if err != nil {
 		return nil, fmt.Errorf("router: %w", err)
 	}
-	poison, err := middleware.PoisonQueue(deadLetters, topics.DeadLetters)
+	poison, err := middleware.PoisonQueueWithFilter(deadLetters, topics.DeadLetters, deadLettered)
 	if err != nil {
 		return nil, fmt.Errorf("router: poison queue: %w", err)
 	}
@@ -103,13 +104,19 @@ func NewRouter(cfg RouterConfig, handlers []pipeline.Handler, subscribe Subscrib
 	return r, nil
 }
 
+// deadLettered reports whether a handler's failure sends its message to
+// dead letters: every failure but the end of the router's context (a
+// worker stopping), whose message is left unacknowledged instead, to be
+// handled again by the next consumer of its partition.
+func deadLettered(err error) bool { return !errors.Is(err, context.Canceled) }
+
 // logDeadLetters logs, at warning level, each message whose handler failed
 // for good: the poison queue around it sends it to dead letters.
 func logDeadLetters(logger *slog.Logger) message.HandlerMiddleware {
 	return func(h message.HandlerFunc) message.HandlerFunc {
 		return func(msg *message.Message) ([]*message.Message, error) {
 			out, err := h(msg)
-			if err != nil {
+			if err != nil && deadLettered(err) {
 				ctx := msg.Context()
 				logger.Warn("message dead-lettered",
 					"handler", message.HandlerNameFromCtx(ctx),

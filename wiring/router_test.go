@@ -2,6 +2,7 @@ package wiring_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,12 +13,15 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
+	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
 
 	"github.com/laneim/laneim/internal/testinfra"
 	"github.com/laneim/laneim/proto/topicpb"
 	"github.com/laneim/laneim/topics"
+	"github.com/laneim/laneim/wiring"
 	"github.com/laneim/laneim/wiring/pipeline"
 )
 
@@ -152,4 +156,53 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.String()
+}
+
+// TestStoppingDoesNotDeadLetter: a message whose handler is cut short
+// because its worker stops (the router's context ends) is left
+// unacknowledged, not sent to dead letters, where it would be lost to
+// the pipeline and logged as poison.
+func TestStoppingDoesNotDeadLetter(t *testing.T) {
+	t.Parallel()
+	bus := gochannel.NewGoChannel(gochannel.Config{Persistent: true}, watermill.NopLogger{})
+	defer bus.Close()
+	// Dead letters go elsewhere: the router closes bus, its subscriber.
+	deadBus := gochannel.NewGoChannel(gochannel.Config{Persistent: true}, watermill.NopLogger{})
+	defer deadBus.Close()
+	dead, err := deadBus.Subscribe(context.Background(), topics.DeadLetters)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entered := make(chan struct{})
+	var once sync.Once
+	r, err := wiring.NewRouter(wiring.RouterConfig{}, []pipeline.Handler{{
+		Name:  "test.stopping",
+		Topic: "in",
+		Handle: func(msg *message.Message) error {
+			once.Do(func() { close(entered) })
+			<-msg.Context().Done() // works until the worker stops
+			return msg.Context().Err()
+		},
+	}}, func(string) (message.Subscriber, error) { return bus, nil }, deadBus, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = r.Run(context.Background()) }()
+	<-r.Running()
+	if err := bus.Publish("in", message.NewMessage("m-1", []byte("x"))); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("handler not called")
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-dead:
+		t.Fatalf("message %s dead-lettered on stop (reason %q)", m.UUID, m.Metadata.Get(middleware.ReasonForPoisonedKey))
+	case <-time.After(500 * time.Millisecond):
+	}
 }
