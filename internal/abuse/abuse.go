@@ -58,8 +58,10 @@ type Phase struct {
 	Samples  int           `json:"samples"`
 	P50      time.Duration `json:"p50_ns"`
 	P99      time.Duration `json:"p99_ns"`
-	Refused  int64         `json:"attacker_refused"` // refusals and closes the attacker got
-	Lost     int           `json:"honest_lost"`      // honest messages not received within 5s
+	Refused  int64         `json:"attacker_refused"`           // refusals and closes the attacker got
+	Lost     int           `json:"honest_lost"`                // honest messages acknowledged but not received within 5s
+	Failed   int           `json:"honest_failed"`              // honest Sends answered with an error (not acknowledged)
+	FailedBy string        `json:"honest_failed_by,omitempty"` // the first such error
 	RatioP50 float64       `json:"ratio_p50"`
 	RatioP99 float64       `json:"ratio_p99"`
 }
@@ -235,6 +237,7 @@ func (p *pair) close() {
 func (p *pair) measure(ctx context.Context, d time.Duration) Phase {
 	var mu sync.Mutex
 	sent := map[string]time.Time{}
+	failed, failedBy := 0, ""
 	var lat []time.Duration
 	stop := time.Now().Add(d)
 	recvDone := make(chan struct{})
@@ -268,8 +271,18 @@ func (p *pair) measure(ctx context.Context, d time.Duration) Phase {
 		sent[body] = time.Now()
 		mu.Unlock()
 		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_, _ = p.a.Send(sctx, &clientpb.Send{ClientMsgId: body, To: &clientpb.Send_Room{Room: room}, Body: []byte(body)})
+		_, err := p.a.Send(sctx, &clientpb.Send{ClientMsgId: body, To: &clientpb.Send_Room{Room: room}, Body: []byte(body)})
 		scancel()
+		if err != nil {
+			// Not acknowledged: a refusal the attack caused, counted
+			// apart from messages acknowledged and then lost.
+			mu.Lock()
+			delete(sent, body)
+			if failed++; failedBy == "" {
+				failedBy = err.Error()
+			}
+			mu.Unlock()
+		}
 		select {
 		case <-tick.C:
 		case <-ctx.Done():
@@ -294,19 +307,22 @@ func (p *pair) measure(ctx context.Context, d time.Duration) Phase {
 	<-recvDone
 	mu.Lock()
 	defer mu.Unlock()
-	return Phase{Samples: len(lat), P50: bench.Quantile(lat, 0.5), P99: bench.Quantile(lat, 0.99), Lost: len(sent)}
+	return Phase{Samples: len(lat), P50: bench.Quantile(lat, 0.5), P99: bench.Quantile(lat, 0.99), Lost: len(sent), Failed: failed, FailedBy: failedBy}
 }
 
 // Table prints the phases: the honest pair's latency under each attack
 // and its ratio to the baseline.
 func Table(w io.Writer, phases []Phase) {
-	fmt.Fprintf(w, "%-12s %8s %10s %10s %9s %9s %10s %6s\n", "attack", "samples", "p50 ms", "p99 ms", "p50 ×", "p99 ×", "refused", "lost")
+	fmt.Fprintf(w, "%-12s %8s %10s %10s %9s %9s %10s %6s %6s\n", "attack", "samples", "p50 ms", "p99 ms", "p50 ×", "p99 ×", "refused", "lost", "failed")
 	for _, p := range phases {
 		name := p.Attack
 		if name == "" {
 			name = "(baseline)"
 		}
-		fmt.Fprintf(w, "%-12s %8d %10.1f %10.1f %9.2f %9.2f %10d %6d\n", name, p.Samples,
-			float64(p.P50.Microseconds())/1000, float64(p.P99.Microseconds())/1000, p.RatioP50, p.RatioP99, p.Refused, p.Lost)
+		fmt.Fprintf(w, "%-12s %8d %10.1f %10.1f %9.2f %9.2f %10d %6d %6d\n", name, p.Samples,
+			float64(p.P50.Microseconds())/1000, float64(p.P99.Microseconds())/1000, p.RatioP50, p.RatioP99, p.Refused, p.Lost, p.Failed)
+		if p.FailedBy != "" {
+			fmt.Fprintf(w, "%-12s first failed send: %s\n", "", p.FailedBy)
+		}
 	}
 }
