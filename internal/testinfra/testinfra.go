@@ -12,6 +12,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -29,15 +30,28 @@ import (
 )
 
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+// It is drawn at random below the kernel's ephemeral range (32768 and
+// up on Linux): a port the kernel handed out for :0 and that was closed
+// again may be taken as the local port of any outgoing connection
+// before the test binds it, which made a multi-process test fail with
+// "address already in use".
 func FreePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("free port: %v", err)
+	for range 200 {
+		port := freePortLow + rand.IntN(freePortHigh-freePortLow)
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		return port
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatal("free port: none free in 200 tries")
+	return 0
 }
+
+// The range FreePort draws from.
+const freePortLow, freePortHigh = 20000, 32700
 
 // RedisServerPath finds the redis-server binary: $LANEIM_REDIS_SERVER, PATH,
 // then /usr/bin.
