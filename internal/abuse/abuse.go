@@ -206,12 +206,22 @@ func seedRoom(ctx context.Context, cfg bench.Config) error {
 	return nil
 }
 
-// pair is the honest pair: a sends, b receives.
+// pair is the honest pair: a sends, b receives. Like every client
+// docs/protocol.md describes, b pings while it only listens: the comet
+// closes a connection silent for a minute, and a run of all the attacks
+// lasts longer than that (b's close once looked like join-flap losing
+// messages).
 type pair struct {
 	a, b *client.Conn
 	conv string
 	n    atomic.Int64
+
+	stopPing context.CancelFunc
+	pinging  sync.WaitGroup
 }
+
+// pingEvery is how often b pings.
+const pingEvery = 20 * time.Second
 
 func newPair(ctx context.Context, e *env) (*pair, error) {
 	a, err := e.dial(ctx, "honest-a", true)
@@ -223,10 +233,31 @@ func newPair(ctx context.Context, e *env) (*pair, error) {
 		a.Close()
 		return nil, err
 	}
-	return &pair{a: a, b: b, conv: topics.RoomConversation(room)}, nil
+	p := &pair{a: a, b: b, conv: topics.RoomConversation(room)}
+	pctx, cancel := context.WithCancel(context.Background())
+	p.stopPing = cancel
+	p.pinging.Add(1)
+	go func() {
+		defer p.pinging.Done()
+		t := time.NewTicker(pingEvery)
+		defer t.Stop()
+		for i := uint64(1); ; i++ {
+			select {
+			case <-pctx.Done():
+				return
+			case <-t.C:
+			}
+			wctx, wcancel := context.WithTimeout(pctx, 5*time.Second)
+			_ = b.Write(wctx, &clientpb.ClientFrame{RequestId: 2_000_000 + i, Body: &clientpb.ClientFrame_Ping{Ping: &clientpb.Ping{ClientTimeUnixMs: time.Now().UnixMilli()}}})
+			wcancel()
+		}
+	}()
+	return p, nil
 }
 
 func (p *pair) close() {
+	p.stopPing()
+	p.pinging.Wait()
 	p.a.Close()
 	p.b.Close()
 }
