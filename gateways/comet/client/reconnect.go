@@ -98,6 +98,12 @@ const (
 	// ServerError: an Error frame answering no request, or a failed
 	// catch-up or rejoin (Event.Err).
 	ServerError
+	// Read: a read position moved (Event.Read): the user's own, read on
+	// another device, or the other party's (a read receipt).
+	Read
+	// Typing: someone is typing in a conversation (Event.Typing); show
+	// it for about 5 s unless another comes (docs/protocol.md).
+	Typing
 )
 
 func (k EventKind) String() string {
@@ -114,6 +120,10 @@ func (k EventKind) String() string {
 		return "left"
 	case ServerError:
 		return "error"
+	case Read:
+		return "read"
+	case Typing:
+		return "typing"
 	}
 	return fmt.Sprintf("EventKind(%d)", int(k))
 }
@@ -126,8 +136,10 @@ type Event struct {
 	Messages  []*clientpb.Message   // Messages
 	CatchUp   bool                  // Messages
 	Presence  *clientpb.PresenceChange
-	Room      string // Left
-	Err       error  // Disconnected, ServerError
+	Room      string                 // Left
+	Err       error                  // Disconnected, ServerError
+	Read      *clientpb.ReadUpdate   // Read
+	Typing    *clientpb.TypingUpdate // Typing
 }
 
 // ErrClosed is returned by a Client's requests after Close.
@@ -294,6 +306,55 @@ func (c *Client) SendRoom(ctx context.Context, room string, body []byte) (*clien
 }
 
 // SendUser sends a text message to a user.
+// Ack records that the user has read conversation up to seq; the answer
+// is the position now stored (it never goes back). The user's other
+// devices, and in a 1:1 conversation the other party, get it as a Read
+// event.
+func (c *Client) Ack(ctx context.Context, conversation string, seq uint64) (*clientpb.ReadUpdate, error) {
+	res, err := c.do(ctx, &clientpb.ClientFrame{Body: &clientpb.ClientFrame_Ack{Ack: &clientpb.Ack{Conversation: conversation, Seq: seq}}})
+	if err != nil {
+		return nil, err
+	}
+	return res.GetReadUpdate(), nil
+}
+
+// Typing tells conversation's other members that the user is typing.
+// It is not answered (unless refused) and not stored; the server relays
+// at most one a second per conversation.
+func (c *Client) Typing(ctx context.Context, conversation string) error {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
+	defer cancel()
+	conn, err := c.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	return conn.Write(ctx, &clientpb.ClientFrame{Body: &clientpb.ClientFrame_Typing{Typing: &clientpb.Typing{Conversation: conversation}}})
+}
+
+// Edit replaces the body of the user's own message clientMsgID, sent to
+// the same room or user as to says, with body: a new message of the
+// conversation whose Edits names the edited message's seq. Refused
+// TOO_LATE after the server's edit window.
+func (c *Client) Edit(ctx context.Context, s *clientpb.Send, clientMsgID string) (*clientpb.SendResult, error) {
+	s.Edits = clientMsgID
+	if s.ClientMsgId == "" {
+		s.ClientMsgId = NewClientMsgID()
+	}
+	return c.Send(ctx, s)
+}
+
+// Recall deletes the user's own message clientMsgID for everyone: a new
+// message of the conversation whose Recalls names its seq. to is the
+// room or user the message went to. Refused TOO_LATE after the server's
+// recall window.
+func (c *Client) Recall(ctx context.Context, to *clientpb.Send, clientMsgID string) (*clientpb.SendResult, error) {
+	to.Recalls = clientMsgID
+	if to.ClientMsgId == "" {
+		to.ClientMsgId = NewClientMsgID()
+	}
+	return c.Send(ctx, to)
+}
+
 func (c *Client) SendUser(ctx context.Context, user string, body []byte) (*clientpb.SendResult, error) {
 	return c.Send(ctx, &clientpb.Send{ClientMsgId: NewClientMsgID(), To: &clientpb.Send_User{User: user}, Body: body, ContentType: "text/plain"})
 }
@@ -526,6 +587,10 @@ func (c *Client) handle(ctx context.Context, conn *Conn, f *clientpb.ServerFrame
 		c.emit(Event{Kind: Left, Room: b.Left.GetRoom()})
 	case *clientpb.ServerFrame_Error:
 		c.emit(Event{Kind: ServerError, Err: &Error{Code: b.Error.GetCode(), Text: b.Error.GetText()}})
+	case *clientpb.ServerFrame_ReadUpdate:
+		c.emit(Event{Kind: Read, Read: b.ReadUpdate})
+	case *clientpb.ServerFrame_Typing:
+		c.emit(Event{Kind: Typing, Typing: b.Typing})
 	}
 }
 

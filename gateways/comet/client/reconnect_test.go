@@ -335,3 +335,71 @@ func TestClientPingsKeepASilentConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestClientReadTypingEditRecall: the Client's helpers for read state,
+// typing, edit and recall (issue 14) against a whole cluster: bob's Ack
+// is answered with his position, alice sees it as a read receipt in
+// their 1:1 conversation, her typing reaches bob, and her edit and recall
+// reach him as new messages naming the seq they change.
+func TestClientReadTypingEditRecall(t *testing.T) {
+	cl := apptest.Start(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	connect := func(user string) *client.Client {
+		c, err := client.New(client.Config{URL: cl.URL, Token: func(context.Context) (string, error) { return cl.Token(user), nil }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		next(t, c, client.Connected)
+		return c
+	}
+	alice, bob := connect("alice"), connect("bob")
+
+	sent, err := alice.SendUser(ctx, "bob", []byte("hello"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conv := sent.GetConversation()
+	if ev := next(t, bob, client.Messages); ev.Messages[0].GetSeq() != sent.GetSeq() {
+		t.Fatalf("bob got %v, want seq %d", ev.Messages, sent.GetSeq())
+	}
+
+	read, err := bob.Ack(ctx, conv, sent.GetSeq())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if read.GetSeq() != sent.GetSeq() || read.GetUser() != "bob" {
+		t.Fatalf("Ack answered %v, want bob at %d", read, sent.GetSeq())
+	}
+	if ev := next(t, alice, client.Read); ev.Read.GetUser() != "bob" || ev.Read.GetSeq() != sent.GetSeq() {
+		t.Fatalf("alice's read receipt %v", ev.Read)
+	}
+
+	if err := alice.Typing(ctx, conv); err != nil {
+		t.Fatal(err)
+	}
+	if ev := next(t, bob, client.Typing); ev.Typing.GetUser() != "alice" || ev.Typing.GetConversation() != conv {
+		t.Fatalf("bob's typing event %v", ev.Typing)
+	}
+
+	// The original's client_msg_id names it for its edit and recall.
+	orig := &clientpb.Send{ClientMsgId: "orig-1", To: &clientpb.Send_User{User: "bob"}, Body: []byte("first")}
+	o, err := alice.Send(ctx, orig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next(t, bob, client.Messages)
+	if _, err := alice.Edit(ctx, &clientpb.Send{To: &clientpb.Send_User{User: "bob"}, Body: []byte("first, edited")}, "orig-1"); err != nil {
+		t.Fatal(err)
+	}
+	if ev := next(t, bob, client.Messages); ev.Messages[0].GetEdits() != o.GetSeq() || string(ev.Messages[0].GetBody()) != "first, edited" {
+		t.Fatalf("edit reached bob as %v, want edits=%d", ev.Messages[0], o.GetSeq())
+	}
+	if _, err := alice.Recall(ctx, &clientpb.Send{To: &clientpb.Send_User{User: "bob"}}, "orig-1"); err != nil {
+		t.Fatal(err)
+	}
+	if ev := next(t, bob, client.Messages); ev.Messages[0].GetRecalls() != o.GetSeq() {
+		t.Fatalf("recall reached bob as %v, want recalls=%d", ev.Messages[0], o.GetSeq())
+	}
+}
