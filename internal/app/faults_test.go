@@ -145,11 +145,14 @@ func TestE2EWorkerDownRequestsStillAnswered(t *testing.T) {
 	c.join(alice, "lobby")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	// The login or join may have been answered by the comet too, on a
+	// loaded machine: only the Send's answer is counted.
+	before := c.comet.Stats().Unanswered
 	_, err := alice.Send(ctx, &clientpb.Send{ClientMsgId: "m1", To: &clientpb.Send_Room{Room: "lobby"}, Body: []byte("x")})
 	if errCode(err) != clientpb.Error_UNAVAILABLE {
 		t.Fatalf("send with routing down: %v, want UNAVAILABLE", err)
 	}
-	if n := c.comet.Stats().Unanswered; n != 1 {
+	if n := c.comet.Stats().Unanswered - before; n != 1 {
 		t.Fatalf("comet answered %d requests itself, want 1", n)
 	}
 }
