@@ -228,11 +228,11 @@ func (d *Dev) PrintWelcome(w io.Writer) {
 laneIM dev cluster is up (one process, embedded infrastructure).
 
   web chat                http://%s/
-  WebSocket (comet %s)  ws://%s/ws
+  WebSocket               ws://%s/ws   (comet %s)
   gRPC api gateway        %s   (authorization: Bearer %s)
   Kafka protocol (kfake)  %s
   Redis protocol          %s
-`, s.CometAddr, s.CometID, s.CometAddr, s.APIAddr, s.APIToken, s.Kafka, s.Redis)
+`, s.CometAddr, s.CometAddr, s.CometID, s.APIAddr, s.APIToken, s.Kafka, s.Redis)
 	if s.APIHTTPAddr != "" {
 		fmt.Fprintf(w, "  HTTP/JSON api           http://%s/v1/   (docs/http-api.md)\n", s.APIHTTPAddr)
 	}
@@ -277,11 +277,20 @@ Mint a token for your own client:
   go run . token --user alice
 
 Load test against this cluster:
-  go run . bench --target ws://%s/ws --api %s --api-token %s --redis %s --secret %s --members 1000 --rate 200 --duration 10s
+  go run . bench --target ws://%s/ws --api %s --api-token %s --redis %s --secret %s%s --members 1000 --rate 200 --duration 10s
 (or simply: go run . bench --members 1000 --rate 200, which starts its own cluster)
 
 Ctrl-C stops everything.
-`, s.CometAddr, s.APIAddr, s.APIToken, s.Redis, s.Secret)
+`, s.CometAddr, s.APIAddr, s.APIToken, s.Redis, s.Secret, adminFlag(s.AdminAddr))
+}
+
+// adminFlag is the bench's --admin for the dev cluster's admin address,
+// from which it reads the cluster's CPU and memory; empty without one.
+func adminFlag(addr string) string {
+	if addr == "" {
+		return ""
+	}
+	return " --admin " + addr
 }
 
 // nextPort returns host:(port+1) of addr, for etcd's peer listener.

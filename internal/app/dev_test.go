@@ -27,7 +27,7 @@ func TestDevCluster(t *testing.T) {
 		Settings: Settings{
 			Secret: "dev-test-secret-of-the-dev-mode-test", APIToken: "dev-test-token", CometAddr: free(), APIAddr: free(),
 			SessionTTL: 30 * time.Second, NotifyLimit: 200, MaxBodyBytes: 16 << 10, BatchWindow: 10 * time.Millisecond,
-			SendQueue: 256, MaxFrameBytes: 64 << 10, LogLevel: "error",
+			SendQueue: 256, MaxFrameBytes: 64 << 10, LogLevel: "error", AdminAddr: free(),
 		},
 		KafkaAddr: "127.0.0.1:0",
 		RedisAddr: "127.0.0.1:0",
@@ -48,7 +48,8 @@ func TestDevCluster(t *testing.T) {
 	if !strings.Contains(welcome.String(), "ws://"+cfg.Settings.CometAddr+"/ws") || len(d.EtcdEndpoints()) != 1 {
 		t.Errorf("welcome %q, etcd %v", welcome.String(), d.EtcdEndpoints())
 	}
-	for _, w := range []string{"http://" + cfg.Settings.CometAddr + "/", "Demo users: alice bob carol dave erin (disabled: mallory); rooms: lobby"} {
+	for _, w := range []string{"http://" + cfg.Settings.CometAddr + "/", "Demo users: alice bob carol dave erin (disabled: mallory); rooms: lobby",
+		"--admin " + cfg.Settings.AdminAddr} { // the bench line reads the cluster's CPU
 		if !strings.Contains(welcome.String(), w) {
 			t.Errorf("welcome lacks %q:\n%s", w, welcome.String())
 		}
