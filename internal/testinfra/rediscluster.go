@@ -25,8 +25,10 @@ func RedisCluster(t testing.TB) []string {
 	var addrs []string
 	for i := range 6 {
 		dir := t.TempDir()
-		port := FreePort(t)
-		cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", dir,
+		// The cluster bus gets a free port of its own: by default it is
+		// the client port + 10000, which nothing reserved.
+		port, bus := FreePort(t), FreePort(t)
+		cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--cluster-port", strconv.Itoa(bus), "--bind", "127.0.0.1", "--dir", dir,
 			"--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(dir, "nodes.conf"),
 			"--cluster-node-timeout", "2000", "--save", "", "--appendonly", "no", "--daemonize", "no",
 			"--logfile", filepath.Join(dir, "redis.log"))
