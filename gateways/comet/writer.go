@@ -186,17 +186,7 @@ func (cn *conn) resume() {
 // GOMAXPROCS goroutines owned by the comet, each taking a run of them.
 func (c *Comet) writeAll(f *frame, claimed []*conn) {
 	const perWorker = 64 // fewer than this: not worth a goroutine
-	workers := min(runtime.GOMAXPROCS(0), (len(claimed)+perWorker-1)/perWorker)
-	if workers <= 1 {
-		c.wg.Add(1)
-		go func() {
-			defer c.wg.Done()
-			for _, cn := range claimed {
-				cn.writeClaimed(f)
-			}
-		}()
-		return
-	}
+	workers := max(1, min(runtime.GOMAXPROCS(0), (len(claimed)+perWorker-1)/perWorker))
 	chunk := (len(claimed) + workers - 1) / workers
 	for start := 0; start < len(claimed); start += chunk {
 		run := claimed[start:min(start+chunk, len(claimed))]
