@@ -593,13 +593,20 @@ func TestPresenceFlappingIsCoalesced(t *testing.T) {
 	}
 	flapped := time.Since(start)
 	time.Sleep(3 * window) // the last window ends, its change goes out
+	// On a loaded machine the held change may go out later: read on until
+	// the last one says alice is offline, for at most 10 s.
 	var changes []*clientpb.PresenceChange
-	for _, d := range deliveries(t, rec)[topics.Delivery("c2")] {
-		if p := d.GetFrame().GetPresence(); p != nil {
-			if p.GetUser() != "alice" || d.GetRoom() != "lobby" {
-				t.Fatalf("presence %v", p)
+	for giveUp := time.Now().Add(10 * time.Second); ; time.Sleep(window) {
+		for _, d := range deliveries(t, rec)[topics.Delivery("c2")] {
+			if p := d.GetFrame().GetPresence(); p != nil {
+				if p.GetUser() != "alice" || d.GetRoom() != "lobby" {
+					t.Fatalf("presence %v", p)
+				}
+				changes = append(changes, p)
 			}
-			changes = append(changes, p)
+		}
+		if len(changes) > 0 && !changes[len(changes)-1].GetOnline() || time.Now().After(giveUp) {
+			break
 		}
 	}
 	// One at once, then at most one per window.
