@@ -92,6 +92,9 @@ type Stats struct {
 	// BadTokens counts Logins refused BAD_TOKEN by the comet's token
 	// check (invalid, expired, a subject no user can have).
 	BadTokens int64
+	// Parked is the number of connections waiting for their client with
+	// no reader goroutine (park.go).
+	Parked int64
 }
 
 // Comet is a WebSocket gateway. Its methods are safe for concurrent use.
@@ -113,7 +116,9 @@ type Comet struct {
 	rooms     map[string]*room
 	closed    bool
 	started   bool
-	sweeping  bool // the deadline sweep runs
+	sweeping  bool    // the deadline sweep runs
+	parking   bool    // startParkerLocked has run
+	parker    *parker // parks idle connections (park.go); nil: none. Set once under mu before the reader that reads it starts
 
 	stop   chan struct{}   // closed by Close: ends the heartbeat loop
 	ctx    context.Context // bounds connection I/O; cancelled by Close
@@ -123,6 +128,7 @@ type Comet struct {
 	slow, framesSent, bytesSent, repeats, unanswered, rateLimited, refused, badTokens, addressLimited atomic.Int64
 
 	queued     atomic.Int64 // bytes queued to all connections (budget.go)
+	parkedNow  atomic.Int64 // connections parked (park.go)
 	overBudget atomic.Int64
 	shedNow    chan struct{} // the sweep sheds (budget.go)
 
@@ -186,6 +192,7 @@ func (c *Comet) Stats() Stats {
 		RepeatsDropped: c.repeats.Load(), Unanswered: c.unanswered.Load(),
 		RateLimited: c.rateLimited.Load(), Refused: c.refused.Load(), BadTokens: c.badTokens.Load(), AddressLimited: c.addressLimited.Load(),
 		QueuedBytes: c.queued.Load(), OverBudget: c.overBudget.Load(), StruckOut: c.struckOutRefused.Load(),
+		Parked: c.parkedNow.Load(),
 	}
 }
 
@@ -225,5 +232,11 @@ func (c *Comet) Close() error {
 		<-done
 	}
 	c.cancel()
+	c.mu.RLock()
+	p := c.parker
+	c.mu.RUnlock()
+	if p != nil {
+		p.close()
+	}
 	return nil
 }

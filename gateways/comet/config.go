@@ -111,6 +111,10 @@ type Config struct {
 	// members (500ms). While a frame is still going out, newer messages
 	// are merged into the next one.
 	MaxBatchWindow time.Duration
+
+	// noParking keeps a reader goroutine per connection, as on systems
+	// without a parker (park.go); for tests and benchmarks.
+	noParking bool
 }
 
 func (c *Config) setDefaults() {

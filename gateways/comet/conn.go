@@ -71,6 +71,9 @@ type conn struct {
 	loginWaiting bool                 // a Login is forwarded, not yet answered; guarded by pmu
 	loginReq     uint64               // its request id, until answered
 
+	parkState atomic.Int32 // reading or parked (park.go)
+	parkToken uint64       // the connection's key in the comet's parker; reader only
+
 	limiter       *rate.Limiter        // the connection's request budget (limits.go); nil: none
 	refusedInARow int                  // RATE_LIMITED answers since the last frame allowed; reader only
 	typed         map[string]time.Time // conversation -> last Typing forwarded; reader only
@@ -163,12 +166,28 @@ func (cn *conn) checkDeadlines(now time.Time) {
 }
 
 // read serves the client's frames until the connection ends, then
-// unregisters it.
-func (cn *conn) read() {
+// unregisters it and releases the reader's count of the comet's
+// WaitGroup; or until the client has sent nothing more for now, when
+// the connection is parked (park.go), keeps the count, and read runs
+// again, in a new goroutine, once the client sends something.
+func (cn *conn) read(resumed bool) {
+	if cn.readFrames(resumed) {
+		return
+	}
+	cn.kick(websocket.StatusNormalClosure, "", false)
+	cn.comet.unregister(cn)
+	cn.comet.wg.Done()
+}
+
+// readFrames serves the client's frames. It reports true if it parked
+// the connection, false when the connection ended. A reader resumed from
+// parking reads at once: what woke it is to be read.
+func (cn *conn) readFrames(resumed bool) (parked bool) {
 	c := cn.comet
-	defer c.unregister(cn)
-	defer cn.kick(websocket.StatusNormalClosure, "", false)
-	for {
+	for ; ; resumed = false {
+		if !resumed && cn.park() {
+			return true
+		}
 		typ, data, err := cn.ws.Read(c.ctx)
 		if errors.Is(err, websocket.ErrMessageTooBig) {
 			// The library has sent the 1009 close frame. Do not wait for
@@ -176,10 +195,10 @@ func (cn *conn) read() {
 			// frames would be read, and paid for, for seconds.
 			c.strike(cn.strikes)
 			cn.ws.CloseNow()
-			return
+			return false
 		}
 		if err != nil {
-			return
+			return false
 		}
 		cn.lastRead.Store(int64(time.Since(cn.start)))
 		var f clientpb.ClientFrame

@@ -80,3 +80,6 @@ func (c *Comet) AdmitAll(room string) int {
 
 // AddressKey is (*Comet).addressKey: how a client address is counted.
 func AddressKey(c *Comet, remote string) string { return c.addressKey(remote) }
+
+// NoParking makes a comet of cfg keep a reader goroutine per connection.
+func NoParking(cfg *Config) { cfg.noParking = true }

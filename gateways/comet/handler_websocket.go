@@ -74,10 +74,7 @@ func (c *Comet) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// that this handler returns: the HTTP server then drops its request,
 	// response and 8 KiB of buffers, which it keeps while a handler of a
 	// hijacked connection runs.
-	go func() {
-		defer c.wg.Done()
-		cn.read()
-	}()
+	go cn.read(false) // with the count of c.wg register took
 }
 
 func offers(values []string, proto string) bool {
@@ -132,6 +129,7 @@ func (c *Comet) register(ws *websocket.Conn, nc *socket, useJSON bool, addr stri
 	c.conns[cn.id] = cn
 	c.wg.Add(1)
 	c.startSweepLocked()
+	c.startParkerLocked()
 	return cn
 }
 
@@ -182,6 +180,9 @@ func (c *Comet) sweepDeadlines() {
 // unregister forgets a connection that ended and, if it was logged in,
 // publishes CLOSED.
 func (c *Comet) unregister(cn *conn) {
+	if c.parker != nil {
+		c.parker.forget(cn)
+	}
 	c.mu.Lock()
 	delete(c.conns, cn.id)
 	c.releaseAddressLocked(cn.addr)

@@ -149,6 +149,7 @@ func registerMetrics(reg *prometheus.Registry, c *Comet) error {
 	stat := func(f func(Stats) int64) func() float64 { return func() float64 { return float64(f(c.Stats())) } }
 	cs := []prometheus.Collector{
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "laneim_comet_connections", Help: "Open WebSocket connections.", ConstLabels: labels}, stat(func(s Stats) int64 { return s.Connections })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "laneim_comet_parked_connections", Help: "Connections waiting for their client with no goroutine of their own (read again when the client sends).", ConstLabels: labels}, stat(func(s Stats) int64 { return s.Parked })),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "laneim_comet_rooms", Help: "Rooms with local members.", ConstLabels: labels}, stat(func(s Stats) int64 { return s.Rooms })),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "laneim_comet_slow_consumers_total", Help: "Connections closed because their send queue was full.", ConstLabels: labels}, stat(func(s Stats) int64 { return s.SlowConsumers })),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "laneim_comet_frames_sent_total", Help: "Frames written to clients.", ConstLabels: labels}, stat(func(s Stats) int64 { return s.FramesSent })),

@@ -31,6 +31,9 @@ type socket struct {
 	net.Conn
 	r io.Reader // reads: bytes the HTTP server had read ahead, then Conn
 
+	br    *bufio.Reader // the WebSocket library's reader over the socket
+	ahead *bytes.Reader // the bytes read ahead, until read; nil: none
+
 	mu  sync.Mutex
 	buf *[]byte // the batch being gathered, or nil
 
@@ -187,7 +190,16 @@ func newSocketBuffers(nc net.Conn, brw *bufio.ReadWriter) (*socket, *bufio.ReadW
 		if err != nil {
 			return nil, nil, fmt.Errorf("comet: read buffered request bytes: %w", err)
 		}
-		s.r = io.MultiReader(bytes.NewReader(bytes.Clone(b)), nc)
+		s.ahead = bytes.NewReader(bytes.Clone(b))
+		s.r = io.MultiReader(s.ahead, nc)
 	}
-	return s, bufio.NewReadWriter(bufio.NewReaderSize(s, readBufferSize), bufio.NewWriterSize(s, writeBufferSize)), nil
+	s.br = bufio.NewReaderSize(s, readBufferSize)
+	return s, bufio.NewReadWriter(s.br, bufio.NewWriterSize(s, writeBufferSize)), nil
+}
+
+// unread reports whether bytes the client sent have been read from the
+// network but not yet by the WebSocket library. Only the reader calls
+// it, between messages.
+func (s *socket) unread() bool {
+	return s.br.Buffered() > 0 || s.ahead != nil && s.ahead.Len() > 0
 }

@@ -334,6 +334,8 @@ func (cn *conn) finish(failed bool) {
 	if cn.ws == nil {
 		return
 	}
+	// A parked reader is resumed to find the end and unregister.
+	defer cn.unpark()
 	if failed {
 		cn.ws.CloseNow()
 		return

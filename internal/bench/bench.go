@@ -220,6 +220,7 @@ type member struct {
 	lat          *latencies
 	cfg          Config
 	user, room   string
+	connected    time.Time    // when conn logged in and joined
 	synced       atomic.Int64 // messages got by Sync after a reconnect
 	retries      atomic.Int64 // connection attempts after a first one failed
 	delivered    atomic.Int64
@@ -346,10 +347,11 @@ func Sweep(ctx context.Context, cfg Config, rates []int, progress io.Writer) ([]
 		go func() {
 			defer readers.Done()
 			// Members ping as docs/protocol.md asks (a silent connection
-			// is closed after the comet's idle timeout, 60s by default),
-			// every 20s, starting at a random point so that 10,000 of
-			// them do not ping at once.
-			ping := time.NewTicker(20*time.Second + rand.N(5*time.Second))
+			// is closed after the comet's idle timeout, 60s by default):
+			// about 20s after they connected, which may have been long
+			// before the slowest member, and every 20s after that, each
+			// at a random point so that 10,000 of them do not ping at once.
+			ping := time.NewTimer(pingDelay(m.connected))
 			defer ping.Stop()
 			for {
 				select {
@@ -359,6 +361,7 @@ func Sweep(ctx context.Context, cfg Config, rates []int, progress io.Writer) ([]
 					wctx, cancel := context.WithTimeout(readCtx, 5*time.Second)
 					_ = m.conn.Write(wctx, &clientpb.ClientFrame{Body: &clientpb.ClientFrame_Ping{Ping: &clientpb.Ping{ClientTimeUnixMs: time.Now().UnixMilli()}}})
 					cancel()
+					ping.Reset(pingDelay(time.Now()))
 					continue
 				case <-m.conn.Done():
 				case f, ok := <-m.conn.Frames():
@@ -384,6 +387,7 @@ func Sweep(ctx context.Context, cfg Config, rates []int, progress io.Writer) ([]
 					return
 				}
 				reconnects.Add(1)
+				ping.Reset(pingDelay(m.connected))
 			}
 		}()
 	}
@@ -631,7 +635,15 @@ func (m *member) dial(ctx context.Context) (*client.Conn, error) {
 		c.Close()
 		return nil, fmt.Errorf("bench: %s joins %s: %w", m.user, m.room, err)
 	}
+	m.connected = time.Now()
 	return c, nil
+}
+
+// pingDelay is how long a member connected or last pinged at since waits
+// before its next Ping: 15 to 20 seconds after since, at once if that is
+// past.
+func pingDelay(since time.Time) time.Duration {
+	return max(0, 15*time.Second+rand.N(5*time.Second)-time.Since(since))
 }
 
 // reconnect does what docs/protocol.md asks of a client whose connection
