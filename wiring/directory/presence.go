@@ -69,15 +69,15 @@ func deadline(now time.Time, ttl time.Duration) float64 {
 }
 
 // openScript records a session as one of its user's, unless the user
-// already has max sessions (max negative: no bound). A session already
-// recorded is recorded again, whatever the count, so a repeat is
-// harmless. KEYS: sessions and online flag of the user (one slot). ARGV:
-// session id, device, the flag's TTL in ms, max. Returns 1 if recorded,
-// 0 if refused.
+// already has as many sessions as the bound (negative: no bound). A
+// session already recorded is recorded again, whatever the count, so a
+// repeat is harmless. KEYS: sessions and online flag of the user (one
+// slot). ARGV: session id, device, the flag's TTL in ms, the bound.
+// Returns 1 if recorded, 0 if refused.
 var openScript = redis.NewScript(`
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then
-  local max = tonumber(ARGV[4])
-  if max >= 0 and redis.call('HLEN', KEYS[1]) >= max then return 0 end
+  local bound = tonumber(ARGV[4])
+  if bound >= 0 and redis.call('HLEN', KEYS[1]) >= bound then return 0 end
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('SET', KEYS[2], '1', 'PX', ARGV[3])
@@ -91,20 +91,17 @@ func (s *Store) OpenSession(ctx context.Context, sess Session, ttl time.Duration
 	return err
 }
 
-// OpenSessionWithin is OpenSession unless sess's user already has max
-// sessions recorded, across every comet (max negative: no bound): then
+// OpenSessionWithin is OpenSession unless sess's user already has limit
+// sessions recorded, across every comet (limit negative: no bound): then
 // nothing is recorded and opened is false. The count and the record are
 // one atomic step, so concurrent logins of a user never take it past
-// max. A session already recorded is opened again, whatever the count.
+// limit. A session already recorded is opened again, whatever the count.
 // The count includes sessions whose comet died until the sweeper closes
 // them (their deadline, at most the TTL after the last heartbeat).
-func (s *Store) OpenSessionWithin(ctx context.Context, sess Session, ttl time.Duration, max int) (opened bool, err error) {
+func (s *Store) OpenSessionWithin(ctx context.Context, sess Session, ttl time.Duration, limit int) (opened bool, err error) {
 	id := sessionID(SessionRef{Comet: sess.Comet, Conn: sess.Conn})
 	now := time.Now()
-	ms := ttl.Milliseconds()
-	if ms < 1 {
-		ms = 1
-	}
+	ms := max(ttl.Milliseconds(), 1)
 	open := func() (*redis.Cmd, error) {
 		var res *redis.Cmd
 		// Deadline first: if a later step fails, the sweeper still cleans up.
@@ -112,7 +109,7 @@ func (s *Store) OpenSessionWithin(ctx context.Context, sess Session, ttl time.Du
 			p.ZAdd(ctx, sessionsDeadlineKey, redis.Z{Score: deadline(now, ttl), Member: id})
 			p.ZAdd(ctx, cometsDeadlineKey, redis.Z{Score: deadline(now, ttl), Member: sess.Comet})
 			p.HSet(ctx, sessionKey(id), "user", sess.User, "device", sess.Device, "comet", sess.Comet, "conn", sess.Conn)
-			res = openScript.EvalSha(ctx, p, []string{userSessionsKey(sess.User), userOnlineKey(sess.User)}, id, sess.Device, ms, max)
+			res = openScript.EvalSha(ctx, p, []string{userSessionsKey(sess.User), userOnlineKey(sess.User)}, id, sess.Device, ms, limit)
 			return nil
 		})
 		for _, c := range cmds {

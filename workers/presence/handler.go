@@ -85,7 +85,7 @@ func (c *Config) setDefaults() {
 
 // Store is what presence reads and writes in the directory.
 type Store interface {
-	OpenSessionWithin(ctx context.Context, sess directory.Session, ttl time.Duration, max int) (bool, error)
+	OpenSessionWithin(ctx context.Context, sess directory.Session, ttl time.Duration, limit int) (bool, error)
 	CloseSession(ctx context.Context, ref directory.SessionRef) (directory.Session, []directory.RoomCount, bool, error)
 	JoinRoom(ctx context.Context, ref directory.SessionRef, user, room string) (directory.RoomCount, error)
 	LeaveRoom(ctx context.Context, ref directory.SessionRef, user, room string) (directory.RoomCount, error)
