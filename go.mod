@@ -9,6 +9,7 @@ require (
 	github.com/alicebob/miniredis/v2 v2.35.0
 	github.com/coder/websocket v1.8.15
 	github.com/go-mysql-org/go-mysql v1.16.0
+	github.com/go-redis/redis_rate/v10 v10.0.1
 	github.com/gocql/gocql v0.0.0-20211015133455-b225f9b53fa1
 	github.com/golang-jwt/jwt/v5 v5.3.1
 	github.com/google/uuid v1.6.0

@@ -72,11 +72,13 @@ func startClusterRoles(t *testing.T, tune func(*Settings), roles []Role) *cluste
 		SendQueue:     256,
 		MaxFrameBytes: 64 << 10,
 		// Tests send as fast as the pipeline answers; the comet's limits
-		// have tests of their own (gateways/comet TestLimits).
-		RequestRate: -1,
-		LogLevel:    "error",
-		History:     filepath.Join(t.TempDir(), "history.db"),
-		AdminAddr:   "127.0.0.1:" + strconv.Itoa(testinfra.FreePort(t)),
+		// have tests of their own (gateways/comet TestLimits), and so has
+		// the cluster-wide send rate (limits_test.go).
+		RequestRate:  -1,
+		UserSendRate: -1,
+		LogLevel:     "error",
+		History:      filepath.Join(t.TempDir(), "history.db"),
+		AdminAddr:    "127.0.0.1:" + strconv.Itoa(testinfra.FreePort(t)),
 	}
 	if tune != nil {
 		tune(&s)

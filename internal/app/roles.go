@@ -109,6 +109,11 @@ func (s *Settings) Validate(roles ...Role) error {
 				return err
 			}
 		}
+		if r == Routing {
+			if err := s.routingConfig().Validate(); err != nil {
+				return err
+			}
+		}
 		if r == API && s.APIMySQL != "" {
 			if _, err := binlogsync.ParseDSN(s.APIMySQL); err != nil {
 				return fmt.Errorf("api: --api-mysql: %w", err)
@@ -152,8 +157,8 @@ func (s *Settings) Options(logger *slog.Logger, roles ...Role) fx.Option {
 	opts := []fx.Option{
 		fx.Supply(s.Infra(), logger, mysqlCfg),
 		fx.Supply(
-			presence.Config{SessionTTL: s.SessionTTL, NotifyLimit: s.NotifyLimit, LoginConversations: s.LoginConvLimit, PresenceWindow: s.PresenceWindow},
-			routing.Config{MaxBodyBytes: s.MaxBodyBytes, EditWindow: s.EditWindow, RecallWindow: s.RecallWindow},
+			presence.Config{SessionTTL: s.SessionTTL, NotifyLimit: s.NotifyLimit, LoginConversations: s.LoginConvLimit, PresenceWindow: s.PresenceWindow, MaxSessionsPerUser: s.MaxSessionsPerUser},
+			s.routingConfig(),
 			history.Config{NotifyLimit: s.NotifyLimit, RoomReceipts: s.RoomReadReceipts},
 			comet.Config{ID: s.CometID, Secret: s.Secret, Token: s.TokenPolicy(), Addr: s.CometAddr, PublicURL: s.CometURL, TLSCert: s.CometTLSCert, TLSKey: s.CometTLSKey, BatchWindow: s.BatchWindow, FrameBudget: s.FrameBudget, MaxBatchWindow: s.MaxBatchWindow, HeartbeatInterval: s.SessionTTL / 3, SendQueue: s.SendQueue, MaxFrameBytes: s.MaxFrameBytes, RequestTimeout: s.RequestTimeout, RequestRate: s.RequestRate, RequestBurst: s.RequestBurst, MaxConnsPerUser: s.MaxConnsPerUser, MaxConnsPerAddress: s.MaxConnsPerAddr, MaxQueuedBytes: s.MaxQueuedBytes},
 			api.Config{Addr: s.APIAddr, HTTPAddr: s.APIHTTPAddr, DirectoryFollowsMySQL: s.MySQL != "", MySQL: s.APIMySQL, Token: s.APIToken, MaxBodyBytes: s.MaxBodyBytes, TLSCert: s.APITLSCert, TLSKey: s.APITLSKey, ClientCA: s.APIClientCA},
@@ -202,6 +207,11 @@ func (s *Settings) Options(logger *slog.Logger, roles ...Role) fx.Option {
 		opts = append(opts, fx.Supply(s.Discovery()), discovery.Module)
 	}
 	return fx.Options(append(opts, wiring.Ready)...)
+}
+
+// routingConfig returns the routing worker's configuration.
+func (s *Settings) routingConfig() routing.Config {
+	return routing.Config{MaxBodyBytes: s.MaxBodyBytes, EditWindow: s.EditWindow, RecallWindow: s.RecallWindow, UserSendRate: s.UserSendRate, UserSendBurst: s.UserSendBurst}
 }
 
 // checkAddresses refuses credentials written into an address list (a

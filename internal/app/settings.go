@@ -23,54 +23,57 @@ import (
 // (--kafka) and an environment variable (LANEIM_KAFKA); a flag given on the
 // command line wins over the environment.
 type Settings struct {
-	Kafka             string
-	Redis             string
-	RedisCluster      bool
-	RedisPassword     string
-	Secret            string
-	TokenIssuer       string
-	TokenAudience     string
-	TokenMaxLifetime  time.Duration
-	TokenClockSkew    time.Duration
-	APIToken          string
-	CometID           string
-	CometAddr         string
-	APIAddr           string
-	APIHTTPAddr       string
-	APIMySQL          string
-	SessionTTL        time.Duration
-	NotifyLimit       int
-	RoomReadReceipts  bool
-	LoginConvLimit    int
-	PresenceWindow    time.Duration
-	MaxBodyBytes      int
-	EditWindow        time.Duration
-	RecallWindow      time.Duration
-	BatchWindow       time.Duration
-	SendQueue         int
-	RequestTimeout    time.Duration
-	RequestRate       float64
-	RequestBurst      int
-	MaxConnsPerUser   int
-	MaxConnsPerAddr   int
-	MaxQueuedBytes    int64
-	FrameBudget       int
-	MaxBatchWindow    time.Duration
-	Procs             int
-	MaxFrameBytes     int
-	MySQL             string
-	History           string
-	Scylla            string
-	ScyllaKeyspace    string
-	ScyllaConsistency string
-	RetainRoom        time.Duration
-	RetainDirect      time.Duration
-	RetainBroadcast   time.Duration
-	AdminAddr         string
-	Pprof             bool
-	Etcd              string
-	CometURL          string
-	LogLevel          string
+	Kafka              string
+	Redis              string
+	RedisCluster       bool
+	RedisPassword      string
+	Secret             string
+	TokenIssuer        string
+	TokenAudience      string
+	TokenMaxLifetime   time.Duration
+	TokenClockSkew     time.Duration
+	APIToken           string
+	CometID            string
+	CometAddr          string
+	APIAddr            string
+	APIHTTPAddr        string
+	APIMySQL           string
+	SessionTTL         time.Duration
+	NotifyLimit        int
+	RoomReadReceipts   bool
+	LoginConvLimit     int
+	PresenceWindow     time.Duration
+	MaxBodyBytes       int
+	EditWindow         time.Duration
+	RecallWindow       time.Duration
+	BatchWindow        time.Duration
+	SendQueue          int
+	RequestTimeout     time.Duration
+	RequestRate        float64
+	RequestBurst       int
+	MaxConnsPerUser    int
+	MaxSessionsPerUser int
+	UserSendRate       float64
+	UserSendBurst      int
+	MaxConnsPerAddr    int
+	MaxQueuedBytes     int64
+	FrameBudget        int
+	MaxBatchWindow     time.Duration
+	Procs              int
+	MaxFrameBytes      int
+	MySQL              string
+	History            string
+	Scylla             string
+	ScyllaKeyspace     string
+	ScyllaConsistency  string
+	RetainRoom         time.Duration
+	RetainDirect       time.Duration
+	RetainBroadcast    time.Duration
+	AdminAddr          string
+	Pprof              bool
+	Etcd               string
+	CometURL           string
+	LogLevel           string
 	// ConnectTimeout bounds the start-up check of each dependency (and
 	// the readiness checks).
 	ConnectTimeout time.Duration
@@ -132,6 +135,9 @@ func (s *Settings) Register(fs *flag.FlagSet) {
 	fs.IntVar(&s.SendQueue, "send-queue", 256, "comet: frames queued per connection before it is dropped as a slow consumer")
 	fs.Float64Var(&s.RequestRate, "request-rate", 20, "comet: frames a connection may send a second (negative: no limit); more get RATE_LIMITED")
 	fs.IntVar(&s.MaxConnsPerUser, "max-conns-per-user", 100, "comet: connections one user may have on a comet (negative: no limit); a login past it gets RATE_LIMITED and is closed")
+	fs.IntVar(&s.MaxSessionsPerUser, "max-sessions-per-user", 100, "presence: sessions one user may have across the cluster, all comets together (negative: no limit); a login past it gets RATE_LIMITED and is closed")
+	fs.Float64Var(&s.UserSendRate, "user-send-rate", 50, "routing: messages (sends, edits, recalls) one user may submit a second across the cluster, all connections together (negative: no limit); more get RATE_LIMITED")
+	fs.IntVar(&s.UserSendBurst, "user-send-burst", 100, "routing: messages one user may submit at once within its --user-send-rate")
 	fs.Int64Var(&s.MaxQueuedBytes, "max-queued-bytes", 512<<20, "comet: bytes queued to all its connections together (a room's frame counts once per member); past it the largest queues are closed as slow consumers (negative: no limit)")
 	fs.IntVar(&s.MaxConnsPerAddr, "max-conns-per-address", 1000, "comet: connections from one client address (IPv6: one /64) on a comet, loopback exempt (negative: no limit, e.g. behind a proxy); more are refused with HTTP 429")
 	fs.IntVar(&s.RequestBurst, "request-burst", 50, "comet: frames a connection may send at once within its --request-rate")

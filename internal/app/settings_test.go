@@ -123,3 +123,38 @@ func TestValidateRefusesMissingPaths(t *testing.T) {
 		t.Errorf("Validate created %s (%v)", filepath.Dir(missing), err)
 	}
 }
+
+// TestLimitsAcrossCometsFlags: the cluster-wide limits are flags of the
+// roles that apply them, reach their configuration, and are checked at
+// start.
+func TestLimitsAcrossCometsFlags(t *testing.T) {
+	for _, f := range []struct {
+		name string
+		role Role
+	}{{"max-sessions-per-user", Presence}, {"user-send-rate", Routing}, {"user-send-burst", Routing}} {
+		if !FlagUsedBy(f.name, PartsOfRoles(f.role)...) || FlagUsedBy(f.name, PartsOfRoles(Comet)...) {
+			t.Errorf("--%s: want a flag of %s only, not of the comet", f.name, f.role)
+		}
+	}
+	t.Setenv("LANEIM_USER_SEND_BURST", "7")
+	var s Settings
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	s.Register(fs)
+	if s.MaxSessionsPerUser != 100 || s.UserSendRate != 50 || s.UserSendBurst != 100 {
+		t.Errorf("defaults %d, %g, %d; want 100, 50, 100", s.MaxSessionsPerUser, s.UserSendRate, s.UserSendBurst)
+	}
+	if err := Parse(fs, []string{"--max-sessions-per-user", "3", "--user-send-rate", "2.5"}); err != nil {
+		t.Fatal(err)
+	}
+	if r := s.routingConfig(); r.UserSendRate != 2.5 || r.UserSendBurst != 7 || s.MaxSessionsPerUser != 3 {
+		t.Errorf("routing %+v, sessions %d", r, s.MaxSessionsPerUser)
+	}
+	s.Kafka, s.Redis = "k:9092", "r:6379"
+	if err := s.Validate(Routing); err != nil {
+		t.Errorf("validate: %v", err)
+	}
+	s.UserSendRate = 0.0001
+	if err := s.Validate(Routing); err == nil || !strings.Contains(err.Error(), "send rate") {
+		t.Errorf("a send rate below the least accepted: %v", err)
+	}
+}

@@ -75,6 +75,7 @@ func Start(t testing.TB, tune func(*app.Settings), opts ...Option) *Cluster {
 		SendQueue:     256,
 		MaxFrameBytes: 64 << 10,
 		RequestRate:   -1,
+		UserSendRate:  -1, // clients' tests send as fast as answered
 		LogLevel:      "error",
 		History:       filepath.Join(t.TempDir(), "history.db"),
 		AdminAddr:     "127.0.0.1:" + strconv.Itoa(testinfra.FreePort(t)),

@@ -11,6 +11,7 @@ package directory
 import (
 	"time"
 
+	"github.com/go-redis/redis_rate/v10"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/fx"
 )
@@ -78,11 +79,14 @@ type Assigned struct {
 
 // Store reads and writes the Redis model.
 type Store struct {
-	rdb redis.UniversalClient
+	rdb     redis.UniversalClient
+	limiter *redis_rate.Limiter
 }
 
 // New returns a Store on rdb.
-func New(rdb redis.UniversalClient) *Store { return &Store{rdb: rdb} }
+func New(rdb redis.UniversalClient) *Store {
+	return &Store{rdb: rdb, limiter: redis_rate.NewLimiter(rdb)}
+}
 
 // Module provides a *Store on the process's redis.UniversalClient.
 var Module = fx.Module("directory", fx.Provide(New))

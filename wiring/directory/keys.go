@@ -14,6 +14,10 @@ func userBlocksKey(u string) string   { return "{u:" + u + "}:blocks" }
 func userSessionsKey(u string) string { return "{u:" + u + "}:sessions" }
 func userOnlineKey(u string) string   { return "{u:" + u + "}:online" }
 
+// userSendsKey names a user's send budget; redis_rate stores it under
+// "rate:" + this, which keeps the user's hash tag.
+func userSendsKey(u string) string { return "{u:" + u + "}:sends" }
+
 func roomKey(r string) string        { return "{r:" + r + "}" }
 func roomMembersKey(r string) string { return "{r:" + r + "}:members" }
 func roomConnsKey(r string) string   { return "{r:" + r + "}:conns" }

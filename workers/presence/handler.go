@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -52,6 +53,10 @@ type Config struct {
 	// at most one PresenceChange per (room, user) per window, the last
 	// state winning (coalesce.go). Negative: every change is sent.
 	PresenceWindow time.Duration
+	// MaxSessionsPerUser bounds the sessions one user has across the
+	// cluster (100): a login past it is answered RATE_LIMITED and its
+	// connection closed. Negative: no bound.
+	MaxSessionsPerUser int
 }
 
 func (c *Config) setDefaults() {
@@ -73,11 +78,14 @@ func (c *Config) setDefaults() {
 	if c.PresenceWindow == 0 {
 		c.PresenceWindow = time.Second
 	}
+	if c.MaxSessionsPerUser == 0 {
+		c.MaxSessionsPerUser = 100
+	}
 }
 
 // Store is what presence reads and writes in the directory.
 type Store interface {
-	OpenSession(ctx context.Context, sess directory.Session, ttl time.Duration) error
+	OpenSessionWithin(ctx context.Context, sess directory.Session, ttl time.Duration, limit int) (bool, error)
 	CloseSession(ctx context.Context, ref directory.SessionRef) (directory.Session, []directory.RoomCount, bool, error)
 	JoinRoom(ctx context.Context, ref directory.SessionRef, user, room string) (directory.RoomCount, error)
 	LeaveRoom(ctx context.Context, ref directory.SessionRef, user, room string) (directory.RoomCount, error)
@@ -104,6 +112,9 @@ type Handler struct {
 	pub    message.Publisher
 	logger *slog.Logger
 	co     *coalescer
+
+	// sessionsRefused counts logins refused for MaxSessionsPerUser.
+	sessionsRefused atomic.Int64
 
 	stop chan struct{}
 	done sync.WaitGroup
@@ -180,7 +191,11 @@ func ref(s *topicpb.Session) directory.SessionRef {
 }
 
 // opened records a session the login worker accepted and answers the
-// login. The user is looked up again: a disable or delete that reached
+// login. A user that already has MaxSessionsPerUser sessions across the
+// cluster is refused RATE_LIMITED and the connection closed: counting
+// and recording are one step in the directory (OpenSessionWithin), so
+// logins racing on several comets never take the user past the bound.
+// The user is looked up again: a disable or delete that reached
 // the directory after the login worker's check, and whose USER_REVOKED
 // presence applied before this event (the two are ordered on the
 // user's partition), found no session to close. Such a login is refused
@@ -196,14 +211,15 @@ func (h *Handler) opened(ctx context.Context, ev *topicpb.SessionEvent) error {
 	// under the broker's message size limit, and pages through the rest
 	// (history worker).
 	var page directory.ConversationPage
-	var active bool
+	var active, opened bool
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() (err error) {
 		active, err = h.active(gctx, ev.GetUser())
 		return err
 	})
-	g.Go(func() error {
-		return h.store.OpenSession(gctx, directory.Session{Comet: s.GetComet(), Conn: s.GetConn(), User: ev.GetUser(), Device: ev.GetDevice()}, h.cfg.SessionTTL)
+	g.Go(func() (err error) {
+		opened, err = h.store.OpenSessionWithin(gctx, directory.Session{Comet: s.GetComet(), Conn: s.GetConn(), User: ev.GetUser(), Device: ev.GetDevice()}, h.cfg.SessionTTL, h.cfg.MaxSessionsPerUser)
+		return err
 	})
 	g.Go(func() (err error) {
 		page, err = h.store.ConversationPage(gctx, ev.GetUser(), "", h.cfg.LoginConversations, directory.MaxConversationBytes)
@@ -223,6 +239,20 @@ func (h *Handler) opened(ctx context.Context, ev *topicpb.SessionEvent) error {
 		h.logger.Info("login refused: user disabled or deleted meanwhile", "user", ev.GetUser(), "session", topics.SessionKey(s))
 		return h.close(ctx, ref(s))
 	}
+	if !opened {
+		// Nothing was recorded. A retry after a failed reply counts
+		// again: the connection is answered and closed, or let in if a
+		// place was freed meanwhile.
+		refusal := topics.ErrorFrame(ev.GetRequestId(), clientpb.Error_RATE_LIMITED,
+			fmt.Sprintf("too many connections for this user across the servers (%d)", h.cfg.MaxSessionsPerUser))
+		refusal.GetError().RetryAfterMs = uint32(SessionsRetryAfter.Milliseconds())
+		if err := h.reply(s, refusal, &topicpb.Control{Close: reasonTooMany}); err != nil {
+			return err
+		}
+		h.sessionsRefused.Add(1)
+		h.logger.Debug("login refused: too many sessions", "user", ev.GetUser(), "session", topics.SessionKey(s), "max", h.cfg.MaxSessionsPerUser)
+		return nil
+	}
 	res := &clientpb.LoginResult{
 		Ok:                  true,
 		User:                ev.GetUser(),
@@ -240,6 +270,20 @@ func (h *Handler) opened(ctx context.Context, ev *topicpb.SessionEvent) error {
 // reasonBanned closes the connection of a login that raced its user's
 // disable or delete.
 const reasonBanned = "account disabled or deleted"
+
+// reasonTooMany closes the connection of a login past
+// MaxSessionsPerUser; a comet closes one past its own bound so too.
+const reasonTooMany = "too many connections"
+
+// SessionsRetryAfter is the retry_after_ms of a login refused for
+// MaxSessionsPerUser: no place frees itself at a known time, so it is
+// the pause a client should make before trying again (as the comet's
+// HTTP 429 says Retry-After: 10).
+const SessionsRetryAfter = 10 * time.Second
+
+// SessionsRefused returns how many logins were refused because their
+// user had MaxSessionsPerUser sessions.
+func (h *Handler) SessionsRefused() int64 { return h.sessionsRefused.Load() }
 
 // active reports whether user exists in the directory and is not disabled.
 func (h *Handler) active(ctx context.Context, user string) (bool, error) {

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -48,7 +49,20 @@ type Config struct {
 	// members are published as an OfflineNotice (default 200; negative:
 	// none). 1:1 recipients always are.
 	NotifyMembers int
+	// UserSendRate and UserSendBurst bound the messages (sends, edits,
+	// recalls) one user's connections submit, all comets together: on
+	// average UserSendRate a second (default 50), UserSendBurst at once
+	// (default 100). Past them a message is refused RATE_LIMITED with
+	// the time to wait. The budget is kept in Redis and shared by every
+	// routing worker (directory.TakeSend). Messages of the api gateway
+	// are not counted. A negative UserSendRate lifts the bound.
+	UserSendRate  float64
+	UserSendBurst int
 }
+
+// minSendRate is the smallest Config.UserSendRate: the budget counts in
+// thousandths of a message a second.
+const minSendRate = 0.001
 
 // MaxBodyLimit bounds Config.MaxBodyBytes: a routed message must stay
 // below the broker's default limit of about 1 MB per message.
@@ -73,6 +87,17 @@ func (c *Config) setDefaults() {
 	if c.NotifyMembers == 0 {
 		c.NotifyMembers = 200
 	}
+	if c.UserSendRate == 0 {
+		c.UserSendRate = 50
+	}
+	if c.UserSendBurst == 0 {
+		c.UserSendBurst = 100
+	}
+}
+
+// sendRate returns the users' send budget, and false when there is none.
+func (c Config) sendRate() (directory.Rate, bool) {
+	return directory.Rate{PerSecond: c.UserSendRate, Burst: c.UserSendBurst}, c.UserSendRate > 0
 }
 
 // Validate reports a configuration that cannot work. A zero MaxBodyBytes
@@ -86,6 +111,12 @@ func (c Config) Validate() error {
 	}
 	if c.EditWindow < 0 || c.EditWindow > directory.DedupTTL || c.RecallWindow < 0 || c.RecallWindow > directory.DedupTTL {
 		return fmt.Errorf("routing: edit window %v and recall window %v must be within 0..%v", c.EditWindow, c.RecallWindow, directory.DedupTTL)
+	}
+	if c.UserSendRate > 0 && c.UserSendRate < minSendRate {
+		return fmt.Errorf("routing: a user send rate of %g a second is below %g (negative: no bound)", c.UserSendRate, minSendRate)
+	}
+	if c.UserSendBurst < 0 {
+		return fmt.Errorf("routing: negative user send burst %d", c.UserSendBurst)
 	}
 	return nil
 }
@@ -118,6 +149,9 @@ type Store interface {
 	ForgetSequencesRestored(ctx context.Context) error
 	RaiseSeq(ctx context.Context, conversation string, seq uint64) error
 	Unassign(ctx context.Context, conversation, sender, clientMsgID string) error
+	// TakeSend takes a message from a user's cluster-wide budget, or
+	// says how long until one may go.
+	TakeSend(ctx context.Context, user string, r directory.Rate) (time.Duration, error)
 }
 
 // Handler routes submitted messages. It is safe for concurrent use;
@@ -130,7 +164,14 @@ type Handler struct {
 	logger  *slog.Logger
 	breaker pipeline.Breaker
 	sizes   roomSizes
+
+	// rateLimited counts messages refused for the user send rate.
+	rateLimited atomic.Int64
 }
+
+// RateLimited returns how many client messages were refused because
+// their sender passed Config.UserSendRate.
+func (h *Handler) RateLimited() int64 { return h.rateLimited.Load() }
 
 // New returns a routing Handler. cfg's zero fields take their defaults;
 // a nil logger discards.
@@ -154,6 +195,15 @@ func (h *Handler) Pipeline() pipeline.Handler { return pipeline.On(Name, topics.
 type refusal struct {
 	code clientpb.Error_Code
 	text string
+	// retryAfter is the Error's retry_after_ms, with RATE_LIMITED.
+	retryAfter uint32
+}
+
+// frame is the Error frame answering request req with r.
+func (r *refusal) frame(req uint64) *clientpb.ServerFrame {
+	f := topics.ErrorFrame(req, r.code, r.text)
+	f.GetError().RetryAfterMs = r.retryAfter
+	return f
 }
 
 // Handle routes one Submitted message: it publishes a Routed message to
@@ -175,7 +225,7 @@ func (h *Handler) Handle(ctx context.Context, sub *topicpb.Submitted, _ *message
 	if r, err := h.check(ctx, sub); err != nil {
 		return err
 	} else if r != nil {
-		return h.answer(sub, topics.ErrorFrame(sub.GetRequestId(), r.code, r.text))
+		return h.answer(sub, r.frame(sub.GetRequestId()))
 	}
 	conv := topics.SubmittedConversation(sub)
 	now := time.Now()
@@ -193,7 +243,7 @@ func (h *Handler) Handle(ctx context.Context, sub *topicpb.Submitted, _ *message
 			return err
 		}
 		if r != nil {
-			return h.answer(sub, topics.ErrorFrame(sub.GetRequestId(), r.code, r.text))
+			return h.answer(sub, r.frame(sub.GetRequestId()))
 		}
 	}
 	routed := &topicpb.Routed{SubmittedUnixMs: sub.GetSubmittedUnixMs()}
@@ -331,9 +381,12 @@ func newID() string {
 
 // check returns why sub may not be routed, or nil. A client's message
 // (not trusted) is refused UNKNOWN_USER when its sender is unknown to the
-// directory or disabled: a ban holds for connections still open. The
-// directory reads are made at once; their results are judged in a fixed
-// order (sender, room or recipient, membership, block).
+// directory or disabled: a ban holds for connections still open; and
+// RATE_LIMITED when its sender has no send budget left. The directory
+// reads and the budget are asked at once; their results are judged in a
+// fixed order (sender, budget, room or recipient, membership, block). So
+// every client message that passes validate takes from its sender's
+// budget, whatever the answer, except those refused RATE_LIMITED.
 func (h *Handler) check(ctx context.Context, sub *topicpb.Submitted) (*refusal, error) {
 	if r := h.validate(sub); r != nil {
 		return r, nil
@@ -344,6 +397,7 @@ func (h *Handler) check(ctx context.Context, sub *topicpb.Submitted) (*refusal, 
 		senderOK, recipientOK bool
 		roomOK, member        bool
 		blocked               bool
+		wait                  time.Duration
 	)
 	g, gctx := errgroup.WithContext(ctx)
 	if !trusted {
@@ -351,6 +405,12 @@ func (h *Handler) check(ctx context.Context, sub *topicpb.Submitted) (*refusal, 
 			sender, senderOK, err = h.store.User(gctx, sub.GetSender())
 			return err
 		})
+		if r, ok := h.cfg.sendRate(); ok {
+			g.Go(func() (err error) {
+				wait, err = h.store.TakeSend(gctx, sub.GetSender(), r)
+				return err
+			})
+		}
 	}
 	switch to := sub.GetTo().(type) {
 	case *topicpb.Submitted_Room:
@@ -380,22 +440,28 @@ func (h *Handler) check(ctx context.Context, sub *topicpb.Submitted) (*refusal, 
 		return nil, err
 	}
 	if !trusted && (!senderOK || sender.Disabled) {
-		return &refusal{clientpb.Error_UNKNOWN_USER, "sender " + sub.GetSender() + " is unknown or disabled"}, nil
+		return &refusal{code: clientpb.Error_UNKNOWN_USER, text: "sender " + sub.GetSender() + " is unknown or disabled"}, nil
+	}
+	if wait > 0 {
+		h.rateLimited.Add(1)
+		ms := (wait + time.Millisecond - 1).Milliseconds()
+		return &refusal{code: clientpb.Error_RATE_LIMITED, retryAfter: uint32(min(ms, time.Hour.Milliseconds())),
+			text: fmt.Sprintf("more than %g messages a second from this user across the servers; retry after %d ms", h.cfg.UserSendRate, ms)}, nil
 	}
 	switch to := sub.GetTo().(type) {
 	case *topicpb.Submitted_Room:
 		if !roomOK {
-			return &refusal{clientpb.Error_UNKNOWN_ROOM, "no room " + to.Room}, nil
+			return &refusal{code: clientpb.Error_UNKNOWN_ROOM, text: "no room " + to.Room}, nil
 		}
 		if !trusted && !member {
-			return &refusal{clientpb.Error_NOT_MEMBER, "not a member of " + to.Room}, nil
+			return &refusal{code: clientpb.Error_NOT_MEMBER, text: "not a member of " + to.Room}, nil
 		}
 	case *topicpb.Submitted_User:
 		if !recipientOK || recipient.Disabled {
-			return &refusal{clientpb.Error_UNKNOWN_USER, "no user " + to.User}, nil
+			return &refusal{code: clientpb.Error_UNKNOWN_USER, text: "no user " + to.User}, nil
 		}
 		if !trusted && blocked {
-			return &refusal{clientpb.Error_BLOCKED, to.User + " does not accept your messages"}, nil
+			return &refusal{code: clientpb.Error_BLOCKED, text: to.User + " does not accept your messages"}, nil
 		}
 	}
 	return nil, nil
@@ -407,50 +473,50 @@ func (h *Handler) check(ctx context.Context, sub *topicpb.Submitted) (*refusal, 
 // topics.SystemSender.
 func (h *Handler) validate(sub *topicpb.Submitted) *refusal {
 	if len(sub.GetBody()) > h.cfg.MaxBodyBytes {
-		return &refusal{clientpb.Error_TOO_LARGE, fmt.Sprintf("body of %d bytes exceeds %d", len(sub.GetBody()), h.cfg.MaxBodyBytes)}
+		return &refusal{code: clientpb.Error_TOO_LARGE, text: fmt.Sprintf("body of %d bytes exceeds %d", len(sub.GetBody()), h.cfg.MaxBodyBytes)}
 	}
 	switch s := sub.GetSender(); {
 	case s == "":
-		return &refusal{clientpb.Error_INVALID, "no sender"}
+		return &refusal{code: clientpb.Error_INVALID, text: "no sender"}
 	case s == topics.SystemSender && sub.GetTrusted():
 	case !topics.ValidID(s):
-		return &refusal{clientpb.Error_INVALID, topics.CheckID("sender", s).Error()}
+		return &refusal{code: clientpb.Error_INVALID, text: topics.CheckID("sender", s).Error()}
 	}
 	switch to := sub.GetTo().(type) {
 	case *topicpb.Submitted_Room:
 		if to.Room == "" {
-			return &refusal{clientpb.Error_INVALID, "empty room"}
+			return &refusal{code: clientpb.Error_INVALID, text: "empty room"}
 		}
 		if err := topics.CheckID("room", to.Room); err != nil {
-			return &refusal{clientpb.Error_INVALID, err.Error()}
+			return &refusal{code: clientpb.Error_INVALID, text: err.Error()}
 		}
 	case *topicpb.Submitted_User:
 		if to.User == "" {
-			return &refusal{clientpb.Error_INVALID, "empty recipient"}
+			return &refusal{code: clientpb.Error_INVALID, text: "empty recipient"}
 		}
 		if err := topics.CheckID("user", to.User); err != nil {
-			return &refusal{clientpb.Error_INVALID, err.Error()}
+			return &refusal{code: clientpb.Error_INVALID, text: err.Error()}
 		}
 	case *topicpb.Submitted_Broadcast:
 		if !sub.GetTrusted() {
-			return &refusal{clientpb.Error_INVALID, "only the api gateway may broadcast"}
+			return &refusal{code: clientpb.Error_INVALID, text: "only the api gateway may broadcast"}
 		}
 	default:
-		return &refusal{clientpb.Error_INVALID, "no recipient"}
+		return &refusal{code: clientpb.Error_INVALID, text: "no recipient"}
 	}
 	switch {
 	case sub.GetEdits() != "" && sub.GetRecalls() != "":
-		return &refusal{clientpb.Error_INVALID, "a message may edit or recall, not both"}
+		return &refusal{code: clientpb.Error_INVALID, text: "a message may edit or recall, not both"}
 	case (sub.GetEdits() != "" || sub.GetRecalls() != "") && (sub.GetTrusted() || sub.GetBroadcast()):
-		return &refusal{clientpb.Error_INVALID, "only a user's own messages may be edited or recalled"}
+		return &refusal{code: clientpb.Error_INVALID, text: "only a user's own messages may be edited or recalled"}
 	case sub.GetRecalls() != "" && len(sub.GetBody()) > 0:
-		return &refusal{clientpb.Error_INVALID, "a recall has no body"}
+		return &refusal{code: clientpb.Error_INVALID, text: "a recall has no body"}
 	case len(sub.GetMentions()) > MaxMentions:
-		return &refusal{clientpb.Error_INVALID, fmt.Sprintf("%d mentions, at most %d", len(sub.GetMentions()), MaxMentions)}
+		return &refusal{code: clientpb.Error_INVALID, text: fmt.Sprintf("%d mentions, at most %d", len(sub.GetMentions()), MaxMentions)}
 	}
 	for _, u := range sub.GetMentions() {
 		if err := topics.CheckID("mentioned user", u); err != nil {
-			return &refusal{clientpb.Error_INVALID, err.Error()}
+			return &refusal{code: clientpb.Error_INVALID, text: err.Error()}
 		}
 	}
 	return nil
@@ -480,10 +546,10 @@ func (h *Handler) target(ctx context.Context, sub *topicpb.Submitted, conv, dedu
 		return 0, nil, err
 	}
 	if !ok {
-		return 0, &refusal{clientpb.Error_UNKNOWN_MESSAGE, "no message of yours with client_msg_id " + name + " in " + conv}, nil
+		return 0, &refusal{code: clientpb.Error_UNKNOWN_MESSAGE, text: "no message of yours with client_msg_id " + name + " in " + conv}, nil
 	}
 	if !again && !orig.Time.IsZero() && now.Sub(orig.Time) > window {
-		return 0, &refusal{clientpb.Error_TOO_LATE, fmt.Sprintf("the %s window of %v has passed", what, window)}, nil
+		return 0, &refusal{code: clientpb.Error_TOO_LATE, text: fmt.Sprintf("the %s window of %v has passed", what, window)}, nil
 	}
 	return orig.Seq, nil, nil
 }

@@ -4,8 +4,10 @@ import (
 	"log/slog"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/fx"
 
+	"github.com/laneim/laneim/wiring"
 	"github.com/laneim/laneim/wiring/directory"
 	"github.com/laneim/laneim/wiring/pipeline"
 )
@@ -13,10 +15,18 @@ import (
 var _ Store = (*directory.Store)(nil)
 
 // Module runs the routing worker. It needs a Config, a *directory.Store, a
-// message.Publisher and a *slog.Logger in the graph.
+// message.Publisher, a *slog.Logger and the process's *wiring.Metrics in
+// the graph.
 var Module = fx.Module(Name,
-	pipeline.Provide(func(cfg Config, store *directory.Store, pub message.Publisher, logger *slog.Logger) (pipeline.Handler, error) {
+	pipeline.Provide(func(cfg Config, store *directory.Store, pub message.Publisher, logger *slog.Logger, m *wiring.Metrics) (pipeline.Handler, error) {
 		h, err := New(cfg, store, pub, logger.With("worker", Name))
+		if err != nil {
+			return pipeline.Handler{}, err
+		}
+		err = m.Registry.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "laneim_routing_rate_limited_total",
+			Help: "Client messages refused with RATE_LIMITED: their sender passed --user-send-rate across the cluster.",
+		}, func() float64 { return float64(h.RateLimited()) }))
 		if err != nil {
 			return pipeline.Handler{}, err
 		}
