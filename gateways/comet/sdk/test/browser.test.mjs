@@ -216,6 +216,10 @@ test("the page shows unread counts from read state, typing, and edits and recall
   await carol.press("input[name=text]", "Enter");
   const mineLine = carol.locator("#log li", { hasText: "carol: " + mine });
   await mineLine.waitFor();
+  // dave reads it: a read receipt marks it seen.
+  assert.equal(await mineLine.locator(".seen").count(), 0);
+  await dave.ack(conv, Number(await mineLine.getAttribute("data-seq")));
+  await mineLine.locator(".seen").waitFor();
   await mineLine.locator("button.edit").click();
   assert.equal(await carol.inputValue("input[name=text]"), mine);
   const fixed = unique("mine, fixed");
@@ -230,6 +234,21 @@ test("the page shows unread counts from read state, typing, and edits and recall
   await until(() => daveGot.some((m) => m.recalls === Number(seq)), "dave to get carol's recall");
 
   await carol.screenshot({ path: join(env.screenshots, "read-typing-edit.png") });
+
+  // Mentions: "@dave" in carol's text mentions him; dave's mention of her
+  // in the lobby gets a mention badge.
+  const hey = unique("@dave hey");
+  await carol.fill("input[name=text]", hey);
+  await carol.press("input[name=text]", "Enter");
+  await until(() => daveGot.some((m) => m.text === hey && m.mentions.join() === "dave"), "dave to get carol's mention of him");
+  const lobby = carol.locator('#rooms li[data-conv="room:lobby"]');
+  assert.equal(await lobby.locator(".mention").count(), 0);
+  const call = unique("@carol look");
+  await dave.send({ room: "lobby", text: call, mentions: ["carol"] });
+  await lobby.locator(".mention").waitFor();
+  await lobby.locator("button").click();
+  await carol.locator("#log li.mentions-me", { hasText: "dave: " + call }).waitFor();
+  assert.equal(await lobby.locator(".mention, .unread").count(), 0);
   assert.deepEqual(carol.problems, []);
   await carol.context().close();
 });
