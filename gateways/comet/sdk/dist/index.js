@@ -601,9 +601,9 @@ export class Client {
      * window (24 h by default), UNKNOWN_MESSAGE if original is not yours.
      * It retries as send does.
      */
-    edit(original, content, deadlineMs = 30000) {
+    async edit(original, content, deadlineMs = 30000) {
         if (!original.clientMsgId)
-            return Promise.reject(new LaneError("INVALID", "edit needs the original's clientMsgId"));
+            throw new LaneError("INVALID", "edit needs the original's clientMsgId");
         return this.sendFrame(this.destination(original), content, { edits: original.clientMsgId }, deadlineMs);
     }
     /**
@@ -611,9 +611,9 @@ export class Client {
      * names it): a new message whose `recalls` names its seq. Refused
      * TOO_LATE after the recall window (2 minutes by default).
      */
-    recall(original, opts = {}, deadlineMs = 30000) {
+    async recall(original, opts = {}, deadlineMs = 30000) {
         if (!original.clientMsgId)
-            return Promise.reject(new LaneError("INVALID", "recall needs the original's clientMsgId"));
+            throw new LaneError("INVALID", "recall needs the original's clientMsgId");
         return this.sendFrame(this.destination(original), { clientMsgId: opts.clientMsgId, body: new Uint8Array(0), contentType: "" }, { recalls: original.clientMsgId }, deadlineMs);
     }
     destination(o) {

@@ -796,8 +796,8 @@ export class Client {
    * window (24 h by default), UNKNOWN_MESSAGE if original is not yours.
    * It retries as send does.
    */
-  edit(original: Original, content: Content, deadlineMs = 30_000): Promise<SendResult> {
-    if (!original.clientMsgId) return Promise.reject(new LaneError("INVALID", "edit needs the original's clientMsgId"));
+  async edit(original: Original, content: Content, deadlineMs = 30_000): Promise<SendResult> {
+    if (!original.clientMsgId) throw new LaneError("INVALID", "edit needs the original's clientMsgId");
     return this.sendFrame(this.destination(original), content, { edits: original.clientMsgId }, deadlineMs);
   }
 
@@ -806,8 +806,8 @@ export class Client {
    * names it): a new message whose `recalls` names its seq. Refused
    * TOO_LATE after the recall window (2 minutes by default).
    */
-  recall(original: Original, opts: { clientMsgId?: string } = {}, deadlineMs = 30_000): Promise<SendResult> {
-    if (!original.clientMsgId) return Promise.reject(new LaneError("INVALID", "recall needs the original's clientMsgId"));
+  async recall(original: Original, opts: { clientMsgId?: string } = {}, deadlineMs = 30_000): Promise<SendResult> {
+    if (!original.clientMsgId) throw new LaneError("INVALID", "recall needs the original's clientMsgId");
     return this.sendFrame(this.destination(original), { clientMsgId: opts.clientMsgId, body: new Uint8Array(0), contentType: "" }, { recalls: original.clientMsgId }, deadlineMs);
   }
 

@@ -262,6 +262,9 @@ test("edit and recall reach the others as messages naming the seq they change; m
   assert.deepEqual([em.edits, em.recalls, em.text, em.sender], [sent.seq, 0, edited, "alice"]);
   // bob may not edit alice's message.
   await assert.rejects(bob.edit(orig, { text: "not mine" }), (err) => err instanceof LaneError && err.code === "UNKNOWN_MESSAGE");
+  // What names no room or user is refused before anything is sent.
+  await assert.rejects(alice.edit({ conversation: "broadcast", clientMsgId: sent.clientMsgId }, { text: "x" }), (err) => err.code === "INVALID");
+  await assert.rejects(alice.recall({ user: "bob", clientMsgId: "" }), (err) => err.code === "INVALID");
   // An edit is no original: it cannot be edited.
   await assert.rejects(alice.edit({ user: "bob", clientMsgId: e.clientMsgId }, { text: "x" }), (err) => err.code === "UNKNOWN_MESSAGE");
 
