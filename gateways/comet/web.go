@@ -19,7 +19,8 @@ var (
 
 // WebClient serves the chat page (web/index.html): log in with a token,
 // rooms with who is online in each, 1:1 conversations, history, unread
-// markers, reconnecting and catching up. It speaks the JSON subprotocol to
+// counts from the read state, typing, edit and recall, reconnecting and
+// catching up. It speaks the JSON subprotocol to
 // the comet that serves it, through the SDK at /sdk/index.js.
 func WebClient() http.Handler {
 	pages, _ := fs.Sub(web, "web")

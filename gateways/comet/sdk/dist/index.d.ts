@@ -1,7 +1,7 @@
 /** Subprotocol spoken by the SDK. */
 export declare const SUBPROTOCOL = "laneim.v1.json";
 /** Error codes of the protocol, plus the SDK's own TIMEOUT and DISCONNECTED. */
-export type ErrorCode = "BAD_FRAME" | "UNAUTHENTICATED" | "BAD_TOKEN" | "UNKNOWN_USER" | "UNKNOWN_ROOM" | "NOT_MEMBER" | "BLOCKED" | "TOO_LARGE" | "INVALID" | "UNAVAILABLE" | "ALREADY_LOGGED_IN" | "RATE_LIMITED" | "CODE_UNSPECIFIED" | "TIMEOUT" | "DISCONNECTED" | "CLOSED";
+export type ErrorCode = "BAD_FRAME" | "UNAUTHENTICATED" | "BAD_TOKEN" | "UNKNOWN_USER" | "UNKNOWN_ROOM" | "NOT_MEMBER" | "BLOCKED" | "TOO_LARGE" | "INVALID" | "UNAVAILABLE" | "ALREADY_LOGGED_IN" | "RATE_LIMITED" | "TOO_LATE" | "UNKNOWN_MESSAGE" | "CODE_UNSPECIFIED" | "TIMEOUT" | "DISCONNECTED" | "CLOSED";
 /** LaneError is a refused or unanswered request. */
 export declare class LaneError extends Error {
     readonly code: ErrorCode;
@@ -20,11 +20,67 @@ export interface Message {
     contentType: string;
     serverTimeUnixMs: number;
     clientMsgId: string;
+    /** For an edit: the seq of the message it edits (its body replaces that one's); else 0. */
+    edits: number;
+    /** For a recall: the seq of the message it recalls (no body); else 0. */
+    recalls: number;
+    /** The users the message mentions, sorted (empty: none). */
+    mentions: string[];
 }
-/** Position of one conversation (LoginResult, ConversationsResult). */
+/** Position of one conversation (LoginResult, ConversationsResult), with your read state. */
 export interface ConversationState {
     conversation: string;
     latestSeq: number;
+    /** Your read position: you have read up to this seq. */
+    readSeq: number;
+    /** latestSeq - readSeq: seqs (edits and recalls included) after your read position. */
+    unread: number;
+    /** Messages after your read position that mention you. */
+    unreadMentions: number;
+}
+/** A read position: user has read conversation up to seq (docs/protocol.md, "Read state"). */
+export interface ReadUpdate {
+    conversation: string;
+    user: string;
+    seq: number;
+}
+/** user is typing in conversation: show it for 5 s unless another comes or user's message does. */
+export interface TypingUpdate {
+    conversation: string;
+    user: string;
+}
+/** Where a message goes: a room or a user. */
+export type Destination = {
+    room: string;
+    user?: undefined;
+} | {
+    user: string;
+    room?: undefined;
+};
+/**
+ * The message an edit or recall names: its clientMsgId and where it went,
+ * as a room or user, or as its conversation (a Message or a SendResult
+ * will do).
+ */
+export type Original = {
+    clientMsgId: string;
+} & ({
+    room: string;
+} | {
+    user: string;
+} | {
+    conversation: string;
+});
+/** The content of a message: text (sent as text/plain) or bytes. */
+export interface Content {
+    text?: string;
+    body?: Uint8Array;
+    /** Default: text/plain for text, application/octet-stream for body. */
+    contentType?: string;
+    /** Users the message mentions (docs/protocol.md, "Mentions"). */
+    mentions?: string[];
+    /** Default: a new random id. A retry with the same id is sent once. */
+    clientMsgId?: string;
 }
 export interface LoginResult {
     user: string;
@@ -91,6 +147,14 @@ export interface Events {
         room: string;
     };
     catchup: CatchUpEvent;
+    /**
+     * A read position moved: yours, read on another device (user is you),
+     * or another user's, a read receipt (in a 1:1 conversation, or a room
+     * when the server sends them). Apply it idempotently (keep the maximum).
+     */
+    read: ReadUpdate;
+    /** Someone else is typing (your own TypingUpdates are dropped). */
+    typing: TypingUpdate;
     /** An error the server sent on its own or one in the background (catch-up, rejoin, login). */
     error: LaneError;
 }
@@ -130,6 +194,8 @@ export interface ClientOptions {
     maxBackoffMs?: number;
     /** Messages per Sync page during catch-up (0: the server's default). */
     syncPageSize?: number;
+    /** typing() sends at most one Typing per conversation within this (default 3 s, as the protocol asks). */
+    typingIntervalMs?: number;
     /** Called with lines worth logging (default: none). */
     log?: (line: string) => void;
 }
@@ -182,6 +248,7 @@ export declare class Client {
     private firstLogin;
     private _state;
     private _user;
+    private typingSent;
     constructor(options: ClientOptions);
     /** The connection's state. */
     get state(): State;
@@ -238,16 +305,28 @@ export declare class Client {
      * send sends a message to a room or a user. It retries with the same
      * client_msg_id (so the message is sent once) after UNAVAILABLE, a
      * timeout or a disconnect, and waits out RATE_LIMITED, for up to
-     * deadlineMs (default 30 s).
+     * deadlineMs (default 30 s). mentions names the users it mentions.
      */
-    send(msg: {
-        room?: string;
-        user?: string;
-        text?: string;
-        body?: Uint8Array;
-        contentType?: string;
+    send(msg: Destination & Content, deadlineMs?: number): Promise<SendResult>;
+    /**
+     * edit replaces the body of your own message `original` (its
+     * clientMsgId and its room, user or conversation: a Message or a
+     * SendResult will do) for everyone: it sends a new message whose
+     * `edits` names the original's seq. Refused TOO_LATE after the edit
+     * window (24 h by default), UNKNOWN_MESSAGE if original is not yours.
+     * It retries as send does.
+     */
+    edit(original: Original, content: Content, deadlineMs?: number): Promise<SendResult>;
+    /**
+     * recall deletes your own message `original` for everyone (as edit
+     * names it): a new message whose `recalls` names its seq. Refused
+     * TOO_LATE after the recall window (2 minutes by default).
+     */
+    recall(original: Original, opts?: {
         clientMsgId?: string;
     }, deadlineMs?: number): Promise<SendResult>;
+    private destination;
+    private sendFrame;
     /** sync asks for one page of a conversation's messages after afterSeq (no events, no repeat dropping). */
     sync(conversation: string, afterSeq: number, limit?: number): Promise<SyncResult>;
     /**
@@ -260,11 +339,21 @@ export declare class Client {
     conversations(): Promise<ConversationState[]>;
     private conversationsFrom;
     /**
-     * ack reports reading a conversation up to seq (your read position). The
-     * server answers with a ReadUpdate frame, sent to your other devices too
-     * (docs/protocol.md, "Read state").
+     * ack records that you have read conversation up to seq (your read
+     * position, kept by the server for all your devices; it only grows).
+     * It resolves with your position now, which may be higher than seq.
+     * Your other devices, and in a 1:1 conversation the other party, get
+     * it as a `read` event (docs/protocol.md, "Read state").
      */
-    ack(conversation: string, seq: number): void;
+    ack(conversation: string, seq: number): Promise<ReadUpdate>;
+    /**
+     * typing tells the conversation's other members that you are typing.
+     * Call it on every keystroke: it sends a Typing at most once per
+     * typingIntervalMs (3 s) per conversation, and again at once after you
+     * sent a message there. It returns whether it sent one. Typing is not
+     * answered (a refusal comes as an `error` event) and not stored.
+     */
+    typing(conversation: string): boolean;
 }
 /** The other party of a 1:1 conversation id ("dm:a:b") for user me, or "" if it is none. */
 export declare function peerOf(conversation: string, me: string): string;

@@ -60,10 +60,22 @@ function toMessage(m) {
         contentType: m.contentType || "",
         serverTimeUnixMs: num(m.serverTimeUnixMs),
         clientMsgId: m.clientMsgId || "",
+        edits: num(m.edits),
+        recalls: num(m.recalls),
+        mentions: Array.isArray(m.mentions) ? m.mentions : [],
     };
 }
 function toStates(list) {
-    return (list || []).map((c) => ({ conversation: c.conversation, latestSeq: num(c.latestSeq) }));
+    return (list || []).map((c) => ({
+        conversation: c.conversation,
+        latestSeq: num(c.latestSeq),
+        readSeq: num(c.readSeq),
+        unread: num(c.unread),
+        unreadMentions: num(c.unreadMentions),
+    }));
+}
+function toRead(r) {
+    return { conversation: r?.conversation || "", user: r?.user || "", seq: num(r?.seq) };
 }
 /**
  * SeqTracker remembers which (conversation, seq) were handed out, to drop
@@ -143,6 +155,7 @@ export class Client {
         this.firstLogin = null;
         this._state = "idle";
         this._user = "";
+        this.typingSent = new Map(); // conversation -> when typing() last sent
         this.opts = {
             device: "web",
             requestTimeoutMs: 10000,
@@ -150,6 +163,7 @@ export class Client {
             minBackoffMs: 500,
             maxBackoffMs: 15000,
             syncPageSize: 0,
+            typingIntervalMs: 3000,
             ...options,
         };
     }
@@ -446,6 +460,14 @@ export class Client {
             this.rooms.delete(f.left.room);
             this.emit("left", { room: f.left.room || "" });
         }
+        else if (f.readUpdate) {
+            this.emit("read", toRead(f.readUpdate));
+        }
+        else if (f.typing) {
+            const t = f.typing;
+            if (t.user !== this._user)
+                this.emit("typing", { conversation: t.conversation || "", user: t.user || "" });
+        }
         else if (f.error) {
             this.emit("error", new LaneError(f.error.code || "CODE_UNSPECIFIED", f.error.text || "", num(f.error.retryAfterMs)));
         }
@@ -566,16 +588,62 @@ export class Client {
      * send sends a message to a room or a user. It retries with the same
      * client_msg_id (so the message is sent once) after UNAVAILABLE, a
      * timeout or a disconnect, and waits out RATE_LIMITED, for up to
-     * deadlineMs (default 30 s).
+     * deadlineMs (default 30 s). mentions names the users it mentions.
      */
-    async send(msg, deadlineMs = 30000) {
-        const clientMsgId = msg.clientMsgId || newId();
-        const body = msg.body ?? enc.encode(msg.text ?? "");
-        const frame = { clientMsgId, body: toBase64(body), contentType: msg.contentType || (msg.body ? "application/octet-stream" : "text/plain") };
-        if (msg.room)
-            frame.room = msg.room;
-        else if (msg.user)
-            frame.user = msg.user;
+    send(msg, deadlineMs = 30000) {
+        return this.sendFrame(msg, msg, {}, deadlineMs);
+    }
+    /**
+     * edit replaces the body of your own message `original` (its
+     * clientMsgId and its room, user or conversation: a Message or a
+     * SendResult will do) for everyone: it sends a new message whose
+     * `edits` names the original's seq. Refused TOO_LATE after the edit
+     * window (24 h by default), UNKNOWN_MESSAGE if original is not yours.
+     * It retries as send does.
+     */
+    async edit(original, content, deadlineMs = 30000) {
+        if (!original.clientMsgId)
+            throw new LaneError("INVALID", "edit needs the original's clientMsgId");
+        return this.sendFrame(this.destination(original), content, { edits: original.clientMsgId }, deadlineMs);
+    }
+    /**
+     * recall deletes your own message `original` for everyone (as edit
+     * names it): a new message whose `recalls` names its seq. Refused
+     * TOO_LATE after the recall window (2 minutes by default).
+     */
+    async recall(original, opts = {}, deadlineMs = 30000) {
+        if (!original.clientMsgId)
+            throw new LaneError("INVALID", "recall needs the original's clientMsgId");
+        return this.sendFrame(this.destination(original), { clientMsgId: opts.clientMsgId, body: new Uint8Array(0), contentType: "" }, { recalls: original.clientMsgId }, deadlineMs);
+    }
+    destination(o) {
+        if ("room" in o && o.room)
+            return { room: o.room };
+        if ("user" in o && o.user)
+            return { user: o.user };
+        const conv = "conversation" in o ? o.conversation : "";
+        if (conv.startsWith("room:"))
+            return { room: conv.slice(5) };
+        const peer = peerOf(conv, this._user);
+        if (peer)
+            return { user: peer };
+        throw new LaneError("INVALID", `no room or user to send to for ${JSON.stringify(conv)}`);
+    }
+    async sendFrame(to, content, extra, deadlineMs) {
+        const clientMsgId = content.clientMsgId || newId();
+        const body = content.body ?? enc.encode(content.text ?? "");
+        const frame = { clientMsgId, ...extra };
+        if (body.length)
+            frame.body = toBase64(body);
+        const contentType = content.contentType ?? (content.body ? "application/octet-stream" : "text/plain");
+        if (contentType)
+            frame.contentType = contentType;
+        if (content.mentions?.length)
+            frame.mentions = content.mentions;
+        if (to.room)
+            frame.room = to.room;
+        else if (to.user)
+            frame.user = to.user;
         else
             throw new LaneError("INVALID", "send needs a room or a user");
         const end = Date.now() + deadlineMs;
@@ -584,7 +652,10 @@ export class Client {
                 await this.waitOpen(Math.max(1, end - Date.now()));
                 const f = await this.request({ send: frame }, Math.min(this.opts.requestTimeoutMs, Math.max(1, end - Date.now())));
                 const r = f.sendResult || {};
-                return { clientMsgId: r.clientMsgId || clientMsgId, messageId: r.messageId || "", conversation: r.conversation || "", seq: num(r.seq), serverTimeUnixMs: num(r.serverTimeUnixMs) };
+                const res = { clientMsgId: r.clientMsgId || clientMsgId, messageId: r.messageId || "", conversation: r.conversation || "", seq: num(r.seq), serverTimeUnixMs: num(r.serverTimeUnixMs) };
+                // Typing again after a message is news: let the next typing() through.
+                this.typingSent.delete(res.conversation);
+                return res;
             }
             catch (e) {
                 const err = e;
@@ -638,13 +709,37 @@ export class Client {
         return out;
     }
     /**
-     * ack reports reading a conversation up to seq (your read position). The
-     * server answers with a ReadUpdate frame, sent to your other devices too
-     * (docs/protocol.md, "Read state").
+     * ack records that you have read conversation up to seq (your read
+     * position, kept by the server for all your devices; it only grows).
+     * It resolves with your position now, which may be higher than seq.
+     * Your other devices, and in a 1:1 conversation the other party, get
+     * it as a `read` event (docs/protocol.md, "Read state").
      */
-    ack(conversation, seq) {
-        if (this._state === "open" && this.ws)
-            this.ws.send(JSON.stringify({ ack: { conversation, seq: String(seq) } }));
+    async ack(conversation, seq) {
+        const f = await this.request({ ack: { conversation, seq: String(seq) } });
+        return toRead(f.readUpdate);
+    }
+    /**
+     * typing tells the conversation's other members that you are typing.
+     * Call it on every keystroke: it sends a Typing at most once per
+     * typingIntervalMs (3 s) per conversation, and again at once after you
+     * sent a message there. It returns whether it sent one. Typing is not
+     * answered (a refusal comes as an `error` event) and not stored.
+     */
+    typing(conversation) {
+        if (this._state !== "open" || !this.ws || this.ws.readyState !== 1)
+            return false;
+        const now = Date.now();
+        if (now - (this.typingSent.get(conversation) ?? -Infinity) < this.opts.typingIntervalMs)
+            return false;
+        this.typingSent.set(conversation, now);
+        try {
+            this.ws.send(JSON.stringify({ typing: { conversation } }));
+        }
+        catch {
+            return false;
+        }
+        return true;
     }
 }
 function toJoined(j) {

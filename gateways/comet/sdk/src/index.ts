@@ -13,7 +13,7 @@ export const SUBPROTOCOL = "laneim.v1.json";
 export type ErrorCode =
   | "BAD_FRAME" | "UNAUTHENTICATED" | "BAD_TOKEN" | "UNKNOWN_USER" | "UNKNOWN_ROOM"
   | "NOT_MEMBER" | "BLOCKED" | "TOO_LARGE" | "INVALID" | "UNAVAILABLE"
-  | "ALREADY_LOGGED_IN" | "RATE_LIMITED" | "CODE_UNSPECIFIED"
+  | "ALREADY_LOGGED_IN" | "RATE_LIMITED" | "TOO_LATE" | "UNKNOWN_MESSAGE" | "CODE_UNSPECIFIED"
   | "TIMEOUT" | "DISCONNECTED" | "CLOSED";
 
 /** LaneError is a refused or unanswered request. */
@@ -40,12 +40,59 @@ export interface Message {
   contentType: string;
   serverTimeUnixMs: number;
   clientMsgId: string;
+  /** For an edit: the seq of the message it edits (its body replaces that one's); else 0. */
+  edits: number;
+  /** For a recall: the seq of the message it recalls (no body); else 0. */
+  recalls: number;
+  /** The users the message mentions, sorted (empty: none). */
+  mentions: string[];
 }
 
-/** Position of one conversation (LoginResult, ConversationsResult). */
+/** Position of one conversation (LoginResult, ConversationsResult), with your read state. */
 export interface ConversationState {
   conversation: string;
   latestSeq: number;
+  /** Your read position: you have read up to this seq. */
+  readSeq: number;
+  /** latestSeq - readSeq: seqs (edits and recalls included) after your read position. */
+  unread: number;
+  /** Messages after your read position that mention you. */
+  unreadMentions: number;
+}
+
+/** A read position: user has read conversation up to seq (docs/protocol.md, "Read state"). */
+export interface ReadUpdate {
+  conversation: string;
+  user: string;
+  seq: number;
+}
+
+/** user is typing in conversation: show it for 5 s unless another comes or user's message does. */
+export interface TypingUpdate {
+  conversation: string;
+  user: string;
+}
+
+/** Where a message goes: a room or a user. */
+export type Destination = { room: string; user?: undefined } | { user: string; room?: undefined };
+
+/**
+ * The message an edit or recall names: its clientMsgId and where it went,
+ * as a room or user, or as its conversation (a Message or a SendResult
+ * will do).
+ */
+export type Original = { clientMsgId: string } & ({ room: string } | { user: string } | { conversation: string });
+
+/** The content of a message: text (sent as text/plain) or bytes. */
+export interface Content {
+  text?: string;
+  body?: Uint8Array;
+  /** Default: text/plain for text, application/octet-stream for body. */
+  contentType?: string;
+  /** Users the message mentions (docs/protocol.md, "Mentions"). */
+  mentions?: string[];
+  /** Default: a new random id. A retry with the same id is sent once. */
+  clientMsgId?: string;
 }
 
 export interface LoginResult {
@@ -117,6 +164,14 @@ export interface Events {
   /** The server removed this connection from a room. */
   left: { room: string };
   catchup: CatchUpEvent;
+  /**
+   * A read position moved: yours, read on another device (user is you),
+   * or another user's, a read receipt (in a 1:1 conversation, or a room
+   * when the server sends them). Apply it idempotently (keep the maximum).
+   */
+  read: ReadUpdate;
+  /** Someone else is typing (your own TypingUpdates are dropped). */
+  typing: TypingUpdate;
   /** An error the server sent on its own or one in the background (catch-up, rejoin, login). */
   error: LaneError;
 }
@@ -154,6 +209,8 @@ export interface ClientOptions {
   maxBackoffMs?: number;
   /** Messages per Sync page during catch-up (0: the server's default). */
   syncPageSize?: number;
+  /** typing() sends at most one Typing per conversation within this (default 3 s, as the protocol asks). */
+  typingIntervalMs?: number;
   /** Called with lines worth logging (default: none). */
   log?: (line: string) => void;
 }
@@ -212,11 +269,24 @@ function toMessage(m: Frame): Message {
     contentType: m.contentType || "",
     serverTimeUnixMs: num(m.serverTimeUnixMs),
     clientMsgId: m.clientMsgId || "",
+    edits: num(m.edits),
+    recalls: num(m.recalls),
+    mentions: Array.isArray(m.mentions) ? m.mentions : [],
   };
 }
 
 function toStates(list: Frame[] | undefined): ConversationState[] {
-  return (list || []).map((c) => ({ conversation: c.conversation, latestSeq: num(c.latestSeq) }));
+  return (list || []).map((c) => ({
+    conversation: c.conversation,
+    latestSeq: num(c.latestSeq),
+    readSeq: num(c.readSeq),
+    unread: num(c.unread),
+    unreadMentions: num(c.unreadMentions),
+  }));
+}
+
+function toRead(r: Frame | undefined): ReadUpdate {
+  return { conversation: r?.conversation || "", user: r?.user || "", seq: num(r?.seq) };
 }
 
 /**
@@ -296,6 +366,7 @@ export class Client {
   private firstLogin: { resolve: (r: LoginResult) => void; reject: (e: LaneError) => void } | null = null;
   private _state: State = "idle";
   private _user = "";
+  private typingSent = new Map<string, number>(); // conversation -> when typing() last sent
 
   constructor(options: ClientOptions) {
     this.opts = {
@@ -305,6 +376,7 @@ export class Client {
       minBackoffMs: 500,
       maxBackoffMs: 15_000,
       syncPageSize: 0,
+      typingIntervalMs: 3000,
       ...options,
     };
   }
@@ -582,6 +654,11 @@ export class Client {
     } else if (f.left) {
       this.rooms.delete(f.left.room);
       this.emit("left", { room: f.left.room || "" });
+    } else if (f.readUpdate) {
+      this.emit("read", toRead(f.readUpdate));
+    } else if (f.typing) {
+      const t = f.typing;
+      if (t.user !== this._user) this.emit("typing", { conversation: t.conversation || "", user: t.user || "" });
     } else if (f.error) {
       this.emit("error", new LaneError(f.error.code || "CODE_UNSPECIFIED", f.error.text || "", num(f.error.retryAfterMs)));
     }
@@ -705,14 +782,55 @@ export class Client {
    * send sends a message to a room or a user. It retries with the same
    * client_msg_id (so the message is sent once) after UNAVAILABLE, a
    * timeout or a disconnect, and waits out RATE_LIMITED, for up to
-   * deadlineMs (default 30 s).
+   * deadlineMs (default 30 s). mentions names the users it mentions.
    */
-  async send(msg: { room?: string; user?: string; text?: string; body?: Uint8Array; contentType?: string; clientMsgId?: string }, deadlineMs = 30_000): Promise<SendResult> {
-    const clientMsgId = msg.clientMsgId || newId();
-    const body = msg.body ?? enc.encode(msg.text ?? "");
-    const frame: Frame = { clientMsgId, body: toBase64(body), contentType: msg.contentType || (msg.body ? "application/octet-stream" : "text/plain") };
-    if (msg.room) frame.room = msg.room;
-    else if (msg.user) frame.user = msg.user;
+  send(msg: Destination & Content, deadlineMs = 30_000): Promise<SendResult> {
+    return this.sendFrame(msg, msg, {}, deadlineMs);
+  }
+
+  /**
+   * edit replaces the body of your own message `original` (its
+   * clientMsgId and its room, user or conversation: a Message or a
+   * SendResult will do) for everyone: it sends a new message whose
+   * `edits` names the original's seq. Refused TOO_LATE after the edit
+   * window (24 h by default), UNKNOWN_MESSAGE if original is not yours.
+   * It retries as send does.
+   */
+  async edit(original: Original, content: Content, deadlineMs = 30_000): Promise<SendResult> {
+    if (!original.clientMsgId) throw new LaneError("INVALID", "edit needs the original's clientMsgId");
+    return this.sendFrame(this.destination(original), content, { edits: original.clientMsgId }, deadlineMs);
+  }
+
+  /**
+   * recall deletes your own message `original` for everyone (as edit
+   * names it): a new message whose `recalls` names its seq. Refused
+   * TOO_LATE after the recall window (2 minutes by default).
+   */
+  async recall(original: Original, opts: { clientMsgId?: string } = {}, deadlineMs = 30_000): Promise<SendResult> {
+    if (!original.clientMsgId) throw new LaneError("INVALID", "recall needs the original's clientMsgId");
+    return this.sendFrame(this.destination(original), { clientMsgId: opts.clientMsgId, body: new Uint8Array(0), contentType: "" }, { recalls: original.clientMsgId }, deadlineMs);
+  }
+
+  private destination(o: Original): Destination {
+    if ("room" in o && o.room) return { room: o.room };
+    if ("user" in o && o.user) return { user: o.user };
+    const conv = "conversation" in o ? o.conversation : "";
+    if (conv.startsWith("room:")) return { room: conv.slice(5) };
+    const peer = peerOf(conv, this._user);
+    if (peer) return { user: peer };
+    throw new LaneError("INVALID", `no room or user to send to for ${JSON.stringify(conv)}`);
+  }
+
+  private async sendFrame(to: Destination, content: Content, extra: { edits?: string; recalls?: string }, deadlineMs: number): Promise<SendResult> {
+    const clientMsgId = content.clientMsgId || newId();
+    const body = content.body ?? enc.encode(content.text ?? "");
+    const frame: Frame = { clientMsgId, ...extra };
+    if (body.length) frame.body = toBase64(body);
+    const contentType = content.contentType ?? (content.body ? "application/octet-stream" : "text/plain");
+    if (contentType) frame.contentType = contentType;
+    if (content.mentions?.length) frame.mentions = content.mentions;
+    if (to.room) frame.room = to.room;
+    else if (to.user) frame.user = to.user;
     else throw new LaneError("INVALID", "send needs a room or a user");
     const end = Date.now() + deadlineMs;
     for (let attempt = 1; ; attempt++) {
@@ -720,7 +838,10 @@ export class Client {
         await this.waitOpen(Math.max(1, end - Date.now()));
         const f = await this.request({ send: frame }, Math.min(this.opts.requestTimeoutMs, Math.max(1, end - Date.now())));
         const r = f.sendResult || {};
-        return { clientMsgId: r.clientMsgId || clientMsgId, messageId: r.messageId || "", conversation: r.conversation || "", seq: num(r.seq), serverTimeUnixMs: num(r.serverTimeUnixMs) };
+        const res = { clientMsgId: r.clientMsgId || clientMsgId, messageId: r.messageId || "", conversation: r.conversation || "", seq: num(r.seq), serverTimeUnixMs: num(r.serverTimeUnixMs) };
+        // Typing again after a message is news: let the next typing() through.
+        this.typingSent.delete(res.conversation);
+        return res;
       } catch (e) {
         const err = e as LaneError;
         const retry = ["UNAVAILABLE", "TIMEOUT", "DISCONNECTED", "RATE_LIMITED"].includes(err.code);
@@ -773,12 +894,35 @@ export class Client {
   }
 
   /**
-   * ack reports reading a conversation up to seq (your read position). The
-   * server answers with a ReadUpdate frame, sent to your other devices too
-   * (docs/protocol.md, "Read state").
+   * ack records that you have read conversation up to seq (your read
+   * position, kept by the server for all your devices; it only grows).
+   * It resolves with your position now, which may be higher than seq.
+   * Your other devices, and in a 1:1 conversation the other party, get
+   * it as a `read` event (docs/protocol.md, "Read state").
    */
-  ack(conversation: string, seq: number): void {
-    if (this._state === "open" && this.ws) this.ws.send(JSON.stringify({ ack: { conversation, seq: String(seq) } }));
+  async ack(conversation: string, seq: number): Promise<ReadUpdate> {
+    const f = await this.request({ ack: { conversation, seq: String(seq) } });
+    return toRead(f.readUpdate);
+  }
+
+  /**
+   * typing tells the conversation's other members that you are typing.
+   * Call it on every keystroke: it sends a Typing at most once per
+   * typingIntervalMs (3 s) per conversation, and again at once after you
+   * sent a message there. It returns whether it sent one. Typing is not
+   * answered (a refusal comes as an `error` event) and not stored.
+   */
+  typing(conversation: string): boolean {
+    if (this._state !== "open" || !this.ws || this.ws.readyState !== 1) return false;
+    const now = Date.now();
+    if (now - (this.typingSent.get(conversation) ?? -Infinity) < this.opts.typingIntervalMs) return false;
+    this.typingSent.set(conversation, now);
+    try {
+      this.ws.send(JSON.stringify({ typing: { conversation } }));
+    } catch {
+      return false;
+    }
+    return true;
   }
 }
 

@@ -148,6 +148,111 @@ test("two pages chat in a room and 1:1, with per-room online lists, history and 
   }
 });
 
+test("the page shows unread counts from read state, typing, and edits and recalls, its own and others'", async () => {
+  const conv = "dm:carol:dave";
+  // carol has read the conversation to its end (on another device, say).
+  const carolNode = clients[clients.push(await connect("carol", { url: env.wsOther })) - 1];
+  const dave = clients[clients.push(await connect("dave", { url: env.wsOther })) - 1];
+  const daveGot = [], daveRead = [], daveTyping = [];
+  dave.on("message", (m) => daveGot.push(m));
+  dave.on("read", (r) => daveRead.push(r));
+  dave.on("typing", (t) => daveTyping.push(t));
+  const start = await dave.send({ user: "carol", text: unique("before") });
+  await carolNode.ack(conv, start.seq);
+  // Two messages while carol's page is closed: her LoginResult counts them.
+  const one = await dave.send({ user: "carol", text: unique("one") });
+  const two = await dave.send({ user: "carol", text: unique("two") });
+  const carol = await login("carol");
+  const dm = carol.locator(`#dms li[data-conv="${conv}"]`);
+  await dm.locator(".unread", { hasText: /^2$/ }).waitFor();
+  // A third arrives live and is counted.
+  const threeText = unique("three");
+  const three = await dave.send({ user: "carol", text: threeText });
+  await dm.locator(".unread", { hasText: /^3$/ }).waitFor();
+
+  // Opening it clears the badge and acks: dave gets a read receipt, and
+  // her other device her position.
+  await dm.locator("button").click();
+  await logLine(carol, "dave: " + threeText).waitFor();
+  await until(() => daveRead.some((r) => r.conversation === conv && r.user === "carol" && r.seq >= three.seq), "dave's read receipt");
+  assert.equal(await dm.locator(".unread").count(), 0);
+  assert.equal((await carolNode.conversations()).find((c) => c.conversation === conv).unread, 0);
+
+  // dave types: "dave is typing…" for 5 s, then it goes.
+  const typing = carol.locator("#typing");
+  let t0 = Date.now();
+  assert.equal(dave.typing(conv), true);
+  await typing.filter({ hasText: "dave is typing…" }).waitFor();
+  await carol.waitForFunction(() => document.querySelector("#typing").textContent === "", null, { timeout: 15000 });
+  assert.ok(Date.now() - t0 >= 4000, `typing shown only ${Date.now() - t0} ms`);
+  // It goes at once when his message comes.
+  assert.equal(dave.typing(conv), true);
+  await typing.filter({ hasText: "dave is typing…" }).waitFor();
+  const four = unique("four");
+  await dave.send({ user: "carol", text: four });
+  await logLine(carol, "dave: " + four).waitFor();
+  assert.equal(await typing.textContent(), "");
+  // carol typing reaches dave.
+  await carol.fill("input[name=text]", "typing a reply");
+  await until(() => daveTyping.some((t) => t.conversation === conv && t.user === "carol"), "dave to see carol typing");
+  await carol.fill("input[name=text]", "");
+
+  // dave edits and recalls his messages: the page marks them.
+  const edited = unique("one, edited");
+  await dave.edit(one, { text: edited });
+  const oneLine = carol.locator(`#log li[data-seq="${one.seq}"]`);
+  await oneLine.locator(".edited").waitFor();
+  assert.match(await oneLine.textContent(), new RegExp("dave: " + edited));
+  await dave.recall(two);
+  const twoLine = carol.locator(`#log li[data-seq="${two.seq}"]`);
+  await carol.locator(`#log li.recalled[data-seq="${two.seq}"]`).waitFor();
+  assert.ok(!(await twoLine.textContent()).includes("two-"), "a recalled message still shows its text");
+  // No edit or recall buttons on another's message.
+  assert.equal(await oneLine.locator("button").count(), 0);
+
+  // carol edits and recalls her own with the page's buttons.
+  const mine = unique("mine");
+  await carol.fill("input[name=text]", mine);
+  await carol.press("input[name=text]", "Enter");
+  const mineLine = carol.locator("#log li", { hasText: "carol: " + mine });
+  await mineLine.waitFor();
+  // dave reads it: a read receipt marks it seen.
+  assert.equal(await mineLine.locator(".seen").count(), 0);
+  await dave.ack(conv, Number(await mineLine.getAttribute("data-seq")));
+  await mineLine.locator(".seen").waitFor();
+  await mineLine.locator("button.edit").click();
+  assert.equal(await carol.inputValue("input[name=text]"), mine);
+  const fixed = unique("mine, fixed");
+  await carol.fill("input[name=text]", fixed);
+  await carol.press("input[name=text]", "Enter");
+  const fixedLine = carol.locator("#log li", { hasText: "carol: " + fixed });
+  await fixedLine.locator(".edited").waitFor();
+  await until(() => daveGot.some((m) => m.edits && m.text === fixed), "dave to get carol's edit");
+  const seq = await fixedLine.getAttribute("data-seq");
+  await fixedLine.locator("button.recall").click();
+  await carol.locator(`#log li.recalled[data-seq="${seq}"]`).waitFor();
+  await until(() => daveGot.some((m) => m.recalls === Number(seq)), "dave to get carol's recall");
+
+  await carol.screenshot({ path: join(env.screenshots, "read-typing-edit.png") });
+
+  // Mentions: "@dave" in carol's text mentions him; dave's mention of her
+  // in the lobby gets a mention badge.
+  const hey = unique("@dave hey");
+  await carol.fill("input[name=text]", hey);
+  await carol.press("input[name=text]", "Enter");
+  await until(() => daveGot.some((m) => m.text === hey && m.mentions.join() === "dave"), "dave to get carol's mention of him");
+  const lobby = carol.locator('#rooms li[data-conv="room:lobby"]');
+  assert.equal(await lobby.locator(".mention").count(), 0);
+  const call = unique("@carol look");
+  await dave.send({ room: "lobby", text: call, mentions: ["carol"] });
+  await lobby.locator(".mention").waitFor();
+  await lobby.locator("button").click();
+  await carol.locator("#log li.mentions-me", { hasText: "dave: " + call }).waitFor();
+  assert.equal(await lobby.locator(".mention, .unread").count(), 0);
+  assert.deepEqual(carol.problems, []);
+  await carol.context().close();
+});
+
 test("a page reconnects after the comet restarts and shows what it missed", async () => {
   const alice = await login("alice");
   const bob = clients[clients.push(await connect("bob", { url: env.wsOther })) - 1];

@@ -162,3 +162,128 @@ test("SeqTracker drops repeats and remembers a window", () => {
   assert.equal(s.known("e"), false);
   assert.match(newId(), /^[0-9a-f]{32}$/);
 });
+
+// events collects a client's events of one kind, to wait for with until.
+function events(client, kind) {
+  const got = [];
+  client.on(kind, (v) => got.push(v));
+  return got;
+}
+
+test("ack answers the read position; other devices and the other party get ReadUpdates; the conversation list counts unread", async () => {
+  const alice = track(await connect("alice"));
+  const alice2 = track(await connect("alice", { url: env.wsOther }));
+  const bob = track(await connect("bob", { url: env.wsOther }));
+  const mine = events(alice2, "read");
+  const receipts = events(bob, "read");
+  const conv = directConversation("alice", "bob");
+  const r1 = await bob.send({ user: "alice", text: unique("read me") });
+  const r2 = await bob.send({ user: "alice", text: unique("@alice read me too"), mentions: ["alice"] });
+  assert.equal(r2.conversation, conv);
+
+  let s = (await alice.conversations()).find((c) => c.conversation === conv);
+  assert.equal(s.latestSeq, r2.seq);
+  assert.ok(s.readSeq < r1.seq, `readSeq ${s.readSeq} before the new messages at ${r1.seq}`);
+  assert.equal(s.unread, s.latestSeq - s.readSeq);
+  assert.ok(s.unreadMentions >= 1, `unreadMentions ${s.unreadMentions}`);
+
+  const read = await alice.ack(conv, r1.seq);
+  assert.deepEqual(read, { conversation: conv, user: "alice", seq: r1.seq });
+  // Her other device is told, and bob gets a read receipt.
+  await until(() => mine.some((r) => r.conversation === conv && r.user === "alice" && r.seq === r1.seq), "alice's other device to get her position");
+  await until(() => receipts.some((r) => r.conversation === conv && r.user === "alice" && r.seq === r1.seq), "bob's read receipt");
+  // A position only grows: acking less answers the position as it is.
+  assert.equal((await alice.ack(conv, 1)).seq, r1.seq);
+  // Past the latest seq counts as the latest.
+  assert.equal((await alice.ack(conv, r2.seq + 1000)).seq, r2.seq);
+
+  s = (await alice2.conversations()).find((c) => c.conversation === conv);
+  assert.deepEqual({ readSeq: s.readSeq, unread: s.unread, unreadMentions: s.unreadMentions }, { readSeq: r2.seq, unread: 0, unreadMentions: 0 });
+  // The LoginResult carries it too.
+  const tok = await token("alice");
+  const third = track(new Client({ url: env.ws, token: () => tok }));
+  const login = await third.connect();
+  assert.equal(login.conversations.find((c) => c.conversation === conv).readSeq, r2.seq);
+  // Your own messages are never unread.
+  const own = await alice.send({ user: "bob", text: unique("mine") });
+  s = (await alice.conversations()).find((c) => c.conversation === conv);
+  assert.equal(s.readSeq, own.seq);
+  assert.equal(s.unread, 0);
+
+  await assert.rejects(alice.ack(directConversation("bob", "carol"), 1), (e) => e instanceof LaneError && e.code === "NOT_MEMBER");
+});
+
+test("typing reaches the others once per interval, not yourself", async () => {
+  const raw = [];
+  class Recording extends globalThis.WebSocket {
+    constructor(...args) {
+      super(...args);
+      this.addEventListener("message", (ev) => raw.push(JSON.parse(ev.data)));
+    }
+  }
+  const alice = track(await connect("alice", { WebSocket: Recording }));
+  const bob = track(await connect("bob", { url: env.wsOther }));
+  const bobTyping = events(bob, "typing");
+  const aliceTyping = events(alice, "typing");
+  const conv = directConversation("alice", "bob");
+  assert.equal(alice.typing(conv), true);
+  assert.equal(alice.typing(conv), false, "a second typing within 3 s was sent");
+  await until(() => bobTyping.some((t) => t.conversation === conv && t.user === "alice"), "bob to see alice typing");
+  // After a message, typing is news again.
+  await alice.send({ user: "bob", text: unique("typed") });
+  assert.equal(alice.typing(conv), true);
+
+  // In a room every joined connection gets it, the typist's too: the SDK drops her own.
+  await alice.join("lobby");
+  await bob.join("lobby");
+  assert.equal(alice.typing("room:lobby"), true);
+  await until(() => bobTyping.some((t) => t.conversation === "room:lobby" && t.user === "alice"), "bob to see alice typing in the lobby");
+  await until(() => raw.some((f) => f.typing?.conversation === "room:lobby" && f.typing?.user === "alice"), "the server to send alice her own typing");
+  assert.deepEqual(aliceTyping.filter((t) => t.user === "alice"), []);
+  assert.equal(bob.typing("room:lobby"), true);
+  await until(() => aliceTyping.some((t) => t.conversation === "room:lobby" && t.user === "bob"), "alice to see bob typing in the lobby");
+});
+
+test("edit and recall reach the others as messages naming the seq they change; mentions are kept", async () => {
+  const alice = track(await connect("alice"));
+  const bob = track(await connect("bob", { url: env.wsOther }));
+  const got = events(bob, "message");
+  const first = unique("first");
+  const sent = await alice.send({ user: "bob", text: first });
+  await until(() => got.some((m) => m.seq === sent.seq && m.conversation === sent.conversation), "the original");
+  const orig = got.find((m) => m.seq === sent.seq && m.conversation === sent.conversation);
+  assert.deepEqual([orig.edits, orig.recalls, orig.clientMsgId], [0, 0, sent.clientMsgId]);
+
+  // A SendResult names the original (its conversation and clientMsgId).
+  const edited = unique("first, edited");
+  const e = await alice.edit(sent, { text: edited });
+  await until(() => got.some((m) => m.seq === e.seq), "the edit");
+  const em = got.find((m) => m.seq === e.seq);
+  assert.deepEqual([em.edits, em.recalls, em.text, em.sender], [sent.seq, 0, edited, "alice"]);
+  // bob may not edit alice's message.
+  await assert.rejects(bob.edit(orig, { text: "not mine" }), (err) => err instanceof LaneError && err.code === "UNKNOWN_MESSAGE");
+  // What names no room or user is refused before anything is sent.
+  await assert.rejects(alice.edit({ conversation: "broadcast", clientMsgId: sent.clientMsgId }, { text: "x" }), (err) => err.code === "INVALID");
+  await assert.rejects(alice.recall({ user: "bob", clientMsgId: "" }), (err) => err.code === "INVALID");
+  // An edit is no original: it cannot be edited.
+  await assert.rejects(alice.edit({ user: "bob", clientMsgId: e.clientMsgId }, { text: "x" }), (err) => err.code === "UNKNOWN_MESSAGE");
+
+  // A received Message names it too (its conversation: the peer is bob).
+  const mine = await alice.history(sent.conversation, sent.seq + 1, 1);
+  const r = await alice.recall(mine[0]);
+  await until(() => got.some((m) => m.seq === r.seq), "the recall");
+  const rm = got.find((m) => m.seq === r.seq);
+  assert.deepEqual([rm.recalls, rm.edits, rm.body.length], [sent.seq, 0, 0]);
+  // Sync keeps them in order.
+  const page = await bob.history(sent.conversation, r.seq + 1, 3);
+  assert.deepEqual(page.map((m) => [m.seq, m.edits, m.recalls]), [[sent.seq, 0, 0], [e.seq, sent.seq, 0], [r.seq, 0, sent.seq]]);
+
+  // In a room, by room and clientMsgId; mentions drop repeats and yourself, sorted.
+  await bob.join("lobby");
+  const hi = await alice.send({ room: "lobby", text: unique("@bob @carol hi"), mentions: ["carol", "bob", "alice", "bob"] });
+  await until(() => got.some((m) => m.seq === hi.seq && m.conversation === "room:lobby"), "the room message");
+  assert.deepEqual(got.find((m) => m.seq === hi.seq && m.conversation === "room:lobby").mentions, ["bob", "carol"]);
+  const re = await alice.edit({ room: "lobby", clientMsgId: hi.clientMsgId }, { text: "hi all" });
+  await until(() => got.some((m) => m.seq === re.seq && m.conversation === "room:lobby"), "the room edit");
+  assert.equal(got.find((m) => m.seq === re.seq && m.conversation === "room:lobby").edits, hi.seq);
+});
