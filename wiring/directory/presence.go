@@ -266,16 +266,47 @@ func (s *Store) SessionOpen(ctx context.Context, ref SessionRef) (bool, error) {
 // now+ttl and refreshes the online flags of the sessions' users, in one
 // pipelined round trip. It never resurrects a session that is already
 // closed: its deadline is only updated if present (ZADD XX), and a user's
-// flag is only set while the session is still recorded as the user's.
+// flag is only extended while it exists (SET XX), which it does while the
+// user has a session recorded (forgetScript deletes it with the last).
+// A flag that lapsed while its session lived (heartbeats came late) is
+// restored by a second round trip, with refreshScript, for those users
+// only: a script per session at every beat was most of the embedded
+// Redis's work with 10,000 sessions (issue 9).
 func (s *Store) Heartbeat(ctx context.Context, comet string, live []LiveSession, ttl time.Duration) error {
 	d := deadline(time.Now(), ttl)
 	ms := max(ttl.Milliseconds(), 1)
-	beat := func() error {
+	extended := make([]*redis.BoolCmd, len(live))
+	cmds, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.ZAdd(ctx, cometsDeadlineKey, redis.Z{Score: d, Member: comet})
+		for i, l := range live {
+			p.ZAddXX(ctx, sessionsDeadlineKey, redis.Z{Score: d, Member: sessionID(SessionRef{Comet: comet, Conn: l.Conn})})
+			extended[i] = p.SetXX(ctx, userOnlineKey(l.User), "1", time.Duration(ms)*time.Millisecond)
+		}
+		return nil
+	})
+	// SET XX of a missing flag answers nil, which is not a failure; the
+	// pipeline's error is the first command's that failed.
+	for _, c := range cmds {
+		if cerr := c.Err(); cerr != nil && !errors.Is(cerr, redis.Nil) {
+			return fmt.Errorf("directory: heartbeat of %s: %w", comet, cerr)
+		}
+	}
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("directory: heartbeat of %s: %w", comet, err)
+	}
+	var lapsed []LiveSession
+	for i, c := range extended {
+		if ok, err := c.Result(); errors.Is(err, redis.Nil) || err == nil && !ok {
+			lapsed = append(lapsed, live[i])
+		}
+	}
+	if len(lapsed) == 0 {
+		return nil
+	}
+	restore := func() error {
 		cmds, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			p.ZAdd(ctx, cometsDeadlineKey, redis.Z{Score: d, Member: comet})
-			for _, l := range live {
+			for _, l := range lapsed {
 				id := sessionID(SessionRef{Comet: comet, Conn: l.Conn})
-				p.ZAddXX(ctx, sessionsDeadlineKey, redis.Z{Score: d, Member: id})
 				refreshScript.EvalSha(ctx, p, []string{userSessionsKey(l.User), userOnlineKey(l.User)}, id, ms)
 			}
 			return nil
@@ -287,16 +318,16 @@ func (s *Store) Heartbeat(ctx context.Context, comet string, live []LiveSession,
 		}
 		return err
 	}
-	err := beat()
+	err = restore()
 	if errors.Is(err, errNoScript) {
 		// First use on this server (or its script cache was flushed):
-		// load the script and beat again; every step is idempotent.
+		// load the script and restore again; every step is idempotent.
 		if err = refreshScript.Load(ctx, s.rdb).Err(); err == nil {
-			err = beat()
+			err = restore()
 		}
 	}
 	if err != nil {
-		return fmt.Errorf("directory: heartbeat of %s: %w", comet, err)
+		return fmt.Errorf("directory: heartbeat of %s: restore online flags: %w", comet, err)
 	}
 	return nil
 }
