@@ -148,7 +148,7 @@ func New(cfg Config, store Store, pub message.Publisher, logger *slog.Logger) (*
 	}
 	logger = pipeline.Logger(logger)
 	h := &Handler{cfg: cfg, store: store, pub: pub, logger: logger}
-	h.co = newCoalescer(cfg.PresenceWindow, h.notifyLate)
+	h.co = newCoalescer(cfg.PresenceWindow, h.roomOnline, h.notifyLate)
 	return h, nil
 }
 
@@ -478,24 +478,30 @@ func (h *Handler) notify(ctx context.Context, user string, online bool, rc direc
 	if !rc.UserChanged || !h.presenceFrames(rc.OnlineUsers) {
 		return nil
 	}
-	if !h.co.now(rc.Room, user, online, time.Now()) {
+	if !h.co.now(rc.Room, user, online, rc.OnlineUsers, time.Now()) {
 		return nil
 	}
 	return h.presence(ctx, rc.Room, user, online, rc.OnlineUsers)
 }
 
+// roomOnline is the number of users online in room, for a change sent at
+// the end of its window.
+func (h *Handler) roomOnline(ctx context.Context, room string) (int, error) {
+	users, _, err := h.store.RoomOnline(ctx, room)
+	if err != nil {
+		h.logger.Warn("presence change at the end of its window: room count", "room", room, "err", err)
+	}
+	return users, err
+}
+
 // notifyLate sends a change kept to the end of its window, with the
 // room's online count as it is then. It runs on the coalescer's timer: a
 // failure is logged, and the members see the next change.
-func (h *Handler) notifyLate(ctx context.Context, room, user string, online bool) {
-	users, _, err := h.store.RoomOnline(ctx, room)
-	if err == nil && users > h.cfg.NotifyLimit {
+func (h *Handler) notifyLate(ctx context.Context, room, user string, online bool, users int) {
+	if users > h.cfg.NotifyLimit {
 		return
 	}
-	if err == nil {
-		err = h.presence(ctx, room, user, online, users)
-	}
-	if err != nil {
+	if err := h.presence(ctx, room, user, online, users); err != nil {
 		h.logger.Warn("presence change at the end of its window", "room", room, "user", user, "err", err)
 	}
 }
