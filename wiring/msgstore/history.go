@@ -36,6 +36,12 @@ type Store interface {
 	// Before returns the newest messages with seq < before (0: no bound),
 	// up to limit, in sequence order, and whether older ones exist.
 	Before(ctx context.Context, conversation string, before uint64, limit int) (msgs []*clientpb.Message, more bool, err error)
+	// Changes returns the latest change of each message of conversation
+	// with from <= seq <= to that was edited or recalled since, wherever
+	// in the conversation the change is (usually after to), keyed by the
+	// seq of the message changed: its recall when it was recalled, else
+	// its latest edit. Messages never changed are absent.
+	Changes(ctx context.Context, conversation string, from, to uint64) (map[uint64]*clientpb.Message, error)
 	// Latest returns the highest stored seq of every conversation, to
 	// restore the directory's sequence counters from.
 	Latest(ctx context.Context) (map[string]uint64, error)

@@ -205,6 +205,60 @@ func Run(t *testing.T, newStore Factory) {
 			t.Fatalf("after concurrent appends: %d messages more=%v err=%v", len(got), more, err)
 		}
 	})
+	t.Run("ChangesOfARange", func(t *testing.T) {
+		s := newStore(t)
+		if err := s.Append(ctx, msgs("room:a", 1, 10)); err != nil {
+			t.Fatal(err)
+		}
+		change := func(conv string, seq, edits, recalls uint64) *clientpb.Message {
+			m := msg(conv, seq)
+			m.Edits, m.Recalls = edits, recalls
+			if recalls != 0 {
+				m.Body = nil
+			}
+			return m
+		}
+		// Stored out of order, and one twice: the latest edit and the
+		// recall still win.
+		for _, batch := range [][]*clientpb.Message{
+			{change("room:a", 12, 3, 0)},
+			{change("room:a", 11, 3, 0), change("room:a", 13, 0, 5)},
+			{change("room:a", 14, 5, 0), change("room:a", 12, 3, 0)},
+			{change("room:ab", 1, 0, 0), change("room:ab", 2, 0, 3)},
+		} {
+			if err := s.Append(ctx, batch); err != nil {
+				t.Fatal(err)
+			}
+		}
+		tests := []struct {
+			from, to uint64
+			want     map[uint64]uint64 // changed seq -> seq of its change
+		}{
+			{1, 10, map[uint64]uint64{3: 12, 5: 13}},
+			{3, 3, map[uint64]uint64{3: 12}},
+			{4, 5, map[uint64]uint64{5: 13}},
+			{6, 14, map[uint64]uint64{}},
+			{5, 4, map[uint64]uint64{}},
+		}
+		for _, tt := range tests {
+			got, err := s.Changes(ctx, "room:a", tt.from, tt.to)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != len(tt.want) {
+				t.Errorf("Changes(%d, %d) = %v, want %v", tt.from, tt.to, got, tt.want)
+				continue
+			}
+			for target, seq := range tt.want {
+				if c := got[target]; c.GetSeq() != seq || c.GetConversation() != "room:a" {
+					t.Errorf("Changes(%d, %d)[%d] = %v, want seq %d", tt.from, tt.to, target, c, seq)
+				}
+			}
+		}
+		if got, err := s.Changes(ctx, "room:ab", 1, 10); err != nil || len(got) != 1 || got[3].GetRecalls() != 3 {
+			t.Errorf("Changes of room:ab = %v, %v; want the recall of 3 only", got, err)
+		}
+	})
 	t.Run("PageSizeIsBounded", func(t *testing.T) {
 		s := newStore(t)
 		if err := s.Append(ctx, msgs("room:big", 1, msgstore.MaxPage+10)); err != nil {
