@@ -24,6 +24,8 @@ var (
 	// conversation \x00 target seq(8) change seq(8) -> changeEdit or
 	// changeRecall.
 	bucketChanges = []byte("changes")
+	// bucketReads holds read positions: user \x00 conversation -> seq(8).
+	bucketReads = []byte("reads")
 )
 
 const (
@@ -55,7 +57,7 @@ func OpenBolt(path string, retention Retention, sweep time.Duration) (*Bolt, err
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
 		indexed := tx.Bucket(bucketChanges) != nil
-		for _, b := range [][]byte{bucketMessages, bucketLatest, bucketChanges} {
+		for _, b := range [][]byte{bucketMessages, bucketLatest, bucketChanges, bucketReads} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -281,6 +283,44 @@ func (b *Bolt) Changes(_ context.Context, conversation string, from, to uint64) 
 	})
 	if err != nil {
 		return nil, fmt.Errorf("history: changes of %s#%d..%d: %w", conversation, from, to, err)
+	}
+	return out, nil
+}
+
+func readKey(user, conversation string) []byte {
+	return append(append(append([]byte{}, user...), 0), conversation...)
+}
+
+// SaveRead raises user's read position in conversation to seq.
+func (b *Bolt) SaveRead(_ context.Context, user, conversation string, seq uint64) error {
+	k := readKey(user, conversation)
+	err := b.db.Batch(func(tx *bolt.Tx) error {
+		rb := tx.Bucket(bucketReads)
+		if cur := rb.Get(k); len(cur) == 8 && binary.BigEndian.Uint64(cur) >= seq {
+			return nil
+		}
+		return rb.Put(k, binary.BigEndian.AppendUint64(nil, seq))
+	})
+	if err != nil {
+		return fmt.Errorf("history: save read position of %s in %s: %w", user, conversation, err)
+	}
+	return nil
+}
+
+// ReadPositions returns user's saved read positions in conversations.
+func (b *Bolt) ReadPositions(_ context.Context, user string, conversations ...string) (map[string]uint64, error) {
+	out := make(map[string]uint64, len(conversations))
+	err := b.db.View(func(tx *bolt.Tx) error {
+		rb := tx.Bucket(bucketReads)
+		for _, c := range conversations {
+			if v := rb.Get(readKey(user, c)); len(v) == 8 {
+				out[c] = binary.BigEndian.Uint64(v)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("history: read positions of %s: %w", user, err)
 	}
 	return out, nil
 }

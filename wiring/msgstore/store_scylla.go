@@ -97,6 +97,15 @@ func ScyllaSchema(keyspace string, replicationFactor int) []string {
   seq bigint,
   PRIMARY KEY ((conversation, bucket), target, seq)
 )`, keyspace),
+		// Read positions, one partition per user. Written with the
+		// position as the write timestamp, so the highest wins whatever
+		// the order writes arrive in.
+		fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s.reads (
+  reader text,
+  conversation text,
+  seq bigint,
+  PRIMARY KEY (reader, conversation)
+)`, keyspace),
 	}
 }
 
@@ -119,8 +128,8 @@ func columnExists(err error) bool {
 
 // Statements are the store's queries, built once with gocqlx's builder.
 type scyllaStatements struct {
-	insert, latest, after, before, readLatest, allLatest, insertChange, changes, one                              string
-	insertNames, latestNames, afterNames, beforeNames, readLatestNames, insertChangeNames, changesNames, oneNames []string
+	insert, latest, after, before, readLatest, allLatest, insertChange, changes, one, saveRead, reads                                        string
+	insertNames, latestNames, afterNames, beforeNames, readLatestNames, insertChangeNames, changesNames, oneNames, saveReadNames, readsNames []string
 }
 
 var messageColumns = []string{"conversation", "bucket", "seq", "id", "sender", "body", "content_type", "server_time_ms", "client_msg_id", "edits", "recalls", "mentions"}
@@ -142,6 +151,8 @@ func buildStatements(keyspace string) scyllaStatements {
 		Where(qb.Eq("conversation"), qb.Eq("bucket"), qb.GtOrEqNamed("target", "from"), qb.LtOrEqNamed("target", "to")).ToCql()
 	s.one, s.oneNames = qb.Select(keyspace+".messages").Columns(messageColumns...).
 		Where(qb.Eq("conversation"), qb.Eq("bucket"), qb.Eq("seq")).ToCql()
+	s.saveRead, s.saveReadNames = qb.Update(keyspace+".reads").TimestampNamed("ts").Set("seq").Where(qb.Eq("reader"), qb.Eq("conversation")).ToCql()
+	s.reads, s.readsNames = qb.Select(keyspace+".reads").Columns("conversation", "seq").Where(qb.Eq("reader"), qb.In("conversation")).ToCql()
 	return s
 }
 
@@ -384,6 +395,36 @@ func (s *Scylla) Changes(ctx context.Context, conv string, from, to uint64) (map
 				out[uint64(f[0])] = latestChange(out[uint64(f[0])], m)
 			}
 		}
+	}
+	return out, nil
+}
+
+// SaveRead writes user's read position with seq as the write timestamp:
+// of two positions written, the higher wins.
+func (s *Scylla) SaveRead(ctx context.Context, user, conversation string, seq uint64) error {
+	q := s.session.ContextQuery(ctx, s.stmt.saveRead, s.stmt.saveReadNames).
+		BindMap(map[string]any{"ts": int64(seq), "seq": int64(seq), "reader": user, "conversation": conversation})
+	if err := q.ExecRelease(); err != nil {
+		return fmt.Errorf("history: save read position of %s in %s: %w", user, conversation, err)
+	}
+	return nil
+}
+
+// ReadPositions reads user's positions in conversations (one partition).
+func (s *Scylla) ReadPositions(ctx context.Context, user string, conversations ...string) (map[string]uint64, error) {
+	out := make(map[string]uint64, len(conversations))
+	if len(conversations) == 0 {
+		return out, nil
+	}
+	iter := s.session.ContextQuery(ctx, s.stmt.reads, s.stmt.readsNames).
+		BindMap(map[string]any{"reader": user, "conversation": conversations}).Iter()
+	var conv string
+	var seq int64
+	for iter.Scan(&conv, &seq) {
+		out[conv] = uint64(seq)
+	}
+	if err := iter.Close(); err != nil {
+		return nil, fmt.Errorf("history: read positions of %s: %w", user, err)
 	}
 	return out, nil
 }

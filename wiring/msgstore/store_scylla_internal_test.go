@@ -24,6 +24,8 @@ func TestScyllaStatements(t *testing.T) {
 		{"all latest", s.allLatest, nil, "SELECT conversation,latest FROM ks.conversations ", ""},
 		{"insert change", s.insertChange, s.insertChangeNames, "INSERT INTO ks.changes (conversation,bucket,target,seq) VALUES (?,?,?,?) USING TTL ? ", "conversation bucket target seq ttl"},
 		{"changes", s.changes, s.changesNames, "SELECT target,seq FROM ks.changes WHERE conversation=? AND bucket=? AND target>=? AND target<=? ", "conversation bucket from to"},
+		{"save read", s.saveRead, s.saveReadNames, "UPDATE ks.reads USING TIMESTAMP ? SET seq=? WHERE reader=? AND conversation=? ", "ts seq reader conversation"},
+		{"reads", s.reads, s.readsNames, "SELECT conversation,seq FROM ks.reads WHERE reader=? AND conversation IN ? ", "reader conversation"},
 		{"one", s.one, s.oneNames, "SELECT conversation,bucket,seq,id,sender,body,content_type,server_time_ms,client_msg_id,edits,recalls,mentions FROM ks.messages WHERE conversation=? AND bucket=? AND seq=? ", "conversation bucket seq"},
 	}
 	for _, tt := range tests {

@@ -259,6 +259,54 @@ func Run(t *testing.T, newStore Factory) {
 			t.Errorf("Changes of room:ab = %v, %v; want the recall of 3 only", got, err)
 		}
 	})
+	t.Run("ReadPositionsOnlyGrow", func(t *testing.T) {
+		s := newStore(t)
+		saves := []struct {
+			user, conv string
+			seq        uint64
+		}{
+			{"alice", "room:a", 5},
+			{"alice", "room:a", 3}, // lower: ignored
+			{"alice", "room:a", 7},
+			{"alice", "dm:alice:bob", 2},
+			{"bob", "room:a", 1},
+			{"alice", "room:ab", 9},
+		}
+		for _, sv := range saves {
+			if err := s.SaveRead(ctx, sv.user, sv.conv, sv.seq); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got, err := s.ReadPositions(ctx, "alice", "room:a", "dm:alice:bob", "room:b")
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]uint64{"room:a": 7, "dm:alice:bob": 2}
+		if len(got) != len(want) || got["room:a"] != 7 || got["dm:alice:bob"] != 2 {
+			t.Errorf("alice's positions = %v, want %v", got, want)
+		}
+		if got, err := s.ReadPositions(ctx, "bob", "room:a", "room:ab"); err != nil || len(got) != 1 || got["room:a"] != 1 {
+			t.Errorf("bob's positions = %v, %v; want room:a 1", got, err)
+		}
+		if got, err := s.ReadPositions(ctx, "carol"); err != nil || len(got) != 0 {
+			t.Errorf("no conversations asked: %v, %v", got, err)
+		}
+		// Concurrent raises, in any order: the highest stays.
+		var wg sync.WaitGroup
+		for i := range 20 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := s.SaveRead(ctx, "dave", "room:busy", uint64(20-i)); err != nil {
+					t.Error(err)
+				}
+			}()
+		}
+		wg.Wait()
+		if got, err := s.ReadPositions(ctx, "dave", "room:busy"); err != nil || got["room:busy"] != 20 {
+			t.Errorf("after concurrent raises: %v, %v; want 20", got, err)
+		}
+	})
 	t.Run("PageSizeIsBounded", func(t *testing.T) {
 		s := newStore(t)
 		if err := s.Append(ctx, msgs("room:big", 1, msgstore.MaxPage+10)); err != nil {
