@@ -22,10 +22,14 @@ func userMentionsKey(u, conversation string) string {
 }
 
 // markReadScript: KEYS the user's read positions, its mentions in the
-// conversation. ARGV conversation, seq. Returns {position, 1 if it moved,
-// 1 if a position was recorded before}.
+// conversation. ARGV conversation, seq, and "keep" to leave a position
+// that is not recorded as it is (for the caller to look it up first).
+// Returns {position, 1 if it moved, 1 if a position was recorded}.
 var markReadScript = redis.NewScript(`
 local old = redis.call('HGET', KEYS[1], ARGV[1])
+if not old and ARGV[3] == 'keep' then
+  return {0, 0, 0}
+end
 local cur = tonumber(old or '0')
 local seq = tonumber(ARGV[2])
 local had = 0
@@ -96,24 +100,30 @@ func (s *Store) UnreadMentions(ctx context.Context, user string, read map[string
 // returns the position now recorded (seq, or a higher one recorded
 // before) and whether it moved. A seq of 0 reads the position.
 //
-// With a ReadStore, a position Redis does not have is first read back
-// from it, and a position that moves is saved there before MarkRead
-// returns (an error then says the save failed; Redis has the position).
+// With a ReadStore, a position Redis does not have is first read from
+// it (and recorded in Redis again: Redis had lost it), and a position
+// that moves is saved there before MarkRead returns (an error then says
+// the save failed; Redis has the position).
 func (s *Store) MarkRead(ctx context.Context, user, conversation string, seq uint64) (pos uint64, moved bool, err error) {
-	pos, moved, had, err := s.markRead(ctx, user, conversation, seq)
-	if err != nil || s.reads == nil {
+	if s.reads == nil {
+		pos, moved, _, err = s.markRead(ctx, user, conversation, seq, false)
 		return pos, moved, err
+	}
+	pos, moved, had, err := s.markRead(ctx, user, conversation, seq, true)
+	if err != nil {
+		return 0, false, err
 	}
 	if !had {
 		saved, err := s.reads.ReadPositions(ctx, user, conversation)
 		if err != nil {
 			return 0, false, fmt.Errorf("directory: read position of %s in %s: %w", user, conversation, err)
 		}
-		if p := saved[conversation]; p >= pos {
-			// Redis had lost it: restore it; seq did not move it.
-			pos, _, _, err = s.markRead(ctx, user, conversation, p)
-			return pos, false, err
+		p := saved[conversation]
+		pos, _, _, err = s.markRead(ctx, user, conversation, max(seq, p), false)
+		if err != nil {
+			return 0, false, err
 		}
+		moved = pos == seq && seq > p
 	}
 	if moved {
 		if err := s.reads.SaveRead(ctx, user, conversation, pos); err != nil {
@@ -123,8 +133,14 @@ func (s *Store) MarkRead(ctx context.Context, user, conversation string, seq uin
 	return pos, moved, nil
 }
 
-func (s *Store) markRead(ctx context.Context, user, conversation string, seq uint64) (pos uint64, moved, had bool, err error) {
-	v, err := markReadScript.Run(ctx, s.rdb, []string{userReadKey(user), userMentionsKey(user, conversation)}, conversation, seq).Result()
+// markRead runs markReadScript; with keep, a position Redis does not
+// have is left unrecorded (had false).
+func (s *Store) markRead(ctx context.Context, user, conversation string, seq uint64, keep bool) (pos uint64, moved, had bool, err error) {
+	mode := ""
+	if keep {
+		mode = "keep"
+	}
+	v, err := markReadScript.Run(ctx, s.rdb, []string{userReadKey(user), userMentionsKey(user, conversation)}, conversation, seq, mode).Result()
 	if err != nil {
 		return 0, false, false, fmt.Errorf("directory: mark %s read by %s: %w", conversation, user, err)
 	}

@@ -94,13 +94,18 @@ func (failingReads) ReadPositions(context.Context, string, ...string) (map[strin
 }
 
 // TestReadStoreDown: a ReadStore that fails makes MarkRead and ReadSeqs
-// fail when they need it.
+// fail when they need it; a MarkRead that could not look up the saved
+// position records nothing in Redis (it would hide a higher saved one).
 func TestReadStoreDown(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	s := directory.New(testinfra.RedisClient(t), directory.WithReadStore(failingReads{}))
+	rdb := testinfra.RedisClient(t)
+	s := directory.New(rdb, directory.WithReadStore(failingReads{}))
 	if _, _, err := s.MarkRead(ctx, "alice", "room:lobby", 3); err == nil {
 		t.Error("MarkRead with the read store down: no error")
+	}
+	if got, err := directory.New(rdb).ReadSeqs(ctx, "alice", "room:lobby"); err != nil || len(got) != 0 {
+		t.Errorf("Redis after the failed MarkRead: %v, %v; want nothing", got, err)
 	}
 	if _, err := s.ReadSeqs(ctx, "alice", "room:lobby", "room:dev"); err == nil {
 		t.Error("ReadSeqs with the read store down: no error")
