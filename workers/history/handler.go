@@ -32,6 +32,8 @@ const Name = "history"
 // them (for a Sync with current_state); msgstore.Store implements it.
 type Store interface {
 	After(ctx context.Context, conversation string, after uint64, limit int) ([]*clientpb.Message, bool, error)
+	// Before, of the newest message only: has the store caught up?
+	Before(ctx context.Context, conversation string, before uint64, limit int) ([]*clientpb.Message, bool, error)
 	Changes(ctx context.Context, conversation string, from, to uint64) (map[uint64]*clientpb.Message, error)
 }
 
@@ -217,7 +219,8 @@ const catchUpPoll = 10 * time.Millisecond
 // the store has: a seq issued to a message that was never routed, the
 // sender having given up, is never stored). With current, the messages
 // are as they are now (msgstore.Current), before the page is bounded in
-// bytes.
+// bytes, and a full page also waits (as long) for the store to hold the
+// latest seq, so that the edits and recalls issued before are applied.
 func (h *Handler) page(ctx context.Context, conv string, after uint64, limit int, current bool) ([]*clientpb.Message, bool, error) {
 	latestOf, err := h.dir.LatestSeqs(ctx, conv)
 	if err != nil {
@@ -234,8 +237,22 @@ func (h *Handler) page(ctx context.Context, conv string, after uint64, limit int
 		if len(msgs) > 0 {
 			last = msgs[len(msgs)-1].GetSeq()
 		}
-		if more || len(msgs) == limit || last >= latest || !time.Now().Before(deadline) {
-			if last < latest && !more && len(msgs) < limit {
+		full := more || len(msgs) == limit
+		done := last >= latest || !time.Now().Before(deadline)
+		if full && !done {
+			// The page is complete. Its current state also needs the
+			// edits and recalls issued up to latest to be stored.
+			done = !current
+			if current {
+				newest, _, err := h.store.Before(ctx, conv, 0, 1)
+				if err != nil {
+					return nil, false, fmt.Errorf("history: read %s: %w", conv, err)
+				}
+				done = len(newest) > 0 && newest[0].GetSeq() >= latest
+			}
+		}
+		if done {
+			if last < latest && !full {
 				h.logger.Warn("sync answered before the store caught up", "conversation", conv, "stored", last, "latest", latest)
 			}
 			if current {

@@ -390,6 +390,10 @@ func (failingStore) After(context.Context, string, uint64, int) ([]*clientpb.Mes
 	return nil, false, errors.New("store down")
 }
 
+func (failingStore) Before(context.Context, string, uint64, int) ([]*clientpb.Message, bool, error) {
+	return nil, false, errors.New("store down")
+}
+
 func (failingStore) Changes(context.Context, string, uint64, uint64) (map[uint64]*clientpb.Message, error) {
 	return nil, errors.New("store down")
 }
@@ -472,5 +476,25 @@ func TestSyncCurrentState(t *testing.T) {
 	}
 	if m := page(1, 1, true)[0]; m.GetContentType() != "" {
 		t.Errorf("recalled message %v: want no content type", m)
+	}
+
+	// Routing issued seq 7, an edit of 3, which persist stores a little
+	// later: a full page with current_state waits for it.
+	dir := world(t)
+	if err := dir.RaiseSeq(ctx, conv, 7); err != nil {
+		t.Fatal(err)
+	}
+	h = testinfra.Must(history.New(history.Config{CatchUpWait: 5 * time.Second}, store, dir, rec, nil))(t)
+	stored := make(chan error, 1)
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		stored <- store.Append(ctx, []*clientpb.Message{{Id: "7", Conversation: conv, Seq: 7, Sender: "bob", Body: []byte("hi!"), Edits: 3}})
+	}()
+	got := page(0, 3, true)
+	if err := <-stored; err != nil {
+		t.Fatal(err)
+	}
+	if m := got[2]; string(m.GetBody()) != "hi!" || m.GetEditedSeq() != 7 {
+		t.Errorf("Sync while persist lags: %v, want the edit stored after it was asked", m)
 	}
 }
