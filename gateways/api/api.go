@@ -41,6 +41,7 @@ import (
 	"github.com/laneim/laneim/proto/topicpb"
 	"github.com/laneim/laneim/topics"
 	"github.com/laneim/laneim/wiring/discovery"
+	"github.com/laneim/laneim/wiring/msgstore"
 	"github.com/laneim/laneim/wiring/pipeline"
 	"github.com/laneim/laneim/wiring/secure"
 )
@@ -118,10 +119,12 @@ type Presence interface {
 	RoomOnline(ctx context.Context, room string) (users, conns int, err error)
 }
 
-// History reads stored messages.
+// History reads stored messages, and the edits and recalls of a range of
+// them (for current_state); msgstore.Store implements it.
 type History interface {
 	After(ctx context.Context, conversation string, after uint64, limit int) ([]*clientpb.Message, bool, error)
 	Before(ctx context.Context, conversation string, before uint64, limit int) ([]*clientpb.Message, bool, error)
+	Changes(ctx context.Context, conversation string, from, to uint64) (map[uint64]*clientpb.Message, error)
 }
 
 // Server implements apipb.PushServer and apipb.DirectoryServer. It is
@@ -161,7 +164,8 @@ func (s *Server) PickComet(ctx context.Context, _ *apipb.PickCometRequest) (*api
 	return &apipb.PickCometReply{CometId: c.ID, Url: c.URL, Connections: uint32(c.Connections)}, nil
 }
 
-// History returns a page of a conversation's stored messages.
+// History returns a page of a conversation's stored messages; with
+// current_state, as they are now (msgstore.Current).
 func (s *Server) History(ctx context.Context, req *apipb.HistoryRequest) (*apipb.HistoryReply, error) {
 	if s.history == nil {
 		return nil, status.Error(codes.Unavailable, "api: this gateway has no history store")
@@ -180,6 +184,9 @@ func (s *Server) History(ctx context.Context, req *apipb.HistoryRequest) (*apipb
 	} else {
 		msgs, more, err = s.history.Before(ctx, req.GetConversation(), req.GetBeforeSeq(), int(req.GetLimit()))
 	}
+	if err == nil && req.GetCurrentState() {
+		msgs, err = msgstore.Current(ctx, s.history, req.GetConversation(), msgs)
+	}
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "api: history: %v", err)
 	}
@@ -188,6 +195,8 @@ func (s *Server) History(ctx context.Context, req *apipb.HistoryRequest) (*apipb
 		reply.Messages = append(reply.Messages, &apipb.HistoryMessage{
 			Id: m.GetId(), Conversation: m.GetConversation(), Seq: m.GetSeq(), Sender: m.GetSender(),
 			Body: m.GetBody(), ContentType: m.GetContentType(), ServerTimeUnixMs: m.GetServerTimeUnixMs(),
+			ClientMsgId: m.GetClientMsgId(), Edits: m.GetEdits(), Recalls: m.GetRecalls(),
+			EditedSeq: m.GetEditedSeq(), RecalledSeq: m.GetRecalledSeq(),
 		})
 	}
 	return reply, nil

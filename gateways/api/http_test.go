@@ -3,12 +3,14 @@ package api_test
 import (
 	"context"
 	"crypto/tls"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -20,9 +22,11 @@ import (
 	"github.com/laneim/laneim/gateways/api"
 	"github.com/laneim/laneim/internal/testinfra"
 	"github.com/laneim/laneim/proto/apipb"
+	"github.com/laneim/laneim/proto/clientpb"
 	"github.com/laneim/laneim/proto/topicpb"
 	"github.com/laneim/laneim/topics"
 	"github.com/laneim/laneim/wiring/directory"
+	"github.com/laneim/laneim/wiring/msgstore"
 	"github.com/laneim/laneim/wiring/secure"
 )
 
@@ -40,10 +44,16 @@ type httpGateway struct {
 // directory settings; Token and MaxBodyBytes are the tests'.
 func serveHTTP(t *testing.T, cfg api.Config) *httpGateway {
 	t.Helper()
+	return serveHTTPWith(t, cfg, nil)
+}
+
+// serveHTTPWith is serveHTTP with a history store (nil: none).
+func serveHTTPWith(t *testing.T, cfg api.Config, history api.History) *httpGateway {
+	t.Helper()
 	cfg.Token, cfg.MaxBodyBytes = "secret-token", 10
 	rec := &testinfra.Recorder{}
 	dir := directory.New(testinfra.RedisClient(t))
-	s, err := api.New(cfg, rec, fakePresence{}, api.Optional{Directory: dir}, slog.New(slog.DiscardHandler))
+	s, err := api.New(cfg, rec, fakePresence{}, api.Optional{Directory: dir, History: history}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -442,6 +452,82 @@ func TestHTTPServesEveryGRPCMethod(t *testing.T) {
 			path := "/v1/" + snake(string(methods.Get(j).Name()))
 			if r := g.do(http.MethodPost, path, "", `{}`); r.status != http.StatusUnauthorized {
 				t.Errorf("%s without a token: %d %s, want 401", path, r.status, r.raw)
+			}
+		}
+	}
+}
+
+// TestHTTPHistoryCurrentState: history with current_state answers each
+// message as it is now, even when its edit or recall is after the page;
+// without it, as stored.
+func TestHTTPHistoryCurrentState(t *testing.T) {
+	t.Parallel()
+	store, err := msgstore.OpenBolt(filepath.Join(t.TempDir(), "h.db"), msgstore.Retention{}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	conv := "room:lobby"
+	err = store.Append(context.Background(), []*clientpb.Message{
+		{Id: "1", Conversation: conv, Seq: 1, Sender: "alice", Body: []byte("helo"), ContentType: "text/plain", ClientMsgId: "m1"},
+		{Id: "2", Conversation: conv, Seq: 2, Sender: "alice", Body: []byte("oops"), ClientMsgId: "m2"},
+		{Id: "3", Conversation: conv, Seq: 3, Sender: "alice", Body: []byte("hello"), ContentType: "text/plain", ClientMsgId: "m1-e", Edits: 1},
+		{Id: "4", Conversation: conv, Seq: 4, Sender: "alice", ClientMsgId: "m2-r", Recalls: 2},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := serveHTTPWith(t, api.Config{}, store)
+	type view struct {
+		Seq, EditedSeq, RecalledSeq, Edits, Recalls string
+		Body                                        string
+	}
+	page := func(body string) []view {
+		t.Helper()
+		r := g.post("history", body)
+		if r.status != http.StatusOK {
+			t.Fatalf("history %s: %d %s", body, r.status, r.raw)
+		}
+		var out struct {
+			Messages []struct {
+				Seq         string `json:"seq"`
+				Body        string `json:"body"`
+				EditedSeq   string `json:"edited_seq"`
+				RecalledSeq string `json:"recalled_seq"`
+				Edits       string `json:"edits"`
+				Recalls     string `json:"recalls"`
+			} `json:"messages"`
+		}
+		if err := json.Unmarshal([]byte(r.raw), &out); err != nil {
+			t.Fatal(err)
+		}
+		var vs []view
+		for _, m := range out.Messages {
+			vs = append(vs, view{m.Seq, m.EditedSeq, m.RecalledSeq, m.Edits, m.Recalls, m.Body})
+		}
+		return vs
+	}
+	b64 := func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+	tests := []struct {
+		body string
+		want []view
+	}{
+		{`{"conversation":"room:lobby","after_seq":0,"before_seq":3,"current_state":true}`,
+			[]view{{"1", "3", "0", "0", "0", b64("hello")}, {"2", "0", "4", "0", "0", ""}}},
+		{`{"conversation":"room:lobby","before_seq":3}`,
+			[]view{{"1", "0", "0", "0", "0", b64("helo")}, {"2", "0", "0", "0", "0", b64("oops")}}},
+		{`{"conversation":"room:lobby","after_seq":2,"currentState":true}`,
+			[]view{{"3", "0", "0", "1", "0", b64("hello")}, {"4", "0", "0", "0", "2", ""}}},
+	}
+	for _, tt := range tests {
+		got := page(tt.body)
+		if len(got) != len(tt.want) {
+			t.Errorf("%s: %v, want %v", tt.body, got, tt.want)
+			continue
+		}
+		for i := range got {
+			if got[i] != tt.want[i] {
+				t.Errorf("%s: message %d = %+v, want %+v", tt.body, i, got[i], tt.want[i])
 			}
 		}
 	}

@@ -468,6 +468,7 @@ func (cn *conn) sync(req uint64, user string, s *clientpb.Sync) {
 	cn.history(req, &topicpb.HistoryRequest{
 		Session: c.session(cn), RequestId: req, User: user,
 		Conversation: s.GetConversation(), AfterSeq: s.GetAfterSeq(), Limit: s.GetLimit(),
+		CurrentState: s.GetCurrentState(),
 	})
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/laneim/laneim/gateways/comet/client"
 	"github.com/laneim/laneim/internal/testinfra"
 	"github.com/laneim/laneim/proto/apipb"
+	"github.com/laneim/laneim/proto/clientpb"
 	"github.com/laneim/laneim/topics"
 	"github.com/laneim/laneim/workers/login"
 )
@@ -161,5 +162,92 @@ func TestValidateNamesTheMissingSetting(t *testing.T) {
 	}
 	if _, err := ParseRole("nope"); err == nil {
 		t.Error("ParseRole accepted nope")
+	}
+}
+
+// TestDevReadPositionsSurviveRedisLoss: read positions are saved in the
+// history store too, so a dev cluster restarted with an empty Redis (its
+// embedded one keeps nothing) but its kept history file still reports a
+// user's read_seq and unread at login.
+func TestDevReadPositionsSurviveRedisLoss(t *testing.T) {
+	t.Parallel()
+	free := func() string { return "127.0.0.1:" + strconv.Itoa(testinfra.FreePort(t)) }
+	cfg := DevConfig{
+		Settings: Settings{
+			Secret: "dev-test-secret-of-the-dev-mode-test", APIToken: "dev-test-token", CometAddr: free(), APIAddr: free(),
+			SessionTTL: 30 * time.Second, NotifyLimit: 200, MaxBodyBytes: 16 << 10, BatchWindow: 10 * time.Millisecond,
+			SendQueue: 256, MaxFrameBytes: 64 << 10, LogLevel: "error",
+		},
+		KafkaAddr:    "127.0.0.1:0",
+		RedisAddr:    "127.0.0.1:0",
+		EtcdAddr:     free(),
+		EtcdPeerAddr: free(),
+		DataDir:      t.TempDir(),
+		Seed:         "../../testdata/seed.json",
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	url := "ws://" + cfg.Settings.CometAddr + "/ws"
+	// logIn logs user in, on a new connection again after an
+	// UNAVAILABLE (a pipeline still starting), up to ten times.
+	logIn := func(user string) (*client.Conn, *clientpb.LoginResult) {
+		t.Helper()
+		tok, _ := login.MintToken([]byte(cfg.Settings.Secret), user, time.Hour)
+		for attempt := 1; ; attempt++ {
+			conn, err := client.Dial(ctx, url, client.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { conn.Close() })
+			res, err := conn.Login(ctx, tok, "test")
+			if errCode(err) == clientpb.Error_UNAVAILABLE && attempt < 10 {
+				conn.Close()
+				time.Sleep(100 * time.Millisecond)
+				continue
+			}
+			if err != nil {
+				t.Fatalf("login %s: %v", user, err)
+			}
+			return conn, res
+		}
+	}
+	d, err := StartDev(ctx, cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice, _ := logIn("alice")
+	bob, _ := logIn("bob")
+	lobby := topics.RoomConversation("lobby")
+	for _, body := range []string{"one", "two", "three"} {
+		if _, err := alice.SendRoom(ctx, "lobby", []byte(body)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r, err := ack(ctx, bob, lobby, 2); err != nil || r.GetSeq() != 2 {
+		t.Fatalf("ack: %v, %v", r, err)
+	}
+	// alice's own messages raise her position, alongside their answers:
+	// her Ack of the last one makes sure it is recorded.
+	if r, err := ack(ctx, alice, lobby, 3); err != nil || r.GetSeq() != 3 {
+		t.Fatalf("alice's position: %v, %v; want 3", r, err)
+	}
+	if err := d.Close(ctx); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+
+	d, err = StartDev(ctx, cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatalf("restart: %v", err)
+	}
+	defer d.Close(context.Background())
+	for user, want := range map[string]*clientpb.ConversationState{
+		"bob":   {Conversation: lobby, LatestSeq: 3, ReadSeq: 2, Unread: 1},
+		"alice": {Conversation: lobby, LatestSeq: 3, ReadSeq: 3},
+	} {
+		_, res := logIn(user)
+		got := stateOf(res.GetConversations(), lobby)
+		if got.GetLatestSeq() != want.GetLatestSeq() || got.GetReadSeq() != want.GetReadSeq() || got.GetUnread() != want.GetUnread() {
+			t.Errorf("%s after restart: %v, want %v", user, got, want)
+		}
 	}
 }

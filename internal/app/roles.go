@@ -194,7 +194,10 @@ func (s *Settings) Options(logger *slog.Logger, roles ...Role) fx.Option {
 				_, _, err := st.After(ctx, "laneim:readyz", 0, 1)
 				return err
 			})
-		}))
+		}),
+			// Read positions are saved in the store too and read back
+			// from it when Redis has lost them.
+			fx.Provide(func(st msgstore.Store) directory.ReadStore { return st }))
 	}
 	if store {
 		opts = append(opts, fx.Supply(msgstore.Config{

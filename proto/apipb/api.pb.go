@@ -955,12 +955,18 @@ func (x *RoomOnlineReply) GetConnections() uint32 {
 // "dm:<a>:<b>" or "broadcast"). With after_seq set, the page starts after
 // it (oldest first); otherwise it is the newest messages before before_seq
 // (0: the latest). Pages hold at most 500 messages (0 means 100).
+//
+// With current_state, each message of the page comes as it is now: one
+// edited since carries its latest edit's body and content_type and
+// edited_seq; one recalled carries no body nor content_type and
+// recalled_seq. The edits and recalls themselves stay in the page.
 type HistoryRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Conversation  string                 `protobuf:"bytes,1,opt,name=conversation,proto3" json:"conversation,omitempty"`
 	AfterSeq      uint64                 `protobuf:"varint,2,opt,name=after_seq,json=afterSeq,proto3" json:"after_seq,omitempty"`
 	BeforeSeq     uint64                 `protobuf:"varint,3,opt,name=before_seq,json=beforeSeq,proto3" json:"before_seq,omitempty"`
 	Limit         uint32                 `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
+	CurrentState  bool                   `protobuf:"varint,5,opt,name=current_state,json=currentState,proto3" json:"current_state,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1021,6 +1027,13 @@ func (x *HistoryRequest) GetLimit() uint32 {
 		return x.Limit
 	}
 	return 0
+}
+
+func (x *HistoryRequest) GetCurrentState() bool {
+	if x != nil {
+		return x.CurrentState
+	}
+	return false
 }
 
 type HistoryReply struct {
@@ -1085,8 +1098,19 @@ type HistoryMessage struct {
 	Body             []byte                 `protobuf:"bytes,5,opt,name=body,proto3" json:"body,omitempty"`
 	ContentType      string                 `protobuf:"bytes,6,opt,name=content_type,json=contentType,proto3" json:"content_type,omitempty"`
 	ServerTimeUnixMs int64                  `protobuf:"varint,7,opt,name=server_time_unix_ms,json=serverTimeUnixMs,proto3" json:"server_time_unix_ms,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	ClientMsgId      string                 `protobuf:"bytes,8,opt,name=client_msg_id,json=clientMsgId,proto3" json:"client_msg_id,omitempty"`
+	// edits, when not 0, says this message edits the message at that seq
+	// (its body and content_type replace the original's).
+	Edits uint64 `protobuf:"varint,9,opt,name=edits,proto3" json:"edits,omitempty"`
+	// recalls, when not 0, says this message recalls the message at that
+	// seq.
+	Recalls uint64 `protobuf:"varint,10,opt,name=recalls,proto3" json:"recalls,omitempty"`
+	// edited_seq and recalled_seq are set only with current_state: the seq
+	// of the latest edit applied to this message, of its recall.
+	EditedSeq     uint64 `protobuf:"varint,11,opt,name=edited_seq,json=editedSeq,proto3" json:"edited_seq,omitempty"`
+	RecalledSeq   uint64 `protobuf:"varint,12,opt,name=recalled_seq,json=recalledSeq,proto3" json:"recalled_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *HistoryMessage) Reset() {
@@ -1168,6 +1192,41 @@ func (x *HistoryMessage) GetServerTimeUnixMs() int64 {
 	return 0
 }
 
+func (x *HistoryMessage) GetClientMsgId() string {
+	if x != nil {
+		return x.ClientMsgId
+	}
+	return ""
+}
+
+func (x *HistoryMessage) GetEdits() uint64 {
+	if x != nil {
+		return x.Edits
+	}
+	return 0
+}
+
+func (x *HistoryMessage) GetRecalls() uint64 {
+	if x != nil {
+		return x.Recalls
+	}
+	return 0
+}
+
+func (x *HistoryMessage) GetEditedSeq() uint64 {
+	if x != nil {
+		return x.EditedSeq
+	}
+	return 0
+}
+
+func (x *HistoryMessage) GetRecalledSeq() uint64 {
+	if x != nil {
+		return x.RecalledSeq
+	}
+	return 0
+}
+
 var File_api_proto protoreflect.FileDescriptor
 
 const file_api_proto_rawDesc = "" +
@@ -1227,16 +1286,17 @@ const file_api_proto_rawDesc = "" +
 	"\x0fRoomOnlineReply\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x12!\n" +
 	"\fonline_users\x18\x02 \x01(\rR\vonlineUsers\x12 \n" +
-	"\vconnections\x18\x03 \x01(\rR\vconnections\"\x86\x01\n" +
+	"\vconnections\x18\x03 \x01(\rR\vconnections\"\xab\x01\n" +
 	"\x0eHistoryRequest\x12\"\n" +
 	"\fconversation\x18\x01 \x01(\tR\fconversation\x12\x1b\n" +
 	"\tafter_seq\x18\x02 \x01(\x04R\bafterSeq\x12\x1d\n" +
 	"\n" +
 	"before_seq\x18\x03 \x01(\x04R\tbeforeSeq\x12\x14\n" +
-	"\x05limit\x18\x04 \x01(\rR\x05limit\"d\n" +
+	"\x05limit\x18\x04 \x01(\rR\x05limit\x12#\n" +
+	"\rcurrent_state\x18\x05 \x01(\bR\fcurrentState\"d\n" +
 	"\fHistoryReply\x129\n" +
 	"\bmessages\x18\x01 \x03(\v2\x1d.laneim.api.v1.HistoryMessageR\bmessages\x12\x19\n" +
-	"\bhas_more\x18\x02 \x01(\bR\ahasMore\"\xd4\x01\n" +
+	"\bhas_more\x18\x02 \x01(\bR\ahasMore\"\xea\x02\n" +
 	"\x0eHistoryMessage\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\"\n" +
 	"\fconversation\x18\x02 \x01(\tR\fconversation\x12\x10\n" +
@@ -1244,7 +1304,14 @@ const file_api_proto_rawDesc = "" +
 	"\x06sender\x18\x04 \x01(\tR\x06sender\x12\x12\n" +
 	"\x04body\x18\x05 \x01(\fR\x04body\x12!\n" +
 	"\fcontent_type\x18\x06 \x01(\tR\vcontentType\x12-\n" +
-	"\x13server_time_unix_ms\x18\a \x01(\x03R\x10serverTimeUnixMs2\x96\x04\n" +
+	"\x13server_time_unix_ms\x18\a \x01(\x03R\x10serverTimeUnixMs\x12\"\n" +
+	"\rclient_msg_id\x18\b \x01(\tR\vclientMsgId\x12\x14\n" +
+	"\x05edits\x18\t \x01(\x04R\x05edits\x12\x18\n" +
+	"\arecalls\x18\n" +
+	" \x01(\x04R\arecalls\x12\x1d\n" +
+	"\n" +
+	"edited_seq\x18\v \x01(\x04R\teditedSeq\x12!\n" +
+	"\frecalled_seq\x18\f \x01(\x04R\vrecalledSeq2\x96\x04\n" +
 	"\x04Push\x12F\n" +
 	"\tPushUsers\x12\x1f.laneim.api.v1.PushUsersRequest\x1a\x18.laneim.api.v1.PushReply\x12D\n" +
 	"\bPushRoom\x12\x1e.laneim.api.v1.PushRoomRequest\x1a\x18.laneim.api.v1.PushReply\x12F\n" +

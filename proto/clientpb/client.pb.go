@@ -740,10 +740,17 @@ func (x *Ping) GetClientTimeUnixMs() int64 {
 // The answer is a SyncResult; has_more tells the client to ask again
 // after the last seq it got. Servers without history answer UNAVAILABLE.
 type Sync struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Conversation  string                 `protobuf:"bytes,1,opt,name=conversation,proto3" json:"conversation,omitempty"`
-	AfterSeq      uint64                 `protobuf:"varint,2,opt,name=after_seq,json=afterSeq,proto3" json:"after_seq,omitempty"`
-	Limit         uint32                 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Conversation string                 `protobuf:"bytes,1,opt,name=conversation,proto3" json:"conversation,omitempty"`
+	AfterSeq     uint64                 `protobuf:"varint,2,opt,name=after_seq,json=afterSeq,proto3" json:"after_seq,omitempty"`
+	Limit        uint32                 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	// current_state asks for the messages as they are now: each message of
+	// the page that was edited since comes with its latest edit's body and
+	// content_type and edited_seq set; one that was recalled comes without
+	// body, content_type and mentions and with recalled_seq set. The edits
+	// and recalls themselves are in the page as usual (docs/protocol.md,
+	// "Edit and recall").
+	CurrentState  bool `protobuf:"varint,4,opt,name=current_state,json=currentState,proto3" json:"current_state,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -797,6 +804,13 @@ func (x *Sync) GetLimit() uint32 {
 		return x.Limit
 	}
 	return 0
+}
+
+func (x *Sync) GetCurrentState() bool {
+	if x != nil {
+		return x.CurrentState
+	}
+	return false
 }
 
 // Conversations asks for the next page of the user's conversations, after
@@ -1521,7 +1535,15 @@ type Message struct {
 	// recalled, without its body.
 	Recalls uint64 `protobuf:"varint,10,opt,name=recalls,proto3" json:"recalls,omitempty"`
 	// mentions are the users the message mentions (Send.mentions).
-	Mentions      []string `protobuf:"bytes,11,rep,name=mentions,proto3" json:"mentions,omitempty"`
+	Mentions []string `protobuf:"bytes,11,rep,name=mentions,proto3" json:"mentions,omitempty"`
+	// edited_seq, only in an answer to a Sync with current_state, is the
+	// seq of the latest edit of this message, whose body and content_type
+	// this message carries instead of its own.
+	EditedSeq uint64 `protobuf:"varint,12,opt,name=edited_seq,json=editedSeq,proto3" json:"edited_seq,omitempty"`
+	// recalled_seq, only in an answer to a Sync with current_state, is the
+	// seq of the recall of this message: it comes without body,
+	// content_type and mentions.
+	RecalledSeq   uint64 `protobuf:"varint,13,opt,name=recalled_seq,json=recalledSeq,proto3" json:"recalled_seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1631,6 +1653,20 @@ func (x *Message) GetMentions() []string {
 		return x.Mentions
 	}
 	return nil
+}
+
+func (x *Message) GetEditedSeq() uint64 {
+	if x != nil {
+		return x.EditedSeq
+	}
+	return 0
+}
+
+func (x *Message) GetRecalledSeq() uint64 {
+	if x != nil {
+		return x.RecalledSeq
+	}
+	return 0
 }
 
 // MessageBatch carries messages in conversation order. Messages of one room
@@ -2211,11 +2247,12 @@ const file_client_proto_rawDesc = "" +
 	"\fconversation\x18\x01 \x01(\tR\fconversation\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\"5\n" +
 	"\x04Ping\x12-\n" +
-	"\x13client_time_unix_ms\x18\x01 \x01(\x03R\x10clientTimeUnixMs\"]\n" +
+	"\x13client_time_unix_ms\x18\x01 \x01(\x03R\x10clientTimeUnixMs\"\x82\x01\n" +
 	"\x04Sync\x12\"\n" +
 	"\fconversation\x18\x01 \x01(\tR\fconversation\x12\x1b\n" +
 	"\tafter_seq\x18\x02 \x01(\x04R\bafterSeq\x12\x14\n" +
-	"\x05limit\x18\x03 \x01(\rR\x05limit\"=\n" +
+	"\x05limit\x18\x03 \x01(\rR\x05limit\x12#\n" +
+	"\rcurrent_state\x18\x04 \x01(\bR\fcurrentState\"=\n" +
 	"\rConversations\x12\x16\n" +
 	"\x06cursor\x18\x01 \x01(\tR\x06cursor\x12\x14\n" +
 	"\x05limit\x18\x02 \x01(\rR\x05limit\"\x90\x06\n" +
@@ -2286,7 +2323,7 @@ const file_client_proto_rawDesc = "" +
 	"\x11ALREADY_LOGGED_IN\x10\v\x12\x10\n" +
 	"\fRATE_LIMITED\x10\f\x12\f\n" +
 	"\bTOO_LATE\x10\x14\x12\x13\n" +
-	"\x0fUNKNOWN_MESSAGE\x10\x15\"\xbd\x02\n" +
+	"\x0fUNKNOWN_MESSAGE\x10\x15\"\xff\x02\n" +
 	"\aMessage\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\"\n" +
 	"\fconversation\x18\x02 \x01(\tR\fconversation\x12\x10\n" +
@@ -2299,7 +2336,10 @@ const file_client_proto_rawDesc = "" +
 	"\x05edits\x18\t \x01(\x04R\x05edits\x12\x18\n" +
 	"\arecalls\x18\n" +
 	" \x01(\x04R\arecalls\x12\x1a\n" +
-	"\bmentions\x18\v \x03(\tR\bmentions\"E\n" +
+	"\bmentions\x18\v \x03(\tR\bmentions\x12\x1d\n" +
+	"\n" +
+	"edited_seq\x18\f \x01(\x04R\teditedSeq\x12!\n" +
+	"\frecalled_seq\x18\r \x01(\x04R\vrecalledSeq\"E\n" +
 	"\fMessageBatch\x125\n" +
 	"\bmessages\x18\x01 \x03(\v2\x19.laneim.client.v1.MessageR\bmessages\"s\n" +
 	"\x0ePresenceChange\x12\x12\n" +

@@ -727,7 +727,10 @@ type HistoryRequest struct {
 	Ack *clientpb.Ack `protobuf:"bytes,8,opt,name=ack,proto3" json:"ack,omitempty"`
 	// typing is set, instead of the Sync fields, for a client's Typing
 	// (already rate-limited by the comet).
-	Typing        *clientpb.Typing `protobuf:"bytes,9,opt,name=typing,proto3" json:"typing,omitempty"`
+	Typing *clientpb.Typing `protobuf:"bytes,9,opt,name=typing,proto3" json:"typing,omitempty"`
+	// current_state is a Sync's: answer the messages as they are now
+	// (edits applied, recalls marked).
+	CurrentState  bool `protobuf:"varint,10,opt,name=current_state,json=currentState,proto3" json:"current_state,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -823,6 +826,13 @@ func (x *HistoryRequest) GetTyping() *clientpb.Typing {
 		return x.Typing
 	}
 	return nil
+}
+
+func (x *HistoryRequest) GetCurrentState() bool {
+	if x != nil {
+		return x.CurrentState
+	}
+	return false
 }
 
 // Delivery is what a comet receives on its own topic deliver.<comet>:
@@ -1121,7 +1131,7 @@ const file_topic_proto_rawDesc = "" +
 	"\x04room\x18\x03 \x01(\tR\x04room\x12\x14\n" +
 	"\x05users\x18\x04 \x03(\tR\x05users\x12\x1c\n" +
 	"\tbroadcast\x18\x05 \x01(\bR\tbroadcast\x12*\n" +
-	"\x11submitted_unix_ms\x18\x06 \x01(\x03R\x0fsubmittedUnixMs\"\xf0\x02\n" +
+	"\x11submitted_unix_ms\x18\x06 \x01(\x03R\x0fsubmittedUnixMs\"\x95\x03\n" +
 	"\x0eHistoryRequest\x122\n" +
 	"\asession\x18\x01 \x01(\v2\x18.laneim.topic.v1.SessionR\asession\x12\x1d\n" +
 	"\n" +
@@ -1132,7 +1142,9 @@ const file_topic_proto_rawDesc = "" +
 	"\x05limit\x18\x06 \x01(\rR\x05limit\x12E\n" +
 	"\rconversations\x18\a \x01(\v2\x1f.laneim.client.v1.ConversationsR\rconversations\x12'\n" +
 	"\x03ack\x18\b \x01(\v2\x15.laneim.client.v1.AckR\x03ack\x120\n" +
-	"\x06typing\x18\t \x01(\v2\x18.laneim.client.v1.TypingR\x06typing\"\xd1\x01\n" +
+	"\x06typing\x18\t \x01(\v2\x18.laneim.client.v1.TypingR\x06typing\x12#\n" +
+	"\rcurrent_state\x18\n" +
+	" \x01(\bR\fcurrentState\"\xd1\x01\n" +
 	"\bDelivery\x12\x14\n" +
 	"\x05conns\x18\x01 \x03(\tR\x05conns\x12\x12\n" +
 	"\x04room\x18\x02 \x01(\tR\x04room\x12\x14\n" +

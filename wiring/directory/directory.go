@@ -81,12 +81,35 @@ type Assigned struct {
 type Store struct {
 	rdb     redis.UniversalClient
 	limiter *redis_rate.Limiter
+	reads   ReadStore // nil: read positions in Redis only
+}
+
+// Option configures a Store.
+type Option func(*Store)
+
+// WithReadStore saves read positions in rs too and reads them back from
+// it when Redis has none (see MarkRead and ReadSeqs), so they survive the
+// loss of Redis. A nil rs keeps them in Redis only.
+func WithReadStore(rs ReadStore) Option {
+	return func(s *Store) { s.reads = rs }
 }
 
 // New returns a Store on rdb.
-func New(rdb redis.UniversalClient) *Store {
-	return &Store{rdb: rdb, limiter: redis_rate.NewLimiter(rdb)}
+func New(rdb redis.UniversalClient, opts ...Option) *Store {
+	s := &Store{rdb: rdb, limiter: redis_rate.NewLimiter(rdb)}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
 }
 
-// Module provides a *Store on the process's redis.UniversalClient.
-var Module = fx.Module("directory", fx.Provide(New))
+// Module provides a *Store on the process's redis.UniversalClient, and
+// with the ReadStore the graph may hold (the history store, in a process
+// that opens it).
+var Module = fx.Module("directory", fx.Provide(func(p struct {
+	fx.In
+	RDB   redis.UniversalClient
+	Reads ReadStore `optional:"true"`
+}) *Store {
+	return New(p.RDB, WithReadStore(p.Reads))
+}))

@@ -22,17 +22,48 @@ func userMentionsKey(u, conversation string) string {
 }
 
 // markReadScript: KEYS the user's read positions, its mentions in the
-// conversation. ARGV conversation, seq. Returns {position, 1 if it moved}.
+// conversation. ARGV conversation, seq, and "keep" to leave a position
+// that is not recorded as it is (for the caller to look it up first).
+// Returns {position, 1 if it moved, 1 if a position was recorded}.
 var markReadScript = redis.NewScript(`
-local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if not old and ARGV[3] == 'keep' then
+  return {0, 0, 0}
+end
+local cur = tonumber(old or '0')
 local seq = tonumber(ARGV[2])
+local had = 0
+if old then had = 1 end
 if seq > cur then
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[2])
-  return {seq, 1}
+  return {seq, 1, had}
 end
-return {cur, 0}
+return {cur, 0, had}
 `)
+
+// restoreReadsScript: KEYS the user's read positions. ARGV pairs of
+// conversation, seq: each position is raised to seq (recorded, when
+// there was none, even at 0: the ReadStore was asked).
+var restoreReadsScript = redis.NewScript(`
+for i = 1, #ARGV, 2 do
+  local cur = redis.call('HGET', KEYS[1], ARGV[i])
+  if not cur or tonumber(cur) < tonumber(ARGV[i + 1]) then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  end
+end
+return 0
+`)
+
+// ReadStore keeps read positions durably, beside Redis: positions that
+// move are saved there, and read back when Redis has none (it was lost or
+// flushed). The history store (msgstore.Store) is one.
+type ReadStore interface {
+	// SaveRead raises user's saved position in conversation to seq.
+	SaveRead(ctx context.Context, user, conversation string, seq uint64) error
+	// ReadPositions returns user's saved positions; absent: none.
+	ReadPositions(ctx context.Context, user string, conversations ...string) (map[string]uint64, error)
+}
 
 // AddMention records that the message at seq of conversation mentions
 // user. Idempotent.
@@ -68,22 +99,65 @@ func (s *Store) UnreadMentions(ctx context.Context, user string, read map[string
 // MarkRead raises user's read position in conversation to seq. It
 // returns the position now recorded (seq, or a higher one recorded
 // before) and whether it moved. A seq of 0 reads the position.
+//
+// With a ReadStore, a position Redis does not have is first read from
+// it (and recorded in Redis again: Redis had lost it), and a position
+// that moves is saved there before MarkRead returns (an error then says
+// the save failed; Redis has the position).
 func (s *Store) MarkRead(ctx context.Context, user, conversation string, seq uint64) (pos uint64, moved bool, err error) {
-	v, err := markReadScript.Run(ctx, s.rdb, []string{userReadKey(user), userMentionsKey(user, conversation)}, conversation, seq).Result()
+	if s.reads == nil {
+		pos, moved, _, err = s.markRead(ctx, user, conversation, seq, false)
+		return pos, moved, err
+	}
+	pos, moved, had, err := s.markRead(ctx, user, conversation, seq, true)
 	if err != nil {
-		return 0, false, fmt.Errorf("directory: mark %s read by %s: %w", conversation, user, err)
+		return 0, false, err
+	}
+	if !had {
+		saved, err := s.reads.ReadPositions(ctx, user, conversation)
+		if err != nil {
+			return 0, false, fmt.Errorf("directory: read position of %s in %s: %w", user, conversation, err)
+		}
+		p := saved[conversation]
+		pos, _, _, err = s.markRead(ctx, user, conversation, max(seq, p), false)
+		if err != nil {
+			return 0, false, err
+		}
+		moved = pos == seq && seq > p
+	}
+	if moved {
+		if err := s.reads.SaveRead(ctx, user, conversation, pos); err != nil {
+			return pos, moved, fmt.Errorf("directory: %w", err)
+		}
+	}
+	return pos, moved, nil
+}
+
+// markRead runs markReadScript; with keep, a position Redis does not
+// have is left unrecorded (had false).
+func (s *Store) markRead(ctx context.Context, user, conversation string, seq uint64, keep bool) (pos uint64, moved, had bool, err error) {
+	mode := ""
+	if keep {
+		mode = "keep"
+	}
+	v, err := markReadScript.Run(ctx, s.rdb, []string{userReadKey(user), userMentionsKey(user, conversation)}, conversation, seq, mode).Result()
+	if err != nil {
+		return 0, false, false, fmt.Errorf("directory: mark %s read by %s: %w", conversation, user, err)
 	}
 	a, ok := v.([]any)
-	if !ok || len(a) != 2 {
-		return 0, false, fmt.Errorf("directory: mark %s read by %s: unexpected result %v", conversation, user, v)
+	if !ok || len(a) != 3 {
+		return 0, false, false, fmt.Errorf("directory: mark %s read by %s: unexpected result %v", conversation, user, v)
 	}
 	p, _ := a[0].(int64)
 	m, _ := a[1].(int64)
-	return uint64(p), m == 1, nil
+	h, _ := a[2].(int64)
+	return uint64(p), m == 1, h == 1, nil
 }
 
 // ReadSeqs returns user's read position in each conversation; one never
-// read is absent (its position is 0).
+// read is absent (its position is 0). With a ReadStore, the positions
+// Redis does not have are read from it and written back to Redis (0 for
+// one the ReadStore does not have either, so it is asked once).
 func (s *Store) ReadSeqs(ctx context.Context, user string, conversations ...string) (map[string]uint64, error) {
 	out := make(map[string]uint64, len(conversations))
 	if len(conversations) == 0 {
@@ -93,13 +167,33 @@ func (s *Store) ReadSeqs(ctx context.Context, user string, conversations ...stri
 	if err != nil {
 		return nil, fmt.Errorf("directory: read positions of %s: %w", user, err)
 	}
+	var missing []string
 	for i, c := range conversations {
-		if str, ok := vals[i].(string); ok {
-			var n uint64
-			if _, err := fmt.Sscan(str, &n); err == nil {
-				out[c] = n
-			}
+		str, ok := vals[i].(string)
+		if !ok {
+			missing = append(missing, c)
+			continue
 		}
+		if n, err := strconv.ParseUint(str, 10, 64); err == nil && n > 0 {
+			out[c] = n
+		}
+	}
+	if s.reads == nil || len(missing) == 0 {
+		return out, nil
+	}
+	saved, err := s.reads.ReadPositions(ctx, user, missing...)
+	if err != nil {
+		return nil, fmt.Errorf("directory: read positions of %s: %w", user, err)
+	}
+	args := make([]any, 0, 2*len(missing))
+	for _, c := range missing {
+		args = append(args, c, saved[c])
+		if saved[c] > 0 {
+			out[c] = saved[c]
+		}
+	}
+	if err := restoreReadsScript.Run(ctx, s.rdb, []string{userReadKey(user)}, args...).Err(); err != nil {
+		return nil, fmt.Errorf("directory: restore read positions of %s: %w", user, err)
 	}
 	return out, nil
 }

@@ -36,6 +36,19 @@ type Store interface {
 	// Before returns the newest messages with seq < before (0: no bound),
 	// up to limit, in sequence order, and whether older ones exist.
 	Before(ctx context.Context, conversation string, before uint64, limit int) (msgs []*clientpb.Message, more bool, err error)
+	// Changes returns the latest change of each message of conversation
+	// with from <= seq <= to that was edited or recalled since, wherever
+	// in the conversation the change is (usually after to), keyed by the
+	// seq of the message changed: its recall when it was recalled, else
+	// its latest edit. Messages never changed are absent.
+	Changes(ctx context.Context, conversation string, from, to uint64) (map[uint64]*clientpb.Message, error)
+	// SaveRead raises user's read position in conversation to seq; a
+	// position at or above seq is left as it is. The directory keeps the
+	// positions in Redis and saves them here too (directory.ReadStore).
+	SaveRead(ctx context.Context, user, conversation string, seq uint64) error
+	// ReadPositions returns user's saved read position in each of
+	// conversations; one never saved is absent.
+	ReadPositions(ctx context.Context, user string, conversations ...string) (map[string]uint64, error)
 	// Latest returns the highest stored seq of every conversation, to
 	// restore the directory's sequence counters from.
 	Latest(ctx context.Context) (map[string]uint64, error)

@@ -20,6 +20,17 @@ import (
 var (
 	bucketMessages = []byte("messages") // conversation \x00 seq(8, big endian) -> Message
 	bucketLatest   = []byte("latest")   // conversation -> seq(8)
+	// bucketChanges indexes edits and recalls by the message they change:
+	// conversation \x00 target seq(8) change seq(8) -> changeEdit or
+	// changeRecall.
+	bucketChanges = []byte("changes")
+	// bucketReads holds read positions: user \x00 conversation -> seq(8).
+	bucketReads = []byte("reads")
+)
+
+const (
+	changeEdit   = 'e'
+	changeRecall = 'r'
 )
 
 // Bolt is a Store in a bbolt file: embedded, durable, one process at a
@@ -45,10 +56,15 @@ func OpenBolt(path string, retention Retention, sweep time.Duration) (*Bolt, err
 		return nil, fmt.Errorf("history: open %s (another process may hold it): %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketMessages, bucketLatest} {
+		indexed := tx.Bucket(bucketChanges) != nil
+		for _, b := range [][]byte{bucketMessages, bucketLatest, bucketChanges, bucketReads} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
+		}
+		if !indexed {
+			// A file from before the index: index what it holds.
+			return indexChanges(tx)
 		}
 		return nil
 	})
@@ -79,6 +95,33 @@ func key(conversation string, seq uint64) []byte {
 
 func prefix(conversation string) []byte { return append([]byte(conversation), 0) }
 
+// changeKey is m's key in bucketChanges, or nil when m changes nothing.
+func changeKey(m *clientpb.Message) ([]byte, byte) {
+	t, kind := m.GetEdits(), byte(changeEdit)
+	if r := m.GetRecalls(); r != 0 {
+		t, kind = r, changeRecall
+	}
+	if t == 0 {
+		return nil, 0
+	}
+	return binary.BigEndian.AppendUint64(key(m.GetConversation(), t), m.GetSeq()), kind
+}
+
+// indexChanges puts every stored edit and recall in bucketChanges.
+func indexChanges(tx *bolt.Tx) error {
+	cb := tx.Bucket(bucketChanges)
+	return tx.Bucket(bucketMessages).ForEach(func(_, v []byte) error {
+		m, err := decode(v)
+		if err != nil {
+			return nil // unreadable either way; After reports it
+		}
+		if k, kind := changeKey(m); k != nil {
+			return cb.Put(k, []byte{kind})
+		}
+		return nil
+	})
+}
+
 // Append stores messages, skipping those stored already; see
 // Store.Append for a stored one with another id.
 func (b *Bolt) Append(_ context.Context, msgs []*clientpb.Message) error {
@@ -96,7 +139,7 @@ func (b *Bolt) Append(_ context.Context, msgs []*clientpb.Message) error {
 	var conflicts []Conflict
 	err := b.db.Batch(func(tx *bolt.Tx) error {
 		conflicts = conflicts[:0] // Batch may run the function again
-		mb, lb := tx.Bucket(bucketMessages), tx.Bucket(bucketLatest)
+		mb, lb, cb := tx.Bucket(bucketMessages), tx.Bucket(bucketLatest), tx.Bucket(bucketChanges)
 		for i, m := range msgs {
 			k := key(m.GetConversation(), m.GetSeq())
 			if v := mb.Get(k); v != nil {
@@ -107,6 +150,11 @@ func (b *Bolt) Append(_ context.Context, msgs []*clientpb.Message) error {
 			}
 			if err := mb.Put(k, vals[i]); err != nil {
 				return err
+			}
+			if ck, kind := changeKey(m); ck != nil {
+				if err := cb.Put(ck, []byte{kind}); err != nil {
+					return err
+				}
 			}
 			conv := []byte(m.GetConversation())
 			if cur := lb.Get(conv); cur == nil || binary.BigEndian.Uint64(cur) < m.GetSeq() {
@@ -203,6 +251,80 @@ func (b *Bolt) Before(_ context.Context, conversation string, before uint64, lim
 	return out, more, err
 }
 
+// Changes returns the latest change of each message with seq in [from,
+// to]: a range of the changes index, then each winner's message.
+func (b *Bolt) Changes(_ context.Context, conversation string, from, to uint64) (map[uint64]*clientpb.Message, error) {
+	out := map[uint64]*clientpb.Message{}
+	if from > to {
+		return out, nil
+	}
+	err := b.db.View(func(tx *bolt.Tx) error {
+		mb := tx.Bucket(bucketMessages)
+		c := tx.Bucket(bucketChanges).Cursor()
+		p := prefix(conversation)
+		for k, _ := c.Seek(key(conversation, from)); k != nil && bytes.HasPrefix(k, p) && len(k) == len(p)+16; k, _ = c.Next() {
+			t := binary.BigEndian.Uint64(k[len(p):])
+			if t > to {
+				break
+			}
+			v := mb.Get(key(conversation, binary.BigEndian.Uint64(k[len(p)+8:])))
+			if v == nil {
+				continue // swept
+			}
+			m, err := decode(v)
+			if err != nil {
+				return err
+			}
+			if target(m) == t {
+				out[t] = latestChange(out[t], m)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("history: changes of %s#%d..%d: %w", conversation, from, to, err)
+	}
+	return out, nil
+}
+
+func readKey(user, conversation string) []byte {
+	return append(append(append([]byte{}, user...), 0), conversation...)
+}
+
+// SaveRead raises user's read position in conversation to seq.
+func (b *Bolt) SaveRead(_ context.Context, user, conversation string, seq uint64) error {
+	k := readKey(user, conversation)
+	err := b.db.Batch(func(tx *bolt.Tx) error {
+		rb := tx.Bucket(bucketReads)
+		if cur := rb.Get(k); len(cur) == 8 && binary.BigEndian.Uint64(cur) >= seq {
+			return nil
+		}
+		return rb.Put(k, binary.BigEndian.AppendUint64(nil, seq))
+	})
+	if err != nil {
+		return fmt.Errorf("history: save read position of %s in %s: %w", user, conversation, err)
+	}
+	return nil
+}
+
+// ReadPositions returns user's saved read positions in conversations.
+func (b *Bolt) ReadPositions(_ context.Context, user string, conversations ...string) (map[string]uint64, error) {
+	out := make(map[string]uint64, len(conversations))
+	err := b.db.View(func(tx *bolt.Tx) error {
+		rb := tx.Bucket(bucketReads)
+		for _, c := range conversations {
+			if v := rb.Get(readKey(user, c)); len(v) == 8 {
+				out[c] = binary.BigEndian.Uint64(v)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("history: read positions of %s: %w", user, err)
+	}
+	return out, nil
+}
+
 // Latest returns the highest stored seq of every conversation.
 func (b *Bolt) Latest(_ context.Context) (map[string]uint64, error) {
 	out := map[string]uint64{}
@@ -237,6 +359,13 @@ func (b *Bolt) Sweep(now time.Time) (int, error) {
 				continue
 			}
 			next := append([]byte(nil), k...)
+			if m, err := decode(v); err == nil {
+				if ck, _ := changeKey(m); ck != nil {
+					if err := tx.Bucket(bucketChanges).Delete(ck); err != nil {
+						return err
+					}
+				}
+			}
 			if err := c.Delete(); err != nil {
 				return err
 			}

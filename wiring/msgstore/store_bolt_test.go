@@ -36,6 +36,9 @@ func TestBoltSurvivesReopen(t *testing.T) {
 	if err := b.Append(ctx, []*clientpb.Message{{Conversation: "room:a", Seq: 1, Body: []byte("kept")}, {Conversation: "dm:a:b", Seq: 7}}); err != nil {
 		t.Fatal(err)
 	}
+	if err := b.SaveRead(ctx, "a", "dm:a:b", 6); err != nil {
+		t.Fatal(err)
+	}
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -48,6 +51,9 @@ func TestBoltSurvivesReopen(t *testing.T) {
 	latest, err := b.Latest(ctx)
 	if err != nil || latest["room:a"] != 1 || latest["dm:a:b"] != 7 {
 		t.Fatalf("latest = %v, %v", latest, err)
+	}
+	if reads, err := b.ReadPositions(ctx, "a", "dm:a:b"); err != nil || reads["dm:a:b"] != 6 {
+		t.Fatalf("read positions after reopen = %v, %v", reads, err)
 	}
 }
 

@@ -79,22 +79,60 @@ func ScyllaSchema(keyspace string, replicationFactor int) []string {
   content_type text,
   server_time_ms bigint,
   client_msg_id text,
+  edits bigint,
+  recalls bigint,
+  mentions list<text>,
   PRIMARY KEY ((conversation, bucket), seq)
 ) WITH CLUSTERING ORDER BY (seq ASC)`, keyspace),
 		fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s.conversations (
   conversation text PRIMARY KEY,
   latest bigint
 )`, keyspace),
+		// Edits and recalls by the message they change (target), in the
+		// target's bucket.
+		fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s.changes (
+  conversation text,
+  bucket bigint,
+  target bigint,
+  seq bigint,
+  PRIMARY KEY ((conversation, bucket), target, seq)
+)`, keyspace),
+		// Read positions, one partition per user. Written with the
+		// position as the write timestamp, so the highest wins whatever
+		// the order writes arrive in.
+		fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s.reads (
+  reader text,
+  conversation text,
+  seq bigint,
+  PRIMARY KEY (reader, conversation)
+)`, keyspace),
 	}
+}
+
+// scyllaUpgrades adds the columns a messages table made before them
+// lacks; "already there" errors are expected and ignored.
+func scyllaUpgrades(keyspace string) []string {
+	return []string{
+		fmt.Sprintf(`ALTER TABLE %s.messages ADD edits bigint`, keyspace),
+		fmt.Sprintf(`ALTER TABLE %s.messages ADD recalls bigint`, keyspace),
+		fmt.Sprintf(`ALTER TABLE %s.messages ADD mentions list<text>`, keyspace),
+	}
+}
+
+// columnExists tells an ALTER TABLE ADD error saying the column is there
+// already (Scylla and Cassandra word it differently).
+func columnExists(err error) bool {
+	msg := strings.ToLower(err.Error())
+	return strings.Contains(msg, "conflicts with an existing column") || strings.Contains(msg, "already exist")
 }
 
 // Statements are the store's queries, built once with gocqlx's builder.
 type scyllaStatements struct {
-	insert, latest, after, before, readLatest, allLatest               string
-	insertNames, latestNames, afterNames, beforeNames, readLatestNames []string
+	insert, latest, after, before, readLatest, allLatest, insertChange, changes, one, saveRead, reads                                        string
+	insertNames, latestNames, afterNames, beforeNames, readLatestNames, insertChangeNames, changesNames, oneNames, saveReadNames, readsNames []string
 }
 
-var messageColumns = []string{"conversation", "bucket", "seq", "id", "sender", "body", "content_type", "server_time_ms", "client_msg_id"}
+var messageColumns = []string{"conversation", "bucket", "seq", "id", "sender", "body", "content_type", "server_time_ms", "client_msg_id", "edits", "recalls", "mentions"}
 
 func buildStatements(keyspace string) scyllaStatements {
 	var s scyllaStatements
@@ -108,6 +146,13 @@ func buildStatements(keyspace string) scyllaStatements {
 		Where(qb.Eq("conversation"), qb.Eq("bucket"), qb.Gt("seq")).OrderBy("seq", qb.ASC).LimitNamed("lim").ToCql()
 	s.before, s.beforeNames = qb.Select(keyspace+".messages").Columns(messageColumns...).
 		Where(qb.Eq("conversation"), qb.Eq("bucket"), qb.Lt("seq")).OrderBy("seq", qb.DESC).LimitNamed("lim").ToCql()
+	s.insertChange, s.insertChangeNames = qb.Insert(keyspace+".changes").Columns("conversation", "bucket", "target", "seq").TTLNamed("ttl").ToCql()
+	s.changes, s.changesNames = qb.Select(keyspace+".changes").Columns("target", "seq").
+		Where(qb.Eq("conversation"), qb.Eq("bucket"), qb.GtOrEqNamed("target", "from"), qb.LtOrEqNamed("target", "to")).ToCql()
+	s.one, s.oneNames = qb.Select(keyspace+".messages").Columns(messageColumns...).
+		Where(qb.Eq("conversation"), qb.Eq("bucket"), qb.Eq("seq")).ToCql()
+	s.saveRead, s.saveReadNames = qb.Update(keyspace+".reads").TimestampNamed("ts").Set("seq").Where(qb.Eq("reader"), qb.Eq("conversation")).ToCql()
+	s.reads, s.readsNames = qb.Select(keyspace+".reads").Columns("conversation", "seq").Where(qb.Eq("reader"), qb.In("conversation")).ToCql()
 	return s
 }
 
@@ -122,12 +167,16 @@ type scyllaRow struct {
 	ContentType  string
 	ServerTimeMs int64
 	ClientMsgID  string
+	Edits        int64
+	Recalls      int64
+	Mentions     []string
 }
 
 func toRow(m *clientpb.Message) scyllaRow {
 	return scyllaRow{
 		Conversation: m.GetConversation(), Bucket: bucketOf(m.GetSeq()), Seq: int64(m.GetSeq()), ID: m.GetId(), Sender: m.GetSender(),
 		Body: m.GetBody(), ContentType: m.GetContentType(), ServerTimeMs: m.GetServerTimeUnixMs(), ClientMsgID: m.GetClientMsgId(),
+		Edits: int64(m.GetEdits()), Recalls: int64(m.GetRecalls()), Mentions: m.GetMentions(),
 	}
 }
 
@@ -135,6 +184,7 @@ func (r scyllaRow) message() *clientpb.Message {
 	return &clientpb.Message{
 		Id: r.ID, Conversation: r.Conversation, Seq: uint64(r.Seq), Sender: r.Sender, Body: r.Body,
 		ContentType: r.ContentType, ServerTimeUnixMs: r.ServerTimeMs, ClientMsgId: r.ClientMsgID,
+		Edits: uint64(r.Edits), Recalls: uint64(r.Recalls), Mentions: r.Mentions,
 	}
 }
 
@@ -168,6 +218,12 @@ func OpenScylla(cfg ScyllaConfig) (*Scylla, error) {
 			return nil, fmt.Errorf("history: Scylla schema: %w", err)
 		}
 	}
+	for _, q := range scyllaUpgrades(cfg.Keyspace) {
+		if err := session.ExecStmt(q); err != nil && !columnExists(err) {
+			session.Close()
+			return nil, fmt.Errorf("history: Scylla schema upgrade: %w", err)
+		}
+	}
 	return &Scylla{cfg: cfg, session: session, stmt: buildStatements(cfg.Keyspace)}, nil
 }
 
@@ -186,6 +242,16 @@ func (s *Scylla) Append(ctx context.Context, msgs []*clientpb.Message) error {
 		}
 		if !applied && stored.ID != m.GetId() {
 			conflicts = append(conflicts, Conflict{m.GetConversation(), m.GetSeq(), stored.ID, m.GetId()})
+			continue
+		}
+		if t := target(m); t != 0 {
+			// Written again on a repeat: the same row.
+			q := s.session.ContextQuery(ctx, s.stmt.insertChange, s.stmt.insertChangeNames).BindMap(map[string]any{
+				"conversation": m.GetConversation(), "bucket": bucketOf(t), "target": int64(t), "seq": int64(m.GetSeq()), "ttl": ttl,
+			})
+			if err := q.ExecRelease(); err != nil {
+				return fmt.Errorf("history: index change %s#%d: %w", m.GetConversation(), m.GetSeq(), err)
+			}
 		}
 		if m.GetSeq() > latest[m.GetConversation()] {
 			latest[m.GetConversation()] = m.GetSeq()
@@ -295,6 +361,72 @@ func (s *Scylla) Before(ctx context.Context, conv string, before uint64, limit i
 		out[i], out[j] = out[j], out[i]
 	}
 	return out, more, nil
+}
+
+// Changes reads the changes index over the buckets of [from, to], then
+// the message of each change (a few per changed message: edits are
+// bounded by the edit window).
+func (s *Scylla) Changes(ctx context.Context, conv string, from, to uint64) (map[uint64]*clientpb.Message, error) {
+	out := map[uint64]*clientpb.Message{}
+	if from > to {
+		return out, nil
+	}
+	for b := bucketOf(from); b <= bucketOf(to); b++ {
+		iter := s.session.ContextQuery(ctx, s.stmt.changes, s.stmt.changesNames).
+			BindMap(map[string]any{"conversation": conv, "bucket": b, "from": int64(from), "to": int64(to)}).Iter()
+		var t, seq int64
+		var found [][2]int64
+		for iter.Scan(&t, &seq) {
+			found = append(found, [2]int64{t, seq})
+		}
+		if err := iter.Close(); err != nil {
+			return nil, fmt.Errorf("history: changes of %s#%d..%d: %w", conv, from, to, err)
+		}
+		for _, f := range found {
+			var r scyllaRow
+			q := s.session.ContextQuery(ctx, s.stmt.one, s.stmt.oneNames).
+				BindMap(map[string]any{"conversation": conv, "bucket": bucketOf(uint64(f[1])), "seq": f[1]})
+			if err := q.GetRelease(&r); errors.Is(err, gocql.ErrNotFound) {
+				continue // expired
+			} else if err != nil {
+				return nil, fmt.Errorf("history: change %s#%d: %w", conv, f[1], err)
+			}
+			if m := r.message(); target(m) == uint64(f[0]) {
+				out[uint64(f[0])] = latestChange(out[uint64(f[0])], m)
+			}
+		}
+	}
+	return out, nil
+}
+
+// SaveRead writes user's read position with seq as the write timestamp:
+// of two positions written, the higher wins.
+func (s *Scylla) SaveRead(ctx context.Context, user, conversation string, seq uint64) error {
+	q := s.session.ContextQuery(ctx, s.stmt.saveRead, s.stmt.saveReadNames).
+		BindMap(map[string]any{"ts": int64(seq), "seq": int64(seq), "reader": user, "conversation": conversation})
+	if err := q.ExecRelease(); err != nil {
+		return fmt.Errorf("history: save read position of %s in %s: %w", user, conversation, err)
+	}
+	return nil
+}
+
+// ReadPositions reads user's positions in conversations (one partition).
+func (s *Scylla) ReadPositions(ctx context.Context, user string, conversations ...string) (map[string]uint64, error) {
+	out := make(map[string]uint64, len(conversations))
+	if len(conversations) == 0 {
+		return out, nil
+	}
+	iter := s.session.ContextQuery(ctx, s.stmt.reads, s.stmt.readsNames).
+		BindMap(map[string]any{"reader": user, "conversation": conversations}).Iter()
+	var conv string
+	var seq int64
+	for iter.Scan(&conv, &seq) {
+		out[conv] = uint64(seq)
+	}
+	if err := iter.Close(); err != nil {
+		return nil, fmt.Errorf("history: read positions of %s: %w", user, err)
+	}
+	return out, nil
 }
 
 // Close closes the session.

@@ -17,11 +17,16 @@ func TestScyllaStatements(t *testing.T) {
 		want      string
 		wantNames string
 	}{
-		{"insert", s.insert, s.insertNames, "INSERT INTO ks.messages (conversation,bucket,seq,id,sender,body,content_type,server_time_ms,client_msg_id) VALUES (?,?,?,?,?,?,?,?,?) IF NOT EXISTS USING TTL ? ", "conversation bucket seq id sender body content_type server_time_ms client_msg_id ttl"},
-		{"after", s.after, s.afterNames, "SELECT conversation,bucket,seq,id,sender,body,content_type,server_time_ms,client_msg_id FROM ks.messages WHERE conversation=? AND bucket=? AND seq>? ORDER BY seq ASC LIMIT ? ", "conversation bucket seq lim"},
-		{"before", s.before, s.beforeNames, "SELECT conversation,bucket,seq,id,sender,body,content_type,server_time_ms,client_msg_id FROM ks.messages WHERE conversation=? AND bucket=? AND seq<? ORDER BY seq DESC LIMIT ? ", "conversation bucket seq lim"},
+		{"insert", s.insert, s.insertNames, "INSERT INTO ks.messages (conversation,bucket,seq,id,sender,body,content_type,server_time_ms,client_msg_id,edits,recalls,mentions) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) IF NOT EXISTS USING TTL ? ", "conversation bucket seq id sender body content_type server_time_ms client_msg_id edits recalls mentions ttl"},
+		{"after", s.after, s.afterNames, "SELECT conversation,bucket,seq,id,sender,body,content_type,server_time_ms,client_msg_id,edits,recalls,mentions FROM ks.messages WHERE conversation=? AND bucket=? AND seq>? ORDER BY seq ASC LIMIT ? ", "conversation bucket seq lim"},
+		{"before", s.before, s.beforeNames, "SELECT conversation,bucket,seq,id,sender,body,content_type,server_time_ms,client_msg_id,edits,recalls,mentions FROM ks.messages WHERE conversation=? AND bucket=? AND seq<? ORDER BY seq DESC LIMIT ? ", "conversation bucket seq lim"},
 		{"latest", s.latest, s.latestNames, "UPDATE ks.conversations SET latest=? WHERE conversation=? ", "latest conversation"},
 		{"all latest", s.allLatest, nil, "SELECT conversation,latest FROM ks.conversations ", ""},
+		{"insert change", s.insertChange, s.insertChangeNames, "INSERT INTO ks.changes (conversation,bucket,target,seq) VALUES (?,?,?,?) USING TTL ? ", "conversation bucket target seq ttl"},
+		{"changes", s.changes, s.changesNames, "SELECT target,seq FROM ks.changes WHERE conversation=? AND bucket=? AND target>=? AND target<=? ", "conversation bucket from to"},
+		{"save read", s.saveRead, s.saveReadNames, "UPDATE ks.reads USING TIMESTAMP ? SET seq=? WHERE reader=? AND conversation=? ", "ts seq reader conversation"},
+		{"reads", s.reads, s.readsNames, "SELECT conversation,seq FROM ks.reads WHERE reader=? AND conversation IN ? ", "reader conversation"},
+		{"one", s.one, s.oneNames, "SELECT conversation,bucket,seq,id,sender,body,content_type,server_time_ms,client_msg_id,edits,recalls,mentions FROM ks.messages WHERE conversation=? AND bucket=? AND seq=? ", "conversation bucket seq"},
 	}
 	for _, tt := range tests {
 		if tt.got != tt.want || strings.Join(tt.names, " ") != tt.wantNames {
@@ -49,7 +54,7 @@ func TestScyllaSchemaBoundsPartitions(t *testing.T) {
 }
 
 func TestScyllaRowRoundTrip(t *testing.T) {
-	m := &clientpb.Message{Id: "i", Conversation: "dm:a:b", Seq: 12345, Sender: "a", Body: []byte("x"), ContentType: "text/plain", ServerTimeUnixMs: 99, ClientMsgId: "c"}
+	m := &clientpb.Message{Id: "i", Conversation: "dm:a:b", Seq: 12345, Sender: "a", Body: []byte("x"), ContentType: "text/plain", ServerTimeUnixMs: 99, ClientMsgId: "c", Edits: 12000, Mentions: []string{"b"}}
 	r := toRow(m)
 	if r.Bucket != 1 || !proto.Equal(r.message(), m) {
 		t.Fatalf("round trip: %+v -> %v", r, r.message())

@@ -28,9 +28,13 @@ import (
 // Name is the handler's name; its consumer group is laneim.history.
 const Name = "history"
 
-// Store reads stored messages.
+// Store reads stored messages, and the edits and recalls of a range of
+// them (for a Sync with current_state); msgstore.Store implements it.
 type Store interface {
 	After(ctx context.Context, conversation string, after uint64, limit int) ([]*clientpb.Message, bool, error)
+	// Before, of the newest message only: has the store caught up?
+	Before(ctx context.Context, conversation string, before uint64, limit int) ([]*clientpb.Message, bool, error)
+	Changes(ctx context.Context, conversation string, from, to uint64) (map[uint64]*clientpb.Message, error)
 }
 
 // Directory tells users, room membership and the conversations' latest
@@ -196,7 +200,7 @@ func (h *Handler) answer(ctx context.Context, req *topicpb.HistoryRequest) (*cli
 	if !allowed {
 		return topics.ErrorFrame(req.GetRequestId(), clientpb.Error_NOT_MEMBER, "not a member of "+conv), nil
 	}
-	msgs, more, err := h.page(ctx, conv, req.GetAfterSeq(), msgstore.PageSize(int(req.GetLimit())))
+	msgs, more, err := h.page(ctx, conv, req.GetAfterSeq(), msgstore.PageSize(int(req.GetLimit())), req.GetCurrentState())
 	if err != nil {
 		return nil, err
 	}
@@ -213,8 +217,11 @@ const catchUpPoll = 10 * time.Millisecond
 // means the store has yet to receive the newest messages: it reads again
 // until they are there or CatchUpWait has passed (then it answers what
 // the store has: a seq issued to a message that was never routed, the
-// sender having given up, is never stored).
-func (h *Handler) page(ctx context.Context, conv string, after uint64, limit int) ([]*clientpb.Message, bool, error) {
+// sender having given up, is never stored). With current, the messages
+// are as they are now (msgstore.Current), before the page is bounded in
+// bytes, and a full page also waits (as long) for the store to hold the
+// latest seq, so that the edits and recalls issued before are applied.
+func (h *Handler) page(ctx context.Context, conv string, after uint64, limit int, current bool) ([]*clientpb.Message, bool, error) {
 	latestOf, err := h.dir.LatestSeqs(ctx, conv)
 	if err != nil {
 		return nil, false, fmt.Errorf("history: latest seq of %s: %w", conv, err)
@@ -230,9 +237,28 @@ func (h *Handler) page(ctx context.Context, conv string, after uint64, limit int
 		if len(msgs) > 0 {
 			last = msgs[len(msgs)-1].GetSeq()
 		}
-		if more || len(msgs) == limit || last >= latest || !time.Now().Before(deadline) {
-			if last < latest && !more && len(msgs) < limit {
+		full := more || len(msgs) == limit
+		done := last >= latest || !time.Now().Before(deadline)
+		if full && !done {
+			// The page is complete. Its current state also needs the
+			// edits and recalls issued up to latest to be stored.
+			done = !current
+			if current {
+				newest, _, err := h.store.Before(ctx, conv, 0, 1)
+				if err != nil {
+					return nil, false, fmt.Errorf("history: read %s: %w", conv, err)
+				}
+				done = len(newest) > 0 && newest[0].GetSeq() >= latest
+			}
+		}
+		if done {
+			if last < latest && !full {
 				h.logger.Warn("sync answered before the store caught up", "conversation", conv, "stored", last, "latest", latest)
+			}
+			if current {
+				if msgs, err = msgstore.Current(ctx, h.store, conv, msgs); err != nil {
+					return nil, false, err
+				}
 			}
 			msgs, cut := bound(msgs, h.cfg.MaxPageBytes)
 			return msgs, more || cut, nil

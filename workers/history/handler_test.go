@@ -390,6 +390,14 @@ func (failingStore) After(context.Context, string, uint64, int) ([]*clientpb.Mes
 	return nil, false, errors.New("store down")
 }
 
+func (failingStore) Before(context.Context, string, uint64, int) ([]*clientpb.Message, bool, error) {
+	return nil, false, errors.New("store down")
+}
+
+func (failingStore) Changes(context.Context, string, uint64, uint64) (map[uint64]*clientpb.Message, error) {
+	return nil, errors.New("store down")
+}
+
 // TestUnavailable: a store or directory that fails is answered
 // UNAVAILABLE at once, not retried while the client waits.
 func TestUnavailable(t *testing.T) {
@@ -398,5 +406,95 @@ func TestUnavailable(t *testing.T) {
 	h := testinfra.Must(history.New(history.Config{}, failingStore{}, world(t), rec, nil))(t)
 	if f := sync(t, h, rec, "alice", "room:lobby", 0, 0); f.GetError().GetCode() != clientpb.Error_UNAVAILABLE {
 		t.Fatalf("answer %v, want UNAVAILABLE", f)
+	}
+}
+
+// TestSyncCurrentState: with current_state, a page's messages come as
+// they are now, edited or recalled by messages after the page; the edits
+// and recalls themselves come as stored, and without current_state
+// nothing changes.
+func TestSyncCurrentState(t *testing.T) {
+	t.Parallel()
+	store := openStore(t)
+	ctx := context.Background()
+	conv := "dm:alice:bob"
+	err := store.Append(ctx, []*clientpb.Message{
+		{Id: "1", Conversation: conv, Seq: 1, Sender: "alice", Body: []byte("helo"), ContentType: "text/plain"},
+		{Id: "2", Conversation: conv, Seq: 2, Sender: "alice", Body: []byte("oops"), ContentType: "text/plain"},
+		{Id: "3", Conversation: conv, Seq: 3, Sender: "bob", Body: []byte("hi")},
+		{Id: "4", Conversation: conv, Seq: 4, Sender: "alice", Body: []byte("hello"), ContentType: "text/markdown", Edits: 1},
+		{Id: "5", Conversation: conv, Seq: 5, Sender: "alice", Recalls: 2},
+		{Id: "6", Conversation: conv, Seq: 6, Sender: "alice", Body: []byte("hello!"), ContentType: "text/plain", Edits: 1},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &testinfra.Recorder{}
+	h := testinfra.Must(history.New(history.Config{}, store, world(t), rec, nil))(t)
+	page := func(after uint64, limit uint32, current bool) []*clientpb.Message {
+		t.Helper()
+		f := ask(t, h, rec, &topicpb.HistoryRequest{Session: &topicpb.Session{Comet: "c1", Conn: "x"}, RequestId: 3, User: "bob",
+			Conversation: conv, AfterSeq: after, Limit: limit, CurrentState: current})
+		if f.GetSyncResult() == nil {
+			t.Fatalf("answer %v", f)
+		}
+		return f.GetSyncResult().GetMessages()
+	}
+	type state struct {
+		seq            uint64
+		body           string
+		edited, recall uint64
+	}
+	tests := []struct {
+		after   uint64
+		limit   uint32
+		current bool
+		want    []state
+	}{
+		// The changes are all after the page.
+		{0, 3, true, []state{{1, "hello!", 6, 0}, {2, "", 0, 5}, {3, "hi", 0, 0}}},
+		{0, 3, false, []state{{1, "helo", 0, 0}, {2, "oops", 0, 0}, {3, "hi", 0, 0}}},
+		// The edits and recall stay as they are.
+		{3, 0, true, []state{{4, "hello", 0, 0}, {5, "", 0, 0}, {6, "hello!", 0, 0}}},
+		{1, 1, true, []state{{2, "", 0, 5}}},
+	}
+	for _, tt := range tests {
+		got := page(tt.after, tt.limit, tt.current)
+		if len(got) != len(tt.want) {
+			t.Errorf("after %d limit %d current %v: %d messages, want %d", tt.after, tt.limit, tt.current, len(got), len(tt.want))
+			continue
+		}
+		for i, w := range tt.want {
+			m := got[i]
+			if m.GetSeq() != w.seq || string(m.GetBody()) != w.body || m.GetEditedSeq() != w.edited || m.GetRecalledSeq() != w.recall {
+				t.Errorf("after %d current %v: message %d = %v, want %+v", tt.after, tt.current, i, m, w)
+			}
+		}
+	}
+	if m := page(0, 1, true)[0]; m.GetContentType() != "text/plain" || m.GetId() != "1" || m.GetSender() != "alice" {
+		t.Errorf("edited message %v: want the latest edit's content type, its own id and sender", m)
+	}
+	if m := page(1, 1, true)[0]; m.GetContentType() != "" {
+		t.Errorf("recalled message %v: want no content type", m)
+	}
+
+	// Routing issued seq 7, an edit of 3, which persist stores a little
+	// later: a full page with current_state waits for it.
+	dir := world(t)
+	if err := dir.RaiseSeq(ctx, conv, 7); err != nil {
+		t.Fatal(err)
+	}
+	h = testinfra.Must(history.New(history.Config{CatchUpWait: 5 * time.Second}, store, dir, rec, nil))(t)
+	stored := make(chan error, 1)
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		stored <- store.Append(ctx, []*clientpb.Message{{Id: "7", Conversation: conv, Seq: 7, Sender: "bob", Body: []byte("hi!"), Edits: 3}})
+	}()
+	got := page(0, 3, true)
+	if err := <-stored; err != nil {
+		t.Fatal(err)
+	}
+	if m := got[2]; string(m.GetBody()) != "hi!" || m.GetEditedSeq() != 7 {
+		t.Errorf("Sync while persist lags: %v, want the edit stored after it was asked", m)
 	}
 }

@@ -37,7 +37,7 @@ type presenceState struct {
 // by it: stop stops them and waits for those running.
 type coalescer struct {
 	window time.Duration
-	count  func(ctx context.Context, room string) (int, error)               // a room's online users now
+	count  func(ctx context.Context, room string) (int, error)                  // a room's online users now
 	send   func(ctx context.Context, room, user string, online bool, count int) // a change at the window's end
 
 	mu      sync.Mutex

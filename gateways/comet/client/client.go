@@ -339,7 +339,19 @@ func (c *Conn) Conversations(ctx context.Context, cursor string, limit uint32) (
 // most limit (0: the server's default, 100), oldest first. Page on while
 // the result's HasMore, after the last seq received.
 func (c *Conn) Sync(ctx context.Context, conversation string, after uint64, limit uint32) (*clientpb.SyncResult, error) {
-	res, err := c.Do(ctx, &clientpb.ClientFrame{Body: &clientpb.ClientFrame_Sync{Sync: &clientpb.Sync{Conversation: conversation, AfterSeq: after, Limit: limit}}})
+	return c.SyncWith(ctx, &clientpb.Sync{Conversation: conversation, AfterSeq: after, Limit: limit})
+}
+
+// SyncCurrent is Sync asking for the messages as they are now
+// (Sync.current_state): an edited message comes with its latest edit's
+// body and EditedSeq, a recalled one without body and with RecalledSeq.
+func (c *Conn) SyncCurrent(ctx context.Context, conversation string, after uint64, limit uint32) (*clientpb.SyncResult, error) {
+	return c.SyncWith(ctx, &clientpb.Sync{Conversation: conversation, AfterSeq: after, Limit: limit, CurrentState: true})
+}
+
+// SyncWith sends s and returns its SyncResult.
+func (c *Conn) SyncWith(ctx context.Context, s *clientpb.Sync) (*clientpb.SyncResult, error) {
+	res, err := c.Do(ctx, &clientpb.ClientFrame{Body: &clientpb.ClientFrame_Sync{Sync: s}})
 	if err != nil {
 		return nil, err
 	}

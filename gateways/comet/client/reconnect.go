@@ -363,7 +363,18 @@ func (c *Client) SendUser(ctx context.Context, user string, body []byte) (*clien
 // after (see Conn.Sync). It does not report them as Events: it is for
 // showing history.
 func (c *Client) Sync(ctx context.Context, conversation string, after uint64, limit uint32) (*clientpb.SyncResult, error) {
-	res, err := c.do(ctx, &clientpb.ClientFrame{Body: &clientpb.ClientFrame_Sync{Sync: &clientpb.Sync{Conversation: conversation, AfterSeq: after, Limit: limit}}})
+	return c.SyncWith(ctx, &clientpb.Sync{Conversation: conversation, AfterSeq: after, Limit: limit})
+}
+
+// SyncCurrent is Sync asking for the messages as they are now (see
+// Conn.SyncCurrent).
+func (c *Client) SyncCurrent(ctx context.Context, conversation string, after uint64, limit uint32) (*clientpb.SyncResult, error) {
+	return c.SyncWith(ctx, &clientpb.Sync{Conversation: conversation, AfterSeq: after, Limit: limit, CurrentState: true})
+}
+
+// SyncWith sends s and returns its SyncResult (see Sync).
+func (c *Client) SyncWith(ctx context.Context, s *clientpb.Sync) (*clientpb.SyncResult, error) {
+	res, err := c.do(ctx, &clientpb.ClientFrame{Body: &clientpb.ClientFrame_Sync{Sync: s}})
 	if err != nil {
 		return nil, err
 	}

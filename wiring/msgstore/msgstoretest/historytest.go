@@ -205,6 +205,108 @@ func Run(t *testing.T, newStore Factory) {
 			t.Fatalf("after concurrent appends: %d messages more=%v err=%v", len(got), more, err)
 		}
 	})
+	t.Run("ChangesOfARange", func(t *testing.T) {
+		s := newStore(t)
+		if err := s.Append(ctx, msgs("room:a", 1, 10)); err != nil {
+			t.Fatal(err)
+		}
+		change := func(conv string, seq, edits, recalls uint64) *clientpb.Message {
+			m := msg(conv, seq)
+			m.Edits, m.Recalls = edits, recalls
+			if recalls != 0 {
+				m.Body = nil
+			}
+			return m
+		}
+		// Stored out of order, and one twice: the latest edit and the
+		// recall still win.
+		for _, batch := range [][]*clientpb.Message{
+			{change("room:a", 12, 3, 0)},
+			{change("room:a", 11, 3, 0), change("room:a", 13, 0, 5)},
+			{change("room:a", 14, 5, 0), change("room:a", 12, 3, 0)},
+			{change("room:ab", 1, 0, 0), change("room:ab", 2, 0, 3)},
+		} {
+			if err := s.Append(ctx, batch); err != nil {
+				t.Fatal(err)
+			}
+		}
+		tests := []struct {
+			from, to uint64
+			want     map[uint64]uint64 // changed seq -> seq of its change
+		}{
+			{1, 10, map[uint64]uint64{3: 12, 5: 13}},
+			{3, 3, map[uint64]uint64{3: 12}},
+			{4, 5, map[uint64]uint64{5: 13}},
+			{6, 14, map[uint64]uint64{}},
+			{5, 4, map[uint64]uint64{}},
+		}
+		for _, tt := range tests {
+			got, err := s.Changes(ctx, "room:a", tt.from, tt.to)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != len(tt.want) {
+				t.Errorf("Changes(%d, %d) = %v, want %v", tt.from, tt.to, got, tt.want)
+				continue
+			}
+			for target, seq := range tt.want {
+				if c := got[target]; c.GetSeq() != seq || c.GetConversation() != "room:a" {
+					t.Errorf("Changes(%d, %d)[%d] = %v, want seq %d", tt.from, tt.to, target, c, seq)
+				}
+			}
+		}
+		if got, err := s.Changes(ctx, "room:ab", 1, 10); err != nil || len(got) != 1 || got[3].GetRecalls() != 3 {
+			t.Errorf("Changes of room:ab = %v, %v; want the recall of 3 only", got, err)
+		}
+	})
+	t.Run("ReadPositionsOnlyGrow", func(t *testing.T) {
+		s := newStore(t)
+		saves := []struct {
+			user, conv string
+			seq        uint64
+		}{
+			{"alice", "room:a", 5},
+			{"alice", "room:a", 3}, // lower: ignored
+			{"alice", "room:a", 7},
+			{"alice", "dm:alice:bob", 2},
+			{"bob", "room:a", 1},
+			{"alice", "room:ab", 9},
+		}
+		for _, sv := range saves {
+			if err := s.SaveRead(ctx, sv.user, sv.conv, sv.seq); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got, err := s.ReadPositions(ctx, "alice", "room:a", "dm:alice:bob", "room:b")
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]uint64{"room:a": 7, "dm:alice:bob": 2}
+		if len(got) != len(want) || got["room:a"] != 7 || got["dm:alice:bob"] != 2 {
+			t.Errorf("alice's positions = %v, want %v", got, want)
+		}
+		if got, err := s.ReadPositions(ctx, "bob", "room:a", "room:ab"); err != nil || len(got) != 1 || got["room:a"] != 1 {
+			t.Errorf("bob's positions = %v, %v; want room:a 1", got, err)
+		}
+		if got, err := s.ReadPositions(ctx, "carol"); err != nil || len(got) != 0 {
+			t.Errorf("no conversations asked: %v, %v", got, err)
+		}
+		// Concurrent raises, in any order: the highest stays.
+		var wg sync.WaitGroup
+		for i := range 20 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := s.SaveRead(ctx, "dave", "room:busy", uint64(20-i)); err != nil {
+					t.Error(err)
+				}
+			}()
+		}
+		wg.Wait()
+		if got, err := s.ReadPositions(ctx, "dave", "room:busy"); err != nil || got["room:busy"] != 20 {
+			t.Errorf("after concurrent raises: %v, %v; want 20", got, err)
+		}
+	})
 	t.Run("PageSizeIsBounded", func(t *testing.T) {
 		s := newStore(t)
 		if err := s.Append(ctx, msgs("room:big", 1, msgstore.MaxPage+10)); err != nil {
