@@ -59,7 +59,9 @@ const (
 	// ALREADY_LOGGED_IN: Login on a connection that is logged in, or
 	// whose Login is still being answered.
 	Error_ALREADY_LOGGED_IN Error_Code = 11
-	// RATE_LIMITED: the connection sends requests faster than allowed;
+	// RATE_LIMITED: the connection or its user sends requests faster
+	// than allowed (on a comet, or a user's messages across the cluster),
+	// or a Login would take the user past its sessions in the cluster;
 	// retry after retry_after_ms.
 	Error_RATE_LIMITED Error_Code = 12
 	// TOO_LATE: the edit or recall window of the message has passed.
