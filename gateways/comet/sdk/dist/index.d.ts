@@ -26,6 +26,29 @@ export interface Message {
     recalls: number;
     /** The users the message mentions, sorted (empty: none). */
     mentions: string[];
+    /**
+     * Set only by sync or history with `currentState`: the seq of the
+     * latest edit, whose body and contentType this message carries instead
+     * of its own; else 0.
+     */
+    editedSeq: number;
+    /**
+     * Set only by sync or history with `currentState`: the seq of the
+     * recall of this message, which then has no body, contentType or
+     * mentions; else 0.
+     */
+    recalledSeq: number;
+}
+/** Options of sync and history. */
+export interface SyncOptions {
+    /**
+     * Ask for each message as it is now (docs/protocol.md, "Current
+     * state"): edits applied (`editedSeq`), recalls marked (`recalledSeq`),
+     * even when the edit or recall lies outside the page. The edits and
+     * recalls themselves still come, as they were sent. Default false:
+     * every message as it was sent.
+     */
+    currentState?: boolean;
 }
 /** Position of one conversation (LoginResult, ConversationsResult), with your read state. */
 export interface ConversationState {
@@ -327,14 +350,20 @@ export declare class Client {
     }, deadlineMs?: number): Promise<SendResult>;
     private destination;
     private sendFrame;
-    /** sync asks for one page of a conversation's messages after afterSeq (no events, no repeat dropping). */
-    sync(conversation: string, afterSeq: number, limit?: number): Promise<SyncResult>;
+    /**
+     * sync asks for one page of a conversation's messages after afterSeq (no
+     * events, no repeat dropping); with `{ currentState: true }` each message
+     * comes as it is now (see SyncOptions).
+     */
+    sync(conversation: string, afterSeq: number, limit?: number, opts?: SyncOptions): Promise<SyncResult>;
     /**
      * history returns up to limit messages of a conversation with seqs below
      * `before` (latestSeq + 1 for the newest), oldest first. It emits no
-     * events and records nothing.
+     * events and records nothing. With `{ currentState: true }` each
+     * message comes as it is now (see SyncOptions): edited and recalled
+     * marks are right even when the edit or recall is not in the page.
      */
-    history(conversation: string, before: number, limit?: number): Promise<Message[]>;
+    history(conversation: string, before: number, limit?: number, opts?: SyncOptions): Promise<Message[]>;
     /** conversations lists every conversation of the user, paging Conversations from the start. */
     conversations(): Promise<ConversationState[]>;
     private conversationsFrom;

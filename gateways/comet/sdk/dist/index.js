@@ -63,6 +63,8 @@ function toMessage(m) {
         edits: num(m.edits),
         recalls: num(m.recalls),
         mentions: Array.isArray(m.mentions) ? m.mentions : [],
+        editedSeq: num(m.editedSeq),
+        recalledSeq: num(m.recalledSeq),
     };
 }
 function toStates(list) {
@@ -667,22 +669,31 @@ export class Client {
             }
         }
     }
-    /** sync asks for one page of a conversation's messages after afterSeq (no events, no repeat dropping). */
-    async sync(conversation, afterSeq, limit = 0) {
-        const f = await this.request({ sync: { conversation, afterSeq: String(afterSeq), limit } });
+    /**
+     * sync asks for one page of a conversation's messages after afterSeq (no
+     * events, no repeat dropping); with `{ currentState: true }` each message
+     * comes as it is now (see SyncOptions).
+     */
+    async sync(conversation, afterSeq, limit = 0, opts = {}) {
+        const req = { conversation, afterSeq: String(afterSeq), limit };
+        if (opts.currentState)
+            req.currentState = true;
+        const f = await this.request({ sync: req });
         const r = f.syncResult || {};
         return { conversation: r.conversation || conversation, messages: (r.messages || []).map(toMessage), hasMore: !!r.hasMore };
     }
     /**
      * history returns up to limit messages of a conversation with seqs below
      * `before` (latestSeq + 1 for the newest), oldest first. It emits no
-     * events and records nothing.
+     * events and records nothing. With `{ currentState: true }` each
+     * message comes as it is now (see SyncOptions): edited and recalled
+     * marks are right even when the edit or recall is not in the page.
      */
-    async history(conversation, before, limit = 50) {
+    async history(conversation, before, limit = 50, opts = {}) {
         const out = [];
         let after = Math.max(0, before - 1 - limit);
         while (after < before - 1) {
-            const page = await this.sync(conversation, after, Math.min(500, before - 1 - after));
+            const page = await this.sync(conversation, after, Math.min(500, before - 1 - after), opts);
             for (const m of page.messages)
                 if (m.seq < before && m.seq > after)
                     out.push(m);

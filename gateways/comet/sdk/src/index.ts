@@ -46,6 +46,30 @@ export interface Message {
   recalls: number;
   /** The users the message mentions, sorted (empty: none). */
   mentions: string[];
+  /**
+   * Set only by sync or history with `currentState`: the seq of the
+   * latest edit, whose body and contentType this message carries instead
+   * of its own; else 0.
+   */
+  editedSeq: number;
+  /**
+   * Set only by sync or history with `currentState`: the seq of the
+   * recall of this message, which then has no body, contentType or
+   * mentions; else 0.
+   */
+  recalledSeq: number;
+}
+
+/** Options of sync and history. */
+export interface SyncOptions {
+  /**
+   * Ask for each message as it is now (docs/protocol.md, "Current
+   * state"): edits applied (`editedSeq`), recalls marked (`recalledSeq`),
+   * even when the edit or recall lies outside the page. The edits and
+   * recalls themselves still come, as they were sent. Default false:
+   * every message as it was sent.
+   */
+  currentState?: boolean;
 }
 
 /** Position of one conversation (LoginResult, ConversationsResult), with your read state. */
@@ -272,6 +296,8 @@ function toMessage(m: Frame): Message {
     edits: num(m.edits),
     recalls: num(m.recalls),
     mentions: Array.isArray(m.mentions) ? m.mentions : [],
+    editedSeq: num(m.editedSeq),
+    recalledSeq: num(m.recalledSeq),
   };
 }
 
@@ -852,9 +878,15 @@ export class Client {
     }
   }
 
-  /** sync asks for one page of a conversation's messages after afterSeq (no events, no repeat dropping). */
-  async sync(conversation: string, afterSeq: number, limit = 0): Promise<SyncResult> {
-    const f = await this.request({ sync: { conversation, afterSeq: String(afterSeq), limit } });
+  /**
+   * sync asks for one page of a conversation's messages after afterSeq (no
+   * events, no repeat dropping); with `{ currentState: true }` each message
+   * comes as it is now (see SyncOptions).
+   */
+  async sync(conversation: string, afterSeq: number, limit = 0, opts: SyncOptions = {}): Promise<SyncResult> {
+    const req: Frame = { conversation, afterSeq: String(afterSeq), limit };
+    if (opts.currentState) req.currentState = true;
+    const f = await this.request({ sync: req });
     const r = f.syncResult || {};
     return { conversation: r.conversation || conversation, messages: (r.messages || []).map(toMessage), hasMore: !!r.hasMore };
   }
@@ -862,13 +894,15 @@ export class Client {
   /**
    * history returns up to limit messages of a conversation with seqs below
    * `before` (latestSeq + 1 for the newest), oldest first. It emits no
-   * events and records nothing.
+   * events and records nothing. With `{ currentState: true }` each
+   * message comes as it is now (see SyncOptions): edited and recalled
+   * marks are right even when the edit or recall is not in the page.
    */
-  async history(conversation: string, before: number, limit = 50): Promise<Message[]> {
+  async history(conversation: string, before: number, limit = 50, opts: SyncOptions = {}): Promise<Message[]> {
     const out: Message[] = [];
     let after = Math.max(0, before - 1 - limit);
     while (after < before - 1) {
-      const page = await this.sync(conversation, after, Math.min(500, before - 1 - after));
+      const page = await this.sync(conversation, after, Math.min(500, before - 1 - after), opts);
       for (const m of page.messages) if (m.seq < before && m.seq > after) out.push(m);
       if (!page.hasMore || page.messages.length === 0) break;
       after = page.messages[page.messages.length - 1].seq;

@@ -287,3 +287,66 @@ test("edit and recall reach the others as messages naming the seq they change; m
   await until(() => got.some((m) => m.seq === re.seq && m.conversation === "room:lobby"), "the room edit");
   assert.equal(got.find((m) => m.seq === re.seq && m.conversation === "room:lobby").edits, hi.seq);
 });
+
+test("sync and history with currentState carry each message as it is now; without it as it was sent", async () => {
+  const alice = track(await connect("alice"));
+  const bob = track(await connect("bob", { url: env.wsOther }));
+  const [one, two, three] = [unique("one"), unique("two"), unique("three")];
+  const s1 = await alice.send({ user: "bob", text: one });
+  const s2 = await alice.send({ user: "bob", text: two, mentions: ["bob"] });
+  const s3 = await alice.send({ user: "bob", text: three });
+  const conv = s1.conversation;
+  const e1 = await alice.edit(s1, { text: one + " edited", contentType: "text/markdown" });
+  const e2 = await alice.edit(s1, { text: one + " edited again" });
+  const r = await alice.recall(s2);
+  // A recall wins over every edit, before it or after.
+  await alice.edit(s2, { text: two + " edited" });
+  const e3 = await alice.edit(s2, { text: "after the recall" });
+
+  // A page holding only the originals: their edits and recall lie after it.
+  const page = await bob.sync(conv, s1.seq - 1, 3, { currentState: true });
+  assert.deepEqual(
+    page.messages.map((m) => [m.seq, m.text, m.contentType, m.editedSeq, m.recalledSeq, m.mentions, m.clientMsgId]),
+    [
+      [s1.seq, one + " edited again", "text/plain", e2.seq, 0, [], s1.clientMsgId],
+      [s2.seq, "", "", 0, r.seq, [], s2.clientMsgId],
+      [s3.seq, three, "text/plain", 0, 0, [], s3.clientMsgId],
+    ],
+  );
+  assert.equal(page.messages[1].body.length, 0);
+  assert.equal(page.hasMore, true);
+
+  // Without the option: as they were sent, editedSeq and recalledSeq 0.
+  const plain = await bob.sync(conv, s1.seq - 1, 3);
+  assert.deepEqual(
+    plain.messages.map((m) => [m.seq, m.text, m.editedSeq, m.recalledSeq, m.mentions]),
+    [
+      [s1.seq, one, 0, 0, []],
+      [s2.seq, two, 0, 0, ["bob"]],
+      [s3.seq, three, 0, 0, []],
+    ],
+  );
+
+  // history takes it too; the edits and recall stay in the page as they were sent.
+  const last = e3.seq;
+  const all = await bob.history(conv, last + 1, last - s1.seq + 1, { currentState: true });
+  assert.deepEqual(all.map((m) => m.seq), Array.from({ length: last - s1.seq + 1 }, (_, i) => s1.seq + i));
+  const bySeq = new Map(all.map((m) => [m.seq, m]));
+  assert.deepEqual([bySeq.get(s1.seq).editedSeq, bySeq.get(s1.seq).text], [e2.seq, one + " edited again"]);
+  assert.deepEqual([bySeq.get(s2.seq).recalledSeq, bySeq.get(s2.seq).editedSeq], [r.seq, 0]);
+  for (const [seq, edits, text, ctype] of [[e1.seq, s1.seq, one + " edited", "text/markdown"], [e2.seq, s1.seq, one + " edited again", "text/plain"]]) {
+    const m = bySeq.get(seq);
+    assert.deepEqual([m.edits, m.text, m.contentType, m.editedSeq, m.recalledSeq], [edits, text, ctype, 0, 0]);
+  }
+  assert.deepEqual([bySeq.get(r.seq).recalls, bySeq.get(r.seq).editedSeq, bySeq.get(r.seq).recalledSeq], [s2.seq, 0, 0]);
+  const asSent = await bob.history(conv, last + 1, last - s1.seq + 1);
+  assert.deepEqual(asSent.find((m) => m.seq === s1.seq).text, one);
+  assert.ok(asSent.every((m) => m.editedSeq === 0 && m.recalledSeq === 0));
+
+  // Live messages never carry them.
+  const got = events(bob, "message");
+  const e4 = await alice.edit(s3, { text: three + " live" });
+  await until(() => got.some((m) => m.seq === e4.seq && m.conversation === conv), "the live edit");
+  const live = got.find((m) => m.seq === e4.seq && m.conversation === conv);
+  assert.deepEqual([live.edits, live.editedSeq, live.recalledSeq], [s3.seq, 0, 0]);
+});
