@@ -235,6 +235,19 @@ test("the page shows unread counts from read state, typing, and edits and recall
 
   await carol.screenshot({ path: join(env.screenshots, "read-typing-edit.png") });
 
+  // A page opened afterwards loads them as history (with its current
+  // state): the same marks.
+  const later = await login("carol");
+  await later.locator(`#dms li[data-conv="${conv}"] button`).click();
+  const oneAgain = later.locator(`#log li[data-seq="${one.seq}"]`);
+  await oneAgain.locator(".edited").waitFor();
+  assert.match(await oneAgain.textContent(), new RegExp("dave: " + edited));
+  await later.locator(`#log li.recalled[data-seq="${two.seq}"]`).waitFor();
+  assert.ok(!(await later.locator(`#log li[data-seq="${two.seq}"]`).textContent()).includes("two-"));
+  await later.locator(`#log li.recalled[data-seq="${seq}"]`).waitFor();
+  assert.deepEqual(later.problems, []);
+  await later.context().close();
+
   // Mentions: "@dave" in carol's text mentions him; dave's mention of her
   // in the lobby gets a mention badge.
   const hey = unique("@dave hey");
