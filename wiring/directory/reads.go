@@ -185,12 +185,27 @@ func (s *Store) ReadSeqs(ctx context.Context, user string, conversations ...stri
 	if err != nil {
 		return nil, fmt.Errorf("directory: read positions of %s: %w", user, err)
 	}
-	args := make([]any, 0, 2*len(missing))
-	for _, c := range missing {
-		args = append(args, c, saved[c])
-		if saved[c] > 0 {
+	// Recorded so that the store is not asked again. A position the
+	// store does not have, the common case (a user's first login), is
+	// recorded as 0 where still absent (HSETNX) without a script: the
+	// embedded Redis builds an interpreter per script call (issue 9).
+	var args []any
+	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, c := range missing {
+			if saved[c] == 0 {
+				p.HSetNX(ctx, userReadKey(user), c, 0)
+				continue
+			}
 			out[c] = saved[c]
+			args = append(args, c, saved[c])
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("directory: restore read positions of %s: %w", user, err)
+	}
+	if len(args) == 0 {
+		return out, nil
 	}
 	if err := restoreReadsScript.Run(ctx, s.rdb, []string{userReadKey(user)}, args...).Err(); err != nil {
 		return nil, fmt.Errorf("directory: restore read positions of %s: %w", user, err)
