@@ -142,8 +142,8 @@ type Store interface {
 	UserSessions(ctx context.Context, user string) ([]directory.SessionRef, error)
 	LiveComets(ctx context.Context, now time.Time) ([]string, error)
 	AddConversation(ctx context.Context, user, conversation string) error
-	// MarkRead raises the sender's read position to its own message.
-	MarkRead(ctx context.Context, user, conversation string, seq uint64) (uint64, bool, error)
+	// RaiseRead raises the sender's read position to its own message.
+	RaiseRead(ctx context.Context, user, conversation string, seq uint64) (uint64, bool, error)
 	// The sequence guard's (guard.go).
 	SequencesRestored(ctx context.Context) (bool, error)
 	ForgetSequencesRestored(ctx context.Context) error
@@ -335,7 +335,7 @@ func (h *Handler) Handle(ctx context.Context, sub *topicpb.Submitted, _ *message
 	if sub.GetSender() != topics.SystemSender {
 		// A sender has read its own message: it does not count as unread.
 		g2.Go(func() error {
-			_, _, readErr = h.store.MarkRead(ctx, sub.GetSender(), conv, a.Seq)
+			_, _, readErr = h.store.RaiseRead(ctx, sub.GetSender(), conv, a.Seq)
 			return nil
 		})
 	}
