@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net"
 	"os/exec"
 	"path/filepath"
 	"testing"
@@ -21,6 +22,12 @@ func TestBenchOnDevCluster(t *testing.T) {
 	bin := filepath.Join(t.TempDir(), "laneim")
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	// The dev cluster a bench starts must not need the dev defaults'
+	// fixed ports: another dev cluster (a user's, another bench's) may
+	// hold them. Hold the HTTP api's, unless something else does.
+	if l, err := net.Listen("tcp", "127.0.0.1:9091"); err == nil {
+		defer l.Close()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()

@@ -61,7 +61,7 @@ func startDevProcess(ctx context.Context, cfg *Config) (*devProcess, error) {
 	}
 	args := []string{"dev",
 		"--kafka-addr", "127.0.0.1:0", "--redis-addr", redisAddr, "--etcd-addr", "",
-		"--comet-addr", comet, "--api-addr", apiAddr,
+		"--comet-addr", comet, "--api-addr", apiAddr, "--api-http-addr", "", // the HTTP/JSON api is not used: no fixed port
 		"--secret", cfg.Secret, "--api-token", cfg.APIToken,
 		"--seed", "", "--log-level", "warn", "--data", "", "--admin-addr", admin,
 	}
