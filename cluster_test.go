@@ -243,8 +243,9 @@ func TestMultiProcessCluster(t *testing.T) {
 		}
 	}
 	// send sends n messages one after the other, each retried with the
-	// same client_msg_id on UNAVAILABLE, as docs/protocol.md asks (the
-	// comet answers so when a worker is down).
+	// same client_msg_id on UNAVAILABLE (the comet answers so when a
+	// worker is down) and after the wait of a RATE_LIMITED, as
+	// docs/protocol.md asks.
 	var sends atomic.Int64
 	send := func(c *client.Conn, n int) {
 		t.Helper()
@@ -256,10 +257,14 @@ func TestMultiProcessCluster(t *testing.T) {
 				_, err = c.Send(sctx, &clientpb.Send{ClientMsgId: id, To: &clientpb.Send_Room{Room: "lobby"}, Body: []byte(fmt.Sprint("m", i))})
 				scancel()
 				var e *client.Error
-				if !errors.As(err, &e) || e.Code != clientpb.Error_UNAVAILABLE {
+				if !errors.As(err, &e) || e.Code != clientpb.Error_UNAVAILABLE && e.Code != clientpb.Error_RATE_LIMITED {
 					break
 				}
-				time.Sleep(500 * time.Millisecond)
+				wait := 500 * time.Millisecond
+				if e.Code == clientpb.Error_RATE_LIMITED {
+					wait = e.RetryAfter
+				}
+				time.Sleep(wait)
 			}
 			if err != nil {
 				t.Errorf("send: %v", err)

@@ -269,7 +269,7 @@ func TestConfig(t *testing.T) {
 			defer c.Close()
 			got := c.Config()
 			want := comet.Config{ID: "comet-1", Secret: testSecret, Addr: "127.0.0.1:8080", Path: "/ws", MaxFrameBytes: 64 << 10, SendQueue: 256,
-				WriteTimeout: 10 * time.Second, LoginTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second, RequestTimeout: 5 * time.Second, MaxInFlight: 32, RequestRate: 20, RequestBurst: 50, MaxTokenBytes: 4 << 10, SendQueueBytes: 4 << 20, MaxConnsPerUser: 100, MaxConnsPerAddress: 1000, MaxQueuedBytes: 512 << 20, MaxStrikes: 5,
+				WriteTimeout: 10 * time.Second, LoginTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second, RequestTimeout: 5 * time.Second, MaxInFlight: 32, RequestRate: 20, RequestBurst: 50, SendBurst: 5, MaxTokenBytes: 4 << 10, SendQueueBytes: 4 << 20, MaxConnsPerUser: 100, MaxConnsPerAddress: 1000, MaxQueuedBytes: 512 << 20, MaxStrikes: 5,
 				HeartbeatInterval: 10 * time.Second, BatchWindow: 10 * time.Millisecond, MaxBatchWindow: 500 * time.Millisecond, FrameBudget: 25000}
 			if got != want {
 				t.Errorf("config %+v, want %+v", got, want)
@@ -1269,6 +1269,39 @@ func TestLimits(t *testing.T) {
 		bob, _ := f.login("bob", client.Options{})
 		if e := ping(bob); e != nil {
 			t.Fatalf("bob: %v", e)
+		}
+	})
+	t.Run("messages come in small bursts", func(t *testing.T) {
+		t.Parallel()
+		f := newFixture(t, comet.Config{RequestRate: 0.1, RequestBurst: 20, SendBurst: 3})
+		conn, _ := f.login("alice", client.Options{})
+		ctx := ctxT(t)
+		send := func(i int) {
+			t.Helper()
+			if err := conn.Write(ctx, &clientpb.ClientFrame{RequestId: uint64(100 + i), Body: &clientpb.ClientFrame_Send{Send: &clientpb.Send{
+				ClientMsgId: fmt.Sprintf("m-%d", i), To: &clientpb.Send_Room{Room: "lobby"}, Body: []byte("hi"),
+			}}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Three messages go on at once; the fourth waits its turn.
+		for i := range 3 {
+			send(i)
+			if sub := next(f, topics.Submitted); sub.GetClientMsgId() != fmt.Sprintf("m-%d", i) {
+				t.Fatalf("submitted %v, want m-%d", sub, i)
+			}
+		}
+		send(3)
+		e := nextFrame(t, conn).GetError()
+		if e.GetCode() != clientpb.Error_RATE_LIMITED || e.GetRetryAfterMs() == 0 || !strings.Contains(e.GetText(), "3 at once") {
+			t.Fatalf("fourth message got %v, want RATE_LIMITED with a wait, 3 at once", e)
+		}
+		// Other requests keep their own budget.
+		if err := conn.Write(ctx, &clientpb.ClientFrame{RequestId: 9, Body: &clientpb.ClientFrame_Ping{Ping: &clientpb.Ping{}}}); err != nil {
+			t.Fatal(err)
+		}
+		if fr := nextFrame(t, conn); fr.GetPong() == nil {
+			t.Fatalf("ping got %v, want a Pong", fr)
 		}
 	})
 	t.Run("a connection that does not wait is closed", func(t *testing.T) {

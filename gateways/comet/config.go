@@ -62,6 +62,12 @@ type Config struct {
 	// with the time to wait. A negative RequestRate lifts the limit.
 	RequestRate  float64
 	RequestBurst int
+	// SendBurst bounds the messages (Send: new, edit, recall) one user
+	// sends at once on this comet (5), within RequestRate: a burst of
+	// messages into a room makes everyone else's wait behind it, since a
+	// conversation's messages are routed one at a time (issue 11's send
+	// flood). Negative: only RequestBurst.
+	SendBurst int
 	// MaxTokenBytes bounds a Login's token (4 KiB); before login a frame
 	// may have at most 8 KiB, after it MaxFrameBytes.
 	MaxTokenBytes int
@@ -150,6 +156,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.RequestBurst <= 0 {
 		c.RequestBurst = defaultRequestBurst
+	}
+	if c.SendBurst == 0 {
+		c.SendBurst = defaultSendBurst
 	}
 	if c.MaxConnsPerUser == 0 {
 		c.MaxConnsPerUser = 100

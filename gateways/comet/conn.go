@@ -228,7 +228,8 @@ func (cn *conn) serve(f *clientpb.ClientFrame) {
 	c.mu.RLock()
 	user := cn.user
 	c.mu.RUnlock()
-	if !cn.allow(req, user) {
+	_, send := f.GetBody().(*clientpb.ClientFrame_Send)
+	if !cn.allow(req, user, send) {
 		return
 	}
 	switch b := f.GetBody().(type) {

@@ -29,6 +29,7 @@ const (
 	defaultMaxTokenBytes   = 4 << 10
 	defaultRequestRate     = 20
 	defaultRequestBurst    = 50
+	defaultSendBurst       = 5
 	defaultSendQueueBytesK = 4 << 10 // KiB
 	// defaultMaxConnsPerAddress is well above what a household or office
 	// behind one NAT address opens to one comet, and far below the file
@@ -54,16 +55,24 @@ func newLimiter(cfg Config) *rate.Limiter {
 // allow takes one request from the connection's budget and, once it is
 // logged in, from its user's, shared by the user's connections on this
 // comet and kept for a while after they close, so that reconnecting does
-// not refill it. It reports false, having answered RATE_LIMITED with the
-// wait, when a budget is spent; a connection refused maxRefusedInARow
-// times in a row is closed (1008): it does not wait as told.
-func (cn *conn) allow(req uint64, user string) bool {
+// not refill it; a message (send) also takes from the user's message
+// budget, whose burst is Config.SendBurst. It reports false, having
+// answered RATE_LIMITED with the wait, when a budget is spent; a
+// connection refused maxRefusedInARow times in a row is closed (1008):
+// it does not wait as told.
+func (cn *conn) allow(req uint64, user string, send bool) bool {
 	if cn.limiter == nil {
 		return true
 	}
 	d := take(cn.limiter)
+	text := "more than %g requests a second"
 	if d == 0 && user != "" {
-		d = take(cn.comet.userLimits.get(user, cn.comet.cfg))
+		ul := cn.comet.userLimits.get(user, cn.comet.cfg)
+		d = take(ul.Limiter)
+		if d == 0 && send && ul.sends != nil {
+			d = take(ul.sends)
+			text = "more than %g messages a second, " + fmt.Sprint(ul.sends.Burst()) + " at once"
+		}
 	}
 	if d == 0 {
 		cn.refusedInARow = 0
@@ -79,7 +88,7 @@ func (cn *conn) allow(req uint64, user string) bool {
 	}
 	cn.reply(&clientpb.ServerFrame{RequestId: req, Body: &clientpb.ServerFrame_Error{Error: &clientpb.Error{
 		Code:         clientpb.Error_RATE_LIMITED,
-		Text:         fmt.Sprintf("more than %g requests a second; retry after %d ms", float64(cn.limiter.Limit()), d.Milliseconds()+1),
+		Text:         fmt.Sprintf(text+"; retry after %d ms", float64(cn.limiter.Limit()), d.Milliseconds()+1),
 		RetryAfterMs: uint32(min(d, time.Hour).Milliseconds() + 1),
 	}}})
 	return false
@@ -107,24 +116,28 @@ type userLimits struct {
 }
 
 type userLimit struct {
-	*rate.Limiter
-	used time.Time
+	*rate.Limiter               // frames
+	sends         *rate.Limiter // messages; nil: frames only
+	used          time.Time
 }
 
 // userLimitIdle is how long a user's budget is kept after its last use.
 const userLimitIdle = time.Minute
 
-// get returns user's budget, creating it.
-func (u *userLimits) get(user string, cfg Config) *rate.Limiter {
+// get returns user's budgets, creating them.
+func (u *userLimits) get(user string, cfg Config) *userLimit {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	l := u.m[user]
 	if l == nil {
 		l = &userLimit{Limiter: rate.NewLimiter(rate.Limit(cfg.RequestRate), cfg.RequestBurst)}
+		if cfg.SendBurst > 0 {
+			l.sends = rate.NewLimiter(rate.Limit(cfg.RequestRate), cfg.SendBurst)
+		}
 		u.m[user] = l
 	}
 	l.used = time.Now()
-	return l.Limiter
+	return l
 }
 
 // prune forgets the budgets unused since userLimitIdle before now.

@@ -53,6 +53,7 @@ var flagParts = map[string][]string{
 	"send-queue":            {string(Comet)},
 	"request-rate":          {string(Comet)},
 	"request-burst":         {string(Comet)},
+	"send-burst":            {string(Comet)},
 	"request-timeout":       {string(Comet)},
 	"max-conns-per-user":    {string(Comet)},
 	"frame-budget":          {string(Comet)},

@@ -160,7 +160,7 @@ func (s *Settings) Options(logger *slog.Logger, roles ...Role) fx.Option {
 			presence.Config{SessionTTL: s.SessionTTL, NotifyLimit: s.NotifyLimit, LoginConversations: s.LoginConvLimit, PresenceWindow: s.PresenceWindow, MaxSessionsPerUser: s.MaxSessionsPerUser},
 			s.routingConfig(),
 			history.Config{NotifyLimit: s.NotifyLimit, RoomReceipts: s.RoomReadReceipts},
-			comet.Config{ID: s.CometID, Secret: s.Secret, Token: s.TokenPolicy(), Addr: s.CometAddr, PublicURL: s.CometURL, TLSCert: s.CometTLSCert, TLSKey: s.CometTLSKey, BatchWindow: s.BatchWindow, FrameBudget: s.FrameBudget, MaxBatchWindow: s.MaxBatchWindow, HeartbeatInterval: s.SessionTTL / 3, SendQueue: s.SendQueue, MaxFrameBytes: s.MaxFrameBytes, RequestTimeout: s.RequestTimeout, RequestRate: s.RequestRate, RequestBurst: s.RequestBurst, MaxConnsPerUser: s.MaxConnsPerUser, MaxConnsPerAddress: s.MaxConnsPerAddr, MaxQueuedBytes: s.MaxQueuedBytes},
+			comet.Config{ID: s.CometID, Secret: s.Secret, Token: s.TokenPolicy(), Addr: s.CometAddr, PublicURL: s.CometURL, TLSCert: s.CometTLSCert, TLSKey: s.CometTLSKey, BatchWindow: s.BatchWindow, FrameBudget: s.FrameBudget, MaxBatchWindow: s.MaxBatchWindow, HeartbeatInterval: s.SessionTTL / 3, SendQueue: s.SendQueue, MaxFrameBytes: s.MaxFrameBytes, RequestTimeout: s.RequestTimeout, RequestRate: s.RequestRate, RequestBurst: s.RequestBurst, SendBurst: s.SendBurst, MaxConnsPerUser: s.MaxConnsPerUser, MaxConnsPerAddress: s.MaxConnsPerAddr, MaxQueuedBytes: s.MaxQueuedBytes},
 			api.Config{Addr: s.APIAddr, HTTPAddr: s.APIHTTPAddr, DirectoryFollowsMySQL: s.MySQL != "", MySQL: s.APIMySQL, Token: s.APIToken, MaxBodyBytes: s.MaxBodyBytes, TLSCert: s.APITLSCert, TLSKey: s.APITLSKey, ClientCA: s.APIClientCA},
 		),
 		wiring.Module,

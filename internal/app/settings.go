@@ -51,6 +51,7 @@ type Settings struct {
 	RequestTimeout     time.Duration
 	RequestRate        float64
 	RequestBurst       int
+	SendBurst          int
 	MaxConnsPerUser    int
 	MaxSessionsPerUser int
 	UserSendRate       float64
@@ -141,6 +142,7 @@ func (s *Settings) Register(fs *flag.FlagSet) {
 	fs.Int64Var(&s.MaxQueuedBytes, "max-queued-bytes", 512<<20, "comet: bytes queued to all its connections together (a room's frame counts once per member); past it the largest queues are closed as slow consumers (negative: no limit)")
 	fs.IntVar(&s.MaxConnsPerAddr, "max-conns-per-address", 1000, "comet: connections from one client address (IPv6: one /64) on a comet, loopback exempt (negative: no limit, e.g. behind a proxy); more are refused with HTTP 429")
 	fs.IntVar(&s.RequestBurst, "request-burst", 50, "comet: frames a connection may send at once within its --request-rate")
+	fs.IntVar(&s.SendBurst, "send-burst", 5, "comet: messages (sends, edits, recalls) one user may send at once on a comet within its --request-rate (negative: only --request-burst)")
 	fs.DurationVar(&s.RequestTimeout, "request-timeout", 5*time.Second, "comet: a request the pipeline has not answered by then is answered UNAVAILABLE by the comet")
 	fs.IntVar(&s.FrameBudget, "frame-budget", 25000, "comet: frames a second a busy room may cost; a room of N local members flushes at most budget/N times a second")
 	fs.DurationVar(&s.MaxBatchWindow, "max-batch-window", 500*time.Millisecond, "comet: the longest a busy room's messages wait to be merged")

@@ -82,6 +82,14 @@ type Options struct {
 type Error struct {
 	Code clientpb.Error_Code
 	Text string
+	// RetryAfter is how long to wait before sending again, with
+	// RATE_LIMITED (the frame's retry_after_ms).
+	RetryAfter time.Duration
+}
+
+// errorOf returns e as an *Error.
+func errorOf(e *clientpb.Error) *Error {
+	return &Error{Code: e.GetCode(), Text: e.GetText(), RetryAfter: time.Duration(e.GetRetryAfterMs()) * time.Millisecond}
 }
 
 func (e *Error) Error() string { return fmt.Sprintf("laneim: %s: %s", e.Code, e.Text) }
@@ -240,7 +248,7 @@ func (c *Conn) Do(ctx context.Context, f *clientpb.ClientFrame) (*clientpb.Serve
 			return nil, fmt.Errorf("client: connection closed: %w", c.err)
 		}
 		if e := res.GetError(); e != nil {
-			return res, &Error{Code: e.GetCode(), Text: e.GetText()}
+			return res, errorOf(e)
 		}
 		return res, nil
 	case <-ctx.Done():

@@ -241,7 +241,31 @@ func (c *Client) Conn(ctx context.Context) (*Conn, error) {
 
 // do sends a request on the current connection, waiting for one within
 // the request timeout.
+// A request answered RATE_LIMITED is sent again after the wait the
+// answer gives, as docs/protocol.md asks, up to maxRateLimited times,
+// each within Config.RequestTimeout.
 func (c *Client) do(ctx context.Context, f *clientpb.ClientFrame) (*clientpb.ServerFrame, error) {
+	for attempt := 1; ; attempt++ {
+		res, err := c.doOnce(ctx, f)
+		var e *Error
+		if attempt == maxRateLimited || !errors.As(err, &e) || e.Code != clientpb.Error_RATE_LIMITED {
+			return res, err
+		}
+		t := time.NewTimer(min(max(e.RetryAfter, time.Millisecond), 10*time.Second))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return res, err
+		case <-t.C:
+		}
+	}
+}
+
+// maxRateLimited bounds the times Client sends a request answered
+// RATE_LIMITED.
+const maxRateLimited = 10
+
+func (c *Client) doOnce(ctx context.Context, f *clientpb.ClientFrame) (*clientpb.ServerFrame, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
 	defer cancel()
 	conn, err := c.Conn(ctx)
@@ -597,7 +621,7 @@ func (c *Client) handle(ctx context.Context, conn *Conn, f *clientpb.ServerFrame
 		c.mu.Unlock()
 		c.emit(Event{Kind: Left, Room: b.Left.GetRoom()})
 	case *clientpb.ServerFrame_Error:
-		c.emit(Event{Kind: ServerError, Err: &Error{Code: b.Error.GetCode(), Text: b.Error.GetText()}})
+		c.emit(Event{Kind: ServerError, Err: errorOf(b.Error)})
 	case *clientpb.ServerFrame_ReadUpdate:
 		c.emit(Event{Kind: Read, Read: b.ReadUpdate})
 	case *clientpb.ServerFrame_Typing:

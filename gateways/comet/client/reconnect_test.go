@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"testing"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/laneim/laneim/gateways/api"
 	"github.com/laneim/laneim/gateways/comet/client"
+	"github.com/laneim/laneim/internal/app"
 	"github.com/laneim/laneim/internal/apptest"
 	"github.com/laneim/laneim/proto/apipb"
 	"github.com/laneim/laneim/proto/clientpb"
@@ -401,5 +403,47 @@ func TestClientReadTypingEditRecall(t *testing.T) {
 	}
 	if ev := next(t, bob, client.Messages); ev.Messages[0].GetRecalls() != o.GetSeq() {
 		t.Fatalf("recall reached bob as %v, want recalls=%d", ev.Messages[0], o.GetSeq())
+	}
+}
+
+// TestClientWaitsWhenRateLimited: a Client whose messages pass the
+// server's burst waits as each RATE_LIMITED answer says and sends again,
+// so every message goes through; a bare Conn sending at once meanwhile
+// is refused, with the wait in its Error.
+func TestClientWaitsWhenRateLimited(t *testing.T) {
+	cl := apptest.Start(t, func(s *app.Settings) { s.RequestRate, s.RequestBurst, s.SendBurst = 4, 50, 2 })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c, err := client.New(client.Config{
+		URL:   cl.URL,
+		Token: func(context.Context) (string, error) { return cl.Token("alice"), nil },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	next(t, c, client.Connected)
+	for i := range 6 {
+		if _, err := c.SendRoom(ctx, "lobby", []byte(fmt.Sprint("m", i))); err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+	}
+	raw, err := client.Dial(ctx, cl.URL, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	if _, err := raw.Login(ctx, cl.Token("alice"), "test"); err != nil {
+		t.Fatal(err)
+	}
+	var e *client.Error
+	for i := range 3 { // alice's budget is shared: at most one is left
+		_, err = raw.SendRoom(ctx, "lobby", []byte(fmt.Sprint("raw", i)))
+		if errors.As(err, &e) {
+			break
+		}
+	}
+	if e == nil || e.Code != clientpb.Error_RATE_LIMITED || e.RetryAfter <= 0 {
+		t.Fatalf("bare connection sending at once: %v, want RATE_LIMITED with a wait", err)
 	}
 }
