@@ -65,13 +65,12 @@ func (cn *conn) allow(req uint64, user string, send bool) bool {
 		return true
 	}
 	d := take(cn.limiter)
-	text := "more than %g requests a second"
+	var sends *rate.Limiter // the message budget, when it is the one spent
 	if d == 0 && user != "" {
 		ul := cn.comet.userLimits.get(user, cn.comet.cfg)
 		d = take(ul.Limiter)
 		if d == 0 && send && ul.sends != nil {
-			d = take(ul.sends)
-			text = "more than %g messages a second, " + fmt.Sprint(ul.sends.Burst()) + " at once"
+			d, sends = take(ul.sends), ul.sends
 		}
 	}
 	if d == 0 {
@@ -86,9 +85,13 @@ func (cn *conn) allow(req uint64, user string, send bool) bool {
 		}
 		return false
 	}
+	what := fmt.Sprintf("more than %g requests a second", float64(cn.limiter.Limit()))
+	if sends != nil {
+		what = fmt.Sprintf("more than %g messages a second, %d at once", float64(sends.Limit()), sends.Burst())
+	}
 	cn.reply(&clientpb.ServerFrame{RequestId: req, Body: &clientpb.ServerFrame_Error{Error: &clientpb.Error{
 		Code:         clientpb.Error_RATE_LIMITED,
-		Text:         fmt.Sprintf(text+"; retry after %d ms", float64(cn.limiter.Limit()), d.Milliseconds()+1),
+		Text:         fmt.Sprintf("%s; retry after %d ms", what, d.Milliseconds()+1),
 		RetryAfterMs: uint32(min(d, time.Hour).Milliseconds() + 1),
 	}}})
 	return false

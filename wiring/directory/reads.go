@@ -203,15 +203,19 @@ func (s *Store) ReadSeqs(ctx context.Context, user string, conversations ...stri
 	// store does not have, the common case (a user's first login), is
 	// recorded as 0 where still absent (HSETNX) without a script: the
 	// embedded Redis builds an interpreter per script call (issue 9).
-	var args []any
+	var unsaved []string
+	var args []any // conversation, seq pairs for restoreReadsScript
+	for _, c := range missing {
+		if saved[c] == 0 {
+			unsaved = append(unsaved, c)
+			continue
+		}
+		out[c] = saved[c]
+		args = append(args, c, saved[c])
+	}
 	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for _, c := range missing {
-			if saved[c] == 0 {
-				p.HSetNX(ctx, userReadKey(user), c, 0)
-				continue
-			}
-			out[c] = saved[c]
-			args = append(args, c, saved[c])
+		for _, c := range unsaved {
+			p.HSetNX(ctx, userReadKey(user), c, 0)
 		}
 		return nil
 	})

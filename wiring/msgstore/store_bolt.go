@@ -95,14 +95,16 @@ func key(conversation string, seq uint64) []byte {
 
 func prefix(conversation string) []byte { return append([]byte(conversation), 0) }
 
-// changeKey is m's key in bucketChanges, or nil when m changes nothing.
+// changeKey is m's key in bucketChanges and its value's kind, or nil when
+// m changes nothing.
 func changeKey(m *clientpb.Message) ([]byte, byte) {
-	t, kind := m.GetEdits(), byte(changeEdit)
-	if r := m.GetRecalls(); r != 0 {
-		t, kind = r, changeRecall
-	}
+	t := target(m)
 	if t == 0 {
 		return nil, 0
+	}
+	kind := byte(changeEdit)
+	if m.GetRecalls() != 0 {
+		kind = changeRecall
 	}
 	return binary.BigEndian.AppendUint64(key(m.GetConversation(), t), m.GetSeq()), kind
 }
