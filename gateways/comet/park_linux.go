@@ -23,8 +23,9 @@ type parker struct {
 	epfd int
 	wake int // eventfd: written by close to end run
 
-	mu     sync.RWMutex // held for writing by close; for reading around epoll_ctl
+	mu     sync.RWMutex // held for writing by close and fail; for reading around epoll_ctl
 	closed bool
+	broken bool             // epoll_wait failed: run has ended
 	conns  map[uint64]*conn // by token; guarded by connsMu
 	next   uint64
 
@@ -80,7 +81,8 @@ func (p *parker) run(resume func(*conn)) {
 			continue
 		}
 		if err != nil {
-			return // the epoll fd is broken; parks fail from now on (see arm)
+			p.fail(resume)
+			return
 		}
 		for i := range events[:n] {
 			t := tokenOf(&events[i])
@@ -97,13 +99,31 @@ func (p *parker) run(resume func(*conn)) {
 	}
 }
 
+// fail is run's end when epoll itself fails: parks fail from then on (see
+// arm), and every parked connection is resumed, to be read in a
+// goroutine of its own again.
+func (p *parker) fail(resume func(*conn)) {
+	p.mu.Lock()
+	p.broken = true
+	p.mu.Unlock()
+	p.connsMu.Lock()
+	parked := make([]*conn, 0, len(p.conns))
+	for _, cn := range p.conns {
+		parked = append(parked, cn)
+	}
+	p.connsMu.Unlock()
+	for _, cn := range parked {
+		resume(cn) // does nothing to a connection being read
+	}
+}
+
 // arm adds or re-arms the watch of cn's socket, whose file descriptor is
 // fd, for one event. It reports false if the parker is closed or epoll
 // refuses; the caller then reads on in its goroutine.
 func (p *parker) arm(cn *conn, fd int) bool {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
-	if p.closed {
+	if p.closed || p.broken {
 		return false
 	}
 	op := unix.EPOLL_CTL_MOD
