@@ -46,6 +46,9 @@ func TestBenchOnDevCluster(t *testing.T) {
 		Lost      int64   `json:"lost"`
 		Logins    float64 `json:"logins_per_second"`
 		Cluster   string  `json:"cluster"`
+		Frames    int64   `json:"frames_received"`
+		Bytes     int64   `json:"bytes_received"`
+		BytesPerS float64 `json:"bytes_per_second"`
 	}
 	if err := json.Unmarshal(lines[len(lines)-1], &r); err != nil {
 		t.Fatalf("last line is not the JSON result: %v\n%s", err, stdout.String())
@@ -55,6 +58,11 @@ func TestBenchOnDevCluster(t *testing.T) {
 	}
 	if r.Lost != 0 || r.Delivered != r.Expected {
 		t.Errorf("lost %d, delivered %d of %d; want all delivered", r.Lost, r.Delivered, r.Expected)
+	}
+	// Every delivered message is in a frame, and a frame of messages holds
+	// at least each message's 8-byte send time.
+	if r.Frames <= 0 || r.Bytes < 8*r.Delivered || r.BytesPerS <= 0 {
+		t.Errorf("%d frames, %d bytes (%.0f/s) for %d deliveries: want frames and their bytes counted", r.Frames, r.Bytes, r.BytesPerS, r.Delivered)
 	}
 	if r.Logins <= 0 || r.Cluster == "" {
 		t.Errorf("login rate %.1f, cluster %q: want both reported", r.Logins, r.Cluster)

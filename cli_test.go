@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/laneim/laneim/internal/app"
 	"github.com/laneim/laneim/internal/testinfra"
 )
 
@@ -269,5 +270,23 @@ func TestStopWhenTheBrokerIsGone(t *testing.T) {
 		}
 	case <-time.After(stopWithin + 20*time.Second):
 		t.Fatalf("the worker still runs %s after SIGTERM", stopWithin+20*time.Second)
+	}
+}
+
+func TestCometOnly(t *testing.T) {
+	tests := []struct {
+		roles []app.Role
+		want  bool
+	}{
+		{[]app.Role{app.Comet}, true},
+		{[]app.Role{app.Comet, app.API}, true},
+		{[]app.Role{app.API}, false},
+		{[]app.Role{app.Comet, app.Routing}, false},
+		{[]app.Role{app.Login, app.Presence}, false},
+	}
+	for _, tt := range tests {
+		if got := cometOnly(tt.roles); got != tt.want {
+			t.Errorf("cometOnly(%v) = %v, want %v", tt.roles, got, tt.want)
+		}
 	}
 }

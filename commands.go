@@ -89,12 +89,29 @@ func runDev(ctx context.Context, args []string) error {
 	return d.Close(stopCtx)
 }
 
+// cometOnly reports whether roles run a comet and no pipeline worker
+// (the api gateway may run beside it): see app.SetCometGC.
+func cometOnly(roles []app.Role) bool {
+	if !slices.Contains(roles, app.Comet) {
+		return false
+	}
+	for _, r := range roles {
+		if r != app.Comet && r != app.API {
+			return false
+		}
+	}
+	return true
+}
+
 // runRoles runs a process of the given roles until ctx ends.
 func runRoles(ctx context.Context, s *app.Settings, roles ...app.Role) error {
 	if err := s.Validate(roles...); err != nil {
 		return err
 	}
 	s.SetProcs(slices.Contains(roles, app.Comet))
+	if cometOnly(roles) {
+		app.SetCometGC()
+	}
 	logger := s.Logger()
 	app.QuietRedis(logger)
 	// Every dependency answers within --connect-timeout, or the process

@@ -110,7 +110,7 @@ type Comet struct {
 
 	mu    sync.RWMutex
 	conns map[string]*conn
-	users map[string]map[*conn]struct{}
+	users map[string]*smallSet[*conn]
 	// byAddress counts connections per client address (addrlimit.go).
 	byAddress map[string]int
 	rooms     map[string]*room
@@ -157,7 +157,7 @@ func New(cfg Config, pub message.Publisher, logger *slog.Logger) (*Comet, error)
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Comet{
 		cfg: cfg, pub: pub, logger: logger, bootID: hex.EncodeToString(b[:]),
-		conns: map[string]*conn{}, users: map[string]map[*conn]struct{}{}, byAddress: map[string]int{}, strikes: strikes{m: map[string]*strike{}}, rooms: map[string]*room{},
+		conns: map[string]*conn{}, users: map[string]*smallSet[*conn]{}, byAddress: map[string]int{}, strikes: strikes{m: map[string]*strike{}}, rooms: map[string]*room{},
 		userLimits: userLimits{m: map[string]*userLimit{}},
 		stop:       make(chan struct{}), shedNow: make(chan struct{}, 1), ctx: ctx, cancel: cancel,
 	}, nil

@@ -43,7 +43,7 @@ type conn struct {
 	authed   atomic.Bool  // mirrors user != "" for the deadline sweep
 
 	user  string
-	rooms map[string]struct{}
+	rooms smallSet[string]
 
 	// The highest seq queued per conversation of direct deliveries (to
 	// users, connections or everyone; see fresh), made at the first one
@@ -86,7 +86,7 @@ type conn struct {
 func newConn(c *Comet, id string, ws *websocket.Conn, nc *socket, useJSON bool) *conn {
 	return &conn{
 		comet: c, id: id, ws: ws, net: nc, json: useJSON, start: time.Now(),
-		rooms: map[string]struct{}{}, wake: make(chan struct{}, 1),
+		wake: make(chan struct{}, 1),
 		limiter: newLimiter(c.cfg),
 	}
 }

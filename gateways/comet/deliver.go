@@ -135,9 +135,7 @@ func (c *Comet) targets(d *topicpb.Delivery) []*conn {
 		}
 	case len(d.GetUsers()) > 0:
 		for _, u := range d.GetUsers() {
-			for cn := range c.users[u] {
-				out = append(out, cn)
-			}
+			out = c.users[u].appendTo(out)
 		}
 	case d.GetBroadcast():
 		for _, cn := range c.conns {
@@ -166,7 +164,7 @@ func (c *Comet) control(targets []*conn, ctl *topicpb.Control) (over []*conn) {
 	}
 	for _, cn := range targets {
 		if u := ctl.GetAuthenticate(); u != "" && cn.user == "" {
-			if c.cfg.MaxConnsPerUser > 0 && len(c.users[u]) >= c.cfg.MaxConnsPerUser {
+			if c.cfg.MaxConnsPerUser > 0 && c.users[u].len() >= c.cfg.MaxConnsPerUser {
 				over = append(over, cn)
 			}
 			cn.user = u
@@ -175,9 +173,9 @@ func (c *Comet) control(targets []*conn, ctl *topicpb.Control) (over []*conn) {
 				cn.ws.SetReadLimit(int64(c.cfg.MaxFrameBytes)) // from the pre-login limit
 			}
 			if c.users[u] == nil {
-				c.users[u] = map[*conn]struct{}{}
+				c.users[u] = new(smallSet[*conn])
 			}
-			c.users[u][cn] = struct{}{}
+			c.users[u].add(cn)
 			if len(over) > 0 && over[len(over)-1] == cn {
 				continue // joins nothing: it is about to be closed
 			}
@@ -189,7 +187,7 @@ func (c *Comet) control(targets []*conn, ctl *topicpb.Control) (over []*conn) {
 				c.rooms[r] = rm
 			}
 			rm.join(cn)
-			cn.rooms[r] = struct{}{}
+			cn.rooms.add(r)
 		}
 		if r := ctl.GetLeave(); r != "" {
 			c.leaveLocked(cn, r)
@@ -200,7 +198,7 @@ func (c *Comet) control(targets []*conn, ctl *topicpb.Control) (over []*conn) {
 
 // leaveLocked removes cn from room r; c.mu must be held for writing.
 func (c *Comet) leaveLocked(cn *conn, r string) {
-	delete(cn.rooms, r)
+	cn.rooms.remove(r)
 	if rm := c.rooms[r]; rm != nil {
 		if rm.leave(cn) == 0 {
 			rm.stop()

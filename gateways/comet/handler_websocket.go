@@ -189,13 +189,13 @@ func (c *Comet) unregister(cn *conn) {
 	user := cn.user
 	if user != "" {
 		if set := c.users[user]; set != nil {
-			delete(set, cn)
-			if len(set) == 0 {
+			set.remove(cn)
+			if set.len() == 0 {
 				delete(c.users, user)
 			}
 		}
 	}
-	for r := range cn.rooms {
+	for _, r := range cn.rooms.appendTo(nil) {
 		c.leaveLocked(cn, r)
 	}
 	c.mu.Unlock()

@@ -34,6 +34,12 @@ type socket struct {
 	br    *bufio.Reader // the WebSocket library's reader over the socket
 	ahead *bytes.Reader // the bytes read ahead, until read; nil: none
 
+	// Bytes read from the network and not yet taken: (*rbuf)[rpos:rend],
+	// in a buffer borrowed from readBuffers, given back once emptied;
+	// nil when none. Only the connection's reader reads.
+	rbuf       *[]byte
+	rpos, rend int
+
 	mu  sync.Mutex
 	buf *[]byte // the batch being gathered, or nil
 
@@ -141,8 +147,32 @@ func (s *socket) writeFD(fd uintptr) bool {
 }
 
 // Read reads what the HTTP server had read past the request, then from
-// the network.
-func (s *socket) Read(p []byte) (int, error) { return s.r.Read(p) }
+// the network. A read shorter than a buffer (the library's reader is the
+// smallest bufio allows) fills a buffer borrowed from a pool, which goes
+// back to the pool once its bytes are taken: a connection holds a read
+// buffer only while a client frame is being read, not while it is idle.
+func (s *socket) Read(p []byte) (int, error) {
+	if s.rbuf == nil {
+		if len(p) >= readBufferSize {
+			return s.r.Read(p)
+		}
+		b := readBuffers.Get().(*[]byte)
+		n, err := s.r.Read((*b)[:cap(*b)])
+		if n <= 0 {
+			readBuffers.Put(b)
+			return 0, err
+		}
+		// An error with bytes is left for the next read to meet again.
+		s.rbuf, s.rpos, s.rend = b, 0, n
+	}
+	n := copy(p, (*s.rbuf)[s.rpos:s.rend])
+	s.rpos += n
+	if s.rpos == s.rend {
+		readBuffers.Put(s.rbuf)
+		s.rbuf = nil
+	}
+	return n, nil
+}
 
 // Write buffers p during a batch and writes it otherwise.
 func (s *socket) Write(p []byte) (int, error) {
@@ -165,14 +195,23 @@ var batchBuffers = sync.Pool{New: func() any {
 }}
 
 // Sizes of the buffers the WebSocket library reads and writes through.
-// Reads are client frames, mostly small; writes of data frames are
-// gathered by socket, so the library's write buffer only carries control
-// frames written outside a batch. The HTTP server's 4 KiB buffers would
-// cost 8 KiB per idle connection.
+// Reads are client frames, mostly small, read through socket's pooled
+// buffer of readBufferSize, so the library's reader is the smallest
+// bufio allows. Data frames are written by writeNow or gathered by
+// socket into one write, so the library's writer, the smallest too,
+// holds only a frame's header: a control frame written outside a batch
+// (a pong, the close) takes two write calls instead of one. The HTTP
+// server's 4 KiB buffers would cost 8 KiB per idle connection.
 const (
-	readBufferSize  = 1 << 10
-	writeBufferSize = 256
+	libReadBufferSize = 16
+	readBufferSize    = 1 << 10
+	writeBufferSize   = 16
 )
+
+var readBuffers = sync.Pool{New: func() any {
+	b := make([]byte, readBufferSize)
+	return &b
+}}
 
 // newSocketBuffers returns the socket for nc, which reads first what the
 // HTTP server had read into brw past the request, and the smaller
@@ -193,7 +232,7 @@ func newSocketBuffers(nc net.Conn, brw *bufio.ReadWriter) (*socket, *bufio.ReadW
 		s.ahead = bytes.NewReader(bytes.Clone(b))
 		s.r = io.MultiReader(s.ahead, nc)
 	}
-	s.br = bufio.NewReaderSize(s, readBufferSize)
+	s.br = bufio.NewReaderSize(s, libReadBufferSize)
 	return s, bufio.NewReadWriter(s.br, bufio.NewWriterSize(s, writeBufferSize)), nil
 }
 
@@ -201,5 +240,5 @@ func newSocketBuffers(nc net.Conn, brw *bufio.ReadWriter) (*socket, *bufio.ReadW
 // network but not yet by the WebSocket library. Only the reader calls
 // it, between messages.
 func (s *socket) unread() bool {
-	return s.br.Buffered() > 0 || s.ahead != nil && s.ahead.Len() > 0
+	return s.br.Buffered() > 0 || s.rbuf != nil || s.ahead != nil && s.ahead.Len() > 0
 }

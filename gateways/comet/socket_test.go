@@ -115,7 +115,57 @@ func TestNewSocketBuffersKeepsReadAhead(t *testing.T) {
 	if string(got) != "early-late" {
 		t.Fatalf("read %q, want %q", got, "early-late")
 	}
-	if brw.Reader.Size() != readBufferSize || brw.Writer.Size() != writeBufferSize {
-		t.Fatalf("buffer sizes %d/%d, want %d/%d", brw.Reader.Size(), brw.Writer.Size(), readBufferSize, writeBufferSize)
+	if brw.Reader.Size() != libReadBufferSize || brw.Writer.Size() != writeBufferSize {
+		t.Fatalf("buffer sizes %d/%d, want %d/%d", brw.Reader.Size(), brw.Writer.Size(), libReadBufferSize, writeBufferSize)
+	}
+}
+
+// TestSocketReadBuffer checks that reads through the library's small
+// reader take whole sends of the client in one network read, and that the
+// socket holds its pooled read buffer only while bytes are left in it:
+// an idle connection holds none, and unread sees bytes left in either.
+func TestSocketReadBuffer(t *testing.T) {
+	tests := []struct {
+		name  string
+		sent  int   // bytes the client sends at once
+		reads []int // sizes of the reads taking them, in turn
+	}{
+		{"header then payload", 60, []int{2, 4, 54}},
+		{"byte by byte", 20, []int{1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1}},
+		{"one read", 100, []int{100}},
+		{"bigger than the buffer", 3 * readBufferSize, []int{2, 3*readBufferSize - 2}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			server, client := net.Pipe()
+			defer server.Close()
+			defer client.Close()
+			s, brw, err := newSocketBuffers(server, bufio.NewReadWriter(bufio.NewReader(server), bufio.NewWriter(server)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			sent := make([]byte, tt.sent)
+			for i := range sent {
+				sent[i] = byte(i)
+			}
+			go client.Write(sent)
+			var got []byte
+			for i, n := range tt.reads {
+				b := make([]byte, n)
+				if _, err := io.ReadFull(brw, b); err != nil {
+					t.Fatal(err)
+				}
+				got = append(got, b...)
+				if last := i == len(tt.reads)-1; last == s.unread() {
+					t.Fatalf("after read %d of %d (%d of %d bytes): unread %v", i+1, len(tt.reads), len(got), tt.sent, s.unread())
+				}
+			}
+			if !bytes.Equal(got, sent) {
+				t.Fatalf("read %v, want %v", got, sent)
+			}
+			if s.rbuf != nil {
+				t.Fatal("the socket holds a read buffer with nothing left to read")
+			}
+		})
 	}
 }

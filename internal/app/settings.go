@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -325,6 +326,30 @@ func (s *Settings) SetProcs(comet bool) {
 		runtime.GOMAXPROCS(s.Procs)
 	case comet:
 		runtime.GOMAXPROCS(NetworkProcs())
+	}
+}
+
+// CometGCPercent is the garbage collector's target (GOGC) of a process
+// that runs a comet and no worker, unless GOGC is set.
+const CometGCPercent = 50
+
+// SetCometGC sets the garbage collector's target to CometGCPercent when
+// GOGC is not set in the environment.
+//
+// Why: a comet's heap is mostly its connections' state, which lives as
+// long as they do, and it allocates little per message (a room's frame is
+// encoded once), so collections are rare and cheap; with Go's default of
+// 100 the heap may grow to twice what is live before one, and that
+// headroom was most of an idle connection's resident memory. Measured on
+// the multi-process cluster (comet-1 alone, 10,000 members, two runs
+// each, 2 shared cores): 10.8-11.3 KB of RSS per idle connection and
+// 11.3-11.8 KB at 50 msg/s with GOGC=100; 9.2-9.4 and 8.0-8.3 KB with 50,
+// at 0.82-0.84 µs of comet CPU per delivery against 0.88 (within noise).
+// The embedded dev cluster, whose workers allocate for every message,
+// keeps Go's default.
+func SetCometGC() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(CometGCPercent)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"testing"
 )
@@ -156,5 +157,25 @@ func TestLimitsAcrossCometsFlags(t *testing.T) {
 	s.UserSendRate = 0.0001
 	if err := s.Validate(Routing); err == nil || !strings.Contains(err.Error(), "send rate") {
 		t.Errorf("a send rate below the least accepted: %v", err)
+	}
+}
+
+func TestSetCometGC(t *testing.T) {
+	prev := debug.SetGCPercent(100)
+	defer debug.SetGCPercent(prev)
+	tests := []struct {
+		gogc string
+		want int
+	}{
+		{"", CometGCPercent}, // not set: the comet's target
+		{"300", 100},         // set: the runtime's, left alone
+	}
+	for _, tt := range tests {
+		t.Setenv("GOGC", tt.gogc)
+		debug.SetGCPercent(100)
+		SetCometGC()
+		if got := debug.SetGCPercent(100); got != tt.want {
+			t.Errorf("GOGC=%q: GC percent %d, want %d", tt.gogc, got, tt.want)
+		}
 	}
 }

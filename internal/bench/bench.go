@@ -130,6 +130,11 @@ type Result struct {
 	LatencyP99Ms   float64 `json:"latency_p99_ms"`
 	LatencyMaxMs   float64 `json:"latency_max_ms"`
 	FramesReceived int64   `json:"frames_received"`
+	// BytesReceived counts the WebSocket payload bytes of the message
+	// frames the members received (protobuf subprotocol only: the JSON
+	// subprotocol's frames are decoded by the client and not counted).
+	BytesReceived int64   `json:"bytes_received"`
+	BytesPerS     float64 `json:"bytes_per_second"`
 	// AchievedRate is the push rate reached (messages/s).
 	AchievedRate float64 `json:"achieved_rate"`
 	// Sustained: nothing lost, p99 within the bound, and at least 97% of
@@ -146,8 +151,11 @@ type Result struct {
 	// and at the end of the run; RSSPerMemberBytes is (idle-base)/members.
 	ClusterRSSBaseBytes int64 `json:"cluster_rss_base_bytes"`
 	RSSPerMemberBytes   int64 `json:"rss_per_member_bytes"`
-	ClusterRSSIdleBytes int64 `json:"cluster_rss_idle_bytes"`
-	ClusterRSSLoadBytes int64 `json:"cluster_rss_load_bytes"`
+	// RSSPerMemberLoadBytes is (load-base)/members: the memory a member
+	// costs the cluster while the room is busy.
+	RSSPerMemberLoadBytes int64 `json:"rss_per_member_load_bytes"`
+	ClusterRSSIdleBytes   int64 `json:"cluster_rss_idle_bytes"`
+	ClusterRSSLoadBytes   int64 `json:"cluster_rss_load_bytes"`
 	// LoginsPerS is how fast members connected, logged in and joined.
 	LoginsPerS float64 `json:"logins_per_second"`
 	// Cluster says what ran the cluster: "embedded dev (child process)" or
@@ -167,20 +175,20 @@ func (r *Result) Text(w io.Writer) {
   pushed           %d (%d push errors)
   deliveries       %d of %d expected, %.0f/s
   lost             %d   duplicates %d   disconnects %d (reconnected %d, %d messages synced)
-  frames received  %d (%.0f/s, %.1f messages per frame)
+  frames received  %d (%.0f/s, %.1f messages per frame, %.1f MB/s)
   latency          p50 %.1f ms   p99 %.1f ms   max %.1f ms
   cpu              cluster %.2f cores (%.2f µs per delivery)   bench tool %.2f cores
-  cluster memory   %.0f MB before members, %.0f MB with them idle (%.1f KB per member), %.0f MB under load
+  cluster memory   %.0f MB before members, %.0f MB with them idle (%.1f KB per member), %.0f MB under load (%.1f KB per member)
   setup            %.1fs (%.0f logins+joins/s, %d attempts retried)
   cluster          %s
   machine          %s
 `, r.Members, r.Rate, r.DurationSeconds, r.Pushed, r.PushErrors,
 		r.Delivered, r.Expected, r.DeliveriesPerS,
 		r.Lost, r.Duplicates, r.Disconnected, r.Reconnects, r.Synced,
-		r.FramesReceived, r.FramesPerS, r.MsgsPerFrame,
+		r.FramesReceived, r.FramesPerS, r.MsgsPerFrame, r.BytesPerS/1e6,
 		r.LatencyP50Ms, r.LatencyP99Ms, r.LatencyMaxMs,
 		r.ClusterCPUCores, r.ServerMicrosPerDelivery, r.ToolCPUCores,
-		float64(r.ClusterRSSBaseBytes)/1e6, float64(r.ClusterRSSIdleBytes)/1e6, float64(r.RSSPerMemberBytes)/1e3, float64(r.ClusterRSSLoadBytes)/1e6,
+		float64(r.ClusterRSSBaseBytes)/1e6, float64(r.ClusterRSSIdleBytes)/1e6, float64(r.RSSPerMemberBytes)/1e3, float64(r.ClusterRSSLoadBytes)/1e6, float64(r.RSSPerMemberLoadBytes)/1e3,
 		r.SetupSeconds, r.LoginsPerS, r.SetupRetries, r.Cluster, r.Machine)
 }
 
@@ -225,6 +233,7 @@ type member struct {
 	retries      atomic.Int64 // connection attempts after a first one failed
 	delivered    atomic.Int64
 	frames       atomic.Int64
+	bytes        atomic.Int64 // payload bytes of the frames counted in frames (protobuf only)
 }
 
 // peek scans a binary frame; it consumes message batches of the bench's
@@ -236,6 +245,7 @@ func (m *member) peek(data []byte) bool {
 		return false
 	}
 	m.frames.Add(1)
+	m.bytes.Add(int64(len(data)))
 	m.delivered.Add(int64(n))
 	return true
 }
@@ -411,7 +421,7 @@ func Sweep(ctx context.Context, cfg Config, rates []int, progress io.Writer) ([]
 		cfg.Rate = rate
 		lat := new(histogram)
 		sink.cur.Store(lat)
-		delivered0, frames0, dups0, synced0 := delivered(), framesOf(members), dupsOf(members), syncedOf(members)
+		delivered0, frames0, bytes0, dups0, synced0 := delivered(), framesOf(members), bytesOf(members), dupsOf(members), syncedOf(members)
 		fmt.Fprintf(progress, "bench: pushing %d msg/s for %v\n", cfg.Rate, cfg.Duration)
 		cpu0 := readCPU(ctx, cluster, cfg.Admin)
 		start := time.Now()
@@ -440,6 +450,7 @@ func Sweep(ctx context.Context, cfg Config, rates []int, progress io.Writer) ([]
 			Reconnects:      reconnects.Load(),
 			Synced:          syncedOf(members) - synced0,
 			FramesReceived:  framesOf(members) - frames0,
+			BytesReceived:   bytesOf(members) - bytes0,
 			DeliveriesPerS:  float64(got) / elapsed.Seconds(),
 			LatencyP50Ms:    ms(lat.quantile(0.50)),
 			LatencyP99Ms:    ms(lat.quantile(0.99)),
@@ -453,9 +464,11 @@ func Sweep(ctx context.Context, cfg Config, rates []int, progress io.Writer) ([]
 		res.AchievedRate = float64(pushed) / pushTime.Seconds()
 		res.ServerMicrosPerDelivery = (cpu1.cluster - cpu0.cluster).Seconds() * 1e6 / float64(max(1, got))
 		res.FramesPerS = float64(res.FramesReceived) / elapsed.Seconds()
+		res.BytesPerS = float64(res.BytesReceived) / elapsed.Seconds()
 		res.MsgsPerFrame = float64(got) / float64(max(1, res.FramesReceived))
 		res.ClusterRSSBaseBytes, res.ClusterRSSIdleBytes, res.ClusterRSSLoadBytes = rssBase, rssIdle, rssLoad
 		res.RSSPerMemberBytes = (rssIdle - rssBase) / int64(max(1, cfg.Members))
+		res.RSSPerMemberLoadBytes = (rssLoad - rssBase) / int64(max(1, cfg.Members))
 		res.LoginsPerS = loginRate
 		res.Cluster = "embedded dev cluster (laneim dev, child process)"
 		if cluster == nil {
@@ -508,6 +521,13 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 func framesOf(members []*member) (n int64) {
 	for _, m := range members {
 		n += m.frames.Load()
+	}
+	return n
+}
+
+func bytesOf(members []*member) (n int64) {
+	for _, m := range members {
+		n += m.bytes.Load()
 	}
 	return n
 }
