@@ -86,7 +86,7 @@ type conn struct {
 func newConn(c *Comet, id string, ws *websocket.Conn, nc *socket, useJSON bool) *conn {
 	return &conn{
 		comet: c, id: id, ws: ws, net: nc, json: useJSON, start: time.Now(),
-		wake: make(chan struct{}, 1),
+		wake:    make(chan struct{}, 1),
 		limiter: newLimiter(c.cfg),
 	}
 }
