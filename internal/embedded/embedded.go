@@ -117,6 +117,10 @@ type EtcdConfig struct {
 	// (https); ClientCAFile then also requires client certificates it
 	// signs. The peer listener stays plain (single member, loopback).
 	CertFile, KeyFile, ClientCAFile string
+	// BcryptCost is the cost of hashing users' passwords (0: etcd's
+	// default, 10); tests lower it, since every login of a user then
+	// hashes its password again.
+	BcryptCost uint
 }
 
 // Etcd is a running embedded etcd server.
@@ -132,6 +136,9 @@ func StartEtcd(cfg EtcdConfig) (*Etcd, error) {
 	ec := embed.NewConfig()
 	ec.Dir = cfg.Dir
 	ec.LogLevel = "error"
+	if cfg.BcryptCost > 0 {
+		ec.BcryptCost = cfg.BcryptCost
+	}
 	// etcd logs its own shutdown as errors; an embedded one stays quiet.
 	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
 	scheme := "http://"

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/bcrypt"
+
 	"github.com/laneim/laneim/internal/embedded"
 	"github.com/laneim/laneim/internal/testinfra"
 	"github.com/laneim/laneim/wiring/discovery"
@@ -25,6 +27,7 @@ func TestEtcdTLSAndAuth(t *testing.T) {
 		ClientAddr: "127.0.0.1:" + strconv.Itoa(testinfra.FreePort(t)),
 		PeerAddr:   "127.0.0.1:" + strconv.Itoa(testinfra.FreePort(t)),
 		CertFile:   cert, KeyFile: key, ClientCAFile: ca.File,
+		BcryptCost: uint(bcrypt.MinCost), // a loaded machine is slow enough
 	})
 	if err != nil {
 		t.Fatal(err)
