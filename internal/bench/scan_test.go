@@ -56,3 +56,30 @@ func marshal(t *testing.T, f *clientpb.ServerFrame) []byte {
 	}
 	return b
 }
+
+// BenchmarkScanBatch scans a frame like those of `laneim bench
+// --members 10000 --rate 100`: 39 messages of the api's pushes.
+func BenchmarkScanBatch(b *testing.B) {
+	var msgs []*clientpb.Message
+	for i := range 39 {
+		body := binary.BigEndian.AppendUint64(nil, uint64(1_700_000_000_000_000_000+i))
+		msgs = append(msgs, &clientpb.Message{
+			Id: "019abf3c-7d2e-7c4a-9b1e-5f0a3c2d1e4f", Conversation: "room:bench-449214", Seq: uint64(1000 + i),
+			Sender: "bench", Body: append(body, make([]byte, 24)...), ContentType: "application/x-laneim-bench",
+			ServerTimeUnixMs: 1_700_000_000_000, ClientMsgId: "3f2b9c1e-8a7d-4e6f-b5c4-2d1e0f9a8b7c",
+		})
+	}
+	frame, err := proto.Marshal(&clientpb.ServerFrame{Body: &clientpb.ServerFrame_Messages{Messages: &clientpb.MessageBatch{Messages: msgs}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(frame)))
+	var sum uint64
+	for b.Loop() {
+		n, ok := scanBatch(frame, "room:bench-449214", func(seq uint64, sent int64) { sum += seq })
+		if !ok || n != len(msgs) {
+			b.Fatalf("scanned %d, %v", n, ok)
+		}
+	}
+	_ = sum
+}
