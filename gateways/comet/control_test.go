@@ -1,0 +1,95 @@
+package comet_test
+
+import (
+	"bytes"
+	"encoding/binary"
+	"io"
+	"log/slog"
+	"net"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/laneim/laneim/gateways/comet"
+	"github.com/laneim/laneim/internal/testinfra"
+)
+
+// TestControlFrames sends WebSocket pings of several sizes and a close
+// over a raw socket, the way clients that ping at the WebSocket level do
+// (Python's websockets library does every 20 s), and checks the comet's
+// pong and close: they go through the library's smallest read and write
+// buffers (socket.go), so payloads longer than those must come back whole.
+func TestControlFrames(t *testing.T) {
+	c, err := comet.New(comet.Config{ID: "ctl", Secret: testSecret, RequestRate: -1, MaxConnsPerAddress: -1}, &testinfra.Recorder{}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(c)
+	defer srv.Close()
+	defer c.Close()
+	nc, err := rawUpgrade(srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	nc.SetDeadline(time.Now().Add(10 * time.Second))
+	for _, n := range []int{0, 1, 15, 16, 17, 100, 125} {
+		payload := bytes.Repeat([]byte{'p'}, n)
+		if err := writeClientFrame(nc, 0x9, payload); err != nil {
+			t.Fatal(err)
+		}
+		op, got, err := readServerFrame(nc)
+		if err != nil {
+			t.Fatalf("ping of %d bytes: %v", n, err)
+		}
+		if op != 0xA || !bytes.Equal(got, payload) {
+			t.Fatalf("ping of %d bytes: answered opcode %#x with %d bytes, want a pong with the payload", n, op, len(got))
+		}
+	}
+	reason := []byte("bye, with a reason longer than sixteen bytes")
+	if err := writeClientFrame(nc, 0x8, append(binary.BigEndian.AppendUint16(nil, 1000), reason...)); err != nil {
+		t.Fatal(err)
+	}
+	op, got, err := readServerFrame(nc)
+	if err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	if op != 0x8 || len(got) < 2 || binary.BigEndian.Uint16(got) != 1000 {
+		t.Fatalf("close answered with opcode %#x and %q, want a close frame with code 1000", op, got)
+	}
+}
+
+// writeClientFrame writes one final, masked frame of opcode op.
+func writeClientFrame(w io.Writer, op byte, payload []byte) error {
+	if len(payload) > 125 {
+		panic("control frame payloads fit in 125 bytes")
+	}
+	mask := [4]byte{1, 2, 3, 4}
+	b := []byte{0x80 | op, 0x80 | byte(len(payload))}
+	b = append(b, mask[:]...)
+	for i, c := range payload {
+		b = append(b, c^mask[i%4])
+	}
+	_, err := w.Write(b)
+	return err
+}
+
+// readServerFrame reads one unmasked frame of at most 65,535 bytes.
+func readServerFrame(r net.Conn) (op byte, payload []byte, err error) {
+	var h [4]byte
+	if _, err := io.ReadFull(r, h[:2]); err != nil {
+		return 0, nil, err
+	}
+	n := int(h[1] & 0x7f)
+	if n == 126 {
+		if _, err := io.ReadFull(r, h[2:4]); err != nil {
+			return 0, nil, err
+		}
+		n = int(binary.BigEndian.Uint16(h[2:4]))
+	}
+	payload = make([]byte, n)
+	if _, err := io.ReadFull(r, payload); err != nil {
+		return 0, nil, err
+	}
+	return h[0] & 0x0f, payload, nil
+}
