@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -65,11 +66,59 @@ type ReadStore interface {
 	ReadPositions(ctx context.Context, user string, conversations ...string) (map[string]uint64, error)
 }
 
-// AddMention records that the message at seq of conversation mentions
-// user. Idempotent.
-func (s *Store) AddMention(ctx context.Context, user, conversation string, seq uint64) error {
-	if err := s.rdb.ZAdd(ctx, userMentionsKey(user, conversation), redis.Z{Score: float64(seq), Member: seq}).Err(); err != nil {
-		return fmt.Errorf("directory: mention of %s in %s: %w", user, conversation, err)
+// convMentionedKey names the set of users the message at seq of
+// conversation c mentions, kept while it may be recalled.
+func convMentionedKey(c string, seq uint64) string {
+	return "{c:" + c + "}:mentioned:" + strconv.FormatUint(seq, 10)
+}
+
+// AddMentions records that the message at seq of conversation mentions
+// users: it counts in each one's unread mentions. The message keeps the
+// list for keep, so that RecallMentions can take the mentions back while
+// the message may be recalled. Idempotent.
+func (s *Store) AddMentions(ctx context.Context, conversation string, seq uint64, users []string, keep time.Duration) error {
+	if len(users) == 0 {
+		return nil
+	}
+	members := make([]any, len(users))
+	for i, u := range users {
+		members[i] = u
+	}
+	mentioned := convMentionedKey(conversation, seq)
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, u := range users {
+			p.ZAdd(ctx, userMentionsKey(u, conversation), redis.Z{Score: float64(seq), Member: seq})
+		}
+		p.SAdd(ctx, mentioned, members...)
+		p.Expire(ctx, mentioned, keep)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("directory: mentions of %s#%d: %w", conversation, seq, err)
+	}
+	return nil
+}
+
+// RecallMentions takes back the mentions AddMentions recorded for the
+// message at seq of conversation, which was recalled: it no longer
+// counts in anyone's unread mentions. After AddMentions' keep, nothing
+// is taken back. Idempotent.
+func (s *Store) RecallMentions(ctx context.Context, conversation string, seq uint64) error {
+	mentioned := convMentionedKey(conversation, seq)
+	users, err := s.rdb.SMembers(ctx, mentioned).Result()
+	if err != nil {
+		return fmt.Errorf("directory: mentions of %s#%d: %w", conversation, seq, err)
+	}
+	member := strconv.FormatUint(seq, 10)
+	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, u := range users {
+			p.ZRem(ctx, userMentionsKey(u, conversation), member)
+		}
+		p.Del(ctx, mentioned) // last: a retry after a failure finds the users again
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("directory: recall mentions of %s#%d: %w", conversation, seq, err)
 	}
 	return nil
 }

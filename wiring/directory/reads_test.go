@@ -198,10 +198,20 @@ func TestMentions(t *testing.T) {
 	t.Parallel()
 	s := newStore(t)
 	ctx := context.Background()
-	for _, seq := range []uint64{2, 5, 5, 9} {
-		if err := s.AddMention(ctx, "bob", "room:lobby", seq); err != nil {
+	for _, seq := range []uint64{2, 5, 5, 9, 11} {
+		if err := s.AddMentions(ctx, "room:lobby", seq, []string{"bob", "carol"}, time.Minute); err != nil {
 			t.Fatal(err)
 		}
+	}
+	// A recalled message no longer counts, for anyone it mentioned; a
+	// second recall changes nothing.
+	for range 2 {
+		if err := s.RecallMentions(ctx, "room:lobby", 11); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, err := s.UnreadMentions(ctx, "carol", nil, "room:lobby"); err != nil || got["room:lobby"] != 3 {
+		t.Fatalf("carol's unread mentions %v, %v; want 3", got, err)
 	}
 	count := func() uint64 {
 		t.Helper()

@@ -137,7 +137,8 @@ type Store interface {
 	Online(ctx context.Context, users ...string) (map[string]bool, error)
 	// For mentions.
 	MembersAmong(ctx context.Context, room string, users ...string) ([]string, error)
-	AddMention(ctx context.Context, user, conversation string, seq uint64) error
+	AddMentions(ctx context.Context, conversation string, seq uint64, users []string, keep time.Duration) error
+	RecallMentions(ctx context.Context, conversation string, seq uint64) error
 	RoomComets(ctx context.Context, room string) ([]string, error)
 	UserSessions(ctx context.Context, user string) ([]directory.SessionRef, error)
 	LiveComets(ctx context.Context, now time.Time) ([]string, error)
@@ -346,11 +347,17 @@ func (h *Handler) Handle(ctx context.Context, sub *topicpb.Submitted, _ *message
 	var mentionErr error
 	if len(mentioned) > 0 {
 		g2.Go(func() error {
-			for _, u := range mentioned {
-				if err := h.store.AddMention(ctx, u, conv, a.Seq); err != nil {
-					mentionErr = err
-				}
-			}
+			// Kept a minute past the recall window: a recall is
+			// judged against the message's assigned time, routed later.
+			mentionErr = h.store.AddMentions(ctx, conv, a.Seq, mentioned, h.cfg.RecallWindow+time.Minute)
+			return nil
+		})
+	}
+	var recallErr error
+	if target != 0 && sub.GetRecalls() != "" {
+		// A recalled message's mentions no longer count as unread.
+		g2.Go(func() error {
+			recallErr = h.store.RecallMentions(ctx, conv, target)
 			return nil
 		})
 	}
@@ -362,6 +369,9 @@ func (h *Handler) Handle(ctx context.Context, sub *topicpb.Submitted, _ *message
 	}
 	if mentionErr != nil {
 		h.logger.Warn("routed and answered but a mention not recorded", "conversation", conv, "seq", a.Seq, "err", mentionErr)
+	}
+	if recallErr != nil {
+		h.logger.Warn("routed and answered but the recalled message's mentions still count as unread", "conversation", conv, "seq", a.Seq, "recalled", target, "err", recallErr)
 	}
 	if readErr != nil {
 		h.logger.Warn("routed and answered but the sender's read position not raised", "conversation", conv, "seq", a.Seq, "err", readErr)

@@ -135,4 +135,16 @@ func TestMentions(t *testing.T) {
 	if err != nil || got["room:lobby"] != 1 {
 		t.Errorf("bob's unread mentions %v, %v; want 1 in the lobby", got, err)
 	}
+
+	// Once alice recalls the message, it no longer counts for bob.
+	if err := handle(t, h, &topicpb.Submitted{Origin: origin, Sender: "alice", ClientMsgId: "r1", To: &topicpb.Submitted_Room{Room: "lobby"}, Recalls: "1"}); err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := routedAndResult(t, rec); r.GetMessage().GetRecalls() == 0 {
+		t.Fatalf("recall routed as %v", r.GetMessage())
+	}
+	got, err = store.UnreadMentions(ctx, "bob", nil, "room:lobby")
+	if err != nil || got["room:lobby"] != 0 {
+		t.Errorf("bob's unread mentions after the recall %v, %v; want none", got, err)
+	}
 }
