@@ -25,8 +25,16 @@ func syncAll(t *testing.T, conn *client.Conn, conv string, after uint64) []*clie
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var out []*clientpb.Message
+	unavailable := 0
 	for range 100 {
 		res, err := conn.Do(ctx, &clientpb.ClientFrame{Body: &clientpb.ClientFrame_Sync{Sync: &clientpb.Sync{Conversation: conv, AfterSeq: after, Limit: 7}}})
+		if errCode(err) == clientpb.Error_UNAVAILABLE && unavailable < 20 {
+			// Asked again, as clients are told to (a worker or the
+			// broker coming back, in the fault tests).
+			unavailable++
+			time.Sleep(250 * time.Millisecond)
+			continue
+		}
 		if err != nil {
 			t.Fatalf("sync %s after %d: %v", conv, after, err)
 		}
