@@ -401,15 +401,10 @@ func Sweep(ctx context.Context, cfg Config, rates []int, progress io.Writer) ([]
 			}
 		}()
 	}
-	delivered := func() (n int64) {
-		for _, m := range members {
-			n += m.delivered.Load()
-		}
-		return n
-	}
+	delivered := func() int64 { return sumOf(members, deliveredOf) }
 	setup := time.Since(setupStart)
 	loginRate := float64(cfg.Members) / time.Since(loginStart).Seconds()
-	setupRetries := retriesOf(members)
+	setupRetries := sumOf(members, retriesOf)
 	rssIdle := clusterRSS(ctx, cluster, cfg.Admin)
 
 	var results []*Result
@@ -421,7 +416,7 @@ func Sweep(ctx context.Context, cfg Config, rates []int, progress io.Writer) ([]
 		cfg.Rate = rate
 		lat := new(histogram)
 		sink.cur.Store(lat)
-		delivered0, frames0, bytes0, dups0, synced0 := delivered(), framesOf(members), bytesOf(members), dupsOf(members), syncedOf(members)
+		delivered0, frames0, bytes0, dups0, synced0 := delivered(), sumOf(members, framesOf), sumOf(members, bytesOf), sumOf(members, dupsOf), sumOf(members, syncedOf)
 		fmt.Fprintf(progress, "bench: pushing %d msg/s for %v\n", cfg.Rate, cfg.Duration)
 		cpu0 := readCPU(ctx, cluster, cfg.Admin)
 		start := time.Now()
@@ -445,12 +440,12 @@ func Sweep(ctx context.Context, cfg Config, rates []int, progress io.Writer) ([]
 			PushErrors:      pushErrs,
 			Expected:        expected,
 			Delivered:       got,
-			Duplicates:      dupsOf(members) - dups0,
+			Duplicates:      sumOf(members, dupsOf) - dups0,
 			Disconnected:    disconnects.Load(),
 			Reconnects:      reconnects.Load(),
-			Synced:          syncedOf(members) - synced0,
-			FramesReceived:  framesOf(members) - frames0,
-			BytesReceived:   bytesOf(members) - bytes0,
+			Synced:          sumOf(members, syncedOf) - synced0,
+			FramesReceived:  sumOf(members, framesOf) - frames0,
+			BytesReceived:   sumOf(members, bytesOf) - bytes0,
 			DeliveriesPerS:  float64(got) / elapsed.Seconds(),
 			LatencyP50Ms:    ms(lat.quantile(0.50)),
 			LatencyP99Ms:    ms(lat.quantile(0.99)),
@@ -493,44 +488,25 @@ type latencies struct{ cur atomic.Pointer[histogram] }
 
 func (l *latencies) record(d time.Duration) { l.cur.Load().record(d) }
 
-func retriesOf(members []*member) (n int64) {
+// sumOf adds up f over the members, skipping those not made yet (nil).
+func sumOf(members []*member, f func(*member) int64) (n int64) {
 	for _, m := range members {
 		if m != nil {
-			n += m.retries.Load()
+			n += f(m)
 		}
 	}
 	return n
 }
 
-func syncedOf(members []*member) (n int64) {
-	for _, m := range members {
-		n += m.synced.Load()
-	}
-	return n
-}
-
-func dupsOf(members []*member) (n int64) {
-	for _, m := range members {
-		n += m.seqs.duplicates()
-	}
-	return n
-}
+// What the members count, for sumOf.
+func deliveredOf(m *member) int64 { return m.delivered.Load() }
+func retriesOf(m *member) int64   { return m.retries.Load() }
+func syncedOf(m *member) int64    { return m.synced.Load() }
+func dupsOf(m *member) int64      { return m.seqs.duplicates() }
+func framesOf(m *member) int64    { return m.frames.Load() }
+func bytesOf(m *member) int64     { return m.bytes.Load() }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-
-func framesOf(members []*member) (n int64) {
-	for _, m := range members {
-		n += m.frames.Load()
-	}
-	return n
-}
-
-func bytesOf(members []*member) (n int64) {
-	for _, m := range members {
-		n += m.bytes.Load()
-	}
-	return n
-}
 
 // createRoom writes the room and its members into the directory.
 func createRoom(ctx context.Context, cfg Config, room string) error {
