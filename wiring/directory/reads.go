@@ -155,8 +155,7 @@ func (s *Store) UnreadMentions(ctx context.Context, user string, read map[string
 // the save failed; Redis has the position).
 func (s *Store) MarkRead(ctx context.Context, user, conversation string, seq uint64) (pos uint64, moved bool, err error) {
 	if s.reads == nil {
-		pos, moved, _, err = s.markRead(ctx, user, conversation, seq, false)
-		return pos, moved, err
+		return s.RaiseRead(ctx, user, conversation, seq)
 	}
 	pos, moved, had, err := s.markRead(ctx, user, conversation, seq, true)
 	if err != nil {
