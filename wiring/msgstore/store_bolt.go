@@ -347,25 +347,23 @@ func (b *Bolt) Sweep(now time.Time) (int, error) {
 		c := tx.Bucket(bucketMessages).Cursor()
 		for k, v := c.First(); k != nil; {
 			i := bytes.IndexByte(k, 0)
-			keep := true
+			var expired *clientpb.Message // decoded once, to drop its index entry too
 			if i > 0 {
 				if ttl := b.retention.For(string(k[:i])); ttl > 0 {
 					m, err := decode(v)
 					if err == nil && time.UnixMilli(m.GetServerTimeUnixMs()).Add(ttl).Before(now) {
-						keep = false
+						expired = m
 					}
 				}
 			}
-			if keep {
+			if expired == nil {
 				k, v = c.Next()
 				continue
 			}
 			next := append([]byte(nil), k...)
-			if m, err := decode(v); err == nil {
-				if ck, _ := changeKey(m); ck != nil {
-					if err := tx.Bucket(bucketChanges).Delete(ck); err != nil {
-						return err
-					}
+			if ck, _ := changeKey(expired); ck != nil {
+				if err := tx.Bucket(bucketChanges).Delete(ck); err != nil {
+					return err
 				}
 			}
 			if err := c.Delete(); err != nil {
