@@ -13,7 +13,6 @@ import (
 	"log/slog"
 	"net/http"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -63,8 +62,8 @@ func startClusterRoles(t *testing.T, tune func(*Settings), roles []Role) *cluste
 		Secret:        "e2e-secret-of-the-end-to-end-tests",
 		APIToken:      "e2e-api-token",
 		CometID:       "c1",
-		CometAddr:     "127.0.0.1:" + strconv.Itoa(testinfra.FreePort(t)),
-		APIAddr:       "127.0.0.1:" + strconv.Itoa(testinfra.FreePort(t)),
+		CometAddr:     freeAddr(t),
+		APIAddr:       freeAddr(t),
 		SessionTTL:    30 * time.Second,
 		NotifyLimit:   200,
 		MaxBodyBytes:  16 << 10,
@@ -78,7 +77,7 @@ func startClusterRoles(t *testing.T, tune func(*Settings), roles []Role) *cluste
 		UserSendRate: -1,
 		LogLevel:     "error",
 		History:      filepath.Join(t.TempDir(), "history.db"),
-		AdminAddr:    "127.0.0.1:" + strconv.Itoa(testinfra.FreePort(t)),
+		AdminAddr:    freeAddr(t),
 	}
 	if tune != nil {
 		tune(&s)

@@ -19,25 +19,34 @@ import (
 	"github.com/laneim/laneim/workers/login"
 )
 
+// freeAddr is a free loopback address.
+func freeAddr(t *testing.T) string { return "127.0.0.1:" + strconv.Itoa(testinfra.FreePort(t)) }
+
+// devTestConfig is a dev cluster on free ports, with its data in a
+// folder of the test's and the seed of testdata.
+func devTestConfig(t *testing.T) DevConfig {
+	return DevConfig{
+		Settings: Settings{
+			Secret: "dev-test-secret-of-the-dev-mode-test", APIToken: "dev-test-token", CometAddr: freeAddr(t), APIAddr: freeAddr(t),
+			SessionTTL: 30 * time.Second, NotifyLimit: 200, MaxBodyBytes: 16 << 10, BatchWindow: 10 * time.Millisecond,
+			SendQueue: 256, MaxFrameBytes: 64 << 10, LogLevel: "error",
+		},
+		KafkaAddr: "127.0.0.1:0",
+		RedisAddr: "127.0.0.1:0",
+		EtcdAddr:  freeAddr(t),
+		// Its own free port: the one after the client port may be taken.
+		EtcdPeerAddr: freeAddr(t),
+		DataDir:      t.TempDir(),
+		Seed:         "../../testdata/seed.json",
+	}
+}
+
 // TestDevCluster runs `laneim dev` in-process on free ports (embedded
 // Kafka-protocol broker, etcd and Redis-protocol server) and chats through it.
 func TestDevCluster(t *testing.T) {
 	t.Parallel()
-	free := func() string { return "127.0.0.1:" + strconv.Itoa(testinfra.FreePort(t)) }
-	cfg := DevConfig{
-		Settings: Settings{
-			Secret: "dev-test-secret-of-the-dev-mode-test", APIToken: "dev-test-token", CometAddr: free(), APIAddr: free(),
-			SessionTTL: 30 * time.Second, NotifyLimit: 200, MaxBodyBytes: 16 << 10, BatchWindow: 10 * time.Millisecond,
-			SendQueue: 256, MaxFrameBytes: 64 << 10, LogLevel: "error", AdminAddr: free(),
-		},
-		KafkaAddr: "127.0.0.1:0",
-		RedisAddr: "127.0.0.1:0",
-		EtcdAddr:  "127.0.0.1:" + strconv.Itoa(testinfra.FreePort(t)),
-		// Its own free port: the one after the client port may be taken.
-		EtcdPeerAddr: "127.0.0.1:" + strconv.Itoa(testinfra.FreePort(t)),
-		DataDir:      t.TempDir(),
-		Seed:         "../../testdata/seed.json",
-	}
+	cfg := devTestConfig(t)
+	cfg.Settings.AdminAddr = freeAddr(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	d, err := StartDev(ctx, cfg, slog.New(slog.DiscardHandler))
@@ -171,20 +180,7 @@ func TestValidateNamesTheMissingSetting(t *testing.T) {
 // user's read_seq and unread at login.
 func TestDevReadPositionsSurviveRedisLoss(t *testing.T) {
 	t.Parallel()
-	free := func() string { return "127.0.0.1:" + strconv.Itoa(testinfra.FreePort(t)) }
-	cfg := DevConfig{
-		Settings: Settings{
-			Secret: "dev-test-secret-of-the-dev-mode-test", APIToken: "dev-test-token", CometAddr: free(), APIAddr: free(),
-			SessionTTL: 30 * time.Second, NotifyLimit: 200, MaxBodyBytes: 16 << 10, BatchWindow: 10 * time.Millisecond,
-			SendQueue: 256, MaxFrameBytes: 64 << 10, LogLevel: "error",
-		},
-		KafkaAddr:    "127.0.0.1:0",
-		RedisAddr:    "127.0.0.1:0",
-		EtcdAddr:     free(),
-		EtcdPeerAddr: free(),
-		DataDir:      t.TempDir(),
-		Seed:         "../../testdata/seed.json",
-	}
+	cfg := devTestConfig(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	url := "ws://" + cfg.Settings.CometAddr + "/ws"

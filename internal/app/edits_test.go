@@ -3,12 +3,10 @@ package app
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"testing"
 	"time"
 
 	"github.com/laneim/laneim/gateways/comet/client"
-	"github.com/laneim/laneim/internal/testinfra"
 	"github.com/laneim/laneim/proto/clientpb"
 	"github.com/laneim/laneim/topics"
 )
@@ -104,7 +102,7 @@ func TestE2EHistoryCurrentState(t *testing.T) {
 	t.Parallel()
 	c := startCluster(t, func(s *Settings) {
 		s.RecallWindow = time.Hour
-		s.APIHTTPAddr = "127.0.0.1:" + strconv.Itoa(testinfra.FreePort(t))
+		s.APIHTTPAddr = freeAddr(t)
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

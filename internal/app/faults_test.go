@@ -6,7 +6,6 @@ package app
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -164,7 +163,7 @@ func TestE2EWorkerDownRequestsStillAnswered(t *testing.T) {
 // a SendResult, before, during or after, is in history with its seq and id.
 func TestE2EBrokerRestartLosesNothingAcknowledged(t *testing.T) {
 	t.Parallel()
-	addr := "127.0.0.1:" + strconv.Itoa(testinfra.FreePort(t))
+	addr := freeAddr(t)
 	dataDir := t.TempDir()
 	startBroker := func() *embedded.Broker {
 		t.Helper()
