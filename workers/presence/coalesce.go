@@ -11,15 +11,16 @@ import (
 // PresenceChange per flap. The first change of a (room, user) after a
 // quiet window is sent at once; changes within Config.PresenceWindow of
 // the last one sent wait, and when the window ends only the last state is
-// sent, with the room's online count read then, and only if it or the
-// count differs from what was last sent. So each member gets at most one
-// PresenceChange per (room, user) per window, and the last one it gets is
-// right, count included: a change sent at a window's end may have read
-// the count with a later change of the user already in the directory
+// sent, with the room's online count read then, and only if the state or
+// the count differs from what was last sent. So each member gets at most
+// one PresenceChange per (room, user) per window, and the last one it
+// gets is right, count included: a change sent at a window's end may have
+// read the count with a later change of the user already in the directory
 // (alice offline, but counted online by the join that follows); the
 // window after it then sends the state again with the count corrected,
-// even though the user is back where it said. A user's events all reach one presence worker (session.events is
-// keyed by user), so one worker's memory is enough.
+// even though the user is back where it said. A user's events all reach
+// one presence worker (session.events is keyed by user), so one worker's
+// memory is enough.
 
 type roomUser struct{ room, user string }
 
