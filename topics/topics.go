@@ -16,6 +16,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
@@ -40,6 +41,12 @@ type Topic[T proto.Message] struct {
 	// Retention, when not zero, is how long the broker keeps the topic's
 	// messages (the broker's default otherwise).
 	Retention time.Duration
+	// BatchField, when not zero, is the number of the payload's repeated
+	// field of its own type ("more") that carries later payloads with
+	// the same key. A consumer may then merge a run of same-key
+	// messages into one (AppendBatch), and the handler takes it apart
+	// again (SplitSubmitted, SplitRouted).
+	BatchField protowire.Number
 	// key returns the partition key of a payload.
 	key func(T) string
 	// new returns an empty payload to decode into.
@@ -108,6 +115,7 @@ var (
 		Name:       "messages.submitted",
 		KeyDoc:     "conversation",
 		Partitions: 8,
+		BatchField: 15,
 		key:        func(v *topicpb.Submitted) string { return SubmittedConversation(v) },
 		new:        func() *topicpb.Submitted { return new(topicpb.Submitted) },
 	}
@@ -118,6 +126,7 @@ var (
 		Name:       "messages.routed",
 		KeyDoc:     "conversation",
 		Partitions: 8,
+		BatchField: 7,
 		key:        func(v *topicpb.Routed) string { return v.GetMessage().GetConversation() },
 		new:        func() *topicpb.Routed { return new(topicpb.Routed) },
 	}
@@ -175,6 +184,8 @@ type Spec struct {
 	KeyDoc     string
 	Partitions int32
 	Retention  time.Duration
+	// BatchField is the topic's Topic.BatchField.
+	BatchField protowire.Number
 	// Payload is the full name of the payload's protobuf message type.
 	Payload protoreflect.FullName
 	// New returns an empty payload to decode into.
@@ -187,6 +198,7 @@ func spec[T proto.Message](t Topic[T]) Spec {
 		KeyDoc:     t.KeyDoc,
 		Partitions: t.Partitions,
 		Retention:  t.Retention,
+		BatchField: t.BatchField,
 		Payload:    t.new().ProtoReflect().Descriptor().FullName(),
 		New:        func() proto.Message { return t.new() },
 	}

@@ -23,6 +23,7 @@ import (
 	"go.uber.org/fx"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/laneim/laneim/proto/clientpb"
 	"github.com/laneim/laneim/proto/topicpb"
 	"github.com/laneim/laneim/topics"
 	"github.com/laneim/laneim/wiring/pipeline"
@@ -57,10 +58,22 @@ func New(cfg Config) (*Handler, error) {
 // Pipeline returns the pipeline handler consuming topics.Routed with Handle.
 func (h *Handler) Pipeline() pipeline.Handler { return pipeline.On(Name, topics.Routed, h.Handle) }
 
-// Handle posts one routed message as protojson of its clientpb.Message.
-// A non-2xx answer is an error, so the router retries it.
+// Handle posts each routed message of r (its message, then its more: see
+// topics.SplitRouted) as protojson of its clientpb.Message, in seq order.
+// A non-2xx answer is an error, so the router retries r; the
+// Idempotency-Key lets the receiver drop the posts it already has.
 func (h *Handler) Handle(ctx context.Context, r *topicpb.Routed, _ *message.Message) error {
-	body, err := protojson.Marshal(r.GetMessage())
+	for _, m := range topics.SplitRouted(r) {
+		if err := h.post(ctx, m.GetMessage()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// post posts one message.
+func (h *Handler) post(ctx context.Context, m *clientpb.Message) error {
+	body, err := protojson.Marshal(m)
 	if err != nil {
 		return pipeline.Permanent(err)
 	}
@@ -71,7 +84,7 @@ func (h *Handler) Handle(ctx context.Context, r *topicpb.Routed, _ *message.Mess
 		return pipeline.Permanent(err)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Idempotency-Key", r.GetMessage().GetConversation()+"#"+fmt.Sprint(r.GetMessage().GetSeq()))
+	req.Header.Set("Idempotency-Key", m.GetConversation()+"#"+fmt.Sprint(m.GetSeq()))
 	resp, err := h.client.Do(req)
 	if err != nil {
 		return fmt.Errorf("webhook: post: %w", err)

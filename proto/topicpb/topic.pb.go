@@ -449,7 +449,12 @@ type Submitted struct {
 	Edits   string `protobuf:"bytes,12,opt,name=edits,proto3" json:"edits,omitempty"`
 	Recalls string `protobuf:"bytes,13,opt,name=recalls,proto3" json:"recalls,omitempty"`
 	// mentions are a client's Send.mentions.
-	Mentions      []string `protobuf:"bytes,14,rep,name=mentions,proto3" json:"mentions,omitempty"`
+	Mentions []string `protobuf:"bytes,14,rep,name=mentions,proto3" json:"mentions,omitempty"`
+	// more are submissions to the same conversation that followed this one
+	// on the topic: the consumer merges a run of them into one message (see
+	// topics.Submitted.BatchField). They are routed after this one, in
+	// order, each as if it came alone; topics.SplitSubmitted lists them all.
+	More          []*Submitted `protobuf:"bytes,15,rep,name=more,proto3" json:"more,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -595,6 +600,13 @@ func (x *Submitted) GetMentions() []string {
 	return nil
 }
 
+func (x *Submitted) GetMore() []*Submitted {
+	if x != nil {
+		return x.More
+	}
+	return nil
+}
+
 type isSubmitted_To interface {
 	isSubmitted_To()
 }
@@ -632,8 +644,13 @@ type Routed struct {
 	// broadcast: comets deliver to every logged-in connection.
 	Broadcast       bool  `protobuf:"varint,5,opt,name=broadcast,proto3" json:"broadcast,omitempty"`
 	SubmittedUnixMs int64 `protobuf:"varint,6,opt,name=submitted_unix_ms,json=submittedUnixMs,proto3" json:"submitted_unix_ms,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// more are messages of the same conversation routed together with this
+	// one, in seq order, to the same targets: each carries its message and
+	// submitted_unix_ms only. A handler that wants every message reads
+	// topics.SplitRouted(r), which fills in the targets.
+	More          []*Routed `protobuf:"bytes,7,rep,name=more,proto3" json:"more,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Routed) Reset() {
@@ -706,6 +723,13 @@ func (x *Routed) GetSubmittedUnixMs() int64 {
 		return x.SubmittedUnixMs
 	}
 	return 0
+}
+
+func (x *Routed) GetMore() []*Routed {
+	if x != nil {
+		return x.More
+	}
+	return nil
 }
 
 // HistoryRequest is a client's Sync, Conversations, Ack or Typing, forwarded by its
@@ -1106,7 +1130,7 @@ const file_topic_proto_rawDesc = "" +
 	"\fUSER_REVOKED\x10\a\"5\n" +
 	"\vLiveSession\x12\x12\n" +
 	"\x04conn\x18\x01 \x01(\tR\x04conn\x12\x12\n" +
-	"\x04user\x18\x02 \x01(\tR\x04user\"\xb3\x03\n" +
+	"\x04user\x18\x02 \x01(\tR\x04user\"\xe3\x03\n" +
 	"\tSubmitted\x120\n" +
 	"\x06origin\x18\x01 \x01(\v2\x18.laneim.topic.v1.SessionR\x06origin\x12\x1d\n" +
 	"\n" +
@@ -1123,15 +1147,17 @@ const file_topic_proto_rawDesc = "" +
 	"\atrusted\x18\v \x01(\bR\atrusted\x12\x14\n" +
 	"\x05edits\x18\f \x01(\tR\x05edits\x12\x18\n" +
 	"\arecalls\x18\r \x01(\tR\arecalls\x12\x1a\n" +
-	"\bmentions\x18\x0e \x03(\tR\bmentionsB\x04\n" +
-	"\x02to\"\xc9\x01\n" +
+	"\bmentions\x18\x0e \x03(\tR\bmentions\x12.\n" +
+	"\x04more\x18\x0f \x03(\v2\x1a.laneim.topic.v1.SubmittedR\x04moreB\x04\n" +
+	"\x02to\"\xf6\x01\n" +
 	"\x06Routed\x123\n" +
 	"\amessage\x18\x01 \x01(\v2\x19.laneim.client.v1.MessageR\amessage\x12\x16\n" +
 	"\x06comets\x18\x02 \x03(\tR\x06comets\x12\x12\n" +
 	"\x04room\x18\x03 \x01(\tR\x04room\x12\x14\n" +
 	"\x05users\x18\x04 \x03(\tR\x05users\x12\x1c\n" +
 	"\tbroadcast\x18\x05 \x01(\bR\tbroadcast\x12*\n" +
-	"\x11submitted_unix_ms\x18\x06 \x01(\x03R\x0fsubmittedUnixMs\"\x95\x03\n" +
+	"\x11submitted_unix_ms\x18\x06 \x01(\x03R\x0fsubmittedUnixMs\x12+\n" +
+	"\x04more\x18\a \x03(\v2\x17.laneim.topic.v1.RoutedR\x04more\"\x95\x03\n" +
 	"\x0eHistoryRequest\x122\n" +
 	"\asession\x18\x01 \x01(\v2\x18.laneim.topic.v1.SessionR\asession\x12\x1d\n" +
 	"\n" +
@@ -1201,19 +1227,21 @@ var file_topic_proto_depIdxs = []int32{
 	1,  // 2: laneim.topic.v1.SessionEvent.session:type_name -> laneim.topic.v1.Session
 	4,  // 3: laneim.topic.v1.SessionEvent.live:type_name -> laneim.topic.v1.LiveSession
 	1,  // 4: laneim.topic.v1.Submitted.origin:type_name -> laneim.topic.v1.Session
-	11, // 5: laneim.topic.v1.Routed.message:type_name -> laneim.client.v1.Message
-	1,  // 6: laneim.topic.v1.HistoryRequest.session:type_name -> laneim.topic.v1.Session
-	12, // 7: laneim.topic.v1.HistoryRequest.conversations:type_name -> laneim.client.v1.Conversations
-	13, // 8: laneim.topic.v1.HistoryRequest.ack:type_name -> laneim.client.v1.Ack
-	14, // 9: laneim.topic.v1.HistoryRequest.typing:type_name -> laneim.client.v1.Typing
-	15, // 10: laneim.topic.v1.Delivery.frame:type_name -> laneim.client.v1.ServerFrame
-	9,  // 11: laneim.topic.v1.Delivery.control:type_name -> laneim.topic.v1.Control
-	11, // 12: laneim.topic.v1.OfflineNotice.message:type_name -> laneim.client.v1.Message
-	13, // [13:13] is the sub-list for method output_type
-	13, // [13:13] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	5,  // 5: laneim.topic.v1.Submitted.more:type_name -> laneim.topic.v1.Submitted
+	11, // 6: laneim.topic.v1.Routed.message:type_name -> laneim.client.v1.Message
+	6,  // 7: laneim.topic.v1.Routed.more:type_name -> laneim.topic.v1.Routed
+	1,  // 8: laneim.topic.v1.HistoryRequest.session:type_name -> laneim.topic.v1.Session
+	12, // 9: laneim.topic.v1.HistoryRequest.conversations:type_name -> laneim.client.v1.Conversations
+	13, // 10: laneim.topic.v1.HistoryRequest.ack:type_name -> laneim.client.v1.Ack
+	14, // 11: laneim.topic.v1.HistoryRequest.typing:type_name -> laneim.client.v1.Typing
+	15, // 12: laneim.topic.v1.Delivery.frame:type_name -> laneim.client.v1.ServerFrame
+	9,  // 13: laneim.topic.v1.Delivery.control:type_name -> laneim.topic.v1.Control
+	11, // 14: laneim.topic.v1.OfflineNotice.message:type_name -> laneim.client.v1.Message
+	15, // [15:15] is the sub-list for method output_type
+	15, // [15:15] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_topic_proto_init() }

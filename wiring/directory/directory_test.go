@@ -442,3 +442,57 @@ func TestDedupKeysDoNotCollide(t *testing.T) {
 		}
 	}
 }
+
+// TestAssignMany: a batch gets consecutive seqs in its order, a repeat
+// within it or of an earlier message gets the first one's with Dup, an
+// empty client message id is never a repeat, and MarkRoutedMany marks
+// them all.
+func TestAssignMany(t *testing.T) {
+	t.Parallel()
+	s := directory.New(testinfra.RedisClient(t))
+	ctx := context.Background()
+	if _, err := s.Assign(ctx, "room:m", "u", "before", func() string { return "id-0" }); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	newID := func() string { n++; return fmt.Sprint("id-", n) }
+	subs := []directory.Submission{
+		{Sender: "u", ClientMsgID: "a"},
+		{Sender: "v", ClientMsgID: "a"},
+		{Sender: "u", ClientMsgID: "a"},
+		{Sender: "u", ClientMsgID: "before"},
+		{Sender: "u", ClientMsgID: ""},
+		{Sender: "u", ClientMsgID: ""},
+	}
+	got, err := s.AssignMany(ctx, "room:m", subs, newID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []struct {
+		seq uint64
+		dup bool
+	}{{2, false}, {3, false}, {2, true}, {1, true}, {4, false}, {5, false}}
+	for i, w := range want {
+		if got[i].Seq != w.seq || got[i].Dup != w.dup {
+			t.Errorf("submission %d (%v): seq %d dup %v, want seq %d dup %v", i, subs[i], got[i].Seq, got[i].Dup, w.seq, w.dup)
+		}
+	}
+	if got[0].ID != got[2].ID || got[0].ID == got[1].ID {
+		t.Errorf("ids %q %q %q: a repeat must have its first one's, others their own", got[0].ID, got[1].ID, got[2].ID)
+	}
+	if err := s.MarkRoutedMany(ctx, "room:m", subs[:2], got[:2]); err != nil {
+		t.Fatal(err)
+	}
+	again, err := s.AssignMany(ctx, "room:m", subs[:3], newID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, a := range again {
+		if !a.Dup || !a.Routed || a.Seq != got[i].Seq {
+			t.Errorf("after the mark, submission %d = %+v, want a routed repeat of seq %d", i, a, got[i].Seq)
+		}
+	}
+	if err := s.MarkRoutedMany(ctx, "room:m", subs, got[:1]); err == nil {
+		t.Error("MarkRoutedMany with fewer assignments than submissions did not fail")
+	}
+}

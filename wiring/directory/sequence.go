@@ -19,16 +19,27 @@ const DedupTTL = 24 * time.Hour
 // times were recorded hold "<seq> <id>").
 const routedFlag = "routed"
 
-// assignScript: KEYS seq counter, dedup key (one slot). ARGV new id, ttl
-// seconds, "1" to de-duplicate, unix ms. Returns {dedup value, dup (0/1)}.
+// assignScript assigns a batch of messages of one conversation. KEYS:
+// the seq counter, then one dedup key per message (one slot). ARGV: ttl
+// seconds, unix ms, then per message its new id and "1" to de-duplicate.
+// Returns, per message, its dedup value and dup (0/1).
 var assignScript = redis.NewScript(`
-if ARGV[3] == '1' then
-  local v = redis.call('GET', KEYS[2])
-  if v then return {v, 1} end
+local out = {}
+for i = 2, #KEYS do
+  local id, dedup = ARGV[2*i-1], ARGV[2*i]
+  local v = false
+  if dedup == '1' then v = redis.call('GET', KEYS[i]) end
+  if v then
+    out[#out+1] = v
+    out[#out+1] = 1
+  else
+    v = redis.call('INCR', KEYS[1]) .. ' ' .. id .. ' ' .. ARGV[2]
+    if dedup == '1' then redis.call('SET', KEYS[i], v, 'EX', ARGV[1]) end
+    out[#out+1] = v
+    out[#out+1] = 0
+  end
 end
-local v = redis.call('INCR', KEYS[1]) .. ' ' .. ARGV[1] .. ' ' .. ARGV[4]
-if ARGV[3] == '1' then redis.call('SET', KEYS[2], v, 'EX', ARGV[2]) end
-return {v, 0}
+return out
 `)
 
 // Assign gives a message its id and sequence number in conversation,
@@ -38,28 +49,58 @@ return {v, 0}
 // once MarkRouted was called for them. An empty clientMsgID is never
 // de-duplicated.
 func (s *Store) Assign(ctx context.Context, conversation, sender, clientMsgID string, newID func() string) (Assigned, error) {
-	dedup := "0"
-	if clientMsgID != "" {
-		dedup = "1"
-	}
-	now := time.Now().UnixMilli()
-	keys := []string{convSeqKey(conversation), convDedupKey(conversation, sender, clientMsgID)}
-	v, err := assignScript.Run(ctx, s.rdb, keys, newID(), int(DedupTTL.Seconds()), dedup, now).Result()
+	as, err := s.AssignMany(ctx, conversation, []Submission{{Sender: sender, ClientMsgID: clientMsgID}}, newID)
 	if err != nil {
-		return Assigned{}, fmt.Errorf("directory: assign in %s: %w", conversation, err)
+		return Assigned{}, err
+	}
+	return as[0], nil
+}
+
+// Submission names a message to assign: its sender (or the name its
+// sender's edits are de-duplicated under) and its client message id.
+type Submission struct {
+	Sender, ClientMsgID string
+}
+
+// AssignMany assigns subs, messages of conversation in the order given,
+// as Assign does each, in one atomic round trip: the new ones get
+// consecutive seqs. A repeat within subs gets its first one's, with Dup.
+func (s *Store) AssignMany(ctx context.Context, conversation string, subs []Submission, newID func() string) ([]Assigned, error) {
+	if len(subs) == 0 {
+		return nil, nil
+	}
+	keys := make([]string, 1, 1+len(subs))
+	keys[0] = convSeqKey(conversation)
+	args := make([]any, 2, 2+2*len(subs))
+	args[0], args[1] = int(DedupTTL.Seconds()), time.Now().UnixMilli()
+	for _, sub := range subs {
+		keys = append(keys, convDedupKey(conversation, sub.Sender, sub.ClientMsgID))
+		dedup := "0"
+		if sub.ClientMsgID != "" {
+			dedup = "1"
+		}
+		args = append(args, newID(), dedup)
+	}
+	v, err := assignScript.Run(ctx, s.rdb, keys, args...).Result()
+	if err != nil {
+		return nil, fmt.Errorf("directory: assign %d in %s: %w", len(subs), conversation, err)
 	}
 	a, ok := v.([]any)
-	if !ok || len(a) != 2 {
-		return Assigned{}, fmt.Errorf("directory: assign in %s: unexpected result %v", conversation, v)
+	if !ok || len(a) != 2*len(subs) {
+		return nil, fmt.Errorf("directory: assign %d in %s: unexpected result %v", len(subs), conversation, v)
 	}
-	val, _ := a[0].(string)
-	dup, _ := a[1].(int64)
-	as, ok := parseAssigned(val)
-	if !ok {
-		return Assigned{}, fmt.Errorf("directory: assign in %s: bad stored value %q", conversation, val)
+	out := make([]Assigned, len(subs))
+	for i := range subs {
+		val, _ := a[2*i].(string)
+		dup, _ := a[2*i+1].(int64)
+		as, ok := parseAssigned(val)
+		if !ok {
+			return nil, fmt.Errorf("directory: assign in %s: bad stored value %q", conversation, val)
+		}
+		as.Dup = dup == 1
+		out[i] = as
 	}
-	as.Dup = dup == 1
-	return as, nil
+	return out, nil
 }
 
 // parseAssigned parses a dedup value.
@@ -98,17 +139,40 @@ func parseAssigned(val string) (Assigned, bool) {
 // expiry; a key that expired stays gone. An empty clientMsgID, never
 // de-duplicated, has nothing to mark.
 func (s *Store) MarkRouted(ctx context.Context, conversation, sender, clientMsgID string, a Assigned) error {
-	if clientMsgID == "" {
+	return s.MarkRoutedMany(ctx, conversation, []Submission{{Sender: sender, ClientMsgID: clientMsgID}}, []Assigned{a})
+}
+
+// MarkRoutedMany marks each of subs routed as MarkRouted does, with the
+// Assigned of the same index, in one round trip.
+func (s *Store) MarkRoutedMany(ctx context.Context, conversation string, subs []Submission, as []Assigned) error {
+	if len(subs) != len(as) {
+		return fmt.Errorf("directory: mark routed: %d submissions, %d assignments", len(subs), len(as))
+	}
+	var cmds []*redis.StatusCmd
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, sub := range subs {
+			if sub.ClientMsgID == "" {
+				continue
+			}
+			var ms int64
+			if !as[i].Time.IsZero() {
+				ms = as[i].Time.UnixMilli()
+			}
+			val := fmt.Sprintf("%d %s %d %s", as[i].Seq, as[i].ID, ms, routedFlag)
+			cmds = append(cmds, p.SetArgs(ctx, convDedupKey(conversation, sub.Sender, sub.ClientMsgID), val, redis.SetArgs{Mode: "XX", KeepTTL: true}))
+		}
 		return nil
+	})
+	// XX answers nil for a message no longer remembered: nothing to mark.
+	for _, c := range cmds {
+		if c.Err() != nil && c.Err() != redis.Nil {
+			err = c.Err()
+			break
+		}
+		err = nil
 	}
-	var ms int64
-	if !a.Time.IsZero() {
-		ms = a.Time.UnixMilli()
-	}
-	val := fmt.Sprintf("%d %s %d %s", a.Seq, a.ID, ms, routedFlag)
-	err := s.rdb.SetArgs(ctx, convDedupKey(conversation, sender, clientMsgID), val, redis.SetArgs{Mode: "XX", KeepTTL: true}).Err()
-	if err != nil && err != redis.Nil {
-		return fmt.Errorf("directory: mark %s#%d routed: %w", conversation, a.Seq, err)
+	if err != nil {
+		return fmt.Errorf("directory: mark %d in %s routed: %w", len(subs), conversation, err)
 	}
 	return nil
 }

@@ -53,7 +53,8 @@ func New(pub message.Publisher, logger *slog.Logger) (*Handler, error) {
 func (h *Handler) Pipeline() pipeline.Handler { return pipeline.On(Name, topics.Routed, h.Handle) }
 
 // Handle publishes one delivery per target comet (Routed.comets, which
-// routing makes distinct), all at once, and returns
+// routing makes distinct), all at once, carrying every message of the
+// batch r (r's message and its more, in seq order), and returns
 // nil (the routed message is acked) once every comet's topic has it. The
 // delivery is encoded once; each comet gets its own Watermill message with
 // those bytes.
@@ -69,12 +70,16 @@ func (h *Handler) Handle(_ context.Context, r *topicpb.Routed, msg *message.Mess
 	if len(comets) == 0 {
 		return nil
 	}
+	msgs := make([]*clientpb.Message, 0, 1+len(r.GetMore()))
+	for _, m := range topics.SplitRouted(r) {
+		msgs = append(msgs, m.GetMessage())
+	}
 	d := &topicpb.Delivery{
 		Room:      r.GetRoom(),
 		Users:     r.GetUsers(),
 		Broadcast: r.GetBroadcast(),
 		Frame: &clientpb.ServerFrame{Body: &clientpb.ServerFrame_Messages{
-			Messages: &clientpb.MessageBatch{Messages: []*clientpb.Message{r.GetMessage()}},
+			Messages: &clientpb.MessageBatch{Messages: msgs},
 		}},
 	}
 	payload, err := proto.Marshal(d)

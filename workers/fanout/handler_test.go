@@ -205,3 +205,34 @@ func BenchmarkFanout(b *testing.B) {
 func newFanout(t testing.TB, pub message.Publisher) *fanout.Handler {
 	return testinfra.Must(fanout.New(pub, nil))(t)
 }
+
+// TestBatchIsOneDeliveryPerComet: a Routed payload carrying several
+// messages (topics.JoinRouted) reaches each comet as one delivery whose
+// batch holds them all, in seq order.
+func TestBatchIsOneDeliveryPerComet(t *testing.T) {
+	var rs []*topicpb.Routed
+	for seq := uint64(1); seq <= 3; seq++ {
+		rs = append(rs, &topicpb.Routed{Message: &clientpb.Message{Conversation: "room:lobby", Seq: seq}, Room: "lobby", Comets: []string{"c1", "c2"}})
+	}
+	rec := &testinfra.Recorder{}
+	if err := newFanout(t, rec).Pipeline().Handle(encode(t, topics.JoinRouted(rs))); err != nil {
+		t.Fatal(err)
+	}
+	out := rec.Take()
+	if len(out) != 2 {
+		t.Fatalf("published %d deliveries, want one per comet", len(out))
+	}
+	for _, p := range out {
+		d, err := topics.Deliveries.Decode(p.Msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var seqs []uint64
+		for _, m := range d.GetFrame().GetMessages().GetMessages() {
+			seqs = append(seqs, m.GetSeq())
+		}
+		if d.GetRoom() != "lobby" || fmt.Sprint(seqs) != "[1 2 3]" {
+			t.Errorf("%s got room %q seqs %v, want lobby [1 2 3]", p.Topic, d.GetRoom(), seqs)
+		}
+	}
+}

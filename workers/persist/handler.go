@@ -61,21 +61,25 @@ func New(store Store, seqs Sequences, logger *slog.Logger) (*Handler, error) {
 // Pipeline returns the pipeline handler consuming topics.Routed with Handle.
 func (h *Handler) Pipeline() pipeline.Handler { return pipeline.On(Name, topics.Routed, h.Handle) }
 
-// Handle stores one routed message; the message is acked only once it is
-// durable. A message whose (conversation, seq) is stored under another
+// Handle stores the routed messages of r (its message and its more) in
+// one append; r is acked only once they are durable. A message whose (conversation, seq) is stored under another
 // id means that sequence numbers went backwards: it is logged as an
 // error and dead-lettered (a permanent error), and the directory's
 // counters are marked for restoring, which stops routing until Guard has
 // restored them.
 func (h *Handler) Handle(ctx context.Context, r *topicpb.Routed, msg *message.Message) error {
-	if r.GetMessage().GetConversation() == "" || r.GetMessage().GetSeq() == 0 {
-		return pipeline.Permanent(fmt.Errorf("persist: routed message %s without conversation or seq", msg.UUID))
+	msgs := make([]*clientpb.Message, 0, 1+len(r.GetMore()))
+	for _, m := range topics.SplitRouted(r) {
+		if m.GetMessage().GetConversation() == "" || m.GetMessage().GetSeq() == 0 {
+			return pipeline.Permanent(fmt.Errorf("persist: routed message %s without conversation or seq", msg.UUID))
+		}
+		msgs = append(msgs, m.GetMessage())
 	}
-	err := h.store.Append(ctx, []*clientpb.Message{r.GetMessage()})
+	err := h.store.Append(ctx, msgs)
 	var conflict *msgstore.ConflictError
 	if errors.As(err, &conflict) {
 		h.logger.Error("sequence number issued twice: message dead-lettered, counters to be restored",
-			"conversation", r.GetMessage().GetConversation(), "seq", r.GetMessage().GetSeq(), "err", err)
+			"conversation", msgs[0].GetConversation(), "seqs", fmt.Sprintf("%d..%d", msgs[0].GetSeq(), msgs[len(msgs)-1].GetSeq()), "err", err)
 		if ferr := h.seqs.ForgetSequencesRestored(ctx); ferr != nil {
 			return errors.Join(err, ferr) // retried: the mark must go
 		}

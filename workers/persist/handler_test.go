@@ -3,6 +3,7 @@ package persist_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"testing"
 
@@ -111,5 +112,27 @@ func TestErrors(t *testing.T) {
 	}
 	if _, err := h.Restore(context.Background()); err == nil {
 		t.Errorf("Restore with an unreadable store succeeded")
+	}
+}
+
+// TestBatchStoresEveryMessage: a Routed payload carrying several messages
+// stores them all.
+func TestBatchStoresEveryMessage(t *testing.T) {
+	t.Parallel()
+	h, store, _ := fixture(t)
+	var rs []*topicpb.Routed
+	for seq := uint64(1); seq <= 3; seq++ {
+		rs = append(rs, &topicpb.Routed{Message: &clientpb.Message{Id: fmt.Sprint("m", seq), Conversation: "room:a", Seq: seq}})
+	}
+	msg, err := topics.Routed.Encode(topics.JoinRouted(rs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Pipeline().Handle(msg); err != nil {
+		t.Fatal(err)
+	}
+	got, _, err := store.After(context.Background(), "room:a", 0, 10)
+	if err != nil || len(got) != 3 || got[2].GetId() != "m3" {
+		t.Fatalf("stored %v, %v; want m1..m3", got, err)
 	}
 }

@@ -81,58 +81,81 @@ func (g *guardedStore) ready(ctx context.Context) error {
 	return nil
 }
 
-// Assign assigns as Store.Assign does, once the counters are known
-// restored, and refuses a seq that went backwards.
-func (g *guardedStore) Assign(ctx context.Context, conversation, sender, clientMsgID string, newID func() string) (directory.Assigned, error) {
+// AssignMany assigns as Store.AssignMany does, once the counters are
+// known restored, and refuses seqs that went backwards.
+func (g *guardedStore) AssignMany(ctx context.Context, conversation string, subs []directory.Submission, newID func() string) ([]directory.Assigned, error) {
 	if err := g.ready(ctx); err != nil {
-		return directory.Assigned{}, err
+		return nil, err
 	}
-	a, err := g.Store.Assign(ctx, conversation, sender, clientMsgID, newID)
-	if err != nil || a.Dup {
-		return a, err
+	as, err := g.Store.AssignMany(ctx, conversation, subs, newID)
+	if err != nil {
+		return nil, err
 	}
 	g.mu.Lock()
 	prev := g.last[conversation]
-	if a.Seq > prev {
+	last, back := prev, uint64(0)
+	for _, a := range as {
+		if a.Dup {
+			continue
+		}
+		if a.Seq <= last {
+			back = a.Seq
+			break
+		}
+		last = a.Seq
+	}
+	if back == 0 && last > prev {
 		if len(g.last) >= maxRemembered {
 			clear(g.last)
 		}
-		g.last[conversation] = a.Seq
+		g.last[conversation] = last
 	}
 	g.mu.Unlock()
-	if a.Seq > prev {
-		return a, nil
+	if back == 0 {
+		return as, nil
 	}
-	// The counter went back: put it where it was, undo this assignment
-	// so that the retry gets a new seq, and have every counter restored.
+	// The counter went back: put it where it was, undo this batch's new
+	// assignments so that the retry gets new seqs, and have every
+	// counter restored.
 	g.mu.Lock()
 	g.checked = time.Time{}
 	g.mu.Unlock()
-	err = fmt.Errorf("routing: %s issued seq %d after %d: the directory lost its counters", conversation, a.Seq, prev)
-	return directory.Assigned{}, errors.Join(err,
+	errs := []error{
+		fmt.Errorf("routing: %s issued seq %d after %d: the directory lost its counters", conversation, back, last),
 		g.Store.RaiseSeq(ctx, conversation, prev),
-		g.Store.Unassign(ctx, conversation, sender, clientMsgID),
-		g.Store.ForgetSequencesRestored(ctx))
+	}
+	for i, a := range as {
+		if !a.Dup {
+			errs = append(errs, g.Store.Unassign(ctx, conversation, subs[i].Sender, subs[i].ClientMsgID))
+		}
+	}
+	errs = append(errs, g.Store.ForgetSequencesRestored(ctx))
+	return nil, errors.Join(errs...)
 }
 
-// handle routes sub within the configured bound. When it fails and a
-// client waits for the answer, the client is told UNAVAILABLE at once
-// (it retries with the same client_msg_id) and the submission is acked,
-// instead of being retried for seconds while the client hears nothing;
-// a submission from the api gateway (no origin) is retried.
+// handle routes the submissions sub carries within the configured
+// bound. When it fails and clients wait for the answers (every
+// submission has an origin), each is told UNAVAILABLE at once (it
+// retries with the same client_msg_id) and the batch is acked, instead
+// of being retried for seconds while the clients hear nothing; a batch
+// with a submission from the api gateway (no origin) is retried.
 //
 // After a failure, clients' messages are answered UNAVAILABLE without
 // trying for a cool-down (pipeline.Breaker), so that the messages queued
 // behind a hung directory are answered at once, not each after its own
 // timeout.
 func (h *Handler) handle(ctx context.Context, sub *topicpb.Submitted, msg *message.Message) error {
-	waiting := sub.GetOrigin() != nil
+	subs := topics.SplitSubmitted(sub)
+	waiting := true
+	for _, s := range subs {
+		waiting = waiting && s.GetOrigin() != nil
+	}
 	var err error
 	if waiting && h.breaker.Open() {
 		err = errBreakerOpen
 	} else {
 		ctx, cancel := context.WithTimeout(ctx, h.cfg.AnswerWithin)
-		err = h.Handle(ctx, sub, msg)
+		err = h.route(ctx, subs)
 		cancel()
 		switch {
 		case err == nil:
@@ -144,13 +167,19 @@ func (h *Handler) handle(ctx context.Context, sub *topicpb.Submitted, msg *messa
 	if err == nil || pipeline.IsPermanent(err) || !waiting {
 		return err
 	}
-	h.logger.Warn("send answered UNAVAILABLE", "sender", sub.GetSender(), "client_msg_id", sub.GetClientMsgId(), "err", err)
 	text := "the server could not take the message now; retry with the same client_msg_id"
 	if errors.Is(err, errNotRestored) {
 		text = "sequence numbers are being restored; retry with the same client_msg_id"
 	}
-	if aerr := h.answer(sub, topics.ErrorFrame(sub.GetRequestId(), clientpb.Error_UNAVAILABLE, text)); aerr != nil {
-		return errors.Join(err, aerr)
+	errs := []error{}
+	for _, s := range subs {
+		h.logger.Warn("send answered UNAVAILABLE", "sender", s.GetSender(), "client_msg_id", s.GetClientMsgId(), "err", err)
+		if aerr := h.answer(s, topics.ErrorFrame(s.GetRequestId(), clientpb.Error_UNAVAILABLE, text)); aerr != nil {
+			errs = append(errs, aerr)
+		}
+	}
+	if len(errs) > 0 {
+		return errors.Join(append(errs, err)...)
 	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -128,8 +129,8 @@ type Store interface {
 	IsMember(ctx context.Context, room, user string) (bool, error)
 	User(ctx context.Context, id string) (directory.User, bool, error)
 	Blocks(ctx context.Context, user, other string) (bool, error)
-	Assign(ctx context.Context, conversation, sender, clientMsgID string, newID func() string) (directory.Assigned, error)
-	MarkRouted(ctx context.Context, conversation, sender, clientMsgID string, a directory.Assigned) error
+	AssignMany(ctx context.Context, conversation string, subs []directory.Submission, newID func() string) ([]directory.Assigned, error)
+	MarkRoutedMany(ctx context.Context, conversation string, subs []directory.Submission, as []directory.Assigned) error
 	Lookup(ctx context.Context, conversation, sender, clientMsgID string) (directory.Assigned, bool, error)
 	// For offline notices (offline.go).
 	MemberCount(ctx context.Context, room string) (int, error)
@@ -207,11 +208,19 @@ func (r *refusal) frame(req uint64) *clientpb.ServerFrame {
 	return f
 }
 
-// Handle routes one Submitted message: it publishes a Routed message to
-// topics.Routed (even when no comet hosts a recipient: persistence needs
-// every message), records in the directory that the message was routed,
-// and answers the origin connection, if any, with a SendResult. A refused
-// message is answered with an Error frame and nothing is routed.
+// Handle routes the submissions sub carries: sub, then its more
+// (topics.SplitSubmitted), in that order, each as if it came alone. For
+// each it publishes a Routed message to topics.Routed (even when no
+// comet hosts a recipient: persistence needs every message), records in
+// the directory that the message was routed, and answers the origin
+// connection, if any, with a SendResult. A refused message is answered
+// with an Error frame and nothing is routed for it.
+//
+// Consecutive plain messages of one conversation are routed together: one
+// round trip to the directory for each kind of lookup, one atomic
+// assignment of their seqs, one Routed payload carrying them all
+// (topics.JoinRouted). An edit or a recall is routed on its own, after
+// the messages before it, since it may name one of them.
 //
 // A repeat of a message routed before (same sender and client_msg_id) is
 // answered with the first one's SendResult and not routed again. A repeat
@@ -223,160 +232,268 @@ func (r *refusal) frame(req uint64) *clientpb.ServerFrame {
 // published twice (a failure after its publish); downstream is idempotent
 // on conversation+seq, and comets drop what they already sent.
 func (h *Handler) Handle(ctx context.Context, sub *topicpb.Submitted, _ *message.Message) error {
-	if r, err := h.check(ctx, sub); err != nil {
-		return err
-	} else if r != nil {
-		return h.answer(sub, r.frame(sub.GetRequestId()))
+	return h.route(ctx, topics.SplitSubmitted(sub))
+}
+
+// route routes subs, in order, in runs (see Handle).
+func (h *Handler) route(ctx context.Context, subs []*topicpb.Submitted) error {
+	for len(subs) > 0 {
+		n := 1
+		if !changes(subs[0]) {
+			conv := topics.SubmittedConversation(subs[0])
+			for n < len(subs) && !changes(subs[n]) && topics.SubmittedConversation(subs[n]) == conv {
+				n++
+			}
+		}
+		if err := h.routeRun(ctx, subs[:n]); err != nil {
+			return err
+		}
+		subs = subs[n:]
 	}
-	conv := topics.SubmittedConversation(sub)
+	return nil
+}
+
+// changes reports whether sub edits or recalls a message.
+func changes(sub *topicpb.Submitted) bool { return sub.GetEdits() != "" || sub.GetRecalls() != "" }
+
+// item is one submission of a batch being routed.
+type item struct {
+	sub *topicpb.Submitted
+	// refused, when set, is the answer instead of a SendResult.
+	refused *refusal
+	// dedup names the sender the message is de-duplicated under: the
+	// sender, or the name of its edits (editsSuffix).
+	dedup string
+	// target is the seq of the message an edit or a recall names.
+	target uint64
+	a      directory.Assigned
+	// routed is set when the message is in the batch's Routed payload
+	// (not a repeat of a routed one).
+	routed                               bool
+	mentioned, offline, offlineMentioned []string
+}
+
+// submission is how the directory names it.
+func (it *item) submission() directory.Submission {
+	return directory.Submission{Sender: it.dedup, ClientMsgID: it.sub.GetClientMsgId()}
+}
+
+// routeRun routes subs, consecutive submissions to one conversation:
+// plain messages, or a single edit or recall.
+func (h *Handler) routeRun(ctx context.Context, subs []*topicpb.Submitted) error {
+	items := make([]*item, len(subs))
+	for i, sub := range subs {
+		items[i] = &item{sub: sub, dedup: sub.GetSender()}
+	}
+	if err := h.check(ctx, items); err != nil {
+		return err
+	}
+	conv := topics.SubmittedConversation(subs[0])
 	now := time.Now()
-	// An edit or a recall is de-duplicated apart from messages (dedup
-	// names the sender's edits), so that it can never be named as the
-	// target of another.
-	dedup := sub.GetSender()
-	var target uint64
-	if sub.GetEdits() != "" || sub.GetRecalls() != "" {
-		dedup = sub.GetSender() + editsSuffix
-		var r *refusal
+	if it := items[0]; it.refused == nil && changes(it.sub) {
+		// An edit or a recall is de-duplicated apart from messages
+		// (dedup names the sender's edits), so that it can never be
+		// named as the target of another.
+		it.dedup = it.sub.GetSender() + editsSuffix
 		var err error
-		target, r, err = h.target(ctx, sub, conv, dedup, now)
+		if it.target, it.refused, err = h.target(ctx, it.sub, conv, it.dedup, now); err != nil {
+			return err
+		}
+	}
+	var live []*item
+	for _, it := range items {
+		if it.refused == nil {
+			live = append(live, it)
+		}
+	}
+	routed := &topicpb.Routed{}
+	if len(live) > 0 {
+		// The sequence numbers, the targets and the 1:1 bookkeeping
+		// are independent directory round trips: made at once, the
+		// batch waits for one of them instead of their sum. Each is
+		// idempotent, so a retry after any of them failed routes each
+		// message with the seq it got the first time.
+		g, gctx := errgroup.WithContext(ctx)
+		g.Go(func() error {
+			reqs := make([]directory.Submission, len(live))
+			for i, it := range live {
+				reqs[i] = it.submission()
+			}
+			as, err := h.store.AssignMany(gctx, conv, reqs, newID)
+			for i := range as {
+				live[i].a = as[i]
+			}
+			return err
+		})
+		g.Go(func() error { return h.targets(gctx, live[0].sub, routed, now) })
+		g.Go(func() error { return h.recipients(gctx, live) })
+		if a, b, ok := topics.Participants(conv); ok {
+			// Both users learn of the conversation at their next login.
+			for _, u := range []string{a, b} {
+				g.Go(func() error { return h.store.AddConversation(gctx, u, conv) })
+			}
+		}
+		if err := g.Wait(); err != nil {
+			return err
+		}
+	}
+	batch := make([]*topicpb.Routed, 0, len(live))
+	inBatch := make(map[uint64]bool, len(live))
+	for _, it := range live {
+		if it.a.Dup {
+			h.logger.Debug("duplicate submission", "conversation", conv, "sender", it.sub.GetSender(), "client_msg_id", it.sub.GetClientMsgId(), "seq", it.a.Seq, "routed_before", it.a.Routed)
+			if it.a.Routed || inBatch[it.a.Seq] {
+				continue // answered below, not routed again
+			}
+		}
+		inBatch[it.a.Seq] = true
+		it.routed = true
+		batch = append(batch, &topicpb.Routed{Message: h.message(it, conv, now), SubmittedUnixMs: it.sub.GetSubmittedUnixMs()})
+	}
+	if len(batch) > 0 {
+		r := topics.JoinRouted(batch)
+		r.Comets, r.Room, r.Users, r.Broadcast = routed.GetComets(), routed.GetRoom(), routed.GetUsers(), routed.GetBroadcast()
+		out, err := topics.Routed.Encode(r)
 		if err != nil {
 			return err
 		}
-		if r != nil {
-			return h.answer(sub, r.frame(sub.GetRequestId()))
+		if err := h.pub.Publish(topics.Routed.Name, out); err != nil {
+			return fmt.Errorf("routing: publish %d routed in %s from #%d: %w", len(batch), conv, r.GetMessage().GetSeq(), err)
 		}
 	}
-	routed := &topicpb.Routed{SubmittedUnixMs: sub.GetSubmittedUnixMs()}
-	// The sequence number, the targets and the 1:1 bookkeeping are
-	// independent directory round trips: made at once, a message of one
-	// partition waits for one of them instead of their sum. Each is
-	// idempotent, so a retry after any of them failed routes the message
-	// with the seq it got the first time.
-	var a directory.Assigned
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error {
-		var err error
-		a, err = h.store.Assign(gctx, conv, dedup, sub.GetClientMsgId(), newID)
-		return err
-	})
-	g.Go(func() error { return h.targets(gctx, sub, routed, now) })
-	var offline, mentioned, offlineMentioned []string
-	g.Go(func() (err error) {
-		if mentioned, err = h.mentioned(gctx, sub); err != nil {
-			return err
+	return h.finish(ctx, conv, items, batch, now)
+}
+
+// message is the message it routes.
+func (h *Handler) message(it *item, conv string, now time.Time) *clientpb.Message {
+	sub := it.sub
+	m := &clientpb.Message{
+		Id:               it.a.ID,
+		Conversation:     conv,
+		Seq:              it.a.Seq,
+		Sender:           sub.GetSender(),
+		Body:             sub.GetBody(),
+		ContentType:      sub.GetContentType(),
+		ServerTimeUnixMs: it.at(now).UnixMilli(),
+		ClientMsgId:      sub.GetClientMsgId(),
+		Mentions:         it.mentioned,
+	}
+	if sub.GetEdits() != "" {
+		m.Edits = it.target
+	} else if sub.GetRecalls() != "" {
+		m.Recalls = it.target
+	}
+	return m
+}
+
+// at is the message's server time.
+func (it *item) at(now time.Time) time.Time {
+	if it.a.Time.IsZero() { // assigned before times were recorded
+		return now
+	}
+	return it.a.Time
+}
+
+// finish does what follows the publish of a batch: it answers every
+// submission, marks the routed ones routed, raises their senders' read
+// positions, and records their mentions and offline notices. All of it
+// at once, so that a sender waits for one round trip, not several. A
+// failed answer or notice is returned, to be retried (a marked message
+// is then answered, not routed again). A failed mark alone is only
+// logged: the message is routed and answered, and a repeat of it would
+// be routed again, which comets drop as a repeat.
+func (h *Handler) finish(ctx context.Context, conv string, items []*item, batch []*topicpb.Routed, now time.Time) error {
+	// The bookkeeping's failures are logged, not returned.
+	var mu sync.Mutex
+	var markErr, readErr, mentionErr, recallErr error
+	keep := func(to *error, err error) {
+		if err != nil {
+			mu.Lock()
+			*to = err
+			mu.Unlock()
 		}
-		offline, offlineMentioned, err = h.offline(gctx, sub, mentioned)
-		return err
-	})
-	if to, ok := sub.GetTo().(*topicpb.Submitted_User); ok {
-		// Both users learn of the conversation at their next login.
-		for _, u := range []string{sub.GetSender(), to.User} {
-			g.Go(func() error { return h.store.AddConversation(gctx, u, conv) })
+	}
+	var g errgroup.Group
+	var marked []directory.Submission
+	var marks []directory.Assigned
+	reads := map[string]uint64{} // sender → its highest seq routed
+	for _, it := range items {
+		if it.refused != nil {
+			g.Go(func() error { return h.answer(it.sub, it.refused.frame(it.sub.GetRequestId())) })
+			continue
 		}
+		g.Go(func() error { return h.answer(it.sub, h.result(it, conv, now)) })
+		if !it.routed {
+			continue
+		}
+		marked, marks = append(marked, it.submission()), append(marks, it.a)
+		if s := it.sub.GetSender(); s != topics.SystemSender {
+			// A sender has read its own message: it does not count as unread.
+			reads[s] = max(reads[s], it.a.Seq)
+		}
+		m := batch[len(marks)-1].GetMessage()
+		if len(it.offline) > 0 {
+			g.Go(func() error { return h.notify(m, it.offline, it.offlineMentioned) })
+		}
+		if len(it.mentioned) > 0 {
+			g.Go(func() error {
+				// Kept a minute past the recall window: a recall is
+				// judged against the message's assigned time, routed later.
+				keep(&mentionErr, h.store.AddMentions(ctx, conv, it.a.Seq, it.mentioned, h.cfg.RecallWindow+time.Minute))
+				return nil
+			})
+		}
+		if it.target != 0 && it.sub.GetRecalls() != "" {
+			// A recalled message's mentions no longer count as unread.
+			g.Go(func() error {
+				keep(&recallErr, h.store.RecallMentions(ctx, conv, it.target))
+				return nil
+			})
+		}
+	}
+	if len(marked) > 0 {
+		g.Go(func() error {
+			keep(&markErr, h.store.MarkRoutedMany(ctx, conv, marked, marks))
+			return nil
+		})
+	}
+	for sender, seq := range reads {
+		g.Go(func() error {
+			_, _, err := h.store.RaiseRead(ctx, sender, conv, seq)
+			keep(&readErr, err)
+			return nil
+		})
 	}
 	if err := g.Wait(); err != nil {
 		return err
 	}
-	at := a.Time
-	if at.IsZero() { // assigned before times were recorded
-		at = now
-	}
-	result := &clientpb.ServerFrame{
-		RequestId: sub.GetRequestId(),
-		Body: &clientpb.ServerFrame_SendResult{SendResult: &clientpb.SendResult{
-			ClientMsgId:      sub.GetClientMsgId(),
-			MessageId:        a.ID,
-			Conversation:     conv,
-			Seq:              a.Seq,
-			ServerTimeUnixMs: at.UnixMilli(),
-		}},
-	}
-	if a.Dup {
-		h.logger.Debug("duplicate submission", "conversation", conv, "sender", sub.GetSender(), "client_msg_id", sub.GetClientMsgId(), "seq", a.Seq, "routed_before", a.Routed)
-		if a.Routed {
-			return h.answer(sub, result)
-		}
-	}
-	m := &clientpb.Message{
-		Id:               a.ID,
-		Conversation:     conv,
-		Seq:              a.Seq,
-		Sender:           sub.GetSender(),
-		Body:             sub.GetBody(),
-		ContentType:      sub.GetContentType(),
-		ServerTimeUnixMs: at.UnixMilli(),
-		ClientMsgId:      sub.GetClientMsgId(),
-	}
-	m.Mentions = mentioned
-	if sub.GetEdits() != "" {
-		m.Edits = target
-	} else if sub.GetRecalls() != "" {
-		m.Recalls = target
-	}
-	routed.Message = m
-	out, err := topics.Routed.Encode(routed)
-	if err != nil {
-		return err
-	}
-	if err := h.pub.Publish(topics.Routed.Name, out); err != nil {
-		return fmt.Errorf("routing: publish routed %s#%d: %w", conv, a.Seq, err)
-	}
-	// The mark and the answer are independent: made at once, the sender
-	// waits for one round trip, not two. A failed answer is retried (a
-	// marked message is then answered, not routed again). A failed mark
-	// alone is only logged: the message is routed and answered, and a
-	// repeat of it would be routed again, which comets drop as a repeat.
-	var markErr, readErr error
-	var g2 errgroup.Group
-	g2.Go(func() error {
-		markErr = h.store.MarkRouted(ctx, conv, dedup, sub.GetClientMsgId(), a)
-		return nil
-	})
-	if sub.GetSender() != topics.SystemSender {
-		// A sender has read its own message: it does not count as unread.
-		g2.Go(func() error {
-			_, _, readErr = h.store.RaiseRead(ctx, sub.GetSender(), conv, a.Seq)
-			return nil
-		})
-	}
-	g2.Go(func() error { return h.answer(sub, result) })
-	if len(offline) > 0 {
-		g2.Go(func() error { return h.notify(m, offline, offlineMentioned) })
-	}
-	var mentionErr error
-	if len(mentioned) > 0 {
-		g2.Go(func() error {
-			// Kept a minute past the recall window: a recall is
-			// judged against the message's assigned time, routed later.
-			mentionErr = h.store.AddMentions(ctx, conv, a.Seq, mentioned, h.cfg.RecallWindow+time.Minute)
-			return nil
-		})
-	}
-	var recallErr error
-	if target != 0 && sub.GetRecalls() != "" {
-		// A recalled message's mentions no longer count as unread.
-		g2.Go(func() error {
-			recallErr = h.store.RecallMentions(ctx, conv, target)
-			return nil
-		})
-	}
-	if err := g2.Wait(); err != nil {
-		return err
-	}
 	if markErr != nil {
-		h.logger.Warn("routed and answered but not marked routed", "conversation", conv, "seq", a.Seq, "err", markErr)
+		h.logger.Warn("routed and answered but not marked routed", "conversation", conv, "messages", len(marked), "err", markErr)
 	}
 	if mentionErr != nil {
-		h.logger.Warn("routed and answered but a mention not recorded", "conversation", conv, "seq", a.Seq, "err", mentionErr)
+		h.logger.Warn("routed and answered but a mention not recorded", "conversation", conv, "err", mentionErr)
 	}
 	if recallErr != nil {
-		h.logger.Warn("routed and answered but the recalled message's mentions still count as unread", "conversation", conv, "seq", a.Seq, "recalled", target, "err", recallErr)
+		h.logger.Warn("routed and answered but the recalled message's mentions still count as unread", "conversation", conv, "err", recallErr)
 	}
 	if readErr != nil {
-		h.logger.Warn("routed and answered but the sender's read position not raised", "conversation", conv, "seq", a.Seq, "err", readErr)
+		h.logger.Warn("routed and answered but a sender's read position not raised", "conversation", conv, "err", readErr)
 	}
 	return nil
+}
+
+// result is the SendResult answering it.
+func (h *Handler) result(it *item, conv string, now time.Time) *clientpb.ServerFrame {
+	return &clientpb.ServerFrame{
+		RequestId: it.sub.GetRequestId(),
+		Body: &clientpb.ServerFrame_SendResult{SendResult: &clientpb.SendResult{
+			ClientMsgId:      it.sub.GetClientMsgId(),
+			MessageId:        it.a.ID,
+			Conversation:     conv,
+			Seq:              it.a.Seq,
+			ServerTimeUnixMs: it.at(now).UnixMilli(),
+		}},
+	}
 }
 
 // newID returns a UUIDv7, time-ordered, as a new message's id.
@@ -389,92 +506,121 @@ func newID() string {
 	return id.String()
 }
 
-// check returns why sub may not be routed, or nil. A client's message
-// (not trusted) is refused UNKNOWN_USER when its sender is unknown to the
-// directory or disabled: a ban holds for connections still open; and
-// RATE_LIMITED when its sender has no send budget left. The directory
-// reads and the budget are asked at once; their results are judged in a
-// fixed order (sender, budget, room or recipient, membership, block). So
-// every client message that passes validate takes from its sender's
-// budget, whatever the answer, except those refused RATE_LIMITED.
-func (h *Handler) check(ctx context.Context, sub *topicpb.Submitted) (*refusal, error) {
-	if r := h.validate(sub); r != nil {
-		return r, nil
+// check sets, for each item, why it may not be routed, if it may not. A
+// client's message (not trusted) is refused UNKNOWN_USER when its sender
+// is unknown to the directory or disabled: a ban holds for connections
+// still open; and RATE_LIMITED when its sender has no send budget left.
+// The directory is asked once per distinct question of the batch (a
+// sender, a room, a membership, a block), all at once, with one budget
+// take per message; the answers are judged in a fixed order (sender,
+// budget, room or recipient, membership, block). So every client message
+// that passes validate takes from its sender's budget, whatever the
+// answer, except those refused RATE_LIMITED.
+func (h *Handler) check(ctx context.Context, items []*item) error {
+	type user struct {
+		u  directory.User
+		ok bool
 	}
-	trusted := sub.GetTrusted()
 	var (
-		sender, recipient     directory.User
-		senderOK, recipientOK bool
-		roomOK, member        bool
-		blocked               bool
-		wait                  time.Duration
+		users   = map[string]*user{}
+		rooms   = map[string]*bool{}
+		members = map[[2]string]*bool{} // room, user
+		blocks  = map[[2]string]*bool{} // recipient, sender
+		waits   = make([]time.Duration, len(items))
 	)
 	g, gctx := errgroup.WithContext(ctx)
-	if !trusted {
-		g.Go(func() (err error) {
-			sender, senderOK, err = h.store.User(gctx, sub.GetSender())
-			return err
-		})
-		if r, ok := h.cfg.sendRate(); ok {
-			g.Go(func() (err error) {
-				wait, err = h.store.TakeSend(gctx, sub.GetSender(), r)
-				return err
-			})
+	g.SetLimit(64)
+	for i, it := range items {
+		sub := it.sub
+		if it.refused = h.validate(sub); it.refused != nil {
+			continue
+		}
+		trusted := sub.GetTrusted()
+		if !trusted {
+			users[sub.GetSender()] = &user{}
+			if r, ok := h.cfg.sendRate(); ok {
+				g.Go(func() (err error) {
+					waits[i], err = h.store.TakeSend(gctx, sub.GetSender(), r)
+					return err
+				})
+			}
+		}
+		switch to := sub.GetTo().(type) {
+		case *topicpb.Submitted_Room:
+			rooms[to.Room] = new(bool)
+			if !trusted {
+				members[[2]string{to.Room, sub.GetSender()}] = new(bool)
+			}
+		case *topicpb.Submitted_User:
+			users[to.User] = &user{}
+			if !trusted {
+				blocks[[2]string{to.User, sub.GetSender()}] = new(bool)
+			}
 		}
 	}
-	switch to := sub.GetTo().(type) {
-	case *topicpb.Submitted_Room:
+	for id, u := range users {
 		g.Go(func() (err error) {
-			_, roomOK, err = h.store.Room(gctx, to.Room)
+			u.u, u.ok, err = h.store.User(gctx, id)
 			return err
 		})
-		if !trusted {
-			g.Go(func() (err error) {
-				member, err = h.store.IsMember(gctx, to.Room, sub.GetSender())
-				return err
-			})
-		}
-	case *topicpb.Submitted_User:
+	}
+	for id, ok := range rooms {
 		g.Go(func() (err error) {
-			recipient, recipientOK, err = h.store.User(gctx, to.User)
+			_, *ok, err = h.store.Room(gctx, id)
 			return err
 		})
-		if !trusted {
-			g.Go(func() (err error) {
-				blocked, err = h.store.Blocks(gctx, to.User, sub.GetSender())
-				return err
-			})
-		}
+	}
+	for k, member := range members {
+		g.Go(func() (err error) {
+			*member, err = h.store.IsMember(gctx, k[0], k[1])
+			return err
+		})
+	}
+	for k, blocked := range blocks {
+		g.Go(func() (err error) {
+			*blocked, err = h.store.Blocks(gctx, k[0], k[1])
+			return err
+		})
 	}
 	if err := g.Wait(); err != nil {
-		return nil, err
+		return err
 	}
-	if !trusted && (!senderOK || sender.Disabled) {
-		return &refusal{code: clientpb.Error_UNKNOWN_USER, text: "sender " + sub.GetSender() + " is unknown or disabled"}, nil
+	for i, it := range items {
+		if it.refused != nil {
+			continue
+		}
+		sub, trusted := it.sub, it.sub.GetTrusted()
+		if !trusted {
+			if s := users[sub.GetSender()]; !s.ok || s.u.Disabled {
+				it.refused = &refusal{code: clientpb.Error_UNKNOWN_USER, text: "sender " + sub.GetSender() + " is unknown or disabled"}
+				continue
+			}
+		}
+		if wait := waits[i]; wait > 0 {
+			h.rateLimited.Add(1)
+			ms := (wait + time.Millisecond - 1).Milliseconds()
+			it.refused = &refusal{code: clientpb.Error_RATE_LIMITED, retryAfter: uint32(min(ms, time.Hour.Milliseconds())),
+				text: fmt.Sprintf("more than %g messages a second from this user across the servers; retry after %d ms", h.cfg.UserSendRate, ms)}
+			continue
+		}
+		switch to := sub.GetTo().(type) {
+		case *topicpb.Submitted_Room:
+			switch {
+			case !*rooms[to.Room]:
+				it.refused = &refusal{code: clientpb.Error_UNKNOWN_ROOM, text: "no room " + to.Room}
+			case !trusted && !*members[[2]string{to.Room, sub.GetSender()}]:
+				it.refused = &refusal{code: clientpb.Error_NOT_MEMBER, text: "not a member of " + to.Room}
+			}
+		case *topicpb.Submitted_User:
+			switch r := users[to.User]; {
+			case !r.ok || r.u.Disabled:
+				it.refused = &refusal{code: clientpb.Error_UNKNOWN_USER, text: "no user " + to.User}
+			case !trusted && *blocks[[2]string{to.User, sub.GetSender()}]:
+				it.refused = &refusal{code: clientpb.Error_BLOCKED, text: to.User + " does not accept your messages"}
+			}
+		}
 	}
-	if wait > 0 {
-		h.rateLimited.Add(1)
-		ms := (wait + time.Millisecond - 1).Milliseconds()
-		return &refusal{code: clientpb.Error_RATE_LIMITED, retryAfter: uint32(min(ms, time.Hour.Milliseconds())),
-			text: fmt.Sprintf("more than %g messages a second from this user across the servers; retry after %d ms", h.cfg.UserSendRate, ms)}, nil
-	}
-	switch to := sub.GetTo().(type) {
-	case *topicpb.Submitted_Room:
-		if !roomOK {
-			return &refusal{code: clientpb.Error_UNKNOWN_ROOM, text: "no room " + to.Room}, nil
-		}
-		if !trusted && !member {
-			return &refusal{code: clientpb.Error_NOT_MEMBER, text: "not a member of " + to.Room}, nil
-		}
-	case *topicpb.Submitted_User:
-		if !recipientOK || recipient.Disabled {
-			return &refusal{code: clientpb.Error_UNKNOWN_USER, text: "no user " + to.User}, nil
-		}
-		if !trusted && blocked {
-			return &refusal{code: clientpb.Error_BLOCKED, text: to.User + " does not accept your messages"}, nil
-		}
-	}
-	return nil, nil
+	return nil
 }
 
 // validate returns why sub may not be routed whatever the directory

@@ -490,11 +490,11 @@ func (f failingStore) Blocks(ctx context.Context, user, other string) (bool, err
 	return f.Store.Blocks(ctx, user, other)
 }
 
-func (f failingStore) Assign(ctx context.Context, conversation, sender, clientMsgID string, newID func() string) (directory.Assigned, error) {
+func (f failingStore) AssignMany(ctx context.Context, conversation string, subs []directory.Submission, newID func() string) ([]directory.Assigned, error) {
 	if f.fails("Assign") {
-		return directory.Assigned{}, f.err
+		return nil, f.err
 	}
-	return f.Store.Assign(ctx, conversation, sender, clientMsgID, newID)
+	return f.Store.AssignMany(ctx, conversation, subs, newID)
 }
 
 func (f failingStore) RoomComets(ctx context.Context, room string) ([]string, error) {
@@ -525,11 +525,11 @@ func (f failingStore) AddConversation(ctx context.Context, user, conversation st
 	return f.Store.AddConversation(ctx, user, conversation)
 }
 
-func (f failingStore) MarkRouted(ctx context.Context, conversation, sender, clientMsgID string, a directory.Assigned) error {
+func (f failingStore) MarkRoutedMany(ctx context.Context, conversation string, subs []directory.Submission, as []directory.Assigned) error {
 	if f.fails("MarkRouted") {
 		return f.err
 	}
-	return f.Store.MarkRouted(ctx, conversation, sender, clientMsgID, a)
+	return f.Store.MarkRoutedMany(ctx, conversation, subs, as)
 }
 
 var _ routing.Store = failingStore{}

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/laneim/laneim/proto/clientpb"
 	"github.com/laneim/laneim/proto/topicpb"
 	"github.com/laneim/laneim/topics"
@@ -37,56 +39,75 @@ func (h *Handler) mentioned(ctx context.Context, sub *topicpb.Submitted) ([]stri
 	return nil, nil
 }
 
-// offline returns the recipients of sub that have no live connection
-// now (directory.Store.Online): the other party of a 1:1 message; the
-// members of a room but the sender, when the room has at most
-// Config.NotifyMembers members, and the mentioned members whatever its
-// size; nobody for broadcasts. It returns those of them mentioned too.
-func (h *Handler) offline(ctx context.Context, sub *topicpb.Submitted, mentioned []string) (users, offMentioned []string, err error) {
-	switch to := sub.GetTo().(type) {
-	case *topicpb.Submitted_User:
-		if to.User == sub.GetSender() {
-			return nil, nil, nil
+// recipients sets, for each item, the users it mentions (mentioned) and
+// its recipients with no live connection now (offline, and those of them
+// mentioned): the other party of a 1:1 message; the members of a room
+// but the sender, when the room has at most Config.NotifyMembers
+// members, and the mentioned members whatever its size; nobody for
+// broadcasts. The items share one conversation: the room's members and
+// who is online are asked once for them all.
+func (h *Handler) recipients(ctx context.Context, items []*item) error {
+	g, gctx := errgroup.WithContext(ctx)
+	for _, it := range items {
+		if len(it.sub.GetMentions()) > 0 {
+			g.Go(func() (err error) {
+				it.mentioned, err = h.mentioned(gctx, it.sub)
+				return err
+			})
 		}
-		users = []string{to.User}
-	case *topicpb.Submitted_Room:
-		users = slices.Clone(mentioned)
-		if h.cfg.NotifyMembers >= 0 {
-			n, err := h.sizes.get(ctx, h.store, to.Room)
-			if err != nil {
-				return nil, nil, err
+	}
+	var members []string // of a room small enough to notify
+	if to, ok := items[0].sub.GetTo().(*topicpb.Submitted_Room); ok && h.cfg.NotifyMembers >= 0 {
+		g.Go(func() error {
+			n, err := h.sizes.get(gctx, h.store, to.Room)
+			if err != nil || n > h.cfg.NotifyMembers || n == 0 {
+				return err
 			}
-			if n <= h.cfg.NotifyMembers && n > 0 {
-				members, err := h.store.Members(ctx, to.Room)
-				if err != nil {
-					return nil, nil, err
-				}
-				for _, m := range members {
-					if m != sub.GetSender() {
-						users = append(users, m)
-					}
+			members, err = h.store.Members(gctx, to.Room)
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	var all []string
+	for _, it := range items {
+		sub := it.sub
+		switch to := sub.GetTo().(type) {
+		case *topicpb.Submitted_User:
+			if to.User != sub.GetSender() {
+				it.offline = []string{to.User}
+			}
+		case *topicpb.Submitted_Room:
+			users := slices.Clone(it.mentioned)
+			for _, m := range members {
+				if m != sub.GetSender() {
+					users = append(users, m)
 				}
 			}
+			slices.Sort(users)
+			it.offline = slices.Compact(users)
 		}
-	default:
-		return nil, nil, nil
+		all = append(all, it.offline...)
 	}
-	slices.Sort(users)
-	users = slices.Compact(users)
-	if len(users) == 0 {
-		return nil, nil, nil
+	slices.Sort(all)
+	all = slices.Compact(all)
+	if len(all) == 0 {
+		return nil
 	}
-	online, err := h.store.Online(ctx, users...)
+	online, err := h.store.Online(ctx, all...)
 	if err != nil {
-		return nil, nil, err
+		return err
 	}
-	users = slices.DeleteFunc(users, func(u string) bool { return online[u] })
-	for _, u := range mentioned {
-		if slices.Contains(users, u) {
-			offMentioned = append(offMentioned, u)
+	for _, it := range items {
+		it.offline = slices.DeleteFunc(it.offline, func(u string) bool { return online[u] })
+		for _, u := range it.mentioned {
+			if slices.Contains(it.offline, u) {
+				it.offlineMentioned = append(it.offlineMentioned, u)
+			}
 		}
 	}
-	return users, offMentioned, nil
+	return nil
 }
 
 // notify publishes m's OfflineNotice for users.

@@ -1,0 +1,76 @@
+package topics
+
+import (
+	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/laneim/laneim/proto/topicpb"
+)
+
+// AppendBatch appends next, the encoded payload of a later message with
+// the same key, to payload, the encoded payload of a topic whose
+// BatchField is field: the result decodes as payload with next added to
+// its "more" field. It is how a consumer merges a run of messages without
+// decoding them.
+func AppendBatch(payload []byte, field protowire.Number, next []byte) []byte {
+	payload = protowire.AppendTag(payload, field, protowire.BytesType)
+	return protowire.AppendBytes(payload, next)
+}
+
+// SplitSubmitted takes a batch of submissions apart: s, then each of its
+// more in order, depth first (a merged message's more may have more of
+// their own). Each returned submission has no more left: s's are cleared.
+func SplitSubmitted(s *topicpb.Submitted) []*topicpb.Submitted {
+	if len(s.GetMore()) == 0 {
+		return []*topicpb.Submitted{s}
+	}
+	return splitSubmitted(s, nil)
+}
+
+func splitSubmitted(s *topicpb.Submitted, out []*topicpb.Submitted) []*topicpb.Submitted {
+	more := s.More
+	s.More = nil
+	out = append(out, s)
+	for _, m := range more {
+		out = splitSubmitted(m, out)
+	}
+	return out
+}
+
+// SplitRouted takes a batch of routed messages apart: r, then each of its
+// more in order, depth first. Each returned message carries r's targets
+// (comets, room, users, broadcast) and no more: r's are cleared.
+func SplitRouted(r *topicpb.Routed) []*topicpb.Routed {
+	if len(r.GetMore()) == 0 {
+		return []*topicpb.Routed{r}
+	}
+	return splitRouted(r, r, nil)
+}
+
+func splitRouted(top, r *topicpb.Routed, out []*topicpb.Routed) []*topicpb.Routed {
+	more := r.More
+	r.More = nil
+	if r != top {
+		r.Comets, r.Room, r.Users, r.Broadcast = top.GetComets(), top.GetRoom(), top.GetUsers(), top.GetBroadcast()
+	}
+	out = append(out, r)
+	for _, m := range more {
+		out = splitRouted(top, m, out)
+	}
+	return out
+}
+
+// JoinRouted makes one payload of messages of one conversation routed to
+// the same targets, in seq order: the first, carrying the targets, with
+// the others as its more, each left with its message and
+// submitted_unix_ms only. It returns nil for none.
+func JoinRouted(rs []*topicpb.Routed) *topicpb.Routed {
+	if len(rs) == 0 {
+		return nil
+	}
+	top := rs[0]
+	top.More = nil
+	for _, r := range rs[1:] {
+		top.More = append(top.More, &topicpb.Routed{Message: r.GetMessage(), SubmittedUnixMs: r.GetSubmittedUnixMs()})
+	}
+	return top
+}

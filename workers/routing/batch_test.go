@@ -1,0 +1,103 @@
+package routing_test
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+
+	"github.com/laneim/laneim/proto/clientpb"
+	"github.com/laneim/laneim/proto/topicpb"
+	"github.com/laneim/laneim/topics"
+	"github.com/laneim/laneim/workers/routing"
+)
+
+// TestBatch: a merged batch of submissions is routed as if each came
+// alone, in order: plain messages of one conversation share one Routed
+// payload, an edit goes on its own after the message it edits (sent in
+// the same batch), a repeat within the batch is answered with its first
+// one's seq and not routed twice, a refused one is answered and skipped,
+// and every submission gets exactly one answer.
+func TestBatch(t *testing.T) {
+	t.Parallel()
+	h, rec := newHandler(t, routing.Config{}, newWorld(t))
+	lobby := &topicpb.Submitted_Room{Room: "lobby"}
+	sub := func(req uint64, sender, id string) *topicpb.Submitted {
+		return &topicpb.Submitted{Origin: origin, RequestId: req, Sender: sender, ClientMsgId: id, To: lobby, Body: []byte(id)}
+	}
+	edit := sub(5, "alice", "e1")
+	edit.Edits = "m1"
+	refused := sub(4, "carol", "c1") // not a member of lobby
+	batch := sub(1, "alice", "m1")
+	batch.More = []*topicpb.Submitted{sub(2, "bob", "m1"), sub(3, "alice", "m1"), refused, edit, sub(6, "bob", "m2")}
+	if err := handle(t, h, batch); err != nil {
+		t.Fatal(err)
+	}
+
+	var routed [][]uint64 // the seqs of each Routed payload
+	var edits uint64
+	answers := map[uint64]string{} // request → "seq N" or the error code
+	out, _ := withoutNotices(rec.Take())
+	for _, p := range out {
+		switch p.Topic {
+		case topics.Routed.Name:
+			r, err := topics.Routed.Decode(p.Msg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var seqs []uint64
+			for _, m := range topics.SplitRouted(r) {
+				if m.GetRoom() != "lobby" || !slices.Equal(m.GetComets(), []string{"c1"}) {
+					t.Errorf("routed #%d to room %q comets %v, want lobby on c1", m.GetMessage().GetSeq(), m.GetRoom(), m.GetComets())
+				}
+				seqs = append(seqs, m.GetMessage().GetSeq())
+				if m.GetMessage().GetEdits() != 0 {
+					edits = m.GetMessage().GetEdits()
+				}
+			}
+			routed = append(routed, seqs)
+		case topics.Delivery(origin.Comet):
+			d, err := topics.Deliveries.Decode(p.Msg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f := d.GetFrame()
+			if _, dup := answers[f.GetRequestId()]; dup {
+				t.Errorf("request %d answered twice", f.GetRequestId())
+			}
+			if e := f.GetError(); e != nil {
+				answers[f.GetRequestId()] = e.GetCode().String()
+			} else {
+				answers[f.GetRequestId()] = fmt.Sprint("seq ", f.GetSendResult().GetSeq())
+			}
+		default:
+			t.Errorf("published to %s", p.Topic)
+		}
+	}
+	if want := [][]uint64{{1, 2}, {3}, {4}}; fmt.Sprint(routed) != fmt.Sprint(want) {
+		t.Errorf("routed payloads with seqs %v, want %v", routed, want)
+	}
+	if edits != 1 {
+		t.Errorf("the edit names seq %d, want 1", edits)
+	}
+	want := map[uint64]string{1: "seq 1", 2: "seq 2", 3: "seq 1", 4: clientpb.Error_NOT_MEMBER.String(), 5: "seq 3", 6: "seq 4"}
+	if fmt.Sprint(answers) != fmt.Sprint(want) {
+		t.Errorf("answers %v, want %v", answers, want)
+	}
+
+	// The whole batch again, as after a crash before the ack: every
+	// message is answered as a repeat and nothing is routed.
+	again := sub(1, "alice", "m1")
+	again.More = []*topicpb.Submitted{sub(2, "bob", "m1"), sub(6, "bob", "m2")}
+	if err := handle(t, h, again); err != nil {
+		t.Fatal(err)
+	}
+	out, _ = withoutNotices(rec.Take())
+	if len(out) != 3 {
+		t.Fatalf("the repeated batch published %d messages, want its 3 answers", len(out))
+	}
+	for _, p := range out {
+		if p.Topic != topics.Delivery(origin.Comet) {
+			t.Errorf("the repeated batch published to %s", p.Topic)
+		}
+	}
+}
