@@ -37,8 +37,10 @@ func splitSubmitted(s *topicpb.Submitted, out []*topicpb.Submitted) []*topicpb.S
 }
 
 // SplitRouted takes a batch of routed messages apart: r, then each of its
-// more in order, depth first. Each returned message carries r's targets
-// (comets, room, users, broadcast) and no more: r's are cleared.
+// more in order, depth first. Each returned message has no more (r's are
+// cleared) and carries its targets (comets, room, users, broadcast): its
+// own when it has them (a message merged by a consumer), else those of
+// the payload it was joined to (JoinRouted).
 func SplitRouted(r *topicpb.Routed) []*topicpb.Routed {
 	if len(r.GetMore()) == 0 {
 		return []*topicpb.Routed{r}
@@ -46,15 +48,15 @@ func SplitRouted(r *topicpb.Routed) []*topicpb.Routed {
 	return splitRouted(r, r, nil)
 }
 
-func splitRouted(top, r *topicpb.Routed, out []*topicpb.Routed) []*topicpb.Routed {
+func splitRouted(parent, r *topicpb.Routed, out []*topicpb.Routed) []*topicpb.Routed {
 	more := r.More
 	r.More = nil
-	if r != top {
-		r.Comets, r.Room, r.Users, r.Broadcast = top.GetComets(), top.GetRoom(), top.GetUsers(), top.GetBroadcast()
+	if r.GetRoom() == "" && len(r.GetUsers()) == 0 && !r.GetBroadcast() {
+		r.Comets, r.Room, r.Users, r.Broadcast = parent.GetComets(), parent.GetRoom(), parent.GetUsers(), parent.GetBroadcast()
 	}
 	out = append(out, r)
 	for _, m := range more {
-		out = splitRouted(top, m, out)
+		out = splitRouted(r, m, out)
 	}
 	return out
 }

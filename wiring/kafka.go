@@ -244,10 +244,65 @@ func (p *Publisher) Close() error {
 // NewSubscriber returns a subscriber in the consumer group group. A group
 // that has no committed offset starts at the oldest message, so a new
 // handler or a replay sees the whole topic.
+//
+// On the topics whose payloads batch (topics.Spec.BatchField:
+// messages.submitted and messages.routed) it is a BatchingSubscriber,
+// which hands a partition's backlog on in merged messages; a handler of
+// those topics takes each apart (topics.SplitSubmitted,
+// topics.SplitRouted). On the others it is Watermill's Kafka subscriber.
 func NewSubscriber(cfg KafkaConfig, group string, logger *slog.Logger) (message.Subscriber, error) {
+	plain, err := newPlainSubscriber(cfg, group, logger)
+	if err != nil {
+		return nil, err
+	}
+	batching, err := NewBatchingSubscriber(cfg, group, logger, nil)
+	if err != nil {
+		_ = plain.Close()
+		return nil, err
+	}
+	return &subscriber{plain: plain, batching: batching}, nil
+}
+
+// subscriber subscribes to each topic with the subscriber it needs.
+type subscriber struct {
+	plain    message.Subscriber
+	batching *BatchingSubscriber
+}
+
+func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	if spec, ok := topics.Lookup(topic); ok && spec.BatchField != 0 {
+		return s.batching.Subscribe(ctx, topic)
+	}
+	return s.plain.Subscribe(ctx, topic)
+}
+
+func (s *subscriber) Close() error { return errors.Join(s.plain.Close(), s.batching.Close()) }
+
+// newPlainSubscriber returns Watermill's Kafka subscriber in group.
+func newPlainSubscriber(cfg KafkaConfig, group string, logger *slog.Logger) (message.Subscriber, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	sc, err := subscriberSarama(cfg)
+	if err != nil {
+		return nil, err
+	}
+	sub, err := kafka.NewSubscriber(kafka.SubscriberConfig{
+		Brokers:               cfg.Brokers,
+		Unmarshaler:           marshaler,
+		OverwriteSaramaConfig: sc,
+		ConsumerGroup:         group,
+		NackResendSleep:       nackSleep(cfg),
+		ReconnectRetrySleep:   time.Second,
+	}, watermillLogger(logger))
+	if err != nil {
+		return nil, fmt.Errorf("kafka: subscriber for group %s: %w", group, err)
+	}
+	return sub, nil
+}
+
+// subscriberSarama is the Sarama configuration of laneIM's subscribers.
+func subscriberSarama(cfg KafkaConfig) (*sarama.Config, error) {
 	sc, err := cfg.Sarama()
 	if err != nil {
 		return nil, err
@@ -260,18 +315,12 @@ func NewSubscriber(cfg KafkaConfig, group string, logger *slog.Logger) (message.
 	sc.Consumer.Group.Rebalance.Timeout = 10 * time.Second
 	sc.Consumer.Group.Session.Timeout = 10 * time.Second
 	sc.Consumer.Group.Heartbeat.Interval = time.Second
-	sub, err := kafka.NewSubscriber(kafka.SubscriberConfig{
-		Brokers:               cfg.Brokers,
-		Unmarshaler:           marshaler,
-		OverwriteSaramaConfig: sc,
-		ConsumerGroup:         group,
-		NackResendSleep:       cmp.Or(cfg.NackResendSleep, 100*time.Millisecond),
-		ReconnectRetrySleep:   time.Second,
-	}, watermillLogger(logger))
-	if err != nil {
-		return nil, fmt.Errorf("kafka: subscriber for group %s: %w", group, err)
-	}
-	return sub, nil
+	return sc, nil
+}
+
+// nackSleep is cfg's NackResendSleep or its default.
+func nackSleep(cfg KafkaConfig) time.Duration {
+	return cmp.Or(cfg.NackResendSleep, 100*time.Millisecond)
 }
 
 // TopicSpec is a topic to create: name, partition count and, when not

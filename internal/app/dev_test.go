@@ -2,9 +2,11 @@ package app
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -41,6 +43,29 @@ func devTestConfig(t *testing.T) DevConfig {
 	}
 }
 
+// startDev starts a dev cluster on cfg. A port FreePort drew can be taken
+// by another package's test before the cluster binds it: then the ports
+// are drawn again, at most twice more.
+func startDev(t *testing.T, ctx context.Context, cfg *DevConfig) *Dev {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		d, err := StartDev(ctx, *cfg, slog.New(slog.DiscardHandler))
+		if err == nil {
+			return d
+		}
+		if attempt == 3 || !errors.Is(err, syscall.EADDRINUSE) {
+			t.Fatal(err)
+		}
+		t.Logf("start, attempt %d: %v; drawing other ports", attempt, err)
+		fresh := devTestConfig(t)
+		cfg.Settings.CometAddr, cfg.Settings.APIAddr, cfg.EtcdAddr, cfg.EtcdPeerAddr = fresh.Settings.CometAddr, fresh.Settings.APIAddr, fresh.EtcdAddr, fresh.EtcdPeerAddr
+		if cfg.Settings.AdminAddr != "" {
+			cfg.Settings.AdminAddr = freeAddr(t)
+		}
+		cfg.DataDir = fresh.DataDir
+	}
+}
+
 // TestDevCluster runs `laneim dev` in-process on free ports (embedded
 // Kafka-protocol broker, etcd and Redis-protocol server) and chats through it.
 func TestDevCluster(t *testing.T) {
@@ -49,10 +74,7 @@ func TestDevCluster(t *testing.T) {
 	cfg.Settings.AdminAddr = freeAddr(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	d, err := StartDev(ctx, cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := startDev(t, ctx, &cfg)
 	var welcome strings.Builder
 	d.PrintWelcome(&welcome)
 	if !strings.Contains(welcome.String(), "ws://"+cfg.Settings.CometAddr+"/ws") || len(d.EtcdEndpoints()) != 1 {
@@ -183,6 +205,7 @@ func TestDevReadPositionsSurviveRedisLoss(t *testing.T) {
 	cfg := devTestConfig(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
+	d := startDev(t, ctx, &cfg)
 	url := "ws://" + cfg.Settings.CometAddr + "/ws"
 	// logIn logs user in, on a new connection again after an
 	// UNAVAILABLE (a pipeline still starting), up to ten times.
@@ -207,10 +230,6 @@ func TestDevReadPositionsSurviveRedisLoss(t *testing.T) {
 			return conn, res
 		}
 	}
-	d, err := StartDev(ctx, cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
 	alice, _ := logIn("alice")
 	bob, _ := logIn("bob")
 	lobby := topics.RoomConversation("lobby")
@@ -231,7 +250,7 @@ func TestDevReadPositionsSurviveRedisLoss(t *testing.T) {
 		t.Fatalf("close: %v", err)
 	}
 
-	d, err = StartDev(ctx, cfg, slog.New(slog.DiscardHandler))
+	d, err := StartDev(ctx, cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatalf("restart: %v", err)
 	}

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/laneim/laneim/internal/testinfra"
+	"github.com/laneim/laneim/topics"
 	"github.com/laneim/laneim/wiring"
 )
 
@@ -55,7 +56,7 @@ func TestPubSubSuite(t *testing.T) {
 		h := sha256.Sum256([]byte(t.Name()))
 		return withGroup(t, "suite."+hex.EncodeToString(h[:8]))
 	}
-	tests.TestPubSub(t, tests.Features{
+	features := tests.Features{
 		ConsumerGroups:      true,
 		ExactlyOnceDelivery: false, // at-least-once: redelivery after a rebalance or Nack
 		// Messages with one key (KeyMetadata; the suite's carry none, so
@@ -66,5 +67,29 @@ func TestPubSubSuite(t *testing.T) {
 		// offset; it sees old messages only in a new group.
 		NewSubscriberReceivesOldMessages: false,
 		RestartServiceCommand:            nil, // kfake in process: no restart
-	}, perTest, withGroup)
+	}
+	t.Run("watermill", func(t *testing.T) { tests.TestPubSub(t, features, perTest, withGroup) })
+
+	// The batching subscriber, which wiring.NewSubscriber uses on the
+	// topics whose payloads batch, with merging off: the suite's payloads
+	// are not protobuf, and a merged message is by design not the one
+	// the suite published. Its merging is tested in package wiring.
+	batching := func(t *testing.T, group string) (message.Publisher, message.Subscriber) {
+		pub, err := wiring.NewPublisher(kcfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		noMerge := func(string) (topics.Spec, bool) { return topics.Spec{}, false }
+		sub, err := wiring.NewBatchingSubscriber(kcfg, group, logger, noMerge)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pub, sub
+	}
+	t.Run("batching", func(t *testing.T) {
+		tests.TestPubSub(t, features, func(t *testing.T) (message.Publisher, message.Subscriber) {
+			h := sha256.Sum256([]byte(t.Name()))
+			return batching(t, "suite."+hex.EncodeToString(h[:8]))
+		}, batching)
+	})
 }

@@ -52,12 +52,13 @@ func New(pub message.Publisher, logger *slog.Logger) (*Handler, error) {
 // Pipeline returns the pipeline handler consuming topics.Routed with Handle.
 func (h *Handler) Pipeline() pipeline.Handler { return pipeline.On(Name, topics.Routed, h.Handle) }
 
-// Handle publishes one delivery per target comet (Routed.comets, which
-// routing makes distinct), all at once, carrying every message of the
-// batch r (r's message and its more, in seq order), and returns
-// nil (the routed message is acked) once every comet's topic has it. The
-// delivery is encoded once; each comet gets its own Watermill message with
-// those bytes.
+// Handle publishes one delivery per target comet, all at once, and
+// returns nil (the routed message is acked) once every comet's topic has
+// it. A comet's delivery carries, in seq order, every message of the
+// batch r (r's message and its more: topics.SplitRouted) that targets it
+// (Routed.comets, which routing makes distinct). Comets that all get the
+// whole batch share one encoding; each gets its own Watermill message
+// with those bytes.
 //
 // A comet is published to once per message where fan-out can tell: if
 // some comets fail, Handle returns their errors joined (transient: the
@@ -66,36 +67,56 @@ func (h *Handler) Pipeline() pipeline.Handler { return pipeline.On(Name, topics.
 // crash, or a dead letter sent back, can reach a comet twice; the comet
 // drops what it already queued, by conversation and seq.
 func (h *Handler) Handle(_ context.Context, r *topicpb.Routed, msg *message.Message) error {
-	comets := pending(r.GetComets(), msg.Metadata.Get(DeliveredMetadata))
+	rs := topics.SplitRouted(r)
+	var comets []string
+	perComet := map[string][]*clientpb.Message{}
+	for _, m := range rs {
+		for _, c := range m.GetComets() {
+			if _, ok := perComet[c]; !ok {
+				comets = append(comets, c)
+			}
+			perComet[c] = append(perComet[c], m.GetMessage())
+		}
+	}
+	comets = pending(comets, msg.Metadata.Get(DeliveredMetadata))
 	if len(comets) == 0 {
 		return nil
 	}
-	msgs := make([]*clientpb.Message, 0, 1+len(r.GetMore()))
-	for _, m := range topics.SplitRouted(r) {
-		msgs = append(msgs, m.GetMessage())
+	d := &topicpb.Delivery{Room: r.GetRoom(), Users: r.GetUsers(), Broadcast: r.GetBroadcast()}
+	var whole []byte // the delivery of the whole batch, encoded once
+	payloadFor := func(comet string) ([]byte, error) {
+		msgs := perComet[comet]
+		if len(msgs) == len(rs) && whole != nil {
+			return whole, nil
+		}
+		d.Frame = &clientpb.ServerFrame{Body: &clientpb.ServerFrame_Messages{Messages: &clientpb.MessageBatch{Messages: msgs}}}
+		b, err := proto.Marshal(d)
+		if err != nil {
+			return nil, fmt.Errorf("fanout: encode delivery: %w", err)
+		}
+		if len(msgs) == len(rs) {
+			whole = b
+		}
+		return b, nil
 	}
-	d := &topicpb.Delivery{
-		Room:      r.GetRoom(),
-		Users:     r.GetUsers(),
-		Broadcast: r.GetBroadcast(),
-		Frame: &clientpb.ServerFrame{Body: &clientpb.ServerFrame_Messages{
-			Messages: &clientpb.MessageBatch{Messages: msgs},
-		}},
-	}
-	payload, err := proto.Marshal(d)
-	if err != nil {
-		return fmt.Errorf("fanout: encode delivery: %w", err)
+	payloads := make([][]byte, len(comets))
+	for i, comet := range comets {
+		var err error
+		if payloads[i], err = payloadFor(comet); err != nil {
+			return err
+		}
 	}
 	key := topics.Deliveries.Key(d)
+	first := r.GetMessage()
 	errs := make([]error, len(comets))
 	var wg sync.WaitGroup
 	for i, comet := range comets {
 		wg.Go(func() {
 			// A Watermill message must not be shared between Publish calls.
-			out := message.NewMessage(watermill.NewUUID(), payload)
+			out := message.NewMessage(watermill.NewUUID(), payloads[i])
 			out.Metadata.Set(topics.KeyMetadata, key)
 			if err := h.pub.Publish(topics.Delivery(comet), out); err != nil {
-				errs[i] = fmt.Errorf("fanout: deliver %s#%d to %s: %w", r.GetMessage().GetConversation(), r.GetMessage().GetSeq(), comet, err)
+				errs[i] = fmt.Errorf("fanout: deliver %s#%d (%d messages) to %s: %w", first.GetConversation(), first.GetSeq(), len(perComet[comet]), comet, err)
 			}
 		})
 	}

@@ -236,3 +236,41 @@ func TestBatchIsOneDeliveryPerComet(t *testing.T) {
 		}
 	}
 }
+
+// TestMergedBatchFollowsEachMessagesComets: batches merged by the
+// consumer keep their own targets; each comet gets the messages that
+// target it, in order.
+func TestMergedBatchFollowsEachMessagesComets(t *testing.T) {
+	m := func(seq uint64) *clientpb.Message { return &clientpb.Message{Conversation: "room:lobby", Seq: seq} }
+	first, err := proto.Marshal(topics.JoinRouted([]*topicpb.Routed{
+		{Message: m(1), Room: "lobby", Comets: []string{"c1"}}, {Message: m(2)},
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := proto.Marshal(&topicpb.Routed{Message: m(3), Room: "lobby", Comets: []string{"c2", "c1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := message.NewMessage("merged", topics.AppendBatch(first, topics.Routed.BatchField, second))
+	rec := &testinfra.Recorder{}
+	if err := newFanout(t, rec).Pipeline().Handle(msg); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, p := range rec.Take() {
+		d, err := topics.Deliveries.Decode(p.Msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var seqs []uint64
+		for _, m := range d.GetFrame().GetMessages().GetMessages() {
+			seqs = append(seqs, m.GetSeq())
+		}
+		got[p.Topic] = fmt.Sprint(seqs)
+	}
+	want := map[string]string{topics.Delivery("c1"): "[1 2 3]", topics.Delivery("c2"): "[3]"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("deliveries %v, want %v", got, want)
+	}
+}

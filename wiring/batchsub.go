@@ -1,0 +1,284 @@
+package wiring
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/laneim/laneim/topics"
+)
+
+// Merging bounds: a merged message carries at most maxMergeMessages
+// Kafka messages and maxMergeBytes of their payloads (a single larger
+// message still goes alone). Routing turns a merged batch into one
+// Routed payload of about the same size, which must stay below the
+// broker's default limit of about 1 MB per message.
+const (
+	maxMergeMessages = 64
+	maxMergeBytes    = 256 << 10
+)
+
+// BatchingSubscriber is a Watermill subscriber on a Kafka consumer group
+// that merges, on topics that allow it, a run of messages with one key
+// already fetched into one message: it is how a handler gets its
+// partition's backlog in one call. Watermill's Kafka subscriber hands a
+// partition's messages one at a time, each after the previous one is
+// acked, so a handler's round trips bound the partition's rate however
+// far behind it is; merged, a handler pays them once per batch.
+//
+// Merging never waits: a message goes alone when nothing is queued
+// behind it, so a quiet partition sees no added latency. Only payloads
+// that decode are merged: a poison message goes alone, to dead letters
+// without the good ones around it. A merged
+// message is the first one's, with the others' payloads appended as
+// elements of the topic's BatchField (topics.AppendBatch), its UUID and
+// metadata; acked, it commits the offsets of all it carries; nacked, it
+// is handed again whole. On a topic with no BatchField (or where merge
+// says 0), every message goes alone.
+type BatchingSubscriber struct {
+	brokers []string
+	sc      *sarama.Config
+	group   string
+	logger  *slog.Logger
+	lookup  func(topic string) (topics.Spec, bool)
+	nack    time.Duration
+
+	closing   chan struct{}
+	closeOnce sync.Once
+	wg        sync.WaitGroup // Subscribe's goroutines
+}
+
+var _ message.Subscriber = (*BatchingSubscriber)(nil)
+
+// NewBatchingSubscriber returns a subscriber in the consumer group group,
+// configured as NewSubscriber's, that merges messages on the topics whose
+// spec, as lookup finds it, has a BatchField (nil: topics.Lookup).
+func NewBatchingSubscriber(cfg KafkaConfig, group string, logger *slog.Logger, lookup func(topic string) (topics.Spec, bool)) (*BatchingSubscriber, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	sc, err := subscriberSarama(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if lookup == nil {
+		lookup = topics.Lookup
+	}
+	return &BatchingSubscriber{
+		brokers: cfg.Brokers, sc: sc, group: group, logger: logger.With("group", group), lookup: lookup,
+		nack: nackSleep(cfg), closing: make(chan struct{}),
+	}, nil
+}
+
+// Subscribe joins the consumer group on topic and returns its messages.
+// The channel is closed once ctx ends or the subscriber is closed.
+func (s *BatchingSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	select {
+	case <-s.closing:
+		return nil, errors.New("kafka: subscribe on closed subscriber")
+	default:
+	}
+	cg, err := sarama.NewConsumerGroup(s.brokers, s.group, s.sc)
+	if err != nil {
+		return nil, fmt.Errorf("kafka: consumer group %s for %s: %w", s.group, topic, err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	out := make(chan *message.Message)
+	h := &claims{s: s, ctx: ctx, out: out}
+	if spec, ok := s.lookup(topic); ok && spec.BatchField != 0 && spec.New != nil {
+		h.field, h.newPayload = spec.BatchField, spec.New
+	}
+	s.wg.Add(3)
+	go func() { // ends the subscription when the subscriber closes
+		defer s.wg.Done()
+		select {
+		case <-s.closing:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	go func() {
+		defer s.wg.Done()
+		for err := range cg.Errors() {
+			s.logger.Warn("kafka consumer group", "topic", topic, "err", err)
+		}
+	}()
+	go func() {
+		defer s.wg.Done()
+		defer close(out)
+		defer func() {
+			if err := cg.Close(); err != nil {
+				s.logger.Warn("close kafka consumer group", "topic", topic, "err", err)
+			}
+		}()
+		for ctx.Err() == nil {
+			err := cg.Consume(ctx, []string{topic}, h)
+			if errors.Is(err, sarama.ErrClosedConsumerGroup) {
+				return
+			}
+			if err != nil && ctx.Err() == nil {
+				s.logger.Warn("kafka consume, retrying", "topic", topic, "err", err)
+				select {
+				case <-ctx.Done():
+				case <-time.After(time.Second):
+				}
+			}
+		}
+	}()
+	return out, nil
+}
+
+// Close ends every subscription and waits for their goroutines; the
+// messages handed out and not yet acked are handed again to the group's
+// next consumer.
+func (s *BatchingSubscriber) Close() error {
+	s.closeOnce.Do(func() { close(s.closing) })
+	s.wg.Wait()
+	return nil
+}
+
+// claims consumes one subscription's partition claims.
+type claims struct {
+	s   *BatchingSubscriber
+	ctx context.Context
+	out chan<- *message.Message
+	// field is the topic's BatchField, zero when nothing is merged;
+	// newPayload returns a payload to check that a message decodes.
+	field      protowire.Number
+	newPayload func() proto.Message
+}
+
+func (*claims) Setup(sarama.ConsumerGroupSession) error   { return nil }
+func (*claims) Cleanup(sarama.ConsumerGroupSession) error { return nil }
+
+// ConsumeClaim hands the claim's messages on, merged where they may be,
+// each after the previous one is acked, until the claim or the session
+// ends.
+func (h *claims) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
+	in := claim.Messages()
+	var next *sarama.ConsumerMessage // taken from in, not yet handed on
+	for {
+		first := next
+		next = nil
+		if first == nil {
+			select {
+			case m, ok := <-in:
+				if !ok {
+					return nil
+				}
+				first = m
+			case <-sess.Context().Done():
+				return nil
+			case <-h.ctx.Done():
+				return nil
+			}
+		}
+		run := []*sarama.ConsumerMessage{first}
+		if h.field != 0 && h.decodes(first) {
+			run, next = h.gather(run, in)
+		}
+		if !h.handOn(sess, run) {
+			return nil
+		}
+	}
+}
+
+// gather adds to run the messages already queued in in with run's key,
+// within the merging bounds; it returns the first message it took and
+// could not add, if any.
+func (h *claims) gather(run []*sarama.ConsumerMessage, in <-chan *sarama.ConsumerMessage) ([]*sarama.ConsumerMessage, *sarama.ConsumerMessage) {
+	size := len(run[0].Value)
+	for len(run) < maxMergeMessages {
+		select {
+		case m, ok := <-in:
+			if !ok {
+				return run, nil
+			}
+			if !bytes.Equal(m.Key, run[0].Key) || size+len(m.Value) > maxMergeBytes || !h.decodes(m) {
+				return run, m
+			}
+			run = append(run, m)
+			size += len(m.Value)
+		default:
+			return run, nil
+		}
+	}
+	return run, nil
+}
+
+// decodes reports whether m's payload decodes as the topic's payload.
+func (h *claims) decodes(m *sarama.ConsumerMessage) bool {
+	return proto.Unmarshal(m.Value, h.newPayload()) == nil
+}
+
+// handOn hands run on as one message and waits for its ack, handing it
+// again after each nack; acked, the offsets up to run's last are marked
+// for commit, even when the session is ending (a rebalance, the
+// subscription's end): Sarama commits what is marked once every claim
+// returned, before the partition can have a new owner. It reports false
+// when the subscription ended first.
+func (h *claims) handOn(sess sarama.ConsumerGroupSession, run []*sarama.ConsumerMessage) bool {
+	msg, err := marshaler.Unmarshal(run[0])
+	if err != nil {
+		// Only malformed headers get here. The record is handed on
+		// with a new UUID and its key, for its handler to judge (and
+		// dead-letter, if its payload is poison too), not dropped.
+		h.s.logger.Warn("kafka: record with malformed headers", "topic", run[0].Topic, "partition", run[0].Partition, "offset", run[0].Offset, "err", err)
+		msg = message.NewMessage(watermill.NewUUID(), run[0].Value)
+		msg.Metadata.Set(topics.KeyMetadata, string(run[0].Key))
+	}
+	if len(run) > 1 {
+		size := 0
+		for _, m := range run {
+			size += len(m.Value) + 2*binaryVarintLen
+		}
+		payload := append(make([]byte, 0, size), run[0].Value...)
+		for _, m := range run[1:] {
+			payload = topics.AppendBatch(payload, h.field, m.Value)
+		}
+		msg.Payload = payload
+	}
+	ctx, cancel := context.WithCancel(h.ctx)
+	defer cancel()
+	msg.SetContext(ctx)
+	for {
+		select {
+		case h.out <- msg:
+		case <-h.ctx.Done():
+			return false
+		}
+		select {
+		case <-msg.Acked():
+			sess.MarkMessage(run[len(run)-1], "")
+			return true
+		case <-msg.Nacked():
+			msg = msg.Copy()
+			msg.SetContext(ctx)
+			select {
+			case <-time.After(h.s.nack):
+			case <-h.ctx.Done():
+				return false
+			}
+		case <-h.ctx.Done():
+			select {
+			case <-msg.Acked(): // acked as the subscription ended
+				sess.MarkMessage(run[len(run)-1], "")
+			default:
+			}
+			return false
+		}
+	}
+}
+
+// binaryVarintLen is the most bytes a tag or a length takes.
+const binaryVarintLen = 10

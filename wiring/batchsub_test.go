@@ -1,0 +1,174 @@
+package wiring_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/laneim/laneim/internal/testinfra"
+	"github.com/laneim/laneim/proto/topicpb"
+	"github.com/laneim/laneim/topics"
+	"github.com/laneim/laneim/wiring"
+)
+
+// TestBatchingSubscriberMerges: messages queued behind an unacked one are
+// handed on merged, in order, never across a change of key and never
+// with a payload that does not decode, which goes alone; a nacked merged
+// message comes back whole; an acked one commits every offset it
+// carries.
+func TestBatchingSubscriberMerges(t *testing.T) {
+	t.Parallel()
+	kcfg := testinfra.Kafka(t)
+	pub, err := wiring.NewPublisher(kcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pub.Close() })
+	publish := func(msgs ...*message.Message) {
+		t.Helper()
+		if err := pub.Publish(topics.Submitted.Name, msgs...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sub := func(room, id string) *message.Message {
+		m, err := topics.Submitted.Encode(&topicpb.Submitted{Sender: "u", ClientMsgId: id, To: &topicpb.Submitted_Room{Room: room}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	poison := message.NewMessage("poison", []byte{0xff, 0xff})
+	poison.Metadata.Set(topics.KeyMetadata, "room:a")
+	// b is a room whose messages share room a's partition: the order
+	// below is the partition's.
+	b := sameRoomPartition(t, "a")
+	publish(sub("a", "1"), sub("a", "2"), sub("a", "3"), sub(b, "x"), sub("a", "4"), poison, sub("a", "5"))
+
+	const group = "test.batching"
+	subscriber, err := wiring.NewBatchingSubscriber(kcfg, group, slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	in, err := subscriber.Subscribe(ctx, topics.Submitted.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := func() *message.Message {
+		t.Helper()
+		select {
+		case m := <-in:
+			return m
+		case <-ctx.Done():
+			t.Fatal("no message in time")
+			return nil
+		}
+	}
+	ids := func(m *message.Message) []string {
+		t.Helper()
+		if m.UUID == "poison" {
+			return []string{"poison"}
+		}
+		s, err := topics.Submitted.Decode(m)
+		if err != nil {
+			t.Fatalf("message %s does not decode: %v", m.UUID, err)
+		}
+		var out []string
+		for _, s := range topics.SplitSubmitted(s) {
+			out = append(out, s.GetClientMsgId())
+		}
+		return out
+	}
+
+	var groups [][]string
+	var a []string // room a's ids, in the order handed on
+	nacked := false
+	for len(a) < 6 || !slices.Contains(slices.Concat(groups...), "x") {
+		m := next()
+		got := ids(m)
+		if len(groups) == 0 {
+			// Hold the first so that the rest queue up behind it.
+			time.Sleep(300 * time.Millisecond)
+		}
+		if len(got) > 1 && !nacked {
+			nacked = true
+			m.Nack()
+			again := next()
+			if g := ids(again); !slices.Equal(g, got) {
+				t.Fatalf("nacked %v, handed again %v", got, g)
+			}
+			m = again
+		}
+		m.Ack()
+		groups = append(groups, got)
+		if got[0] != "x" {
+			a = append(a, got...)
+		}
+		if len(groups) > 20 {
+			t.Fatalf("too many messages: %v", groups)
+		}
+	}
+	if want := []string{"1", "2", "3", "4", "poison", "5"}; !slices.Equal(a, want) {
+		t.Errorf("room a handed on as %v, want %v in order", groups, want)
+	}
+	for _, g := range groups {
+		if len(g) > 1 && (slices.Contains(g, "poison") || slices.Contains(g, "x")) {
+			t.Errorf("group %v merges a poison message or another key", g)
+		}
+	}
+	if !nacked {
+		t.Errorf("nothing was merged: %v", groups)
+	}
+	if all := slices.Concat(groups...); !slices.Equal(all, []string{"1", "2", "3", "x", "4", "poison", "5"}) {
+		t.Errorf("handed on %v, not in the partition's order", groups)
+	}
+
+	// Everything was acked: a new subscriber of the group starts after it.
+	cancel()
+	if err := subscriber.Close(); err != nil {
+		t.Fatal(err)
+	}
+	publish(sub("a", "after"))
+	again, err := wiring.NewBatchingSubscriber(kcfg, group, slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { again.Close() })
+	ctx, cancel = context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if in, err = again.Subscribe(ctx, topics.Submitted.Name); err != nil {
+		t.Fatal(err)
+	}
+	if got := ids(next()); !slices.Equal(got, []string{"after"}) {
+		t.Errorf("after the acks, the group resumed with %v, want [after]", got)
+	}
+}
+
+// sameRoomPartition returns a room other than room whose conversation's
+// messages go to the same partition of topics.Submitted.
+func sameRoomPartition(t *testing.T, room string) string {
+	t.Helper()
+	p := sarama.NewHashPartitioner(topics.Submitted.Name)
+	part := func(r string) int32 {
+		n, err := p.Partition(&sarama.ProducerMessage{Key: sarama.StringEncoder(topics.RoomConversation(r))}, topics.Submitted.Partitions)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	want := part(room)
+	for i := range 1000 {
+		if r := fmt.Sprint("r", i); part(r) == want {
+			return r
+		}
+	}
+	t.Fatal("no room shares the partition")
+	return ""
+}
