@@ -685,14 +685,20 @@ func (m *member) catchUp(ctx context.Context) error {
 	return nil
 }
 
+// pushers is how many api calls push keeps in flight for a rate: one per
+// 10 msg/s, at least 16 and at most 256. Each call waits for the broker's
+// ack, so a fixed few callers would cap the rate offered at the api's
+// latency on a loaded machine, not at what the cluster can carry.
+func pushers(rate int) int { return min(max(rate/10, 16), 256) }
+
 // push sends cfg.Rate messages a second for cfg.Duration, spread evenly in
-// 10ms ticks, from a few concurrent callers. Each body starts with the send
-// time in Unix nanoseconds.
+// 10ms ticks, from pushers(cfg.Rate) concurrent callers. Each body starts
+// with the send time in Unix nanoseconds.
 func push(ctx context.Context, pc apipb.PushClient, cfg Config, room string) (pushed, failed int64) {
 	jobs := make(chan struct{}, cfg.Rate)
 	var ok, bad atomic.Int64
 	var wg sync.WaitGroup
-	for range 16 {
+	for range pushers(cfg.Rate) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -101,3 +101,13 @@ func TestQuantile(t *testing.T) {
 		}
 	}
 }
+
+func TestPushers(t *testing.T) {
+	for _, tt := range []struct{ rate, want int }{
+		{1, 16}, {160, 16}, {1000, 100}, {2560, 256}, {100000, 256},
+	} {
+		if got := pushers(tt.rate); got != tt.want {
+			t.Errorf("pushers(%d) = %d, want %d", tt.rate, got, tt.want)
+		}
+	}
+}

@@ -218,11 +218,19 @@ func TestBatchIsOneDeliveryPerComet(t *testing.T) {
 	if err := newFanout(t, rec).Pipeline().Handle(encode(t, topics.JoinRouted(rs))); err != nil {
 		t.Fatal(err)
 	}
-	out := rec.Take()
-	if len(out) != 2 {
-		t.Fatalf("published %d deliveries, want one per comet", len(out))
+	got := deliveredSeqs(t, rec)
+	want := map[string]string{topics.Delivery("c1"): "lobby [1 2 3]", topics.Delivery("c2"): "lobby [1 2 3]"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("deliveries %v, want one per comet: %v", got, want)
 	}
-	for _, p := range out {
+}
+
+// deliveredSeqs decodes the deliveries rec took: per delivery topic, its
+// room and the seqs of its messages, in order.
+func deliveredSeqs(t *testing.T, rec *testinfra.Recorder) map[string]string {
+	t.Helper()
+	got := map[string]string{}
+	for _, p := range rec.Take() {
 		d, err := topics.Deliveries.Decode(p.Msg)
 		if err != nil {
 			t.Fatal(err)
@@ -231,10 +239,12 @@ func TestBatchIsOneDeliveryPerComet(t *testing.T) {
 		for _, m := range d.GetFrame().GetMessages().GetMessages() {
 			seqs = append(seqs, m.GetSeq())
 		}
-		if d.GetRoom() != "lobby" || fmt.Sprint(seqs) != "[1 2 3]" {
-			t.Errorf("%s got room %q seqs %v, want lobby [1 2 3]", p.Topic, d.GetRoom(), seqs)
+		if _, dup := got[p.Topic]; dup {
+			t.Errorf("two deliveries to %s", p.Topic)
 		}
+		got[p.Topic] = fmt.Sprint(d.GetRoom(), " ", seqs)
 	}
+	return got
 }
 
 // TestMergedBatchFollowsEachMessagesComets: batches merged by the
@@ -257,19 +267,8 @@ func TestMergedBatchFollowsEachMessagesComets(t *testing.T) {
 	if err := newFanout(t, rec).Pipeline().Handle(msg); err != nil {
 		t.Fatal(err)
 	}
-	got := map[string]string{}
-	for _, p := range rec.Take() {
-		d, err := topics.Deliveries.Decode(p.Msg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var seqs []uint64
-		for _, m := range d.GetFrame().GetMessages().GetMessages() {
-			seqs = append(seqs, m.GetSeq())
-		}
-		got[p.Topic] = fmt.Sprint(seqs)
-	}
-	want := map[string]string{topics.Delivery("c1"): "[1 2 3]", topics.Delivery("c2"): "[3]"}
+	got := deliveredSeqs(t, rec)
+	want := map[string]string{topics.Delivery("c1"): "lobby [1 2 3]", topics.Delivery("c2"): "lobby [3]"}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("deliveries %v, want %v", got, want)
 	}
