@@ -16,7 +16,7 @@ import (
 // payload, an edit goes on its own after the message it edits (sent in
 // the same batch), a repeat within the batch is answered with its first
 // one's seq and not routed twice, a refused one is answered and skipped,
-// and every submission gets exactly one answer.
+// and every submission gets exactly one answer, in the order sent.
 func TestBatch(t *testing.T) {
 	t.Parallel()
 	h, rec := newHandler(t, routing.Config{}, newWorld(t))
@@ -36,6 +36,7 @@ func TestBatch(t *testing.T) {
 	var routed [][]uint64 // the seqs of each Routed payload
 	var edits uint64
 	answers := map[uint64]string{} // request → "seq N" or the error code
+	var order []uint64              // the requests, in the order answered
 	out, _ := withoutNotices(rec.Take())
 	for _, p := range out {
 		switch p.Topic {
@@ -64,6 +65,7 @@ func TestBatch(t *testing.T) {
 			if _, dup := answers[f.GetRequestId()]; dup {
 				t.Errorf("request %d answered twice", f.GetRequestId())
 			}
+			order = append(order, f.GetRequestId())
 			if e := f.GetError(); e != nil {
 				answers[f.GetRequestId()] = e.GetCode().String()
 			} else {
@@ -82,6 +84,9 @@ func TestBatch(t *testing.T) {
 	want := map[uint64]string{1: "seq 1", 2: "seq 2", 3: "seq 1", 4: clientpb.Error_NOT_MEMBER.String(), 5: "seq 3", 6: "seq 4"}
 	if fmt.Sprint(answers) != fmt.Sprint(want) {
 		t.Errorf("answers %v, want %v", answers, want)
+	}
+	if !slices.IsSorted(order) {
+		t.Errorf("requests answered in the order %v, not in the order sent", order)
 	}
 
 	// The whole batch again, as after a crash before the ack: every

@@ -171,15 +171,13 @@ func (h *Handler) handle(ctx context.Context, sub *topicpb.Submitted, msg *messa
 	if errors.Is(err, errNotRestored) {
 		text = "sequence numbers are being restored; retry with the same client_msg_id"
 	}
-	errs := []error{}
-	for _, s := range subs {
+	answers := make([]answer, len(subs))
+	for i, s := range subs {
 		h.logger.Warn("send answered UNAVAILABLE", "sender", s.GetSender(), "client_msg_id", s.GetClientMsgId(), "err", err)
-		if aerr := h.answer(s, topics.ErrorFrame(s.GetRequestId(), clientpb.Error_UNAVAILABLE, text)); aerr != nil {
-			errs = append(errs, aerr)
-		}
+		answers[i] = answer{s, topics.ErrorFrame(s.GetRequestId(), clientpb.Error_UNAVAILABLE, text)}
 	}
-	if len(errs) > 0 {
-		return errors.Join(append(errs, err)...)
+	if aerr := h.answer(answers); aerr != nil {
+		return errors.Join(err, aerr)
 	}
 	return nil
 }

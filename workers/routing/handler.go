@@ -417,12 +417,13 @@ func (h *Handler) finish(ctx context.Context, conv string, items []*item, batch 
 	var marked []directory.Submission
 	var marks []directory.Assigned
 	reads := map[string]uint64{} // sender → its highest seq routed
-	for _, it := range items {
+	answers := make([]answer, len(items))
+	for i, it := range items {
 		if it.refused != nil {
-			g.Go(func() error { return h.answer(it.sub, it.refused.frame(it.sub.GetRequestId())) })
+			answers[i] = answer{it.sub, it.refused.frame(it.sub.GetRequestId())}
 			continue
 		}
-		g.Go(func() error { return h.answer(it.sub, h.result(it, conv, now)) })
+		answers[i] = answer{it.sub, h.result(it, conv, now)}
 		if !it.routed {
 			continue
 		}
@@ -451,6 +452,7 @@ func (h *Handler) finish(ctx context.Context, conv string, items []*item, batch 
 			})
 		}
 	}
+	g.Go(func() error { return h.answer(answers) })
 	if len(marked) > 0 {
 		g.Go(func() error {
 			keep(&markErr, h.store.MarkRoutedMany(ctx, conv, marked, marks))
@@ -752,10 +754,40 @@ func (h *Handler) targets(ctx context.Context, sub *topicpb.Submitted, routed *t
 	return nil
 }
 
-// answer sends a frame to the sender's connection, if it has one.
-func (h *Handler) answer(sub *topicpb.Submitted, frame *clientpb.ServerFrame) error {
-	if err := pipeline.Reply(h.pub, sub.GetOrigin(), frame, nil); err != nil {
-		return fmt.Errorf("routing: answer sender: %w", err)
+// answer is a frame answering a submission.
+type answer struct {
+	sub   *topicpb.Submitted
+	frame *clientpb.ServerFrame
+}
+
+// answer sends each frame to its submission's connection, if it has
+// one. The answers to one comet go in one publish, in the order given,
+// so a sender hears of its messages in the order it sent them.
+func (h *Handler) answer(answers []answer) error {
+	var order []string
+	byTopic := map[string][]*message.Message{}
+	for _, a := range answers {
+		s := a.sub.GetOrigin()
+		if s.GetComet() == "" {
+			continue
+		}
+		topic, out, err := topics.Reply(s, a.frame, nil)
+		if err != nil {
+			return fmt.Errorf("routing: answer sender: %w", err)
+		}
+		if _, ok := byTopic[topic]; !ok {
+			order = append(order, topic)
+		}
+		byTopic[topic] = append(byTopic[topic], out)
 	}
-	return nil
+	var g errgroup.Group
+	for _, topic := range order {
+		g.Go(func() error {
+			if err := h.pub.Publish(topic, byTopic[topic]...); err != nil {
+				return fmt.Errorf("routing: answer %d senders on %s: %w", len(byTopic[topic]), topic, err)
+			}
+			return nil
+		})
+	}
+	return g.Wait()
 }
