@@ -36,7 +36,7 @@ func TestBatch(t *testing.T) {
 	var routed [][]uint64 // the seqs of each Routed payload
 	var edits uint64
 	answers := map[uint64]string{} // request → "seq N" or the error code
-	var order []uint64              // the requests, in the order answered
+	var order []uint64             // the requests, in the order answered
 	out, _ := withoutNotices(rec.Take())
 	for _, p := range out {
 		switch p.Topic {
