@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/laneim/laneim/topics"
+	"github.com/laneim/laneim/wiring/pipeline"
 )
 
 // Merging bounds: a merged message carries at most maxMergeMessages
@@ -62,7 +63,8 @@ var _ message.Subscriber = (*BatchingSubscriber)(nil)
 
 // NewBatchingSubscriber returns a subscriber in the consumer group group,
 // configured as NewSubscriber's, that merges messages on the topics whose
-// spec, as lookup finds it, has a BatchField (nil: topics.Lookup).
+// spec, as lookup finds it, has a BatchField (nil: topics.Lookup). A nil
+// logger discards.
 func NewBatchingSubscriber(cfg KafkaConfig, group string, logger *slog.Logger, lookup func(topic string) (topics.Spec, bool)) (*BatchingSubscriber, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -75,7 +77,7 @@ func NewBatchingSubscriber(cfg KafkaConfig, group string, logger *slog.Logger, l
 		lookup = topics.Lookup
 	}
 	return &BatchingSubscriber{
-		brokers: cfg.Brokers, sc: sc, group: group, logger: logger.With("group", group), lookup: lookup,
+		brokers: cfg.Brokers, sc: sc, group: group, logger: pipeline.Logger(logger).With("group", group), lookup: lookup,
 		nack: nackSleep(cfg), closing: make(chan struct{}),
 	}, nil
 }

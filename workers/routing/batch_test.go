@@ -1,13 +1,21 @@
 package routing_test
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"slices"
+	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/laneim/laneim/internal/testinfra"
 	"github.com/laneim/laneim/proto/clientpb"
 	"github.com/laneim/laneim/proto/topicpb"
 	"github.com/laneim/laneim/topics"
+	"github.com/laneim/laneim/wiring/directory"
 	"github.com/laneim/laneim/workers/routing"
 )
 
@@ -104,5 +112,56 @@ func TestBatch(t *testing.T) {
 		if p.Topic != topics.Delivery(origin.Comet) {
 			t.Errorf("the repeated batch published to %s", p.Topic)
 		}
+	}
+}
+
+// slowMentions is a store whose mention and read-position writes take a
+// while and say when they are done.
+type slowMentions struct {
+	*directory.Store
+	done atomic.Int32
+}
+
+func (s *slowMentions) AddMentions(ctx context.Context, conv string, seq uint64, users []string, keep time.Duration) error {
+	time.Sleep(50 * time.Millisecond)
+	defer s.done.Add(1)
+	return s.Store.AddMentions(ctx, conv, seq, users, keep)
+}
+
+func (s *slowMentions) RaiseRead(ctx context.Context, user, conv string, seq uint64) (uint64, bool, error) {
+	time.Sleep(50 * time.Millisecond)
+	defer s.done.Add(1)
+	return s.Store.RaiseRead(ctx, user, conv, seq)
+}
+
+// watchAnswers is a publisher that notes how many of the store's writes
+// were done when the first answer to origin went out.
+type watchAnswers struct {
+	testinfra.Recorder
+	store *slowMentions
+	seen  atomic.Int32
+}
+
+func (w *watchAnswers) Publish(topic string, msgs ...*message.Message) error {
+	if topic == topics.Delivery(origin.Comet) {
+		w.seen.CompareAndSwap(0, w.store.done.Load()+1)
+	}
+	return w.Recorder.Publish(topic, msgs...)
+}
+
+// TestAnswerAfterWrites: the SendResult goes only once the message's
+// mentions and its sender's read position are written, so that what a
+// client reads after its answer (a login's unread counts) includes them.
+func TestAnswerAfterWrites(t *testing.T) {
+	t.Parallel()
+	store := &slowMentions{Store: newWorld(t)}
+	pub := &watchAnswers{store: store}
+	h := testinfra.Must(routing.New(routing.Config{}, store, pub, slog.New(slog.DiscardHandler)))(t)
+	sub := &topicpb.Submitted{Origin: origin, RequestId: 1, Sender: "alice", ClientMsgId: "m", To: &topicpb.Submitted_Room{Room: "lobby"}, Mentions: []string{"bob"}}
+	if err := handle(t, h, sub); err != nil {
+		t.Fatal(err)
+	}
+	if got := pub.seen.Load() - 1; got != 2 {
+		t.Fatalf("the answer went with %d of the 2 writes (mention, read position) done", got)
 	}
 }

@@ -394,14 +394,16 @@ func (it *item) at(now time.Time) time.Time {
 	return it.a.Time
 }
 
-// finish does what follows the publish of a batch: it answers every
-// submission, marks the routed ones routed, raises their senders' read
-// positions, and records their mentions and offline notices. All of it
-// at once, so that a sender waits for one round trip, not several. A
-// failed answer or notice is returned, to be retried (a marked message
-// is then answered, not routed again). A failed mark alone is only
-// logged: the message is routed and answered, and a repeat of it would
-// be routed again, which comets drop as a repeat.
+// finish does what follows the publish of a batch: it marks the routed
+// messages routed, raises their senders' read positions, records their
+// mentions, publishes their offline notices, and answers every
+// submission. The directory's writes go first, all at once, and the
+// answers after them: a sender that has its SendResult, or whoever logs
+// in after it, reads the state the message left (its read position, its
+// mentions). A failed answer or notice is returned, to be retried (a
+// marked message is then answered, not routed again). A failed write
+// alone is only logged: the message is routed and answered, and a repeat
+// of it would be routed again, which comets drop as a repeat.
 func (h *Handler) finish(ctx context.Context, conv string, items []*item, batch []*topicpb.Routed, now time.Time) error {
 	// The bookkeeping's failures are logged, not returned.
 	var mu sync.Mutex
@@ -413,7 +415,7 @@ func (h *Handler) finish(ctx context.Context, conv string, items []*item, batch 
 			mu.Unlock()
 		}
 	}
-	var g errgroup.Group
+	var g, book errgroup.Group // the publishes; the directory's writes
 	var marked []directory.Submission
 	var marks []directory.Assigned
 	reads := map[string]uint64{} // sender → its highest seq routed
@@ -437,7 +439,7 @@ func (h *Handler) finish(ctx context.Context, conv string, items []*item, batch 
 			g.Go(func() error { return h.notify(m, it.offline, it.offlineMentioned) })
 		}
 		if len(it.mentioned) > 0 {
-			g.Go(func() error {
+			book.Go(func() error {
 				// Kept a minute past the recall window: a recall is
 				// judged against the message's assigned time, routed later.
 				keep(&mentionErr, h.store.AddMentions(ctx, conv, it.a.Seq, it.mentioned, h.cfg.RecallWindow+time.Minute))
@@ -446,26 +448,27 @@ func (h *Handler) finish(ctx context.Context, conv string, items []*item, batch 
 		}
 		if it.target != 0 && it.sub.GetRecalls() != "" {
 			// A recalled message's mentions no longer count as unread.
-			g.Go(func() error {
+			book.Go(func() error {
 				keep(&recallErr, h.store.RecallMentions(ctx, conv, it.target))
 				return nil
 			})
 		}
 	}
-	g.Go(func() error { return h.answer(answers) })
 	if len(marked) > 0 {
-		g.Go(func() error {
+		book.Go(func() error {
 			keep(&markErr, h.store.MarkRoutedMany(ctx, conv, marked, marks))
 			return nil
 		})
 	}
 	for sender, seq := range reads {
-		g.Go(func() error {
+		book.Go(func() error {
 			_, _, err := h.store.RaiseRead(ctx, sender, conv, seq)
 			keep(&readErr, err)
 			return nil
 		})
 	}
+	_ = book.Wait() // its goroutines return nil: their errors are kept
+	g.Go(func() error { return h.answer(answers) })
 	if err := g.Wait(); err != nil {
 		return err
 	}
