@@ -194,3 +194,35 @@ func BenchmarkRoute(b *testing.B) {
 		})
 	}
 }
+
+// TestBatchInSeqOrder: a repeat of a message whose routing never
+// completed keeps its seq, and the batch's Routed payload still lists
+// its messages in seq order.
+func TestBatchInSeqOrder(t *testing.T) {
+	t.Parallel()
+	store := newWorld(t)
+	h, rec := newHandler(t, routing.Config{}, store)
+	// Assigned, then a crash before it was routed.
+	old, err := store.Assign(context.Background(), "room:lobby", "alice", "old", func() string { return "id-old" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	lobby := &topicpb.Submitted_Room{Room: "lobby"}
+	batch := &topicpb.Submitted{Origin: origin, RequestId: 1, Sender: "bob", ClientMsgId: "new", To: lobby}
+	batch.More = []*topicpb.Submitted{{Origin: origin, RequestId: 2, Sender: "alice", ClientMsgId: "old", To: lobby}}
+	if err := handle(t, h, batch); err != nil {
+		t.Fatal(err)
+	}
+	out, _ := withoutNotices(rec.Take())
+	r, err := topics.Routed.Decode(out[0].Msg)
+	if err != nil || out[0].Topic != topics.Routed.Name {
+		t.Fatalf("first published %s, %v; want the routed batch", out[0].Topic, err)
+	}
+	var seqs []uint64
+	for _, m := range topics.SplitRouted(r) {
+		seqs = append(seqs, m.GetMessage().GetSeq())
+	}
+	if want := []uint64{old.Seq, old.Seq + 1}; !slices.Equal(seqs, want) {
+		t.Errorf("routed seqs %v, want %v", seqs, want)
+	}
+}

@@ -5,10 +5,12 @@
 package routing
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -267,9 +269,9 @@ type item struct {
 	// target is the seq of the message an edit or a recall names.
 	target uint64
 	a      directory.Assigned
-	// routed is set when the message is in the batch's Routed payload
-	// (not a repeat of a routed one).
-	routed                               bool
+	// m is the message routed, when it is in the batch's Routed
+	// payload (not a repeat of a routed one).
+	m                                    *clientpb.Message
 	mentioned, offline, offlineMentioned []string
 }
 
@@ -347,10 +349,15 @@ func (h *Handler) routeRun(ctx context.Context, subs []*topicpb.Submitted) error
 			}
 		}
 		inBatch[it.a.Seq] = true
-		it.routed = true
-		batch = append(batch, &topicpb.Routed{Message: h.message(it, conv, now), SubmittedUnixMs: it.sub.GetSubmittedUnixMs()})
+		it.m = h.message(it, conv, now)
+		batch = append(batch, &topicpb.Routed{Message: it.m, SubmittedUnixMs: it.sub.GetSubmittedUnixMs()})
 	}
 	if len(batch) > 0 {
+		// In seq order: a repeat whose routing never completed keeps
+		// the earlier seq it got the first time.
+		slices.SortFunc(batch, func(a, b *topicpb.Routed) int {
+			return cmp.Compare(a.GetMessage().GetSeq(), b.GetMessage().GetSeq())
+		})
 		r := topics.JoinRouted(batch)
 		r.Comets, r.Room, r.Users, r.Broadcast = routed.GetComets(), routed.GetRoom(), routed.GetUsers(), routed.GetBroadcast()
 		out, err := topics.Routed.Encode(r)
@@ -361,7 +368,7 @@ func (h *Handler) routeRun(ctx context.Context, subs []*topicpb.Submitted) error
 			return fmt.Errorf("routing: publish %d routed in %s from #%d: %w", len(batch), conv, r.GetMessage().GetSeq(), err)
 		}
 	}
-	return h.finish(ctx, conv, items, batch, now)
+	return h.finish(ctx, conv, items, now)
 }
 
 // message is the message it routes.
@@ -404,7 +411,7 @@ func (it *item) at(now time.Time) time.Time {
 // marked message is then answered, not routed again). A failed write
 // alone is only logged: the message is routed and answered, and a repeat
 // of it would be routed again, which comets drop as a repeat.
-func (h *Handler) finish(ctx context.Context, conv string, items []*item, batch []*topicpb.Routed, now time.Time) error {
+func (h *Handler) finish(ctx context.Context, conv string, items []*item, now time.Time) error {
 	// The bookkeeping's failures are logged, not returned.
 	var mu sync.Mutex
 	var markErr, readErr, mentionErr, recallErr error
@@ -426,7 +433,7 @@ func (h *Handler) finish(ctx context.Context, conv string, items []*item, batch 
 			continue
 		}
 		answers[i] = answer{it.sub, h.result(it, conv, now)}
-		if !it.routed {
+		if it.m == nil {
 			continue
 		}
 		marked, marks = append(marked, it.submission()), append(marks, it.a)
@@ -434,9 +441,8 @@ func (h *Handler) finish(ctx context.Context, conv string, items []*item, batch 
 			// A sender has read its own message: it does not count as unread.
 			reads[s] = max(reads[s], it.a.Seq)
 		}
-		m := batch[len(marks)-1].GetMessage()
 		if len(it.offline) > 0 {
-			g.Go(func() error { return h.notify(m, it.offline, it.offlineMentioned) })
+			g.Go(func() error { return h.notify(it.m, it.offline, it.offlineMentioned) })
 		}
 		if len(it.mentioned) > 0 {
 			book.Go(func() error {
