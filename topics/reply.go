@@ -1,6 +1,8 @@
 package topics
 
 import (
+	"time"
+
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/laneim/laneim/proto/clientpb"
@@ -21,4 +23,12 @@ func ErrorFrame(requestID uint64, code clientpb.Error_Code, text string) *client
 		RequestId: requestID,
 		Body:      &clientpb.ServerFrame_Error{Error: &clientpb.Error{Code: code, Text: text}},
 	}
+}
+
+// RetryAfterMs is the retry_after_ms of a RATE_LIMITED answer telling to
+// wait d: rounded up to the millisecond, at least 1 and at most an hour,
+// so that a client waiting that long finds the budget refilled.
+func RetryAfterMs(d time.Duration) uint32 {
+	d = min(max(d, time.Millisecond), time.Hour)
+	return uint32((d + time.Millisecond - 1) / time.Millisecond)
 }

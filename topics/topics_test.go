@@ -2,6 +2,7 @@ package topics_test
 
 import (
 	"testing"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"google.golang.org/protobuf/proto"
@@ -104,6 +105,20 @@ func TestSessionEventsAreKeyedByUser(t *testing.T) {
 		out, err := topics.SessionEvents.Decode(msg)
 		if err != nil || !proto.Equal(out, tt.ev) {
 			t.Errorf("round trip of %v = %v, %v", tt.ev, out, err)
+		}
+	}
+}
+
+func TestRetryAfterMs(t *testing.T) {
+	for _, tt := range []struct {
+		d    time.Duration
+		want uint32
+	}{
+		{0, 1}, {time.Microsecond, 1}, {time.Millisecond, 1}, {time.Millisecond + 1, 2},
+		{250 * time.Millisecond, 250}, {2 * time.Hour, 3_600_000},
+	} {
+		if got := topics.RetryAfterMs(tt.d); got != tt.want {
+			t.Errorf("RetryAfterMs(%v) = %d, want %d", tt.d, got, tt.want)
 		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/laneim/laneim/proto/clientpb"
+	"github.com/laneim/laneim/topics"
 )
 
 // Limits on what one connection may send, so that one client cannot take
@@ -89,10 +90,11 @@ func (cn *conn) allow(req uint64, user string, send bool) bool {
 	if sends != nil {
 		what = fmt.Sprintf("more than %g messages a second, %d at once", float64(sends.Limit()), sends.Burst())
 	}
+	ms := topics.RetryAfterMs(d)
 	cn.reply(&clientpb.ServerFrame{RequestId: req, Body: &clientpb.ServerFrame_Error{Error: &clientpb.Error{
 		Code:         clientpb.Error_RATE_LIMITED,
-		Text:         fmt.Sprintf("%s; retry after %d ms", what, d.Milliseconds()+1),
-		RetryAfterMs: uint32(min(d, time.Hour).Milliseconds() + 1),
+		Text:         fmt.Sprintf("%s; retry after %d ms", what, ms),
+		RetryAfterMs: ms,
 	}}})
 	return false
 }

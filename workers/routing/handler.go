@@ -609,8 +609,8 @@ func (h *Handler) check(ctx context.Context, items []*item) error {
 		}
 		if wait := waits[i]; wait > 0 {
 			h.rateLimited.Add(1)
-			ms := (wait + time.Millisecond - 1).Milliseconds()
-			it.refused = &refusal{code: clientpb.Error_RATE_LIMITED, retryAfter: uint32(min(ms, time.Hour.Milliseconds())),
+			ms := topics.RetryAfterMs(wait)
+			it.refused = &refusal{code: clientpb.Error_RATE_LIMITED, retryAfter: ms,
 				text: fmt.Sprintf("more than %g messages a second from this user across the servers; retry after %d ms", h.cfg.UserSendRate, ms)}
 			continue
 		}
