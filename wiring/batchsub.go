@@ -44,8 +44,8 @@ const (
 // message is the first one's, with the others' payloads appended as
 // elements of the topic's BatchField (topics.AppendBatch), its UUID and
 // metadata; acked, it commits the offsets of all it carries; nacked, it
-// is handed again whole. On a topic with no BatchField (or where merge
-// says 0), every message goes alone.
+// is handed again whole. On a topic with no BatchField, every message
+// goes alone.
 type BatchingSubscriber struct {
 	brokers []string
 	sc      *sarama.Config
@@ -54,9 +54,10 @@ type BatchingSubscriber struct {
 	lookup  func(topic string) (topics.Spec, bool)
 	nack    time.Duration
 
-	closing   chan struct{}
-	closeOnce sync.Once
-	wg        sync.WaitGroup // Subscribe's goroutines
+	// closed ends every subscription; closeAll cancels it.
+	closed   context.Context
+	closeAll context.CancelFunc
+	wg     sync.WaitGroup // Subscribe's goroutines
 }
 
 var _ message.Subscriber = (*BatchingSubscriber)(nil)
@@ -76,39 +77,32 @@ func NewBatchingSubscriber(cfg KafkaConfig, group string, logger *slog.Logger, l
 	if lookup == nil {
 		lookup = topics.Lookup
 	}
+	closed, closeAll := context.WithCancel(context.Background())
 	return &BatchingSubscriber{
 		brokers: cfg.Brokers, sc: sc, group: group, logger: pipeline.Logger(logger).With("group", group), lookup: lookup,
-		nack: nackSleep(cfg), closing: make(chan struct{}),
+		nack: nackSleep(cfg), closed: closed, closeAll: closeAll,
 	}, nil
 }
 
 // Subscribe joins the consumer group on topic and returns its messages.
 // The channel is closed once ctx ends or the subscriber is closed.
 func (s *BatchingSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
-	select {
-	case <-s.closing:
+	if s.closed.Err() != nil {
 		return nil, errors.New("kafka: subscribe on closed subscriber")
-	default:
 	}
 	cg, err := sarama.NewConsumerGroup(s.brokers, s.group, s.sc)
 	if err != nil {
 		return nil, fmt.Errorf("kafka: consumer group %s for %s: %w", s.group, topic, err)
 	}
+	// The subscription ends with ctx or when the subscriber closes.
 	ctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(s.closed, cancel)
 	out := make(chan *message.Message)
 	h := &claims{s: s, ctx: ctx, out: out}
 	if spec, ok := s.lookup(topic); ok && spec.BatchField != 0 && spec.New != nil {
 		h.field, h.newPayload = spec.BatchField, spec.New
 	}
-	s.wg.Add(3)
-	go func() { // ends the subscription when the subscriber closes
-		defer s.wg.Done()
-		select {
-		case <-s.closing:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
+	s.wg.Add(2)
 	go func() {
 		defer s.wg.Done()
 		for err := range cg.Errors() {
@@ -117,6 +111,8 @@ func (s *BatchingSubscriber) Subscribe(ctx context.Context, topic string) (<-cha
 	}()
 	go func() {
 		defer s.wg.Done()
+		defer cancel()
+		defer stop()
 		defer close(out)
 		defer func() {
 			if err := cg.Close(); err != nil {
@@ -144,7 +140,7 @@ func (s *BatchingSubscriber) Subscribe(ctx context.Context, topic string) (<-cha
 // messages handed out and not yet acked are handed again to the group's
 // next consumer.
 func (s *BatchingSubscriber) Close() error {
-	s.closeOnce.Do(func() { close(s.closing) })
+	s.closeAll()
 	s.wg.Wait()
 	return nil
 }
@@ -186,7 +182,7 @@ func (h *claims) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.Con
 			}
 		}
 		run := []*sarama.ConsumerMessage{first}
-		if h.field != 0 && h.decodes(first) {
+		if h.field != 0 {
 			run, next = h.gather(run, in)
 		}
 		if !h.handOn(sess, run) {
@@ -197,7 +193,9 @@ func (h *claims) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.Con
 
 // gather adds to run the messages already queued in in with run's key,
 // within the merging bounds; it returns the first message it took and
-// could not add, if any.
+// could not add, if any. Payloads are checked to decode only when there
+// is something to merge: a message that goes alone is decoded once, by
+// its handler.
 func (h *claims) gather(run []*sarama.ConsumerMessage, in <-chan *sarama.ConsumerMessage) ([]*sarama.ConsumerMessage, *sarama.ConsumerMessage) {
 	size := len(run[0].Value)
 	for len(run) < maxMergeMessages {
@@ -206,7 +204,8 @@ func (h *claims) gather(run []*sarama.ConsumerMessage, in <-chan *sarama.Consume
 			if !ok {
 				return run, nil
 			}
-			if !bytes.Equal(m.Key, run[0].Key) || size+len(m.Value) > maxMergeBytes || !h.decodes(m) {
+			if !bytes.Equal(m.Key, run[0].Key) || size+len(m.Value) > maxMergeBytes ||
+				len(run) == 1 && !h.decodes(run[0]) || !h.decodes(m) {
 				return run, m
 			}
 			run = append(run, m)
