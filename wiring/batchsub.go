@@ -57,7 +57,7 @@ type BatchingSubscriber struct {
 	// closed ends every subscription; closeAll cancels it.
 	closed   context.Context
 	closeAll context.CancelFunc
-	wg     sync.WaitGroup // Subscribe's goroutines
+	wg       sync.WaitGroup // Subscribe's goroutines
 }
 
 var _ message.Subscriber = (*BatchingSubscriber)(nil)
