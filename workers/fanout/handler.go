@@ -83,28 +83,23 @@ func (h *Handler) Handle(_ context.Context, r *topicpb.Routed, msg *message.Mess
 		return nil
 	}
 	d := &topicpb.Delivery{Room: r.GetRoom(), Users: r.GetUsers(), Broadcast: r.GetBroadcast()}
+	payloads := make([][]byte, len(comets))
 	var whole []byte // the delivery of the whole batch, encoded once
-	payloadFor := func(comet string) ([]byte, error) {
+	for i, comet := range comets {
 		msgs := perComet[comet]
 		if len(msgs) == len(rs) && whole != nil {
-			return whole, nil
+			payloads[i] = whole
+			continue
 		}
 		d.Frame = &clientpb.ServerFrame{Body: &clientpb.ServerFrame_Messages{Messages: &clientpb.MessageBatch{Messages: msgs}}}
 		b, err := proto.Marshal(d)
 		if err != nil {
-			return nil, fmt.Errorf("fanout: encode delivery: %w", err)
+			return fmt.Errorf("fanout: encode delivery: %w", err)
 		}
 		if len(msgs) == len(rs) {
 			whole = b
 		}
-		return b, nil
-	}
-	payloads := make([][]byte, len(comets))
-	for i, comet := range comets {
-		var err error
-		if payloads[i], err = payloadFor(comet); err != nil {
-			return err
-		}
+		payloads[i] = b
 	}
 	key := topics.Deliveries.Key(d)
 	first := r.GetMessage()

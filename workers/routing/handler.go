@@ -412,7 +412,7 @@ func (it *item) at(now time.Time) time.Time {
 // alone is only logged: the message is routed and answered, and a repeat
 // of it would be routed again, which comets drop as a repeat.
 func (h *Handler) finish(ctx context.Context, conv string, items []*item, now time.Time) error {
-	// The bookkeeping's failures are logged, not returned.
+	// The directory's failures are logged, not returned.
 	var mu sync.Mutex
 	var markErr, readErr, mentionErr, recallErr error
 	keep := func(to *error, err error) {
@@ -422,7 +422,8 @@ func (h *Handler) finish(ctx context.Context, conv string, items []*item, now ti
 			mu.Unlock()
 		}
 	}
-	var g, book errgroup.Group // the publishes; the directory's writes
+	var g errgroup.Group    // the publishes
+	var book sync.WaitGroup // the directory's writes, whose errors are kept
 	var marked []directory.Submission
 	var marks []directory.Assigned
 	reads := map[string]uint64{} // sender → its highest seq routed
@@ -445,35 +446,27 @@ func (h *Handler) finish(ctx context.Context, conv string, items []*item, now ti
 			g.Go(func() error { return h.notify(it.m, it.offline, it.offlineMentioned) })
 		}
 		if len(it.mentioned) > 0 {
-			book.Go(func() error {
+			book.Go(func() {
 				// Kept a minute past the recall window: a recall is
 				// judged against the message's assigned time, routed later.
 				keep(&mentionErr, h.store.AddMentions(ctx, conv, it.a.Seq, it.mentioned, h.cfg.RecallWindow+time.Minute))
-				return nil
 			})
 		}
 		if it.target != 0 && it.sub.GetRecalls() != "" {
 			// A recalled message's mentions no longer count as unread.
-			book.Go(func() error {
-				keep(&recallErr, h.store.RecallMentions(ctx, conv, it.target))
-				return nil
-			})
+			book.Go(func() { keep(&recallErr, h.store.RecallMentions(ctx, conv, it.target)) })
 		}
 	}
 	if len(marked) > 0 {
-		book.Go(func() error {
-			keep(&markErr, h.store.MarkRoutedMany(ctx, conv, marked, marks))
-			return nil
-		})
+		book.Go(func() { keep(&markErr, h.store.MarkRoutedMany(ctx, conv, marked, marks)) })
 	}
 	for sender, seq := range reads {
-		book.Go(func() error {
+		book.Go(func() {
 			_, _, err := h.store.RaiseRead(ctx, sender, conv, seq)
 			keep(&readErr, err)
-			return nil
 		})
 	}
-	_ = book.Wait() // its goroutines return nil: their errors are kept
+	book.Wait()
 	g.Go(func() error { return h.answer(answers) })
 	if err := g.Wait(); err != nil {
 		return err
