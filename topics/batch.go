@@ -2,6 +2,8 @@ package topics
 
 import (
 	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/laneim/laneim/proto/topicpb"
 )
@@ -75,4 +77,37 @@ func JoinRouted(rs []*topicpb.Routed) *topicpb.Routed {
 		top.More = append(top.More, &topicpb.Routed{Message: r.GetMessage(), SubmittedUnixMs: r.GetSubmittedUnixMs()})
 	}
 	return top
+}
+
+// Split takes a batch of t's payloads apart: v, then each element of
+// its BatchField in order, depth first (a merged payload's elements may
+// have more of their own). Each returned payload has its BatchField
+// cleared. A topic with no BatchField has batches of one.
+func Split[T proto.Message](t Topic[T], v T) []T {
+	if t.BatchField == 0 {
+		return []T{v}
+	}
+	fd := v.ProtoReflect().Descriptor().Fields().ByNumber(t.BatchField)
+	if fd == nil || !fd.IsList() {
+		return []T{v}
+	}
+	return split(v, fd, nil)
+}
+
+func split[T proto.Message](v T, fd protoreflect.FieldDescriptor, out []T) []T {
+	m := v.ProtoReflect()
+	list := m.Get(fd).List()
+	out = append(out, v)
+	if list.Len() == 0 {
+		return out
+	}
+	more := make([]T, list.Len())
+	for i := range more {
+		more[i] = list.Get(i).Message().Interface().(T)
+	}
+	m.Clear(fd)
+	for _, e := range more {
+		out = split(e, fd, out)
+	}
+	return out
 }

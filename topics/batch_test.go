@@ -104,3 +104,46 @@ func TestJoinAndSplitRouted(t *testing.T) {
 		t.Error("JoinRouted(nil) is not nil")
 	}
 }
+
+func TestSplit(t *testing.T) {
+	ev := func(user string, more ...*topicpb.SessionEvent) *topicpb.SessionEvent {
+		return &topicpb.SessionEvent{Kind: topicpb.SessionEvent_OPENED, User: user, More: more}
+	}
+	tests := []struct {
+		name string
+		in   *topicpb.SessionEvent
+		want []string
+	}{
+		{"alone", ev("a"), []string{"a"}},
+		{"flat", ev("a", ev("b"), ev("c")), []string{"a", "b", "c"}},
+		{"nested", ev("a", ev("b", ev("c")), ev("d")), []string{"a", "b", "c", "d"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// Round-trip through AppendBatch, as a consumer merges.
+			b, err := proto.Marshal(tt.in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			v := new(topicpb.SessionEvent)
+			if err := proto.Unmarshal(b, v); err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, e := range topics.Split(topics.SessionEvents, v) {
+				if len(e.GetMore()) != 0 {
+					t.Errorf("%s kept %d more", e.GetUser(), len(e.GetMore()))
+				}
+				got = append(got, e.GetUser())
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tt.want) {
+				t.Errorf("split %v, want %v", got, tt.want)
+			}
+		})
+	}
+	// A topic without a BatchField: a batch of one, left as it is.
+	h := &topicpb.HistoryRequest{User: "a"}
+	if got := topics.Split(topics.HistoryRequests, h); len(got) != 1 || got[0] != h {
+		t.Errorf("split of a topic without batches: %v", got)
+	}
+}

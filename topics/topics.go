@@ -47,6 +47,11 @@ type Topic[T proto.Message] struct {
 	// messages into one (AppendBatch), and the handler takes it apart
 	// again (SplitSubmitted, SplitRouted).
 	BatchField protowire.Number
+	// BatchAcrossKeys, with a BatchField, lets a consumer merge a run of
+	// messages of one partition whatever their keys: the handler must
+	// then keep the order of each key's payloads only, as presence does.
+	// Without it only a run with one key is merged.
+	BatchAcrossKeys bool
 	// key returns the partition key of a payload.
 	key func(T) string
 	// new returns an empty payload to decode into.
@@ -88,9 +93,11 @@ var (
 		Partitions: 32,
 		// Its payloads hold bearer tokens: kept no longer than a login
 		// needs (docs/security.md).
-		Retention: time.Hour,
-		key:       func(v *topicpb.LoginRequest) string { return SessionKey(v.GetSession()) },
-		new:       func() *topicpb.LoginRequest { return new(topicpb.LoginRequest) },
+		Retention:       time.Hour,
+		BatchField:      8,
+		BatchAcrossKeys: true,
+		key:             func(v *topicpb.LoginRequest) string { return SessionKey(v.GetSession()) },
+		new:             func() *topicpb.LoginRequest { return new(topicpb.LoginRequest) },
 	}
 
 	// SessionEvents carries the life of connections: opened (from the login
@@ -98,9 +105,11 @@ var (
 	// revocations of memberships and users (from binlogsync), all to the
 	// presence worker. Keyed by user, so a user's events keep their order.
 	SessionEvents = Topic[*topicpb.SessionEvent]{
-		Name:       "session.events",
-		KeyDoc:     "user (heartbeats: comet)",
-		Partitions: 32,
+		Name:            "session.events",
+		KeyDoc:          "user (heartbeats: comet)",
+		Partitions:      32,
+		BatchField:      10,
+		BatchAcrossKeys: true,
 		key: func(v *topicpb.SessionEvent) string {
 			if v.GetKind() == topicpb.SessionEvent_HEARTBEAT {
 				return "comet/" + v.GetSession().GetComet()
@@ -159,6 +168,7 @@ var (
 		Name:       DeliveryPrefix,
 		KeyDoc:     "none (one partition)",
 		Partitions: 1,
+		BatchField: 12,
 		key:        func(*topicpb.Delivery) string { return "" },
 		new:        func() *topicpb.Delivery { return new(topicpb.Delivery) },
 	}
@@ -186,6 +196,8 @@ type Spec struct {
 	Retention  time.Duration
 	// BatchField is the topic's Topic.BatchField.
 	BatchField protowire.Number
+	// BatchAcrossKeys is the topic's Topic.BatchAcrossKeys.
+	BatchAcrossKeys bool
 	// Payload is the full name of the payload's protobuf message type.
 	Payload protoreflect.FullName
 	// New returns an empty payload to decode into.
@@ -194,13 +206,14 @@ type Spec struct {
 
 func spec[T proto.Message](t Topic[T]) Spec {
 	return Spec{
-		Name:       t.Name,
-		KeyDoc:     t.KeyDoc,
-		Partitions: t.Partitions,
-		Retention:  t.Retention,
-		BatchField: t.BatchField,
-		Payload:    t.new().ProtoReflect().Descriptor().FullName(),
-		New:        func() proto.Message { return t.new() },
+		Name:            t.Name,
+		KeyDoc:          t.KeyDoc,
+		Partitions:      t.Partitions,
+		Retention:       t.Retention,
+		BatchField:      t.BatchField,
+		BatchAcrossKeys: t.BatchAcrossKeys,
+		Payload:         t.new().ProtoReflect().Descriptor().FullName(),
+		New:             func() proto.Message { return t.new() },
 	}
 }
 

@@ -31,7 +31,8 @@ const (
 
 // BatchingSubscriber is a Watermill subscriber on a Kafka consumer group
 // that merges, on topics that allow it, a run of messages with one key
-// already fetched into one message: it is how a handler gets its
+// (or any keys, on a topic that batches across keys) already fetched
+// into one message: it is how a handler gets its
 // partition's backlog in one call. Watermill's Kafka subscriber hands a
 // partition's messages one at a time, each after the previous one is
 // acked, so a handler's round trips bound the partition's rate however
@@ -100,7 +101,7 @@ func (s *BatchingSubscriber) Subscribe(ctx context.Context, topic string) (<-cha
 	out := make(chan *message.Message)
 	h := &claims{s: s, ctx: ctx, out: out}
 	if spec, ok := s.lookup(topic); ok && spec.BatchField != 0 && spec.New != nil {
-		h.field, h.newPayload = spec.BatchField, spec.New
+		h.field, h.newPayload, h.anyKey = spec.BatchField, spec.New, spec.BatchAcrossKeys
 	}
 	s.wg.Add(2)
 	go func() {
@@ -154,6 +155,8 @@ type claims struct {
 	// newPayload returns a payload to check that a message decodes.
 	field      protowire.Number
 	newPayload func() proto.Message
+	// anyKey merges a run whatever its keys (topics.Spec.BatchAcrossKeys).
+	anyKey bool
 }
 
 func (*claims) Setup(sarama.ConsumerGroupSession) error   { return nil }
@@ -191,8 +194,8 @@ func (h *claims) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.Con
 	}
 }
 
-// gather adds to run the messages already queued in in with run's key,
-// within the merging bounds; it returns the first message it took and
+// gather adds to run the messages already queued in in with run's key
+// (any key, on a topic that batches across keys), within the merging bounds; it returns the first message it took and
 // could not add, if any. Payloads are checked to decode only when there
 // is something to merge: a message that goes alone is decoded once, by
 // its handler.
@@ -204,7 +207,7 @@ func (h *claims) gather(run []*sarama.ConsumerMessage, in <-chan *sarama.Consume
 			if !ok {
 				return run, nil
 			}
-			if !bytes.Equal(m.Key, run[0].Key) || size+len(m.Value) > maxMergeBytes ||
+			if !h.anyKey && !bytes.Equal(m.Key, run[0].Key) || size+len(m.Value) > maxMergeBytes ||
 				len(run) == 1 && !h.decodes(run[0]) || !h.decodes(m) {
 				return run, m
 			}

@@ -172,3 +172,107 @@ func sameRoomPartition(t *testing.T, room string) string {
 	t.Fatal("no room shares the partition")
 	return ""
 }
+
+// TestBatchingSubscriberMergesAcrossKeys: on a topic that batches across
+// keys (session.events), a run of one partition merges whatever its
+// keys, in the partition's order, and a poison message still goes alone.
+func TestBatchingSubscriberMergesAcrossKeys(t *testing.T) {
+	t.Parallel()
+	kcfg := testinfra.Kafka(t)
+	pub, err := wiring.NewPublisher(kcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pub.Close() })
+	users := sameUserPartition(t, 4)
+	var msgs []*message.Message
+	for i, u := range users {
+		m, err := topics.SessionEvents.Encode(&topicpb.SessionEvent{Kind: topicpb.SessionEvent_CLOSED, User: u})
+		if err != nil {
+			t.Fatal(err)
+		}
+		msgs = append(msgs, m)
+		if i == 2 {
+			poison := message.NewMessage("poison", []byte{0xff, 0xff})
+			poison.Metadata.Set(topics.KeyMetadata, "user/"+u)
+			msgs = append(msgs, poison)
+		}
+	}
+	if err := pub.Publish(topics.SessionEvents.Name, msgs...); err != nil {
+		t.Fatal(err)
+	}
+
+	subscriber, err := wiring.NewBatchingSubscriber(kcfg, "test.across", slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { subscriber.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	in, err := subscriber.Subscribe(ctx, topics.SessionEvents.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var groups [][]string
+	for n := 0; n < len(users)+1; {
+		var m *message.Message
+		select {
+		case m = <-in:
+		case <-ctx.Done():
+			t.Fatalf("no message in time; so far %v", groups)
+		}
+		var got []string
+		if m.UUID == "poison" {
+			got = []string{"poison"}
+		} else {
+			ev, err := topics.SessionEvents.Decode(m)
+			if err != nil {
+				t.Fatalf("message %s does not decode: %v", m.UUID, err)
+			}
+			for _, e := range topics.Split(topics.SessionEvents, ev) {
+				got = append(got, e.GetUser())
+			}
+		}
+		m.Ack()
+		groups = append(groups, got)
+		n += len(got)
+	}
+	want := []string{users[0], users[1], users[2], "poison", users[3]}
+	if all := slices.Concat(groups...); !slices.Equal(all, want) {
+		t.Errorf("handed on %v, want %v in order", groups, want)
+	}
+	merged := false
+	for _, g := range groups {
+		if len(g) > 1 && slices.Contains(g, "poison") {
+			t.Errorf("group %v merges a poison message", g)
+		}
+		merged = merged || len(g) > 1
+	}
+	if !merged {
+		t.Errorf("nothing merged across keys: %v", groups)
+	}
+}
+
+// sameUserPartition returns n users whose session events go to one
+// partition of topics.SessionEvents.
+func sameUserPartition(t *testing.T, n int) []string {
+	t.Helper()
+	p := sarama.NewHashPartitioner(topics.SessionEvents.Name)
+	part := func(u string) int32 {
+		k, err := p.Partition(&sarama.ProducerMessage{Key: sarama.StringEncoder("user/" + u)}, topics.SessionEvents.Partitions)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	out := []string{"u0"}
+	for i := 1; i < 10000 && len(out) < n; i++ {
+		if u := fmt.Sprint("u", i); part(u) == part(out[0]) {
+			out = append(out, u)
+		}
+	}
+	if len(out) < n {
+		t.Fatal("not enough users share a partition")
+	}
+	return out
+}

@@ -1815,3 +1815,49 @@ func TestStrikes(t *testing.T) {
 		return err == nil
 	}, "the address is still refused")
 }
+
+// TestMergedDeliveriesApplyInOrder: the consumer merges a run of
+// deliveries into one message (topics.Deliveries.BatchField); the comet
+// applies each in order, so a join merged before a room's message lets
+// the message through, and a login's answer comes first.
+func TestMergedDeliveriesApplyInOrder(t *testing.T) {
+	f := newFixture(t, comet.Config{})
+	conn := f.dial(client.Options{})
+	ctx := ctxT(t)
+	if err := conn.Write(ctx, &clientpb.ClientFrame{RequestId: 7, Body: &clientpb.ClientFrame_Login{Login: &clientpb.Login{Token: token(t, "alice"), Device: "test"}}}); err != nil {
+		t.Fatal(err)
+	}
+	id := next(f, topics.LoginRequests).GetSession().GetConn()
+	var payload []byte
+	for i, d := range []*topicpb.Delivery{
+		{Conns: []string{id}, Control: &topicpb.Control{Authenticate: "alice"}, Frame: &clientpb.ServerFrame{RequestId: 7, Body: &clientpb.ServerFrame_LoginResult{LoginResult: &clientpb.LoginResult{Ok: true, User: "alice"}}}},
+		{Conns: []string{id}, Control: &topicpb.Control{Join: "lobby"}},
+		roomMessage("lobby", 1),
+		roomMessage("lobby", 2),
+	} {
+		b, err := proto.Marshal(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			payload = b
+		} else {
+			payload = topics.AppendBatch(payload, topics.Deliveries.BatchField, b)
+		}
+	}
+	if err := f.h.Handle(message.NewMessage("merged", payload)); err != nil {
+		t.Fatal(err)
+	}
+	if fr := nextFrame(t, conn); fr.GetLoginResult().GetUser() != "alice" {
+		t.Fatalf("first frame %v, want the login's answer", fr)
+	}
+	var seqs []uint64
+	for len(seqs) < 2 {
+		for _, m := range nextFrame(t, conn).GetMessages().GetMessages() {
+			seqs = append(seqs, m.GetSeq())
+		}
+	}
+	if fmt.Sprint(seqs) != "[1 2]" {
+		t.Errorf("room messages %v, want [1 2]", seqs)
+	}
+}

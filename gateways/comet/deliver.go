@@ -16,12 +16,16 @@ import (
 
 // Pipeline returns the pipeline handler named comet.<id> that consumes the
 // comet's own delivery topic (consumer group laneim.comet.<id>) and
-// applies each Delivery with Deliver. A payload that does not decode is a
+// applies each Delivery with Deliver, in order. A payload that does not decode is a
 // pipeline.Permanent error; every other message is acked, since a
 // connection that is gone needs no retry.
 func (c *Comet) Pipeline() pipeline.Handler {
-	return pipeline.On("comet."+c.cfg.ID, topics.DeliveriesOf(c.cfg.ID), func(_ context.Context, d *topicpb.Delivery, _ *message.Message) error {
-		c.Deliver(d)
+	t := topics.DeliveriesOf(c.cfg.ID)
+	return pipeline.On("comet."+c.cfg.ID, t, func(_ context.Context, d *topicpb.Delivery, _ *message.Message) error {
+		// The consumer merges a run of deliveries into one (topics.Split).
+		for _, d := range topics.Split(t, d) {
+			c.Deliver(d)
+		}
 		return nil
 	})
 }

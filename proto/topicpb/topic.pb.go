@@ -170,8 +170,13 @@ type LoginRequest struct {
 	User string `protobuf:"bytes,6,opt,name=user,proto3" json:"user,omitempty"`
 	// token_expires_unix_ms is the verified token's "exp".
 	TokenExpiresUnixMs int64 `protobuf:"varint,7,opt,name=token_expires_unix_ms,json=tokenExpiresUnixMs,proto3" json:"token_expires_unix_ms,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// more are login requests that followed this one in its partition,
+	// whatever their key: the consumer merges a run of them into one
+	// message (see topics.LoginRequests.BatchField), and the login worker
+	// handles each as if it came alone (topics.Split).
+	More          []*LoginRequest `protobuf:"bytes,8,rep,name=more,proto3" json:"more,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *LoginRequest) Reset() {
@@ -246,6 +251,13 @@ func (x *LoginRequest) GetTokenExpiresUnixMs() int64 {
 	return 0
 }
 
+func (x *LoginRequest) GetMore() []*LoginRequest {
+	if x != nil {
+		return x.More
+	}
+	return nil
+}
+
 // SessionEvent is a change in a connection's life, or in what a user may
 // do with its connections. Topic: session.events, key: user (heartbeats:
 // comet), so a user's events, revocations included, are applied in order.
@@ -273,7 +285,13 @@ type SessionEvent struct {
 	// MEMBERSHIP_REVOKED (for logs) and USER_REVOKED, where it is the close
 	// reason the client sees (WebSocket close code 1008), so keep it short
 	// (at most 123 bytes).
-	Reason        string `protobuf:"bytes,9,opt,name=reason,proto3" json:"reason,omitempty"`
+	Reason string `protobuf:"bytes,9,opt,name=reason,proto3" json:"reason,omitempty"`
+	// more are session events that followed this one in its partition,
+	// whatever their key: the consumer merges a run of them into one
+	// message (see topics.SessionEvents.BatchField). Presence applies
+	// each as if it came alone, a key's events in their order
+	// (topics.Split).
+	More          []*SessionEvent `protobuf:"bytes,10,rep,name=more,proto3" json:"more,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -369,6 +387,13 @@ func (x *SessionEvent) GetReason() string {
 		return x.Reason
 	}
 	return ""
+}
+
+func (x *SessionEvent) GetMore() []*SessionEvent {
+	if x != nil {
+		return x.More
+	}
+	return nil
 }
 
 // LiveSession is one logged-in connection reported by a heartbeat.
@@ -865,12 +890,17 @@ func (x *HistoryRequest) GetCurrentState() bool {
 type Delivery struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Targets: exactly one is set.
-	Conns         []string              `protobuf:"bytes,1,rep,name=conns,proto3" json:"conns,omitempty"`
-	Room          string                `protobuf:"bytes,2,opt,name=room,proto3" json:"room,omitempty"`
-	Users         []string              `protobuf:"bytes,3,rep,name=users,proto3" json:"users,omitempty"`
-	Broadcast     bool                  `protobuf:"varint,4,opt,name=broadcast,proto3" json:"broadcast,omitempty"`
-	Frame         *clientpb.ServerFrame `protobuf:"bytes,10,opt,name=frame,proto3" json:"frame,omitempty"`
-	Control       *Control              `protobuf:"bytes,11,opt,name=control,proto3" json:"control,omitempty"`
+	Conns     []string              `protobuf:"bytes,1,rep,name=conns,proto3" json:"conns,omitempty"`
+	Room      string                `protobuf:"bytes,2,opt,name=room,proto3" json:"room,omitempty"`
+	Users     []string              `protobuf:"bytes,3,rep,name=users,proto3" json:"users,omitempty"`
+	Broadcast bool                  `protobuf:"varint,4,opt,name=broadcast,proto3" json:"broadcast,omitempty"`
+	Frame     *clientpb.ServerFrame `protobuf:"bytes,10,opt,name=frame,proto3" json:"frame,omitempty"`
+	Control   *Control              `protobuf:"bytes,11,opt,name=control,proto3" json:"control,omitempty"`
+	// more are deliveries that followed this one on the topic: the comet's
+	// consumer merges a run of them into one message (see
+	// topics.Deliveries.BatchField) and applies each in order, as if it
+	// came alone (topics.Split).
+	More          []*Delivery `protobuf:"bytes,12,rep,name=more,proto3" json:"more,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -943,6 +973,13 @@ func (x *Delivery) GetFrame() *clientpb.ServerFrame {
 func (x *Delivery) GetControl() *Control {
 	if x != nil {
 		return x.Control
+	}
+	return nil
+}
+
+func (x *Delivery) GetMore() []*Delivery {
+	if x != nil {
+		return x.More
 	}
 	return nil
 }
@@ -1095,7 +1132,7 @@ const file_topic_proto_rawDesc = "" +
 	"\vtopic.proto\x12\x0flaneim.topic.v1\x1a\fclient.proto\"3\n" +
 	"\aSession\x12\x14\n" +
 	"\x05comet\x18\x01 \x01(\tR\x05comet\x12\x12\n" +
-	"\x04conn\x18\x02 \x01(\tR\x04conn\"\xf7\x01\n" +
+	"\x04conn\x18\x02 \x01(\tR\x04conn\"\xaa\x02\n" +
 	"\fLoginRequest\x122\n" +
 	"\asession\x18\x01 \x01(\v2\x18.laneim.topic.v1.SessionR\asession\x12\x1d\n" +
 	"\n" +
@@ -1103,7 +1140,8 @@ const file_topic_proto_rawDesc = "" +
 	"\x06device\x18\x04 \x01(\tR\x06device\x12(\n" +
 	"\x10received_unix_ms\x18\x05 \x01(\x03R\x0ereceivedUnixMs\x12\x12\n" +
 	"\x04user\x18\x06 \x01(\tR\x04user\x121\n" +
-	"\x15token_expires_unix_ms\x18\a \x01(\x03R\x12tokenExpiresUnixMsJ\x04\b\x03\x10\x04R\x05token\"\xcb\x03\n" +
+	"\x15token_expires_unix_ms\x18\a \x01(\x03R\x12tokenExpiresUnixMs\x121\n" +
+	"\x04more\x18\b \x03(\v2\x1d.laneim.topic.v1.LoginRequestR\x04moreJ\x04\b\x03\x10\x04R\x05token\"\xfe\x03\n" +
 	"\fSessionEvent\x126\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\".laneim.topic.v1.SessionEvent.KindR\x04kind\x122\n" +
 	"\asession\x18\x02 \x01(\v2\x18.laneim.topic.v1.SessionR\asession\x12\x12\n" +
@@ -1115,7 +1153,9 @@ const file_topic_proto_rawDesc = "" +
 	"\ftime_unix_ms\x18\a \x01(\x03R\n" +
 	"timeUnixMs\x120\n" +
 	"\x04live\x18\b \x03(\v2\x1c.laneim.topic.v1.LiveSessionR\x04live\x12\x16\n" +
-	"\x06reason\x18\t \x01(\tR\x06reason\"\x83\x01\n" +
+	"\x06reason\x18\t \x01(\tR\x06reason\x121\n" +
+	"\x04more\x18\n" +
+	" \x03(\v2\x1d.laneim.topic.v1.SessionEventR\x04more\"\x83\x01\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\n" +
 	"\n" +
@@ -1170,7 +1210,7 @@ const file_topic_proto_rawDesc = "" +
 	"\x03ack\x18\b \x01(\v2\x15.laneim.client.v1.AckR\x03ack\x120\n" +
 	"\x06typing\x18\t \x01(\v2\x18.laneim.client.v1.TypingR\x06typing\x12#\n" +
 	"\rcurrent_state\x18\n" +
-	" \x01(\bR\fcurrentState\"\xd1\x01\n" +
+	" \x01(\bR\fcurrentState\"\x80\x02\n" +
 	"\bDelivery\x12\x14\n" +
 	"\x05conns\x18\x01 \x03(\tR\x05conns\x12\x12\n" +
 	"\x04room\x18\x02 \x01(\tR\x04room\x12\x14\n" +
@@ -1178,7 +1218,8 @@ const file_topic_proto_rawDesc = "" +
 	"\tbroadcast\x18\x04 \x01(\bR\tbroadcast\x123\n" +
 	"\x05frame\x18\n" +
 	" \x01(\v2\x1d.laneim.client.v1.ServerFrameR\x05frame\x122\n" +
-	"\acontrol\x18\v \x01(\v2\x18.laneim.topic.v1.ControlR\acontrol\"m\n" +
+	"\acontrol\x18\v \x01(\v2\x18.laneim.topic.v1.ControlR\acontrol\x12-\n" +
+	"\x04more\x18\f \x03(\v2\x19.laneim.topic.v1.DeliveryR\x04more\"m\n" +
 	"\aControl\x12\"\n" +
 	"\fauthenticate\x18\x01 \x01(\tR\fauthenticate\x12\x12\n" +
 	"\x04join\x18\x02 \x01(\tR\x04join\x12\x14\n" +
@@ -1223,25 +1264,28 @@ var file_topic_proto_goTypes = []any{
 }
 var file_topic_proto_depIdxs = []int32{
 	1,  // 0: laneim.topic.v1.LoginRequest.session:type_name -> laneim.topic.v1.Session
-	0,  // 1: laneim.topic.v1.SessionEvent.kind:type_name -> laneim.topic.v1.SessionEvent.Kind
-	1,  // 2: laneim.topic.v1.SessionEvent.session:type_name -> laneim.topic.v1.Session
-	4,  // 3: laneim.topic.v1.SessionEvent.live:type_name -> laneim.topic.v1.LiveSession
-	1,  // 4: laneim.topic.v1.Submitted.origin:type_name -> laneim.topic.v1.Session
-	5,  // 5: laneim.topic.v1.Submitted.more:type_name -> laneim.topic.v1.Submitted
-	11, // 6: laneim.topic.v1.Routed.message:type_name -> laneim.client.v1.Message
-	6,  // 7: laneim.topic.v1.Routed.more:type_name -> laneim.topic.v1.Routed
-	1,  // 8: laneim.topic.v1.HistoryRequest.session:type_name -> laneim.topic.v1.Session
-	12, // 9: laneim.topic.v1.HistoryRequest.conversations:type_name -> laneim.client.v1.Conversations
-	13, // 10: laneim.topic.v1.HistoryRequest.ack:type_name -> laneim.client.v1.Ack
-	14, // 11: laneim.topic.v1.HistoryRequest.typing:type_name -> laneim.client.v1.Typing
-	15, // 12: laneim.topic.v1.Delivery.frame:type_name -> laneim.client.v1.ServerFrame
-	9,  // 13: laneim.topic.v1.Delivery.control:type_name -> laneim.topic.v1.Control
-	11, // 14: laneim.topic.v1.OfflineNotice.message:type_name -> laneim.client.v1.Message
-	15, // [15:15] is the sub-list for method output_type
-	15, // [15:15] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	2,  // 1: laneim.topic.v1.LoginRequest.more:type_name -> laneim.topic.v1.LoginRequest
+	0,  // 2: laneim.topic.v1.SessionEvent.kind:type_name -> laneim.topic.v1.SessionEvent.Kind
+	1,  // 3: laneim.topic.v1.SessionEvent.session:type_name -> laneim.topic.v1.Session
+	4,  // 4: laneim.topic.v1.SessionEvent.live:type_name -> laneim.topic.v1.LiveSession
+	3,  // 5: laneim.topic.v1.SessionEvent.more:type_name -> laneim.topic.v1.SessionEvent
+	1,  // 6: laneim.topic.v1.Submitted.origin:type_name -> laneim.topic.v1.Session
+	5,  // 7: laneim.topic.v1.Submitted.more:type_name -> laneim.topic.v1.Submitted
+	11, // 8: laneim.topic.v1.Routed.message:type_name -> laneim.client.v1.Message
+	6,  // 9: laneim.topic.v1.Routed.more:type_name -> laneim.topic.v1.Routed
+	1,  // 10: laneim.topic.v1.HistoryRequest.session:type_name -> laneim.topic.v1.Session
+	12, // 11: laneim.topic.v1.HistoryRequest.conversations:type_name -> laneim.client.v1.Conversations
+	13, // 12: laneim.topic.v1.HistoryRequest.ack:type_name -> laneim.client.v1.Ack
+	14, // 13: laneim.topic.v1.HistoryRequest.typing:type_name -> laneim.client.v1.Typing
+	15, // 14: laneim.topic.v1.Delivery.frame:type_name -> laneim.client.v1.ServerFrame
+	9,  // 15: laneim.topic.v1.Delivery.control:type_name -> laneim.topic.v1.Control
+	8,  // 16: laneim.topic.v1.Delivery.more:type_name -> laneim.topic.v1.Delivery
+	11, // 17: laneim.topic.v1.OfflineNotice.message:type_name -> laneim.client.v1.Message
+	18, // [18:18] is the sub-list for method output_type
+	18, // [18:18] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_topic_proto_init() }

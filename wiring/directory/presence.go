@@ -12,21 +12,28 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// joinScript adds a connection to a room. KEYS: conns, users, comets of
-// the room (one slot). ARGV: session id, user, comet. Only a connection
-// not yet in the room changes the counts, so a repeat is harmless.
-// Returns {online users, connections, user changed (0/1)}.
+// joinScript adds connections to a room. KEYS: conns, users, comets of
+// the room (one slot). ARGV: triples of session id, user, comet, one per
+// connection. Only a connection not yet in the room changes the counts,
+// so a repeat is harmless. Returns, per triple in order, {online users,
+// connections, user changed (0/1)} after it.
 var joinScript = redis.NewScript(`
-local added = redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-local changed = 0
-if added == 1 then
-  if redis.call('HINCRBY', KEYS[2], ARGV[2], 1) == 1 then changed = 1 end
-  redis.call('HINCRBY', KEYS[3], ARGV[3], 1)
+local out = {}
+for i = 1, #ARGV, 3 do
+  local changed = 0
+  if redis.call('HSET', KEYS[1], ARGV[i], ARGV[i+1]) == 1 then
+    if redis.call('HINCRBY', KEYS[2], ARGV[i+1], 1) == 1 then changed = 1 end
+    redis.call('HINCRBY', KEYS[3], ARGV[i+2], 1)
+  end
+  out[#out+1] = redis.call('HLEN', KEYS[2])
+  out[#out+1] = redis.call('HLEN', KEYS[1])
+  out[#out+1] = changed
 end
-return {redis.call('HLEN', KEYS[2]), redis.call('HLEN', KEYS[1]), changed}
+return out
 `)
 
-// leaveScript undoes joinScript, with the same keys and arguments.
+// leaveScript undoes joinScript for one connection: the same keys, one
+// triple of arguments.
 var leaveScript = redis.NewScript(`
 local removed = redis.call('HDEL', KEYS[1], ARGV[1])
 local changed = 0
@@ -90,9 +97,9 @@ func (s *Store) OpenSession(ctx context.Context, sess Session, ttl time.Duration
 // comet died until the sweeper closes them (their deadline, at most the
 // TTL after the last heartbeat).
 func (s *Store) OpenSessionWithin(ctx context.Context, sess Session, ttl time.Duration, limit int) (opened bool, err error) {
-	id := sessionID(SessionRef{Comet: sess.Comet, Conn: sess.Conn})
 	if limit == 0 {
 		// Only a repeat opens.
+		id := sessionID(SessionRef{Comet: sess.Comet, Conn: sess.Conn})
 		repeat, err := s.rdb.HExists(ctx, userSessionsKey(sess.User), id).Result()
 		if err != nil {
 			return false, fmt.Errorf("directory: open session %s: %w", id, err)
@@ -102,42 +109,11 @@ func (s *Store) OpenSessionWithin(ctx context.Context, sess Session, ttl time.Du
 		}
 		limit = -1
 	}
-	now := time.Now()
-	// Deadline first: if a later step fails, the sweeper still cleans up.
-	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		p.ZAdd(ctx, sessionsDeadlineKey, redis.Z{Score: deadline(now, ttl), Member: id})
-		p.ZAdd(ctx, cometsDeadlineKey, redis.Z{Score: deadline(now, ttl), Member: sess.Comet})
-		p.HSet(ctx, sessionKey(id), "user", sess.User, "device", sess.Device, "comet", sess.Comet, "conn", sess.Conn)
-		return nil
-	})
+	ok, err := s.OpenSessionsWithin(ctx, []Session{sess}, ttl, limit)
 	if err != nil {
-		return false, fmt.Errorf("directory: open session %s: %w", id, err)
+		return false, err
 	}
-	var added, count *redis.IntCmd
-	_, err = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error { // the user's slot
-		added = p.HSet(ctx, userSessionsKey(sess.User), id, sess.Device)
-		count = p.HLen(ctx, userSessionsKey(sess.User))
-		p.Set(ctx, userOnlineKey(sess.User), "1", ttl)
-		return nil
-	})
-	if err != nil {
-		return false, fmt.Errorf("directory: open session %s: %w", id, err)
-	}
-	if limit < 0 || added.Val() == 0 || count.Val() <= int64(limit) {
-		return true, nil
-	}
-	// Refused: take back what was written. The online flag stays: the
-	// user has at least limit other sessions.
-	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		p.HDel(ctx, userSessionsKey(sess.User), id)
-		p.Del(ctx, sessionKey(id))
-		p.ZRem(ctx, sessionsDeadlineKey, id)
-		return nil
-	})
-	if err != nil {
-		return false, fmt.Errorf("directory: refuse session %s: %w", id, err)
-	}
-	return false, nil
+	return ok[0], nil
 }
 
 func roomCount(room string, v any) (RoomCount, error) {
@@ -157,16 +133,11 @@ func roomCount(room string, v any) (RoomCount, error) {
 // JoinRoom records that a connection of user receives room. Idempotent:
 // joining twice counts once.
 func (s *Store) JoinRoom(ctx context.Context, ref SessionRef, user, room string) (RoomCount, error) {
-	id := sessionID(ref)
-	// The session remembers its rooms first, so closing it finds them all.
-	if err := s.rdb.SAdd(ctx, sessionRoomsKey(id), room).Err(); err != nil {
-		return RoomCount{}, fmt.Errorf("directory: %s joins %s: %w", id, room, err)
-	}
-	v, err := joinScript.Run(ctx, s.rdb, []string{roomConnsKey(room), roomUsersKey(room), roomCometsKey(room)}, id, user, ref.Comet).Result()
+	rc, err := s.JoinRooms(ctx, []Join{{Ref: ref, User: user, Room: room}})
 	if err != nil {
-		return RoomCount{}, fmt.Errorf("directory: %s joins %s: %w", id, room, err)
+		return RoomCount{}, err
 	}
-	return roomCount(room, v)
+	return rc[0], nil
 }
 
 // LeaveRoom undoes JoinRoom. Idempotent.

@@ -123,3 +123,37 @@ func Reply(pub message.Publisher, s *topicpb.Session, frame *clientpb.ServerFram
 func ReplyError(pub message.Publisher, s *topicpb.Session, requestID uint64, code clientpb.Error_Code, text string) error {
 	return Reply(pub, s, topics.ErrorFrame(requestID, code, text), nil)
 }
+
+// Answer is one reply of ReplyAll: frame, with ctl if it is not nil, to
+// the connection of Session.
+type Answer struct {
+	Session *topicpb.Session
+	Frame   *clientpb.ServerFrame
+	Control *topicpb.Control
+}
+
+// ReplyAll sends each answer as Reply does, a comet's answers in one
+// publish, in the order given, and returns once the broker has them all.
+func ReplyAll(pub message.Publisher, answers []Answer) error {
+	var order []string
+	byTopic := map[string][]*message.Message{}
+	for _, a := range answers {
+		if a.Session.GetComet() == "" {
+			continue
+		}
+		topic, out, err := topics.Reply(a.Session, a.Frame, a.Control)
+		if err != nil {
+			return err
+		}
+		if _, ok := byTopic[topic]; !ok {
+			order = append(order, topic)
+		}
+		byTopic[topic] = append(byTopic[topic], out)
+	}
+	for _, topic := range order {
+		if err := pub.Publish(topic, byTopic[topic]...); err != nil {
+			return fmt.Errorf("reply to %d connections on %s: %w", len(byTopic[topic]), topic, err)
+		}
+	}
+	return nil
+}

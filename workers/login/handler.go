@@ -28,10 +28,11 @@ import (
 // Name is the handler's name; its consumer group is laneim.login.
 const Name = "login"
 
-// Users looks users up in the directory; *directory.Store implements it.
-// It must be safe for concurrent use.
+// Users looks users up in the directory, many at once; *directory.Store
+// implements it. It must be safe for concurrent use.
 type Users interface {
-	User(ctx context.Context, id string) (directory.User, bool, error)
+	// Users returns the users among ids that exist, by id.
+	Users(ctx context.Context, ids ...string) (map[string]directory.User, error)
 }
 
 // Handler handles login requests. It is safe for concurrent use.
@@ -59,21 +60,28 @@ func (h *Handler) Pipeline() pipeline.Handler {
 // answerWithin bounds the work on one login.
 const answerWithin = 2 * time.Second
 
-// handle runs Handle within answerWithin. When it fails (the directory or
-// the broker down), the client is answered UNAVAILABLE and the request is
-// acked rather than retried while the client waits; it also never goes to
-// dead letters, where its bearer token would be kept (issue 11). Only a
-// failure to send that answer is returned, to be retried.
+// handle takes apart the batch a consumer may have merged
+// (topics.LoginRequests batches across keys) and runs HandleBatch within
+// answerWithin. When it fails (the directory or the broker down), every
+// client of the batch is answered UNAVAILABLE and the request is acked
+// rather than retried while the clients wait; it also never goes to dead
+// letters, where its bearer token would be kept (issue 11). Only a
+// failure to send those answers is returned, to be retried.
 func (h *Handler) handle(ctx context.Context, req *topicpb.LoginRequest, msg *message.Message) error {
 	ctx, cancel := context.WithTimeout(ctx, answerWithin)
 	defer cancel()
-	err := h.Handle(ctx, req, msg)
+	reqs := topics.Split(topics.LoginRequests, req)
+	err := h.HandleBatch(ctx, reqs)
 	if err == nil || pipeline.IsPermanent(err) {
 		return err
 	}
-	h.logger.Warn("login answered UNAVAILABLE", "session", topics.SessionKey(req.GetSession()), "err", err)
-	if rerr := h.refuse(req, clientpb.Error_UNAVAILABLE, "login unavailable now; retry"); rerr != nil {
-		return errors.Join(err, rerr)
+	answers := make([]pipeline.Answer, len(reqs))
+	for i, r := range reqs {
+		h.logger.Warn("login answered UNAVAILABLE", "session", topics.SessionKey(r.GetSession()), "err", err)
+		answers[i] = pipeline.Answer{Session: r.GetSession(), Frame: topics.ErrorFrame(r.GetRequestId(), clientpb.Error_UNAVAILABLE, "login unavailable now; retry")}
+	}
+	if rerr := pipeline.ReplyAll(h.pub, answers); rerr != nil {
+		return errors.Join(err, fmt.Errorf("login: refuse: %w", rerr))
 	}
 	return nil
 }
@@ -86,49 +94,67 @@ func (h *Handler) handle(ctx context.Context, req *topicpb.LoginRequest, msg *me
 // the broker has the message, and the request is acked. A directory or
 // broker failure is returned plainly, to be retried.
 func (h *Handler) Handle(ctx context.Context, req *topicpb.LoginRequest, _ *message.Message) error {
-	sess := req.GetSession()
-	user := req.GetUser()
-	if exp := req.GetTokenExpiresUnixMs(); exp == 0 {
-		// Comets always set it: this request did not come from one.
-		h.logger.Debug("login refused: no token expiry", "session", topics.SessionKey(sess))
-		return h.refuse(req, clientpb.Error_BAD_TOKEN, "invalid token")
-	} else if h.now().UnixMilli() > exp {
-		h.logger.Debug("login refused: token expired", "session", topics.SessionKey(sess))
-		return h.refuse(req, clientpb.Error_BAD_TOKEN, "token expired")
-	}
-	if err := topics.CheckID("user", user); err != nil {
-		// The comet refuses such a subject; this holds for any writer
-		// of the topic (topics.ValidID).
-		h.logger.Debug("login refused", "session", topics.SessionKey(sess), "err", err)
-		return h.refuse(req, clientpb.Error_BAD_TOKEN, "token subject is not a valid user id")
-	}
-	u, ok, err := h.users.User(ctx, user)
-	if err != nil {
-		return fmt.Errorf("login: %w", err)
-	}
-	if !ok || u.Disabled {
-		h.logger.Debug("login refused", "session", topics.SessionKey(sess), "user", user, "known", ok)
-		return h.refuse(req, clientpb.Error_UNKNOWN_USER, "unknown or disabled user")
-	}
-	out, err := topics.SessionEvents.Encode(&topicpb.SessionEvent{
-		Kind:       topicpb.SessionEvent_OPENED,
-		Session:    sess,
-		User:       user,
-		Device:     req.GetDevice(),
-		RequestId:  req.GetRequestId(),
-		TimeUnixMs: h.now().UnixMilli(),
-	})
-	if err != nil {
-		return err
-	}
-	if err := h.pub.Publish(topics.SessionEvents.Name, out); err != nil {
-		return fmt.Errorf("login: publish session opened: %w", err)
-	}
-	return nil
+	return h.HandleBatch(ctx, []*topicpb.LoginRequest{req})
 }
 
-func (h *Handler) refuse(req *topicpb.LoginRequest, code clientpb.Error_Code, text string) error {
-	if err := pipeline.ReplyError(h.pub, req.GetSession(), req.GetRequestId(), code, text); err != nil {
+// HandleBatch processes login requests as Handle processes each: the
+// directory is asked about all their users at once, the accepted logins
+// are announced in one publish, and each comet's refusals go in one.
+func (h *Handler) HandleBatch(ctx context.Context, reqs []*topicpb.LoginRequest) error {
+	now := h.now().UnixMilli()
+	var answers []pipeline.Answer
+	refuse := func(req *topicpb.LoginRequest, code clientpb.Error_Code, text string) {
+		h.logger.Debug("login refused", "session", topics.SessionKey(req.GetSession()), "user", req.GetUser(), "reason", text)
+		answers = append(answers, pipeline.Answer{Session: req.GetSession(), Frame: topics.ErrorFrame(req.GetRequestId(), code, text)})
+	}
+	var pending []*topicpb.LoginRequest
+	var ids []string
+	for _, req := range reqs {
+		if exp := req.GetTokenExpiresUnixMs(); exp == 0 {
+			// Comets always set it: this request did not come from one.
+			refuse(req, clientpb.Error_BAD_TOKEN, "invalid token")
+		} else if now > exp {
+			refuse(req, clientpb.Error_BAD_TOKEN, "token expired")
+		} else if topics.CheckID("user", req.GetUser()) != nil {
+			// The comet refuses such a subject; this holds for any
+			// writer of the topic (topics.ValidID).
+			refuse(req, clientpb.Error_BAD_TOKEN, "token subject is not a valid user id")
+		} else {
+			pending = append(pending, req)
+			ids = append(ids, req.GetUser())
+		}
+	}
+	var events []*message.Message
+	if len(pending) > 0 {
+		known, err := h.users.Users(ctx, ids...)
+		if err != nil {
+			return fmt.Errorf("login: %w", err)
+		}
+		for _, req := range pending {
+			if u, ok := known[req.GetUser()]; !ok || u.Disabled {
+				refuse(req, clientpb.Error_UNKNOWN_USER, "unknown or disabled user")
+				continue
+			}
+			out, err := topics.SessionEvents.Encode(&topicpb.SessionEvent{
+				Kind:       topicpb.SessionEvent_OPENED,
+				Session:    req.GetSession(),
+				User:       req.GetUser(),
+				Device:     req.GetDevice(),
+				RequestId:  req.GetRequestId(),
+				TimeUnixMs: now,
+			})
+			if err != nil {
+				return err
+			}
+			events = append(events, out)
+		}
+	}
+	if len(events) > 0 {
+		if err := h.pub.Publish(topics.SessionEvents.Name, events...); err != nil {
+			return fmt.Errorf("login: publish %d sessions opened: %w", len(events), err)
+		}
+	}
+	if err := pipeline.ReplyAll(h.pub, answers); err != nil {
 		return fmt.Errorf("login: refuse: %w", err)
 	}
 	return nil

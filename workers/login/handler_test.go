@@ -3,12 +3,15 @@ package login_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/laneim/laneim/internal/testinfra"
 	"github.com/laneim/laneim/proto/clientpb"
@@ -21,15 +24,20 @@ import (
 
 type fakeUsers map[string]directory.User
 
-func (f fakeUsers) User(_ context.Context, id string) (directory.User, bool, error) {
-	u, ok := f[id]
-	return u, ok, nil
+func (f fakeUsers) Users(_ context.Context, ids ...string) (map[string]directory.User, error) {
+	out := map[string]directory.User{}
+	for _, id := range ids {
+		if u, ok := f[id]; ok {
+			out[id] = u
+		}
+	}
+	return out, nil
 }
 
 type downUsers struct{}
 
-func (downUsers) User(context.Context, string) (directory.User, bool, error) {
-	return directory.User{}, false, errors.New("redis: connection refused")
+func (downUsers) Users(context.Context, ...string) (map[string]directory.User, error) {
+	return nil, errors.New("redis: connection refused")
 }
 
 // inAnHour is a token expiry an hour from now, as the comet forwards it.
@@ -142,5 +150,82 @@ func TestDirectoryFailureAnsweredUnavailable(t *testing.T) {
 	rec.Err = errors.New("kafka: no leader")
 	if err := h.Pipeline().Handle(msg); err == nil || pipeline.IsPermanent(err) {
 		t.Fatalf("err = %v, want a transient error", err)
+	}
+}
+
+// TestBatch: a batch merged by the consumer (topics.LoginRequests batches
+// across keys) is handled as its requests one at a time: the accepted
+// ones announced together, each refused one answered on its comet.
+func TestBatch(t *testing.T) {
+	users := fakeUsers{"alice": {ID: "alice"}, "bob": {ID: "bob"}, "mallory": {ID: "mallory", Disabled: true}}
+	req := func(comet, conn, user string, expires int64) *topicpb.LoginRequest {
+		return &topicpb.LoginRequest{Session: &topicpb.Session{Comet: comet, Conn: conn}, RequestId: 1, User: user, TokenExpiresUnixMs: expires}
+	}
+	reqs := []*topicpb.LoginRequest{
+		req("c1", "a", "alice", inAnHour()),
+		req("c2", "m", "mallory", inAnHour()),
+		req("c1", "x", "alice", time.Now().Add(-time.Minute).UnixMilli()),
+		req("c2", "b", "bob", inAnHour()),
+		req("c1", "z", "zed", inAnHour()),
+	}
+	var payload []byte
+	for i, r := range reqs {
+		b, err := proto.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			payload = b
+		} else {
+			payload = topics.AppendBatch(payload, topics.LoginRequests.BatchField, b)
+		}
+	}
+	merged := message.NewMessage("merged", payload)
+
+	rec := &testinfra.Recorder{}
+	h, _ := login.New(users, rec, slog.New(slog.DiscardHandler))
+	if err := h.Pipeline().Handle(merged); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, p := range rec.Take() {
+		if p.Topic == topics.SessionEvents.Name {
+			ev, err := topics.SessionEvents.Decode(p.Msg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, fmt.Sprintf("%v %s", ev.GetKind(), topics.SessionKey(ev.GetSession())))
+			continue
+		}
+		d, err := topics.Deliveries.Decode(p.Msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, fmt.Sprintf("%s %v %v", p.Topic, d.GetConns(), d.GetFrame().GetError().GetCode()))
+	}
+	// Refusals go per comet, in the order found (the expired token before
+	// the lookup).
+	want := []string{"OPENED c1/a", "OPENED c2/b", "deliver.c1 [x] BAD_TOKEN", "deliver.c1 [z] UNKNOWN_USER", "deliver.c2 [m] UNKNOWN_USER"}
+	if !slices.Equal(got, want) {
+		t.Errorf("published\n%v\nwant\n%v", got, want)
+	}
+
+	// With the directory down every client of the batch is answered.
+	h, _ = login.New(downUsers{}, rec, slog.New(slog.DiscardHandler))
+	if err := h.Pipeline().Handle(merged); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, p := range rec.Take() {
+		d, err := topics.Deliveries.Decode(p.Msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.GetFrame().GetError().GetCode() == clientpb.Error_UNAVAILABLE {
+			n++
+		}
+	}
+	if n != len(reqs) {
+		t.Errorf("%d of %d clients answered UNAVAILABLE", n, len(reqs))
 	}
 }

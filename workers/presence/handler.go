@@ -102,6 +102,14 @@ type Store interface {
 	SessionOpen(ctx context.Context, ref directory.SessionRef) (bool, error)
 	UserSessions(ctx context.Context, user string) ([]directory.SessionRef, error)
 	InRoom(ctx context.Context, ref directory.SessionRef, room string) (bool, error)
+
+	// The batch forms, for HandleBatch.
+	Users(ctx context.Context, ids ...string) (map[string]directory.User, error)
+	Rooms(ctx context.Context, ids ...string) (map[string]directory.Room, error)
+	AreMembers(ctx context.Context, ms []directory.Membership) ([]bool, error)
+	OpenSessionsWithin(ctx context.Context, sessions []directory.Session, ttl time.Duration, limit int) ([]bool, error)
+	JoinRooms(ctx context.Context, joins []directory.Join) ([]directory.RoomCount, error)
+	SessionsOpen(ctx context.Context, refs []directory.SessionRef) ([]bool, error)
 }
 
 // Handler handles session events. Handle is safe for concurrent use; the
@@ -154,10 +162,10 @@ func New(cfg Config, store Store, pub message.Publisher, logger *slog.Logger) (*
 
 // Pipeline returns the pipeline handler consuming topics.SessionEvents with Handle.
 func (h *Handler) Pipeline() pipeline.Handler {
-	return pipeline.On(Name, topics.SessionEvents, h.Handle)
+	return pipeline.On(Name, topics.SessionEvents, h.handle)
 }
 
-// Handle processes one SessionEvent.
+// Handle processes one SessionEvent (HandleBatch a batch of them).
 func (h *Handler) Handle(ctx context.Context, ev *topicpb.SessionEvent, _ *message.Message) error {
 	switch ev.GetKind() {
 	case topicpb.SessionEvent_OPENED:
@@ -243,9 +251,7 @@ func (h *Handler) opened(ctx context.Context, ev *topicpb.SessionEvent) error {
 		// Nothing was recorded. A retry after a failed reply counts
 		// again: the connection is answered and closed, or let in if a
 		// place was freed meanwhile.
-		refusal := topics.ErrorFrame(ev.GetRequestId(), clientpb.Error_RATE_LIMITED,
-			fmt.Sprintf("too many connections for this user across the servers (%d)", h.cfg.MaxSessionsPerUser))
-		refusal.GetError().RetryAfterMs = uint32(SessionsRetryAfter.Milliseconds())
+		refusal := h.tooMany(ev)
 		if err := h.reply(s, refusal, &topicpb.Control{Close: reasonTooMany}); err != nil {
 			return err
 		}
@@ -253,17 +259,7 @@ func (h *Handler) opened(ctx context.Context, ev *topicpb.SessionEvent) error {
 		h.logger.Debug("login refused: too many sessions", "user", ev.GetUser(), "session", topics.SessionKey(s), "max", h.cfg.MaxSessionsPerUser)
 		return nil
 	}
-	res := &clientpb.LoginResult{
-		Ok:                  true,
-		User:                ev.GetUser(),
-		Session:             topics.SessionKey(s),
-		ProtocolVersion:     ProtocolVersion,
-		ServerTimeUnixMs:    time.Now().UnixMilli(),
-		Conversations:       states(page.States),
-		MoreConversations:   page.More,
-		ConversationsCursor: page.Next,
-	}
-	frame := &clientpb.ServerFrame{RequestId: ev.GetRequestId(), Body: &clientpb.ServerFrame_LoginResult{LoginResult: res}}
+	frame := loginResult(ev, page)
 	return h.reply(s, frame, &topicpb.Control{Authenticate: ev.GetUser()})
 }
 

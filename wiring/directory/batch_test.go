@@ -1,0 +1,143 @@
+package directory_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/laneim/laneim/wiring/directory"
+)
+
+// TestJoinRoomsIsJoinRoomInTurn: a batch of joins leaves the same counts,
+// and reports the same ones, as the joins made one at a time.
+func TestJoinRoomsIsJoinRoomInTurn(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	j := func(comet, conn, user, room string) directory.Join {
+		return directory.Join{Ref: directory.SessionRef{Comet: comet, Conn: conn}, User: user, Room: room}
+	}
+	joins := []directory.Join{
+		j("c1", "a1", "alice", "r1"),
+		j("c1", "a2", "alice", "r1"), // a second connection: the user was there
+		j("c2", "b1", "bob", "r1"),
+		j("c2", "b1", "bob", "r2"),
+		j("c1", "a1", "alice", "r1"), // a repeat changes nothing
+		j("c2", "b2", "bob", "r2"),
+	}
+	one, batch := newStore(t), newStore(t)
+	var want []directory.RoomCount
+	for _, x := range joins {
+		rc, err := one.JoinRoom(ctx, x.Ref, x.User, x.Room)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, rc)
+	}
+	got, err := batch.JoinRooms(ctx, joins)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("JoinRooms = %+v\nJoinRoom in turn = %+v", got, want)
+	}
+	for _, room := range []string{"r1", "r2"} {
+		for _, s := range []*directory.Store{one, batch} {
+			comets, err := s.RoomComets(ctx, room)
+			if err != nil {
+				t.Fatal(err)
+			}
+			slices.Sort(comets)
+			users, conns, err := s.RoomOnline(ctx, room)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, want := fmt.Sprint(comets, users, conns), map[string]string{"r1": "[c1 c2] 2 3", "r2": "[c2] 1 2"}[room]; got != want {
+				t.Errorf("%s: comets, users, connections %s, want %s", room, got, want)
+			}
+		}
+	}
+}
+
+// TestOpenSessionsWithin: sessions of one user in a batch count in turn
+// against the bound, a repeat always opens, and a refused session leaves
+// nothing behind.
+func TestOpenSessionsWithin(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStore(t)
+	sess := func(conn, user string) directory.Session {
+		return directory.Session{Comet: "c1", Conn: conn, User: user, Device: "d"}
+	}
+	if _, err := s.OpenSessionsWithin(ctx, []directory.Session{sess("a1", "alice")}, time.Minute, 2); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.OpenSessionsWithin(ctx, []directory.Session{
+		sess("a2", "alice"), sess("b1", "bob"), sess("a3", "alice"), sess("a1", "alice"), sess("a4", "alice"),
+	}, time.Minute, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []bool{true, true, false, true, false}; !slices.Equal(got, want) {
+		t.Errorf("opened %v, want %v", got, want)
+	}
+	refs, err := s.UserSessions(ctx, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(refs) != 2 {
+		t.Errorf("alice has %v, want a1 and a2", refs)
+	}
+	for conn, want := range map[string]bool{"a1": true, "a2": true, "a3": false, "a4": false, "b1": true} {
+		if open, err := s.SessionOpen(ctx, directory.SessionRef{Comet: "c1", Conn: conn}); err != nil || open != want {
+			t.Errorf("session %s open %v (%v), want %v", conn, open, err, want)
+		}
+	}
+	// SessionsOpen agrees with SessionOpen.
+	open, err := s.SessionsOpen(ctx, []directory.SessionRef{{Comet: "c1", Conn: "a1"}, {Comet: "c1", Conn: "a3"}, {Comet: "c1", Conn: "b1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []bool{true, false, true}; !slices.Equal(open, want) {
+		t.Errorf("SessionsOpen = %v, want %v", open, want)
+	}
+}
+
+func TestBatchLookups(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStore(t)
+	for _, u := range []directory.User{{ID: "alice", Name: "Alice"}, {ID: "bob", Disabled: true}} {
+		if err := s.PutUser(ctx, u); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.PutRoom(ctx, directory.Room{ID: "r1", Name: "One", Kind: "group"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddMember(ctx, "r1", "alice"); err != nil {
+		t.Fatal(err)
+	}
+	users, err := s.Users(ctx, "alice", "bob", "carol")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(users); got != "map[alice:{alice Alice false} bob:{bob  true}]" {
+		t.Errorf("Users = %s", got)
+	}
+	rooms, err := s.Rooms(ctx, "r1", "r2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(rooms); got != "map[r1:{r1 One group}]" {
+		t.Errorf("Rooms = %s", got)
+	}
+	member, err := s.AreMembers(ctx, []directory.Membership{{Room: "r1", User: "alice"}, {Room: "r1", User: "bob"}, {Room: "r2", User: "alice"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []bool{true, false, false}; !slices.Equal(member, want) {
+		t.Errorf("AreMembers = %v, want %v", member, want)
+	}
+}
