@@ -45,6 +45,7 @@ func TestBenchOnDevCluster(t *testing.T) {
 		Delivered int64   `json:"delivered"`
 		Lost      int64   `json:"lost"`
 		Logins    float64 `json:"logins_per_second"`
+		LoginCPU  float64 `json:"server_ms_per_login"`
 		Cluster   string  `json:"cluster"`
 		Frames    int64   `json:"frames_received"`
 		Bytes     int64   `json:"bytes_received"`
@@ -64,7 +65,7 @@ func TestBenchOnDevCluster(t *testing.T) {
 	if r.Frames <= 0 || r.Bytes < 8*r.Delivered || r.BytesPerS <= 0 {
 		t.Errorf("%d frames, %d bytes (%.0f/s) for %d deliveries: want frames and their bytes counted", r.Frames, r.Bytes, r.BytesPerS, r.Delivered)
 	}
-	if r.Logins <= 0 || r.Cluster == "" {
-		t.Errorf("login rate %.1f, cluster %q: want both reported", r.Logins, r.Cluster)
+	if r.Logins <= 0 || r.LoginCPU <= 0 || r.Cluster == "" {
+		t.Errorf("login rate %.1f, %.2f ms of CPU per login, cluster %q: want all reported", r.Logins, r.LoginCPU, r.Cluster)
 	}
 }

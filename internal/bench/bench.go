@@ -158,6 +158,10 @@ type Result struct {
 	ClusterRSSLoadBytes   int64 `json:"cluster_rss_load_bytes"`
 	// LoginsPerS is how fast members connected, logged in and joined.
 	LoginsPerS float64 `json:"logins_per_second"`
+	// ServerMillisPerLogin is the cluster's CPU time per member while
+	// they connected, logged in and joined: the figure that tells
+	// whether a change to the login path helped, on a noisy machine.
+	ServerMillisPerLogin float64 `json:"server_ms_per_login"`
 	// Cluster says what ran the cluster: "embedded dev (child process)" or
 	// the target URL.
 	Cluster      string  `json:"cluster"`
@@ -179,7 +183,7 @@ func (r *Result) Text(w io.Writer) {
   latency          p50 %.1f ms   p99 %.1f ms   max %.1f ms
   cpu              cluster %.2f cores (%.2f µs per delivery)   bench tool %.2f cores
   cluster memory   %.0f MB before members, %.0f MB with them idle (%.1f KB per member), %.0f MB under load (%.1f KB per member)
-  setup            %.1fs (%.0f logins+joins/s, %d attempts retried)
+  setup            %.1fs (%.0f logins+joins/s, %.2f ms of cluster CPU each, %d attempts retried)
   cluster          %s
   machine          %s
 `, r.Members, r.Rate, r.DurationSeconds, r.Pushed, r.PushErrors,
@@ -189,7 +193,7 @@ func (r *Result) Text(w io.Writer) {
 		r.LatencyP50Ms, r.LatencyP99Ms, r.LatencyMaxMs,
 		r.ClusterCPUCores, r.ServerMicrosPerDelivery, r.ToolCPUCores,
 		float64(r.ClusterRSSBaseBytes)/1e6, float64(r.ClusterRSSIdleBytes)/1e6, float64(r.RSSPerMemberBytes)/1e3, float64(r.ClusterRSSLoadBytes)/1e6, float64(r.RSSPerMemberLoadBytes)/1e3,
-		r.SetupSeconds, r.LoginsPerS, r.SetupRetries, r.Cluster, r.Machine)
+		r.SetupSeconds, r.LoginsPerS, r.ServerMillisPerLogin, r.SetupRetries, r.Cluster, r.Machine)
 }
 
 // SweepTable renders the results of a sweep as a table, and the highest
@@ -209,7 +213,7 @@ func SweepTable(w io.Writer, rs []*Result, bound time.Duration) {
 		}
 	}
 	fmt.Fprintf(w, "highest sustained rate (0 lost, p99 <= %v, >= 97%% of the rate pushed): %d msg/s\n", bound, best)
-	fmt.Fprintf(w, "logins+joins %.0f/s; cluster memory %.1f KB per idle member; machine %s\n", rs[0].LoginsPerS, float64(rs[0].RSSPerMemberBytes)/1e3, rs[0].Machine)
+	fmt.Fprintf(w, "logins+joins %.0f/s (%.2f ms of cluster CPU each); cluster memory %.1f KB per idle member; machine %s\n", rs[0].LoginsPerS, rs[0].ServerMillisPerLogin, float64(rs[0].RSSPerMemberBytes)/1e3, rs[0].Machine)
 }
 
 // JSON renders a result as one line of JSON.
@@ -314,6 +318,7 @@ func Sweep(ctx context.Context, cfg Config, rates []int, progress io.Writer) ([]
 
 	fmt.Fprintf(progress, "bench: connecting %d clients to %s\n", cfg.Members, cfg.Target)
 	rssBase := clusterRSS(ctx, cluster, cfg.Admin)
+	loginCPU0 := readCPU(ctx, cluster, cfg.Admin)
 	loginStart := time.Now()
 	sink := &latencies{}
 	sink.cur.Store(new(histogram))
@@ -404,6 +409,7 @@ func Sweep(ctx context.Context, cfg Config, rates []int, progress io.Writer) ([]
 	delivered := func() int64 { return sumOf(members, deliveredOf) }
 	setup := time.Since(setupStart)
 	loginRate := float64(cfg.Members) / time.Since(loginStart).Seconds()
+	loginCPU := (readCPU(ctx, cluster, cfg.Admin).cluster - loginCPU0.cluster).Seconds() * 1e3 / float64(cfg.Members)
 	setupRetries := sumOf(members, retriesOf)
 	rssIdle := clusterRSS(ctx, cluster, cfg.Admin)
 
@@ -465,6 +471,7 @@ func Sweep(ctx context.Context, cfg Config, rates []int, progress io.Writer) ([]
 		res.RSSPerMemberBytes = (rssIdle - rssBase) / int64(max(1, cfg.Members))
 		res.RSSPerMemberLoadBytes = (rssLoad - rssBase) / int64(max(1, cfg.Members))
 		res.LoginsPerS = loginRate
+		res.ServerMillisPerLogin = loginCPU
 		res.Cluster = "embedded dev cluster (laneim dev, child process)"
 		if cluster == nil {
 			res.Cluster = "target " + cfg.Target

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/laneim/laneim/internal/testinfra"
 	"github.com/laneim/laneim/wiring/directory"
 )
 
@@ -139,5 +140,62 @@ func TestBatchLookups(t *testing.T) {
 	}
 	if want := []bool{true, false, false}; !slices.Equal(member, want) {
 		t.Errorf("AreMembers = %v, want %v", member, want)
+	}
+}
+
+// TestConversationPagesIsConversationPage: the first pages read for many
+// users at once are those read for each alone, whatever the limits.
+func TestConversationPagesIsConversationPage(t *testing.T) {
+	t.Parallel()
+	rdb := testinfra.RedisClient(t)
+	s := directory.New(rdb)
+	ctx := context.Background()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	base := time.UnixMilli(1_700_000_000_000)
+	// alice: two rooms, four 1:1 conversations, one read, one mention;
+	// bob: one room; carol: 1:1 conversations of the earlier model (a
+	// plain set); dave: nothing.
+	for _, r := range []string{"zoo", "dev"} {
+		must(s.AddMember(ctx, r, "alice"))
+	}
+	must(s.AddMember(ctx, "dev", "bob"))
+	for i := range 4 {
+		must(s.AddConversationAt(ctx, "alice", fmt.Sprintf("dm:alice:u%d", i), base.Add(time.Duration(i)*time.Second)))
+	}
+	for _, c := range []string{"room:dev", "room:dev", "room:dev", "dm:alice:u1"} {
+		_, err := s.Assign(ctx, c, "x", "", func() string { return "id" })
+		must(err)
+	}
+	_, _, err := s.MarkRead(ctx, "alice", "room:dev", 1)
+	must(err)
+	must(s.AddMentions(ctx, "room:dev", 3, []string{"alice"}, time.Hour))
+	must(rdb.SAdd(ctx, "{u:carol}:convs", "dm:carol:a", "dm:carol:b").Err())
+
+	users := []string{"alice", "bob", "carol", "dave"}
+	for _, lim := range []struct{ limit, bytes int }{{1000, directory.MaxConversationBytes}, {1, directory.MaxConversationBytes}, {3, directory.MaxConversationBytes}, {1000, 100}} {
+		got, err := s.ConversationPages(ctx, users, lim.limit, lim.bytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, u := range users {
+			want, err := s.ConversationPage(ctx, u, "", lim.limit, lim.bytes)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fmt.Sprint(got[i]) != fmt.Sprint(want) {
+				t.Errorf("limits %v, %s: ConversationPages gave %+v, ConversationPage %+v", lim, u, got[i], want)
+			}
+		}
+	}
+	// A sanity check that the pages are not all empty.
+	p, err := s.ConversationPages(ctx, []string{"alice"}, 1000, directory.MaxConversationBytes)
+	must(err)
+	if len(p[0].States) != 6 || p[0].States[0].Conversation != "room:dev" || p[0].States[0].Unread != 2 || p[0].States[0].UnreadMentions != 1 {
+		t.Errorf("alice's page %+v", p[0])
 	}
 }

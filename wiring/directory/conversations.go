@@ -137,28 +137,14 @@ func (s *Store) ConversationPage(ctx context.Context, user, cursor string, limit
 	if err != nil {
 		return ConversationPage{}, err
 	}
-	type entry struct{ conv, cursor string }
-	var entries []entry
+	var entries []convEntry
 	more := false
 	if !pos.direct {
 		rooms, err := s.RoomsOf(ctx, user)
 		if err != nil {
 			return ConversationPage{}, err
 		}
-		slices.Sort(rooms)
-		if pos.room != "" {
-			i, found := slices.BinarySearch(rooms, pos.room)
-			if found {
-				i++
-			}
-			rooms = rooms[i:]
-		}
-		if len(rooms) > limit {
-			rooms, more = rooms[:limit], true
-		}
-		for _, r := range rooms {
-			entries = append(entries, entry{topics.RoomConversation(r), "r:" + r})
-		}
+		entries, more = roomEntries(rooms, pos.room, limit)
 	}
 	if !more {
 		var after *directPos
@@ -169,19 +155,12 @@ func (s *Store) ConversationPage(ctx context.Context, user, cursor string, limit
 		if err != nil {
 			return ConversationPage{}, err
 		}
-		for _, p := range direct {
-			entries = append(entries, entry{p.conv, p.cursor()})
-		}
-		more = dmore
+		entries, more = appendDirect(entries, direct), dmore
 	}
-	convs := make([]string, len(entries))
-	for i, e := range entries {
-		convs[i] = e.conv
+	if len(entries) == 0 {
+		return ConversationPage{}, nil
 	}
-	var page ConversationPage
-	if len(convs) == 0 {
-		return page, nil
-	}
+	convs := entryConvs(entries)
 	latest, err := s.LatestSeqs(ctx, convs...)
 	if err != nil {
 		return ConversationPage{}, err
@@ -194,6 +173,164 @@ func (s *Store) ConversationPage(ctx context.Context, user, cursor string, limit
 	if err != nil {
 		return ConversationPage{}, err
 	}
+	return assemblePage(entries, more, latest, read, mentions, maxBytes), nil
+}
+
+// ConversationPages returns the first page of each user's conversation
+// list, as ConversationPage(ctx, user, "", limit, maxBytes) does, in
+// three or four round trips whatever the number of users: it is how a
+// batch of logins reads them.
+func (s *Store) ConversationPages(ctx context.Context, users []string, limit, maxBytes int) ([]ConversationPage, error) {
+	if limit <= 0 || maxBytes <= 0 {
+		return nil, fmt.Errorf("directory: conversation pages of %d users: limit %d and byte budget %d must be positive", len(users), limit, maxBytes)
+	}
+	pages := make([]ConversationPage, len(users))
+	if len(users) == 0 {
+		return pages, nil
+	}
+	rooms := make([]*redis.StringSliceCmd, len(users))
+	direct := make([]*redis.ZSliceCmd, len(users))
+	// The pipeline's error is its first failed command's, checked below
+	// command by command.
+	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, u := range users {
+			rooms[i] = p.SMembers(ctx, userRoomsKey(u))
+			direct[i] = p.ZRevRangeWithScores(ctx, userConvsKey(u), 0, int64(limit))
+		}
+		return nil
+	})
+	entries := make([][]convEntry, len(users))
+	more := make([]bool, len(users))
+	var convs []string
+	seen := map[string]bool{}
+	for i, u := range users {
+		if err := rooms[i].Err(); err != nil && !errors.Is(err, redis.Nil) {
+			return nil, fmt.Errorf("directory: rooms of %s: %w", u, err)
+		}
+		if err := direct[i].Err(); isWrongType(err) {
+			// 1:1 conversations of the earlier model: rare, read alone.
+			p, err := s.ConversationPage(ctx, u, "", limit, maxBytes)
+			if err != nil {
+				return nil, err
+			}
+			pages[i] = p
+			continue
+		} else if err != nil && !errors.Is(err, redis.Nil) {
+			return nil, fmt.Errorf("directory: conversations of %s: %w", u, err)
+		}
+		entries[i], more[i] = roomEntries(rooms[i].Val(), "", limit)
+		if !more[i] {
+			d, dmore := directFrom(direct[i].Val(), limit-len(entries[i]))
+			entries[i], more[i] = appendDirect(entries[i], d), dmore
+		}
+		for _, e := range entries[i] {
+			if !seen[e.conv] {
+				seen[e.conv] = true
+				convs = append(convs, e.conv)
+			}
+		}
+	}
+	if len(convs) == 0 {
+		return pages, nil
+	}
+	seqs := make([]*redis.StringCmd, len(convs))
+	reads := make([]*redis.SliceCmd, len(users))
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, c := range convs {
+			seqs[i] = p.Get(ctx, convSeqKey(c))
+		}
+		for i, u := range users {
+			if len(entries[i]) > 0 {
+				reads[i] = p.HMGet(ctx, userReadKey(u), entryConvs(entries[i])...)
+			}
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("directory: conversation pages of %d users: %w", len(users), err)
+	}
+	latest := make(map[string]uint64, len(convs))
+	for i, c := range convs {
+		latest[c], _ = seqs[i].Uint64()
+	}
+	read := make([]map[string]uint64, len(users))
+	for i, u := range users {
+		if len(entries[i]) == 0 {
+			continue
+		}
+		if read[i], err = s.readSeqsFrom(ctx, u, entryConvs(entries[i]), reads[i].Val()); err != nil {
+			return nil, err
+		}
+	}
+	mentions := make([][]*redis.IntCmd, len(users))
+	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, u := range users {
+			for _, e := range entries[i] {
+				mentions[i] = append(mentions[i], p.ZCount(ctx, userMentionsKey(u, e.conv), "("+strconv.FormatUint(read[i][e.conv], 10), "+inf"))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("directory: unread mentions of %d users: %w", len(users), err)
+	}
+	for i := range users {
+		if len(entries[i]) == 0 {
+			continue
+		}
+		m := map[string]uint64{}
+		for k, e := range entries[i] {
+			if n := mentions[i][k].Val(); n > 0 {
+				m[e.conv] = uint64(n)
+			}
+		}
+		pages[i] = assemblePage(entries[i], more[i], latest, read[i], m, maxBytes)
+	}
+	return pages, nil
+}
+
+// convEntry is a conversation of a user's list and its cursor.
+type convEntry struct{ conv, cursor string }
+
+// roomEntries lists a user's rooms, sorted, after the room after (empty:
+// from the first), at most limit; more says whether some were left out.
+func roomEntries(rooms []string, after string, limit int) (entries []convEntry, more bool) {
+	slices.Sort(rooms)
+	if after != "" {
+		i, found := slices.BinarySearch(rooms, after)
+		if found {
+			i++
+		}
+		rooms = rooms[i:]
+	}
+	if len(rooms) > limit {
+		rooms, more = rooms[:limit], true
+	}
+	for _, r := range rooms {
+		entries = append(entries, convEntry{topics.RoomConversation(r), "r:" + r})
+	}
+	return entries, more
+}
+
+func appendDirect(entries []convEntry, direct []directPos) []convEntry {
+	for _, p := range direct {
+		entries = append(entries, convEntry{p.conv, p.cursor()})
+	}
+	return entries
+}
+
+func entryConvs(entries []convEntry) []string {
+	convs := make([]string, len(entries))
+	for i, e := range entries {
+		convs[i] = e.conv
+	}
+	return convs
+}
+
+// assemblePage makes the page of entries, as many as maxBytes allows
+// (at least one).
+func assemblePage(entries []convEntry, more bool, latest, read, mentions map[string]uint64, maxBytes int) ConversationPage {
+	var page ConversationPage
 	total := 0
 	for i, e := range entries {
 		size := StateSize(e.conv)
@@ -211,7 +348,7 @@ func (s *Store) ConversationPage(ctx context.Context, user, cursor string, limit
 	if more && len(page.States) > 0 {
 		page.More, page.Next = true, entries[len(page.States)-1].cursor
 	}
-	return page, nil
+	return page
 }
 
 // directPos is the place of a 1:1 conversation in the list: by time of
@@ -296,16 +433,27 @@ func (s *Store) directAfter(ctx context.Context, user string, after *directPos, 
 	case err != nil:
 		return nil, false, fmt.Errorf("directory: conversations of %s: %w", user, err)
 	default:
-		out = make([]directPos, 0, len(zs))
-		for _, z := range zs {
-			m, _ := z.Member.(string)
-			out = append(out, directPos{score: int64(z.Score), conv: m})
-		}
+		out, more := directFrom(zs, n)
+		return out, more, nil
 	}
 	if len(out) > n {
 		return out[:n], true, nil
 	}
 	return out, false, nil
+}
+
+// directFrom reads at most n 1:1 conversations from a sorted set's
+// range; more says whether zs had more.
+func directFrom(zs []redis.Z, n int) (out []directPos, more bool) {
+	out = make([]directPos, 0, min(len(zs), n))
+	for _, z := range zs {
+		if len(out) == n {
+			return out, true
+		}
+		m, _ := z.Member.(string)
+		out = append(out, directPos{score: int64(z.Score), conv: m})
+	}
+	return out, false
 }
 
 // legacyDirect reads a user's 1:1 conversations stored as a plain set

@@ -229,6 +229,13 @@ func (s *Store) ReadSeqs(ctx context.Context, user string, conversations ...stri
 	if err != nil {
 		return nil, fmt.Errorf("directory: read positions of %s: %w", user, err)
 	}
+	return s.readSeqsFrom(ctx, user, conversations, vals)
+}
+
+// readSeqsFrom is ReadSeqs once Redis answered vals, the HMGET of
+// conversations in user's read positions.
+func (s *Store) readSeqsFrom(ctx context.Context, user string, conversations []string, vals []any) (map[string]uint64, error) {
+	out := make(map[string]uint64, len(conversations))
 	var missing []string
 	for i, c := range conversations {
 		str, ok := vals[i].(string)

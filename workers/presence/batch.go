@@ -55,10 +55,10 @@ func (h *Handler) HandleBatch(ctx context.Context, evs []*topicpb.SessionEvent) 
 				}
 			}
 		}
-		if err := h.openedAll(ctx, opened); err != nil {
+		if err := h.opened(ctx, opened); err != nil {
 			return err
 		}
-		if err := h.joinedAll(ctx, joined); err != nil {
+		if err := h.joined(ctx, joined); err != nil {
 			return err
 		}
 	}
@@ -87,17 +87,21 @@ func waves(evs []*topicpb.SessionEvent) [][]*topicpb.SessionEvent {
 	return out
 }
 
-// pageReaders bounds the conversation pages of a batch of logins read at
-// once: each takes a few round trips of its own.
-const pageReaders = 8
-
-// openedAll is opened for events of distinct users, together.
-func (h *Handler) openedAll(ctx context.Context, evs []*topicpb.SessionEvent) error {
-	switch len(evs) {
-	case 0:
+// opened records the sessions the login worker accepted, each of a
+// distinct user, and answers their logins, together. A user that
+// already has MaxSessionsPerUser sessions across the cluster is refused
+// RATE_LIMITED and the connection closed: counting and recording are one
+// step in the directory (OpenSessionsWithin), so logins racing on
+// several comets never take the user past the bound. The user is looked
+// up again: a disable or delete that reached the directory after the
+// login worker's check, and whose USER_REVOKED presence applied before
+// this event (the two are ordered on the user's partition), found no
+// session to close. Such a login is refused (UNKNOWN_USER) and its
+// connection closed, and the session it recorded is closed again; a
+// login never ends open for a banned user.
+func (h *Handler) opened(ctx context.Context, evs []*topicpb.SessionEvent) error {
+	if len(evs) == 0 {
 		return nil
-	case 1:
-		return h.opened(ctx, evs[0])
 	}
 	users := make([]string, len(evs))
 	sessions := make([]directory.Session, len(evs))
@@ -106,11 +110,16 @@ func (h *Handler) openedAll(ctx context.Context, evs []*topicpb.SessionEvent) er
 		users[i] = ev.GetUser()
 		sessions[i] = directory.Session{Comet: s.GetComet(), Conn: s.GetConn(), User: ev.GetUser(), Device: ev.GetDevice()}
 	}
-	// As in opened: recording, looking up and reading the pages are
-	// independent; the answers go after all three.
+	// Recording the sessions, looking the users up and reading the first
+	// page of their conversations are independent, made at once; the
+	// answers go only after all three, so a client that has its
+	// LoginResult is routable. A page is bounded in count and bytes: a
+	// user with thousands of conversations still gets a LoginResult well
+	// under the broker's message size limit, and pages through the rest
+	// (history worker).
 	var known map[string]directory.User
 	var opened []bool
-	pages := make([]directory.ConversationPage, len(evs))
+	var pages []directory.ConversationPage
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() (err error) {
 		known, err = h.store.Users(gctx, users...)
@@ -120,16 +129,9 @@ func (h *Handler) openedAll(ctx context.Context, evs []*topicpb.SessionEvent) er
 		opened, err = h.store.OpenSessionsWithin(gctx, sessions, h.cfg.SessionTTL, h.cfg.MaxSessionsPerUser)
 		return err
 	})
-	g.Go(func() error {
-		pg, pctx := errgroup.WithContext(gctx)
-		pg.SetLimit(pageReaders)
-		for i, u := range users {
-			pg.Go(func() (err error) {
-				pages[i], err = h.store.ConversationPage(pctx, u, "", h.cfg.LoginConversations, directory.MaxConversationBytes)
-				return err
-			})
-		}
-		return pg.Wait()
+	g.Go(func() (err error) {
+		pages, err = h.store.ConversationPages(gctx, users, h.cfg.LoginConversations, directory.MaxConversationBytes)
+		return err
 	})
 	if err := g.Wait(); err != nil {
 		return fmt.Errorf("presence: %d logins: %w", len(evs), err)
@@ -154,7 +156,9 @@ func (h *Handler) openedAll(ctx context.Context, evs []*topicpb.SessionEvent) er
 		return fmt.Errorf("presence: %w", err)
 	}
 	h.sessionsRefused.Add(int64(refused))
-	// As in opened, a banned user's session goes after its answer.
+	// A banned user's connection is answered and closed before its
+	// session goes, so a retry after a failure in between answers again
+	// (a comet ignores a close for a connection it no longer has).
 	for _, r := range banned {
 		h.logger.Info("login refused: user disabled or deleted meanwhile", "session", r.Comet+"/"+r.Conn)
 		if err := h.close(ctx, r); err != nil {
@@ -164,13 +168,12 @@ func (h *Handler) openedAll(ctx context.Context, evs []*topicpb.SessionEvent) er
 	return nil
 }
 
-// joinedAll is joined for events of distinct users, together.
-func (h *Handler) joinedAll(ctx context.Context, evs []*topicpb.SessionEvent) error {
-	switch len(evs) {
-	case 0:
+// joined puts sessions, each of a distinct user, in rooms, if their
+// users are active and members of the rooms, and answers the joins,
+// together.
+func (h *Handler) joined(ctx context.Context, evs []*topicpb.SessionEvent) error {
+	if len(evs) == 0 {
 		return nil
-	case 1:
-		return h.joined(ctx, evs[0])
 	}
 	users := make([]string, len(evs))
 	var rooms []string
@@ -226,8 +229,8 @@ func (h *Handler) joinedAll(ctx context.Context, evs []*topicpb.SessionEvent) er
 	if err != nil {
 		return err
 	}
-	// As in joined: a session closed while it joined leaves nothing in
-	// the room; the rooms' latest seqs, and who is online in the small
+	// A session being closed (expired, say) while it joined must not
+	// leave an entry in the room behind it; the rooms' latest seqs, and who is online in the small
 	// ones, are read at the same time.
 	refs := make([]directory.SessionRef, len(joins))
 	var convs []string

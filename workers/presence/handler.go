@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/laneim/laneim/proto/clientpb"
 	"github.com/laneim/laneim/proto/topicpb"
@@ -85,31 +84,25 @@ func (c *Config) setDefaults() {
 
 // Store is what presence reads and writes in the directory.
 type Store interface {
-	OpenSessionWithin(ctx context.Context, sess directory.Session, ttl time.Duration, limit int) (bool, error)
 	CloseSession(ctx context.Context, ref directory.SessionRef) (directory.Session, []directory.RoomCount, bool, error)
-	JoinRoom(ctx context.Context, ref directory.SessionRef, user, room string) (directory.RoomCount, error)
 	LeaveRoom(ctx context.Context, ref directory.SessionRef, user, room string) (directory.RoomCount, error)
 	Heartbeat(ctx context.Context, comet string, live []directory.LiveSession, ttl time.Duration) error
 	ExpiredSessions(ctx context.Context, now time.Time, limit int) ([]directory.SessionRef, error)
 	RoomComets(ctx context.Context, room string) ([]string, error)
 	RoomUsers(ctx context.Context, room string) ([]string, error)
 	RoomOnline(ctx context.Context, room string) (users, conns int, err error)
-	Room(ctx context.Context, id string) (directory.Room, bool, error)
-	User(ctx context.Context, id string) (directory.User, bool, error)
-	IsMember(ctx context.Context, room, user string) (bool, error)
 	LatestSeqs(ctx context.Context, conversations ...string) (map[string]uint64, error)
-	ConversationPage(ctx context.Context, user, cursor string, limit, maxBytes int) (directory.ConversationPage, error)
-	SessionOpen(ctx context.Context, ref directory.SessionRef) (bool, error)
 	UserSessions(ctx context.Context, user string) ([]directory.SessionRef, error)
 	InRoom(ctx context.Context, ref directory.SessionRef, room string) (bool, error)
 
-	// The batch forms, for HandleBatch.
+	// Each asks many questions in one round trip (HandleBatch).
 	Users(ctx context.Context, ids ...string) (map[string]directory.User, error)
 	Rooms(ctx context.Context, ids ...string) (map[string]directory.Room, error)
 	AreMembers(ctx context.Context, ms []directory.Membership) ([]bool, error)
 	OpenSessionsWithin(ctx context.Context, sessions []directory.Session, ttl time.Duration, limit int) ([]bool, error)
 	JoinRooms(ctx context.Context, joins []directory.Join) ([]directory.RoomCount, error)
 	SessionsOpen(ctx context.Context, refs []directory.SessionRef) ([]bool, error)
+	ConversationPages(ctx context.Context, users []string, limit, maxBytes int) ([]directory.ConversationPage, error)
 }
 
 // Handler handles session events. Handle is safe for concurrent use; the
@@ -169,9 +162,9 @@ func (h *Handler) Pipeline() pipeline.Handler {
 func (h *Handler) Handle(ctx context.Context, ev *topicpb.SessionEvent, _ *message.Message) error {
 	switch ev.GetKind() {
 	case topicpb.SessionEvent_OPENED:
-		return h.opened(ctx, ev)
+		return h.opened(ctx, []*topicpb.SessionEvent{ev})
 	case topicpb.SessionEvent_JOINED:
-		return h.joined(ctx, ev)
+		return h.joined(ctx, []*topicpb.SessionEvent{ev})
 	case topicpb.SessionEvent_LEFT:
 		rc, err := h.store.LeaveRoom(ctx, ref(ev.GetSession()), ev.GetUser(), ev.GetRoom())
 		if err != nil {
@@ -198,71 +191,6 @@ func ref(s *topicpb.Session) directory.SessionRef {
 	return directory.SessionRef{Comet: s.GetComet(), Conn: s.GetConn()}
 }
 
-// opened records a session the login worker accepted and answers the
-// login. A user that already has MaxSessionsPerUser sessions across the
-// cluster is refused RATE_LIMITED and the connection closed: counting
-// and recording are one step in the directory (OpenSessionWithin), so
-// logins racing on several comets never take the user past the bound.
-// The user is looked up again: a disable or delete that reached
-// the directory after the login worker's check, and whose USER_REVOKED
-// presence applied before this event (the two are ordered on the
-// user's partition), found no session to close. Such a login is refused
-// (UNKNOWN_USER) and its connection closed, and the session it recorded
-// is closed again; a login never ends open for a banned user.
-func (h *Handler) opened(ctx context.Context, ev *topicpb.SessionEvent) error {
-	s := ev.GetSession()
-	// Recording the session, looking the user up and reading the first
-	// page of the user's conversations are independent, made at once;
-	// the answer goes only after all three, so a client that has its
-	// LoginResult is routable. The page is bounded in count and bytes: a
-	// user with thousands of conversations still gets a LoginResult well
-	// under the broker's message size limit, and pages through the rest
-	// (history worker).
-	var page directory.ConversationPage
-	var active, opened bool
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() (err error) {
-		active, err = h.active(gctx, ev.GetUser())
-		return err
-	})
-	g.Go(func() (err error) {
-		opened, err = h.store.OpenSessionWithin(gctx, directory.Session{Comet: s.GetComet(), Conn: s.GetConn(), User: ev.GetUser(), Device: ev.GetDevice()}, h.cfg.SessionTTL, h.cfg.MaxSessionsPerUser)
-		return err
-	})
-	g.Go(func() (err error) {
-		page, err = h.store.ConversationPage(gctx, ev.GetUser(), "", h.cfg.LoginConversations, directory.MaxConversationBytes)
-		return err
-	})
-	if err := g.Wait(); err != nil {
-		return err
-	}
-	if !active {
-		// Answered and closed before the session goes, so a retry after
-		// a failure in between answers again (a comet ignores a close
-		// for a connection it no longer has).
-		refusal := topics.ErrorFrame(ev.GetRequestId(), clientpb.Error_UNKNOWN_USER, "unknown or disabled user")
-		if err := h.reply(s, refusal, &topicpb.Control{Close: reasonBanned}); err != nil {
-			return err
-		}
-		h.logger.Info("login refused: user disabled or deleted meanwhile", "user", ev.GetUser(), "session", topics.SessionKey(s))
-		return h.close(ctx, ref(s))
-	}
-	if !opened {
-		// Nothing was recorded. A retry after a failed reply counts
-		// again: the connection is answered and closed, or let in if a
-		// place was freed meanwhile.
-		refusal := h.tooMany(ev)
-		if err := h.reply(s, refusal, &topicpb.Control{Close: reasonTooMany}); err != nil {
-			return err
-		}
-		h.sessionsRefused.Add(1)
-		h.logger.Debug("login refused: too many sessions", "user", ev.GetUser(), "session", topics.SessionKey(s), "max", h.cfg.MaxSessionsPerUser)
-		return nil
-	}
-	frame := loginResult(ev, page)
-	return h.reply(s, frame, &topicpb.Control{Authenticate: ev.GetUser()})
-}
-
 // reasonBanned closes the connection of a login that raced its user's
 // disable or delete.
 const reasonBanned = "account disabled or deleted"
@@ -281,15 +209,6 @@ const SessionsRetryAfter = 10 * time.Second
 // user had MaxSessionsPerUser sessions.
 func (h *Handler) SessionsRefused() int64 { return h.sessionsRefused.Load() }
 
-// active reports whether user exists in the directory and is not disabled.
-func (h *Handler) active(ctx context.Context, user string) (bool, error) {
-	u, ok, err := h.store.User(ctx, user)
-	if err != nil {
-		return false, fmt.Errorf("presence: %w", err)
-	}
-	return ok && !u.Disabled, nil
-}
-
 // states converts a directory page's states to the client protocol's.
 func states(in []directory.ConversationState) []*clientpb.ConversationState {
 	out := make([]*clientpb.ConversationState, len(in))
@@ -297,79 +216,6 @@ func states(in []directory.ConversationState) []*clientpb.ConversationState {
 		out[i] = &clientpb.ConversationState{Conversation: st.Conversation, LatestSeq: st.LatestSeq, ReadSeq: st.ReadSeq, Unread: st.Unread, UnreadMentions: st.UnreadMentions}
 	}
 	return out
-}
-
-// joined puts a session in a room, if its user is active and a member
-// of the room, and answers the join.
-func (h *Handler) joined(ctx context.Context, ev *topicpb.SessionEvent) error {
-	s, room := ev.GetSession(), ev.GetRoom()
-	var exists, member, active bool
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() (err error) {
-		active, err = h.active(gctx, ev.GetUser())
-		return err
-	})
-	g.Go(func() (err error) {
-		_, exists, err = h.store.Room(gctx, room)
-		return err
-	})
-	g.Go(func() (err error) {
-		member, err = h.store.IsMember(gctx, room, ev.GetUser())
-		return err
-	})
-	if err := g.Wait(); err != nil {
-		return err
-	}
-	if !active {
-		return h.reply(s, topics.ErrorFrame(ev.GetRequestId(), clientpb.Error_UNKNOWN_USER, "unknown or disabled user"), nil)
-	}
-	if !exists {
-		return h.reply(s, topics.ErrorFrame(ev.GetRequestId(), clientpb.Error_UNKNOWN_ROOM, "no room "+room), nil)
-	}
-	if !member {
-		return h.reply(s, topics.ErrorFrame(ev.GetRequestId(), clientpb.Error_NOT_MEMBER, "not a member of "+room), nil)
-	}
-	rc, err := h.store.JoinRoom(ctx, ref(s), ev.GetUser(), room)
-	if err != nil {
-		return err
-	}
-	// A session being closed (expired, say) while it joined must not
-	// leave an entry in the room behind it. The room's latest seq is read
-	// at the same time.
-	conv := topics.RoomConversation(room)
-	var open bool
-	var latest map[string]uint64
-	var online []string
-	g, gctx = errgroup.WithContext(ctx)
-	if h.presenceFrames(rc.OnlineUsers) {
-		g.Go(func() (err error) {
-			online, err = h.store.RoomUsers(gctx, room)
-			return err
-		})
-	}
-	g.Go(func() (err error) {
-		open, err = h.store.SessionOpen(gctx, ref(s))
-		return err
-	})
-	g.Go(func() (err error) {
-		latest, err = h.store.LatestSeqs(gctx, conv)
-		return err
-	})
-	if err := g.Wait(); err != nil {
-		return err
-	}
-	if !open {
-		_, err := h.store.LeaveRoom(ctx, ref(s), ev.GetUser(), room)
-		return err
-	}
-	frame := &clientpb.ServerFrame{RequestId: ev.GetRequestId(), Body: &clientpb.ServerFrame_Joined{Joined: &clientpb.Joined{
-		Room: room, OnlineCount: uint32(rc.OnlineUsers), LatestSeq: latest[conv], Conversation: conv,
-		OnlineUsers: online,
-	}}}
-	if err := h.reply(s, frame, &topicpb.Control{Join: room}); err != nil {
-		return err
-	}
-	return h.notify(ctx, ev.GetUser(), true, rc)
 }
 
 func (h *Handler) close(ctx context.Context, r directory.SessionRef) error {
