@@ -2,95 +2,209 @@ package directory
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/errgroup"
 )
 
 // This file holds the batch forms of lookups a worker makes once per
 // event, for a worker handling many events at once (presence, login):
-// each is one pipelined round trip, whatever the number of questions.
+// each is one pipelined round trip, whatever the number of questions,
+// and a Batch asks several kinds of question in one.
+
+// A Batch gathers questions to the directory and asks them all in one
+// pipelined round trip when Do is called. Each question's method returns
+// where its answer will be: a map or a slice that Do fills in, to be
+// read only after Do returned nil. A Batch is for one goroutine and one
+// Do.
+type Batch struct {
+	ctx  context.Context
+	p    redis.Pipeliner
+	fill []func() error
+}
+
+// Batch returns an empty Batch whose questions are asked within ctx.
+func (s *Store) Batch(ctx context.Context) *Batch {
+	return &Batch{ctx: ctx, p: s.rdb.Pipeline()}
+}
+
+// Do asks the questions gathered and fills in their answers.
+func (b *Batch) Do() error {
+	if len(b.fill) == 0 {
+		return nil
+	}
+	// Exec's error is the first failed command's, which may be a nil
+	// answer; each answer's own error is checked as it is filled in.
+	_, _ = b.p.Exec(b.ctx)
+	for _, f := range b.fill {
+		if err := f(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// failed is a command's error, nil for a nil answer.
+func failed(c redis.Cmder) error {
+	if err := c.Err(); err != nil && !errors.Is(err, redis.Nil) {
+		return err
+	}
+	return nil
+}
 
 // Users returns the users among ids that exist, by id.
-func (s *Store) Users(ctx context.Context, ids ...string) (map[string]User, error) {
+func (b *Batch) Users(ids ...string) map[string]User {
+	out := make(map[string]User, len(ids))
 	cmds := make([]*redis.MapStringStringCmd, len(ids))
-	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+	for i, id := range ids {
+		cmds[i] = b.p.HGetAll(b.ctx, userKey(id))
+	}
+	b.fill = append(b.fill, func() error {
 		for i, id := range ids {
-			cmds[i] = p.HGetAll(ctx, userKey(id))
+			if err := failed(cmds[i]); err != nil {
+				return fmt.Errorf("directory: user %s: %w", id, err)
+			}
+			if m := cmds[i].Val(); len(m) > 0 {
+				out[id] = User{ID: id, Name: m["name"], Disabled: m["disabled"] == "1"}
+			}
 		}
 		return nil
 	})
-	if err != nil {
-		return nil, fmt.Errorf("directory: %d users: %w", len(ids), err)
-	}
-	out := make(map[string]User, len(ids))
-	for i, id := range ids {
-		if m := cmds[i].Val(); len(m) > 0 {
-			out[id] = User{ID: id, Name: m["name"], Disabled: m["disabled"] == "1"}
-		}
-	}
-	return out, nil
+	return out
 }
 
 // Rooms returns the rooms among ids that exist, by id.
-func (s *Store) Rooms(ctx context.Context, ids ...string) (map[string]Room, error) {
+func (b *Batch) Rooms(ids ...string) map[string]Room {
+	out := make(map[string]Room, len(ids))
 	cmds := make([]*redis.MapStringStringCmd, len(ids))
-	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+	for i, id := range ids {
+		cmds[i] = b.p.HGetAll(b.ctx, roomKey(id))
+	}
+	b.fill = append(b.fill, func() error {
 		for i, id := range ids {
-			cmds[i] = p.HGetAll(ctx, roomKey(id))
+			if err := failed(cmds[i]); err != nil {
+				return fmt.Errorf("directory: room %s: %w", id, err)
+			}
+			if m := cmds[i].Val(); len(m) > 0 {
+				out[id] = Room{ID: id, Name: m["name"], Kind: m["kind"]}
+			}
 		}
 		return nil
 	})
-	if err != nil {
-		return nil, fmt.Errorf("directory: %d rooms: %w", len(ids), err)
-	}
-	out := make(map[string]Room, len(ids))
-	for i, id := range ids {
-		if m := cmds[i].Val(); len(m) > 0 {
-			out[id] = Room{ID: id, Name: m["name"], Kind: m["kind"]}
-		}
-	}
-	return out, nil
+	return out
 }
 
 // AreMembers reports, for each of ms, whether its user is a member of its room.
-func (s *Store) AreMembers(ctx context.Context, ms []Membership) ([]bool, error) {
+func (b *Batch) AreMembers(ms []Membership) []bool {
+	out := make([]bool, len(ms))
 	cmds := make([]*redis.BoolCmd, len(ms))
-	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, m := range ms {
-			cmds[i] = p.SIsMember(ctx, roomMembersKey(m.Room), m.User)
+	for i, m := range ms {
+		cmds[i] = b.p.SIsMember(b.ctx, roomMembersKey(m.Room), m.User)
+	}
+	b.fill = append(b.fill, func() error {
+		for i, c := range cmds {
+			if err := failed(c); err != nil {
+				return fmt.Errorf("directory: is %s in %s: %w", ms[i].User, ms[i].Room, err)
+			}
+			out[i] = c.Val()
 		}
 		return nil
 	})
-	if err != nil {
-		return nil, fmt.Errorf("directory: %d memberships: %w", len(ms), err)
-	}
-	out := make([]bool, len(ms))
-	for i, c := range cmds {
-		out[i] = c.Val()
-	}
-	return out, nil
+	return out
 }
 
-// SessionsOpen is SessionOpen for each of refs.
-func (s *Store) SessionsOpen(ctx context.Context, refs []SessionRef) ([]bool, error) {
+// SessionsOpen is Store.SessionOpen for each of refs.
+func (b *Batch) SessionsOpen(refs []SessionRef) []bool {
+	out := make([]bool, len(refs))
 	cmds := make([]*redis.SliceCmd, len(refs))
-	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, r := range refs {
-			cmds[i] = p.HMGet(ctx, sessionKey(sessionID(r)), "user", "closing")
+	for i, r := range refs {
+		cmds[i] = b.p.HMGet(b.ctx, sessionKey(sessionID(r)), "user", "closing")
+	}
+	b.fill = append(b.fill, func() error {
+		for i, c := range cmds {
+			if err := failed(c); err != nil {
+				return fmt.Errorf("directory: session %s: %w", sessionID(refs[i]), err)
+			}
+			v := c.Val()
+			out[i] = len(v) == 2 && v[0] != nil && v[1] == nil
 		}
 		return nil
 	})
-	if err != nil {
-		return nil, fmt.Errorf("directory: %d sessions: %w", len(refs), err)
+	return out
+}
+
+// LatestSeqs is Store.LatestSeqs.
+func (b *Batch) LatestSeqs(conversations ...string) map[string]uint64 {
+	out := make(map[string]uint64, len(conversations))
+	cmds := make([]*redis.StringCmd, len(conversations))
+	for i, c := range conversations {
+		cmds[i] = b.p.Get(b.ctx, convSeqKey(c))
 	}
-	out := make([]bool, len(refs))
-	for i, c := range cmds {
-		v := c.Val()
-		out[i] = len(v) == 2 && v[0] != nil && v[1] == nil
+	b.fill = append(b.fill, func() error {
+		for i, c := range conversations {
+			if err := failed(cmds[i]); err != nil {
+				return fmt.Errorf("directory: latest sequence number of %s: %w", c, err)
+			}
+			out[c], _ = cmds[i].Uint64()
+		}
+		return nil
+	})
+	return out
+}
+
+// RoomUsers returns, for each of rooms, the users with a connection in
+// it, sorted (Store.RoomUsers).
+func (b *Batch) RoomUsers(rooms ...string) map[string][]string {
+	out := make(map[string][]string, len(rooms))
+	cmds := make([]*redis.StringSliceCmd, len(rooms))
+	for i, r := range rooms {
+		cmds[i] = b.p.HKeys(b.ctx, roomUsersKey(r))
 	}
-	return out, nil
+	b.fill = append(b.fill, func() error {
+		for i, r := range rooms {
+			if err := failed(cmds[i]); err != nil {
+				return fmt.Errorf("directory: users in %s: %w", r, err)
+			}
+			users := cmds[i].Val()
+			slices.Sort(users)
+			out[r] = users
+		}
+		return nil
+	})
+	return out
+}
+
+// Users returns the users among ids that exist, by id, in one round trip.
+func (s *Store) Users(ctx context.Context, ids ...string) (map[string]User, error) {
+	b := s.Batch(ctx)
+	out := b.Users(ids...)
+	return out, b.Do()
+}
+
+// Rooms returns the rooms among ids that exist, by id, in one round trip.
+func (s *Store) Rooms(ctx context.Context, ids ...string) (map[string]Room, error) {
+	b := s.Batch(ctx)
+	out := b.Rooms(ids...)
+	return out, b.Do()
+}
+
+// AreMembers reports, for each of ms, whether its user is a member of
+// its room, in one round trip.
+func (s *Store) AreMembers(ctx context.Context, ms []Membership) ([]bool, error) {
+	b := s.Batch(ctx)
+	out := b.AreMembers(ms)
+	return out, b.Do()
+}
+
+// SessionsOpen is SessionOpen for each of refs, in one round trip.
+func (s *Store) SessionsOpen(ctx context.Context, refs []SessionRef) ([]bool, error) {
+	b := s.Batch(ctx)
+	out := b.SessionsOpen(refs)
+	return out, b.Do()
 }
 
 // Join is a connection of User joining Room (JoinRooms).
@@ -191,18 +305,34 @@ func (s *Store) OpenSessionsWithin(ctx context.Context, sessions []Session, ttl 
 		return nil, fmt.Errorf("directory: open %d sessions: %w", len(sessions), err)
 	}
 	// Each user's session is added and counted in a transaction on the
-	// user's slot (a Redis Cluster client runs one per slot).
+	// user's slot. A single server takes all the users' in one; a Redis
+	// Cluster runs a transaction on one slot only, so it gets one per
+	// user, at once.
 	added := make([]*redis.IntCmd, len(sessions))
 	count := make([]*redis.IntCmd, len(sessions))
-	_, err = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		for i, sess := range sessions {
-			added[i] = p.HSet(ctx, userSessionsKey(sess.User), ids[i], sess.Device)
-			count[i] = p.HLen(ctx, userSessionsKey(sess.User))
-			p.Set(ctx, userOnlineKey(sess.User), "1", ttl)
-		}
-		return nil
-	})
-	if err != nil {
+	groups := [][]int{make([]int, len(sessions))}
+	for i := range sessions {
+		groups[0][i] = i
+	}
+	if _, cluster := s.rdb.(*redis.ClusterClient); cluster {
+		groups = groupByUser(sessions)
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	for _, group := range groups {
+		g.Go(func() error {
+			_, err := s.rdb.TxPipelined(gctx, func(p redis.Pipeliner) error {
+				for _, i := range group {
+					sess := sessions[i]
+					added[i] = p.HSet(gctx, userSessionsKey(sess.User), ids[i], sess.Device)
+					count[i] = p.HLen(gctx, userSessionsKey(sess.User))
+					p.Set(gctx, userOnlineKey(sess.User), "1", ttl)
+				}
+				return nil
+			})
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
 		return nil, fmt.Errorf("directory: open %d sessions: %w", len(sessions), err)
 	}
 	var refused []int
@@ -229,4 +359,21 @@ func (s *Store) OpenSessionsWithin(ctx context.Context, sessions []Session, ttl 
 		return nil, fmt.Errorf("directory: refuse %d sessions: %w", len(refused), err)
 	}
 	return opened, nil
+}
+
+// groupByUser returns the indexes of sessions grouped by user, each
+// group in order.
+func groupByUser(sessions []Session) [][]int {
+	at := map[string]int{}
+	var out [][]int
+	for i, sess := range sessions {
+		k, ok := at[sess.User]
+		if !ok {
+			k = len(out)
+			at[sess.User] = k
+			out = append(out, nil)
+		}
+		out[k] = append(out[k], i)
+	}
+	return out
 }

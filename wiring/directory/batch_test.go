@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
-	"github.com/laneim/laneim/internal/testinfra"
+	"github.com/redis/go-redis/v9"
+
 	"github.com/laneim/laneim/wiring/directory"
 )
 
@@ -15,48 +17,63 @@ import (
 // and reports the same ones, as the joins made one at a time.
 func TestJoinRoomsIsJoinRoomInTurn(t *testing.T) {
 	t.Parallel()
+	for name, newClient := range backends(t) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			testJoinRooms(t, directory.New(newClient(t)))
+		})
+	}
+}
+
+func testJoinRooms(t *testing.T, s *directory.Store) {
 	ctx := context.Background()
-	j := func(comet, conn, user, room string) directory.Join {
-		return directory.Join{Ref: directory.SessionRef{Comet: comet, Conn: conn}, User: user, Room: room}
+	// The joins one at a time go to rooms "one-*", the batch's to
+	// "batch-*", on the same server.
+	joins := func(prefix string) []directory.Join {
+		j := func(comet, conn, user, room string) directory.Join {
+			return directory.Join{Ref: directory.SessionRef{Comet: comet, Conn: conn}, User: user, Room: prefix + room}
+		}
+		return []directory.Join{
+			j("c1", "a1", "alice", "r1"),
+			j("c1", "a2", "alice", "r1"), // a second connection: the user was there
+			j("c2", "b1", "bob", "r1"),
+			j("c2", "b1", "bob", "r2"),
+			j("c1", "a1", "alice", "r1"), // a repeat changes nothing
+			j("c2", "b2", "bob", "r2"),
+		}
 	}
-	joins := []directory.Join{
-		j("c1", "a1", "alice", "r1"),
-		j("c1", "a2", "alice", "r1"), // a second connection: the user was there
-		j("c2", "b1", "bob", "r1"),
-		j("c2", "b1", "bob", "r2"),
-		j("c1", "a1", "alice", "r1"), // a repeat changes nothing
-		j("c2", "b2", "bob", "r2"),
-	}
-	one, batch := newStore(t), newStore(t)
 	var want []directory.RoomCount
-	for _, x := range joins {
-		rc, err := one.JoinRoom(ctx, x.Ref, x.User, x.Room)
+	for _, x := range joins("one-") {
+		rc, err := s.JoinRoom(ctx, x.Ref, x.User, x.Room)
 		if err != nil {
 			t.Fatal(err)
 		}
+		rc.Room = strings.TrimPrefix(rc.Room, "one-")
 		want = append(want, rc)
 	}
-	got, err := batch.JoinRooms(ctx, joins)
+	got, err := s.JoinRooms(ctx, joins("batch-"))
 	if err != nil {
 		t.Fatal(err)
+	}
+	for i := range got {
+		got[i].Room = strings.TrimPrefix(got[i].Room, "batch-")
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("JoinRooms = %+v\nJoinRoom in turn = %+v", got, want)
 	}
-	for _, room := range []string{"r1", "r2"} {
-		for _, s := range []*directory.Store{one, batch} {
-			comets, err := s.RoomComets(ctx, room)
-			if err != nil {
-				t.Fatal(err)
-			}
-			slices.Sort(comets)
-			users, conns, err := s.RoomOnline(ctx, room)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got, want := fmt.Sprint(comets, users, conns), map[string]string{"r1": "[c1 c2] 2 3", "r2": "[c2] 1 2"}[room]; got != want {
-				t.Errorf("%s: comets, users, connections %s, want %s", room, got, want)
-			}
+	for _, room := range []string{"one-r1", "one-r2", "batch-r1", "batch-r2"} {
+		comets, err := s.RoomComets(ctx, room)
+		if err != nil {
+			t.Fatal(err)
+		}
+		slices.Sort(comets)
+		users, conns, err := s.RoomOnline(ctx, room)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]string{"r1": "[c1 c2] 2 3", "r2": "[c2] 1 2"}[room[strings.Index(room, "-")+1:]]
+		if got := fmt.Sprint(comets, users, conns); got != want {
+			t.Errorf("%s: comets, users, connections %s, want %s", room, got, want)
 		}
 	}
 }
@@ -66,8 +83,16 @@ func TestJoinRoomsIsJoinRoomInTurn(t *testing.T) {
 // nothing behind.
 func TestOpenSessionsWithin(t *testing.T) {
 	t.Parallel()
+	for name, newClient := range backends(t) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			testOpenSessionsWithin(t, directory.New(newClient(t)))
+		})
+	}
+}
+
+func testOpenSessionsWithin(t *testing.T, s *directory.Store) {
 	ctx := context.Background()
-	s := newStore(t)
 	sess := func(conn, user string) directory.Session {
 		return directory.Session{Comet: "c1", Conn: conn, User: user, Device: "d"}
 	}
@@ -107,8 +132,16 @@ func TestOpenSessionsWithin(t *testing.T) {
 
 func TestBatchLookups(t *testing.T) {
 	t.Parallel()
+	for name, newClient := range backends(t) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			testBatchLookups(t, directory.New(newClient(t)))
+		})
+	}
+}
+
+func testBatchLookups(t *testing.T, s *directory.Store) {
 	ctx := context.Background()
-	s := newStore(t)
 	for _, u := range []directory.User{{ID: "alice", Name: "Alice"}, {ID: "bob", Disabled: true}} {
 		if err := s.PutUser(ctx, u); err != nil {
 			t.Fatal(err)
@@ -147,7 +180,15 @@ func TestBatchLookups(t *testing.T) {
 // users at once are those read for each alone, whatever the limits.
 func TestConversationPagesIsConversationPage(t *testing.T) {
 	t.Parallel()
-	rdb := testinfra.RedisClient(t)
+	for name, newClient := range backends(t) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			testConversationPages(t, newClient(t))
+		})
+	}
+}
+
+func testConversationPages(t *testing.T, rdb redis.UniversalClient) {
 	s := directory.New(rdb)
 	ctx := context.Background()
 	must := func(err error) {

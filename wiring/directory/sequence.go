@@ -177,24 +177,12 @@ func (s *Store) MarkRoutedMany(ctx context.Context, conversation string, subs []
 	return nil
 }
 
-// LatestSeqs returns the latest sequence number of each conversation (0 if none).
+// LatestSeqs returns the latest sequence number of each conversation (0
+// if none), in one round trip.
 func (s *Store) LatestSeqs(ctx context.Context, conversations ...string) (map[string]uint64, error) {
-	cmds := make([]*redis.StringCmd, len(conversations))
-	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, c := range conversations {
-			cmds[i] = p.Get(ctx, convSeqKey(c))
-		}
-		return nil
-	})
-	if err != nil && err != redis.Nil {
-		return nil, fmt.Errorf("directory: latest sequence numbers: %w", err)
-	}
-	out := make(map[string]uint64, len(conversations))
-	for i, c := range conversations {
-		n, _ := cmds[i].Uint64()
-		out[c] = n
-	}
-	return out, nil
+	b := s.Batch(ctx)
+	out := b.LatestSeqs(conversations...)
+	return out, b.Do()
 }
 
 var raiseScript = redis.NewScript(`

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -187,23 +186,9 @@ func (h *Handler) joined(ctx context.Context, evs []*topicpb.SessionEvent) error
 			rooms = append(rooms, ev.GetRoom())
 		}
 	}
-	var known map[string]directory.User
-	var exists map[string]directory.Room
-	var member []bool
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() (err error) {
-		known, err = h.store.Users(gctx, users...)
-		return err
-	})
-	g.Go(func() (err error) {
-		exists, err = h.store.Rooms(gctx, rooms...)
-		return err
-	})
-	g.Go(func() (err error) {
-		member, err = h.store.AreMembers(gctx, ms)
-		return err
-	})
-	if err := g.Wait(); err != nil {
+	look := h.store.Batch(ctx)
+	known, exists, member := look.Users(users...), look.Rooms(rooms...), look.AreMembers(ms)
+	if err := look.Do(); err != nil {
 		return fmt.Errorf("presence: %d joins: %w", len(evs), err)
 	}
 	var answers []pipeline.Answer
@@ -230,11 +215,12 @@ func (h *Handler) joined(ctx context.Context, evs []*topicpb.SessionEvent) error
 		return err
 	}
 	// A session being closed (expired, say) while it joined must not
-	// leave an entry in the room behind it; the rooms' latest seqs, and who is online in the small
-	// ones, are read at the same time.
+	// leave an entry in the room behind it. The rooms' latest seqs, and
+	// who is online in the small ones, are read in the same round trip.
 	refs := make([]directory.SessionRef, len(joins))
 	var convs []string
-	listed := map[string][]string{} // rooms small enough to list who is online
+	var listed []string // rooms small enough to list who is online
+	listing := map[string]bool{}
 	clear(seenRoom)
 	for i, j := range joins {
 		refs[i] = j.Ref
@@ -242,34 +228,15 @@ func (h *Handler) joined(ctx context.Context, evs []*topicpb.SessionEvent) error
 			seenRoom[j.Room] = true
 			convs = append(convs, topics.RoomConversation(j.Room))
 		}
-		if h.presenceFrames(rcs[i].OnlineUsers) {
-			listed[j.Room] = nil
+		if h.presenceFrames(rcs[i].OnlineUsers) && !listing[j.Room] {
+			listing[j.Room] = true
+			listed = append(listed, j.Room)
 		}
 	}
-	var open []bool
-	var latest map[string]uint64
-	online := make(map[string][]string, len(listed)) // under mu
-	g, gctx = errgroup.WithContext(ctx)
-	g.Go(func() (err error) {
-		open, err = h.store.SessionsOpen(gctx, refs)
-		return err
-	})
-	g.Go(func() (err error) {
-		latest, err = h.store.LatestSeqs(gctx, convs...)
-		return err
-	})
-	var mu sync.Mutex
-	for room := range listed {
-		g.Go(func() error {
-			us, err := h.store.RoomUsers(gctx, room)
-			mu.Lock()
-			online[room] = us
-			mu.Unlock()
-			return err
-		})
-	}
-	if err := g.Wait(); err != nil {
-		return err
+	look = h.store.Batch(ctx)
+	open, latest, online := look.SessionsOpen(refs), look.LatestSeqs(convs...), look.RoomUsers(listed...)
+	if err := look.Do(); err != nil {
+		return fmt.Errorf("presence: %d joins: %w", len(evs), err)
 	}
 	var left []int
 	for i, j := range joins {

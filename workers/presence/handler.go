@@ -97,12 +97,11 @@ type Store interface {
 
 	// Each asks many questions in one round trip (HandleBatch).
 	Users(ctx context.Context, ids ...string) (map[string]directory.User, error)
-	Rooms(ctx context.Context, ids ...string) (map[string]directory.Room, error)
-	AreMembers(ctx context.Context, ms []directory.Membership) ([]bool, error)
 	OpenSessionsWithin(ctx context.Context, sessions []directory.Session, ttl time.Duration, limit int) ([]bool, error)
 	JoinRooms(ctx context.Context, joins []directory.Join) ([]directory.RoomCount, error)
-	SessionsOpen(ctx context.Context, refs []directory.SessionRef) ([]bool, error)
 	ConversationPages(ctx context.Context, users []string, limit, maxBytes int) ([]directory.ConversationPage, error)
+	// Batch asks several kinds of question in one round trip.
+	Batch(ctx context.Context) *directory.Batch
 }
 
 // Handler handles session events. Handle is safe for concurrent use; the
