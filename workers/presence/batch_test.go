@@ -179,3 +179,70 @@ func state(t *testing.T, s *directory.Store) string {
 	}
 	return out
 }
+
+// BenchmarkLoginJoin measures what presence spends on a login and a
+// join (an OPENED and a JOINED event) against a real redis-server, the
+// broker left out (answers go to a recorder), in batches of 1, 8 and 64
+// distinct users as the consumer merges them during a reconnect storm.
+//
+//	go test ./workers/presence/ -run '^$' -bench BenchmarkLoginJoin -benchtime 2000x -count 3
+func BenchmarkLoginJoin(b *testing.B) {
+	for _, n := range []int{1, 8, 64} {
+		b.Run(fmt.Sprintf("batch=%d", n), func(b *testing.B) {
+			ctx := context.Background()
+			store := testinfra.DemoDirectory(b)
+			rec := &testinfra.Recorder{}
+			h := testinfra.Must(presence.New(presence.Config{MaxSessionsPerUser: -1, PresenceWindow: -1}, store, rec, nil))(b)
+			const users = 1000
+			if err := store.PutRoom(ctx, directory.Room{ID: "bench", Kind: "group"}); err != nil {
+				b.Fatal(err)
+			}
+			ms := make([]directory.Membership, users)
+			for i := range users {
+				u := fmt.Sprint("u", i)
+				if err := store.PutUser(ctx, directory.User{ID: u}); err != nil {
+					b.Fatal(err)
+				}
+				ms[i] = directory.Membership{Room: "bench", User: u}
+			}
+			if err := store.AddMembers(ctx, ms); err != nil {
+				b.Fatal(err)
+			}
+			merged := func(evs []*topicpb.SessionEvent) *message.Message {
+				var payload []byte
+				for i, e := range evs {
+					p, err := proto.Marshal(e)
+					if err != nil {
+						b.Fatal(err)
+					}
+					if i == 0 {
+						payload = p
+					} else {
+						payload = topics.AppendBatch(payload, topics.SessionEvents.BatchField, p)
+					}
+				}
+				return message.NewMessage("batch", payload)
+			}
+			b.ResetTimer()
+			for i := 0; i < b.N; i += n {
+				k := min(n, b.N-i)
+				opened := make([]*topicpb.SessionEvent, k)
+				joined := make([]*topicpb.SessionEvent, k)
+				for j := range k {
+					s, u := sess("c1", fmt.Sprint(i+j)), fmt.Sprint("u", (i+j)%users)
+					opened[j] = &topicpb.SessionEvent{Kind: topicpb.SessionEvent_OPENED, Session: s, User: u, RequestId: 1}
+					joined[j] = &topicpb.SessionEvent{Kind: topicpb.SessionEvent_JOINED, Session: s, User: u, Room: "bench", RequestId: 2}
+				}
+				for _, evs := range [][]*topicpb.SessionEvent{opened, joined} {
+					if err := h.Pipeline().Handle(merged(evs)); err != nil {
+						b.Fatal(err)
+					}
+				}
+				if got := len(rec.Take()); got < 2*k {
+					b.Fatalf("%d answers to %d logins and joins", got, k)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N), "µs/login")
+		})
+	}
+}
