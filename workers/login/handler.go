@@ -67,7 +67,7 @@ const answerWithin = 2 * time.Second
 // rather than retried while the clients wait; it also never goes to dead
 // letters, where its bearer token would be kept (issue 11). Only a
 // failure to send those answers is returned, to be retried.
-func (h *Handler) handle(ctx context.Context, req *topicpb.LoginRequest, msg *message.Message) error {
+func (h *Handler) handle(ctx context.Context, req *topicpb.LoginRequest, _ *message.Message) error {
 	ctx, cancel := context.WithTimeout(ctx, answerWithin)
 	defer cancel()
 	reqs := topics.Split(topics.LoginRequests, req)

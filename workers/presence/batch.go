@@ -18,7 +18,7 @@ import (
 
 // handle takes apart the batch a consumer may have merged
 // (topics.SessionEvents batches across keys) and applies it.
-func (h *Handler) handle(ctx context.Context, ev *topicpb.SessionEvent, msg *message.Message) error {
+func (h *Handler) handle(ctx context.Context, ev *topicpb.SessionEvent, _ *message.Message) error {
 	return h.HandleBatch(ctx, topics.Split(topics.SessionEvents, ev))
 }
 
