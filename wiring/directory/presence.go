@@ -16,17 +16,25 @@ import (
 // the room (one slot). ARGV: triples of session id, user, comet, one per
 // connection. Only a connection not yet in the room changes the counts,
 // so a repeat is harmless. Returns, per triple in order, {online users,
-// connections, user changed (0/1)} after it.
+// connections, user changed (0/1)} after it. The counts are read once
+// and kept up to date in the script: each call from a script costs the
+// embedded Redis two buffers of its own.
 var joinScript = redis.NewScript(`
+local users = redis.call('HLEN', KEYS[2])
+local conns = redis.call('HLEN', KEYS[1])
 local out = {}
 for i = 1, #ARGV, 3 do
   local changed = 0
   if redis.call('HSET', KEYS[1], ARGV[i], ARGV[i+1]) == 1 then
-    if redis.call('HINCRBY', KEYS[2], ARGV[i+1], 1) == 1 then changed = 1 end
+    conns = conns + 1
+    if redis.call('HINCRBY', KEYS[2], ARGV[i+1], 1) == 1 then
+      changed = 1
+      users = users + 1
+    end
     redis.call('HINCRBY', KEYS[3], ARGV[i+2], 1)
   end
-  out[#out+1] = redis.call('HLEN', KEYS[2])
-  out[#out+1] = redis.call('HLEN', KEYS[1])
+  out[#out+1] = users
+  out[#out+1] = conns
   out[#out+1] = changed
 end
 return out
