@@ -266,7 +266,8 @@ func (s *Store) JoinRooms(ctx context.Context, joins []Join) ([]RoomCount, error
 
 // OpenSessionsWithin is OpenSessionWithin for each of sessions, in order
 // (sessions of one user count in turn), in three round trips whatever
-// their number (four with refusals).
+// their number (four with refusals; on a Redis Cluster the second is a
+// transaction per user, made at once).
 func (s *Store) OpenSessionsWithin(ctx context.Context, sessions []Session, ttl time.Duration, limit int) ([]bool, error) {
 	opened := make([]bool, len(sessions))
 	if limit == 0 {
