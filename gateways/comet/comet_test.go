@@ -1828,24 +1828,13 @@ func TestMergedDeliveriesApplyInOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := next(f, topics.LoginRequests).GetSession().GetConn()
-	var payload []byte
-	for i, d := range []*topicpb.Delivery{
-		{Conns: []string{id}, Control: &topicpb.Control{Authenticate: "alice"}, Frame: &clientpb.ServerFrame{RequestId: 7, Body: &clientpb.ServerFrame_LoginResult{LoginResult: &clientpb.LoginResult{Ok: true, User: "alice"}}}},
-		{Conns: []string{id}, Control: &topicpb.Control{Join: "lobby"}},
+	merged := testinfra.Merged(t, topics.Deliveries,
+		&topicpb.Delivery{Conns: []string{id}, Control: &topicpb.Control{Authenticate: "alice"}, Frame: &clientpb.ServerFrame{RequestId: 7, Body: &clientpb.ServerFrame_LoginResult{LoginResult: &clientpb.LoginResult{Ok: true, User: "alice"}}}},
+		&topicpb.Delivery{Conns: []string{id}, Control: &topicpb.Control{Join: "lobby"}},
 		roomMessage("lobby", 1),
 		roomMessage("lobby", 2),
-	} {
-		b, err := proto.Marshal(d)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if i == 0 {
-			payload = b
-		} else {
-			payload = topics.AppendBatch(payload, topics.Deliveries.BatchField, b)
-		}
-	}
-	if err := f.h.Handle(message.NewMessage("merged", payload)); err != nil {
+	)
+	if err := f.h.Handle(merged); err != nil {
 		t.Fatal(err)
 	}
 	if fr := nextFrame(t, conn); fr.GetLoginResult().GetUser() != "alice" {

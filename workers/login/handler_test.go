@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/laneim/laneim/internal/testinfra"
 	"github.com/laneim/laneim/proto/clientpb"
@@ -168,19 +167,7 @@ func TestBatch(t *testing.T) {
 		req("c2", "b", "bob", inAnHour()),
 		req("c1", "z", "zed", inAnHour()),
 	}
-	var payload []byte
-	for i, r := range reqs {
-		b, err := proto.Marshal(r)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if i == 0 {
-			payload = b
-		} else {
-			payload = topics.AppendBatch(payload, topics.LoginRequests.BatchField, b)
-		}
-	}
-	merged := message.NewMessage("merged", payload)
+	merged := testinfra.Merged(t, topics.LoginRequests, reqs...)
 
 	rec := &testinfra.Recorder{}
 	h, _ := login.New(users, rec, slog.New(slog.DiscardHandler))

@@ -7,7 +7,6 @@ import (
 	"sort"
 	"testing"
 
-	"github.com/ThreeDotsLabs/watermill/message"
 	"google.golang.org/protobuf/encoding/prototext"
 	"google.golang.org/protobuf/proto"
 
@@ -62,19 +61,7 @@ func TestBatchIsEventsInTurn(t *testing.T) {
 		event(t, inTurn, proto.Clone(e).(*topicpb.SessionEvent))
 	}
 	batch, batchStore, batchRec := fixture(t, cfg)
-	var payload []byte
-	for i, e := range evs {
-		b, err := proto.Marshal(e)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if i == 0 {
-			payload = b
-		} else {
-			payload = topics.AppendBatch(payload, topics.SessionEvents.BatchField, b)
-		}
-	}
-	if err := batch.Pipeline().Handle(message.NewMessage("merged", payload)); err != nil {
+	if err := batch.Pipeline().Handle(testinfra.Merged(t, topics.SessionEvents, evs...)); err != nil {
 		t.Fatal(err)
 	}
 
@@ -208,21 +195,6 @@ func BenchmarkLoginJoin(b *testing.B) {
 			if err := store.AddMembers(ctx, ms); err != nil {
 				b.Fatal(err)
 			}
-			merged := func(evs []*topicpb.SessionEvent) *message.Message {
-				var payload []byte
-				for i, e := range evs {
-					p, err := proto.Marshal(e)
-					if err != nil {
-						b.Fatal(err)
-					}
-					if i == 0 {
-						payload = p
-					} else {
-						payload = topics.AppendBatch(payload, topics.SessionEvents.BatchField, p)
-					}
-				}
-				return message.NewMessage("batch", payload)
-			}
 			b.ResetTimer()
 			for i := 0; i < b.N; i += n {
 				k := min(n, b.N-i)
@@ -234,7 +206,7 @@ func BenchmarkLoginJoin(b *testing.B) {
 					joined[j] = &topicpb.SessionEvent{Kind: topicpb.SessionEvent_JOINED, Session: s, User: u, Room: "bench", RequestId: 2}
 				}
 				for _, evs := range [][]*topicpb.SessionEvent{opened, joined} {
-					if err := h.Pipeline().Handle(merged(evs)); err != nil {
+					if err := h.Pipeline().Handle(testinfra.Merged(b, topics.SessionEvents, evs...)); err != nil {
 						b.Fatal(err)
 					}
 				}
