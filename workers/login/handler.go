@@ -149,13 +149,16 @@ func (h *Handler) HandleBatch(ctx context.Context, reqs []*topicpb.LoginRequest)
 			events = append(events, out)
 		}
 	}
+	// Refusals first: if announcing the accepted logins then fails, the
+	// UNAVAILABLE every client of the batch gets (handle) comes after a
+	// refused client's refusal, and no accepted login was announced.
+	if err := pipeline.ReplyAll(h.pub, answers); err != nil {
+		return fmt.Errorf("login: refuse: %w", err)
+	}
 	if len(events) > 0 {
 		if err := h.pub.Publish(topics.SessionEvents.Name, events...); err != nil {
 			return fmt.Errorf("login: publish %d sessions opened: %w", len(events), err)
 		}
-	}
-	if err := pipeline.ReplyAll(h.pub, answers); err != nil {
-		return fmt.Errorf("login: refuse: %w", err)
 	}
 	return nil
 }

@@ -190,9 +190,9 @@ func TestBatch(t *testing.T) {
 		}
 		got = append(got, fmt.Sprintf("%s %v %v", p.Topic, d.GetConns(), d.GetFrame().GetError().GetCode()))
 	}
-	// Refusals go per comet, in the order found (the expired token before
-	// the lookup).
-	want := []string{"OPENED c1/a", "OPENED c2/b", "deliver.c1 [x] BAD_TOKEN", "deliver.c1 [z] UNKNOWN_USER", "deliver.c2 [m] UNKNOWN_USER"}
+	// Refusals first, per comet, in the order found (the expired token
+	// before the lookup); then the accepted logins, in one publish.
+	want := []string{"deliver.c1 [x] BAD_TOKEN", "deliver.c1 [z] UNKNOWN_USER", "deliver.c2 [m] UNKNOWN_USER", "OPENED c1/a", "OPENED c2/b"}
 	if !slices.Equal(got, want) {
 		t.Errorf("published\n%v\nwant\n%v", got, want)
 	}
