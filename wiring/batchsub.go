@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"log/slog"
 	"sync"
 	"time"
@@ -251,6 +252,7 @@ func (h *claims) handOn(sess sarama.ConsumerGroupSession, run []*sarama.Consumer
 			payload = topics.AppendBatch(payload, h.field, m.Value)
 		}
 		msg.Payload = payload
+		msg.Metadata.Set(MergedMetadata, strconv.Itoa(len(run)))
 	}
 	ctx, cancel := context.WithCancel(h.ctx)
 	defer cancel()
@@ -282,6 +284,19 @@ func (h *claims) handOn(sess sarama.ConsumerGroupSession, run []*sarama.Consumer
 			return false
 		}
 	}
+}
+
+// MergedMetadata is the metadata field in which BatchingSubscriber
+// writes how many payloads a merged message carries (absent: one).
+const MergedMetadata = "laneim_merged"
+
+// Merged returns how many payloads msg carries: more than one when
+// BatchingSubscriber merged a run into it.
+func Merged(msg *message.Message) int {
+	if n, err := strconv.Atoi(msg.Metadata.Get(MergedMetadata)); err == nil && n > 1 {
+		return n
+	}
+	return 1
 }
 
 // binaryVarintLen is the most bytes a tag or a length takes.

@@ -232,6 +232,9 @@ func TestBatchingSubscriberMergesAcrossKeys(t *testing.T) {
 			for _, e := range topics.Split(topics.SessionEvents, ev) {
 				got = append(got, e.GetUser())
 			}
+			if n := wiring.Merged(m); n != len(got) {
+				t.Errorf("a message carrying %d payloads says it carries %d (metadata %q)", len(got), n, m.Metadata.Get(wiring.MergedMetadata))
+			}
 		}
 		m.Ack()
 		groups = append(groups, got)

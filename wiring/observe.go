@@ -27,6 +27,7 @@ import (
 type Metrics struct {
 	Registry *prometheus.Registry
 	handled  *prometheus.CounterVec
+	payloads *prometheus.CounterVec
 	seconds  *prometheus.HistogramVec
 	ready    atomic.Bool
 
@@ -51,18 +52,23 @@ func NewMetrics() *Metrics {
 			Name: "laneim_handler_messages_total",
 			Help: "Messages a pipeline handler finished, by result: ok, or error (after retries: sent to dead letters).",
 		}, []string{"handler", "result"}),
+		payloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "laneim_handler_payloads_total",
+			Help: "Payloads a pipeline handler finished, by result: a message the subscriber merged from a run (a batch) counts each payload it carries.",
+		}, []string{"handler", "result"}),
 		seconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "laneim_handler_seconds",
 			Help:    "Time a pipeline handler took for a message, retries included.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10),
 		}, []string{"handler"}),
 	}
-	m.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), m.handled, m.seconds)
+	m.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), m.handled, m.payloads, m.seconds)
 	return m
 }
 
-// Middleware measures every handler: count by result and latency. The
-// router puts it outside the retries, so it sees each message's outcome.
+// Middleware measures every handler: messages and payloads (Merged) by
+// result, and latency. The router puts it outside the retries, so it
+// sees each message's outcome.
 func (m *Metrics) Middleware(h message.HandlerFunc) message.HandlerFunc {
 	return func(msg *message.Message) ([]*message.Message, error) {
 		name := message.HandlerNameFromCtx(msg.Context())
@@ -74,6 +80,7 @@ func (m *Metrics) Middleware(h message.HandlerFunc) message.HandlerFunc {
 			result = "error"
 		}
 		m.handled.WithLabelValues(name, result).Inc()
+		m.payloads.WithLabelValues(name, result).Add(float64(Merged(msg)))
 		return out, err
 	}
 }

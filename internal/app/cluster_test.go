@@ -689,6 +689,7 @@ func TestE2EMetricsAndHealth(t *testing.T) {
 	want := []string{
 		`laneim_handler_messages_total{handler="routing",result="ok"}`,
 		`laneim_handler_messages_total{handler="fanout",result="ok"}`,
+		`laneim_handler_payloads_total{handler="presence",result="ok"}`,
 		`laneim_handler_seconds_count{handler="comet.c1"}`,
 		`laneim_comet_connections{comet="c1"} 1`,
 		`laneim_comet_frames_sent_total{comet="c1"}`,
