@@ -17,6 +17,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"go.uber.org/fx"
+	"golang.org/x/sync/errgroup"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/laneim/laneim/proto/clientpb"
@@ -133,7 +134,8 @@ type Answer struct {
 }
 
 // ReplyAll sends each answer as Reply does, a comet's answers in one
-// publish, in the order given, and returns once the broker has them all.
+// publish, in the order given (the comets' publishes at once), and
+// returns once the broker has them all.
 func ReplyAll(pub message.Publisher, answers []Answer) error {
 	var order []string
 	byTopic := map[string][]*message.Message{}
@@ -150,10 +152,14 @@ func ReplyAll(pub message.Publisher, answers []Answer) error {
 		}
 		byTopic[topic] = append(byTopic[topic], out)
 	}
+	var g errgroup.Group
 	for _, topic := range order {
-		if err := pub.Publish(topic, byTopic[topic]...); err != nil {
-			return fmt.Errorf("reply to %d connections on %s: %w", len(byTopic[topic]), topic, err)
-		}
+		g.Go(func() error {
+			if err := pub.Publish(topic, byTopic[topic]...); err != nil {
+				return fmt.Errorf("reply to %d connections on %s: %w", len(byTopic[topic]), topic, err)
+			}
+			return nil
+		})
 	}
-	return nil
+	return g.Wait()
 }

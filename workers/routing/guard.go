@@ -171,10 +171,10 @@ func (h *Handler) handle(ctx context.Context, sub *topicpb.Submitted, msg *messa
 	if errors.Is(err, errNotRestored) {
 		text = "sequence numbers are being restored; retry with the same client_msg_id"
 	}
-	answers := make([]answer, len(subs))
+	answers := make([]pipeline.Answer, len(subs))
 	for i, s := range subs {
 		h.logger.Warn("send answered UNAVAILABLE", "sender", s.GetSender(), "client_msg_id", s.GetClientMsgId(), "err", err)
-		answers[i] = answer{s, topics.ErrorFrame(s.GetRequestId(), clientpb.Error_UNAVAILABLE, text)}
+		answers[i] = pipeline.Answer{Session: s.GetOrigin(), Frame: topics.ErrorFrame(s.GetRequestId(), clientpb.Error_UNAVAILABLE, text)}
 	}
 	if aerr := h.answer(answers); aerr != nil {
 		return errors.Join(err, aerr)

@@ -427,13 +427,13 @@ func (h *Handler) finish(ctx context.Context, conv string, items []*item, now ti
 	var marked []directory.Submission
 	var marks []directory.Assigned
 	reads := map[string]uint64{} // sender → its highest seq routed
-	answers := make([]answer, len(items))
+	answers := make([]pipeline.Answer, len(items))
 	for i, it := range items {
 		if it.refused != nil {
-			answers[i] = answer{it.sub, it.refused.frame(it.sub.GetRequestId())}
+			answers[i] = pipeline.Answer{Session: it.sub.GetOrigin(), Frame: it.refused.frame(it.sub.GetRequestId())}
 			continue
 		}
-		answers[i] = answer{it.sub, h.result(it, conv, now)}
+		answers[i] = pipeline.Answer{Session: it.sub.GetOrigin(), Frame: h.result(it, conv, now)}
 		if it.m == nil {
 			continue
 		}
@@ -756,40 +756,12 @@ func (h *Handler) targets(ctx context.Context, sub *topicpb.Submitted, routed *t
 	return nil
 }
 
-// answer is a frame answering a submission.
-type answer struct {
-	sub   *topicpb.Submitted
-	frame *clientpb.ServerFrame
-}
-
-// answer sends each frame to its submission's connection, if it has
+// answer sends each answer to its submission's connection, if it has
 // one. The answers to one comet go in one publish, in the order given,
 // so a sender hears of its messages in the order it sent them.
-func (h *Handler) answer(answers []answer) error {
-	var order []string
-	byTopic := map[string][]*message.Message{}
-	for _, a := range answers {
-		s := a.sub.GetOrigin()
-		if s.GetComet() == "" {
-			continue
-		}
-		topic, out, err := topics.Reply(s, a.frame, nil)
-		if err != nil {
-			return fmt.Errorf("routing: answer sender: %w", err)
-		}
-		if _, ok := byTopic[topic]; !ok {
-			order = append(order, topic)
-		}
-		byTopic[topic] = append(byTopic[topic], out)
+func (h *Handler) answer(answers []pipeline.Answer) error {
+	if err := pipeline.ReplyAll(h.pub, answers); err != nil {
+		return fmt.Errorf("routing: answer senders: %w", err)
 	}
-	var g errgroup.Group
-	for _, topic := range order {
-		g.Go(func() error {
-			if err := h.pub.Publish(topic, byTopic[topic]...); err != nil {
-				return fmt.Errorf("routing: answer %d senders on %s: %w", len(byTopic[topic]), topic, err)
-			}
-			return nil
-		})
-	}
-	return g.Wait()
+	return nil
 }
