@@ -19,23 +19,11 @@ func AppendBatch(payload []byte, field protowire.Number, next []byte) []byte {
 }
 
 // SplitSubmitted takes a batch of submissions apart: s, then each of its
-// more in order, depth first (a merged message's more may have more of
+// more in order, depth first (a merged submission's more may have more of
 // their own). Each returned submission has no more left: s's are cleared.
+// It is Split(Submitted, s).
 func SplitSubmitted(s *topicpb.Submitted) []*topicpb.Submitted {
-	if len(s.GetMore()) == 0 {
-		return []*topicpb.Submitted{s}
-	}
-	return splitSubmitted(s, nil)
-}
-
-func splitSubmitted(s *topicpb.Submitted, out []*topicpb.Submitted) []*topicpb.Submitted {
-	more := s.More
-	s.More = nil
-	out = append(out, s)
-	for _, m := range more {
-		out = splitSubmitted(m, out)
-	}
-	return out
+	return Split(Submitted, s)
 }
 
 // SplitRouted takes a batch of routed messages apart: r, then each of its
