@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -34,7 +35,7 @@ func (s *Store) Batch(ctx context.Context) *Batch {
 
 // Do asks the questions gathered and fills in their answers.
 func (b *Batch) Do() error {
-	if len(b.fill) == 0 {
+	if b.p.Len() == 0 {
 		return nil
 	}
 	// Exec's error is the first failed command's, which may be a nil
@@ -172,6 +173,27 @@ func (b *Batch) RoomUsers(rooms ...string) map[string][]string {
 			users := cmds[i].Val()
 			slices.Sort(users)
 			out[r] = users
+		}
+		return nil
+	})
+	return out
+}
+
+// UnreadMentions is Store.UnreadMentions.
+func (b *Batch) UnreadMentions(user string, read map[string]uint64, conversations ...string) map[string]uint64 {
+	out := make(map[string]uint64)
+	cmds := make([]*redis.IntCmd, len(conversations))
+	for i, c := range conversations {
+		cmds[i] = b.p.ZCount(b.ctx, userMentionsKey(user, c), "("+strconv.FormatUint(read[c], 10), "+inf")
+	}
+	b.fill = append(b.fill, func() error {
+		for i, c := range conversations {
+			if err := failed(cmds[i]); err != nil {
+				return fmt.Errorf("directory: unread mentions of %s: %w", user, err)
+			}
+			if n := cmds[i].Val(); n > 0 {
+				out[c] = uint64(n)
+			}
 		}
 		return nil
 	})

@@ -233,58 +233,44 @@ func (s *Store) ConversationPages(ctx context.Context, users []string, limit, ma
 	if len(convs) == 0 {
 		return pages, nil
 	}
-	seqs := make([]*redis.StringCmd, len(convs))
+	b := s.Batch(ctx)
+	latest := b.LatestSeqs(convs...)
 	reads := make([]*redis.SliceCmd, len(users))
-	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, c := range convs {
-			seqs[i] = p.Get(ctx, convSeqKey(c))
+	for i, u := range users {
+		if len(entries[i]) > 0 {
+			reads[i] = b.p.HMGet(ctx, userReadKey(u), entryConvs(entries[i])...)
 		}
-		for i, u := range users {
-			if len(entries[i]) > 0 {
-				reads[i] = p.HMGet(ctx, userReadKey(u), entryConvs(entries[i])...)
-			}
-		}
-		return nil
-	})
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return nil, fmt.Errorf("directory: conversation pages of %d users: %w", len(users), err)
 	}
-	latest := make(map[string]uint64, len(convs))
-	for i, c := range convs {
-		latest[c], _ = seqs[i].Uint64()
+	if err := b.Do(); err != nil {
+		return nil, err
 	}
 	read := make([]map[string]uint64, len(users))
 	for i, u := range users {
 		if len(entries[i]) == 0 {
 			continue
 		}
+		if err := failed(reads[i]); err != nil {
+			return nil, fmt.Errorf("directory: read positions of %s: %w", u, err)
+		}
+		var err error
 		if read[i], err = s.readSeqsFrom(ctx, u, entryConvs(entries[i]), reads[i].Val()); err != nil {
 			return nil, err
 		}
 	}
-	mentions := make([][]*redis.IntCmd, len(users))
-	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, u := range users {
-			for _, e := range entries[i] {
-				mentions[i] = append(mentions[i], p.ZCount(ctx, userMentionsKey(u, e.conv), "("+strconv.FormatUint(read[i][e.conv], 10), "+inf"))
-			}
+	b = s.Batch(ctx)
+	mentions := make([]map[string]uint64, len(users))
+	for i, u := range users {
+		if len(entries[i]) > 0 {
+			mentions[i] = b.UnreadMentions(u, read[i], entryConvs(entries[i])...)
 		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("directory: unread mentions of %d users: %w", len(users), err)
+	}
+	if err := b.Do(); err != nil {
+		return nil, err
 	}
 	for i := range users {
-		if len(entries[i]) == 0 {
-			continue
+		if len(entries[i]) > 0 {
+			pages[i] = assemblePage(entries[i], more[i], latest, read[i], mentions[i], maxBytes)
 		}
-		m := map[string]uint64{}
-		for k, e := range entries[i] {
-			if n := mentions[i][k].Val(); n > 0 {
-				m[e.conv] = uint64(n)
-			}
-		}
-		pages[i] = assemblePage(entries[i], more[i], latest, read[i], m, maxBytes)
 	}
 	return pages, nil
 }

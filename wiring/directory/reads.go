@@ -126,23 +126,9 @@ func (s *Store) RecallMentions(ctx context.Context, conversation string, seq uin
 // UnreadMentions returns, per conversation, how many messages after
 // user's read position mention user; conversations without are absent.
 func (s *Store) UnreadMentions(ctx context.Context, user string, read map[string]uint64, conversations ...string) (map[string]uint64, error) {
-	cmds := make([]*redis.IntCmd, len(conversations))
-	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, c := range conversations {
-			cmds[i] = p.ZCount(ctx, userMentionsKey(user, c), "("+strconv.FormatUint(read[c], 10), "+inf")
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("directory: unread mentions of %s: %w", user, err)
-	}
-	out := make(map[string]uint64)
-	for i, c := range conversations {
-		if n := cmds[i].Val(); n > 0 {
-			out[c] = uint64(n)
-		}
-	}
-	return out, nil
+	b := s.Batch(ctx)
+	out := b.UnreadMentions(user, read, conversations...)
+	return out, b.Do()
 }
 
 // MarkRead raises user's read position in conversation to seq. It
