@@ -24,18 +24,8 @@ import (
 // carries.
 func TestBatchingSubscriberMerges(t *testing.T) {
 	t.Parallel()
-	kcfg := testinfra.Kafka(t)
-	pub, err := wiring.NewPublisher(kcfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pub.Close() })
-	publish := func(msgs ...*message.Message) {
-		t.Helper()
-		if err := pub.Publish(topics.Submitted.Name, msgs...); err != nil {
-			t.Fatal(err)
-		}
-	}
+	k := testinfra.KafkaPipeline(t)
+	kcfg := k.Kafka
 	sub := func(room, id string) *message.Message {
 		m, err := topics.Submitted.Encode(&topicpb.Submitted{Sender: "u", ClientMsgId: id, To: &topicpb.Submitted_Room{Room: room}})
 		if err != nil {
@@ -48,7 +38,7 @@ func TestBatchingSubscriberMerges(t *testing.T) {
 	// b is a room whose messages share room a's partition: the order
 	// below is the partition's.
 	b := sameRoomPartition(t, "a")
-	publish(sub("a", "1"), sub("a", "2"), sub("a", "3"), sub(b, "x"), sub("a", "4"), poison, sub("a", "5"))
+	k.Publish(topics.Submitted.Name, sub("a", "1"), sub("a", "2"), sub("a", "3"), sub(b, "x"), sub("a", "4"), poison, sub("a", "5"))
 
 	const group = "test.batching"
 	subscriber, err := wiring.NewBatchingSubscriber(kcfg, group, slog.New(slog.DiscardHandler), nil)
@@ -135,7 +125,7 @@ func TestBatchingSubscriberMerges(t *testing.T) {
 	if err := subscriber.Close(); err != nil {
 		t.Fatal(err)
 	}
-	publish(sub("a", "after"))
+	k.Publish(topics.Submitted.Name, sub("a", "after"))
 	again, err := wiring.NewBatchingSubscriber(kcfg, group, slog.New(slog.DiscardHandler), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -178,12 +168,8 @@ func sameRoomPartition(t *testing.T, room string) string {
 // keys, in the partition's order, and a poison message still goes alone.
 func TestBatchingSubscriberMergesAcrossKeys(t *testing.T) {
 	t.Parallel()
-	kcfg := testinfra.Kafka(t)
-	pub, err := wiring.NewPublisher(kcfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pub.Close() })
+	k := testinfra.KafkaPipeline(t)
+	kcfg := k.Kafka
 	users := sameUserPartition(t, 4)
 	var msgs []*message.Message
 	for i, u := range users {
@@ -198,9 +184,7 @@ func TestBatchingSubscriberMergesAcrossKeys(t *testing.T) {
 			msgs = append(msgs, poison)
 		}
 	}
-	if err := pub.Publish(topics.SessionEvents.Name, msgs...); err != nil {
-		t.Fatal(err)
-	}
+	k.Publish(topics.SessionEvents.Name, msgs...)
 
 	subscriber, err := wiring.NewBatchingSubscriber(kcfg, "test.across", slog.New(slog.DiscardHandler), nil)
 	if err != nil {
