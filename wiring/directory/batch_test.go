@@ -17,12 +17,7 @@ import (
 // and reports the same ones, as the joins made one at a time.
 func TestJoinRoomsIsJoinRoomInTurn(t *testing.T) {
 	t.Parallel()
-	for name, newClient := range backends(t) {
-		t.Run(name, func(t *testing.T) {
-			t.Parallel()
-			testJoinRooms(t, directory.New(newClient(t)))
-		})
-	}
+	onBackends(t, func(t *testing.T, rdb redis.UniversalClient) { testJoinRooms(t, directory.New(rdb)) })
 }
 
 func testJoinRooms(t *testing.T, s *directory.Store) {
@@ -83,12 +78,7 @@ func testJoinRooms(t *testing.T, s *directory.Store) {
 // nothing behind.
 func TestOpenSessionsWithin(t *testing.T) {
 	t.Parallel()
-	for name, newClient := range backends(t) {
-		t.Run(name, func(t *testing.T) {
-			t.Parallel()
-			testOpenSessionsWithin(t, directory.New(newClient(t)))
-		})
-	}
+	onBackends(t, func(t *testing.T, rdb redis.UniversalClient) { testOpenSessionsWithin(t, directory.New(rdb)) })
 }
 
 func testOpenSessionsWithin(t *testing.T, s *directory.Store) {
@@ -132,12 +122,7 @@ func testOpenSessionsWithin(t *testing.T, s *directory.Store) {
 
 func TestBatchLookups(t *testing.T) {
 	t.Parallel()
-	for name, newClient := range backends(t) {
-		t.Run(name, func(t *testing.T) {
-			t.Parallel()
-			testBatchLookups(t, directory.New(newClient(t)))
-		})
-	}
+	onBackends(t, func(t *testing.T, rdb redis.UniversalClient) { testBatchLookups(t, directory.New(rdb)) })
 }
 
 func testBatchLookups(t *testing.T, s *directory.Store) {
@@ -180,12 +165,7 @@ func testBatchLookups(t *testing.T, s *directory.Store) {
 // users at once are those read for each alone, whatever the limits.
 func TestConversationPagesIsConversationPage(t *testing.T) {
 	t.Parallel()
-	for name, newClient := range backends(t) {
-		t.Run(name, func(t *testing.T) {
-			t.Parallel()
-			testConversationPages(t, newClient(t))
-		})
-	}
+	onBackends(t, testConversationPages)
 }
 
 func testConversationPages(t *testing.T, rdb redis.UniversalClient) {
@@ -238,5 +218,15 @@ func testConversationPages(t *testing.T, rdb redis.UniversalClient) {
 	must(err)
 	if len(p[0].States) != 6 || p[0].States[0].Conversation != "room:dev" || p[0].States[0].Unread != 2 || p[0].States[0].UnreadMentions != 1 {
 		t.Errorf("alice's page %+v", p[0])
+	}
+}
+
+// onBackends runs test on each of backends, in parallel subtests.
+func onBackends(t *testing.T, test func(t *testing.T, rdb redis.UniversalClient)) {
+	for name, newClient := range backends(t) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			test(t, newClient(t))
+		})
 	}
 }

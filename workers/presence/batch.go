@@ -159,7 +159,7 @@ func (h *Handler) opened(ctx context.Context, evs []*topicpb.SessionEvent) error
 	// session goes, so a retry after a failure in between answers again
 	// (a comet ignores a close for a connection it no longer has).
 	for _, r := range banned {
-		h.logger.Info("login refused: user disabled or deleted meanwhile", "session", r.Comet+"/"+r.Conn)
+		h.logger.Info("login refused: user disabled or deleted meanwhile", "session", topics.SessionKey(session(r)))
 		if err := h.close(ctx, r); err != nil {
 			return err
 		}
