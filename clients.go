@@ -88,6 +88,7 @@ func runBench(ctx context.Context, args []string) error {
 	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "how long to push")
 	fs.DurationVar(&cfg.Drain, "drain", 10*time.Second, "how long to wait for deliveries after the last push")
 	fs.IntVar(&cfg.DialConcurrency, "dial-concurrency", 0, "clients connecting and logging in at once, as after a comet dies (default 64)")
+	fs.BoolVar(&cfg.JoinSeparately, "join-separately", false, "members join the room with a JoinRoom after logging in, not in the Login (Login.join) as the documented client does when it reconnects")
 	fs.DurationVar(&cfg.BatchWindow, "batch-window", 0, "comet batch window of the dev cluster (default: its own)")
 	fs.BoolVar(&cfg.JSON, "json-protocol", false, "clients speak the JSON subprotocol")
 	fs.IntVar(&cfg.FrameBudget, "frame-budget", 0, "comet frame budget of the dev cluster (default: its own)")

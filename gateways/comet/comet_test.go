@@ -1850,3 +1850,66 @@ func TestMergedDeliveriesApplyInOrder(t *testing.T) {
 		t.Errorf("room messages %v, want [1 2]", seqs)
 	}
 }
+
+// TestLoginJoins: a Login's join list goes to the login worker without
+// repeats, a list the protocol does not allow is refused INVALID and
+// goes nowhere, and the rooms the answer's control joins are the
+// connection's.
+func TestLoginJoins(t *testing.T) {
+	f := newFixture(t, comet.Config{RequestRate: -1})
+	ctx := ctxT(t)
+	many := make([]string, comet.MaxLoginJoins+1)
+	for i := range many {
+		many[i] = fmt.Sprint("r", i)
+	}
+	for _, tt := range []struct {
+		name string
+		join []string
+	}{
+		{"too many rooms", many},
+		{"an empty room", []string{"lobby", ""}},
+		{"a room too long", []string{strings.Repeat("r", 129)}},
+	} {
+		conn := f.dial(client.Options{})
+		if _, err := conn.Login(ctx, token(t, "alice"), "", tt.join...); code(err) != clientpb.Error_INVALID {
+			t.Errorf("login joining %s = %v, want INVALID", tt.name, err)
+		}
+	}
+	if pubs := f.rec.Take(); len(pubs) != 0 {
+		t.Fatalf("refused logins published %v", pubs)
+	}
+
+	conn := f.dial(client.Options{})
+	type answer struct {
+		res *clientpb.LoginResult
+		err error
+	}
+	done := make(chan answer, 1)
+	go func() { // ends when the comet answers or ctx expires
+		res, err := conn.Login(ctx, token(t, "alice"), "", append(many[:comet.MaxLoginJoins-2:comet.MaxLoginJoins-2], "lobby", "r0")...)
+		done <- answer{res, err}
+	}()
+	req := next(f, topics.LoginRequests)
+	if got, want := req.GetJoin(), append(many[:comet.MaxLoginJoins-2:comet.MaxLoginJoins-2], "lobby"); !slices.Equal(got, want) {
+		t.Fatalf("login request joins %v, want %v", got, want)
+	}
+	id := req.GetSession().GetConn()
+	f.deliver(&topicpb.Delivery{
+		Conns:   []string{id},
+		Control: &topicpb.Control{Authenticate: "alice", Joins: []string{"r0", "lobby"}},
+		Frame: &clientpb.ServerFrame{RequestId: req.GetRequestId(), Body: &clientpb.ServerFrame_LoginResult{LoginResult: &clientpb.LoginResult{
+			Ok: true, User: "alice", Joined: []*clientpb.Joined{{Room: "r0"}, {Room: "lobby"}},
+		}}},
+	})
+	if a := <-done; a.err != nil || len(a.res.GetJoined()) != 2 {
+		t.Fatalf("login = %v, %v", a.res, a.err)
+	}
+	for i, room := range []string{"lobby", "r0"} {
+		f.deliver(roomMessage(room, uint64(i+1)))
+		if msgs, _ := readMessages(t, conn, 1); msgs[0].GetConversation() != topics.RoomConversation(room) {
+			t.Fatalf("got %v, want the message of %s", msgs[0], room)
+		}
+	}
+	f.deliver(roomMessage("r1", 1)) // not joined
+	f.expectNothingMore(conn, id)
+}

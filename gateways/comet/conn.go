@@ -3,6 +3,7 @@ package comet
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -253,6 +254,10 @@ func (cn *conn) serve(f *clientpb.ClientFrame) {
 		if !cn.checkFields(req, field{"device", b.Login.GetDevice(), maxDeviceBytes}) {
 			return
 		}
+		join, ok := cn.loginJoins(req, b.Login.GetJoin())
+		if !ok {
+			return
+		}
 		claims, ok := cn.verify(req, b.Login.GetToken())
 		if !ok || !cn.startLogin(req) {
 			return
@@ -265,7 +270,7 @@ func (cn *conn) serve(f *clientpb.ClientFrame) {
 		// token is readable from login.requests.
 		msg, err := topics.LoginRequests.Encode(&topicpb.LoginRequest{
 			Session: c.session(cn), RequestId: req, User: claims.User, TokenExpiresUnixMs: claims.Expires.UnixMilli(),
-			Device: b.Login.GetDevice(), ReceivedUnixMs: time.Now().UnixMilli(),
+			Device: b.Login.GetDevice(), ReceivedUnixMs: time.Now().UnixMilli(), Join: join,
 		})
 		if err == nil {
 			err = c.publishRequest(topics.LoginRequests.Name, msg)
@@ -342,6 +347,31 @@ func (cn *conn) serve(f *clientpb.ClientFrame) {
 	default:
 		cn.fail(req, clientpb.Error_BAD_FRAME, "unknown frame type")
 	}
+}
+
+// loginJoins checks a Login's join list: at most MaxLoginJoins rooms,
+// none empty, each within the cap of a JoinRoom's room. It returns the
+// list without repeats, in its order, or answers INVALID and reports
+// false.
+func (cn *conn) loginJoins(req uint64, rooms []string) ([]string, bool) {
+	if len(rooms) > MaxLoginJoins {
+		cn.refuse(req, clientpb.Error_INVALID, fmt.Sprintf("login joins %d rooms, more than %d", len(rooms), MaxLoginJoins))
+		return nil, false
+	}
+	out := make([]string, 0, len(rooms))
+	for _, r := range rooms {
+		if r == "" {
+			cn.fail(req, clientpb.Error_INVALID, "join needs a room")
+			return nil, false
+		}
+		if !cn.checkFields(req, field{"room", r, maxRoomBytes}) {
+			return nil, false
+		}
+		if !slices.Contains(out, r) {
+			out = append(out, r)
+		}
+	}
+	return out, true
 }
 
 // verify checks a Login's token (package auth) and its subject (the id

@@ -151,8 +151,8 @@ func (c *Comet) targets(d *topicpb.Delivery) []*conn {
 	return out
 }
 
-// control applies authenticate, join and leave to targets, in that
-// order. A connection is authenticated once; join needs a logged-in
+// control applies authenticate, join (and joins) and leave to targets,
+// in that order. A connection is authenticated once; join needs a logged-in
 // connection; leave (presence revoking a membership) only updates the
 // local index, publishing nothing.
 //
@@ -184,20 +184,30 @@ func (c *Comet) control(targets []*conn, ctl *topicpb.Control) (over []*conn) {
 				continue // joins nothing: it is about to be closed
 			}
 		}
-		if r := ctl.GetJoin(); r != "" && cn.user != "" {
-			rm := c.rooms[r]
-			if rm == nil {
-				rm = newRoom(c, r)
-				c.rooms[r] = rm
+		if cn.user != "" {
+			if r := ctl.GetJoin(); r != "" {
+				c.joinLocked(cn, r)
 			}
-			rm.join(cn)
-			cn.rooms.add(r)
+			for _, r := range ctl.GetJoins() {
+				c.joinLocked(cn, r)
+			}
 		}
 		if r := ctl.GetLeave(); r != "" {
 			c.leaveLocked(cn, r)
 		}
 	}
 	return over
+}
+
+// joinLocked adds cn to room r; c.mu must be held for writing.
+func (c *Comet) joinLocked(cn *conn, r string) {
+	rm := c.rooms[r]
+	if rm == nil {
+		rm = newRoom(c, r)
+		c.rooms[r] = rm
+	}
+	rm.join(cn)
+	cn.rooms.add(r)
 }
 
 // leaveLocked removes cn from room r; c.mu must be held for writing.

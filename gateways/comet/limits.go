@@ -38,6 +38,10 @@ const (
 	defaultMaxConnsPerAddress = 1000
 )
 
+// MaxLoginJoins is the most rooms a Login may ask to join (Login.join);
+// more are joined with JoinRoom once logged in.
+const MaxLoginJoins = 100
+
 // preLoginFrameBytes is the largest frame read before login: 8 KiB, or
 // room for a token of MaxTokenBytes, at most MaxFrameBytes.
 func (c Config) preLoginFrameBytes() int {

@@ -59,6 +59,10 @@ type Config struct {
 	DialConcurrency int
 	// JSON makes clients use the JSON subprotocol.
 	JSON bool
+	// JoinSeparately makes members join the room with a JoinRoom after
+	// the LoginResult, instead of in the Login (Login.join) as the
+	// documented client does when it reconnects.
+	JoinSeparately bool
 	// Executable is the laneim binary that runs the dev cluster.
 	Executable string
 	// BatchWindow is passed to the dev cluster's comet (0: its default).
@@ -162,6 +166,9 @@ type Result struct {
 	// they connected, logged in and joined: the figure that tells
 	// whether a change to the login path helped, on a noisy machine.
 	ServerMillisPerLogin float64 `json:"server_ms_per_login"`
+	// JoinedInLogin: members joined the room in their Login (Login.join),
+	// not with a JoinRoom after it (--join-separately).
+	JoinedInLogin bool `json:"joined_in_login"`
 	// Cluster says what ran the cluster: "embedded dev (child process)" or
 	// the target URL.
 	Cluster      string  `json:"cluster"`
@@ -171,6 +178,14 @@ type Result struct {
 	// after a refusal such as UNAVAILABLE or RATE_LIMITED.
 	SetupRetries int64  `json:"setup_retries"`
 	Machine      string `json:"machine"`
+}
+
+// joinHow says how the members joined the room.
+func joinHow(inLogin bool) string {
+	if inLogin {
+		return "joined in the login"
+	}
+	return "joined after the login"
 }
 
 // Text renders a result for people.
@@ -183,7 +198,7 @@ func (r *Result) Text(w io.Writer) {
   latency          p50 %.1f ms   p99 %.1f ms   max %.1f ms
   cpu              cluster %.2f cores (%.2f µs per delivery)   bench tool %.2f cores
   cluster memory   %.0f MB before members, %.0f MB with them idle (%.1f KB per member), %.0f MB under load (%.1f KB per member)
-  setup            %.1fs (%.0f logins+joins/s, %.2f ms of cluster CPU each, %d attempts retried)
+  setup            %.1fs (%.0f logins+joins/s, %.2f ms of cluster CPU each, %d attempts retried; %s)
   cluster          %s
   machine          %s
 `, r.Members, r.Rate, r.DurationSeconds, r.Pushed, r.PushErrors,
@@ -193,7 +208,7 @@ func (r *Result) Text(w io.Writer) {
 		r.LatencyP50Ms, r.LatencyP99Ms, r.LatencyMaxMs,
 		r.ClusterCPUCores, r.ServerMicrosPerDelivery, r.ToolCPUCores,
 		float64(r.ClusterRSSBaseBytes)/1e6, float64(r.ClusterRSSIdleBytes)/1e6, float64(r.RSSPerMemberBytes)/1e3, float64(r.ClusterRSSLoadBytes)/1e6, float64(r.RSSPerMemberLoadBytes)/1e3,
-		r.SetupSeconds, r.LoginsPerS, r.ServerMillisPerLogin, r.SetupRetries, r.Cluster, r.Machine)
+		r.SetupSeconds, r.LoginsPerS, r.ServerMillisPerLogin, r.SetupRetries, joinHow(r.JoinedInLogin), r.Cluster, r.Machine)
 }
 
 // SweepTable renders the results of a sweep as a table, and the highest
@@ -472,6 +487,7 @@ func Sweep(ctx context.Context, cfg Config, rates []int, progress io.Writer) ([]
 		res.RSSPerMemberLoadBytes = (rssLoad - rssBase) / int64(max(1, cfg.Members))
 		res.LoginsPerS = loginRate
 		res.ServerMillisPerLogin = loginCPU
+		res.JoinedInLogin = !cfg.JoinSeparately
 		res.Cluster = "embedded dev cluster (laneim dev, child process)"
 		if cluster == nil {
 			res.Cluster = "target " + cfg.Target
@@ -630,13 +646,29 @@ func (m *member) dial(ctx context.Context) (*client.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bench: dial for %s: %w", m.user, err)
 	}
-	if _, err := c.Login(ctx, tok, "bench"); err != nil {
-		c.Close()
-		return nil, fmt.Errorf("bench: login %s: %w", m.user, err)
-	}
-	if _, err := c.Join(ctx, m.room); err != nil {
-		c.Close()
-		return nil, fmt.Errorf("bench: %s joins %s: %w", m.user, m.room, err)
+	if m.cfg.JoinSeparately {
+		if _, err := c.Login(ctx, tok, "bench"); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("bench: login %s: %w", m.user, err)
+		}
+		if _, err := c.Join(ctx, m.room); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("bench: %s joins %s: %w", m.user, m.room, err)
+		}
+	} else {
+		res, err := c.Login(ctx, tok, "bench", m.room)
+		if err != nil {
+			c.Close()
+			return nil, fmt.Errorf("bench: login %s: %w", m.user, err)
+		}
+		if r := res.GetJoinRefused(); len(r) > 0 {
+			c.Close()
+			return nil, fmt.Errorf("bench: %s joins %s: %w", m.user, m.room, &client.Error{Code: r[0].GetError().GetCode(), Text: r[0].GetError().GetText()})
+		}
+		if len(res.GetJoined()) != 1 {
+			c.Close()
+			return nil, fmt.Errorf("bench: %s joins %s: the login joined %d rooms", m.user, m.room, len(res.GetJoined()))
+		}
 	}
 	m.connected = time.Now()
 	return c, nil

@@ -133,7 +133,7 @@ func (x Error_Code) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Error_Code.Descriptor instead.
 func (Error_Code) EnumDescriptor() ([]byte, []int) {
-	return file_client_proto_rawDescGZIP(), []int{14, 0}
+	return file_client_proto_rawDescGZIP(), []int{15, 0}
 }
 
 // ClientFrame is one frame sent by a client.
@@ -348,7 +348,12 @@ type Login struct {
 	// token is an HS256-signed JWT whose "sub" is the user id and which carries "exp".
 	Token string `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
 	// device is a free-form label for this connection (for example "ios").
-	Device        string `protobuf:"bytes,2,opt,name=device,proto3" json:"device,omitempty"`
+	Device string `protobuf:"bytes,2,opt,name=device,proto3" json:"device,omitempty"`
+	// join lists rooms to join once logged in, as a JoinRoom for each
+	// would, at most 100 of them: a client that reconnects joins its rooms
+	// again in the same round trip. Each is answered in the LoginResult,
+	// in joined or in join_refused.
+	Join          []string `protobuf:"bytes,3,rep,name=join,proto3" json:"join,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -395,6 +400,13 @@ func (x *Login) GetDevice() string {
 		return x.Device
 	}
 	return ""
+}
+
+func (x *Login) GetJoin() []string {
+	if x != nil {
+		return x.Join
+	}
+	return nil
 }
 
 // JoinRoom subscribes this connection to a room's messages. The user must be
@@ -1279,8 +1291,14 @@ type LoginResult struct {
 	MoreConversations bool `protobuf:"varint,7,opt,name=more_conversations,json=moreConversations,proto3" json:"more_conversations,omitempty"`
 	// conversations_cursor continues the list; set when more_conversations.
 	ConversationsCursor string `protobuf:"bytes,8,opt,name=conversations_cursor,json=conversationsCursor,proto3" json:"conversations_cursor,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// joined answers, in their order, the rooms of Login.join that were
+	// joined, as Joined answers JoinRoom.
+	Joined []*Joined `protobuf:"bytes,9,rep,name=joined,proto3" json:"joined,omitempty"`
+	// join_refused lists the rooms of Login.join that were not joined,
+	// each with the Error a JoinRoom of it would have got.
+	JoinRefused   []*JoinRefused `protobuf:"bytes,10,rep,name=join_refused,json=joinRefused,proto3" json:"join_refused,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *LoginResult) Reset() {
@@ -1369,6 +1387,73 @@ func (x *LoginResult) GetConversationsCursor() string {
 	return ""
 }
 
+func (x *LoginResult) GetJoined() []*Joined {
+	if x != nil {
+		return x.Joined
+	}
+	return nil
+}
+
+func (x *LoginResult) GetJoinRefused() []*JoinRefused {
+	if x != nil {
+		return x.JoinRefused
+	}
+	return nil
+}
+
+// JoinRefused is a room of Login.join that was not joined, and why.
+type JoinRefused struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Room          string                 `protobuf:"bytes,1,opt,name=room,proto3" json:"room,omitempty"`
+	Error         *Error                 `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinRefused) Reset() {
+	*x = JoinRefused{}
+	mi := &file_client_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinRefused) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinRefused) ProtoMessage() {}
+
+func (x *JoinRefused) ProtoReflect() protoreflect.Message {
+	mi := &file_client_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinRefused.ProtoReflect.Descriptor instead.
+func (*JoinRefused) Descriptor() ([]byte, []int) {
+	return file_client_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *JoinRefused) GetRoom() string {
+	if x != nil {
+		return x.Room
+	}
+	return ""
+}
+
+func (x *JoinRefused) GetError() *Error {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
 // ConversationState is the position of one conversation.
 type ConversationState struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
@@ -1387,7 +1472,7 @@ type ConversationState struct {
 
 func (x *ConversationState) Reset() {
 	*x = ConversationState{}
-	mi := &file_client_proto_msgTypes[13]
+	mi := &file_client_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1399,7 +1484,7 @@ func (x *ConversationState) String() string {
 func (*ConversationState) ProtoMessage() {}
 
 func (x *ConversationState) ProtoReflect() protoreflect.Message {
-	mi := &file_client_proto_msgTypes[13]
+	mi := &file_client_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1412,7 +1497,7 @@ func (x *ConversationState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConversationState.ProtoReflect.Descriptor instead.
 func (*ConversationState) Descriptor() ([]byte, []int) {
-	return file_client_proto_rawDescGZIP(), []int{13}
+	return file_client_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ConversationState) GetConversation() string {
@@ -1465,7 +1550,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_client_proto_msgTypes[14]
+	mi := &file_client_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1477,7 +1562,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_client_proto_msgTypes[14]
+	mi := &file_client_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1490,7 +1575,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_client_proto_rawDescGZIP(), []int{14}
+	return file_client_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Error) GetCode() Error_Code {
@@ -1552,7 +1637,7 @@ type Message struct {
 
 func (x *Message) Reset() {
 	*x = Message{}
-	mi := &file_client_proto_msgTypes[15]
+	mi := &file_client_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1564,7 +1649,7 @@ func (x *Message) String() string {
 func (*Message) ProtoMessage() {}
 
 func (x *Message) ProtoReflect() protoreflect.Message {
-	mi := &file_client_proto_msgTypes[15]
+	mi := &file_client_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1577,7 +1662,7 @@ func (x *Message) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Message.ProtoReflect.Descriptor instead.
 func (*Message) Descriptor() ([]byte, []int) {
-	return file_client_proto_rawDescGZIP(), []int{15}
+	return file_client_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Message) GetId() string {
@@ -1682,7 +1767,7 @@ type MessageBatch struct {
 
 func (x *MessageBatch) Reset() {
 	*x = MessageBatch{}
-	mi := &file_client_proto_msgTypes[16]
+	mi := &file_client_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1694,7 +1779,7 @@ func (x *MessageBatch) String() string {
 func (*MessageBatch) ProtoMessage() {}
 
 func (x *MessageBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_client_proto_msgTypes[16]
+	mi := &file_client_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1707,7 +1792,7 @@ func (x *MessageBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageBatch.ProtoReflect.Descriptor instead.
 func (*MessageBatch) Descriptor() ([]byte, []int) {
-	return file_client_proto_rawDescGZIP(), []int{16}
+	return file_client_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *MessageBatch) GetMessages() []*Message {
@@ -1731,7 +1816,7 @@ type PresenceChange struct {
 
 func (x *PresenceChange) Reset() {
 	*x = PresenceChange{}
-	mi := &file_client_proto_msgTypes[17]
+	mi := &file_client_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1743,7 +1828,7 @@ func (x *PresenceChange) String() string {
 func (*PresenceChange) ProtoMessage() {}
 
 func (x *PresenceChange) ProtoReflect() protoreflect.Message {
-	mi := &file_client_proto_msgTypes[17]
+	mi := &file_client_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1756,7 +1841,7 @@ func (x *PresenceChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceChange.ProtoReflect.Descriptor instead.
 func (*PresenceChange) Descriptor() ([]byte, []int) {
-	return file_client_proto_rawDescGZIP(), []int{17}
+	return file_client_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PresenceChange) GetRoom() string {
@@ -1798,7 +1883,7 @@ type Pong struct {
 
 func (x *Pong) Reset() {
 	*x = Pong{}
-	mi := &file_client_proto_msgTypes[18]
+	mi := &file_client_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1810,7 +1895,7 @@ func (x *Pong) String() string {
 func (*Pong) ProtoMessage() {}
 
 func (x *Pong) ProtoReflect() protoreflect.Message {
-	mi := &file_client_proto_msgTypes[18]
+	mi := &file_client_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1823,7 +1908,7 @@ func (x *Pong) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pong.ProtoReflect.Descriptor instead.
 func (*Pong) Descriptor() ([]byte, []int) {
-	return file_client_proto_rawDescGZIP(), []int{18}
+	return file_client_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Pong) GetClientTimeUnixMs() int64 {
@@ -1854,7 +1939,7 @@ type SendResult struct {
 
 func (x *SendResult) Reset() {
 	*x = SendResult{}
-	mi := &file_client_proto_msgTypes[19]
+	mi := &file_client_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1866,7 +1951,7 @@ func (x *SendResult) String() string {
 func (*SendResult) ProtoMessage() {}
 
 func (x *SendResult) ProtoReflect() protoreflect.Message {
-	mi := &file_client_proto_msgTypes[19]
+	mi := &file_client_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1879,7 +1964,7 @@ func (x *SendResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendResult.ProtoReflect.Descriptor instead.
 func (*SendResult) Descriptor() ([]byte, []int) {
-	return file_client_proto_rawDescGZIP(), []int{19}
+	return file_client_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SendResult) GetClientMsgId() string {
@@ -1935,7 +2020,7 @@ type Joined struct {
 
 func (x *Joined) Reset() {
 	*x = Joined{}
-	mi := &file_client_proto_msgTypes[20]
+	mi := &file_client_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1947,7 +2032,7 @@ func (x *Joined) String() string {
 func (*Joined) ProtoMessage() {}
 
 func (x *Joined) ProtoReflect() protoreflect.Message {
-	mi := &file_client_proto_msgTypes[20]
+	mi := &file_client_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1960,7 +2045,7 @@ func (x *Joined) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Joined.ProtoReflect.Descriptor instead.
 func (*Joined) Descriptor() ([]byte, []int) {
-	return file_client_proto_rawDescGZIP(), []int{20}
+	return file_client_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Joined) GetRoom() string {
@@ -2008,7 +2093,7 @@ type Left struct {
 
 func (x *Left) Reset() {
 	*x = Left{}
-	mi := &file_client_proto_msgTypes[21]
+	mi := &file_client_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2020,7 +2105,7 @@ func (x *Left) String() string {
 func (*Left) ProtoMessage() {}
 
 func (x *Left) ProtoReflect() protoreflect.Message {
-	mi := &file_client_proto_msgTypes[21]
+	mi := &file_client_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2033,7 +2118,7 @@ func (x *Left) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Left.ProtoReflect.Descriptor instead.
 func (*Left) Descriptor() ([]byte, []int) {
-	return file_client_proto_rawDescGZIP(), []int{21}
+	return file_client_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Left) GetRoom() string {
@@ -2058,7 +2143,7 @@ type ReadUpdate struct {
 
 func (x *ReadUpdate) Reset() {
 	*x = ReadUpdate{}
-	mi := &file_client_proto_msgTypes[22]
+	mi := &file_client_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2070,7 +2155,7 @@ func (x *ReadUpdate) String() string {
 func (*ReadUpdate) ProtoMessage() {}
 
 func (x *ReadUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_client_proto_msgTypes[22]
+	mi := &file_client_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2083,7 +2168,7 @@ func (x *ReadUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadUpdate.ProtoReflect.Descriptor instead.
 func (*ReadUpdate) Descriptor() ([]byte, []int) {
-	return file_client_proto_rawDescGZIP(), []int{22}
+	return file_client_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ReadUpdate) GetConversation() string {
@@ -2119,7 +2204,7 @@ type Typing struct {
 
 func (x *Typing) Reset() {
 	*x = Typing{}
-	mi := &file_client_proto_msgTypes[23]
+	mi := &file_client_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2131,7 +2216,7 @@ func (x *Typing) String() string {
 func (*Typing) ProtoMessage() {}
 
 func (x *Typing) ProtoReflect() protoreflect.Message {
-	mi := &file_client_proto_msgTypes[23]
+	mi := &file_client_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2144,7 +2229,7 @@ func (x *Typing) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Typing.ProtoReflect.Descriptor instead.
 func (*Typing) Descriptor() ([]byte, []int) {
-	return file_client_proto_rawDescGZIP(), []int{23}
+	return file_client_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Typing) GetConversation() string {
@@ -2167,7 +2252,7 @@ type TypingUpdate struct {
 
 func (x *TypingUpdate) Reset() {
 	*x = TypingUpdate{}
-	mi := &file_client_proto_msgTypes[24]
+	mi := &file_client_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2179,7 +2264,7 @@ func (x *TypingUpdate) String() string {
 func (*TypingUpdate) ProtoMessage() {}
 
 func (x *TypingUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_client_proto_msgTypes[24]
+	mi := &file_client_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2192,7 +2277,7 @@ func (x *TypingUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TypingUpdate.ProtoReflect.Descriptor instead.
 func (*TypingUpdate) Descriptor() ([]byte, []int) {
-	return file_client_proto_rawDescGZIP(), []int{24}
+	return file_client_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *TypingUpdate) GetConversation() string {
@@ -2227,10 +2312,11 @@ const file_client_proto_rawDesc = "" +
 	"\x04sync\x18\x10 \x01(\v2\x16.laneim.client.v1.SyncH\x00R\x04sync\x12G\n" +
 	"\rconversations\x18\x11 \x01(\v2\x1f.laneim.client.v1.ConversationsH\x00R\rconversations\x122\n" +
 	"\x06typing\x18\x1e \x01(\v2\x18.laneim.client.v1.TypingH\x00R\x06typingB\x06\n" +
-	"\x04body\"5\n" +
+	"\x04body\"I\n" +
 	"\x05Login\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x16\n" +
-	"\x06device\x18\x02 \x01(\tR\x06device\"\x1e\n" +
+	"\x06device\x18\x02 \x01(\tR\x06device\x12\x12\n" +
+	"\x04join\x18\x03 \x03(\tR\x04join\"\x1e\n" +
 	"\bJoinRoom\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\"\x1f\n" +
 	"\tLeaveRoom\x12\x12\n" +
@@ -2287,7 +2373,7 @@ const file_client_proto_rawDesc = "" +
 	"\rconversations\x18\x01 \x03(\v2#.laneim.client.v1.ConversationStateR\rconversations\x12\x1f\n" +
 	"\vnext_cursor\x18\x02 \x01(\tR\n" +
 	"nextCursor\x12\x19\n" +
-	"\bhas_more\x18\x03 \x01(\bR\ahasMore\"\xd2\x02\n" +
+	"\bhas_more\x18\x03 \x01(\bR\ahasMore\"\xc6\x03\n" +
 	"\vLoginResult\x12\x0e\n" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x12\n" +
 	"\x04user\x18\x02 \x01(\tR\x04user\x12\x18\n" +
@@ -2296,7 +2382,13 @@ const file_client_proto_rawDesc = "" +
 	"\x13server_time_unix_ms\x18\x05 \x01(\x03R\x10serverTimeUnixMs\x12I\n" +
 	"\rconversations\x18\x06 \x03(\v2#.laneim.client.v1.ConversationStateR\rconversations\x12-\n" +
 	"\x12more_conversations\x18\a \x01(\bR\x11moreConversations\x121\n" +
-	"\x14conversations_cursor\x18\b \x01(\tR\x13conversationsCursor\"\xb2\x01\n" +
+	"\x14conversations_cursor\x18\b \x01(\tR\x13conversationsCursor\x120\n" +
+	"\x06joined\x18\t \x03(\v2\x18.laneim.client.v1.JoinedR\x06joined\x12@\n" +
+	"\fjoin_refused\x18\n" +
+	" \x03(\v2\x1d.laneim.client.v1.JoinRefusedR\vjoinRefused\"P\n" +
+	"\vJoinRefused\x12\x12\n" +
+	"\x04room\x18\x01 \x01(\tR\x04room\x12-\n" +
+	"\x05error\x18\x02 \x01(\v2\x17.laneim.client.v1.ErrorR\x05error\"\xb2\x01\n" +
 	"\x11ConversationState\x12\"\n" +
 	"\fconversation\x18\x01 \x01(\tR\fconversation\x12\x1d\n" +
 	"\n" +
@@ -2393,7 +2485,7 @@ func file_client_proto_rawDescGZIP() []byte {
 }
 
 var file_client_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_client_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_client_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_client_proto_goTypes = []any{
 	(Error_Code)(0),             // 0: laneim.client.v1.Error.Code
 	(*ClientFrame)(nil),         // 1: laneim.client.v1.ClientFrame
@@ -2409,18 +2501,19 @@ var file_client_proto_goTypes = []any{
 	(*SyncResult)(nil),          // 11: laneim.client.v1.SyncResult
 	(*ConversationsResult)(nil), // 12: laneim.client.v1.ConversationsResult
 	(*LoginResult)(nil),         // 13: laneim.client.v1.LoginResult
-	(*ConversationState)(nil),   // 14: laneim.client.v1.ConversationState
-	(*Error)(nil),               // 15: laneim.client.v1.Error
-	(*Message)(nil),             // 16: laneim.client.v1.Message
-	(*MessageBatch)(nil),        // 17: laneim.client.v1.MessageBatch
-	(*PresenceChange)(nil),      // 18: laneim.client.v1.PresenceChange
-	(*Pong)(nil),                // 19: laneim.client.v1.Pong
-	(*SendResult)(nil),          // 20: laneim.client.v1.SendResult
-	(*Joined)(nil),              // 21: laneim.client.v1.Joined
-	(*Left)(nil),                // 22: laneim.client.v1.Left
-	(*ReadUpdate)(nil),          // 23: laneim.client.v1.ReadUpdate
-	(*Typing)(nil),              // 24: laneim.client.v1.Typing
-	(*TypingUpdate)(nil),        // 25: laneim.client.v1.TypingUpdate
+	(*JoinRefused)(nil),         // 14: laneim.client.v1.JoinRefused
+	(*ConversationState)(nil),   // 15: laneim.client.v1.ConversationState
+	(*Error)(nil),               // 16: laneim.client.v1.Error
+	(*Message)(nil),             // 17: laneim.client.v1.Message
+	(*MessageBatch)(nil),        // 18: laneim.client.v1.MessageBatch
+	(*PresenceChange)(nil),      // 19: laneim.client.v1.PresenceChange
+	(*Pong)(nil),                // 20: laneim.client.v1.Pong
+	(*SendResult)(nil),          // 21: laneim.client.v1.SendResult
+	(*Joined)(nil),              // 22: laneim.client.v1.Joined
+	(*Left)(nil),                // 23: laneim.client.v1.Left
+	(*ReadUpdate)(nil),          // 24: laneim.client.v1.ReadUpdate
+	(*Typing)(nil),              // 25: laneim.client.v1.Typing
+	(*TypingUpdate)(nil),        // 26: laneim.client.v1.TypingUpdate
 }
 var file_client_proto_depIdxs = []int32{
 	2,  // 0: laneim.client.v1.ClientFrame.login:type_name -> laneim.client.v1.Login
@@ -2431,29 +2524,32 @@ var file_client_proto_depIdxs = []int32{
 	7,  // 5: laneim.client.v1.ClientFrame.ping:type_name -> laneim.client.v1.Ping
 	8,  // 6: laneim.client.v1.ClientFrame.sync:type_name -> laneim.client.v1.Sync
 	9,  // 7: laneim.client.v1.ClientFrame.conversations:type_name -> laneim.client.v1.Conversations
-	24, // 8: laneim.client.v1.ClientFrame.typing:type_name -> laneim.client.v1.Typing
+	25, // 8: laneim.client.v1.ClientFrame.typing:type_name -> laneim.client.v1.Typing
 	13, // 9: laneim.client.v1.ServerFrame.login_result:type_name -> laneim.client.v1.LoginResult
-	15, // 10: laneim.client.v1.ServerFrame.error:type_name -> laneim.client.v1.Error
-	17, // 11: laneim.client.v1.ServerFrame.messages:type_name -> laneim.client.v1.MessageBatch
-	18, // 12: laneim.client.v1.ServerFrame.presence:type_name -> laneim.client.v1.PresenceChange
-	19, // 13: laneim.client.v1.ServerFrame.pong:type_name -> laneim.client.v1.Pong
-	20, // 14: laneim.client.v1.ServerFrame.send_result:type_name -> laneim.client.v1.SendResult
-	21, // 15: laneim.client.v1.ServerFrame.joined:type_name -> laneim.client.v1.Joined
-	22, // 16: laneim.client.v1.ServerFrame.left:type_name -> laneim.client.v1.Left
+	16, // 10: laneim.client.v1.ServerFrame.error:type_name -> laneim.client.v1.Error
+	18, // 11: laneim.client.v1.ServerFrame.messages:type_name -> laneim.client.v1.MessageBatch
+	19, // 12: laneim.client.v1.ServerFrame.presence:type_name -> laneim.client.v1.PresenceChange
+	20, // 13: laneim.client.v1.ServerFrame.pong:type_name -> laneim.client.v1.Pong
+	21, // 14: laneim.client.v1.ServerFrame.send_result:type_name -> laneim.client.v1.SendResult
+	22, // 15: laneim.client.v1.ServerFrame.joined:type_name -> laneim.client.v1.Joined
+	23, // 16: laneim.client.v1.ServerFrame.left:type_name -> laneim.client.v1.Left
 	11, // 17: laneim.client.v1.ServerFrame.sync_result:type_name -> laneim.client.v1.SyncResult
 	12, // 18: laneim.client.v1.ServerFrame.conversations_result:type_name -> laneim.client.v1.ConversationsResult
-	23, // 19: laneim.client.v1.ServerFrame.read_update:type_name -> laneim.client.v1.ReadUpdate
-	25, // 20: laneim.client.v1.ServerFrame.typing:type_name -> laneim.client.v1.TypingUpdate
-	16, // 21: laneim.client.v1.SyncResult.messages:type_name -> laneim.client.v1.Message
-	14, // 22: laneim.client.v1.ConversationsResult.conversations:type_name -> laneim.client.v1.ConversationState
-	14, // 23: laneim.client.v1.LoginResult.conversations:type_name -> laneim.client.v1.ConversationState
-	0,  // 24: laneim.client.v1.Error.code:type_name -> laneim.client.v1.Error.Code
-	16, // 25: laneim.client.v1.MessageBatch.messages:type_name -> laneim.client.v1.Message
-	26, // [26:26] is the sub-list for method output_type
-	26, // [26:26] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	24, // 19: laneim.client.v1.ServerFrame.read_update:type_name -> laneim.client.v1.ReadUpdate
+	26, // 20: laneim.client.v1.ServerFrame.typing:type_name -> laneim.client.v1.TypingUpdate
+	17, // 21: laneim.client.v1.SyncResult.messages:type_name -> laneim.client.v1.Message
+	15, // 22: laneim.client.v1.ConversationsResult.conversations:type_name -> laneim.client.v1.ConversationState
+	15, // 23: laneim.client.v1.LoginResult.conversations:type_name -> laneim.client.v1.ConversationState
+	22, // 24: laneim.client.v1.LoginResult.joined:type_name -> laneim.client.v1.Joined
+	14, // 25: laneim.client.v1.LoginResult.join_refused:type_name -> laneim.client.v1.JoinRefused
+	16, // 26: laneim.client.v1.JoinRefused.error:type_name -> laneim.client.v1.Error
+	0,  // 27: laneim.client.v1.Error.code:type_name -> laneim.client.v1.Error.Code
+	17, // 28: laneim.client.v1.MessageBatch.messages:type_name -> laneim.client.v1.Message
+	29, // [29:29] is the sub-list for method output_type
+	29, // [29:29] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_client_proto_init() }
@@ -2496,7 +2592,7 @@ func file_client_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_client_proto_rawDesc), len(file_client_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   25,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

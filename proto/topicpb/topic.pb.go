@@ -174,7 +174,9 @@ type LoginRequest struct {
 	// whatever their key: the consumer merges a run of them into one
 	// message (see topics.LoginRequests.BatchField), and the login worker
 	// handles each as if it came alone (topics.Split).
-	More          []*LoginRequest `protobuf:"bytes,8,rep,name=more,proto3" json:"more,omitempty"`
+	More []*LoginRequest `protobuf:"bytes,8,rep,name=more,proto3" json:"more,omitempty"`
+	// join are the rooms the client asks to join once logged in (Login.join).
+	Join          []string `protobuf:"bytes,9,rep,name=join,proto3" json:"join,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -258,6 +260,13 @@ func (x *LoginRequest) GetMore() []*LoginRequest {
 	return nil
 }
 
+func (x *LoginRequest) GetJoin() []string {
+	if x != nil {
+		return x.Join
+	}
+	return nil
+}
+
 // SessionEvent is a change in a connection's life, or in what a user may
 // do with its connections. Topic: session.events, key: user (heartbeats:
 // comet), so a user's events, revocations included, are applied in order.
@@ -291,7 +300,10 @@ type SessionEvent struct {
 	// message (see topics.SessionEvents.BatchField). Presence applies
 	// each as if it came alone, a key's events in their order
 	// (topics.Split).
-	More          []*SessionEvent `protobuf:"bytes,10,rep,name=more,proto3" json:"more,omitempty"`
+	More []*SessionEvent `protobuf:"bytes,10,rep,name=more,proto3" json:"more,omitempty"`
+	// join, for OPENED, are rooms to join once the session is open
+	// (Login.join): presence answers them in the LoginResult.
+	Join          []string `protobuf:"bytes,11,rep,name=join,proto3" json:"join,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -392,6 +404,13 @@ func (x *SessionEvent) GetReason() string {
 func (x *SessionEvent) GetMore() []*SessionEvent {
 	if x != nil {
 		return x.More
+	}
+	return nil
+}
+
+func (x *SessionEvent) GetJoin() []string {
+	if x != nil {
+		return x.Join
 	}
 	return nil
 }
@@ -994,7 +1013,10 @@ type Control struct {
 	// close ends the target connections (or all connections of users) with this reason.
 	Close string `protobuf:"bytes,3,opt,name=close,proto3" json:"close,omitempty"`
 	// leave removes the target connections from this room's local index.
-	Leave         string `protobuf:"bytes,4,opt,name=leave,proto3" json:"leave,omitempty"`
+	Leave string `protobuf:"bytes,4,opt,name=leave,proto3" json:"leave,omitempty"`
+	// joins adds the target connections to these rooms' local index, as
+	// join does for one (after authenticate: a login's joined rooms).
+	Joins         []string `protobuf:"bytes,5,rep,name=joins,proto3" json:"joins,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1055,6 +1077,13 @@ func (x *Control) GetLeave() string {
 		return x.Leave
 	}
 	return ""
+}
+
+func (x *Control) GetJoins() []string {
+	if x != nil {
+		return x.Joins
+	}
+	return nil
 }
 
 // OfflineNotice is a routed message with those of its recipients that had
@@ -1132,7 +1161,7 @@ const file_topic_proto_rawDesc = "" +
 	"\vtopic.proto\x12\x0flaneim.topic.v1\x1a\fclient.proto\"3\n" +
 	"\aSession\x12\x14\n" +
 	"\x05comet\x18\x01 \x01(\tR\x05comet\x12\x12\n" +
-	"\x04conn\x18\x02 \x01(\tR\x04conn\"\xaa\x02\n" +
+	"\x04conn\x18\x02 \x01(\tR\x04conn\"\xbe\x02\n" +
 	"\fLoginRequest\x122\n" +
 	"\asession\x18\x01 \x01(\v2\x18.laneim.topic.v1.SessionR\asession\x12\x1d\n" +
 	"\n" +
@@ -1141,7 +1170,8 @@ const file_topic_proto_rawDesc = "" +
 	"\x10received_unix_ms\x18\x05 \x01(\x03R\x0ereceivedUnixMs\x12\x12\n" +
 	"\x04user\x18\x06 \x01(\tR\x04user\x121\n" +
 	"\x15token_expires_unix_ms\x18\a \x01(\x03R\x12tokenExpiresUnixMs\x121\n" +
-	"\x04more\x18\b \x03(\v2\x1d.laneim.topic.v1.LoginRequestR\x04moreJ\x04\b\x03\x10\x04R\x05token\"\xfe\x03\n" +
+	"\x04more\x18\b \x03(\v2\x1d.laneim.topic.v1.LoginRequestR\x04more\x12\x12\n" +
+	"\x04join\x18\t \x03(\tR\x04joinJ\x04\b\x03\x10\x04R\x05token\"\x92\x04\n" +
 	"\fSessionEvent\x126\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\".laneim.topic.v1.SessionEvent.KindR\x04kind\x122\n" +
 	"\asession\x18\x02 \x01(\v2\x18.laneim.topic.v1.SessionR\asession\x12\x12\n" +
@@ -1155,7 +1185,8 @@ const file_topic_proto_rawDesc = "" +
 	"\x04live\x18\b \x03(\v2\x1c.laneim.topic.v1.LiveSessionR\x04live\x12\x16\n" +
 	"\x06reason\x18\t \x01(\tR\x06reason\x121\n" +
 	"\x04more\x18\n" +
-	" \x03(\v2\x1d.laneim.topic.v1.SessionEventR\x04more\"\x83\x01\n" +
+	" \x03(\v2\x1d.laneim.topic.v1.SessionEventR\x04more\x12\x12\n" +
+	"\x04join\x18\v \x03(\tR\x04join\"\x83\x01\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\n" +
 	"\n" +
@@ -1219,12 +1250,13 @@ const file_topic_proto_rawDesc = "" +
 	"\x05frame\x18\n" +
 	" \x01(\v2\x1d.laneim.client.v1.ServerFrameR\x05frame\x122\n" +
 	"\acontrol\x18\v \x01(\v2\x18.laneim.topic.v1.ControlR\acontrol\x12-\n" +
-	"\x04more\x18\f \x03(\v2\x19.laneim.topic.v1.DeliveryR\x04more\"m\n" +
+	"\x04more\x18\f \x03(\v2\x19.laneim.topic.v1.DeliveryR\x04more\"\x83\x01\n" +
 	"\aControl\x12\"\n" +
 	"\fauthenticate\x18\x01 \x01(\tR\fauthenticate\x12\x12\n" +
 	"\x04join\x18\x02 \x01(\tR\x04join\x12\x14\n" +
 	"\x05close\x18\x03 \x01(\tR\x05close\x12\x14\n" +
-	"\x05leave\x18\x04 \x01(\tR\x05leave\"x\n" +
+	"\x05leave\x18\x04 \x01(\tR\x05leave\x12\x14\n" +
+	"\x05joins\x18\x05 \x03(\tR\x05joins\"x\n" +
 	"\rOfflineNotice\x123\n" +
 	"\amessage\x18\x01 \x01(\v2\x19.laneim.client.v1.MessageR\amessage\x12\x14\n" +
 	"\x05users\x18\x02 \x03(\tR\x05users\x12\x1c\n" +

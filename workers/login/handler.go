@@ -87,7 +87,8 @@ func (h *Handler) handle(ctx context.Context, req *topicpb.LoginRequest, _ *mess
 }
 
 // Handle processes one LoginRequest, whose claims the comet verified. A
-// login accepted is announced as an OPENED SessionEvent; a login refused
+// login accepted is announced as an OPENED SessionEvent, with the rooms
+// it asks to join for presence to join; a login refused
 // (a token expired since the comet verified it, a subject that is no
 // valid user id, an unknown or disabled user) is answered with an Error
 // frame on the comet's delivery topic. Either way Handle returns nil once
@@ -142,6 +143,7 @@ func (h *Handler) HandleBatch(ctx context.Context, reqs []*topicpb.LoginRequest)
 				Device:     req.GetDevice(),
 				RequestId:  req.GetRequestId(),
 				TimeUnixMs: now,
+				Join:       req.GetJoin(),
 			})
 			if err != nil {
 				return err

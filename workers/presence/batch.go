@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -97,7 +98,9 @@ func waves(evs []*topicpb.SessionEvent) [][]*topicpb.SessionEvent {
 // this event (the two are ordered on the user's partition), found no
 // session to close. Such a login is refused (UNKNOWN_USER) and its
 // connection closed, and the session it recorded is closed again; a
-// login never ends open for a banned user.
+// login never ends open for a banned user. The rooms a login asks to
+// join (Login.join) are joined as joined joins them, once the session is
+// recorded, and answered in its LoginResult.
 func (h *Handler) opened(ctx context.Context, evs []*topicpb.SessionEvent) error {
 	if len(evs) == 0 {
 		return nil
@@ -138,6 +141,9 @@ func (h *Handler) opened(ctx context.Context, evs []*topicpb.SessionEvent) error
 	answers := make([]pipeline.Answer, 0, len(evs))
 	var banned []directory.SessionRef
 	refused := 0
+	var reqs []joinReq // the rooms the accepted logins join
+	var owner []int    // the index in answers of each of reqs' logins
+	first := 0         // where the current login's rooms start in reqs
 	for i, ev := range evs {
 		s := ev.GetSession()
 		switch u, ok := known[ev.GetUser()]; {
@@ -149,6 +155,34 @@ func (h *Handler) opened(ctx context.Context, evs []*topicpb.SessionEvent) error
 			refused++
 		default:
 			answers = append(answers, pipeline.Answer{Session: s, Frame: loginResult(ev, pages[i]), Control: &topicpb.Control{Authenticate: ev.GetUser()}})
+			for _, room := range ev.GetJoin() {
+				if !slices.ContainsFunc(reqs[first:], func(r joinReq) bool { return r.room == room }) {
+					reqs = append(reqs, joinReq{session: s, user: ev.GetUser(), room: room})
+					owner = append(owner, len(answers)-1)
+				}
+			}
+			first = len(reqs)
+		}
+	}
+	// The rooms the logins join (Login.join) are answered in their
+	// LoginResults, and the comet indexes them with the authentication.
+	done := func(context.Context) error { return nil }
+	if len(reqs) > 0 {
+		res, d, err := h.join(ctx, reqs)
+		if err != nil {
+			return err
+		}
+		done = d
+		for k, r := range res {
+			a := answers[owner[k]]
+			lr := a.Frame.GetLoginResult()
+			switch {
+			case r.joined != nil:
+				lr.Joined = append(lr.Joined, r.joined)
+				a.Control.Joins = append(a.Control.Joins, r.joined.GetRoom())
+			case r.refusal != nil:
+				lr.JoinRefused = append(lr.JoinRefused, &clientpb.JoinRefused{Room: reqs[k].room, Error: r.refusal})
+			}
 		}
 	}
 	if err := pipeline.ReplyAll(h.pub, answers); err != nil {
@@ -164,7 +198,7 @@ func (h *Handler) opened(ctx context.Context, evs []*topicpb.SessionEvent) error
 			return err
 		}
 	}
-	return nil
+	return done(ctx)
 }
 
 // joined puts sessions, each of a distinct user, in rooms, if their
@@ -174,45 +208,98 @@ func (h *Handler) joined(ctx context.Context, evs []*topicpb.SessionEvent) error
 	if len(evs) == 0 {
 		return nil
 	}
-	users := make([]string, len(evs))
+	reqs := make([]joinReq, len(evs))
+	for i, ev := range evs {
+		reqs[i] = joinReq{session: ev.GetSession(), user: ev.GetUser(), room: ev.GetRoom()}
+	}
+	res, done, err := h.join(ctx, reqs)
+	if err != nil {
+		return err
+	}
+	var answers []pipeline.Answer
+	for i, ev := range evs {
+		s, req := ev.GetSession(), ev.GetRequestId()
+		switch r := res[i]; {
+		case r.refusal != nil:
+			answers = append(answers, pipeline.Answer{Session: s, Frame: &clientpb.ServerFrame{RequestId: req, Body: &clientpb.ServerFrame_Error{Error: r.refusal}}})
+		case r.joined != nil:
+			answers = append(answers, pipeline.Answer{
+				Session: s,
+				Frame:   &clientpb.ServerFrame{RequestId: req, Body: &clientpb.ServerFrame_Joined{Joined: r.joined}},
+				Control: &topicpb.Control{Join: r.joined.GetRoom()},
+			})
+		}
+	}
+	if err := pipeline.ReplyAll(h.pub, answers); err != nil {
+		return fmt.Errorf("presence: %w", err)
+	}
+	return done(ctx)
+}
+
+// joinReq is a room a session asks to join: a JoinRoom, or a room of
+// Login.join.
+type joinReq struct {
+	session *topicpb.Session
+	user    string
+	room    string
+}
+
+// joinResult is what became of a joinReq: joined, or refused with the
+// error its client gets; neither when the session closed meanwhile
+// (nothing to answer).
+type joinResult struct {
+	joined  *clientpb.Joined
+	refusal *clientpb.Error
+}
+
+// join puts the sessions of reqs in their rooms, if their users are
+// active and members of the rooms, asking the directory each question
+// once for all of them. It returns each request's result, in order, and
+// done, to be called once the answers are sent: it takes sessions that
+// closed meanwhile back out of their rooms and tells the rooms who came
+// online. A session may ask for several rooms, but for each room once.
+func (h *Handler) join(ctx context.Context, reqs []joinReq) ([]joinResult, func(context.Context) error, error) {
+	users := make([]string, len(reqs))
 	var rooms []string
 	seenRoom := map[string]bool{}
-	ms := make([]directory.Membership, len(evs))
-	for i, ev := range evs {
-		users[i] = ev.GetUser()
-		ms[i] = directory.Membership{Room: ev.GetRoom(), User: ev.GetUser()}
-		if !seenRoom[ev.GetRoom()] {
-			seenRoom[ev.GetRoom()] = true
-			rooms = append(rooms, ev.GetRoom())
+	ms := make([]directory.Membership, len(reqs))
+	for i, r := range reqs {
+		users[i] = r.user
+		ms[i] = directory.Membership{Room: r.room, User: r.user}
+		if !seenRoom[r.room] {
+			seenRoom[r.room] = true
+			rooms = append(rooms, r.room)
 		}
 	}
 	look := h.store.Batch(ctx)
 	known, exists, member := look.Users(users...), look.Rooms(rooms...), look.AreMembers(ms)
 	if err := look.Do(); err != nil {
-		return fmt.Errorf("presence: %d joins: %w", len(evs), err)
+		return nil, nil, fmt.Errorf("presence: %d joins: %w", len(reqs), err)
 	}
-	var answers []pipeline.Answer
+	res := make([]joinResult, len(reqs))
 	var joins []directory.Join
-	var joining []*topicpb.SessionEvent
-	for i, ev := range evs {
-		s, room := ev.GetSession(), ev.GetRoom()
-		u, ok := known[ev.GetUser()]
-		_, roomOK := exists[room]
+	var joining []int // the index in reqs of each of joins
+	for i, r := range reqs {
+		u, ok := known[r.user]
+		_, roomOK := exists[r.room]
 		switch {
 		case !ok || u.Disabled:
-			answers = append(answers, pipeline.Answer{Session: s, Frame: topics.ErrorFrame(ev.GetRequestId(), clientpb.Error_UNKNOWN_USER, "unknown or disabled user")})
+			res[i].refusal = &clientpb.Error{Code: clientpb.Error_UNKNOWN_USER, Text: "unknown or disabled user"}
 		case !roomOK:
-			answers = append(answers, pipeline.Answer{Session: s, Frame: topics.ErrorFrame(ev.GetRequestId(), clientpb.Error_UNKNOWN_ROOM, "no room "+room)})
+			res[i].refusal = &clientpb.Error{Code: clientpb.Error_UNKNOWN_ROOM, Text: "no room " + r.room}
 		case !member[i]:
-			answers = append(answers, pipeline.Answer{Session: s, Frame: topics.ErrorFrame(ev.GetRequestId(), clientpb.Error_NOT_MEMBER, "not a member of "+room)})
+			res[i].refusal = &clientpb.Error{Code: clientpb.Error_NOT_MEMBER, Text: "not a member of " + r.room}
 		default:
-			joins = append(joins, directory.Join{Ref: ref(s), User: ev.GetUser(), Room: room})
-			joining = append(joining, ev)
+			joins = append(joins, directory.Join{Ref: ref(r.session), User: r.user, Room: r.room})
+			joining = append(joining, i)
 		}
+	}
+	if len(joins) == 0 {
+		return res, func(context.Context) error { return nil }, nil
 	}
 	rcs, err := h.store.JoinRooms(ctx, joins)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	// A session being closed (expired, say) while it joined must not
 	// leave an entry in the room behind it. The rooms' latest seqs, and
@@ -236,41 +323,40 @@ func (h *Handler) joined(ctx context.Context, evs []*topicpb.SessionEvent) error
 	look = h.store.Batch(ctx)
 	open, latest, online := look.SessionsOpen(refs), look.LatestSeqs(convs...), look.RoomUsers(listed...)
 	if err := look.Do(); err != nil {
-		return fmt.Errorf("presence: %d joins: %w", len(evs), err)
+		return nil, nil, fmt.Errorf("presence: %d joins: %w", len(reqs), err)
 	}
-	var left []int
 	for i, j := range joins {
 		if !open[i] {
-			left = append(left, i)
 			continue
 		}
 		conv := topics.RoomConversation(j.Room)
 		joined := &clientpb.Joined{Room: j.Room, OnlineCount: uint32(rcs[i].OnlineUsers), LatestSeq: latest[conv], Conversation: conv}
 		if h.presenceFrames(rcs[i].OnlineUsers) {
+			// Read after the batch's joins, the list may hold users
+			// that joined after this one: the count says the same.
 			joined.OnlineUsers = online[j.Room]
+			joined.OnlineCount = uint32(len(online[j.Room]))
 		}
-		answers = append(answers, pipeline.Answer{
-			Session: joining[i].GetSession(),
-			Frame:   &clientpb.ServerFrame{RequestId: joining[i].GetRequestId(), Body: &clientpb.ServerFrame_Joined{Joined: joined}},
-			Control: &topicpb.Control{Join: j.Room},
-		})
+		res[joining[i]].joined = joined
 	}
-	if err := pipeline.ReplyAll(h.pub, answers); err != nil {
-		return fmt.Errorf("presence: %w", err)
-	}
-	for _, i := range left {
-		if _, err := h.store.LeaveRoom(ctx, joins[i].Ref, joins[i].User, joins[i].Room); err != nil {
-			return err
-		}
-	}
-	for i, j := range joins {
-		if open[i] {
-			if err := h.notify(ctx, j.User, true, rcs[i]); err != nil {
-				return err
+	done := func(ctx context.Context) error {
+		for i, j := range joins {
+			if !open[i] {
+				if _, err := h.store.LeaveRoom(ctx, j.Ref, j.User, j.Room); err != nil {
+					return err
+				}
 			}
 		}
+		for i, j := range joins {
+			if open[i] {
+				if err := h.notify(ctx, j.User, true, rcs[i]); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
 	}
-	return nil
+	return res, done, nil
 }
 
 // loginResult is the answer to a login that opened its session.

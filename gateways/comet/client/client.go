@@ -281,9 +281,11 @@ func (c *Conn) WriteRaw(ctx context.Context, typ websocket.MessageType, b []byte
 	return c.ws.Write(ctx, typ, b)
 }
 
-// Login logs the connection in with a token.
-func (c *Conn) Login(ctx context.Context, token, device string) (*clientpb.LoginResult, error) {
-	res, err := c.Do(ctx, &clientpb.ClientFrame{Body: &clientpb.ClientFrame_Login{Login: &clientpb.Login{Token: token, Device: device}}})
+// Login logs the connection in with a token and joins the rooms of join
+// (at most 100) in the same round trip: the LoginResult answers each in
+// its joined or join_refused list.
+func (c *Conn) Login(ctx context.Context, token, device string, join ...string) (*clientpb.LoginResult, error) {
+	res, err := c.Do(ctx, &clientpb.ClientFrame{Body: &clientpb.ClientFrame_Login{Login: &clientpb.Login{Token: token, Device: device, Join: join}}})
 	if err != nil {
 		return nil, err
 	}

@@ -484,13 +484,21 @@ func (c *Client) connect() (*Conn, *clientpb.LoginResult, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	res, err := conn.Login(ctx, tok, c.cfg.Device)
+	// The rooms joined so far are joined again with the login, in the
+	// same round trip (serve joins any beyond loginJoins).
+	c.mu.Lock()
+	rooms := slices.Sorted(maps.Keys(c.rooms))
+	c.mu.Unlock()
+	res, err := conn.Login(ctx, tok, c.cfg.Device, rooms[:min(len(rooms), loginJoins)]...)
 	if err != nil {
 		conn.Close()
 		return nil, nil, fmt.Errorf("client: login at %s: %w", url, err)
 	}
 	return conn, res, nil
 }
+
+// loginJoins is the most rooms a Login may join (docs/protocol.md).
+const loginJoins = 100
 
 // serve runs a logged-in connection until it ends: joins the rooms
 // again, catches up, then reports what arrives while a goroutine pings.
@@ -518,10 +526,26 @@ func (c *Client) serve(conn *Conn, res *clientpb.LoginResult) error {
 	reconnect := c.connected
 	c.connected = true
 	c.mu.Unlock()
+	// The login joined rooms again (connect); the others are joined here.
+	answered := map[string]error{}
+	for _, j := range res.GetJoined() {
+		answered[j.GetRoom()] = nil
+		latest[j.GetConversation()] = max(latest[j.GetConversation()], j.GetLatestSeq())
+	}
+	for _, r := range res.GetJoinRefused() {
+		answered[r.GetRoom()] = errorOf(r.GetError())
+	}
 	for _, room := range rooms {
-		rctx, rcancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
-		j, err := conn.Join(rctx, room)
-		rcancel()
+		err, ok := answered[room]
+		if !ok {
+			rctx, rcancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
+			var j *clientpb.Joined
+			j, err = conn.Join(rctx, room)
+			rcancel()
+			if err == nil {
+				latest[j.GetConversation()] = max(latest[j.GetConversation()], j.GetLatestSeq())
+			}
+		}
 		var e *Error
 		switch {
 		case errors.As(err, &e) && (e.Code == clientpb.Error_NOT_MEMBER || e.Code == clientpb.Error_UNKNOWN_ROOM):
@@ -529,11 +553,9 @@ func (c *Client) serve(conn *Conn, res *clientpb.LoginResult) error {
 			delete(c.rooms, room)
 			c.mu.Unlock()
 			c.emit(Event{Kind: Left, Room: room, Err: err})
-			continue
 		case err != nil:
 			return fmt.Errorf("client: join %s again: %w", room, err)
 		}
-		latest[j.GetConversation()] = max(latest[j.GetConversation()], j.GetLatestSeq())
 	}
 
 	// Positions: a conversation new on the first login starts at its
