@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -380,6 +381,48 @@ func TestE2EJoinRefusals(t *testing.T) {
 	}
 	if _, err := carol.SendRoom(ctx, "dev", []byte("x")); errCode(err) != clientpb.Error_NOT_MEMBER {
 		t.Errorf("send to dev = %v, want NOT_MEMBER", err)
+	}
+}
+
+// TestE2ELoginJoins: a Login that names rooms (Login.join) is answered
+// with what JoinRooms of them would have got, and its connection gets
+// the messages of the rooms joined, in either subprotocol.
+func TestE2ELoginJoins(t *testing.T) {
+	t.Parallel()
+	c := startCluster(t, nil)
+	for _, json := range []bool{false, true} {
+		t.Run(fmt.Sprint("json=", json), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			carol := c.dial(json)
+			res, err := carol.Login(ctx, c.token("carol", time.Hour), "test", "lobby", "dev", "no-such-room")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if j := res.GetJoined(); len(j) != 1 || j[0].GetRoom() != "lobby" || j[0].GetConversation() != "room:lobby" {
+				t.Fatalf("joined %v, want lobby", j)
+			}
+			refused := map[string]clientpb.Error_Code{}
+			for _, r := range res.GetJoinRefused() {
+				refused[r.GetRoom()] = r.GetError().GetCode()
+			}
+			if want := map[string]clientpb.Error_Code{"dev": clientpb.Error_NOT_MEMBER, "no-such-room": clientpb.Error_UNKNOWN_ROOM}; !maps.Equal(refused, want) {
+				t.Fatalf("refused %v, want %v", refused, want)
+			}
+			alice := c.dial(json)
+			if _, err := alice.Login(ctx, c.token("alice", time.Hour), "test", "lobby"); err != nil {
+				t.Fatal(err)
+			}
+			sent, err := alice.SendRoom(ctx, "lobby", []byte("hello"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, conn := range []*client.Conn{carol, alice} {
+				if m := nextMessages(t, conn, "room:lobby", 1)[0]; m.GetSeq() != sent.GetSeq() || string(m.GetBody()) != "hello" {
+					t.Fatalf("got %v, want seq %d", m, sent.GetSeq())
+				}
+			}
+		})
 	}
 }
 
