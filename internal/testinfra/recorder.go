@@ -16,15 +16,17 @@ type Published struct {
 // tests of handlers. Err, when set, is returned by every Publish. It is
 // safe for concurrent use.
 type Recorder struct {
-	mu   sync.Mutex
-	msgs []Published
-	Err  error
+	mu    sync.Mutex
+	msgs  []Published
+	calls int
+	Err   error
 }
 
 // Publish records msgs, or returns r.Err.
 func (r *Recorder) Publish(topic string, msgs ...*message.Message) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.calls++
 	if r.Err != nil {
 		return r.Err
 	}
@@ -44,4 +46,11 @@ func (r *Recorder) Take() []Published {
 	out := r.msgs
 	r.msgs = nil
 	return out
+}
+
+// Calls returns how many times Publish was called.
+func (r *Recorder) Calls() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.calls
 }

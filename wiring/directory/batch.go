@@ -179,6 +179,26 @@ func (b *Batch) RoomUsers(rooms ...string) map[string][]string {
 	return out
 }
 
+// RoomComets returns, for each of rooms, the comets hosting its
+// connections (Store.RoomComets).
+func (b *Batch) RoomComets(rooms ...string) map[string][]string {
+	out := make(map[string][]string, len(rooms))
+	cmds := make([]*redis.StringSliceCmd, len(rooms))
+	for i, r := range rooms {
+		cmds[i] = b.p.HKeys(b.ctx, roomCometsKey(r))
+	}
+	b.fill = append(b.fill, func() error {
+		for i, r := range rooms {
+			if err := failed(cmds[i]); err != nil {
+				return fmt.Errorf("directory: comets of %s: %w", r, err)
+			}
+			out[r] = cmds[i].Val()
+		}
+		return nil
+	})
+	return out
+}
+
 // UnreadMentions is Store.UnreadMentions.
 func (b *Batch) UnreadMentions(user string, read map[string]uint64, conversations ...string) map[string]uint64 {
 	out := make(map[string]uint64)

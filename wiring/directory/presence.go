@@ -363,11 +363,9 @@ func (s *Store) Online(ctx context.Context, users ...string) (map[string]bool, e
 
 // RoomComets returns the comets hosting at least one connection in room.
 func (s *Store) RoomComets(ctx context.Context, room string) ([]string, error) {
-	comets, err := s.rdb.HKeys(ctx, roomCometsKey(room)).Result()
-	if err != nil {
-		return nil, fmt.Errorf("directory: comets of %s: %w", room, err)
-	}
-	return comets, nil
+	b := s.Batch(ctx)
+	out := b.RoomComets(room)
+	return out[room], b.Do()
 }
 
 // RoomUsers returns the distinct users with a connection in room, sorted.

@@ -137,26 +137,48 @@ type Answer struct {
 // publish, in the order given (the comets' publishes at once), and
 // returns once the broker has them all.
 func ReplyAll(pub message.Publisher, answers []Answer) error {
-	var order []string
-	byTopic := map[string][]*message.Message{}
+	var out Outbox
 	for _, a := range answers {
 		if a.Session.GetComet() == "" {
 			continue
 		}
-		topic, out, err := topics.Reply(a.Session, a.Frame, a.Control)
+		topic, msg, err := topics.Reply(a.Session, a.Frame, a.Control)
 		if err != nil {
 			return err
 		}
-		if _, ok := byTopic[topic]; !ok {
-			order = append(order, topic)
-		}
-		byTopic[topic] = append(byTopic[topic], out)
+		out.Add(topic, msg)
 	}
+	return out.Send(pub)
+}
+
+// An Outbox gathers messages by topic, to publish each topic's in one
+// call, in the order added, and the topics at once. The zero Outbox is
+// empty and ready.
+type Outbox struct {
+	order   []string
+	byTopic map[string][]*message.Message
+}
+
+// Add queues msgs to topic.
+func (o *Outbox) Add(topic string, msgs ...*message.Message) {
+	if o.byTopic == nil {
+		o.byTopic = map[string][]*message.Message{}
+	}
+	if _, ok := o.byTopic[topic]; !ok {
+		o.order = append(o.order, topic)
+	}
+	o.byTopic[topic] = append(o.byTopic[topic], msgs...)
+}
+
+// Send publishes what was queued, each topic's messages in one Publish
+// and the topics concurrently, and returns when all are published or
+// one failed.
+func (o *Outbox) Send(pub message.Publisher) error {
 	var g errgroup.Group
-	for _, topic := range order {
+	for _, topic := range o.order {
 		g.Go(func() error {
-			if err := pub.Publish(topic, byTopic[topic]...); err != nil {
-				return fmt.Errorf("reply to %d connections on %s: %w", len(byTopic[topic]), topic, err)
+			if err := pub.Publish(topic, o.byTopic[topic]...); err != nil {
+				return fmt.Errorf("publish %d messages to %s: %w", len(o.byTopic[topic]), topic, err)
 			}
 			return nil
 		})

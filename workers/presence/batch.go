@@ -347,14 +347,16 @@ func (h *Handler) join(ctx context.Context, reqs []joinReq) ([]joinResult, func(
 				}
 			}
 		}
+		var cs []change
 		for i, j := range joins {
-			if open[i] {
-				if err := h.notify(ctx, j.User, true, rcs[i]); err != nil {
-					return err
-				}
+			if !open[i] {
+				continue
+			}
+			if c, ok := h.due(j.User, true, rcs[i]); ok {
+				cs = append(cs, c)
 			}
 		}
-		return nil
+		return h.tell(ctx, cs...)
 	}
 	return res, done, nil
 }

@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -222,12 +223,13 @@ func (h *Handler) close(ctx context.Context, r directory.SessionRef) error {
 	if err != nil || !ok {
 		return err
 	}
+	var cs []change
 	for _, rc := range rooms {
-		if err := h.notify(ctx, sess.User, false, rc); err != nil {
-			return err
+		if c, ok := h.due(sess.User, false, rc); ok {
+			cs = append(cs, c)
 		}
 	}
-	return nil
+	return h.tell(ctx, cs...)
 }
 
 // membershipRevoked takes every connection of the user that is in the
@@ -312,17 +314,36 @@ func (h *Handler) presenceFrames(online int) bool {
 	return h.cfg.NotifyLimit >= 0 && online <= h.cfg.NotifyLimit
 }
 
+// change is a presence change of user in room, with the number of users
+// online in the room after it.
+type change struct {
+	room, user string
+	online     bool
+	count      int
+}
+
+// due returns the presence change rc makes for user, and whether it goes
+// out now: not if the user's state in the room did not change, if the
+// room is too big for presence frames, or if the change is kept to the
+// end of its window (coalescer).
+func (h *Handler) due(user string, online bool, rc directory.RoomCount) (change, bool) {
+	if !rc.UserChanged || !h.presenceFrames(rc.OnlineUsers) {
+		return change{}, false
+	}
+	if !h.co.now(rc.Room, user, online, rc.OnlineUsers, time.Now()) {
+		return change{}, false
+	}
+	return change{room: rc.Room, user: user, online: online, count: rc.OnlineUsers}, true
+}
+
 // notify tells a room's comets that user appeared or disappeared, if the
 // room is small enough for per-user presence: at once, or at the end of
 // the (room, user)'s presence window (coalesce.go).
 func (h *Handler) notify(ctx context.Context, user string, online bool, rc directory.RoomCount) error {
-	if !rc.UserChanged || !h.presenceFrames(rc.OnlineUsers) {
-		return nil
+	if c, ok := h.due(user, online, rc); ok {
+		return h.tell(ctx, c)
 	}
-	if !h.co.now(rc.Room, user, online, rc.OnlineUsers, time.Now()) {
-		return nil
-	}
-	return h.presence(ctx, rc.Room, user, online, rc.OnlineUsers)
+	return nil
 }
 
 // roomOnline is the number of users online in room, for a change sent at
@@ -342,28 +363,44 @@ func (h *Handler) notifyLate(ctx context.Context, room, user string, online bool
 	if users > h.cfg.NotifyLimit {
 		return
 	}
-	if err := h.presence(ctx, room, user, online, users); err != nil {
+	if err := h.tell(ctx, change{room: room, user: user, online: online, count: users}); err != nil {
 		h.logger.Warn("presence change at the end of its window", "room", room, "user", user, "err", err)
 	}
 }
 
-// presence publishes a PresenceChange to the comets of room.
-func (h *Handler) presence(ctx context.Context, room, user string, online bool, onlineUsers int) error {
-	comets, err := h.store.RoomComets(ctx, room)
-	if err != nil {
-		return err
+// tell publishes each change as a PresenceChange to the comets of its
+// room: the rooms' comets are looked up in one round trip, and each
+// comet gets its changes, in order, in one publish.
+func (h *Handler) tell(ctx context.Context, cs ...change) error {
+	if len(cs) == 0 {
+		return nil
 	}
-	d := &topicpb.Delivery{Room: room, Frame: &clientpb.ServerFrame{Body: &clientpb.ServerFrame_Presence{Presence: &clientpb.PresenceChange{
-		Room: room, User: user, Online: online, OnlineCount: uint32(onlineUsers),
-	}}}}
-	for _, c := range comets {
-		out, err := topics.Deliveries.Encode(d)
-		if err != nil {
-			return err
+	var rooms []string
+	for _, c := range cs {
+		if !slices.Contains(rooms, c.room) {
+			rooms = append(rooms, c.room)
 		}
-		if err := h.pub.Publish(topics.Delivery(c), out); err != nil {
-			return fmt.Errorf("presence: notify %s: %w", c, err)
+	}
+	look := h.store.Batch(ctx)
+	comets := look.RoomComets(rooms...)
+	if err := look.Do(); err != nil {
+		return fmt.Errorf("presence: notify: %w", err)
+	}
+	var out pipeline.Outbox
+	for _, c := range cs {
+		d := &topicpb.Delivery{Room: c.room, Frame: &clientpb.ServerFrame{Body: &clientpb.ServerFrame_Presence{Presence: &clientpb.PresenceChange{
+			Room: c.room, User: c.user, Online: c.online, OnlineCount: uint32(c.count),
+		}}}}
+		for _, cm := range comets[c.room] {
+			msg, err := topics.Deliveries.Encode(d)
+			if err != nil {
+				return err
+			}
+			out.Add(topics.Delivery(cm), msg)
 		}
+	}
+	if err := out.Send(h.pub); err != nil {
+		return fmt.Errorf("presence: notify: %w", err)
 	}
 	return nil
 }

@@ -200,3 +200,27 @@ func roomsOf(js []*clientpb.Joined) []string {
 	}
 	return out
 }
+
+// TestWaveTellsEachCometOnce: the presence changes of a wave of logins
+// that join rooms reach each comet in one publish, as the wave's answers
+// do, whatever the number of changes.
+func TestWaveTellsEachCometOnce(t *testing.T) {
+	t.Parallel()
+	h, _, rec := fixture(t, presence.Config{})
+	var evs []*topicpb.SessionEvent
+	for i, u := range []string{"alice", "bob", "carol"} {
+		comet := fmt.Sprint("c", 1+i%2)
+		evs = append(evs, &topicpb.SessionEvent{Kind: topicpb.SessionEvent_OPENED, Session: sess(comet, u+"1"), User: u, RequestId: 1, Join: []string{"lobby"}})
+	}
+	if err := h.Pipeline().Handle(testinfra.Merged(t, topics.SessionEvents, evs...)); err != nil {
+		t.Fatal(err)
+	}
+	changes := presenceChanges(t, rec.Take(), false)
+	// Each of the three tells both comets, which both have members in the lobby.
+	if len(changes) != 6 {
+		t.Fatalf("presence changes %v, want 3 to each of c1 and c2", changes)
+	}
+	if got := rec.Calls(); got != 4 {
+		t.Errorf("%d publishes, want 4: each comet's answers in one, and its presence changes in one", got)
+	}
+}
