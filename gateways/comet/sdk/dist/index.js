@@ -16,6 +16,8 @@ export class LaneError extends Error {
         this.retryAfterMs = retryAfterMs;
     }
 }
+/** The most rooms a Login may join (docs/protocol.md, Login.join). */
+const MAX_LOGIN_JOINS = 100;
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 /** base64 of bytes (protojson's bytes). */
@@ -311,7 +313,10 @@ export class Client {
         let res;
         try {
             const token = await this.opts.token();
-            res = await this.rawRequest({ login: { token, device: this.opts.device } }, ws);
+            // The rooms joined so far are joined again in the login itself (at
+            // most 100: the others are joined once logged in).
+            const join = [...this.rooms].slice(0, MAX_LOGIN_JOINS);
+            res = await this.rawRequest({ login: { token, device: this.opts.device, ...(join.length > 0 ? { join } : {}) } }, ws);
         }
         catch (e) {
             const err = e instanceof LaneError ? e : new LaneError("CODE_UNSPECIFIED", String(e));
@@ -370,7 +375,18 @@ export class Client {
             this.firstLogin.resolve(result);
             this.firstLogin = null;
         }
+        const answered = new Set();
+        for (const j of Array.isArray(lr.joined) ? lr.joined : []) {
+            answered.add(j.room);
+            this.emit("joined", toJoined(j));
+        }
+        for (const r of Array.isArray(lr.joinRefused) ? lr.joinRefused : []) {
+            answered.add(r.room);
+            this.emit("error", new LaneError(r.error?.code || "CODE_UNSPECIFIED", `join ${r.room}: ${r.error?.text || ""}`));
+        }
         for (const room of this.rooms) {
+            if (answered.has(room))
+                continue;
             this.request({ join: { room } })
                 .then((f) => this.emit("joined", toJoined(f.joined)))
                 .catch((e) => this.emit("error", e));

@@ -241,6 +241,9 @@ export interface ClientOptions {
 
 type Frame = Record<string, any>;
 
+/** The most rooms a Login may join (docs/protocol.md, Login.join). */
+const MAX_LOGIN_JOINS = 100;
+
 interface Pending {
   resolve: (f: Frame) => void;
   reject: (e: LaneError) => void;
@@ -548,7 +551,10 @@ export class Client {
     let res: Frame;
     try {
       const token = await this.opts.token();
-      res = await this.rawRequest({ login: { token, device: this.opts.device } }, ws);
+      // The rooms joined so far are joined again in the login itself (at
+      // most 100: the others are joined once logged in).
+      const join = [...this.rooms].slice(0, MAX_LOGIN_JOINS);
+      res = await this.rawRequest({ login: { token, device: this.opts.device, ...(join.length > 0 ? { join } : {}) } }, ws);
     } catch (e) {
       const err = e instanceof LaneError ? e : new LaneError("CODE_UNSPECIFIED", String(e));
       this.emit("error", err);
@@ -599,7 +605,17 @@ export class Client {
       this.firstLogin.resolve(result);
       this.firstLogin = null;
     }
+    const answered = new Set<string>();
+    for (const j of Array.isArray(lr.joined) ? lr.joined : []) {
+      answered.add(j.room);
+      this.emit("joined", toJoined(j));
+    }
+    for (const r of Array.isArray(lr.joinRefused) ? lr.joinRefused : []) {
+      answered.add(r.room);
+      this.emit("error", new LaneError(r.error?.code || "CODE_UNSPECIFIED", `join ${r.room}: ${r.error?.text || ""}`));
+    }
     for (const room of this.rooms) {
+      if (answered.has(room)) continue;
       this.request({ join: { room } })
         .then((f) => this.emit("joined", toJoined(f.joined)))
         .catch((e) => this.emit("error", e));
