@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
@@ -77,32 +78,119 @@ func (b *Broker) Close() { b.cluster.Close() }
 // Redis is a running embedded Redis-protocol server (miniredis). It serves
 // dev mode only; tests run against a real redis-server.
 type Redis struct {
-	srv *miniredis.Miniredis
+	srv  *miniredis.Miniredis
+	ln   net.Listener
+	done sync.WaitGroup // the accept loop
 }
 
 // StartRedis starts an embedded Redis-protocol server on addr
 // ("127.0.0.1:0" picks a free port). Its keys expire only when Tick says
 // time passed: the caller advances it with the wall clock (dev mode does).
+//
+// Its connections are accepted here and handed to miniredis with their
+// replies coalesced (replyConn): miniredis writes each command's reply
+// with a write call of its own, so a pipeline of N commands cost N
+// system calls. miniredis also listens on a loopback port of its own,
+// which nothing uses.
 func StartRedis(addr string) (*Redis, error) {
 	if addr == "" {
 		addr = "127.0.0.1:0"
 	}
 	srv := miniredis.NewMiniRedis()
-	if err := srv.StartAddr(addr); err != nil {
+	if err := srv.StartAddr("127.0.0.1:0"); err != nil {
+		return nil, fmt.Errorf("embedded redis: %w", err)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		srv.Close()
 		return nil, fmt.Errorf("embedded redis on %s: %w", addr, err)
 	}
-	return &Redis{srv: srv}, nil
+	r := &Redis{srv: srv, ln: ln}
+	r.done.Add(1)
+	go r.accept()
+	return r, nil
+}
+
+// accept hands the connections of r.ln to miniredis until r.ln closes.
+func (r *Redis) accept() {
+	defer r.done.Done()
+	for {
+		c, err := r.ln.Accept()
+		if err != nil {
+			return
+		}
+		r.srv.Server().ServeConn(&replyConn{Conn: c})
+	}
 }
 
 // Addr returns the server's host:port.
-func (r *Redis) Addr() string { return r.srv.Addr() }
+func (r *Redis) Addr() string { return r.ln.Addr().String() }
 
 // Tick advances the server's clock by d; miniredis expires keys only when
 // told time has passed. Dev mode calls it from a ticker.
 func (r *Redis) Tick(d time.Duration) { r.srv.FastForward(d) }
 
-// Close stops the server.
-func (r *Redis) Close() { r.srv.Close() }
+// Close stops the server and closes its connections.
+func (r *Redis) Close() {
+	r.ln.Close()
+	r.done.Wait()
+	r.srv.Close()
+}
+
+// replyConn is a server's side of a connection whose writes wait while
+// the server is answering commands it has already read: they go out
+// together when its reader next needs bytes from the client, and at once
+// while the reader is waiting for them. miniredis reads a connection in
+// one goroutine and answers in another, flushing after every reply; so
+// a client's pipeline, read in one go, is answered in about two writes
+// instead of one per command, and a lone command as before.
+type replyConn struct {
+	net.Conn
+	mu      sync.Mutex
+	reading bool   // the reader is waiting for the client
+	pending []byte // replies not written yet
+}
+
+// Read writes the replies waiting, then reads from the client.
+func (c *replyConn) Read(p []byte) (int, error) {
+	c.mu.Lock()
+	err := c.flushLocked()
+	c.reading = err == nil
+	c.mu.Unlock()
+	if err != nil {
+		return 0, err
+	}
+	n, err := c.Conn.Read(p)
+	c.mu.Lock()
+	c.reading = false
+	c.mu.Unlock()
+	return n, err
+}
+
+// Write writes p, after the replies waiting, if the reader is waiting
+// for the client; otherwise it keeps p for the reader's next Read.
+func (c *replyConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.reading {
+		c.pending = append(c.pending, p...)
+		return len(p), nil
+	}
+	if err := c.flushLocked(); err != nil {
+		return 0, err
+	}
+	return c.Conn.Write(p)
+}
+
+// flushLocked writes the replies waiting; c.mu must be held.
+func (c *replyConn) flushLocked() error {
+	if len(c.pending) == 0 {
+		return nil
+	}
+	_, err := c.Conn.Write(c.pending)
+	c.pending = c.pending[:0]
+	return err
+}
 
 // EtcdConfig configures an embedded etcd.
 type EtcdConfig struct {

@@ -1,0 +1,114 @@
+package embedded_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/laneim/laneim/internal/embedded"
+)
+
+// TestRedisAnswersPipelines: the embedded Redis, whose replies wait
+// while it answers a pipeline (replyConn), answers pipelines of every
+// size, large replies, transactions, scripts, blocking commands and
+// pub/sub right, from several clients at once.
+func TestRedisAnswersPipelines(t *testing.T) {
+	srv, err := embedded.StartRedis("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), PoolSize: 8})
+	defer rdb.Close()
+
+	t.Run("pipelines", func(t *testing.T) {
+		var g errgroup.Group
+		for client := range 8 {
+			g.Go(func() error {
+				for _, n := range []int{1, 2, 3, 100, 1000} {
+					val := strings.Repeat("v", 1+n*client%5000)
+					p := rdb.Pipeline()
+					sets := make([]*redis.StatusCmd, n)
+					gets := make([]*redis.StringCmd, n)
+					for i := range n {
+						k := fmt.Sprint("k", client, ":", n, ":", i)
+						sets[i] = p.Set(ctx, k, val+k, 0)
+						gets[i] = p.Get(ctx, k)
+					}
+					if _, err := p.Exec(ctx); err != nil {
+						return fmt.Errorf("pipeline of %d: %w", 2*n, err)
+					}
+					for i := range n {
+						k := fmt.Sprint("k", client, ":", n, ":", i)
+						if got := gets[i].Val(); sets[i].Val() != "OK" || got != val+k {
+							return fmt.Errorf("pipeline of %d: %s = %.20q (%d bytes)", 2*n, k, got, len(got))
+						}
+					}
+				}
+				return nil
+			})
+		}
+		if err := g.Wait(); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	t.Run("large reply", func(t *testing.T) {
+		big := strings.Repeat("x", 1<<20)
+		if err := rdb.Set(ctx, "big", big, 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := rdb.Get(ctx, "big").Result(); err != nil || got != big {
+			t.Fatalf("get big: %d bytes, %v", len(got), err)
+		}
+	})
+
+	t.Run("transaction and script", func(t *testing.T) {
+		cmds, err := rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			p.HSet(ctx, "h", "a", 1)
+			p.HIncrBy(ctx, "h", "a", 2)
+			return nil
+		})
+		if err != nil || cmds[1].(*redis.IntCmd).Val() != 3 {
+			t.Fatalf("transaction: %v, %v", cmds, err)
+		}
+		n, err := redis.NewScript(`return redis.call('HINCRBY', KEYS[1], 'a', ARGV[1])`).Run(ctx, rdb, []string{"h"}, 4).Int()
+		if err != nil || n != 7 {
+			t.Fatalf("script = %d, %v", n, err)
+		}
+	})
+
+	t.Run("blocking command", func(t *testing.T) {
+		go func() { // ends after its push, bounded by ctx
+			time.Sleep(50 * time.Millisecond)
+			rdb.RPush(ctx, "queue", "job")
+		}()
+		if got, err := rdb.BLPop(ctx, 10*time.Second, "queue").Result(); err != nil || got[1] != "job" {
+			t.Fatalf("blpop = %v, %v", got, err)
+		}
+	})
+
+	t.Run("pubsub", func(t *testing.T) {
+		sub := rdb.Subscribe(ctx, "news")
+		defer sub.Close()
+		if _, err := sub.Receive(ctx); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 3 {
+			if err := rdb.Publish(ctx, "news", fmt.Sprint("item ", i)).Err(); err != nil {
+				t.Fatal(err)
+			}
+			msg, err := sub.ReceiveMessage(ctx)
+			if err != nil || msg.Payload != fmt.Sprint("item ", i) {
+				t.Fatalf("message %d: %v, %v", i, msg, err)
+			}
+		}
+	})
+}
