@@ -160,19 +160,10 @@ func (b *Batch) LatestSeqs(conversations ...string) map[string]uint64 {
 // RoomUsers returns, for each of rooms, the users with a connection in
 // it, sorted (Store.RoomUsers).
 func (b *Batch) RoomUsers(rooms ...string) map[string][]string {
-	out := make(map[string][]string, len(rooms))
-	cmds := make([]*redis.StringSliceCmd, len(rooms))
-	for i, r := range rooms {
-		cmds[i] = b.p.HKeys(b.ctx, roomUsersKey(r))
-	}
+	out := b.fields(rooms, roomUsersKey, "users in")
 	b.fill = append(b.fill, func() error {
-		for i, r := range rooms {
-			if err := failed(cmds[i]); err != nil {
-				return fmt.Errorf("directory: users in %s: %w", r, err)
-			}
-			users := cmds[i].Val()
+		for _, users := range out {
 			slices.Sort(users)
-			out[r] = users
 		}
 		return nil
 	})
@@ -182,15 +173,21 @@ func (b *Batch) RoomUsers(rooms ...string) map[string][]string {
 // RoomComets returns, for each of rooms, the comets hosting its
 // connections (Store.RoomComets).
 func (b *Batch) RoomComets(rooms ...string) map[string][]string {
+	return b.fields(rooms, roomCometsKey, "comets of")
+}
+
+// fields returns, for each of rooms, the fields of its hash key(room);
+// what names them in an error.
+func (b *Batch) fields(rooms []string, key func(string) string, what string) map[string][]string {
 	out := make(map[string][]string, len(rooms))
 	cmds := make([]*redis.StringSliceCmd, len(rooms))
 	for i, r := range rooms {
-		cmds[i] = b.p.HKeys(b.ctx, roomCometsKey(r))
+		cmds[i] = b.p.HKeys(b.ctx, key(r))
 	}
 	b.fill = append(b.fill, func() error {
 		for i, r := range rooms {
 			if err := failed(cmds[i]); err != nil {
-				return fmt.Errorf("directory: comets of %s: %w", r, err)
+				return fmt.Errorf("directory: %s %s: %w", what, r, err)
 			}
 			out[r] = cmds[i].Val()
 		}
