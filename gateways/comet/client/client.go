@@ -3,8 +3,8 @@
 // tests.
 //
 // It has two levels. A [Client] is what an application wants: it stays
-// connected (pings, reconnects with backoff, logs in again, joins its rooms
-// again), catches up what it missed with Sync, drops repeats and reports
+// connected (pings, reconnects with backoff, logs in again joining its
+// rooms in the same Login), catches up what it missed with Sync, drops repeats and reports
 // messages, presence and its connection state as [Event]s. A [Conn] is one
 // WebSocket connection and nothing more, for tools and tests that speak the
 // protocol frame by frame.
@@ -13,7 +13,8 @@
 //
 // A Client keeps, per conversation, the seq of the last message it
 // reported (its position; see [Config.Positions] and [Client.Positions]).
-// After every login it joins its rooms again and then, conversation by
+// Every login joins its rooms again (in the Login itself, Login.join,
+// for up to 100; Config.Rooms from the first one) and then, conversation by
 // conversation, Syncs what follows each position up to the latest seq the
 // server announced (LoginResult, Conversations pages, Joined), page after
 // page while has_more; only then does it report live messages. A live

@@ -38,6 +38,11 @@ type Config struct {
 	// client was away). A room's conversation is followed only while the
 	// room is joined (see Join).
 	Positions map[string]uint64
+	// Rooms are joined from the first login on, in the Login itself
+	// (Login.join, at most 100; the others right after it), and kept
+	// joined as Join keeps a room. A room refused (not a member, no such
+	// room) is reported as a Left event and forgotten.
+	Rooms []string
 	// PingInterval is the time between Pings (default 20 s; the server
 	// closes a connection silent for 60 s).
 	PingInterval time.Duration
@@ -188,6 +193,9 @@ func New(cfg Config) (*Client, error) {
 	}
 	if c.known == nil {
 		c.known = map[string]uint64{}
+	}
+	for _, r := range cfg.Rooms {
+		c.rooms[r] = true
 	}
 	go c.run()
 	return c, nil

@@ -457,3 +457,38 @@ func TestClientWaitsWhenRateLimited(t *testing.T) {
 		t.Fatalf("bare connection sending three at once: %v, want a RATE_LIMITED with a wait", errs)
 	}
 }
+
+// TestClientJoinsConfiguredRoomsInItsLogin: Config.Rooms are joined in
+// the first login (Login.join): the room's messages arrive without a
+// Join, and a room the user may not join is reported Left.
+func TestClientJoinsConfiguredRoomsInItsLogin(t *testing.T) {
+	cl := apptest.Start(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	pc, closer, err := api.Dial(ctx, cl.Settings.APIAddr, cl.Settings.APIToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closer.Close()
+	carol, err := client.New(client.Config{
+		URL:   cl.URL,
+		Token: func(context.Context) (string, error) { return cl.Token("carol"), nil },
+		Rooms: []string{"lobby", "dev"}, // carol is no member of dev
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer carol.Close()
+	if ev := next(t, carol, client.Left); ev.Room != "dev" {
+		t.Fatalf("left %q, want dev", ev.Room)
+	}
+	next(t, carol, client.Connected)
+	if _, err := pc.PushRoom(ctx, &apipb.PushRoomRequest{Room: "lobby", Content: &apipb.Content{Body: []byte("hi"), ClientMsgId: "hi"}}); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string][]*clientpb.Message{}
+	collect(t, carol, got, func() bool { return len(got["room:lobby"]) >= 1 })
+	if rooms := carol.Rooms(); !slices.Equal(rooms, []string{"lobby"}) {
+		t.Fatalf("rooms %v, want [lobby]", rooms)
+	}
+}
