@@ -160,20 +160,11 @@ func (s *Store) ConversationPage(ctx context.Context, user, cursor string, limit
 	if len(entries) == 0 {
 		return ConversationPage{}, nil
 	}
-	convs := entryConvs(entries)
-	latest, err := s.LatestSeqs(ctx, convs...)
+	latest, read, mentions, err := s.positions(ctx, []string{user}, [][]convEntry{entries})
 	if err != nil {
 		return ConversationPage{}, err
 	}
-	read, err := s.ReadSeqs(ctx, user, convs...)
-	if err != nil {
-		return ConversationPage{}, err
-	}
-	mentions, err := s.UnreadMentions(ctx, user, read, convs...)
-	if err != nil {
-		return ConversationPage{}, err
-	}
-	return assemblePage(entries, more, latest, read, mentions, maxBytes), nil
+	return assemblePage(entries, more, latest, read[0], mentions[0], maxBytes), nil
 }
 
 // ConversationPages returns the first page of each user's conversation
@@ -201,8 +192,6 @@ func (s *Store) ConversationPages(ctx context.Context, users []string, limit, ma
 	})
 	entries := make([][]convEntry, len(users))
 	more := make([]bool, len(users))
-	var convs []string
-	seen := map[string]bool{}
 	for i, u := range users {
 		if err := rooms[i].Err(); err != nil && !errors.Is(err, redis.Nil) {
 			return nil, fmt.Errorf("directory: rooms of %s: %w", u, err)
@@ -223,48 +212,9 @@ func (s *Store) ConversationPages(ctx context.Context, users []string, limit, ma
 			d, dmore := directFrom(direct[i].Val(), limit-len(entries[i]))
 			entries[i], more[i] = appendDirect(entries[i], d), dmore
 		}
-		for _, e := range entries[i] {
-			if !seen[e.conv] {
-				seen[e.conv] = true
-				convs = append(convs, e.conv)
-			}
-		}
 	}
-	if len(convs) == 0 {
-		return pages, nil
-	}
-	b := s.Batch(ctx)
-	latest := b.LatestSeqs(convs...)
-	reads := make([]*redis.SliceCmd, len(users))
-	for i, u := range users {
-		if len(entries[i]) > 0 {
-			reads[i] = b.p.HMGet(ctx, userReadKey(u), entryConvs(entries[i])...)
-		}
-	}
-	if err := b.Do(); err != nil {
-		return nil, err
-	}
-	read := make([]map[string]uint64, len(users))
-	for i, u := range users {
-		if len(entries[i]) == 0 {
-			continue
-		}
-		if err := failed(reads[i]); err != nil {
-			return nil, fmt.Errorf("directory: read positions of %s: %w", u, err)
-		}
-		var err error
-		if read[i], err = s.readSeqsFrom(ctx, u, entryConvs(entries[i]), reads[i].Val()); err != nil {
-			return nil, err
-		}
-	}
-	b = s.Batch(ctx)
-	mentions := make([]map[string]uint64, len(users))
-	for i, u := range users {
-		if len(entries[i]) > 0 {
-			mentions[i] = b.UnreadMentions(u, read[i], entryConvs(entries[i])...)
-		}
-	}
-	if err := b.Do(); err != nil {
+	latest, read, mentions, err := s.positions(ctx, users, entries)
+	if err != nil {
 		return nil, err
 	}
 	for i := range users {
@@ -273,6 +223,58 @@ func (s *Store) ConversationPages(ctx context.Context, users []string, limit, ma
 		}
 	}
 	return pages, nil
+}
+
+// positions reads what a page says of its conversations, for each of
+// users the conversations of its entries: their latest seqs, the user's
+// read positions and unread mentions there, in two round trips whatever
+// the number of users (more when read positions must be restored from
+// the history store, see readSeqsFrom).
+func (s *Store) positions(ctx context.Context, users []string, entries [][]convEntry) (latest map[string]uint64, read, mentions []map[string]uint64, err error) {
+	var convs []string
+	seen := map[string]bool{}
+	for _, es := range entries {
+		for _, e := range es {
+			if !seen[e.conv] {
+				seen[e.conv] = true
+				convs = append(convs, e.conv)
+			}
+		}
+	}
+	b := s.Batch(ctx)
+	latest = b.LatestSeqs(convs...)
+	reads := make([]*redis.SliceCmd, len(users))
+	for i, u := range users {
+		if len(entries[i]) > 0 {
+			reads[i] = b.p.HMGet(ctx, userReadKey(u), entryConvs(entries[i])...)
+		}
+	}
+	if err := b.Do(); err != nil {
+		return nil, nil, nil, err
+	}
+	read = make([]map[string]uint64, len(users))
+	for i, u := range users {
+		if len(entries[i]) == 0 {
+			continue
+		}
+		if err := failed(reads[i]); err != nil {
+			return nil, nil, nil, fmt.Errorf("directory: read positions of %s: %w", u, err)
+		}
+		if read[i], err = s.readSeqsFrom(ctx, u, entryConvs(entries[i]), reads[i].Val()); err != nil {
+			return nil, nil, nil, err
+		}
+	}
+	b = s.Batch(ctx)
+	mentions = make([]map[string]uint64, len(users))
+	for i, u := range users {
+		if len(entries[i]) > 0 {
+			mentions[i] = b.UnreadMentions(u, read[i], entryConvs(entries[i])...)
+		}
+	}
+	if err := b.Do(); err != nil {
+		return nil, nil, nil, err
+	}
+	return latest, read, mentions, nil
 }
 
 // convEntry is a conversation of a user's list and its cursor.
