@@ -221,14 +221,20 @@ func (b *Batch) UnreadMentions(user string, read map[string]uint64, conversation
 func (s *Store) Users(ctx context.Context, ids ...string) (map[string]User, error) {
 	b := s.Batch(ctx)
 	out := b.Users(ids...)
-	return out, b.Do()
+	if err := b.Do(); err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 // Rooms returns the rooms among ids that exist, by id, in one round trip.
 func (s *Store) Rooms(ctx context.Context, ids ...string) (map[string]Room, error) {
 	b := s.Batch(ctx)
 	out := b.Rooms(ids...)
-	return out, b.Do()
+	if err := b.Do(); err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 // AreMembers reports, for each of ms, whether its user is a member of
@@ -236,14 +242,20 @@ func (s *Store) Rooms(ctx context.Context, ids ...string) (map[string]Room, erro
 func (s *Store) AreMembers(ctx context.Context, ms []Membership) ([]bool, error) {
 	b := s.Batch(ctx)
 	out := b.AreMembers(ms)
-	return out, b.Do()
+	if err := b.Do(); err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 // SessionsOpen is SessionOpen for each of refs, in one round trip.
 func (s *Store) SessionsOpen(ctx context.Context, refs []SessionRef) ([]bool, error) {
 	b := s.Batch(ctx)
 	out := b.SessionsOpen(refs)
-	return out, b.Do()
+	if err := b.Do(); err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 // Join is a connection of User joining Room (JoinRooms).

@@ -365,7 +365,10 @@ func (s *Store) Online(ctx context.Context, users ...string) (map[string]bool, e
 func (s *Store) RoomComets(ctx context.Context, room string) ([]string, error) {
 	b := s.Batch(ctx)
 	out := b.RoomComets(room)
-	return out[room], b.Do()
+	if err := b.Do(); err != nil {
+		return nil, err
+	}
+	return out[room], nil
 }
 
 // RoomUsers returns the distinct users with a connection in room, sorted.

@@ -128,7 +128,10 @@ func (s *Store) RecallMentions(ctx context.Context, conversation string, seq uin
 func (s *Store) UnreadMentions(ctx context.Context, user string, read map[string]uint64, conversations ...string) (map[string]uint64, error) {
 	b := s.Batch(ctx)
 	out := b.UnreadMentions(user, read, conversations...)
-	return out, b.Do()
+	if err := b.Do(); err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 // MarkRead raises user's read position in conversation to seq. It

@@ -182,7 +182,10 @@ func (s *Store) MarkRoutedMany(ctx context.Context, conversation string, subs []
 func (s *Store) LatestSeqs(ctx context.Context, conversations ...string) (map[string]uint64, error) {
 	b := s.Batch(ctx)
 	out := b.LatestSeqs(conversations...)
-	return out, b.Do()
+	if err := b.Do(); err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 var raiseScript = redis.NewScript(`
