@@ -266,22 +266,18 @@ type Join struct {
 }
 
 // JoinRooms is JoinRoom for each of joins, in order: the counts of a
-// room joined several times are those after each join. Each session
-// remembers its rooms first, in one round trip; then each room takes
-// all its joins in one script call.
+// room joined several times are those after each join. It is one
+// pipelined round trip whatever the number of joins and rooms: each
+// session remembers its rooms, and each room takes all its joins in one
+// script call (EVAL: a pipeline cannot fall back from EVALSHA, and Redis
+// finds the script it compiled by the text's hash). On a Redis Cluster
+// the session's rooms and the room's entry may be written in either
+// order; a session closed meanwhile is found by the caller's check
+// after (SessionsOpen), as on one server.
 func (s *Store) JoinRooms(ctx context.Context, joins []Join) ([]RoomCount, error) {
 	out := make([]RoomCount, len(joins))
 	if len(joins) == 0 {
 		return out, nil
-	}
-	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for _, j := range joins {
-			p.SAdd(ctx, sessionRoomsKey(sessionID(j.Ref)), j.Room)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("directory: %d joins: %w", len(joins), err)
 	}
 	byRoom := map[string][]int{}
 	var rooms []string
@@ -291,14 +287,33 @@ func (s *Store) JoinRooms(ctx context.Context, joins []Join) ([]RoomCount, error
 		}
 		byRoom[j.Room] = append(byRoom[j.Room], i)
 	}
-	for _, room := range rooms {
-		idx := byRoom[room]
-		args := make([]any, 0, 3*len(idx))
-		for _, i := range idx {
-			j := joins[i]
-			args = append(args, sessionID(j.Ref), j.User, j.Ref.Comet)
+	adds := make([]*redis.IntCmd, len(joins))
+	scripts := make([]*redis.Cmd, len(rooms))
+	// The pipeline's error is its first failed command's, checked below
+	// command by command.
+	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, j := range joins {
+			adds[i] = p.SAdd(ctx, sessionRoomsKey(sessionID(j.Ref)), j.Room)
 		}
-		v, err := joinScript.Run(ctx, s.rdb, []string{roomConnsKey(room), roomUsersKey(room), roomCometsKey(room)}, args...).Result()
+		for k, room := range rooms {
+			idx := byRoom[room]
+			args := make([]any, 0, 3*len(idx))
+			for _, i := range idx {
+				j := joins[i]
+				args = append(args, sessionID(j.Ref), j.User, j.Ref.Comet)
+			}
+			scripts[k] = joinScript.Eval(ctx, p, []string{roomConnsKey(room), roomUsersKey(room), roomCometsKey(room)}, args...)
+		}
+		return nil
+	})
+	for i, c := range adds {
+		if err := c.Err(); err != nil {
+			return nil, fmt.Errorf("directory: %s joins %s: %w", sessionID(joins[i].Ref), joins[i].Room, err)
+		}
+	}
+	for k, room := range rooms {
+		idx := byRoom[room]
+		v, err := scripts[k].Result()
 		if err != nil {
 			return nil, fmt.Errorf("directory: %d joins of %s: %w", len(idx), room, err)
 		}
@@ -306,8 +321,8 @@ func (s *Store) JoinRooms(ctx context.Context, joins []Join) ([]RoomCount, error
 		if !ok || len(a) != 3*len(idx) {
 			return nil, fmt.Errorf("directory: %d joins of %s: unexpected script result %v", len(idx), room, v)
 		}
-		for k, i := range idx {
-			if out[i], err = roomCount(room, a[3*k:3*k+3]); err != nil {
+		for n, i := range idx {
+			if out[i], err = roomCount(room, a[3*n:3*n+3]); err != nil {
 				return nil, fmt.Errorf("directory: %s joins %s: %w", sessionID(joins[i].Ref), room, err)
 			}
 		}
