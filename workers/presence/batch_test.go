@@ -218,3 +218,45 @@ func BenchmarkLoginJoin(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkLoginJoinsRooms measures a login that joins 20 rooms in its
+// Login (Login.join), one login at a time, against a real redis-server,
+// the broker left out: what a reconnecting member of many rooms costs.
+//
+//	go test ./workers/presence/ -run '^$' -bench BenchmarkLoginJoinsRooms -benchtime 500x -count 3
+func BenchmarkLoginJoinsRooms(b *testing.B) {
+	ctx := context.Background()
+	store := testinfra.DemoDirectory(b)
+	rec := &testinfra.Recorder{}
+	h := testinfra.Must(presence.New(presence.Config{MaxSessionsPerUser: -1, PresenceWindow: -1}, store, rec, nil))(b)
+	const users, rooms = 100, 20
+	var join []string
+	var ms []directory.Membership
+	for r := range rooms {
+		room := fmt.Sprint("room", r)
+		join = append(join, room)
+		if err := store.PutRoom(ctx, directory.Room{ID: room, Kind: "group"}); err != nil {
+			b.Fatal(err)
+		}
+		for u := range users {
+			ms = append(ms, directory.Membership{Room: room, User: fmt.Sprint("u", u)})
+		}
+	}
+	for u := range users {
+		if err := store.PutUser(ctx, directory.User{ID: fmt.Sprint("u", u)}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := store.AddMembers(ctx, ms); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		ev := &topicpb.SessionEvent{Kind: topicpb.SessionEvent_OPENED, Session: sess("c1", fmt.Sprint(i)), User: fmt.Sprint("u", i%users), RequestId: 1, Join: join}
+		if err := h.Pipeline().Handle(testinfra.Merged(b, topics.SessionEvents, ev)); err != nil {
+			b.Fatal(err)
+		}
+		rec.Take()
+	}
+	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N), "µs/login")
+}
