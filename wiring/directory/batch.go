@@ -49,6 +49,18 @@ func (b *Batch) Do() error {
 	return nil
 }
 
+// alone asks one question, q, as a Batch of its own: how a Store method
+// is the Batch method of the same name.
+func alone[T any](ctx context.Context, s *Store, q func(*Batch) T) (T, error) {
+	b := s.Batch(ctx)
+	out := q(b)
+	if err := b.Do(); err != nil {
+		var none T
+		return none, err
+	}
+	return out, nil
+}
+
 // failed is a command's error, nil for a nil answer.
 func failed(c redis.Cmder) error {
 	if err := c.Err(); err != nil && !errors.Is(err, redis.Nil) {
@@ -219,43 +231,23 @@ func (b *Batch) UnreadMentions(user string, read map[string]uint64, conversation
 
 // Users returns the users among ids that exist, by id, in one round trip.
 func (s *Store) Users(ctx context.Context, ids ...string) (map[string]User, error) {
-	b := s.Batch(ctx)
-	out := b.Users(ids...)
-	if err := b.Do(); err != nil {
-		return nil, err
-	}
-	return out, nil
+	return alone(ctx, s, func(b *Batch) map[string]User { return b.Users(ids...) })
 }
 
 // Rooms returns the rooms among ids that exist, by id, in one round trip.
 func (s *Store) Rooms(ctx context.Context, ids ...string) (map[string]Room, error) {
-	b := s.Batch(ctx)
-	out := b.Rooms(ids...)
-	if err := b.Do(); err != nil {
-		return nil, err
-	}
-	return out, nil
+	return alone(ctx, s, func(b *Batch) map[string]Room { return b.Rooms(ids...) })
 }
 
 // AreMembers reports, for each of ms, whether its user is a member of
 // its room, in one round trip.
 func (s *Store) AreMembers(ctx context.Context, ms []Membership) ([]bool, error) {
-	b := s.Batch(ctx)
-	out := b.AreMembers(ms)
-	if err := b.Do(); err != nil {
-		return nil, err
-	}
-	return out, nil
+	return alone(ctx, s, func(b *Batch) []bool { return b.AreMembers(ms) })
 }
 
 // SessionsOpen is SessionOpen for each of refs, in one round trip.
 func (s *Store) SessionsOpen(ctx context.Context, refs []SessionRef) ([]bool, error) {
-	b := s.Batch(ctx)
-	out := b.SessionsOpen(refs)
-	if err := b.Do(); err != nil {
-		return nil, err
-	}
-	return out, nil
+	return alone(ctx, s, func(b *Batch) []bool { return b.SessionsOpen(refs) })
 }
 
 // Join is a connection of User joining Room (JoinRooms).

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -363,22 +362,14 @@ func (s *Store) Online(ctx context.Context, users ...string) (map[string]bool, e
 
 // RoomComets returns the comets hosting at least one connection in room.
 func (s *Store) RoomComets(ctx context.Context, room string) ([]string, error) {
-	b := s.Batch(ctx)
-	out := b.RoomComets(room)
-	if err := b.Do(); err != nil {
-		return nil, err
-	}
-	return out[room], nil
+	out, err := alone(ctx, s, func(b *Batch) map[string][]string { return b.RoomComets(room) })
+	return out[room], err
 }
 
 // RoomUsers returns the distinct users with a connection in room, sorted.
 func (s *Store) RoomUsers(ctx context.Context, room string) ([]string, error) {
-	users, err := s.rdb.HKeys(ctx, roomUsersKey(room)).Result()
-	if err != nil {
-		return nil, fmt.Errorf("directory: users in %s: %w", room, err)
-	}
-	slices.Sort(users)
-	return users, nil
+	out, err := alone(ctx, s, func(b *Batch) map[string][]string { return b.RoomUsers(room) })
+	return out[room], err
 }
 
 // RoomOnline returns the number of distinct users and of connections in room.

@@ -126,12 +126,7 @@ func (s *Store) RecallMentions(ctx context.Context, conversation string, seq uin
 // UnreadMentions returns, per conversation, how many messages after
 // user's read position mention user; conversations without are absent.
 func (s *Store) UnreadMentions(ctx context.Context, user string, read map[string]uint64, conversations ...string) (map[string]uint64, error) {
-	b := s.Batch(ctx)
-	out := b.UnreadMentions(user, read, conversations...)
-	if err := b.Do(); err != nil {
-		return nil, err
-	}
-	return out, nil
+	return alone(ctx, s, func(b *Batch) map[string]uint64 { return b.UnreadMentions(user, read, conversations...) })
 }
 
 // MarkRead raises user's read position in conversation to seq. It

@@ -180,12 +180,7 @@ func (s *Store) MarkRoutedMany(ctx context.Context, conversation string, subs []
 // LatestSeqs returns the latest sequence number of each conversation (0
 // if none), in one round trip.
 func (s *Store) LatestSeqs(ctx context.Context, conversations ...string) (map[string]uint64, error) {
-	b := s.Batch(ctx)
-	out := b.LatestSeqs(conversations...)
-	if err := b.Do(); err != nil {
-		return nil, err
-	}
-	return out, nil
+	return alone(ctx, s, func(b *Batch) map[string]uint64 { return b.LatestSeqs(conversations...) })
 }
 
 var raiseScript = redis.NewScript(`
