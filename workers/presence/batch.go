@@ -168,7 +168,7 @@ func (h *Handler) opened(ctx context.Context, evs []*topicpb.SessionEvent) error
 	// LoginResults, and the comet indexes them with the authentication.
 	done := func(context.Context) error { return nil }
 	if len(reqs) > 0 {
-		res, d, err := h.join(ctx, reqs)
+		res, d, err := h.join(ctx, reqs, known)
 		if err != nil {
 			return err
 		}
@@ -212,7 +212,7 @@ func (h *Handler) joined(ctx context.Context, evs []*topicpb.SessionEvent) error
 	for i, ev := range evs {
 		reqs[i] = joinReq{session: ev.GetSession(), user: ev.GetUser(), room: ev.GetRoom()}
 	}
-	res, done, err := h.join(ctx, reqs)
+	res, done, err := h.join(ctx, reqs, nil)
 	if err != nil {
 		return err
 	}
@@ -258,21 +258,28 @@ type joinResult struct {
 // done, to be called once the answers are sent: it takes sessions that
 // closed meanwhile back out of their rooms and tells the rooms who came
 // online. A session may ask for several rooms, but for each room once.
-func (h *Handler) join(ctx context.Context, reqs []joinReq) ([]joinResult, func(context.Context) error, error) {
-	users := make([]string, len(reqs))
-	var rooms []string
-	seenRoom := map[string]bool{}
+// known, if not nil, holds the users as the caller has just read them
+// (a login's); otherwise they are looked up with the rooms.
+func (h *Handler) join(ctx context.Context, reqs []joinReq, known map[string]directory.User) ([]joinResult, func(context.Context) error, error) {
+	var users, rooms []string
+	seenUser, seenRoom := map[string]bool{}, map[string]bool{}
 	ms := make([]directory.Membership, len(reqs))
 	for i, r := range reqs {
-		users[i] = r.user
 		ms[i] = directory.Membership{Room: r.room, User: r.user}
+		if !seenUser[r.user] {
+			seenUser[r.user] = true
+			users = append(users, r.user)
+		}
 		if !seenRoom[r.room] {
 			seenRoom[r.room] = true
 			rooms = append(rooms, r.room)
 		}
 	}
 	look := h.store.Batch(ctx)
-	known, exists, member := look.Users(users...), look.Rooms(rooms...), look.AreMembers(ms)
+	if known == nil {
+		known = look.Users(users...)
+	}
+	exists, member := look.Rooms(rooms...), look.AreMembers(ms)
 	if err := look.Do(); err != nil {
 		return nil, nil, fmt.Errorf("presence: %d joins: %w", len(reqs), err)
 	}
