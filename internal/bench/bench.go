@@ -663,7 +663,7 @@ func (m *member) dial(ctx context.Context) (*client.Conn, error) {
 		}
 		if r := res.GetJoinRefused(); len(r) > 0 {
 			c.Close()
-			return nil, fmt.Errorf("bench: %s joins %s: %w", m.user, m.room, &client.Error{Code: r[0].GetError().GetCode(), Text: r[0].GetError().GetText()})
+			return nil, fmt.Errorf("bench: %s joins %s: %w", m.user, m.room, client.ErrorOf(r[0].GetError()))
 		}
 		if len(res.GetJoined()) != 1 {
 			c.Close()

@@ -89,7 +89,7 @@ type Error struct {
 }
 
 // errorOf returns e as an *Error.
-func errorOf(e *clientpb.Error) *Error {
+func ErrorOf(e *clientpb.Error) *Error {
 	return &Error{Code: e.GetCode(), Text: e.GetText(), RetryAfter: time.Duration(e.GetRetryAfterMs()) * time.Millisecond}
 }
 
@@ -249,7 +249,7 @@ func (c *Conn) Do(ctx context.Context, f *clientpb.ClientFrame) (*clientpb.Serve
 			return nil, fmt.Errorf("client: connection closed: %w", c.err)
 		}
 		if e := res.GetError(); e != nil {
-			return res, errorOf(e)
+			return res, ErrorOf(e)
 		}
 		return res, nil
 	case <-ctx.Done():

@@ -541,7 +541,7 @@ func (c *Client) serve(conn *Conn, res *clientpb.LoginResult) error {
 		latest[j.GetConversation()] = max(latest[j.GetConversation()], j.GetLatestSeq())
 	}
 	for _, r := range res.GetJoinRefused() {
-		answered[r.GetRoom()] = errorOf(r.GetError())
+		answered[r.GetRoom()] = ErrorOf(r.GetError())
 	}
 	for _, room := range rooms {
 		err, ok := answered[room]
@@ -651,7 +651,7 @@ func (c *Client) handle(ctx context.Context, conn *Conn, f *clientpb.ServerFrame
 		c.mu.Unlock()
 		c.emit(Event{Kind: Left, Room: b.Left.GetRoom()})
 	case *clientpb.ServerFrame_Error:
-		c.emit(Event{Kind: ServerError, Err: errorOf(b.Error)})
+		c.emit(Event{Kind: ServerError, Err: ErrorOf(b.Error)})
 	case *clientpb.ServerFrame_ReadUpdate:
 		c.emit(Event{Kind: Read, Read: b.ReadUpdate})
 	case *clientpb.ServerFrame_Typing:
