@@ -88,7 +88,7 @@ type Error struct {
 	RetryAfter time.Duration
 }
 
-// errorOf returns e as an *Error.
+// ErrorOf returns e, an Error frame or a JoinRefused's error, as an *Error.
 func ErrorOf(e *clientpb.Error) *Error {
 	return &Error{Code: e.GetCode(), Text: e.GetText(), RetryAfter: time.Duration(e.GetRetryAfterMs()) * time.Millisecond}
 }
