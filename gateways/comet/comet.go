@@ -124,6 +124,7 @@ type Comet struct {
 	ctx    context.Context // bounds connection I/O; cancelled by Close
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // every goroutine and timer the comet started
+	ready  readyList      // connections claimed by broadcasts (ready.go)
 
 	slow, framesSent, bytesSent, repeats, unanswered, rateLimited, refused, badTokens, addressLimited atomic.Int64
 
@@ -155,12 +156,14 @@ func New(cfg Config, pub message.Publisher, logger *slog.Logger) (*Comet, error)
 		return nil, fmt.Errorf("comet: boot id: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Comet{
+	c := &Comet{
 		cfg: cfg, pub: pub, logger: logger, bootID: hex.EncodeToString(b[:]),
 		conns: map[string]*conn{}, users: map[string]*smallSet[*conn]{}, byAddress: map[string]int{}, strikes: strikes{m: map[string]*strike{}}, rooms: map[string]*room{},
 		userLimits: userLimits{m: map[string]*userLimit{}},
 		stop:       make(chan struct{}), shedNow: make(chan struct{}, 1), ctx: ctx, cancel: cancel,
-	}, nil
+	}
+	c.ready.cond.L = &c.ready.mu
+	return c, nil
 }
 
 // Start starts reporting live sessions every HeartbeatInterval until
@@ -209,6 +212,7 @@ func (c *Comet) Close() error {
 		for _, r := range c.rooms {
 			r.stop()
 		}
+		c.stopReady()
 	}
 	conns := make([]*conn, 0, len(c.conns))
 	for _, cn := range c.conns {

@@ -112,10 +112,9 @@ type Config struct {
 	// each, ~10µs on a small machine's loopback). Quiet rooms are not
 	// delayed: the first message after a quiet window goes out at once.
 	FrameBudget int
-	// MaxBatchWindow bounds a room's window, whatever its size, and how
-	// long its next frame waits for the previous one to be written to its
-	// members (500ms). While a frame is still going out, newer messages
-	// are merged into the next one.
+	// MaxBatchWindow bounds a room's window, whatever its size (500ms).
+	// A frame does not wait for the previous one to reach every member:
+	// a member not written to yet takes both in one write (ready.go).
 	MaxBatchWindow time.Duration
 
 	// noParking keeps a reader goroutine per connection, as on systems

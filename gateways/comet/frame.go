@@ -4,9 +4,9 @@ import (
 	"encoding/binary"
 	"strings"
 	"sync"
-	"sync/atomic"
 
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/laneim/laneim/proto/clientpb"
@@ -14,11 +14,6 @@ import (
 
 // frame is a ServerFrame encoded at most once per encoding; the same bytes
 // go to every connection that receives it. Safe for concurrent use.
-//
-// A room's frame also counts the connections it has not yet gone out to
-// (pending); each connection releases it once, whether it wrote, dropped
-// or refused it, and the room hears when few enough are left (see
-// room.drained).
 type frame struct {
 	msg *clientpb.ServerFrame
 
@@ -31,31 +26,17 @@ type frame struct {
 	wsOnce [2]sync.Once
 	ws     [2][]byte
 
-	// A remainder is what a non-blocking write of of left unwritten:
-	// raw bytes the writer sends as they are, released as of.
+	// A remainder is what a non-blocking write left of a frame
+	// unwritten: raw bytes the writer sends as they are.
 	raw []byte
-	of  *frame
 
-	room      *room        // nil for frames of one connection
-	pending   atomic.Int64 // connections that have not released it
-	threshold int64        // pending count at which the room is told
+	// conv is the conversation of a room's frame, whose messages a write
+	// may merge with the next frames of the room (see batch); "" for
+	// any other frame.
+	conv string
 }
 
 func newFrame(f *clientpb.ServerFrame) *frame { return &frame{msg: f} }
-
-// release tells a room's frame that one connection is done with it. Safe
-// on nil and on frames without a room.
-func (f *frame) release() {
-	if f != nil && f.of != nil {
-		f = f.of
-	}
-	if f == nil || f.room == nil {
-		return
-	}
-	if f.pending.Add(-1) == f.threshold {
-		f.room.drained(f)
-	}
-}
 
 // bytes returns the frame in the connection's encoding. Frames are built
 // by laneIM from valid messages; should one not encode (a string that is
@@ -88,47 +69,104 @@ func encodeFailure(f *clientpb.ServerFrame, err error) *clientpb.ServerFrame {
 	}}}
 }
 
-// armHold is added to a room frame's pending count while it is being
-// queued, so that no release reaches the threshold before arm.
-const armHold = 1 << 40
-
-// arm removes the hold that broadcastLocked put on a room frame and, if
-// its members released it below the threshold meanwhile, tells the room.
-// Safe on nil and on frames without a room.
-func (f *frame) arm() {
-	if f == nil || f.room == nil {
-		return
-	}
-	if f.pending.Add(-armHold) <= f.threshold {
-		f.room.drained(f)
-	}
-}
-
-// message returns the frame as one whole unmasked WebSocket message
-// (RFC 6455 section 5.2: FIN, text or binary opcode, payload length),
+// message returns the frame as one whole unmasked WebSocket message,
 // built once per encoding: the bytes a server writes for it.
 func (f *frame) message(useJSON bool) []byte {
-	i, opcode := 0, byte(0x2) // binary
+	i, opcode := 0, byte(opBinary)
 	if useJSON {
-		i, opcode = 1, 0x1 // text
+		i, opcode = 1, opText
 	}
 	f.wsOnce[i].Do(func() {
 		p := f.bytes(useJSON)
-		b := make([]byte, 0, len(p)+10)
-		b = append(b, 0x80|opcode)
-		switch n := len(p); {
-		case n < 126:
-			b = append(b, byte(n))
-		case n <= 0xffff:
-			b = append(b, 126, byte(n>>8), byte(n))
-		default:
-			b = append(b, 127)
-			b = binary.BigEndian.AppendUint64(b, uint64(n))
-		}
-		f.ws[i] = append(b, p...)
+		f.ws[i] = append(appendHeader(make([]byte, 0, len(p)+10), opcode, len(p)), p...)
 	})
 	return f.ws[i]
 }
 
+// WebSocket opcodes (RFC 6455 section 5.2).
+const (
+	opText   = 0x1
+	opBinary = 0x2
+)
+
+// appendHeader appends the header of a whole unmasked WebSocket message
+// (RFC 6455 section 5.2: FIN, opcode, payload length) of n bytes to b.
+func appendHeader(b []byte, opcode byte, n int) []byte {
+	b = append(b, 0x80|opcode)
+	switch {
+	case n < 126:
+		return append(b, byte(n))
+	case n <= 0xffff:
+		return append(b, 126, byte(n>>8), byte(n))
+	default:
+		b = append(b, 127)
+		return binary.BigEndian.AppendUint64(b, uint64(n))
+	}
+}
+
+// messagesTag is the key of ServerFrame.messages (field 12, bytes).
+var messagesTag = protowire.AppendTag(nil, 12, protowire.BytesType)[0]
+
+// batch returns the encoded MessageBatch of a room's frame: the frame's
+// protobuf encoding is messagesTag, its length, then these bytes, and
+// nothing else (no request id). Frames of one room that follow each
+// other in a connection's queue can so go out as one ServerFrame whose
+// MessageBatch holds all their messages, still of one conversation and
+// in order (see appendMerged). nil for any other frame.
+func (f *frame) batch() []byte {
+	if f.conv == "" || f.raw != nil {
+		return nil
+	}
+	b := f.bytes(false)
+	if len(b) == 0 || b[0] != messagesTag {
+		return nil // not encoded as expected (an Error instead, say)
+	}
+	n, k := protowire.ConsumeVarint(b[1:])
+	if k < 0 || uint64(len(b)-1-k) != n {
+		return nil
+	}
+	return b[1+k:]
+}
+
+// maxMerged bounds the payload of a message that merges frames.
+const maxMerged = 1 << 20
+
+// merged is a WebSocket message appendMerged wrote: where it ends in the
+// buffer, and how many frames it holds.
+type merged struct{ end, frames int }
+
+// appendMerged appends frames to b as WebSocket messages in the
+// connection's encoding, merging runs of a room's protobuf frames (see
+// batch) into one message of at most maxMerged bytes, and returns b and
+// the messages it appended, in order, appended to msgs.
+func appendMerged(b []byte, frames []*frame, useJSON bool, msgs []merged) ([]byte, []merged) {
+	for i := 0; i < len(frames); {
+		j, size := i+1, 0
+		if first := frames[i].batch(); first != nil && !useJSON {
+			size = len(first)
+			for j < len(frames) && frames[j].conv == frames[i].conv {
+				next := frames[j].batch()
+				if next == nil || size+len(next) > maxMerged {
+					break
+				}
+				size += len(next)
+				j++
+			}
+		}
+		if j == i+1 {
+			b = append(b, frames[i].message(useJSON)...)
+		} else {
+			b = appendHeader(b, opBinary, 1+protowire.SizeVarint(uint64(size))+size)
+			b = protowire.AppendVarint(append(b, messagesTag), uint64(size))
+			for _, f := range frames[i:j] {
+				b = append(b, f.batch()...)
+			}
+		}
+		msgs = append(msgs, merged{end: len(b), frames: j - i})
+		i = j
+	}
+	return b, msgs
+}
+
 // remainder returns a frame of the bytes of f that a write left, b.
-func (f *frame) remainder(b []byte) *frame { return &frame{raw: b, of: f} }
+func (f *frame) remainder(b []byte) *frame { return &frame{raw: b} }

@@ -19,16 +19,16 @@ import (
 // a quiet window go out at once; later ones are merged and flushed one
 // window after the previous flush. The window is BatchWindow, or longer
 // for a big room: N local members get at most FrameBudget/N frames a
-// second (capped by MaxBatchWindow). And while a frame is still being
-// written to the room's members (more than one in sixteen of them, and
-// more than one, have not taken it yet), newer messages wait and are merged into the next
-// frame, sent as soon as the previous one has gone out. So a quiet room
-// adds no latency, and a busy one sends frames as fast as the comet can
-// write them, never faster: the window grows by itself with the room's
-// rate, its size and the comet's write backlog, and the number of
-// messages per frame with it. A frame that takes longer than
-// MaxBatchWindow to go out does not hold the next one back any longer:
-// members that lag keep up or are closed as slow consumers.
+// second (capped by MaxBatchWindow). So a quiet room adds no latency,
+// and a busy one's frames carry more messages as its rate grows, its
+// members getting a bounded number of frames a second.
+//
+// A flush does not wait for the previous frame to reach every member:
+// members are written in turn through the comet's ready list (ready.go),
+// and one whose turn has not come when the next frame is queued takes
+// both in one write. The comet's write rate sets how long a turn lasts,
+// so the writes per member adapt to its backlog, and a message waits at
+// most one window and one turn (issue 9).
 //
 // # Repeats
 //
@@ -54,7 +54,6 @@ type room struct {
 	lastSeq   uint64 // the highest seq of conv queued
 	lastFlush time.Time
 	timer     *time.Timer // scheduled flush, or nil
-	inflight  *frame      // the last frame, until enough members took it
 	stopped   bool
 }
 
@@ -75,15 +74,13 @@ func (r *room) add(msgs []*clientpb.Message) {
 		return
 	}
 	if r.c.cfg.BatchWindow == 0 { // merging disabled: one frame per call
-		f := r.broadcastLocked(msgs, false)
+		r.broadcastLocked(msgs)
 		r.mu.Unlock()
-		f.arm()
 		return
 	}
 	r.pending = append(r.pending, msgs...)
-	f := r.scheduleLocked(time.Now())
+	r.scheduleLocked(time.Now())
 	r.mu.Unlock()
-	f.arm()
 }
 
 // freshLocked returns msgs without the room's repeats (see the type's
@@ -124,24 +121,20 @@ func (r *room) repeatLocked(m *clientpb.Message) bool {
 }
 
 // scheduleLocked flushes the pending messages now if they are due, or
-// schedules the flush; it returns the frame sent, if any, to be armed
-// once r.mu is released.
-func (r *room) scheduleLocked(now time.Time) *frame {
+// schedules the flush. r.mu is held.
+func (r *room) scheduleLocked(now time.Time) {
 	if r.timer != nil || len(r.pending) == 0 {
-		return nil
+		return
 	}
 	due := r.lastFlush.Add(r.window())
-	if r.inflight != nil {
-		due = r.lastFlush.Add(r.c.cfg.MaxBatchWindow)
-	}
 	if !now.Before(due) {
-		return r.flushLocked(now)
+		r.flushLocked(now)
+		return
 	}
 	// Not stopped, so Close has not stopped this room yet and is not
 	// waiting: adding to wg is safe.
 	r.c.wg.Add(1)
 	r.timer = time.AfterFunc(due.Sub(now), r.onTimer)
-	return nil
 }
 
 // window is the least time between two flushes of the room: BatchWindow,
@@ -157,73 +150,39 @@ func (r *room) window() time.Duration {
 func (r *room) onTimer() {
 	defer r.c.wg.Done()
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	r.timer = nil
-	if r.stopped {
-		r.mu.Unlock()
-		return
+	if !r.stopped {
+		r.scheduleLocked(time.Now())
 	}
-	f := r.scheduleLocked(time.Now())
-	r.mu.Unlock()
-	f.arm()
-}
-
-// drained is told by f when few enough members have yet to take it: the
-// next frame may go.
-func (r *room) drained(f *frame) {
-	r.mu.Lock()
-	if r.inflight != f || r.stopped {
-		r.mu.Unlock()
-		return
-	}
-	r.inflight = nil
-	if r.timer != nil && r.timer.Stop() {
-		r.timer = nil
-		r.c.wg.Done() // the stopped flush will not run
-	}
-	var next *frame
-	if r.timer == nil {
-		next = r.scheduleLocked(time.Now())
-	}
-	r.mu.Unlock()
-	next.arm()
 }
 
 // flushLocked sends the pending messages as one frame.
-func (r *room) flushLocked(now time.Time) *frame {
+func (r *room) flushLocked(now time.Time) {
 	msgs := r.pending
 	r.pending = nil
 	r.lastFlush = now
-	return r.broadcastLocked(msgs, true)
+	r.broadcastLocked(msgs)
 }
 
 // broadcastLocked queues one frame, encoded once per encoding, to every
-// member; r.mu is held, so a room's frames are queued in order. With
-// track, the frame becomes the room's inflight one. The caller arms the
-// returned frame after releasing r.mu.
-func (r *room) broadcastLocked(msgs []*clientpb.Message, track bool) *frame {
+// member, and puts the idle ones on the comet's ready list; r.mu is
+// held, so a room's frames are queued in order.
+func (r *room) broadcastLocked(msgs []*clientpb.Message) {
+	if len(r.members) == 0 {
+		return
+	}
 	f := newFrame(&clientpb.ServerFrame{Body: &clientpb.ServerFrame_Messages{Messages: &clientpb.MessageBatch{Messages: msgs}}})
-	n := int64(len(r.members))
-	if n == 0 {
-		return nil
-	}
-	if track {
-		f.room = r
-		f.threshold = max(1, n/16) // a straggler never holds a room back
-		// Held until arm: a release made while r.mu is held (a member
-		// refusing the frame) cannot call drained, which takes r.mu.
-		f.pending.Store(n + armHold)
-		r.inflight = f
-	}
-	var claimed []*conn
+	f.conv = r.conv
+	claimed := make([]*conn, 0, len(r.members))
 	for cn := range r.members {
 		if cn.claim(f) {
 			claimed = append(claimed, cn)
 		}
 	}
 	if len(claimed) > 0 {
-		r.c.writeAll(f, claimed)
+		r.c.push(claimed)
 	}
-	return f
 }
 
 // stop drops pending messages and the scheduled flush; the room takes no
@@ -233,7 +192,6 @@ func (r *room) stop() {
 	defer r.mu.Unlock()
 	r.stopped = true
 	r.pending = nil
-	r.inflight = nil
 	if r.timer != nil {
 		if r.timer.Stop() {
 			r.c.wg.Done() // the flush will not run

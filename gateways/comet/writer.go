@@ -1,10 +1,10 @@
 package comet
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
-	"runtime"
 	"time"
 
 	"github.com/coder/websocket"
@@ -21,16 +21,12 @@ import (
 
 // enqueue queues a frame without blocking; a queue already holding
 // SendQueue frames, or one that would hold more than SendQueueBytes,
-// closes the connection as a slow consumer. Safe for
-// concurrent use. Every frame given to enqueue is released exactly once
-// (written, dropped or refused), which is how a room learns that its
-// last batch has gone out.
+// closes the connection as a slow consumer. Safe for concurrent use.
 func (cn *conn) enqueue(f *frame) {
 	c := cn.comet
 	cn.qmu.Lock()
 	if cn.kicked {
 		cn.qmu.Unlock()
-		f.release()
 		return
 	}
 	size := 0
@@ -39,7 +35,6 @@ func (cn *conn) enqueue(f *frame) {
 	}
 	if len(cn.queue) >= c.cfg.SendQueue || cn.qbytes+size > c.cfg.SendQueueBytes && len(cn.queue) > 0 {
 		cn.qmu.Unlock()
-		f.release()
 		if cn.kick(websocket.StatusPolicyViolation, "slow consumer", false) {
 			c.slow.Add(1)
 			c.logger.Info("slow consumer disconnected", "conn", cn.id)
@@ -86,19 +81,12 @@ func (cn *conn) signal(start, wake bool) {
 	}
 }
 
-// A room's frame takes a shorter way to connections that are idle (no
-// writer, nothing queued): claim makes the room's broadcast their writer
-// for that one frame, and writeClaimed writes it at once with a
-// non-blocking write of the frame's ready-made WebSocket message, from a
-// few goroutines per broadcast rather than one per connection. Whatever
-// the kernel does not take at once, or a socket in use, goes to the head
-// of the queue and a writer goroutine as above; so does every later
-// frame, queued meanwhile behind the claim. Order is kept: a claimed
-// connection is not idle until its frame has gone.
-
-// claim queues f as enqueue does, unless the connection is idle and can
-// be written to without blocking: then it reports true, the caller is
-// the connection's writer, and must call writeClaimed(f).
+// claim queues f as enqueue does and reports whether the caller must put
+// the connection on the comet's ready list (ready.go): true when it was
+// idle (no writer busy, nothing queued) and can be written to without
+// blocking. A claimed connection's frames wait for its turn in the list,
+// and every frame queued to it meanwhile goes out with them: its writer
+// goroutine, if parked, takes nothing while it is claimed.
 func (cn *conn) claim(f *frame) bool {
 	if cn.net == nil || cn.net.raw == nil {
 		cn.enqueue(f)
@@ -110,32 +98,83 @@ func (cn *conn) claim(f *frame) bool {
 		cn.enqueue(f)
 		return false
 	}
-	// A parked writer stays parked: it takes nothing while claimed.
 	cn.claimed = true
 	cn.qmu.Unlock()
+	cn.enqueue(f) // claimed: starts no writer
 	return true
 }
 
-// writeClaimed writes f, claimed by claim, without blocking, and gives up
-// the writer's part: to a writer goroutine if anything is left to write,
-// queued meanwhile or left over by the kernel.
-func (cn *conn) writeClaimed(f *frame) {
+// writeClaimed writes everything queued to a connection claimed by claim
+// in one non-blocking write, and gives up the writer's part: to a writer
+// goroutine if anything is left to write, queued since or left over by
+// the kernel, or if the connection was kicked.
+func (cn *conn) writeClaimed() {
 	c := cn.comet
 	cn.qmu.Lock()
-	kicked := cn.kicked
-	cn.qmu.Unlock()
-	if kicked {
-		f.release()
+	if cn.kicked || len(cn.queue) == 0 {
+		cn.qmu.Unlock()
 		cn.resume()
 		return
 	}
-	b := f.message(cn.json)
-	n, err := cn.net.writeNow(b)
-	switch {
-	case errors.Is(err, errBusy):
-		cn.resumeWith(f)
-	case err != nil:
-		f.release()
+	// Only whole frames were queued since the claim: claim found the
+	// queue empty, and a remainder is put back only as a claim ends.
+	frames := cn.queue
+	cn.queue, cn.spare = cn.spare[:0], nil
+	cn.wbytes += cn.qbytes // the claim holds them now (a kick drops them)
+	cn.qbytes = 0
+	cn.qmu.Unlock()
+
+	var n int
+	var err error
+	var rest []*frame // what is left to write, in order
+	if len(frames) == 1 {
+		b := frames[0].message(cn.json)
+		n, err = cn.net.writeNow(b)
+		switch {
+		case err != nil:
+			rest = frames
+		case n < len(b):
+			rest = []*frame{frames[0].remainder(b[n:])}
+		default:
+			c.framesSent.Add(1)
+		}
+	} else {
+		// Many frames: one write, a room's frames merged (appendMerged).
+		var msgsArr [8]merged
+		buf := batchBuffers.Get().(*[]byte)
+		var msgs []merged
+		*buf, msgs = appendMerged(*buf, frames, cn.json, msgsArr[:0])
+		n, err = cn.net.writeNow(*buf)
+		switch {
+		case err != nil:
+			rest = frames
+		case n < len(*buf):
+			// The rest as raw bytes: a merged message has no frame.
+			whole := 0
+			for _, m := range msgs {
+				if m.end > n {
+					break
+				}
+				whole++
+			}
+			c.framesSent.Add(int64(whole))
+			rest = []*frame{{raw: bytes.Clone((*buf)[n:])}}
+		default:
+			c.framesSent.Add(int64(len(msgs)))
+		}
+		*buf = (*buf)[:0]
+		if cap(*buf) <= maxPooledBatch {
+			batchBuffers.Put(buf)
+		}
+	}
+	cn.qmu.Lock()
+	c.queued.Add(-int64(cn.wbytes)) // written, or queued again below
+	cn.wbytes = 0
+	cn.qmu.Unlock()
+	if n > 0 {
+		c.bytesSent.Add(int64(n))
+	}
+	if err != nil && !errors.Is(err, errBusy) {
 		c.logger.Debug("write", "conn", cn.id, "err", err)
 		cn.qmu.Lock()
 		if !cn.kicked {
@@ -143,30 +182,41 @@ func (cn *conn) writeClaimed(f *frame) {
 			cn.closeStatus, cn.closeReason, cn.closeFlush = websocket.StatusGoingAway, "write failed", false
 		}
 		cn.qmu.Unlock()
-		cn.resume() // the writer closes the connection
-	case n < len(b):
-		c.bytesSent.Add(int64(n))
-		cn.resumeWith(f.remainder(b[n:]))
-	default:
-		c.framesSent.Add(1)
-		c.bytesSent.Add(int64(n))
-		f.release()
-		cn.resume()
+		rest = nil // the writer closes the connection
 	}
+	if len(rest) > 0 {
+		cn.requeue(rest)
+	}
+	cn.spareAgain(frames)
+	cn.resume()
 }
 
-// resumeWith puts f at the head of the queue, before anything queued
-// during the claim, and starts the writer. The caller is the writer.
-func (cn *conn) resumeWith(f *frame) {
+// spareAgain clears frames, a queue taken by writeClaimed, and keeps it
+// for reuse as the connection's spare queue.
+func (cn *conn) spareAgain(frames []*frame) {
+	clear(frames)
 	cn.qmu.Lock()
-	cn.queue = append(cn.queue, nil)
-	copy(cn.queue[1:], cn.queue)
-	cn.queue[0] = f
-	size := len(f.bytes(cn.json))
-	cn.qbytes += size
-	cn.comet.queued.Add(int64(size))
+	if cn.spare == nil {
+		cn.spare = frames[:0]
+	}
 	cn.qmu.Unlock()
-	cn.resume()
+}
+
+// requeue puts frames at the head of the queue, before anything queued
+// since they were taken. The caller is the connection's writer.
+func (cn *conn) requeue(frames []*frame) {
+	size := 0
+	for _, f := range frames {
+		size += len(f.bytes(cn.json))
+	}
+	cn.qmu.Lock()
+	q := make([]*frame, 0, len(frames)+len(cn.queue))
+	cn.queue = append(append(q, frames...), cn.queue...)
+	if !cn.kicked { // else the kick has let go of the connection's bytes
+		cn.qbytes += size
+		cn.comet.queued.Add(int64(size))
+	}
+	cn.qmu.Unlock()
 }
 
 // resume ends the claim and hands what was queued or a kick that came
@@ -180,24 +230,6 @@ func (cn *conn) resume() {
 	}
 	cn.qmu.Unlock()
 	cn.signal(start, wake)
-}
-
-// writeAll writes f to the connections claimed for it, from up to
-// GOMAXPROCS goroutines owned by the comet, each taking a run of them.
-func (c *Comet) writeAll(f *frame, claimed []*conn) {
-	const perWorker = 64 // fewer than this: not worth a goroutine
-	workers := max(1, min(runtime.GOMAXPROCS(0), (len(claimed)+perWorker-1)/perWorker))
-	chunk := (len(claimed) + workers - 1) / workers
-	for start := 0; start < len(claimed); start += chunk {
-		run := claimed[start:min(start+chunk, len(claimed))]
-		c.wg.Add(1)
-		go func() {
-			defer c.wg.Done()
-			for _, cn := range run {
-				cn.writeClaimed(f)
-			}
-		}()
-	}
 }
 
 // writerLinger is how long a writer with nothing to write waits for more
@@ -293,10 +325,7 @@ func (cn *conn) write() {
 		if !broken && len(batch) > 0 && !cn.writeBatch(batch) {
 			broken, failed = true, true
 		}
-		for i, f := range batch {
-			f.release() // nil once written: frames not written are released here
-			batch[i] = nil
-		}
+		clear(batch)
 		cn.qmu.Lock()
 		cn.spare = batch[:0]
 		cn.comet.queued.Add(-int64(cn.wbytes)) // written or dropped
@@ -323,14 +352,10 @@ func (cn *conn) write() {
 // queued. The writer stays marked as running, so no other starts.
 func (cn *conn) finish(failed bool) {
 	cn.qmu.Lock()
-	rest := cn.queue
 	cn.queue = nil
 	cn.qbytes = 0
 	status, reason := cn.closeStatus, cn.closeReason
 	cn.qmu.Unlock()
-	for _, f := range rest {
-		f.release()
-	}
 	if cn.ws == nil {
 		return
 	}
@@ -349,17 +374,14 @@ func (cn *conn) finish(failed bool) {
 }
 
 // writeBatch writes frames in order, each as one WebSocket message, in
-// one write call bounded by one deadline (see socket), and releases each
-// written frame. It reports false on failure, leaving the frames not
-// written to the caller.
+// one write call bounded by one deadline (see socket). It reports false
+// on failure.
 func (cn *conn) writeBatch(batch []*frame) bool {
 	c := cn.comet
 	if cn.ws == nil { // a test member: encode, count and discard
-		for i, f := range batch {
+		for _, f := range batch {
 			c.framesSent.Add(1)
 			c.bytesSent.Add(int64(len(f.bytes(cn.json))))
-			f.release()
-			batch[i] = nil
 		}
 		return true
 	}
@@ -410,10 +432,6 @@ func (cn *conn) writeBatch(batch []*frame) bool {
 	}
 	c.framesSent.Add(int64(framed))
 	c.bytesSent.Add(int64(n))
-	for i, f := range batch[:framed] {
-		f.release()
-		batch[i] = nil
-	}
 	return true
 }
 
