@@ -58,7 +58,8 @@ type conn struct {
 	spare       []*frame // the writer's last batch, reused
 	writing     bool     // a writer goroutine is running
 	parked      bool     // the writer waits on wake for more frames
-	claimed     bool     // a broadcast writes to the socket (claim); the writer waits
+	claimed     bool     // on the comet's ready list, for turn (claim); the writer waits
+	turn        *frame   // the frame the connection was claimed for, until written
 	wake        chan struct{}
 	kicked      bool // no more frames are taken
 	closeStatus websocket.StatusCode

@@ -178,8 +178,8 @@ func loopback(t *testing.T) (*socket, net.Conn) {
 	return s, client
 }
 
-// claimedConn returns a connection of a new comet over s, claimed as a
-// broadcast would, with frames queued to it.
+// claimedConn returns a connection of a new comet over s, claimed for the
+// first of frames as a broadcast would, the others queued behind it.
 func claimedConn(t *testing.T, s *socket, frames ...*frame) *conn {
 	t.Helper()
 	c, err := New(Config{ID: "t", Secret: "test-secret-of-the-comet-tests-0123456789"}, &testinfra.Recorder{}, slog.New(slog.DiscardHandler))
@@ -188,9 +188,13 @@ func claimedConn(t *testing.T, s *socket, frames ...*frame) *conn {
 	}
 	t.Cleanup(func() { c.Close() })
 	cn := newConn(c, "t.1", nil, s, false)
-	cn.claimed = true
-	for _, f := range frames {
-		cn.enqueue(f)
+	if len(frames) > 0 {
+		if !cn.claim(frames[0]) {
+			t.Fatal("an idle connection was not claimed")
+		}
+		for _, f := range frames[1:] {
+			cn.enqueue(f)
+		}
 	}
 	return cn
 }
@@ -307,10 +311,14 @@ func TestRoomFramesMerge(t *testing.T) {
 	s, client := loopback(t)
 	cn := claimedConn(t, s)
 	cn.comet.cfg.BatchWindow = 0 // a frame per add
+	cn.comet.ready.started = true // no writers: the test takes the turn
 	r := newRoom(cn.comet, "a")
 	r.join(cn)
 	r.add(roomFrame("a", 10, 1).msg.GetMessages().GetMessages())
 	r.add(roomFrame("a", 10, 2, 3).msg.GetMessages().GetMessages())
+	if batch := cn.comet.ready.take(nil); len(batch) != 1 || batch[0] != cn {
+		t.Fatalf("ready list held %v, want the member once", batch)
+	}
 	cn.writeClaimed()
 
 	want, _ := appendMerged(nil, []*frame{roomFrame("a", 10, 1, 2, 3)}, false, nil)

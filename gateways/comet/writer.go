@@ -81,12 +81,14 @@ func (cn *conn) signal(start, wake bool) {
 	}
 }
 
-// claim queues f as enqueue does and reports whether the caller must put
-// the connection on the comet's ready list (ready.go): true when it was
-// idle (no writer busy, nothing queued) and can be written to without
-// blocking. A claimed connection's frames wait for its turn in the list,
-// and every frame queued to it meanwhile goes out with them: its writer
-// goroutine, if parked, takes nothing while it is claimed.
+// claim reports whether the caller must put the connection on the
+// comet's ready list (ready.go) for f: true when it was idle (no writer
+// busy, nothing queued) and can be written to without blocking; f then
+// waits for the connection's turn, and frames queued meanwhile go out
+// with it (its writer goroutine, if parked, takes nothing while it is
+// claimed). Otherwise f is queued as enqueue does. As before the ready
+// list, the claimed frame itself is not counted in the queue's bounds:
+// only what waits behind it.
 func (cn *conn) claim(f *frame) bool {
 	if cn.net == nil || cn.net.raw == nil {
 		cn.enqueue(f)
@@ -98,28 +100,30 @@ func (cn *conn) claim(f *frame) bool {
 		cn.enqueue(f)
 		return false
 	}
-	cn.claimed = true
+	cn.claimed, cn.turn = true, f
 	cn.qmu.Unlock()
-	cn.enqueue(f) // claimed: starts no writer
 	return true
 }
 
-// writeClaimed writes everything queued to a connection claimed by claim
-// in one non-blocking write, and gives up the writer's part: to a writer
-// goroutine if anything is left to write, queued since or left over by
-// the kernel, or if the connection was kicked.
+// writeClaimed writes the frame a connection was claimed for, and
+// everything queued behind it since, in one non-blocking write, and gives
+// up the writer's part: to a writer goroutine if anything is left to
+// write, queued since or left over by the kernel, or if the connection
+// was kicked.
 func (cn *conn) writeClaimed() {
 	c := cn.comet
 	cn.qmu.Lock()
-	if cn.kicked || len(cn.queue) == 0 {
+	if cn.kicked || cn.turn == nil {
+		cn.turn = nil
 		cn.qmu.Unlock()
 		cn.resume()
 		return
 	}
 	// Only whole frames were queued since the claim: claim found the
 	// queue empty, and a remainder is put back only as a claim ends.
-	frames := cn.queue
-	cn.queue, cn.spare = cn.spare[:0], nil
+	frames := append(append(cn.spare[:0], cn.turn), cn.queue...)
+	clear(cn.queue)
+	cn.queue, cn.spare, cn.turn = cn.queue[:0], nil, nil
 	cn.wbytes += cn.qbytes // the claim holds them now (a kick drops them)
 	cn.qbytes = 0
 	cn.qmu.Unlock()
@@ -224,6 +228,10 @@ func (cn *conn) requeue(frames []*frame) {
 func (cn *conn) resume() {
 	cn.qmu.Lock()
 	cn.claimed = false
+	if cn.turn != nil { // not written: the comet is closing (stopReady)
+		cn.queue = append([]*frame{cn.turn}, cn.queue...)
+		cn.turn = nil
+	}
 	var start, wake bool
 	if len(cn.queue) > 0 || cn.kicked {
 		start, wake = cn.wakeLocked()
