@@ -105,12 +105,14 @@ type Config struct {
 	// Beyond it, a busy room's window grows by itself: see MaxBatchWindow.
 	BatchWindow time.Duration
 	// FrameBudget is the number of frames a second the comet aims to
-	// write to a busy room's members (25,000): a room of N local members
+	// write to a busy room's members (50,000): a room of N local members
 	// flushes at most FrameBudget/N times a second, so frames per member
 	// stay bounded whatever the message rate, and messages per frame grow
 	// with it. Writing a frame is the comet's main cost (a system call
-	// each, ~10µs on a small machine's loopback). Quiet rooms are not
-	// delayed: the first message after a quiet window goes out at once.
+	// each, ~10µs on a small machine's loopback); a member the comet
+	// writes to less often gets several flushes in one frame (ready.go).
+	// Quiet rooms are not delayed: the first message after a quiet window
+	// goes out at once.
 	FrameBudget int
 	// MaxBatchWindow bounds a room's window, whatever its size (500ms).
 	// A frame does not wait for the previous one to reach every member:
@@ -184,7 +186,7 @@ func (c *Config) setDefaults() {
 		c.MaxBatchWindow = 500 * time.Millisecond
 	}
 	if c.FrameBudget <= 0 {
-		c.FrameBudget = 25000
+		c.FrameBudget = 50000
 	}
 	switch {
 	case c.BatchWindow < 0:
