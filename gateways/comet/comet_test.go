@@ -1731,6 +1731,9 @@ func TestConnectionsPerAddress(t *testing.T) {
 				t.Fatalf("fourth connection: %v, %v; want 429 with Retry-After 10", resp, err)
 			}
 		}
+		// A connection is registered just after its upgrade's answer,
+		// which the client may read first.
+		testinfra.Eventually(t, wait, func() bool { return f.comet.Stats().Connections == 3 }, "three connections not registered")
 		if st := f.comet.Stats(); st.AddressLimited != 2 || st.Connections != 3 {
 			t.Fatalf("stats %+v, want 2 refused and 3 open", st)
 		}
