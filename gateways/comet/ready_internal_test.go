@@ -310,7 +310,7 @@ func TestReadyListIsFirstInFirstOut(t *testing.T) {
 func TestRoomFramesMerge(t *testing.T) {
 	s, client := loopback(t)
 	cn := claimedConn(t, s)
-	cn.comet.cfg.BatchWindow = 0 // a frame per add
+	cn.comet.cfg.BatchWindow = 0  // a frame per add
 	cn.comet.ready.started = true // no writers: the test takes the turn
 	r := newRoom(cn.comet, "a")
 	r.join(cn)
