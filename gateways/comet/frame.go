@@ -131,15 +131,11 @@ func (f *frame) batch() []byte {
 // maxMerged bounds the payload of a message that merges frames.
 const maxMerged = 1 << 20
 
-// merged is a WebSocket message appendMerged wrote: where it ends in the
-// buffer, and how many frames it holds.
-type merged struct{ end, frames int }
-
 // appendMerged appends frames to b as WebSocket messages in the
 // connection's encoding, merging runs of a room's protobuf frames (see
 // batch) into one message of at most maxMerged bytes, and returns b and
-// the messages it appended, in order, appended to msgs.
-func appendMerged(b []byte, frames []*frame, useJSON bool, msgs []merged) ([]byte, []merged) {
+// ends with, appended, where in b each message it wrote ends.
+func appendMerged(b []byte, frames []*frame, useJSON bool, ends []int) ([]byte, []int) {
 	for i := 0; i < len(frames); {
 		j, size := i+1, 0
 		if first := frames[i].batch(); first != nil && !useJSON {
@@ -162,11 +158,8 @@ func appendMerged(b []byte, frames []*frame, useJSON bool, msgs []merged) ([]byt
 				b = append(b, f.batch()...)
 			}
 		}
-		msgs = append(msgs, merged{end: len(b), frames: j - i})
+		ends = append(ends, len(b))
 		i = j
 	}
-	return b, msgs
+	return b, ends
 }
-
-// remainder returns a frame of the bytes of f that a write left, b.
-func (f *frame) remainder(b []byte) *frame { return &frame{raw: b} }

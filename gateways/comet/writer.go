@@ -128,44 +128,40 @@ func (cn *conn) writeClaimed() {
 	cn.qbytes = 0
 	cn.qmu.Unlock()
 
-	var n int
-	var err error
-	var rest []*frame // what is left to write, in order
+	// One frame is written as it is; several are copied into one
+	// buffer, a room's frames merged (appendMerged).
+	var b []byte
+	var endsArr [8]int
+	ends := endsArr[:0] // where each WebSocket message of b ends
+	var buf *[]byte     // b's pooled buffer, if any
 	if len(frames) == 1 {
-		b := frames[0].message(cn.json)
-		n, err = cn.net.writeNow(b)
-		switch {
-		case err != nil:
-			rest = frames
-		case n < len(b):
-			rest = []*frame{frames[0].remainder(b[n:])}
-		default:
-			c.framesSent.Add(1)
-		}
+		b = frames[0].message(cn.json)
+		ends = append(ends, len(b))
 	} else {
-		// Many frames: one write, a room's frames merged (appendMerged).
-		var msgsArr [8]merged
-		buf := batchBuffers.Get().(*[]byte)
-		var msgs []merged
-		*buf, msgs = appendMerged(*buf, frames, cn.json, msgsArr[:0])
-		n, err = cn.net.writeNow(*buf)
-		switch {
-		case err != nil:
-			rest = frames
-		case n < len(*buf):
-			// The rest as raw bytes: a merged message has no frame.
-			whole := 0
-			for _, m := range msgs {
-				if m.end > n {
-					break
-				}
-				whole++
-			}
-			c.framesSent.Add(int64(whole))
-			rest = []*frame{{raw: bytes.Clone((*buf)[n:])}}
-		default:
-			c.framesSent.Add(int64(len(msgs)))
+		buf = batchBuffers.Get().(*[]byte)
+		*buf, ends = appendMerged(*buf, frames, cn.json, ends)
+		b = *buf
+	}
+	n, err := cn.net.writeNow(b)
+	var rest []*frame // what is left to write, in order
+	if err != nil {
+		rest = frames
+	} else {
+		whole := 0
+		for whole < len(ends) && ends[whole] <= n {
+			whole++
 		}
+		c.framesSent.Add(int64(whole))
+		if n < len(b) {
+			// The rest as raw bytes: a merged message has no frame.
+			raw := b[n:]
+			if buf != nil {
+				raw = bytes.Clone(raw)
+			}
+			rest = []*frame{{raw: raw}}
+		}
+	}
+	if buf != nil {
 		*buf = (*buf)[:0]
 		if cap(*buf) <= maxPooledBatch {
 			batchBuffers.Put(buf)
