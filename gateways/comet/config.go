@@ -105,8 +105,9 @@ type Config struct {
 	// Beyond it, a busy room's window grows by itself: see MaxBatchWindow.
 	BatchWindow time.Duration
 	// FrameBudget is the number of frames a second the comet aims to
-	// write to a busy room's members (50,000): a room of N local members
-	// flushes at most FrameBudget/N times a second, so frames per member
+	// write to a busy room's members (50,000): each of a room's N local
+	// members gets a flush FrameBudget/N times a second (a big room's
+	// stripes at different moments, see room.go), so frames per member
 	// stay bounded whatever the message rate, and messages per frame grow
 	// with it. Writing a frame is the comet's main cost (a system call
 	// each, ~10µs on a small machine's loopback); a member the comet

@@ -45,7 +45,7 @@ func (c *Comet) WaitWritten(timeout time.Duration) bool {
 				break
 			}
 			r.mu.Lock()
-			busy = len(r.pending) > 0 || r.timer != nil
+			busy = len(r.log) > 0 || r.timer != nil
 			r.mu.Unlock()
 		}
 		c.mu.RUnlock()

@@ -1,6 +1,8 @@
 package comet
 
 import (
+	"cmp"
+	"slices"
 	"sync"
 	"time"
 
@@ -27,8 +29,22 @@ import (
 // members are written in turn through the comet's ready list (ready.go),
 // and one whose turn has not come when the next frame is queued takes
 // both in one write. The comet's write rate sets how long a turn lasts,
-// so the writes per member adapt to its backlog, and a message waits at
-// most one window and one turn (issue 9).
+// so the writes per member adapt to its backlog.
+//
+// # Stripes
+//
+// A big room's members are dealt into stripes (at most one per
+// stripeMembers members and per minSlot of the window, up to
+// maxStripes), each with its own flushes. While the room is busy, stripe
+// k of K flushes at phase k/K of each window: the room's members are
+// written a stripe at a time, spread evenly over the window, instead of
+// all at once, one window after another. A message then waits at most
+// one window for its stripe, not a window and then the sweep of every
+// member before it (issue 9). After a quiet window a stripe flushes at
+// once, so a lone message still goes to every member straight away; a
+// stripe flushed off its phase returns to it at its first phase at least
+// half a window later, so a member gets at most two frames in a window.
+// A room of one stripe flushes one window after its last flush.
 //
 // # Repeats
 //
@@ -44,26 +60,49 @@ import (
 // this, and sees the gap at the room's next one). A room created anew
 // (its first local member joined) remembers nothing and drops nothing.
 type room struct {
-	c    *Comet
-	id   string
-	conv string // the room's conversation
+	c     *Comet
+	id    string
+	conv  string    // the room's conversation
+	epoch time.Time // the origin of the stripes' phases
 
-	mu        sync.Mutex
-	members   map[*conn]struct{}
-	pending   []*clientpb.Message
-	lastSeq   uint64 // the highest seq of conv queued
-	lastFlush time.Time
-	timer     *time.Timer // scheduled flush, or nil
-	stopped   bool
+	mu      sync.Mutex
+	members map[*conn]*stripe
+	stripes []*stripe
+	// log holds the messages queued that some stripe has not flushed:
+	// those numbered logEnd-len(log) to logEnd-1, counting every message
+	// the room ever queued from 0.
+	log     []*clientpb.Message
+	logEnd  uint64
+	lastSeq uint64      // the highest seq of conv queued
+	timer   *time.Timer // scheduled flush, or nil
+	timerAt time.Time   // when timer fires
+	stopped bool
 }
 
+// stripe is a share of a room's members that is flushed together.
+type stripe struct {
+	members   map[*conn]struct{}
+	next      uint64    // the number of the first message of the log not flushed to the stripe
+	lastFlush time.Time // zero before the first flush
+}
+
+const (
+	stripeMembers = 256                  // the fewest members per stripe
+	maxStripes    = 64                   // the most stripes of a room
+	minSlot       = 5 * time.Millisecond // the least time between two stripes' phases
+)
+
 func newRoom(c *Comet, id string) *room {
-	return &room{c: c, id: id, conv: topics.RoomConversation(id), members: map[*conn]struct{}{}}
+	return &room{c: c, id: id, conv: topics.RoomConversation(id), epoch: time.Now(),
+		members: map[*conn]*stripe{}}
 }
 
 // add queues messages for the room's members (see the type's doc), but
 // repeats. Messages keep the order in which add is called.
-func (r *room) add(msgs []*clientpb.Message) {
+func (r *room) add(msgs []*clientpb.Message) { r.addAt(msgs, time.Now()) }
+
+// addAt is add at time now.
+func (r *room) addAt(msgs []*clientpb.Message, now time.Time) {
 	r.mu.Lock()
 	if r.stopped {
 		r.mu.Unlock()
@@ -74,12 +113,25 @@ func (r *room) add(msgs []*clientpb.Message) {
 		return
 	}
 	if r.c.cfg.BatchWindow == 0 { // merging disabled: one frame per call
-		r.broadcastLocked(msgs)
+		r.broadcastLocked(msgs, r.stripes...)
 		r.mu.Unlock()
 		return
 	}
-	r.pending = append(r.pending, msgs...)
-	r.scheduleLocked(time.Now())
+	// A stripe with nothing queued that has not flushed for a window is
+	// quiet: it flushes these at once (the leading edge).
+	w := r.window()
+	var quiet []*stripe
+	for _, s := range r.stripes {
+		if s.next == r.logEnd && !now.Before(s.lastFlush.Add(w)) {
+			quiet = append(quiet, s)
+		}
+	}
+	r.log = append(r.log, msgs...)
+	r.logEnd += uint64(len(msgs))
+	for _, s := range quiet {
+		r.flushLocked(s, now)
+	}
+	r.scheduleLocked(now)
 	r.mu.Unlock()
 }
 
@@ -120,21 +172,57 @@ func (r *room) repeatLocked(m *clientpb.Message) bool {
 	return false
 }
 
-// scheduleLocked flushes the pending messages now if they are due, or
-// schedules the flush. r.mu is held.
+// scheduleLocked flushes the stripes that are due and schedules the
+// next flush, if any stripe has messages queued. r.mu is held.
 func (r *room) scheduleLocked(now time.Time) {
-	if r.timer != nil || len(r.pending) == 0 {
+	w := r.window()
+	var next time.Time
+	for k, s := range r.stripes {
+		if s.next == r.logEnd {
+			continue
+		}
+		due := r.dueLocked(k, w)
+		if !now.Before(due) {
+			r.flushLocked(s, now)
+			continue
+		}
+		if next.IsZero() || due.Before(next) {
+			next = due
+		}
+	}
+	r.trimLocked()
+	if next.IsZero() {
 		return
 	}
-	due := r.lastFlush.Add(r.window())
-	if !now.Before(due) {
-		r.flushLocked(now)
-		return
+	if r.timer != nil {
+		if !r.timerAt.After(next) || !r.timer.Stop() {
+			return // it fires in time, or is firing and will schedule
+		}
+		r.c.wg.Done() // the stopped flush will not run
 	}
 	// Not stopped, so Close has not stopped this room yet and is not
 	// waiting: adding to wg is safe.
 	r.c.wg.Add(1)
-	r.timer = time.AfterFunc(due.Sub(now), r.onTimer)
+	r.timer = time.AfterFunc(next.Sub(now), r.onTimer)
+	r.timerAt = next
+}
+
+// dueLocked is when stripe k, which has messages queued, flushes them: a
+// window after its last flush if it is the room's only stripe, else at
+// its first phase at least half a window after its last flush (see the
+// type's doc). r.mu is held.
+func (r *room) dueLocked(k int, w time.Duration) time.Time {
+	s, n := r.stripes[k], len(r.stripes)
+	if n == 1 {
+		return s.lastFlush.Add(w)
+	}
+	phase := r.epoch.Add(time.Duration(k) * w / time.Duration(n))
+	earliest := s.lastFlush.Add(w / 2)
+	if !earliest.After(phase) {
+		return phase
+	}
+	periods := (earliest.Sub(phase) + w - 1) / w
+	return phase.Add(periods * w)
 }
 
 // window is the least time between two flushes of the room: BatchWindow,
@@ -144,6 +232,12 @@ func (r *room) window() time.Duration {
 	cfg := r.c.cfg
 	w := time.Duration(len(r.members)) * time.Second / time.Duration(cfg.FrameBudget)
 	return min(max(w, cfg.BatchWindow), cfg.MaxBatchWindow)
+}
+
+// stripesFor is how many stripes a room of n members whose window is w
+// is dealt into.
+func stripesFor(n int, w time.Duration) int {
+	return max(1, min(n/stripeMembers, int(w/minSlot), maxStripes))
 }
 
 // onTimer runs a scheduled flush.
@@ -157,27 +251,50 @@ func (r *room) onTimer() {
 	}
 }
 
-// flushLocked sends the pending messages as one frame.
-func (r *room) flushLocked(now time.Time) {
-	msgs := r.pending
-	r.pending = nil
-	r.lastFlush = now
-	r.broadcastLocked(msgs)
+// flushLocked sends stripe s the messages it has not had, as one frame.
+// r.mu is held.
+func (r *room) flushLocked(s *stripe, now time.Time) {
+	first := len(r.log) - int(r.logEnd-s.next)
+	msgs := r.log[first:len(r.log):len(r.log)]
+	s.next = r.logEnd
+	s.lastFlush = now
+	r.broadcastLocked(msgs, s)
+}
+
+// trimLocked drops the messages of the log every stripe has had. The
+// frames that hold them keep their own slices of the log, which are
+// never written again. r.mu is held.
+func (r *room) trimLocked() {
+	oldest := r.logEnd
+	for _, s := range r.stripes {
+		oldest = min(oldest, s.next)
+	}
+	if oldest == r.logEnd {
+		r.log = nil
+		return
+	}
+	r.log = r.log[len(r.log)-int(r.logEnd-oldest):]
 }
 
 // broadcastLocked queues one frame, encoded once per encoding, to every
-// member, and puts the idle ones on the comet's ready list; r.mu is
-// held, so a room's frames are queued in order.
-func (r *room) broadcastLocked(msgs []*clientpb.Message) {
-	if len(r.members) == 0 {
+// member of the stripes, and puts the idle ones on the comet's ready
+// list; r.mu is held, so a room's frames are queued in order.
+func (r *room) broadcastLocked(msgs []*clientpb.Message, stripes ...*stripe) {
+	n := 0
+	for _, s := range stripes {
+		n += len(s.members)
+	}
+	if n == 0 || len(msgs) == 0 {
 		return
 	}
 	f := newFrame(&clientpb.ServerFrame{Body: &clientpb.ServerFrame_Messages{Messages: &clientpb.MessageBatch{Messages: msgs}}})
 	f.conv = r.conv
-	claimed := make([]*conn, 0, len(r.members))
-	for cn := range r.members {
-		if cn.claim(f) {
-			claimed = append(claimed, cn)
+	claimed := make([]*conn, 0, n)
+	for _, s := range stripes {
+		for cn := range s.members {
+			if cn.claim(f) {
+				claimed = append(claimed, cn)
+			}
 		}
 	}
 	if len(claimed) > 0 {
@@ -185,13 +302,16 @@ func (r *room) broadcastLocked(msgs []*clientpb.Message) {
 	}
 }
 
-// stop drops pending messages and the scheduled flush; the room takes no
+// stop drops queued messages and the scheduled flush; the room takes no
 // more messages.
 func (r *room) stop() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.stopped = true
-	r.pending = nil
+	r.log = nil
+	for _, s := range r.stripes {
+		s.next = r.logEnd
+	}
 	if r.timer != nil {
 		if r.timer.Stop() {
 			r.c.wg.Done() // the flush will not run
@@ -200,18 +320,32 @@ func (r *room) stop() {
 	}
 }
 
-// join adds a member.
+// join adds a member to the room's smallest stripe, first adding a
+// stripe if the room has grown enough for another. The member gets the
+// messages queued for its stripe.
 func (r *room) join(cn *conn) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.members[cn] = struct{}{}
+	if _, ok := r.members[cn]; ok {
+		return
+	}
+	r.members[cn] = nil // counted in the window below
+	if len(r.stripes) < stripesFor(len(r.members), r.window()) {
+		r.stripes = append(r.stripes, &stripe{members: map[*conn]struct{}{}, next: r.logEnd - uint64(len(r.log))})
+	}
+	s := slices.MinFunc(r.stripes, func(a, b *stripe) int { return cmp.Compare(len(a.members), len(b.members)) })
+	s.members[cn] = struct{}{}
+	r.members[cn] = s
 }
 
 // leave removes a member and reports how many are left.
 func (r *room) leave(cn *conn) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	delete(r.members, cn)
+	if s, ok := r.members[cn]; ok {
+		delete(s.members, cn)
+		delete(r.members, cn)
+	}
 	return len(r.members)
 }
 
