@@ -237,11 +237,13 @@ func (r *Result) JSON() string {
 	return string(b)
 }
 
-// member is one client's receiving side. Its frames are read by the
-// client's reader goroutine through Peek, without decoding them: only the
-// conversation, seq and send time of each message are scanned.
+// member is one client. Its frames are read by a reader (reader.go) and
+// scanned by peek, without decoding them: only the conversation, seq and
+// send time of each message are read.
 type member struct {
-	conn         *client.Conn
+	conn         *wsConn
+	rd           *readers
+	stop         <-chan struct{} // closed when the bench ends
 	seqs         seqSet
 	conversation string
 	lat          *latencies
@@ -255,8 +257,8 @@ type member struct {
 	bytes        atomic.Int64 // payload bytes of the frames counted in frames (protobuf only)
 }
 
-// peek scans a binary frame; it consumes message batches of the bench's
-// conversation and leaves every other frame to the client.
+// peek scans a binary frame; it consumes message batches and leaves
+// every other frame to the connection's replies.
 func (m *member) peek(data []byte) bool {
 	now := time.Now().UnixNano()
 	n, ok := scanBatch(data, m.conversation, func(seq uint64, sent int64) { m.got(now, seq, sent) })
@@ -337,7 +339,17 @@ func Sweep(ctx context.Context, cfg Config, rates []int, progress io.Writer) ([]
 	loginStart := time.Now()
 	sink := &latencies{}
 	sink.cur.Store(new(histogram))
-	members, err := connectMembers(ctx, cfg, room, sink)
+	rd, err := newReaders()
+	if err != nil {
+		return nil, err
+	}
+	stop := make(chan struct{})
+	defer func() {
+		close(stop)
+		rd.close()
+		rd.wait()
+	}()
+	members, err := connectMembers(ctx, cfg, room, sink, rd, stop)
 	defer func() {
 		for _, m := range members {
 			if m != nil {
@@ -369,9 +381,10 @@ func Sweep(ctx context.Context, cfg Config, rates []int, progress io.Writer) ([]
 		stopReading()
 		readers.Wait()
 	}()
-	// Message batches are consumed by each member's peek; these goroutines
-	// drain the other frames (presence, pongs) and, when a connection
-	// ends, reconnect and catch up. Each owns its member's conn.
+	// Message batches are consumed by each member's peek (or record); these
+	// goroutines drain the other frames (pongs, answers given up on) and,
+	// when a connection ends, reconnect and catch up. Each owns its
+	// member's conn.
 	for _, m := range members {
 		readers.Add(1)
 		go func() {
@@ -389,18 +402,13 @@ func Sweep(ctx context.Context, cfg Config, rates []int, progress io.Writer) ([]
 					return
 				case <-ping.C:
 					wctx, cancel := context.WithTimeout(readCtx, 5*time.Second)
-					_ = m.conn.Write(wctx, &clientpb.ClientFrame{Body: &clientpb.ClientFrame_Ping{Ping: &clientpb.Ping{ClientTimeUnixMs: time.Now().UnixMilli()}}})
+					_ = m.conn.send(wctx, &clientpb.ClientFrame{Body: &clientpb.ClientFrame_Ping{Ping: &clientpb.Ping{ClientTimeUnixMs: time.Now().UnixMilli()}}})
 					cancel()
 					ping.Reset(pingDelay(time.Now()))
 					continue
-				case <-m.conn.Done():
-				case f, ok := <-m.conn.Frames():
-					if ok {
-						if batch := f.GetMessages(); batch != nil { // JSON frames are decoded
-							m.record(batch)
-						}
-						continue
-					}
+				case <-m.conn.done:
+				case <-m.conn.replies:
+					continue
 				}
 				// The connection ended: reconnect and catch up, as a
 				// client following docs/protocol.md does.
@@ -408,7 +416,7 @@ func Sweep(ctx context.Context, cfg Config, rates []int, progress io.Writer) ([]
 					return
 				}
 				if disconnects.Add(1) == 1 {
-					fmt.Fprintf(progress, "bench: first disconnect (%s): %v\n", m.user, m.conn.Err())
+					fmt.Fprintf(progress, "bench: first disconnect (%s): %v\n", m.user, m.conn.err)
 				}
 				if err := m.reconnect(readCtx); err != nil {
 					if readCtx.Err() == nil {
@@ -564,7 +572,7 @@ func createRoom(ctx context.Context, cfg Config, room string) error {
 func memberID(i int) string { return fmt.Sprintf("bench-user-%d", i) }
 
 // connectMembers dials, logs in and joins every member, DialConcurrency at a time.
-func connectMembers(ctx context.Context, cfg Config, room string, lat *latencies) ([]*member, error) {
+func connectMembers(ctx context.Context, cfg Config, room string, lat *latencies, rd *readers, stop <-chan struct{}) ([]*member, error) {
 	members := make([]*member, cfg.Members)
 	// Every member is attempted (the caller closes those that connected);
 	// the first error is returned.
@@ -572,7 +580,7 @@ func connectMembers(ctx context.Context, cfg Config, room string, lat *latencies
 	g.SetLimit(cfg.DialConcurrency)
 	for i := range cfg.Members {
 		g.Go(func() error {
-			m, err := connectOne(ctx, cfg, memberID(i), room, lat)
+			m, err := connectOne(ctx, cfg, memberID(i), room, lat, rd, stop)
 			members[i] = m
 			return err
 		})
@@ -580,8 +588,8 @@ func connectMembers(ctx context.Context, cfg Config, room string, lat *latencies
 	return members, g.Wait()
 }
 
-func connectOne(ctx context.Context, cfg Config, user, room string, lat *latencies) (*member, error) {
-	m := &member{conversation: topics.RoomConversation(room), lat: lat, cfg: cfg, user: user, room: room}
+func connectOne(ctx context.Context, cfg Config, user, room string, lat *latencies, rd *readers, stop <-chan struct{}) (*member, error) {
+	m := &member{conversation: topics.RoomConversation(room), lat: lat, cfg: cfg, user: user, room: room, rd: rd, stop: stop}
 	c, err := m.dialRetry(ctx)
 	if err != nil {
 		return nil, err
@@ -597,7 +605,7 @@ const dialAttempts = 10
 // connect or whose Login or Join is answered UNAVAILABLE or RATE_LIMITED
 // (a comet busy with a storm of logins, say): try again, up to
 // dialAttempts times, backing off from 100ms to 2s with jitter.
-func (m *member) dialRetry(ctx context.Context) (*client.Conn, error) {
+func (m *member) dialRetry(ctx context.Context) (*wsConn, error) {
 	var err error
 	for attempt := range dialAttempts {
 		if attempt > 0 {
@@ -608,7 +616,7 @@ func (m *member) dialRetry(ctx context.Context) (*client.Conn, error) {
 			case <-time.After(client.Backoff(attempt-1, 100*time.Millisecond, 2*time.Second)):
 			}
 		}
-		var c *client.Conn
+		var c *wsConn
 		if c, err = m.dial(ctx); err == nil {
 			return c, nil
 		}
@@ -634,43 +642,25 @@ func retryable(err error) bool {
 	return true
 }
 
-// dial connects, logs in and joins the room, within a minute.
-func (m *member) dial(ctx context.Context) (*client.Conn, error) {
+// dial connects, logs in and joins the room, within a minute, and hands
+// the connection to a reader.
+func (m *member) dial(ctx context.Context) (*wsConn, error) {
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	tok, err := login.MintToken([]byte(m.cfg.Secret), m.user, time.Hour)
 	if err != nil {
 		return nil, err
 	}
-	c, err := client.Dial(ctx, m.cfg.Target, client.Options{JSON: m.cfg.JSON, Peek: m.peek})
+	c, err := dialWS(ctx, m.cfg.Target, m.cfg.JSON, m.peek, m.record, m.stop)
 	if err != nil {
 		return nil, fmt.Errorf("bench: dial for %s: %w", m.user, err)
 	}
-	if m.cfg.JoinSeparately {
-		if _, err := c.Login(ctx, tok, "bench"); err != nil {
-			c.Close()
-			return nil, fmt.Errorf("bench: login %s: %w", m.user, err)
-		}
-		if _, err := c.Join(ctx, m.room); err != nil {
-			c.Close()
-			return nil, fmt.Errorf("bench: %s joins %s: %w", m.user, m.room, err)
-		}
-	} else {
-		res, err := c.Login(ctx, tok, "bench", m.room)
-		if err != nil {
-			c.Close()
-			return nil, fmt.Errorf("bench: login %s: %w", m.user, err)
-		}
-		if r := res.GetJoinRefused(); len(r) > 0 {
-			c.Close()
-			return nil, fmt.Errorf("bench: %s joins %s: %w", m.user, m.room, client.ErrorOf(r[0].GetError()))
-		}
-		if len(res.GetJoined()) != 1 {
-			c.Close()
-			return nil, fmt.Errorf("bench: %s joins %s: the login joined %d rooms", m.user, m.room, len(res.GetJoined()))
-		}
+	if err := c.login(ctx, tok, m.room, m.cfg.JoinSeparately); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("bench: %s: %w", m.user, err)
 	}
 	m.connected = time.Now()
+	m.rd.add(c)
 	return c, nil
 }
 
@@ -700,8 +690,9 @@ func (m *member) catchUp(ctx context.Context) error {
 	after := m.seqs.contiguous()
 	for range 10000 { // pages; bounded
 		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		res, err := m.conn.Sync(ctx, m.conversation, after, 500)
+		r, err := m.conn.do(ctx, &clientpb.ClientFrame{Body: &clientpb.ClientFrame_Sync{Sync: &clientpb.Sync{Conversation: m.conversation, AfterSeq: after, Limit: 500}}})
 		cancel()
+		res := r.GetSyncResult()
 		if err != nil {
 			return fmt.Errorf("bench: %s syncs %s: %w", m.user, m.conversation, err)
 		}

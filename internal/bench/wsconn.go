@@ -1,0 +1,421 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha1"
+	"crypto/tls"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/laneim/laneim/gateways/comet/client"
+	"github.com/laneim/laneim/proto/clientpb"
+)
+
+// wsConn is a bench member's WebSocket connection, speaking
+// docs/protocol.md over a socket of its own rather than through the Go
+// client: the member's goroutine writes to it, and a reader (reader.go)
+// reads it. Ten thousand members each parking a reader goroutine cost the
+// machine more than the comet's writes to them (issue 9): a wake-up, a
+// read and a read that finds nothing, per frame. A reader reads a ready
+// socket once and hands the whole frames it holds to feed.
+//
+// feed scans each binary frame with the member's peek (its room's
+// batches, without decoding them), records each JSON batch, and passes
+// any other frame (answers, pongs) to replies.
+type wsConn struct {
+	nc     net.Conn
+	json   bool
+	peek   func([]byte) bool
+	record func(*clientpb.MessageBatch)
+
+	in    []byte // read, not yet a whole frame
+	frag  []byte // a fragmented message's payload so far
+	fragO byte   // its opcode
+
+	replies chan *clientpb.ServerFrame
+	stop    <-chan struct{} // the bench's end: replies is no longer read
+
+	wmu    sync.Mutex
+	nextID atomic.Uint64
+
+	endOnce sync.Once
+	err     error         // why it ended; set before done is closed
+	done    chan struct{} // closed when the connection has ended
+
+	raw   syscall.RawConn // the socket, for a poller (reader_linux.go)
+	token uint64          // the poller's key for it
+}
+
+// WebSocket opcodes (RFC 6455).
+const (
+	opCont   = 0x0
+	opText   = 0x1
+	opBinary = 0x2
+	opClose  = 0x8
+	opPing   = 0x9
+	opPong   = 0xa
+)
+
+// maxFrame bounds a server frame, as the Go client's read limit does.
+const maxFrame = 16 << 20
+
+var errClosedByServer = errors.New("bench: the server closed the connection")
+
+// dialWS connects to target (ws:// or wss://) and upgrades to WebSocket
+// with laneIM's subprotocol; any bytes the server sent after its answer
+// are fed to the connection.
+func dialWS(ctx context.Context, target string, useJSON bool, peek func([]byte) bool, record func(*clientpb.MessageBatch), stop <-chan struct{}) (*wsConn, error) {
+	u, err := url.Parse(target)
+	if err != nil {
+		return nil, fmt.Errorf("bench: target %q: %w", target, err)
+	}
+	host := u.Host
+	if u.Port() == "" {
+		host = net.JoinHostPort(u.Hostname(), map[string]string{"wss": "443"}[u.Scheme]+map[string]string{"ws": "80"}[u.Scheme])
+	}
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "tcp", host)
+	if err != nil {
+		return nil, fmt.Errorf("bench: dial %s: %w", target, err)
+	}
+	switch u.Scheme {
+	case "ws":
+	case "wss":
+		nc = tls.Client(nc, &tls.Config{ServerName: u.Hostname()})
+	default:
+		nc.Close()
+		return nil, fmt.Errorf("bench: target %q: not ws:// or wss://", target)
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		_ = nc.SetDeadline(dl)
+	}
+	sub := client.SubprotocolProto
+	if useJSON {
+		sub = client.SubprotocolJSON
+	}
+	var k [16]byte
+	for i := range k {
+		k[i] = byte(rand.Uint32())
+	}
+	key := base64.StdEncoding.EncodeToString(k[:])
+	req := fmt.Sprintf("GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: %s\r\n\r\n", u.RequestURI(), u.Host, key, sub)
+	if _, err := io.WriteString(nc, req); err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("bench: upgrade %s: %w", target, err)
+	}
+	br := bufio.NewReader(nc)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("bench: upgrade %s: %w", target, err)
+	}
+	resp.Body.Close()
+	sum := sha1.Sum([]byte(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
+	switch {
+	case resp.StatusCode != http.StatusSwitchingProtocols:
+		err = fmt.Errorf("bench: upgrade %s: %s", target, resp.Status)
+	case resp.Header.Get("Sec-WebSocket-Accept") != base64.StdEncoding.EncodeToString(sum[:]):
+		err = fmt.Errorf("bench: upgrade %s: bad Sec-WebSocket-Accept", target)
+	case resp.Header.Get("Sec-WebSocket-Protocol") != sub:
+		err = fmt.Errorf("bench: upgrade %s: subprotocol %s not accepted", target, sub)
+	}
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	_ = nc.SetDeadline(time.Time{})
+	c := &wsConn{nc: nc, json: useJSON, peek: peek, record: record,
+		replies: make(chan *clientpb.ServerFrame, 64), stop: stop, done: make(chan struct{})}
+	if n := br.Buffered(); n > 0 {
+		b, _ := br.Peek(n)
+		if err := c.feed(b); err != nil {
+			nc.Close()
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// readUntil reads the connection itself (before a reader has it) until
+// an answer to request id arrives, and returns it.
+func (c *wsConn) readUntil(ctx context.Context, id uint64) (*clientpb.ServerFrame, error) {
+	dl, ok := ctx.Deadline()
+	if !ok {
+		dl = time.Now().Add(time.Minute)
+	}
+	_ = c.nc.SetReadDeadline(dl)
+	defer c.nc.SetReadDeadline(time.Time{})
+	buf := make([]byte, 16<<10)
+	for {
+		for {
+			select {
+			case f := <-c.replies:
+				if f.GetRequestId() == id {
+					return f, nil
+				}
+				continue
+			default:
+			}
+			break
+		}
+		n, err := c.nc.Read(buf)
+		if n > 0 {
+			if ferr := c.feed(buf[:n]); ferr != nil {
+				return nil, ferr
+			}
+		}
+		if err != nil {
+			return nil, fmt.Errorf("bench: read: %w", err)
+		}
+	}
+}
+
+// send writes f as one masked WebSocket message.
+func (c *wsConn) send(ctx context.Context, f *clientpb.ClientFrame) error {
+	var p []byte
+	var err error
+	op := byte(opBinary)
+	if c.json {
+		op = opText
+		p, err = protojson.Marshal(f)
+	} else {
+		p, err = proto.Marshal(f)
+	}
+	if err != nil {
+		return fmt.Errorf("bench: encode: %w", err)
+	}
+	return c.write(ctx, op, p)
+}
+
+// write sends one whole message of opcode op, masked as a client must.
+func (c *wsConn) write(ctx context.Context, op byte, p []byte) error {
+	b := appendClientFrame(make([]byte, 0, len(p)+14), op, p, rand.Uint32())
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	dl, ok := ctx.Deadline()
+	if !ok {
+		dl = time.Now().Add(10 * time.Second)
+	}
+	_ = c.nc.SetWriteDeadline(dl)
+	if _, err := c.nc.Write(b); err != nil {
+		return fmt.Errorf("bench: write: %w", err)
+	}
+	return nil
+}
+
+// appendClientFrame appends p as one final client frame of opcode op,
+// masked with mask.
+func appendClientFrame(b []byte, op byte, p []byte, mask uint32) []byte {
+	b = append(b, 0x80|op)
+	switch n := len(p); {
+	case n < 126:
+		b = append(b, 0x80|byte(n))
+	case n <= 0xffff:
+		b = append(b, 0x80|126)
+		b = binary.BigEndian.AppendUint16(b, uint16(n))
+	default:
+		b = append(b, 0x80|127)
+		b = binary.BigEndian.AppendUint64(b, uint64(n))
+	}
+	var m [4]byte
+	binary.BigEndian.PutUint32(m[:], mask)
+	b = append(b, m[:]...)
+	start := len(b)
+	b = append(b, p...)
+	for i := range p {
+		b[start+i] ^= m[i&3]
+	}
+	return b
+}
+
+// do sends f with a fresh request id and waits for its answer among the
+// replies; an Error answer is returned as *client.Error.
+func (c *wsConn) do(ctx context.Context, f *clientpb.ClientFrame) (*clientpb.ServerFrame, error) {
+	id := c.nextID.Add(1)
+	f.RequestId = id
+	if err := c.send(ctx, f); err != nil {
+		return nil, err
+	}
+	for {
+		select {
+		case r := <-c.replies:
+			if r.GetRequestId() != id {
+				continue // a pong, or an answer given up on
+			}
+			if e := r.GetError(); e != nil {
+				return r, client.ErrorOf(e)
+			}
+			return r, nil
+		case <-c.done:
+			return nil, fmt.Errorf("bench: connection ended: %w", c.err)
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// login logs in with the room in the same round trip (or, if separately,
+// joins it after), before a reader has the connection.
+func (c *wsConn) login(ctx context.Context, token, room string, separately bool) error {
+	join := []string{room}
+	if separately {
+		join = nil
+	}
+	id := c.nextID.Add(1)
+	if err := c.send(ctx, &clientpb.ClientFrame{RequestId: id, Body: &clientpb.ClientFrame_Login{Login: &clientpb.Login{Token: token, Device: "bench", Join: join}}}); err != nil {
+		return err
+	}
+	r, err := c.readUntil(ctx, id)
+	if err != nil {
+		return err
+	}
+	if e := r.GetError(); e != nil {
+		return fmt.Errorf("bench: login: %w", client.ErrorOf(e))
+	}
+	if separately {
+		id = c.nextID.Add(1)
+		if err := c.send(ctx, &clientpb.ClientFrame{RequestId: id, Body: &clientpb.ClientFrame_Join{Join: &clientpb.JoinRoom{Room: room}}}); err != nil {
+			return err
+		}
+		if r, err = c.readUntil(ctx, id); err != nil {
+			return err
+		}
+		if e := r.GetError(); e != nil {
+			return fmt.Errorf("bench: join %s: %w", room, client.ErrorOf(e))
+		}
+		return nil
+	}
+	res := r.GetLoginResult()
+	if refused := res.GetJoinRefused(); len(refused) > 0 {
+		return fmt.Errorf("bench: join %s: %w", room, client.ErrorOf(refused[0].GetError()))
+	}
+	if len(res.GetJoined()) != 1 {
+		return fmt.Errorf("bench: the login joined %d rooms, want 1", len(res.GetJoined()))
+	}
+	return nil
+}
+
+// feed parses the whole frames of what was read, b, after what is left
+// of earlier reads. It returns an error when the connection must end: a
+// close frame, or bytes that are not WebSocket.
+func (c *wsConn) feed(b []byte) error {
+	data := b
+	if len(c.in) > 0 {
+		c.in = append(c.in, b...)
+		data = c.in
+	}
+	var err error
+	for err == nil && len(data) >= 2 {
+		fin, op := data[0]&0x80 != 0, data[0]&0x0f
+		if data[1]&0x80 != 0 {
+			err = errors.New("bench: the server masked a frame")
+			break
+		}
+		n, h := uint64(data[1]&0x7f), 2
+		switch n {
+		case 126:
+			if len(data) < 4 {
+				break
+			}
+			n, h = uint64(binary.BigEndian.Uint16(data[2:])), 4
+		case 127:
+			if len(data) < 10 {
+				break
+			}
+			n, h = binary.BigEndian.Uint64(data[2:]), 10
+		}
+		if n >= 126 && h == 2 { // the length is not all here yet
+			break
+		}
+		if n > maxFrame {
+			err = fmt.Errorf("bench: a frame of %d bytes", n)
+			break
+		}
+		if uint64(len(data)-h) < n {
+			break
+		}
+		p := data[h : h+int(n)]
+		data = data[h+int(n):]
+		switch op {
+		case opClose:
+			err = errClosedByServer
+		case opPing:
+			_ = c.write(context.Background(), opPong, p) // a few bytes, never sent by laneIM's comets
+		case opPong:
+		case opCont:
+			c.frag = append(c.frag, p...)
+			if fin {
+				c.message(c.fragO, c.frag)
+				c.frag = c.frag[:0]
+			}
+		case opText, opBinary:
+			if !fin {
+				c.fragO, c.frag = op, append(c.frag[:0], p...)
+				continue
+			}
+			c.message(op, p)
+		default:
+			err = fmt.Errorf("bench: opcode %#x", op)
+		}
+	}
+	c.in = append(c.in[:0], data...) // may overlap c.in: append moves like copy
+	return err
+}
+
+// message handles one whole message.
+func (c *wsConn) message(op byte, p []byte) {
+	if op == opBinary && c.peek(p) {
+		return
+	}
+	f := new(clientpb.ServerFrame)
+	var err error
+	if op == opText {
+		err = protojson.Unmarshal(p, f)
+	} else {
+		err = proto.Unmarshal(p, f)
+	}
+	if err != nil {
+		return // not the bench's to judge: its counts will show what is missing
+	}
+	if b := f.GetMessages(); b != nil && f.GetRequestId() == 0 && op == opText {
+		c.record(b)
+		return
+	}
+	select {
+	case c.replies <- f:
+	case <-c.stop:
+	}
+}
+
+// end closes the connection once, for err.
+func (c *wsConn) end(err error) {
+	c.endOnce.Do(func() {
+		c.err = err
+		c.nc.Close()
+		close(c.done)
+	})
+}
+
+// Close ends the connection.
+func (c *wsConn) Close() { c.end(net.ErrClosed) }
+
+// ended reports whether err, from reading, ends the connection.
+func ended(err error) bool {
+	return err != nil && !errors.Is(err, syscall.EAGAIN) && !errors.Is(err, syscall.EINTR)
+}
