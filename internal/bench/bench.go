@@ -675,24 +675,61 @@ func pingDelay(since time.Time) time.Duration {
 // ended: connect again (dialRetry), log in, join, and Sync the conversation from the last seq it holds
 // without a gap, page after page; live messages flow meanwhile, and a
 // message both synced and received live counts once.
+// A connection that ends during the catch-up is connected again, up to
+// reconnectAttempts times in all.
 func (m *member) reconnect(ctx context.Context) error {
-	m.conn.Close()
-	c, err := m.dialRetry(ctx)
-	if err != nil {
-		return err
+	var err error
+	for range reconnectAttempts {
+		m.conn.Close()
+		var c *wsConn
+		if c, err = m.dialRetry(ctx); err != nil {
+			return err
+		}
+		m.conn = c
+		if err = m.catchUp(ctx); err == nil {
+			return nil
+		}
+		select {
+		case <-c.done:
+		default:
+			return err
+		}
 	}
-	m.conn = c
-	return m.catchUp(ctx)
+	return err
 }
 
-// catchUp Syncs the conversation after the member's contiguous seqs.
+// reconnectAttempts bounds the connections a reconnect makes.
+const reconnectAttempts = 5
+
+// syncAttempts bounds the attempts at one page of a catch-up.
+const syncAttempts = 20
+
+// catchUp Syncs the conversation after the member's contiguous seqs. A
+// page answered UNAVAILABLE or RATE_LIMITED (a storm of Syncs after a
+// comet died, say) is asked again after a backoff, as docs/protocol.md
+// asks of a client.
 func (m *member) catchUp(ctx context.Context) error {
 	after := m.seqs.contiguous()
-	for range 10000 { // pages; bounded
-		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		r, err := m.conn.do(ctx, &clientpb.ClientFrame{Body: &clientpb.ClientFrame_Sync{Sync: &clientpb.Sync{Conversation: m.conversation, AfterSeq: after, Limit: 500}}})
+	attempt := 0
+	for range 10000 { // pages and attempts; bounded
+		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		r, err := m.conn.do(pctx, &clientpb.ClientFrame{Body: &clientpb.ClientFrame_Sync{Sync: &clientpb.Sync{Conversation: m.conversation, AfterSeq: after, Limit: 500}}})
 		cancel()
 		res := r.GetSyncResult()
+		var ce *client.Error
+		if errors.As(err, &ce) && retryable(err) && attempt < syncAttempts {
+			wait := max(ce.RetryAfter, client.Backoff(attempt, 100*time.Millisecond, 2*time.Second))
+			attempt++
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-m.conn.done:
+				return fmt.Errorf("bench: %s syncs %s: connection ended: %w", m.user, m.conversation, m.conn.err)
+			case <-time.After(wait):
+			}
+			continue
+		}
+		attempt = 0
 		if err != nil {
 			return fmt.Errorf("bench: %s syncs %s: %w", m.user, m.conversation, err)
 		}
