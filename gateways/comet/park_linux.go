@@ -3,11 +3,12 @@
 package comet
 
 import (
-	"errors"
 	"fmt"
 	"sync"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/laneim/laneim/internal/epollset"
 )
 
 // parker watches the sockets of parked connections with one epoll
@@ -20,8 +21,7 @@ import (
 // each park. The runtime's own poller keeps the same socket in its set;
 // an event there with no goroutine waiting is harmless.
 type parker struct {
-	epfd int
-	wake int // eventfd: written by close to end run
+	set *epollset.Set
 
 	mu     sync.RWMutex // held for writing by close and fail; for reading around epoll_ctl
 	closed bool
@@ -33,69 +33,33 @@ type parker struct {
 	done    chan struct{} // closed when run returns
 }
 
-// wakeToken is the epoll data of the parker's eventfd; connections'
-// tokens start at 1.
-const wakeToken = 0
-
 // newParker returns a running parker; resume is called, from the
 // parker's goroutine, with each parked connection whose socket became
 // readable (or closed). The caller stops it with close.
 func newParker(resume func(*conn)) (*parker, error) {
-	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	set, err := epollset.New()
 	if err != nil {
-		return nil, fmt.Errorf("comet: epoll: %w", err)
+		return nil, fmt.Errorf("comet: %w", err)
 	}
-	wake, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
-	if err != nil {
-		unix.Close(epfd)
-		return nil, fmt.Errorf("comet: eventfd: %w", err)
-	}
-	ev := unix.EpollEvent{Events: unix.EPOLLIN}
-	setToken(&ev, wakeToken)
-	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wake, &ev); err != nil {
-		unix.Close(wake)
-		unix.Close(epfd)
-		return nil, fmt.Errorf("comet: epoll add eventfd: %w", err)
-	}
-	p := &parker{epfd: epfd, wake: wake, conns: map[uint64]*conn{}, done: make(chan struct{})}
+	p := &parker{set: set, conns: map[uint64]*conn{}, done: make(chan struct{})}
 	go p.run(resume) // owned: close waits for it
 	return p, nil
-}
-
-func setToken(ev *unix.EpollEvent, t uint64) {
-	ev.Fd, ev.Pad = int32(uint32(t)), int32(uint32(t>>32))
-}
-
-func tokenOf(ev *unix.EpollEvent) uint64 {
-	return uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
 }
 
 // run waits for events until close and resumes the connections whose
 // sockets they are about.
 func (p *parker) run(resume func(*conn)) {
 	defer close(p.done)
-	events := make([]unix.EpollEvent, 256)
-	for {
-		n, err := unix.EpollWait(p.epfd, events, -1)
-		if errors.Is(err, unix.EINTR) {
-			continue
+	err := p.set.Serve(func(t uint64) {
+		p.connsMu.Lock()
+		cn := p.conns[t]
+		p.connsMu.Unlock()
+		if cn != nil {
+			resume(cn)
 		}
-		if err != nil {
-			p.fail(resume)
-			return
-		}
-		for i := range events[:n] {
-			t := tokenOf(&events[i])
-			if t == wakeToken {
-				return
-			}
-			p.connsMu.Lock()
-			cn := p.conns[t]
-			p.connsMu.Unlock()
-			if cn != nil {
-				resume(cn)
-			}
-		}
+	})
+	if err != nil {
+		p.fail(resume)
 	}
 }
 
@@ -126,21 +90,14 @@ func (p *parker) arm(cn *conn, fd int) bool {
 	if p.closed || p.broken {
 		return false
 	}
-	op := unix.EPOLL_CTL_MOD
 	if cn.parkToken == 0 {
 		p.connsMu.Lock()
 		p.next++
 		cn.parkToken = p.next
 		p.conns[cn.parkToken] = cn
 		p.connsMu.Unlock()
-		op = unix.EPOLL_CTL_ADD
 	}
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT}
-	setToken(&ev, cn.parkToken)
-	err := unix.EpollCtl(p.epfd, op, fd, &ev)
-	if errors.Is(err, unix.ENOENT) && op == unix.EPOLL_CTL_MOD {
-		err = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, fd, &ev)
-	}
+	err := p.set.Rearm(fd, unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLONESHOT, cn.parkToken)
 	return err == nil
 }
 
@@ -166,10 +123,7 @@ func (p *parker) close() {
 	}
 	p.closed = true
 	p.mu.Unlock()
-	var one [8]byte
-	one[0] = 1 // eventfd counts in native byte order; any nonzero value wakes
-	_, _ = unix.Write(p.wake, one[:])
+	p.set.Wake()
 	<-p.done
-	unix.Close(p.wake)
-	unix.Close(p.epfd)
+	p.set.Close()
 }

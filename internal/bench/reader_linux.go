@@ -3,7 +3,6 @@
 package bench
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -12,6 +11,8 @@ import (
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/laneim/laneim/internal/epollset"
 )
 
 // readers reads members' connections with a few pollers, each an epoll
@@ -62,10 +63,9 @@ func (r *readers) close() {
 
 func (r *readers) wait() { r.wg.Wait() }
 
-// poller is one epoll instance and the goroutine that waits on it.
+// poller is one epoll set and the goroutine that waits on it.
 type poller struct {
-	epfd int
-	wake int // eventfd: written by close to end run
+	set *epollset.Set
 
 	mu    sync.Mutex
 	conns map[uint64]*wsConn // by token
@@ -74,36 +74,14 @@ type poller struct {
 	done  chan struct{}
 }
 
-const wakeToken = 0 // the eventfd's; connections' tokens start at 1
-
 func newPoller() (*poller, error) {
-	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	set, err := epollset.New()
 	if err != nil {
-		return nil, fmt.Errorf("bench: epoll: %w", err)
+		return nil, fmt.Errorf("bench: %w", err)
 	}
-	wake, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
-	if err != nil {
-		unix.Close(epfd)
-		return nil, fmt.Errorf("bench: eventfd: %w", err)
-	}
-	ev := unix.EpollEvent{Events: unix.EPOLLIN}
-	setToken(&ev, wakeToken)
-	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wake, &ev); err != nil {
-		unix.Close(wake)
-		unix.Close(epfd)
-		return nil, fmt.Errorf("bench: epoll add eventfd: %w", err)
-	}
-	p := &poller{epfd: epfd, wake: wake, conns: map[uint64]*wsConn{}, buf: make([]byte, 64<<10), done: make(chan struct{})}
+	p := &poller{set: set, conns: map[uint64]*wsConn{}, buf: make([]byte, 64<<10), done: make(chan struct{})}
 	go p.run() // owned: close waits for it
 	return p, nil
-}
-
-func setToken(ev *unix.EpollEvent, t uint64) {
-	ev.Fd, ev.Pad = int32(uint32(t)), int32(uint32(t>>32))
-}
-
-func tokenOf(ev *unix.EpollEvent) uint64 {
-	return uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
 }
 
 // add watches c's socket (level-triggered).
@@ -113,19 +91,17 @@ func (p *poller) add(c *wsConn) error {
 		return fmt.Errorf("bench: socket: %w", err)
 	}
 	p.mu.Lock()
-	p.last++
+	p.last++ // from 1: epollset.WakeToken is 0
 	c.raw, c.token = raw, p.last
 	p.conns[c.token] = c
 	p.mu.Unlock()
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP}
-	setToken(&ev, c.token)
-	var cerr error
-	if err := raw.Control(func(fd uintptr) { cerr = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev) }); err != nil {
-		cerr = err
+	var aerr error
+	if err := raw.Control(func(fd uintptr) { aerr = p.set.Add(int(fd), unix.EPOLLIN|unix.EPOLLRDHUP, c.token) }); err != nil {
+		aerr = err
 	}
-	if cerr != nil {
+	if aerr != nil {
 		p.forget(c)
-		return fmt.Errorf("bench: epoll add: %w", cerr)
+		return fmt.Errorf("bench: %w", aerr)
 	}
 	return nil
 }
@@ -135,34 +111,22 @@ func (p *poller) forget(c *wsConn) {
 	p.mu.Lock()
 	delete(p.conns, c.token)
 	p.mu.Unlock()
-	_ = c.raw.Control(func(fd uintptr) { _ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, int(fd), nil) })
+	_ = c.raw.Control(func(fd uintptr) { _ = p.set.Remove(int(fd)) })
 }
 
 // run reads the sockets that are ready until close.
 func (p *poller) run() {
 	defer close(p.done)
-	events := make([]unix.EpollEvent, 256)
-	for {
-		n, err := unix.EpollWait(p.epfd, events, -1)
-		if errors.Is(err, unix.EINTR) {
-			continue
+	err := p.set.Serve(func(t uint64) {
+		p.mu.Lock()
+		c := p.conns[t]
+		p.mu.Unlock()
+		if c != nil {
+			p.read(c)
 		}
-		if err != nil {
-			p.fail(fmt.Errorf("bench: epoll wait: %w", err))
-			return
-		}
-		for i := range events[:n] {
-			t := tokenOf(&events[i])
-			if t == wakeToken {
-				return
-			}
-			p.mu.Lock()
-			c := p.conns[t]
-			p.mu.Unlock()
-			if c != nil {
-				p.read(c)
-			}
-		}
+	})
+	if err != nil {
+		p.fail(fmt.Errorf("bench: %w", err))
 	}
 }
 
@@ -209,10 +173,7 @@ func (p *poller) fail(err error) {
 
 // close stops the poller and waits for its goroutine.
 func (p *poller) close() {
-	var one [8]byte
-	one[0] = 1 // eventfd counts in native byte order; any nonzero value wakes
-	_, _ = unix.Write(p.wake, one[:])
+	p.set.Wake()
 	<-p.done
-	unix.Close(p.wake)
-	unix.Close(p.epfd)
+	p.set.Close()
 }
