@@ -128,8 +128,11 @@ func (r *room) addAt(msgs []*clientpb.Message, now time.Time) {
 	}
 	r.log = append(r.log, msgs...)
 	r.logEnd += uint64(len(msgs))
-	for _, s := range quiet {
-		r.flushLocked(s, now)
+	if len(quiet) > 0 { // they had everything before msgs: one frame for all
+		for _, s := range quiet {
+			s.next, s.lastFlush = r.logEnd, now
+		}
+		r.broadcastLocked(r.log[len(r.log)-len(msgs):len(r.log):len(r.log)], quiet...)
 	}
 	r.scheduleLocked(now)
 	r.mu.Unlock()
