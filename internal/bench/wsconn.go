@@ -84,22 +84,22 @@ func dialWS(ctx context.Context, target string, useJSON bool, peek func([]byte) 
 	if err != nil {
 		return nil, fmt.Errorf("bench: target %q: %w", target, err)
 	}
-	host := u.Host
-	if u.Port() == "" {
-		host = net.JoinHostPort(u.Hostname(), map[string]string{"wss": "443"}[u.Scheme]+map[string]string{"ws": "80"}[u.Scheme])
+	port := u.Port()
+	switch {
+	case u.Scheme != "ws" && u.Scheme != "wss":
+		return nil, fmt.Errorf("bench: target %q: not ws:// or wss://", target)
+	case port == "" && u.Scheme == "ws":
+		port = "80"
+	case port == "":
+		port = "443"
 	}
 	var d net.Dialer
-	nc, err := d.DialContext(ctx, "tcp", host)
+	nc, err := d.DialContext(ctx, "tcp", net.JoinHostPort(u.Hostname(), port))
 	if err != nil {
 		return nil, fmt.Errorf("bench: dial %s: %w", target, err)
 	}
-	switch u.Scheme {
-	case "ws":
-	case "wss":
+	if u.Scheme == "wss" {
 		nc = tls.Client(nc, &tls.Config{ServerName: u.Hostname()})
-	default:
-		nc.Close()
-		return nil, fmt.Errorf("bench: target %q: not ws:// or wss://", target)
 	}
 	if dl, ok := ctx.Deadline(); ok {
 		_ = nc.SetDeadline(dl)

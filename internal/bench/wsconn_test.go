@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -140,8 +141,17 @@ func TestFeedEnds(t *testing.T) {
 // TestWSConnTalksToAWebSocketServer runs a member's connection against a
 // server built on the WebSocket library the comet uses: the upgrade, a
 // login answered with an error and one answered, the room's frames read
-// by a reader, a Sync, and the server's close.
+// by a reader, a Sync, and the server's close. Read by a poller (a TCP
+// socket, on Linux) and by a goroutine (any other connection: TLS, say).
 func TestWSConnTalksToAWebSocketServer(t *testing.T) {
+	for _, wrapped := range []bool{false, true} {
+		t.Run(map[bool]string{false: "socket", true: "other connection"}[wrapped], func(t *testing.T) {
+			testWSConn(t, wrapped)
+		})
+	}
+}
+
+func testWSConn(t *testing.T, wrapped bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var logins sync.Mutex
@@ -219,6 +229,9 @@ func TestWSConnTalksToAWebSocketServer(t *testing.T) {
 	defer c.Close()
 	if err := c.login(ctx, "token", "r", false); err != nil {
 		t.Fatal(err)
+	}
+	if wrapped {
+		c.nc = struct{ net.Conn }{c.nc} // not a *net.TCPConn
 	}
 	rd.add(c)
 	for i := 0; m.delivered.Load() < 100 && i < 1000; i++ {
