@@ -129,10 +129,7 @@ func (r *room) addAt(msgs []*clientpb.Message, now time.Time) {
 	r.log = append(r.log, msgs...)
 	r.logEnd += uint64(len(msgs))
 	if len(quiet) > 0 { // they had everything before msgs: one frame for all
-		for _, s := range quiet {
-			s.next, s.lastFlush = r.logEnd, now
-		}
-		r.broadcastLocked(r.log[len(r.log)-len(msgs):len(r.log):len(r.log)], quiet...)
+		r.flushLocked(now, quiet...)
 	}
 	r.scheduleLocked(now)
 	r.mu.Unlock()
@@ -186,7 +183,7 @@ func (r *room) scheduleLocked(now time.Time) {
 		}
 		due := r.dueLocked(k, w)
 		if !now.Before(due) {
-			r.flushLocked(s, now)
+			r.flushLocked(now, s)
 			continue
 		}
 		if next.IsZero() || due.Before(next) {
@@ -254,14 +251,15 @@ func (r *room) onTimer() {
 	}
 }
 
-// flushLocked sends stripe s the messages it has not had, as one frame.
-// r.mu is held.
-func (r *room) flushLocked(s *stripe, now time.Time) {
-	first := len(r.log) - int(r.logEnd-s.next)
+// flushLocked sends stripes, which have had the same messages of the log,
+// those they have not had, as one frame. r.mu is held.
+func (r *room) flushLocked(now time.Time, stripes ...*stripe) {
+	first := len(r.log) - int(r.logEnd-stripes[0].next)
 	msgs := r.log[first:len(r.log):len(r.log)]
-	s.next = r.logEnd
-	s.lastFlush = now
-	r.broadcastLocked(msgs, s)
+	for _, s := range stripes {
+		s.next, s.lastFlush = r.logEnd, now
+	}
+	r.broadcastLocked(msgs, stripes...)
 }
 
 // trimLocked drops the messages of the log every stripe has had. The
