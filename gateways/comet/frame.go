@@ -1,7 +1,6 @@
 package comet
 
 import (
-	"encoding/binary"
 	"strings"
 	"sync"
 
@@ -9,6 +8,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/laneim/laneim/internal/wsframe"
 	"github.com/laneim/laneim/proto/clientpb"
 )
 
@@ -72,36 +72,15 @@ func encodeFailure(f *clientpb.ServerFrame, err error) *clientpb.ServerFrame {
 // message returns the frame as one whole unmasked WebSocket message,
 // built once per encoding: the bytes a server writes for it.
 func (f *frame) message(useJSON bool) []byte {
-	i, opcode := 0, byte(opBinary)
+	i, opcode := 0, byte(wsframe.Binary)
 	if useJSON {
-		i, opcode = 1, opText
+		i, opcode = 1, wsframe.Text
 	}
 	f.wsOnce[i].Do(func() {
 		p := f.bytes(useJSON)
-		f.ws[i] = append(appendHeader(make([]byte, 0, len(p)+10), opcode, len(p)), p...)
+		f.ws[i] = append(wsframe.AppendHeader(make([]byte, 0, len(p)+10), opcode, len(p), false), p...)
 	})
 	return f.ws[i]
-}
-
-// WebSocket opcodes (RFC 6455 section 5.2).
-const (
-	opText   = 0x1
-	opBinary = 0x2
-)
-
-// appendHeader appends the header of a whole unmasked WebSocket message
-// (RFC 6455 section 5.2: FIN, opcode, payload length) of n bytes to b.
-func appendHeader(b []byte, opcode byte, n int) []byte {
-	b = append(b, 0x80|opcode)
-	switch {
-	case n < 126:
-		return append(b, byte(n))
-	case n <= 0xffff:
-		return append(b, 126, byte(n>>8), byte(n))
-	default:
-		b = append(b, 127)
-		return binary.BigEndian.AppendUint64(b, uint64(n))
-	}
 }
 
 // messagesTag is the key of ServerFrame.messages (field 12, bytes).
@@ -152,7 +131,7 @@ func appendMerged(b []byte, frames []*frame, useJSON bool, ends []int) ([]byte, 
 		if j == i+1 {
 			b = append(b, frames[i].message(useJSON)...)
 		} else {
-			b = appendHeader(b, opBinary, 1+protowire.SizeVarint(uint64(size))+size)
+			b = wsframe.AppendHeader(b, wsframe.Binary, 1+protowire.SizeVarint(uint64(size))+size, false)
 			b = protowire.AppendVarint(append(b, messagesTag), uint64(size))
 			for _, f := range frames[i:j] {
 				b = append(b, f.batch()...)

@@ -3,7 +3,6 @@ package comet
 import (
 	"bufio"
 	"bytes"
-	"encoding/binary"
 	"fmt"
 	"io"
 	"log/slog"
@@ -17,6 +16,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/laneim/laneim/internal/testinfra"
+	"github.com/laneim/laneim/internal/wsframe"
 	"github.com/laneim/laneim/proto/clientpb"
 	"github.com/laneim/laneim/topics"
 )
@@ -45,21 +45,12 @@ func readMessages(t *testing.T, b []byte) (ops []byte, payloads [][]byte, ends [
 	t.Helper()
 	total := len(b)
 	for len(b) > 0 {
-		if len(b) < 2 || b[0]&0x80 == 0 || b[1]&0x80 != 0 {
-			t.Fatalf("not a whole unmasked message: % x", b[:min(len(b), 16)])
+		f, n, err := wsframe.Next(b, 1<<40)
+		if err != nil || n == 0 || !f.Fin {
+			t.Fatalf("not a whole unmasked message (%v): % x", err, b[:min(len(b), 16)])
 		}
-		op, n, h := b[0]&0x0f, int(b[1]), 2
-		switch n {
-		case 126:
-			n, h = int(binary.BigEndian.Uint16(b[2:])), 4
-		case 127:
-			n, h = int(binary.BigEndian.Uint64(b[2:])), 10
-		}
-		if len(b) < h+n {
-			t.Fatalf("message of %d bytes cut at %d", n, len(b)-h)
-		}
-		ops, payloads = append(ops, op), append(payloads, b[h:h+n])
-		b = b[h+n:]
+		ops, payloads = append(ops, f.Op), append(payloads, f.Payload)
+		b = b[n:]
 		ends = append(ends, total-len(b))
 	}
 	return ops, payloads, ends
@@ -73,7 +64,7 @@ func describe(t *testing.T, ops []byte, payloads [][]byte) []string {
 	for i, p := range payloads {
 		var f clientpb.ServerFrame
 		var err error
-		if ops[i] == opText {
+		if ops[i] == wsframe.Text {
 			err = protojson.Unmarshal(p, &f)
 		} else {
 			err = proto.Unmarshal(p, &f)
@@ -131,7 +122,7 @@ func TestAppendMerged(t *testing.T) {
 			}
 			for i, p := range payloads {
 				var f clientpb.ServerFrame
-				if ops[i] == opText {
+				if ops[i] == wsframe.Text {
 					if err := protojson.Unmarshal(p, &f); err != nil {
 						t.Fatal(err)
 					}
@@ -144,7 +135,7 @@ func TestAppendMerged(t *testing.T) {
 				t.Fatalf("%d messages arrived of %d sent", got, sent)
 			}
 			for i, p := range payloads {
-				if ops[i] == opText {
+				if ops[i] == wsframe.Text {
 					continue
 				}
 				// Every protobuf message, merged or not, is the

@@ -23,6 +23,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/laneim/laneim/gateways/comet/client"
+	"github.com/laneim/laneim/internal/wsframe"
 	"github.com/laneim/laneim/proto/clientpb"
 )
 
@@ -60,16 +61,6 @@ type wsConn struct {
 	raw   syscall.RawConn // the socket, for a poller (reader_linux.go)
 	token uint64          // the poller's key for it
 }
-
-// WebSocket opcodes (RFC 6455).
-const (
-	opCont   = 0x0
-	opText   = 0x1
-	opBinary = 0x2
-	opClose  = 0x8
-	opPing   = 0x9
-	opPong   = 0xa
-)
 
 // maxFrame bounds a server frame, as the Go client's read limit does.
 const maxFrame = 16 << 20
@@ -190,9 +181,9 @@ func (c *wsConn) readUntil(ctx context.Context, id uint64) (*clientpb.ServerFram
 func (c *wsConn) send(ctx context.Context, f *clientpb.ClientFrame) error {
 	var p []byte
 	var err error
-	op := byte(opBinary)
+	op := byte(wsframe.Binary)
 	if c.json {
-		op = opText
+		op = wsframe.Text
 		p, err = protojson.Marshal(f)
 	} else {
 		p, err = proto.Marshal(f)
@@ -222,20 +213,8 @@ func (c *wsConn) write(ctx context.Context, op byte, p []byte) error {
 // appendClientFrame appends p as one final client frame of opcode op,
 // masked with mask.
 func appendClientFrame(b []byte, op byte, p []byte, mask uint32) []byte {
-	b = append(b, 0x80|op)
-	switch n := len(p); {
-	case n < 126:
-		b = append(b, 0x80|byte(n))
-	case n <= 0xffff:
-		b = append(b, 0x80|126)
-		b = binary.BigEndian.AppendUint16(b, uint16(n))
-	default:
-		b = append(b, 0x80|127)
-		b = binary.BigEndian.AppendUint64(b, uint64(n))
-	}
-	var m [4]byte
-	binary.BigEndian.PutUint32(m[:], mask)
-	b = append(b, m[:]...)
+	b = binary.BigEndian.AppendUint32(wsframe.AppendHeader(b, op, len(p), true), mask)
+	m := b[len(b)-4:]
 	start := len(b)
 	b = append(b, p...)
 	for i := range p {
@@ -321,57 +300,33 @@ func (c *wsConn) feed(b []byte) error {
 		data = c.in
 	}
 	var err error
-	for err == nil && len(data) >= 2 {
-		fin, op := data[0]&0x80 != 0, data[0]&0x0f
-		if data[1]&0x80 != 0 {
-			err = errors.New("bench: the server masked a frame")
-			break
+	for err == nil {
+		var f wsframe.Frame
+		var n int
+		if f, n, err = wsframe.Next(data, maxFrame); n == 0 {
+			break // not a whole frame yet, or not a frame at all
 		}
-		n, h := uint64(data[1]&0x7f), 2
-		switch n {
-		case 126:
-			if len(data) < 4 {
-				break
-			}
-			n, h = uint64(binary.BigEndian.Uint16(data[2:])), 4
-		case 127:
-			if len(data) < 10 {
-				break
-			}
-			n, h = binary.BigEndian.Uint64(data[2:]), 10
-		}
-		if n >= 126 && h == 2 { // the length is not all here yet
-			break
-		}
-		if n > maxFrame {
-			err = fmt.Errorf("bench: a frame of %d bytes", n)
-			break
-		}
-		if uint64(len(data)-h) < n {
-			break
-		}
-		p := data[h : h+int(n)]
-		data = data[h+int(n):]
-		switch op {
-		case opClose:
+		data = data[n:]
+		switch f.Op {
+		case wsframe.Close:
 			err = errClosedByServer
-		case opPing:
-			_ = c.write(context.Background(), opPong, p) // a few bytes, never sent by laneIM's comets
-		case opPong:
-		case opCont:
-			c.frag = append(c.frag, p...)
-			if fin {
+		case wsframe.Ping:
+			_ = c.write(context.Background(), wsframe.Pong, f.Payload) // a few bytes, never sent by laneIM's comets
+		case wsframe.Pong:
+		case wsframe.Cont:
+			c.frag = append(c.frag, f.Payload...)
+			if f.Fin {
 				c.message(c.fragO, c.frag)
 				c.frag = c.frag[:0]
 			}
-		case opText, opBinary:
-			if !fin {
-				c.fragO, c.frag = op, append(c.frag[:0], p...)
+		case wsframe.Text, wsframe.Binary:
+			if !f.Fin {
+				c.fragO, c.frag = f.Op, append(c.frag[:0], f.Payload...)
 				continue
 			}
-			c.message(op, p)
+			c.message(f.Op, f.Payload)
 		default:
-			err = fmt.Errorf("bench: opcode %#x", op)
+			err = fmt.Errorf("bench: opcode %#x", f.Op)
 		}
 	}
 	c.in = append(c.in[:0], data...) // may overlap c.in: append moves like copy
@@ -380,12 +335,12 @@ func (c *wsConn) feed(b []byte) error {
 
 // message handles one whole message.
 func (c *wsConn) message(op byte, p []byte) {
-	if op == opBinary && c.peek(p) {
+	if op == wsframe.Binary && c.peek(p) {
 		return
 	}
 	f := new(clientpb.ServerFrame)
 	var err error
-	if op == opText {
+	if op == wsframe.Text {
 		err = protojson.Unmarshal(p, f)
 	} else {
 		err = proto.Unmarshal(p, f)
@@ -393,7 +348,7 @@ func (c *wsConn) message(op byte, p []byte) {
 	if err != nil {
 		return // not the bench's to judge: its counts will show what is missing
 	}
-	if b := f.GetMessages(); b != nil && f.GetRequestId() == 0 && op == opText {
+	if b := f.GetMessages(); b != nil && f.GetRequestId() == 0 && op == wsframe.Text {
 		c.record(b)
 		return
 	}

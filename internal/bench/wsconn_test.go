@@ -20,23 +20,15 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/laneim/laneim/gateways/comet/client"
+	"github.com/laneim/laneim/internal/wsframe"
 	"github.com/laneim/laneim/proto/clientpb"
 )
 
 // serverFrame returns p as one unmasked server frame of opcode op.
 func serverFrame(fin bool, op byte, p []byte) []byte {
-	b0 := op
-	if fin {
-		b0 |= 0x80
-	}
-	b := []byte{b0}
-	switch n := len(p); {
-	case n < 126:
-		b = append(b, byte(n))
-	case n <= 0xffff:
-		b = binary.BigEndian.AppendUint16(append(b, 126), uint16(n))
-	default:
-		b = binary.BigEndian.AppendUint64(append(b, 127), uint64(n))
+	b := wsframe.AppendHeader(nil, op, len(p), false)
+	if !fin {
+		b[0] &^= 0x80
 	}
 	return append(b, p...)
 }
@@ -83,13 +75,13 @@ func TestFeedReadsWholeFramesHoweverTheyArrive(t *testing.T) {
 	pong, _ := proto.Marshal(&clientpb.ServerFrame{RequestId: 9, Body: &clientpb.ServerFrame_Pong{Pong: &clientpb.Pong{}}})
 	jsonBatch, _ := protojson.Marshal(&clientpb.ServerFrame{Body: &clientpb.ServerFrame_Messages{Messages: &clientpb.MessageBatch{Messages: []*clientpb.Message{{Conversation: "room:r", Seq: 2}}}}})
 	var stream []byte
-	stream = append(stream, serverFrame(true, opBinary, small)...)
-	stream = append(stream, serverFrame(true, opBinary, pong)...)
-	stream = append(stream, serverFrame(true, opBinary, mid)...) // 16-bit length
-	stream = append(stream, serverFrame(true, opPong, nil)...)   // ignored
-	stream = append(stream, serverFrame(true, opText, jsonBatch)...)
-	stream = append(stream, serverFrame(false, opBinary, big[:40000])...) // fragmented, 64-bit length
-	stream = append(stream, serverFrame(true, opCont, big[40000:])...)
+	stream = append(stream, serverFrame(true, wsframe.Binary, small)...)
+	stream = append(stream, serverFrame(true, wsframe.Binary, pong)...)
+	stream = append(stream, serverFrame(true, wsframe.Binary, mid)...) // 16-bit length
+	stream = append(stream, serverFrame(true, wsframe.Pong, nil)...)   // ignored
+	stream = append(stream, serverFrame(true, wsframe.Text, jsonBatch)...)
+	stream = append(stream, serverFrame(false, wsframe.Binary, big[:40000])...) // fragmented, 64-bit length
+	stream = append(stream, serverFrame(true, wsframe.Cont, big[40000:])...)
 
 	for _, piece := range []int{1, 2, 3, 7, 125, 1000, 65536, len(stream)} {
 		t.Run(fmt.Sprint(piece), func(t *testing.T) {
@@ -124,7 +116,7 @@ func TestFeedEnds(t *testing.T) {
 		bytes []byte
 		want  error
 	}{
-		{"close", serverFrame(true, opClose, []byte{0x03, 0xe8}), errClosedByServer},
+		{"close", serverFrame(true, wsframe.Close, []byte{0x03, 0xe8}), errClosedByServer},
 		{"masked", []byte{0x82, 0x81, 1, 2, 3, 4, 5}, nil},
 		{"too big", binary.BigEndian.AppendUint64([]byte{0x82, 127}, maxFrame+1), nil},
 		{"unknown opcode", serverFrame(true, 0x3, nil), nil},
