@@ -3,6 +3,7 @@
 package bench
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -176,4 +177,9 @@ func (p *poller) close() {
 	p.set.Wake()
 	<-p.done
 	p.set.Close()
+}
+
+// ended reports whether err, from reading, ends the connection.
+func ended(err error) bool {
+	return err != nil && !errors.Is(err, unix.EAGAIN) && !errors.Is(err, unix.EINTR)
 }

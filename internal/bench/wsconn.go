@@ -154,16 +154,13 @@ func (c *wsConn) readUntil(ctx context.Context, id uint64) (*clientpb.ServerFram
 	defer c.nc.SetReadDeadline(time.Time{})
 	buf := make([]byte, 16<<10)
 	for {
-		for {
-			select {
-			case f := <-c.replies:
-				if f.GetRequestId() == id {
-					return f, nil
-				}
-				continue
-			default:
+		select {
+		case f := <-c.replies:
+			if f.GetRequestId() == id {
+				return f, nil
 			}
-			break
+			continue // a frame before the answer
+		default:
 		}
 		n, err := c.nc.Read(buf)
 		if n > 0 {
@@ -249,6 +246,24 @@ func (c *wsConn) do(ctx context.Context, f *clientpb.ClientFrame) (*clientpb.Ser
 	}
 }
 
+// ask sends f with a fresh request id and reads its answer (readUntil),
+// before a reader has the connection; an Error answer is returned as
+// *client.Error.
+func (c *wsConn) ask(ctx context.Context, f *clientpb.ClientFrame) (*clientpb.ServerFrame, error) {
+	f.RequestId = c.nextID.Add(1)
+	if err := c.send(ctx, f); err != nil {
+		return nil, err
+	}
+	r, err := c.readUntil(ctx, f.RequestId)
+	if err != nil {
+		return nil, err
+	}
+	if e := r.GetError(); e != nil {
+		return r, client.ErrorOf(e)
+	}
+	return r, nil
+}
+
 // login logs in with the room in the same round trip (or, if separately,
 // joins it after), before a reader has the connection.
 func (c *wsConn) login(ctx context.Context, token, room string, separately bool) error {
@@ -256,27 +271,13 @@ func (c *wsConn) login(ctx context.Context, token, room string, separately bool)
 	if separately {
 		join = nil
 	}
-	id := c.nextID.Add(1)
-	if err := c.send(ctx, &clientpb.ClientFrame{RequestId: id, Body: &clientpb.ClientFrame_Login{Login: &clientpb.Login{Token: token, Device: "bench", Join: join}}}); err != nil {
-		return err
-	}
-	r, err := c.readUntil(ctx, id)
+	r, err := c.ask(ctx, &clientpb.ClientFrame{Body: &clientpb.ClientFrame_Login{Login: &clientpb.Login{Token: token, Device: "bench", Join: join}}})
 	if err != nil {
-		return err
-	}
-	if e := r.GetError(); e != nil {
-		return fmt.Errorf("bench: login: %w", client.ErrorOf(e))
+		return fmt.Errorf("bench: login: %w", err)
 	}
 	if separately {
-		id = c.nextID.Add(1)
-		if err := c.send(ctx, &clientpb.ClientFrame{RequestId: id, Body: &clientpb.ClientFrame_Join{Join: &clientpb.JoinRoom{Room: room}}}); err != nil {
-			return err
-		}
-		if r, err = c.readUntil(ctx, id); err != nil {
-			return err
-		}
-		if e := r.GetError(); e != nil {
-			return fmt.Errorf("bench: join %s: %w", room, client.ErrorOf(e))
+		if _, err := c.ask(ctx, &clientpb.ClientFrame{Body: &clientpb.ClientFrame_Join{Join: &clientpb.JoinRoom{Room: room}}}); err != nil {
+			return fmt.Errorf("bench: join %s: %w", room, err)
 		}
 		return nil
 	}
@@ -369,8 +370,3 @@ func (c *wsConn) end(err error) {
 
 // Close ends the connection.
 func (c *wsConn) Close() { c.end(net.ErrClosed) }
-
-// ended reports whether err, from reading, ends the connection.
-func ended(err error) bool {
-	return err != nil && !errors.Is(err, syscall.EAGAIN) && !errors.Is(err, syscall.EINTR)
-}
