@@ -13,20 +13,29 @@ import (
 	"github.com/laneim/laneim/internal/embedded"
 )
 
+// startRedis starts an embedded Redis and returns a client of it with
+// poolSize connections (0: go-redis's default) and a context of 30s, all
+// stopped when the test ends.
+func startRedis(t *testing.T, poolSize int) (context.Context, *redis.Client) {
+	t.Helper()
+	srv, err := embedded.StartRedis("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), PoolSize: poolSize})
+	t.Cleanup(func() { rdb.Close() })
+	return ctx, rdb
+}
+
 // TestRedisAnswersPipelines: the embedded Redis, whose replies wait
 // while it answers a pipeline (replyConn), answers pipelines of every
 // size, large replies, transactions, scripts, blocking commands and
 // pub/sub right, from several clients at once.
 func TestRedisAnswersPipelines(t *testing.T) {
-	srv, err := embedded.StartRedis("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), PoolSize: 8})
-	defer rdb.Close()
+	ctx, rdb := startRedis(t, 8)
 
 	t.Run("pipelines", func(t *testing.T) {
 		var g errgroup.Group
@@ -118,15 +127,7 @@ func TestRedisAnswersPipelines(t *testing.T) {
 // and wider than any of laneIM's still runs: calls nested 40 deep, 200
 // arguments, a table of 10,000 values, 50 redis.call each way.
 func TestRedisScriptsFitItsLuaStates(t *testing.T) {
-	srv, err := embedded.StartRedis("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
-	defer rdb.Close()
+	ctx, rdb := startRedis(t, 0)
 	script := redis.NewScript(`
 local function deep(n) if n == 0 then return 0 end return 1 + deep(n - 1) end
 local t = {}

@@ -11,22 +11,30 @@ import (
 	"github.com/laneim/laneim/internal/epollset"
 )
 
-func TestSet(t *testing.T) {
+// setAndPair returns a new set and the two ends of a socket pair, all
+// closed when the test ends.
+func setAndPair(t *testing.T) (*epollset.Set, [2]int) {
+	t.Helper()
 	s, err := epollset.New()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	t.Cleanup(s.Close)
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer unix.Close(fds[0])
-	defer unix.Close(fds[1])
+	t.Cleanup(func() { unix.Close(fds[0]); unix.Close(fds[1]) })
+	return s, [2]int(fds)
+}
+
+func TestSet(t *testing.T) {
+	s, fds := setAndPair(t)
 	events := make([]unix.EpollEvent, 8)
 	tokens := make([]uint64, 0, 8)
 	wait := func() []uint64 {
 		t.Helper()
+		var err error
 		if tokens, err = s.Wait(tokens, events); err != nil {
 			t.Fatal(err)
 		}
@@ -75,17 +83,7 @@ func TestSet(t *testing.T) {
 }
 
 func TestServeHandsTokensUntilWake(t *testing.T) {
-	s, err := epollset.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(fds[0])
-	defer unix.Close(fds[1])
+	s, fds := setAndPair(t)
 	if err := s.Add(fds[0], unix.EPOLLIN|unix.EPOLLONESHOT, 5); err != nil {
 		t.Fatal(err)
 	}
