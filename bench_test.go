@@ -50,6 +50,11 @@ func TestBenchOnDevCluster(t *testing.T) {
 		Frames    int64   `json:"frames_received"`
 		Bytes     int64   `json:"bytes_received"`
 		BytesPerS float64 `json:"bytes_per_second"`
+		// The cluster's own histograms (internal/bench/stages.go).
+		RoutingAge float64 `json:"routing_age_p99_ms"`
+		CometAge   float64 `json:"comet_age_p99_ms"`
+		WriteLag   float64 `json:"write_lag_p99_ms"`
+		Latency    float64 `json:"latency_p99_ms"`
 	}
 	if err := json.Unmarshal(lines[len(lines)-1], &r); err != nil {
 		t.Fatalf("last line is not the JSON result: %v\n%s", err, stdout.String())
@@ -64,6 +69,15 @@ func TestBenchOnDevCluster(t *testing.T) {
 	// at least each message's 8-byte send time.
 	if r.Frames <= 0 || r.Bytes < 8*r.Delivered || r.BytesPerS <= 0 {
 		t.Errorf("%d frames, %d bytes (%.0f/s) for %d deliveries: want frames and their bytes counted", r.Frames, r.Bytes, r.BytesPerS, r.Delivered)
+	}
+	// Each stage is a part of the latency the members measured.
+	for _, st := range []struct {
+		name string
+		p99  float64
+	}{{"submitted→routing", r.RoutingAge}, {"routed→comet", r.CometAge}, {"flush→write", r.WriteLag}} {
+		if st.p99 <= 0 || st.p99 > r.Latency*1.1+1 {
+			t.Errorf("%s p99 %.2f ms (latency p99 %.2f ms): want it read from the cluster's metrics, and within the latency", st.name, st.p99, r.Latency)
+		}
 	}
 	if r.Logins <= 0 || r.LoginCPU <= 0 || r.Cluster == "" {
 		t.Errorf("login rate %.1f, %.2f ms of CPU per login, cluster %q: want all reported", r.Logins, r.LoginCPU, r.Cluster)

@@ -137,6 +137,8 @@ type Comet struct {
 	struckOutRefused atomic.Int64
 
 	userLimits userLimits // request budgets per user (limits.go)
+
+	lat latency // latency histograms (latency.go)
 }
 
 // New returns a Comet publishing client requests with pub. Call Start to
@@ -159,8 +161,8 @@ func New(cfg Config, pub message.Publisher, logger *slog.Logger) (*Comet, error)
 	c := &Comet{
 		cfg: cfg, pub: pub, logger: logger, bootID: hex.EncodeToString(b[:]),
 		conns: map[string]*conn{}, users: map[string]*smallSet[*conn]{}, byAddress: map[string]int{}, strikes: strikes{m: map[string]*strike{}}, rooms: map[string]*room{},
-		userLimits: userLimits{m: map[string]*userLimit{}},
-		stop:       make(chan struct{}), shedNow: make(chan struct{}, 1), ctx: ctx, cancel: cancel,
+		userLimits: userLimits{m: map[string]*userLimit{}}, lat: newLatency(cfg.ID),
+		stop: make(chan struct{}), shedNow: make(chan struct{}, 1), ctx: ctx, cancel: cancel,
 	}
 	c.ready.cond.L = &c.ready.mu
 	return c, nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/coder/websocket"
@@ -66,6 +67,9 @@ func (c *Comet) Deliver(d *topicpb.Delivery) {
 		}
 	}
 	if f != nil {
+		if f.GetRequestId() == 0 { // live messages, not an answer's
+			c.lat.observeAge(f.GetMessages().GetMessages(), time.Now())
+		}
 		if batch := f.GetMessages(); batch != nil && d.GetRoom() != "" && ctl.GetClose() == "" {
 			c.mu.RLock()
 			rm := c.rooms[d.GetRoom()]

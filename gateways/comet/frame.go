@@ -3,6 +3,7 @@ package comet
 import (
 	"strings"
 	"sync"
+	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -34,6 +35,9 @@ type frame struct {
 	// may merge with the next frames of the room (see batch); "" for
 	// any other frame.
 	conv string
+	// flushed is when a room's frame was flushed, for the write lag
+	// (latency.go); zero for any other frame.
+	flushed time.Time
 }
 
 func newFrame(f *clientpb.ServerFrame) *frame { return &frame{msg: f} }

@@ -164,6 +164,7 @@ func registerMetrics(reg *prometheus.Registry, c *Comet) error {
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "laneim_comet_requests_unanswered_total", Help: "Requests answered UNAVAILABLE by the comet because the pipeline's answer did not come within the request timeout.", ConstLabels: labels}, stat(func(s Stats) int64 { return s.Unanswered })),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "laneim_comet_repeats_dropped_total", Help: "Messages dropped because they repeated a (conversation, seq) already queued: once per room for room messages, once per connection for direct ones.", ConstLabels: labels}, stat(func(s Stats) int64 { return s.RepeatsDropped })),
 	}
+	cs = append(cs, c.lat.collectors()...)
 	for _, col := range cs {
 		if err := reg.Register(col); err != nil {
 			return fmt.Errorf("comet: metrics: %w", err)

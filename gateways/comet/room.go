@@ -289,7 +289,7 @@ func (r *room) broadcastLocked(msgs []*clientpb.Message, stripes ...*stripe) {
 		return
 	}
 	f := newFrame(&clientpb.ServerFrame{Body: &clientpb.ServerFrame_Messages{Messages: &clientpb.MessageBatch{Messages: msgs}}})
-	f.conv = r.conv
+	f.conv, f.flushed = r.conv, time.Now()
 	claimed := make([]*conn, 0, n)
 	for _, s := range stripes {
 		for cn := range s.members {

@@ -152,6 +152,9 @@ func (cn *conn) writeClaimed() {
 			whole++
 		}
 		c.framesSent.Add(int64(whole))
+		if t := frames[0].flushed; whole > 0 && !t.IsZero() {
+			c.lat.writeLag.Observe(time.Since(t).Seconds())
+		}
 		if n < len(b) {
 			// The rest as raw bytes: a merged message has no frame.
 			raw := b[n:]

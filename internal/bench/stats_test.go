@@ -1,8 +1,16 @@
 package bench
 
 import (
+	"context"
+	"fmt"
+	"math"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 func TestHistogramQuantiles(t *testing.T) {
@@ -109,5 +117,75 @@ func TestPushers(t *testing.T) {
 		if got := pushers(tt.rate); got != tt.want {
 			t.Errorf("pushers(%d) = %d, want %d", tt.rate, got, tt.want)
 		}
+	}
+}
+
+func TestBucketsQuantile(t *testing.T) {
+	inf := math.Inf(1)
+	// 10 values up to 1ms, 80 in (1ms, 2ms], 10 in (2ms, 4ms].
+	b := buckets{0.001: 10, 0.002: 90, 0.004: 100, inf: 100}
+	tests := []struct {
+		name string
+		b    buckets
+		q    float64
+		want time.Duration
+	}{
+		{"empty", buckets{}, 0.5, 0},
+		{"nothing recorded", buckets{0.001: 0, inf: 0}, 0.99, 0},
+		{"in the first bucket, from 0", b, 0.05, 500 * time.Microsecond},
+		{"interpolated", b, 0.5, 1500 * time.Microsecond},
+		{"at a bound", b, 0.9, 2 * time.Millisecond},
+		{"in the last finite bucket", b, 0.95, 3 * time.Millisecond},
+		{"everything", b, 1, 4 * time.Millisecond},
+		{"in +Inf: the largest finite bound", buckets{0.001: 1, inf: 10}, 0.99, time.Millisecond},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.b.quantile(tc.q); got < tc.want-time.Microsecond || got > tc.want+time.Microsecond {
+				t.Fatalf("quantile(%v) = %v, want %v", tc.q, got, tc.want)
+			}
+		})
+	}
+	later := buckets{0.001: 15, 0.002: 95, 0.004: 110, inf: 112}
+	d := later.minus(b)
+	if d[0.001] != 5 || d[0.002] != 5 || d[0.004] != 10 || d[inf] != 12 {
+		t.Fatalf("minus = %v", d)
+	}
+	if got := d.quantile(0.99); got != 4*time.Millisecond {
+		t.Fatalf("the difference's p99 = %v, want 4ms (2 of 12 beyond the last bound)", got)
+	}
+}
+
+// TestScrapeStages reads a stage histogram from a real registry's
+// /metrics, summed over two processes, and its quantiles come back.
+func TestScrapeStages(t *testing.T) {
+	var admin []string
+	for i := range 2 {
+		reg := prometheus.NewRegistry()
+		h := prometheus.NewHistogram(prometheus.HistogramOpts{Name: writeLagMetric, Help: "h", Buckets: prometheus.ExponentialBuckets(0.001, 1.1, 90),
+			ConstLabels: prometheus.Labels{"comet": fmt.Sprint("c", i)}})
+		reg.MustRegister(h)
+		for j := range 100 {
+			h.Observe(float64(j+1) / 1000) // 1ms to 100ms
+		}
+		srv := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		t.Cleanup(srv.Close)
+		admin = append(admin, strings.TrimPrefix(srv.URL, "http://"))
+	}
+	got := scrapeStages(context.Background(), append(admin, "127.0.0.1:1")) // and one that cannot be read
+	b := got[writeLagMetric]
+	if n := b[math.Inf(1)]; n != 200 {
+		t.Fatalf("%v observations, want 200", n)
+	}
+	for _, tc := range []struct {
+		q    float64
+		want time.Duration
+	}{{0.5, 50 * time.Millisecond}, {0.99, 99 * time.Millisecond}} {
+		if d := b.quantile(tc.q); d < tc.want*9/10 || d > tc.want*11/10 {
+			t.Errorf("quantile(%v) = %v, want %v within 10%%", tc.q, d, tc.want)
+		}
+	}
+	if n := got[cometAgeMetric][math.Inf(1)]; n != 0 {
+		t.Fatalf("%v observations of a histogram nobody exports", n)
 	}
 }

@@ -146,6 +146,7 @@ func (g *guardedStore) AssignMany(ctx context.Context, conversation string, subs
 // timeout.
 func (h *Handler) handle(ctx context.Context, sub *topicpb.Submitted, msg *message.Message) error {
 	subs := topics.SplitSubmitted(sub)
+	h.observeAges(subs)
 	waiting := true
 	for _, s := range subs {
 		waiting = waiting && s.GetOrigin() != nil

@@ -17,6 +17,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/laneim/laneim/proto/clientpb"
@@ -171,6 +172,8 @@ type Handler struct {
 
 	// rateLimited counts messages refused for the user send rate.
 	rateLimited atomic.Int64
+	// age is the submissions' age when routing takes them (Ages).
+	age prometheus.Histogram
 }
 
 // RateLimited returns how many client messages were refused because
@@ -188,8 +191,18 @@ func New(cfg Config, store Store, pub message.Publisher, logger *slog.Logger) (*
 		return nil, errors.New("routing: a store and a publisher are required")
 	}
 	return &Handler{cfg: cfg, store: newGuardedStore(store), pub: pub, logger: pipeline.Logger(logger),
-		breaker: pipeline.Breaker{CoolDown: cfg.CoolDown}}, nil
+		breaker: pipeline.Breaker{CoolDown: cfg.CoolDown},
+		age: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "laneim_routing_submission_age_seconds",
+			Help: "Age of a submitted message when routing takes it: from its submission at a comet or the api gateway (Submitted.submitted_unix_ms, millisecond resolution; another machine's clock skew adds to it) to now, retries included.",
+			// 1ms to about 5s, each bucket 10% wider than the last (as the comet's).
+			Buckets: prometheus.ExponentialBuckets(0.001, 1.1, 90),
+		})}, nil
 }
+
+// Ages returns the histogram of the submissions' age when routing takes
+// them, for a metrics registry.
+func (h *Handler) Ages() prometheus.Collector { return h.age }
 
 // Pipeline returns the pipeline handler consuming topics.Submitted with
 // Handle, bounded and answering UNAVAILABLE on failure (see guard.go).
@@ -234,7 +247,20 @@ func (r *refusal) frame(req uint64) *clientpb.ServerFrame {
 // published twice (a failure after its publish); downstream is idempotent
 // on conversation+seq, and comets drop what they already sent.
 func (h *Handler) Handle(ctx context.Context, sub *topicpb.Submitted, _ *message.Message) error {
-	return h.route(ctx, topics.SplitSubmitted(sub))
+	subs := topics.SplitSubmitted(sub)
+	h.observeAges(subs)
+	return h.route(ctx, subs)
+}
+
+// observeAges records the age of the submissions that carry their
+// submission time.
+func (h *Handler) observeAges(subs []*topicpb.Submitted) {
+	now := time.Now().UnixMilli()
+	for _, s := range subs {
+		if t := s.GetSubmittedUnixMs(); t > 0 {
+			h.age.Observe(float64(max(now-t, 0)) / 1e3)
+		}
+	}
 }
 
 // route routes subs, in order, in runs (see Handle).

@@ -23,12 +23,16 @@ var Module = fx.Module(Name,
 		if err != nil {
 			return pipeline.Handler{}, err
 		}
-		err = m.Registry.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "laneim_routing_rate_limited_total",
-			Help: "Client messages refused with RATE_LIMITED: their sender passed --user-send-rate across the cluster.",
-		}, func() float64 { return float64(h.RateLimited()) }))
-		if err != nil {
-			return pipeline.Handler{}, err
+		for _, c := range []prometheus.Collector{
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "laneim_routing_rate_limited_total",
+				Help: "Client messages refused with RATE_LIMITED: their sender passed --user-send-rate across the cluster.",
+			}, func() float64 { return float64(h.RateLimited()) }),
+			h.Ages(),
+		} {
+			if err := m.Registry.Register(c); err != nil {
+				return pipeline.Handler{}, err
+			}
 		}
 		return h.Pipeline(), nil
 	}),
