@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -18,9 +20,10 @@ import (
 
 // readers reads members' connections with a few pollers, each an epoll
 // instance and its goroutine: a ready socket is read once, up to 64 KiB,
-// and the whole frames it held are handed to the connection's feed. Each
-// socket stays in the runtime's own poller's set too; an event there with
-// no goroutine waiting is harmless. A connection a poller cannot read
+// and the whole frames it held are handed to the connection's feed. A
+// poller takes the socket out of the runtime's own poller (rawSocket):
+// there each frame woke a thread that found no goroutine waiting, on the
+// cores the cluster measured shares. A connection a poller cannot read
 // (TLS) gets a goroutine of its own.
 type readers struct {
 	pollers []*poller
@@ -85,24 +88,22 @@ func newPoller() (*poller, error) {
 	return p, nil
 }
 
-// add watches c's socket (level-triggered).
+// add takes c's socket from its net.Conn (rawSocket) and watches it
+// (level-triggered).
 func (p *poller) add(c *wsConn) error {
-	raw, err := c.nc.(*net.TCPConn).SyscallConn()
+	sock, err := takeSocket(c.nc.(*net.TCPConn))
 	if err != nil {
-		return fmt.Errorf("bench: socket: %w", err)
+		return err
 	}
+	c.sock.Store(sock)
 	p.mu.Lock()
 	p.last++ // from 1: epollset.WakeToken is 0
-	c.raw, c.token = raw, p.last
+	c.token = p.last
 	p.conns[c.token] = c
 	p.mu.Unlock()
-	var aerr error
-	if err := raw.Control(func(fd uintptr) { aerr = p.set.Add(int(fd), unix.EPOLLIN|unix.EPOLLRDHUP, c.token) }); err != nil {
-		aerr = err
-	}
-	if aerr != nil {
+	if err := sock.do(func(fd int) error { return p.set.Add(fd, unix.EPOLLIN|unix.EPOLLRDHUP, c.token) }); err != nil {
 		p.forget(c)
-		return fmt.Errorf("bench: %w", aerr)
+		return fmt.Errorf("bench: %w", err)
 	}
 	return nil
 }
@@ -112,7 +113,7 @@ func (p *poller) forget(c *wsConn) {
 	p.mu.Lock()
 	delete(p.conns, c.token)
 	p.mu.Unlock()
-	_ = c.raw.Control(func(fd uintptr) { _ = p.set.Remove(int(fd)) })
+	_ = c.sock.Load().do(p.set.Remove)
 }
 
 // run reads the sockets that are ready until close.
@@ -131,14 +132,14 @@ func (p *poller) run() {
 	}
 }
 
-// read reads c once. The read happens inside RawConn.Read, which keeps
-// the descriptor from being closed (and reused) meanwhile.
+// read reads c once (rawSocket.do keeps the descriptor from being
+// closed, and its number reused, meanwhile).
 func (p *poller) read(c *wsConn) {
 	var n int
 	var rerr error
-	err := c.raw.Read(func(fd uintptr) bool {
-		n, rerr = unix.Read(int(fd), p.buf)
-		return true
+	err := c.sock.Load().do(func(fd int) error {
+		n, rerr = unix.Read(fd, p.buf)
+		return nil
 	})
 	switch {
 	case err != nil: // closed by its member
@@ -182,4 +183,83 @@ func (p *poller) close() {
 // ended reports whether err, from reading, ends the connection.
 func ended(err error) bool {
 	return err != nil && !errors.Is(err, unix.EAGAIN) && !errors.Is(err, unix.EINTR)
+}
+
+// rawSocket is a member's socket owned by a poller: a duplicate of its
+// net.Conn's descriptor, whose net.Conn is closed, so that the socket is
+// in the poller's epoll set only. The duplicate shares the socket's
+// open file description, non-blocking as the runtime made it. Reads,
+// writes and epoll changes hold mu shared and close holds it alone, so
+// a closed descriptor's number, which the next socket may get, is never
+// used.
+type rawSocket struct {
+	mu sync.RWMutex
+	fd int // -1 once closed
+}
+
+// takeSocket duplicates nc's descriptor and closes nc.
+func takeSocket(nc *net.TCPConn) (*rawSocket, error) {
+	raw, err := nc.SyscallConn()
+	if err != nil {
+		return nil, fmt.Errorf("bench: socket: %w", err)
+	}
+	fd, derr := -1, error(nil)
+	if err := raw.Control(func(f uintptr) { fd, derr = unix.FcntlInt(f, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		derr = err
+	}
+	if derr != nil {
+		return nil, fmt.Errorf("bench: socket: dup: %w", derr)
+	}
+	nc.Close() // the runtime forgets it; the socket lives on in fd
+	return &rawSocket{fd: fd}, nil
+}
+
+// do runs f on the descriptor, or fails with net.ErrClosed once closed.
+func (s *rawSocket) do(f func(fd int) error) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.fd < 0 {
+		return net.ErrClosed
+	}
+	return f(s.fd)
+}
+
+// write writes all of b by deadline, waiting with poll(2) while the
+// socket's buffer is full.
+func (s *rawSocket) write(b []byte, deadline time.Time) error {
+	return s.do(func(fd int) error {
+		for len(b) > 0 {
+			n, err := unix.Write(fd, b)
+			if n > 0 {
+				b = b[n:]
+				continue
+			}
+			switch {
+			case errors.Is(err, unix.EINTR):
+				continue
+			case !errors.Is(err, unix.EAGAIN):
+				return err
+			}
+			wait := time.Until(deadline)
+			if wait <= 0 {
+				return os.ErrDeadlineExceeded
+			}
+			if _, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}, int(wait.Milliseconds())+1); err != nil && !errors.Is(err, unix.EINTR) {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// close shuts the socket down, which ends a write waiting in poll, and
+// closes the descriptor.
+func (s *rawSocket) close() {
+	_ = s.do(func(fd int) error { return unix.Shutdown(fd, unix.SHUT_RDWR) })
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fd >= 0 {
+		unix.Close(s.fd)
+		s.fd = -1
+	}
 }

@@ -2,7 +2,11 @@
 
 package bench
 
-import "sync"
+import (
+	"errors"
+	"sync"
+	"time"
+)
 
 // readers reads members' connections, each in a goroutine of its own
 // (a poller, reader_linux.go, is Linux's).
@@ -17,3 +21,9 @@ func (r *readers) add(c *wsConn) { goRead(c, &r.wg) }
 // since.
 func (r *readers) close() {}
 func (r *readers) wait()  { r.wg.Wait() }
+
+// rawSocket is the socket a poller owns on Linux; there is none here.
+type rawSocket struct{}
+
+func (*rawSocket) write([]byte, time.Time) error { return errors.New("bench: no poller on this OS") }
+func (*rawSocket) close()                        {}

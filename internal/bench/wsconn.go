@@ -16,7 +16,6 @@ import (
 	"net/url"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
@@ -58,8 +57,10 @@ type wsConn struct {
 	err     error         // why it ended; set before done is closed
 	done    chan struct{} // closed when the connection has ended
 
-	raw   syscall.RawConn // the socket, for a poller (reader_linux.go)
-	token uint64          // the poller's key for it
+	// sock is the socket once a poller owns it (reader_linux.go): nc
+	// is closed then, and reads, writes and the close go through sock.
+	sock  atomic.Pointer[rawSocket]
+	token uint64 // the poller's key for it
 }
 
 // maxFrame bounds a server frame, as the Go client's read limit does.
@@ -199,6 +200,12 @@ func (c *wsConn) write(ctx context.Context, op byte, p []byte) error {
 	dl, ok := ctx.Deadline()
 	if !ok {
 		dl = time.Now().Add(10 * time.Second)
+	}
+	if sock := c.sock.Load(); sock != nil {
+		if err := sock.write(b, dl); err != nil {
+			return fmt.Errorf("bench: write: %w", err)
+		}
+		return nil
 	}
 	_ = c.nc.SetWriteDeadline(dl)
 	if _, err := c.nc.Write(b); err != nil {
@@ -363,6 +370,9 @@ func (c *wsConn) message(op byte, p []byte) {
 func (c *wsConn) end(err error) {
 	c.endOnce.Do(func() {
 		c.err = err
+		if sock := c.sock.Load(); sock != nil {
+			sock.close()
+		}
 		c.nc.Close()
 		close(c.done)
 	})
