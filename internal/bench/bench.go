@@ -275,7 +275,16 @@ type member struct {
 // every other frame to the connection's replies.
 func (m *member) peek(data []byte) bool {
 	now := time.Now().UnixNano()
-	n, ok := scanBatch(data, m.conversation, func(seq uint64, sent int64) { m.got(now, seq, sent) })
+	var buf [64]uint64 // the frame's seqs, recorded under one lock
+	seqs := buf[:0]
+	n, ok := scanBatch(data, m.conversation, func(seq uint64, sent int64) {
+		m.lat.record(time.Duration(now - sent))
+		if seqs = append(seqs, seq); len(seqs) == cap(buf) {
+			m.seqs.addAll(seqs)
+			seqs = seqs[:0]
+		}
+	})
+	m.seqs.addAll(seqs)
 	if !ok {
 		return false
 	}

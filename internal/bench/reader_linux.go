@@ -72,9 +72,8 @@ type poller struct {
 	set *epollset.Set
 
 	mu    sync.Mutex
-	conns map[uint64]*wsConn // by token
-	last  uint64
-	buf   []byte // run's
+	conns []*wsConn // by token - 1; nil once forgotten
+	buf   []byte    // run's
 	done  chan struct{}
 }
 
@@ -83,7 +82,7 @@ func newPoller() (*poller, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bench: %w", err)
 	}
-	p := &poller{set: set, conns: map[uint64]*wsConn{}, buf: make([]byte, 64<<10), done: make(chan struct{})}
+	p := &poller{set: set, buf: make([]byte, 64<<10), done: make(chan struct{})}
 	go p.run() // owned: close waits for it
 	return p, nil
 }
@@ -97,9 +96,8 @@ func (p *poller) add(c *wsConn) error {
 	}
 	c.sock.Store(sock)
 	p.mu.Lock()
-	p.last++ // from 1: epollset.WakeToken is 0
-	c.token = p.last
-	p.conns[c.token] = c
+	p.conns = append(p.conns, c)
+	c.token = uint64(len(p.conns)) // from 1: epollset.WakeToken is 0
 	p.mu.Unlock()
 	if err := sock.do(func(fd int) error { return p.set.Add(fd, unix.EPOLLIN|unix.EPOLLRDHUP, c.token) }); err != nil {
 		p.forget(c)
@@ -111,7 +109,7 @@ func (p *poller) add(c *wsConn) error {
 // forget stops watching c.
 func (p *poller) forget(c *wsConn) {
 	p.mu.Lock()
-	delete(p.conns, c.token)
+	p.conns[c.token-1] = nil
 	p.mu.Unlock()
 	_ = c.sock.Load().do(p.set.Remove)
 }
@@ -120,8 +118,11 @@ func (p *poller) forget(c *wsConn) {
 func (p *poller) run() {
 	defer close(p.done)
 	err := p.set.Serve(func(t uint64) {
+		var c *wsConn
 		p.mu.Lock()
-		c := p.conns[t]
+		if t-1 < uint64(len(p.conns)) {
+			c = p.conns[t-1]
+		}
 		p.mu.Unlock()
 		if c != nil {
 			p.read(c)
@@ -162,11 +163,13 @@ func (p *poller) read(c *wsConn) {
 // fail ends every connection when epoll itself fails.
 func (p *poller) fail(err error) {
 	p.mu.Lock()
-	conns := make([]*wsConn, 0, len(p.conns))
+	var conns []*wsConn
 	for _, c := range p.conns {
-		conns = append(conns, c)
+		if c != nil {
+			conns = append(conns, c)
+		}
 	}
-	p.conns = map[uint64]*wsConn{}
+	clear(p.conns) // tokens stay valid: forget may still come
 	p.mu.Unlock()
 	for _, c := range conns {
 		c.end(err)

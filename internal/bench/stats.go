@@ -13,7 +13,8 @@ import (
 type histogram struct {
 	buckets [64 * 16]atomic.Int64
 	max     atomic.Int64
-	count   atomic.Int64
+	// No count: the readers on several cores would all add to that one
+	// word for every message. quantile sums the buckets instead.
 }
 
 // bucketOf maps a duration in µs to a bucket: 16 sub-buckets per power of two.
@@ -46,7 +47,6 @@ func (h *histogram) record(d time.Duration) {
 		b = len(h.buckets) - 1
 	}
 	h.buckets[b].Add(1)
-	h.count.Add(1)
 	for {
 		m := h.max.Load()
 		if us <= m || h.max.CompareAndSwap(m, us) {
@@ -57,7 +57,10 @@ func (h *histogram) record(d time.Duration) {
 
 // quantile returns the q-quantile (0 < q <= 1).
 func (h *histogram) quantile(q float64) time.Duration {
-	n := h.count.Load()
+	var n int64
+	for b := range h.buckets {
+		n += h.buckets[b].Load()
+	}
 	if n == 0 {
 		return 0
 	}
@@ -83,20 +86,25 @@ type seqSet struct {
 	total int64
 }
 
-func (s *seqSet) add(seq uint64) {
+func (s *seqSet) add(seq uint64) { s.addAll([]uint64{seq}) }
+
+// addAll records seqs, under one lock (a frame's messages).
+func (s *seqSet) addAll(seqs []uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.total++
-	w := int(seq / 64)
-	for w >= len(s.bits) {
-		s.bits = append(s.bits, 0)
+	for _, seq := range seqs {
+		s.total++
+		w := int(seq / 64)
+		for w >= len(s.bits) {
+			s.bits = append(s.bits, 0)
+		}
+		m := uint64(1) << (seq % 64)
+		if s.bits[w]&m != 0 {
+			s.dups++
+			continue
+		}
+		s.bits[w] |= m
 	}
-	m := uint64(1) << (seq % 64)
-	if s.bits[w]&m != 0 {
-		s.dups++
-		return
-	}
-	s.bits[w] |= m
 }
 
 // addNew records seq if it was not received yet and reports whether it
