@@ -18,10 +18,11 @@ import (
 //     its write to a member's socket, the ready list's and the kernel's
 //     part, observed per member.
 //
-// What is left of a delivery's latency is the room's wait for its flush
-// (at most one window, see room), the hop from the sender to routing,
-// and the client's read. `laneim bench` reports both histograms' p50 and
-// p99 beside the latency its members measured.
+// The way from the sender to routing is routing's own histogram
+// (laneim_routing_submission_age_seconds); what is left of a delivery's
+// latency is the room's wait for its flush (at most one window, see
+// room) and the client's read. `laneim bench` reports the three
+// histograms' p50 and p99 beside the latency its members measured.
 
 // latencyBuckets run from 1ms to about 5s, each 10% wider than the last,
 // so a quantile read from them (interpolated within its bucket) is within
