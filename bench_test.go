@@ -53,6 +53,7 @@ func TestBenchOnDevCluster(t *testing.T) {
 		// The cluster's own histograms (internal/bench/stages.go).
 		RoutingAge float64 `json:"routing_age_p99_ms"`
 		CometAge   float64 `json:"comet_age_p99_ms"`
+		RoomWait   float64 `json:"room_wait_p99_ms"`
 		WriteLag   float64 `json:"write_lag_p99_ms"`
 		Latency    float64 `json:"latency_p99_ms"`
 	}
@@ -74,7 +75,7 @@ func TestBenchOnDevCluster(t *testing.T) {
 	for _, st := range []struct {
 		name string
 		p99  float64
-	}{{"submitted→routing", r.RoutingAge}, {"routed→comet", r.CometAge}, {"flush→write", r.WriteLag}} {
+	}{{"submitted→routing", r.RoutingAge}, {"routed→comet", r.CometAge}, {"room wait", r.RoomWait}, {"flush→write", r.WriteLag}} {
 		if st.p99 <= 0 || st.p99 > r.Latency*1.1+1 {
 			t.Errorf("%s p99 %.2f ms (latency p99 %.2f ms): want it read from the cluster's metrics, and within the latency", st.name, st.p99, r.Latency)
 		}

@@ -14,14 +14,16 @@ import (
 //   - its age when its Delivery reaches the comet: from the server time
 //     routing gave it to now, the pipeline's part (routing, fan-out,
 //     and the Kafka hops between them and the comet);
+//   - a room message's wait: from its arrival at the room to its flush
+//     to a stripe (see room), observed per stripe flushed: the window's
+//     part, up to one window while the room is busy, none when quiet;
 //   - a room frame's write lag: from the room's flush of the frame to
 //     its write to a member's socket, the ready list's and the kernel's
 //     part, observed per member.
 //
 // The way from the sender to routing is routing's own histogram
 // (laneim_routing_submission_age_seconds); what is left of a delivery's
-// latency is the room's wait for its flush (at most one window, see
-// room) and the client's read. `laneim bench` reports the three
+// latency is the client's read. `laneim bench` reports the four
 // histograms' p50 and p99 beside the latency its members measured.
 
 // latencyBuckets run from 1ms to about 5s, each 10% wider than the last,
@@ -32,6 +34,7 @@ var latencyBuckets = prometheus.ExponentialBuckets(0.001, 1.1, 90)
 // latency holds a comet's latency histograms.
 type latency struct {
 	age      prometheus.Histogram // a live message's age at the comet
+	roomWait prometheus.Histogram // a room message's arrival to its flush
 	writeLag prometheus.Histogram // a room frame's flush to its write
 }
 
@@ -41,6 +44,11 @@ func newLatency(cometID string) latency {
 		age: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:        "laneim_comet_message_age_seconds",
 			Help:        "Age of a live message when its Delivery reaches the comet: from the server time routing gave it (Message.server_time_unix_ms, millisecond resolution; another machine's clock skew adds to it) to its arrival.",
+			ConstLabels: labels, Buckets: latencyBuckets,
+		}),
+		roomWait: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:        "laneim_comet_room_wait_seconds",
+			Help:        "Time from a room message's arrival at its room to the flush of a stripe of the room's members that sends it, per stripe flushed: up to one window (members / --frame-budget) while the room is busy, none when it is quiet.",
 			ConstLabels: labels, Buckets: latencyBuckets,
 		}),
 		writeLag: prometheus.NewHistogram(prometheus.HistogramOpts{
@@ -53,7 +61,7 @@ func newLatency(cometID string) latency {
 
 // collectors are the histograms, for a registry.
 func (l latency) collectors() []prometheus.Collector {
-	return []prometheus.Collector{l.age, l.writeLag}
+	return []prometheus.Collector{l.age, l.roomWait, l.writeLag}
 }
 
 // observeAge records the age at now of live messages that carry a server

@@ -1,12 +1,14 @@
 package comet
 
 import (
+	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/laneim/laneim/internal/testinfra"
 	"github.com/laneim/laneim/proto/clientpb"
 	"github.com/laneim/laneim/proto/topicpb"
 	"github.com/laneim/laneim/topics"
@@ -80,5 +82,36 @@ func TestLatencyHistograms(t *testing.T) {
 	c.Deliver(answer)
 	if n, _ := histogramOf(t, c.lat.age); n != 1 {
 		t.Fatalf("%d ages observed after an answer, want still 1 (an answer's messages are not live)", n)
+	}
+}
+
+// TestRoomWait: a room message's wait from its arrival to its flush is
+// observed once per stripe flushed: none for a quiet room's message,
+// the rest of the window for a busy one's.
+func TestRoomWait(t *testing.T) {
+	c, err := New(Config{ID: "t", Secret: "test-secret-of-the-comet-tests-0123456789", BatchWindow: 80 * time.Millisecond}, &testinfra.Recorder{}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	r := stripedRoom(t, c, 10, nil) // one stripe, a window of 80ms
+	if w := r.window(); w != 80*time.Millisecond || len(r.stripes) != 1 {
+		t.Fatalf("window %v, %d stripes; want 80ms and 1", w, len(r.stripes))
+	}
+	conv := topics.RoomConversation("big")
+	// A clock an hour ahead: the room's own timer, armed on real time,
+	// does not fire while the test runs.
+	start := time.Now().Add(time.Hour)
+	r.addAt([]*clientpb.Message{{Id: "1", Conversation: conv, Seq: 1}}, start) // quiet: flushed at once
+	r.addAt([]*clientpb.Message{{Id: "2", Conversation: conv, Seq: 2}}, start.Add(10*time.Millisecond))
+	r.mu.Lock()
+	r.scheduleLocked(start.Add(80 * time.Millisecond)) // a window after the first flush
+	r.mu.Unlock()
+	n, sum := histogramOf(t, c.lat.roomWait)
+	if n != 2 || sum < 0.0699 || sum > 0.0701 {
+		t.Fatalf("%d waits observed, %.4fs in all; want 2: 0 and 70ms", n, sum)
+	}
+	if len(r.log) != 0 || len(r.arrived) != 0 {
+		t.Fatalf("%d messages and %d arrival times left once flushed", len(r.log), len(r.arrived))
 	}
 }

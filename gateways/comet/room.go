@@ -72,6 +72,7 @@ type room struct {
 	// those numbered logEnd-len(log) to logEnd-1, counting every message
 	// the room ever queued from 0.
 	log     []*clientpb.Message
+	arrived []time.Time // when each message of log was queued
 	logEnd  uint64
 	lastSeq uint64      // the highest seq of conv queued
 	timer   *time.Timer // scheduled flush, or nil
@@ -127,6 +128,9 @@ func (r *room) addAt(msgs []*clientpb.Message, now time.Time) {
 		}
 	}
 	r.log = append(r.log, msgs...)
+	for range msgs {
+		r.arrived = append(r.arrived, now)
+	}
 	r.logEnd += uint64(len(msgs))
 	if len(quiet) > 0 { // they had everything before msgs: one frame for all
 		r.flushLocked(now, quiet...)
@@ -258,6 +262,9 @@ func (r *room) flushLocked(now time.Time, stripes ...*stripe) {
 	msgs := r.log[first:len(r.log):len(r.log)]
 	for _, s := range stripes {
 		s.next, s.lastFlush = r.logEnd, now
+		for _, t := range r.arrived[first:] {
+			r.c.lat.roomWait.Observe(now.Sub(t).Seconds())
+		}
 	}
 	r.broadcastLocked(msgs, stripes...)
 }
@@ -271,10 +278,11 @@ func (r *room) trimLocked() {
 		oldest = min(oldest, s.next)
 	}
 	if oldest == r.logEnd {
-		r.log = nil
+		r.log, r.arrived = nil, nil
 		return
 	}
 	r.log = r.log[len(r.log)-int(r.logEnd-oldest):]
+	r.arrived = r.arrived[len(r.arrived)-int(r.logEnd-oldest):]
 }
 
 // broadcastLocked queues one frame, encoded once per encoding, to every
@@ -309,7 +317,7 @@ func (r *room) stop() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.stopped = true
-	r.log = nil
+	r.log, r.arrived = nil, nil
 	for _, s := range r.stripes {
 		s.next = r.logEnd
 	}

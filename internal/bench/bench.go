@@ -136,13 +136,15 @@ type Result struct {
 	// The cluster's own histograms of where that latency went (its admin
 	// endpoints' /metrics, 0 without them): a message's age when routing
 	// took it (from its submission) and when its Delivery reached the
-	// comet (from routing), and a room frame's lag from its flush to its
-	// write to a member. The rest is the room's wait for its flush (at
-	// most one window) and the members' reads.
+	// comet (from routing), its wait in the room for its flush (up to one
+	// window), and a room frame's lag from its flush to its write to a
+	// member. The rest is the members' reads.
 	RoutingAgeP50Ms float64 `json:"routing_age_p50_ms"`
 	RoutingAgeP99Ms float64 `json:"routing_age_p99_ms"`
 	CometAgeP50Ms   float64 `json:"comet_age_p50_ms"`
 	CometAgeP99Ms   float64 `json:"comet_age_p99_ms"`
+	RoomWaitP50Ms   float64 `json:"room_wait_p50_ms"`
+	RoomWaitP99Ms   float64 `json:"room_wait_p99_ms"`
 	WriteLagP50Ms   float64 `json:"write_lag_p50_ms"`
 	WriteLagP99Ms   float64 `json:"write_lag_p99_ms"`
 	FramesReceived  int64   `json:"frames_received"`
@@ -208,7 +210,7 @@ func (r *Result) Text(w io.Writer) {
   lost             %d   duplicates %d   disconnects %d (reconnected %d, %d messages synced)
   frames received  %d (%.0f/s, %.1f messages per frame, %.1f MB/s)
   latency          p50 %.1f ms   p99 %.1f ms   max %.1f ms
-  inside cluster   submitted→routing p50 %.1f / p99 %.1f ms, routed→comet p50 %.1f / p99 %.1f ms, flush→write p50 %.1f / p99 %.1f ms
+  inside cluster   submitted→routing p50 %.1f / p99 %.1f ms, routed→comet p50 %.1f / p99 %.1f ms, room wait p50 %.1f / p99 %.1f ms, flush→write p50 %.1f / p99 %.1f ms
   cpu              cluster %.2f cores (%.2f µs per delivery)   bench tool %.2f cores
   cluster memory   %.0f MB before members, %.0f MB with them idle (%.1f KB per member), %.0f MB under load (%.1f KB per member)
   setup            %.1fs (%.0f logins+joins/s, %.2f ms of cluster CPU each, %d attempts retried; %s)
@@ -219,7 +221,7 @@ func (r *Result) Text(w io.Writer) {
 		r.Lost, r.Duplicates, r.Disconnected, r.Reconnects, r.Synced,
 		r.FramesReceived, r.FramesPerS, r.MsgsPerFrame, r.BytesPerS/1e6,
 		r.LatencyP50Ms, r.LatencyP99Ms, r.LatencyMaxMs,
-		r.RoutingAgeP50Ms, r.RoutingAgeP99Ms, r.CometAgeP50Ms, r.CometAgeP99Ms, r.WriteLagP50Ms, r.WriteLagP99Ms,
+		r.RoutingAgeP50Ms, r.RoutingAgeP99Ms, r.CometAgeP50Ms, r.CometAgeP99Ms, r.RoomWaitP50Ms, r.RoomWaitP99Ms, r.WriteLagP50Ms, r.WriteLagP99Ms,
 		r.ClusterCPUCores, r.ServerMicrosPerDelivery, r.ToolCPUCores,
 		float64(r.ClusterRSSBaseBytes)/1e6, float64(r.ClusterRSSIdleBytes)/1e6, float64(r.RSSPerMemberBytes)/1e3, float64(r.ClusterRSSLoadBytes)/1e6, float64(r.RSSPerMemberLoadBytes)/1e3,
 		r.SetupSeconds, r.LoginsPerS, r.ServerMillisPerLogin, r.SetupRetries, joinHow(r.JoinedInLogin), r.Cluster, r.Machine)
@@ -517,6 +519,7 @@ func Sweep(ctx context.Context, cfg Config, rates []int, progress io.Writer) ([]
 		}{
 			{routingAgeMetric, &res.RoutingAgeP50Ms, &res.RoutingAgeP99Ms},
 			{cometAgeMetric, &res.CometAgeP50Ms, &res.CometAgeP99Ms},
+			{roomWaitMetric, &res.RoomWaitP50Ms, &res.RoomWaitP99Ms},
 			{writeLagMetric, &res.WriteLagP50Ms, &res.WriteLagP99Ms},
 		} {
 			b := stages[st.name].minus(stages0[st.name])

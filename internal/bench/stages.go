@@ -16,16 +16,16 @@ import (
 // The cluster's own latency histograms split the latency the members
 // measure into where it went (gateways/comet/latency.go): a message's
 // age when routing takes it, its age when its Delivery reaches the
-// comet, and a room frame's lag from its flush to its write to a member.
-// The rest is the room's wait for its flush (at most one window) and the
-// members' reads.
+// comet, its wait in the room for its flush, and a room frame's lag from
+// its flush to its write to a member. The rest is the members' reads.
 const (
 	routingAgeMetric = "laneim_routing_submission_age_seconds"
 	cometAgeMetric   = "laneim_comet_message_age_seconds"
+	roomWaitMetric   = "laneim_comet_room_wait_seconds"
 	writeLagMetric   = "laneim_comet_room_write_lag_seconds"
 )
 
-var stageMetrics = []string{routingAgeMetric, cometAgeMetric, writeLagMetric}
+var stageMetrics = []string{routingAgeMetric, cometAgeMetric, roomWaitMetric, writeLagMetric}
 
 // buckets is a Prometheus histogram's cumulative counts by upper bound
 // (+Inf included), summed over the processes that export it.
