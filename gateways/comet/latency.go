@@ -6,6 +6,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/laneim/laneim/proto/clientpb"
+	"github.com/laneim/laneim/wiring"
 )
 
 // The comet's latency histograms split a live message's way to its
@@ -26,11 +27,6 @@ import (
 // latency is the client's read. `laneim bench` reports the four
 // histograms' p50 and p99 beside the latency its members measured.
 
-// latencyBuckets run from 1ms to about 5s, each 10% wider than the last,
-// so a quantile read from them (interpolated within its bucket) is within
-// 10% of the truth.
-var latencyBuckets = prometheus.ExponentialBuckets(0.001, 1.1, 90)
-
 // latency holds a comet's latency histograms.
 type latency struct {
 	age      prometheus.Histogram // a live message's age at the comet
@@ -44,17 +40,17 @@ func newLatency(cometID string) latency {
 		age: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:        "laneim_comet_message_age_seconds",
 			Help:        "Age of a live message when its Delivery reaches the comet: from the server time routing gave it (Message.server_time_unix_ms, millisecond resolution; another machine's clock skew adds to it) to its arrival.",
-			ConstLabels: labels, Buckets: latencyBuckets,
+			ConstLabels: labels, Buckets: wiring.LatencyBuckets,
 		}),
 		roomWait: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:        "laneim_comet_room_wait_seconds",
 			Help:        "Time from a room message's arrival at its room to the flush of a stripe of the room's members that sends it, per stripe flushed: up to one window (members / --frame-budget) while the room is busy, none when it is quiet.",
-			ConstLabels: labels, Buckets: latencyBuckets,
+			ConstLabels: labels, Buckets: wiring.LatencyBuckets,
 		}),
 		writeLag: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:        "laneim_comet_room_write_lag_seconds",
 			Help:        "Time from a room's flush of a frame to its write to a member's socket from the ready list, per member written (a connection the kernel cannot take at once is finished by its writer goroutine, not counted).",
-			ConstLabels: labels, Buckets: latencyBuckets,
+			ConstLabels: labels, Buckets: wiring.LatencyBuckets,
 		}),
 	}
 }
@@ -70,7 +66,7 @@ func (l latency) observeAge(msgs []*clientpb.Message, now time.Time) {
 	ms := now.UnixMilli()
 	for _, m := range msgs {
 		if t := m.GetServerTimeUnixMs(); t > 0 {
-			l.age.Observe(float64(max(ms-t, 0)) / 1e3)
+			wiring.ObserveAge(l.age, ms, t)
 		}
 	}
 }

@@ -11,6 +11,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/laneim/laneim/wiring"
 )
 
 func TestHistogramQuantiles(t *testing.T) {
@@ -162,7 +164,7 @@ func TestScrapeStages(t *testing.T) {
 	var admin []string
 	for i := range 2 {
 		reg := prometheus.NewRegistry()
-		h := prometheus.NewHistogram(prometheus.HistogramOpts{Name: writeLagMetric, Help: "h", Buckets: prometheus.ExponentialBuckets(0.001, 1.1, 90),
+		h := prometheus.NewHistogram(prometheus.HistogramOpts{Name: writeLagMetric, Help: "h", Buckets: wiring.LatencyBuckets,
 			ConstLabels: prometheus.Labels{"comet": fmt.Sprint("c", i)}})
 		reg.MustRegister(h)
 		for j := range 100 {

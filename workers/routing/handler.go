@@ -23,6 +23,7 @@ import (
 	"github.com/laneim/laneim/proto/clientpb"
 	"github.com/laneim/laneim/proto/topicpb"
 	"github.com/laneim/laneim/topics"
+	"github.com/laneim/laneim/wiring"
 	"github.com/laneim/laneim/wiring/directory"
 	"github.com/laneim/laneim/wiring/pipeline"
 )
@@ -193,10 +194,9 @@ func New(cfg Config, store Store, pub message.Publisher, logger *slog.Logger) (*
 	return &Handler{cfg: cfg, store: newGuardedStore(store), pub: pub, logger: pipeline.Logger(logger),
 		breaker: pipeline.Breaker{CoolDown: cfg.CoolDown},
 		age: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "laneim_routing_submission_age_seconds",
-			Help: "Age of a submitted message when routing takes it: from its submission at a comet or the api gateway (Submitted.submitted_unix_ms, millisecond resolution; another machine's clock skew adds to it) to now, retries included.",
-			// 1ms to about 5s, each bucket 10% wider than the last (as the comet's).
-			Buckets: prometheus.ExponentialBuckets(0.001, 1.1, 90),
+			Name:    "laneim_routing_submission_age_seconds",
+			Help:    "Age of a submitted message when routing takes it: from its submission at a comet or the api gateway (Submitted.submitted_unix_ms, millisecond resolution; another machine's clock skew adds to it) to now, retries included.",
+			Buckets: wiring.LatencyBuckets,
 		})}, nil
 }
 
@@ -258,7 +258,7 @@ func (h *Handler) observeAges(subs []*topicpb.Submitted) {
 	now := time.Now().UnixMilli()
 	for _, s := range subs {
 		if t := s.GetSubmittedUnixMs(); t > 0 {
-			h.age.Observe(float64(max(now-t, 0)) / 1e3)
+			wiring.ObserveAge(h.age, now, t)
 		}
 	}
 }
