@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"runtime"
@@ -167,28 +166,21 @@ func procRSS(pid int) int64 {
 	return 0
 }
 
-// scrape reads one unlabelled metric from a Prometheus text endpoint at
-// http://addr/metrics; 0 if it cannot.
+// scrape reads one unlabelled counter or gauge from a Prometheus text
+// endpoint at http://addr/metrics; 0 if it cannot.
 func scrape(ctx context.Context, addr, name string) float64 {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
+	fams, err := scrapeFamilies(ctx, addr)
 	if err != nil {
 		return 0
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
+	ms := fams[name].GetMetric()
+	if len(ms) == 0 {
 		return 0
 	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
-			f, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			return f
-		}
+	if c := ms[0].GetCounter(); c != nil {
+		return c.GetValue()
 	}
-	return 0
+	return ms[0].GetGauge().GetValue()
 }
 
 // procCPU reads utime+stime of pid from /proc (Linux, 100 ticks/s).
