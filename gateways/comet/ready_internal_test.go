@@ -161,21 +161,7 @@ func TestAppendMerged(t *testing.T) {
 // wrapped as a comet's socket.
 func loopback(t *testing.T) (*socket, net.Conn) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	client, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	server, err := ln.Accept()
-	if err != nil {
-		client.Close()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { client.Close(); server.Close() })
+	client, server := testinfra.TCPPair(t)
 	s, _, err := newSocketBuffers(server, bufio.NewReadWriter(bufio.NewReader(server), bufio.NewWriter(server)))
 	if err != nil {
 		t.Fatal(err)

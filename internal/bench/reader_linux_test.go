@@ -10,27 +10,15 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/laneim/laneim/internal/testinfra"
 )
 
 // rawPair returns a rawSocket taken from one end of a loopback TCP
 // connection, and the other end.
 func rawPair(t *testing.T) (*rawSocket, net.Conn) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	nc, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	peer, err := ln.Accept()
-	if err != nil {
-		nc.Close()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { peer.Close() })
+	nc, peer := testinfra.TCPPair(t)
 	sock, err := takeSocket(nc.(*net.TCPConn))
 	if err != nil {
 		t.Fatal(err)

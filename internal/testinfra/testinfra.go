@@ -357,6 +357,24 @@ func Listen(t testing.TB) (net.Listener, string) {
 	return l, l.Addr().String()
 }
 
+// TCPPair returns the two ends of a loopback TCP connection, both closed
+// when the test ends.
+func TCPPair(t testing.TB) (client, server net.Conn) {
+	t.Helper()
+	l, addr := Listen(t)
+	client, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	server, err = l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { server.Close() })
+	return client, server
+}
+
 // Must returns a function that fails t if err is not nil and returns v
 // otherwise: testinfra.Must(routing.New(cfg, store, pub, nil))(t).
 func Must[T any](v T, err error) func(testing.TB) T {
