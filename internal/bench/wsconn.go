@@ -18,9 +18,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/proto"
-
 	"github.com/laneim/laneim/gateways/comet/client"
 	"github.com/laneim/laneim/internal/wsframe"
 	"github.com/laneim/laneim/proto/clientpb"
@@ -177,17 +174,13 @@ func (c *wsConn) readUntil(ctx context.Context, id uint64) (*clientpb.ServerFram
 
 // send writes f as one masked WebSocket message.
 func (c *wsConn) send(ctx context.Context, f *clientpb.ClientFrame) error {
-	var p []byte
-	var err error
+	p, err := client.Marshal(f, c.json)
+	if err != nil {
+		return fmt.Errorf("bench: encode: %w", err)
+	}
 	op := byte(wsframe.Binary)
 	if c.json {
 		op = wsframe.Text
-		p, err = protojson.Marshal(f)
-	} else {
-		p, err = proto.Marshal(f)
-	}
-	if err != nil {
-		return fmt.Errorf("bench: encode: %w", err)
 	}
 	return c.write(ctx, op, p)
 }
@@ -346,13 +339,7 @@ func (c *wsConn) message(op byte, p []byte) {
 	if op == wsframe.Binary && c.peek(p) {
 		return
 	}
-	f := new(clientpb.ServerFrame)
-	var err error
-	if op == wsframe.Text {
-		err = protojson.Unmarshal(p, f)
-	} else {
-		err = proto.Unmarshal(p, f)
-	}
+	f, err := client.Unmarshal(p, op == wsframe.Text)
 	if err != nil {
 		return // not the bench's to judge: its counts will show what is missing
 	}

@@ -201,13 +201,8 @@ func (c *Conn) read() {
 		if c.peek != nil && typ == websocket.MessageBinary && c.peek(data) {
 			continue
 		}
-		f := new(clientpb.ServerFrame)
-		if typ == websocket.MessageText {
-			err = protojson.Unmarshal(data, f)
-		} else {
-			err = proto.Unmarshal(data, f)
-		}
-		if err != nil {
+		var f *clientpb.ServerFrame
+		if f, err = Unmarshal(data, typ == websocket.MessageText); err != nil {
 			err = fmt.Errorf("client: undecodable frame: %w", err)
 			c.ws.Close(websocket.StatusUnsupportedData, "undecodable frame")
 			return
@@ -257,19 +252,37 @@ func (c *Conn) Do(ctx context.Context, f *clientpb.ClientFrame) (*clientpb.Serve
 	}
 }
 
+// Marshal encodes f as a client sends it: protojson for the JSON
+// subprotocol (json, a text message), protobuf otherwise (binary).
+func Marshal(f *clientpb.ClientFrame, json bool) ([]byte, error) {
+	if json {
+		return protojson.Marshal(f)
+	}
+	return proto.Marshal(f)
+}
+
+// Unmarshal decodes a server frame sent as a text message (the JSON
+// subprotocol) or a binary one (protobuf).
+func Unmarshal(b []byte, text bool) (*clientpb.ServerFrame, error) {
+	f := new(clientpb.ServerFrame)
+	var err error
+	if text {
+		err = protojson.Unmarshal(b, f)
+	} else {
+		err = proto.Unmarshal(b, f)
+	}
+	return f, err
+}
+
 // Write sends a frame as it is, without waiting for an answer.
 func (c *Conn) Write(ctx context.Context, f *clientpb.ClientFrame) error {
-	var b []byte
-	var err error
+	b, err := Marshal(f, c.json)
+	if err != nil {
+		return fmt.Errorf("client: encode: %w", err)
+	}
 	typ := websocket.MessageBinary
 	if c.json {
 		typ = websocket.MessageText
-		b, err = protojson.Marshal(f)
-	} else {
-		b, err = proto.Marshal(f)
-	}
-	if err != nil {
-		return fmt.Errorf("client: encode: %w", err)
 	}
 	if err := c.ws.Write(ctx, typ, b); err != nil {
 		return fmt.Errorf("client: write: %w", err)
