@@ -2,6 +2,8 @@ package testinfra
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -24,22 +26,9 @@ func RedisCluster(t testing.TB) []string {
 	cli := filepath.Join(filepath.Dir(bin), "redis-cli")
 	var addrs []string
 	for i := range 6 {
-		dir := t.TempDir()
-		// The cluster bus gets a free port of its own: by default it is
-		// the client port + 10000, which nothing reserved.
-		port, bus := FreePort(t), FreePort(t)
-		cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--cluster-port", strconv.Itoa(bus), "--bind", "127.0.0.1", "--dir", dir,
-			"--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(dir, "nodes.conf"),
-			"--cluster-node-timeout", "2000", "--save", "", "--appendonly", "no", "--daemonize", "no",
-			"--logfile", filepath.Join(dir, "redis.log"))
-		exited, stop, err := start(cmd)
+		addr, err := startClusterNode(t, bin)
 		if err != nil {
 			t.Fatalf("redis cluster node %d: %v", i, err)
-		}
-		t.Cleanup(stop)
-		addr := "127.0.0.1:" + strconv.Itoa(port)
-		if err := waitRedis(addr, exited); err != nil {
-			t.Fatal(err)
 		}
 		addrs = append(addrs, addr)
 	}
@@ -70,4 +59,42 @@ func RedisCluster(t testing.TB) []string {
 		return true
 	}, "redis cluster not ok")
 	return addrs
+}
+
+// startClusterNode starts one cluster-enabled redis-server, killed when
+// the test ends, and returns its address. A port drawn by FreePort may be
+// taken by another test before the server binds it, and then the server
+// exits at once: it tries again on other ports, up to five times, and
+// the last error carries the server's log.
+func startClusterNode(t testing.TB, bin string) (string, error) {
+	t.Helper()
+	var lastErr error
+	for range 5 {
+		dir := t.TempDir()
+		// The cluster bus gets a free port of its own: by default it is
+		// the client port + 10000, which nothing reserved.
+		port, bus := FreePort(t), FreePort(t)
+		if port == bus {
+			continue
+		}
+		logFile := filepath.Join(dir, "redis.log")
+		cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--cluster-port", strconv.Itoa(bus), "--bind", "127.0.0.1", "--dir", dir,
+			"--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(dir, "nodes.conf"),
+			"--cluster-node-timeout", "2000", "--save", "", "--appendonly", "no", "--daemonize", "no",
+			"--logfile", logFile)
+		exited, stop, err := start(cmd)
+		if err != nil {
+			return "", fmt.Errorf("start redis-server: %w", err)
+		}
+		addr := "127.0.0.1:" + strconv.Itoa(port)
+		if lastErr = waitRedis(addr, exited); lastErr == nil {
+			t.Cleanup(stop)
+			return addr, nil
+		}
+		stop()
+		if log, _ := os.ReadFile(logFile); len(log) > 0 {
+			lastErr = fmt.Errorf("%w; its log:\n%s", lastErr, log)
+		}
+	}
+	return "", lastErr
 }
