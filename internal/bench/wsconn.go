@@ -228,18 +228,33 @@ func (c *wsConn) do(ctx context.Context, f *clientpb.ClientFrame) (*clientpb.Ser
 	if err := c.send(ctx, f); err != nil {
 		return nil, err
 	}
+	answer := func(r *clientpb.ServerFrame) (*clientpb.ServerFrame, error) {
+		if e := r.GetError(); e != nil {
+			return r, client.ErrorOf(e)
+		}
+		return r, nil
+	}
 	for {
 		select {
 		case r := <-c.replies:
-			if r.GetRequestId() != id {
-				continue // a pong, or an answer given up on
-			}
-			if e := r.GetError(); e != nil {
-				return r, client.ErrorOf(e)
-			}
-			return r, nil
+			if r.GetRequestId() == id {
+				return answer(r)
+			} // else a pong, or an answer given up on
 		case <-c.done:
-			return nil, fmt.Errorf("bench: connection ended: %w", c.err)
+			// The answer may have come in the read that ended the
+			// connection (a close frame right behind it), and select
+			// picks among ready cases at random: take it if it is there.
+			for {
+				select {
+				case r := <-c.replies:
+					if r.GetRequestId() == id {
+						return answer(r)
+					}
+					continue
+				default:
+				}
+				return nil, fmt.Errorf("bench: connection ended: %w", c.err)
+			}
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}

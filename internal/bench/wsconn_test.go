@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/laneim/laneim/gateways/comet/client"
+	"github.com/laneim/laneim/internal/testinfra"
 	"github.com/laneim/laneim/internal/wsframe"
 	"github.com/laneim/laneim/proto/clientpb"
 )
@@ -127,6 +128,36 @@ func TestFeedEnds(t *testing.T) {
 				t.Fatalf("feed = %v, want %v or another error", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestDoTakesTheAnswerThatCameWithTheClose: a server that answers and
+// closes at once may have both read in one go, the answer queued and the
+// connection ended before do looks; do must return the answer, whichever
+// of the two it sees first. Without the check, select's random choice
+// fails about half the rounds.
+func TestDoTakesTheAnswerThatCameWithTheClose(t *testing.T) {
+	nc, _ := testinfra.TCPPair(t)
+	c := testConn(&feedLog{})
+	c.nc = nc
+	for round := range 64 {
+		c.done = make(chan struct{})
+		c.replies <- &clientpb.ServerFrame{RequestId: 99} // an answer given up on
+		c.replies <- &clientpb.ServerFrame{RequestId: c.nextID.Load() + 1, Body: &clientpb.ServerFrame_SyncResult{SyncResult: &clientpb.SyncResult{}}}
+		c.err = errClosedByServer
+		close(c.done)
+		r, err := c.do(context.Background(), &clientpb.ClientFrame{Body: &clientpb.ClientFrame_Ping{Ping: &clientpb.Ping{}}})
+		if err != nil || r.GetSyncResult() == nil {
+			t.Fatalf("round %d: %v, %v; want the answer", round, r, err)
+		}
+		if len(c.replies) != 0 {
+			t.Fatalf("round %d: %d replies left", round, len(c.replies))
+		}
+	}
+	c.done = make(chan struct{})
+	close(c.done)
+	if _, err := c.do(context.Background(), &clientpb.ClientFrame{Body: &clientpb.ClientFrame_Ping{Ping: &clientpb.Ping{}}}); !errors.Is(err, errClosedByServer) {
+		t.Fatalf("no answer: %v, want the close", err)
 	}
 }
 
