@@ -105,7 +105,7 @@ type Config struct {
 	// Beyond it, a busy room's window grows by itself: see MaxBatchWindow.
 	BatchWindow time.Duration
 	// FrameBudget is the number of frames a second the comet aims to
-	// write to a busy room's members (50,000): each of a room's N local
+	// write to a busy room's members (60,000): each of a room's N local
 	// members gets a flush FrameBudget/N times a second (a big room's
 	// stripes at different moments, see room.go), so frames per member
 	// stay bounded whatever the message rate, and messages per frame grow
@@ -187,7 +187,7 @@ func (c *Config) setDefaults() {
 		c.MaxBatchWindow = 500 * time.Millisecond
 	}
 	if c.FrameBudget <= 0 {
-		c.FrameBudget = 50000
+		c.FrameBudget = 60000
 	}
 	switch {
 	case c.BatchWindow < 0:

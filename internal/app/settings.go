@@ -145,7 +145,7 @@ func (s *Settings) Register(fs *flag.FlagSet) {
 	fs.IntVar(&s.RequestBurst, "request-burst", 50, "comet: frames a connection may send at once within its --request-rate")
 	fs.IntVar(&s.SendBurst, "send-burst", 5, "comet: messages (sends, edits, recalls) one user may send at once on a comet within its --request-rate (negative: only --request-burst)")
 	fs.DurationVar(&s.RequestTimeout, "request-timeout", 5*time.Second, "comet: a request the pipeline has not answered by then is answered UNAVAILABLE by the comet")
-	fs.IntVar(&s.FrameBudget, "frame-budget", 50000, "comet: frames a second a busy room may cost; a room of N local members flushes at most budget/N times a second")
+	fs.IntVar(&s.FrameBudget, "frame-budget", 60000, "comet: frames a second a busy room may cost; a room of N local members flushes at most budget/N times a second")
 	fs.DurationVar(&s.MaxBatchWindow, "max-batch-window", 500*time.Millisecond, "comet: the longest a busy room's messages wait to be merged")
 	fs.IntVar(&s.Procs, "procs", 0, "Go scheduler threads (GOMAXPROCS); 0: four times Go's default (at most 32) for a process that runs a comet, Go's default otherwise")
 	fs.IntVar(&s.MaxFrameBytes, "max-frame", 64<<10, "comet: largest client frame, bytes (larger closes with 1009)")
