@@ -194,6 +194,17 @@ type Result struct {
 	Machine      string `json:"machine"`
 }
 
+// perMember renders the memory a member costs. It is not measurable when
+// the cluster held more before the members came than with them (a
+// running cluster that kept the memory of an earlier run, say): the
+// difference is then no cost of theirs, and is not shown as one.
+func perMember(bytes int64) string {
+	if bytes < 0 {
+		return "per member not measurable: less than before they came, an earlier run's memory"
+	}
+	return fmt.Sprintf("%.1f KB per member", float64(bytes)/1e3)
+}
+
 // joinHow says how the members joined the room.
 func joinHow(inLogin bool) string {
 	if inLogin {
@@ -212,7 +223,7 @@ func (r *Result) Text(w io.Writer) {
   latency          p50 %.1f ms   p99 %.1f ms   max %.1f ms
   inside cluster   submitted→routing p50 %.1f / p99 %.1f ms, routed→comet p50 %.1f / p99 %.1f ms, room wait p50 %.1f / p99 %.1f ms, flush→write p50 %.1f / p99 %.1f ms
   cpu              cluster %.2f cores (%.2f µs per delivery)   bench tool %.2f cores
-  cluster memory   %.0f MB before members, %.0f MB with them idle (%.1f KB per member), %.0f MB under load (%.1f KB per member)
+  cluster memory   %.0f MB before members, %.0f MB with them idle (%s), %.0f MB under load (%s)
   setup            %.1fs (%.0f logins+joins/s, %.2f ms of cluster CPU each, %d attempts retried; %s)
   cluster          %s
   machine          %s
@@ -223,7 +234,7 @@ func (r *Result) Text(w io.Writer) {
 		r.LatencyP50Ms, r.LatencyP99Ms, r.LatencyMaxMs,
 		r.RoutingAgeP50Ms, r.RoutingAgeP99Ms, r.CometAgeP50Ms, r.CometAgeP99Ms, r.RoomWaitP50Ms, r.RoomWaitP99Ms, r.WriteLagP50Ms, r.WriteLagP99Ms,
 		r.ClusterCPUCores, r.ServerMicrosPerDelivery, r.ToolCPUCores,
-		float64(r.ClusterRSSBaseBytes)/1e6, float64(r.ClusterRSSIdleBytes)/1e6, float64(r.RSSPerMemberBytes)/1e3, float64(r.ClusterRSSLoadBytes)/1e6, float64(r.RSSPerMemberLoadBytes)/1e3,
+		float64(r.ClusterRSSBaseBytes)/1e6, float64(r.ClusterRSSIdleBytes)/1e6, perMember(r.RSSPerMemberBytes), float64(r.ClusterRSSLoadBytes)/1e6, perMember(r.RSSPerMemberLoadBytes),
 		r.SetupSeconds, r.LoginsPerS, r.ServerMillisPerLogin, r.SetupRetries, joinHow(r.JoinedInLogin), r.Cluster, r.Machine)
 }
 
@@ -244,7 +255,7 @@ func SweepTable(w io.Writer, rs []*Result, bound time.Duration) {
 		}
 	}
 	fmt.Fprintf(w, "highest sustained rate (0 lost, p99 <= %v, >= 97%% of the rate pushed): %d msg/s\n", bound, best)
-	fmt.Fprintf(w, "logins+joins %.0f/s (%.2f ms of cluster CPU each); cluster memory %.1f KB per idle member; machine %s\n", rs[0].LoginsPerS, rs[0].ServerMillisPerLogin, float64(rs[0].RSSPerMemberBytes)/1e3, rs[0].Machine)
+	fmt.Fprintf(w, "logins+joins %.0f/s (%.2f ms of cluster CPU each); cluster memory %s idle; machine %s\n", rs[0].LoginsPerS, rs[0].ServerMillisPerLogin, perMember(rs[0].RSSPerMemberBytes), rs[0].Machine)
 }
 
 // JSON renders a result as one line of JSON.

@@ -191,3 +191,18 @@ func TestScrapeStages(t *testing.T) {
 		t.Fatalf("%v observations of a histogram nobody exports", n)
 	}
 }
+
+func TestPerMember(t *testing.T) {
+	for _, tt := range []struct {
+		bytes int64
+		want  string
+	}{
+		{23163, "23.2 KB per member"},
+		{0, "0.0 KB per member"},
+		{-4600, "per member not measurable: less than before they came, an earlier run's memory"},
+	} {
+		if got := perMember(tt.bytes); got != tt.want {
+			t.Errorf("perMember(%d) = %q, want %q", tt.bytes, got, tt.want)
+		}
+	}
+}
