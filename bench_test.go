@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/laneim/laneim/internal/bench"
 )
 
 // TestBenchOnDevCluster runs the load command as a user would, with its
@@ -82,5 +84,44 @@ func TestBenchOnDevCluster(t *testing.T) {
 	}
 	if r.Logins <= 0 || r.LoginCPU <= 0 || r.Cluster == "" {
 		t.Errorf("login rate %.1f, %.2f ms of CPU per login, cluster %q: want all reported", r.Logins, r.LoginCPU, r.Cluster)
+	}
+}
+
+func TestBenchLimit(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		cfg   bench.Config
+		rates int
+		want  time.Duration
+	}{
+		{"one rate", bench.Config{Members: 10000, Duration: 20 * time.Second, Drain: 10 * time.Second}, 1, 5*time.Minute + 200*time.Second + 90*time.Second},
+		{"default drain", bench.Config{Members: 1000, Duration: 10 * time.Second}, 1, 5*time.Minute + 20*time.Second + 80*time.Second},
+		{"a sweep of three", bench.Config{Members: 100, Duration: 10 * time.Second, Drain: 5 * time.Second}, 3, 5*time.Minute + 2*time.Second + 3*75*time.Second},
+	} {
+		if got := benchLimit(tt.cfg, tt.rates); got != tt.want {
+			t.Errorf("%s: benchLimit = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
+// TestWatchBenchCancels: past its limit the watch cancels the run, and a
+// watch stopped before its limit cancels nothing.
+func TestWatchBenchCancels(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stop := watchBench(cancel, 20*time.Millisecond)
+	defer stop()
+	select {
+	case <-ctx.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the run was not cancelled past its limit")
+	}
+
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	defer cancel2()
+	watchBench(cancel2, 50*time.Millisecond)()
+	time.Sleep(200 * time.Millisecond)
+	if ctx2.Err() != nil {
+		t.Fatal("a stopped watch cancelled the run")
 	}
 }

@@ -123,8 +123,9 @@ func runBench(ctx context.Context, args []string) error {
 		}
 		defer pprof.StopCPUProfile()
 	}
+	rates := []int{cfg.Rate}
 	if *sweep != "" {
-		var rates []int
+		rates = rates[:0]
 		for _, f := range strings.Split(*sweep, ",") {
 			r, err := strconv.Atoi(strings.TrimSpace(f))
 			if err != nil || r < 1 {
@@ -132,6 +133,11 @@ func runBench(ctx context.Context, args []string) error {
 			}
 			rates = append(rates, r)
 		}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer watchBench(cancel, benchLimit(cfg, len(rates)))()
+	if *sweep != "" {
 		rs, err := bench.Sweep(ctx, cfg, rates, os.Stderr)
 		if err != nil {
 			return err
@@ -250,4 +256,38 @@ func runReplay(ctx context.Context, args []string) error {
 	n, err := replay.Run(ctx, opts, os.Stdout)
 	fmt.Fprintf(os.Stderr, "laneim replay: %d messages\n", n)
 	return err
+}
+
+// benchLimit is how long a bench run may take: the members' setup, at
+// most 5 minutes and 20 ms a member, then each rate's push and drain
+// with a minute to spare.
+func benchLimit(cfg bench.Config, rates int) time.Duration {
+	drain := cfg.Drain
+	if drain <= 0 {
+		drain = 10 * time.Second
+	}
+	setup := 5*time.Minute + time.Duration(cfg.Members)*20*time.Millisecond
+	return setup + time.Duration(rates)*(cfg.Duration+drain+time.Minute)
+}
+
+// watchBench bounds a bench run in time whatever happens inside it: past
+// limit it cancels the run (cancel), which stops its dev cluster; if the
+// run has not returned half a minute later, it prints every goroutine's
+// stack, to tell where it hung, and exits. The returned func ends the
+// watch.
+func watchBench(cancel context.CancelFunc, limit time.Duration) (stop func()) {
+	const grace = 30 * time.Second
+	soft := time.AfterFunc(limit, func() {
+		fmt.Fprintf(os.Stderr, "laneim bench: still running after %v, its limit: cancelling it\n", limit)
+		cancel()
+	})
+	hard := time.AfterFunc(limit+grace, func() {
+		fmt.Fprintf(os.Stderr, "laneim bench: still running %v after it was cancelled; its goroutines:\n", grace)
+		_ = pprof.Lookup("goroutine").WriteTo(os.Stderr, 2)
+		os.Exit(2)
+	})
+	return func() {
+		soft.Stop()
+		hard.Stop()
+	}
 }
