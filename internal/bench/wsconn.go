@@ -32,8 +32,9 @@ import (
 // socket once and hands the whole frames it holds to feed.
 //
 // feed scans each binary frame with the member's peek (its room's
-// batches, without decoding them), records each JSON batch, and passes
-// any other frame (answers, pongs) to replies.
+// batches, without decoding them), records each JSON batch, passes the
+// answers to its requests (pongs included) to replies, newest kept, and
+// drops any other event.
 type wsConn struct {
 	nc     net.Conn
 	json   bool
@@ -358,13 +359,30 @@ func (c *wsConn) message(op byte, p []byte) {
 	if err != nil {
 		return // not the bench's to judge: its counts will show what is missing
 	}
-	if b := f.GetMessages(); b != nil && f.GetRequestId() == 0 && op == wsframe.Text {
-		c.record(b)
+	if f.GetRequestId() == 0 {
+		if b := f.GetMessages(); b != nil && op == wsframe.Text {
+			c.record(b)
+		}
+		// Any other event (presence, typing, read updates) answers no
+		// request: nothing would ever take it from replies.
 		return
 	}
-	select {
-	case c.replies <- f:
-	case <-c.stop:
+	// The reader never waits for replies to be taken: a poller serves
+	// many members, and one member's unread answers (given up on by
+	// their requests) would stall them all. When replies is full, the
+	// oldest answer goes.
+	for {
+		select {
+		case c.replies <- f:
+			return
+		case <-c.stop:
+			return
+		default:
+		}
+		select {
+		case <-c.replies:
+		default:
+		}
 	}
 }
 

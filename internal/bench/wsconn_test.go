@@ -111,6 +111,40 @@ func TestFeedReadsWholeFramesHoweverTheyArrive(t *testing.T) {
 	}
 }
 
+// TestFeedNeverWaitsForReplies: events that answer no request (a
+// presence change, say) are dropped, and answers nobody takes keep only
+// the newest; feed returns either way. A member once got more than 64
+// presence frames during a login storm, which filled replies and
+// stalled its poller, and every member it served, for good.
+func TestFeedNeverWaitsForReplies(t *testing.T) {
+	c := testConn(&feedLog{})
+	presence, _ := proto.Marshal(&clientpb.ServerFrame{Body: &clientpb.ServerFrame_Presence{Presence: &clientpb.PresenceChange{Room: "r", User: "u1", Online: true, OnlineCount: 7}}})
+	var stream []byte
+	for range 200 {
+		stream = append(stream, serverFrame(true, wsframe.Binary, presence)...)
+	}
+	for id := range uint64(100) {
+		answer, _ := proto.Marshal(&clientpb.ServerFrame{RequestId: id + 1, Body: &clientpb.ServerFrame_Pong{Pong: &clientpb.Pong{}}})
+		stream = append(stream, serverFrame(true, wsframe.Binary, answer)...)
+	}
+	done := make(chan error, 1)
+	go func() { done <- c.feed(stream) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("feed waits for its replies to be taken")
+	}
+	if n := len(c.replies); n != cap(c.replies) {
+		t.Fatalf("%d replies kept, want %d", n, cap(c.replies))
+	}
+	if first := (<-c.replies).GetRequestId(); first != uint64(100-cap(c.replies)+1) {
+		t.Fatalf("oldest reply kept is #%d, want #%d (the newest %d)", first, 100-cap(c.replies)+1, cap(c.replies))
+	}
+}
+
 func TestFeedEnds(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
