@@ -74,6 +74,7 @@ func startDevProcess(ctx context.Context, cfg *Config) (*devProcess, error) {
 		args = append(args, "--batch-window", cfg.BatchWindow.String())
 	}
 	cmd := exec.Command(exe, args...)
+	dieWithParent(cmd)
 	cmd.Stdout = nil
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
