@@ -141,7 +141,10 @@ func Dial(ctx context.Context, url string, opts Options) (*Conn, error) {
 }
 
 // Frames delivers the frames the server sent on its own. It is closed
-// when the connection ends.
+// when the connection ends. It must be read: when it is full (see
+// Options.FrameBuffer) the connection's reader waits, and so do the
+// answers Do waits for, until the server closes the connection as a
+// slow consumer.
 func (c *Conn) Frames() <-chan *clientpb.ServerFrame { return c.frames }
 
 // Done is closed when the connection has ended.
