@@ -370,8 +370,8 @@ func Sweep(ctx context.Context, cfg Config, rates []int, progress io.Writer) ([]
 	}
 
 	fmt.Fprintf(progress, "bench: connecting %d clients to %s\n", cfg.Members, cfg.Target)
-	rssBase := clusterRSS(ctx, cluster, cfg.Admin)
-	loginCPU0 := readCPU(ctx, cluster, cfg.Admin)
+	base := sampleCluster(ctx, cluster, cfg.Admin)
+	rssBase, loginCPU0 := base.rss, base.cpu
 	loginStart := time.Now()
 	sink := &latencies{}
 	sink.cur.Store(new(histogram))
@@ -468,9 +468,10 @@ func Sweep(ctx context.Context, cfg Config, rates []int, progress io.Writer) ([]
 	delivered := func() int64 { return sumOf(members, deliveredOf) }
 	setup := time.Since(setupStart)
 	loginRate := float64(cfg.Members) / time.Since(loginStart).Seconds()
-	loginCPU := (readCPU(ctx, cluster, cfg.Admin).cluster - loginCPU0.cluster).Seconds() * 1e3 / float64(cfg.Members)
+	idle := sampleCluster(ctx, cluster, cfg.Admin)
+	loginCPU := (idle.cpu.cluster - loginCPU0.cluster).Seconds() * 1e3 / float64(cfg.Members)
 	setupRetries := sumOf(members, retriesOf)
-	rssIdle := clusterRSS(ctx, cluster, cfg.Admin)
+	rssIdle := idle.rss
 
 	var results []*Result
 	var seqBase uint64 // messages pushed by the earlier rates
@@ -483,8 +484,8 @@ func Sweep(ctx context.Context, cfg Config, rates []int, progress io.Writer) ([]
 		sink.cur.Store(lat)
 		delivered0, frames0, bytes0, dups0, synced0 := delivered(), sumOf(members, framesOf), sumOf(members, bytesOf), sumOf(members, dupsOf), sumOf(members, syncedOf)
 		fmt.Fprintf(progress, "bench: pushing %d msg/s for %v\n", cfg.Rate, cfg.Duration)
-		cpu0 := readCPU(ctx, cluster, cfg.Admin)
-		stages0 := scrapeStages(ctx, cfg.Admin)
+		before := sampleCluster(ctx, cluster, cfg.Admin)
+		cpu0, stages0 := before.cpu, before.stages
 		start := time.Now()
 		pushed, pushErrs := push(ctx, pc, cfg, room)
 		pushTime := time.Since(start)
@@ -494,9 +495,8 @@ func Sweep(ctx context.Context, cfg Config, rates []int, progress io.Writer) ([]
 			time.Sleep(20 * time.Millisecond)
 		}
 		elapsed := time.Since(start)
-		cpu1 := readCPU(ctx, cluster, cfg.Admin)
-		stages := scrapeStages(ctx, cfg.Admin)
-		rssLoad := clusterRSS(ctx, cluster, cfg.Admin)
+		after := sampleCluster(ctx, cluster, cfg.Admin)
+		cpu1, stages, rssLoad := after.cpu, after.stages, after.rss
 
 		got := delivered() - delivered0
 		res := &Result{

@@ -10,9 +10,9 @@ import (
 	"github.com/laneim/laneim/wiring"
 )
 
-// TestReadCPUFromAdmin: against a target cluster, the cluster's CPU is the
-// sum of process_cpu_seconds_total over the processes' /metrics.
-func TestReadCPUFromAdmin(t *testing.T) {
+// TestSampleClusterFromAdmin: against a target cluster, the cluster's CPU
+// is the sum of process_cpu_seconds_total over the processes' /metrics.
+func TestSampleClusterFromAdmin(t *testing.T) {
 	var addrs []string
 	for range 2 {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -33,15 +33,15 @@ func TestReadCPUFromAdmin(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	one := readCPU(ctx, nil, addrs[:1]).cluster
-	both := readCPU(ctx, nil, addrs).cluster
+	one := sampleCluster(ctx, nil, addrs[:1]).cpu.cluster
+	both := sampleCluster(ctx, nil, addrs).cpu.cluster
 	if one <= 0 {
 		t.Fatalf("cluster CPU from %s = %v, want > 0", addrs[0], one)
 	}
 	if both < 2*one {
 		t.Fatalf("two processes' CPU %v < twice one's %v: not summed", both, one)
 	}
-	if rss := clusterRSS(ctx, nil, addrs); rss <= 0 {
+	if rss := sampleCluster(ctx, nil, addrs).rss; rss <= 0 {
 		t.Fatalf("cluster memory = %d", rss)
 	}
 }

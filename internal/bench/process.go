@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	dto "github.com/prometheus/client_model/go"
 )
 
 // devProcess is a `laneim dev` child process.
@@ -120,36 +122,45 @@ func (p *devProcess) stop() {
 
 type cpuSample struct{ self, cluster time.Duration }
 
-// readCPU samples the CPU time used by this process and by the cluster:
-// the child's, or the sum of process_cpu_seconds_total over the admin
-// addresses of a target cluster.
-func readCPU(ctx context.Context, p *devProcess, admin []string) cpuSample {
-	var s cpuSample
-	var ru syscall.Rusage
-	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
-		s.self = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-	}
-	if p != nil {
-		s.cluster = procCPU(p.cmd.Process.Pid)
-		return s
-	}
-	for _, a := range admin {
-		s.cluster += time.Duration(scrape(ctx, a, "process_cpu_seconds_total") * float64(time.Second))
-	}
-	return s
+// clusterSample is what the bench reads of the cluster at one moment:
+// the CPU time used by this process and by the cluster, the cluster's
+// resident memory, and its stage histograms (stages.go).
+type clusterSample struct {
+	cpu    cpuSample
+	rss    int64
+	stages map[string]buckets
 }
 
-// clusterRSS returns the cluster's resident memory: the child's, or the
-// sum of process_resident_memory_bytes over the admin addresses.
-func clusterRSS(ctx context.Context, p *devProcess, admin []string) int64 {
+// sampleCluster reads the cluster once. A dev child's CPU and memory
+// come from /proc; a target cluster's are the sums of
+// process_cpu_seconds_total and process_resident_memory_bytes over its
+// admin addresses. Each admin address's /metrics is fetched once, for
+// all three; one that cannot be read adds nothing.
+func sampleCluster(ctx context.Context, p *devProcess, admin []string) clusterSample {
+	s := clusterSample{stages: map[string]buckets{}}
+	for _, name := range stageMetrics {
+		s.stages[name] = buckets{}
+	}
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
+		s.cpu.self = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
 	if p != nil {
-		return procRSS(p.cmd.Process.Pid)
+		s.cpu.cluster = procCPU(p.cmd.Process.Pid)
+		s.rss = procRSS(p.cmd.Process.Pid)
 	}
-	var total float64
 	for _, a := range admin {
-		total += scrape(ctx, a, "process_resident_memory_bytes")
+		fams, err := scrapeFamilies(ctx, a)
+		if err != nil {
+			continue
+		}
+		if p == nil {
+			s.cpu.cluster += time.Duration(value(fams, "process_cpu_seconds_total") * float64(time.Second))
+			s.rss += int64(value(fams, "process_resident_memory_bytes"))
+		}
+		addStages(s.stages, fams)
 	}
-	return int64(total)
+	return s
 }
 
 // procRSS reads the resident set of pid from /proc (Linux).
@@ -167,13 +178,9 @@ func procRSS(pid int) int64 {
 	return 0
 }
 
-// scrape reads one unlabelled counter or gauge from a Prometheus text
-// endpoint at http://addr/metrics; 0 if it cannot.
-func scrape(ctx context.Context, addr, name string) float64 {
-	fams, err := scrapeFamilies(ctx, addr)
-	if err != nil {
-		return 0
-	}
+// value is an unlabelled counter's or gauge's value in fams; 0 if
+// there is none.
+func value(fams map[string]*dto.MetricFamily, name string) float64 {
 	ms := fams[name].GetMetric()
 	if len(ms) == 0 {
 		return 0

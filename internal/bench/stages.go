@@ -31,34 +31,19 @@ var stageMetrics = []string{routingAgeMetric, cometAgeMetric, roomWaitMetric, wr
 // (+Inf included), summed over the processes that export it.
 type buckets map[float64]float64
 
-// scrapeStages reads the stage histograms from the admin addresses'
-// /metrics; a process that cannot be read, or lacks one, adds nothing.
-func scrapeStages(ctx context.Context, admin []string) map[string]buckets {
-	out := map[string]buckets{}
+// addStages adds the stage histograms of one process's metrics to out;
+// a histogram the process lacks adds nothing.
+func addStages(out map[string]buckets, fams map[string]*dto.MetricFamily) {
 	for _, name := range stageMetrics {
-		out[name] = buckets{}
-	}
-	for _, a := range admin {
-		fams, err := scrapeFamilies(ctx, a)
-		if err != nil {
-			continue
-		}
-		for _, name := range stageMetrics {
-			f, ok := fams[name]
-			if !ok {
-				continue
-			}
-			for _, m := range f.GetMetric() {
-				for _, b := range m.GetHistogram().GetBucket() {
-					if le := b.GetUpperBound(); !math.IsInf(le, 1) { // +Inf: the count, below
-						out[name][le] += float64(b.GetCumulativeCount())
-					}
+		for _, m := range fams[name].GetMetric() {
+			for _, b := range m.GetHistogram().GetBucket() {
+				if le := b.GetUpperBound(); !math.IsInf(le, 1) { // +Inf: the count, below
+					out[name][le] += float64(b.GetCumulativeCount())
 				}
-				out[name][math.Inf(1)] += float64(m.GetHistogram().GetSampleCount())
 			}
+			out[name][math.Inf(1)] += float64(m.GetHistogram().GetSampleCount())
 		}
 	}
-	return out
 }
 
 // scrapeFamilies reads and parses http://addr/metrics.

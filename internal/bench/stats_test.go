@@ -158,9 +158,9 @@ func TestBucketsQuantile(t *testing.T) {
 	}
 }
 
-// TestScrapeStages reads a stage histogram from a real registry's
+// TestSampleStages reads a stage histogram from a real registry's
 // /metrics, summed over two processes, and its quantiles come back.
-func TestScrapeStages(t *testing.T) {
+func TestSampleStages(t *testing.T) {
 	var admin []string
 	for i := range 2 {
 		reg := prometheus.NewRegistry()
@@ -174,7 +174,7 @@ func TestScrapeStages(t *testing.T) {
 		t.Cleanup(srv.Close)
 		admin = append(admin, strings.TrimPrefix(srv.URL, "http://"))
 	}
-	got := scrapeStages(context.Background(), append(admin, "127.0.0.1:1")) // and one that cannot be read
+	got := sampleCluster(context.Background(), nil, append(admin, "127.0.0.1:1")).stages // and one that cannot be read
 	b := got[writeLagMetric]
 	if n := b[math.Inf(1)]; n != 200 {
 		t.Fatalf("%v observations, want 200", n)
