@@ -75,6 +75,7 @@ func startClusterNode(t testing.TB, bin string) (string, error) {
 		// the client port + 10000, which nothing reserved.
 		port, bus := FreePort(t), FreePort(t)
 		if port == bus {
+			lastErr = fmt.Errorf("the client and cluster bus ports drawn were both %d", port)
 			continue
 		}
 		logFile := filepath.Join(dir, "redis.log")
