@@ -270,7 +270,6 @@ func (r *Result) JSON() string {
 type member struct {
 	conn         *wsConn
 	rd           *readers
-	stop         <-chan struct{} // closed when the bench ends
 	seqs         seqSet
 	conversation string
 	lat          *latencies
@@ -379,13 +378,11 @@ func Sweep(ctx context.Context, cfg Config, rates []int, progress io.Writer) ([]
 	if err != nil {
 		return nil, err
 	}
-	stop := make(chan struct{})
 	defer func() {
-		close(stop)
 		rd.close()
 		rd.wait()
 	}()
-	members, err := connectMembers(ctx, cfg, room, sink, rd, stop)
+	members, err := connectMembers(ctx, cfg, room, sink, rd)
 	defer func() {
 		for _, m := range members {
 			if m != nil {
@@ -622,7 +619,7 @@ func createRoom(ctx context.Context, cfg Config, room string) error {
 func memberID(i int) string { return fmt.Sprintf("bench-user-%d", i) }
 
 // connectMembers dials, logs in and joins every member, DialConcurrency at a time.
-func connectMembers(ctx context.Context, cfg Config, room string, lat *latencies, rd *readers, stop <-chan struct{}) ([]*member, error) {
+func connectMembers(ctx context.Context, cfg Config, room string, lat *latencies, rd *readers) ([]*member, error) {
 	members := make([]*member, cfg.Members)
 	// Every member is attempted (the caller closes those that connected);
 	// the first error is returned.
@@ -630,7 +627,7 @@ func connectMembers(ctx context.Context, cfg Config, room string, lat *latencies
 	g.SetLimit(cfg.DialConcurrency)
 	for i := range cfg.Members {
 		g.Go(func() error {
-			m, err := connectOne(ctx, cfg, memberID(i), room, lat, rd, stop)
+			m, err := connectOne(ctx, cfg, memberID(i), room, lat, rd)
 			members[i] = m
 			return err
 		})
@@ -638,8 +635,8 @@ func connectMembers(ctx context.Context, cfg Config, room string, lat *latencies
 	return members, g.Wait()
 }
 
-func connectOne(ctx context.Context, cfg Config, user, room string, lat *latencies, rd *readers, stop <-chan struct{}) (*member, error) {
-	m := &member{conversation: topics.RoomConversation(room), lat: lat, cfg: cfg, user: user, room: room, rd: rd, stop: stop}
+func connectOne(ctx context.Context, cfg Config, user, room string, lat *latencies, rd *readers) (*member, error) {
+	m := &member{conversation: topics.RoomConversation(room), lat: lat, cfg: cfg, user: user, room: room, rd: rd}
 	c, err := m.dialRetry(ctx)
 	if err != nil {
 		return nil, err
@@ -701,7 +698,7 @@ func (m *member) dial(ctx context.Context) (*wsConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err := dialWS(ctx, m.cfg.Target, m.cfg.JSON, m.peek, m.record, m.stop)
+	c, err := dialWS(ctx, m.cfg.Target, m.cfg.JSON, m.peek, m.record)
 	if err != nil {
 		return nil, fmt.Errorf("bench: dial for %s: %w", m.user, err)
 	}

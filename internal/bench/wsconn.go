@@ -46,7 +46,6 @@ type wsConn struct {
 	fragO byte   // its opcode
 
 	replies chan *clientpb.ServerFrame
-	stop    <-chan struct{} // the bench's end: replies is no longer read
 
 	wmu    sync.Mutex
 	nextID atomic.Uint64
@@ -69,7 +68,7 @@ var errClosedByServer = errors.New("bench: the server closed the connection")
 // dialWS connects to target (ws:// or wss://) and upgrades to WebSocket
 // with laneIM's subprotocol; any bytes the server sent after its answer
 // are fed to the connection.
-func dialWS(ctx context.Context, target string, useJSON bool, peek func([]byte) bool, record func(*clientpb.MessageBatch), stop <-chan struct{}) (*wsConn, error) {
+func dialWS(ctx context.Context, target string, useJSON bool, peek func([]byte) bool, record func(*clientpb.MessageBatch)) (*wsConn, error) {
 	u, err := url.Parse(target)
 	if err != nil {
 		return nil, fmt.Errorf("bench: target %q: %w", target, err)
@@ -131,7 +130,7 @@ func dialWS(ctx context.Context, target string, useJSON bool, peek func([]byte) 
 	}
 	_ = nc.SetDeadline(time.Time{})
 	c := &wsConn{nc: nc, json: useJSON, peek: peek, record: record,
-		replies: make(chan *clientpb.ServerFrame, 64), stop: stop, done: make(chan struct{})}
+		replies: make(chan *clientpb.ServerFrame, 64), done: make(chan struct{})}
 	if n := br.Buffered(); n > 0 {
 		b, _ := br.Peek(n)
 		if err := c.feed(b); err != nil {
@@ -251,10 +250,9 @@ func (c *wsConn) do(ctx context.Context, f *clientpb.ClientFrame) (*clientpb.Ser
 					if r.GetRequestId() == id {
 						return answer(r)
 					}
-					continue
 				default:
+					return nil, fmt.Errorf("bench: connection ended: %w", c.err)
 				}
-				return nil, fmt.Errorf("bench: connection ended: %w", c.err)
 			}
 		case <-ctx.Done():
 			return nil, ctx.Err()
@@ -374,8 +372,6 @@ func (c *wsConn) message(op byte, p []byte) {
 	for {
 		select {
 		case c.replies <- f:
-			return
-		case <-c.stop:
 			return
 		default:
 		}

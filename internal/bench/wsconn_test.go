@@ -265,12 +265,11 @@ func testWSConn(t *testing.T, wrapped bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stop := make(chan struct{})
-	defer func() { close(stop); rd.close(); rd.wait() }()
+	defer func() { rd.close(); rd.wait() }()
 	m := &member{conversation: "room:r", lat: &latencies{}}
 	m.lat.cur.Store(new(histogram))
 
-	c, err := dialWS(ctx, target, false, m.peek, m.record, stop)
+	c, err := dialWS(ctx, target, false, m.peek, m.record)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -280,7 +279,7 @@ func testWSConn(t *testing.T, wrapped bool) {
 	}
 	c.Close()
 
-	if c, err = dialWS(ctx, target, false, m.peek, m.record, stop); err != nil {
+	if c, err = dialWS(ctx, target, false, m.peek, m.record); err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
