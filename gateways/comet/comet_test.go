@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -143,9 +144,17 @@ func next[T proto.Message](f *fixture, topic topics.Topic[T]) T {
 // and returns the connection and its id.
 func (f *fixture) login(user string, opts client.Options) (*client.Conn, string) {
 	f.t.Helper()
+	return f.loginWith(user, opts, &clientpb.Login{Device: "test"})
+}
+
+// loginWith is login with a Login frame of login's fields and the user's
+// token.
+func (f *fixture) loginWith(user string, opts client.Options, login *clientpb.Login) (*client.Conn, string) {
+	f.t.Helper()
 	conn := f.dial(opts)
 	ctx := ctxT(f.t)
-	if err := conn.Write(ctx, &clientpb.ClientFrame{RequestId: 7, Body: &clientpb.ClientFrame_Login{Login: &clientpb.Login{Token: token(f.t, user), Device: "test"}}}); err != nil {
+	login.Token = token(f.t, user)
+	if err := conn.Write(ctx, &clientpb.ClientFrame{RequestId: 7, Body: &clientpb.ClientFrame_Login{Login: login}}); err != nil {
 		f.t.Fatal(err)
 	}
 	req := next(f, topics.LoginRequests)
@@ -761,6 +770,76 @@ func TestRoomFanOutMergesBatchesInOrder(t *testing.T) {
 	}
 	if st := f.comet.Stats(); st.Connections != 4 || st.Users != 4 || st.Rooms != 2 {
 		t.Errorf("stats %+v", st)
+	}
+}
+
+// TestCompactBatchesOverAWebSocket: a connection that asked for compact
+// batches reads a room's conversation, sender and content type once per
+// frame, in MessageBatch.shared, and the Go client gives it the same
+// messages as a connection that did not ask; JSON ignores the request.
+func TestCompactBatchesOverAWebSocket(t *testing.T) {
+	f := newFixture(t, comet.Config{BatchWindow: 2 * time.Second})
+	type member struct {
+		conn *client.Conn
+		id   string
+		mu   sync.Mutex
+		raw  []*clientpb.MessageBatch // as they came, not expanded
+	}
+	members := map[string]*member{"compact": {}, "whole": {}, "json": {}}
+	for name, m := range members {
+		opts := client.Options{JSON: name == "json", Peek: func(data []byte) bool {
+			var fr clientpb.ServerFrame
+			if proto.Unmarshal(data, &fr) == nil && fr.GetMessages() != nil {
+				m.mu.Lock()
+				m.raw = append(m.raw, fr.GetMessages())
+				m.mu.Unlock()
+			}
+			return false
+		}}
+		m.conn, m.id = f.loginWith(name, opts, &clientpb.Login{CompactBatches: name != "whole"})
+		f.join(m.id, "lobby")
+	}
+	conv := topics.RoomConversation("lobby")
+	var sent []*clientpb.Message
+	for seq := uint64(1); seq <= 6; seq++ {
+		m := &clientpb.Message{Id: fmt.Sprint("m", seq), Conversation: conv, Seq: seq, Sender: "s", Body: []byte("x"), ContentType: "text/plain", ServerTimeUnixMs: 9}
+		sent = append(sent, m)
+		f.deliver(&topicpb.Delivery{Room: "lobby", Frame: &clientpb.ServerFrame{Body: &clientpb.ServerFrame_Messages{Messages: &clientpb.MessageBatch{Messages: []*clientpb.Message{m}}}}})
+	}
+	for name, m := range members {
+		msgs, _ := readMessages(t, m.conn, len(sent))
+		for i := range sent {
+			if !proto.Equal(msgs[i], sent[i]) {
+				t.Fatalf("%s: message %d is %v, want %v", name, i, msgs[i], sent[i])
+			}
+		}
+		f.expectNothingMore(m.conn, m.id)
+		m.mu.Lock()
+		raw := m.raw
+		m.mu.Unlock()
+		if name == "json" {
+			if len(raw) != 0 {
+				t.Fatalf("json: %d binary batches", len(raw))
+			}
+			continue
+		}
+		if len(raw) == 0 {
+			t.Fatalf("%s: no batch seen", name)
+		}
+		for _, b := range raw {
+			want := (*clientpb.Message)(nil)
+			if name == "compact" {
+				want = &clientpb.Message{Conversation: conv, Sender: "s", ContentType: "text/plain"}
+			}
+			if !proto.Equal(b.GetShared(), want) {
+				t.Fatalf("%s: batch shared %v, want %v", name, b.GetShared(), want)
+			}
+			for _, msg := range b.GetMessages() {
+				if (msg.GetConversation() == "") != (name == "compact") {
+					t.Fatalf("%s: message %v as it came", name, msg)
+				}
+			}
+		}
 	}
 }
 

@@ -35,7 +35,10 @@ type conn struct {
 	ws    *websocket.Conn // nil for test members without a socket
 	net   *socket         // the socket under ws, for batched writes; nil in tests
 	json  bool
-	addr  string // the client address as counted (addrlimit.go); "" if not
+	// compact is set by a Login asking for compact_batches, before the
+	// connection is in any room; it applies to the protobuf encoding.
+	compact atomic.Bool
+	addr    string // the client address as counted (addrlimit.go); "" if not
 	// strikes is the key of strikes against its address (strikes.go).
 	strikes string
 	start   time.Time
@@ -91,6 +94,17 @@ func newConn(c *Comet, id string, ws *websocket.Conn, nc *socket, useJSON bool) 
 		wake:    make(chan struct{}, 1),
 		limiter: newLimiter(c.cfg),
 	}
+}
+
+// enc returns the encoding of the connection's frames.
+func (cn *conn) enc() encoding {
+	switch {
+	case cn.json:
+		return encJSON
+	case cn.compact.Load():
+		return encCompact
+	}
+	return encProto
 }
 
 var unmarshalJSON = protojson.UnmarshalOptions{DiscardUnknown: true}
@@ -262,6 +276,9 @@ func (cn *conn) serve(f *clientpb.ClientFrame) {
 		claims, ok := cn.verify(req, b.Login.GetToken())
 		if !ok || !cn.startLogin(req) {
 			return
+		}
+		if b.Login.GetCompactBatches() && !cn.json {
+			cn.compact.Store(true)
 		}
 		if !cn.expect(req) {
 			cn.loginDone(req)

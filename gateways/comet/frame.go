@@ -1,6 +1,7 @@
 package comet
 
 import (
+	"bytes"
 	"strings"
 	"sync"
 	"time"
@@ -18,14 +19,13 @@ import (
 type frame struct {
 	msg *clientpb.ServerFrame
 
-	pbOnce, jsonOnce sync.Once
-	pb, json         []byte
+	once    [encodings]sync.Once
+	encoded [encodings][]byte
 
 	// The frame as whole WebSocket messages, header included, per
-	// encoding (0 protobuf, 1 JSON), for writes that bypass the library
-	// (writeNow).
-	wsOnce [2]sync.Once
-	ws     [2][]byte
+	// encoding, for writes that bypass the library (writeNow).
+	wsOnce [encodings]sync.Once
+	ws     [encodings][]byte
 
 	// A remainder is what a non-blocking write left of a frame
 	// unwritten: raw bytes the writer sends as they are.
@@ -42,29 +42,33 @@ type frame struct {
 
 func newFrame(f *clientpb.ServerFrame) *frame { return &frame{msg: f} }
 
-// bytes returns the frame in the connection's encoding. Frames are built
-// by laneIM from valid messages; should one not encode (a string that is
-// not UTF-8, say), the client gets an Error frame instead of nothing.
-func (f *frame) bytes(useJSON bool) []byte {
+// bytes returns the frame in encoding e. Frames are built by laneIM
+// from valid messages; should one not encode (a string that is not
+// UTF-8, say), the client gets an Error frame instead of nothing.
+func (f *frame) bytes(e encoding) []byte {
 	if f.raw != nil {
 		return f.raw
 	}
-	if useJSON {
-		f.jsonOnce.Do(func() {
-			var err error
-			if f.json, err = protojson.Marshal(f.msg); err != nil {
-				f.json, _ = protojson.Marshal(encodeFailure(f.msg, err))
-			}
-		})
-		return f.json
-	}
-	f.pbOnce.Do(func() {
+	f.once[e].Do(func() {
 		var err error
-		if f.pb, err = proto.Marshal(f.msg); err != nil {
-			f.pb, _ = proto.Marshal(encodeFailure(f.msg, err))
+		switch e {
+		case encJSON:
+			if f.encoded[e], err = protojson.Marshal(f.msg); err != nil {
+				f.encoded[e], _ = protojson.Marshal(encodeFailure(f.msg, err))
+			}
+		case encCompact:
+			if f.msg.GetMessages() == nil {
+				f.encoded[e] = f.bytes(encProto)
+			} else {
+				f.encoded[e] = compactFrame(f.bytes(encProto))
+			}
+		default:
+			if f.encoded[e], err = proto.Marshal(f.msg); err != nil {
+				f.encoded[e], _ = proto.Marshal(encodeFailure(f.msg, err))
+			}
 		}
 	})
-	return f.pb
+	return f.encoded[e]
 }
 
 func encodeFailure(f *clientpb.ServerFrame, err error) *clientpb.ServerFrame {
@@ -75,32 +79,33 @@ func encodeFailure(f *clientpb.ServerFrame, err error) *clientpb.ServerFrame {
 
 // message returns the frame as one whole unmasked WebSocket message,
 // built once per encoding: the bytes a server writes for it.
-func (f *frame) message(useJSON bool) []byte {
-	i, opcode := 0, byte(wsframe.Binary)
-	if useJSON {
-		i, opcode = 1, wsframe.Text
+func (f *frame) message(e encoding) []byte {
+	opcode := byte(wsframe.Binary)
+	if e == encJSON {
+		opcode = wsframe.Text
 	}
-	f.wsOnce[i].Do(func() {
-		p := f.bytes(useJSON)
-		f.ws[i] = append(wsframe.AppendHeader(make([]byte, 0, len(p)+10), opcode, len(p), false), p...)
+	f.wsOnce[e].Do(func() {
+		p := f.bytes(e)
+		f.ws[e] = append(wsframe.AppendHeader(make([]byte, 0, len(p)+10), opcode, len(p), false), p...)
 	})
-	return f.ws[i]
+	return f.ws[e]
 }
 
 // messagesTag is the key of ServerFrame.messages (field 12, bytes).
 var messagesTag = protowire.AppendTag(nil, 12, protowire.BytesType)[0]
 
-// batch returns the encoded MessageBatch of a room's frame: the frame's
-// protobuf encoding is messagesTag, its length, then these bytes, and
-// nothing else (no request id). Frames of one room that follow each
-// other in a connection's queue can so go out as one ServerFrame whose
-// MessageBatch holds all their messages, still of one conversation and
-// in order (see appendMerged). nil for any other frame.
-func (f *frame) batch() []byte {
-	if f.conv == "" || f.raw != nil {
+// batch returns the encoded MessageBatch of a room's frame in e, a
+// protobuf encoding: the frame's encoding is messagesTag, its length,
+// then these bytes, and nothing else (no request id). Frames of one room
+// that follow each other in a connection's queue can so go out as one
+// ServerFrame whose MessageBatch holds all their messages, still of one
+// conversation and in order (see appendMerged). nil for any other frame
+// or encoding.
+func (f *frame) batch(e encoding) []byte {
+	if f.conv == "" || f.raw != nil || e == encJSON {
 		return nil
 	}
-	b := f.bytes(false)
+	b := f.bytes(e)
 	if len(b) == 0 || b[0] != messagesTag {
 		return nil // not encoded as expected (an Error instead, say)
 	}
@@ -114,31 +119,36 @@ func (f *frame) batch() []byte {
 // maxMerged bounds the payload of a message that merges frames.
 const maxMerged = 1 << 20
 
-// appendMerged appends frames to b as WebSocket messages in the
-// connection's encoding, merging runs of a room's protobuf frames (see
-// batch) into one message of at most maxMerged bytes, and returns b and
-// ends with, appended, where in b each message it wrote ends.
-func appendMerged(b []byte, frames []*frame, useJSON bool, ends []int) ([]byte, []int) {
+// appendMerged appends frames to b as WebSocket messages in encoding e,
+// merging runs of a room's protobuf frames (see batch) into one message
+// of at most maxMerged bytes, and returns b and ends with, appended,
+// where in b each message it wrote ends. Compact batches merge when they
+// share the same fields (sharedPrefix); the merged batch carries shared
+// once.
+func appendMerged(b []byte, frames []*frame, e encoding, ends []int) ([]byte, []int) {
 	for i := 0; i < len(frames); {
 		j, size := i+1, 0
-		if first := frames[i].batch(); first != nil && !useJSON {
+		first := frames[i].batch(e)
+		shared := sharedPrefix(first)
+		if first != nil {
 			size = len(first)
 			for j < len(frames) && frames[j].conv == frames[i].conv {
-				next := frames[j].batch()
-				if next == nil || size+len(next) > maxMerged {
+				next := frames[j].batch(e)
+				if next == nil || !bytes.Equal(sharedPrefix(next), shared) || size+len(next)-len(shared) > maxMerged {
 					break
 				}
-				size += len(next)
+				size += len(next) - len(shared)
 				j++
 			}
 		}
 		if j == i+1 {
-			b = append(b, frames[i].message(useJSON)...)
+			b = append(b, frames[i].message(e)...)
 		} else {
 			b = wsframe.AppendHeader(b, wsframe.Binary, 1+protowire.SizeVarint(uint64(size))+size, false)
 			b = protowire.AppendVarint(append(b, messagesTag), uint64(size))
-			for _, f := range frames[i:j] {
-				b = append(b, f.batch()...)
+			b = append(b, first...)
+			for _, f := range frames[i+1 : j] {
+				b = append(b, f.batch(e)[len(shared):]...)
 			}
 		}
 		ends = append(ends, len(b))

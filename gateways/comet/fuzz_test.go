@@ -87,7 +87,11 @@ func FuzzClientFrame(f *testing.F) {
 		frame, reply := decodeClientFrame(text, data)
 		if reply != nil {
 			for _, useJSON := range []bool{false, true} {
-				b := newFrame(reply).bytes(useJSON)
+				e := encProto
+				if useJSON {
+					e = encJSON
+				}
+				b := newFrame(reply).bytes(e)
 				var got clientpb.ServerFrame
 				var err error
 				if useJSON {

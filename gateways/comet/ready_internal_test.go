@@ -24,10 +24,15 @@ import (
 // roomFrame returns a room's frame of messages with the given seqs, each
 // with a body of size bytes.
 func roomFrame(room string, size int, seqs ...uint64) *frame {
+	return roomFrameFrom(room, "u", size, seqs...)
+}
+
+// roomFrameFrom is roomFrame with messages of sender.
+func roomFrameFrom(room, sender string, size int, seqs ...uint64) *frame {
 	conv := topics.RoomConversation(room)
 	var msgs []*clientpb.Message
 	for _, s := range seqs {
-		msgs = append(msgs, &clientpb.Message{Id: fmt.Sprint(conv, "/", s), Conversation: conv, Seq: s, Sender: "u", Body: bytes.Repeat([]byte("b"), size)})
+		msgs = append(msgs, &clientpb.Message{Id: fmt.Sprint(conv, "/", s), Conversation: conv, Seq: s, Sender: sender, Body: bytes.Repeat([]byte("b"), size)})
 	}
 	f := newFrame(&clientpb.ServerFrame{Body: &clientpb.ServerFrame_Messages{Messages: &clientpb.MessageBatch{Messages: msgs}}})
 	f.conv = conv
@@ -76,6 +81,7 @@ func describe(t *testing.T, ops []byte, payloads [][]byte) []string {
 			out = append(out, fmt.Sprintf("reply:%d", f.GetRequestId()))
 			continue
 		}
+		f.GetMessages().Expand()
 		var seqs []string
 		conv := ""
 		for _, m := range f.GetMessages().GetMessages() {
@@ -95,20 +101,23 @@ func TestAppendMerged(t *testing.T) {
 	tests := []struct {
 		name   string
 		frames []*frame
-		json   bool
+		enc    encoding
 		want   []string
 	}{
-		{"one frame", []*frame{roomFrame("a", 1, 1)}, false, []string{"room:a:1"}},
-		{"a room's frames merge", []*frame{roomFrame("a", 1, 1, 2), roomFrame("a", 1, 3), roomFrame("a", 1, 4)}, false, []string{"room:a:1,2,3,4"}},
-		{"rooms stay apart", []*frame{roomFrame("a", 1, 1), roomFrame("b", 1, 1), roomFrame("b", 1, 2), roomFrame("a", 1, 2)}, false, []string{"room:a:1", "room:b:1,2", "room:a:2"}},
-		{"an answer breaks a run", []*frame{roomFrame("a", 1, 1), replyFrame(7), roomFrame("a", 1, 2), roomFrame("a", 1, 3)}, false, []string{"room:a:1", "reply:7", "room:a:2,3"}},
-		{"a frame of one connection does not merge", []*frame{newFrame(roomFrame("a", 1, 1).msg), newFrame(roomFrame("a", 1, 2).msg)}, false, []string{"room:a:1", "room:a:2"}},
-		{"JSON does not merge", []*frame{roomFrame("a", 1, 1), roomFrame("a", 1, 2)}, true, []string{"room:a:1", "room:a:2"}},
-		{"merged messages stay bounded", []*frame{roomFrame("a", big, 1), roomFrame("a", big, 2), roomFrame("a", big, 3)}, false, []string{"room:a:1,2", "room:a:3"}},
+		{"one frame", []*frame{roomFrame("a", 1, 1)}, encProto, []string{"room:a:1"}},
+		{"a room's frames merge", []*frame{roomFrame("a", 1, 1, 2), roomFrame("a", 1, 3), roomFrame("a", 1, 4)}, encProto, []string{"room:a:1,2,3,4"}},
+		{"rooms stay apart", []*frame{roomFrame("a", 1, 1), roomFrame("b", 1, 1), roomFrame("b", 1, 2), roomFrame("a", 1, 2)}, encProto, []string{"room:a:1", "room:b:1,2", "room:a:2"}},
+		{"an answer breaks a run", []*frame{roomFrame("a", 1, 1), replyFrame(7), roomFrame("a", 1, 2), roomFrame("a", 1, 3)}, encProto, []string{"room:a:1", "reply:7", "room:a:2,3"}},
+		{"a frame of one connection does not merge", []*frame{newFrame(roomFrame("a", 1, 1).msg), newFrame(roomFrame("a", 1, 2).msg)}, encProto, []string{"room:a:1", "room:a:2"}},
+		{"JSON does not merge", []*frame{roomFrame("a", 1, 1), roomFrame("a", 1, 2)}, encJSON, []string{"room:a:1", "room:a:2"}},
+		{"compact batches merge, sharing once", []*frame{roomFrame("a", 1, 1, 2), roomFrame("a", 1, 3), roomFrame("a", 1, 4)}, encCompact, []string{"room:a:1,2,3,4"}},
+		{"compact batches sharing other fields do not merge", []*frame{roomFrameFrom("a", "u", 1, 1), roomFrameFrom("a", "v", 1, 2), roomFrameFrom("a", "v", 1, 3)}, encCompact, []string{"room:a:1", "room:a:2,3"}},
+		{"an answer breaks a compact run", []*frame{roomFrame("a", 1, 1), replyFrame(7), roomFrame("a", 1, 2)}, encCompact, []string{"room:a:1", "reply:7", "room:a:2"}},
+		{"merged messages stay bounded", []*frame{roomFrame("a", big, 1), roomFrame("a", big, 2), roomFrame("a", big, 3)}, encProto, []string{"room:a:1,2", "room:a:3"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			b, ends := appendMerged(nil, tt.frames, tt.json, nil)
+			b, ends := appendMerged(nil, tt.frames, tt.enc, nil)
 			ops, payloads, read := readMessages(t, b)
 			if got := describe(t, ops, payloads); !slices.Equal(got, tt.want) {
 				t.Fatalf("got %q, want %q", got, tt.want)
@@ -135,8 +144,8 @@ func TestAppendMerged(t *testing.T) {
 				t.Fatalf("%d messages arrived of %d sent", got, sent)
 			}
 			for i, p := range payloads {
-				if ops[i] == wsframe.Text {
-					continue
+				if ops[i] == wsframe.Text || tt.enc == encCompact {
+					continue // compact batches: TestCompactFrame
 				}
 				// Every protobuf message, merged or not, is the
 				// canonical encoding of its frame (a merged one: of its
@@ -199,7 +208,7 @@ func TestWriteClaimedSendsWhatWasQueued(t *testing.T) {
 	cn.writeClaimed()
 
 	want := []string{"room:a:1,2", "reply:3", "room:a:3", "room:b:1"}
-	wantBytes, _ := appendMerged(nil, []*frame{roomFrame("a", 10, 1), roomFrame("a", 10, 2), replyFrame(3), roomFrame("a", 10, 3), roomFrame("b", 10, 1)}, false, nil)
+	wantBytes, _ := appendMerged(nil, []*frame{roomFrame("a", 10, 1), roomFrame("a", 10, 2), replyFrame(3), roomFrame("a", 10, 3), roomFrame("b", 10, 1)}, encProto, nil)
 	got := make([]byte, len(wantBytes))
 	_ = client.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if _, err := io.ReadFull(client, got); err != nil {
@@ -234,7 +243,7 @@ func TestWriteClaimedKeepsWhatTheKernelDidNotTake(t *testing.T) {
 	for i := range 64 {
 		frames = append(frames, roomFrame("a", 4000, uint64(i+1)))
 	}
-	whole, _ := appendMerged(nil, frames, false, nil)
+	whole, _ := appendMerged(nil, frames, encProto, nil)
 	cn := claimedConn(t, s, frames...)
 	cn.writing = true // as if a writer ran: resume starts none, the rest stays queued
 	cn.writeClaimed()
@@ -312,7 +321,7 @@ func TestRoomFramesMerge(t *testing.T) {
 	}
 	cn.writeClaimed()
 
-	want, _ := appendMerged(nil, []*frame{roomFrame("a", 10, 1, 2, 3)}, false, nil)
+	want, _ := appendMerged(nil, []*frame{roomFrame("a", 10, 1, 2, 3)}, encProto, nil)
 	got := make([]byte, len(want))
 	_ = client.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if _, err := io.ReadFull(client, got); err != nil {

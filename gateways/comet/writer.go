@@ -31,7 +31,7 @@ func (cn *conn) enqueue(f *frame) {
 	}
 	size := 0
 	if cn.ws != nil {
-		size = len(f.bytes(cn.json))
+		size = len(f.bytes(cn.enc()))
 	}
 	if len(cn.queue) >= c.cfg.SendQueue || cn.qbytes+size > c.cfg.SendQueueBytes && len(cn.queue) > 0 {
 		cn.qmu.Unlock()
@@ -135,11 +135,11 @@ func (cn *conn) writeClaimed() {
 	ends := endsArr[:0] // where each WebSocket message of b ends
 	var buf *[]byte     // b's pooled buffer, if any
 	if len(frames) == 1 {
-		b = frames[0].message(cn.json)
+		b = frames[0].message(cn.enc())
 		ends = append(ends, len(b))
 	} else {
 		buf = batchBuffers.Get().(*[]byte)
-		*buf, ends = appendMerged(*buf, frames, cn.json, ends)
+		*buf, ends = appendMerged(*buf, frames, cn.enc(), ends)
 		b = *buf
 	}
 	n, err := cn.net.writeNow(b)
@@ -210,7 +210,7 @@ func (cn *conn) spareAgain(frames []*frame) {
 func (cn *conn) requeue(frames []*frame) {
 	size := 0
 	for _, f := range frames {
-		size += len(f.bytes(cn.json))
+		size += len(f.bytes(cn.enc()))
 	}
 	cn.qmu.Lock()
 	q := make([]*frame, 0, len(frames)+len(cn.queue))
@@ -388,7 +388,7 @@ func (cn *conn) writeBatch(batch []*frame) bool {
 	if cn.ws == nil { // a test member: encode, count and discard
 		for _, f := range batch {
 			c.framesSent.Add(1)
-			c.bytesSent.Add(int64(len(f.bytes(cn.json))))
+			c.bytesSent.Add(int64(len(f.bytes(cn.enc()))))
 		}
 		return true
 	}
@@ -413,7 +413,7 @@ func (cn *conn) writeBatch(batch []*frame) bool {
 			// as they are, gathered with the others.
 			_, err = cn.net.Write(f.raw)
 		} else {
-			err = cn.ws.Write(noDeadline, typ, f.bytes(cn.json))
+			err = cn.ws.Write(noDeadline, typ, f.bytes(cn.enc()))
 		}
 		if err != nil {
 			break

@@ -11,6 +11,7 @@ import (
 const (
 	serverFrameMessages = 12 // ServerFrame.messages (MessageBatch)
 	batchMessages       = 1  // MessageBatch.messages (repeated Message)
+	batchShared         = 2  // MessageBatch.shared (Message), in compact batches
 	messageConversation = 2  // Message.conversation
 	messageSeq          = 3  // Message.seq
 	messageBody         = 5  // Message.body
@@ -31,6 +32,12 @@ func scanBatch(frame []byte, conversation string, fn func(seq uint64, sentUnixNa
 	batch, ok := field(frame, serverFrameMessages)
 	if !ok {
 		return 0, false
+	}
+	// A compact batch (Login.compact_batches) may carry the messages'
+	// conversation once, in shared: a message without one has it.
+	var sharedConv []byte
+	if shared, ok := field(batch, batchShared); ok {
+		sharedConv, _ = field(shared, messageConversation)
 	}
 	n := 0
 	for len(batch) > 0 {
@@ -53,15 +60,15 @@ func scanBatch(frame []byte, conversation string, fn func(seq uint64, sentUnixNa
 		}
 		batch = batch[l:]
 		var (
-			conv  []byte
+			conv  = sharedConv
 			seq   uint64
 			body  []byte
-			found int // fields of conv, seq and body seen
+			found int // fields of seq and body seen
 		)
-		// The server's messages are marshalled by protobuf-go, in field
-		// order and each field once, so the rest of a message is skipped
-		// once the three are found.
-		for len(msg) > 0 && found < 3 {
+		// The server's messages are marshalled in field order, each
+		// field once, so the rest of a message is skipped once seq and
+		// body are found: its conversation, if it has one, came first.
+		for len(msg) > 0 && found < 2 {
 			num, typ, l := consumeTag(msg)
 			if l < 0 {
 				return n, false
@@ -75,7 +82,7 @@ func scanBatch(frame []byte, conversation string, fn func(seq uint64, sentUnixNa
 				}
 				switch num {
 				case messageConversation:
-					conv, found = v, found+1
+					conv = v
 				case messageBody:
 					body, found = v, found+1
 				}

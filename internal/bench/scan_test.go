@@ -20,6 +20,20 @@ func TestScanBatch(t *testing.T) {
 		{Conversation: "room:r", Seq: 8, Body: []byte("short")},
 		{Conversation: "room:r", Seq: 9, Body: body(300)},
 	}}}}
+	// A compact batch: the conversation in shared, once; a message that
+	// has its own keeps it.
+	compact := &clientpb.ServerFrame{Body: &clientpb.ServerFrame_Messages{Messages: &clientpb.MessageBatch{
+		Messages: []*clientpb.Message{
+			{Id: "a", Seq: 7, Body: body(100)},
+			{Conversation: "room:other", Seq: 1, Body: body(1)},
+			{Seq: 9, Body: body(300)},
+		},
+		Shared: &clientpb.Message{Conversation: "room:r", Sender: "s"},
+	}}}
+	sharedElsewhere := &clientpb.ServerFrame{Body: &clientpb.ServerFrame_Messages{Messages: &clientpb.MessageBatch{
+		Messages: []*clientpb.Message{{Seq: 4, Body: body(40)}},
+		Shared:   &clientpb.Message{Conversation: "room:other"},
+	}}}
 	pong := &clientpb.ServerFrame{RequestId: 3, Body: &clientpb.ServerFrame_Pong{Pong: &clientpb.Pong{ClientTimeUnixMs: 1}}}
 	tests := []struct {
 		name  string
@@ -28,6 +42,8 @@ func TestScanBatch(t *testing.T) {
 		ok    bool
 	}{
 		{"batch", marshal(t, batch), []int64{7, 100, 9, 300}, true},
+		{"compact batch", marshal(t, compact), []int64{7, 100, 9, 300}, true},
+		{"compact batch of another conversation", marshal(t, sharedElsewhere), nil, true},
 		{"not a batch", marshal(t, pong), nil, false},
 		{"garbage", []byte{0xff, 0xff, 0xff}, nil, false},
 		{"empty", nil, nil, false},

@@ -285,7 +285,7 @@ func (c *wsConn) login(ctx context.Context, token, room string, separately bool)
 	if separately {
 		join = nil
 	}
-	r, err := c.ask(ctx, &clientpb.ClientFrame{Body: &clientpb.ClientFrame_Login{Login: &clientpb.Login{Token: token, Device: "bench", Join: join}}})
+	r, err := c.ask(ctx, &clientpb.ClientFrame{Body: &clientpb.ClientFrame_Login{Login: &clientpb.Login{Token: token, Device: "bench", Join: join, CompactBatches: true}}})
 	if err != nil {
 		return fmt.Errorf("bench: login: %w", err)
 	}

@@ -353,9 +353,15 @@ type Login struct {
 	// would, at most 100 of them: a client that reconnects joins its rooms
 	// again in the same round trip. Each is answered in the LoginResult,
 	// in joined or in join_refused.
-	Join          []string `protobuf:"bytes,3,rep,name=join,proto3" json:"join,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Join []string `protobuf:"bytes,3,rep,name=join,proto3" json:"join,omitempty"`
+	// compact_batches asks for compact MessageBatches on this connection,
+	// in the protobuf encoding (the JSON encoding ignores it): a batch may
+	// then carry in shared the conversation, sender and content_type its
+	// messages all have, and leave those fields empty in the messages. The
+	// client fills each empty one of them from shared (see MessageBatch).
+	CompactBatches bool `protobuf:"varint,4,opt,name=compact_batches,json=compactBatches,proto3" json:"compact_batches,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Login) Reset() {
@@ -407,6 +413,13 @@ func (x *Login) GetJoin() []string {
 		return x.Join
 	}
 	return nil
+}
+
+func (x *Login) GetCompactBatches() bool {
+	if x != nil {
+		return x.CompactBatches
+	}
+	return false
 }
 
 // JoinRoom subscribes this connection to a room's messages. The user must be
@@ -1759,8 +1772,15 @@ func (x *Message) GetRecalledSeq() uint64 {
 // MessageBatch carries messages in conversation order. Messages of one room
 // that arrive close together are merged into one batch.
 type MessageBatch struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Messages      []*Message             `protobuf:"bytes,1,rep,name=messages,proto3" json:"messages,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Messages []*Message             `protobuf:"bytes,1,rep,name=messages,proto3" json:"messages,omitempty"`
+	// shared, only on a connection that asked for compact_batches (Login),
+	// holds the conversation, sender and content_type that every message
+	// of the batch has, each when all have the same non-empty value; those
+	// fields are then empty in the messages. A client gives each message
+	// whose conversation, sender or content_type is empty the value
+	// shared has for it. Unset when nothing is shared.
+	Shared        *Message `protobuf:"bytes,2,opt,name=shared,proto3" json:"shared,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1798,6 +1818,13 @@ func (*MessageBatch) Descriptor() ([]byte, []int) {
 func (x *MessageBatch) GetMessages() []*Message {
 	if x != nil {
 		return x.Messages
+	}
+	return nil
+}
+
+func (x *MessageBatch) GetShared() *Message {
+	if x != nil {
+		return x.Shared
 	}
 	return nil
 }
@@ -2312,11 +2339,12 @@ const file_client_proto_rawDesc = "" +
 	"\x04sync\x18\x10 \x01(\v2\x16.laneim.client.v1.SyncH\x00R\x04sync\x12G\n" +
 	"\rconversations\x18\x11 \x01(\v2\x1f.laneim.client.v1.ConversationsH\x00R\rconversations\x122\n" +
 	"\x06typing\x18\x1e \x01(\v2\x18.laneim.client.v1.TypingH\x00R\x06typingB\x06\n" +
-	"\x04body\"I\n" +
+	"\x04body\"r\n" +
 	"\x05Login\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x16\n" +
 	"\x06device\x18\x02 \x01(\tR\x06device\x12\x12\n" +
-	"\x04join\x18\x03 \x03(\tR\x04join\"\x1e\n" +
+	"\x04join\x18\x03 \x03(\tR\x04join\x12'\n" +
+	"\x0fcompact_batches\x18\x04 \x01(\bR\x0ecompactBatches\"\x1e\n" +
 	"\bJoinRoom\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\"\x1f\n" +
 	"\tLeaveRoom\x12\x12\n" +
@@ -2433,9 +2461,10 @@ const file_client_proto_rawDesc = "" +
 	"\bmentions\x18\v \x03(\tR\bmentions\x12\x1d\n" +
 	"\n" +
 	"edited_seq\x18\f \x01(\x04R\teditedSeq\x12!\n" +
-	"\frecalled_seq\x18\r \x01(\x04R\vrecalledSeq\"E\n" +
+	"\frecalled_seq\x18\r \x01(\x04R\vrecalledSeq\"x\n" +
 	"\fMessageBatch\x125\n" +
-	"\bmessages\x18\x01 \x03(\v2\x19.laneim.client.v1.MessageR\bmessages\"s\n" +
+	"\bmessages\x18\x01 \x03(\v2\x19.laneim.client.v1.MessageR\bmessages\x121\n" +
+	"\x06shared\x18\x02 \x01(\v2\x19.laneim.client.v1.MessageR\x06shared\"s\n" +
 	"\x0ePresenceChange\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x12\x12\n" +
 	"\x04user\x18\x02 \x01(\tR\x04user\x12\x16\n" +
@@ -2545,11 +2574,12 @@ var file_client_proto_depIdxs = []int32{
 	16, // 26: laneim.client.v1.JoinRefused.error:type_name -> laneim.client.v1.Error
 	0,  // 27: laneim.client.v1.Error.code:type_name -> laneim.client.v1.Error.Code
 	17, // 28: laneim.client.v1.MessageBatch.messages:type_name -> laneim.client.v1.Message
-	29, // [29:29] is the sub-list for method output_type
-	29, // [29:29] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	17, // 29: laneim.client.v1.MessageBatch.shared:type_name -> laneim.client.v1.Message
+	30, // [30:30] is the sub-list for method output_type
+	30, // [30:30] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_client_proto_init() }

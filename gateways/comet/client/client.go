@@ -75,7 +75,9 @@ type Options struct {
 	// decoded, on the connection's reader goroutine; a frame for which it
 	// returns true is consumed there and not decoded. Load tools use it to
 	// read message batches without decoding them. data is valid only
-	// during the call.
+	// during the call. After Conn.Login a batch may be compact: its
+	// messages' conversation, sender or content_type then in
+	// MessageBatch.shared (docs/protocol.md, Receive).
 	Peek func(data []byte) bool
 }
 
@@ -265,7 +267,8 @@ func Marshal(f *clientpb.ClientFrame, json bool) ([]byte, error) {
 }
 
 // Unmarshal decodes a server frame sent as a text message (the JSON
-// subprotocol) or a binary one (protobuf).
+// subprotocol) or a binary one (protobuf). A compact MessageBatch (see
+// Conn.Login) comes back expanded: every message whole.
 func Unmarshal(b []byte, text bool) (*clientpb.ServerFrame, error) {
 	f := new(clientpb.ServerFrame)
 	var err error
@@ -273,6 +276,9 @@ func Unmarshal(b []byte, text bool) (*clientpb.ServerFrame, error) {
 		err = protojson.Unmarshal(b, f)
 	} else {
 		err = proto.Unmarshal(b, f)
+	}
+	if err == nil {
+		f.GetMessages().Expand()
 	}
 	return f, err
 }
@@ -300,9 +306,11 @@ func (c *Conn) WriteRaw(ctx context.Context, typ websocket.MessageType, b []byte
 
 // Login logs the connection in with a token and joins the rooms of join
 // (at most 100) in the same round trip: the LoginResult answers each in
-// its joined or join_refused list.
+// its joined or join_refused list. It asks for compact batches
+// (Login.compact_batches), fewer bytes for a busy room; Frames and
+// Unmarshal give their messages whole.
 func (c *Conn) Login(ctx context.Context, token, device string, join ...string) (*clientpb.LoginResult, error) {
-	res, err := c.Do(ctx, &clientpb.ClientFrame{Body: &clientpb.ClientFrame_Login{Login: &clientpb.Login{Token: token, Device: device, Join: join}}})
+	res, err := c.Do(ctx, &clientpb.ClientFrame{Body: &clientpb.ClientFrame_Login{Login: &clientpb.Login{Token: token, Device: device, Join: join, CompactBatches: true}}})
 	if err != nil {
 		return nil, err
 	}

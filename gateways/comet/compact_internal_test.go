@@ -1,0 +1,81 @@
+package comet
+
+import (
+	"bytes"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/laneim/laneim/proto/clientpb"
+)
+
+// TestCompactFrame: a compact frame carries once the fields all its
+// messages share, and expands to the frame it stands for.
+func TestCompactFrame(t *testing.T) {
+	msg := func(conv, sender, ct string, seq uint64) *clientpb.Message {
+		return &clientpb.Message{Id: "id", Conversation: conv, Seq: seq, Sender: sender, Body: []byte("hi"), ContentType: ct, ServerTimeUnixMs: 1, Mentions: []string{"m"}}
+	}
+	batch := func(req uint64, msgs ...*clientpb.Message) *clientpb.ServerFrame {
+		return &clientpb.ServerFrame{RequestId: req, Body: &clientpb.ServerFrame_Messages{Messages: &clientpb.MessageBatch{Messages: msgs}}}
+	}
+	tests := []struct {
+		name  string
+		frame *clientpb.ServerFrame
+		want  *clientpb.Message // shared; nil: the frame is written as it is
+	}{
+		{"all shared", batch(0, msg("room:a", "u", "text/plain", 1), msg("room:a", "u", "text/plain", 2)),
+			&clientpb.Message{Conversation: "room:a", Sender: "u", ContentType: "text/plain"}},
+		{"one message", batch(0, msg("room:a", "u", "", 1)), &clientpb.Message{Conversation: "room:a", Sender: "u"}},
+		{"senders differ", batch(0, msg("room:a", "u", "t", 1), msg("room:a", "v", "t", 2)),
+			&clientpb.Message{Conversation: "room:a", ContentType: "t"}},
+		{"one content type empty", batch(0, msg("room:a", "u", "t", 1), msg("room:a", "u", "", 2)),
+			&clientpb.Message{Conversation: "room:a", Sender: "u"}},
+		{"a request id stays", batch(9, msg("room:a", "u", "t", 1)), &clientpb.Message{Conversation: "room:a", Sender: "u", ContentType: "t"}},
+		{"nothing shared", batch(0, msg("room:a", "u", "", 1), msg("room:b", "v", "", 2)), nil},
+		{"no messages", batch(0), nil},
+		{"not a batch", &clientpb.ServerFrame{RequestId: 3, Body: &clientpb.ServerFrame_Pong{Pong: &clientpb.Pong{ServerTimeUnixMs: 5}}}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			full := newFrame(tt.frame).bytes(encProto)
+			compact := newFrame(tt.frame).bytes(encCompact)
+			if tt.want == nil {
+				if !bytes.Equal(compact, full) {
+					t.Fatalf("compact encoding differs from the protobuf one with nothing shared")
+				}
+				return
+			}
+			// One message pays two bytes for shared, so that a room's
+			// frames keep merging (appendMerged); more save.
+			if n := len(tt.frame.GetMessages().GetMessages()); n > 1 && len(compact) >= len(full) {
+				t.Fatalf("compact frame of %d bytes, the whole one %d", len(compact), len(full))
+			}
+			var got clientpb.ServerFrame
+			if err := proto.Unmarshal(compact, &got); err != nil {
+				t.Fatal(err)
+			}
+			if !proto.Equal(got.GetMessages().GetShared(), tt.want) {
+				t.Fatalf("shared %v, want %v", got.GetMessages().GetShared(), tt.want)
+			}
+			for _, m := range got.GetMessages().GetMessages() {
+				if tt.want.Conversation != "" && m.Conversation != "" || tt.want.Sender != "" && m.Sender != "" {
+					t.Fatalf("message %v still carries a shared field", m)
+				}
+			}
+			got.GetMessages().Expand()
+			if !proto.Equal(&got, tt.frame) {
+				t.Fatalf("expanded to %v, want %v", &got, tt.frame)
+			}
+		})
+	}
+}
+
+// TestCompactBatchRefusesWhatIsNotABatch: bytes that are not a batch of
+// messages are written as they are.
+func TestCompactBatchRefusesWhatIsNotABatch(t *testing.T) {
+	for _, b := range [][]byte{{0x0a}, {0x0a, 0x05, 0x12}, {0x12, 0x00}, {0xff}} {
+		if got := compactBatch(b); !bytes.Equal(got, b) {
+			t.Fatalf("compactBatch(% x) = % x", b, got)
+		}
+	}
+}
