@@ -79,3 +79,43 @@ func TestCompactBatchRefusesWhatIsNotABatch(t *testing.T) {
 		}
 	}
 }
+
+// FuzzCompactFrame: whatever ServerFrame the comet writes, its compact
+// encoding decodes and expands to the same frame, and is never larger
+// than the protobuf one by more than shared's two bytes of framing.
+func FuzzCompactFrame(f *testing.F) {
+	seed := func(fr *clientpb.ServerFrame) {
+		b, err := proto.Marshal(fr)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	m := func(conv, sender, ct string, seq uint64) *clientpb.Message {
+		return &clientpb.Message{Id: "i", Conversation: conv, Seq: seq, Sender: sender, ContentType: ct, Body: []byte{1}, ClientMsgId: "c"}
+	}
+	seed(&clientpb.ServerFrame{Body: &clientpb.ServerFrame_Messages{Messages: &clientpb.MessageBatch{Messages: []*clientpb.Message{m("room:a", "u", "t", 1), m("room:a", "u", "t", 2)}}}})
+	seed(&clientpb.ServerFrame{RequestId: 4, Body: &clientpb.ServerFrame_Messages{Messages: &clientpb.MessageBatch{Messages: []*clientpb.Message{m("room:a", "u", "", 1), m("room:a", "v", "t", 2)}}}})
+	seed(&clientpb.ServerFrame{Body: &clientpb.ServerFrame_Messages{Messages: &clientpb.MessageBatch{Messages: []*clientpb.Message{m("dm:a:b", "a", "t", 1)}}}})
+	seed(&clientpb.ServerFrame{Body: &clientpb.ServerFrame_Pong{Pong: &clientpb.Pong{ServerTimeUnixMs: 1}}})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var want clientpb.ServerFrame
+		if proto.Unmarshal(data, &want) != nil {
+			return
+		}
+		b := newFrame(&want)
+		full, compact := b.bytes(encProto), b.bytes(encCompact)
+		if len(compact) > len(full)+2+2 { // shared's tag and length, and the batch's longer length
+			t.Fatalf("compact frame of %d bytes, the whole one %d", len(compact), len(full))
+		}
+		var got clientpb.ServerFrame
+		if err := proto.Unmarshal(compact, &got); err != nil {
+			t.Fatalf("compact frame does not decode: %v", err)
+		}
+		got.GetMessages().Expand()
+		want.GetMessages().Expand() // should data carry shared already
+		if !proto.Equal(&got, &want) {
+			t.Fatalf("expanded to %v, want %v", &got, &want)
+		}
+	})
+}
