@@ -775,10 +775,27 @@ func TestRoomFanOutMergesBatchesInOrder(t *testing.T) {
 
 // TestCompactBatchesOverAWebSocket: a connection that asked for compact
 // batches reads a room's conversation, sender and content type once per
-// frame, in MessageBatch.shared, and the Go client gives it the same
-// messages as a connection that did not ask; JSON ignores the request.
+// frame, in MessageBatch.shared (protobuf and JSON), and the Go client
+// gives it the same messages as a connection that did not ask.
 func TestCompactBatchesOverAWebSocket(t *testing.T) {
 	f := newFixture(t, comet.Config{BatchWindow: 2 * time.Second})
+	// A JSON connection without the client library, to read the frames
+	// as they are written.
+	raw := rawDial(t, f.url, comet.SubprotocolJSON)
+	ctx := ctxT(t)
+	if err := raw.Write(ctx, websocket.MessageText, []byte(`{"requestId":"7","login":{"token":"`+token(t, "raw")+`","compactBatches":true}}`)); err != nil {
+		t.Fatal(err)
+	}
+	req := next(f, topics.LoginRequests)
+	f.deliver(&topicpb.Delivery{
+		Conns:   []string{req.GetSession().GetConn()},
+		Control: &topicpb.Control{Authenticate: "raw"},
+		Frame:   &clientpb.ServerFrame{RequestId: 7, Body: &clientpb.ServerFrame_LoginResult{LoginResult: &clientpb.LoginResult{Ok: true, User: "raw"}}},
+	})
+	if _, b, err := raw.Read(ctx); err != nil || !strings.Contains(string(b), `"loginResult"`) {
+		t.Fatalf("login answer %s, %v", b, err)
+	}
+	f.join(req.GetSession().GetConn(), "lobby")
 	type member struct {
 		conn *client.Conn
 		id   string
@@ -805,6 +822,30 @@ func TestCompactBatchesOverAWebSocket(t *testing.T) {
 		m := &clientpb.Message{Id: fmt.Sprint("m", seq), Conversation: conv, Seq: seq, Sender: "s", Body: []byte("x"), ContentType: "text/plain", ServerTimeUnixMs: 9}
 		sent = append(sent, m)
 		f.deliver(&topicpb.Delivery{Room: "lobby", Frame: &clientpb.ServerFrame{Body: &clientpb.ServerFrame_Messages{Messages: &clientpb.MessageBatch{Messages: []*clientpb.Message{m}}}}})
+	}
+	// The raw JSON connection: compact batches, each expanding to the
+	// messages sent.
+	var got []*clientpb.Message
+	for len(got) < len(sent) {
+		_, b, err := raw.Read(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var fr clientpb.ServerFrame
+		if err := protojson.Unmarshal(b, &fr); err != nil {
+			t.Fatal(err)
+		}
+		want := &clientpb.Message{Conversation: conv, Sender: "s", ContentType: "text/plain"}
+		if !proto.Equal(fr.GetMessages().GetShared(), want) || strings.Contains(string(b), `"conversation":"room:lobby","seq"`) {
+			t.Fatalf("raw JSON frame %s, want a compact batch", b)
+		}
+		fr.GetMessages().Expand()
+		got = append(got, fr.GetMessages().GetMessages()...)
+	}
+	for i := range sent {
+		if !proto.Equal(got[i], sent[i]) {
+			t.Fatalf("raw JSON: message %d is %v, want %v", i, got[i], sent[i])
+		}
 	}
 	for name, m := range members {
 		msgs, _ := readMessages(t, m.conn, len(sent))

@@ -10,11 +10,15 @@ import (
 type encoding uint8
 
 const (
-	encProto   encoding = iota // protobuf (laneim.v1.proto)
-	encJSON                    // protojson (laneim.v1.json, or no subprotocol)
-	encCompact                 // protobuf with compact MessageBatches (Login.compact_batches)
-	encodings                  // how many there are
+	encProto       encoding = iota // protobuf (laneim.v1.proto)
+	encJSON                        // protojson (laneim.v1.json, or no subprotocol)
+	encCompact                     // protobuf with compact MessageBatches (Login.compact_batches)
+	encCompactJSON                 // protojson of encCompact
+	encodings                      // how many there are
 )
+
+// text reports whether e is written as WebSocket text messages.
+func (e encoding) text() bool { return e == encJSON || e == encCompactJSON }
 
 // Wire numbers of the messages compact batches rewrite (proto/client.proto).
 const (

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"testing"
 
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/laneim/laneim/proto/clientpb"
@@ -65,6 +66,18 @@ func TestCompactFrame(t *testing.T) {
 			got.GetMessages().Expand()
 			if !proto.Equal(&got, tt.frame) {
 				t.Fatalf("expanded to %v, want %v", &got, tt.frame)
+			}
+			// JSON: the same compact frame.
+			var js clientpb.ServerFrame
+			if err := protojson.Unmarshal(newFrame(tt.frame).bytes(encCompactJSON), &js); err != nil {
+				t.Fatal(err)
+			}
+			if !proto.Equal(js.GetMessages().GetShared(), tt.want) {
+				t.Fatalf("JSON shared %v, want %v", js.GetMessages().GetShared(), tt.want)
+			}
+			js.GetMessages().Expand()
+			if !proto.Equal(&js, tt.frame) {
+				t.Fatalf("JSON expanded to %v, want %v", &js, tt.frame)
 			}
 		})
 	}

@@ -36,7 +36,7 @@ type conn struct {
 	net   *socket         // the socket under ws, for batched writes; nil in tests
 	json  bool
 	// compact is set by a Login asking for compact_batches, before the
-	// connection is in any room; it applies to the protobuf encoding.
+	// connection is in any room.
 	compact atomic.Bool
 	addr    string // the client address as counted (addrlimit.go); "" if not
 	// strikes is the key of strikes against its address (strikes.go).
@@ -98,10 +98,12 @@ func newConn(c *Comet, id string, ws *websocket.Conn, nc *socket, useJSON bool) 
 
 // enc returns the encoding of the connection's frames.
 func (cn *conn) enc() encoding {
-	switch {
+	switch compact := cn.compact.Load(); {
+	case cn.json && compact:
+		return encCompactJSON
 	case cn.json:
 		return encJSON
-	case cn.compact.Load():
+	case compact:
 		return encCompact
 	}
 	return encProto
@@ -277,7 +279,7 @@ func (cn *conn) serve(f *clientpb.ClientFrame) {
 		if !ok || !cn.startLogin(req) {
 			return
 		}
-		if b.Login.GetCompactBatches() && !cn.json {
+		if b.Login.GetCompactBatches() {
 			cn.compact.Store(true)
 		}
 		if !cn.expect(req) {

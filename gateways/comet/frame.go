@@ -62,6 +62,19 @@ func (f *frame) bytes(e encoding) []byte {
 			} else {
 				f.encoded[e] = compactFrame(f.bytes(encProto))
 			}
+		case encCompactJSON:
+			f.encoded[e] = f.bytes(encJSON)
+			if f.msg.GetMessages() == nil {
+				return
+			}
+			// The compact protobuf frame, decoded once and written as
+			// JSON: the same fields shared.
+			var c clientpb.ServerFrame
+			if b := f.bytes(encCompact); proto.Unmarshal(b, &c) == nil {
+				if j, err := protojson.Marshal(&c); err == nil {
+					f.encoded[e] = j
+				}
+			}
 		default:
 			if f.encoded[e], err = proto.Marshal(f.msg); err != nil {
 				f.encoded[e], _ = proto.Marshal(encodeFailure(f.msg, err))
@@ -81,7 +94,7 @@ func encodeFailure(f *clientpb.ServerFrame, err error) *clientpb.ServerFrame {
 // built once per encoding: the bytes a server writes for it.
 func (f *frame) message(e encoding) []byte {
 	opcode := byte(wsframe.Binary)
-	if e == encJSON {
+	if e.text() {
 		opcode = wsframe.Text
 	}
 	f.wsOnce[e].Do(func() {
@@ -102,7 +115,7 @@ var messagesTag = protowire.AppendTag(nil, 12, protowire.BytesType)[0]
 // conversation and in order (see appendMerged). nil for any other frame
 // or encoding.
 func (f *frame) batch(e encoding) []byte {
-	if f.conv == "" || f.raw != nil || e == encJSON {
+	if f.conv == "" || f.raw != nil || e.text() {
 		return nil
 	}
 	b := f.bytes(e)

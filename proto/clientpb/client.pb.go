@@ -355,10 +355,10 @@ type Login struct {
 	// in joined or in join_refused.
 	Join []string `protobuf:"bytes,3,rep,name=join,proto3" json:"join,omitempty"`
 	// compact_batches asks for compact MessageBatches on this connection,
-	// in the protobuf encoding (the JSON encoding ignores it): a batch may
-	// then carry in shared the conversation, sender and content_type its
-	// messages all have, and leave those fields empty in the messages. The
-	// client fills each empty one of them from shared (see MessageBatch).
+	// in either encoding: a batch may then carry in shared the
+	// conversation, sender and content_type its messages all have, and
+	// leave those fields empty in the messages. The client fills each
+	// empty one of them from shared (see MessageBatch).
 	CompactBatches bool `protobuf:"varint,4,opt,name=compact_batches,json=compactBatches,proto3" json:"compact_batches,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache

@@ -50,6 +50,21 @@ export function newId() {
     return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
 }
 const num = (v) => (v === undefined || v === null || v === "" ? 0 : Number(v));
+/**
+ * expand gives a message of a compact batch the conversation, sender and
+ * content type it lacks from the batch's shared fields (docs/protocol.md,
+ * Receive: compact batches).
+ */
+function expand(m, shared) {
+    if (!shared)
+        return m;
+    const out = { ...m };
+    for (const k of ["conversation", "sender", "contentType"]) {
+        if (!out[k] && shared[k])
+            out[k] = shared[k];
+    }
+    return out;
+}
 function toMessage(m) {
     const body = fromBase64(m.body || "");
     return {
@@ -316,7 +331,9 @@ export class Client {
             // The rooms joined so far are joined again in the login itself (at
             // most 100: the others are joined once logged in).
             const join = [...this.rooms].slice(0, MAX_LOGIN_JOINS);
-            res = await this.rawRequest({ login: { token, device: this.opts.device, ...(join.length > 0 ? { join } : {}) } }, ws);
+            // compactBatches: a busy room's batches carry the fields their
+            // messages share once (docs/protocol.md, Receive); onFrame expands them.
+            res = await this.rawRequest({ login: { token, device: this.opts.device, compactBatches: true, ...(join.length > 0 ? { join } : {}) } }, ws);
         }
         catch (e) {
             const err = e instanceof LaneError ? e : new LaneError("CODE_UNSPECIFIED", String(e));
@@ -467,8 +484,9 @@ export class Client {
             return;
         }
         if (f.messages) {
+            const shared = f.messages.shared;
             for (const raw of f.messages.messages || [])
-                this.onLive(toMessage(raw));
+                this.onLive(toMessage(expand(raw, shared)));
         }
         else if (f.presence) {
             const p = f.presence;

@@ -38,6 +38,40 @@ test("logs in, joins, sends and receives; refusals are LaneErrors", async () => 
   assert.equal(peerOf("dm:alice:bob", "bob"), "alice");
 });
 
+test("asks for compact batches and hands out whole messages", async () => {
+  const frames = [];
+  class Recording extends globalThis.WebSocket {
+    constructor(...args) {
+      super(...args);
+      this.addEventListener("message", (e) => frames.push(JSON.parse(e.data)));
+    }
+  }
+  const sent = [];
+  class RecordingSends extends Recording {
+    send(data) {
+      sent.push(JSON.parse(data));
+      super.send(data);
+    }
+  }
+  const alice = track(await connect("alice"));
+  const bob = track(await connect("bob", { WebSocket: RecordingSends }));
+  assert.equal(sent.find((f) => f.login)?.login.compactBatches, true);
+  await alice.join("lobby");
+  await bob.join("lobby");
+  const text = unique("compact");
+  const got = new Promise((resolve) => bob.on("message", (m) => m.text === text && resolve(m)));
+  await alice.send({ room: "lobby", text, contentType: "text/plain" });
+  const m = await got;
+  assert.equal(m.conversation, "room:lobby");
+  assert.equal(m.sender, "alice");
+  assert.equal(m.contentType, "text/plain");
+  // As it came: the shared fields once, in the batch, not in the message.
+  const batch = frames.find((f) => f.messages?.messages?.some((x) => x.seq === String(m.seq)));
+  assert.equal(batch.messages.shared?.conversation, "room:lobby");
+  assert.equal(batch.messages.shared?.sender, "alice");
+  assert.ok(batch.messages.messages.every((x) => !x.conversation), "messages of a compact batch carry no conversation");
+});
+
 test("a bad token fails connect; requests time out; ping answers", async () => {
   const bad = new Client({ url: env.ws, token: () => "not-a-jwt" });
   await assert.rejects(bad.connect(), (e) => e.code === "BAD_TOKEN");
