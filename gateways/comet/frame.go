@@ -64,8 +64,8 @@ func (f *frame) bytes(e encoding) []byte {
 			}
 		case encCompactJSON:
 			f.encoded[e] = f.bytes(encJSON)
-			if f.msg.GetMessages() == nil {
-				return
+			if len(f.msg.GetMessages().GetMessages()) < 2 {
+				return // JSON frames never merge: shared would only cost
 			}
 			// The compact protobuf frame, decoded once and written as
 			// JSON: the same fields shared.

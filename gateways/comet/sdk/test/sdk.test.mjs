@@ -40,36 +40,48 @@ test("logs in, joins, sends and receives; refusals are LaneErrors", async () => 
 
 test("asks for compact batches and hands out whole messages", async () => {
   const frames = [];
+  const sent = [];
   class Recording extends globalThis.WebSocket {
     constructor(...args) {
       super(...args);
       this.addEventListener("message", (e) => frames.push(JSON.parse(e.data)));
     }
-  }
-  const sent = [];
-  class RecordingSends extends Recording {
     send(data) {
       sent.push(JSON.parse(data));
       super.send(data);
     }
   }
   const alice = track(await connect("alice"));
-  const bob = track(await connect("bob", { WebSocket: RecordingSends }));
+  const bob = track(await connect("bob", { WebSocket: Recording }));
   assert.equal(sent.find((f) => f.login)?.login.compactBatches, true);
   await alice.join("lobby");
   await bob.join("lobby");
-  const text = unique("compact");
-  const got = new Promise((resolve) => bob.on("message", (m) => m.text === text && resolve(m)));
-  await alice.send({ room: "lobby", text, contentType: "text/plain" });
-  const m = await got;
-  assert.equal(m.conversation, "room:lobby");
-  assert.equal(m.sender, "alice");
-  assert.equal(m.contentType, "text/plain");
-  // As it came: the shared fields once, in the batch, not in the message.
-  const batch = frames.find((f) => f.messages?.messages?.some((x) => x.seq === String(m.seq)));
-  assert.equal(batch.messages.shared?.conversation, "room:lobby");
-  assert.equal(batch.messages.shared?.sender, "alice");
-  assert.ok(batch.messages.messages.every((x) => !x.conversation), "messages of a compact batch carry no conversation");
+  // A lone message comes whole; messages sent together come merged, in a
+  // compact batch. Bursts of five (the per-connection burst) until one
+  // merged, at most ten.
+  const received = new Map();
+  bob.on("message", (m) => received.set(m.text, m));
+  let merged;
+  for (let burst = 0; burst < 10 && !merged; burst++) {
+    const texts = Array.from({ length: 5 }, () => unique("compact"));
+    await Promise.all(texts.map((text) => alice.send({ room: "lobby", text, contentType: "text/plain" })));
+    await until(() => texts.every((t) => received.has(t)), "the burst's messages");
+    for (const t of texts) {
+      const m = received.get(t);
+      assert.equal(m.conversation, "room:lobby");
+      assert.equal(m.sender, "alice");
+      assert.equal(m.contentType, "text/plain");
+    }
+    const seqs = new Set(texts.map((t) => String(received.get(t).seq)));
+    merged = frames.find((f) => (f.messages?.messages || []).filter((x) => seqs.has(x.seq)).length > 1);
+    await new Promise((r) => setTimeout(r, 100)); // a quiet moment: the next burst starts whole
+  }
+  assert.ok(merged, "no burst of five came merged in ten tries");
+  // As it came: the shared fields once, in the batch, not in the messages.
+  assert.equal(merged.messages.shared?.conversation, "room:lobby");
+  assert.equal(merged.messages.shared?.sender, "alice");
+  assert.equal(merged.messages.shared?.contentType, "text/plain");
+  assert.ok(merged.messages.messages.every((x) => !x.conversation && !x.sender), "messages of a compact batch carry no conversation or sender");
 });
 
 test("a bad token fails connect; requests time out; ping answers", async () => {
