@@ -47,12 +47,8 @@ func sharedIndex(n protowire.Number) int {
 // decoded again.
 func compactFrame(b []byte) []byte {
 	for rest := b; len(rest) > 0; {
-		num, typ, k := protowire.ConsumeTag(rest)
+		num, typ, k, v := consumeField(rest)
 		if k < 0 {
-			return b
-		}
-		v := protowire.ConsumeFieldValue(num, typ, rest[k:])
-		if v < 0 {
 			return b
 		}
 		if num == frameMessages && typ == protowire.BytesType {
@@ -91,12 +87,8 @@ func compactBatch(b []byte) []byte {
 		rest = rest[k:]
 		var seen [len(sharedFields)]int
 		for mr := m; len(mr) > 0; {
-			num, typ, k := protowire.ConsumeTag(mr)
+			num, typ, k, v := consumeField(mr)
 			if k < 0 {
-				return b
-			}
-			v := protowire.ConsumeFieldValue(num, typ, mr[k:])
-			if v < 0 {
 				return b
 			}
 			if i := sharedIndex(num); i >= 0 {
@@ -138,8 +130,7 @@ func compactBatch(b []byte) []byte {
 		rest = rest[k:]
 		kept = kept[:0]
 		for mr := m; len(mr) > 0; {
-			num, typ, k := protowire.ConsumeTag(mr)
-			v := protowire.ConsumeFieldValue(num, typ, mr[k:])
+			num, _, k, v := consumeField(mr) // read whole by the first pass
 			if i := sharedIndex(num); i < 0 || !shared[i] {
 				kept = append(kept, mr[:k+v]...)
 			}
@@ -149,6 +140,20 @@ func compactBatch(b []byte) []byte {
 		out = protowire.AppendBytes(out, kept)
 	}
 	return out
+}
+
+// consumeField reads the field b starts with: its number and type, the
+// length of its tag and of its value; k is negative if b does not start
+// with a whole field.
+func consumeField(b []byte) (num protowire.Number, typ protowire.Type, k, v int) {
+	num, typ, k = protowire.ConsumeTag(b)
+	if k < 0 {
+		return 0, 0, -1, 0
+	}
+	if v = protowire.ConsumeFieldValue(num, typ, b[k:]); v < 0 {
+		return 0, 0, -1, 0
+	}
+	return num, typ, k, v
 }
 
 // consumeMessage reads one MessageBatch.messages field from b: the
