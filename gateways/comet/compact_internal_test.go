@@ -2,6 +2,7 @@ package comet
 
 import (
 	"bytes"
+	"fmt"
 	"testing"
 
 	"google.golang.org/protobuf/encoding/protojson"
@@ -138,4 +139,33 @@ func FuzzCompactFrame(f *testing.F) {
 			t.Fatalf("expanded to %v, want %v", &got, &want)
 		}
 	})
+}
+
+// BenchmarkCompactFrame: the comet's cost of encoding a room frame, once
+// per frame for all its members of one encoding; a compact encoding
+// includes the protobuf one it is made from (the bench's room, 16 and 82
+// messages a frame: 100 and 500 msg/s at 10,000 members).
+func BenchmarkCompactFrame(b *testing.B) {
+	for _, n := range []int{16, 82} {
+		msgs := make([]*clientpb.Message, n)
+		for i := range msgs {
+			msgs[i] = &clientpb.Message{
+				Id: "019abf3c-7d2e-7c4a-9b1e-5f0a3c2d1e4f", Conversation: "room:bench-449214", Seq: uint64(1000 + i),
+				Sender: "bench", Body: []byte("\x17\x9a\x5c\x2e\x00\x00\x00\x00hello"), ContentType: "application/x-laneim-bench",
+				ServerTimeUnixMs: 1_700_000_000_000, ClientMsgId: "3f2b9c1e-8a7d-4e6f-b5c4-2d1e0f9a8b7c",
+			}
+		}
+		msg := &clientpb.ServerFrame{Body: &clientpb.ServerFrame_Messages{Messages: &clientpb.MessageBatch{Messages: msgs}}}
+		for _, e := range []struct {
+			name string
+			enc  encoding
+		}{{"proto", encProto}, {"compact", encCompact}, {"json", encJSON}, {"compactJSON", encCompactJSON}} {
+			b.Run(fmt.Sprintf("%d/%s", n, e.name), func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					newFrame(msg).bytes(e.enc)
+				}
+			})
+		}
+	}
 }

@@ -63,18 +63,19 @@ func (f *frame) bytes(e encoding) []byte {
 				f.encoded[e] = compactFrame(f.bytes(encProto))
 			}
 		case encCompactJSON:
-			f.encoded[e] = f.bytes(encJSON)
-			if len(f.msg.GetMessages().GetMessages()) < 2 {
-				return // JSON frames never merge: shared would only cost
-			}
 			// The compact protobuf frame, decoded once and written as
-			// JSON: the same fields shared.
-			var c clientpb.ServerFrame
-			if b := f.bytes(encCompact); proto.Unmarshal(b, &c) == nil {
-				if j, err := protojson.Marshal(&c); err == nil {
-					f.encoded[e] = j
+			// JSON: the same fields shared. A frame of one message is
+			// written whole: JSON frames never merge, so shared would
+			// only cost.
+			if len(f.msg.GetMessages().GetMessages()) > 1 {
+				var c clientpb.ServerFrame
+				if proto.Unmarshal(f.bytes(encCompact), &c) == nil {
+					if f.encoded[e], err = protojson.Marshal(&c); err == nil {
+						return
+					}
 				}
 			}
+			f.encoded[e] = f.bytes(encJSON)
 		default:
 			if f.encoded[e], err = proto.Marshal(f.msg); err != nil {
 				f.encoded[e], _ = proto.Marshal(encodeFailure(f.msg, err))
