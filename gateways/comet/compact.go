@@ -22,9 +22,9 @@ func (e encoding) text() bool { return e == encJSON || e == encCompactJSON }
 
 // Wire numbers of the messages compact batches rewrite (proto/client.proto).
 const (
-	batchMessages protowire.Number = 1 // MessageBatch.messages
-	batchShared   protowire.Number = 2 // MessageBatch.shared
-	frameMessages protowire.Number = 12
+	batchMessages protowire.Number = 1  // MessageBatch.messages
+	batchShared   protowire.Number = 2  // MessageBatch.shared
+	frameMessages protowire.Number = 12 // ServerFrame.messages
 )
 
 // sharedFields are the Message fields a compact batch carries once, in
@@ -53,8 +53,8 @@ func compactFrame(b []byte) []byte {
 		}
 		if num == frameMessages && typ == protowire.BytesType {
 			batch, _ := protowire.ConsumeBytes(rest[k : k+v])
-			c := compactBatch(batch)
-			if len(c) == len(batch) {
+			c, ok := compactBatch(batch)
+			if !ok {
 				return b // nothing shared
 			}
 			head := len(b) - len(rest) // the fields before the batch
@@ -71,9 +71,10 @@ func compactFrame(b []byte) []byte {
 
 // compactBatch returns the MessageBatch encoding b with the fields of
 // sharedFields that every message has, with one non-empty value, taken
-// out of the messages and written once in shared, first; b itself when
-// no field is shared or b holds anything but messages.
-func compactBatch(b []byte) []byte {
+// out of the messages and written once in shared, first, and true; b
+// itself and false when no field is shared or b holds anything but
+// messages.
+func compactBatch(b []byte) ([]byte, bool) {
 	var (
 		vals   [len(sharedFields)][]byte
 		shared = [len(sharedFields)]bool{true, true, true}
@@ -82,14 +83,14 @@ func compactBatch(b []byte) []byte {
 	for rest := b; len(rest) > 0; n++ {
 		m, k := consumeMessage(rest)
 		if k < 0 {
-			return b
+			return b, false
 		}
 		rest = rest[k:]
 		var seen [len(sharedFields)]int
 		for mr := m; len(mr) > 0; {
 			num, typ, k, v := consumeField(mr)
 			if k < 0 {
-				return b
+				return b, false
 			}
 			if i := sharedIndex(num); i >= 0 {
 				val, _ := protowire.ConsumeBytes(mr[k : k+v])
@@ -112,7 +113,7 @@ func compactBatch(b []byte) []byte {
 		}
 	}
 	if n == 0 || shared == [len(sharedFields)]bool{} {
-		return b
+		return b, false
 	}
 	var sh []byte
 	for i, num := range sharedFields {
@@ -139,7 +140,7 @@ func compactBatch(b []byte) []byte {
 		out = protowire.AppendTag(out, batchMessages, protowire.BytesType)
 		out = protowire.AppendBytes(out, kept)
 	}
-	return out
+	return out, true
 }
 
 // consumeField reads the field b starts with: its number and type, the
@@ -160,14 +161,11 @@ func consumeField(b []byte) (num protowire.Number, typ protowire.Type, k, v int)
 // message's bytes and the length of the field, or a negative length if
 // b does not start with one.
 func consumeMessage(b []byte) ([]byte, int) {
-	num, typ, k := protowire.ConsumeTag(b)
+	num, typ, k, v := consumeField(b)
 	if k < 0 || num != batchMessages || typ != protowire.BytesType {
 		return nil, -1
 	}
-	m, v := protowire.ConsumeBytes(b[k:])
-	if v < 0 {
-		return nil, -1
-	}
+	m, _ := protowire.ConsumeBytes(b[k : k+v])
 	return m, k + v
 }
 
@@ -175,12 +173,8 @@ func consumeMessage(b []byte) ([]byte, int) {
 // starts with, or nil. Compact batches of one room merge into one when
 // their shared fields are the same bytes (see appendMerged).
 func sharedPrefix(batch []byte) []byte {
-	num, typ, k := protowire.ConsumeTag(batch)
+	num, typ, k, v := consumeField(batch)
 	if k < 0 || num != batchShared || typ != protowire.BytesType {
-		return nil
-	}
-	_, v := protowire.ConsumeBytes(batch[k:])
-	if v < 0 {
 		return nil
 	}
 	return batch[:k+v]

@@ -95,8 +95,8 @@ func TestCompactFrame(t *testing.T) {
 // messages are written as they are.
 func TestCompactBatchRefusesWhatIsNotABatch(t *testing.T) {
 	for _, b := range [][]byte{{0x0a}, {0x0a, 0x05, 0x12}, {0x12, 0x00}, {0xff}} {
-		if got := compactBatch(b); !bytes.Equal(got, b) {
-			t.Fatalf("compactBatch(% x) = % x", b, got)
+		if got, ok := compactBatch(b); ok || !bytes.Equal(got, b) {
+			t.Fatalf("compactBatch(% x) = % x, %v", b, got, ok)
 		}
 	}
 }

@@ -57,11 +57,7 @@ func (f *frame) bytes(e encoding) []byte {
 				f.encoded[e], _ = protojson.Marshal(encodeFailure(f.msg, err))
 			}
 		case encCompact:
-			if f.msg.GetMessages() == nil {
-				f.encoded[e] = f.bytes(encProto)
-			} else {
-				f.encoded[e] = compactFrame(f.bytes(encProto))
-			}
+			f.encoded[e] = compactFrame(f.bytes(encProto))
 		case encCompactJSON:
 			// The compact protobuf frame, decoded once and written as
 			// JSON: the same fields shared. A frame of one message is
@@ -106,7 +102,7 @@ func (f *frame) message(e encoding) []byte {
 }
 
 // messagesTag is the key of ServerFrame.messages (field 12, bytes).
-var messagesTag = protowire.AppendTag(nil, 12, protowire.BytesType)[0]
+var messagesTag = protowire.AppendTag(nil, frameMessages, protowire.BytesType)[0]
 
 // batch returns the encoded MessageBatch of a room's frame in e, a
 // protobuf encoding: the frame's encoding is messagesTag, its length,
