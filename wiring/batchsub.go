@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -30,6 +31,14 @@ const (
 	maxMergeBytes    = 256 << 10
 )
 
+// mergers is how many merged messages of a topic that batches across
+// keys are handed on at once: each takes the runs its topic's
+// partitions have ready and merges them into one message, so that the
+// handler gets what is queued on all the partitions in a few calls
+// rather than one call per partition. More than one, so that one slow
+// batch does not hold up every partition.
+const mergers = 2
+
 // BatchingSubscriber is a Watermill subscriber on a Kafka consumer group
 // that merges, on topics that allow it, a run of messages with one key
 // (or any keys, on a topic that batches across keys) already fetched
@@ -38,6 +47,15 @@ const (
 // partition's messages one at a time, each after the previous one is
 // acked, so a handler's round trips bound the partition's rate however
 // far behind it is; merged, a handler pays them once per batch.
+//
+// On a topic that batches across keys, the runs of different partitions
+// are merged too: a login storm spreads over the topic's 32 partitions,
+// a few messages on each, and merged per partition alone the handler
+// would still be called once or twice per login. There, at most mergers
+// merged messages are out at once, each carrying the runs that the
+// partitions had ready when it was made (within the same bounds). A
+// partition still has one run out at a time, so each partition's, and
+// so each key's, messages keep their order.
 //
 // Merging never waits: a message goes alone when nothing is queued
 // behind it, so a quiet partition sees no added latency. Only payloads
@@ -104,6 +122,12 @@ func (s *BatchingSubscriber) Subscribe(ctx context.Context, topic string) (<-cha
 	if spec, ok := s.lookup(topic); ok && spec.BatchField != 0 && spec.New != nil {
 		h.field, h.newPayload, h.anyKey = spec.BatchField, spec.New, spec.BatchAcrossKeys
 	}
+	if h.anyKey {
+		h.ready = make(chan *pending)
+		for range mergers {
+			s.wg.Go(h.merge)
+		}
+	}
 	s.wg.Add(2)
 	go func() {
 		defer s.wg.Done()
@@ -156,8 +180,20 @@ type claims struct {
 	// newPayload returns a payload to check that a message decodes.
 	field      protowire.Number
 	newPayload func() proto.Message
-	// anyKey merges a run whatever its keys (topics.Spec.BatchAcrossKeys).
+	// anyKey merges a run whatever its keys (topics.Spec.BatchAcrossKeys),
+	// and the runs of several partitions: claims put their runs on
+	// ready, for merge to hand on.
 	anyKey bool
+	ready  chan *pending
+}
+
+// pending is a partition's run waiting on claims.ready to be handed on,
+// merged with other partitions' runs.
+type pending struct {
+	run []*sarama.ConsumerMessage
+	// acked receives whether the message carrying run was acked, once
+	// it was acked or the subscription ended.
+	acked chan bool
 }
 
 func (*claims) Setup(sarama.ConsumerGroupSession) error   { return nil }
@@ -189,10 +225,101 @@ func (h *claims) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.Con
 		if h.field != 0 {
 			run, next = h.gather(run, in)
 		}
-		if !h.handOn(sess, run) {
+		acked := false
+		if h.ready != nil {
+			acked = h.await(run)
+		} else {
+			acked = h.handOn(run)
+		}
+		if !acked {
 			return nil
 		}
+		// Marked even when the session is ending (a rebalance, the
+		// subscription's end): Sarama commits what is marked once every
+		// claim returned, before the partition can have a new owner.
+		sess.MarkMessage(run[len(run)-1], "")
 	}
+}
+
+// await puts run on h.ready and waits until the message merge made of it
+// is acked (true) or the subscription ends (false).
+func (h *claims) await(run []*sarama.ConsumerMessage) bool {
+	p := &pending{run: run, acked: make(chan bool, 1)}
+	select {
+	case h.ready <- p:
+	case <-h.ctx.Done():
+		return false
+	}
+	select {
+	case ok := <-p.acked:
+		return ok
+	case <-h.ctx.Done():
+		select {
+		case ok := <-p.acked: // acked as the subscription ended
+			return ok
+		default:
+			return false
+		}
+	}
+}
+
+// merge hands on, until the subscription ends, the runs the claims put on
+// h.ready: each time the first run ready with those behind it that are
+// ready too, within the merging bounds, as one message. A run of one
+// message joins others only if its payload decodes. Several merge
+// goroutines share h.ready.
+func (h *claims) merge() {
+	var next *pending // taken from h.ready, not yet handed on
+	defer func() {
+		if next != nil {
+			next.acked <- false
+		}
+	}()
+	for {
+		first := next
+		next = nil
+		if first == nil {
+			select {
+			case first = <-h.ready:
+			case <-h.ctx.Done():
+				return
+			}
+		}
+		batch := []*pending{first}
+		run, size := first.run, runBytes(first.run)
+	gather:
+		for len(run) < maxMergeMessages {
+			select {
+			case p := <-h.ready:
+				if len(run)+len(p.run) > maxMergeMessages || size+runBytes(p.run) > maxMergeBytes ||
+					len(run) == 1 && !h.decodes(run[0]) || len(p.run) == 1 && !h.decodes(p.run[0]) {
+					next = p
+					break gather
+				}
+				batch = append(batch, p)
+				run = append(slices.Clip(run), p.run...)
+				size += runBytes(p.run)
+			default:
+				break gather
+			}
+		}
+		acked := h.handOn(run)
+		for _, p := range batch {
+			p.acked <- acked
+		}
+		if !acked {
+			return
+		}
+	}
+}
+
+// runBytes is the size of run's payloads.
+func runBytes(run []*sarama.ConsumerMessage) int {
+	n := 0
+	for _, m := range run {
+		n += len(m.Value)
+	}
+	return n
 }
 
 // gather adds to run the messages already queued in in with run's key
@@ -227,12 +354,9 @@ func (h *claims) decodes(m *sarama.ConsumerMessage) bool {
 }
 
 // handOn hands run on as one message and waits for its ack, handing it
-// again after each nack; acked, the offsets up to run's last are marked
-// for commit, even when the session is ending (a rebalance, the
-// subscription's end): Sarama commits what is marked once every claim
-// returned, before the partition can have a new owner. It reports false
-// when the subscription ended first.
-func (h *claims) handOn(sess sarama.ConsumerGroupSession, run []*sarama.ConsumerMessage) bool {
+// again after each nack. It reports whether it was acked: false when the
+// subscription ended first.
+func (h *claims) handOn(run []*sarama.ConsumerMessage) bool {
 	msg, err := marshaler.Unmarshal(run[0])
 	if err != nil {
 		// Only malformed headers get here. The record is handed on
@@ -265,7 +389,6 @@ func (h *claims) handOn(sess sarama.ConsumerGroupSession, run []*sarama.Consumer
 		}
 		select {
 		case <-msg.Acked():
-			sess.MarkMessage(run[len(run)-1], "")
 			return true
 		case <-msg.Nacked():
 			msg = msg.Copy()
@@ -278,10 +401,10 @@ func (h *claims) handOn(sess sarama.ConsumerGroupSession, run []*sarama.Consumer
 		case <-h.ctx.Done():
 			select {
 			case <-msg.Acked(): // acked as the subscription ended
-				sess.MarkMessage(run[len(run)-1], "")
+				return true
 			default:
+				return false
 			}
-			return false
 		}
 	}
 }

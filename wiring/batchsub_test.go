@@ -263,3 +263,96 @@ func sameUserPartition(t *testing.T, n int) []string {
 	}
 	return out
 }
+
+// TestBatchingSubscriberMergesAcrossPartitions: on a topic that batches
+// across keys, runs that several partitions have ready are handed on as
+// one message, and each user's events still arrive once each, in order.
+func TestBatchingSubscriberMergesAcrossPartitions(t *testing.T) {
+	t.Parallel()
+	k := testinfra.KafkaPipeline(t)
+	users := usersOnPartitions(t, 12)
+	event := func(u, conn string) *message.Message {
+		m, err := topics.SessionEvents.Encode(&topicpb.SessionEvent{Kind: topicpb.SessionEvent_CLOSED, User: u, Session: &topicpb.Session{Comet: "c", Conn: conn}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	subscriber, err := wiring.NewBatchingSubscriber(k.Kafka, "test.partitions", slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { subscriber.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	in, err := subscriber.Subscribe(ctx, topics.SessionEvents.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msgs []*message.Message
+	for _, conn := range []string{"1", "2"} {
+		for _, u := range users {
+			msgs = append(msgs, event(u, conn))
+		}
+	}
+	k.Publish(topics.SessionEvents.Name, msgs...)
+
+	seen := map[string][]string{} // user: conns in the order handed on
+	spans := 0                    // messages carrying more than one user
+	for n := 0; n < len(msgs); {
+		var m *message.Message
+		select {
+		case m = <-in:
+		case <-ctx.Done():
+			t.Fatalf("no message in time; so far %v", seen)
+		}
+		ev, err := topics.SessionEvents.Decode(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		carried := map[string]bool{}
+		for _, e := range topics.Split(topics.SessionEvents, ev) {
+			seen[e.GetUser()] = append(seen[e.GetUser()], e.GetSession().GetConn())
+			carried[e.GetUser()] = true
+			n++
+		}
+		if len(carried) > 1 {
+			spans++
+		}
+		// Held a while, so that the other partitions' runs queue up.
+		time.Sleep(100 * time.Millisecond)
+		m.Ack()
+	}
+	for _, u := range users {
+		if got := seen[u]; !slices.Equal(got, []string{"1", "2"}) {
+			t.Errorf("user %s's events handed on as %v, want [1 2]", u, got)
+		}
+	}
+	if spans == 0 {
+		t.Errorf("no message carried the events of several partitions: %v", seen)
+	}
+}
+
+// usersOnPartitions returns n users whose session events go to n
+// different partitions of topics.SessionEvents.
+func usersOnPartitions(t *testing.T, n int) []string {
+	t.Helper()
+	p := sarama.NewHashPartitioner(topics.SessionEvents.Name)
+	taken := map[int32]bool{}
+	var out []string
+	for i := 0; i < 10000 && len(out) < n; i++ {
+		u := fmt.Sprint("u", i)
+		k, err := p.Partition(&sarama.ProducerMessage{Key: sarama.StringEncoder("user/" + u)}, topics.SessionEvents.Partitions)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !taken[k] {
+			taken[k] = true
+			out = append(out, u)
+		}
+	}
+	if len(out) < n {
+		t.Fatal("not enough partitions")
+	}
+	return out
+}
