@@ -145,8 +145,7 @@ func (g *guardedStore) AssignMany(ctx context.Context, conversation string, subs
 // behind a hung directory are answered at once, not each after its own
 // timeout.
 func (h *Handler) handle(ctx context.Context, sub *topicpb.Submitted, msg *message.Message) error {
-	subs := topics.SplitSubmitted(sub)
-	h.observeAges(subs)
+	subs := h.submissions(sub)
 	waiting := true
 	for _, s := range subs {
 		waiting = waiting && s.GetOrigin() != nil

@@ -247,20 +247,20 @@ func (r *refusal) frame(req uint64) *clientpb.ServerFrame {
 // published twice (a failure after its publish); downstream is idempotent
 // on conversation+seq, and comets drop what they already sent.
 func (h *Handler) Handle(ctx context.Context, sub *topicpb.Submitted, _ *message.Message) error {
-	subs := topics.SplitSubmitted(sub)
-	h.observeAges(subs)
-	return h.route(ctx, subs)
+	return h.route(ctx, h.submissions(sub))
 }
 
-// observeAges records the age of the submissions that carry their
-// submission time.
-func (h *Handler) observeAges(subs []*topicpb.Submitted) {
+// submissions takes sub apart (topics.SplitSubmitted) and records the
+// age of those that carry their submission time.
+func (h *Handler) submissions(sub *topicpb.Submitted) []*topicpb.Submitted {
+	subs := topics.SplitSubmitted(sub)
 	now := time.Now().UnixMilli()
 	for _, s := range subs {
 		if t := s.GetSubmittedUnixMs(); t > 0 {
 			wiring.ObserveAge(h.age, now, t)
 		}
 	}
+	return subs
 }
 
 // route routes subs, in order, in runs (see Handle).
