@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -355,4 +357,109 @@ func usersOnPartitions(t *testing.T, n int) []string {
 		t.Fatal("not enough partitions")
 	}
 	return out
+}
+
+// TestBatchingSubscriberHandsOverMergedPartitions: two subscribers of one
+// group share a topic that batches across keys, the second joining while
+// the first merges its partitions' runs. Every event is handed on, and
+// each user's events are first handed on in the order published, across
+// the rebalance.
+func TestBatchingSubscriberHandsOverMergedPartitions(t *testing.T) {
+	t.Parallel()
+	k := testinfra.KafkaPipeline(t)
+	users := usersOnPartitions(t, 16)
+	const rounds = 100 // of one event per user, 20 ms apart
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	var mu sync.Mutex
+	seen := map[string][]string{} // user: conns in the order handed on, repeats included
+	distinct := map[string]bool{}
+	handled := map[string]int{} // by subscriber
+	var wg sync.WaitGroup
+	consume := func(name string) {
+		s, err := wiring.NewBatchingSubscriber(k.Kafka, "test.handover", slog.New(slog.DiscardHandler), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		in, err := s.Subscribe(ctx, topics.SessionEvents.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Each message is handled in a goroutine of its own, as
+		// Watermill's router does, taking its time: two messages out at
+		// once that carried one partition's events would mix their order.
+		wg.Go(func() {
+			for m := range in {
+				wg.Go(func() {
+					time.Sleep(time.Duration(rand.IntN(40)) * time.Millisecond)
+					ev, err := topics.SessionEvents.Decode(m)
+					if err != nil {
+						t.Errorf("%s: %v", name, err)
+						m.Ack()
+						return
+					}
+					mu.Lock()
+					for _, e := range topics.Split(topics.SessionEvents, ev) {
+						u, c := e.GetUser(), e.GetSession().GetConn()
+						seen[u] = append(seen[u], c)
+						distinct[u+"/"+c] = true
+						handled[name]++
+					}
+					mu.Unlock()
+					m.Ack()
+				})
+			}
+		})
+	}
+	consume("first")
+	for c := range rounds {
+		if c == 5 {
+			consume("second")
+		}
+		var msgs []*message.Message
+		for _, u := range users {
+			m, err := topics.SessionEvents.Encode(&topicpb.SessionEvent{Kind: topicpb.SessionEvent_CLOSED, User: u, Session: &topicpb.Session{Comet: "c", Conn: fmt.Sprint(c)}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			msgs = append(msgs, m)
+		}
+		k.Publish(topics.SessionEvents.Name, msgs...)
+		time.Sleep(20 * time.Millisecond)
+	}
+	for {
+		mu.Lock()
+		n := len(distinct)
+		mu.Unlock()
+		if n == len(users)*rounds {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("%d of %d events handed on in time", n, len(users)*rounds)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	wg.Wait()
+	if handled["first"] == 0 || handled["second"] == 0 {
+		t.Errorf("handled by subscriber %v: no handover happened", handled)
+	}
+	var want []string
+	for c := range rounds {
+		want = append(want, fmt.Sprint(c))
+	}
+	for _, u := range users {
+		var first []string // the order in which each conn was first handed on
+		for _, c := range seen[u] {
+			if !slices.Contains(first, c) {
+				first = append(first, c)
+			}
+		}
+		if !slices.Equal(first, want) {
+			t.Errorf("user %s's events first handed on as %v, want %v", u, first, want)
+		}
+	}
+	t.Logf("handled by subscriber %v", handled)
 }
