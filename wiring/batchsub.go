@@ -225,7 +225,7 @@ func (h *claims) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.Con
 		if h.field != 0 {
 			run, next = h.gather(run, in)
 		}
-		acked := false
+		var acked bool
 		if h.ready != nil {
 			acked = h.await(run)
 		} else {
