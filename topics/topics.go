@@ -48,9 +48,10 @@ type Topic[T proto.Message] struct {
 	// again (SplitSubmitted, SplitRouted).
 	BatchField protowire.Number
 	// BatchAcrossKeys, with a BatchField, lets a consumer merge a run of
-	// messages of one partition whatever their keys: the handler must
-	// then keep the order of each key's payloads only, as presence does.
-	// Without it only a run with one key is merged.
+	// messages of one partition whatever their keys, and the runs of
+	// several partitions into one message (wiring.BatchingSubscriber):
+	// the handler must then keep the order of each key's payloads only,
+	// as presence does. Without it only a run with one key is merged.
 	BatchAcrossKeys bool
 	// key returns the partition key of a payload.
 	key func(T) string
