@@ -1,6 +1,7 @@
 package wiring_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -268,11 +269,14 @@ func sameUserPartition(t *testing.T, n int) []string {
 
 // TestBatchingSubscriberMergesAcrossPartitions: on a topic that batches
 // across keys, runs that several partitions have ready are handed on as
-// one message, and each user's events still arrive once each, in order.
+// one message, and each user's events still arrive once each, in order;
+// a poison message on a partition of its own still goes alone.
 func TestBatchingSubscriberMergesAcrossPartitions(t *testing.T) {
 	t.Parallel()
 	k := testinfra.KafkaPipeline(t)
-	users := usersOnPartitions(t, 12)
+	users := usersOnPartitions(t, 13)
+	poisoned := users[12]
+	users = users[:12]
 	event := func(u, conn string) *message.Message {
 		m, err := topics.SessionEvents.Encode(&topicpb.SessionEvent{Kind: topicpb.SessionEvent_CLOSED, User: u, Session: &topicpb.Session{Comet: "c", Conn: conn}})
 		if err != nil {
@@ -296,11 +300,17 @@ func TestBatchingSubscriberMergesAcrossPartitions(t *testing.T) {
 		for _, u := range users {
 			msgs = append(msgs, event(u, conn))
 		}
+		if conn == "1" {
+			poison := message.NewMessage("poison", []byte{0xff, 0xff})
+			poison.Metadata.Set(topics.KeyMetadata, "user/"+poisoned)
+			msgs = append(msgs, poison)
+		}
 	}
 	k.Publish(topics.SessionEvents.Name, msgs...)
 
 	seen := map[string][]string{} // user: conns in the order handed on
 	spans := 0                    // messages carrying more than one user
+	poisons := 0
 	for n := 0; n < len(msgs); {
 		var m *message.Message
 		select {
@@ -310,7 +320,13 @@ func TestBatchingSubscriberMergesAcrossPartitions(t *testing.T) {
 		}
 		ev, err := topics.SessionEvents.Decode(m)
 		if err != nil {
-			t.Fatal(err)
+			if m.UUID != "poison" || wiring.Merged(m) != 1 || !bytes.Equal(m.Payload, []byte{0xff, 0xff}) {
+				t.Errorf("message %s does not decode and carries %d payloads: the poison message was merged", m.UUID, wiring.Merged(m))
+			}
+			poisons++
+			n += wiring.Merged(m)
+			m.Ack()
+			continue
 		}
 		carried := map[string]bool{}
 		for _, e := range topics.Split(topics.SessionEvents, ev) {
@@ -332,6 +348,9 @@ func TestBatchingSubscriberMergesAcrossPartitions(t *testing.T) {
 	}
 	if spans == 0 {
 		t.Errorf("no message carried the events of several partitions: %v", seen)
+	}
+	if poisons != 1 {
+		t.Errorf("the poison message was handed on %d times, want once alone", poisons)
 	}
 }
 
