@@ -189,17 +189,7 @@ func TestBatchingSubscriberMergesAcrossKeys(t *testing.T) {
 	}
 	k.Publish(topics.SessionEvents.Name, msgs...)
 
-	subscriber, err := wiring.NewBatchingSubscriber(kcfg, "test.across", slog.New(slog.DiscardHandler), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { subscriber.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	in, err := subscriber.Subscribe(ctx, topics.SessionEvents.Name)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, in := subscribe(t, kcfg, "test.across", topics.SessionEvents.Name)
 	var groups [][]string
 	for n := 0; n < len(users)+1; {
 		var m *message.Message
@@ -243,26 +233,65 @@ func TestBatchingSubscriberMergesAcrossKeys(t *testing.T) {
 	}
 }
 
+// subscribe returns a context that ends 30 s later (or with the test)
+// and the messages of topic for a new BatchingSubscriber in group.
+func subscribe(t *testing.T, kcfg wiring.KafkaConfig, group, topic string) (context.Context, <-chan *message.Message) {
+	t.Helper()
+	subscriber, err := wiring.NewBatchingSubscriber(kcfg, group, slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { subscriber.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	in, err := subscriber.Subscribe(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ctx, in
+}
+
 // sameUserPartition returns n users whose session events go to one
 // partition of topics.SessionEvents.
 func sameUserPartition(t *testing.T, n int) []string {
 	t.Helper()
-	p := sarama.NewHashPartitioner(topics.SessionEvents.Name)
-	part := func(u string) int32 {
-		k, err := p.Partition(&sarama.ProducerMessage{Key: sarama.StringEncoder("user/" + u)}, topics.SessionEvents.Partitions)
+	return usersBy(t, n, func(first, p int32) bool { return p == first })
+}
+
+// usersOnPartitions returns n users whose session events go to n
+// different partitions of topics.SessionEvents.
+func usersOnPartitions(t *testing.T, n int) []string {
+	t.Helper()
+	taken := map[int32]bool{}
+	return usersBy(t, n, func(_, p int32) bool {
+		ok := !taken[p]
+		taken[p] = true
+		return ok
+	})
+}
+
+// usersBy returns n users u0, u1... that take: their session events'
+// partition p, with first the first user's, is one take accepts.
+func usersBy(t *testing.T, n int, take func(first, p int32) bool) []string {
+	t.Helper()
+	part := sarama.NewHashPartitioner(topics.SessionEvents.Name)
+	var out []string
+	var first int32
+	for i := 0; i < 10000 && len(out) < n; i++ {
+		u := fmt.Sprint("u", i)
+		p, err := part.Partition(&sarama.ProducerMessage{Key: sarama.StringEncoder("user/" + u)}, topics.SessionEvents.Partitions)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return k
-	}
-	out := []string{"u0"}
-	for i := 1; i < 10000 && len(out) < n; i++ {
-		if u := fmt.Sprint("u", i); part(u) == part(out[0]) {
+		if i == 0 {
+			first = p
+		}
+		if take(first, p) {
 			out = append(out, u)
 		}
 	}
 	if len(out) < n {
-		t.Fatal("not enough users share a partition")
+		t.Fatalf("only %d users of the %d wanted", len(out), n)
 	}
 	return out
 }
@@ -284,17 +313,7 @@ func TestBatchingSubscriberMergesAcrossPartitions(t *testing.T) {
 		}
 		return m
 	}
-	subscriber, err := wiring.NewBatchingSubscriber(k.Kafka, "test.partitions", slog.New(slog.DiscardHandler), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { subscriber.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	in, err := subscriber.Subscribe(ctx, topics.SessionEvents.Name)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, in := subscribe(t, k.Kafka, "test.partitions", topics.SessionEvents.Name)
 	var msgs []*message.Message
 	for _, conn := range []string{"1", "2"} {
 		for _, u := range users {
@@ -352,30 +371,6 @@ func TestBatchingSubscriberMergesAcrossPartitions(t *testing.T) {
 	if poisons != 1 {
 		t.Errorf("the poison message was handed on %d times, want once alone", poisons)
 	}
-}
-
-// usersOnPartitions returns n users whose session events go to n
-// different partitions of topics.SessionEvents.
-func usersOnPartitions(t *testing.T, n int) []string {
-	t.Helper()
-	p := sarama.NewHashPartitioner(topics.SessionEvents.Name)
-	taken := map[int32]bool{}
-	var out []string
-	for i := 0; i < 10000 && len(out) < n; i++ {
-		u := fmt.Sprint("u", i)
-		k, err := p.Partition(&sarama.ProducerMessage{Key: sarama.StringEncoder("user/" + u)}, topics.SessionEvents.Partitions)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !taken[k] {
-			taken[k] = true
-			out = append(out, u)
-		}
-	}
-	if len(out) < n {
-		t.Fatal("not enough partitions")
-	}
-	return out
 }
 
 // TestBatchingSubscriberHandsOverMergedPartitions: two subscribers of one
