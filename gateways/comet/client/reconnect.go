@@ -298,7 +298,7 @@ func (c *Client) Join(ctx context.Context, room string) (*clientpb.Joined, error
 	c.mu.Lock()
 	c.rooms[room] = true
 	k, ok := c.known[conv]
-	if !ok {
+	if !ok || aheadOfServer(k, j.GetLatestSeq()) {
 		c.known[conv] = j.GetLatestSeq()
 	}
 	c.mu.Unlock()
@@ -567,16 +567,24 @@ func (c *Client) serve(conn *Conn, res *clientpb.LoginResult) error {
 	}
 
 	// Positions: a conversation new on the first login starts at its
-	// latest seq; one new on a reconnect is caught up from its start.
+	// latest seq; one new on a reconnect is caught up from its start;
+	// one past the server's latest seq takes the server's, and a 1:1
+	// conversation the server does not list (it lists every one the
+	// user had) is forgotten: both come from another history.
 	// Rooms count only while joined: others send nothing live.
 	c.mu.Lock()
+	for conv := range c.known {
+		if _, listed := latest[conv]; !listed && strings.HasPrefix(conv, "dm:") {
+			delete(c.known, conv)
+		}
+	}
 	var behind []string
 	for conv, seq := range latest {
 		if room, ok := strings.CutPrefix(conv, "room:"); ok && !c.rooms[room] {
 			continue
 		}
 		k, ok := c.known[conv]
-		if !ok && !reconnect {
+		if !ok && !reconnect || aheadOfServer(k, seq) {
 			c.known[conv] = seq
 			continue
 		}
@@ -618,6 +626,15 @@ func (c *Client) serve(conn *Conn, res *clientpb.LoginResult) error {
 		}
 	}
 }
+
+// aheadOfServer reports whether a kept position k is past latest, the
+// server's latest seq of its conversation. Seqs only grow in one
+// history, so k comes from another one: the deployment was reset (its
+// stores wiped) or is another deployment. The server's position is then
+// the one to keep; with k, the new messages whose seqs are at most k
+// would be dropped as repeats (docs/protocol.md, Conversations and
+// order).
+func aheadOfServer(k, latest uint64) bool { return k > latest }
 
 // moreConversations pages through the conversation list after the
 // LoginResult's first page, into latest.

@@ -492,3 +492,49 @@ func TestClientJoinsConfiguredRoomsInItsLogin(t *testing.T) {
 		t.Fatalf("rooms %v, want [lobby]", rooms)
 	}
 }
+
+// TestClientTakesTheServersPositionsWhenItsOwnAreAhead: positions kept
+// from another history (a reset deployment, another deployment) are past
+// the server's latest seqs, or name 1:1 conversations the server does
+// not list; the client takes the server's instead of dropping the new
+// messages as repeats, in a room joined in the Login, in one joined
+// later and in a 1:1 conversation.
+func TestClientTakesTheServersPositionsWhenItsOwnAreAhead(t *testing.T) {
+	cl := apptest.Start(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	pc, closer, err := api.Dial(ctx, cl.Settings.APIAddr, cl.Settings.APIToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closer.Close()
+	bob, err := client.New(client.Config{
+		URL:       cl.URL,
+		Token:     func(context.Context) (string, error) { return cl.Token("bob"), nil },
+		Rooms:     []string{"lobby"},
+		Positions: map[string]uint64{"room:lobby": 1000, "room:dev": 1000, "dm:bob:dave": 1000},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bob.Close()
+	next(t, bob, client.Connected)
+	if _, err := bob.Join(ctx, "dev"); err != nil {
+		t.Fatal(err)
+	}
+	for _, room := range []string{"lobby", "dev"} {
+		if _, err := pc.PushRoom(ctx, &apipb.PushRoomRequest{Room: room, Content: &apipb.Content{Body: []byte("hi"), ClientMsgId: "hi-" + room}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := pc.PushUsers(ctx, &apipb.PushUsersRequest{From: "dave", Users: []string{"bob"}, Content: &apipb.Content{Body: []byte("hi"), ClientMsgId: "hi-dm"}}); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string][]*clientpb.Message{}
+	collect(t, bob, got, func() bool {
+		return len(got["room:lobby"]) >= 1 && len(got["room:dev"]) >= 1 && len(got["dm:bob:dave"]) >= 1
+	})
+	if p := bob.Positions(); p["room:lobby"] >= 1000 || p["room:dev"] >= 1000 || p["dm:bob:dave"] >= 1000 {
+		t.Errorf("positions %v still past the server's", p)
+	}
+}

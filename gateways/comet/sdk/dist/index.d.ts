@@ -248,6 +248,16 @@ export declare class SeqTracker {
     latest(conversation: string): number;
     /** known tells whether the conversation has a position. */
     known(conversation: string): boolean;
+    /**
+     * reset forgets what conversation had and counts everything up to seq as
+     * had: for a position past the server's latest seq, which belongs to
+     * another history (a deployment reset or replaced meanwhile).
+     */
+    reset(conversation: string, seq: number): void;
+    /** forget drops what conversation had. */
+    forget(conversation: string): void;
+    /** conversations lists the conversations with a position. */
+    conversations(): string[];
     /** mark counts everything up to seq of conversation as had. */
     mark(conversation: string, seq: number): void;
     private raise;

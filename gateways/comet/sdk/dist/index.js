@@ -138,6 +138,22 @@ export class SeqTracker {
     known(conversation) {
         return this.convs.has(conversation);
     }
+    /**
+     * reset forgets what conversation had and counts everything up to seq as
+     * had: for a position past the server's latest seq, which belongs to
+     * another history (a deployment reset or replaced meanwhile).
+     */
+    reset(conversation, seq) {
+        this.convs.set(conversation, { floor: seq, max: seq, seen: new Set() });
+    }
+    /** forget drops what conversation had. */
+    forget(conversation) {
+        this.convs.delete(conversation);
+    }
+    /** conversations lists the conversations with a position. */
+    conversations() {
+        return [...this.convs.keys()];
+    }
     /** mark counts everything up to seq of conversation as had. */
     mark(conversation, seq) {
         const c = this.get(conversation);
@@ -356,16 +372,31 @@ export class Client {
         this.attempt = 0;
         this.startPing(ws);
         // Until the catch-up is done, live messages of conversations to sync wait.
+        let listed = true; // the whole conversation list is in conversations
         try {
             if (lr.moreConversations)
                 conversations = conversations.concat(await this.conversationsFrom(lr.conversationsCursor || ""));
         }
         catch (e) {
+            listed = false;
             this.emit("error", e);
+        }
+        if (listed) {
+            // The list holds every 1:1 conversation the user had: one it lacks
+            // is from another history (a deployment reset or replaced).
+            const names = new Set(conversations.map((c) => c.conversation));
+            for (const conv of this.seen.conversations())
+                if (conv.startsWith("dm:") && !names.has(conv))
+                    this.seen.forget(conv);
         }
         const toSync = [];
         for (const c of conversations) {
-            if (!reconnect) {
+            if (c.latestSeq < this.seen.latest(c.conversation)) {
+                // Seqs only grow in one history: the server's is the one that
+                // counts, or its new messages would be dropped as repeats.
+                this.seen.reset(c.conversation, c.latestSeq);
+            }
+            else if (!reconnect) {
                 // A fresh client starts at the present: history is asked for with history().
                 if (!this.seen.known(c.conversation))
                     this.seen.mark(c.conversation, c.latestSeq);
@@ -609,7 +640,9 @@ export class Client {
         const j = toJoined(f.joined);
         // A room joined (not rejoined after a reconnect) starts at its
         // present: what came before is for history(), not a gap to sync.
-        if (!this.rooms.has(room))
+        if (j.latestSeq < this.seen.latest(j.conversation))
+            this.seen.reset(j.conversation, j.latestSeq);
+        else if (!this.rooms.has(room))
             this.seen.mark(j.conversation, j.latestSeq);
         this.rooms.add(room);
         this.emit("joined", j);

@@ -206,6 +206,15 @@ test("SeqTracker drops repeats and remembers a window", () => {
   assert.equal(s.add("d", 5), false);
   assert.equal(s.add("d", 6), true);
   assert.equal(s.known("e"), false);
+  // A position from another history: after reset the lower seqs are new.
+  s.reset("c", 2);
+  assert.equal(s.latest("c"), 2);
+  assert.equal(s.add("c", 2), false);
+  assert.equal(s.add("c", 3), true);
+  assert.deepEqual(s.conversations().sort(), ["c", "d"]);
+  s.forget("d");
+  assert.equal(s.known("d"), false);
+  assert.equal(s.add("d", 5), true);
   assert.match(newId(), /^[0-9a-f]{32}$/);
 });
 
