@@ -59,6 +59,17 @@ func collect(t *testing.T, c *client.Client, got map[string][]*clientpb.Message,
 	}
 }
 
+// pushClient dials cl's api gateway, until the test ends.
+func pushClient(t *testing.T, cl *apptest.Cluster) apipb.PushClient {
+	t.Helper()
+	pc, closer, err := api.Dial(context.Background(), cl.Settings.APIAddr, cl.Settings.APIToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { closer.Close() })
+	return pc
+}
+
 func seqs(got map[string][]*clientpb.Message) map[string][]uint64 {
 	out := map[string][]uint64{}
 	for conv, ms := range got {
@@ -236,11 +247,7 @@ func TestClientReconnectsAfterCometRestart(t *testing.T) {
 	cl := apptest.Start(t, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	pc, closer, err := api.Dial(ctx, cl.Settings.APIAddr, cl.Settings.APIToken)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer closer.Close()
+	pc := pushClient(t, cl)
 	push := func(n int, what string) {
 		for i := range n {
 			if _, err := pc.PushRoom(ctx, &apipb.PushRoomRequest{Room: "lobby", Content: &apipb.Content{Body: []byte(fmt.Sprint(what, i)), ClientMsgId: fmt.Sprint(what, i)}}); err != nil {
@@ -465,11 +472,7 @@ func TestClientJoinsConfiguredRoomsInItsLogin(t *testing.T) {
 	cl := apptest.Start(t, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	pc, closer, err := api.Dial(ctx, cl.Settings.APIAddr, cl.Settings.APIToken)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer closer.Close()
+	pc := pushClient(t, cl)
 	carol, err := client.New(client.Config{
 		URL:   cl.URL,
 		Token: func(context.Context) (string, error) { return cl.Token("carol"), nil },
@@ -503,11 +506,7 @@ func TestClientTakesTheServersPositionsWhenItsOwnAreAhead(t *testing.T) {
 	cl := apptest.Start(t, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	pc, closer, err := api.Dial(ctx, cl.Settings.APIAddr, cl.Settings.APIToken)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer closer.Close()
+	pc := pushClient(t, cl)
 	bob, err := client.New(client.Config{
 		URL:       cl.URL,
 		Token:     func(context.Context) (string, error) { return cl.Token("bob"), nil },
