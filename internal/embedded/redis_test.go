@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/laneim/laneim/internal/embedded"
+	"github.com/laneim/laneim/wiring/directory"
 )
 
 // startRedis starts an embedded Redis and returns a client of it with
@@ -144,5 +145,38 @@ return {deep(40), #t, #ARGV, redis.call('SCARD', KEYS[1])}`)
 	}
 	if want := []int64{40, 10000, 200, 50}; fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("script returned %v, want %v", got, want)
+	}
+}
+
+// TestRedisAssignsLargeBatches: the directory's assign script, which
+// reads a batch's dedup keys in chunks, runs in the embedded Redis's
+// small Lua states for a batch far larger than routing makes: 1,000
+// messages, every other one a repeat, get consecutive seqs, and the
+// repeats their first one's.
+func TestRedisAssignsLargeBatches(t *testing.T) {
+	ctx, rdb := startRedis(t, 0)
+	s := directory.New(rdb)
+	subs := make([]directory.Submission, 1000)
+	for i := range subs {
+		subs[i] = directory.Submission{Sender: "u", ClientMsgID: fmt.Sprint("m", i/2)}
+	}
+	n := 0
+	got, err := s.AssignMany(ctx, "room:big", subs, func() string { n++; return fmt.Sprint("id-", n) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, a := range got {
+		if want := uint64(i/2 + 1); a.Seq != want || a.Dup != (i%2 == 1) {
+			t.Fatalf("submission %d: seq %d dup %v, want seq %d dup %v", i, a.Seq, a.Dup, want, i%2 == 1)
+		}
+	}
+	again, err := s.AssignMany(ctx, "room:big", subs[:600], func() string { return "new" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, a := range again {
+		if !a.Dup || a.ID != got[i].ID {
+			t.Fatalf("repeat %d = %+v, want a repeat of %+v", i, a, got[i])
+		}
 	}
 }

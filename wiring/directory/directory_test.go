@@ -345,6 +345,23 @@ func BenchmarkAssign(b *testing.B) {
 	}
 }
 
+// BenchmarkAssignMany assigns batches of 10 messages of one room, as
+// routing does under load.
+func BenchmarkAssignMany(b *testing.B) {
+	s := newStore(b)
+	ctx := context.Background()
+	subs := make([]directory.Submission, 10)
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		for k := range subs {
+			subs[k] = directory.Submission{Sender: "u", ClientMsgID: fmt.Sprint(i, "-", k)}
+		}
+		if _, err := s.AssignMany(ctx, "room:bench", subs, func() string { return "id" }); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 func BenchmarkJoinRoom(b *testing.B) {
 	s := newStore(b)
 	ctx := context.Background()
