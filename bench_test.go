@@ -14,9 +14,11 @@ import (
 )
 
 // TestBenchOnDevCluster runs the load command as a user would, with its
-// defaults but a small room, against the dev cluster it starts, and
-// checks what it reports: every pushed message delivered to every
-// member, none lost. It measures nothing; the figures are the bench's.
+// defaults but a small room and a few clients online in no room
+// (--online), against the dev cluster it starts, and checks what it
+// reports: every pushed message delivered to every member, none lost,
+// every client connected. It measures nothing; the figures are the
+// bench's.
 func TestBenchOnDevCluster(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary and starts a dev cluster")
@@ -34,7 +36,7 @@ func TestBenchOnDevCluster(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	var stdout, stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, bin, "bench", "--members", "40", "--rate", "20", "--duration", "2s", "--drain", "10s", "--json")
+	cmd := exec.CommandContext(ctx, bin, "bench", "--members", "40", "--online", "55", "--rate", "20", "--duration", "2s", "--drain", "10s", "--json")
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
 		t.Fatalf("laneim bench: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
@@ -42,6 +44,8 @@ func TestBenchOnDevCluster(t *testing.T) {
 	lines := bytes.Split(bytes.TrimSpace(stdout.Bytes()), []byte("\n"))
 	var r struct {
 		Members   int     `json:"members"`
+		Online    int     `json:"online"`
+		Conns     int64   `json:"comet_connections"`
 		Pushed    int64   `json:"pushed"`
 		Expected  int64   `json:"expected_deliveries"`
 		Delivered int64   `json:"delivered"`
@@ -64,6 +68,9 @@ func TestBenchOnDevCluster(t *testing.T) {
 	}
 	if r.Members != 40 || r.Pushed == 0 || r.Expected != r.Pushed*40 {
 		t.Errorf("result %+v: want 40 members and every pushed message expected by each", r)
+	}
+	if r.Online != 55 || r.Conns != 55 {
+		t.Errorf("%d clients online, %d connections at the comet; want 55 of each (40 members, 15 in no room)", r.Online, r.Conns)
 	}
 	if r.Lost != 0 || r.Delivered != r.Expected {
 		t.Errorf("lost %d, delivered %d of %d; want all delivered", r.Lost, r.Delivered, r.Expected)

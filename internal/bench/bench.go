@@ -48,8 +48,12 @@ type Config struct {
 	Redis string
 	// Secret signs the clients' login tokens.
 	Secret string
-	// Members is the number of clients, all in one room.
+	// Members is the number of clients in the room.
 	Members int
+	// Online is the number of clients logged in: Members of them in the
+	// room, the others in no room, online all the same (their sessions'
+	// heartbeats, their share of the comet). 0 means Members.
+	Online int
 	// Rate is messages pushed per second; Duration how long.
 	Rate     int
 	Duration time.Duration
@@ -83,6 +87,9 @@ func (c *Config) setDefaults() {
 	if c.Members == 0 {
 		c.Members = 10000
 	}
+	if c.Online == 0 {
+		c.Online = c.Members
+	}
 	if c.Rate == 0 {
 		c.Rate = 200
 	}
@@ -108,12 +115,17 @@ func (c *Config) Validate() error {
 	if c.Members < 1 || c.Rate < 1 || c.Duration <= 0 {
 		return errors.New("bench: --members, --rate and --duration must be positive")
 	}
+	if c.Online != 0 && c.Online < c.Members {
+		return errors.New("bench: --online counts the members: it cannot be less than --members")
+	}
 	return nil
 }
 
 // Result is what a run measured.
 type Result struct {
-	Members         int     `json:"members"`
+	Members int `json:"members"`
+	// Online is the number of clients logged in, members included.
+	Online          int     `json:"online"`
 	Rate            int     `json:"rate"`
 	DurationSeconds float64 `json:"duration_seconds"`
 	Pushed          int64   `json:"pushed"`
@@ -166,17 +178,22 @@ type Result struct {
 	ServerMicrosPerDelivery float64 `json:"server_us_per_delivery"`
 	// ClusterRSS*Bytes is the cluster processes' resident memory before
 	// the members connect, with them connected and idle (before pushing),
-	// and at the end of the run; RSSPerMemberBytes is (idle-base)/members.
+	// and at the end of the run; RSSPerMemberBytes is (idle-base)/online
+	// clients (the members, unless Online says more).
 	ClusterRSSBaseBytes int64 `json:"cluster_rss_base_bytes"`
 	RSSPerMemberBytes   int64 `json:"rss_per_member_bytes"`
-	// RSSPerMemberLoadBytes is (load-base)/members: the memory a member
-	// costs the cluster while the room is busy.
+	// RSSPerMemberLoadBytes is (load-base)/online clients: the memory a
+	// client costs the cluster while the room is busy.
 	RSSPerMemberLoadBytes int64 `json:"rss_per_member_load_bytes"`
 	ClusterRSSIdleBytes   int64 `json:"cluster_rss_idle_bytes"`
 	ClusterRSSLoadBytes   int64 `json:"cluster_rss_load_bytes"`
-	// LoginsPerS is how fast members connected, logged in and joined.
+	// CometConnections is the comets' connections with the clients idle,
+	// before pushing (laneim_comet_connections of the admin addresses).
+	CometConnections int64 `json:"comet_connections"`
+	// LoginsPerS is how fast the clients connected, logged in and (the
+	// members) joined.
 	LoginsPerS float64 `json:"logins_per_second"`
-	// ServerMillisPerLogin is the cluster's CPU time per member while
+	// ServerMillisPerLogin is the cluster's CPU time per client while
 	// they connected, logged in and joined: the figure that tells
 	// whether a change to the login path helped, on a noisy machine.
 	ServerMillisPerLogin float64 `json:"server_ms_per_login"`
@@ -194,15 +211,15 @@ type Result struct {
 	Machine      string `json:"machine"`
 }
 
-// perMember renders the memory a member costs. It is not measurable when
+// perClient renders the memory a client costs. It is not measurable when
 // the cluster held more before the members came than with them (a
 // running cluster that kept the memory of an earlier run, say): the
 // difference is then no cost of theirs, and is not shown as one.
-func perMember(bytes int64) string {
+func perClient(bytes int64) string {
 	if bytes < 0 {
-		return "per member not measurable: less than before they came, an earlier run's memory"
+		return "per client not measurable: less than before they came, an earlier run's memory"
 	}
-	return fmt.Sprintf("%.1f KB per member", float64(bytes)/1e3)
+	return fmt.Sprintf("%.1f KB per client", float64(bytes)/1e3)
 }
 
 // joinHow says how the members joined the room.
@@ -213,9 +230,18 @@ func joinHow(inLogin bool) string {
 	return "joined after the login"
 }
 
+// onlineBesides says how many clients were online besides the members,
+// if any.
+func onlineBesides(r *Result) string {
+	if r.Online <= r.Members {
+		return ""
+	}
+	return fmt.Sprintf(", %d clients online in all", r.Online)
+}
+
 // Text renders a result for people.
 func (r *Result) Text(w io.Writer) {
-	fmt.Fprintf(w, `laneIM bench: %d members, %d msg/s for %.0fs
+	fmt.Fprintf(w, `laneIM bench: %d members, %d msg/s for %.0fs%s
   pushed           %d (%d push errors)
   deliveries       %d of %d expected, %.0f/s
   lost             %d   duplicates %d   disconnects %d (reconnected %d, %d messages synced)
@@ -223,19 +249,19 @@ func (r *Result) Text(w io.Writer) {
   latency          p50 %.1f ms   p99 %.1f ms   max %.1f ms
   inside cluster   submitted→routing p50 %.1f / p99 %.1f ms, routed→comet p50 %.1f / p99 %.1f ms, room wait p50 %.1f / p99 %.1f ms, flush→write p50 %.1f / p99 %.1f ms
   cpu              cluster %.2f cores (%.2f µs per delivery)   bench tool %.2f cores
-  cluster memory   %.0f MB before members, %.0f MB with them idle (%s), %.0f MB under load (%s)
-  setup            %.1fs (%.0f logins+joins/s, %.2f ms of cluster CPU each, %d attempts retried; %s)
+  cluster memory   %.0f MB before clients, %.0f MB with them idle (%s), %.0f MB under load (%s)
+  setup            %.1fs (%.0f logins+joins/s, %.2f ms of cluster CPU each, %d attempts retried; %s; %d connections at the comets)
   cluster          %s
   machine          %s
-`, r.Members, r.Rate, r.DurationSeconds, r.Pushed, r.PushErrors,
+`, r.Members, r.Rate, r.DurationSeconds, onlineBesides(r), r.Pushed, r.PushErrors,
 		r.Delivered, r.Expected, r.DeliveriesPerS,
 		r.Lost, r.Duplicates, r.Disconnected, r.Reconnects, r.Synced,
 		r.FramesReceived, r.FramesPerS, r.MsgsPerFrame, r.BytesPerS/1e6,
 		r.LatencyP50Ms, r.LatencyP99Ms, r.LatencyMaxMs,
 		r.RoutingAgeP50Ms, r.RoutingAgeP99Ms, r.CometAgeP50Ms, r.CometAgeP99Ms, r.RoomWaitP50Ms, r.RoomWaitP99Ms, r.WriteLagP50Ms, r.WriteLagP99Ms,
 		r.ClusterCPUCores, r.ServerMicrosPerDelivery, r.ToolCPUCores,
-		float64(r.ClusterRSSBaseBytes)/1e6, float64(r.ClusterRSSIdleBytes)/1e6, perMember(r.RSSPerMemberBytes), float64(r.ClusterRSSLoadBytes)/1e6, perMember(r.RSSPerMemberLoadBytes),
-		r.SetupSeconds, r.LoginsPerS, r.ServerMillisPerLogin, r.SetupRetries, joinHow(r.JoinedInLogin), r.Cluster, r.Machine)
+		float64(r.ClusterRSSBaseBytes)/1e6, float64(r.ClusterRSSIdleBytes)/1e6, perClient(r.RSSPerMemberBytes), float64(r.ClusterRSSLoadBytes)/1e6, perClient(r.RSSPerMemberLoadBytes),
+		r.SetupSeconds, r.LoginsPerS, r.ServerMillisPerLogin, r.SetupRetries, joinHow(r.JoinedInLogin), r.CometConnections, r.Cluster, r.Machine)
 }
 
 // SweepTable renders the results of a sweep as a table, and the highest
@@ -255,7 +281,7 @@ func SweepTable(w io.Writer, rs []*Result, bound time.Duration) {
 		}
 	}
 	fmt.Fprintf(w, "highest sustained rate (0 lost, p99 <= %v, >= 97%% of the rate pushed): %d msg/s\n", bound, best)
-	fmt.Fprintf(w, "logins+joins %.0f/s (%.2f ms of cluster CPU each); cluster memory %s idle; machine %s\n", rs[0].LoginsPerS, rs[0].ServerMillisPerLogin, perMember(rs[0].RSSPerMemberBytes), rs[0].Machine)
+	fmt.Fprintf(w, "logins+joins %.0f/s (%.2f ms of cluster CPU each); cluster memory %s idle; machine %s\n", rs[0].LoginsPerS, rs[0].ServerMillisPerLogin, perClient(rs[0].RSSPerMemberBytes), rs[0].Machine)
 }
 
 // JSON renders a result as one line of JSON.
@@ -363,12 +389,12 @@ func Sweep(ctx context.Context, cfg Config, rates []int, progress io.Writer) ([]
 	}
 
 	room := fmt.Sprintf("bench-%06d", rand.IntN(1_000_000))
-	fmt.Fprintf(progress, "bench: creating room %s with %d members\n", room, cfg.Members)
+	fmt.Fprintf(progress, "bench: creating room %s with %d members (%d clients online)\n", room, cfg.Members, cfg.Online)
 	if err := createRoom(ctx, cfg, room); err != nil {
 		return nil, err
 	}
 
-	fmt.Fprintf(progress, "bench: connecting %d clients to %s\n", cfg.Members, cfg.Target)
+	fmt.Fprintf(progress, "bench: connecting %d clients to %s\n", cfg.Online, cfg.Target)
 	base := sampleCluster(ctx, cluster, cfg.Admin)
 	rssBase, loginCPU0 := base.rss, base.cpu
 	loginStart := time.Now()
@@ -382,9 +408,9 @@ func Sweep(ctx context.Context, cfg Config, rates []int, progress io.Writer) ([]
 		rd.close()
 		rd.wait()
 	}()
-	members, err := connectMembers(ctx, cfg, room, sink, rd)
+	clients, err := connectMembers(ctx, cfg, room, sink, rd)
 	defer func() {
-		for _, m := range members {
+		for _, m := range clients {
 			if m != nil {
 				m.conn.Close()
 			}
@@ -393,6 +419,7 @@ func Sweep(ctx context.Context, cfg Config, rates []int, progress io.Writer) ([]
 	if err != nil {
 		return nil, err
 	}
+	members := clients[:cfg.Members] // the others are in no room
 
 	tc, err := cfg.APITLS.Client()
 	if err != nil {
@@ -417,8 +444,8 @@ func Sweep(ctx context.Context, cfg Config, rates []int, progress io.Writer) ([]
 	// Message batches are consumed by each member's peek (or record); these
 	// goroutines drain the other frames (pongs, answers given up on) and,
 	// when a connection ends, reconnect and catch up. Each owns its
-	// member's conn.
-	for _, m := range members {
+	// client's conn.
+	for _, m := range clients {
 		readers.Add(1)
 		go func() {
 			defer readers.Done()
@@ -464,10 +491,10 @@ func Sweep(ctx context.Context, cfg Config, rates []int, progress io.Writer) ([]
 	}
 	delivered := func() int64 { return sumOf(members, deliveredOf) }
 	setup := time.Since(setupStart)
-	loginRate := float64(cfg.Members) / time.Since(loginStart).Seconds()
+	loginRate := float64(cfg.Online) / time.Since(loginStart).Seconds()
 	idle := sampleCluster(ctx, cluster, cfg.Admin)
-	loginCPU := (idle.cpu.cluster - loginCPU0.cluster).Seconds() * 1e3 / float64(cfg.Members)
-	setupRetries := sumOf(members, retriesOf)
+	loginCPU := (idle.cpu.cluster - loginCPU0.cluster).Seconds() * 1e3 / float64(cfg.Online)
+	setupRetries := sumOf(clients, retriesOf)
 	rssIdle := idle.rss
 
 	var results []*Result
@@ -498,6 +525,7 @@ func Sweep(ctx context.Context, cfg Config, rates []int, progress io.Writer) ([]
 		got := delivered() - delivered0
 		res := &Result{
 			Members:         cfg.Members,
+			Online:          cfg.Online,
 			Rate:            cfg.Rate,
 			DurationSeconds: cfg.Duration.Seconds(),
 			Pushed:          pushed,
@@ -538,8 +566,9 @@ func Sweep(ctx context.Context, cfg Config, rates []int, progress io.Writer) ([]
 		res.BytesPerS = float64(res.BytesReceived) / elapsed.Seconds()
 		res.MsgsPerFrame = float64(got) / float64(max(1, res.FramesReceived))
 		res.ClusterRSSBaseBytes, res.ClusterRSSIdleBytes, res.ClusterRSSLoadBytes = rssBase, rssIdle, rssLoad
-		res.RSSPerMemberBytes = (rssIdle - rssBase) / int64(max(1, cfg.Members))
-		res.RSSPerMemberLoadBytes = (rssLoad - rssBase) / int64(max(1, cfg.Members))
+		res.RSSPerMemberBytes = (rssIdle - rssBase) / int64(max(1, cfg.Online))
+		res.RSSPerMemberLoadBytes = (rssLoad - rssBase) / int64(max(1, cfg.Online))
+		res.CometConnections = idle.conns
 		res.LoginsPerS = loginRate
 		res.ServerMillisPerLogin = loginCPU
 		res.JoinedInLogin = !cfg.JoinSeparately
@@ -586,7 +615,8 @@ func bytesOf(m *member) int64     { return m.bytes.Load() }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
-// createRoom writes the room and its members into the directory.
+// createRoom writes the room, its members and the other clients' users
+// into the directory.
 func createRoom(ctx context.Context, cfg Config, room string) error {
 	rdb, err := wiring.NewRedis(ctx, wiring.RedisConfig{Addrs: strings.Split(cfg.Redis, ",")})
 	if err != nil {
@@ -600,11 +630,11 @@ func createRoom(ctx context.Context, cfg Config, room string) error {
 	// Every member is attempted; the first error is returned.
 	var g errgroup.Group
 	g.SetLimit(32)
-	for i := range cfg.Members {
+	for i := range cfg.Online {
 		g.Go(func() error {
 			u := memberID(i)
 			err := store.PutUser(ctx, directory.User{ID: u, Name: u})
-			if err == nil {
+			if err == nil && i < cfg.Members {
 				err = store.AddMember(ctx, room, u)
 			}
 			if err != nil {
@@ -618,16 +648,22 @@ func createRoom(ctx context.Context, cfg Config, room string) error {
 
 func memberID(i int) string { return fmt.Sprintf("bench-user-%d", i) }
 
-// connectMembers dials, logs in and joins every member, DialConcurrency at a time.
+// connectMembers dials and logs in every client online, DialConcurrency
+// at a time, the first cfg.Members joining room: the clients, members
+// first.
 func connectMembers(ctx context.Context, cfg Config, room string, lat *latencies, rd *readers) ([]*member, error) {
-	members := make([]*member, cfg.Members)
-	// Every member is attempted (the caller closes those that connected);
+	members := make([]*member, cfg.Online)
+	// Every client is attempted (the caller closes those that connected);
 	// the first error is returned.
 	var g errgroup.Group
 	g.SetLimit(cfg.DialConcurrency)
-	for i := range cfg.Members {
+	for i := range cfg.Online {
 		g.Go(func() error {
-			m, err := connectOne(ctx, cfg, memberID(i), room, lat, rd)
+			in := room
+			if i >= cfg.Members {
+				in = ""
+			}
+			m, err := connectOne(ctx, cfg, memberID(i), in, lat, rd)
 			members[i] = m
 			return err
 		})
@@ -635,8 +671,13 @@ func connectMembers(ctx context.Context, cfg Config, room string, lat *latencies
 	return members, g.Wait()
 }
 
+// connectOne connects user, a member of room, or in no room if room is
+// empty.
 func connectOne(ctx context.Context, cfg Config, user, room string, lat *latencies, rd *readers) (*member, error) {
-	m := &member{conversation: topics.RoomConversation(room), lat: lat, cfg: cfg, user: user, room: room, rd: rd}
+	m := &member{lat: lat, cfg: cfg, user: user, room: room, rd: rd}
+	if room != "" {
+		m.conversation = topics.RoomConversation(room)
+	}
 	c, err := m.dialRetry(ctx)
 	if err != nil {
 		return nil, err
@@ -756,6 +797,9 @@ const syncAttempts = 20
 // comet died, say) is asked again after a backoff, as docs/protocol.md
 // asks of a client.
 func (m *member) catchUp(ctx context.Context) error {
+	if m.room == "" {
+		return nil // in no room: nothing to catch up
+	}
 	after := m.seqs.contiguous()
 	attempt := 0
 	for range 10000 { // pages and attempts; bounded

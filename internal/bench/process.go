@@ -129,13 +129,16 @@ type clusterSample struct {
 	cpu    cpuSample
 	rss    int64
 	stages map[string]buckets
+	// conns is the comets' WebSocket connections (laneim_comet_connections).
+	conns int64
 }
 
 // sampleCluster reads the cluster once. A dev child's CPU and memory
 // come from /proc; a target cluster's are the sums of
 // process_cpu_seconds_total and process_resident_memory_bytes over its
 // admin addresses. Each admin address's /metrics is fetched once, for
-// all three; one that cannot be read adds nothing.
+// all of them and the comets' connections; one that cannot be read adds
+// nothing.
 func sampleCluster(ctx context.Context, p *devProcess, admin []string) clusterSample {
 	s := clusterSample{stages: map[string]buckets{}}
 	for _, name := range stageMetrics {
@@ -159,6 +162,7 @@ func sampleCluster(ctx context.Context, p *devProcess, admin []string) clusterSa
 			s.rss += int64(value(fams, "process_resident_memory_bytes"))
 		}
 		addStages(s.stages, fams)
+		s.conns += int64(value(fams, "laneim_comet_connections"))
 	}
 	return s
 }

@@ -197,12 +197,12 @@ func TestPerMember(t *testing.T) {
 		bytes int64
 		want  string
 	}{
-		{23163, "23.2 KB per member"},
-		{0, "0.0 KB per member"},
-		{-4600, "per member not measurable: less than before they came, an earlier run's memory"},
+		{23163, "23.2 KB per client"},
+		{0, "0.0 KB per client"},
+		{-4600, "per client not measurable: less than before they came, an earlier run's memory"},
 	} {
-		if got := perMember(tt.bytes); got != tt.want {
-			t.Errorf("perMember(%d) = %q, want %q", tt.bytes, got, tt.want)
+		if got := perClient(tt.bytes); got != tt.want {
+			t.Errorf("perClient(%d) = %q, want %q", tt.bytes, got, tt.want)
 		}
 	}
 }

@@ -281,13 +281,16 @@ func (c *wsConn) ask(ctx context.Context, f *clientpb.ClientFrame) (*clientpb.Se
 // login logs in with the room in the same round trip (or, if separately,
 // joins it after), before a reader has the connection.
 func (c *wsConn) login(ctx context.Context, token, room string, separately bool) error {
-	join := []string{room}
-	if separately {
-		join = nil
+	var join []string
+	if room != "" && !separately {
+		join = []string{room}
 	}
 	r, err := c.ask(ctx, &clientpb.ClientFrame{Body: &clientpb.ClientFrame_Login{Login: &clientpb.Login{Token: token, Device: "bench", Join: join, CompactBatches: true}}})
 	if err != nil {
 		return fmt.Errorf("bench: login: %w", err)
+	}
+	if room == "" {
+		return nil
 	}
 	if separately {
 		if _, err := c.ask(ctx, &clientpb.ClientFrame{Body: &clientpb.ClientFrame_Join{Join: &clientpb.JoinRoom{Room: room}}}); err != nil {
