@@ -399,6 +399,24 @@ func TestBadFramesKeepConnection(t *testing.T) {
 					t.Fatalf("%q: got %v, want BAD_FRAME", bad.b, fr)
 				}
 			}
+			// A frame that does not decode but whose request id can be
+			// read is answered under it.
+			for _, bad := range []struct {
+				typ websocket.MessageType
+				b   []byte
+				req uint64
+			}{
+				{websocket.MessageText, []byte(`{"requestId":"7","send":{"clientMsgId":"m","room":"lobby","user":"bob"}}`), 7},
+				{websocket.MessageText, []byte(`{"request_id":8,"ping":{},"join":{}}`), 8},
+				{websocket.MessageBinary, []byte{0x08, 0x09, 0x6a, 0x80, 0x80, 0x80, 0x80, 0x08}, 9}, // a Send longer than the frame
+			} {
+				if err := conn.WriteRaw(ctx, bad.typ, bad.b); err != nil {
+					t.Fatal(err)
+				}
+				if fr := nextFrame(t, conn); fr.GetError().GetCode() != clientpb.Error_BAD_FRAME || fr.GetRequestId() != bad.req {
+					t.Fatalf("%q: got %v, want BAD_FRAME answering request %d", bad.b, fr, bad.req)
+				}
+			}
 			if _, err := conn.Ping(ctx); err != nil {
 				t.Fatalf("connection unusable after bad frames: %v", err)
 			}
@@ -1449,12 +1467,28 @@ func TestLimits(t *testing.T) {
 				break // closed meanwhile
 			}
 		}
-		go func() { // drain what came before the close
-			for range conn.Frames() {
+		refusals := make(chan int, 1)
+		go func() { // count what came before the close
+			n := 0
+			for fr := range conn.Frames() {
+				if fr.GetError().GetCode() == clientpb.Error_RATE_LIMITED {
+					n++
+				}
 			}
+			refusals <- n
 		}()
 		if ce := closeError(t, conn); ce.Code != websocket.StatusPolicyViolation || ce.Reason != "rate limit exceeded" {
 			t.Fatalf("close %v, want 1008 rate limit exceeded", ce)
+		}
+		// Every refusal is written before the close: the client can
+		// count them as docs/protocol.md does.
+		select {
+		case n := <-refusals:
+			if n != 100 {
+				t.Fatalf("%d RATE_LIMITED answers before the close, want 100", n)
+			}
+		case <-time.After(wait):
+			t.Fatal("frames not closed after the close")
 		}
 	})
 	t.Run("connections per user", func(t *testing.T) {
@@ -1571,9 +1605,24 @@ func TestLimits(t *testing.T) {
 		if _, err := conn.Do(ctx, &clientpb.ClientFrame{RequestId: 30, Body: &clientpb.ClientFrame_Sync{Sync: &clientpb.Sync{Conversation: strings.Repeat("c", 300)}}}); code(err) != clientpb.Error_INVALID {
 			t.Errorf("sync with a 300-byte conversation: %v, want INVALID", err)
 		}
-		f.rec.Take()
-		if st := f.comet.Stats(); st.Refused != 4 {
-			t.Errorf("Stats.Refused = %d, want 4", st.Refused)
+		// A room id that breaks the id rule (docs/protocol.md, Ids) is
+		// refused INVALID, saying so, before it goes anywhere.
+		for i, room := range []string{"a:b", "sp ace", strings.Repeat("r", 65)} {
+			for j, fr := range []*clientpb.ClientFrame{
+				{Body: &clientpb.ClientFrame_Join{Join: &clientpb.JoinRoom{Room: room}}},
+				{Body: &clientpb.ClientFrame_Leave{Leave: &clientpb.LeaveRoom{Room: room}}},
+			} {
+				fr.RequestId = uint64(40 + 2*i + j)
+				if _, err := conn.Do(ctx, fr); code(err) != clientpb.Error_INVALID || !strings.Contains(err.Error(), "room id") {
+					t.Errorf("%v: %v, want INVALID naming the room id", fr, err)
+				}
+			}
+		}
+		if pubs := f.rec.Take(); len(pubs) != 0 {
+			t.Errorf("refused frames published %v", pubs)
+		}
+		if st := f.comet.Stats(); st.Refused != 10 {
+			t.Errorf("Stats.Refused = %d, want 10", st.Refused)
 		}
 	})
 	t.Run("bytes queued per connection", func(t *testing.T) {
@@ -2007,6 +2056,7 @@ func TestLoginJoins(t *testing.T) {
 		{"too many rooms", many},
 		{"an empty room", []string{"lobby", ""}},
 		{"a room too long", []string{strings.Repeat("r", 129)}},
+		{"a room breaking the id rule", []string{"lobby", "a:b"}},
 	} {
 		conn := f.dial(client.Options{})
 		if _, err := conn.Login(ctx, token(t, "alice"), "", tt.join...); code(err) != clientpb.Error_INVALID {

@@ -1,9 +1,11 @@
 package comet
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -13,6 +15,7 @@ import (
 	"github.com/coder/websocket"
 	"golang.org/x/time/rate"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/laneim/laneim/proto/clientpb"
@@ -219,18 +222,86 @@ func (cn *conn) readFrames(resumed bool) (parked bool) {
 			return false
 		}
 		cn.lastRead.Store(int64(time.Since(cn.start)))
-		var f clientpb.ClientFrame
-		if typ == websocket.MessageText {
-			err = unmarshalJSON.Unmarshal(data, &f)
-		} else {
-			err = proto.Unmarshal(data, &f)
-		}
+		f, req, err := decodeFrame(typ == websocket.MessageText, data)
 		if err != nil {
-			cn.fail(0, clientpb.Error_BAD_FRAME, "undecodable frame: "+err.Error())
+			// An undecodable frame costs its sender a request like any
+			// other, and is answered under its request id if it has one.
+			c.mu.RLock()
+			user := cn.user
+			c.mu.RUnlock()
+			if cn.allow(req, user, false) {
+				cn.fail(req, clientpb.Error_BAD_FRAME, "undecodable frame: "+err.Error())
+			}
 			continue
 		}
-		cn.serve(&f)
+		cn.serve(f)
 	}
+}
+
+// decodeFrame decodes one client WebSocket message: a text message as
+// JSON (protojson), any other as protobuf. A frame that does not decode
+// returns its error and the request id it carries, if that much of it
+// can be read (requestID), so that the client's request gets its answer.
+func decodeFrame(text bool, data []byte) (*clientpb.ClientFrame, uint64, error) {
+	var f clientpb.ClientFrame
+	var err error
+	if text {
+		err = unmarshalJSON.Unmarshal(data, &f)
+	} else {
+		err = proto.Unmarshal(data, &f)
+	}
+	if err != nil {
+		return nil, requestID(text, data), err
+	}
+	return &f, f.GetRequestId(), nil
+}
+
+// requestID reads a frame's request_id without decoding the rest of it:
+// the first field 1 of a protobuf frame, or the "requestId" (or
+// "request_id") member of a JSON object, as a number or a decimal
+// string. It returns 0 when the frame holds none that can be read.
+func requestID(text bool, data []byte) uint64 {
+	if text {
+		var v struct {
+			Camel json.RawMessage `json:"requestId"`
+			Snake json.RawMessage `json:"request_id"`
+		}
+		if json.Unmarshal(data, &v) != nil {
+			return 0
+		}
+		raw := v.Camel
+		if raw == nil {
+			raw = v.Snake
+		}
+		var num string // protojson writes 64-bit integers as strings
+		if json.Unmarshal(raw, &num) != nil {
+			num = string(raw)
+		}
+		id, err := strconv.ParseUint(num, 10, 64)
+		if err != nil {
+			return 0
+		}
+		return id
+	}
+	for len(data) > 0 {
+		num, typ, n := protowire.ConsumeTag(data)
+		if n < 0 {
+			return 0
+		}
+		data = data[n:]
+		if num == 1 && typ == protowire.VarintType {
+			id, n := protowire.ConsumeVarint(data)
+			if n < 0 {
+				return 0
+			}
+			return id
+		}
+		if n = protowire.ConsumeFieldValue(num, typ, data); n < 0 {
+			return 0
+		}
+		data = data[n:]
+	}
+	return 0
 }
 
 func (cn *conn) reply(f *clientpb.ServerFrame) { cn.enqueue(newFrame(f)) }
@@ -310,11 +381,7 @@ func (cn *conn) serve(f *clientpb.ClientFrame) {
 	}
 	switch b := f.GetBody().(type) {
 	case *clientpb.ClientFrame_Join:
-		if b.Join.GetRoom() == "" {
-			cn.fail(req, clientpb.Error_INVALID, "join needs a room")
-			return
-		}
-		if !cn.checkFields(req, field{"room", b.Join.GetRoom(), maxRoomBytes}) {
+		if !cn.checkRoom(req, "join", b.Join.GetRoom()) {
 			return
 		}
 		if !cn.expect(req) {
@@ -328,11 +395,7 @@ func (cn *conn) serve(f *clientpb.ClientFrame) {
 		}
 	case *clientpb.ClientFrame_Leave:
 		room := b.Leave.GetRoom()
-		if room == "" {
-			cn.fail(req, clientpb.Error_INVALID, "leave needs a room")
-			return
-		}
-		if !cn.checkFields(req, field{"room", room, maxRoomBytes}) {
+		if !cn.checkRoom(req, "leave", room) {
 			return
 		}
 		c.mu.Lock()
@@ -380,11 +443,7 @@ func (cn *conn) loginJoins(req uint64, rooms []string) ([]string, bool) {
 	}
 	out := make([]string, 0, len(rooms))
 	for _, r := range rooms {
-		if r == "" {
-			cn.fail(req, clientpb.Error_INVALID, "join needs a room")
-			return nil, false
-		}
-		if !cn.checkFields(req, field{"room", r, maxRoomBytes}) {
+		if !cn.checkRoom(req, "join", r) {
 			return nil, false
 		}
 		if !slices.Contains(out, r) {

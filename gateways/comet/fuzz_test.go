@@ -12,21 +12,48 @@ import (
 	"github.com/laneim/laneim/topics"
 )
 
-// decodeClientFrame decodes one client WebSocket message the way
-// conn.read does: a text message as JSON (unmarshalJSON), any other as
-// protobuf. It returns the reply read sends for an undecodable frame.
+// decodeClientFrame decodes one client WebSocket message as conn.read
+// does (decodeFrame). It returns the reply read sends for an undecodable
+// frame.
 func decodeClientFrame(text bool, data []byte) (*clientpb.ClientFrame, *clientpb.ServerFrame) {
-	var f clientpb.ClientFrame
-	var err error
-	if text {
-		err = unmarshalJSON.Unmarshal(data, &f)
-	} else {
-		err = proto.Unmarshal(data, &f)
-	}
+	f, req, err := decodeFrame(text, data)
 	if err != nil {
-		return nil, topics.ErrorFrame(0, clientpb.Error_BAD_FRAME, strings.ToValidUTF8("undecodable frame: "+err.Error(), "?"))
+		return nil, topics.ErrorFrame(req, clientpb.Error_BAD_FRAME, strings.ToValidUTF8("undecodable frame: "+err.Error(), "?"))
 	}
-	return &f, nil
+	return f, nil
+}
+
+// TestRequestID: the request id of a frame that does not decode is read
+// where it can be, and is 0 where it cannot.
+func TestRequestID(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		text bool
+		data string
+		want uint64
+	}{
+		{"json string", true, `{"requestId":"12","send":{"room":"a","user":"b"}}`, 12},
+		{"json number", true, `{"requestId":13,"ping":{},"join":{}}`, 13},
+		{"json snake case", true, `{"request_id":"14","login":{"token":1}}`, 14},
+		{"json after the bad member", true, `{"send":{"body":"not base64!"},"requestId":"15"}`, 15},
+		{"json largest", true, `{"requestId":"18446744073709551615","x":{}}`, 1<<64 - 1},
+		{"json negative", true, `{"requestId":"-1"}`, 0},
+		{"json beyond 64 bits", true, `{"requestId":"18446744073709551616"}`, 0},
+		{"json fraction", true, `{"requestId":1.5}`, 0},
+		{"json without", true, `{"send":{"room":"a","user":"b"}}`, 0},
+		{"not json", true, `{"requestId":"3"`, 0},
+		{"json array", true, `[1]`, 0},
+		{"protobuf first", false, "\x08\x07\x6a\x80\x80\x80\x80\x08", 7},
+		{"protobuf after another field", false, "\x6a\x00\x08\x2a\x6a\xff", 42},
+		{"protobuf without", false, "\x6a\x00", 0},
+		{"protobuf broken before it", false, "\x6a\x80\x80\x80\x80\x08\x08\x07", 0},
+		{"protobuf id of another type", false, "\x0a\x01\x07", 0},
+		{"empty", false, "", 0},
+	} {
+		if got := requestID(tt.text, []byte(tt.data)); got != tt.want {
+			t.Errorf("%s: requestID(%q) = %d, want %d", tt.name, tt.data, got, tt.want)
+		}
+	}
 }
 
 // FuzzClientFrame feeds arbitrary WebSocket messages (text: JSON, binary:

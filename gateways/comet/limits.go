@@ -84,7 +84,8 @@ func (cn *conn) allow(req uint64, user string, send bool) bool {
 	}
 	cn.comet.rateLimited.Add(1)
 	if cn.refusedInARow++; cn.refusedInARow > maxRefusedInARow {
-		if cn.kick(websocket.StatusPolicyViolation, "rate limit exceeded", false) {
+		// The refusals already queued are written before the close.
+		if cn.kick(websocket.StatusPolicyViolation, "rate limit exceeded", true) {
 			cn.comet.strike(cn.strikes)
 			cn.comet.logger.Info("connection closed for exceeding its rate limit", "conn", cn.id, "user", user)
 		}
@@ -179,6 +180,24 @@ func (cn *conn) checkFields(req uint64, fields ...field) bool {
 			cn.refuse(req, clientpb.Error_INVALID, f.name+" is not UTF-8 text")
 			return false
 		}
+	}
+	return true
+}
+
+// checkRoom reports whether room may be joined or left (what): it is
+// given, within maxRoomBytes, and follows the id rule (topics.CheckID).
+// Otherwise it answers INVALID, saying why, and reports false.
+func (cn *conn) checkRoom(req uint64, what, room string) bool {
+	if room == "" {
+		cn.fail(req, clientpb.Error_INVALID, what+" needs a room")
+		return false
+	}
+	if !cn.checkFields(req, field{"room", room, maxRoomBytes}) {
+		return false
+	}
+	if err := topics.CheckID("room", room); err != nil {
+		cn.refuse(req, clientpb.Error_INVALID, err.Error())
+		return false
 	}
 	return true
 }
