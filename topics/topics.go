@@ -41,6 +41,9 @@ type Topic[T proto.Message] struct {
 	// Retention, when not zero, is how long the broker keeps the topic's
 	// messages (the broker's default otherwise).
 	Retention time.Duration
+	// RetentionBytes, when not zero, is the most bytes of messages the
+	// broker keeps per partition of the topic, the oldest going first.
+	RetentionBytes int64
 	// BatchField, when not zero, is the number of the payload's repeated
 	// field of its own type ("more") that carries later payloads with
 	// the same key. A consumer may then merge a run of same-key
@@ -147,8 +150,11 @@ var (
 		Name:       "history.requests",
 		KeyDoc:     "user",
 		Partitions: 32,
-		key:        func(v *topicpb.HistoryRequest) string { return "user/" + v.GetUser() },
-		new:        func() *topicpb.HistoryRequest { return new(topicpb.HistoryRequest) },
+		// A request is answered within seconds or given up on by its
+		// client (docs/protocol.md): older ones are of no use.
+		Retention: time.Hour,
+		key:       func(v *topicpb.HistoryRequest) string { return "user/" + v.GetUser() },
+		new:       func() *topicpb.HistoryRequest { return new(topicpb.HistoryRequest) },
 	}
 
 	// OfflineNotices carries, per routed message, its recipients that had
@@ -165,13 +171,21 @@ var (
 	// Deliveries is the family of per-comet topics deliver.<comet>; use
 	// Delivery(comet) for one comet's topic name. One partition keeps a
 	// comet's frames in order.
+	//
+	// A comet reads its topic as frames go out; a frame older than its
+	// connections is of no use (their clients Sync when they come back),
+	// so the topic keeps an hour and at most 64 MiB: a client asking for
+	// page after page of large messages (Sync) must not grow the broker
+	// without bound.
 	Deliveries = Topic[*topicpb.Delivery]{
-		Name:       DeliveryPrefix,
-		KeyDoc:     "none (one partition)",
-		Partitions: 1,
-		BatchField: 12,
-		key:        func(*topicpb.Delivery) string { return "" },
-		new:        func() *topicpb.Delivery { return new(topicpb.Delivery) },
+		Name:           DeliveryPrefix,
+		KeyDoc:         "none (one partition)",
+		Partitions:     1,
+		Retention:      time.Hour,
+		RetentionBytes: 64 << 20,
+		BatchField:     12,
+		key:            func(*topicpb.Delivery) string { return "" },
+		new:            func() *topicpb.Delivery { return new(topicpb.Delivery) },
 	}
 )
 
@@ -195,6 +209,8 @@ type Spec struct {
 	KeyDoc     string
 	Partitions int32
 	Retention  time.Duration
+	// RetentionBytes is the topic's Topic.RetentionBytes.
+	RetentionBytes int64
 	// BatchField is the topic's Topic.BatchField.
 	BatchField protowire.Number
 	// BatchAcrossKeys is the topic's Topic.BatchAcrossKeys.
@@ -211,6 +227,7 @@ func spec[T proto.Message](t Topic[T]) Spec {
 		KeyDoc:          t.KeyDoc,
 		Partitions:      t.Partitions,
 		Retention:       t.Retention,
+		RetentionBytes:  t.RetentionBytes,
 		BatchField:      t.BatchField,
 		BatchAcrossKeys: t.BatchAcrossKeys,
 		Payload:         t.new().ProtoReflect().Descriptor().FullName(),

@@ -333,17 +333,27 @@ func nackSleep(cfg KafkaConfig) time.Duration {
 type TopicSpec struct {
 	Name       string
 	Partitions int32
-	Retention  time.Duration
+	// Retention and RetentionBytes, when not zero, set the topic's
+	// retention.ms and retention.bytes (per partition).
+	Retention      time.Duration
+	RetentionBytes int64
 	// Replicas is the replication factor the topic is created with; zero
 	// means 1 (a single broker). A topic that exists keeps its own.
 	Replicas int16
+}
+
+// DeliveryTopic is the spec of comet's delivery topic, which the comet
+// creates.
+func DeliveryTopic(comet string) TopicSpec {
+	d := topics.Deliveries
+	return TopicSpec{Name: topics.Delivery(comet), Partitions: d.Partitions, Retention: d.Retention, RetentionBytes: d.RetentionBytes}
 }
 
 // PipelineTopics lists the topics every cluster needs, dead letters included.
 func PipelineTopics() []TopicSpec {
 	var out []TopicSpec
 	for _, s := range topics.Pipeline() {
-		out = append(out, TopicSpec{Name: s.Name, Partitions: s.Partitions, Retention: s.Retention})
+		out = append(out, TopicSpec{Name: s.Name, Partitions: s.Partitions, Retention: s.Retention, RetentionBytes: s.RetentionBytes})
 	}
 	return append(out, TopicSpec{Name: topics.DeadLetters, Partitions: 1})
 }
@@ -380,9 +390,14 @@ func EnsureTopics(ctx context.Context, cfg KafkaConfig, specs ...TopicSpec) erro
 			replicas = 1
 		}
 		detail := &sarama.TopicDetail{NumPartitions: s.Partitions, ReplicationFactor: replicas}
+		detail.ConfigEntries = map[string]*string{}
 		if s.Retention > 0 {
 			ms := strconv.FormatInt(s.Retention.Milliseconds(), 10)
-			detail.ConfigEntries = map[string]*string{"retention.ms": &ms}
+			detail.ConfigEntries["retention.ms"] = &ms
+		}
+		if s.RetentionBytes > 0 {
+			b := strconv.FormatInt(s.RetentionBytes, 10)
+			detail.ConfigEntries["retention.bytes"] = &b
 		}
 		err := admin.CreateTopic(s.Name, detail, false)
 		if err != nil && !errors.Is(err, sarama.ErrTopicAlreadyExists) {

@@ -120,11 +120,17 @@ func TestPublishTooLargeIsPermanent(t *testing.T) {
 	}
 }
 
-// TestLoginTopicRetention: login.requests, whose payloads hold bearer
-// tokens, is created with a retention of an hour (issue 11).
-func TestLoginTopicRetention(t *testing.T) {
+// TestTopicRetention: topics whose messages are of no use after a while
+// are created with their retention: login.requests, whose payloads hold
+// bearer tokens (issue 11), and history.requests keep an hour; a comet's
+// delivery topic an hour and 64 MiB (a client paging through large
+// messages must not grow the broker without bound).
+func TestTopicRetention(t *testing.T) {
 	t.Parallel()
 	k := testinfra.KafkaPipeline(t)
+	if err := wiring.EnsureTopics(context.Background(), k.Kafka, wiring.DeliveryTopic("c-retention")); err != nil {
+		t.Fatal(err)
+	}
 	sc, err := k.Kafka.Sarama()
 	if err != nil {
 		t.Fatal(err)
@@ -134,19 +140,29 @@ func TestLoginTopicRetention(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer admin.Close()
-	entries, err := admin.DescribeConfig(sarama.ConfigResource{Type: sarama.TopicResource, Name: topics.LoginRequests.Name})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range entries {
-		if e.Name == "retention.ms" {
-			if e.Value != "3600000" {
-				t.Fatalf("retention.ms of %s = %s, want 3600000", topics.LoginRequests.Name, e.Value)
+	for _, tt := range []struct {
+		topic        string
+		ms, maxBytes string // "" : not set on the topic
+	}{
+		{topics.LoginRequests.Name, "3600000", ""},
+		{topics.HistoryRequests.Name, "3600000", ""},
+		{topics.Delivery("c-retention"), "3600000", "67108864"},
+		{topics.Routed.Name, "", ""},
+	} {
+		entries, err := admin.DescribeConfig(sarama.ConfigResource{Type: sarama.TopicResource, Name: tt.topic})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]string{}
+		for _, e := range entries {
+			if !e.Default && e.Source == sarama.SourceTopic {
+				got[e.Name] = e.Value
 			}
-			return
+		}
+		if got["retention.ms"] != tt.ms || got["retention.bytes"] != tt.maxBytes {
+			t.Errorf("%s: retention.ms %q, retention.bytes %q; want %q, %q", tt.topic, got["retention.ms"], got["retention.bytes"], tt.ms, tt.maxBytes)
 		}
 	}
-	t.Fatalf("%s has no retention.ms among %d config entries", topics.LoginRequests.Name, len(entries))
 }
 
 // syncBuffer is a bytes.Buffer safe for a logger's concurrent writes.

@@ -435,6 +435,58 @@ func rawDial(t *testing.T, url string, subprotocols ...string) *websocket.Conn {
 	return ws
 }
 
+// TestControlFramesAfterAnIdleSpell: a WebSocket ping, and the client's
+// close, are answered on a connection whose last write was long ago.
+// The deadline of that write had passed, and the library's pong and
+// close frames failed on it: the connection dropped without a close
+// frame (1006) at the first ping after WriteTimeout of quiet, losing
+// the request sent with it (found by an abuse script: a client
+// library's keepalive every 10-15 s).
+func TestControlFramesAfterAnIdleSpell(t *testing.T) {
+	f := newFixture(t, comet.Config{WriteTimeout: 100 * time.Millisecond})
+	ws := rawDial(t, f.url, comet.SubprotocolJSON)
+	ctx := ctxT(t)
+	if err := ws.Write(ctx, websocket.MessageText, []byte(`{"requestId":"7","login":{"token":"`+token(t, "alice")+`"}}`)); err != nil {
+		t.Fatal(err)
+	}
+	req := next(f, topics.LoginRequests)
+	f.deliver(&topicpb.Delivery{
+		Conns:   []string{req.GetSession().GetConn()},
+		Control: &topicpb.Control{Authenticate: "alice"},
+		Frame:   &clientpb.ServerFrame{RequestId: 7, Body: &clientpb.ServerFrame_LoginResult{LoginResult: &clientpb.LoginResult{Ok: true, User: "alice"}}},
+	})
+	frames := make(chan string, 8)
+	go func() { // the reader a ping needs; ends with the connection
+		defer close(frames)
+		for {
+			_, b, err := ws.Read(context.Background())
+			if err != nil {
+				return
+			}
+			frames <- string(b)
+		}
+	}()
+	if fr := <-frames; !strings.Contains(fr, "loginResult") {
+		t.Fatalf("login answered %s", fr)
+	}
+	time.Sleep(300 * time.Millisecond) // the login answer's write deadline passes
+	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if err := ws.Ping(pctx); err != nil {
+		t.Fatalf("WebSocket ping after an idle spell: %v", err)
+	}
+	if err := ws.Write(ctx, websocket.MessageText, []byte(`{"requestId":"42","ping":{}}`)); err != nil {
+		t.Fatal(err)
+	}
+	if fr := <-frames; !strings.Contains(fr, `"requestId":"42"`) || !strings.Contains(fr, "pong") {
+		t.Fatalf("ping request answered %s, want its Pong", fr)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if err := ws.Close(websocket.StatusNormalClosure, "bye"); err != nil {
+		t.Fatalf("close after an idle spell: %v, want the close handshake", err)
+	}
+}
+
 func TestJSONRoundTrip(t *testing.T) {
 	f := newFixture(t, comet.Config{})
 	for _, tc := range []struct {
@@ -484,22 +536,27 @@ func TestJSONRoundTrip(t *testing.T) {
 			}
 		})
 	}
-	t.Run("proto subprotocol", func(t *testing.T) {
-		ws := rawDial(t, f.url, "mqtt", comet.SubprotocolProto)
-		if ws.Subprotocol() != comet.SubprotocolProto {
-			t.Fatalf("subprotocol %q", ws.Subprotocol())
-		}
-		ctx := ctxT(t)
-		b, _ := proto.Marshal(&clientpb.ClientFrame{RequestId: 9, Body: &clientpb.ClientFrame_Ping{Ping: &clientpb.Ping{}}})
-		if err := ws.Write(ctx, websocket.MessageBinary, b); err != nil {
-			t.Fatal(err)
-		}
-		typ, b, err := ws.Read(ctx)
-		var fr clientpb.ServerFrame
-		if err != nil || typ != websocket.MessageBinary || proto.Unmarshal(b, &fr) != nil || fr.GetRequestId() != 9 || fr.GetPong() == nil {
-			t.Fatalf("pong %v %v %v", typ, &fr, err)
-		}
-	})
+	// The subprotocol is matched without regard to case (the library
+	// accepts it so, and echoes the client's spelling): an accepted
+	// protobuf subprotocol means protobuf frames, however it is spelt.
+	for _, sub := range []string{comet.SubprotocolProto, strings.ToUpper(comet.SubprotocolProto), "Laneim.V1.Proto"} {
+		t.Run("proto subprotocol "+sub, func(t *testing.T) {
+			ws := rawDial(t, f.url, "mqtt", sub)
+			if ws.Subprotocol() != sub {
+				t.Fatalf("subprotocol %q", ws.Subprotocol())
+			}
+			ctx := ctxT(t)
+			b, _ := proto.Marshal(&clientpb.ClientFrame{RequestId: 9, Body: &clientpb.ClientFrame_Ping{Ping: &clientpb.Ping{}}})
+			if err := ws.Write(ctx, websocket.MessageBinary, b); err != nil {
+				t.Fatal(err)
+			}
+			typ, b, err := ws.Read(ctx)
+			var fr clientpb.ServerFrame
+			if err != nil || typ != websocket.MessageBinary || proto.Unmarshal(b, &fr) != nil || fr.GetRequestId() != 9 || fr.GetPong() == nil {
+				t.Fatalf("pong %v %v %v", typ, &fr, err)
+			}
+		})
+	}
 }
 
 func TestHandshakes(t *testing.T) {

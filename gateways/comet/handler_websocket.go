@@ -46,7 +46,7 @@ func (c *Comet) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		c.refuseAddress(w, r)
 		return
 	}
-	hj := &hijackCapture{ResponseWriter: w}
+	hj := &hijackCapture{ResponseWriter: w, writeTimeout: c.cfg.WriteTimeout}
 	ws, err := websocket.Accept(hj, r, &websocket.AcceptOptions{
 		Subprotocols: []string{SubprotocolProto, SubprotocolJSON},
 		// Any origin: no cookie is involved, a connection is
@@ -61,7 +61,7 @@ func (c *Comet) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// Until login, a frame may carry little more than a token.
 	ws.SetReadLimit(int64(c.cfg.preLoginFrameBytes()))
-	cn := c.register(ws, hj.conn, ws.Subprotocol() != SubprotocolProto, addr)
+	cn := c.register(ws, hj.conn, !strings.EqualFold(ws.Subprotocol(), SubprotocolProto), addr)
 	if cn != nil {
 		cn.strikes = strikes
 	}
@@ -94,7 +94,8 @@ func offers(values []string, proto string) bool {
 // by a context and a timer per write.
 type hijackCapture struct {
 	http.ResponseWriter
-	conn *socket
+	writeTimeout time.Duration // the socket's, for writes outside a batch
+	conn         *socket
 }
 
 func (h *hijackCapture) Hijack() (net.Conn, *bufio.ReadWriter, error) {
@@ -111,6 +112,7 @@ func (h *hijackCapture) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		nc.Close()
 		return nil, nil, err
 	}
+	s.writeTimeout = h.writeTimeout
 	h.conn = s
 	return s, brw, nil
 }

@@ -86,7 +86,7 @@ func newWithLifecycle(p params) (*Comet, error) {
 		// fx runs no OnStop for a hook whose OnStart failed, so a failed
 		// start closes what it opened (the listener, the comet) itself.
 		OnStart: func(ctx context.Context) (err error) {
-			if err := wiring.EnsureTopics(ctx, infra.Kafka, wiring.TopicSpec{Name: topics.Delivery(cfg.ID), Partitions: topics.Deliveries.Partitions}); err != nil {
+			if err := wiring.EnsureTopics(ctx, infra.Kafka, wiring.DeliveryTopic(cfg.ID)); err != nil {
 				return fmt.Errorf("comet: %w", err)
 			}
 			l, err := net.Listen("tcp", cfg.Addr)

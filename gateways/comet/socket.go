@@ -43,6 +43,9 @@ type socket struct {
 	mu  sync.Mutex
 	buf *[]byte // the batch being gathered, or nil
 
+	// writeTimeout bounds a write outside a batch (0: none).
+	writeTimeout time.Duration
+
 	raw syscall.RawConn // for writeNow; nil: not a system socket
 	now struct {        // writeNow's write in progress, under mu
 		b   []byte
@@ -174,13 +177,21 @@ func (s *socket) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// Write buffers p during a batch and writes it otherwise.
+// Write buffers p during a batch and writes it otherwise, within
+// writeTimeout. A write outside a batch is the library's own (a pong,
+// a close frame), made when it reads a control frame: the deadline the
+// last batch set may have passed long ago, and would fail it at once.
 func (s *socket) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.buf != nil {
 		*s.buf = append(*s.buf, p...)
 		return len(p), nil
+	}
+	if s.writeTimeout > 0 {
+		if err := s.Conn.SetWriteDeadline(time.Now().Add(s.writeTimeout)); err != nil {
+			return 0, fmt.Errorf("comet: write deadline: %w", err)
+		}
 	}
 	return s.Conn.Write(p)
 }

@@ -7,11 +7,13 @@
 package embedded
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net"
 	"net/url"
 	"os"
+	"strconv"
 	"sync"
 	"time"
 
@@ -31,7 +33,13 @@ type BrokerConfig struct {
 	DataDir string
 	// SyncWrites fsyncs every produced batch (only with DataDir).
 	SyncWrites bool
+	// CleanerInterval is how often topics' retention is applied (0: 10s).
+	CleanerInterval time.Duration
 }
+
+// cleanerInterval is how often the embedded broker applies retention
+// unless BrokerConfig says otherwise.
+const cleanerInterval = 10 * time.Second
 
 // Broker is a running embedded Kafka-protocol broker.
 type Broker struct {
@@ -50,6 +58,11 @@ func StartBroker(cfg BrokerConfig) (*Broker, error) {
 		kfake.NumBrokers(1),
 		kfake.AllowAutoTopicCreation(),
 		kfake.DefaultNumPartitions(1),
+		// Topics' retention is applied every cleanerInterval rather than
+		// kfake's hourly default: it holds every record in memory, and
+		// the delivery topics' byte bound (topics.Deliveries) is what
+		// keeps a client paging through large messages from growing it.
+		kfake.BrokerConfigs(map[string]string{"log.cleaner.backoff.ms": strconv.FormatInt(cmp.Or(cfg.CleanerInterval, cleanerInterval).Milliseconds(), 10)}),
 		kfake.ListenFn(func(network, _ string) (net.Listener, error) {
 			return net.Listen(network, cfg.Addr)
 		}),

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"sync"
@@ -186,6 +187,9 @@ func decode(v []byte) (*clientpb.Message, error) {
 
 // After returns messages with seq > after, oldest first.
 func (b *Bolt) After(_ context.Context, conversation string, after uint64, limit int) ([]*clientpb.Message, bool, error) {
+	if after == math.MaxUint64 {
+		return nil, false, nil // nothing comes after; after+1 would wrap
+	}
 	limit = PageSize(limit)
 	var out []*clientpb.Message
 	more := false

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 
@@ -312,6 +313,9 @@ func (s *Scylla) page(ctx context.Context, stmt string, names []string, conv str
 
 // After reads forward bucket by bucket up to the conversation's latest.
 func (s *Scylla) After(ctx context.Context, conv string, after uint64, limit int) ([]*clientpb.Message, bool, error) {
+	if after == math.MaxUint64 {
+		return nil, false, nil // nothing comes after; after+1 would wrap
+	}
 	limit = PageSize(limit)
 	latest, err := s.latest(ctx, conv)
 	if err != nil {

@@ -67,6 +67,8 @@ func Run(t *testing.T, newStore Factory) {
 			{20, 10, 21, 25, false},
 			{25, 10, 26, 25, false},
 			{0, 0, 1, 25, false},
+			{1<<63 - 1, 10, 1, 0, false},
+			{1<<64 - 1, 10, 1, 0, false}, // after+1 must not wrap to 0
 		}
 		for _, tt := range tests {
 			got, more, err := s.After(ctx, "room:a", tt.after, tt.limit)
