@@ -122,10 +122,12 @@ func (s *BatchingSubscriber) Subscribe(ctx context.Context, topic string) (<-cha
 	if spec, ok := s.lookup(topic); ok && spec.BatchField != 0 && spec.New != nil {
 		h.field, h.newPayload, h.anyKey = spec.BatchField, spec.New, spec.BatchAcrossKeys
 	}
+	// The mergers hand on to out: they stop (with ctx) before out closes.
+	var merging sync.WaitGroup
 	if h.anyKey {
 		h.ready = make(chan *pending)
 		for range mergers {
-			s.wg.Go(h.merge)
+			merging.Go(h.merge)
 		}
 	}
 	s.wg.Add(2)
@@ -137,9 +139,10 @@ func (s *BatchingSubscriber) Subscribe(ctx context.Context, topic string) (<-cha
 	}()
 	go func() {
 		defer s.wg.Done()
+		defer close(out)
+		defer merging.Wait()
 		defer cancel()
 		defer stop()
-		defer close(out)
 		defer func() {
 			if err := cg.Close(); err != nil {
 				s.logger.Warn("close kafka consumer group", "topic", topic, "err", err)

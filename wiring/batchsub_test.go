@@ -477,3 +477,49 @@ func TestBatchingSubscriberHandsOverMergedPartitions(t *testing.T) {
 	}
 	t.Logf("handled by subscriber %v", handled)
 }
+
+// TestBatchingSubscriberClosesWhileHandingOn: a subscription on a topic
+// that batches across keys ends, by its context or by Close, while its
+// mergers are handing messages on that nobody reads: its channel closes
+// only after they stopped (under -race, a merger sending on the channel
+// as it closed was reported, and could panic).
+func TestBatchingSubscriberClosesWhileHandingOn(t *testing.T) {
+	t.Parallel()
+	k := testinfra.KafkaPipeline(t)
+	var msgs []*message.Message
+	for _, u := range usersOnPartitions(t, 8) {
+		m, err := topics.SessionEvents.Encode(&topicpb.SessionEvent{Kind: topicpb.SessionEvent_CLOSED, User: u, Session: &topicpb.Session{Comet: "c", Conn: "1"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		msgs = append(msgs, m)
+	}
+	k.Publish(topics.SessionEvents.Name, msgs...)
+	for i, byClose := range []bool{false, true, false, true} {
+		subscriber, err := wiring.NewBatchingSubscriber(k.Kafka, fmt.Sprint("test.close-", i), slog.New(slog.DiscardHandler), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		in, err := subscriber.Subscribe(ctx, topics.SessionEvents.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		select { // one message handed on; the mergers are blocked on the next
+		case m := <-in:
+			m.Ack()
+		case <-ctx.Done():
+			t.Fatal("nothing handed on")
+		}
+		time.Sleep(50 * time.Millisecond)
+		if byClose {
+			subscriber.Close()
+		} else {
+			cancel()
+		}
+		for range in { // drains what was handed on, then ends
+		}
+		subscriber.Close()
+		cancel()
+	}
+}
