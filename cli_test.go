@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -109,7 +110,7 @@ func TestCommandLine(t *testing.T) {
 			{[]string{"comet", "-h"}, 0, []string{"-comet-id", "-kafka", "-etcd", "-session-ttl", "-secret", "-token-issuer"}, []string{"-mysql", "-api-token", "-history", "-redis"}},
 			{[]string{"api", "-h"}, 0, []string{"-api-token", "-redis", "-history", "-api-http-addr", "-api-mysql"}, []string{"-comet-id", "-secret"}},
 			{[]string{"worker", "-h"}, 0, []string{"-mysql", "-history", "-redis", "persist, history, binlogsync"}, []string{"-comet-addr", "-api-token", "-secret"}},
-			{[]string{"topics", "-h"}, 0, []string{"-kafka"}, []string{"-redis", "-secret"}},
+			{[]string{"topics", "-h"}, 0, []string{"-kafka"}, []string{"-redis", "-secret", "-recall-window", "-edit-window", "-presence-window", "-max-conns-per-address", "-max-queued-bytes", "-room-read-receipts"}},
 			{[]string{"migrate", "-h"}, 0, []string{"-mysql"}, []string{"-kafka ", "-redis"}},
 			{[]string{"seed", "-h"}, 0, []string{"-redis", "-seed"}, []string{"-kafka ", "-secret"}},
 			{[]string{"dev", "-h"}, 0, []string{"-kafka-addr", "-redis-addr", "-mysql", "-secret"}, []string{"-kafka ", "-redis "}},
@@ -139,6 +140,25 @@ func TestCommandLine(t *testing.T) {
 		}
 	})
 
+	t.Run("environment of flags not read", func(t *testing.T) {
+		// The environment variables of flags a command does not read are
+		// not read either: a garbage value in one is not an error.
+		for _, args := range [][]string{
+			{"worker", "login", "--kafka", closed, "--redis", closed},
+			{"topics", "--kafka", closed},
+		} {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			cmd := exec.CommandContext(ctx, bin, args...)
+			cmd.Env = append(os.Environ(), "LANEIM_HISTORY="+filepath.Join(t.TempDir(), "no", "h.db"), "LANEIM_RECALL_WINDOW=garbage", "LANEIM_MAX_QUEUED_BYTES=garbage")
+			out, _ := cmd.CombinedOutput()
+			cancel()
+			o := string(out)
+			if strings.Contains(o, "garbage") || strings.Contains(o, "h.db") || strings.Contains(o, "WINDOW") || strings.Contains(o, "QUEUED") || !strings.Contains(o, closed) {
+				t.Errorf("laneim %s: %s; want the unreachable broker, nothing of the other variables", strings.Join(args, " "), out)
+			}
+		}
+	})
+
 	t.Run("unreachable", func(t *testing.T) {
 		missing := filepath.Join(t.TempDir(), "nonexistent", "dir", "h.db")
 		for _, c := range []struct {
@@ -153,6 +173,8 @@ func TestCommandLine(t *testing.T) {
 			{"etcd refuses", []string{"comet", "--comet-id", "c1", "--secret", "a-secret-of-the-command-line-test-0123456789", "--kafka", kafka, "--etcd", closed, "--connect-timeout", "2s"}, []string{"etcd at " + closed, "--etcd"}},
 			{"mysql refuses", []string{"worker", "binlogsync", "--kafka", kafka, "--redis", testinfra.Redis(t), "--mysql", "mysql://u:p@" + closed + "/db"}, []string{"mysql at " + closed, "--mysql"}},
 			{"no history folder", []string{"worker", "persist", "--kafka", kafka, "--redis", closed, "--history", missing}, []string{"--history " + missing, "does not exist"}},
+			// laneim worker takes every worker's flags; the named workers' only.
+			{"a flag the workers named do not read", []string{"worker", "login", "presence", "--history", missing, "--recall-window", "1m", "--kafka", closed, "--redis", closed}, []string{"worker login presence does not read --history, --recall-window"}},
 		} {
 			r := runLaneim(t, bin, 20*time.Second, nil, 0, c.args...)
 			lines := strings.Split(strings.TrimSpace(r.stderr), "\n")

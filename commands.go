@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"slices"
+	"strings"
 	"time"
 
 	"go.uber.org/fx"
@@ -195,9 +196,6 @@ func runWorker(ctx context.Context, args []string) error {
 		names = append(names, fs.Arg(0))
 		rest = fs.Args()[1:]
 	}
-	if err := app.Parse(fs, nil); err != nil { // the environment, for flags not given
-		return err
-	}
 	if len(names) == 0 {
 		fs.Usage()
 		return errUsage
@@ -216,6 +214,15 @@ func runWorker(ctx context.Context, args []string) error {
 			return fmt.Errorf("%s is a gateway: run `laneim %s`", r, r)
 		}
 		roles = append(roles, r)
+	}
+	// fs holds every worker's flags: those the named workers do not read
+	// are refused, and their environment variables not read.
+	parts := app.PartsOfRoles(roles...)
+	if err := app.CheckUsed(fs, "worker "+strings.Join(names, " "), parts...); err != nil {
+		return err
+	}
+	if err := app.FromEnv(fs, parts...); err != nil {
+		return err
 	}
 	return runRoles(ctx, &s, roles...)
 }
@@ -290,9 +297,9 @@ func runToken(_ context.Context, args []string) error {
 	fs := flag.NewFlagSet("token", flag.ContinueOnError)
 	user := fs.String("user", "", "user id (the token's sub)")
 	secret := fs.String("secret", devSecret, "HMAC secret (default: dev mode's)")
-	ttl := fs.Duration("ttl", 24*time.Hour, "validity (the login worker refuses more than its --token-max-lifetime, 24h by default)")
-	issuer := fs.String("token-issuer", "", "the token's iss (for a login worker run with --token-issuer)")
-	audience := fs.String("token-audience", "", "the token's aud (for a login worker run with --token-audience)")
+	ttl := fs.Duration("ttl", 24*time.Hour, "validity (comets refuse more than their --token-max-lifetime, 24h by default)")
+	issuer := fs.String("token-issuer", "", "the token's iss (for comets run with --token-issuer)")
+	audience := fs.String("token-audience", "", "the token's aud (for comets run with --token-audience)")
 	if err := app.Parse(fs, args); err != nil {
 		return err
 	}

@@ -271,7 +271,7 @@ laneIM dev cluster is up (one process, embedded infrastructure).
 	fmt.Fprintf(w, `
 Chat from two terminals:
   go run . chat --user alice --room lobby
-  go run . chat --user bob --room lobby        (type /dm alice hi for a 1:1 message)
+  go run . chat --user bob --room lobby        (type /msg alice hi for a 1:1 message)
 
 Mint a token for your own client:
   go run . token --user alice

@@ -2,6 +2,7 @@ package app
 
 import (
 	"flag"
+	"fmt"
 	"slices"
 	"strings"
 )
@@ -38,6 +39,10 @@ var flagParts = map[string][]string{
 	"notify-limit":          {string(Presence)},
 	"login-conversations":   {string(Presence)},
 	"max-sessions-per-user": {string(Presence)},
+	"presence-window":       {string(Presence)},
+	"room-read-receipts":    {string(History)},
+	"edit-window":           {string(Routing)},
+	"recall-window":         {string(Routing)},
 	"user-send-rate":        {string(Routing)},
 	"user-send-burst":       {string(Routing)},
 	"max-body":              {string(Routing), string(API)},
@@ -59,6 +64,8 @@ var flagParts = map[string][]string{
 	"frame-budget":          {string(Comet)},
 	"max-batch-window":      {string(Comet)},
 	"max-frame":             {string(Comet)},
+	"max-conns-per-address": {string(Comet)},
+	"max-queued-bytes":      {string(Comet)},
 	"mysql":                 {PartMySQL, string(API)}, // the api refuses directory writes that MySQL owns
 	"history":               {PartStore},
 	"admin-addr":            {PartProcess},
@@ -118,6 +125,22 @@ func (s *Settings) RegisterFor(fs *flag.FlagSet, parts ...string) {
 			fs.Var(f.Value, f.Name, f.Usage)
 		}
 	})
+}
+
+// CheckUsed refuses a command line that gives a flag none of parts reads:
+// fs holds the flags of several roles (laneim worker), and the roles
+// named are known only once it is parsed.
+func CheckUsed(fs *flag.FlagSet, what string, parts ...string) error {
+	var unused []string
+	fs.Visit(func(f *flag.Flag) {
+		if !FlagUsedBy(f.Name, parts...) {
+			unused = append(unused, "--"+f.Name)
+		}
+	})
+	if len(unused) > 0 {
+		return fmt.Errorf("%s does not read %s", what, strings.Join(unused, ", "))
+	}
+	return nil
 }
 
 // FlagUsedBy reports whether a Settings flag is read by any of parts.

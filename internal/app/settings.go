@@ -198,11 +198,18 @@ func Parse(fs *flag.FlagSet, args []string) error {
 	if err := ParseArgs(fs, args); err != nil {
 		return err
 	}
+	return FromEnv(fs)
+}
+
+// FromEnv fills every flag of fs not given on the command line, and read
+// by one of parts (FlagUsedBy; no parts: every flag), from its LANEIM_
+// environment variable.
+func FromEnv(fs *flag.FlagSet, parts ...string) error {
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	var errs []error
 	fs.VisitAll(func(f *flag.Flag) {
-		if set[f.Name] {
+		if set[f.Name] || len(parts) > 0 && !FlagUsedBy(f.Name, parts...) {
 			return
 		}
 		env := EnvName(f.Name)
