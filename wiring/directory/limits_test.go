@@ -220,3 +220,45 @@ func TestTakeSendRefusesNoBudget(t *testing.T) {
 		}
 	}
 }
+
+// TestOnlineOnEveryBackend: Online answers for many users at once, some
+// online and some not, repeats included, on one server (one MGET) and on
+// a Cluster (the users' flags in many slots).
+func TestOnlineOnEveryBackend(t *testing.T) {
+	t.Parallel()
+	for name, newClient := range backends(t) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			s := directory.New(newClient(t))
+			ctx := context.Background()
+			var users []string
+			want := map[string]bool{}
+			for i := range 40 {
+				u := fmt.Sprint("u", i)
+				users = append(users, u)
+				if i%3 == 0 {
+					if err := s.OpenSession(ctx, directory.Session{Comet: "c1", Conn: u, User: u}, time.Minute); err != nil {
+						t.Fatal(err)
+					}
+					want[u] = true
+				}
+			}
+			users = append(users, "u0", "u1") // repeats
+			got, err := s.Online(ctx, users...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, u := range users {
+				if got[u] != want[u] {
+					t.Errorf("online[%s] = %v, want %v", u, got[u], want[u])
+				}
+			}
+			if len(got) != 40 {
+				t.Errorf("%d users answered, want 40", len(got))
+			}
+			if one, err := s.Online(ctx, "u3"); err != nil || !one["u3"] {
+				t.Errorf("online of one online user = %v, %v", one, err)
+			}
+		})
+	}
+}

@@ -343,6 +343,24 @@ func (s *Store) UserSessions(ctx context.Context, user string) ([]SessionRef, er
 // the heartbeats of the user's sessions and deleted when the last one
 // closes. A user whose comet died stays online until the flag's TTL ends.
 func (s *Store) Online(ctx context.Context, users ...string) (map[string]bool, error) {
+	if _, cluster := s.rdb.(*redis.ClusterClient); !cluster && len(users) > 1 {
+		// One server: one MGET, not a command per user (routing asks
+		// this for every member of a small room at every message batch).
+		keys := make([]string, len(users))
+		for i, u := range users {
+			keys[i] = userOnlineKey(u)
+		}
+		vals, err := s.rdb.MGet(ctx, keys...).Result()
+		if err != nil {
+			return nil, fmt.Errorf("directory: online: %w", err)
+		}
+		out := make(map[string]bool, len(users))
+		for i, u := range users {
+			out[u] = out[u] || vals[i] != nil
+		}
+		return out, nil
+	}
+	// On a Cluster each user's flag is in a slot of its own.
 	cmds := make([]*redis.IntCmd, len(users))
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, u := range users {
