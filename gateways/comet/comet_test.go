@@ -1418,6 +1418,17 @@ func TestEveryRequestAnswered(t *testing.T) {
 	if st := f.comet.Stats(); st.Unanswered != 1 {
 		t.Fatalf("Stats.Unanswered = %d, want 1", st.Unanswered)
 	}
+
+	// The comet's answer says what to do about the request it answers: a
+	// Login is made again, a Send resent with its client_msg_id.
+	other := f.dial(client.Options{})
+	if err := other.Write(ctx, &clientpb.ClientFrame{RequestId: 9, Body: &clientpb.ClientFrame_Login{Login: &clientpb.Login{Token: token(t, "bob")}}}); err != nil {
+		t.Fatal(err)
+	}
+	next(f, topics.LoginRequests)
+	if e := nextFrame(t, other).GetError(); e.GetCode() != clientpb.Error_UNAVAILABLE || !strings.Contains(e.GetText(), "log in again") || strings.Contains(e.GetText(), "Send") {
+		t.Fatalf("unanswered Login got %v, want UNAVAILABLE saying to log in again", e)
+	}
 }
 
 // TestLimits: what one connection may send is bounded, each refusal a

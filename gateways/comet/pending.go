@@ -60,13 +60,15 @@ func (cn *conn) startLogin(req uint64) bool {
 // loginDone forgets the Login req if it is the one being answered: it was
 // refused, failed or timed out, so the client may log in again. (A
 // LoginResult authenticates the connection, after which Login is refused
-// anyway.)
-func (cn *conn) loginDone(req uint64) {
+// anyway.) It reports whether req was that Login.
+func (cn *conn) loginDone(req uint64) (wasLogin bool) {
 	cn.pmu.Lock()
 	if cn.loginWaiting && cn.loginReq == req {
 		cn.loginWaiting, cn.loginReq = false, 0
+		wasLogin = true
 	}
 	cn.pmu.Unlock()
+	return wasLogin
 }
 
 // answered forgets req, answered or about to be, and reports whether it
@@ -118,7 +120,10 @@ func (cn *conn) answerOverdue(now time.Time) {
 		cn.comet.unanswered.Add(int64(len(overdue)))
 	}
 	for _, req := range overdue {
-		cn.loginDone(req)
+		if cn.loginDone(req) {
+			cn.fail(req, clientpb.Error_UNAVAILABLE, "no answer in time; log in again")
+			continue
+		}
 		cn.fail(req, clientpb.Error_UNAVAILABLE, "no answer in time; retry (a Send with the same client_msg_id)")
 	}
 }
