@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -100,7 +101,7 @@ func TestLoginJoinLeaveClose(t *testing.T) {
 	tests := []struct {
 		room string
 		code clientpb.Error_Code
-	}{{"nope", clientpb.Error_UNKNOWN_ROOM}, {"ops", clientpb.Error_NOT_MEMBER}}
+	}{{"nope", clientpb.Error_UNKNOWN_ROOM}, {"ops", clientpb.Error_NOT_MEMBER}, {"a:b", clientpb.Error_INVALID}, {strings.Repeat("r", 65), clientpb.Error_INVALID}}
 	for _, tt := range tests {
 		event(t, h, &topicpb.SessionEvent{Kind: topicpb.SessionEvent_JOINED, Session: sess("c1", "a1"), User: "alice", Room: tt.room, RequestId: 2})
 		d := deliveries(t, rec)[topics.Delivery("c1")]
