@@ -43,6 +43,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "pushnotify:", err)
 		os.Exit(1)
 	}
+	logger.Info("pushnotify: started, consumer group laneim.pushnotify", "url", *url, "kafka", *kafka)
 	<-ctx.Done()
 	stopCtx, cancel2 := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel2()

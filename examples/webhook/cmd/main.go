@@ -42,6 +42,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "webhook:", err)
 		os.Exit(1)
 	}
+	logger.Info("webhook: started, consumer group laneim.webhook", "url", *url, "kafka", *kafka)
 	<-ctx.Done()
 	stopCtx, cancel2 := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel2()
