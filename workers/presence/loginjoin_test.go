@@ -31,8 +31,8 @@ func TestLoginJoinsAreJoinsAfterLogin(t *testing.T) {
 	logins := []login{
 		{"c1", "b1", "bob", []string{"lobby"}},
 		{"c1", "a1", "alice", []string{"lobby", "ops", "nope", "dev", "lobby", "a:b"}}, // ops: not a member; nope: no such room; lobby twice; a:b: breaks the id rule
-		{"c2", "k1", "carol", []string{"dev", "lobby"}},                         // dev: not a member
-		{"c2", "m1", "mallory", []string{"lobby"}},                              // disabled: joins nothing
+		{"c2", "k1", "carol", []string{"dev", "lobby"}},                                // dev: not a member
+		{"c2", "m1", "mallory", []string{"lobby"}},                                     // disabled: joins nothing
 		{"c2", "k2", "carol", nil},
 	}
 	opened := func(l login) *topicpb.SessionEvent {
