@@ -41,68 +41,65 @@ func backends(t *testing.T) map[string]func(t *testing.T) redis.UniversalClient 
 
 func TestOpenSessionWithin(t *testing.T) {
 	t.Parallel()
-	for name, newClient := range backends(t) {
-		t.Run(name, func(t *testing.T) {
-			t.Parallel()
-			s := directory.New(newClient(t))
-			ctx := context.Background()
-			open := func(conn string, max int) bool {
-				t.Helper()
-				ok, err := s.OpenSessionWithin(ctx, directory.Session{Comet: "c" + conn[:1], Conn: conn, User: "alice"}, time.Minute, max)
-				if err != nil {
-					t.Fatal(err)
-				}
-				return ok
+	onBackends(t, func(t *testing.T, rdb redis.UniversalClient) {
+		s := directory.New(rdb)
+		ctx := context.Background()
+		open := func(conn string, max int) bool {
+			t.Helper()
+			ok, err := s.OpenSessionWithin(ctx, directory.Session{Comet: "c" + conn[:1], Conn: conn, User: "alice"}, time.Minute, max)
+			if err != nil {
+				t.Fatal(err)
 			}
-			count := func() int {
-				t.Helper()
-				refs, err := s.UserSessions(ctx, "alice")
-				if err != nil {
-					t.Fatal(err)
-				}
-				return len(refs)
+			return ok
+		}
+		count := func() int {
+			t.Helper()
+			refs, err := s.UserSessions(ctx, "alice")
+			if err != nil {
+				t.Fatal(err)
 			}
-			if !open("1a", 2) || !open("2b", 2) {
-				t.Fatal("the first two sessions were refused")
+			return len(refs)
+		}
+		if !open("1a", 2) || !open("2b", 2) {
+			t.Fatal("the first two sessions were refused")
+		}
+		if open("1c", 2) {
+			t.Fatal("a third session opened with a bound of two")
+		}
+		if n := count(); n != 2 {
+			t.Fatalf("alice has %d sessions, want 2", n)
+		}
+		// Nothing of the refused session is left behind.
+		if ok, err := s.SessionOpen(ctx, directory.SessionRef{Comet: "c1", Conn: "1c"}); err != nil || ok {
+			t.Fatalf("refused session open = %v, %v", ok, err)
+		}
+		if exp, err := s.ExpiredSessions(ctx, time.Now().Add(time.Hour), 10); err != nil || len(exp) != 2 {
+			t.Fatalf("session deadlines %v, %v: want the two opened only", exp, err)
+		}
+		// A repeat of an opened session opens, whatever the count.
+		if !open("1a", 2) || !open("1a", 0) {
+			t.Fatal("a repeat of an opened session was refused")
+		}
+		// A place freed is taken.
+		if _, _, ok, err := s.CloseSession(ctx, directory.SessionRef{Comet: "c1", Conn: "1a"}); err != nil || !ok {
+			t.Fatalf("close = %v, %v", ok, err)
+		}
+		if !open("1c", 2) {
+			t.Fatal("a session was refused after one closed")
+		}
+		// Negative: no bound.
+		for i := range 5 {
+			if !open(fmt.Sprintf("3%d", i), -1) {
+				t.Fatal("a session refused without a bound")
 			}
-			if open("1c", 2) {
-				t.Fatal("a third session opened with a bound of two")
-			}
-			if n := count(); n != 2 {
-				t.Fatalf("alice has %d sessions, want 2", n)
-			}
-			// Nothing of the refused session is left behind.
-			if ok, err := s.SessionOpen(ctx, directory.SessionRef{Comet: "c1", Conn: "1c"}); err != nil || ok {
-				t.Fatalf("refused session open = %v, %v", ok, err)
-			}
-			if exp, err := s.ExpiredSessions(ctx, time.Now().Add(time.Hour), 10); err != nil || len(exp) != 2 {
-				t.Fatalf("session deadlines %v, %v: want the two opened only", exp, err)
-			}
-			// A repeat of an opened session opens, whatever the count.
-			if !open("1a", 2) || !open("1a", 0) {
-				t.Fatal("a repeat of an opened session was refused")
-			}
-			// A place freed is taken.
-			if _, _, ok, err := s.CloseSession(ctx, directory.SessionRef{Comet: "c1", Conn: "1a"}); err != nil || !ok {
-				t.Fatalf("close = %v, %v", ok, err)
-			}
-			if !open("1c", 2) {
-				t.Fatal("a session was refused after one closed")
-			}
-			// Negative: no bound.
-			for i := range 5 {
-				if !open(fmt.Sprintf("3%d", i), -1) {
-					t.Fatal("a session refused without a bound")
-				}
-			}
-			if n := count(); n != 7 {
-				t.Fatalf("alice has %d sessions, want 7", n)
-			}
-			if on, err := s.Online(ctx, "alice"); err != nil || !on["alice"] {
-				t.Fatalf("alice online = %v, %v", on, err)
-			}
-		})
-	}
+		}
+		if n := count(); n != 7 {
+			t.Fatalf("alice has %d sessions, want 7", n)
+		}
+		if on, err := s.Online(ctx, "alice"); err != nil || !on["alice"] {
+			t.Fatalf("alice online = %v, %v", on, err)
+		}
+	})
 }
 
 // TestOpenSessionWithinConcurrently: logins of one user racing on every
@@ -135,40 +132,37 @@ func TestOpenSessionWithinConcurrently(t *testing.T) {
 
 func TestTakeSend(t *testing.T) {
 	t.Parallel()
-	for name, newClient := range backends(t) {
-		t.Run(name, func(t *testing.T) {
-			t.Parallel()
-			s := directory.New(newClient(t))
-			ctx := context.Background()
-			// One message every 100 s, bursts of 3: no refill within the test.
-			r := directory.Rate{PerSecond: 0.01, Burst: 3}
-			take := func(user string) time.Duration {
-				t.Helper()
-				d, err := s.TakeSend(ctx, user, r)
-				if err != nil {
-					t.Fatal(err)
-				}
-				return d
+	onBackends(t, func(t *testing.T, rdb redis.UniversalClient) {
+		s := directory.New(rdb)
+		ctx := context.Background()
+		// One message every 100 s, bursts of 3: no refill within the test.
+		r := directory.Rate{PerSecond: 0.01, Burst: 3}
+		take := func(user string) time.Duration {
+			t.Helper()
+			d, err := s.TakeSend(ctx, user, r)
+			if err != nil {
+				t.Fatal(err)
 			}
-			for i := range 3 {
-				if d := take("alice"); d != 0 {
-					t.Fatalf("message %d refused, wait %v", i+1, d)
-				}
+			return d
+		}
+		for i := range 3 {
+			if d := take("alice"); d != 0 {
+				t.Fatalf("message %d refused, wait %v", i+1, d)
 			}
-			d := take("alice")
-			if d <= 0 || d > 100*time.Second {
-				t.Fatalf("a fourth message: wait %v, want within (0, 100s]", d)
-			}
-			// Refused messages take nothing: the wait does not grow.
-			if d2 := take("alice"); d2 <= 0 || d2 > d {
-				t.Fatalf("a fifth message: wait %v, want within (0, %v]", d2, d)
-			}
-			// Every user has a budget of its own.
-			if d := take("bob"); d != 0 {
-				t.Fatalf("bob refused, wait %v", d)
-			}
-		})
-	}
+		}
+		d := take("alice")
+		if d <= 0 || d > 100*time.Second {
+			t.Fatalf("a fourth message: wait %v, want within (0, 100s]", d)
+		}
+		// Refused messages take nothing: the wait does not grow.
+		if d2 := take("alice"); d2 <= 0 || d2 > d {
+			t.Fatalf("a fifth message: wait %v, want within (0, %v]", d2, d)
+		}
+		// Every user has a budget of its own.
+		if d := take("bob"); d != 0 {
+			t.Fatalf("bob refused, wait %v", d)
+		}
+	})
 }
 
 func TestTakeSendRefills(t *testing.T) {
@@ -226,39 +220,36 @@ func TestTakeSendRefusesNoBudget(t *testing.T) {
 // a Cluster (the users' flags in many slots).
 func TestOnlineOnEveryBackend(t *testing.T) {
 	t.Parallel()
-	for name, newClient := range backends(t) {
-		t.Run(name, func(t *testing.T) {
-			t.Parallel()
-			s := directory.New(newClient(t))
-			ctx := context.Background()
-			var users []string
-			want := map[string]bool{}
-			for i := range 40 {
-				u := fmt.Sprint("u", i)
-				users = append(users, u)
-				if i%3 == 0 {
-					if err := s.OpenSession(ctx, directory.Session{Comet: "c1", Conn: u, User: u}, time.Minute); err != nil {
-						t.Fatal(err)
-					}
-					want[u] = true
+	onBackends(t, func(t *testing.T, rdb redis.UniversalClient) {
+		s := directory.New(rdb)
+		ctx := context.Background()
+		var users []string
+		want := map[string]bool{}
+		for i := range 40 {
+			u := fmt.Sprint("u", i)
+			users = append(users, u)
+			if i%3 == 0 {
+				if err := s.OpenSession(ctx, directory.Session{Comet: "c1", Conn: u, User: u}, time.Minute); err != nil {
+					t.Fatal(err)
 				}
+				want[u] = true
 			}
-			users = append(users, "u0", "u1") // repeats
-			got, err := s.Online(ctx, users...)
-			if err != nil {
-				t.Fatal(err)
+		}
+		users = append(users, "u0", "u1") // repeats
+		got, err := s.Online(ctx, users...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, u := range users {
+			if got[u] != want[u] {
+				t.Errorf("online[%s] = %v, want %v", u, got[u], want[u])
 			}
-			for _, u := range users {
-				if got[u] != want[u] {
-					t.Errorf("online[%s] = %v, want %v", u, got[u], want[u])
-				}
-			}
-			if len(got) != 40 {
-				t.Errorf("%d users answered, want 40", len(got))
-			}
-			if one, err := s.Online(ctx, "u3"); err != nil || !one["u3"] {
-				t.Errorf("online of one online user = %v, %v", one, err)
-			}
-		})
-	}
+		}
+		if len(got) != 40 {
+			t.Errorf("%d users answered, want 40", len(got))
+		}
+		if one, err := s.Online(ctx, "u3"); err != nil || !one["u3"] {
+			t.Errorf("online of one online user = %v, %v", one, err)
+		}
+	})
 }
