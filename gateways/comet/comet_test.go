@@ -161,17 +161,24 @@ func (f *fixture) loginWith(user string, opts client.Options, login *clientpb.Lo
 	if req.GetUser() != user || req.GetSession().GetComet() != "c1" || req.GetRequestId() != 7 {
 		f.t.Fatalf("login request %v", req)
 	}
-	id := req.GetSession().GetConn()
-	f.deliver(&topicpb.Delivery{
-		Conns:   []string{id},
-		Control: &topicpb.Control{Authenticate: user},
-		Frame:   &clientpb.ServerFrame{RequestId: 7, Body: &clientpb.ServerFrame_LoginResult{LoginResult: &clientpb.LoginResult{Ok: true, User: user}}},
-	})
+	f.acceptLogin(req)
 	fr := nextFrame(f.t, conn)
 	if fr.GetRequestId() != 7 || fr.GetLoginResult().GetUser() != user {
 		f.t.Fatalf("login answer %v", fr)
 	}
-	return conn, id
+	return conn, req.GetSession().GetConn()
+}
+
+// acceptLogin answers the login request req as presence does: the comet
+// authenticates the connection as req's user and writes a LoginResult
+// under req's request id.
+func (f *fixture) acceptLogin(req *topicpb.LoginRequest) {
+	f.t.Helper()
+	f.deliver(&topicpb.Delivery{
+		Conns:   []string{req.GetSession().GetConn()},
+		Control: &topicpb.Control{Authenticate: req.GetUser()},
+		Frame:   &clientpb.ServerFrame{RequestId: req.GetRequestId(), Body: &clientpb.ServerFrame_LoginResult{LoginResult: &clientpb.LoginResult{Ok: true, User: req.GetUser()}}},
+	})
 }
 
 func (f *fixture) join(id, room string) {
@@ -449,12 +456,7 @@ func TestControlFramesAfterAnIdleSpell(t *testing.T) {
 	if err := ws.Write(ctx, websocket.MessageText, []byte(`{"requestId":"7","login":{"token":"`+token(t, "alice")+`"}}`)); err != nil {
 		t.Fatal(err)
 	}
-	req := next(f, topics.LoginRequests)
-	f.deliver(&topicpb.Delivery{
-		Conns:   []string{req.GetSession().GetConn()},
-		Control: &topicpb.Control{Authenticate: "alice"},
-		Frame:   &clientpb.ServerFrame{RequestId: 7, Body: &clientpb.ServerFrame_LoginResult{LoginResult: &clientpb.LoginResult{Ok: true, User: "alice"}}},
-	})
+	f.acceptLogin(next(f, topics.LoginRequests))
 	frames := make(chan string, 8)
 	go func() { // the reader a ping needs; ends with the connection
 		defer close(frames)
@@ -862,11 +864,7 @@ func TestCompactBatchesOverAWebSocket(t *testing.T) {
 		t.Fatal(err)
 	}
 	req := next(f, topics.LoginRequests)
-	f.deliver(&topicpb.Delivery{
-		Conns:   []string{req.GetSession().GetConn()},
-		Control: &topicpb.Control{Authenticate: "raw"},
-		Frame:   &clientpb.ServerFrame{RequestId: 7, Body: &clientpb.ServerFrame_LoginResult{LoginResult: &clientpb.LoginResult{Ok: true, User: "raw"}}},
-	})
+	f.acceptLogin(req)
 	if _, b, err := raw.Read(ctx); err != nil || !strings.Contains(string(b), `"loginResult"`) {
 		t.Fatalf("login answer %s, %v", b, err)
 	}
