@@ -446,11 +446,7 @@ func (cn *conn) loginJoins(req uint64, rooms []string) ([]string, bool) {
 		// A room id breaking the id rule is refused in the LoginResult's
 		// join_refused (INVALID, by presence), not with the whole login:
 		// a client reconnecting with one bad room in its list still logs in.
-		if r == "" {
-			cn.fail(req, clientpb.Error_INVALID, "join needs a room")
-			return nil, false
-		}
-		if !cn.checkFields(req, field{"room", r, maxRoomBytes}) {
+		if !cn.roomGiven(req, "join", r) {
 			return nil, false
 		}
 		if !slices.Contains(out, r) {

@@ -184,15 +184,20 @@ func (cn *conn) checkFields(req uint64, fields ...field) bool {
 	return true
 }
 
-// checkRoom reports whether room may be joined or left (what): it is
-// given, within maxRoomBytes, and follows the id rule (topics.CheckID).
-// Otherwise it answers INVALID, saying why, and reports false.
-func (cn *conn) checkRoom(req uint64, what, room string) bool {
+// roomGiven reports whether a room to join or leave (what) is given and
+// within maxRoomBytes; otherwise it answers INVALID and reports false.
+func (cn *conn) roomGiven(req uint64, what, room string) bool {
 	if room == "" {
 		cn.fail(req, clientpb.Error_INVALID, what+" needs a room")
 		return false
 	}
-	if !cn.checkFields(req, field{"room", room, maxRoomBytes}) {
+	return cn.checkFields(req, field{"room", room, maxRoomBytes})
+}
+
+// checkRoom is roomGiven, and room follows the id rule (topics.CheckID);
+// otherwise it answers INVALID, saying why, and reports false.
+func (cn *conn) checkRoom(req uint64, what, room string) bool {
+	if !cn.roomGiven(req, what, room) {
 		return false
 	}
 	if err := topics.CheckID("room", room); err != nil {

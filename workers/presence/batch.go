@@ -292,7 +292,7 @@ func (h *Handler) join(ctx context.Context, reqs []joinReq, known map[string]dir
 		switch {
 		case !ok || u.Disabled:
 			res[i].refusal = &clientpb.Error{Code: clientpb.Error_UNKNOWN_USER, Text: "unknown or disabled user"}
-		case topics.CheckID("room", r.room) != nil:
+		case !topics.ValidID(r.room):
 			// No room can have such an id: the client's mistake, not a
 			// room that went away.
 			res[i].refusal = &clientpb.Error{Code: clientpb.Error_INVALID, Text: topics.CheckID("room", r.room).Error()}
