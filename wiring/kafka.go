@@ -345,15 +345,20 @@ type TopicSpec struct {
 // DeliveryTopic is the spec of comet's delivery topic, which the comet
 // creates.
 func DeliveryTopic(comet string) TopicSpec {
-	d := topics.Deliveries
-	return TopicSpec{Name: topics.Delivery(comet), Partitions: d.Partitions, Retention: d.Retention, RetentionBytes: d.RetentionBytes}
+	s, _ := topics.Lookup(topics.Delivery(comet))
+	return topicSpec(s)
+}
+
+// topicSpec is what EnsureTopics needs of a topic's spec.
+func topicSpec(s topics.Spec) TopicSpec {
+	return TopicSpec{Name: s.Name, Partitions: s.Partitions, Retention: s.Retention, RetentionBytes: s.RetentionBytes}
 }
 
 // PipelineTopics lists the topics every cluster needs, dead letters included.
 func PipelineTopics() []TopicSpec {
 	var out []TopicSpec
 	for _, s := range topics.Pipeline() {
-		out = append(out, TopicSpec{Name: s.Name, Partitions: s.Partitions, Retention: s.Retention, RetentionBytes: s.RetentionBytes})
+		out = append(out, topicSpec(s))
 	}
 	return append(out, TopicSpec{Name: topics.DeadLetters, Partitions: 1})
 }

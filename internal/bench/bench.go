@@ -123,9 +123,8 @@ func (c *Config) Validate() error {
 
 // Result is what a run measured.
 type Result struct {
-	Members int `json:"members"`
-	// Online is the number of clients logged in, members included.
-	Online          int     `json:"online"`
+	Members         int     `json:"members"`
+	Online          int     `json:"online"` // clients logged in, members included
 	Rate            int     `json:"rate"`
 	DurationSeconds float64 `json:"duration_seconds"`
 	Pushed          int64   `json:"pushed"`
