@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -107,9 +108,24 @@ func startClusterRoles(t *testing.T, tune func(*Settings), roles []Role) *cluste
 	}
 	logger := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	var cm *comet.Comet
-	a := fx.New(s.Options(logger, roles...), fx.Populate(&cm))
-	if err := a.Start(ctx); err != nil {
-		t.Fatalf("start cluster: %v", err)
+	var a *fx.App
+	// A port FreePort drew can be taken by another package's test before
+	// the cluster binds it: then the ports are drawn again, at most twice
+	// more (as startDev does).
+	for attempt := 1; ; attempt++ {
+		a = fx.New(s.Options(logger, roles...), fx.Populate(&cm))
+		err := a.Start(ctx)
+		if err == nil {
+			break
+		}
+		if attempt == 3 || !errors.Is(err, syscall.EADDRINUSE) {
+			t.Fatalf("start cluster: %v", err)
+		}
+		t.Logf("start cluster, attempt %d: %v; drawing other ports", attempt, err)
+		if err := a.Stop(ctx); err != nil {
+			t.Fatalf("stop the cluster that did not start: %v", err)
+		}
+		s.CometAddr, s.APIAddr, s.AdminAddr = freeAddr(t), freeAddr(t), freeAddr(t)
 	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
