@@ -16,7 +16,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -64,8 +63,8 @@ func startClusterRoles(t *testing.T, tune func(*Settings), roles []Role) *cluste
 		Secret:        "e2e-secret-of-the-end-to-end-tests",
 		APIToken:      "e2e-api-token",
 		CometID:       "c1",
-		CometAddr:     freeAddr(t),
-		APIAddr:       freeAddr(t),
+		CometAddr:     testinfra.FreeAddr(t),
+		APIAddr:       testinfra.FreeAddr(t),
 		SessionTTL:    30 * time.Second,
 		NotifyLimit:   200,
 		MaxBodyBytes:  16 << 10,
@@ -79,7 +78,7 @@ func startClusterRoles(t *testing.T, tune func(*Settings), roles []Role) *cluste
 		UserSendRate: -1,
 		LogLevel:     "error",
 		History:      filepath.Join(t.TempDir(), "history.db"),
-		AdminAddr:    freeAddr(t),
+		AdminAddr:    testinfra.FreeAddr(t),
 	}
 	if tune != nil {
 		tune(&s)
@@ -108,25 +107,11 @@ func startClusterRoles(t *testing.T, tune func(*Settings), roles []Role) *cluste
 	}
 	logger := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	var cm *comet.Comet
-	var a *fx.App
-	// A port FreePort drew can be taken by another package's test before
-	// the cluster binds it: then the ports are drawn again, at most twice
-	// more (as startDev does).
-	for attempt := 1; ; attempt++ {
-		a = fx.New(s.Options(logger, roles...), fx.Populate(&cm))
-		err := a.Start(ctx)
-		if err == nil {
-			break
-		}
-		if attempt == 3 || !errors.Is(err, syscall.EADDRINUSE) {
-			t.Fatalf("start cluster: %v", err)
-		}
-		t.Logf("start cluster, attempt %d: %v; drawing other ports", attempt, err)
-		if err := a.Stop(ctx); err != nil {
-			t.Fatalf("stop the cluster that did not start: %v", err)
-		}
-		s.CometAddr, s.APIAddr, s.AdminAddr = freeAddr(t), freeAddr(t), freeAddr(t)
-	}
+	a := testinfra.StartOnFreePorts(t, ctx,
+		func() *fx.App { return fx.New(s.Options(logger, roles...), fx.Populate(&cm)) },
+		func() {
+			s.CometAddr, s.APIAddr, s.AdminAddr = testinfra.FreeAddr(t), testinfra.FreeAddr(t), testinfra.FreeAddr(t)
+		})
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()

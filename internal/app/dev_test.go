@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -22,22 +21,21 @@ import (
 )
 
 // freeAddr is a free loopback address.
-func freeAddr(t *testing.T) string { return "127.0.0.1:" + strconv.Itoa(testinfra.FreePort(t)) }
 
 // devTestConfig is a dev cluster on free ports, with its data in a
 // folder of the test's and the seed of testdata.
 func devTestConfig(t *testing.T) DevConfig {
 	return DevConfig{
 		Settings: Settings{
-			Secret: "dev-test-secret-of-the-dev-mode-test", APIToken: "dev-test-token", CometAddr: freeAddr(t), APIAddr: freeAddr(t),
+			Secret: "dev-test-secret-of-the-dev-mode-test", APIToken: "dev-test-token", CometAddr: testinfra.FreeAddr(t), APIAddr: testinfra.FreeAddr(t),
 			SessionTTL: 30 * time.Second, NotifyLimit: 200, MaxBodyBytes: 16 << 10, BatchWindow: 10 * time.Millisecond,
 			SendQueue: 256, MaxFrameBytes: 64 << 10, LogLevel: "error",
 		},
 		KafkaAddr: "127.0.0.1:0",
 		RedisAddr: "127.0.0.1:0",
-		EtcdAddr:  freeAddr(t),
+		EtcdAddr:  testinfra.FreeAddr(t),
 		// Its own free port: the one after the client port may be taken.
-		EtcdPeerAddr: freeAddr(t),
+		EtcdPeerAddr: testinfra.FreeAddr(t),
 		DataDir:      t.TempDir(),
 		Seed:         "../../testdata/seed.json",
 	}
@@ -60,7 +58,7 @@ func startDev(t *testing.T, ctx context.Context, cfg *DevConfig) *Dev {
 		fresh := devTestConfig(t)
 		cfg.Settings.CometAddr, cfg.Settings.APIAddr, cfg.EtcdAddr, cfg.EtcdPeerAddr = fresh.Settings.CometAddr, fresh.Settings.APIAddr, fresh.EtcdAddr, fresh.EtcdPeerAddr
 		if cfg.Settings.AdminAddr != "" {
-			cfg.Settings.AdminAddr = freeAddr(t)
+			cfg.Settings.AdminAddr = testinfra.FreeAddr(t)
 		}
 		cfg.DataDir = fresh.DataDir
 	}
@@ -71,7 +69,7 @@ func startDev(t *testing.T, ctx context.Context, cfg *DevConfig) *Dev {
 func TestDevCluster(t *testing.T) {
 	t.Parallel()
 	cfg := devTestConfig(t)
-	cfg.Settings.AdminAddr = freeAddr(t)
+	cfg.Settings.AdminAddr = testinfra.FreeAddr(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	d := startDev(t, ctx, &cfg)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/laneim/laneim/gateways/comet/client"
+	"github.com/laneim/laneim/internal/testinfra"
 	"github.com/laneim/laneim/proto/clientpb"
 	"github.com/laneim/laneim/topics"
 )
@@ -102,7 +103,7 @@ func TestE2EHistoryCurrentState(t *testing.T) {
 	t.Parallel()
 	c := startCluster(t, func(s *Settings) {
 		s.RecallWindow = time.Hour
-		s.APIHTTPAddr = freeAddr(t)
+		s.APIHTTPAddr = testinfra.FreeAddr(t)
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

@@ -163,7 +163,7 @@ func TestE2EWorkerDownRequestsStillAnswered(t *testing.T) {
 // a SendResult, before, during or after, is in history with its seq and id.
 func TestE2EBrokerRestartLosesNothingAcknowledged(t *testing.T) {
 	t.Parallel()
-	addr := freeAddr(t)
+	addr := testinfra.FreeAddr(t)
 	dataDir := t.TempDir()
 	startBroker := func() *embedded.Broker {
 		t.Helper()

@@ -94,7 +94,7 @@ func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) 
 func TestE2EHTTPAPI(t *testing.T) {
 	t.Parallel()
 	c := startCluster(t, func(s *Settings) {
-		s.APIHTTPAddr = freeAddr(t)
+		s.APIHTTPAddr = testinfra.FreeAddr(t)
 	})
 	a := c.httpAPI()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -238,11 +238,11 @@ func TestE2EHTTPDirectoryWritesMySQL(t *testing.T) {
 		"INSERT INTO rooms (id, name) VALUES ('lobby', 'Lobby')",
 		"INSERT INTO room_members (room_id, user_id) VALUES ('lobby', 'alice')",
 	)
-	readOnly := freeAddr(t)
+	readOnly := testinfra.FreeAddr(t)
 	c := startCluster(t, func(s *Settings) {
 		s.MySQL = fmt.Sprintf("mariadb://%s:%s@%s/%s", db.SyncUser, db.SyncPassword, db.Addr, db.Database)
 		s.APIMySQL = fmt.Sprintf("mariadb://%s:%s@%s/%s", db.AdminUser, db.AdminPassword, db.Addr, db.Database)
-		s.APIHTTPAddr = freeAddr(t)
+		s.APIHTTPAddr = testinfra.FreeAddr(t)
 	})
 	a := c.httpAPI()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -290,7 +290,7 @@ func TestE2EHTTPDirectoryWritesMySQL(t *testing.T) {
 	// A gateway with --mysql but no --api-mysql refuses.
 	s := c.settings
 	s.APIMySQL, s.APIHTTPAddr, s.History, s.AdminAddr = "", readOnly, "", ""
-	s.APIAddr = freeAddr(t)
+	s.APIAddr = testinfra.FreeAddr(t)
 	if err := s.Validate(API); err != nil {
 		t.Fatal(err)
 	}

@@ -54,7 +54,7 @@ func TestSDK(t *testing.T) {
 	c := startCluster(t, nil)
 	second := c.settings
 	second.CometID = "c2"
-	second.CometAddr = freeAddr(t)
+	second.CometAddr = testinfra.FreeAddr(t)
 	second.AdminAddr = ""
 	second.History = ""
 	comet2 := &restartable{t: t, opts: second.Options(slog.New(testWriter{t}.handler()), Comet)}
@@ -66,7 +66,7 @@ func TestSDK(t *testing.T) {
 	ca := testinfra.NewCA(t, "sdk")
 	third := c.settings
 	third.CometID = "c3"
-	third.CometAddr = freeAddr(t)
+	third.CometAddr = testinfra.FreeAddr(t)
 	third.AdminAddr = ""
 	third.History = ""
 	third.CometTLSCert, third.CometTLSKey = ca.Issue("comet3", "laneim.test", "127.0.0.1")

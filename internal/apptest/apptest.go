@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -66,8 +65,8 @@ func Start(t testing.TB, tune func(*app.Settings), opts ...Option) *Cluster {
 		Secret:        "apptest-secret-of-the-client-tests",
 		APIToken:      "apptest-api-token",
 		CometID:       "c1",
-		CometAddr:     "127.0.0.1:" + strconv.Itoa(testinfra.FreePort(t)),
-		APIAddr:       "127.0.0.1:" + strconv.Itoa(testinfra.FreePort(t)),
+		CometAddr:     testinfra.FreeAddr(t),
+		APIAddr:       testinfra.FreeAddr(t),
 		SessionTTL:    30 * time.Second,
 		NotifyLimit:   200,
 		MaxBodyBytes:  16 << 10,
@@ -78,7 +77,7 @@ func Start(t testing.TB, tune func(*app.Settings), opts ...Option) *Cluster {
 		UserSendRate:  -1, // clients' tests send as fast as answered
 		LogLevel:      "error",
 		History:       filepath.Join(t.TempDir(), "history.db"),
-		AdminAddr:     "127.0.0.1:" + strconv.Itoa(testinfra.FreePort(t)),
+		AdminAddr:     testinfra.FreeAddr(t),
 	}
 	if tune != nil {
 		tune(&s)
@@ -90,8 +89,8 @@ func Start(t testing.TB, tune func(*app.Settings), opts ...Option) *Cluster {
 	if c.etcd {
 		e, err := embedded.StartEtcd(embedded.EtcdConfig{
 			Dir:        filepath.Join(t.TempDir(), "etcd"),
-			ClientAddr: "127.0.0.1:" + strconv.Itoa(testinfra.FreePort(t)),
-			PeerAddr:   "127.0.0.1:" + strconv.Itoa(testinfra.FreePort(t)),
+			ClientAddr: testinfra.FreeAddr(t),
+			PeerAddr:   testinfra.FreeAddr(t),
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -117,10 +116,9 @@ func Start(t testing.TB, tune func(*app.Settings), opts ...Option) *Cluster {
 	if err := s.Validate(append(roles, app.Comet)...); err != nil {
 		t.Fatal(err)
 	}
-	a := fx.New(s.Options(c.logger, roles...))
-	if err := a.Start(ctx); err != nil {
-		t.Fatalf("start cluster: %v", err)
-	}
+	a := testinfra.StartOnFreePorts(t, ctx,
+		func() *fx.App { return fx.New(s.Options(c.logger, roles...)) },
+		func() { s.APIAddr, s.AdminAddr = testinfra.FreeAddr(t), testinfra.FreeAddr(t) })
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
@@ -129,8 +127,13 @@ func Start(t testing.TB, tune func(*app.Settings), opts ...Option) *Cluster {
 		}
 	})
 	c.Settings, c.URL, c.cometS = s, "ws://"+s.CometAddr+"/ws", s
-	c.cometS.AdminAddr = "127.0.0.1:" + strconv.Itoa(testinfra.FreePort(t))
-	c.StartComet()
+	c.cometS.AdminAddr = testinfra.FreeAddr(t)
+	// The first start may draw the comet's addresses again; a restart
+	// (StartComet) keeps the address its clients know.
+	c.comet = testinfra.StartOnFreePorts(t, ctx, c.cometApp, func() {
+		c.cometS.CometAddr, c.cometS.AdminAddr = testinfra.FreeAddr(t), testinfra.FreeAddr(t)
+		c.Settings.CometAddr, c.URL = c.cometS.CometAddr, "ws://"+c.cometS.CometAddr+"/ws"
+	})
 	t.Cleanup(c.StopComet) // before the other roles: cleanups run last first
 	return c
 }
@@ -141,17 +144,22 @@ func (c *Cluster) StartComet() {
 	c.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
+	a := c.cometApp()
+	if err := a.Start(ctx); err != nil {
+		c.t.Fatalf("start comet: %v", err)
+	}
+	c.comet = a
+}
+
+// cometApp is the comet's process, not started.
+func (c *Cluster) cometApp() *fx.App {
 	idle := c.idle
-	a := fx.New(c.cometS.Options(c.logger, app.Comet), fx.Decorate(func(cfg comet.Config) comet.Config {
+	return fx.New(c.cometS.Options(c.logger, app.Comet), fx.Decorate(func(cfg comet.Config) comet.Config {
 		if idle > 0 {
 			cfg.IdleTimeout = idle
 		}
 		return cfg
 	}))
-	if err := a.Start(ctx); err != nil {
-		c.t.Fatalf("start comet: %v", err)
-	}
-	c.comet = a
 }
 
 // MoveComet makes the comets StartComet starts from now on another one:
@@ -159,8 +167,8 @@ func (c *Cluster) StartComet() {
 // stays the first comet's.
 func (c *Cluster) MoveComet(id string) string {
 	c.cometS.CometID = id
-	c.cometS.CometAddr = "127.0.0.1:" + strconv.Itoa(testinfra.FreePort(c.t))
-	c.cometS.AdminAddr = "127.0.0.1:" + strconv.Itoa(testinfra.FreePort(c.t))
+	c.cometS.CometAddr = testinfra.FreeAddr(c.t)
+	c.cometS.AdminAddr = testinfra.FreeAddr(c.t)
 	return "ws://" + c.cometS.CometAddr + "/ws"
 }
 

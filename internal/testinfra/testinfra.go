@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/fx"
 
 	"github.com/laneim/laneim/internal/embedded"
 	"github.com/laneim/laneim/wiring"
@@ -48,6 +49,32 @@ func FreePort(t testing.TB) int {
 	}
 	t.Fatal("free port: none free in 200 tries")
 	return 0
+}
+
+// FreeAddr is "127.0.0.1:" and a port FreePort drew.
+func FreeAddr(t testing.TB) string { return "127.0.0.1:" + strconv.Itoa(FreePort(t)) }
+
+// StartOnFreePorts starts the app build makes. A port FreePort drew can
+// be taken by another package's test before the app binds it: then the
+// app is stopped, redraw draws the ports again, and a new app is built
+// and started, at most three times in all. It returns the started app.
+func StartOnFreePorts(t testing.TB, ctx context.Context, build func() *fx.App, redraw func()) *fx.App {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		a := build()
+		err := a.Start(ctx)
+		if err == nil {
+			return a
+		}
+		if attempt == 3 || !errors.Is(err, syscall.EADDRINUSE) {
+			t.Fatalf("start: %v", err)
+		}
+		t.Logf("start, attempt %d: %v; drawing other ports", attempt, err)
+		if err := a.Stop(ctx); err != nil {
+			t.Fatalf("stop what did not start: %v", err)
+		}
+		redraw()
+	}
 }
 
 // The range FreePort draws from.
