@@ -6,7 +6,8 @@
 # TypeScript SDK's npm packages (typescript, playwright-core, into
 # gateways/comet/sdk) for its Node and Chromium tests, then
 # builds the container image and runs deploy/'s tests (the nested module of
-# the image tool and the Kubernetes manifests), then `go test -race ./...`.
+# the image tool and the Kubernetes manifests) and every Go benchmark once,
+# then `go test -race ./...`.
 # The tests start their own servers on free loopback ports in temporary
 # folders (see internal/testinfra), so nothing here touches a system-wide
 # service and several runs can share a machine.
@@ -55,6 +56,10 @@ if [ $# -eq 0 ]; then
   echo "deploy/test.sh: the container image (deploy/image/build.sh) and deploy/'s tests" >&2
   bash deploy/image/build.sh deploy/image/out
   (cd deploy && LANEIM_IMAGE="$PWD/image/out/laneim.tar" LANEIM_IMAGE_BINARY="$PWD/image/out/laneim" go test -count=1 -timeout 15m ./...)
+  # Every Go benchmark once (one iteration each, no timing asserted), so
+  # that none rots between the performance rounds that run them for real.
+  echo "deploy/test.sh: every benchmark once (go test -run '^$' -bench . -benchtime 1x)" >&2
+  go test -count=1 -run '^$' -bench . -benchtime 1x -timeout 10m ./...
 fi
 
 # Most tests wait on the servers they start rather than compute, so four
