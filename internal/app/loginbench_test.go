@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/IBM/sarama"
-	"github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/fx"
 	"golang.org/x/sync/errgroup"
@@ -34,8 +32,8 @@ import (
 // as a comet publishes them when all its clients come back after another
 // comet died. It ends when every LoginResult is on the comet's delivery
 // topic, and reports logins a second and the CPU they cost: this process
-// (the workers, the broker, and the publisher and reader standing in for
-// the comet) and redis-server.
+// (the workers, the broker, the publisher and reader standing in for the
+// comet, and the embedded Redis) and redis-server.
 //
 // The bench command's storm (`laneim bench --dial-concurrency 10000`)
 // measures the same with real clients, whose handshakes and the load
@@ -64,12 +62,9 @@ func benchmarkLoginPipeline(b *testing.B, redisAddr string) {
 	if err := fs.Parse(nil); err != nil {
 		b.Fatal(err)
 	}
-	kcfg := testinfra.Kafka(b)
 	const comet = "c1"
-	if err := wiring.EnsureTopics(ctx, kcfg, wiring.DeliveryTopic(comet)); err != nil {
-		b.Fatal(err)
-	}
-	s.Kafka, s.Redis, s.LogLevel, s.AdminAddr = strings.Join(kcfg.Brokers, ","), redisAddr, "error", ""
+	p := testinfra.KafkaPipeline(b, topics.Delivery(comet))
+	s.Kafka, s.Redis, s.LogLevel, s.AdminAddr = strings.Join(p.Kafka.Brokers, ","), redisAddr, "error", ""
 	roles := []Role{Login, Presence}
 	if err := s.Validate(roles...); err != nil {
 		b.Fatal(err)
@@ -94,15 +89,6 @@ func benchmarkLoginPipeline(b *testing.B, redisAddr string) {
 			b.Errorf("stop workers: %v", err)
 		}
 	})
-	pub, err := wiring.NewPublisher(kcfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { pub.Close() })
-	results, err := readLoginResults(ctx, b, kcfg, topics.Delivery(comet))
-	if err != nil {
-		b.Fatal(err)
-	}
 
 	cpu0, redis0 := processCPU(b), redisCPU(ctx, b, rdb)
 	b.ResetTimer()
@@ -118,18 +104,28 @@ func benchmarkLoginPipeline(b *testing.B, redisAddr string) {
 			if err != nil {
 				return err
 			}
-			return pub.Publish(topics.LoginRequests.Name, msg)
+			return p.Pub.Publish(topics.LoginRequests.Name, msg)
 		})
 	}
 	if err := g.Wait(); err != nil {
 		b.Fatal(err)
 	}
+	// The comet's delivery topic, as the comet reads it: a message may
+	// carry several deliveries.
 	for got := 0; got < b.N; {
-		select {
-		case n := <-results:
-			got += n
-		case <-ctx.Done():
-			b.Fatalf("%d of %d LoginResults: %v", got, b.N, ctx.Err())
+		d, err := topics.Deliveries.Decode(p.Next(topics.Delivery(comet)))
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, d := range append([]*topicpb.Delivery{d}, d.GetMore()...) {
+			r := d.GetFrame().GetLoginResult()
+			if r == nil {
+				continue
+			}
+			if !r.GetOk() || len(r.GetJoined()) != 1 {
+				b.Fatalf("login of %s: %v", r.GetUser(), d.GetFrame())
+			}
+			got++
 		}
 	}
 	b.StopTimer()
@@ -162,79 +158,6 @@ func seedRoom(ctx context.Context, store *directory.Store, room string, n int) e
 		return fmt.Errorf("members of %s: %w", room, err)
 	}
 	return nil
-}
-
-// readLoginResults reads topic from its newest offset on, as a comet
-// reads its delivery topic, and sends on the channel it returns the
-// number of LoginResults in each message read. It stops when the
-// benchmark ends.
-func readLoginResults(ctx context.Context, b *testing.B, kcfg wiring.KafkaConfig, topic string) (<-chan int, error) {
-	sc := sarama.NewConfig()
-	sc.Version = sarama.V3_0_0_0
-	sc.ClientID = "laneim-login-bench"
-	c, err := sarama.NewConsumer(kcfg.Brokers, sc)
-	if err != nil {
-		return nil, fmt.Errorf("reader: %w", err)
-	}
-	parts, err := c.Partitions(topic)
-	if err != nil {
-		c.Close()
-		return nil, fmt.Errorf("reader: partitions of %s: %w", topic, err)
-	}
-	out := make(chan int, 1024)
-	done := make(chan struct{})
-	var g errgroup.Group
-	b.Cleanup(func() {
-		close(done)
-		_ = g.Wait()
-		c.Close()
-	})
-	for _, part := range parts {
-		pc, err := c.ConsumePartition(topic, part, sarama.OffsetNewest)
-		if err != nil {
-			return nil, fmt.Errorf("reader: %s/%d: %w", topic, part, err)
-		}
-		g.Go(func() error {
-			defer pc.Close()
-			var um kafka.DefaultMarshaler
-			for {
-				select {
-				case cm := <-pc.Messages():
-					m, err := um.Unmarshal(cm)
-					if err != nil {
-						b.Errorf("undecodable delivery: %v", err)
-						continue
-					}
-					d, err := topics.Deliveries.Decode(m)
-					if err != nil {
-						b.Errorf("undecodable delivery: %v", err)
-						continue
-					}
-					n := 0
-					for _, d := range append([]*topicpb.Delivery{d}, d.GetMore()...) {
-						r := d.GetFrame().GetLoginResult()
-						if r == nil {
-							continue
-						}
-						if !r.GetOk() || len(r.GetJoined()) != 1 {
-							b.Errorf("login of %s: %v", r.GetUser(), d.GetFrame())
-						}
-						n++
-					}
-					select {
-					case out <- n:
-					case <-done:
-						return nil
-					}
-				case <-done:
-					return nil
-				case <-ctx.Done():
-					return nil
-				}
-			}
-		})
-	}
-	return out, nil
 }
 
 // processCPU is the CPU this process has used.
