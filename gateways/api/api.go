@@ -32,9 +32,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 
 	"github.com/laneim/laneim/proto/apipb"
 	"github.com/laneim/laneim/proto/clientpb"
@@ -143,6 +143,9 @@ type Server struct {
 	// revoke: s writes the Redis directory itself, so it publishes the
 	// revocations of what it takes away (binlog sync does otherwise).
 	revoke bool
+	// refused, if set, is told of each gRPC call refused for its token
+	// (before any interceptor sees it: metrics count it so).
+	refused func(method string, err error)
 }
 
 // CometLister lists live comets, least loaded first.
@@ -246,23 +249,24 @@ func New(cfg Config, pub message.Publisher, presence Presence, opt Optional, log
 
 // GRPCServer returns a grpc.Server serving s with token authentication,
 // over TLS (and mutual TLS) when the Config says so.
+//
+// The token is checked before a call's request is read (a tap handle,
+// which sees only the headers): a caller without it cannot make the
+// gateway read, and hold, its messages. A request may be as large as the
+// HTTP API's largest body (maxRequestBytes), not gRPC's default of 4 MiB.
 func (s *Server) GRPCServer(opts ...grpc.ServerOption) *grpc.Server {
 	if s.tls != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(s.tls)))
 	}
 	opts = append(opts,
-		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-			if err := s.authenticate(ctx); err != nil {
-				return nil, err
+		grpc.InTapHandle(func(ctx context.Context, info *tap.Info) (context.Context, error) {
+			err := s.checkToken(info.Header.Get("authorization"))
+			if err != nil && s.refused != nil {
+				s.refused(info.FullMethodName, err)
 			}
-			return h(ctx, req)
+			return ctx, err
 		}),
-		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-			if err := s.authenticate(ss.Context()); err != nil {
-				return err
-			}
-			return h(srv, ss)
-		}),
+		grpc.MaxRecvMsgSize(int(s.maxRequestBytes())),
 	)
 	g := grpc.NewServer(opts...)
 	apipb.RegisterPushServer(g, s)
@@ -271,11 +275,6 @@ func (s *Server) GRPCServer(opts ...grpc.ServerOption) *grpc.Server {
 	// files (with the bearer token, like every call).
 	reflection.Register(g)
 	return g
-}
-
-func (s *Server) authenticate(ctx context.Context) error {
-	md, _ := metadata.FromIncomingContext(ctx)
-	return s.checkToken(md.Get("authorization"))
 }
 
 // checkToken returns Unauthenticated unless one of the authorization

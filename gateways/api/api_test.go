@@ -1,10 +1,12 @@
 package api_test
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -206,4 +208,81 @@ func TestPresenceQueries(t *testing.T) {
 	if err != nil || ro.GetOnlineUsers() != 3 || ro.GetConnections() != 6 {
 		t.Fatalf("room online = %v, %v", ro, err)
 	}
+}
+
+// TestTokenCheckedBeforeTheRequestIsRead: a call without the token is
+// refused from its headers, before its request is read, so a caller
+// without it cannot make the gateway read (and hold) megabytes; with
+// the token, a request larger than the HTTP API's largest body is
+// refused as too large.
+func TestTokenCheckedBeforeTheRequestIsRead(t *testing.T) {
+	t.Parallel()
+	s, err := api.New(api.Config{Token: "secret-token", MaxBodyBytes: 10}, &testinfra.Recorder{}, fakePresence{}, api.Optional{}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &countingListener{Listener: inner}
+	g := s.GRPCServer()
+	done := make(chan error, 1)
+	go func() { done <- g.Serve(l) }()
+	t.Cleanup(func() {
+		g.Stop()
+		<-done
+	})
+	const size = 3 << 20
+	big := &apipb.PushRoomRequest{Room: "r", From: "x", Content: &apipb.Content{Body: bytes.Repeat([]byte("x"), size)}}
+	for _, tc := range []struct {
+		token string
+		want  codes.Code
+	}{
+		{"", codes.Unauthenticated},
+		{"wrong", codes.Unauthenticated},
+		{"secret-token", codes.ResourceExhausted},
+	} {
+		pc, closer, err := api.Dial(context.Background(), inner.Addr().String(), tc.token)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := l.read.Load()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err = pc.PushRoom(ctx, big)
+		cancel()
+		read := l.read.Load() - before
+		closer.Close()
+		if status.Code(err) != tc.want {
+			t.Errorf("token %q: %v, want %v", tc.token, err, tc.want)
+		}
+		if tc.want == codes.Unauthenticated && read > size/4 {
+			t.Errorf("token %q: the gateway read %d bytes of a refused call's %d-byte request", tc.token, read, size)
+		}
+	}
+}
+
+// countingListener counts the bytes read from the connections it accepts.
+type countingListener struct {
+	net.Listener
+	read atomic.Int64
+}
+
+func (l *countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return countingConn{Conn: c, read: &l.read}, nil
+}
+
+type countingConn struct {
+	net.Conn
+	read *atomic.Int64
+}
+
+func (c countingConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.read.Add(int64(n))
+	return n, err
 }

@@ -43,7 +43,18 @@ func (m *metrics) observe(method string, start time.Time, err error) {
 	m.seconds.WithLabelValues(method).Observe(time.Since(start).Seconds())
 }
 
-// serverOptions measure every call, outside the authentication.
+// observedGRPCServer is s.GRPCServer with every call measured by m (nil:
+// none): those that pass the token check by interceptors, the others
+// where the check refuses them, before any interceptor.
+func (s *Server) observedGRPCServer(m *metrics) *grpc.Server {
+	if m == nil {
+		return s.GRPCServer()
+	}
+	s.refused = func(method string, err error) { m.observe(method, time.Now(), err) }
+	return s.GRPCServer(m.serverOptions()...)
+}
+
+// serverOptions measure every call that passed the token check.
 func (m *metrics) serverOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {

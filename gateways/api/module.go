@@ -63,15 +63,14 @@ type serveParams struct {
 
 func serve(lc fx.Lifecycle, p serveParams, logger *slog.Logger) error {
 	s := p.Server
-	var opts []grpc.ServerOption
+	var m *metrics
 	if p.Metrics != nil {
-		m, err := newMetrics(p.Metrics.Registry)
-		if err != nil {
+		var err error
+		if m, err = newMetrics(p.Metrics.Registry); err != nil {
 			return fmt.Errorf("api: metrics: %w", err)
 		}
-		opts = m.serverOptions()
 	}
-	g := s.GRPCServer(opts...)
+	g := s.observedGRPCServer(m)
 	done := make(chan error, 1)
 	var reg *discovery.Registration
 	lc.Append(fx.Hook{

@@ -45,7 +45,7 @@ func TestReflectionAndMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := s.GRPCServer(m.serverOptions()...)
+	g := s.observedGRPCServer(m)
 	done := make(chan error, 1)
 	go func() { done <- g.Serve(l) }()
 	defer func() {
