@@ -10,6 +10,14 @@ import (
 // VARCHAR(64)).
 const MaxIDLen = 64
 
+// MaxClientMsgIDLen and MaxContentTypeLen bound a message's client_msg_id
+// and content_type, in bytes, wherever it enters the cluster: a client's
+// Send at a comet, a push at the api gateway.
+const (
+	MaxClientMsgIDLen = 128
+	MaxContentTypeLen = 128
+)
+
 // SystemSender is the sender of messages the api gateway pushes without
 // one (backend notices). It fails ValidID, so no user can be named so:
 // no token, directory entry or client can take it.

@@ -40,6 +40,7 @@ import (
 	"github.com/laneim/laneim/proto/clientpb"
 	"github.com/laneim/laneim/proto/topicpb"
 	"github.com/laneim/laneim/topics"
+	"github.com/laneim/laneim/wiring/directory"
 	"github.com/laneim/laneim/wiring/discovery"
 	"github.com/laneim/laneim/wiring/msgstore"
 	"github.com/laneim/laneim/wiring/pipeline"
@@ -138,6 +139,7 @@ type Server struct {
 	history  History
 	comets   CometLister
 	dir      Directory // nil: Directory calls refused
+	lookup   Lookup    // nil: pushes not checked against the directory
 	logger   *slog.Logger
 	tls      *tls.Config // nil: plain gRPC
 	// revoke: s writes the Redis directory itself, so it publishes the
@@ -217,6 +219,17 @@ type Optional struct {
 	// it directly (the Redis directory), when the Config names no MySQL;
 	// without it those calls are Unavailable.
 	Directory Directory
+	// Lookup lets the server refuse, NotFound, a push to a room or user
+	// the directory does not have, which routing would drop; without it
+	// such a push is accepted and lost.
+	Lookup Lookup
+}
+
+// Lookup tells which users and rooms the directory (Redis, as routing
+// reads it) has; *directory.Store implements it.
+type Lookup interface {
+	Users(ctx context.Context, ids ...string) (map[string]directory.User, error)
+	Rooms(ctx context.Context, ids ...string) (map[string]directory.Room, error)
 }
 
 // New returns a Server publishing with pub and answering online status
@@ -235,7 +248,7 @@ func New(cfg Config, pub message.Publisher, presence Presence, opt Optional, log
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, pub: pub, presence: presence, history: opt.History, comets: opt.Comets, logger: logger, tls: tc}
+	s := &Server{cfg: cfg, pub: pub, presence: presence, history: opt.History, comets: opt.Comets, lookup: opt.Lookup, logger: logger, tls: tc}
 	switch {
 	case cfg.MySQL != "":
 		if s.dir, err = NewMySQLDirectory(cfg.MySQL); err != nil {
@@ -295,6 +308,12 @@ func (s *Server) content(c *apipb.Content) error {
 	}
 	if len(c.GetBody()) > s.cfg.MaxBodyBytes {
 		return status.Errorf(codes.InvalidArgument, "api: body of %d bytes exceeds %d", len(c.GetBody()), s.cfg.MaxBodyBytes)
+	}
+	if n := len(c.GetClientMsgId()); n > topics.MaxClientMsgIDLen {
+		return status.Errorf(codes.InvalidArgument, "api: client_msg_id of %d bytes exceeds %d", n, topics.MaxClientMsgIDLen)
+	}
+	if n := len(c.GetContentType()); n > topics.MaxContentTypeLen {
+		return status.Errorf(codes.InvalidArgument, "api: content_type of %d bytes exceeds %d", n, topics.MaxContentTypeLen)
 	}
 	return nil
 }
@@ -359,8 +378,50 @@ func (s *Server) submit(subs []*topicpb.Submitted) (*apipb.PushReply, error) {
 	return reply, nil
 }
 
+// known returns NotFound, naming them, if the directory lacks some of
+// users or rooms (routing would drop a message to them), Unavailable if
+// it cannot tell, and nil without a Lookup.
+func (s *Server) known(ctx context.Context, users, rooms []string) error {
+	if s.lookup == nil {
+		return nil
+	}
+	var missing []string
+	if len(users) > 0 {
+		have, err := s.lookup.Users(ctx, users...)
+		if err != nil {
+			return unavailable(err)
+		}
+		for _, u := range users {
+			if _, ok := have[u]; !ok {
+				missing = append(missing, fmt.Sprintf("user %q", u))
+			}
+		}
+	}
+	if len(rooms) > 0 {
+		have, err := s.lookup.Rooms(ctx, rooms...)
+		if err != nil {
+			return unavailable(err)
+		}
+		for _, r := range rooms {
+			if _, ok := have[r]; !ok {
+				missing = append(missing, fmt.Sprintf("room %q", r))
+			}
+		}
+	}
+	switch n := len(missing); {
+	case n == 0:
+		return nil
+	case n > maxNamed:
+		missing = append(missing[:maxNamed], fmt.Sprintf("and %d more", n-maxNamed))
+	}
+	return status.Errorf(codes.NotFound, "api: unknown %s: nothing was pushed", strings.Join(missing, ", "))
+}
+
+// maxNamed is how many unknown users an error names.
+const maxNamed = 10
+
 // PushUsers sends a 1:1 message from req.From to each user.
-func (s *Server) PushUsers(_ context.Context, req *apipb.PushUsersRequest) (*apipb.PushReply, error) {
+func (s *Server) PushUsers(ctx context.Context, req *apipb.PushUsersRequest) (*apipb.PushReply, error) {
 	if len(req.GetUsers()) == 0 || len(req.GetUsers()) > s.cfg.MaxUsers {
 		return nil, status.Errorf(codes.InvalidArgument, "api: give 1 to %d users", s.cfg.MaxUsers)
 	}
@@ -372,6 +433,9 @@ func (s *Server) PushUsers(_ context.Context, req *apipb.PushUsersRequest) (*api
 		return nil, err
 	}
 	if err := checkIDs("user", req.GetUsers()...); err != nil {
+		return nil, err
+	}
+	if err := s.known(ctx, req.GetUsers(), nil); err != nil {
 		return nil, err
 	}
 	subs := make([]*topicpb.Submitted, 0, len(req.GetUsers()))
@@ -386,7 +450,7 @@ func (s *Server) PushUsers(_ context.Context, req *apipb.PushUsersRequest) (*api
 }
 
 // PushRoom sends a message to a room.
-func (s *Server) PushRoom(_ context.Context, req *apipb.PushRoomRequest) (*apipb.PushReply, error) {
+func (s *Server) PushRoom(ctx context.Context, req *apipb.PushRoomRequest) (*apipb.PushReply, error) {
 	if req.GetRoom() == "" {
 		return nil, status.Error(codes.InvalidArgument, "api: empty room")
 	}
@@ -398,6 +462,9 @@ func (s *Server) PushRoom(_ context.Context, req *apipb.PushRoomRequest) (*apipb
 	}
 	from, err := sender(req.GetFrom())
 	if err != nil {
+		return nil, err
+	}
+	if err := s.known(ctx, nil, []string{req.GetRoom()}); err != nil {
 		return nil, err
 	}
 	c := req.GetContent()

@@ -18,6 +18,7 @@ import (
 	"github.com/laneim/laneim/proto/apipb"
 	"github.com/laneim/laneim/proto/topicpb"
 	"github.com/laneim/laneim/topics"
+	"github.com/laneim/laneim/wiring/directory"
 )
 
 type fakePresence struct{}
@@ -37,9 +38,14 @@ func (fakePresence) RoomOnline(_ context.Context, room string) (int, int, error)
 // serve runs the gateway on a real loopback listener and returns a client
 // presenting token.
 func serve(t *testing.T, token string) (apipb.PushClient, *testinfra.Recorder) {
+	return serveWith(t, token, api.Optional{})
+}
+
+// serveWith is serve with the server's optional dependencies.
+func serveWith(t *testing.T, token string, opt api.Optional) (apipb.PushClient, *testinfra.Recorder) {
 	t.Helper()
 	rec := &testinfra.Recorder{}
-	s, err := api.New(api.Config{Token: "secret-token", MaxBodyBytes: 10}, rec, fakePresence{}, api.Optional{}, slog.New(slog.DiscardHandler))
+	s, err := api.New(api.Config{Token: "secret-token", MaxBodyBytes: 10}, rec, fakePresence{}, opt, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,6 +128,73 @@ func TestPushes(t *testing.T) {
 	}
 }
 
+// TestPushesToUnknownAreNotFound: with a directory to look in, a push to
+// a room or a user it does not have is refused NotFound, naming them, and
+// nothing of it is published (routing would drop it unseen).
+func TestPushesToUnknownAreNotFound(t *testing.T) {
+	t.Parallel()
+	pc, rec := serveWith(t, "secret-token", api.Optional{Lookup: knownOnly{"alice": true, "bob": true, "lobby": true}})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	body := &apipb.Content{Body: []byte("x")}
+	for _, tc := range []struct {
+		push func() error
+		want string // in the NotFound's text; empty: accepted
+	}{
+		{func() error {
+			_, err := pc.PushRoom(ctx, &apipb.PushRoomRequest{Room: "lobby", Content: body})
+			return err
+		}, ""},
+		{func() error {
+			_, err := pc.PushRoom(ctx, &apipb.PushRoomRequest{Room: "nowhere", Content: body})
+			return err
+		}, `room "nowhere"`},
+		{func() error {
+			_, err := pc.PushUsers(ctx, &apipb.PushUsersRequest{Users: []string{"alice", "bob"}, Content: body})
+			return err
+		}, ""},
+		{func() error {
+			_, err := pc.PushUsers(ctx, &apipb.PushUsersRequest{Users: []string{"alice", "nobody", "bob", "ghost"}, Content: body})
+			return err
+		}, `user "nobody", user "ghost"`},
+	} {
+		err := tc.push()
+		subs := submitted(t, rec)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("push to known: %v", err)
+		case tc.want == "":
+		case status.Code(err) != codes.NotFound || !strings.Contains(err.Error(), tc.want):
+			t.Errorf("push to unknown: %v, want NotFound naming %s", err, tc.want)
+		case len(subs) > 0:
+			t.Errorf("push refused NotFound published %v", subs)
+		}
+	}
+}
+
+// knownOnly is a directory holding the users and rooms it maps to true.
+type knownOnly map[string]bool
+
+func (k knownOnly) Users(_ context.Context, ids ...string) (map[string]directory.User, error) {
+	out := map[string]directory.User{}
+	for _, id := range ids {
+		if k[id] {
+			out[id] = directory.User{ID: id}
+		}
+	}
+	return out, nil
+}
+
+func (k knownOnly) Rooms(_ context.Context, ids ...string) (map[string]directory.Room, error) {
+	out := map[string]directory.Room{}
+	for _, id := range ids {
+		if k[id] {
+			out[id] = directory.Room{ID: id}
+		}
+	}
+	return out, nil
+}
+
 func TestInvalidArguments(t *testing.T) {
 	t.Parallel()
 	pc, rec := serve(t, "secret-token")
@@ -141,6 +214,14 @@ func TestInvalidArguments(t *testing.T) {
 		{"empty body", func() error { _, err := pc.PushRoom(ctx, &apipb.PushRoomRequest{Room: "r"}); return err }},
 		{"body too large", func() error {
 			_, err := pc.Broadcast(ctx, &apipb.BroadcastRequest{Content: &apipb.Content{Body: make([]byte, 11)}})
+			return err
+		}},
+		{"client_msg_id too long", func() error {
+			_, err := pc.PushRoom(ctx, &apipb.PushRoomRequest{Room: "r", Content: &apipb.Content{Body: []byte("x"), ClientMsgId: strings.Repeat("i", topics.MaxClientMsgIDLen+1)}})
+			return err
+		}},
+		{"content_type too long", func() error {
+			_, err := pc.Broadcast(ctx, &apipb.BroadcastRequest{Content: &apipb.Content{Body: []byte("x"), ContentType: strings.Repeat("t", topics.MaxContentTypeLen+1)}})
 			return err
 		}},
 		{"online without users", func() error { _, err := pc.OnlineStatus(ctx, &apipb.OnlineStatusRequest{}); return err }},

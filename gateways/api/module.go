@@ -44,7 +44,7 @@ type params struct {
 }
 
 func newServer(p params) (*Server, error) {
-	opt := Optional{Directory: p.Directory}
+	opt := Optional{Directory: p.Directory, Lookup: p.Directory}
 	if p.Store != nil {
 		opt.History = p.Store
 	}

@@ -20,8 +20,8 @@ import (
 // Caps on client strings, in bytes. Ids (users, rooms) follow the id rule
 // of package topics; these bound the rest.
 const (
-	maxClientMsgIDBytes    = 128
-	maxContentTypeBytes    = 128
+	maxClientMsgIDBytes    = topics.MaxClientMsgIDLen
+	maxContentTypeBytes    = topics.MaxContentTypeLen
 	maxDeviceBytes         = 128
 	maxConversationBytes   = 256
 	maxCursorBytes         = 1024

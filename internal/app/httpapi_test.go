@@ -111,6 +111,16 @@ func TestE2EHTTPAPI(t *testing.T) {
 	if st := a.call("push_room", a.token, `{"room":"lobby","content":`, &e); st != http.StatusBadRequest || e.Error.Code != "INVALID_ARGUMENT" {
 		t.Errorf("bad JSON: %d %+v, want 400 INVALID_ARGUMENT", st, e)
 	}
+	// A push to a room or user the directory lacks is refused, not lost.
+	for method, body := range map[string]string{
+		"push_room":  `{"room":"nowhere","content":{"body":"` + b64("x") + `"}}`,
+		"push_users": `{"users":["alice","ghost"],"content":{"body":"` + b64("x") + `"}}`,
+	} {
+		var e apiError
+		if st := a.call(method, a.token, body, &e); st != http.StatusNotFound || e.Error.Code != "NOT_FOUND" {
+			t.Errorf("%s to an unknown: %d %+v, want 404 NOT_FOUND", method, st, e)
+		}
+	}
 
 	// A room push reaches the members' WebSocket connections.
 	alice := c.login("alice")
