@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http/httptest"
+	"strconv"
 	"testing"
 	"time"
 
@@ -56,6 +57,65 @@ func TestControlFrames(t *testing.T) {
 	}
 	if op != 0x8 || len(got) < 2 || binary.BigEndian.Uint16(got) != 1000 {
 		t.Fatalf("close answered with opcode %#x and %q, want a close frame with code 1000", op, got)
+	}
+}
+
+// TestPingFloodIsRateLimited: WebSocket ping frames spend the
+// connection's request budget. Within it each is answered with a pong;
+// past it none is, and each counts as a refusal in a row, so that a
+// flood is closed (1008) as a flood of requests is, instead of taking a
+// core to answer.
+func TestPingFloodIsRateLimited(t *testing.T) {
+	const burst = 5
+	c, err := comet.New(comet.Config{ID: "ctl", Secret: testSecret, RequestRate: 0.001, RequestBurst: burst, MaxConnsPerAddress: -1}, &testinfra.Recorder{}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(c)
+	defer srv.Close()
+	defer c.Close()
+	nc, err := rawUpgrade(srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	nc.SetDeadline(time.Now().Add(10 * time.Second))
+	// The budget, the refusals in a row that close, and more.
+	var flood bytes.Buffer
+	for i := range burst + 101 + 50 {
+		if err := writeClientFrame(&flood, 0x9, []byte(strconv.Itoa(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wrote := make(chan error, 1) // the server may close before reading it all
+	go func() {
+		_, err := nc.Write(flood.Bytes())
+		wrote <- err
+	}()
+	defer func() {
+		nc.Close()
+		<-wrote
+	}()
+	pongs := 0
+	for {
+		op, got, err := readServerFrame(nc)
+		if err != nil {
+			t.Fatalf("after %d pongs: %v, want a close frame", pongs, err)
+		}
+		if op == 0xA {
+			if string(got) != strconv.Itoa(pongs) {
+				t.Fatalf("pong %d carries %q", pongs, got)
+			}
+			pongs++
+			continue
+		}
+		if op != 0x8 || len(got) < 2 || binary.BigEndian.Uint16(got) != 1008 {
+			t.Fatalf("after %d pongs: opcode %#x with %q, want a close frame with code 1008", pongs, op, got)
+		}
+		break
+	}
+	if pongs != burst {
+		t.Fatalf("%d pings answered, want the burst of %d", pongs, burst)
 	}
 }
 

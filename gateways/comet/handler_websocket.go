@@ -2,6 +2,7 @@ package comet
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"net"
 	"net/http"
@@ -47,11 +48,13 @@ func (c *Comet) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	hj := &hijackCapture{ResponseWriter: w, writeTimeout: c.cfg.WriteTimeout}
+	var cn *conn // set before its reader starts, the only caller of OnPingReceived
 	ws, err := websocket.Accept(hj, r, &websocket.AcceptOptions{
 		Subprotocols: []string{SubprotocolProto, SubprotocolJSON},
 		// Any origin: no cookie is involved, a connection is
 		// authenticated by the token of its Login frame.
 		InsecureSkipVerify: true,
+		OnPingReceived:     func(context.Context, []byte) bool { return cn == nil || cn.allowPing() },
 	})
 	if err != nil {
 		// Accept has written an HTTP error (426 for a plain request).
@@ -61,7 +64,7 @@ func (c *Comet) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// Until login, a frame may carry little more than a token.
 	ws.SetReadLimit(int64(c.cfg.preLoginFrameBytes()))
-	cn := c.register(ws, hj.conn, !strings.EqualFold(ws.Subprotocol(), SubprotocolProto), addr)
+	cn = c.register(ws, hj.conn, !strings.EqualFold(ws.Subprotocol(), SubprotocolProto), addr)
 	if cn != nil {
 		cn.strikes = strikes
 	}

@@ -82,13 +82,7 @@ func (cn *conn) allow(req uint64, user string, send bool) bool {
 		cn.refusedInARow = 0
 		return true
 	}
-	cn.comet.rateLimited.Add(1)
-	if cn.refusedInARow++; cn.refusedInARow > maxRefusedInARow {
-		// The refusals already queued are written before the close.
-		if cn.kick(websocket.StatusPolicyViolation, "rate limit exceeded", true) {
-			cn.comet.strike(cn.strikes)
-			cn.comet.logger.Info("connection closed for exceeding its rate limit", "conn", cn.id, "user", user)
-		}
+	if cn.overLimit(user) {
 		return false
 	}
 	what := fmt.Sprintf("more than %g requests a second", float64(cn.limiter.Limit()))
@@ -102,6 +96,44 @@ func (cn *conn) allow(req uint64, user string, send bool) bool {
 		RetryAfterMs: ms,
 	}}})
 	return false
+}
+
+// allowPing takes one request from the connection's budget for a
+// WebSocket ping frame (RFC 6455's, not the protocol's Ping), which the
+// library answers with a pong unless this reports false. A ping past the
+// budget is not answered and counts as a refusal in a row, as a refused
+// request does: a flood of pings is closed (1008) as one of requests is,
+// instead of taking a core to answer (outside abuse check). The reader
+// calls it, as it calls allow.
+func (cn *conn) allowPing() bool {
+	if cn.limiter == nil {
+		return true
+	}
+	if take(cn.limiter) == 0 {
+		cn.refusedInARow = 0
+		return true
+	}
+	cn.comet.mu.RLock()
+	user := cn.user
+	cn.comet.mu.RUnlock()
+	cn.overLimit(user)
+	return false
+}
+
+// overLimit counts a request refused for the rate limit and, when it is
+// one more than maxRefusedInARow in a row, closes the connection (1008)
+// and reports true.
+func (cn *conn) overLimit(user string) bool {
+	cn.comet.rateLimited.Add(1)
+	if cn.refusedInARow++; cn.refusedInARow <= maxRefusedInARow {
+		return false
+	}
+	// The refusals already queued are written before the close.
+	if cn.kick(websocket.StatusPolicyViolation, "rate limit exceeded", true) {
+		cn.comet.strike(cn.strikes)
+		cn.comet.logger.Info("connection closed for exceeding its rate limit", "conn", cn.id, "user", user)
+	}
+	return true
 }
 
 // maxRefusedInARow is how many RATE_LIMITED answers in a row a connection
