@@ -181,7 +181,7 @@ func runAdmin(lc fx.Lifecycle, cfg Config, m *Metrics, logger *slog.Logger) {
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 		h = mux
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, MaxHeaderBytes: MaxHeaderBytes}
 	done := make(chan error, 1)
 	lc.Append(fx.Hook{
 		OnStart: func(context.Context) error {
@@ -207,3 +207,11 @@ func runAdmin(lc fx.Lifecycle, cfg Config, m *Metrics, logger *slog.Logger) {
 func markReady(lc fx.Lifecycle, m *Metrics) {
 	lc.Append(fx.StartStopHook(func() { m.SetReady(true) }, func() { m.SetReady(false) }))
 }
+
+// MaxHeaderBytes bounds the request headers laneIM's HTTP servers read
+// (the comets' upgrades, the HTTP api, the admin endpoints): 32 KiB,
+// well above what a browser sends with its cookies, instead of net/http's
+// 1 MiB, which let every upgrade left unfinished hold a megabyte until
+// its header timeout (outside abuse check). Larger headers are answered
+// 431.
+const MaxHeaderBytes = 32 << 10

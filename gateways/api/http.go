@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/laneim/laneim/topics"
+	"github.com/laneim/laneim/wiring"
 )
 
 // The HTTP/JSON api serves every method of the gRPC services as
@@ -78,6 +79,7 @@ func (s *Server) HTTPServer() *http.Server {
 	hs := &http.Server{
 		Handler:           s.HTTPHandler(),
 		ReadHeaderTimeout: 10 * time.Second,
+		MaxHeaderBytes:    wiring.MaxHeaderBytes,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       2 * time.Minute,

@@ -65,7 +65,7 @@ func newWithLifecycle(p params) (*Comet, error) {
 	mux.Handle(cfg.Path, c)
 	mux.Handle("/", WebClient())
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: wiring.MaxHeaderBytes}
 	scheme, useTLS := "ws://", cfg.TLSCert != ""
 	if useTLS {
 		tc, err := secure.Server(cfg.TLSCert, cfg.TLSKey, "")

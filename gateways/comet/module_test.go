@@ -108,6 +108,17 @@ func TestModuleOverKafka(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || strings.TrimSpace(string(body)) != "ok" {
 		t.Errorf("healthz: %d %q", resp.StatusCode, body)
 	}
+	// Headers are read up to wiring.MaxHeaderBytes, not net/http's 1 MiB.
+	big, err := http.NewRequest(http.MethodGet, "http://"+addr+"/ws", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	big.Header.Set("X-Padding", strings.Repeat("p", 2*wiring.MaxHeaderBytes))
+	if resp, err := http.DefaultClient.Do(big); err != nil {
+		t.Fatal(err)
+	} else if resp.Body.Close(); resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("an upgrade with %d bytes of headers: %s, want 431", 2*wiring.MaxHeaderBytes, resp.Status)
+	}
 
 	// Login goes to Kafka; the answer comes back through deliver.m1 and the router.
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
