@@ -516,8 +516,9 @@ func (x *LeaveRoom) GetRoom() string {
 // Send submits a message to a user (1:1) or a room.
 type Send struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// client_msg_id makes Send idempotent: the same (sender, client_msg_id)
-	// within 24 hours yields the same message id and sequence number.
+	// client_msg_id makes Send idempotent: the same (sender, conversation,
+	// client_msg_id) within 24 hours yields the same message id and sequence
+	// number. In another conversation the same client_msg_id is a new message.
 	ClientMsgId string `protobuf:"bytes,1,opt,name=client_msg_id,json=clientMsgId,proto3" json:"client_msg_id,omitempty"`
 	// Types that are valid to be assigned to To:
 	//
