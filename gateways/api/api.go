@@ -291,11 +291,12 @@ func (s *Server) GRPCServer(opts ...grpc.ServerOption) *grpc.Server {
 }
 
 // checkToken returns Unauthenticated unless one of the authorization
-// values is "Bearer <token>" with the configured token.
+// values is "Bearer <token>" with the configured token, the scheme in any
+// case (RFC 9110 11.1).
 func (s *Server) checkToken(authorization []string) error {
 	for _, v := range authorization {
-		tok, ok := strings.CutPrefix(v, "Bearer ")
-		if ok && subtle.ConstantTimeCompare([]byte(tok), []byte(s.cfg.Token)) == 1 {
+		scheme, tok, ok := strings.Cut(v, " ")
+		if ok && strings.EqualFold(scheme, "Bearer") && subtle.ConstantTimeCompare([]byte(tok), []byte(s.cfg.Token)) == 1 {
 			return nil
 		}
 	}

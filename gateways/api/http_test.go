@@ -116,12 +116,23 @@ func (r reply) errorCode() string {
 // do sends method with body and the token, and decodes the JSON answer.
 func (g *httpGateway) do(method, path, token, body string) reply {
 	g.t.Helper()
+	authorization := ""
+	if token != "" {
+		authorization = "Bearer " + token
+	}
+	return g.doAuthorized(method, path, authorization, body)
+}
+
+// doAuthorized is do with an Authorization header as given (none if
+// empty).
+func (g *httpGateway) doAuthorized(method, path, authorization, body string) reply {
+	g.t.Helper()
 	req, err := http.NewRequest(method, g.url+path, strings.NewReader(body))
 	if err != nil {
 		g.t.Fatal(err)
 	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
+	if authorization != "" {
+		req.Header.Set("Authorization", authorization)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := g.hc.Do(req)
@@ -160,6 +171,18 @@ func TestHTTPTokenRequired(t *testing.T) {
 	}
 	if out := g.rec.Take(); len(out) != 0 {
 		t.Errorf("refused calls published %d messages", len(out))
+	}
+	// The scheme's name is case-insensitive (RFC 9110), the token is not.
+	for authorization, want := range map[string]int{
+		"bearer secret-token": http.StatusOK,
+		"BEARER secret-token": http.StatusOK,
+		"Bearer Secret-token": http.StatusUnauthorized,
+		"Basic secret-token":  http.StatusUnauthorized,
+		"Bearersecret-token":  http.StatusUnauthorized,
+	} {
+		if r := g.doAuthorized(http.MethodPost, "/v1/room_online", authorization, `{"room":"r"}`); r.status != want {
+			t.Errorf("Authorization: %s: %d %s, want %d", authorization, r.status, r.raw, want)
+		}
 	}
 }
 

@@ -188,8 +188,15 @@ func Verify(secret []byte, token string, now time.Time, policy Policy) (Claims, 
 		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
 		jwt.WithoutClaimsValidation(),
 	)
-	if _, err := parser.ParseWithClaims(token, &claims, func(*jwt.Token) (any, error) { return secret, nil }); err != nil {
+	tok, err := parser.ParseWithClaims(token, &claims, func(*jwt.Token) (any, error) { return secret, nil })
+	if err != nil {
 		return Claims{}, fmt.Errorf("%w: %w", ErrTokenInvalid, err)
+	}
+	if _, ok := tok.Header["crit"]; ok {
+		// RFC 7515 4.1.11: a token whose critical extensions the
+		// recipient does not implement is invalid; laneIM implements
+		// none (the library does not check).
+		return Claims{}, fmt.Errorf("%w: a critical header extension (crit), which laneIM does not implement", ErrTokenInvalid)
 	}
 	if claims.ExpiresAt == nil {
 		return Claims{}, fmt.Errorf("%w: no expiry", ErrTokenInvalid)

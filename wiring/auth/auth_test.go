@@ -59,6 +59,10 @@ func TestVerifyTokenPolicy(t *testing.T) {
 		{"alg HS384", auth.Policy{}, signed(t, jwt.SigningMethodHS384, jwt.RegisteredClaims{Subject: "bob", ExpiresAt: at(time.Hour)}, secret), auth.ErrTokenInvalid},
 		{"alg RS256", auth.Policy{}, signed(t, jwt.SigningMethodRS256, jwt.RegisteredClaims{Subject: "bob", ExpiresAt: at(time.Hour)}, rsaKey(t)), auth.ErrTokenInvalid},
 		{"alg ES256", auth.Policy{}, signed(t, jwt.SigningMethodES256, jwt.RegisteredClaims{Subject: "bob", ExpiresAt: at(time.Hour)}, ecKey(t)), auth.ErrTokenInvalid},
+		// RFC 7515: a critical extension the recipient does not know
+		// makes the token invalid, however well signed.
+		{"crit header", auth.Policy{}, withHeader(t, "crit", []string{"exp-ext"}, jwt.RegisteredClaims{Subject: "bob", ExpiresAt: at(time.Hour)}), auth.ErrTokenInvalid},
+		{"other header", auth.Policy{}, withHeader(t, "kid", "key-1", jwt.RegisteredClaims{Subject: "bob", ExpiresAt: at(time.Hour)}), nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -173,6 +177,19 @@ func signed(t *testing.T, method jwt.SigningMethod, claims jwt.Claims, key any) 
 		t.Fatal(err)
 	}
 	return tok
+}
+
+// withHeader is an HS256 token signed with secret whose header also has
+// name: value.
+func withHeader(t *testing.T, name string, value any, claims jwt.Claims) string {
+	t.Helper()
+	tok := jwt.NewWithClaims(jwt.SigningMethodHS256, claims)
+	tok.Header[name] = value
+	s, err := tok.SignedString(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
 
 func inAnHour() *jwt.NumericDate { return jwt.NewNumericDate(time.Now().Add(time.Hour)) }
