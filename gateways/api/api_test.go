@@ -53,6 +53,17 @@ func serveWith(t *testing.T, token string, opt api.Optional) (apipb.PushClient, 
 	if err != nil {
 		t.Fatal(err)
 	}
+	serveGRPC(t, s, l)
+	pc, closer, err := api.Dial(context.Background(), l.Addr().String(), token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { closer.Close() })
+	return pc, rec
+}
+
+// serveGRPC serves s's gRPC server on l until the test ends.
+func serveGRPC(t *testing.T, s *api.Server, l net.Listener) {
 	g := s.GRPCServer()
 	done := make(chan error, 1)
 	go func() { done <- g.Serve(l) }()
@@ -60,12 +71,6 @@ func serveWith(t *testing.T, token string, opt api.Optional) (apipb.PushClient, 
 		g.Stop()
 		<-done
 	})
-	pc, closer, err := api.Dial(context.Background(), l.Addr().String(), token)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { closer.Close() })
-	return pc, rec
 }
 
 func submitted(t *testing.T, rec *testinfra.Recorder) []*topicpb.Submitted {
@@ -176,23 +181,22 @@ func TestPushesToUnknownAreNotFound(t *testing.T) {
 type knownOnly map[string]bool
 
 func (k knownOnly) Users(_ context.Context, ids ...string) (map[string]directory.User, error) {
-	out := map[string]directory.User{}
-	for _, id := range ids {
-		if k[id] {
-			out[id] = directory.User{ID: id}
-		}
-	}
-	return out, nil
+	return pick(k, ids, func(id string) directory.User { return directory.User{ID: id} }), nil
 }
 
 func (k knownOnly) Rooms(_ context.Context, ids ...string) (map[string]directory.Room, error) {
-	out := map[string]directory.Room{}
+	return pick(k, ids, func(id string) directory.Room { return directory.Room{ID: id} }), nil
+}
+
+// pick maps each of ids that k holds to entry(id).
+func pick[T any](k knownOnly, ids []string, entry func(string) T) map[string]T {
+	out := map[string]T{}
 	for _, id := range ids {
 		if k[id] {
-			out[id] = directory.Room{ID: id}
+			out[id] = entry(id)
 		}
 	}
-	return out, nil
+	return out
 }
 
 func TestInvalidArguments(t *testing.T) {
@@ -307,13 +311,7 @@ func TestTokenCheckedBeforeTheRequestIsRead(t *testing.T) {
 		t.Fatal(err)
 	}
 	l := &countingListener{Listener: inner}
-	g := s.GRPCServer()
-	done := make(chan error, 1)
-	go func() { done <- g.Serve(l) }()
-	t.Cleanup(func() {
-		g.Stop()
-		<-done
-	})
+	serveGRPC(t, s, l)
 	const size = 3 << 20
 	big := &apipb.PushRoomRequest{Room: "r", From: "x", Content: &apipb.Content{Body: bytes.Repeat([]byte("x"), size)}}
 	for _, tc := range []struct {

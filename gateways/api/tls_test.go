@@ -34,13 +34,7 @@ func serveTLS(t *testing.T, serverCA, clientCA *testinfra.CA) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := s.GRPCServer()
-	done := make(chan error, 1)
-	go func() { done <- g.Serve(l) }()
-	t.Cleanup(func() {
-		g.Stop()
-		<-done
-	})
+	serveGRPC(t, s, l)
 	return l.Addr().String()
 }
 

@@ -21,19 +21,7 @@ import (
 // pong and close: they go through the library's smallest read and write
 // buffers (socket.go), so payloads longer than those must come back whole.
 func TestControlFrames(t *testing.T) {
-	c, err := comet.New(comet.Config{ID: "ctl", Secret: testSecret, RequestRate: -1, MaxConnsPerAddress: -1}, &testinfra.Recorder{}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(c)
-	defer srv.Close()
-	defer c.Close()
-	nc, err := rawUpgrade(srv.Listener.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	nc.SetDeadline(time.Now().Add(10 * time.Second))
+	nc := rawConn(t, comet.Config{RequestRate: -1})
 	for _, n := range []int{0, 1, 15, 16, 17, 100, 125} {
 		payload := bytes.Repeat([]byte{'p'}, n)
 		if err := writeClientFrame(nc, 0x9, payload); err != nil {
@@ -67,19 +55,7 @@ func TestControlFrames(t *testing.T) {
 // core to answer.
 func TestPingFloodIsRateLimited(t *testing.T) {
 	const burst = 5
-	c, err := comet.New(comet.Config{ID: "ctl", Secret: testSecret, RequestRate: 0.001, RequestBurst: burst, MaxConnsPerAddress: -1}, &testinfra.Recorder{}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(c)
-	defer srv.Close()
-	defer c.Close()
-	nc, err := rawUpgrade(srv.Listener.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	nc.SetDeadline(time.Now().Add(10 * time.Second))
+	nc := rawConn(t, comet.Config{RequestRate: 0.001, RequestBurst: burst})
 	// The budget, the refusals in a row that close, and more.
 	var flood bytes.Buffer
 	for i := range burst + 101 + 50 {
@@ -93,7 +69,7 @@ func TestPingFloodIsRateLimited(t *testing.T) {
 		wrote <- err
 	}()
 	defer func() {
-		nc.Close()
+		nc.Close() // ends the write
 		<-wrote
 	}()
 	pongs := 0
@@ -117,6 +93,30 @@ func TestPingFloodIsRateLimited(t *testing.T) {
 	if pongs != burst {
 		t.Fatalf("%d pings answered, want the burst of %d", pongs, burst)
 	}
+}
+
+// rawConn starts a comet with cfg (its id, secret and no address limit
+// added) and returns a WebSocket connection to it opened by hand, with a
+// 10 s deadline; all end with the test.
+func rawConn(t *testing.T, cfg comet.Config) net.Conn {
+	t.Helper()
+	cfg.ID, cfg.Secret, cfg.MaxConnsPerAddress = "ctl", testSecret, -1
+	c, err := comet.New(cfg, &testinfra.Recorder{}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(c)
+	t.Cleanup(func() {
+		c.Close()
+		srv.Close()
+	})
+	nc, err := rawUpgrade(srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	nc.SetDeadline(time.Now().Add(10 * time.Second))
+	return nc
 }
 
 // writeClientFrame writes one final, masked frame of opcode op.

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -73,7 +72,7 @@ func BenchmarkBroadcastSockets(b *testing.B) {
 			h := c.Pipeline()
 			before := c.Stats().FramesSent
 			deadline = time.Now().Add(time.Minute)
-			cpu0 := cpuTime()
+			cpu0 := testinfra.ProcessCPU()
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i, msg := range msgs {
@@ -94,7 +93,7 @@ func BenchmarkBroadcastSockets(b *testing.B) {
 			b.StopTimer()
 			frames := float64(c.Stats().FramesSent - before)
 			b.ReportMetric(frames/float64(b.N), "frames/op")
-			b.ReportMetric((cpuTime()-cpu0).Seconds()*1e6/frames, "cpu-µs/frame")
+			b.ReportMetric((testinfra.ProcessCPU()-cpu0).Seconds()*1e6/frames, "cpu-µs/frame")
 		})
 	}
 }
@@ -123,11 +122,4 @@ func rawUpgrade(addr string) (net.Conn, error) {
 		return nil, fmt.Errorf("upgrade: %s, %d bytes read ahead", resp.Status, br.Buffered())
 	}
 	return nc, nil
-}
-
-// cpuTime is the process's user+system CPU time so far.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

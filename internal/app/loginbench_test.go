@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -90,7 +89,7 @@ func benchmarkLoginPipeline(b *testing.B, redisAddr string) {
 		}
 	})
 
-	cpu0, redis0 := processCPU(b), redisCPU(ctx, b, rdb)
+	cpu0, redis0 := testinfra.ProcessCPU(), redisCPU(ctx, b, rdb)
 	b.ResetTimer()
 	var g errgroup.Group
 	g.SetLimit(1024) // a comet publishes each login from a goroutine of its own
@@ -129,7 +128,7 @@ func benchmarkLoginPipeline(b *testing.B, redisAddr string) {
 		}
 	}
 	b.StopTimer()
-	cpu, redis := processCPU(b)-cpu0, redisCPU(ctx, b, rdb)-redis0
+	cpu, redis := testinfra.ProcessCPU()-cpu0, redisCPU(ctx, b, rdb)-redis0
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "logins/s")
 	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "µs-cpu/login")
 	b.ReportMetric(float64(redis.Microseconds())/float64(b.N), "µs-redis/login")
@@ -158,15 +157,6 @@ func seedRoom(ctx context.Context, store *directory.Store, room string, n int) e
 		return fmt.Errorf("members of %s: %w", room, err)
 	}
 	return nil
-}
-
-// processCPU is the CPU this process has used.
-func processCPU(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // redisCPU is the CPU the redis-server behind rdb has used (INFO cpu);

@@ -30,6 +30,14 @@ import (
 	"github.com/laneim/laneim/wiring"
 )
 
+// ProcessCPU is the user and system CPU time this process has used, for
+// benchmarks that report CPU per operation.
+func ProcessCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru) // cannot fail for RUSAGE_SELF
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
 // It is drawn at random below the kernel's ephemeral range (32768 and
 // up on Linux): a port the kernel handed out for :0 and that was closed
