@@ -38,6 +38,10 @@ const (
 	devAPIToken = "laneim-dev-api-token"
 )
 
+// devAdminAddr is where dev mode serves /metrics, /healthz and /readyz
+// unless --admin-addr or LANEIM_ADMIN_ADDR says otherwise.
+const devAdminAddr = "127.0.0.1:9100"
+
 func runDev(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
 	var cfg app.DevConfig
@@ -48,6 +52,8 @@ func runDev(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.RedisAddr, "redis-addr", "127.0.0.1:16379", "embedded Redis-protocol server listen address")
 	fs.StringVar(&cfg.EtcdAddr, "etcd-addr", "127.0.0.1:12379", "embedded etcd client address (peer: next port); empty: no etcd")
 	fs.StringVar(&cfg.DataDir, "data", ".run/dev", "folder for the history store and etcd's data; kept across restarts (empty: a temporary folder)")
+	// Dev mode serves its admin endpoints unless told otherwise (below).
+	fs.Lookup("admin-addr").DefValue = devAdminAddr
 	fs.StringVar(&cfg.Seed, "seed", builtinSeed, "demo directory (users, rooms) to load: a JSON file, or "+builtinSeed+" (testdata/seed.json, compiled in); empty: none")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: laneim dev [flags]\n\nDev mode runs its own Kafka and Redis (--kafka-addr, --redis-addr): --kafka and --redis\nbelong to `laneim worker`, `comet` and `api`.")
@@ -66,7 +72,7 @@ func runDev(ctx context.Context, args []string) error {
 		cfg.Settings.APIToken = devAPIToken
 	}
 	if !flagGiven(fs, "admin-addr") && os.Getenv(app.EnvName("admin-addr")) == "" {
-		cfg.Settings.AdminAddr = "127.0.0.1:9100"
+		cfg.Settings.AdminAddr = devAdminAddr
 	}
 	// In one process the comet cannot die without presence: sessions need
 	// heartbeats only to survive, so dev mode sends them four times less

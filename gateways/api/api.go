@@ -144,10 +144,8 @@ type Server struct {
 	tls      *tls.Config // nil: plain gRPC
 	// revoke: s writes the Redis directory itself, so it publishes the
 	// revocations of what it takes away (binlog sync does otherwise).
-	revoke bool
-	// refused, if set, is told of each gRPC call refused for its token
-	// (before any interceptor sees it: metrics count it so).
-	refused func(method string, err error)
+	revoke  bool
+	metrics *metrics // nil: calls not measured
 }
 
 // CometLister lists live comets, least loaded first.
@@ -271,11 +269,15 @@ func (s *Server) GRPCServer(opts ...grpc.ServerOption) *grpc.Server {
 	if s.tls != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(s.tls)))
 	}
+	if s.metrics != nil {
+		opts = append(opts, s.metrics.serverOptions()...)
+	}
 	opts = append(opts,
 		grpc.InTapHandle(func(ctx context.Context, info *tap.Info) (context.Context, error) {
 			err := s.checkToken(info.Header.Get("authorization"))
-			if err != nil && s.refused != nil {
-				s.refused(info.FullMethodName, err)
+			if err != nil && s.metrics != nil {
+				// Refused before any interceptor sees the call.
+				s.metrics.observe(info.FullMethodName, time.Now(), err)
 			}
 			return ctx, err
 		}),

@@ -62,13 +62,17 @@ func (s *Server) routes() []route {
 // HTTPHandler returns the HTTP/JSON api. It authenticates each request as
 // the gRPC server does; TLS is the http.Server's (see HTTPServer).
 func (s *Server) HTTPHandler() http.Handler {
+	observe := func(_ string, h http.Handler) http.Handler { return h }
+	if s.metrics != nil {
+		observe = s.metrics.observeHTTP
+	}
 	mux := http.NewServeMux()
 	for _, r := range s.routes() {
-		mux.Handle("/v1/"+r.name, r.h)
+		mux.Handle("/v1/"+r.name, observe("/v1/"+r.name, r.h))
 	}
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("/", observe("other", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "NOT_FOUND", fmt.Sprintf("api: no method at %s (POST /v1/<method>, see docs/http-api.md)", r.URL.Path))
-	})
+	})))
 	return mux
 }
 

@@ -41,6 +41,7 @@ type params struct {
 	Logger    *slog.Logger
 	Store     msgstore.Store   `optional:"true"`
 	Etcd      *clientv3.Client `optional:"true"`
+	Metrics   *wiring.Metrics  `optional:"true"`
 }
 
 func newServer(p params) (*Server, error) {
@@ -51,26 +52,25 @@ func newServer(p params) (*Server, error) {
 	if p.Etcd != nil {
 		opt.Comets = func(ctx context.Context) ([]discovery.Comet, error) { return discovery.Comets(ctx, p.Etcd) }
 	}
-	return New(p.Config, p.Publisher, p.Directory, opt, p.Logger.With("gateway", "api"))
+	s, err := New(p.Config, p.Publisher, p.Directory, opt, p.Logger.With("gateway", "api"))
+	if err != nil || p.Metrics == nil {
+		return s, err
+	}
+	if s.metrics, err = newMetrics(p.Metrics.Registry); err != nil {
+		return nil, fmt.Errorf("api: metrics: %w", err)
+	}
+	return s, nil
 }
 
 type serveParams struct {
 	fx.In
-	Server  *Server
-	Etcd    *clientv3.Client `optional:"true"`
-	Metrics *wiring.Metrics  `optional:"true"`
+	Server *Server
+	Etcd   *clientv3.Client `optional:"true"`
 }
 
 func serve(lc fx.Lifecycle, p serveParams, logger *slog.Logger) error {
 	s := p.Server
-	var m *metrics
-	if p.Metrics != nil {
-		var err error
-		if m, err = newMetrics(p.Metrics.Registry); err != nil {
-			return fmt.Errorf("api: metrics: %w", err)
-		}
-	}
-	g := s.observedGRPCServer(m)
+	g := s.GRPCServer()
 	done := make(chan error, 1)
 	var reg *discovery.Registration
 	lc.Append(fx.Hook{

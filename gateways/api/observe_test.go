@@ -4,6 +4,8 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -45,7 +47,8 @@ func TestReflectionAndMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := s.observedGRPCServer(m)
+	s.metrics = m
+	g := s.GRPCServer()
 	done := make(chan error, 1)
 	go func() { done <- g.Serve(l) }()
 	defer func() {
@@ -96,5 +99,48 @@ func TestReflectionAndMetrics(t *testing.T) {
 	}
 	if n := testutil.CollectAndCount(reg, "laneim_api_request_seconds"); n == 0 {
 		t.Error("no laneim_api_request_seconds")
+	}
+}
+
+// TestHTTPMetrics: the HTTP/JSON calls are counted by method and status,
+// and timed, refusals included.
+func TestHTTPMetrics(t *testing.T) {
+	t.Parallel()
+	s, err := New(Config{Token: "secret-token", MaxBodyBytes: 10}, &testinfra.Recorder{}, nobodyOnline{}, Optional{}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	if s.metrics, err = newMetrics(reg); err != nil {
+		t.Fatal(err)
+	}
+	h := s.HTTPHandler()
+	call := func(method, path, token string) {
+		req := httptest.NewRequest(method, path, strings.NewReader(`{"room":"lobby"}`))
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		h.ServeHTTP(httptest.NewRecorder(), req)
+	}
+	call(http.MethodPost, "/v1/room_online", "secret-token")
+	call(http.MethodPost, "/v1/room_online", "secret-token")
+	call(http.MethodPost, "/v1/room_online", "wrong")
+	call(http.MethodGet, "/v1/room_online", "secret-token")
+	call(http.MethodPost, "/v2/nothing", "secret-token")
+	for _, c := range []struct {
+		method, status string
+		want           float64
+	}{
+		{"/v1/room_online", "200", 2},
+		{"/v1/room_online", "401", 1},
+		{"/v1/room_online", "405", 1},
+		{"other", "404", 1},
+	} {
+		if got := testutil.ToFloat64(s.metrics.httpCalls.WithLabelValues(c.method, c.status)); got != c.want {
+			t.Errorf("laneim_api_http_requests_total{method=%q,status=%q} = %v, want %v", c.method, c.status, got, c.want)
+		}
+	}
+	if n := testutil.CollectAndCount(reg, "laneim_api_http_request_seconds"); n != 2 {
+		t.Errorf("laneim_api_http_request_seconds has %d series, want 2 (a method and other)", n)
 	}
 }

@@ -393,7 +393,9 @@ func (ch *chat) command(ctx context.Context, line string) bool {
 			break
 		}
 		conv := "room:" + room
-		ch.history(rctx, conv, ch.c.Positions()[conv], n, "history")
+		if ch.history(rctx, conv, ch.c.Positions()[conv], n, "history") == 0 {
+			ch.w.printf("* no messages in %s yet\n", room)
+		}
 	case cmd == "/who" && len(fields) == 1:
 		if room == "" {
 			ch.w.printf("! no room: /join ROOM first\n")
@@ -465,10 +467,11 @@ func (ch *chat) join(ctx context.Context, room string) {
 	}
 }
 
-// history shows the last n messages of conv up to seq until.
-func (ch *chat) history(ctx context.Context, conv string, until uint64, n int, tag string) {
+// history shows the last n messages of conv up to seq until, and
+// reports how many it showed.
+func (ch *chat) history(ctx context.Context, conv string, until uint64, n int, tag string) (shown int) {
 	if until == 0 {
-		return
+		return 0
 	}
 	after := uint64(0)
 	if until > uint64(n) {
@@ -478,18 +481,20 @@ func (ch *chat) history(ctx context.Context, conv string, until uint64, n int, t
 		res, err := ch.c.Sync(ctx, conv, after, uint32(min(n, 500)))
 		if err != nil {
 			ch.w.printf("! history of %s: %v\n", conv, err)
-			return
+			return shown
 		}
 		for _, m := range res.GetMessages() {
 			if m.GetSeq() <= until {
 				ch.message(m, tag)
+				shown++
 			}
 			after = max(after, m.GetSeq())
 		}
 		if !res.GetHasMore() || len(res.GetMessages()) == 0 {
-			return
+			return shown
 		}
 	}
+	return shown
 }
 
 // loadState reads the positions a StateFile keeps; a missing file holds none.

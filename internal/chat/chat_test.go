@@ -181,6 +181,11 @@ func TestChat(t *testing.T) {
 	fmt.Fprintln(bob.in, "/leave")
 	fmt.Fprintln(bob.in, "where does this go")
 	bob.shows(t, "* left lobby", "[no room]> ", "! no room")
+	// A room without messages says so rather than print nothing.
+	fmt.Fprintln(bob.in, "/join dev")
+	bob.shows(t, "* joined dev")
+	fmt.Fprintln(bob.in, "/history 5")
+	bob.shows(t, "* no messages in dev yet")
 	bob.quit(t)
 
 	// The state file remembers what bob saw: a 1:1 message sent while
