@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/laneim/laneim/internal/testinfra"
 	"github.com/laneim/laneim/wiring/directory"
 )
@@ -458,6 +460,48 @@ func TestDedupKeysDoNotCollide(t *testing.T) {
 			t.Fatalf("repeat of (%q, %q) = %+v, %v; want seq %d, Dup", tt.sender, tt.clientMsgID, again, err, a.Seq)
 		}
 	}
+}
+
+// TestAssignRestored: without its slot's mark nothing is assigned, so a
+// shard of a Redis Cluster that lost its keys (counters and mark) issues
+// no seq again while the directory's own mark, on another shard, lives
+// on; RestoreSequences marks every slot.
+func TestAssignRestored(t *testing.T) {
+	t.Parallel()
+	onBackends(t, func(t *testing.T, rdb redis.UniversalClient) {
+		s := directory.New(rdb)
+		ctx := context.Background()
+		subs := []directory.Submission{{Sender: "u", ClientMsgID: "a"}}
+		newID := func() string { return "id" }
+		if _, err := s.AssignRestored(ctx, "room:r", subs, newID); !errors.Is(err, directory.ErrNotRestored) {
+			t.Fatalf("before any restore: %v, want ErrNotRestored", err)
+		}
+		if err := s.RestoreSequences(ctx, map[string]uint64{"room:r": 4}); err != nil {
+			t.Fatal(err)
+		}
+		for _, conv := range []string{"room:r", "room:other", "dm:a:b"} {
+			got, err := s.AssignRestored(ctx, conv, subs, newID)
+			if err != nil {
+				t.Fatalf("%s after the restore: %v", conv, err)
+			}
+			if want := map[string]uint64{"room:r": 5}[conv]; want != 0 && got[0].Seq != want {
+				t.Errorf("%s: seq %d, want %d", conv, got[0].Seq, want)
+			}
+		}
+		// The shard of room:r loses its keys; the directory's mark stays.
+		if err := rdb.Del(ctx, "{c:room:r}:seq", directory.RestoredMarkKey("room:r")).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if ok, err := s.SequencesRestored(ctx); err != nil || !ok {
+			t.Fatalf("SequencesRestored = %v, %v", ok, err)
+		}
+		if _, err := s.AssignRestored(ctx, "room:r", []directory.Submission{{Sender: "u", ClientMsgID: "b"}}, newID); !errors.Is(err, directory.ErrNotRestored) {
+			t.Fatalf("after the slot lost its keys: %v, want ErrNotRestored", err)
+		}
+		if _, err := s.AssignRestored(ctx, "room:other", []directory.Submission{{Sender: "u", ClientMsgID: "b"}}, newID); err != nil {
+			t.Errorf("another slot: %v", err)
+		}
+	})
 }
 
 // TestAssignMany: a batch gets consecutive seqs in its order, a repeat

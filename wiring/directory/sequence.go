@@ -2,6 +2,7 @@ package directory
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -20,18 +21,27 @@ const DedupTTL = 24 * time.Hour
 const routedFlag = "routed"
 
 // assignScript assigns a batch of messages of one conversation. KEYS:
-// the seq counter, then one dedup key per message (one slot). ARGV: ttl
-// seconds, unix ms, then per message its new id and "1" to de-duplicate.
-// Returns, per message, its dedup value and dup (0/1). It reads the
-// dedup keys with one MGET and takes the batch's seqs with one INCRBY,
-// so it makes n+2 calls for n messages, not 3n: each call from a script
-// costs the embedded Redis two buffers of its own, and a real one a
-// command's dispatch.
+// the seq counter, its slot's "restored" mark (slots.go), then one dedup
+// key per message (one slot). ARGV: ttl seconds, unix ms, "1" to require
+// the mark, then per message its new id and "1" to de-duplicate. Returns,
+// per message, its dedup value and dup (0/1); without the mark when it is
+// required, the error NOTRESTORED and nothing changed. It reads the dedup
+// keys with one MGET and takes the batch's seqs with one INCRBY, so it
+// makes n+2 calls for n messages (n+3 with the mark), not 3n: each call
+// from a script costs the embedded Redis two buffers of its own, and a
+// real one a command's dispatch.
 var assignScript = redis.NewScript(`
+if ARGV[3] == '1' and redis.call('EXISTS', KEYS[2]) == 0 then
+  return redis.error_reply('NOTRESTORED sequence counters of this slot are not known restored')
+end
+local n = #KEYS - 2
+local function key(m) return KEYS[m+2] end
+local function id(m) return ARGV[2*m+2] end
+local function dedup(m) return ARGV[2*m+3] == '1' end
 local known = {}
 local check = {}
-for i = 2, #KEYS do
-  if ARGV[2*i] == '1' then check[#check+1] = KEYS[i] end
+for m = 1, n do
+  if dedup(m) then check[#check+1] = key(m) end
 end
 for j = 1, #check, 256 do
   local part = {}
@@ -42,29 +52,28 @@ for j = 1, #check, 256 do
   end
 end
 local new, seen = 0, {}
-for i = 2, #KEYS do
-  if ARGV[2*i] ~= '1' then
+for m = 1, n do
+  if not dedup(m) then
     new = new + 1
-  elseif not known[KEYS[i]] and not seen[KEYS[i]] then
-    seen[KEYS[i]] = true
+  elseif not known[key(m)] and not seen[key(m)] then
+    seen[key(m)] = true
     new = new + 1
   end
 end
 local seq = 0
 if new > 0 then seq = redis.call('INCRBY', KEYS[1], new) - new end
 local out = {}
-for i = 2, #KEYS do
-  local dedup = ARGV[2*i] == '1'
-  local v = dedup and known[KEYS[i]]
+for m = 1, n do
+  local v = dedup(m) and known[key(m)]
   if v then
     out[#out+1] = v
     out[#out+1] = 1
   else
     seq = seq + 1
-    v = seq .. ' ' .. ARGV[2*i-1] .. ' ' .. ARGV[2]
-    if dedup then
-      known[KEYS[i]] = v
-      redis.call('SET', KEYS[i], v, 'EX', ARGV[1])
+    v = seq .. ' ' .. id(m) .. ' ' .. ARGV[2]
+    if dedup(m) then
+      known[key(m)] = v
+      redis.call('SET', key(m), v, 'EX', ARGV[1])
     end
     out[#out+1] = v
     out[#out+1] = 0
@@ -72,6 +81,12 @@ for i = 2, #KEYS do
 end
 return out
 `)
+
+// ErrNotRestored is AssignRestored's error when the conversation's
+// counter is not known to be at or above its stored messages' seqs: its
+// slot's mark is missing (a Redis that lost those keys, or a directory
+// never restored).
+var ErrNotRestored = errors.New("directory: sequence counters not known restored")
 
 // Assign gives a message its id and sequence number in conversation,
 // atomically: a first (sender, clientMsgID) increments the conversation's
@@ -97,13 +112,29 @@ type Submission struct {
 // as Assign does each, in one atomic round trip: the new ones get
 // consecutive seqs. A repeat within subs gets its first one's, with Dup.
 func (s *Store) AssignMany(ctx context.Context, conversation string, subs []Submission, newID func() string) ([]Assigned, error) {
+	return s.assign(ctx, conversation, subs, newID, false)
+}
+
+// AssignRestored is AssignMany only while the conversation's counter is
+// known restored (RestoreSequences marked its hash slot), checked in the
+// same atomic step: ErrNotRestored otherwise, nothing assigned. Routing
+// assigns so, so that no seq is issued from a counter Redis lost, even
+// by a process that remembers none it issued.
+func (s *Store) AssignRestored(ctx context.Context, conversation string, subs []Submission, newID func() string) ([]Assigned, error) {
+	return s.assign(ctx, conversation, subs, newID, true)
+}
+
+func (s *Store) assign(ctx context.Context, conversation string, subs []Submission, newID func() string, restored bool) ([]Assigned, error) {
 	if len(subs) == 0 {
 		return nil, nil
 	}
-	keys := make([]string, 1, 1+len(subs))
-	keys[0] = convSeqKey(conversation)
-	args := make([]any, 2, 2+2*len(subs))
-	args[0], args[1] = int(DedupTTL.Seconds()), time.Now().UnixMilli()
+	keys := make([]string, 2, 2+len(subs))
+	keys[0], keys[1] = convSeqKey(conversation), RestoredMarkKey(conversation)
+	args := make([]any, 3, 3+2*len(subs))
+	args[0], args[1], args[2] = int(DedupTTL.Seconds()), time.Now().UnixMilli(), "0"
+	if restored {
+		args[2] = "1"
+	}
 	for _, sub := range subs {
 		keys = append(keys, convDedupKey(conversation, sub.Sender, sub.ClientMsgID))
 		dedup := "0"
@@ -114,6 +145,9 @@ func (s *Store) AssignMany(ctx context.Context, conversation string, subs []Subm
 	}
 	v, err := assignScript.Run(ctx, s.rdb, keys, args...).Result()
 	if err != nil {
+		if strings.HasPrefix(err.Error(), "NOTRESTORED") {
+			err = ErrNotRestored
+		}
 		return nil, fmt.Errorf("directory: assign %d in %s: %w", len(subs), conversation, err)
 	}
 	a, ok := v.([]any)
@@ -259,11 +293,26 @@ func (s *Store) RestoreSequences(ctx context.Context, latest map[string]uint64) 
 	if err := g.Wait(); err != nil {
 		return err
 	}
-	if err := s.rdb.Set(ctx, sequencesRestoredKey, time.Now().UTC().Format(time.RFC3339), 0).Err(); err != nil {
+	// Every slot's mark, then the directory's: a slot that loses its
+	// keys loses its mark with its counters (slots.go).
+	now := time.Now().UTC().Format(time.RFC3339)
+	for first := 0; first < slotCount; first += markBatch {
+		p := s.rdb.Pipeline()
+		for slot := first; slot < min(first+markBatch, slotCount); slot++ {
+			p.Set(ctx, restoredSlotKey(uint16(slot)), now, 0)
+		}
+		if _, err := p.Exec(ctx); err != nil {
+			return fmt.Errorf("directory: mark sequences restored: %w", err)
+		}
+	}
+	if err := s.rdb.Set(ctx, sequencesRestoredKey, now, 0).Err(); err != nil {
 		return fmt.Errorf("directory: mark sequences restored: %w", err)
 	}
 	return nil
 }
+
+// markBatch is how many slot marks one pipeline sets.
+const markBatch = 1024
 
 // ForgetSequencesRestored removes the mark, so that the next guard pass
 // restores the counters: for a seq found issued twice.

@@ -25,6 +25,11 @@ import (
 //     set by the persist worker once the counters are at or above the
 //     store's latest seqs, and is lost with the counters. Routing issues
 //     no seq while it is missing (checked at most every guardRecheck).
+//     On a Redis Cluster one shard may lose its keys while the mark
+//     lives on another: each hash slot has a mark of its own, checked in
+//     the step that takes the seqs (directory.AssignRestored); a slot
+//     without it has the directory's mark removed, so that persist
+//     restores every counter and marks every slot again.
 //   - Routing remembers the last seq it issued in each conversation; a
 //     new seq at or below it means the counter went back. The counter is
 //     raised again, the assignment undone, the mark removed (so persist
@@ -81,13 +86,22 @@ func (g *guardedStore) ready(ctx context.Context) error {
 	return nil
 }
 
-// AssignMany assigns as Store.AssignMany does, once the counters are
+// AssignMany assigns as Store.AssignRestored does, once the counters are
 // known restored, and refuses seqs that went backwards.
 func (g *guardedStore) AssignMany(ctx context.Context, conversation string, subs []directory.Submission, newID func() string) ([]directory.Assigned, error) {
 	if err := g.ready(ctx); err != nil {
 		return nil, err
 	}
-	as, err := g.Store.AssignMany(ctx, conversation, subs, newID)
+	as, err := g.Store.AssignRestored(ctx, conversation, subs, newID)
+	if errors.Is(err, directory.ErrNotRestored) {
+		// The directory's mark lives on, but the conversation's slot
+		// lost its keys (a Redis Cluster shard lost): have every counter
+		// restored, and every slot marked again.
+		g.mu.Lock()
+		g.checked = time.Time{}
+		g.mu.Unlock()
+		return nil, errors.Join(errNotRestored, err, g.Store.ForgetSequencesRestored(ctx))
+	}
 	if err != nil {
 		return nil, err
 	}

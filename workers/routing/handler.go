@@ -134,6 +134,7 @@ type Store interface {
 	User(ctx context.Context, id string) (directory.User, bool, error)
 	Blocks(ctx context.Context, user, other string) (bool, error)
 	AssignMany(ctx context.Context, conversation string, subs []directory.Submission, newID func() string) ([]directory.Assigned, error)
+	AssignRestored(ctx context.Context, conversation string, subs []directory.Submission, newID func() string) ([]directory.Assigned, error)
 	MarkRoutedMany(ctx context.Context, conversation string, subs []directory.Submission, as []directory.Assigned) error
 	Lookup(ctx context.Context, conversation, sender, clientMsgID string) (directory.Assigned, bool, error)
 	// For offline notices (offline.go).

@@ -492,11 +492,11 @@ func (f failingStore) Blocks(ctx context.Context, user, other string) (bool, err
 	return f.Store.Blocks(ctx, user, other)
 }
 
-func (f failingStore) AssignMany(ctx context.Context, conversation string, subs []directory.Submission, newID func() string) ([]directory.Assigned, error) {
+func (f failingStore) AssignRestored(ctx context.Context, conversation string, subs []directory.Submission, newID func() string) ([]directory.Assigned, error) {
 	if f.fails("Assign") {
 		return nil, f.err
 	}
-	return f.Store.AssignMany(ctx, conversation, subs, newID)
+	return f.Store.AssignRestored(ctx, conversation, subs, newID)
 }
 
 func (f failingStore) RoomComets(ctx context.Context, room string) ([]string, error) {
@@ -708,6 +708,53 @@ func TestSequenceGuard(t *testing.T) {
 	}
 	if r, _ := routedAndResult(t, rec); r.GetMessage().GetSeq() != 3 {
 		t.Fatalf("retry after restore got seq %d, want 3", r.GetMessage().GetSeq())
+	}
+}
+
+// TestSequenceGuardAfterASlotLoss: a Redis Cluster shard loses its keys
+// (the room's counter and its slot's mark) while the directory's own mark
+// lives on another shard, and routing restarts, remembering no seq it
+// issued: no seq is issued again; the directory's mark is removed, so
+// that persist restores the counters, and after that the room goes on
+// from its stored seqs (outside fault check).
+func TestSequenceGuardAfterASlotLoss(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rdb := testinfra.RedisClient(t)
+	store := newWorldOn(t, rdb)
+	h, rec := newHandler(t, routing.Config{CoolDown: -1}, store)
+	send := func(id string) *topicpb.Submitted {
+		return &topicpb.Submitted{Origin: origin, Sender: "alice", ClientMsgId: id, To: &topicpb.Submitted_Room{Room: "lobby"}}
+	}
+	for i, id := range []string{"m1", "m2"} {
+		if err := handle(t, h, send(id)); err != nil {
+			t.Fatal(err)
+		}
+		if r, _ := routedAndResult(t, rec); r.GetMessage().GetSeq() != uint64(i+1) {
+			t.Fatalf("seq %d, want %d", r.GetMessage().GetSeq(), i+1)
+		}
+	}
+	if err := rdb.Del(ctx, "{c:room:lobby}:seq", directory.RestoredMarkKey("room:lobby")).Err(); err != nil {
+		t.Fatal(err)
+	}
+	restarted, rec := newHandler(t, routing.Config{CoolDown: -1}, store)
+	if err := handle(t, restarted, send("m3")); err != nil {
+		t.Fatal(err)
+	}
+	if code := answerCode(t, rec); code != clientpb.Error_UNAVAILABLE {
+		t.Fatalf("answer %v, want UNAVAILABLE", code)
+	}
+	if ok, err := store.SequencesRestored(ctx); err != nil || ok {
+		t.Fatalf("restored = %v, %v after a slot lost its mark; want false", ok, err)
+	}
+	if err := store.RestoreSequences(ctx, map[string]uint64{"room:lobby": 2}); err != nil {
+		t.Fatal(err)
+	}
+	if err := handle(t, restarted, send("m3")); err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := routedAndResult(t, rec); r.GetMessage().GetSeq() != 3 {
+		t.Fatalf("after the restore: seq %d, want 3", r.GetMessage().GetSeq())
 	}
 }
 
