@@ -84,13 +84,21 @@ func Dial(cfg Config) (*clientv3.Client, error) {
 // lease and its keep-alive are an etcd concurrency.Session; the
 // Registration owns the goroutine that refreshes the value.
 type Registration struct {
-	session *concurrency.Session
+	mu      sync.Mutex
+	session *concurrency.Session // the current one: a new one after a lease is lost
 	// stopSession ends the session's context: the keep-alive and, during
 	// Close, the revoke.
 	stopSession context.CancelFunc
 	// stop ends the update goroutine.
 	stop context.CancelFunc
 	wg   sync.WaitGroup
+}
+
+// current returns the registration's session and its stop.
+func (r *Registration) current() (*concurrency.Session, context.CancelFunc) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.session, r.stopSession
 }
 
 // newSession grants a lease of ttl and keeps it alive until the returned
@@ -117,21 +125,31 @@ func newSession(ctx context.Context, c *clientv3.Client, ttl time.Duration) (*co
 // session. update, if not nil, is called every ttl/3 for a fresh value (a
 // comet's load) in a goroutine owned by the Registration. ctx bounds the
 // registration itself, not the life of the entry: that lasts until Close.
+// Should the lease be lost (etcd down or unreachable for longer than ttl,
+// the process frozen as long), the entry is put again under a new lease
+// as soon as etcd answers.
 func Register(ctx context.Context, c *clientv3.Client, key string, ttl time.Duration, value string, update func() string, logger *slog.Logger) (*Registration, error) {
-	s, stopSession, err := newSession(ctx, c, ttl)
+	put := func(ctx context.Context, lease clientv3.LeaseID) error {
+		v := value
+		if update != nil {
+			v = update()
+		}
+		if _, err := c.Put(ctx, key, v, clientv3.WithLease(lease)); err != nil {
+			return fmt.Errorf("discovery: register %s: %w", key, err)
+		}
+		return nil
+	}
+	return register(ctx, c, key, ttl, put, update != nil, logger)
+}
+
+// register puts an entry with put under a new lease of ttl and keeps it
+// there until Close: every ttl/3 again if refresh (a fresh value), and
+// under a new lease whenever the lease is lost.
+func register(ctx context.Context, c *clientv3.Client, key string, ttl time.Duration, put func(context.Context, clientv3.LeaseID) error, refresh bool, logger *slog.Logger) (*Registration, error) {
+	s, stopSession, err := leaseAndPut(ctx, c, ttl, put)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := c.Put(ctx, key, value, clientv3.WithLease(s.Lease())); err != nil {
-		_ = closeSession(ctx, s, stopSession)
-		return nil, fmt.Errorf("discovery: register %s: %w", key, err)
-	}
-	return keep(s, stopSession, key, ttl, update, logger), nil
-}
-
-// keep refreshes key with update every ttl/3, and reports the loss of the
-// session's lease, in a goroutine owned by the returned Registration.
-func keep(s *concurrency.Session, stopSession context.CancelFunc, key string, ttl time.Duration, update func() string, logger *slog.Logger) *Registration {
 	kctx, stop := context.WithCancel(context.Background())
 	r := &Registration{session: s, stopSession: stopSession, stop: stop}
 	r.wg.Add(1)
@@ -140,25 +158,74 @@ func keep(s *concurrency.Session, stopSession context.CancelFunc, key string, tt
 		t := time.NewTicker(max(ttl/3, time.Second))
 		defer t.Stop()
 		for {
+			s, _ := r.current()
 			select {
 			case <-kctx.Done():
 				return
 			case <-s.Done():
-				if kctx.Err() == nil {
-					logger.Warn("discovery: lease lost; entry will vanish", "key", key)
+				if kctx.Err() != nil {
+					return
 				}
-				return
+				logger.Warn("discovery: lease lost; registering again", "key", key)
+				r.renew(kctx, c, key, ttl, put, logger)
 			case <-t.C:
-				if update == nil {
+				if !refresh {
 					continue
 				}
-				if _, err := s.Client().Put(kctx, key, update(), clientv3.WithLease(s.Lease())); err != nil && kctx.Err() == nil {
+				if err := put(kctx, s.Lease()); err != nil && kctx.Err() == nil {
 					logger.Warn("discovery: update", "key", key, "err", err)
 				}
 			}
 		}
 	}()
-	return r
+	return r, nil
+}
+
+// leaseAndPut grants a lease of ttl, kept alive, and puts the entry under
+// it; on failure nothing is left behind.
+func leaseAndPut(ctx context.Context, c *clientv3.Client, ttl time.Duration, put func(context.Context, clientv3.LeaseID) error) (*concurrency.Session, context.CancelFunc, error) {
+	s, stopSession, err := newSession(ctx, c, ttl)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := put(ctx, s.Lease()); err != nil {
+		_ = closeSession(ctx, s, stopSession)
+		return nil, nil, err
+	}
+	return s, stopSession, nil
+}
+
+// renew puts the entry under a new lease, trying again with a growing
+// pause (1 s up to ttl) until it succeeds or ctx ends. The lost lease is
+// revoked, should it still exist: the entry is under the new one.
+func (r *Registration) renew(ctx context.Context, c *clientv3.Client, key string, ttl time.Duration, put func(context.Context, clientv3.LeaseID) error, logger *slog.Logger) {
+	pause := time.Second
+	for {
+		actx, cancel := context.WithTimeout(ctx, max(ttl, time.Second))
+		s, stopSession, err := leaseAndPut(actx, c, ttl, put)
+		cancel()
+		if err == nil {
+			r.mu.Lock()
+			old, stopOld := r.session, r.stopSession
+			r.session, r.stopSession = s, stopSession
+			r.mu.Unlock()
+			rctx, cancel := context.WithTimeout(ctx, time.Second)
+			_ = closeSession(rctx, old, stopOld)
+			cancel()
+			logger.Info("discovery: registered again", "key", key)
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		logger.Warn("discovery: register again", "key", key, "err", err, "retry_in", pause)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, max(ttl, time.Second))
+	}
 }
 
 // Close stops the updates and the keep-alive and revokes the lease,
@@ -167,7 +234,8 @@ func keep(s *concurrency.Session, stopSession context.CancelFunc, key string, tt
 func (r *Registration) Close(ctx context.Context) error {
 	r.stop()
 	r.wg.Wait()
-	if err := closeSession(ctx, r.session, r.stopSession); err != nil {
+	s, stopSession := r.current()
+	if err := closeSession(ctx, s, stopSession); err != nil {
 		return fmt.Errorf("discovery: revoke: %w", err)
 	}
 	return nil
@@ -224,16 +292,14 @@ func RegisterService(ctx context.Context, c *clientv3.Client, name, addr string,
 	if err != nil {
 		return nil, fmt.Errorf("discovery: %w", err)
 	}
-	s, stopSession, err := newSession(ctx, c, ttl)
-	if err != nil {
-		return nil, err
-	}
 	key := servicesPrefix + name + "/" + addr
-	if err := em.AddEndpoint(ctx, key, endpoints.Endpoint{Addr: addr}, clientv3.WithLease(s.Lease())); err != nil {
-		_ = closeSession(ctx, s, stopSession)
-		return nil, fmt.Errorf("discovery: register %s: %w", key, err)
+	put := func(ctx context.Context, lease clientv3.LeaseID) error {
+		if err := em.AddEndpoint(ctx, key, endpoints.Endpoint{Addr: addr}, clientv3.WithLease(lease)); err != nil {
+			return fmt.Errorf("discovery: register %s: %w", key, err)
+		}
+		return nil
 	}
-	return keep(s, stopSession, key, ttl, nil, logger), nil
+	return register(ctx, c, key, ttl, put, false, logger)
 }
 
 // Resolver returns a gRPC resolver builder for "etcd:///..." targets.

@@ -2,6 +2,7 @@ package discovery_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"path/filepath"
 	"strconv"
@@ -176,5 +177,56 @@ func TestRegistrationOutlivesItsContextAndExpiresWhenOrphaned(t *testing.T) {
 	t.Logf("orphaned key gone after %v", time.Since(gone).Round(100*time.Millisecond))
 	if err := r.Close(context.Background()); err == nil {
 		t.Error("Close revoked a lease through a closed client")
+	}
+}
+
+// TestRegistrationComesBackAfterItsLeaseIsLost: when the lease goes (etcd
+// was away, or the process frozen, for longer than the TTL; here revoked
+// from outside), the entry vanishes and is put again under a new lease,
+// for a comet and for a service alike (outside fault check: they stayed
+// unregistered while serving).
+func TestRegistrationComesBackAfterItsLeaseIsLost(t *testing.T) {
+	c := connect(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	logger := slog.New(slog.DiscardHandler)
+	const ttl = 2 * time.Second
+	comet, err := discovery.RegisterComet(ctx, c, discovery.Comet{ID: "c1", URL: "ws://a/ws"}, ttl, func() int64 { return 1 }, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer comet.Close(ctx)
+	service, err := discovery.RegisterService(ctx, c, "api", "127.0.0.1:1", ttl, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer service.Close(ctx)
+	for _, key := range []string{"/laneim/comets/c1", "laneim/services/api/127.0.0.1:1"} {
+		resp, err := c.Get(ctx, key)
+		if err != nil || len(resp.Kvs) != 1 {
+			t.Fatalf("%s: %v, %v", key, resp, err)
+		}
+		lost := clientv3.LeaseID(resp.Kvs[0].Lease)
+		if _, err := c.Revoke(ctx, lost); err != nil {
+			t.Fatal(err)
+		}
+		testinfra.Eventually(t, 10*time.Second, func() error {
+			resp, err := c.Get(ctx, key)
+			switch {
+			case err != nil:
+				return err
+			case len(resp.Kvs) == 0:
+				return fmt.Errorf("%s not registered again", key)
+			case clientv3.LeaseID(resp.Kvs[0].Lease) == lost:
+				return fmt.Errorf("%s still under the revoked lease", key)
+			}
+			return nil
+		}, "the entry put again under a new lease")
+	}
+	if err := comet.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if exists(t, c, "/laneim/comets/c1") {
+		t.Error("the entry outlived Close after a renewal")
 	}
 }
