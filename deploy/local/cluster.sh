@@ -109,7 +109,7 @@ start() {
   for port in $(seq "$redis_port" $((redis_port + 5))); do
     mkdir -p "$run/redis-$port"
     start_bg "redis-$port" redis-server --port "$port" --bind 127.0.0.1 --dir "$run/redis-$port" \
-      --cluster-enabled yes --cluster-config-file nodes.conf --save "" --appendonly no
+      --cluster-enabled yes --cluster-config-file nodes.conf --save "" --appendonly yes --appendfsync everysec
     wait_port "$port"
     nodes+=("127.0.0.1:$port")
   done

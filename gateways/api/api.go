@@ -151,14 +151,22 @@ type Server struct {
 // CometLister lists live comets, least loaded first.
 type CometLister func(ctx context.Context) ([]discovery.Comet, error)
 
-// PickComet returns the least loaded live comet.
+// PickCometTimeout bounds PickComet's read of etcd.
+const PickCometTimeout = 2 * time.Second
+
+// PickComet returns the least loaded live comet; Unavailable within
+// PickCometTimeout when etcd does not answer.
 func (s *Server) PickComet(ctx context.Context, _ *apipb.PickCometRequest) (*apipb.PickCometReply, error) {
 	if s.comets == nil {
 		return nil, status.Error(codes.Unavailable, "api: no service discovery (run with --etcd)")
 	}
+	// Bounded: with etcd away, the client would retry for as long as
+	// the caller waits (outside fault check: calls hung for minutes).
+	ctx, cancel := context.WithTimeout(ctx, PickCometTimeout)
+	defer cancel()
 	comets, err := s.comets(ctx)
 	if err != nil {
-		return nil, status.Errorf(codes.Unavailable, "api: %v", err)
+		return nil, status.Errorf(codes.Unavailable, "api: list comets: %v", err)
 	}
 	if len(comets) == 0 {
 		return nil, status.Error(codes.Unavailable, "api: no live comet")

@@ -19,6 +19,7 @@ import (
 	"github.com/laneim/laneim/proto/topicpb"
 	"github.com/laneim/laneim/topics"
 	"github.com/laneim/laneim/wiring/directory"
+	"github.com/laneim/laneim/wiring/discovery"
 )
 
 type fakePresence struct{}
@@ -364,4 +365,21 @@ func (c countingConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	c.read.Add(int64(n))
 	return n, err
+}
+
+// TestPickCometWithEtcdAway: a PickComet whose etcd does not answer is
+// answered Unavailable within api.PickCometTimeout, rather than waiting
+// for as long as its caller does.
+func TestPickCometWithEtcdAway(t *testing.T) {
+	t.Parallel()
+	hanging := func(ctx context.Context) ([]discovery.Comet, error) {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	pc, _ := serveWith(t, "secret-token", api.Optional{Comets: hanging})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := pc.PickComet(ctx, &apipb.PickCometRequest{}); status.Code(err) != codes.Unavailable {
+		t.Fatalf("PickComet with etcd away: %v, want Unavailable", err)
+	}
 }

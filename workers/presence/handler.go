@@ -195,6 +195,10 @@ func ref(s *topicpb.Session) directory.SessionRef {
 // disable or delete.
 const reasonBanned = "account disabled or deleted"
 
+// reasonExpired closes the connection of a session presence expired: its
+// comet stopped reporting it for a session TTL.
+const reasonExpired = "session expired: log in again"
+
 // reasonTooMany closes the connection of a login past
 // MaxSessionsPerUser; a comet closes one past its own bound so too.
 const reasonTooMany = "too many connections"
@@ -413,11 +417,23 @@ func (h *Handler) reply(s *topicpb.Session, frame *clientpb.ServerFrame, ctl *to
 }
 
 // Sweep closes the sessions whose deadline passed before now and tells
-// their rooms; it returns how many it closed.
+// their rooms; it returns how many it closed. Each connection is told to
+// close first (reasonExpired): a comet that was frozen, or whose
+// heartbeats the broker held, may still hold it, open and answering
+// pings, while it no longer receives anything; closed, its client logs
+// in again and Syncs (outside fault check). A dead comet's delivery
+// topic just keeps the closes.
 func (h *Handler) Sweep(ctx context.Context, now time.Time) (int, error) {
 	refs, err := h.store.ExpiredSessions(ctx, now, h.cfg.SweepBatch)
 	if err != nil {
 		return 0, err
+	}
+	closes := make([]pipeline.Answer, len(refs))
+	for i, r := range refs {
+		closes[i] = pipeline.Answer{Session: session(r), Control: &topicpb.Control{Close: reasonExpired}}
+	}
+	if err := pipeline.ReplyAll(h.pub, closes); err != nil {
+		return 0, fmt.Errorf("presence: close expired sessions: %w", err)
 	}
 	var errs []error
 	for _, r := range refs {

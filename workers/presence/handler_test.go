@@ -209,17 +209,22 @@ func TestSweeperExpiresSilentSessions(t *testing.T) {
 	if !on["alice"] || users != 1 {
 		t.Fatalf("alice online %v, lobby users %d; want alice kept alone", on, users)
 	}
-	// The sweep tells the lobby's remaining comet that bob went (it
-	// publishes just after the counts change, so poll for it).
+	// The sweep tells bob's comet to close his connection (a frozen
+	// comet that thaws must not keep it open and deaf), then the lobby's
+	// remaining comet that bob went (it publishes just after the counts
+	// change, so poll for both).
 	var frames []*topicpb.Delivery
 	testinfra.Eventually(t, 5*time.Second, func() bool {
 		frames = append(frames, deliveries(t, rec)[topics.Delivery("c1")]...)
-		return len(frames) > 0
-	}, "no presence frame from the sweep")
-	if len(frames) != 1 {
-		t.Fatalf("sweep frames %v, want one", frames)
+		return len(frames) >= 2
+	}, "no close and presence frame from the sweep")
+	if len(frames) != 2 {
+		t.Fatalf("sweep deliveries %v, want a close and a presence frame", frames)
 	}
-	if d, p := frames[0], frames[0].GetFrame().GetPresence(); p.GetUser() != "bob" || p.GetOnline() || p.GetOnlineCount() != 1 || d.GetRoom() != "lobby" {
+	if d := frames[0]; fmt.Sprint(d.GetConns()) != "[bob]" || !strings.Contains(d.GetControl().GetClose(), "session expired") {
+		t.Fatalf("sweep's first delivery %v, want bob's connection closed as expired", d)
+	}
+	if d, p := frames[1], frames[1].GetFrame().GetPresence(); p.GetUser() != "bob" || p.GetOnline() || p.GetOnlineCount() != 1 || d.GetRoom() != "lobby" {
 		t.Fatalf("sweep presence %v", d)
 	}
 }
