@@ -1,7 +1,6 @@
 package wiring_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -31,7 +30,7 @@ import (
 func TestRouterOverKafka(t *testing.T) {
 	t.Parallel()
 	k := testinfra.KafkaPipeline(t)
-	var logged syncBuffer
+	var logged testinfra.SyncBuffer
 	k.Logger = slog.New(slog.NewTextHandler(&logged, nil))
 	var failedOnce atomic.Int32
 	var handled sync.Map // rooms
@@ -163,24 +162,6 @@ func TestTopicRetention(t *testing.T) {
 			t.Errorf("%s: retention.ms %q, retention.bytes %q; want %q, %q", tt.topic, got["retention.ms"], got["retention.bytes"], tt.ms, tt.maxBytes)
 		}
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a logger's concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // TestStoppingDoesNotDeadLetter: a message whose handler is cut short

@@ -1,10 +1,8 @@
 package main
 
 import (
-	"bytes"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -31,7 +29,7 @@ func TestMain(m *testing.M) {
 // protocol: each message of a routed batch is logged once.
 func TestLogsRoutedMessages(t *testing.T) {
 	kcfg := testinfra.Kafka(t)
-	var log syncBuffer
+	var log testinfra.SyncBuffer
 	app := fxtest.New(t, fx.Supply(wiring.Config{Kafka: kcfg}, slog.New(slog.NewTextHandler(&log, nil))), wiring.Module, Module)
 	app.RequireStart()
 	defer app.RequireStop()
@@ -60,22 +58,4 @@ func TestLogsRoutedMessages(t *testing.T) {
 		}
 		return true
 	}, "both messages of the batch logged")
-}
-
-// syncBuffer is a bytes.Buffer safe for the logger and the test at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

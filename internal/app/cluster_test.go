@@ -5,7 +5,6 @@ package app
 // with clients on real WebSocket connections.
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -15,7 +14,6 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -645,7 +643,7 @@ func TestE2EPoisonMessageGoesToDeadLettersPipelineGoesOn(t *testing.T) {
 }
 
 // shows returns nil if the output holds want, or an error quoting it.
-func shows(out *syncBuffer, want string) error {
+func shows(out *testinfra.SyncBuffer, want string) error {
 	if got := out.String(); !strings.Contains(got, want) {
 		return fmt.Errorf("%q lacks %q", got, want)
 	}
@@ -659,12 +657,12 @@ func TestE2EChatClients(t *testing.T) {
 	defer cancel()
 	type side struct {
 		in  *io.PipeWriter
-		out *syncBuffer
+		out *testinfra.SyncBuffer
 		err chan error
 	}
 	start := func(user string) *side {
 		r, w := io.Pipe()
-		s := &side{in: w, out: &syncBuffer{}, err: make(chan error, 1)}
+		s := &side{in: w, out: &testinfra.SyncBuffer{}, err: make(chan error, 1)}
 		go func() {
 			s.err <- chat.Run(ctx, chat.Config{URL: c.ws, Token: c.token(user, time.Hour), Room: "lobby"}, r, s.out)
 		}()
@@ -688,24 +686,6 @@ func TestE2EChatClients(t *testing.T) {
 		}
 		s.in.Close()
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for one writer and concurrent readers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func TestE2EMetricsAndHealth(t *testing.T) {

@@ -1,14 +1,12 @@
 package chat_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -29,34 +27,16 @@ func TestMain(m *testing.M) {
 	)
 }
 
-// syncBuffer is a bytes.Buffer safe for one writer and concurrent readers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // session is one run of the chat, fed through a pipe.
 type session struct {
 	in  *io.PipeWriter
-	out *syncBuffer
+	out *testinfra.SyncBuffer
 	err chan error
 }
 
 func start(ctx context.Context, cfg chat.Config) *session {
 	r, w := io.Pipe()
-	s := &session{in: w, out: &syncBuffer{}, err: make(chan error, 1)}
+	s := &session{in: w, out: &testinfra.SyncBuffer{}, err: make(chan error, 1)}
 	go func() {
 		s.err <- chat.Run(ctx, cfg, r, s.out)
 		r.Close()
