@@ -39,6 +39,14 @@ func (c RedisConfig) Validate() error {
 	return c.TLS.Validate("redis")
 }
 
+// ClusterSlotsReload is how stale a Redis Cluster client's map of slots
+// to nodes may grow while it sends commands. go-redis re-reads it at once
+// on a MOVED answer, but a dead master answers nothing: with the
+// library's 60 s, the workers kept dialling a master for 18 s after its
+// replica had been promoted (outside fault check). Reading the map costs
+// one CLUSTER SLOTS.
+const ClusterSlotsReload = 2 * time.Second
+
 // NewRedis connects to Redis and checks that it answers.
 func NewRedis(ctx context.Context, cfg RedisConfig) (redis.UniversalClient, error) {
 	if err := cfg.Validate(); err != nil {
@@ -60,7 +68,14 @@ func NewRedis(ctx context.Context, cfg RedisConfig) (redis.UniversalClient, erro
 		// client within a bound while Redis hangs), not only ReadTimeout.
 		ContextTimeoutEnabled: true,
 	}
-	c := redis.NewUniversalClient(opts)
+	var c redis.UniversalClient
+	if len(opts.Addrs) > 1 || opts.IsClusterMode { // as NewUniversalClient decides
+		co := opts.Cluster()
+		co.ClusterStateReloadInterval = ClusterSlotsReload
+		c = redis.NewClusterClient(co)
+	} else {
+		c = redis.NewUniversalClient(opts)
+	}
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := c.Ping(pctx).Err(); err != nil {
