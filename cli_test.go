@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -229,8 +228,8 @@ func TestStopWhenTheBrokerIsGone(t *testing.T) {
 	}
 	bin := buildLaneim(t)
 	redis := testinfra.StartRedis(t)
-	kafka := "127.0.0.1:" + strconv.Itoa(testinfra.FreePort(t))
-	admin := "127.0.0.1:" + strconv.Itoa(testinfra.FreePort(t))
+	kafka := testinfra.FreeAddr(t)
+	admin := testinfra.FreeAddr(t)
 	start := func(args ...string) *exec.Cmd {
 		cmd := exec.Command(bin, args...)
 		cmd.Dir = t.TempDir()

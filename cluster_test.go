@@ -14,7 +14,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -84,8 +83,6 @@ func (p *proc) tail() string {
 	return string(b)
 }
 
-func addr(t *testing.T) string { return "127.0.0.1:" + strconv.Itoa(testinfra.FreePort(t)) }
-
 // waitReady waits for p's /readyz to answer 200; the test's deferred
 // function shows the processes' logs if it does not.
 func waitReady(t *testing.T, p *proc, adminAddr string) {
@@ -146,7 +143,7 @@ func TestMultiProcessCluster(t *testing.T) {
 		}
 	}()
 
-	kafka, etcd, etcdPeer := addr(t), addr(t), addr(t)
+	kafka, etcd, etcdPeer := testinfra.FreeAddr(t), testinfra.FreeAddr(t), testinfra.FreeAddr(t)
 	broker := spawn("broker", nil, "broker", "--addr", kafka)
 	waitPort(t, broker, kafka)
 	etcdProc := spawn("etcd", nil, "etcd", "--addr", etcd, "--peer-addr", etcdPeer, "--data", filepath.Join(dir, "etcd"))
@@ -164,7 +161,7 @@ func TestMultiProcessCluster(t *testing.T) {
 		name string
 		args []string
 	}
-	comet1, comet2, apiAddr := addr(t), addr(t), addr(t)
+	comet1, comet2, apiAddr := testinfra.FreeAddr(t), testinfra.FreeAddr(t), testinfra.FreeAddr(t)
 	roles := []role{
 		{"login-presence", []string{"worker", "login", "presence"}},
 		{"routing", []string{"worker", "routing"}},
@@ -172,12 +169,12 @@ func TestMultiProcessCluster(t *testing.T) {
 		{"history", []string{"worker", "persist", "history", "--history", filepath.Join(dir, "history.db")}},
 		{"comet-c1", []string{"comet", "--comet-id", "c1", "--comet-addr", comet1}},
 		{"comet-c2", []string{"comet", "--comet-id", "c2", "--comet-addr", comet2}},
-		{"api", []string{"api", "--api-addr", apiAddr, "--api-http-addr", addr(t)}},
+		{"api", []string{"api", "--api-addr", apiAddr, "--api-http-addr", testinfra.FreeAddr(t)}},
 	}
 	byName := map[string]*proc{}
 	admins := map[string]string{}
 	for _, r := range roles {
-		admins[r.name] = addr(t)
+		admins[r.name] = testinfra.FreeAddr(t)
 		byName[r.name] = spawn(r.name, env, append(r.args, "--admin-addr", admins[r.name])...)
 	}
 	for _, r := range roles {

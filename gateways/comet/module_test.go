@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -73,7 +72,7 @@ func cometApp(t *testing.T, kcfg wiring.KafkaConfig, cfg comet.Config, populate 
 
 func TestModuleOverKafka(t *testing.T) {
 	kcfg := testinfra.Kafka(t)
-	addr := "127.0.0.1:" + strconv.Itoa(testinfra.FreePort(t))
+	addr := testinfra.FreeAddr(t)
 	var cm *comet.Comet
 	var pub message.Publisher
 	app := fxtest.New(t, cometApp(t, kcfg, comet.Config{ID: "m1", Secret: testSecret, Addr: addr}, &cm, &pub))
@@ -213,7 +212,7 @@ func TestModuleRegistrationFailureUndoesStart(t *testing.T) {
 	// the comet's.
 	before := goleak.IgnoreCurrent()
 
-	addr := "127.0.0.1:" + strconv.Itoa(testinfra.FreePort(t))
+	addr := testinfra.FreeAddr(t)
 	var cm *comet.Comet
 	app := fx.New(
 		fx.NopLogger,
@@ -258,7 +257,7 @@ func TestModuleServesWSS(t *testing.T) {
 	kcfg := testinfra.Kafka(t)
 	ca := testinfra.NewCA(t, "comet")
 	cert, key := ca.Issue("comet")
-	addr := "127.0.0.1:" + strconv.Itoa(testinfra.FreePort(t))
+	addr := testinfra.FreeAddr(t)
 	app := fxtest.New(t, cometApp(t, kcfg, comet.Config{ID: "tls1", Secret: testSecret, Addr: addr, TLSCert: cert, TLSKey: key}))
 	app.RequireStart()
 	defer app.RequireStop()

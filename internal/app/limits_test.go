@@ -26,7 +26,7 @@ func (c *cluster) startComet(id string) string {
 	c.t.Helper()
 	s := c.settings
 	s.CometID = id
-	s.CometAddr = "127.0.0.1:" + strconv.Itoa(testinfra.FreePort(c.t))
+	s.CometAddr = testinfra.FreeAddr(c.t)
 	s.AdminAddr, s.History = "", ""
 	r := &restartable{t: c.t, opts: s.Options(slog.New(testWriter{c.t}.handler()), Comet)}
 	r.start()

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
-	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -25,8 +24,8 @@ func startEtcd(t *testing.T) []string {
 	t.Helper()
 	e, err := embedded.StartEtcd(embedded.EtcdConfig{
 		Dir:        filepath.Join(t.TempDir(), "etcd"),
-		ClientAddr: "127.0.0.1:" + strconv.Itoa(testinfra.FreePort(t)),
-		PeerAddr:   "127.0.0.1:" + strconv.Itoa(testinfra.FreePort(t)),
+		ClientAddr: testinfra.FreeAddr(t),
+		PeerAddr:   testinfra.FreeAddr(t),
 	})
 	if err != nil {
 		t.Fatal(err)

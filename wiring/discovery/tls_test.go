@@ -3,7 +3,6 @@ package discovery_test
 import (
 	"context"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -24,8 +23,8 @@ func TestEtcdTLSAndAuth(t *testing.T) {
 	cert, key := ca.Issue("etcd")
 	e, err := embedded.StartEtcd(embedded.EtcdConfig{
 		Dir:        filepath.Join(t.TempDir(), "etcd"),
-		ClientAddr: "127.0.0.1:" + strconv.Itoa(testinfra.FreePort(t)),
-		PeerAddr:   "127.0.0.1:" + strconv.Itoa(testinfra.FreePort(t)),
+		ClientAddr: testinfra.FreeAddr(t),
+		PeerAddr:   testinfra.FreeAddr(t),
 		CertFile:   cert, KeyFile: key, ClientCAFile: ca.File,
 		BcryptCost: uint(bcrypt.MinCost), // a loaded machine is slow enough
 	})
