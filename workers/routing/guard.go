@@ -86,6 +86,13 @@ func (g *guardedStore) ready(ctx context.Context) error {
 	return nil
 }
 
+// recheck makes the next assignment ask the directory's mark again.
+func (g *guardedStore) recheck() {
+	g.mu.Lock()
+	g.checked = time.Time{}
+	g.mu.Unlock()
+}
+
 // AssignMany assigns as Store.AssignRestored does, once the counters are
 // known restored, and refuses seqs that went backwards.
 func (g *guardedStore) AssignMany(ctx context.Context, conversation string, subs []directory.Submission, newID func() string) ([]directory.Assigned, error) {
@@ -97,9 +104,7 @@ func (g *guardedStore) AssignMany(ctx context.Context, conversation string, subs
 		// The directory's mark lives on, but the conversation's slot
 		// lost its keys (a Redis Cluster shard lost): have every counter
 		// restored, and every slot marked again.
-		g.mu.Lock()
-		g.checked = time.Time{}
-		g.mu.Unlock()
+		g.recheck()
 		return nil, errors.Join(errNotRestored, err, g.Store.ForgetSequencesRestored(ctx))
 	}
 	if err != nil {
@@ -131,9 +136,7 @@ func (g *guardedStore) AssignMany(ctx context.Context, conversation string, subs
 	// The counter went back: put it where it was, undo this batch's new
 	// assignments so that the retry gets new seqs, and have every
 	// counter restored.
-	g.mu.Lock()
-	g.checked = time.Time{}
-	g.mu.Unlock()
+	g.recheck()
 	errs := []error{
 		fmt.Errorf("routing: %s issued seq %d after %d: the directory lost its counters", conversation, back, last),
 		g.Store.RaiseSeq(ctx, conversation, prev),

@@ -660,27 +660,14 @@ func answerCode(t *testing.T, rec *testinfra.Recorder) clientpb.Error_Code {
 func TestSequenceGuard(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	rdb := testinfra.RedisClient(t)
-	store := newWorldOn(t, rdb)
-	h, rec := newHandler(t, routing.Config{CoolDown: -1}, store)
-	send := func(id string) *topicpb.Submitted {
-		return &topicpb.Submitted{Origin: origin, Sender: "alice", ClientMsgId: id, To: &topicpb.Submitted_Room{Room: "lobby"}}
-	}
-	for i, id := range []string{"m1", "m2"} {
-		if err := handle(t, h, send(id)); err != nil {
-			t.Fatal(err)
-		}
-		if r, _ := routedAndResult(t, rec); r.GetMessage().GetSeq() != uint64(i+1) {
-			t.Fatalf("seq %d, want %d", r.GetMessage().GetSeq(), i+1)
-		}
-	}
+	rdb, store, h, rec := lobbyAtSeq2(t)
 
 	// Redis loses the room's counter (restarted without its data): the
 	// next message would get seq 1 again.
 	if err := rdb.Del(ctx, "{c:room:lobby}:seq").Err(); err != nil {
 		t.Fatal(err)
 	}
-	if err := handle(t, h, send("m3")); err != nil {
+	if err := handle(t, h, sendToLobby("m3")); err != nil {
 		t.Fatal(err)
 	}
 	if code := answerCode(t, rec); code != clientpb.Error_UNAVAILABLE {
@@ -690,7 +677,7 @@ func TestSequenceGuard(t *testing.T) {
 		t.Fatalf("restored = %v, %v after a counter went back; want false", ok, err)
 	}
 	// Not restored: nothing is issued, the api's push is retried.
-	api := send("m3")
+	api := sendToLobby("m3")
 	api.Origin = nil
 	if err := handle(t, h, api); err == nil || pipeline.IsPermanent(err) {
 		t.Fatalf("api push while not restored = %v, want a transient error", err)
@@ -698,17 +685,9 @@ func TestSequenceGuard(t *testing.T) {
 	if out := rec.Take(); len(out) != 0 {
 		t.Fatalf("published %d messages while not restored", len(out))
 	}
-	// Restored (persist's guard; the store holds seqs 1 and 2): the retry
-	// gets seq 3, not a seq already given.
-	if err := store.RestoreSequences(ctx, map[string]uint64{"room:lobby": 2}); err != nil {
-		t.Fatal(err)
-	}
-	if err := handle(t, h, send("m3")); err != nil {
-		t.Fatal(err)
-	}
-	if r, _ := routedAndResult(t, rec); r.GetMessage().GetSeq() != 3 {
-		t.Fatalf("retry after restore got seq %d, want 3", r.GetMessage().GetSeq())
-	}
+	// Restored (persist's guard): the retry gets seq 3, not a seq
+	// already given.
+	goesOnAtSeq3(t, store, h, rec)
 }
 
 // TestSequenceGuardAfterASlotLoss: a Redis Cluster shard loses its keys
@@ -720,25 +699,12 @@ func TestSequenceGuard(t *testing.T) {
 func TestSequenceGuardAfterASlotLoss(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	rdb := testinfra.RedisClient(t)
-	store := newWorldOn(t, rdb)
-	h, rec := newHandler(t, routing.Config{CoolDown: -1}, store)
-	send := func(id string) *topicpb.Submitted {
-		return &topicpb.Submitted{Origin: origin, Sender: "alice", ClientMsgId: id, To: &topicpb.Submitted_Room{Room: "lobby"}}
-	}
-	for i, id := range []string{"m1", "m2"} {
-		if err := handle(t, h, send(id)); err != nil {
-			t.Fatal(err)
-		}
-		if r, _ := routedAndResult(t, rec); r.GetMessage().GetSeq() != uint64(i+1) {
-			t.Fatalf("seq %d, want %d", r.GetMessage().GetSeq(), i+1)
-		}
-	}
+	rdb, store, _, _ := lobbyAtSeq2(t) // a routing worker that then stops
 	if err := rdb.Del(ctx, "{c:room:lobby}:seq", directory.RestoredMarkKey("room:lobby")).Err(); err != nil {
 		t.Fatal(err)
 	}
 	restarted, rec := newHandler(t, routing.Config{CoolDown: -1}, store)
-	if err := handle(t, restarted, send("m3")); err != nil {
+	if err := handle(t, restarted, sendToLobby("m3")); err != nil {
 		t.Fatal(err)
 	}
 	if code := answerCode(t, rec); code != clientpb.Error_UNAVAILABLE {
@@ -747,10 +713,41 @@ func TestSequenceGuardAfterASlotLoss(t *testing.T) {
 	if ok, err := store.SequencesRestored(ctx); err != nil || ok {
 		t.Fatalf("restored = %v, %v after a slot lost its mark; want false", ok, err)
 	}
-	if err := store.RestoreSequences(ctx, map[string]uint64{"room:lobby": 2}); err != nil {
+	goesOnAtSeq3(t, store, restarted, rec)
+}
+
+// sendToLobby is alice's message id to the lobby, from a connection.
+func sendToLobby(id string) *topicpb.Submitted {
+	return &topicpb.Submitted{Origin: origin, Sender: "alice", ClientMsgId: id, To: &topicpb.Submitted_Room{Room: "lobby"}}
+}
+
+// lobbyAtSeq2 is a handler on a real Redis that has routed alice's m1
+// and m2 to the lobby, as seqs 1 and 2.
+func lobbyAtSeq2(t *testing.T) (redis.UniversalClient, *directory.Store, *routing.Handler, *testinfra.Recorder) {
+	t.Helper()
+	rdb := testinfra.RedisClient(t)
+	store := newWorldOn(t, rdb)
+	h, rec := newHandler(t, routing.Config{CoolDown: -1}, store)
+	for i, id := range []string{"m1", "m2"} {
+		if err := handle(t, h, sendToLobby(id)); err != nil {
+			t.Fatal(err)
+		}
+		if r, _ := routedAndResult(t, rec); r.GetMessage().GetSeq() != uint64(i+1) {
+			t.Fatalf("seq %d, want %d", r.GetMessage().GetSeq(), i+1)
+		}
+	}
+	return rdb, store, h, rec
+}
+
+// goesOnAtSeq3 restores the counters as persist does (the store holds
+// the lobby's seqs 1 and 2) and checks that h routes alice's m3, refused
+// before, as seq 3.
+func goesOnAtSeq3(t *testing.T, store *directory.Store, h *routing.Handler, rec *testinfra.Recorder) {
+	t.Helper()
+	if err := store.RestoreSequences(context.Background(), map[string]uint64{"room:lobby": 2}); err != nil {
 		t.Fatal(err)
 	}
-	if err := handle(t, restarted, send("m3")); err != nil {
+	if err := handle(t, h, sendToLobby("m3")); err != nil {
 		t.Fatal(err)
 	}
 	if r, _ := routedAndResult(t, rec); r.GetMessage().GetSeq() != 3 {
