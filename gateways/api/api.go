@@ -402,22 +402,14 @@ func (s *Server) known(ctx context.Context, users, rooms []string) error {
 		if err != nil {
 			return unavailable(err)
 		}
-		for _, u := range users {
-			if _, ok := have[u]; !ok {
-				missing = append(missing, fmt.Sprintf("user %q", u))
-			}
-		}
+		missing = append(missing, absent("user", users, have)...)
 	}
 	if len(rooms) > 0 {
 		have, err := s.lookup.Rooms(ctx, rooms...)
 		if err != nil {
 			return unavailable(err)
 		}
-		for _, r := range rooms {
-			if _, ok := have[r]; !ok {
-				missing = append(missing, fmt.Sprintf("room %q", r))
-			}
-		}
+		missing = append(missing, absent("room", rooms, have)...)
 	}
 	switch n := len(missing); {
 	case n == 0:
@@ -426,6 +418,17 @@ func (s *Server) known(ctx context.Context, users, rooms []string) error {
 		missing = append(missing[:maxNamed], fmt.Sprintf("and %d more", n-maxNamed))
 	}
 	return status.Errorf(codes.NotFound, "api: unknown %s: nothing was pushed", strings.Join(missing, ", "))
+}
+
+// absent names (kind "id") those of ids that have lacks.
+func absent[T any](kind string, ids []string, have map[string]T) []string {
+	var out []string
+	for _, id := range ids {
+		if _, ok := have[id]; !ok {
+			out = append(out, fmt.Sprintf("%s %q", kind, id))
+		}
+	}
+	return out
 }
 
 // maxNamed is how many unknown users an error names.
