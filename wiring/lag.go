@@ -45,17 +45,8 @@ func (l *lagCollector) connect() error {
 	if l.closed {
 		return errors.New("lag collector closed")
 	}
-	sc, err := l.cfg.Sarama()
+	c, a, err := newAdmin(l.cfg)
 	if err != nil {
-		return err
-	}
-	c, err := sarama.NewClient(l.cfg.Brokers, sc)
-	if err != nil {
-		return err
-	}
-	a, err := sarama.NewClusterAdminFromClient(c)
-	if err != nil {
-		c.Close()
 		return err
 	}
 	l.client, l.admin = c, a
@@ -75,27 +66,21 @@ func (l *lagCollector) Collect(ch chan<- prometheus.Metric) {
 		if err != nil {
 			continue
 		}
-		committed, err := l.admin.ListConsumerGroupOffsets(pipeline.ConsumerGroup(h.Name), map[string][]int32{h.Topic: parts})
-		// Kafka answers offset -1 for a group it does not know; some
-		// brokers (kfake) answer GROUP_ID_NOT_FOUND instead.
-		unknown := errors.Is(err, sarama.ErrGroupIDNotFound)
-		if err != nil && !unknown {
+		committed, err := committedOffsets(l.admin, pipeline.ConsumerGroup(h.Name), h.Topic, parts)
+		if err != nil {
 			continue
 		}
 		for _, p := range parts {
-			block := &sarama.OffsetFetchResponseBlock{Offset: -1}
-			if !unknown {
-				block = committed.GetBlock(h.Topic, p)
-			}
-			if block == nil || block.Err != sarama.ErrNoError {
+			at, ok := committed[p]
+			if !ok {
 				continue
 			}
 			end, err := l.client.GetOffset(h.Topic, p, sarama.OffsetNewest)
 			if err != nil {
 				continue
 			}
-			lag := end - block.Offset
-			if block.Offset < 0 { // nothing committed: the group will read it all
+			lag := end - at
+			if at < 0 { // nothing committed: the group will read it all
 				oldest, err := l.client.GetOffset(h.Topic, p, sarama.OffsetOldest)
 				if err != nil {
 					continue

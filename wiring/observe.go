@@ -108,8 +108,32 @@ func (m *Metrics) AddCheck(name string, check func(context.Context) error) {
 	m.checks = append(m.checks, readyCheck{name, check})
 }
 
+// Degraded wraps err, a readiness check's answer, to say that the process
+// still does its work, only less well (one Redis shard of several does not
+// answer, say): /readyz reports it and stays ready. A check that fails
+// outright returns its error as it is.
+func Degraded(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &degradedError{err}
+}
+
+// IsDegraded reports whether err, a readiness check's answer, is
+// Degraded.
+func IsDegraded(err error) bool {
+	var d *degradedError
+	return errors.As(err, &d)
+}
+
+type degradedError struct{ err error }
+
+func (e *degradedError) Error() string { return "degraded: " + e.err.Error() }
+func (e *degradedError) Unwrap() error { return e.err }
+
 // Check runs every readiness check at once and returns one line per
-// check ("redis: ok", or "redis: " and why not) and whether all passed.
+// check ("redis: ok", "redis: degraded: " and why, or "redis: " and why
+// not) and whether all passed, a degraded one counting as passed.
 func (m *Metrics) Check(ctx context.Context) (lines []string, ok bool) {
 	m.checksMu.Lock()
 	checks := slices.Clone(m.checks)
@@ -127,8 +151,10 @@ func (m *Metrics) Check(ctx context.Context) (lines []string, ok bool) {
 	wg.Wait()
 	ok = true
 	for i, c := range checks {
-		if errs[i] != nil {
+		if errs[i] != nil && !IsDegraded(errs[i]) {
 			ok = false
+		}
+		if errs[i] != nil {
 			lines = append(lines, c.name+": "+strings.Join(strings.Fields(errs[i].Error()), " "))
 		} else {
 			lines = append(lines, c.name+": ok")

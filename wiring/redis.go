@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -49,6 +52,21 @@ const ClusterSlotsReload = 2 * time.Second
 
 // NewRedis connects to Redis and checks that it answers.
 func NewRedis(ctx context.Context, cfg RedisConfig) (redis.UniversalClient, error) {
+	c, err := newRedisClient(cfg)
+	if err != nil {
+		return nil, err
+	}
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := c.Ping(pctx).Err(); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("redis: ping %v: %w", cfg.Addrs, err)
+	}
+	return c, nil
+}
+
+// newRedisClient returns a client for cfg without asking Redis anything.
+func newRedisClient(cfg RedisConfig) (redis.UniversalClient, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -68,19 +86,58 @@ func NewRedis(ctx context.Context, cfg RedisConfig) (redis.UniversalClient, erro
 		// client within a bound while Redis hangs), not only ReadTimeout.
 		ContextTimeoutEnabled: true,
 	}
-	var c redis.UniversalClient
 	if len(opts.Addrs) > 1 || opts.IsClusterMode { // as NewUniversalClient decides
 		co := opts.Cluster()
 		co.ClusterStateReloadInterval = ClusterSlotsReload
-		c = redis.NewClusterClient(co)
-	} else {
-		c = redis.NewUniversalClient(opts)
+		return redis.NewClusterClient(co), nil
 	}
-	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	if err := c.Ping(pctx).Err(); err != nil {
-		c.Close()
-		return nil, fmt.Errorf("redis: ping %v: %w", cfg.Addrs, err)
+	return redis.NewUniversalClient(opts), nil
+}
+
+// CheckRedis asks Redis, over a new client, whether it answers, within
+// ctx: a ping, or for a Cluster a ping of every master the cluster's map
+// of slots names. Some masters not answering while others do is
+// Degraded, naming them: the keys of their slots are out of reach, the
+// others are served.
+func CheckRedis(ctx context.Context, cfg RedisConfig) error {
+	c, err := newRedisClient(cfg)
+	if err != nil {
+		return err
 	}
-	return c, nil
+	defer c.Close()
+	cc, ok := c.(*redis.ClusterClient)
+	if !ok {
+		return c.Ping(ctx).Err()
+	}
+	var (
+		mu       sync.Mutex
+		masters  int
+		down     []string
+		firstErr error
+	)
+	err = cc.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
+		perr := m.Ping(ctx).Err()
+		mu.Lock()
+		defer mu.Unlock()
+		masters++
+		if perr != nil {
+			down = append(down, m.Options().Addr)
+			if firstErr == nil {
+				firstErr = perr
+			}
+		}
+		return nil
+	})
+	if err != nil { // the map of slots could not be read
+		return err
+	}
+	if len(down) == 0 {
+		return nil
+	}
+	slices.Sort(down)
+	err = fmt.Errorf("%d of %d masters do not answer (%s): %w", len(down), masters, strings.Join(down, ", "), firstErr)
+	if len(down) == masters {
+		return err
+	}
+	return Degraded(err)
 }

@@ -35,6 +35,10 @@ type Dependency struct {
 	Flag string
 	// Check connects afresh and asks it something cheap, within ctx.
 	Check func(ctx context.Context) error
+	// Degrades says that the process keeps working while the dependency
+	// is away: /readyz reports it as degraded and stays ready. Starting
+	// still needs it.
+	Degrades bool
 }
 
 // UnreachableError is a dependency that did not answer: its message is one
@@ -70,17 +74,14 @@ func (s *Settings) Dependencies(roles ...Role) []Dependency {
 	if slices.Contains(parts, PartRedis) {
 		deps = append(deps, Dependency{
 			Name: "redis", Addr: s.Redis, Flag: "--redis",
-			Check: func(ctx context.Context) error {
-				c, err := wiring.NewRedis(ctx, infra.Redis)
-				if err != nil {
-					return err
-				}
-				return c.Close()
-			},
+			Check: func(ctx context.Context) error { return wiring.CheckRedis(ctx, infra.Redis) },
 		})
 	}
 	if s.Etcd != "" {
-		deps = append(deps, Dependency{Name: "etcd", Addr: s.Etcd, Flag: "--etcd", Check: s.checkEtcd})
+		// Registrations outlive an etcd outage (they are put again when
+		// it ends) and only pick_comet needs an answer from it: an etcd
+		// outage must not take every comet out of its load balancer.
+		deps = append(deps, Dependency{Name: "etcd", Addr: s.Etcd, Flag: "--etcd", Check: s.checkEtcd, Degrades: true})
 	}
 	if slices.Contains(parts, PartMySQL) && s.MySQL != "" {
 		cfg, _ := binlogsync.ParseDSN(s.MySQL) // checked by Validate
@@ -111,7 +112,9 @@ func (s *Settings) Dependencies(roles ...Role) []Dependency {
 
 // CheckDependencies checks deps at once, each within timeout, and returns
 // the first that does not answer as an *UnreachableError (the one listed
-// first when several fail). It returns as soon as ctx ends.
+// first when several fail). A dependency that answers degraded (some
+// Redis Cluster masters away, see wiring.CheckRedis) passes: the process
+// can do part of its work. It returns as soon as ctx ends.
 func CheckDependencies(ctx context.Context, timeout time.Duration, deps []Dependency) error {
 	errs := make([]error, len(deps))
 	var wg sync.WaitGroup
@@ -126,7 +129,7 @@ func CheckDependencies(ctx context.Context, timeout time.Duration, deps []Depend
 			go func() { done <- d.Check(cctx) }()
 			select {
 			case err := <-done:
-				if err != nil {
+				if err != nil && !wiring.IsDegraded(err) {
 					errs[i] = &UnreachableError{d, err}
 				}
 			case <-cctx.Done():

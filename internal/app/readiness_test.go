@@ -7,61 +7,22 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"go.uber.org/fx"
 
+	"github.com/laneim/laneim/internal/embedded"
 	"github.com/laneim/laneim/internal/testinfra"
 )
 
 // TestReadyzFollowsRedis: /readyz answers 503 naming Redis within seconds
 // of Redis hanging, and 200 again once it answers; /healthz stays 200.
 func TestReadyzFollowsRedis(t *testing.T) {
-	kcfg := testinfra.Kafka(t)
 	redis := testinfra.StartRedis(t)
-	admin := fmt.Sprintf("127.0.0.1:%d", testinfra.FreePort(t))
-	var s Settings
-	fs := flag.NewFlagSet("test", flag.ContinueOnError)
-	s.Register(fs)
-	if err := fs.Parse([]string{"--kafka", strings.Join(kcfg.Brokers, ","), "--redis", redis.Addr, "--admin-addr", admin}); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Validate(Routing); err != nil {
-		t.Fatal(err)
-	}
-	a := fx.New(s.Options(slog.New(slog.DiscardHandler), Routing))
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := a.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer a.Stop(context.Background())
-
-	get := func(path string) (int, string) {
-		c := http.Client{Timeout: 10 * time.Second}
-		resp, err := c.Get("http://" + admin + path)
-		if err != nil {
-			return 0, err.Error()
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
-	wait := func(want int, what string) string {
-		t.Helper()
-		var body string
-		testinfra.Eventually(t, 10*time.Second, func() error {
-			var code int
-			if code, body = get("/readyz"); code != want {
-				time.Sleep(100 * time.Millisecond)
-				return fmt.Errorf("%d %q", code, body)
-			}
-			return nil
-		}, "/readyz is not %d %s", want, what)
-		return body
-	}
+	get, wait := startRouting(t, "--redis", redis.Addr)
 	if body := wait(http.StatusOK, "at start"); !strings.Contains(body, "redis: ok") || !strings.Contains(body, "kafka: ok") {
 		t.Fatalf("/readyz ready without its checks: %q", body)
 	}
@@ -86,4 +47,88 @@ func TestReadyzFollowsRedis(t *testing.T) {
 	redis.Resume()
 	resumed = true
 	wait(http.StatusOK, "after Redis came back")
+}
+
+// TestReadyzWithEtcdAway: etcd going away leaves the process ready, with
+// etcd reported degraded (fault check: an etcd outage made every process
+// unready, which would take every comet out of its load balancer).
+func TestReadyzWithEtcdAway(t *testing.T) {
+	e, err := embedded.StartEtcd(embedded.EtcdConfig{
+		Dir:        filepath.Join(t.TempDir(), "etcd"),
+		ClientAddr: testinfra.FreeAddr(t),
+		PeerAddr:   testinfra.FreeAddr(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := false
+	defer func() {
+		if !closed {
+			e.Close()
+		}
+	}()
+	get, wait := startRouting(t, "--redis", testinfra.Redis(t), "--etcd", strings.Join(e.Endpoints(), ","))
+	if body := wait(http.StatusOK, "at start"); !strings.Contains(body, "etcd: ok") {
+		t.Fatalf("/readyz does not check etcd: %q", body)
+	}
+	e.Close()
+	closed = true
+	testinfra.Eventually(t, 10*time.Second, func() error {
+		code, body := get("/readyz")
+		if code != http.StatusOK || !strings.Contains(body, "etcd: degraded: ") {
+			time.Sleep(100 * time.Millisecond)
+			return fmt.Errorf("%d %q", code, body)
+		}
+		return nil
+	}, "/readyz is not ready with etcd reported degraded")
+}
+
+// startRouting runs a routing worker with args (and a broker of its own)
+// until the test ends. get asks its admin endpoint for a path; wait waits
+// up to 10s for /readyz to answer want and returns the body.
+func startRouting(t *testing.T, args ...string) (get func(path string) (int, string), wait func(want int, what string) string) {
+	t.Helper()
+	kcfg := testinfra.Kafka(t)
+	admin := testinfra.FreeAddr(t)
+	var s Settings
+	fs := flag.NewFlagSet("test", flag.ContinueOnError)
+	s.Register(fs)
+	if err := fs.Parse(append([]string{"--kafka", strings.Join(kcfg.Brokers, ","), "--admin-addr", admin}, args...)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Validate(Routing); err != nil {
+		t.Fatal(err)
+	}
+	a := fx.New(s.Options(slog.New(slog.DiscardHandler), Routing))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := a.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Stop(context.Background()) })
+
+	get = func(path string) (int, string) {
+		c := http.Client{Timeout: 10 * time.Second}
+		resp, err := c.Get("http://" + admin + path)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	wait = func(want int, what string) string {
+		t.Helper()
+		var body string
+		testinfra.Eventually(t, 10*time.Second, func() error {
+			var code int
+			if code, body = get("/readyz"); code != want {
+				time.Sleep(100 * time.Millisecond)
+				return fmt.Errorf("%d %q", code, body)
+			}
+			return nil
+		}, "/readyz is not %d %s", want, what)
+		return body
+	}
+	return get, wait
 }

@@ -182,7 +182,11 @@ func (s *Settings) Options(logger *slog.Logger, roles ...Role) fx.Option {
 	deps := s.Dependencies(roles...)
 	opts = append(opts, fx.Invoke(func(m *wiring.Metrics) {
 		for _, d := range deps {
-			m.AddCheck(d.Name, d.Check)
+			check := d.Check
+			if d.Degrades {
+				check = func(ctx context.Context) error { return wiring.Degraded(d.Check(ctx)) }
+			}
+			m.AddCheck(d.Name, check)
 		}
 	}))
 	// Only a process whose roles read the store asks it: one that is

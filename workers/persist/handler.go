@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -41,21 +42,38 @@ type Sequences interface {
 	ForgetSequencesRestored(ctx context.Context) error
 }
 
-// Handler persists routed messages. It is safe for concurrent use.
-type Handler struct {
-	store  Store
-	seqs   Sequences
-	logger *slog.Logger
+// Backlog tells when this worker's consumer group has stored the routed
+// messages published up to a moment: Ends is that moment's end of each
+// partition of topics.Routed, Reached whether the group has committed
+// them. *wiring.GroupProgress implements it.
+type Backlog interface {
+	Ends(ctx context.Context) (map[int32]int64, error)
+	Reached(ctx context.Context, ends map[int32]int64) (bool, error)
 }
 
-// New returns a Handler writing to store and guarding seqs. A nil logger
-// discards.
-func New(store Store, seqs Sequences, logger *slog.Logger) (*Handler, error) {
+// Handler persists routed messages. It is safe for concurrent use.
+type Handler struct {
+	store   Store
+	seqs    Sequences
+	backlog Backlog
+	logger  *slog.Logger
+
+	mu sync.Mutex // serializes Restore
+	// waitFor is the routed topic's end when Restore found the counters
+	// lost, while it waits for the group to store what came before it.
+	waitFor map[int32]int64
+}
+
+// New returns a Handler writing to store and guarding seqs. backlog is
+// how far the worker's consumer group has stored messages.routed; nil
+// restores the counters without waiting for it (for a store fed some
+// other way). A nil logger discards.
+func New(store Store, seqs Sequences, backlog Backlog, logger *slog.Logger) (*Handler, error) {
 	if store == nil || seqs == nil {
 		return nil, errors.New("persist: a store and the directory's sequences are required")
 	}
 	logger = pipeline.Logger(logger)
-	return &Handler{store: store, seqs: seqs, logger: logger}, nil
+	return &Handler{store: store, seqs: seqs, backlog: backlog, logger: logger}, nil
 }
 
 // Pipeline returns the pipeline handler consuming topics.Routed with Handle.
@@ -94,10 +112,38 @@ func (h *Handler) Handle(ctx context.Context, r *topicpb.Routed, msg *message.Me
 // Restore makes one pass of the guard: if the directory does not say its
 // counters are restored, it raises them to the store's latest seqs and
 // marks them restored. It reports whether it restored.
+//
+// Messages routed before the counters were lost but not stored yet have
+// seqs above the store's latest: restoring before they are stored would
+// let routing issue their seqs again. So the first pass that finds the
+// counters lost notes the routed topic's end (Backlog.Ends), and the
+// counters are restored only once the worker's consumer group has
+// committed that far (Reached); until then routing refuses to issue seqs
+// in the slots that lost them.
 func (h *Handler) Restore(ctx context.Context) (bool, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
 	ok, err := h.seqs.SequencesRestored(ctx)
 	if err != nil || ok {
+		h.waitFor = nil
 		return false, err
+	}
+	if h.backlog != nil {
+		if h.waitFor == nil {
+			ends, err := h.backlog.Ends(ctx)
+			if err != nil {
+				return false, fmt.Errorf("persist: read the end of %s: %w", topics.Routed.Name, err)
+			}
+			h.waitFor = ends
+			h.logger.Info("sequence counters lost: restoring them once the messages routed so far are stored", "ends", fmt.Sprint(ends))
+		}
+		done, err := h.backlog.Reached(ctx, h.waitFor)
+		if err != nil {
+			return false, fmt.Errorf("persist: read how far %s is stored: %w", topics.Routed.Name, err)
+		}
+		if !done {
+			return false, nil
+		}
 	}
 	latest, err := h.store.Latest(ctx)
 	if err != nil {
@@ -106,6 +152,7 @@ func (h *Handler) Restore(ctx context.Context) (bool, error) {
 	if err := h.seqs.RestoreSequences(ctx, latest); err != nil {
 		return false, fmt.Errorf("persist: restore sequence counters: %w", err)
 	}
+	h.waitFor = nil
 	h.logger.Info("sequence counters restored from the message store", "conversations", len(latest))
 	return true, nil
 }

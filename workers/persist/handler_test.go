@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/laneim/laneim/proto/clientpb"
 	"github.com/laneim/laneim/proto/topicpb"
 	"github.com/laneim/laneim/topics"
+	"github.com/laneim/laneim/wiring"
 	"github.com/laneim/laneim/wiring/directory"
 	"github.com/laneim/laneim/wiring/msgstore"
 	"github.com/laneim/laneim/wiring/pipeline"
@@ -37,7 +39,7 @@ func fixture(t *testing.T) (*persist.Handler, *msgstore.Bolt, *directory.Store) 
 	}
 	t.Cleanup(func() { store.Close() })
 	dir := directory.New(testinfra.RedisClient(t))
-	return testinfra.Must(persist.New(store, dir, nil))(t), store, dir
+	return testinfra.Must(persist.New(store, dir, nil, nil))(t), store, dir
 }
 
 func TestRedeliveryStoresOnce(t *testing.T) {
@@ -100,7 +102,7 @@ func (failing) Latest(context.Context) (map[string]uint64, error) {
 
 func TestErrors(t *testing.T) {
 	t.Parallel()
-	h := testinfra.Must(persist.New(failing{}, directory.New(testinfra.RedisClient(t)), nil))(t)
+	h := testinfra.Must(persist.New(failing{}, directory.New(testinfra.RedisClient(t)), nil, nil))(t)
 	if err := h.Pipeline().Handle(routed(t, 1, "m1", "x")); err == nil || pipeline.IsPermanent(err) {
 		t.Errorf("store failure = %v, want a retried error", err)
 	}
@@ -134,5 +136,61 @@ func TestBatchStoresEveryMessage(t *testing.T) {
 	got, _, err := store.After(context.Background(), "room:a", 0, 10)
 	if err != nil || len(got) != 3 || got[2].GetId() != "m3" {
 		t.Fatalf("stored %v, %v; want m1..m3", got, err)
+	}
+}
+
+// TestRestoreWaitsForRoutedMessagesToBeStored: counters lost while
+// messages routed before the loss are still on messages.routed, not
+// stored, are restored only once the worker has stored them, so their
+// seqs are not issued again (fault check: a lost Redis shard and a
+// restarted routing worker).
+func TestRestoreWaitsForRoutedMessagesToBeStored(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	p := testinfra.KafkaPipeline(t)
+	store, err := msgstore.OpenBolt(filepath.Join(t.TempDir(), "h.db"), msgstore.Retention{}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	dir := directory.New(testinfra.RedisClient(t))
+	backlog := wiring.NewGroupProgress(p.Kafka, pipeline.ConsumerGroup(persist.Name), topics.Routed.Name)
+	t.Cleanup(func() { backlog.Close() })
+	h := testinfra.Must(persist.New(store, dir, backlog, nil))(t)
+
+	if restored, err := h.Restore(ctx); err != nil || !restored {
+		t.Fatalf("Restore with nothing routed = %v, %v; want a restore at once", restored, err)
+	}
+	if err := h.Pipeline().Handle(routed(t, 1, "m1", "stored")); err != nil {
+		t.Fatal(err)
+	}
+	// Seqs 2 and 3 are routed, not yet stored, when the counters are lost.
+	p.Publish(topics.Routed.Name, routed(t, 2, "m2", "routed"), routed(t, 3, "m3", "routed"))
+	if err := dir.ForgetSequencesRestored(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if restored, err := h.Restore(ctx); err != nil || restored {
+			t.Fatalf("Restore before the routed messages are stored = %v, %v; want a wait", restored, err)
+		}
+	}
+	p.Run(h.Pipeline())
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		restored, err := h.Restore(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if restored {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("counters not restored 30s after the worker started storing")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	a, err := dir.Assign(ctx, "room:a", "u", "", func() string { return "next" })
+	if err != nil || a.Seq != 4 {
+		t.Fatalf("next seq after the restore = %d, %v; want 4 (2 and 3 were routed before the loss)", a.Seq, err)
 	}
 }

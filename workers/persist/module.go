@@ -7,6 +7,8 @@ import (
 
 	"go.uber.org/fx"
 
+	"github.com/laneim/laneim/topics"
+	"github.com/laneim/laneim/wiring"
 	"github.com/laneim/laneim/wiring/directory"
 	"github.com/laneim/laneim/wiring/msgstore"
 	"github.com/laneim/laneim/wiring/pipeline"
@@ -18,10 +20,13 @@ var _ Sequences = (*directory.Store)(nil)
 const GuardInterval = time.Second
 
 // Module runs the persistence worker and its sequence guard; it needs a
-// msgstore.Store, a *directory.Store and a *slog.Logger in the graph.
+// wiring.Config, a msgstore.Store, a *directory.Store and a *slog.Logger
+// in the graph.
 var Module = fx.Module(Name,
-	fx.Provide(func(s msgstore.Store, d *directory.Store, logger *slog.Logger) (*Handler, error) {
-		return New(s, d, logger.With("worker", Name))
+	fx.Provide(func(lc fx.Lifecycle, cfg wiring.Config, s msgstore.Store, d *directory.Store, logger *slog.Logger) (*Handler, error) {
+		backlog := wiring.NewGroupProgress(cfg.Kafka, pipeline.ConsumerGroup(Name), topics.Routed.Name)
+		lc.Append(fx.StopHook(backlog.Close))
+		return New(s, d, backlog, logger.With("worker", Name))
 	}),
 	pipeline.Provide(func(h *Handler) pipeline.Handler { return h.Pipeline() }),
 	fx.Invoke(func(lc fx.Lifecycle, h *Handler) {
