@@ -92,10 +92,12 @@ type chat struct {
 	online   map[string]map[string]bool // per joined room, who is online (when listed)
 	counts   map[string]uint32          // per joined room, how many are online
 	memberOf []string                   // rooms of the last LoginResult
+	gaveUp   error                      // why the client stopped (Event.Final)
 }
 
 // Run chats until in ends, /quit is typed or ctx ends; it returns an
-// error only when it cannot start (a refused login, say). The goroutine
+// error only when it cannot start (a refused login, say) or when a
+// reconnect's login is refused for good (the account was disabled). The goroutine
 // reading in may outlive Run until in delivers its next line or ends.
 // Output lines are written to out.
 func Run(ctx context.Context, cfg Config, in io.Reader, out io.Writer) error {
@@ -142,6 +144,7 @@ func Run(ctx context.Context, cfg Config, in io.Reader, out io.Writer) error {
 	go func() {
 		defer wg.Done()
 		ch.receive(ctx)
+		cancel() // the client stopped: so does Run
 	}()
 	defer wg.Wait()
 	defer cancel()
@@ -165,7 +168,9 @@ func Run(ctx context.Context, cfg Config, in io.Reader, out io.Writer) error {
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			ch.mu.Lock()
+			defer ch.mu.Unlock()
+			return ch.gaveUp
 		case line, ok := <-lines:
 			if !ok {
 				return nil
@@ -254,9 +259,16 @@ func (ch *chat) receive(ctx context.Context) {
 			if !ok {
 				return
 			}
-			if ev.Kind == client.Connected {
+			switch {
+			case ev.Kind == client.Connected:
 				ch.connected(ctx, ev)
-			} else {
+			case ev.Final:
+				ch.w.printf("* disconnected, and the login is refused (%v): giving up\n", ev.Err)
+				ch.mu.Lock()
+				ch.gaveUp = fmt.Errorf("chat: %w", ev.Err)
+				ch.mu.Unlock()
+				return
+			default:
 				ch.show(ev)
 			}
 			ch.prompt()

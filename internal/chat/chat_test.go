@@ -247,3 +247,34 @@ func TestChatMovesToAnotherComet(t *testing.T) {
 	bob.shows(t, "* reconnected as bob (session c2/", "(missed) [room:lobby #1] ~system: while moving")
 	bob.quit(t)
 }
+
+// TestChatEndsWhenTheAccountIsDisabled: a chat whose account is disabled
+// says so and ends, instead of reconnecting forever (outside check).
+func TestChatEndsWhenTheAccountIsDisabled(t *testing.T) {
+	cl := apptest.Start(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dc, closer, err := api.DialDirectory(ctx, cl.Settings.APIAddr, cl.Settings.APIToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closer.Close()
+	if _, err := dc.PutUser(ctx, &apipb.PutUserRequest{User: "dora", Name: "Dora"}); err != nil {
+		t.Fatal(err)
+	}
+	s := start(ctx, chat.Config{URL: cl.URL, Token: cl.Token("dora"), MaxBackoff: 200 * time.Millisecond})
+	defer s.in.Close()
+	s.shows(t, "logged in as dora")
+	if _, err := dc.PutUser(ctx, &apipb.PutUserRequest{User: "dora", Name: "Dora", Disabled: true}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-s.err:
+		if err == nil || !strings.Contains(err.Error(), "UNKNOWN_USER") {
+			t.Fatalf("chat of a disabled account ended with %v, want UNKNOWN_USER", err)
+		}
+	case <-ctx.Done():
+		t.Fatalf("chat of a disabled account did not end:\n%s", s.out.String())
+	}
+	s.shows(t, "giving up")
+}

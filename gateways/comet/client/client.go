@@ -21,7 +21,10 @@
 // message after a gap makes it Sync the gap first. A message at or below
 // the position is a repeat and is dropped, so each (conversation, seq) is
 // reported once, in seq order. It reconnects after any failure, waiting
-// [Backoff] between attempts, and asks Config.Token for a token each time.
+// [Backoff] between attempts, and asks Config.Token for a token each time,
+// until a login is refused for good: UNKNOWN_USER (the account was
+// disabled or deleted), or BAD_TOKEN twice in a row. It then reports a
+// last Disconnected event with Final set and stops.
 // One goroutine runs it (plus, per connection, the Conn's reader and a
 // pinger); Close stops them all.
 //

@@ -141,13 +141,19 @@ type Event struct {
 	Messages  []*clientpb.Message   // Messages
 	CatchUp   bool                  // Messages
 	Presence  *clientpb.PresenceChange
-	Room      string                 // Left
-	Err       error                  // Disconnected, ServerError
-	Read      *clientpb.ReadUpdate   // Read
-	Typing    *clientpb.TypingUpdate // Typing
+	Room      string // Left
+	Err       error  // Disconnected, ServerError
+	// Final (Disconnected) says that the Client gives up: a login was
+	// refused for good (see refusedForGood). Err holds the *Error; the
+	// Client has stopped, as after Close, and Events is closed after this
+	// event.
+	Final  bool
+	Read   *clientpb.ReadUpdate   // Read
+	Typing *clientpb.TypingUpdate // Typing
 }
 
-// ErrClosed is returned by a Client's requests after Close.
+// ErrClosed is returned by a Client's requests after Close, and after the
+// Client gave up (Event.Final).
 var ErrClosed = errors.New("client: closed")
 
 // Client is a connection that stays up: see the package documentation.
@@ -438,16 +444,21 @@ func (c *Client) emit(ev Event) bool {
 func (c *Client) run() {
 	defer close(c.done)
 	defer close(c.events)
+	defer c.cancel()
+	badTokens := 0 // logins refused BAD_TOKEN in a row
 	for attempt := 0; ; attempt++ {
 		conn, res, err := c.connect()
+		final := false
 		if err == nil {
-			attempt = 0
+			attempt, badTokens = 0, 0
 			err = c.serve(conn, res)
+		} else {
+			final = refusedForGood(err, &badTokens)
 		}
 		if c.ctx.Err() != nil {
 			return
 		}
-		if !c.emit(Event{Kind: Disconnected, Err: err}) {
+		if !c.emit(Event{Kind: Disconnected, Err: err, Final: final}) || final {
 			return
 		}
 		select {
@@ -456,6 +467,28 @@ func (c *Client) run() {
 			return
 		}
 	}
+}
+
+// refusedForGood reports whether err, a failed login, would be refused
+// the same way however often it is tried: UNKNOWN_USER (the account is
+// disabled or deleted), or BAD_TOKEN twice in a row (Config.Token was
+// asked again after the first and gave no better token). badTokens
+// counts the BAD_TOKEN refusals in a row.
+func refusedForGood(err error, badTokens *int) bool {
+	var e *Error
+	if !errors.As(err, &e) {
+		*badTokens = 0
+		return false
+	}
+	switch e.Code {
+	case clientpb.Error_UNKNOWN_USER:
+		return true
+	case clientpb.Error_BAD_TOKEN:
+		*badTokens++
+		return *badTokens >= 2
+	}
+	*badTokens = 0
+	return false
 }
 
 // Backoff returns the wait before connection attempt attempt+1 (attempt

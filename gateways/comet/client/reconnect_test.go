@@ -537,3 +537,82 @@ func TestClientTakesTheServersPositionsWhenItsOwnAreAhead(t *testing.T) {
 		t.Errorf("positions %v still past the server's", p)
 	}
 }
+
+// TestClientGivesUpWhenItsLoginIsRefusedForGood: a Client whose account
+// is disabled while it is connected reconnects, is refused UNKNOWN_USER,
+// reports a final Disconnected and stops (outside check: the terminal chat
+// retried forever); one whose token is refused twice in a row stops too.
+func TestClientGivesUpWhenItsLoginIsRefusedForGood(t *testing.T) {
+	cl := apptest.Start(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dc, closer, err := api.DialDirectory(ctx, cl.Settings.APIAddr, cl.Settings.APIToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closer.Close()
+	if _, err := dc.PutUser(ctx, &apipb.PutUserRequest{User: "dora", Name: "Dora"}); err != nil {
+		t.Fatal(err)
+	}
+	final := func(c *client.Client, code clientpb.Error_Code) {
+		t.Helper()
+		var last client.Event
+		timeout := time.After(30 * time.Second)
+		for open := true; open; {
+			select {
+			case ev, ok := <-c.Events():
+				if ok {
+					last = ev
+				}
+				open = ok
+			case <-timeout:
+				t.Fatalf("still running 30 s on; last event %+v", last)
+			}
+		}
+		var e *client.Error
+		if last.Kind != client.Disconnected || !last.Final || !errors.As(last.Err, &e) || e.Code != code {
+			t.Fatalf("last event %+v, want a final Disconnected with %v", last, code)
+		}
+		if _, err := c.SendUser(ctx, "bob", []byte("hi")); !errors.Is(err, client.ErrClosed) {
+			t.Fatalf("a send after giving up: %v, want ErrClosed", err)
+		}
+	}
+
+	dora, err := client.New(client.Config{
+		URL:        cl.URL,
+		Token:      func(context.Context) (string, error) { return cl.Token("dora"), nil },
+		MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dora.Close()
+	next(t, dora, client.Connected)
+	if _, err := dc.PutUser(ctx, &apipb.PutUserRequest{User: "dora", Name: "Dora", Disabled: true}); err != nil {
+		t.Fatal(err)
+	}
+	final(dora, clientpb.Error_UNKNOWN_USER)
+
+	var mu sync.Mutex
+	asked := 0
+	bad, err := client.New(client.Config{
+		URL: cl.URL,
+		Token: func(context.Context) (string, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			asked++
+			return "not-a-token", nil
+		},
+		MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bad.Close()
+	final(bad, clientpb.Error_BAD_TOKEN)
+	mu.Lock()
+	defer mu.Unlock()
+	if asked != 2 {
+		t.Fatalf("token asked %d times, want 2 (one more chance after the first refusal)", asked)
+	}
+}
