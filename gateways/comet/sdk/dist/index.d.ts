@@ -277,6 +277,7 @@ export declare class Client {
     private retryTimer;
     private attempt;
     private loggedInOnce;
+    private badTokens;
     private openWaiters;
     private firstLogin;
     private _state;
@@ -297,10 +298,15 @@ export declare class Client {
      * connect opens the connection and logs in. It resolves with the first
      * LoginResult; after that the client reconnects on its own until close().
      * It rejects if the first login is refused (BAD_TOKEN, UNKNOWN_USER).
+     * A later login refused UNKNOWN_USER (the account was disabled or
+     * deleted), or BAD_TOKEN twice in a row, closes the client for good:
+     * "state" reports closed with the refusal as its reason.
      */
     connect(): Promise<LoginResult>;
     /** close ends the connection for good; pending requests fail with CLOSED. */
     close(): void;
+    /** stop ends the connection for good, reason told to "state" listeners. */
+    private stop;
     private dial;
     private scheduleReconnect;
     private login;
@@ -319,7 +325,8 @@ export declare class Client {
     /**
      * request sends one ClientFrame body (e.g. `{join: {room}}`) on the
      * logged-in connection and resolves with the answering ServerFrame, or
-     * rejects with a LaneError: the server's, TIMEOUT or DISCONNECTED.
+     * rejects with a LaneError: the server's, TIMEOUT, DISCONNECTED, or
+     * CLOSED once the client is closed.
      */
     request(body: Frame, timeoutMs?: number): Promise<Frame>;
     /** waitOpen resolves once the client is logged in (at once if it is), or rejects after timeoutMs. */

@@ -424,6 +424,7 @@ export class Client {
   private retryTimer: ReturnType<typeof setTimeout> | null = null;
   private attempt = 0;
   private loggedInOnce = false;
+  private badTokens = 0; // logins refused BAD_TOKEN in a row
   private openWaiters: Array<() => void> = [];
   private firstLogin: { resolve: (r: LoginResult) => void; reject: (e: LaneError) => void } | null = null;
   private _state: State = "idle";
@@ -485,6 +486,9 @@ export class Client {
    * connect opens the connection and logs in. It resolves with the first
    * LoginResult; after that the client reconnects on its own until close().
    * It rejects if the first login is refused (BAD_TOKEN, UNKNOWN_USER).
+   * A later login refused UNKNOWN_USER (the account was disabled or
+   * deleted), or BAD_TOKEN twice in a row, closes the client for good:
+   * "state" reports closed with the refusal as its reason.
    */
   connect(): Promise<LoginResult> {
     if (this._state !== "idle" && this._state !== "closed") {
@@ -498,7 +502,12 @@ export class Client {
 
   /** close ends the connection for good; pending requests fail with CLOSED. */
   close(): void {
-    this.setState({ state: "closed", reason: "closed by the client" });
+    this.stop("closed by the client");
+  }
+
+  /** stop ends the connection for good, reason told to "state" listeners. */
+  private stop(reason: string): void {
+    this.setState({ state: "closed", reason });
     if (this.retryTimer) clearTimeout(this.retryTimer);
     this.retryTimer = null;
     this.stopPing();
@@ -593,10 +602,15 @@ export class Client {
     } catch (e) {
       const err = e instanceof LaneError ? e : new LaneError("CODE_UNSPECIFIED", String(e));
       this.emit("error", err);
-      if (!this.loggedInOnce && (err.code === "BAD_TOKEN" || err.code === "UNKNOWN_USER")) {
+      // A login that would be refused the same way again ends the client:
+      // the first one refused BAD_TOKEN or UNKNOWN_USER, and later
+      // UNKNOWN_USER (the account was disabled or deleted) or BAD_TOKEN
+      // twice in a row (token() was asked again and gave no better one).
+      this.badTokens = err.code === "BAD_TOKEN" ? this.badTokens + 1 : 0;
+      if (err.code === "UNKNOWN_USER" || (err.code === "BAD_TOKEN" && (!this.loggedInOnce || this.badTokens >= 2))) {
         const first = this.firstLogin;
         this.firstLogin = null;
-        this.close();
+        this.stop(`login refused: ${err.code}: ${err.message}`);
         first?.reject(err);
         return;
       }
@@ -608,6 +622,7 @@ export class Client {
     let conversations = toStates(lr.conversations);
     this._user = lr.user || "";
     this.attempt = 0;
+    this.badTokens = 0;
     this.startPing(ws);
     // Until the catch-up is done, live messages of conversations to sync wait.
     let listed = true; // the whole conversation list is in conversations
@@ -815,9 +830,11 @@ export class Client {
   /**
    * request sends one ClientFrame body (e.g. `{join: {room}}`) on the
    * logged-in connection and resolves with the answering ServerFrame, or
-   * rejects with a LaneError: the server's, TIMEOUT or DISCONNECTED.
+   * rejects with a LaneError: the server's, TIMEOUT, DISCONNECTED, or
+   * CLOSED once the client is closed.
    */
   request(body: Frame, timeoutMs = this.opts.requestTimeoutMs): Promise<Frame> {
+    if (this._state === "closed") return Promise.reject(new LaneError("CLOSED", "client closed"));
     if (this._state !== "open") return Promise.reject(new LaneError("DISCONNECTED", "not logged in"));
     return this.rawRequest(body, this.ws, timeoutMs);
   }

@@ -405,3 +405,17 @@ test("sync and history with currentState carry each message as it is now; withou
   const live = got.find((m) => m.seq === e4.seq && m.conversation === conv);
   assert.deepEqual([live.edits, live.editedSeq, live.recalledSeq], [s3.seq, 0, 0]);
 });
+
+test("a reconnect whose login is refused for good closes the client", async () => {
+  const good = await token("alice");
+  let asked = 0;
+  const c = track(new Client({ url: env.ws, token: () => (asked++ === 0 ? good : "not-a-token"), device: "node-test", minBackoffMs: 20, maxBackoffMs: 200 }));
+  await c.connect();
+  const closed = new Promise((resolve) => c.on("state", (s) => s.state === "closed" && resolve(s)));
+  await stopComet();
+  await startComet();
+  const s = await closed;
+  assert.match(s.reason, /^login refused: BAD_TOKEN/);
+  assert.equal(asked, 3, "one token for the login, then two refused: no third try");
+  await assert.rejects(c.join("lobby"), (e) => e.code === "CLOSED");
+});
