@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"slices"
@@ -276,6 +277,12 @@ func runBroker(ctx context.Context, args []string) error {
 }
 
 func runTopics(ctx context.Context, args []string) error {
+	return topicsCmd(ctx, args, os.Stdout, os.Stderr)
+}
+
+// topicsCmd is runTopics writing its table to out and its warning to
+// errOut.
+func topicsCmd(ctx context.Context, args []string, out, errOut io.Writer) error {
 	fs := flag.NewFlagSet("topics", flag.ContinueOnError)
 	var s app.Settings
 	s.RegisterFor(fs, app.PartKafka)
@@ -293,8 +300,27 @@ func runTopics(ctx context.Context, args []string) error {
 	if err := wiring.EnsureTopics(ctx, s.Infra().Kafka, specs...); err != nil {
 		return err
 	}
+	names := make([]string, len(specs))
+	for i, t := range specs {
+		names[i] = t.Name
+	}
+	have, err := wiring.TopicReplicas(ctx, s.Infra().Kafka, names...)
+	if err != nil {
+		return err
+	}
+	// An existing topic keeps its replicas (Kafka changes them only by a
+	// partition reassignment): say so where they are fewer than asked.
+	fewer := 0
 	for _, t := range specs {
-		fmt.Printf("%s\t%d partitions\n", t.Name, t.Partitions)
+		note := ""
+		if n := have[t.Name]; n < *replicas {
+			note = fmt.Sprintf(" (existed before: %d replicas, not %d; change it with kafka-reassign-partitions)", n, *replicas)
+			fewer++
+		}
+		fmt.Fprintf(out, "%s\t%d partitions\t%d replicas%s\n", t.Name, t.Partitions, have[t.Name], note)
+	}
+	if fewer > 0 {
+		fmt.Fprintf(errOut, "laneim topics: %d topics have fewer replicas than --replication-factor %d\n", fewer, *replicas)
 	}
 	return nil
 }
