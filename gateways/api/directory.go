@@ -265,6 +265,9 @@ func (s *Server) block(ctx context.Context, req *apipb.BlockRequest, block bool)
 	if err := checkIDs("blocked user", req.GetBlocked()); err != nil {
 		return nil, err
 	}
+	if block && req.GetBlocked() == req.GetUser() {
+		return nil, status.Error(codes.InvalidArgument, "a user cannot block themselves")
+	}
 	if err := needUser(ctx, d, req.GetUser()); err != nil {
 		return nil, err
 	}
