@@ -247,8 +247,8 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Summary, error) 
 	vctx, stopVerify := context.WithTimeout(ctx, cfg.VerifyTimeout)
 	defer stopVerify()
 	vstart := time.Now()
-	lost, verifyErrs := verify(vctx, r, members)
-	s := r.summary(sendTime, len(members), lost, verifyErrs)
+	lost, unverified, verifyErrs := verify(vctx, r, members)
+	s := r.summary(sendTime, len(members), lost, unverified, verifyErrs)
 	s.VerifySeconds = time.Since(vstart).Seconds()
 	s.Connected = connected
 	if ch != nil {

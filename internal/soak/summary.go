@@ -27,6 +27,10 @@ type Summary struct {
 	Abandoned    int64 `json:"abandoned"`
 	// Lost: acknowledged but not in history (must be 0).
 	Lost int64 `json:"lost"`
+	// Unverified: acknowledged messages of conversations that could not
+	// be read to the end, beyond where they were read: neither found nor
+	// known lost (must be 0; see VerifyFailed).
+	Unverified int64 `json:"unverified"`
 	// Unanswered: requests with no answer within the bound on an open
 	// connection (must be 0), and by kind.
 	Unanswered       int64            `json:"unanswered"`
@@ -54,11 +58,11 @@ type Summary struct {
 	Machine       string  `json:"machine"`
 }
 
-// OK reports whether nothing acknowledged was lost and every request was
-// answered.
-func (s *Summary) OK() bool { return s.Lost == 0 && s.Unanswered == 0 }
+// OK reports whether every acknowledged message was found in history and
+// every request was answered.
+func (s *Summary) OK() bool { return s.Lost == 0 && s.Unverified == 0 && s.Unanswered == 0 }
 
-func (r *run) summary(d time.Duration, clients int, lost, verifyFailed int64) *Summary {
+func (r *run) summary(d time.Duration, clients int, lost, unverified, verifyFailed int64) *Summary {
 	s := &Summary{
 		DurationSeconds:   d.Seconds(),
 		Clients:           clients,
@@ -69,6 +73,7 @@ func (r *run) summary(d time.Duration, clients int, lost, verifyFailed int64) *S
 		Acknowledged:      r.ledger.Acknowledged(),
 		Abandoned:         r.abandoned.Load(),
 		Lost:              lost,
+		Unverified:        unverified,
 		Unanswered:        r.tally.Count("", Unanswered),
 		UnansweredByKind:  r.tally.ByKind(Unanswered),
 		Unavailable:       r.tally.Count("", Unavailable),
@@ -98,7 +103,8 @@ func (s *Summary) Text(w io.Writer) {
 	fmt.Fprintf(w, `laneIM soak: %s
   ran              %.0fs, %d clients (%d connected at start), %.0f msg/s, chaos %v, seed %d
   messages         %d sent, %d acknowledged, %d abandoned
-  lost             %d   (acknowledged, not found in history; %d conversations not fully read)
+  lost             %d   (acknowledged, not found in history)
+  unverified       %d   (acknowledged, in %d conversations that could not be read to the end, beyond where they were read)
   unanswered       %d %s
   unavailable      %d answers %s
   refused          %s
@@ -109,7 +115,7 @@ func (s *Summary) Text(w io.Writer) {
   machine          %s
 `, verdict, s.DurationSeconds, s.Clients, s.Connected, s.Rate, s.Chaos, s.Seed,
 		s.Sent, s.Acknowledged, s.Abandoned,
-		s.Lost, s.VerifyFailed,
+		s.Lost, s.Unverified, s.VerifyFailed,
 		s.Unanswered, kv(s.UnansweredByKind),
 		s.Unavailable, kv(s.UnavailableByKind),
 		kv(s.Refused),

@@ -2,6 +2,7 @@ package soak
 
 import (
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -42,16 +43,17 @@ func seq(n int) []time.Duration {
 
 func TestSummaryVerdict(t *testing.T) {
 	for _, tc := range []struct {
-		name             string
-		lost, unanswered int64
-		ok               bool
+		name                         string
+		lost, unverified, unanswered int64
+		ok                           bool
 	}{
-		{"clean", 0, 0, true},
-		{"lost", 1, 0, false},
-		{"unanswered", 0, 2, false},
+		{"clean", 0, 0, 0, true},
+		{"lost", 1, 0, 0, false},
+		{"unverified", 0, 3, 0, false},
+		{"unanswered", 0, 0, 2, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s := &Summary{Lost: tc.lost, Unanswered: tc.unanswered, Faults: map[string]int{"kill:routing": 1}}
+			s := &Summary{Lost: tc.lost, Unverified: tc.unverified, Unanswered: tc.unanswered, Faults: map[string]int{"kill:routing": 1}}
 			if s.OK() != tc.ok {
 				t.Fatalf("OK() = %v, want %v", s.OK(), tc.ok)
 			}
@@ -88,4 +90,39 @@ func TestValidateLoopbackOnly(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestSplitUnread: of a conversation that could not be read to the end,
+// acknowledged messages beyond where it was read are unverified, not lost
+// (outside fault check: they were counted lost).
+func TestSplitUnread(t *testing.T) {
+	c := Conversation{ID: "dm:a:b", Min: 3, Max: 9}
+	missing := []Missing{{Ack: Ack{Seq: 4}}, {Ack: Ack{Seq: 6}}, {Ack: Ack{Seq: 7}}, {Ack: Ack{Seq: 9}}}
+	for _, tc := range []struct {
+		name         string
+		history      []Stored
+		lost, unread []uint64
+	}{
+		{"nothing read", nil, nil, []uint64{4, 6, 7, 9}},
+		{"read to 6", []Stored{{Seq: 3}, {Seq: 5}, {Seq: 6}}, []uint64{4, 6}, []uint64{7, 9}},
+		{"read to the end", []Stored{{Seq: 9}}, []uint64{4, 6, 7, 9}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			lost, unread := splitUnread(missing, readTo(c, tc.history))
+			if s := seqsOf(lost); !slices.Equal(s, tc.lost) {
+				t.Errorf("lost %v, want %v", s, tc.lost)
+			}
+			if s := seqsOf(unread); !slices.Equal(s, tc.unread) {
+				t.Errorf("unread %v, want %v", s, tc.unread)
+			}
+		})
+	}
+}
+
+func seqsOf(ms []Missing) []uint64 {
+	var out []uint64
+	for _, m := range ms {
+		out = append(out, m.Ack.Seq)
+	}
+	return out
 }
