@@ -17,12 +17,7 @@ import (
 // creates the topics with N replicas, so a factor above the number of
 // brokers is refused by the broker, and a factor below 1 by the command.
 func TestTopicsReplicationFactor(t *testing.T) {
-	c, err := kfake.NewCluster(kfake.NumBrokers(2))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	kafka := strings.Join(c.ListenAddrs(), ",")
+	kafka := twoBrokers(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
@@ -49,12 +44,7 @@ func TestTopicsReplicationFactor(t *testing.T) {
 // replica keep it when `laneim topics --replication-factor 2` runs later,
 // and the command says so (outside check: it said nothing).
 func TestTopicsSaysExistingTopicsKeepTheirReplicas(t *testing.T) {
-	c, err := kfake.NewCluster(kfake.NumBrokers(2))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	kafka := strings.Join(c.ListenAddrs(), ",")
+	kafka := twoBrokers(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var out, errOut bytes.Buffer
@@ -75,4 +65,16 @@ func TestTopicsSaysExistingTopicsKeepTheirReplicas(t *testing.T) {
 	if want := fmt.Sprintf("%d topics have fewer replicas than --replication-factor 2", n); !strings.Contains(errOut.String(), want) {
 		t.Errorf("warning %q, want %q", errOut.String(), want)
 	}
+}
+
+// twoBrokers starts a Kafka-protocol cluster of two brokers for the test
+// and returns their addresses, comma-separated.
+func twoBrokers(t *testing.T) string {
+	t.Helper()
+	c, err := kfake.NewCluster(kfake.NumBrokers(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return strings.Join(c.ListenAddrs(), ",")
 }

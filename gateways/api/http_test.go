@@ -311,7 +311,7 @@ func TestHTTPDirectory(t *testing.T) {
 		{"block", `{"user":"alice","blocked":"bob"}`, 200, ""},
 		{"block", `{"user":"nobody","blocked":"bob"}`, 404, "NOT_FOUND"},
 		{"block", `{"user":"alice","blocked":"alice"}`, 400, "INVALID_ARGUMENT"}, // oneself
-		{"unblock", `{"user":"alice","blocked":"alice"}`, 200, ""},             // idempotent, oneself too
+		{"unblock", `{"user":"alice","blocked":"alice"}`, 200, ""},               // idempotent, oneself too
 		{"delete_room", `{"room":"nowhere"}`, 404, "NOT_FOUND"},
 		{"delete_user", `{"user":"nobody"}`, 404, "NOT_FOUND"},
 		{"remove_member", `{"room":"nowhere","user":"alice"}`, 404, "NOT_FOUND"},

@@ -7,14 +7,12 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"go.uber.org/fx"
 
-	"github.com/laneim/laneim/internal/embedded"
 	"github.com/laneim/laneim/internal/testinfra"
 )
 
@@ -53,26 +51,12 @@ func TestReadyzFollowsRedis(t *testing.T) {
 // etcd reported degraded (fault check: an etcd outage made every process
 // unready, which would take every comet out of its load balancer).
 func TestReadyzWithEtcdAway(t *testing.T) {
-	e, err := embedded.StartEtcd(embedded.EtcdConfig{
-		Dir:        filepath.Join(t.TempDir(), "etcd"),
-		ClientAddr: testinfra.FreeAddr(t),
-		PeerAddr:   testinfra.FreeAddr(t),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	closed := false
-	defer func() {
-		if !closed {
-			e.Close()
-		}
-	}()
+	e := testinfra.Etcd(t)
 	get, wait := startRouting(t, "--redis", testinfra.Redis(t), "--etcd", strings.Join(e.Endpoints(), ","))
 	if body := wait(http.StatusOK, "at start"); !strings.Contains(body, "etcd: ok") {
 		t.Fatalf("/readyz does not check etcd: %q", body)
 	}
 	e.Close()
-	closed = true
 	testinfra.Eventually(t, 10*time.Second, func() error {
 		code, body := get("/readyz")
 		if code != http.StatusOK || !strings.Contains(body, "etcd: degraded: ") {

@@ -18,11 +18,12 @@ import (
 
 	"go.uber.org/fx"
 
+	"github.com/laneim/laneim/gateways/api"
 	"github.com/laneim/laneim/gateways/comet"
 	"github.com/laneim/laneim/internal/app"
-	"github.com/laneim/laneim/internal/embedded"
 	"github.com/laneim/laneim/internal/seed"
 	"github.com/laneim/laneim/internal/testinfra"
+	"github.com/laneim/laneim/proto/apipb"
 	"github.com/laneim/laneim/wiring"
 	"github.com/laneim/laneim/wiring/directory"
 	"github.com/laneim/laneim/workers/login"
@@ -87,16 +88,7 @@ func Start(t testing.TB, tune func(*app.Settings), opts ...Option) *Cluster {
 		o(c)
 	}
 	if c.etcd {
-		e, err := embedded.StartEtcd(embedded.EtcdConfig{
-			Dir:        filepath.Join(t.TempDir(), "etcd"),
-			ClientAddr: testinfra.FreeAddr(t),
-			PeerAddr:   testinfra.FreeAddr(t),
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(e.Close)
-		s.Etcd = strings.Join(e.Endpoints(), ",")
+		s.Etcd = strings.Join(testinfra.Etcd(t).Endpoints(), ",")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -195,6 +187,22 @@ func (c *Cluster) Token(user string) string {
 		c.t.Fatal(err)
 	}
 	return tok
+}
+
+// PutUser creates or changes a user through the api gateway's Directory,
+// failing the test on error.
+func (c *Cluster) PutUser(u *apipb.PutUserRequest) {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	dc, closer, err := api.DialDirectory(ctx, c.Settings.APIAddr, c.Settings.APIToken)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer closer.Close()
+	if _, err := dc.PutUser(ctx, u); err != nil {
+		c.t.Fatalf("put user %s: %v", u.GetUser(), err)
+	}
 }
 
 // Proxy forwards TCP connections to the comet. Cut drops every connection

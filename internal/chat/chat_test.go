@@ -254,20 +254,11 @@ func TestChatEndsWhenTheAccountIsDisabled(t *testing.T) {
 	cl := apptest.Start(t, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	dc, closer, err := api.DialDirectory(ctx, cl.Settings.APIAddr, cl.Settings.APIToken)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer closer.Close()
-	if _, err := dc.PutUser(ctx, &apipb.PutUserRequest{User: "dora", Name: "Dora"}); err != nil {
-		t.Fatal(err)
-	}
+	cl.PutUser(&apipb.PutUserRequest{User: "dora", Name: "Dora"})
 	s := start(ctx, chat.Config{URL: cl.URL, Token: cl.Token("dora"), MaxBackoff: 200 * time.Millisecond})
 	defer s.in.Close()
 	s.shows(t, "logged in as dora")
-	if _, err := dc.PutUser(ctx, &apipb.PutUserRequest{User: "dora", Name: "Dora", Disabled: true}); err != nil {
-		t.Fatal(err)
-	}
+	cl.PutUser(&apipb.PutUserRequest{User: "dora", Name: "Dora", Disabled: true})
 	select {
 	case err := <-s.err:
 		if err == nil || !strings.Contains(err.Error(), "UNKNOWN_USER") {

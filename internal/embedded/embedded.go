@@ -250,7 +250,8 @@ type EtcdConfig struct {
 
 // Etcd is a running embedded etcd server.
 type Etcd struct {
-	e *embed.Etcd
+	e    *embed.Etcd
+	stop sync.Once
 }
 
 // StartEtcd starts a single-member etcd and waits until it serves.
@@ -310,5 +311,5 @@ func (e *Etcd) Endpoints() []string {
 	return out
 }
 
-// Close stops etcd.
-func (e *Etcd) Close() { e.e.Close() }
+// Close stops etcd; later calls do nothing.
+func (e *Etcd) Close() { e.stop.Do(e.e.Close) }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,23 +14,13 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
-	"github.com/laneim/laneim/internal/embedded"
 	"github.com/laneim/laneim/internal/testinfra"
 	"github.com/laneim/laneim/wiring/discovery"
 )
 
 func startEtcd(t *testing.T) []string {
 	t.Helper()
-	e, err := embedded.StartEtcd(embedded.EtcdConfig{
-		Dir:        filepath.Join(t.TempDir(), "etcd"),
-		ClientAddr: testinfra.FreeAddr(t),
-		PeerAddr:   testinfra.FreeAddr(t),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.Close)
-	return e.Endpoints()
+	return testinfra.Etcd(t).Endpoints()
 }
 
 // connect starts an etcd for t and returns a client of it; both end with t.

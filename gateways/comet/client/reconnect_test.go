@@ -546,14 +546,7 @@ func TestClientGivesUpWhenItsLoginIsRefusedForGood(t *testing.T) {
 	cl := apptest.Start(t, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	dc, closer, err := api.DialDirectory(ctx, cl.Settings.APIAddr, cl.Settings.APIToken)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer closer.Close()
-	if _, err := dc.PutUser(ctx, &apipb.PutUserRequest{User: "dora", Name: "Dora"}); err != nil {
-		t.Fatal(err)
-	}
+	cl.PutUser(&apipb.PutUserRequest{User: "dora", Name: "Dora"})
 	final := func(c *client.Client, code clientpb.Error_Code) {
 		t.Helper()
 		var last client.Event
@@ -588,9 +581,7 @@ func TestClientGivesUpWhenItsLoginIsRefusedForGood(t *testing.T) {
 	}
 	defer dora.Close()
 	next(t, dora, client.Connected)
-	if _, err := dc.PutUser(ctx, &apipb.PutUserRequest{User: "dora", Name: "Dora", Disabled: true}); err != nil {
-		t.Fatal(err)
-	}
+	cl.PutUser(&apipb.PutUserRequest{User: "dora", Name: "Dora", Disabled: true})
 	final(dora, clientpb.Error_UNKNOWN_USER)
 
 	var mu sync.Mutex
