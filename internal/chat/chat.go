@@ -97,9 +97,9 @@ type chat struct {
 
 // Run chats until in ends, /quit is typed or ctx ends; it returns an
 // error only when it cannot start (a refused login, say) or when a
-// reconnect's login is refused for good (the account was disabled). The goroutine
-// reading in may outlive Run until in delivers its next line or ends.
-// Output lines are written to out.
+// reconnect's login is refused for good (the account was disabled). The
+// goroutine reading in may outlive Run until in delivers its next line or
+// ends. Output lines are written to out.
 func Run(ctx context.Context, cfg Config, in io.Reader, out io.Writer) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
