@@ -31,7 +31,7 @@ func NewGroupProgress(cfg KafkaConfig, group, topic string) *GroupProgress {
 }
 
 // Ends returns the end offset of each of the topic's partitions: the
-// offset its next message will have.
+// offset its next message will have; none if the topic does not exist.
 func (g *GroupProgress) Ends(ctx context.Context) (map[int32]int64, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -39,6 +39,9 @@ func (g *GroupProgress) Ends(ctx context.Context) (map[int32]int64, error) {
 		return nil, err
 	}
 	parts, err := g.client.Partitions(g.topic)
+	if errors.Is(err, sarama.ErrUnknownTopicOrPartition) {
+		return map[int32]int64{}, nil // no topic yet: nothing was published
+	}
 	if err != nil {
 		return nil, fmt.Errorf("partitions of %s: %w", g.topic, err)
 	}
@@ -126,6 +129,7 @@ func newAdmin(cfg KafkaConfig) (sarama.Client, sarama.ClusterAdmin, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	sc.Metadata.AllowAutoTopicCreation = false // reading offsets creates nothing
 	c, err := sarama.NewClient(cfg.Brokers, sc)
 	if err != nil {
 		return nil, nil, fmt.Errorf("kafka client: %w", err)
