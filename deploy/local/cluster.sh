@@ -105,6 +105,10 @@ start() {
   wait_port "$kafka_port"
   start_bg etcd "$bin" etcd --addr "127.0.0.1:$etcd_port" --peer-addr "127.0.0.1:$((etcd_port + 1))" --data "$run/etcd"
   wait_port "$etcd_port"
+  # A node writes its nodes.conf as it starts: one there before is a
+  # restart's, and the nodes remember their cluster.
+  restart=0
+  [ -s "$run/redis-$redis_port/nodes.conf" ] && restart=1
   nodes=()
   for port in $(seq "$redis_port" $((redis_port + 5))); do
     mkdir -p "$run/redis-$port"
@@ -113,8 +117,8 @@ start() {
     wait_port "$port"
     nodes+=("127.0.0.1:$port")
   done
-  if [ -s "$run/redis-$redis_port/nodes.conf" ] && grep -q master "$run/redis-$redis_port/nodes.conf"; then
-    # A restart: the nodes remember their cluster; wait for it to form.
+  if [ "$restart" = 1 ]; then
+    # Wait for the remembered cluster to form.
     for _ in $(seq 600); do redis-cli -p "$redis_port" cluster info | grep -q cluster_state:ok && break; sleep 0.1; done
   fi
   if ! redis-cli -p "$redis_port" cluster info | grep -q cluster_state:ok; then
