@@ -1466,21 +1466,16 @@ func TestLimits(t *testing.T) {
 			}
 			return nextFrame(t, conn).GetError()
 		}
-		// The Login takes one of the connection's 3; pings take one of
-		// the connection's and one of alice's.
+		// A Login takes one of the connection's 3 and one of alice's;
+		// pings take one of the connection's and one of alice's.
 		first, _ := f.login("alice", client.Options{})
-		for i := range 2 {
-			if e := ping(first); e != nil {
-				t.Fatalf("ping %d within the budget: %v", i, e)
-			}
+		if e := ping(first); e != nil {
+			t.Fatalf("a ping within the budget: %v", e)
 		}
 		first.Close()
-		// A new connection has a budget of its own, but alice has one
-		// ping left, not three.
+		// A new connection has a budget of its own, but alice has her
+		// Login left, not three requests.
 		second, _ := f.login("alice", client.Options{})
-		if e := ping(second); e != nil {
-			t.Fatalf("alice's last ping: %v", e)
-		}
 		if e := ping(second); e.GetCode() != clientpb.Error_RATE_LIMITED {
 			t.Fatalf("alice reconnected got %v, want RATE_LIMITED", e)
 		}
@@ -1489,6 +1484,27 @@ func TestLimits(t *testing.T) {
 		if e := ping(bob); e != nil {
 			t.Fatalf("bob: %v", e)
 		}
+	})
+	t.Run("logins spend their user's budget", func(t *testing.T) {
+		t.Parallel()
+		// A client whose logins keep failing (its account disabled, say)
+		// and that reconnects in a loop: its Logins are refused before
+		// the pipeline once its user's budget is spent, whatever the
+		// connection (outside abuse check: 1,000 a second reached it).
+		f := newFixture(t, comet.Config{RequestRate: 0.1, RequestBurst: 3})
+		for range 3 {
+			f.login("alice", client.Options{})
+		}
+		conn := f.dial(client.Options{})
+		if err := conn.Write(ctxT(t), &clientpb.ClientFrame{RequestId: 7, Body: &clientpb.ClientFrame_Login{Login: &clientpb.Login{Token: token(t, "alice")}}}); err != nil {
+			t.Fatal(err)
+		}
+		if e := nextFrame(t, conn).GetError(); e.GetCode() != clientpb.Error_RATE_LIMITED || e.GetRetryAfterMs() == 0 {
+			t.Fatalf("alice's fourth Login got %v, want RATE_LIMITED with a wait", e)
+		}
+		// bob is not affected, and the next login request published is
+		// his: alice's refused Login never reached the pipeline.
+		f.login("bob", client.Options{})
 	})
 	t.Run("messages come in small bursts", func(t *testing.T) {
 		t.Parallel()

@@ -347,7 +347,7 @@ func (cn *conn) serve(f *clientpb.ClientFrame) {
 			return
 		}
 		claims, ok := cn.verify(req, b.Login.GetToken())
-		if !ok || !cn.startLogin(req) {
+		if !ok || !cn.allowLogin(req, claims.User) || !cn.startLogin(req) {
 			return
 		}
 		if b.Login.GetCompactBatches() {

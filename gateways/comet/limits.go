@@ -82,12 +82,37 @@ func (cn *conn) allow(req uint64, user string, send bool) bool {
 		cn.refusedInARow = 0
 		return true
 	}
-	if cn.overLimit(user) {
-		return false
-	}
 	what := fmt.Sprintf("more than %g requests a second", float64(cn.limiter.Limit()))
 	if sends != nil {
 		what = fmt.Sprintf("more than %g messages a second, %d at once", float64(sends.Limit()), sends.Burst())
+	}
+	return cn.limited(req, user, d, what)
+}
+
+// allowLogin takes one request from the budget of user, the verified
+// subject of a Login's token, as allow does once a connection is logged
+// in: a client reconnecting in a loop with a token its user cannot log
+// in with (disabled, deleted) is refused here, before its Login reaches
+// the pipeline, instead of on every new connection (outside abuse
+// check). It reports false, having answered RATE_LIMITED, when the
+// budget is spent.
+func (cn *conn) allowLogin(req uint64, user string) bool {
+	if cn.limiter == nil {
+		return true
+	}
+	d := take(cn.comet.userLimits.get(user, cn.comet.cfg).Limiter)
+	if d == 0 {
+		return true
+	}
+	return cn.limited(req, user, d, fmt.Sprintf("more than %g logins and requests a second for this user", float64(cn.limiter.Limit())))
+}
+
+// limited answers a request refused for the rate limit RATE_LIMITED,
+// saying what was exceeded and how long to wait (d), unless the refusal
+// closes the connection (overLimit). It reports false.
+func (cn *conn) limited(req uint64, user string, d time.Duration, what string) bool {
+	if cn.overLimit(user) {
+		return false
 	}
 	ms := topics.RetryAfterMs(d)
 	cn.reply(&clientpb.ServerFrame{RequestId: req, Body: &clientpb.ServerFrame_Error{Error: &clientpb.Error{
