@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/fx"
+	"golang.org/x/sync/singleflight"
 )
 
 // LatencyBuckets are the buckets of laneIM's latency histograms (a
@@ -47,7 +48,25 @@ type Metrics struct {
 	checks   []readyCheck
 	// CheckTimeout bounds each readiness check (2s when zero).
 	CheckTimeout time.Duration
+
+	// One round of checks at a time, its answer reused for checkReuse:
+	// each round connects afresh to every dependency, and a flood of
+	// /readyz must not become a flood of connections (outside abuse
+	// check: 50 at a time took 1.5 cores and thousands of sockets).
+	rounds   singleflight.Group
+	lastMu   sync.Mutex
+	last     checkRound
+	lastDone time.Time
 }
+
+// checkRound is the answer of one round of readiness checks.
+type checkRound struct {
+	lines []string
+	ok    bool
+}
+
+// checkReuse is how long a round's answer is given again.
+const checkReuse = time.Second
 
 // readyCheck is a dependency /readyz asks.
 type readyCheck struct {
@@ -134,7 +153,33 @@ func (e *degradedError) Unwrap() error { return e.err }
 // Check runs every readiness check at once and returns one line per
 // check ("redis: ok", "redis: degraded: " and why, or "redis: " and why
 // not) and whether all passed, a degraded one counting as passed.
+//
+// Requests that come while a round runs share its answer, and one that
+// comes less than a second after a round ended gets that round's answer.
 func (m *Metrics) Check(ctx context.Context) (lines []string, ok bool) {
+	m.lastMu.Lock()
+	if !m.lastDone.IsZero() && time.Since(m.lastDone) < checkReuse {
+		r := m.last
+		m.lastMu.Unlock()
+		return slices.Clone(r.lines), r.ok
+	}
+	m.lastMu.Unlock()
+	v, _, _ := m.rounds.Do("", func() (any, error) {
+		// The round is bounded by CheckTimeout, not by the request
+		// that started it: the others share its answer.
+		lines, ok := m.checkRound(context.WithoutCancel(ctx))
+		r := checkRound{lines, ok}
+		m.lastMu.Lock()
+		m.last, m.lastDone = r, time.Now()
+		m.lastMu.Unlock()
+		return r, nil
+	})
+	r := v.(checkRound)
+	return slices.Clone(r.lines), r.ok
+}
+
+// checkRound runs every readiness check at once (see Check).
+func (m *Metrics) checkRound(ctx context.Context) (lines []string, ok bool) {
 	m.checksMu.Lock()
 	checks := slices.Clone(m.checks)
 	m.checksMu.Unlock()

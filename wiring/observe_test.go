@@ -4,8 +4,12 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/laneim/laneim/internal/testinfra"
 	"github.com/laneim/laneim/wiring"
 )
 
@@ -43,5 +47,41 @@ func TestCheckCountsDegradedAsReady(t *testing.T) {
 	}
 	if wiring.Degraded(nil) != nil {
 		t.Error("Degraded(nil) is not nil")
+	}
+}
+
+// TestCheckRunsOneRoundForMany: requests during a round share it, and
+// one right after gets its answer again, so a flood of /readyz opens one
+// round of connections a second (outside abuse check).
+func TestCheckRunsOneRoundForMany(t *testing.T) {
+	m := wiring.NewMetrics()
+	var rounds atomic.Int32
+	release := make(chan struct{})
+	m.AddCheck("redis", func(context.Context) error {
+		rounds.Add(1)
+		<-release
+		return nil
+	})
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Go(func() {
+			if lines, ok := m.Check(context.Background()); !ok || !slices.Equal(lines, []string{"redis: ok"}) {
+				t.Errorf("Check = %q, %v", lines, ok)
+			}
+		})
+	}
+	// Let the requests gather on the round, then end it.
+	testinfra.Eventually(t, 10*time.Second, func() bool { return rounds.Load() == 1 }, "no round started")
+	time.Sleep(50 * time.Millisecond)
+	close(release)
+	wg.Wait()
+	m.Check(context.Background())
+	if n := rounds.Load(); n != 1 {
+		t.Fatalf("%d rounds for 21 requests, one just after the first round; want 1", n)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	m.Check(context.Background())
+	if n := rounds.Load(); n != 2 {
+		t.Fatalf("%d rounds after a second more; want 2", n)
 	}
 }
