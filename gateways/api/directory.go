@@ -271,6 +271,11 @@ func (s *Server) block(ctx context.Context, req *apipb.BlockRequest, block bool)
 	if err := needUser(ctx, d, req.GetUser()); err != nil {
 		return nil, err
 	}
+	if block {
+		if err := needUser(ctx, d, req.GetBlocked()); err != nil {
+			return nil, err
+		}
+	}
 	change := d.Unblock
 	if block {
 		change = d.Block

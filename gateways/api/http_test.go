@@ -310,6 +310,7 @@ func TestHTTPDirectory(t *testing.T) {
 		{"put_room", `{}`, 400, "INVALID_ARGUMENT"},
 		{"block", `{"user":"alice","blocked":"bob"}`, 200, ""},
 		{"block", `{"user":"nobody","blocked":"bob"}`, 404, "NOT_FOUND"},
+		{"block", `{"user":"alice","blocked":"nobody"}`, 404, "NOT_FOUND"},
 		{"block", `{"user":"alice","blocked":"alice"}`, 400, "INVALID_ARGUMENT"}, // oneself
 		{"unblock", `{"user":"alice","blocked":"alice"}`, 200, ""},               // idempotent, oneself too
 		{"delete_room", `{"room":"nowhere"}`, 404, "NOT_FOUND"},
