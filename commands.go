@@ -304,9 +304,12 @@ func topicsCmd(ctx context.Context, args []string, out, errOut io.Writer) error 
 	for i, t := range specs {
 		names[i] = t.Name
 	}
-	have, err := wiring.TopicReplicas(ctx, s.Infra().Kafka, names...)
+	brokers, have, err := wiring.TopicReplicas(ctx, s.Infra().Kafka, names...)
 	if err != nil {
 		return err
+	}
+	if *replicas > brokers {
+		fmt.Fprintf(errOut, "laneim topics: --replication-factor %d is more than the cluster's brokers (%d)\n", *replicas, brokers)
 	}
 	// An existing topic keeps its replicas (Kafka changes them only by a
 	// partition reassignment): say so where they are fewer than asked.

@@ -65,6 +65,15 @@ func TestTopicsSaysExistingTopicsKeepTheirReplicas(t *testing.T) {
 	if want := fmt.Sprintf("%d topics have fewer replicas than --replication-factor 2", n); !strings.Contains(errOut.String(), want) {
 		t.Errorf("warning %q, want %q", errOut.String(), want)
 	}
+	// More replicas than brokers: the topics exist, so nothing fails,
+	// but the command says why it cannot be (newcomer check).
+	errOut.Reset()
+	if err := topicsCmd(ctx, []string{"--kafka", kafka, "--replication-factor", "3"}, &out, &errOut); err != nil {
+		t.Fatal(err)
+	}
+	if want := "--replication-factor 3 is more than the cluster's brokers (2)"; !strings.Contains(errOut.String(), want) {
+		t.Errorf("warning %q, want %q", errOut.String(), want)
+	}
 }
 
 // twoBrokers starts a Kafka-protocol cluster of two brokers for the test

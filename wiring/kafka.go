@@ -412,32 +412,37 @@ func EnsureTopics(ctx context.Context, cfg KafkaConfig, specs ...TopicSpec) erro
 	return nil
 }
 
-// TopicReplicas returns the replication factor (the replicas of its first
-// partition) of each of names that exists.
-func TopicReplicas(ctx context.Context, cfg KafkaConfig, names ...string) (map[string]int, error) {
+// TopicReplicas returns the number of brokers in the cluster and the
+// replication factor (the replicas of its first partition) of each of
+// names that exists.
+func TopicReplicas(ctx context.Context, cfg KafkaConfig, names ...string) (brokers int, replicas map[string]int, err error) {
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return 0, nil, err
 	}
 	sc, err := cfg.Sarama()
 	if err != nil {
-		return nil, err
+		return 0, nil, err
 	}
 	admin, err := sarama.NewClusterAdmin(cfg.Brokers, sc)
 	if err != nil {
-		return nil, fmt.Errorf("kafka: connect admin to %v: %w", cfg.Brokers, err)
+		return 0, nil, fmt.Errorf("kafka: connect admin to %v: %w", cfg.Brokers, err)
 	}
 	defer admin.Close()
+	bs, _, err := admin.DescribeCluster()
+	if err != nil {
+		return 0, nil, fmt.Errorf("kafka: describe cluster: %w", err)
+	}
 	meta, err := admin.DescribeTopics(names)
 	if err != nil {
-		return nil, fmt.Errorf("kafka: describe topics: %w", err)
+		return 0, nil, fmt.Errorf("kafka: describe topics: %w", err)
 	}
-	out := make(map[string]int, len(meta))
+	replicas = make(map[string]int, len(meta))
 	for _, m := range meta {
 		if m.Err == sarama.ErrNoError && len(m.Partitions) > 0 {
-			out[m.Name] = len(m.Partitions[0].Replicas)
+			replicas[m.Name] = len(m.Partitions[0].Replicas)
 		}
 	}
-	return out, nil
+	return len(bs), replicas, nil
 }
 
 // tooLarge reports an error of a message over the size limit, whether the
