@@ -127,9 +127,26 @@ func Run(ctx context.Context, cfg Config, in io.Reader, out io.Writer) error {
 		}
 	}()
 
-	// The first connection: a refused login ends Run. Until then a comet
-	// that cannot be reached is retried, as after any disconnect.
-	if err := ch.start(ctx); err != nil {
+	// Reading in cannot be interrupted, so Run does not wait for this
+	// goroutine: it ends when in reaches its end or fails, or at the next
+	// line after Run returned.
+	lines := make(chan string)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(in)
+		for sc.Scan() {
+			select {
+			case lines <- sc.Text():
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+
+	// The first connection: a refused login ends Run, and so do /quit
+	// and the end of in. Until then a comet that cannot be reached is
+	// retried, as after any disconnect.
+	if quit, err := ch.start(ctx, lines); quit || err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -149,21 +166,6 @@ func Run(ctx context.Context, cfg Config, in io.Reader, out io.Writer) error {
 	defer wg.Wait()
 	defer cancel()
 
-	// Reading in cannot be interrupted, so Run does not wait for this
-	// goroutine: it ends when in reaches its end or fails, or at the next
-	// line after Run returned.
-	lines := make(chan string)
-	go func() {
-		defer close(lines)
-		sc := bufio.NewScanner(in)
-		for sc.Scan() {
-			select {
-			case lines <- sc.Text():
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
 	ch.prompt()
 	for {
 		select {
@@ -189,23 +191,35 @@ func Run(ctx context.Context, cfg Config, in io.Reader, out io.Writer) error {
 }
 
 // start waits for the first connection and shows what came meanwhile.
-func (ch *chat) start(ctx context.Context) error {
+// It reports quit when /quit is typed or lines ends before the client
+// logs in (newcomer check: a chat that never connected could be stopped
+// only with a signal).
+func (ch *chat) start(ctx context.Context, lines <-chan string) (quit bool, err error) {
 	for {
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return false, ctx.Err()
+		case line, ok := <-lines:
+			switch line = strings.TrimSpace(line); {
+			case !ok || line == "/quit":
+				return true, nil
+			case line != "":
+				ch.w.printf("* not connected yet: %q not sent\n", line)
+			}
 		case ev, ok := <-ch.c.Events():
 			if !ok {
-				return errors.New("chat: client closed")
+				return false, errors.New("chat: client closed")
 			}
 			var e *client.Error
 			switch {
 			case ev.Kind == client.Disconnected && errors.As(ev.Err, &e):
-				return fmt.Errorf("chat: %w", ev.Err)
+				return false, fmt.Errorf("chat: %w", ev.Err)
+			case ev.Kind == client.Disconnected:
+				ch.w.printf("* cannot connect (%v): retrying; /quit to stop\n", ev.Err)
 			case ev.Kind == client.Connected:
 				ch.connected(ctx, ev)
 				ch.recentDirect(ctx, ev.Login)
-				return nil
+				return false, nil
 			default:
 				ch.show(ev)
 			}

@@ -269,3 +269,34 @@ func TestChatEndsWhenTheAccountIsDisabled(t *testing.T) {
 	}
 	s.shows(t, "giving up")
 }
+
+// TestChatQuitsBeforeItConnects: a chat that cannot reach its comet says
+// so, and /quit or the end of its input ends it (newcomer check: only a
+// signal did).
+func TestChatQuitsBeforeItConnects(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	url := "ws://" + testinfra.FreeAddr(t) + "/ws" // nothing listens there
+	for _, end := range []string{"/quit", "end of input"} {
+		t.Run(end, func(t *testing.T) {
+			s := start(ctx, chat.Config{URL: url, Token: "any", MaxBackoff: 100 * time.Millisecond})
+			s.shows(t, "cannot connect", "retrying; /quit to stop")
+			fmt.Fprintln(s.in, "hello?")
+			s.shows(t, `not connected yet: "hello?" not sent`)
+			if end == "/quit" {
+				fmt.Fprintln(s.in, "/quit")
+			} else {
+				s.in.Close()
+			}
+			select {
+			case err := <-s.err:
+				if err != nil {
+					t.Fatalf("chat ended with %v", err)
+				}
+			case <-ctx.Done():
+				t.Fatal("chat did not end")
+			}
+			s.in.Close()
+		})
+	}
+}
