@@ -112,6 +112,11 @@ func Run(ctx context.Context, opts Options, out io.Writer) (int, error) {
 		slices.Sort(known)
 		return 0, fmt.Errorf("replay: no topic %q on %v (there are: %s)", opts.Topic, opts.Brokers, strings.Join(known, ", "))
 	}
+	if t := opts.Republish; t != "" && t != Original && !slices.Contains(known, t) {
+		// The producer would create it, with a name that may be a typo.
+		slices.Sort(known)
+		return 0, fmt.Errorf("replay: no topic %q to republish to on %v (there are: %s)", t, opts.Brokers, strings.Join(known, ", "))
+	}
 	partitions, err := client.Partitions(opts.Topic)
 	if err != nil {
 		return 0, fmt.Errorf("replay: topic %s: %w", opts.Topic, err)
@@ -295,6 +300,17 @@ func republish(p sarama.SyncProducer, target string, m *sarama.ConsumerMessage) 
 		target = h[middleware.PoisonedTopicKey]
 		if target == "" {
 			return fmt.Errorf("replay: message %s/%d@%d has no original topic (not a dead letter)", m.Topic, m.Partition, m.Offset)
+		}
+	}
+	// A payload goes only where its type is read: a laneIM topic's
+	// payload to a topic of another type would be dead-lettered there.
+	source := m.Topic
+	if orig := h[middleware.PoisonedTopicKey]; orig != "" {
+		source = orig
+	}
+	if from, ok := topics.Lookup(source); ok {
+		if to, ok := topics.Lookup(target); ok && to.Payload != from.Payload {
+			return fmt.Errorf("replay: message %s/%d@%d is a %s (from %s), and %s takes %s: not republished", m.Topic, m.Partition, m.Offset, from.Payload, source, target, to.Payload)
 		}
 	}
 	var hs []sarama.RecordHeader

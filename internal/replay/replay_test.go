@@ -154,3 +154,32 @@ func TestReplayBodiesAsTextAndUnknownTopics(t *testing.T) {
 		t.Fatal("--bodies hex accepted")
 	}
 }
+
+// TestRepublishChecksItsTarget: replay republishes neither to a topic
+// that does not exist (the producer would create it) nor a payload to a
+// laneIM topic of another payload type (newcomer check: a session event
+// sent to messages.routed was dead-lettered there, and a typo made a
+// topic).
+func TestRepublishChecksItsTarget(t *testing.T) {
+	t.Parallel()
+	p := testinfra.KafkaPipeline(t)
+	ev, _ := topics.SessionEvents.Encode(&topicpb.SessionEvent{Kind: topicpb.SessionEvent_HEARTBEAT, Session: &topicpb.Session{Comet: "c1"}})
+	p.Publish(topics.SessionEvents.Name, ev)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, c := range []struct{ target, want string }{
+		{"messages.routd", `no topic "messages.routd" to republish to`},
+		{topics.Routed.Name, "takes laneim.topic.v1.Routed: not republished"},
+	} {
+		var out bytes.Buffer
+		n, err := replay.Run(ctx, replay.Options{Brokers: p.Kafka.Brokers, Topic: topics.SessionEvents.Name, Partition: -1, Republish: c.target}, &out)
+		if n != 0 || err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("republish to %s = %d, %v; want an error saying %q", c.target, n, err, c.want)
+		}
+	}
+	// The same payload type is republished.
+	var out bytes.Buffer
+	if n, err := replay.Run(ctx, replay.Options{Brokers: p.Kafka.Brokers, Topic: topics.SessionEvents.Name, Partition: -1, Republish: topics.SessionEvents.Name, Limit: 1}, &out); err != nil || n != 1 {
+		t.Fatalf("republish to its own topic = %d, %v", n, err)
+	}
+}
