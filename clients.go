@@ -255,7 +255,13 @@ func runReplay(ctx context.Context, args []string) error {
 	}
 	opts.Sarama = sc
 	n, err := replay.Run(ctx, opts, os.Stdout)
-	fmt.Fprintf(os.Stderr, "laneim replay: %d messages\n", n)
+	if err == nil || n > 0 { // how far it went, when it went anywhere
+		what := "messages"
+		if n == 1 {
+			what = "message"
+		}
+		fmt.Fprintf(os.Stderr, "laneim replay: %d %s\n", n, what)
+	}
 	return err
 }
 
