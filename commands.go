@@ -53,11 +53,18 @@ func runDev(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.RedisAddr, "redis-addr", "127.0.0.1:16379", "embedded Redis-protocol server listen address")
 	fs.StringVar(&cfg.EtcdAddr, "etcd-addr", "127.0.0.1:12379", "embedded etcd client address (peer: next port); empty: no etcd")
 	fs.StringVar(&cfg.DataDir, "data", ".run/dev", "folder for the history store and etcd's data; kept across restarts (empty: a temporary folder)")
-	// Dev mode serves its admin endpoints unless told otherwise (below).
-	fs.Lookup("admin-addr").DefValue = devAdminAddr
+	// Dev mode serves its admin endpoints unless told otherwise, and
+	// fills these when they are empty (below and app.StartDev): -h says
+	// so.
+	for name, def := range map[string]string{
+		"admin-addr": devAdminAddr, "secret": devSecret, "api-token": devAPIToken,
+		"comet-id": "comet-1", "history": "DATA/msgstore.db, DATA being --data",
+	} {
+		fs.Lookup(name).DefValue = def
+	}
 	fs.StringVar(&cfg.Seed, "seed", builtinSeed, "demo directory (users, rooms) to load: a JSON file, or "+builtinSeed+" (testdata/seed.json, compiled in); empty: none")
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: laneim dev [flags]\n\nDev mode runs its own Kafka and Redis (--kafka-addr, --redis-addr): --kafka and --redis\nbelong to `laneim worker`, `comet` and `api`.")
+		fmt.Fprintln(fs.Output(), "usage: laneim dev [flags]\n\nDev mode runs its own Kafka and Redis (--kafka-addr, --redis-addr): --kafka and --redis\nbelong to `laneim worker`, `comet` and `api`. It runs its own etcd too (--etcd-addr);\n--etcd registers its comet and api gateway in another one instead (with --etcd-addr \"\" to run none).")
 		fs.PrintDefaults()
 	}
 	if err := app.Parse(fs, args); err != nil {
