@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"unicode/utf8"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -32,6 +33,21 @@ var _ Directory = (*directory.Store)(nil)
 
 // DefaultRoomKind is the kind of a room put without one.
 const DefaultRoomKind = "group"
+
+// MaxNameBytes caps a user's or a room's display name, in bytes of
+// UTF-8 (outside abuse check: 250 KB names were stored and sent on).
+const MaxNameBytes = 256
+
+// checkName refuses a display name over MaxNameBytes or not UTF-8.
+func checkName(name string) error {
+	if len(name) > MaxNameBytes {
+		return status.Errorf(codes.InvalidArgument, "api: name of %d bytes, more than %d", len(name), MaxNameBytes)
+	}
+	if !utf8.ValidString(name) {
+		return status.Error(codes.InvalidArgument, "api: name is not UTF-8")
+	}
+	return nil
+}
 
 // directory returns the Directory to change, or the status that refuses
 // the call: FailedPrecondition when MySQL is the system of record and the
@@ -108,6 +124,9 @@ func (s *Server) PutUser(ctx context.Context, req *apipb.PutUserRequest) (*apipb
 	if err := checkIDs("user", req.GetUser()); err != nil {
 		return nil, err
 	}
+	if err := checkName(req.GetName()); err != nil {
+		return nil, err
+	}
 	u := directory.User{ID: req.GetUser(), Name: req.GetName(), Disabled: req.GetDisabled()}
 	if err := d.PutUser(ctx, u); err != nil {
 		return nil, unavailable(err)
@@ -153,9 +172,15 @@ func (s *Server) PutRoom(ctx context.Context, req *apipb.PutRoomRequest) (*apipb
 	if err := checkIDs("room", req.GetRoom()); err != nil {
 		return nil, err
 	}
+	if err := checkName(req.GetName()); err != nil {
+		return nil, err
+	}
 	kind := req.GetKind()
 	if kind == "" {
 		kind = DefaultRoomKind
+	}
+	if err := checkIDs("room kind", kind); err != nil {
+		return nil, err
 	}
 	if err := d.PutRoom(ctx, directory.Room{ID: req.GetRoom(), Name: req.GetName(), Kind: kind}); err != nil {
 		return nil, unavailable(err)
