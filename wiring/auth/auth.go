@@ -6,6 +6,8 @@
 package auth
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -165,6 +167,31 @@ type Claims struct {
 	Expires time.Time
 }
 
+// strictClaims are the registered claims whose "exp", "iat" and "nbf"
+// must be JSON numbers (RFC 7519, NumericDate): the library also takes a
+// string holding a number, which other verifiers refuse (outside abuse
+// check).
+type strictClaims struct {
+	jwt.RegisteredClaims
+}
+
+func (c *strictClaims) UnmarshalJSON(b []byte) error {
+	var dates struct {
+		Exp json.RawMessage `json:"exp"`
+		Iat json.RawMessage `json:"iat"`
+		Nbf json.RawMessage `json:"nbf"`
+	}
+	if err := json.Unmarshal(b, &dates); err != nil {
+		return err
+	}
+	for name, raw := range map[string]json.RawMessage{"exp": dates.Exp, "iat": dates.Iat, "nbf": dates.Nbf} {
+		if t := bytes.TrimSpace(raw); len(t) > 0 && t[0] == '"' {
+			return fmt.Errorf("%q is a string, not a number", name)
+		}
+	}
+	return json.Unmarshal(b, &c.RegisteredClaims)
+}
+
 // Verify checks an HS256 JWT against secret as of now and returns its
 // claims. Only HS256 is accepted (never "none" nor another HMAC or key
 // type); "sub" and "exp" are required; the signature is checked before
@@ -180,7 +207,7 @@ func Verify(secret []byte, token string, now time.Time, policy Policy) (Claims, 
 		return Claims{}, fmt.Errorf("%w: no secret to verify it with", ErrTokenInvalid)
 	}
 	skew := policy.clockSkew()
-	var claims jwt.RegisteredClaims
+	var claims strictClaims
 	// The library checks the algorithm, then the signature; the claims
 	// are checked here, so that the clock skew applies to "iat" and "nbf"
 	// but never extends "exp" (the library's leeway would).

@@ -10,6 +10,7 @@ import (
 	"os"
 	"regexp"
 	"strings"
+	"strconv"
 	"testing"
 	"time"
 
@@ -63,6 +64,12 @@ func TestVerifyTokenPolicy(t *testing.T) {
 		// makes the token invalid, however well signed.
 		{"crit header", auth.Policy{}, withHeader(t, "crit", []string{"exp-ext"}, jwt.RegisteredClaims{Subject: "bob", ExpiresAt: at(time.Hour)}), auth.ErrTokenInvalid},
 		{"other header", auth.Policy{}, withHeader(t, "kid", "key-1", jwt.RegisteredClaims{Subject: "bob", ExpiresAt: at(time.Hour)}), nil},
+		// RFC 7519: a NumericDate is a JSON number; the library also
+		// reads a string holding one (outside abuse check).
+		{"exp a string", auth.Policy{}, signed(t, jwt.SigningMethodHS256, jwt.MapClaims{"sub": "bob", "exp": strconv.FormatInt(now.Add(time.Hour).Unix(), 10)}, secret), auth.ErrTokenInvalid},
+		{"iat a string", auth.Policy{}, signed(t, jwt.SigningMethodHS256, jwt.MapClaims{"sub": "bob", "iat": strconv.FormatInt(now.Unix(), 10), "exp": now.Add(time.Hour).Unix()}, secret), auth.ErrTokenInvalid},
+		{"nbf a string", auth.Policy{}, signed(t, jwt.SigningMethodHS256, jwt.MapClaims{"sub": "bob", "nbf": strconv.FormatInt(now.Unix(), 10), "exp": now.Add(time.Hour).Unix()}, secret), auth.ErrTokenInvalid},
+		{"numbers in a map", auth.Policy{}, signed(t, jwt.SigningMethodHS256, jwt.MapClaims{"sub": "bob", "iat": now.Unix(), "nbf": now.Unix(), "exp": now.Add(time.Hour).Unix()}, secret), nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
