@@ -91,13 +91,13 @@ func newRouter(p routerParams) (*message.Router, error) {
 		}
 		p.Lifecycle.Append(fx.StopHook(lag.Close))
 	}
-	var subs []*closeOnce
+	var subs []*kafkaSubscriber
 	subscribe := func(group string) (message.Subscriber, error) {
 		s, err := p.Subscribe(group)
 		if err != nil {
 			return nil, err
 		}
-		c := &closeOnce{Subscriber: s}
+		c := &kafkaSubscriber{Subscriber: s}
 		subs = append(subs, c)
 		return c, nil
 	}
@@ -121,14 +121,16 @@ func newRouter(p routerParams) (*message.Router, error) {
 	return r, nil
 }
 
-// closeOnce is a subscriber whose Close runs once, whoever calls it first.
-type closeOnce struct {
+// kafkaSubscriber is a handler's Kafka subscriber whose Close runs once,
+// whoever calls it first. Its type name is what dead letters record as
+// their subscriber (Watermill's poisoned_subscriber).
+type kafkaSubscriber struct {
 	message.Subscriber
 	once sync.Once
 	err  error
 }
 
-func (c *closeOnce) Close() error {
+func (c *kafkaSubscriber) Close() error {
 	c.once.Do(func() { c.err = c.Subscriber.Close() })
 	return c.err
 }
