@@ -1,9 +1,7 @@
 package wiring
 
 import (
-	"errors"
 	"strconv"
-	"sync"
 
 	"github.com/IBM/sarama"
 	"github.com/prometheus/client_golang/prometheus"
@@ -14,21 +12,15 @@ import (
 // lagCollector reports, at each scrape, how far each handler's consumer
 // group is behind the end of its topic: laneim_handler_lag_messages.
 type lagCollector struct {
-	cfg      KafkaConfig
-	handlers []pipeline.Handler
-	desc     *prometheus.Desc
-
-	mu sync.Mutex
-	// Created at the first scrape; admin owns client.
-	client sarama.Client
-	admin  sarama.ClusterAdmin
-	closed bool // by Close: no more connections
+	lazyAdmin // connected at the first scrape; Close releases it
+	handlers  []pipeline.Handler
+	desc      *prometheus.Desc
 }
 
 func newLagCollector(cfg KafkaConfig, handlers []pipeline.Handler) *lagCollector {
 	return &lagCollector{
-		cfg:      cfg,
-		handlers: handlers,
+		lazyAdmin: lazyAdmin{cfg: cfg},
+		handlers:  handlers,
 		desc: prometheus.NewDesc("laneim_handler_lag_messages",
 			"Messages of the handler's topic not yet committed by its consumer group, by partition.",
 			[]string{"handler", "topic", "partition"}, nil),
@@ -36,22 +28,6 @@ func newLagCollector(cfg KafkaConfig, handlers []pipeline.Handler) *lagCollector
 }
 
 func (l *lagCollector) Describe(ch chan<- *prometheus.Desc) { ch <- l.desc }
-
-// connect creates the client and the cluster admin on it, once.
-func (l *lagCollector) connect() error {
-	if l.admin != nil {
-		return nil
-	}
-	if l.closed {
-		return errors.New("lag collector closed")
-	}
-	c, a, err := newAdmin(l.cfg)
-	if err != nil {
-		return err
-	}
-	l.client, l.admin = c, a
-	return nil
-}
 
 // Collect asks Kafka for each partition's end and each group's committed
 // offset. A failure leaves the metric out of this scrape.
@@ -90,17 +66,4 @@ func (l *lagCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(l.desc, prometheus.GaugeValue, float64(max(lag, 0)), h.Name, h.Topic, strconv.Itoa(int(p)))
 		}
 	}
-}
-
-// Close releases the cluster admin and its Kafka client.
-func (l *lagCollector) Close() error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.closed = true
-	if l.admin == nil {
-		return nil
-	}
-	err := l.admin.Close()
-	l.client, l.admin = nil, nil
-	return err
 }

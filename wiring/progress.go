@@ -16,18 +16,13 @@ import (
 // no contexts: its own timeouts bound each call, and a call returns
 // ctx's error if ctx has ended before it starts.
 type GroupProgress struct {
-	cfg          KafkaConfig
+	lazyAdmin    // Close releases it
 	group, topic string
-
-	mu     sync.Mutex
-	client sarama.Client
-	admin  sarama.ClusterAdmin // owns client
-	closed bool
 }
 
 // NewGroupProgress returns a GroupProgress of group on topic.
 func NewGroupProgress(cfg KafkaConfig, group, topic string) *GroupProgress {
-	return &GroupProgress{cfg: cfg, group: group, topic: topic}
+	return &GroupProgress{lazyAdmin: lazyAdmin{cfg: cfg}, group: group, topic: topic}
 }
 
 // Ends returns the end offset of each of the topic's partitions: the
@@ -35,7 +30,10 @@ func NewGroupProgress(cfg KafkaConfig, group, topic string) *GroupProgress {
 func (g *GroupProgress) Ends(ctx context.Context) (map[int32]int64, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if err := g.connect(ctx); err != nil {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := g.connect(); err != nil {
 		return nil, err
 	}
 	parts, err := g.client.Partitions(g.topic)
@@ -60,7 +58,10 @@ func (g *GroupProgress) Ends(ctx context.Context) (map[int32]int64, error) {
 func (g *GroupProgress) Reached(ctx context.Context, ends map[int32]int64) (bool, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if err := g.connect(ctx); err != nil {
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
+	if err := g.connect(); err != nil {
 		return false, err
 	}
 	parts := make([]int32, 0, len(ends))
@@ -90,36 +91,44 @@ func (g *GroupProgress) Reached(ctx context.Context, ends map[int32]int64) (bool
 	return true, nil
 }
 
-// connect creates the client and the cluster admin on it, once. g.mu is
-// held.
-func (g *GroupProgress) connect(ctx context.Context) error {
-	if err := ctx.Err(); err != nil {
-		return err
+// lazyAdmin is a Kafka client and a cluster admin on it, created at
+// their first use (connect) and released by Close. Its users hold mu
+// while they use them.
+type lazyAdmin struct {
+	cfg KafkaConfig
+
+	mu     sync.Mutex
+	client sarama.Client
+	admin  sarama.ClusterAdmin // owns client
+	closed bool                // by Close: no more connections
+}
+
+// connect creates the client and the cluster admin, once. a.mu is held.
+func (a *lazyAdmin) connect() error {
+	if a.closed {
+		return errors.New("kafka admin closed")
 	}
-	if g.closed {
-		return errors.New("group progress closed")
-	}
-	if g.admin != nil {
+	if a.admin != nil {
 		return nil
 	}
-	c, a, err := newAdmin(g.cfg)
+	c, ad, err := newAdmin(a.cfg)
 	if err != nil {
 		return err
 	}
-	g.client, g.admin = c, a
+	a.client, a.admin = c, ad
 	return nil
 }
 
-// Close releases the connections; later calls fail.
-func (g *GroupProgress) Close() error {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.closed = true
-	if g.admin == nil {
+// Close releases the cluster admin and its Kafka client; later uses fail.
+func (a *lazyAdmin) Close() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.closed = true
+	if a.admin == nil {
 		return nil
 	}
-	err := g.admin.Close()
-	g.client, g.admin = nil, nil
+	err := a.admin.Close()
+	a.client, a.admin = nil, nil
 	return err
 }
 
