@@ -80,6 +80,12 @@ func serveHTTPWith(t *testing.T, cfg api.Config, history api.History) *httpGatew
 	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{}}
 	t.Cleanup(func() {
 		hc.CloseIdleConnections()
+		// Shutdown, unlike Close, waits for every connection's goroutine,
+		// among them one that lingers (up to 500 ms) after an error answer
+		// before it closes its connection.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = hs.Shutdown(ctx)
 		_ = hs.Close()
 		<-done
 		g.Stop()
