@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"errors"
 	"unicode/utf8"
 
 	"google.golang.org/grpc/codes"
@@ -18,7 +19,10 @@ import (
 type Directory interface {
 	User(ctx context.Context, id string) (directory.User, bool, error)
 	Room(ctx context.Context, id string) (directory.Room, bool, error)
-	PutUser(ctx context.Context, u directory.User) error
+	// SaveUser creates or replaces a user; an id that belonged to a
+	// deleted user is refused with directory.ErrDeletedUser.
+	SaveUser(ctx context.Context, u directory.User) error
+	// DeleteUser deletes a user and keeps its id from being saved again.
 	DeleteUser(ctx context.Context, id string) error
 	PutRoom(ctx context.Context, r directory.Room) error
 	DeleteRoom(ctx context.Context, id string) error
@@ -115,7 +119,8 @@ func needRoom(ctx context.Context, d Directory, room string) error {
 }
 
 // PutUser creates a user or replaces its name and disabled flag; disabling
-// closes the user's connections.
+// closes the user's connections. The id of a deleted user is refused
+// (FailedPrecondition): ids are not given again.
 func (s *Server) PutUser(ctx context.Context, req *apipb.PutUserRequest) (*apipb.DirectoryReply, error) {
 	d, err := s.directory()
 	if err != nil {
@@ -128,7 +133,11 @@ func (s *Server) PutUser(ctx context.Context, req *apipb.PutUserRequest) (*apipb
 		return nil, err
 	}
 	u := directory.User{ID: req.GetUser(), Name: req.GetName(), Disabled: req.GetDisabled()}
-	if err := d.PutUser(ctx, u); err != nil {
+	if err := d.SaveUser(ctx, u); err != nil {
+		if errors.Is(err, directory.ErrDeletedUser) {
+			return nil, status.Errorf(codes.FailedPrecondition,
+				"api: user %q was deleted, and ids are not given again (a new account would see the old one's 1:1 conversations and log in with its tokens): choose another id; to keep an account out for a while, disable it instead", u.ID)
+		}
 		return nil, unavailable(err)
 	}
 	if u.Disabled {
@@ -142,7 +151,7 @@ func (s *Server) PutUser(ctx context.Context, req *apipb.PutUserRequest) (*apipb
 }
 
 // DeleteUser removes a user, its memberships and blocks, and closes its
-// connections.
+// connections. Its id cannot be given to a user again.
 func (s *Server) DeleteUser(ctx context.Context, req *apipb.DeleteUserRequest) (*apipb.DirectoryReply, error) {
 	d, err := s.directory()
 	if err != nil {

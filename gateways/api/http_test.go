@@ -386,6 +386,15 @@ func TestHTTPDirectory(t *testing.T) {
 	if _, ok, _ := g.dir.User(ctx, "bob"); ok {
 		t.Error("bob still exists")
 	}
+	// A deleted user's id is not given again (outside abuse check: a new
+	// account under it saw the old one's conversations and logged in
+	// with its tokens).
+	if r := g.post("put_user", `{"user":"bob","name":"New Bob"}`); r.status != 400 || r.errorCode() != "FAILED_PRECONDITION" || !strings.Contains(r.raw, "deleted") {
+		t.Fatalf("put_user of a deleted id: %d %s, want 400 FAILED_PRECONDITION", r.status, r.raw)
+	}
+	if _, ok, _ := g.dir.User(ctx, "bob"); ok {
+		t.Error("bob was created again")
+	}
 
 	// The gRPC service answers the same, with the same codes.
 	if _, err := g.grpc.AddMember(ctx, &apipb.MemberRequest{Room: "nowhere", User: "alice"}); status.Code(err) != codes.NotFound {

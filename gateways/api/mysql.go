@@ -16,8 +16,8 @@ import (
 const mysqlTimeout = 10 * time.Second
 
 // MySQLDirectory is a Directory on the system of record: the tables of
-// binlogsync.Schema (users, rooms, room_members, blocks) in MySQL or
-// MariaDB. Its changes reach the Redis directory through binlog sync,
+// binlogsync.Schema (users, rooms, room_members, blocks, deleted_users)
+// in MySQL or MariaDB. Its changes reach the Redis directory through binlog sync,
 // which also revokes what they take away. It connects once per call:
 // directory changes are rare. It is safe for concurrent use.
 type MySQLDirectory struct {
@@ -28,7 +28,8 @@ var _ Directory = (*MySQLDirectory)(nil)
 
 // NewMySQLDirectory returns a MySQLDirectory writing as the user of dsn
 // ("mysql://user:password@host:port/database"), who needs SELECT, INSERT,
-// UPDATE and DELETE on the four tables. Errors never show the password.
+// UPDATE and DELETE on the four tables binlog sync follows, and SELECT and
+// INSERT on deleted_users. Errors never show the password.
 func NewMySQLDirectory(dsn string) (*MySQLDirectory, error) {
 	cfg, err := binlogsync.ParseDSN(dsn)
 	if err != nil {
@@ -124,21 +125,53 @@ func (m *MySQLDirectory) Room(ctx context.Context, id string) (directory.Room, b
 	return directory.Room{ID: id, Name: cols[0], Kind: cols[1]}, true, nil
 }
 
-// PutUser inserts or updates a user.
-func (m *MySQLDirectory) PutUser(ctx context.Context, u directory.User) error {
+// SaveUser inserts or updates a user, unless its id is in deleted_users
+// (directory.ErrDeletedUser).
+func (m *MySQLDirectory) SaveUser(ctx context.Context, u directory.User) error {
 	disabled := 0
 	if u.Disabled {
 		disabled = 1
 	}
-	return m.exec(ctx, "put user "+u.ID, stmt{
-		"INSERT INTO users (id, name, disabled) VALUES (?, ?, ?) ON DUPLICATE KEY UPDATE name = VALUES(name), disabled = VALUES(disabled)",
-		[]any{u.ID, u.Name, disabled},
+	what := "put user " + u.ID
+	return m.do(ctx, func(c *client.Conn) error {
+		if err := c.Begin(); err != nil {
+			return fmt.Errorf("mysql: %s: %w", what, err)
+		}
+		err := func() error {
+			// A shared lock on the id's entry, or on the gap where it
+			// would be: a DeleteUser inserting it waits for this
+			// transaction, and this one sees a committed deletion.
+			res, err := c.Execute("SELECT id FROM deleted_users WHERE id = ? LOCK IN SHARE MODE", u.ID)
+			if err != nil {
+				return fmt.Errorf("mysql: %s: %w (is the schema current? run laneim migrate)", what, err)
+			}
+			deleted := res.RowNumber() > 0
+			res.Close()
+			if deleted {
+				return fmt.Errorf("mysql: %s: %w", what, directory.ErrDeletedUser)
+			}
+			if _, err := c.Execute("INSERT INTO users (id, name, disabled) VALUES (?, ?, ?) ON DUPLICATE KEY UPDATE name = VALUES(name), disabled = VALUES(disabled)",
+				u.ID, u.Name, disabled); err != nil {
+				return fmt.Errorf("mysql: %s: %w", what, err)
+			}
+			return nil
+		}()
+		if err != nil {
+			_ = c.Rollback()
+			return err
+		}
+		if err := c.Commit(); err != nil {
+			return fmt.Errorf("mysql: %s: %w", what, err)
+		}
+		return nil
 	})
 }
 
-// DeleteUser deletes a user with its memberships and blocks.
+// DeleteUser deletes a user with its memberships and blocks, and records
+// its id in deleted_users.
 func (m *MySQLDirectory) DeleteUser(ctx context.Context, id string) error {
 	return m.exec(ctx, "delete user "+id,
+		stmt{"INSERT IGNORE INTO deleted_users (id) VALUES (?)", []any{id}},
 		stmt{"DELETE FROM users WHERE id = ?", []any{id}},
 		stmt{"DELETE FROM room_members WHERE user_id = ?", []any{id}},
 		stmt{"DELETE FROM blocks WHERE user_id = ?", []any{id}},

@@ -81,6 +81,9 @@ func TestDirectoryWritesMySQL(t *testing.T) {
 	must(s.RemoveMember(ctx, &apipb.MemberRequest{Room: "ops", User: "erin"}))
 	must(s.Unblock(ctx, &apipb.BlockRequest{User: "dave", Blocked: "erin"}))
 	must(s.DeleteUser(ctx, &apipb.DeleteUserRequest{User: "dave"}))
+	if _, err := s.PutUser(ctx, &apipb.PutUserRequest{User: "dave", Name: "Another Dave"}); status.Code(err) != codes.FailedPrecondition {
+		t.Errorf("put a deleted user's id: %v, want FailedPrecondition", err)
+	}
 	must(s.DeleteRoom(ctx, &apipb.DeleteRoomRequest{Room: "ops"}))
 	if _, err := s.DeleteRoom(ctx, &apipb.DeleteRoomRequest{Room: "ops"}); status.Code(err) != codes.NotFound {
 		t.Errorf("delete a deleted room: %v, want NotFound", err)
@@ -88,6 +91,7 @@ func TestDirectoryWritesMySQL(t *testing.T) {
 	for _, q := range []string{
 		"SELECT COUNT(*) FROM rooms", "SELECT COUNT(*) FROM room_members", "SELECT COUNT(*) FROM blocks",
 		"SELECT COUNT(*) FROM users WHERE id = 'dave'",
+		"SELECT COUNT(*) FROM deleted_users WHERE id <> 'dave'",
 	} {
 		if n := count(q); n != 0 {
 			t.Errorf("%s = %d, want 0", q, n)

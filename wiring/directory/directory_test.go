@@ -80,6 +80,23 @@ func TestDirectory(t *testing.T) {
 	if _, ok, _ := s.User(ctx, "alice"); ok {
 		t.Error("deleted user still exists")
 	}
+	// The api's SaveUser refuses a deleted id; binlog sync's PutUser
+	// applies what the system of record holds.
+	if err := s.SaveUser(ctx, directory.User{ID: "alice", Name: "New"}); !errors.Is(err, directory.ErrDeletedUser) {
+		t.Errorf("SaveUser of a deleted id: %v, want ErrDeletedUser", err)
+	}
+	if _, ok, _ := s.User(ctx, "alice"); ok {
+		t.Error("SaveUser created a deleted id")
+	}
+	must(s.SaveUser(ctx, directory.User{ID: "carol", Name: "Carol"}))
+	must(s.SaveUser(ctx, directory.User{ID: "carol", Name: "Carol", Disabled: true}))
+	if u, ok, _ := s.User(ctx, "carol"); !ok || u.Name != "Carol" || !u.Disabled {
+		t.Errorf("carol = %+v %v", u, ok)
+	}
+	must(s.PutUser(ctx, directory.User{ID: "alice", Name: "Alice again"}))
+	if u, ok, _ := s.User(ctx, "alice"); !ok || u.Name != "Alice again" {
+		t.Errorf("PutUser of a deleted id: %+v %v", u, ok)
+	}
 }
 
 func TestPresenceCountsAreIdempotent(t *testing.T) {

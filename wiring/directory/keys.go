@@ -14,6 +14,9 @@ func userBlocksKey(u string) string   { return "{u:" + u + "}:blocks" }
 func userSessionsKey(u string) string { return "{u:" + u + "}:sessions" }
 func userOnlineKey(u string) string   { return "{u:" + u + "}:online" }
 
+// userDeletedKey marks a user id as deleted: SaveUser refuses it.
+func userDeletedKey(u string) string { return "{u:" + u + "}:deleted" }
+
 // userSendsKey names a user's send budget; redis_rate stores it under
 // "rate:" + this, which keeps the user's hash tag.
 func userSendsKey(u string) string { return "{u:" + u + "}:sends" }

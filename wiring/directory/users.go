@@ -8,23 +8,64 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// PutUser creates or replaces a user.
+// ErrDeletedUser is SaveUser's answer for an id that belonged to a
+// deleted user. Ids are not given again: a new account under an old id
+// would see the old one's 1:1 conversations and log in with tokens
+// minted for it.
+var ErrDeletedUser = errors.New("the id belonged to a deleted user; ids are not given again")
+
+// saveUserScript sets a user's fields unless the id is marked deleted.
+// KEYS: the user, its deleted mark; ARGV: name, disabled. Returns 0 for a
+// deleted id, else 1.
+var saveUserScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'name', ARGV[1], 'disabled', ARGV[2])
+return 1
+`)
+
+// SaveUser creates or replaces a user, as a directory change made through
+// the api: unlike PutUser, it refuses (ErrDeletedUser) an id DeleteUser
+// deleted.
+func (s *Store) SaveUser(ctx context.Context, u User) error {
+	if u.ID == "" {
+		return errors.New("directory: user without id")
+	}
+	ok, err := saveUserScript.Run(ctx, s.rdb, []string{userKey(u.ID), userDeletedKey(u.ID)}, u.Name, flag(u.Disabled)).Int()
+	if err != nil {
+		return fmt.Errorf("directory: save user %s: %w", u.ID, err)
+	}
+	if ok == 0 {
+		return fmt.Errorf("directory: save user %s: %w", u.ID, ErrDeletedUser)
+	}
+	return nil
+}
+
+func flag(b bool) string {
+	if b {
+		return "1"
+	}
+	return "0"
+}
+
+// PutUser creates or replaces a user, whether or not its id was deleted
+// before: binlog sync applies what the system of record holds.
 func (s *Store) PutUser(ctx context.Context, u User) error {
 	if u.ID == "" {
 		return errors.New("directory: user without id")
 	}
-	disabled := "0"
-	if u.Disabled {
-		disabled = "1"
-	}
-	if err := s.rdb.HSet(ctx, userKey(u.ID), "name", u.Name, "disabled", disabled).Err(); err != nil {
+	if err := s.rdb.HSet(ctx, userKey(u.ID), "name", u.Name, "disabled", flag(u.Disabled)).Err(); err != nil {
 		return fmt.Errorf("directory: put user %s: %w", u.ID, err)
 	}
 	return nil
 }
 
-// DeleteUser removes a user, its memberships and blocks.
+// DeleteUser removes a user, its memberships and blocks, and marks its id
+// deleted for SaveUser.
 func (s *Store) DeleteUser(ctx context.Context, id string) error {
+	// The mark first: a SaveUser racing with the rest finds it.
+	if err := s.rdb.Set(ctx, userDeletedKey(id), "1", 0).Err(); err != nil {
+		return fmt.Errorf("directory: delete user %s: %w", id, err)
+	}
 	rooms, err := s.RoomsOf(ctx, id)
 	if err != nil {
 		return err

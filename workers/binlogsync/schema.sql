@@ -1,6 +1,6 @@
 -- laneIM's tables in the system of record (MySQL or MariaDB).
 -- Applied by `laneim migrate` (idempotent). The binlog sync worker follows
--- these four tables; it ignores every other table.
+-- the first four tables; it ignores every other table.
 
 CREATE TABLE IF NOT EXISTS users (
   id         VARCHAR(64)  NOT NULL PRIMARY KEY,
@@ -28,4 +28,14 @@ CREATE TABLE IF NOT EXISTS blocks (
   user_id    VARCHAR(64) NOT NULL,
   blocked_id VARCHAR(64) NOT NULL,
   PRIMARY KEY (user_id, blocked_id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+-- The ids of deleted users. The api gateway records an id here when it
+-- deletes the user, and refuses to create a user under it again: a new
+-- account under an old id would see the old one's 1:1 conversations and
+-- log in with tokens minted for it. If you write users yourself, do the
+-- same.
+CREATE TABLE IF NOT EXISTS deleted_users (
+  id         VARCHAR(64)  NOT NULL PRIMARY KEY,
+  deleted_at TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
