@@ -538,6 +538,14 @@ func TestJSONRoundTrip(t *testing.T) {
 			}
 		})
 	}
+	// Offered both, the comet takes the client's first (RFC 6455: the
+	// client lists them by preference; abuse check: it took protobuf
+	// whatever the order).
+	for _, order := range [][]string{{comet.SubprotocolJSON, comet.SubprotocolProto}, {comet.SubprotocolProto, comet.SubprotocolJSON}} {
+		if ws := rawDial(t, f.url, order...); ws.Subprotocol() != order[0] {
+			t.Errorf("offered %v: subprotocol %q, want the first", order, ws.Subprotocol())
+		}
+	}
 	// The subprotocol is matched without regard to case (the library
 	// accepts it so, and echoes the client's spelling): an accepted
 	// protobuf subprotocol means protobuf frames, however it is spelt.

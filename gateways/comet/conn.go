@@ -1,14 +1,19 @@
 package comet
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unicode/utf8"
 
@@ -219,6 +224,12 @@ func (cn *conn) readFrames(resumed bool) (parked bool) {
 			return false
 		}
 		if err != nil {
+			if protocolError(err) {
+				// The library sends no close frame for some of these (an
+				// unmasked frame, a bad length): 1002, not 1000.
+				c.logger.Debug("websocket protocol error", "conn", cn.id, "err", err)
+				cn.kick(websocket.StatusProtocolError, "protocol error", false)
+			}
 			return false
 		}
 		cn.lastRead.Store(int64(time.Since(cn.start)))
@@ -236,6 +247,23 @@ func (cn *conn) readFrames(resumed bool) (parked bool) {
 		}
 		cn.serve(f)
 	}
+}
+
+// protocolError reports whether err, from reading a client's frame, is
+// the client breaking the WebSocket protocol rather than the connection
+// ending: not a close frame received, the end of the stream, a reset, a
+// closed socket, a deadline or the comet's context.
+func protocolError(err error) bool {
+	if websocket.CloseStatus(err) != -1 {
+		return false
+	}
+	for _, end := range []error{io.EOF, io.ErrUnexpectedEOF, net.ErrClosed, os.ErrDeadlineExceeded,
+		context.Canceled, context.DeadlineExceeded, syscall.ECONNRESET, syscall.EPIPE} {
+		if errors.Is(err, end) {
+			return false
+		}
+	}
+	return true
 }
 
 // decodeFrame decodes one client WebSocket message: a text message as

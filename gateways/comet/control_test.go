@@ -95,6 +95,39 @@ func TestPingFloodIsRateLimited(t *testing.T) {
 	}
 }
 
+// TestProtocolErrorsClose1002: a client that breaks the WebSocket
+// protocol in a frame header gets a close frame with 1002 (protocol
+// error). The library sent none for these, and the comet closed with
+// 1000 (abuse check, F8).
+func TestProtocolErrorsClose1002(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		header []byte
+	}{
+		{"unmasked frame", []byte{0x82, 0x02, 'h', 'i'}},
+		{"64-bit length with its top bit set", []byte{0x82, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 1, 1, 2, 3, 4}},
+		{"reserved bits", []byte{0xf2, 0x80, 1, 2, 3, 4}},
+		{"unknown opcode", []byte{0x83, 0x80, 1, 2, 3, 4}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			nc := rawConn(t, comet.Config{RequestRate: -1})
+			if _, err := nc.Write(tc.header); err != nil {
+				t.Fatal(err)
+			}
+			op, payload, err := readServerFrame(nc)
+			if err != nil {
+				t.Fatalf("no close frame: %v", err)
+			}
+			if op != 0x8 || len(payload) < 2 {
+				t.Fatalf("frame opcode %#x payload %q, want a close frame", op, payload)
+			}
+			if code := binary.BigEndian.Uint16(payload); code != 1002 {
+				t.Errorf("close code %d (%q), want 1002", code, payload[2:])
+			}
+		})
+	}
+}
+
 // rawConn starts a comet with cfg (its id, secret and no address limit
 // added) and returns a WebSocket connection to it opened by hand, with a
 // 10 s deadline; all end with the test.

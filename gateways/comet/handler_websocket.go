@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -50,7 +51,9 @@ func (c *Comet) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hj := &hijackCapture{ResponseWriter: w, writeTimeout: c.cfg.WriteTimeout}
 	var cn *conn // set before its reader starts, the only caller of OnPingReceived
 	ws, err := websocket.Accept(hj, r, &websocket.AcceptOptions{
-		Subprotocols: []string{SubprotocolProto, SubprotocolJSON},
+		// The library takes the first of these the client offers: so
+		// the client's order (RFC 6455: by preference) decides.
+		Subprotocols: preferred(offered),
 		// Any origin: no cookie is involved, a connection is
 		// authenticated by the token of its Login frame.
 		InsecureSkipVerify: true,
@@ -78,6 +81,27 @@ func (c *Comet) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// response and 8 KiB of buffers, which it keeps while a handler of a
 	// hijacked connection runs.
 	go cn.read(false) // with the count of c.wg register took
+}
+
+// preferred returns the subprotocols of version 1 in the order the
+// client offered them (its header values), then those it did not offer.
+func preferred(values []string) []string {
+	out := make([]string, 0, 2)
+	for _, v := range values {
+		for _, p := range strings.Split(v, ",") {
+			for _, ours := range [...]string{SubprotocolProto, SubprotocolJSON} {
+				if strings.EqualFold(strings.TrimSpace(p), ours) && !slices.Contains(out, ours) {
+					out = append(out, ours)
+				}
+			}
+		}
+	}
+	for _, ours := range [...]string{SubprotocolProto, SubprotocolJSON} {
+		if !slices.Contains(out, ours) {
+			out = append(out, ours)
+		}
+	}
+	return out
 }
 
 func offers(values []string, proto string) bool {
