@@ -73,6 +73,80 @@ func testJoinRooms(t *testing.T, s *directory.Store) {
 	}
 }
 
+// TestJoinRoomsInChunks: a batch longer than the join script's chunk
+// (100 joins), with repeats within and across chunks and users with
+// several connections, reports and leaves the counts a plain model of a
+// room does.
+func TestJoinRoomsInChunks(t *testing.T) {
+	t.Parallel()
+	onBackends(t, func(t *testing.T, rdb redis.UniversalClient) {
+		ctx := context.Background()
+		s := directory.New(rdb)
+		// Some connections are in the room before the batch.
+		if _, err := s.JoinRoom(ctx, directory.SessionRef{Comet: "c1", Conn: "k3"}, "u3", "big"); err != nil {
+			t.Fatal(err)
+		}
+		conns := map[string]bool{"c1/k3": true}
+		perUser := map[string]int{"u3": 1}
+		perComet := map[string]int{"c1": 1}
+		var joins []directory.Join
+		var want []directory.RoomCount
+		for i := range 250 {
+			k := i
+			if i%7 == 0 {
+				k = i / 2 // a repeat of an earlier connection, some chunks back
+			}
+			comet := []string{"c1", "c2"}[k%2]
+			user := fmt.Sprintf("u%d", k%60)
+			ref := directory.SessionRef{Comet: comet, Conn: fmt.Sprintf("k%d", k)}
+			joins = append(joins, directory.Join{Ref: ref, User: user, Room: "big"})
+			changed := false
+			if id := comet + "/" + ref.Conn; !conns[id] {
+				conns[id] = true
+				perUser[user]++
+				perComet[comet]++
+				changed = perUser[user] == 1
+			}
+			want = append(want, directory.RoomCount{Room: "big", OnlineUsers: len(perUser), Connections: len(conns), UserChanged: changed})
+		}
+		got, err := s.JoinRooms(ctx, joins)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range want {
+			if got[i] != want[i] {
+				t.Fatalf("join %d (%+v): %+v, want %+v", i, joins[i], got[i], want[i])
+			}
+		}
+		users, nconns, err := s.RoomOnline(ctx, "big")
+		if err != nil || users != len(perUser) || nconns != len(conns) {
+			t.Errorf("online %d users, %d connections, %v; want %d, %d", users, nconns, err, len(perUser), len(conns))
+		}
+		// Leaving every connection takes the counts back to nothing:
+		// the per-user and per-comet counts were written right.
+		for id := range conns {
+			comet, conn, _ := strings.Cut(id, "/")
+			var user string
+			for _, j := range joins {
+				if j.Ref.Comet == comet && j.Ref.Conn == conn {
+					user = j.User
+				}
+			}
+			if id == "c1/k3" {
+				user = "u3"
+			}
+			if _, err := s.LeaveRoom(ctx, directory.SessionRef{Comet: comet, Conn: conn}, user, "big"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		comets, err := s.RoomComets(ctx, "big")
+		users, nconns, err2 := s.RoomOnline(ctx, "big")
+		if err != nil || err2 != nil || len(comets) != 0 || users != 0 || nconns != 0 {
+			t.Errorf("after every leave: comets %v, %d users, %d connections (%v, %v)", comets, users, nconns, err, err2)
+		}
+	})
+}
+
 // TestOpenSessionsWithin: sessions of one user in a batch count in turn
 // against the bound, a repeat always opens, and a refused session leaves
 // nothing behind.

@@ -15,27 +15,74 @@ import (
 // the room (one slot). ARGV: triples of session id, user, comet, one per
 // connection. Only a connection not yet in the room changes the counts,
 // so a repeat is harmless. Returns, per triple in order, {online users,
-// connections, user changed (0/1)} after it. The counts are read once
-// and kept up to date in the script: each call from a script costs the
-// embedded Redis two buffers of its own.
+// connections, user changed (0/1)} after it.
+//
+// It reads and writes the hashes a chunk of triples at a time (HMGET,
+// then one HSET each) and keeps the counts in the script, rather than
+// three calls per connection: each call from a script costs the embedded
+// Redis two 4 KiB buffers, which a storm of 10,000 logins into one room
+// paid 30,000 times (issue 9). A chunk bounds the values unpacked onto
+// the interpreter's stack.
 var joinScript = redis.NewScript(`
 local users = redis.call('HLEN', KEYS[2])
 local conns = redis.call('HLEN', KEYS[1])
-local out = {}
-for i = 1, #ARGV, 3 do
-  local changed = 0
-  if redis.call('HSET', KEYS[1], ARGV[i], ARGV[i+1]) == 1 then
-    conns = conns + 1
-    if redis.call('HINCRBY', KEYS[2], ARGV[i+1], 1) == 1 then
-      changed = 1
-      users = users + 1
+local out, added, count, cometAdds, comets = {}, {}, {}, {}, {}
+local n = #ARGV / 3
+for first = 1, n, 100 do
+  local last = math.min(n, first + 99)
+  local ids, ask = {}, {}
+  for t = first, last do
+    ids[#ids+1] = ARGV[3*t-2]
+    local u = ARGV[3*t-1]
+    if count[u] == nil then
+      count[u] = 0
+      ask[#ask+1] = u
     end
-    redis.call('HINCRBY', KEYS[3], ARGV[i+2], 1)
   end
-  out[#out+1] = users
-  out[#out+1] = conns
-  out[#out+1] = changed
+  local present = redis.call('HMGET', KEYS[1], unpack(ids))
+  if #ask > 0 then
+    local got = redis.call('HMGET', KEYS[2], unpack(ask))
+    for i, u in ipairs(ask) do count[u] = tonumber(got[i]) or 0 end
+  end
+  local conn, touched, seen = {}, {}, {}
+  for t = first, last do
+    local id, u, c = ARGV[3*t-2], ARGV[3*t-1], ARGV[3*t]
+    local changed = 0
+    if not present[t-first+1] and not added[id] then
+      added[id] = true
+      conn[#conn+1] = id
+      conn[#conn+1] = u
+      conns = conns + 1
+      count[u] = count[u] + 1
+      if count[u] == 1 then
+        changed = 1
+        users = users + 1
+      end
+      if not seen[u] then
+        seen[u] = true
+        touched[#touched+1] = u
+      end
+      if cometAdds[c] == nil then
+        cometAdds[c] = 0
+        comets[#comets+1] = c
+      end
+      cometAdds[c] = cometAdds[c] + 1
+    end
+    out[#out+1] = users
+    out[#out+1] = conns
+    out[#out+1] = changed
+  end
+  if #conn > 0 then
+    redis.call('HSET', KEYS[1], unpack(conn))
+    local counts = {}
+    for _, u in ipairs(touched) do
+      counts[#counts+1] = u
+      counts[#counts+1] = count[u]
+    end
+    redis.call('HSET', KEYS[2], unpack(counts))
+  end
 end
+for _, c in ipairs(comets) do redis.call('HINCRBY', KEYS[3], c, cometAdds[c]) end
 return out
 `)
 
