@@ -11,10 +11,12 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/laneim/laneim/gateways/comet"
 	"github.com/laneim/laneim/gateways/comet/client"
 	"github.com/laneim/laneim/internal/testinfra"
+	"github.com/laneim/laneim/proto/clientpb"
 )
 
 // TestIdleConnectionsPark checks that connections waiting for their
@@ -180,4 +182,52 @@ func inUse() int64 {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	return int64(ms.HeapInuse + ms.StackInuse)
+}
+
+// BenchmarkParkedRequests measures a request on a parked connection: the
+// client sends a Ping to one of many idle connections in turn and reads
+// the Pong, so the comet resumes a reader for every request, as it does
+// for clients that send now and then. cpu-µs/op is the process's CPU
+// (client sockets included) per request.
+func BenchmarkParkedRequests(b *testing.B) {
+	const conns = 500
+	c, err := comet.New(comet.Config{ID: "bench", Secret: testSecret, RequestRate: -1, MaxConnsPerAddress: -1},
+		&testinfra.Recorder{}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := httptest.NewServer(c)
+	var ncs []net.Conn
+	b.Cleanup(func() {
+		c.Close()
+		for _, nc := range ncs {
+			nc.Close()
+		}
+		srv.Close()
+	})
+	for range conns {
+		nc, err := rawUpgrade(srv.Listener.Addr().String())
+		if err != nil {
+			b.Fatal(err)
+		}
+		ncs = append(ncs, nc)
+	}
+	ping, err := proto.Marshal(&clientpb.ClientFrame{RequestId: 1, Body: &clientpb.ClientFrame_Ping{Ping: &clientpb.Ping{}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	cpu0 := testinfra.ProcessCPU()
+	b.ResetTimer()
+	for i := range b.N {
+		nc := ncs[i%conns]
+		nc.SetDeadline(time.Now().Add(10 * time.Second))
+		if err := writeClientFrame(nc, 0x2, ping); err != nil {
+			b.Fatal(err)
+		}
+		if op, _, err := readServerFrame(nc); err != nil || op != 0x2 {
+			b.Fatalf("answer: opcode %#x, %v", op, err)
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric((testinfra.ProcessCPU()-cpu0).Seconds()*1e6/float64(b.N), "cpu-µs/op")
 }
