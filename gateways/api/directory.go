@@ -22,8 +22,10 @@ type Directory interface {
 	// SaveUser creates or replaces a user; an id that belonged to a
 	// deleted user is refused with directory.ErrDeletedUser.
 	SaveUser(ctx context.Context, u directory.User) error
-	// DeleteUser deletes a user and keeps its id from being saved again.
-	DeleteUser(ctx context.Context, id string) error
+	// RemoveUser deletes a user and keeps its id from being saved again;
+	// removed is false when the user was not there (another call
+	// deleted it first).
+	RemoveUser(ctx context.Context, id string) (removed bool, err error)
 	PutRoom(ctx context.Context, r directory.Room) error
 	DeleteRoom(ctx context.Context, id string) error
 	AddMember(ctx context.Context, room, user string) error
@@ -163,8 +165,12 @@ func (s *Server) DeleteUser(ctx context.Context, req *apipb.DeleteUserRequest) (
 	if err := needUser(ctx, d, req.GetUser()); err != nil {
 		return nil, err
 	}
-	if err := d.DeleteUser(ctx, req.GetUser()); err != nil {
+	removed, err := d.RemoveUser(ctx, req.GetUser())
+	if err != nil {
 		return nil, unavailable(err)
+	}
+	if !removed { // another call deleted it since the check above
+		return nil, status.Errorf(codes.NotFound, "api: unknown user %q", req.GetUser())
 	}
 	if err := s.revokeUser(req.GetUser(), binlogsync.ReasonDeleted); err != nil {
 		return nil, err

@@ -167,15 +167,42 @@ func (m *MySQLDirectory) SaveUser(ctx context.Context, u directory.User) error {
 	})
 }
 
-// DeleteUser deletes a user with its memberships and blocks, and records
-// its id in deleted_users.
-func (m *MySQLDirectory) DeleteUser(ctx context.Context, id string) error {
-	return m.exec(ctx, "delete user "+id,
-		stmt{"INSERT IGNORE INTO deleted_users (id) VALUES (?)", []any{id}},
-		stmt{"DELETE FROM users WHERE id = ?", []any{id}},
-		stmt{"DELETE FROM room_members WHERE user_id = ?", []any{id}},
-		stmt{"DELETE FROM blocks WHERE user_id = ?", []any{id}},
-	)
+// RemoveUser deletes a user with its memberships and blocks, and records
+// its id in deleted_users; removed is false when no user row was deleted
+// (of concurrent calls, the row lock lets one delete it).
+func (m *MySQLDirectory) RemoveUser(ctx context.Context, id string) (removed bool, err error) {
+	what := "delete user " + id
+	err = m.do(ctx, func(c *client.Conn) error {
+		if err := c.Begin(); err != nil {
+			return fmt.Errorf("mysql: %s: %w", what, err)
+		}
+		err := func() error {
+			if _, err := c.Execute("INSERT IGNORE INTO deleted_users (id) VALUES (?)", id); err != nil {
+				return fmt.Errorf("mysql: %s: %w (is the schema current? run laneim migrate)", what, err)
+			}
+			res, err := c.Execute("DELETE FROM users WHERE id = ?", id)
+			if err != nil {
+				return fmt.Errorf("mysql: %s: %w", what, err)
+			}
+			removed = res.AffectedRows > 0
+			res.Close()
+			for _, q := range []string{"DELETE FROM room_members WHERE user_id = ?", "DELETE FROM blocks WHERE user_id = ?"} {
+				if _, err := c.Execute(q, id); err != nil {
+					return fmt.Errorf("mysql: %s: %w", what, err)
+				}
+			}
+			return nil
+		}()
+		if err != nil {
+			_ = c.Rollback()
+			return err
+		}
+		if err := c.Commit(); err != nil {
+			return fmt.Errorf("mysql: %s: %w", what, err)
+		}
+		return nil
+	})
+	return removed, err
 }
 
 // PutRoom inserts or updates a room.

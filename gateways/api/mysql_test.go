@@ -80,6 +80,30 @@ func TestDirectoryWritesMySQL(t *testing.T) {
 	}
 	must(s.RemoveMember(ctx, &apipb.MemberRequest{Room: "ops", User: "erin"}))
 	must(s.Unblock(ctx, &apipb.BlockRequest{User: "dave", Blocked: "erin"}))
+	// Of concurrent deletions of one user, one answers OK and the others
+	// NotFound (abuse check: both answered 200).
+	must(s.PutUser(ctx, &apipb.PutUserRequest{User: "frank"}))
+	codesSeen := make(chan codes.Code, 3)
+	for range 3 {
+		go func() {
+			_, err := s.DeleteUser(ctx, &apipb.DeleteUserRequest{User: "frank"})
+			codesSeen <- status.Code(err)
+		}()
+	}
+	var oks, notFound int
+	for range 3 {
+		switch c := <-codesSeen; c {
+		case codes.OK:
+			oks++
+		case codes.NotFound:
+			notFound++
+		default:
+			t.Errorf("concurrent delete: %v", c)
+		}
+	}
+	if oks != 1 || notFound != 2 {
+		t.Errorf("concurrent deletes: %d OK, %d NotFound; want 1 and 2", oks, notFound)
+	}
 	must(s.DeleteUser(ctx, &apipb.DeleteUserRequest{User: "dave"}))
 	if _, err := s.PutUser(ctx, &apipb.PutUserRequest{User: "dave", Name: "Another Dave"}); status.Code(err) != codes.FailedPrecondition {
 		t.Errorf("put a deleted user's id: %v, want FailedPrecondition", err)
@@ -91,7 +115,7 @@ func TestDirectoryWritesMySQL(t *testing.T) {
 	for _, q := range []string{
 		"SELECT COUNT(*) FROM rooms", "SELECT COUNT(*) FROM room_members", "SELECT COUNT(*) FROM blocks",
 		"SELECT COUNT(*) FROM users WHERE id = 'dave'",
-		"SELECT COUNT(*) FROM deleted_users WHERE id <> 'dave'",
+		"SELECT COUNT(*) FROM deleted_users WHERE id NOT IN ('dave', 'frank')",
 	} {
 		if n := count(q); n != 0 {
 			t.Errorf("%s = %d, want 0", q, n)

@@ -93,6 +93,31 @@ func TestDirectory(t *testing.T) {
 	if u, ok, _ := s.User(ctx, "carol"); !ok || u.Name != "Carol" || !u.Disabled {
 		t.Errorf("carol = %+v %v", u, ok)
 	}
+	// Of concurrent deletions of one user, one deleted it (abuse check:
+	// two delete_user calls both answered 200).
+	for round := range 10 {
+		id := fmt.Sprintf("gone%d", round)
+		must(s.PutUser(ctx, directory.User{ID: id}))
+		removed := make(chan bool, 3)
+		for range 3 {
+			go func() {
+				ok, err := s.RemoveUser(ctx, id)
+				if err != nil {
+					t.Error(err)
+				}
+				removed <- ok
+			}()
+		}
+		n := 0
+		for range 3 {
+			if <-removed {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Fatalf("round %d: %d of 3 concurrent RemoveUser calls removed the user, want 1", round, n)
+		}
+	}
 	must(s.PutUser(ctx, directory.User{ID: "alice", Name: "Alice again"}))
 	if u, ok, _ := s.User(ctx, "alice"); !ok || u.Name != "Alice again" {
 		t.Errorf("PutUser of a deleted id: %+v %v", u, ok)

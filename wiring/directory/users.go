@@ -62,23 +62,37 @@ func (s *Store) PutUser(ctx context.Context, u User) error {
 // DeleteUser removes a user, its memberships and blocks, and marks its id
 // deleted for SaveUser.
 func (s *Store) DeleteUser(ctx context.Context, id string) error {
-	// The mark first: a SaveUser racing with the rest finds it.
-	if err := s.rdb.Set(ctx, userDeletedKey(id), "1", 0).Err(); err != nil {
-		return fmt.Errorf("directory: delete user %s: %w", id, err)
+	_, err := s.RemoveUser(ctx, id)
+	return err
+}
+
+// RemoveUser is DeleteUser, and reports whether this call deleted the
+// user: of concurrent calls for one user, one reports true.
+func (s *Store) RemoveUser(ctx context.Context, id string) (removed bool, err error) {
+	// The mark and the user's record in one transaction (one slot): a
+	// SaveUser racing with the rest finds the mark, and only one of
+	// concurrent calls finds the record to delete.
+	var del *redis.IntCmd
+	if _, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Set(ctx, userDeletedKey(id), "1", 0)
+		del = p.Del(ctx, userKey(id))
+		return nil
+	}); err != nil {
+		return false, fmt.Errorf("directory: delete user %s: %w", id, err)
 	}
 	rooms, err := s.RoomsOf(ctx, id)
 	if err != nil {
-		return err
+		return false, err
 	}
 	for _, r := range rooms {
 		if err := s.RemoveMember(ctx, r, id); err != nil {
-			return err
+			return false, err
 		}
 	}
-	if err := s.rdb.Del(ctx, userKey(id), userRoomsKey(id), userBlocksKey(id)).Err(); err != nil {
-		return fmt.Errorf("directory: delete user %s: %w", id, err)
+	if err := s.rdb.Del(ctx, userRoomsKey(id), userBlocksKey(id)).Err(); err != nil {
+		return false, fmt.Errorf("directory: delete user %s: %w", id, err)
 	}
-	return nil
+	return del.Val() > 0, nil
 }
 
 // User returns a user; ok is false when it does not exist.
