@@ -17,8 +17,8 @@ const mysqlTimeout = 10 * time.Second
 
 // MySQLDirectory is a Directory on the system of record: the tables of
 // binlogsync.Schema (users, rooms, room_members, blocks, deleted_users)
-// in MySQL or MariaDB. Its changes reach the Redis directory through binlog sync,
-// which also revokes what they take away. It connects once per call:
+// in MySQL or MariaDB. Its changes reach the Redis directory through
+// binlog sync, which also revokes what they take away. It connects once per call:
 // directory changes are rare. It is safe for concurrent use.
 type MySQLDirectory struct {
 	cfg binlogsync.Config
@@ -52,26 +52,35 @@ func (m *MySQLDirectory) do(ctx context.Context, fn func(c *client.Conn) error) 
 	return fn(c)
 }
 
-// exec runs statements in one transaction.
+// exec runs statements, in one transaction if there are several.
 func (m *MySQLDirectory) exec(ctx context.Context, what string, stmts ...stmt) error {
-	return m.do(ctx, func(c *client.Conn) error {
-		if len(stmts) > 1 {
-			if err := c.Begin(); err != nil {
-				return fmt.Errorf("mysql: %s: %w", what, err)
-			}
-		}
+	run := func(c *client.Conn) error {
 		for _, s := range stmts {
 			if _, err := c.Execute(s.sql, s.args...); err != nil {
-				if len(stmts) > 1 {
-					_ = c.Rollback()
-				}
 				return fmt.Errorf("mysql: %s: %w", what, err)
 			}
 		}
-		if len(stmts) > 1 {
-			if err := c.Commit(); err != nil {
-				return fmt.Errorf("mysql: %s: %w", what, err)
-			}
+		return nil
+	}
+	if len(stmts) == 1 {
+		return m.do(ctx, run)
+	}
+	return m.tx(ctx, what, run)
+}
+
+// tx runs fn in one transaction on a fresh connection: rolled back if fn
+// fails, committed otherwise.
+func (m *MySQLDirectory) tx(ctx context.Context, what string, fn func(c *client.Conn) error) error {
+	return m.do(ctx, func(c *client.Conn) error {
+		if err := c.Begin(); err != nil {
+			return fmt.Errorf("mysql: %s: %w", what, err)
+		}
+		if err := fn(c); err != nil {
+			_ = c.Rollback()
+			return err
+		}
+		if err := c.Commit(); err != nil {
+			return fmt.Errorf("mysql: %s: %w", what, err)
 		}
 		return nil
 	})
@@ -133,34 +142,21 @@ func (m *MySQLDirectory) SaveUser(ctx context.Context, u directory.User) error {
 		disabled = 1
 	}
 	what := "put user " + u.ID
-	return m.do(ctx, func(c *client.Conn) error {
-		if err := c.Begin(); err != nil {
-			return fmt.Errorf("mysql: %s: %w", what, err)
-		}
-		err := func() error {
-			// A shared lock on the id's entry, or on the gap where it
-			// would be: a DeleteUser inserting it waits for this
-			// transaction, and this one sees a committed deletion.
-			res, err := c.Execute("SELECT id FROM deleted_users WHERE id = ? LOCK IN SHARE MODE", u.ID)
-			if err != nil {
-				return fmt.Errorf("mysql: %s: %w (is the schema current? run laneim migrate)", what, err)
-			}
-			deleted := res.RowNumber() > 0
-			res.Close()
-			if deleted {
-				return fmt.Errorf("mysql: %s: %w", what, directory.ErrDeletedUser)
-			}
-			if _, err := c.Execute("INSERT INTO users (id, name, disabled) VALUES (?, ?, ?) ON DUPLICATE KEY UPDATE name = VALUES(name), disabled = VALUES(disabled)",
-				u.ID, u.Name, disabled); err != nil {
-				return fmt.Errorf("mysql: %s: %w", what, err)
-			}
-			return nil
-		}()
+	return m.tx(ctx, what, func(c *client.Conn) error {
+		// A shared lock on the id's entry, or on the gap where it would
+		// be: a RemoveUser inserting it waits for this transaction, and
+		// this one sees a committed deletion.
+		res, err := c.Execute("SELECT id FROM deleted_users WHERE id = ? LOCK IN SHARE MODE", u.ID)
 		if err != nil {
-			_ = c.Rollback()
-			return err
+			return fmt.Errorf("mysql: %s: %w (is the schema current? run laneim migrate)", what, err)
 		}
-		if err := c.Commit(); err != nil {
+		deleted := res.RowNumber() > 0
+		res.Close()
+		if deleted {
+			return fmt.Errorf("mysql: %s: %w", what, directory.ErrDeletedUser)
+		}
+		if _, err := c.Execute("INSERT INTO users (id, name, disabled) VALUES (?, ?, ?) ON DUPLICATE KEY UPDATE name = VALUES(name), disabled = VALUES(disabled)",
+			u.ID, u.Name, disabled); err != nil {
 			return fmt.Errorf("mysql: %s: %w", what, err)
 		}
 		return nil
@@ -172,37 +168,24 @@ func (m *MySQLDirectory) SaveUser(ctx context.Context, u directory.User) error {
 // (of concurrent calls, the row lock lets one delete it).
 func (m *MySQLDirectory) RemoveUser(ctx context.Context, id string) (removed bool, err error) {
 	what := "delete user " + id
-	err = m.do(ctx, func(c *client.Conn) error {
-		if err := c.Begin(); err != nil {
+	err = m.tx(ctx, what, func(c *client.Conn) error {
+		if _, err := c.Execute("INSERT IGNORE INTO deleted_users (id) VALUES (?)", id); err != nil {
+			return fmt.Errorf("mysql: %s: %w (is the schema current? run laneim migrate)", what, err)
+		}
+		res, err := c.Execute("DELETE FROM users WHERE id = ?", id)
+		if err != nil {
 			return fmt.Errorf("mysql: %s: %w", what, err)
 		}
-		err := func() error {
-			if _, err := c.Execute("INSERT IGNORE INTO deleted_users (id) VALUES (?)", id); err != nil {
-				return fmt.Errorf("mysql: %s: %w (is the schema current? run laneim migrate)", what, err)
-			}
-			res, err := c.Execute("DELETE FROM users WHERE id = ?", id)
-			if err != nil {
+		removed = res.AffectedRows > 0
+		res.Close()
+		for _, q := range []string{"DELETE FROM room_members WHERE user_id = ?", "DELETE FROM blocks WHERE user_id = ?"} {
+			if _, err := c.Execute(q, id); err != nil {
 				return fmt.Errorf("mysql: %s: %w", what, err)
 			}
-			removed = res.AffectedRows > 0
-			res.Close()
-			for _, q := range []string{"DELETE FROM room_members WHERE user_id = ?", "DELETE FROM blocks WHERE user_id = ?"} {
-				if _, err := c.Execute(q, id); err != nil {
-					return fmt.Errorf("mysql: %s: %w", what, err)
-				}
-			}
-			return nil
-		}()
-		if err != nil {
-			_ = c.Rollback()
-			return err
-		}
-		if err := c.Commit(); err != nil {
-			return fmt.Errorf("mysql: %s: %w", what, err)
 		}
 		return nil
 	})
-	return removed, err
+	return removed && err == nil, err
 }
 
 // PutRoom inserts or updates a room.
