@@ -93,6 +93,10 @@ type chat struct {
 	counts   map[string]uint32          // per joined room, how many are online
 	memberOf []string                   // rooms of the last LoginResult
 	gaveUp   error                      // why the client stopped (Event.Final)
+	// away is set between a disconnection and the next login: lines
+	// that need the server are then refused at once, rather than
+	// holding the prompt (and /quit) until they time out.
+	away bool
 }
 
 // Run chats until in ends, /quit is typed or ctx ends; it returns an
@@ -182,6 +186,10 @@ func Run(ctx context.Context, cfg Config, in io.Reader, out io.Writer) error {
 				ch.prompt()
 				continue
 			}
+			if ch.refusedAway(line) {
+				ch.prompt()
+				continue
+			}
 			if quit := ch.command(ctx, line); quit {
 				return nil
 			}
@@ -227,6 +235,23 @@ func (ch *chat) start(ctx context.Context, lines <-chan string) (quit bool, err 
 	}
 }
 
+// refusedAway reports whether line, needing the server, was refused
+// because the client is reconnecting (newcomer check: a line typed then
+// held the prompt, and /quit, for 12 s). /quit and /rooms need no server.
+func (ch *chat) refusedAway(line string) bool {
+	ch.mu.Lock()
+	away := ch.away
+	ch.mu.Unlock()
+	if !away {
+		return false
+	}
+	if f := strings.Fields(line); f[0] == "/quit" || f[0] == "/rooms" {
+		return false
+	}
+	ch.w.printf("* not connected (reconnecting): %q not sent; type it again once reconnected\n", line)
+	return true
+}
+
 // recentDirect shows the last messages of the most recent 1:1
 // conversations that the state file did not know (all of them without
 // one); the client catches up those it knew.
@@ -245,6 +270,9 @@ func (ch *chat) recentDirect(ctx context.Context, res *clientpb.LoginResult) {
 
 // connected notes a login.
 func (ch *chat) connected(ctx context.Context, ev client.Event) {
+	ch.mu.Lock()
+	ch.away = false
+	ch.mu.Unlock()
 	res := ev.Login
 	var rooms []string
 	for _, st := range res.GetConversations() {
@@ -294,6 +322,9 @@ func (ch *chat) receive(ctx context.Context) {
 func (ch *chat) show(ev client.Event) {
 	switch ev.Kind {
 	case client.Disconnected:
+		ch.mu.Lock()
+		ch.away = true
+		ch.mu.Unlock()
 		ch.w.printf("* disconnected (%v): reconnecting\n", ev.Err)
 	case client.Messages:
 		tag := ""

@@ -192,6 +192,12 @@ func TestChat(t *testing.T) {
 	defer closer.Close()
 	cl.StopComet()
 	bob.shows(t, "* disconnected")
+	// While it reconnects, a line that needs the server is refused at
+	// once, and /rooms still answers (newcomer check: a typed line held
+	// the prompt, and /quit, until it timed out).
+	fmt.Fprintln(bob.in, "typed while away")
+	fmt.Fprintln(bob.in, "/rooms")
+	bob.shows(t, `* not connected (reconnecting): "typed while away" not sent`, "* joined: lobby (current)")
 	if _, err := pc.PushRoom(ctx, &apipb.PushRoomRequest{Room: "lobby", Content: &apipb.Content{Body: []byte("during the restart"), ClientMsgId: "r1"}}); err != nil {
 		t.Fatal(err)
 	}
