@@ -630,6 +630,28 @@ func TestLoginTimeout(t *testing.T) {
 	testinfra.Eventually(t, wait, func() bool { return f.comet.Stats().Connections == 1 }, "closed connection not forgotten")
 }
 
+// TestLoginAnsweredAfterItsConnectionEnded: a LoginResult that comes for
+// a connection already gone (its client hung up after the comet answered
+// UNAVAILABLE, and the login worker served the Login once it recovered)
+// closes the session it opened, instead of leaving it to expire 30 s
+// later, counting its user online (fault injection, round 4).
+func TestLoginAnsweredAfterItsConnectionEnded(t *testing.T) {
+	f := newFixture(t, comet.Config{})
+	ws := rawDial(t, f.url, comet.SubprotocolJSON)
+	if err := ws.Write(ctxT(t), websocket.MessageText, []byte(`{"requestId":"7","login":{"token":"`+token(t, "alice")+`"}}`)); err != nil {
+		t.Fatal(err)
+	}
+	req := next(f, topics.LoginRequests)
+	ws.Close(websocket.StatusNormalClosure, "")
+	testinfra.Eventually(t, wait, func() bool { return f.comet.Stats().Connections == 0 }, "connection not forgotten")
+	f.acceptLogin(req)
+	ev := next(f, topics.SessionEvents)
+	if ev.GetKind() != topicpb.SessionEvent_CLOSED || ev.GetUser() != "alice" ||
+		ev.GetSession().GetComet() != "c1" || ev.GetSession().GetConn() != req.GetSession().GetConn() {
+		t.Fatalf("event %v, want CLOSED of alice's session %v", ev, req.GetSession())
+	}
+}
+
 // TestIdleTimeout checks that a silent connection is closed with 1008
 // "idle timeout" while one that pings often (ten times per timeout) lives
 // on past several timeouts. The bounds are generous: only an absurdly

@@ -50,6 +50,9 @@ func (c *Comet) Deliver(d *topicpb.Delivery) {
 	var targets []*conn
 	if ctl != nil {
 		targets = c.targets(d)
+		if u := ctl.GetAuthenticate(); u != "" && len(targets) < len(d.GetConns()) {
+			c.closeGone(d.GetConns(), targets, u)
+		}
 		if over := c.control(targets, ctl); len(over) > 0 {
 			targets = c.refuseOver(targets, over, d.GetFrame().GetRequestId())
 		}
@@ -96,6 +99,39 @@ func (c *Comet) Deliver(d *topicpb.Delivery) {
 			cn.kick(websocket.StatusPolicyViolation, reason, true)
 		}
 	}
+}
+
+// closeGone tells presence that the sessions a LoginResult opened for
+// connections no longer here are closed (CLOSED), in a goroutine owned by
+// the comet. A Login answered UNAVAILABLE by the comet, whose client then
+// hung up, may still be served once the pipeline recovers (a login worker
+// restarted): the connection, never logged in, published no CLOSED, so
+// the session counted its user online, in its rooms and against its
+// sessions' bound until it expired, 30 s later (fault injection, round 4).
+func (c *Comet) closeGone(ids []string, here []*conn, user string) {
+	var gone []string
+	for _, id := range ids {
+		if !slices.ContainsFunc(here, func(cn *conn) bool { return cn.id == id }) {
+			gone = append(gone, id)
+		}
+	}
+	c.mu.RLock()
+	if c.closed { // Close waits for wg: add to it only before that
+		c.mu.RUnlock()
+		return
+	}
+	c.wg.Add(1)
+	c.mu.RUnlock()
+	go func() {
+		defer c.wg.Done()
+		for _, id := range gone {
+			c.logger.Debug("login answered for a connection gone: closing its session", "conn", id, "user", user)
+			// Best effort, as for any close: else the session expires.
+			_ = c.publishEvent(&topicpb.SessionEvent{
+				Kind: topicpb.SessionEvent_CLOSED, Session: &topicpb.Session{Comet: c.cfg.ID, Conn: id}, User: user, TimeUnixMs: time.Now().UnixMilli(),
+			})
+		}
+	}()
 }
 
 // deliverMessages queues f, a MessageBatch, to each target without the
