@@ -255,9 +255,11 @@ func (r *RedisServer) Restart() {
 	r.t.Fatalf("restart redis-server on %s: %v", r.Addr, err)
 }
 
-// start starts cmd and returns a channel closed when it exits, and a
+// start starts cmd (killed with the test binary, where the kernel can:
+// dieWithTest) and returns a channel closed when it exits, and a
 // function killing it and waiting for its end.
 func start(cmd *exec.Cmd) (exited <-chan struct{}, stop func(), err error) {
+	dieWithTest(cmd)
 	if err := cmd.Start(); err != nil {
 		return nil, nil, err
 	}
