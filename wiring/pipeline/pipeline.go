@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"go.uber.org/fx"
@@ -57,6 +58,23 @@ func On[T proto.Message](name string, topic topics.Topic[T], fn func(ctx context
 		}
 		return fn(msg.Context(), v, msg)
 	}}
+}
+
+// StaleLogin is the age past which the login and presence workers skip a
+// login instead of serving it: its comet has answered it UNAVAILABLE
+// already (after its request timeout, 5 s by default) and its client has
+// logged in again, on a new connection. Serving it anyway opened a
+// session nobody used, and after a mass reconnect each such Login queued
+// ahead of its own retry: a retry storm that fed itself (issue 9's
+// overload runs: the two workers' lag reached 38,000 messages). The
+// margin covers clocks that differ between hosts.
+const StaleLogin = 15 * time.Second
+
+// IsStaleLogin reports whether a login the comet received, or the login
+// worker accepted, at unixMs is past StaleLogin at now. Zero (not set) is
+// never stale.
+func IsStaleLogin(unixMs int64, now time.Time) bool {
+	return unixMs > 0 && now.Sub(time.UnixMilli(unixMs)) > StaleLogin
 }
 
 // Group is the fx value group that handlers are contributed to, and that

@@ -102,7 +102,8 @@ func (h *Handler) Handle(ctx context.Context, req *topicpb.LoginRequest, _ *mess
 // directory is asked about all their users at once, the accepted logins
 // are announced in one publish, and each comet's refusals go in one.
 func (h *Handler) HandleBatch(ctx context.Context, reqs []*topicpb.LoginRequest) error {
-	now := h.now().UnixMilli()
+	at := h.now()
+	now := at.UnixMilli()
 	var answers []pipeline.Answer
 	refuse := func(req *topicpb.LoginRequest, code clientpb.Error_Code, text string) {
 		h.logger.Debug("login refused", "session", topics.SessionKey(req.GetSession()), "user", req.GetUser(), "reason", text)
@@ -110,7 +111,12 @@ func (h *Handler) HandleBatch(ctx context.Context, reqs []*topicpb.LoginRequest)
 	}
 	var pending []*topicpb.LoginRequest
 	var ids []string
+	stale := 0
 	for _, req := range reqs {
+		if pipeline.IsStaleLogin(req.GetReceivedUnixMs(), at) {
+			stale++ // answered UNAVAILABLE by its comet long ago
+			continue
+		}
 		if exp := req.GetTokenExpiresUnixMs(); exp == 0 {
 			// Comets always set it: this request did not come from one.
 			refuse(req, clientpb.Error_BAD_TOKEN, "invalid token")
@@ -124,6 +130,9 @@ func (h *Handler) HandleBatch(ctx context.Context, reqs []*topicpb.LoginRequest)
 			pending = append(pending, req)
 			ids = append(ids, req.GetUser())
 		}
+	}
+	if stale > 0 {
+		h.logger.Info("stale logins skipped: their comets answered them UNAVAILABLE already", "count", stale, "older_than", pipeline.StaleLogin)
 	}
 	var events []*message.Message
 	if len(pending) > 0 {

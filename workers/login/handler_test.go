@@ -107,6 +107,49 @@ func TestHandle(t *testing.T) {
 	}
 }
 
+// TestStaleLoginsSkipped: a login its comet received more than
+// pipeline.StaleLogin ago is skipped, neither answered nor announced: the
+// comet answered it UNAVAILABLE long ago and its client logged in again
+// (a multi-process overload run: serving such logins ahead of their
+// retries fed a retry storm). A login just inside the bound is served.
+func TestStaleLoginsSkipped(t *testing.T) {
+	users := fakeUsers{"alice": {ID: "alice"}, "zed": {ID: "zed", Disabled: true}}
+	for _, tc := range []struct {
+		name      string
+		user      string
+		received  time.Duration // before now
+		published int
+	}{
+		{"stale", "alice", pipeline.StaleLogin + time.Second, 0},
+		{"stale, and refused had it been served", "zed", pipeline.StaleLogin + time.Second, 0},
+		{"late, not stale", "alice", pipeline.StaleLogin - time.Second, 1},
+		{"no receipt time", "alice", -1, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := &testinfra.Recorder{}
+			h, err := login.New(users, rec, slog.New(slog.DiscardHandler))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var received int64
+			if tc.received >= 0 {
+				received = time.Now().Add(-tc.received).UnixMilli()
+			}
+			msg, err := topics.LoginRequests.Encode(&topicpb.LoginRequest{Session: &topicpb.Session{Comet: "c1", Conn: "x.1"}, RequestId: 7,
+				User: tc.user, TokenExpiresUnixMs: inAnHour(), ReceivedUnixMs: received})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := h.Pipeline().Handle(msg); err != nil {
+				t.Fatal(err)
+			}
+			if out := rec.Take(); len(out) != tc.published {
+				t.Fatalf("published %d messages, want %d", len(out), tc.published)
+			}
+		})
+	}
+}
+
 func TestHandleRejectsUndecodable(t *testing.T) {
 	h, _ := login.New(fakeUsers{}, &testinfra.Recorder{}, slog.New(slog.DiscardHandler))
 	if err := h.Pipeline().Handle(message.NewMessage("x", []byte{0xff})); !pipeline.IsPermanent(err) {

@@ -102,6 +102,12 @@ func waves(evs []*topicpb.SessionEvent) [][]*topicpb.SessionEvent {
 // join (Login.join) are joined as joined joins them, once the session is
 // recorded, and answered in its LoginResult.
 func (h *Handler) opened(ctx context.Context, evs []*topicpb.SessionEvent) error {
+	now := time.Now()
+	if slices.ContainsFunc(evs, func(ev *topicpb.SessionEvent) bool { return pipeline.IsStaleLogin(ev.GetTimeUnixMs(), now) }) {
+		n := len(evs)
+		evs = slices.DeleteFunc(slices.Clone(evs), func(ev *topicpb.SessionEvent) bool { return pipeline.IsStaleLogin(ev.GetTimeUnixMs(), now) })
+		h.logger.Info("stale logins skipped: their comets answered them UNAVAILABLE already", "count", n-len(evs), "older_than", pipeline.StaleLogin)
+	}
 	if len(evs) == 0 {
 		return nil
 	}

@@ -61,6 +61,33 @@ func deliveries(t *testing.T, rec *testinfra.Recorder) map[string][]*topicpb.Del
 	return out
 }
 
+// TestStaleLoginSkipped: a login the login worker accepted more than
+// pipeline.StaleLogin ago opens no session and gets no answer, alone or
+// in a batch with a fresh one, which is served (its comet answered the
+// stale one UNAVAILABLE long ago; serving it fed a retry storm).
+func TestStaleLoginSkipped(t *testing.T) {
+	h, store, rec := fixture(t, presence.Config{})
+	ctx := context.Background()
+	old := time.Now().Add(-pipeline.StaleLogin - time.Second).UnixMilli()
+	event(t, h, &topicpb.SessionEvent{Kind: topicpb.SessionEvent_OPENED, Session: sess("c1", "a1"), User: "alice", RequestId: 1, TimeUnixMs: old})
+	if d := deliveries(t, rec); len(d) != 0 {
+		t.Fatalf("a stale login was answered: %v", d)
+	}
+	if err := h.HandleBatch(ctx, []*topicpb.SessionEvent{
+		{Kind: topicpb.SessionEvent_OPENED, Session: sess("c1", "a2"), User: "alice", RequestId: 2, TimeUnixMs: old},
+		{Kind: topicpb.SessionEvent_OPENED, Session: sess("c1", "b1"), User: "bob", RequestId: 3, TimeUnixMs: time.Now().UnixMilli()},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	d := deliveries(t, rec)[topics.Delivery("c1")]
+	if len(d) != 1 || d[0].GetControl().GetAuthenticate() != "bob" {
+		t.Fatalf("answers %v, want bob's login only", d)
+	}
+	if refs, _ := store.UserSessions(ctx, "alice"); len(refs) != 0 {
+		t.Fatalf("alice's sessions after stale logins: %v", refs)
+	}
+}
+
 func TestLoginJoinLeaveClose(t *testing.T) {
 	h, store, rec := fixture(t, presence.Config{})
 	ctx := context.Background()
