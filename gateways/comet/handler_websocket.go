@@ -27,7 +27,8 @@ const (
 // answer.
 func (c *Comet) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	offered := r.Header.Values("Sec-WebSocket-Protocol")
-	if len(offered) > 0 && !offers(offered, SubprotocolProto) && !offers(offered, SubprotocolJSON) {
+	ours := offeredOurs(offered)
+	if len(offered) > 0 && len(ours) == 0 {
 		http.Error(w, "laneim: unsupported WebSocket subprotocol; offer "+SubprotocolProto+" (binary protobuf) or "+SubprotocolJSON+" (JSON text)", http.StatusBadRequest)
 		return
 	}
@@ -51,9 +52,9 @@ func (c *Comet) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hj := &hijackCapture{ResponseWriter: w, writeTimeout: c.cfg.WriteTimeout}
 	var cn *conn // set before its reader starts, the only caller of OnPingReceived
 	ws, err := websocket.Accept(hj, r, &websocket.AcceptOptions{
-		// The library takes the first of these the client offers: so
-		// the client's order (RFC 6455: by preference) decides.
-		Subprotocols: preferred(offered),
+		// The library takes the first of these: the client's order
+		// (RFC 6455: by preference) decides.
+		Subprotocols: ours,
 		// Any origin: no cookie is involved, a connection is
 		// authenticated by the token of its Login frame.
 		InsecureSkipVerify: true,
@@ -83,10 +84,10 @@ func (c *Comet) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	go cn.read(false) // with the count of c.wg register took
 }
 
-// preferred returns the subprotocols of version 1 in the order the
-// client offered them (its header values), then those it did not offer.
-func preferred(values []string) []string {
-	out := make([]string, 0, 2)
+// offeredOurs returns the subprotocols of version 1 that the client
+// offered (its header values), in its order, without repeats.
+func offeredOurs(values []string) []string {
+	var out []string
 	for _, v := range values {
 		for _, p := range strings.Split(v, ",") {
 			for _, ours := range [...]string{SubprotocolProto, SubprotocolJSON} {
@@ -96,23 +97,7 @@ func preferred(values []string) []string {
 			}
 		}
 	}
-	for _, ours := range [...]string{SubprotocolProto, SubprotocolJSON} {
-		if !slices.Contains(out, ours) {
-			out = append(out, ours)
-		}
-	}
 	return out
-}
-
-func offers(values []string, proto string) bool {
-	for _, v := range values {
-		for _, p := range strings.Split(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(p), proto) {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // hijackCapture puts a socket (socket.go) under the connection that the

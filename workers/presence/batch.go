@@ -103,9 +103,10 @@ func waves(evs []*topicpb.SessionEvent) [][]*topicpb.SessionEvent {
 // recorded, and answered in its LoginResult.
 func (h *Handler) opened(ctx context.Context, evs []*topicpb.SessionEvent) error {
 	now := time.Now()
-	if slices.ContainsFunc(evs, func(ev *topicpb.SessionEvent) bool { return pipeline.IsStaleLogin(ev.GetTimeUnixMs(), now) }) {
+	stale := func(ev *topicpb.SessionEvent) bool { return pipeline.IsStaleLogin(ev.GetTimeUnixMs(), now) }
+	if slices.ContainsFunc(evs, stale) {
 		n := len(evs)
-		evs = slices.DeleteFunc(slices.Clone(evs), func(ev *topicpb.SessionEvent) bool { return pipeline.IsStaleLogin(ev.GetTimeUnixMs(), now) })
+		evs = slices.DeleteFunc(slices.Clone(evs), stale)
 		h.logger.Info("stale logins skipped: their comets answered them UNAVAILABLE already", "count", n-len(evs), "older_than", pipeline.StaleLogin)
 	}
 	if len(evs) == 0 {
