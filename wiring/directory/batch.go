@@ -436,3 +436,157 @@ func groupByUser(sessions []Session) [][]int {
 	}
 	return out
 }
+
+// Closed is what CloseSessions did to one session.
+type Closed struct {
+	// Session is the session closed; zero if OK is false.
+	Session Session
+	// Rooms are the rooms it was in, with their presence after it left.
+	Rooms []RoomCount
+	// OK is false if the session was unknown (or closed already, or
+	// named earlier in the same call).
+	OK bool
+}
+
+// CloseSessions is CloseSession for each of refs, in order (sessions
+// leaving one room count in turn), in four pipelined round trips
+// whatever their number: read the sessions; mark them closing and read
+// their rooms; leave each room (one script per room for all its
+// sessions) and forget each user's sessions; delete them. A comet
+// cutting thousands of a big room's members used to cost presence a
+// dozen sequential round trips per connection (issue 9). Idempotent: a
+// failure leaves each session's hash until the last step, and a retry
+// finds everything again.
+func (s *Store) CloseSessions(ctx context.Context, refs []SessionRef) ([]Closed, error) {
+	out := make([]Closed, len(refs))
+	if len(refs) == 0 {
+		return out, nil
+	}
+	ids := make([]string, len(refs))
+	hashes := make([]*redis.MapStringStringCmd, len(refs))
+	seen := make(map[string]bool, len(refs))
+	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, r := range refs {
+			ids[i] = sessionID(r)
+			if !seen[ids[i]] {
+				seen[ids[i]] = true
+				hashes[i] = p.HGetAll(ctx, sessionKey(ids[i]))
+			}
+		}
+		return nil
+	})
+	var known []int
+	for i, c := range hashes {
+		if c == nil {
+			continue
+		}
+		m, err := c.Result()
+		if err != nil {
+			return nil, fmt.Errorf("directory: close %s: %w", ids[i], err)
+		}
+		if len(m) > 0 {
+			out[i] = Closed{Session: Session{Comet: refs[i].Comet, Conn: refs[i].Conn, User: m["user"], Device: m["device"]}, OK: true}
+			known = append(known, i)
+		}
+	}
+	if len(known) > 0 {
+		if err := s.leaveAndForget(ctx, out, ids, known); err != nil {
+			return nil, err
+		}
+	}
+	// The session hashes go last: until then a retry finds everything
+	// again. Unknown sessions are taken off the deadlines too, so that
+	// the sweeper forgets them.
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, i := range known {
+			p.Del(ctx, sessionRoomsKey(ids[i]), sessionKey(ids[i]))
+		}
+		members := make([]any, len(ids))
+		for i, id := range ids {
+			members[i] = id
+		}
+		p.ZRem(ctx, sessionsDeadlineKey, members...)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("directory: close %d sessions: %w", len(refs), err)
+	}
+	return out, nil
+}
+
+// leaveAndForget is CloseSessions' middle: for the sessions of out at
+// known, it marks them closing and reads their rooms, then takes them
+// out of the rooms and off their users, filling in out's Rooms.
+func (s *Store) leaveAndForget(ctx context.Context, out []Closed, ids []string, known []int) error {
+	// Mark each session closing before reading its rooms: a join racing
+	// with the close either lands in the rooms read, or sees the mark
+	// (SessionOpen) and takes itself back.
+	joined := make([]*redis.StringSliceCmd, len(out))
+	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, i := range known {
+			p.HSet(ctx, sessionKey(ids[i]), "closing", "1")
+			joined[i] = p.SMembers(ctx, sessionRoomsKey(ids[i]))
+		}
+		return nil
+	})
+	// Each room's leaves, in the order of out, and each user's sessions.
+	var rooms, users []string
+	byRoom := map[string][]int{}
+	byUser := map[string][]any{}
+	for _, i := range known {
+		rs, err := joined[i].Result()
+		if err != nil {
+			return fmt.Errorf("directory: close %s: %w", ids[i], err)
+		}
+		for _, room := range rs {
+			if _, ok := byRoom[room]; !ok {
+				rooms = append(rooms, room)
+			}
+			byRoom[room] = append(byRoom[room], i)
+		}
+		u := out[i].Session.User
+		if _, ok := byUser[u]; !ok {
+			users = append(users, u)
+		}
+		byUser[u] = append(byUser[u], ids[i])
+	}
+	leaves := make([]*redis.Cmd, len(rooms))
+	forgets := make([]*redis.Cmd, len(users))
+	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for k, room := range rooms {
+			args := make([]any, 0, 3*len(byRoom[room]))
+			for _, i := range byRoom[room] {
+				args = append(args, ids[i], out[i].Session.User, out[i].Session.Comet)
+			}
+			leaves[k] = leaveScript.Eval(ctx, p, []string{roomConnsKey(room), roomUsersKey(room), roomCometsKey(room)}, args...)
+		}
+		for k, u := range users {
+			forgets[k] = forgetScript.Eval(ctx, p, []string{userSessionsKey(u), userOnlineKey(u)}, byUser[u]...)
+		}
+		return nil
+	})
+	for k, u := range users {
+		if err := forgets[k].Err(); err != nil {
+			return fmt.Errorf("directory: close %d sessions of %s: %w", len(byUser[u]), u, err)
+		}
+	}
+	for k, room := range rooms {
+		idx := byRoom[room]
+		v, err := leaves[k].Result()
+		if err != nil {
+			return fmt.Errorf("directory: %d sessions leave %s: %w", len(idx), room, err)
+		}
+		a, ok := v.([]any)
+		if !ok || len(a) != 3*len(idx) {
+			return fmt.Errorf("directory: %d sessions leave %s: unexpected script result %v", len(idx), room, v)
+		}
+		for n, i := range idx {
+			rc, err := roomCount(room, a[3*n:3*n+3])
+			if err != nil {
+				return fmt.Errorf("directory: %s leaves %s: %w", ids[i], room, err)
+			}
+			out[i].Rooms = append(out[i].Rooms, rc)
+		}
+	}
+	return nil
+}

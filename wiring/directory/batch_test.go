@@ -147,6 +147,148 @@ func TestJoinRoomsInChunks(t *testing.T) {
 	})
 }
 
+// TestCloseSessionsInTurn: a batch of closes reports, session by
+// session, the rooms' counts a model gets closing them one at a time,
+// repeats and unknown sessions included, across chunks of the leave
+// script; and it leaves the directory as the model says: the rooms'
+// counts and comets, who is online, and which sessions remain.
+func TestCloseSessionsInTurn(t *testing.T) {
+	t.Parallel()
+	onBackends(t, func(t *testing.T, rdb redis.UniversalClient) {
+		ctx := context.Background()
+		s := directory.New(rdb)
+		type conn struct {
+			ref   directory.SessionRef
+			user  string
+			rooms []string
+		}
+		// 300 connections of 70 users on two comets, all in "big", every
+		// third also in a small room of its own five.
+		var conns []conn
+		for k := range 300 {
+			c := conn{
+				ref:   directory.SessionRef{Comet: []string{"c1", "c2"}[k%2], Conn: fmt.Sprintf("k%d", k)},
+				user:  fmt.Sprintf("u%d", k%70),
+				rooms: []string{"big"},
+			}
+			if k%3 == 0 {
+				c.rooms = append(c.rooms, fmt.Sprintf("small%d", k%5))
+			}
+			conns = append(conns, c)
+			if err := s.OpenSession(ctx, directory.Session{Comet: c.ref.Comet, Conn: c.ref.Conn, User: c.user, Device: "d"}, time.Minute); err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range c.rooms {
+				if _, err := s.JoinRoom(ctx, c.ref, c.user, r); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		// The model: per room, connections per user and per comet.
+		perUser := map[string]map[string]int{}
+		perComet := map[string]map[string]int{}
+		nconns := map[string]int{}
+		for _, c := range conns {
+			for _, r := range c.rooms {
+				if perUser[r] == nil {
+					perUser[r], perComet[r] = map[string]int{}, map[string]int{}
+				}
+				perUser[r][c.user]++
+				perComet[r][c.ref.Comet]++
+				nconns[r]++
+			}
+		}
+		// Close 250 of them, with repeats and sessions never opened.
+		var refs []directory.SessionRef
+		var want []directory.Closed
+		closed := map[directory.SessionRef]bool{}
+		for i := range 250 {
+			var ref directory.SessionRef
+			switch {
+			case i%11 == 0:
+				ref = directory.SessionRef{Comet: "c1", Conn: fmt.Sprintf("never%d", i)}
+			case i%13 == 0:
+				ref = refs[i/2] // a repeat, a chunk or more back
+			default:
+				ref = conns[i].ref
+			}
+			refs = append(refs, ref)
+			k := slices.IndexFunc(conns, func(c conn) bool { return c.ref == ref })
+			if k < 0 || closed[ref] {
+				want = append(want, directory.Closed{})
+				continue
+			}
+			closed[ref] = true
+			c := conns[k]
+			w := directory.Closed{Session: directory.Session{Comet: ref.Comet, Conn: ref.Conn, User: c.user, Device: "d"}, OK: true}
+			for _, r := range c.rooms {
+				perUser[r][c.user]--
+				changed := perUser[r][c.user] == 0
+				if changed {
+					delete(perUser[r], c.user)
+				}
+				if perComet[r][ref.Comet]--; perComet[r][ref.Comet] == 0 {
+					delete(perComet[r], ref.Comet)
+				}
+				nconns[r]--
+				w.Rooms = append(w.Rooms, directory.RoomCount{Room: r, OnlineUsers: len(perUser[r]), Connections: nconns[r], UserChanged: changed})
+			}
+			want = append(want, w)
+		}
+		got, err := s.CloseSessions(ctx, refs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		byRoom := func(a, b directory.RoomCount) int { return strings.Compare(a.Room, b.Room) }
+		for i := range want {
+			slices.SortFunc(got[i].Rooms, byRoom)
+			slices.SortFunc(want[i].Rooms, byRoom)
+			if fmt.Sprint(got[i]) != fmt.Sprint(want[i]) {
+				t.Fatalf("close %d (%v): %+v, want %+v", i, refs[i], got[i], want[i])
+			}
+		}
+		for r := range perUser {
+			users, n, err := s.RoomOnline(ctx, r)
+			if err != nil || users != len(perUser[r]) || n != nconns[r] {
+				t.Errorf("%s: %d users, %d connections (%v); want %d, %d", r, users, n, err, len(perUser[r]), nconns[r])
+			}
+			comets, err := s.RoomComets(ctx, r)
+			slices.Sort(comets)
+			var wantComets []string
+			for c := range perComet[r] {
+				wantComets = append(wantComets, c)
+			}
+			slices.Sort(wantComets)
+			if err != nil || !slices.Equal(comets, wantComets) {
+				t.Errorf("%s: comets %v (%v), want %v", r, comets, err, wantComets)
+			}
+		}
+		left := map[string]int{}
+		for _, c := range conns {
+			if !closed[c.ref] {
+				left[c.user]++
+			}
+		}
+		for u := range 70 {
+			user := fmt.Sprintf("u%d", u)
+			online, err := s.Online(ctx, user)
+			refs, err2 := s.UserSessions(ctx, user)
+			if err != nil || err2 != nil || online[user] != (left[user] > 0) || len(refs) != left[user] {
+				t.Errorf("%s: online %v, sessions %v (%v, %v); want %d sessions", user, online[user], refs, err, err2, left[user])
+			}
+		}
+		expired, err := s.ExpiredSessions(ctx, time.Now().Add(time.Hour), 1000)
+		if err != nil || len(expired) != len(conns)-len(closed) {
+			t.Errorf("%d sessions have deadlines (%v), want %d", len(expired), err, len(conns)-len(closed))
+		}
+		for _, r := range expired {
+			if closed[r] {
+				t.Errorf("closed session %v still has a deadline", r)
+			}
+		}
+	})
+}
+
 // TestOpenSessionsWithin: sessions of one user in a batch count in turn
 // against the bound, a repeat always opens, and a refused session leaves
 // nothing behind.

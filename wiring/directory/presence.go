@@ -86,29 +86,100 @@ for _, c in ipairs(comets) do redis.call('HINCRBY', KEYS[3], c, cometAdds[c]) en
 return out
 `)
 
-// leaveScript undoes joinScript for one connection: the same keys, one
-// triple of arguments.
+// leaveScript undoes joinScript: the same keys, triples of arguments
+// (session id, user, comet). Only a connection in the room changes the
+// counts, so a repeat is harmless. Returns, per triple in order, {online
+// users, connections, user changed (0/1)} after it. A user whose count
+// falls to zero leaves the users hash, a comet likewise.
+//
+// Like joinScript it works a chunk of triples at a time, with a few calls
+// per chunk rather than three or four per connection: presence closes
+// the sessions of a batch of CLOSED events together, thousands when a
+// comet cuts a big room's slow consumers (issue 9).
 var leaveScript = redis.NewScript(`
-local removed = redis.call('HDEL', KEYS[1], ARGV[1])
-local changed = 0
-if removed == 1 then
-  if redis.call('HINCRBY', KEYS[2], ARGV[2], -1) <= 0 then
-    redis.call('HDEL', KEYS[2], ARGV[2])
-    changed = 1
+local users = redis.call('HLEN', KEYS[2])
+local conns = redis.call('HLEN', KEYS[1])
+local out, removed, count, listed, cometSubs, comets = {}, {}, {}, {}, {}, {}
+local n = #ARGV / 3
+for first = 1, n, 100 do
+  local last = math.min(n, first + 99)
+  local ids, ask = {}, {}
+  for t = first, last do
+    ids[#ids+1] = ARGV[3*t-2]
+    local u = ARGV[3*t-1]
+    if count[u] == nil then
+      count[u] = 0
+      ask[#ask+1] = u
+    end
   end
-  if redis.call('HINCRBY', KEYS[3], ARGV[3], -1) <= 0 then
-    redis.call('HDEL', KEYS[3], ARGV[3])
+  local present = redis.call('HMGET', KEYS[1], unpack(ids))
+  if #ask > 0 then
+    local got = redis.call('HMGET', KEYS[2], unpack(ask))
+    for i, u in ipairs(ask) do
+      listed[u] = got[i] ~= false
+      count[u] = tonumber(got[i]) or 0
+    end
+  end
+  local gone, touched, seen = {}, {}, {}
+  for t = first, last do
+    local id, u, c = ARGV[3*t-2], ARGV[3*t-1], ARGV[3*t]
+    local changed = 0
+    if present[t-first+1] and not removed[id] then
+      removed[id] = true
+      gone[#gone+1] = id
+      conns = conns - 1
+      count[u] = count[u] - 1
+      if count[u] <= 0 then
+        changed = 1
+        if listed[u] then
+          listed[u] = false
+          users = users - 1
+        end
+      end
+      if not seen[u] then
+        seen[u] = true
+        touched[#touched+1] = u
+      end
+      if cometSubs[c] == nil then
+        cometSubs[c] = 0
+        comets[#comets+1] = c
+      end
+      cometSubs[c] = cometSubs[c] + 1
+    end
+    out[#out+1] = users
+    out[#out+1] = conns
+    out[#out+1] = changed
+  end
+  if #gone > 0 then
+    redis.call('HDEL', KEYS[1], unpack(gone))
+    local set, del = {}, {}
+    for _, u in ipairs(touched) do
+      if count[u] > 0 then
+        set[#set+1] = u
+        set[#set+1] = count[u]
+      else
+        del[#del+1] = u
+      end
+    end
+    if #set > 0 then redis.call('HSET', KEYS[2], unpack(set)) end
+    if #del > 0 then redis.call('HDEL', KEYS[2], unpack(del)) end
   end
 end
-return {redis.call('HLEN', KEYS[2]), redis.call('HLEN', KEYS[1]), changed}
+for _, c in ipairs(comets) do
+  if redis.call('HINCRBY', KEYS[3], c, -cometSubs[c]) <= 0 then
+    redis.call('HDEL', KEYS[3], c)
+  end
+end
+return out
 `)
 
-// forgetScript removes a session from its user and, if it was the user's
-// last, the user's online flag, atomically, so that a session of the same
-// user opening meanwhile keeps its flag. KEYS: sessions and online flag of
-// the user (one slot). ARGV: session id.
+// forgetScript removes sessions from their user and, if they were the
+// user's last, the user's online flag, atomically, so that a session of
+// the same user opening meanwhile keeps its flag. KEYS: sessions and
+// online flag of the user (one slot). ARGV: session ids (at most the
+// user's bound on sessions).
 var forgetScript = redis.NewScript(`
-redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[1], unpack(ARGV))
 if redis.call('HLEN', KEYS[1]) == 0 then redis.call('DEL', KEYS[2]) end
 return 0
 `)
@@ -215,47 +286,11 @@ func (s *Store) LeaveRoom(ctx context.Context, ref SessionRef, user, room string
 // session (ok false if it was unknown) and the rooms it was in, with their
 // presence after the change. Idempotent.
 func (s *Store) CloseSession(ctx context.Context, ref SessionRef) (sess Session, rooms []RoomCount, ok bool, err error) {
-	id := sessionID(ref)
-	m, err := s.rdb.HGetAll(ctx, sessionKey(id)).Result()
+	cs, err := s.CloseSessions(ctx, []SessionRef{ref})
 	if err != nil {
-		return Session{}, nil, false, fmt.Errorf("directory: close %s: %w", id, err)
+		return Session{}, nil, false, err
 	}
-	if len(m) == 0 {
-		// Unknown or already closed; make sure the sweeper forgets it.
-		if err := s.rdb.ZRem(ctx, sessionsDeadlineKey, id).Err(); err != nil {
-			return Session{}, nil, false, fmt.Errorf("directory: close %s: %w", id, err)
-		}
-		return Session{}, nil, false, nil
-	}
-	sess = Session{Comet: ref.Comet, Conn: ref.Conn, User: m["user"], Device: m["device"]}
-	// Mark the session closing before reading its rooms: a join racing
-	// with this close either lands in the rooms read below, or sees the
-	// mark (SessionOpen) and takes itself back.
-	if err := s.rdb.HSet(ctx, sessionKey(id), "closing", "1").Err(); err != nil {
-		return Session{}, nil, false, fmt.Errorf("directory: close %s: %w", id, err)
-	}
-	joined, err := s.rdb.SMembers(ctx, sessionRoomsKey(id)).Result()
-	if err != nil {
-		return Session{}, nil, false, fmt.Errorf("directory: close %s: %w", id, err)
-	}
-	for _, room := range joined {
-		rc, err := s.LeaveRoom(ctx, ref, sess.User, room)
-		if err != nil {
-			return Session{}, nil, false, err
-		}
-		rooms = append(rooms, rc)
-	}
-	if err := forgetScript.Run(ctx, s.rdb, []string{userSessionsKey(sess.User), userOnlineKey(sess.User)}, id).Err(); err != nil {
-		return Session{}, nil, false, fmt.Errorf("directory: close %s: %w", id, err)
-	}
-	// The session hash goes last: until then a retry finds everything again.
-	if err := s.rdb.Del(ctx, sessionRoomsKey(id), sessionKey(id)).Err(); err != nil {
-		return Session{}, nil, false, fmt.Errorf("directory: close %s: %w", id, err)
-	}
-	if err := s.rdb.ZRem(ctx, sessionsDeadlineKey, id).Err(); err != nil {
-		return Session{}, nil, false, fmt.Errorf("directory: close %s: %w", id, err)
-	}
-	return sess, rooms, true, nil
+	return cs[0].Session, cs[0].Rooms, cs[0].OK, nil
 }
 
 // InRoom reports whether a connection is recorded in room (joined and not

@@ -28,7 +28,9 @@ func (h *Handler) handle(ctx context.Context, ev *topicpb.SessionEvent, _ *messa
 // their order; events of different keys are independent and may be
 // applied in any order. It is what makes a login storm cheap: the logins
 // and joins of a batch ask the directory each of their questions in one
-// round trip, and their answers go to each comet in one publish.
+// round trip, and their answers go to each comet in one publish. So are
+// the closes of a batch, which a comet cutting a big room's slow
+// consumers sends by the thousand.
 //
 // A transient failure is returned at once, for the whole batch to be
 // retried: applying an event again is harmless (its answer may be sent
@@ -41,12 +43,15 @@ func (h *Handler) HandleBatch(ctx context.Context, evs []*topicpb.SessionEvent) 
 	var permanent []error
 	for _, wave := range waves(evs) {
 		var opened, joined []*topicpb.SessionEvent
+		var closed []directory.SessionRef
 		for _, ev := range wave {
 			switch ev.GetKind() {
 			case topicpb.SessionEvent_OPENED:
 				opened = append(opened, ev)
 			case topicpb.SessionEvent_JOINED:
 				joined = append(joined, ev)
+			case topicpb.SessionEvent_CLOSED:
+				closed = append(closed, ref(ev.GetSession()))
 			default:
 				if err := h.Handle(ctx, ev, nil); pipeline.IsPermanent(err) {
 					permanent = append(permanent, err)
@@ -59,6 +64,9 @@ func (h *Handler) HandleBatch(ctx context.Context, evs []*topicpb.SessionEvent) 
 			return err
 		}
 		if err := h.joined(ctx, joined); err != nil {
+			return err
+		}
+		if err := h.close(ctx, closed...); err != nil {
 			return err
 		}
 	}
@@ -201,9 +209,9 @@ func (h *Handler) opened(ctx context.Context, evs []*topicpb.SessionEvent) error
 	// (a comet ignores a close for a connection it no longer has).
 	for _, r := range banned {
 		h.logger.Info("login refused: user disabled or deleted meanwhile", "session", topics.SessionKey(session(r)))
-		if err := h.close(ctx, r); err != nil {
-			return err
-		}
+	}
+	if err := h.close(ctx, banned...); err != nil {
+		return err
 	}
 	return done(ctx)
 }

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sort"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/encoding/prototext"
 	"google.golang.org/protobuf/proto"
@@ -53,6 +54,13 @@ func TestBatchIsEventsInTurn(t *testing.T) {
 		{Kind: topicpb.SessionEvent_HEARTBEAT, Session: &topicpb.Session{Comet: "c1"}, Live: []*topicpb.LiveSession{{Conn: "a1", User: "alice"}, {Conn: "b1", User: "bob"}}},
 		ev(joined, "c1", "a1", "alice", "dev", 4),
 		ev(closed, "c1", "b1", "bob", "", 0),
+		// Closes together (a comet cutting slow consumers): of sessions
+		// in rooms, one never opened, and carol's two in turn.
+		ev(closed, "c2", "k2", "carol", "", 0),
+		ev(closed, "c3", "d1", "dave", "", 0),
+		ev(joined, "c1", "a1", "alice", "lobby", 5),
+		ev(closed, "c2", "k1", "carol", "", 0),
+		ev(closed, "c1", "a1", "alice", "", 0),
 	}
 	cfg := presence.Config{MaxSessionsPerUser: 2}
 
@@ -259,4 +267,49 @@ func BenchmarkLoginJoinsRooms(b *testing.B) {
 		rec.Take()
 	}
 	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N), "µs/login")
+}
+
+// BenchmarkClose measures what presence spends closing a session of a
+// member of a big room (a CLOSED event) against a real redis-server, the
+// broker left out, in batches of 1 and 64 distinct users: a comet that
+// cuts a big room's slow consumers sends thousands at once (issue 9).
+// The sessions are opened and joined outside the timing.
+//
+//	go test ./workers/presence/ -run '^$' -bench BenchmarkClose -benchtime 2000x -count 3
+func BenchmarkClose(b *testing.B) {
+	for _, n := range []int{1, 64} {
+		b.Run(fmt.Sprintf("batch=%d", n), func(b *testing.B) {
+			ctx := context.Background()
+			store := testinfra.DemoDirectory(b)
+			rec := &testinfra.Recorder{}
+			h := testinfra.Must(presence.New(presence.Config{MaxSessionsPerUser: -1, PresenceWindow: -1}, store, rec, nil))(b)
+			const users = 10000
+			for i := 0; i < b.N; i += n {
+				k := min(n, b.N-i)
+				b.StopTimer()
+				joins := make([]directory.Join, k)
+				closed := make([]*topicpb.SessionEvent, k)
+				for j := range k {
+					s, u := sess("c1", fmt.Sprint(i+j)), fmt.Sprint("u", (i+j)%users)
+					if err := store.OpenSession(ctx, directory.Session{Comet: "c1", Conn: s.GetConn(), User: u}, time.Minute); err != nil {
+						b.Fatal(err)
+					}
+					joins[j] = directory.Join{Ref: directory.SessionRef{Comet: "c1", Conn: s.GetConn()}, User: u, Room: "bench"}
+					closed[j] = &topicpb.SessionEvent{Kind: topicpb.SessionEvent_CLOSED, Session: s, User: u}
+				}
+				if _, err := store.JoinRooms(ctx, joins); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+				if err := h.Pipeline().Handle(testinfra.Merged(b, topics.SessionEvents, closed...)); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			if users, conns, err := store.RoomOnline(ctx, "bench"); err != nil || users != 0 || conns != 0 {
+				b.Fatalf("after the closes the room has %d users, %d connections (%v)", users, conns, err)
+			}
+			b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N), "µs/close")
+		})
+	}
 }

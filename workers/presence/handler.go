@@ -85,7 +85,7 @@ func (c *Config) setDefaults() {
 
 // Store is what presence reads and writes in the directory.
 type Store interface {
-	CloseSession(ctx context.Context, ref directory.SessionRef) (directory.Session, []directory.RoomCount, bool, error)
+	CloseSessions(ctx context.Context, refs []directory.SessionRef) ([]directory.Closed, error)
 	LeaveRoom(ctx context.Context, ref directory.SessionRef, user, room string) (directory.RoomCount, error)
 	Heartbeat(ctx context.Context, comet string, live []directory.LiveSession, ttl time.Duration) error
 	ExpiredSessions(ctx context.Context, now time.Time, limit int) ([]directory.SessionRef, error)
@@ -222,15 +222,17 @@ func states(in []directory.ConversationState) []*clientpb.ConversationState {
 	return out
 }
 
-func (h *Handler) close(ctx context.Context, r directory.SessionRef) error {
-	sess, rooms, ok, err := h.store.CloseSession(ctx, r)
-	if err != nil || !ok {
+func (h *Handler) close(ctx context.Context, refs ...directory.SessionRef) error {
+	closed, err := h.store.CloseSessions(ctx, refs)
+	if err != nil {
 		return err
 	}
 	var cs []change
-	for _, rc := range rooms {
-		if c, ok := h.due(sess.User, false, rc); ok {
-			cs = append(cs, c)
+	for _, c := range closed {
+		for _, rc := range c.Rooms {
+			if ch, ok := h.due(c.Session.User, false, rc); ok {
+				cs = append(cs, ch)
+			}
 		}
 	}
 	return h.tell(ctx, cs...)
@@ -294,13 +296,15 @@ func (h *Handler) userRevoked(ctx context.Context, ev *topicpb.SessionEvent) err
 	if err != nil {
 		return err
 	}
-	for _, r := range refs {
-		if err := h.reply(session(r), nil, &topicpb.Control{Close: reason}); err != nil {
-			return err
-		}
-		if err := h.close(ctx, r); err != nil {
-			return err
-		}
+	closes := make([]pipeline.Answer, len(refs))
+	for i, r := range refs {
+		closes[i] = pipeline.Answer{Session: session(r), Control: &topicpb.Control{Close: reason}}
+	}
+	if err := pipeline.ReplyAll(h.pub, closes); err != nil {
+		return fmt.Errorf("presence: %w", err)
+	}
+	if err := h.close(ctx, refs...); err != nil {
+		return err
 	}
 	if len(refs) > 0 {
 		h.logger.Info("user revoked", "user", user, "reason", reason, "sessions", len(refs))
@@ -435,13 +439,10 @@ func (h *Handler) Sweep(ctx context.Context, now time.Time) (int, error) {
 	if err := pipeline.ReplyAll(h.pub, closes); err != nil {
 		return 0, fmt.Errorf("presence: close expired sessions: %w", err)
 	}
-	var errs []error
-	for _, r := range refs {
-		if err := h.close(ctx, r); err != nil {
-			errs = append(errs, err)
-		}
+	if err := h.close(ctx, refs...); err != nil {
+		return 0, err
 	}
-	return len(refs), errors.Join(errs...)
+	return len(refs), nil
 }
 
 // Start runs the sweeper in a goroutine until Stop. Several presence
