@@ -331,7 +331,8 @@ func TestLoginFlow(t *testing.T) {
 	id := req.GetSession().GetConn()
 	if !regexp.MustCompile(`^[0-9a-f]{8}\.[0-9]+$`).MatchString(id) || req.GetSession().GetComet() != "c1" ||
 		req.GetUser() != "alice" || req.GetTokenExpiresUnixMs() <= time.Now().UnixMilli() || req.GetDevice() != "ios" || req.GetRequestId() == 0 ||
-		time.Since(time.UnixMilli(req.GetReceivedUnixMs())) > time.Minute {
+		time.Since(time.UnixMilli(req.GetReceivedUnixMs())) > time.Minute ||
+		req.GetDeadlineUnixMs()-req.GetReceivedUnixMs() != (5*time.Second).Milliseconds() { // the default RequestTimeout
 		t.Fatalf("login request %v", req)
 	}
 	f.deliver(&topicpb.Delivery{
@@ -732,7 +733,8 @@ func TestRequests(t *testing.T) {
 		t.Fatal(err)
 	}
 	if hr := next(f, topics.HistoryRequests); hr.GetConversation() != "room:lobby" || hr.GetAfterSeq() != 5 || hr.GetLimit() != 20 ||
-		hr.GetUser() != "alice" || hr.GetRequestId() != 14 || hr.GetSession().GetConn() != id {
+		hr.GetUser() != "alice" || hr.GetRequestId() != 14 || hr.GetSession().GetConn() != id ||
+		time.Since(time.UnixMilli(hr.GetReceivedUnixMs())) > time.Minute || hr.GetDeadlineUnixMs()-hr.GetReceivedUnixMs() != (5*time.Second).Milliseconds() {
 		t.Fatalf("history request %v", hr)
 	}
 	if err := conn.Write(ctx, &clientpb.ClientFrame{RequestId: 15, Body: &clientpb.ClientFrame_Conversations{Conversations: &clientpb.Conversations{Cursor: "d:1:dm:a:b", Limit: 50}}}); err != nil {

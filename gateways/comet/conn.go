@@ -387,9 +387,10 @@ func (cn *conn) serve(f *clientpb.ClientFrame) {
 		}
 		// Only the verified claims go to the login worker: no bearer
 		// token is readable from login.requests.
+		received, deadline := c.deadline()
 		msg, err := topics.LoginRequests.Encode(&topicpb.LoginRequest{
 			Session: c.session(cn), RequestId: req, User: claims.User, TokenExpiresUnixMs: claims.Expires.UnixMilli(),
-			Device: b.Login.GetDevice(), ReceivedUnixMs: time.Now().UnixMilli(), Join: join,
+			Device: b.Login.GetDevice(), ReceivedUnixMs: received, DeadlineUnixMs: deadline, Join: join,
 		})
 		if err == nil {
 			err = c.publishRequest(topics.LoginRequests.Name, msg)
@@ -620,6 +621,7 @@ func (cn *conn) history(req uint64, r *topicpb.HistoryRequest) {
 	if !cn.expect(req) {
 		return
 	}
+	r.ReceivedUnixMs, r.DeadlineUnixMs = c.deadline()
 	msg, err := topics.HistoryRequests.Encode(r)
 	if err == nil {
 		err = c.publishRequest(topics.HistoryRequests.Name, msg)

@@ -42,6 +42,14 @@ func (cn *conn) expect(req uint64) bool {
 	return true
 }
 
+// deadline returns now and when a request received now is answered
+// UNAVAILABLE, if nothing answered it, in Unix milliseconds: a worker
+// skips a request it takes up too late (pipeline.Expired).
+func (c *Comet) deadline() (received, deadline int64) {
+	now := time.Now()
+	return now.UnixMilli(), now.Add(c.cfg.RequestTimeout).UnixMilli()
+}
+
 // startLogin records a Login being forwarded. It reports false, having
 // answered ALREADY_LOGGED_IN, when one is already waiting for its answer:
 // two Logins at once would leave two sessions for one connection.

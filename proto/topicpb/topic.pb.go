@@ -176,9 +176,14 @@ type LoginRequest struct {
 	// handles each as if it came alone (topics.Split).
 	More []*LoginRequest `protobuf:"bytes,8,rep,name=more,proto3" json:"more,omitempty"`
 	// join are the rooms the client asks to join once logged in (Login.join).
-	Join          []string `protobuf:"bytes,9,rep,name=join,proto3" json:"join,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Join []string `protobuf:"bytes,9,rep,name=join,proto3" json:"join,omitempty"`
+	// deadline_unix_ms is when the comet answers the request UNAVAILABLE
+	// itself if no answer came (received plus its request timeout): a
+	// worker skips a request it takes up past it (pipeline.Expired).
+	// 0 from comets older than the field.
+	DeadlineUnixMs int64 `protobuf:"varint,10,opt,name=deadline_unix_ms,json=deadlineUnixMs,proto3" json:"deadline_unix_ms,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *LoginRequest) Reset() {
@@ -267,6 +272,13 @@ func (x *LoginRequest) GetJoin() []string {
 	return nil
 }
 
+func (x *LoginRequest) GetDeadlineUnixMs() int64 {
+	if x != nil {
+		return x.DeadlineUnixMs
+	}
+	return 0
+}
+
 // SessionEvent is a change in a connection's life, or in what a user may
 // do with its connections. Topic: session.events, key: user (heartbeats:
 // comet), so a user's events, revocations included, are applied in order.
@@ -303,9 +315,12 @@ type SessionEvent struct {
 	More []*SessionEvent `protobuf:"bytes,10,rep,name=more,proto3" json:"more,omitempty"`
 	// join, for OPENED, are rooms to join once the session is open
 	// (Login.join): presence answers them in the LoginResult.
-	Join          []string `protobuf:"bytes,11,rep,name=join,proto3" json:"join,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Join []string `protobuf:"bytes,11,rep,name=join,proto3" json:"join,omitempty"`
+	// deadline_unix_ms, for OPENED, is its LoginRequest's: presence skips
+	// a login it takes up past it (pipeline.Expired).
+	DeadlineUnixMs int64 `protobuf:"varint,12,opt,name=deadline_unix_ms,json=deadlineUnixMs,proto3" json:"deadline_unix_ms,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *SessionEvent) Reset() {
@@ -413,6 +428,13 @@ func (x *SessionEvent) GetJoin() []string {
 		return x.Join
 	}
 	return nil
+}
+
+func (x *SessionEvent) GetDeadlineUnixMs() int64 {
+	if x != nil {
+		return x.DeadlineUnixMs
+	}
+	return 0
 }
 
 // LiveSession is one logged-in connection reported by a heartbeat.
@@ -798,9 +820,14 @@ type HistoryRequest struct {
 	Typing *clientpb.Typing `protobuf:"bytes,9,opt,name=typing,proto3" json:"typing,omitempty"`
 	// current_state is a Sync's: answer the messages as they are now
 	// (edits applied, recalls marked).
-	CurrentState  bool `protobuf:"varint,10,opt,name=current_state,json=currentState,proto3" json:"current_state,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	CurrentState bool `protobuf:"varint,10,opt,name=current_state,json=currentState,proto3" json:"current_state,omitempty"`
+	// received_unix_ms and deadline_unix_ms are as a LoginRequest's: the
+	// history worker skips a request it takes up past its deadline. Not
+	// set for typing.
+	ReceivedUnixMs int64 `protobuf:"varint,11,opt,name=received_unix_ms,json=receivedUnixMs,proto3" json:"received_unix_ms,omitempty"`
+	DeadlineUnixMs int64 `protobuf:"varint,12,opt,name=deadline_unix_ms,json=deadlineUnixMs,proto3" json:"deadline_unix_ms,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *HistoryRequest) Reset() {
@@ -901,6 +928,20 @@ func (x *HistoryRequest) GetCurrentState() bool {
 		return x.CurrentState
 	}
 	return false
+}
+
+func (x *HistoryRequest) GetReceivedUnixMs() int64 {
+	if x != nil {
+		return x.ReceivedUnixMs
+	}
+	return 0
+}
+
+func (x *HistoryRequest) GetDeadlineUnixMs() int64 {
+	if x != nil {
+		return x.DeadlineUnixMs
+	}
+	return 0
 }
 
 // Delivery is what a comet receives on its own topic deliver.<comet>:
@@ -1161,7 +1202,7 @@ const file_topic_proto_rawDesc = "" +
 	"\vtopic.proto\x12\x0flaneim.topic.v1\x1a\fclient.proto\"3\n" +
 	"\aSession\x12\x14\n" +
 	"\x05comet\x18\x01 \x01(\tR\x05comet\x12\x12\n" +
-	"\x04conn\x18\x02 \x01(\tR\x04conn\"\xbe\x02\n" +
+	"\x04conn\x18\x02 \x01(\tR\x04conn\"\xe8\x02\n" +
 	"\fLoginRequest\x122\n" +
 	"\asession\x18\x01 \x01(\v2\x18.laneim.topic.v1.SessionR\asession\x12\x1d\n" +
 	"\n" +
@@ -1171,7 +1212,9 @@ const file_topic_proto_rawDesc = "" +
 	"\x04user\x18\x06 \x01(\tR\x04user\x121\n" +
 	"\x15token_expires_unix_ms\x18\a \x01(\x03R\x12tokenExpiresUnixMs\x121\n" +
 	"\x04more\x18\b \x03(\v2\x1d.laneim.topic.v1.LoginRequestR\x04more\x12\x12\n" +
-	"\x04join\x18\t \x03(\tR\x04joinJ\x04\b\x03\x10\x04R\x05token\"\x92\x04\n" +
+	"\x04join\x18\t \x03(\tR\x04join\x12(\n" +
+	"\x10deadline_unix_ms\x18\n" +
+	" \x01(\x03R\x0edeadlineUnixMsJ\x04\b\x03\x10\x04R\x05token\"\xbc\x04\n" +
 	"\fSessionEvent\x126\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\".laneim.topic.v1.SessionEvent.KindR\x04kind\x122\n" +
 	"\asession\x18\x02 \x01(\v2\x18.laneim.topic.v1.SessionR\asession\x12\x12\n" +
@@ -1186,7 +1229,8 @@ const file_topic_proto_rawDesc = "" +
 	"\x06reason\x18\t \x01(\tR\x06reason\x121\n" +
 	"\x04more\x18\n" +
 	" \x03(\v2\x1d.laneim.topic.v1.SessionEventR\x04more\x12\x12\n" +
-	"\x04join\x18\v \x03(\tR\x04join\"\x83\x01\n" +
+	"\x04join\x18\v \x03(\tR\x04join\x12(\n" +
+	"\x10deadline_unix_ms\x18\f \x01(\x03R\x0edeadlineUnixMs\"\x83\x01\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\n" +
 	"\n" +
@@ -1228,7 +1272,7 @@ const file_topic_proto_rawDesc = "" +
 	"\x05users\x18\x04 \x03(\tR\x05users\x12\x1c\n" +
 	"\tbroadcast\x18\x05 \x01(\bR\tbroadcast\x12*\n" +
 	"\x11submitted_unix_ms\x18\x06 \x01(\x03R\x0fsubmittedUnixMs\x12+\n" +
-	"\x04more\x18\a \x03(\v2\x17.laneim.topic.v1.RoutedR\x04more\"\x95\x03\n" +
+	"\x04more\x18\a \x03(\v2\x17.laneim.topic.v1.RoutedR\x04more\"\xe9\x03\n" +
 	"\x0eHistoryRequest\x122\n" +
 	"\asession\x18\x01 \x01(\v2\x18.laneim.topic.v1.SessionR\asession\x12\x1d\n" +
 	"\n" +
@@ -1241,7 +1285,9 @@ const file_topic_proto_rawDesc = "" +
 	"\x03ack\x18\b \x01(\v2\x15.laneim.client.v1.AckR\x03ack\x120\n" +
 	"\x06typing\x18\t \x01(\v2\x18.laneim.client.v1.TypingR\x06typing\x12#\n" +
 	"\rcurrent_state\x18\n" +
-	" \x01(\bR\fcurrentState\"\x80\x02\n" +
+	" \x01(\bR\fcurrentState\x12(\n" +
+	"\x10received_unix_ms\x18\v \x01(\x03R\x0ereceivedUnixMs\x12(\n" +
+	"\x10deadline_unix_ms\x18\f \x01(\x03R\x0edeadlineUnixMs\"\x80\x02\n" +
 	"\bDelivery\x12\x14\n" +
 	"\x05conns\x18\x01 \x03(\tR\x05conns\x12\x12\n" +
 	"\x04room\x18\x02 \x01(\tR\x04room\x12\x14\n" +

@@ -77,6 +77,37 @@ func IsStaleLogin(unixMs int64, now time.Time) bool {
 	return unixMs > 0 && now.Sub(time.UnixMilli(unixMs)) > StaleLogin
 }
 
+// AnswerMargin is the most time a worker leaves itself to answer a
+// request before its comet's deadline (a quarter of the comet's request
+// timeout if that is less): its answer still has to reach the comet.
+const AnswerMargin = time.Second
+
+// Expired reports whether a request its comet received at receivedUnixMs
+// and answers UNAVAILABLE itself at deadlineUnixMs, if no answer came, is
+// not worth serving at now: its answer would come too late (within the
+// margin, AnswerMargin, of the deadline or after it), and its client has
+// retried or given up. A worker skips such a request without an answer.
+//
+// Under an overload (a big room's cut members all logging in and
+// catching up at once, issue 9) the queues of requests grow past the
+// comets' timeouts; a worker serving them in order then spends itself on
+// answers nobody waits for, while the retries queue behind. Skipping them
+// keeps its work on requests that can still be answered.
+//
+// It compares clocks of different hosts (the comet's and the worker's):
+// they must agree within a fraction of the request timeout, as NTP keeps
+// them. A deadline of 0 (a comet older than the field) never expires.
+func Expired(receivedUnixMs, deadlineUnixMs int64, now time.Time) bool {
+	if deadlineUnixMs <= 0 {
+		return false
+	}
+	margin := AnswerMargin.Milliseconds()
+	if receivedUnixMs > 0 && receivedUnixMs < deadlineUnixMs {
+		margin = min(margin, (deadlineUnixMs-receivedUnixMs)/4)
+	}
+	return now.UnixMilli() > deadlineUnixMs-margin
+}
+
 // Group is the fx value group that handlers are contributed to, and that
 // the process's router consumes.
 const Group = `group:"handlers"`

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
@@ -91,5 +92,28 @@ func TestReply(t *testing.T) {
 	rec.Err = errors.New("broker down")
 	if err := pipeline.Reply(rec, s, topics.ErrorFrame(1, clientpb.Error_INVALID, "x"), nil); !errors.Is(err, rec.Err) {
 		t.Fatalf("publish failure: %v", err)
+	}
+}
+
+func TestExpired(t *testing.T) {
+	now := time.UnixMilli(1_000_000)
+	ms := func(d time.Duration) int64 { return now.Add(d).UnixMilli() }
+	for _, tc := range []struct {
+		name               string
+		received, deadline int64
+		want               bool
+	}{
+		{"no deadline", ms(-time.Hour), 0, false},
+		{"past", ms(-6 * time.Second), ms(-time.Second), true},
+		{"within the margin", ms(-4500 * time.Millisecond), ms(500 * time.Millisecond), true},
+		{"at the margin", ms(-4 * time.Second), ms(pipeline.AnswerMargin), false},
+		{"in time", ms(-time.Second), ms(4 * time.Second), false},
+		{"no receipt time: the whole margin", 0, ms(900 * time.Millisecond), true},
+		{"short timeout: a quarter of it", ms(-100 * time.Millisecond), ms(100 * time.Millisecond), false},
+		{"short timeout, within its quarter", ms(-160 * time.Millisecond), ms(40 * time.Millisecond), true},
+	} {
+		if got := pipeline.Expired(tc.received, tc.deadline, now); got != tc.want {
+			t.Errorf("%s: Expired = %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }

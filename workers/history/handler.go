@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -98,6 +99,7 @@ type Handler struct {
 	pub     message.Publisher
 	logger  *slog.Logger
 	breaker pipeline.Breaker
+	expired atomic.Int64
 }
 
 // New returns a Handler reading messages from store, memberships, latest
@@ -121,14 +123,25 @@ func (h *Handler) Pipeline() pipeline.Handler {
 	return pipeline.On(Name, topics.HistoryRequests, h.Handle)
 }
 
+// Expired returns how many requests were skipped because they came past
+// their comets' deadlines (pipeline.Expired).
+func (h *Handler) Expired() int64 { return h.expired.Load() }
+
 // Handle answers one request: a SyncResult or a ConversationsResult, an
 // Error (UNKNOWN_USER for a user unknown to the directory or disabled,
 // NOT_MEMBER, INVALID), or UNAVAILABLE
 // when the store or the directory fails or takes longer than
 // AnswerWithin; right after such a failure, for half a second, requests
-// are answered UNAVAILABLE without trying (pipeline.Breaker). It returns
-// an error (to be retried) only when the answer cannot be published.
+// are answered UNAVAILABLE without trying (pipeline.Breaker). A request
+// taken up past its comet's deadline is skipped, unanswered: the comet
+// answers it UNAVAILABLE itself. It returns an error (to be retried)
+// only when the answer cannot be published.
 func (h *Handler) Handle(ctx context.Context, req *topicpb.HistoryRequest, _ *message.Message) error {
+	if pipeline.Expired(req.GetReceivedUnixMs(), req.GetDeadlineUnixMs(), time.Now()) {
+		h.expired.Add(1)
+		h.logger.Debug("history request skipped: past its comet's deadline", "user", req.GetUser(), "conversation", req.GetConversation())
+		return nil
+	}
 	if req.GetTyping() != nil {
 		// Ephemeral: relayed now or never, and never answered.
 		wctx, cancel := context.WithTimeout(ctx, h.cfg.AnswerWithin)

@@ -498,3 +498,47 @@ func TestSyncCurrentState(t *testing.T) {
 		t.Errorf("Sync while persist lags: %v, want the edit stored after it was asked", m)
 	}
 }
+
+// TestExpiredRequestsSkipped: a request taken up past its comet's
+// deadline (pipeline.Expired) is skipped without an answer, and counted:
+// the comet has answered it UNAVAILABLE, and its client has retried. One
+// within its time, or from a comet that sets no deadline, is answered.
+func TestExpiredRequestsSkipped(t *testing.T) {
+	t.Parallel()
+	rec := &testinfra.Recorder{}
+	h := testinfra.Must(history.New(history.Config{}, openStore(t), world(t), rec, nil))(t)
+	now := time.Now()
+	for _, tc := range []struct {
+		name               string
+		received, deadline time.Time
+		answered           bool
+	}{
+		{"past its deadline", now.Add(-6 * time.Second), now.Add(-time.Second), false},
+		{"within the margin of its deadline", now.Add(-4500 * time.Millisecond), now.Add(500 * time.Millisecond), false},
+		{"in time", now.Add(-time.Second), now.Add(4 * time.Second), true},
+		{"no deadline", now.Add(-time.Hour), time.Time{}, true},
+	} {
+		var deadline int64
+		if !tc.deadline.IsZero() {
+			deadline = tc.deadline.UnixMilli()
+		}
+		before := h.Expired()
+		msg, err := topics.HistoryRequests.Encode(&topicpb.HistoryRequest{
+			Session: &topicpb.Session{Comet: "c1", Conn: "x"}, RequestId: 9, User: "alice", Conversation: "room:lobby",
+			ReceivedUnixMs: tc.received.UnixMilli(), DeadlineUnixMs: deadline,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := h.Pipeline().Handle(msg); err != nil {
+			t.Fatal(err)
+		}
+		out := rec.Take()
+		if got := len(out) == 1; got != tc.answered || len(out) > 1 {
+			t.Errorf("%s: %d answers, want answered %v", tc.name, len(out), tc.answered)
+		}
+		if skipped := h.Expired() - before; skipped != map[bool]int64{true: 0, false: 1}[tc.answered] {
+			t.Errorf("%s: counted %d expired", tc.name, skipped)
+		}
+	}
+}

@@ -4,7 +4,10 @@ import (
 	"log/slog"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/fx"
+
+	"github.com/laneim/laneim/wiring"
 
 	"github.com/laneim/laneim/wiring/directory"
 	"github.com/laneim/laneim/wiring/msgstore"
@@ -14,10 +17,18 @@ import (
 var _ Directory = (*directory.Store)(nil)
 
 // Module runs the history worker; it needs a Config, a msgstore.Store, a
-// *directory.Store, a message.Publisher and a *slog.Logger in the graph.
+// *directory.Store, a message.Publisher, a *slog.Logger and the process's
+// *wiring.Metrics in the graph.
 var Module = fx.Module(Name,
-	pipeline.Provide(func(cfg Config, s msgstore.Store, d *directory.Store, pub message.Publisher, logger *slog.Logger) (pipeline.Handler, error) {
+	pipeline.Provide(func(cfg Config, s msgstore.Store, d *directory.Store, pub message.Publisher, logger *slog.Logger, m *wiring.Metrics) (pipeline.Handler, error) {
 		h, err := New(cfg, s, d, pub, logger.With("worker", Name))
+		if err != nil {
+			return pipeline.Handler{}, err
+		}
+		err = m.Registry.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "laneim_history_expired_total",
+			Help: "Requests skipped, unanswered, because the history worker took them up past their comets' deadlines (the comets answered them UNAVAILABLE).",
+		}, func() float64 { return float64(h.Expired()) }))
 		if err != nil {
 			return pipeline.Handler{}, err
 		}

@@ -113,8 +113,8 @@ func (h *Handler) HandleBatch(ctx context.Context, reqs []*topicpb.LoginRequest)
 	var ids []string
 	stale := 0
 	for _, req := range reqs {
-		if pipeline.IsStaleLogin(req.GetReceivedUnixMs(), at) {
-			stale++ // answered UNAVAILABLE by its comet long ago
+		if pipeline.IsStaleLogin(req.GetReceivedUnixMs(), at) || pipeline.Expired(req.GetReceivedUnixMs(), req.GetDeadlineUnixMs(), at) {
+			stale++ // answered UNAVAILABLE by its comet, or soon will be
 			continue
 		}
 		if exp := req.GetTokenExpiresUnixMs(); exp == 0 {
@@ -132,7 +132,7 @@ func (h *Handler) HandleBatch(ctx context.Context, reqs []*topicpb.LoginRequest)
 		}
 	}
 	if stale > 0 {
-		h.logger.Info("stale logins skipped: their comets answered them UNAVAILABLE already", "count", stale, "older_than", pipeline.StaleLogin)
+		h.logger.Info("late logins skipped: past their comets' deadlines (they answer them UNAVAILABLE)", "count", stale)
 	}
 	var events []*message.Message
 	if len(pending) > 0 {
@@ -146,13 +146,14 @@ func (h *Handler) HandleBatch(ctx context.Context, reqs []*topicpb.LoginRequest)
 				continue
 			}
 			out, err := topics.SessionEvents.Encode(&topicpb.SessionEvent{
-				Kind:       topicpb.SessionEvent_OPENED,
-				Session:    req.GetSession(),
-				User:       req.GetUser(),
-				Device:     req.GetDevice(),
-				RequestId:  req.GetRequestId(),
-				TimeUnixMs: now,
-				Join:       req.GetJoin(),
+				Kind:           topicpb.SessionEvent_OPENED,
+				Session:        req.GetSession(),
+				User:           req.GetUser(),
+				Device:         req.GetDevice(),
+				RequestId:      req.GetRequestId(),
+				TimeUnixMs:     now,
+				Join:           req.GetJoin(),
+				DeadlineUnixMs: req.GetDeadlineUnixMs(),
 			})
 			if err != nil {
 				return err

@@ -107,23 +107,32 @@ func TestHandle(t *testing.T) {
 	}
 }
 
-// TestStaleLoginsSkipped: a login its comet received more than
-// pipeline.StaleLogin ago is skipped, neither answered nor announced: the
-// comet answered it UNAVAILABLE long ago and its client logged in again
-// (a multi-process overload run: serving such logins ahead of their
-// retries fed a retry storm). A login just inside the bound is served.
+// TestStaleLoginsSkipped: a login taken up past its comet's deadline
+// (pipeline.Expired), or received more than pipeline.StaleLogin ago from
+// a comet that set none, is skipped, neither answered nor announced: the
+// comet answers it UNAVAILABLE itself and its client logs in again (a
+// multi-process overload run: serving such logins ahead of their retries
+// fed a retry storm). A login within its time is served, and presence
+// gets its deadline with it.
 func TestStaleLoginsSkipped(t *testing.T) {
 	users := fakeUsers{"alice": {ID: "alice"}, "zed": {ID: "zed", Disabled: true}}
+	const none = -time.Hour
 	for _, tc := range []struct {
 		name      string
 		user      string
-		received  time.Duration // before now
+		received  time.Duration // before now; -1: not set
+		deadline  time.Duration // after now; none: not set
 		published int
 	}{
-		{"stale", "alice", pipeline.StaleLogin + time.Second, 0},
-		{"stale, and refused had it been served", "zed", pipeline.StaleLogin + time.Second, 0},
-		{"late, not stale", "alice", pipeline.StaleLogin - time.Second, 1},
-		{"no receipt time", "alice", -1, 1},
+		{"stale", "alice", pipeline.StaleLogin + time.Second, none, 0},
+		{"stale, and refused had it been served", "zed", pipeline.StaleLogin + time.Second, none, 0},
+		{"late, not stale", "alice", pipeline.StaleLogin - time.Second, none, 1},
+		{"no receipt time", "alice", -1, none, 1},
+		{"past its deadline", "alice", 6 * time.Second, -time.Second, 0},
+		{"within the margin of its deadline", "alice", 4500 * time.Millisecond, 500 * time.Millisecond, 0},
+		{"in time", "alice", time.Second, 4 * time.Second, 1},
+		{"short timeout, in time", "alice", 100 * time.Millisecond, 100 * time.Millisecond, 1},
+		{"short timeout, within its margin", "alice", 190 * time.Millisecond, 10 * time.Millisecond, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rec := &testinfra.Recorder{}
@@ -131,20 +140,31 @@ func TestStaleLoginsSkipped(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var received int64
+			now := time.Now()
+			var received, deadline int64
 			if tc.received >= 0 {
-				received = time.Now().Add(-tc.received).UnixMilli()
+				received = now.Add(-tc.received).UnixMilli()
+			}
+			if tc.deadline != none {
+				deadline = now.Add(tc.deadline).UnixMilli()
 			}
 			msg, err := topics.LoginRequests.Encode(&topicpb.LoginRequest{Session: &topicpb.Session{Comet: "c1", Conn: "x.1"}, RequestId: 7,
-				User: tc.user, TokenExpiresUnixMs: inAnHour(), ReceivedUnixMs: received})
+				User: tc.user, TokenExpiresUnixMs: inAnHour(), ReceivedUnixMs: received, DeadlineUnixMs: deadline})
 			if err != nil {
 				t.Fatal(err)
 			}
 			if err := h.Pipeline().Handle(msg); err != nil {
 				t.Fatal(err)
 			}
-			if out := rec.Take(); len(out) != tc.published {
+			out := rec.Take()
+			if len(out) != tc.published {
 				t.Fatalf("published %d messages, want %d", len(out), tc.published)
+			}
+			if len(out) == 1 {
+				ev, err := topics.SessionEvents.Decode(out[0].Msg)
+				if err != nil || ev.GetKind() != topicpb.SessionEvent_OPENED || ev.GetDeadlineUnixMs() != deadline {
+					t.Fatalf("announced %v (%v), want OPENED with deadline %d", ev, err, deadline)
+				}
 			}
 		})
 	}

@@ -111,11 +111,13 @@ func waves(evs []*topicpb.SessionEvent) [][]*topicpb.SessionEvent {
 // recorded, and answered in its LoginResult.
 func (h *Handler) opened(ctx context.Context, evs []*topicpb.SessionEvent) error {
 	now := time.Now()
-	stale := func(ev *topicpb.SessionEvent) bool { return pipeline.IsStaleLogin(ev.GetTimeUnixMs(), now) }
+	stale := func(ev *topicpb.SessionEvent) bool {
+		return pipeline.IsStaleLogin(ev.GetTimeUnixMs(), now) || pipeline.Expired(ev.GetTimeUnixMs(), ev.GetDeadlineUnixMs(), now)
+	}
 	if slices.ContainsFunc(evs, stale) {
 		n := len(evs)
 		evs = slices.DeleteFunc(slices.Clone(evs), stale)
-		h.logger.Info("stale logins skipped: their comets answered them UNAVAILABLE already", "count", n-len(evs), "older_than", pipeline.StaleLogin)
+		h.logger.Info("late logins skipped: past their comets' deadlines (they answer them UNAVAILABLE)", "count", n-len(evs))
 	}
 	if len(evs) == 0 {
 		return nil

@@ -62,9 +62,10 @@ func deliveries(t *testing.T, rec *testinfra.Recorder) map[string][]*topicpb.Del
 }
 
 // TestStaleLoginSkipped: a login the login worker accepted more than
-// pipeline.StaleLogin ago opens no session and gets no answer, alone or
-// in a batch with a fresh one, which is served (its comet answered the
-// stale one UNAVAILABLE long ago; serving it fed a retry storm).
+// pipeline.StaleLogin ago, or one past its comet's deadline, opens no
+// session and gets no answer, alone or in a batch with a fresh one, which
+// is served (its comet answered the stale one UNAVAILABLE; serving it fed
+// a retry storm).
 func TestStaleLoginSkipped(t *testing.T) {
 	h, store, rec := fixture(t, presence.Config{})
 	ctx := context.Background()
@@ -75,7 +76,8 @@ func TestStaleLoginSkipped(t *testing.T) {
 	}
 	if err := h.HandleBatch(ctx, []*topicpb.SessionEvent{
 		{Kind: topicpb.SessionEvent_OPENED, Session: sess("c1", "a2"), User: "alice", RequestId: 2, TimeUnixMs: old},
-		{Kind: topicpb.SessionEvent_OPENED, Session: sess("c1", "b1"), User: "bob", RequestId: 3, TimeUnixMs: time.Now().UnixMilli()},
+		{Kind: topicpb.SessionEvent_OPENED, Session: sess("c1", "a3"), User: "alice", RequestId: 4, TimeUnixMs: time.Now().Add(-5 * time.Second).UnixMilli(), DeadlineUnixMs: time.Now().Add(-time.Millisecond).UnixMilli()},
+		{Kind: topicpb.SessionEvent_OPENED, Session: sess("c1", "b1"), User: "bob", RequestId: 3, TimeUnixMs: time.Now().UnixMilli(), DeadlineUnixMs: time.Now().Add(5 * time.Second).UnixMilli()},
 	}); err != nil {
 		t.Fatal(err)
 	}
