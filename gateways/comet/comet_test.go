@@ -751,6 +751,17 @@ func TestRequests(t *testing.T) {
 	if _, err := conn.Ping(ctx); err != nil { // the Ack has been served
 		t.Fatal(err)
 	}
+	if hr := next(f, topics.HistoryRequests); hr.GetAck().GetSeq() != 3 || hr.GetRequestId() != 13 || hr.GetDeadlineUnixMs() == 0 {
+		t.Fatalf("ack request %v, want one with a deadline", hr)
+	}
+	// An Ack without an id waits for no answer: it has no deadline, and
+	// no worker drops it as late.
+	if err := conn.Write(ctx, &clientpb.ClientFrame{Body: &clientpb.ClientFrame_Ack{Ack: &clientpb.Ack{Conversation: "room:lobby", Seq: 4}}}); err != nil {
+		t.Fatal(err)
+	}
+	if hr := next(f, topics.HistoryRequests); hr.GetAck().GetSeq() != 4 || hr.GetDeadlineUnixMs() != 0 || hr.GetReceivedUnixMs() != 0 {
+		t.Fatalf("ack request %v, want one without a deadline", hr)
+	}
 	f.expectNothingMore(conn, id)
 
 	if err := conn.Leave(ctx, "lobby"); err != nil {

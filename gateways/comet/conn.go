@@ -388,6 +388,9 @@ func (cn *conn) serve(f *clientpb.ClientFrame) {
 		// Only the verified claims go to the login worker: no bearer
 		// token is readable from login.requests.
 		received, deadline := c.deadline()
+		if req == 0 {
+			deadline = 0 // nothing answers it UNAVAILABLE: never dropped
+		}
 		msg, err := topics.LoginRequests.Encode(&topicpb.LoginRequest{
 			Session: c.session(cn), RequestId: req, User: claims.User, TokenExpiresUnixMs: claims.Expires.UnixMilli(),
 			Device: b.Login.GetDevice(), ReceivedUnixMs: received, DeadlineUnixMs: deadline, Join: join,
@@ -621,7 +624,11 @@ func (cn *conn) history(req uint64, r *topicpb.HistoryRequest) {
 	if !cn.expect(req) {
 		return
 	}
-	r.ReceivedUnixMs, r.DeadlineUnixMs = c.deadline()
+	if req != 0 {
+		// Nothing waits for the answer to a request without an id (an
+		// Ack sent with 0): it has no deadline, and is never dropped.
+		r.ReceivedUnixMs, r.DeadlineUnixMs = c.deadline()
+	}
 	msg, err := topics.HistoryRequests.Encode(r)
 	if err == nil {
 		err = c.publishRequest(topics.HistoryRequests.Name, msg)
