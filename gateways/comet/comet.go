@@ -75,6 +75,10 @@ type Stats struct {
 	// Unanswered counts requests the comet answered UNAVAILABLE itself
 	// because the pipeline's answer did not come within RequestTimeout.
 	Unanswered int64
+	// Reads is the number of history reads waiting for their answer
+	// (MaxReadsInFlight bounds it); ReadsShed counts those answered
+	// UNAVAILABLE at once because it was reached.
+	Reads, ReadsShed int64
 	// RateLimited counts frames refused with RATE_LIMITED; Refused counts
 	// the other refusals a limit caused (too long, too many in flight, a
 	// second Login).
@@ -127,6 +131,9 @@ type Comet struct {
 	ready  readyList      // connections claimed by broadcasts (ready.go)
 
 	slow, framesSent, bytesSent, repeats, unanswered, rateLimited, refused, badTokens, addressLimited atomic.Int64
+
+	readsNow  atomic.Int64 // history reads waiting for their answer (reads.go)
+	readsShed atomic.Int64
 
 	queued     atomic.Int64 // bytes queued to all connections (budget.go)
 	parkedNow  atomic.Int64 // connections parked (park.go)
@@ -194,7 +201,7 @@ func (c *Comet) Stats() Stats {
 	return Stats{
 		Connections: int64(len(c.conns)), Users: int64(len(c.users)), Rooms: int64(len(c.rooms)),
 		SlowConsumers: c.slow.Load(), FramesSent: c.framesSent.Load(), BytesSent: c.bytesSent.Load(),
-		RepeatsDropped: c.repeats.Load(), Unanswered: c.unanswered.Load(),
+		RepeatsDropped: c.repeats.Load(), Unanswered: c.unanswered.Load(), Reads: c.readsNow.Load(), ReadsShed: c.readsShed.Load(),
 		RateLimited: c.rateLimited.Load(), Refused: c.refused.Load(), BadTokens: c.badTokens.Load(), AddressLimited: c.addressLimited.Load(),
 		QueuedBytes: c.queued.Load(), OverBudget: c.overBudget.Load(), StruckOut: c.struckOutRefused.Load(),
 		Parked: c.parkedNow.Load(),

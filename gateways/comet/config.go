@@ -57,6 +57,15 @@ type Config struct {
 	// MaxInFlight bounds a connection's requests waiting for the
 	// pipeline's answer; more are answered UNAVAILABLE at once (32).
 	MaxInFlight int
+	// MaxReadsInFlight bounds the history reads (Sync, Conversations) of
+	// all the comet's connections together waiting for the history
+	// worker's answer (256; negative: no bound). One more is answered
+	// UNAVAILABLE at once, with a retry_after_ms of about a second: when
+	// thousands of a big room's members catch up at once, the history
+	// worker then answers those it has in time, instead of spending
+	// itself on a queue longer than RequestTimeout whose answers come
+	// after the comet has given up on them (issue 9).
+	MaxReadsInFlight int
 	// RequestRate and RequestBurst bound the frames a connection sends a
 	// second (20, in bursts of up to 50); more are answered RATE_LIMITED
 	// with the time to wait. A negative RequestRate lifts the limit.
@@ -152,6 +161,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxInFlight <= 0 {
 		c.MaxInFlight = 32
+	}
+	if c.MaxReadsInFlight == 0 {
+		c.MaxReadsInFlight = defaultMaxReadsInFlight
 	}
 	if c.RequestRate == 0 {
 		c.RequestRate = defaultRequestRate

@@ -83,6 +83,7 @@ type conn struct {
 	waiting      atomic.Int32         // len(pending), read without pmu
 	loginWaiting bool                 // a Login is forwarded, not yet answered; guarded by pmu
 	loginReq     uint64               // its request id, until answered
+	reads        map[uint64]struct{}  // pending requests holding one of the comet's read slots; guarded by pmu
 
 	parkState atomic.Int32 // reading or parked (park.go)
 	parkToken uint64       // the connection's key in the comet's parker; reader only
@@ -622,6 +623,9 @@ func (cn *conn) sync(req uint64, user string, s *clientpb.Sync) {
 func (cn *conn) history(req uint64, r *topicpb.HistoryRequest) {
 	c := cn.comet
 	if !cn.expect(req) {
+		return
+	}
+	if r.GetAck() == nil && !cn.startRead(req) {
 		return
 	}
 	if req != 0 {

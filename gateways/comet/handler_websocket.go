@@ -191,9 +191,10 @@ func (c *Comet) sweepDeadlines() {
 	}
 }
 
-// unregister forgets a connection that ended and, if it was logged in,
-// publishes CLOSED.
+// unregister forgets a connection that ended, gives back its read slots
+// and, if it was logged in, publishes CLOSED.
 func (c *Comet) unregister(cn *conn) {
+	cn.releaseReads()
 	if c.parker != nil {
 		c.parker.forget(cn)
 	}

@@ -93,6 +93,7 @@ func (cn *conn) answered(req uint64) bool {
 	defer cn.pmu.Unlock()
 	_, waiting := cn.pending[req]
 	delete(cn.pending, req)
+	cn.releaseReadLocked(req)
 	cn.dropEmptyPendingLocked()
 	return waiting
 }
@@ -120,6 +121,7 @@ func (cn *conn) answerOverdue(now time.Time) {
 		if !now.Before(due) {
 			overdue = append(overdue, req)
 			delete(cn.pending, req)
+			cn.releaseReadLocked(req)
 		}
 	}
 	cn.dropEmptyPendingLocked()

@@ -139,3 +139,95 @@ func TestClientFillsGapsAndDropsRepeats(t *testing.T) {
 		t.Fatalf("positions %v", p)
 	}
 }
+
+// TestClientWaitsWhenCatchUpIsShed: a catch-up page refused UNAVAILABLE
+// with a retry_after_ms (a comet with too many catch-up reads waiting)
+// is asked again after that wait, on the same connection, instead of
+// failing the catch-up and reconnecting. This server's first connection
+// logs in at seq 0 and goes away; its second logs in at seq 3, and it
+// refuses every page's first ask.
+func TestClientWaitsWhenCatchUpIsShed(t *testing.T) {
+	const conv = "dm:a:u"
+	var conns, shed atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{client.SubprotocolProto}})
+		if err != nil {
+			return
+		}
+		defer ws.CloseNow()
+		n := conns.Add(1)
+		write := func(f *clientpb.ServerFrame) error {
+			b, _ := proto.Marshal(f)
+			return ws.Write(r.Context(), websocket.MessageBinary, b)
+		}
+		asked := map[uint64]bool{}
+		for {
+			_, data, err := ws.Read(r.Context())
+			if err != nil {
+				return
+			}
+			var f clientpb.ClientFrame
+			if proto.Unmarshal(data, &f) != nil {
+				return
+			}
+			id := f.GetRequestId()
+			switch b := f.GetBody().(type) {
+			case *clientpb.ClientFrame_Login:
+				latest := uint64(0)
+				if n > 1 {
+					latest = 3
+				}
+				write(&clientpb.ServerFrame{RequestId: id, Body: &clientpb.ServerFrame_LoginResult{LoginResult: &clientpb.LoginResult{
+					Ok: true, User: "u", Conversations: []*clientpb.ConversationState{{Conversation: conv, LatestSeq: latest}},
+				}}})
+				if n == 1 {
+					ws.Close(websocket.StatusGoingAway, "restart")
+					return
+				}
+			case *clientpb.ClientFrame_Sync:
+				after := b.Sync.GetAfterSeq()
+				if !asked[after] {
+					asked[after] = true
+					shed.Add(1)
+					write(&clientpb.ServerFrame{RequestId: id, Body: &clientpb.ServerFrame_Error{Error: &clientpb.Error{
+						Code: clientpb.Error_UNAVAILABLE, Text: "too many catch-up reads", RetryAfterMs: 20,
+					}}})
+					continue
+				}
+				res := &clientpb.SyncResult{Conversation: conv}
+				if after < 3 {
+					res.Messages = []*clientpb.Message{{Conversation: conv, Seq: after + 1, Sender: "a"}}
+					res.HasMore = after+1 < 3
+				}
+				write(&clientpb.ServerFrame{RequestId: id, Body: &clientpb.ServerFrame_SyncResult{SyncResult: res}})
+			case *clientpb.ClientFrame_Ping:
+				write(&clientpb.ServerFrame{RequestId: id, Body: &clientpb.ServerFrame_Pong{Pong: &clientpb.Pong{}}})
+			}
+		}
+	}))
+	defer srv.Close()
+	c, err := client.New(client.Config{
+		URL:        "ws" + strings.TrimPrefix(srv.URL, "http"),
+		Token:      func(context.Context) (string, error) { return "t", nil },
+		MinBackoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var got []uint64
+	timeout := time.After(20 * time.Second)
+	for len(got) < 3 {
+		select {
+		case ev := <-c.Events():
+			for _, m := range ev.Messages {
+				got = append(got, m.GetSeq())
+			}
+		case <-timeout:
+			t.Fatalf("got %v over %d connections", got, conns.Load())
+		}
+	}
+	if !slices.Equal(got, []uint64{1, 2, 3}) || conns.Load() != 2 || shed.Load() != 3 {
+		t.Fatalf("got %v over %d connections, %d pages refused; want 1..3 over two connections, 3 refused", got, conns.Load(), shed.Load())
+	}
+}

@@ -279,6 +279,10 @@ func (c *Client) do(ctx context.Context, f *clientpb.ClientFrame) (*clientpb.Ser
 // RATE_LIMITED.
 const maxRateLimited = 10
 
+// maxShedRetries bounds the times in a row catchUp asks again for a page
+// refused UNAVAILABLE with a retry_after_ms.
+const maxShedRetries = 30
+
 func (c *Client) doOnce(ctx context.Context, f *clientpb.ClientFrame) (*clientpb.ServerFrame, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
 	defer cancel()
@@ -759,8 +763,12 @@ func (c *Client) report(conv string, msgs []*clientpb.Message, catchUp bool) {
 }
 
 // catchUp syncs conv from its known position, page after page, up to
-// seq until (0: to the end), and reports what it finds.
+// seq until (0: to the end), and reports what it finds. A page refused
+// UNAVAILABLE with a retry_after_ms (a comet with too many catch-up
+// reads waiting) is asked again after that wait, up to maxShedRetries
+// times in a row.
 func (c *Client) catchUp(ctx context.Context, conn *Conn, conv string, until uint64) error {
+	shed := 0
 	for page := 0; page < 10000; page++ {
 		c.mu.Lock()
 		after := c.known[conv]
@@ -771,9 +779,22 @@ func (c *Client) catchUp(ctx context.Context, conn *Conn, conv string, until uin
 		rctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
 		res, err := conn.Sync(rctx, conv, after, 0)
 		cancel()
+		var e *Error
+		if errors.As(err, &e) && e.Code == clientpb.Error_UNAVAILABLE && e.RetryAfter > 0 && shed < maxShedRetries {
+			shed++
+			t := time.NewTimer(min(e.RetryAfter, 10*time.Second))
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			case <-t.C:
+			}
+			continue
+		}
 		if err != nil {
 			return fmt.Errorf("client: catch up %s after %d: %w", conv, after, err)
 		}
+		shed = 0
 		msgs := res.GetMessages()
 		if until > 0 {
 			i := slices.IndexFunc(msgs, func(m *clientpb.Message) bool { return m.GetSeq() > until })

@@ -480,12 +480,15 @@ export class Client {
                 }
                 catch (e) {
                     const err = e;
-                    if (err.code === "UNAVAILABLE" && ++attempt < 5) {
-                        await sleep(500 * attempt);
+                    // A comet with too many catch-up reads waiting answers
+                    // UNAVAILABLE with retry_after_ms: wait that long.
+                    if (err.code === "UNAVAILABLE" && ++attempt < (err.retryAfterMs > 0 ? 30 : 5)) {
+                        await sleep(Math.max(err.retryAfterMs, 500 * Math.min(attempt, 4)));
                         continue;
                     }
                     throw err;
                 }
+                attempt = 0;
                 for (const m of page.messages) {
                     if (this.deliver(m, false))
                         count++;

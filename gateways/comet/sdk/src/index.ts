@@ -710,12 +710,15 @@ export class Client {
           page = await this.sync(conversation, after, this.opts.syncPageSize);
         } catch (e) {
           const err = e as LaneError;
-          if (err.code === "UNAVAILABLE" && ++attempt < 5) {
-            await sleep(500 * attempt);
+          // A comet with too many catch-up reads waiting answers
+          // UNAVAILABLE with retry_after_ms: wait that long.
+          if (err.code === "UNAVAILABLE" && ++attempt < (err.retryAfterMs > 0 ? 30 : 5)) {
+            await sleep(Math.max(err.retryAfterMs, 500 * Math.min(attempt, 4)));
             continue;
           }
           throw err;
         }
+        attempt = 0;
         for (const m of page.messages) {
           if (this.deliver(m, false)) count++;
           after = Math.max(after, m.seq);

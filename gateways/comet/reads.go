@@ -1,0 +1,77 @@
+package comet
+
+import (
+	"math/rand/v2"
+
+	"github.com/laneim/laneim/proto/clientpb"
+	"github.com/laneim/laneim/topics"
+)
+
+// defaultMaxReadsInFlight is Config.MaxReadsInFlight's default: on the
+// 2-core machine of issue 9 the history worker answers a few hundred
+// pages a second, so 256 waiting reads are answered within a second or
+// so, well inside RequestTimeout.
+const defaultMaxReadsInFlight = 256
+
+// readRetryAfterMs is about how long a read refused for MaxReadsInFlight
+// should wait before it is asked again; each refusal gets it spread by
+// half either way, so that refused clients do not come back together.
+const readRetryAfterMs = 1000
+
+// startRead takes one of the comet's read slots for the history read
+// req, which expect has recorded as pending; it is given back when req is
+// answered, overdue or its connection ends. It reports false, having
+// answered UNAVAILABLE with a retry_after_ms and forgotten req, when
+// MaxReadsInFlight reads wait already. A read without an id (0) cannot be
+// told apart from the others' answers and takes no slot.
+func (cn *conn) startRead(req uint64) bool {
+	c := cn.comet
+	if req == 0 || c.cfg.MaxReadsInFlight < 0 {
+		return true
+	}
+	cn.pmu.Lock()
+	if _, again := cn.reads[req]; again {
+		cn.pmu.Unlock()
+		return true // a repeated id: its slot is taken already
+	}
+	if c.readsNow.Add(1) > int64(c.cfg.MaxReadsInFlight) {
+		c.readsNow.Add(-1)
+		delete(cn.pending, req)
+		cn.dropEmptyPendingLocked()
+		cn.pmu.Unlock()
+		c.readsShed.Add(1)
+		f := topics.ErrorFrame(req, clientpb.Error_UNAVAILABLE, "this server has too many catch-up reads waiting; retry after retry_after_ms")
+		f.GetError().RetryAfterMs = uint32(readRetryAfterMs/2 + rand.IntN(readRetryAfterMs))
+		cn.reply(f)
+		return false
+	}
+	if cn.reads == nil {
+		cn.reads = make(map[uint64]struct{}, 1)
+	}
+	cn.reads[req] = struct{}{}
+	cn.pmu.Unlock()
+	return true
+}
+
+// releaseReadLocked gives back req's read slot, if it holds one; cn.pmu
+// is held.
+func (cn *conn) releaseReadLocked(req uint64) {
+	if _, ok := cn.reads[req]; !ok {
+		return
+	}
+	delete(cn.reads, req)
+	if len(cn.reads) == 0 {
+		cn.reads = nil
+	}
+	cn.comet.readsNow.Add(-1)
+}
+
+// releaseReads gives back every read slot of a connection that ended.
+func (cn *conn) releaseReads() {
+	cn.pmu.Lock()
+	defer cn.pmu.Unlock()
+	if n := len(cn.reads); n > 0 {
+		cn.comet.readsNow.Add(-int64(n))
+		cn.reads = nil
+	}
+}
