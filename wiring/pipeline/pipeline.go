@@ -67,7 +67,9 @@ func On[T proto.Message](name string, topic topics.Topic[T], fn func(ctx context
 // session nobody used, and after a mass reconnect each such Login queued
 // ahead of its own retry: a retry storm that fed itself (issue 9's
 // overload runs: the two workers' lag reached 38,000 messages). The
-// margin covers clocks that differ between hosts.
+// margin covers clocks that differ between hosts. Comets now stamp each
+// request with its deadline, which Expired reads and which is tighter;
+// this bound remains for requests without one.
 const StaleLogin = 15 * time.Second
 
 // IsStaleLogin reports whether a login the comet received, or the login
