@@ -285,7 +285,7 @@ func TestConfig(t *testing.T) {
 			defer c.Close()
 			got := c.Config()
 			want := comet.Config{ID: "comet-1", Secret: testSecret, Addr: "127.0.0.1:8080", Path: "/ws", MaxFrameBytes: 64 << 10, SendQueue: 256,
-				WriteTimeout: 10 * time.Second, LoginTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second, RequestTimeout: 5 * time.Second, MaxInFlight: 32, RequestRate: 20, RequestBurst: 50, SendBurst: 5, MaxTokenBytes: 4 << 10, SendQueueBytes: 4 << 20, MaxConnsPerUser: 100, MaxConnsPerAddress: 1000, MaxQueuedBytes: 512 << 20, MaxStrikes: 5,
+				WriteTimeout: 10 * time.Second, LoginTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second, RequestTimeout: 5 * time.Second, MaxInFlight: 32, MaxReadsInFlight: 256, RequestRate: 20, RequestBurst: 50, SendBurst: 5, MaxTokenBytes: 4 << 10, SendQueueBytes: 4 << 20, MaxConnsPerUser: 100, MaxConnsPerAddress: 1000, MaxQueuedBytes: 512 << 20, MaxStrikes: 5,
 				HeartbeatInterval: 10 * time.Second, BatchWindow: 10 * time.Millisecond, MaxBatchWindow: 500 * time.Millisecond, FrameBudget: 60000}
 			if got != want {
 				t.Errorf("config %+v, want %+v", got, want)
