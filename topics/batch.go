@@ -99,24 +99,3 @@ func split[T proto.Message](v T, fd protoreflect.FieldDescriptor, out []T) []T {
 	}
 	return out
 }
-
-// Waves splits a batch of t's payloads into waves that hold at most one
-// payload of each key: a key's first payload in the first wave, its
-// second in the second, and so on. Handling the waves in turn keeps each
-// key's order, and the payloads of one wave may be handled together: how
-// a handler of a topic that batches across keys (presence, history)
-// serves a batch at once.
-func Waves[T proto.Message](t Topic[T], vs []T) [][]T {
-	seen := make(map[string]int, len(vs))
-	var out [][]T
-	for _, v := range vs {
-		k := t.Key(v)
-		n := seen[k]
-		seen[k] = n + 1
-		if n == len(out) {
-			out = append(out, nil)
-		}
-		out[n] = append(out[n], v)
-	}
-	return out
-}

@@ -153,13 +153,8 @@ var (
 		// A request is answered within seconds or given up on by its
 		// client (docs/protocol.md): older ones are of no use.
 		Retention: time.Hour,
-		// Batches across users: the history worker answers a batch's
-		// requests at once, each user's in turn, so a crowd catching
-		// up is not served one round trip at a time per partition.
-		BatchField:      13,
-		BatchAcrossKeys: true,
-		key:             func(v *topicpb.HistoryRequest) string { return "user/" + v.GetUser() },
-		new:             func() *topicpb.HistoryRequest { return new(topicpb.HistoryRequest) },
+		key:       func(v *topicpb.HistoryRequest) string { return "user/" + v.GetUser() },
+		new:       func() *topicpb.HistoryRequest { return new(topicpb.HistoryRequest) },
 	}
 
 	// OfflineNotices carries, per routed message, its recipients that had

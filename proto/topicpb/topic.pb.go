@@ -826,14 +826,8 @@ type HistoryRequest struct {
 	// set for typing.
 	ReceivedUnixMs int64 `protobuf:"varint,11,opt,name=received_unix_ms,json=receivedUnixMs,proto3" json:"received_unix_ms,omitempty"`
 	DeadlineUnixMs int64 `protobuf:"varint,12,opt,name=deadline_unix_ms,json=deadlineUnixMs,proto3" json:"deadline_unix_ms,omitempty"`
-	// more are history requests that followed this one in its partition,
-	// whatever their user: the consumer merges a run of them into one
-	// message (see topics.HistoryRequests.BatchField), and the history
-	// worker answers each as if it came alone, a user's in their order
-	// (topics.Split).
-	More          []*HistoryRequest `protobuf:"bytes,13,rep,name=more,proto3" json:"more,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *HistoryRequest) Reset() {
@@ -948,13 +942,6 @@ func (x *HistoryRequest) GetDeadlineUnixMs() int64 {
 		return x.DeadlineUnixMs
 	}
 	return 0
-}
-
-func (x *HistoryRequest) GetMore() []*HistoryRequest {
-	if x != nil {
-		return x.More
-	}
-	return nil
 }
 
 // Delivery is what a comet receives on its own topic deliver.<comet>:
@@ -1285,7 +1272,7 @@ const file_topic_proto_rawDesc = "" +
 	"\x05users\x18\x04 \x03(\tR\x05users\x12\x1c\n" +
 	"\tbroadcast\x18\x05 \x01(\bR\tbroadcast\x12*\n" +
 	"\x11submitted_unix_ms\x18\x06 \x01(\x03R\x0fsubmittedUnixMs\x12+\n" +
-	"\x04more\x18\a \x03(\v2\x17.laneim.topic.v1.RoutedR\x04more\"\x9e\x04\n" +
+	"\x04more\x18\a \x03(\v2\x17.laneim.topic.v1.RoutedR\x04more\"\xe9\x03\n" +
 	"\x0eHistoryRequest\x122\n" +
 	"\asession\x18\x01 \x01(\v2\x18.laneim.topic.v1.SessionR\asession\x12\x1d\n" +
 	"\n" +
@@ -1300,8 +1287,7 @@ const file_topic_proto_rawDesc = "" +
 	"\rcurrent_state\x18\n" +
 	" \x01(\bR\fcurrentState\x12(\n" +
 	"\x10received_unix_ms\x18\v \x01(\x03R\x0ereceivedUnixMs\x12(\n" +
-	"\x10deadline_unix_ms\x18\f \x01(\x03R\x0edeadlineUnixMs\x123\n" +
-	"\x04more\x18\r \x03(\v2\x1f.laneim.topic.v1.HistoryRequestR\x04more\"\x80\x02\n" +
+	"\x10deadline_unix_ms\x18\f \x01(\x03R\x0edeadlineUnixMs\"\x80\x02\n" +
 	"\bDelivery\x12\x14\n" +
 	"\x05conns\x18\x01 \x03(\tR\x05conns\x12\x12\n" +
 	"\x04room\x18\x02 \x01(\tR\x04room\x12\x14\n" +
@@ -1369,16 +1355,15 @@ var file_topic_proto_depIdxs = []int32{
 	12, // 11: laneim.topic.v1.HistoryRequest.conversations:type_name -> laneim.client.v1.Conversations
 	13, // 12: laneim.topic.v1.HistoryRequest.ack:type_name -> laneim.client.v1.Ack
 	14, // 13: laneim.topic.v1.HistoryRequest.typing:type_name -> laneim.client.v1.Typing
-	7,  // 14: laneim.topic.v1.HistoryRequest.more:type_name -> laneim.topic.v1.HistoryRequest
-	15, // 15: laneim.topic.v1.Delivery.frame:type_name -> laneim.client.v1.ServerFrame
-	9,  // 16: laneim.topic.v1.Delivery.control:type_name -> laneim.topic.v1.Control
-	8,  // 17: laneim.topic.v1.Delivery.more:type_name -> laneim.topic.v1.Delivery
-	11, // 18: laneim.topic.v1.OfflineNotice.message:type_name -> laneim.client.v1.Message
-	19, // [19:19] is the sub-list for method output_type
-	19, // [19:19] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	15, // 14: laneim.topic.v1.Delivery.frame:type_name -> laneim.client.v1.ServerFrame
+	9,  // 15: laneim.topic.v1.Delivery.control:type_name -> laneim.topic.v1.Control
+	8,  // 16: laneim.topic.v1.Delivery.more:type_name -> laneim.topic.v1.Delivery
+	11, // 17: laneim.topic.v1.OfflineNotice.message:type_name -> laneim.client.v1.Message
+	18, // [18:18] is the sub-list for method output_type
+	18, // [18:18] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_topic_proto_init() }

@@ -118,81 +118,34 @@ func New(cfg Config, store Store, dir Directory, pub message.Publisher, logger *
 		breaker: pipeline.Breaker{CoolDown: 500 * time.Millisecond}}, nil
 }
 
-// Pipeline returns the pipeline handler consuming topics.HistoryRequests
-// with HandleBatch.
+// Pipeline returns the pipeline handler consuming topics.HistoryRequests with Handle.
 func (h *Handler) Pipeline() pipeline.Handler {
-	return pipeline.On(Name, topics.HistoryRequests, h.handle)
-}
-
-// handle takes apart the batch a consumer may have merged
-// (topics.HistoryRequests batches across users) and answers it.
-func (h *Handler) handle(ctx context.Context, req *topicpb.HistoryRequest, _ *message.Message) error {
-	return h.HandleBatch(ctx, topics.Split(topics.HistoryRequests, req))
+	return pipeline.On(Name, topics.HistoryRequests, h.Handle)
 }
 
 // Expired returns how many requests were skipped because they came past
 // their comets' deadlines (pipeline.Expired).
 func (h *Handler) Expired() int64 { return h.expired.Load() }
 
-// Handle answers one request (HandleBatch a batch of them).
+// Handle answers one request: a SyncResult or a ConversationsResult, an
+// Error (UNKNOWN_USER for a user unknown to the directory or disabled,
+// NOT_MEMBER, INVALID), or UNAVAILABLE
+// when the store or the directory fails or takes longer than
+// AnswerWithin; right after such a failure, for half a second, requests
+// are answered UNAVAILABLE without trying (pipeline.Breaker). A request
+// taken up past its comet's deadline is skipped, unanswered: the comet
+// answers it UNAVAILABLE itself. It returns an error (to be retried)
+// only when the answer cannot be published.
 func (h *Handler) Handle(ctx context.Context, req *topicpb.HistoryRequest, _ *message.Message) error {
-	return h.HandleBatch(ctx, []*topicpb.HistoryRequest{req})
-}
-
-// maxConcurrent bounds the requests of a batch HandleBatch serves at
-// once.
-const maxConcurrent = 64
-
-// HandleBatch answers each request: a SyncResult, a ConversationsResult
-// or a ReadUpdate, an Error (UNKNOWN_USER for a user unknown to the
-// directory or disabled, NOT_MEMBER, INVALID), or UNAVAILABLE when the
-// store or the directory fails or takes longer than AnswerWithin; right
-// after such a failure, for half a second, requests are answered
-// UNAVAILABLE without trying (pipeline.Breaker). A request taken up past
-// its comet's deadline is skipped, unanswered: the comet answers it
-// UNAVAILABLE itself.
-//
-// The requests of different users are served at once (up to
-// maxConcurrent), a user's in their order (topics.Waves), and the answers
-// go in one publish per wave: served one at a time, a partition's
-// requests waited on each other's round trips to Redis, the store and the
-// broker, and a crowd catching up queued past the comets' timeouts
-// (issue 9). It returns an error (the batch to be retried) only when the
-// answers cannot be published.
-func (h *Handler) HandleBatch(ctx context.Context, reqs []*topicpb.HistoryRequest) error {
-	now := time.Now()
-	for _, wave := range topics.Waves(topics.HistoryRequests, reqs) {
-		answers := make([]pipeline.Answer, len(wave))
-		var g errgroup.Group
-		g.SetLimit(maxConcurrent)
-		for i, req := range wave {
-			if pipeline.Expired(req.GetReceivedUnixMs(), req.GetDeadlineUnixMs(), now) {
-				h.expired.Add(1)
-				h.logger.Debug("history request skipped: past its comet's deadline", "user", req.GetUser(), "conversation", req.GetConversation())
-				continue
-			}
-			g.Go(func() error {
-				if frame := h.serve(ctx, req); frame != nil {
-					answers[i] = pipeline.Answer{Session: req.GetSession(), Frame: frame}
-				}
-				return nil
-			})
-		}
-		_ = g.Wait() // serve reports failures in its answers
-		if err := pipeline.ReplyAll(h.pub, answers); err != nil {
-			return fmt.Errorf("history: answer: %w", err)
-		}
+	if pipeline.Expired(req.GetReceivedUnixMs(), req.GetDeadlineUnixMs(), time.Now()) {
+		h.expired.Add(1)
+		h.logger.Debug("history request skipped: past its comet's deadline", "user", req.GetUser(), "conversation", req.GetConversation())
+		return nil
 	}
-	return nil
-}
-
-// serve returns the frame answering req, nil for none (a typing
-// indicator, relayed or dropped).
-func (h *Handler) serve(ctx context.Context, req *topicpb.HistoryRequest) *clientpb.ServerFrame {
-	wctx, cancel := context.WithTimeout(ctx, h.cfg.AnswerWithin)
-	defer cancel()
 	if req.GetTyping() != nil {
 		// Ephemeral: relayed now or never, and never answered.
+		wctx, cancel := context.WithTimeout(ctx, h.cfg.AnswerWithin)
+		defer cancel()
 		if err := h.typing(wctx, req); err != nil {
 			h.logger.Debug("typing indicator dropped", "user", req.GetUser(), "err", err)
 		}
@@ -201,7 +154,9 @@ func (h *Handler) serve(ctx context.Context, req *topicpb.HistoryRequest) *clien
 	var frame *clientpb.ServerFrame
 	err := errors.New("history: a dependency failed a moment ago")
 	if !h.breaker.Open() {
+		wctx, cancel := context.WithTimeout(ctx, h.cfg.AnswerWithin)
 		frame, err = h.answer(wctx, req)
+		cancel()
 		if err != nil {
 			h.breaker.Failed()
 		} else {
@@ -212,7 +167,10 @@ func (h *Handler) serve(ctx context.Context, req *topicpb.HistoryRequest) *clien
 		h.logger.Warn("history request answered UNAVAILABLE", "conversation", req.GetConversation(), "user", req.GetUser(), "err", err)
 		frame = topics.ErrorFrame(req.GetRequestId(), clientpb.Error_UNAVAILABLE, "history is unavailable now; retry")
 	}
-	return frame
+	if err := pipeline.Reply(h.pub, req.GetSession(), frame, nil); err != nil {
+		return fmt.Errorf("history: answer: %w", err)
+	}
+	return nil
 }
 
 // answer returns the frame answering req. The user is looked up at the

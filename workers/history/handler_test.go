@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
-	"google.golang.org/protobuf/encoding/prototext"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/laneim/laneim/internal/testinfra"
@@ -541,116 +540,5 @@ func TestExpiredRequestsSkipped(t *testing.T) {
 		if skipped := h.Expired() - before; skipped != map[bool]int64{true: 0, false: 1}[tc.answered] {
 			t.Errorf("%s: counted %d expired", tc.name, skipped)
 		}
-	}
-}
-
-// TestBatchIsRequestsInTurn: a batch of requests merged by the consumer
-// (topics.HistoryRequests batches across users), served at once, answers
-// each connection what the same requests served one at a time answer,
-// a user's in their order; a late one and a typing indicator get
-// nothing in both.
-func TestBatchIsRequestsInTurn(t *testing.T) {
-	t.Parallel()
-	now := time.Now()
-	req := func(conn, user string, id uint64) *topicpb.HistoryRequest {
-		return &topicpb.HistoryRequest{Session: &topicpb.Session{Comet: "c1", Conn: conn}, RequestId: id, User: user,
-			ReceivedUnixMs: now.UnixMilli(), DeadlineUnixMs: now.Add(time.Minute).UnixMilli()}
-	}
-	sync := func(conn, user string, id uint64, conv string, after uint64) *topicpb.HistoryRequest {
-		r := req(conn, user, id)
-		r.Conversation, r.AfterSeq, r.Limit = conv, after, 2
-		return r
-	}
-	ack := func(conn, user string, id uint64, conv string, seq uint64) *topicpb.HistoryRequest {
-		r := req(conn, user, id)
-		r.Ack = &clientpb.Ack{Conversation: conv, Seq: seq}
-		return r
-	}
-	late := sync("a1", "alice", 9, "room:lobby", 0)
-	late.ReceivedUnixMs, late.DeadlineUnixMs = now.Add(-time.Minute).UnixMilli(), now.Add(-50*time.Second).UnixMilli()
-	typing := req("b1", "bob", 0)
-	typing.Typing = &clientpb.Typing{Conversation: "dm:alice:bob"}
-	list := req("k1", "carol", 4)
-	list.Conversations = &clientpb.Conversations{}
-	reqs := []*topicpb.HistoryRequest{
-		sync("a1", "alice", 1, "room:lobby", 0),
-		sync("b1", "bob", 1, "dm:alice:bob", 0),
-		ack("a1", "alice", 2, "room:lobby", 3), // alice's second: after her first
-		sync("a1", "alice", 3, "room:lobby", 2),
-		sync("m1", "mallory", 1, "room:lobby", 0), // disabled
-		sync("b1", "bob", 2, "room:lobby", 0),     // not a member
-		late,
-		typing,
-		list,
-		ack("b1", "bob", 3, "dm:alice:bob", 5),
-	}
-	fixture := func() (*history.Handler, *testinfra.Recorder) {
-		store := openStore(t)
-		var ms []*clientpb.Message
-		for _, conv := range []string{"room:lobby", "dm:alice:bob"} {
-			for seq := uint64(1); seq <= 5; seq++ {
-				ms = append(ms, &clientpb.Message{Conversation: conv, Seq: seq})
-			}
-		}
-		if err := store.Append(context.Background(), ms); err != nil {
-			t.Fatal(err)
-		}
-		d := world(t)
-		for _, conv := range []string{"room:lobby", "dm:alice:bob"} {
-			for range 5 {
-				if _, err := d.Assign(context.Background(), conv, "alice", "", func() string { return "id" }); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}
-		rec := &testinfra.Recorder{}
-		return testinfra.Must(history.New(history.Config{}, store, d, rec, nil))(t), rec
-	}
-	// answers lists, per connection, the frames answering its requests
-	// (request id not 0), in order.
-	answers := func(rec *testinfra.Recorder) map[string][]string {
-		out := map[string][]string{}
-		for _, p := range rec.Take() {
-			d, err := topics.Deliveries.Decode(p.Msg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if d.GetFrame().GetRequestId() == 0 {
-				continue // a read receipt or a relayed typing indicator
-			}
-			for _, c := range d.GetConns() {
-				out[c] = append(out[c], prototext.Format(d.GetFrame()))
-			}
-		}
-		return out
-	}
-	inTurn, inTurnRec := fixture()
-	for _, r := range reqs {
-		msg, err := topics.HistoryRequests.Encode(proto.Clone(r).(*topicpb.HistoryRequest))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := inTurn.Pipeline().Handle(msg); err != nil {
-			t.Fatal(err)
-		}
-	}
-	batch, batchRec := fixture()
-	if err := batch.Pipeline().Handle(testinfra.Merged(t, topics.HistoryRequests, reqs...)); err != nil {
-		t.Fatal(err)
-	}
-	want, got := answers(inTurnRec), answers(batchRec)
-	if len(want) != 4 || len(want["a1"]) != 3 || len(want["b1"]) != 3 {
-		t.Fatalf("one at a time answered %v; want 3 requests of a1 and b1, 1 of m1 and k1", want)
-	}
-	for conn, w := range want {
-		if g := got[conn]; strings.Join(g, "\n") != strings.Join(w, "\n") {
-			t.Errorf("%s answered in a batch:\n%s\none at a time:\n%s", conn, strings.Join(g, "\n"), strings.Join(w, "\n"))
-		}
-	}
-	if len(got) != len(want) {
-		t.Errorf("answered %d connections in a batch, %d one at a time", len(got), len(want))
-	}
-	if batch.Expired() != 1 || inTurn.Expired() != 1 {
-		t.Errorf("expired %d in a batch, %d one at a time; want 1", batch.Expired(), inTurn.Expired())
 	}
 }

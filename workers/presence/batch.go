@@ -81,7 +81,18 @@ func (h *Handler) HandleBatch(ctx context.Context, evs []*topicpb.SessionEvent) 
 // so on. Applying the waves in turn keeps each key's order, and the
 // events of one wave may be applied together.
 func waves(evs []*topicpb.SessionEvent) [][]*topicpb.SessionEvent {
-	return topics.Waves(topics.SessionEvents, evs)
+	seen := make(map[string]int, len(evs))
+	var out [][]*topicpb.SessionEvent
+	for _, ev := range evs {
+		k := topics.SessionEvents.Key(ev)
+		n := seen[k]
+		seen[k] = n + 1
+		if n == len(out) {
+			out = append(out, nil)
+		}
+		out[n] = append(out[n], ev)
+	}
+	return out
 }
 
 // opened records the sessions the login worker accepted, each of a
