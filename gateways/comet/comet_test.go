@@ -2238,16 +2238,18 @@ func TestLoginJoins(t *testing.T) {
 
 // TestReadsBoundedPerComet: history reads (Sync, Conversations) of all
 // the comet's connections together wait at most MaxReadsInFlight at a
-// time; one more is answered UNAVAILABLE at once, with a retry_after_ms
-// of about a second, and not forwarded. A slot comes back when its read
-// is answered, when the comet answers it itself after RequestTimeout,
-// and when its connection ends. Acks take no slot.
+// time, and a read starting a connection's catch-up only while half the
+// slots are free; one more is answered UNAVAILABLE at once, with a
+// retry_after_ms of about a second, and not forwarded. A slot comes back
+// when its read is answered, when the comet answers it itself after
+// RequestTimeout, and when its connection ends. Acks take no slot.
 func TestReadsBoundedPerComet(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t, comet.Config{MaxReadsInFlight: 2, RequestTimeout: 400 * time.Millisecond})
+	f := newFixture(t, comet.Config{MaxReadsInFlight: 4, RequestTimeout: 400 * time.Millisecond})
 	ctx := ctxT(t)
 	alice, aliceID := f.login("alice", client.Options{})
 	bob, _ := f.login("bob", client.Options{})
+	carol, _ := f.login("carol", client.Options{})
 	write := func(conn *client.Conn, req uint64, fr *clientpb.ClientFrame) {
 		t.Helper()
 		fr = proto.Clone(fr).(*clientpb.ClientFrame)
@@ -2272,54 +2274,67 @@ func TestReadsBoundedPerComet(t *testing.T) {
 			t.Fatalf("forwarded %v, want request %d", hr, req)
 		}
 	}
+	reads := func(want int64) {
+		t.Helper()
+		if st := f.comet.Stats(); st.Reads != want {
+			t.Fatalf("reads %d, want %d", st.Reads, want)
+		}
+	}
 
+	// Two catch-ups start: half the slots.
 	write(alice, 1, sync)
 	forwarded(1)
 	write(bob, 1, list)
 	forwarded(1)
 	write(alice, 2, ack) // no slot
 	forwarded(2)
-	write(alice, 3, sync) // a third read: shed
-	shed(alice, 3)
-	write(bob, 2, sync) // another connection's: shed too
-	shed(bob, 2)
-	if st := f.comet.Stats(); st.Reads != 2 || st.ReadsShed != 2 {
-		t.Fatalf("reads %d, shed %d; want 2, 2", st.Reads, st.ReadsShed)
+	write(carol, 1, sync) // a third catch-up starting: shed
+	shed(carol, 1)
+	// Those under way take the rest.
+	write(alice, 3, sync)
+	forwarded(3)
+	write(bob, 2, sync)
+	forwarded(2)
+	write(alice, 4, sync) // every slot taken: shed
+	shed(alice, 4)
+	if st := f.comet.Stats(); st.Reads != 4 || st.ReadsShed != 2 {
+		t.Fatalf("reads %d, shed %d; want 4, 2", st.Reads, st.ReadsShed)
 	}
-	// Answered: its slot is free again.
+	// Answered: its slot is free again, for a catch-up under way only.
 	f.deliver(&topicpb.Delivery{Conns: []string{aliceID}, Frame: &clientpb.ServerFrame{RequestId: 1, Body: &clientpb.ServerFrame_SyncResult{SyncResult: &clientpb.SyncResult{Conversation: "room:lobby"}}}})
 	if fr := nextFrame(t, alice); fr.GetRequestId() != 1 || fr.GetSyncResult() == nil {
 		t.Fatalf("answer %v, want the SyncResult of 1", fr)
 	}
-	write(alice, 4, sync)
-	forwarded(4)
+	reads(3)
+	write(carol, 2, sync)
+	shed(carol, 2)
+	write(alice, 5, sync)
+	forwarded(5)
 	// Past RequestTimeout the comet answers the reads (and alice's Ack)
 	// itself: their slots free.
-	for conn, reqs := range map[*client.Conn][]uint64{alice: {2, 4}, bob: {1}} {
+	for conn, reqs := range map[*client.Conn][]uint64{alice: {2, 3, 5}, bob: {1, 2}} {
 		for range reqs {
 			if fr := nextFrame(t, conn); !slices.Contains(reqs, fr.GetRequestId()) || fr.GetError().GetCode() != clientpb.Error_UNAVAILABLE {
 				t.Fatalf("overdue request answered %v, want UNAVAILABLE for one of %v", fr, reqs)
 			}
 		}
 	}
-	if st := f.comet.Stats(); st.Reads != 0 {
-		t.Fatalf("reads %d after the comet answered them, want 0", st.Reads)
-	}
+	reads(0)
 	// A connection that ends gives its slots back.
 	write(bob, 3, sync)
 	forwarded(3)
 	write(bob, 4, sync)
 	forwarded(4)
-	write(alice, 5, sync)
-	shed(alice, 5)
-	bob.Close()
-	deadline := time.Now().Add(5 * time.Second)
-	for f.comet.Stats().Reads != 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if st := f.comet.Stats(); st.Reads != 0 {
-		t.Fatalf("reads %d after their connection ended, want 0", st.Reads)
-	}
 	write(alice, 6, sync)
 	forwarded(6)
+	write(carol, 3, sync)
+	shed(carol, 3)
+	bob.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for f.comet.Stats().Reads != 1 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	reads(1)
+	write(carol, 4, sync)
+	forwarded(4)
 }

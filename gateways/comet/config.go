@@ -64,7 +64,8 @@ type Config struct {
 	// thousands of a big room's members catch up at once, the history
 	// worker then answers those it has in time, instead of spending
 	// itself on a queue longer than RequestTimeout whose answers come
-	// after the comet has given up on them (issue 9).
+	// after the comet has given up on them (issue 9). A connection
+	// starting a catch-up gets a slot only while half of them are free.
 	MaxReadsInFlight int
 	// RequestRate and RequestBurst bound the frames a connection sends a
 	// second (20, in bursts of up to 50); more are answered RATE_LIMITED

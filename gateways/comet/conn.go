@@ -84,6 +84,7 @@ type conn struct {
 	loginWaiting bool                 // a Login is forwarded, not yet answered; guarded by pmu
 	loginReq     uint64               // its request id, until answered
 	reads        map[uint64]struct{}  // pending requests holding one of the comet's read slots; guarded by pmu
+	readAt       time.Time            // when a read of it last took or gave back a slot; guarded by pmu
 
 	parkState atomic.Int32 // reading or parked (park.go)
 	parkToken uint64       // the connection's key in the comet's parker; reader only

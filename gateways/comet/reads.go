@@ -2,6 +2,7 @@ package comet
 
 import (
 	"math/rand/v2"
+	"time"
 
 	"github.com/laneim/laneim/proto/clientpb"
 	"github.com/laneim/laneim/topics"
@@ -18,12 +19,24 @@ const defaultMaxReadsInFlight = 256
 // half either way, so that refused clients do not come back together.
 const readRetryAfterMs = 1000
 
+// catchingUp is how recently a connection's read must have taken or
+// given back a slot for its next read to count as part of a catch-up
+// under way.
+const catchingUp = 3 * time.Second
+
 // startRead takes one of the comet's read slots for the history read
 // req, which expect has recorded as pending; it is given back when req is
 // answered, overdue or its connection ends. It reports false, having
 // answered UNAVAILABLE with a retry_after_ms and forgotten req, when
 // MaxReadsInFlight reads wait already. A read without an id (0) cannot be
 // told apart from the others' answers and takes no slot.
+//
+// A connection whose catch-up is under way (a read of it took or gave
+// back a slot within catchingUp) may take any slot; one starting a
+// catch-up only while half of them are free. When thousands of members
+// catch up at once, those that started go on to the end before others
+// start, so members finish one cohort after another, instead of all
+// sharing the slots and none finishing for minutes.
 func (cn *conn) startRead(req uint64) bool {
 	c := cn.comet
 	if req == 0 || c.cfg.MaxReadsInFlight < 0 {
@@ -34,7 +47,12 @@ func (cn *conn) startRead(req uint64) bool {
 		cn.pmu.Unlock()
 		return true // a repeated id: its slot is taken already
 	}
-	if c.readsNow.Add(1) > int64(c.cfg.MaxReadsInFlight) {
+	now := time.Now()
+	limit := int64(c.cfg.MaxReadsInFlight)
+	if cn.readAt.IsZero() || now.Sub(cn.readAt) > catchingUp {
+		limit = max(limit/2, 1) // a catch-up starting
+	}
+	if c.readsNow.Add(1) > limit {
 		c.readsNow.Add(-1)
 		delete(cn.pending, req)
 		cn.dropEmptyPendingLocked()
@@ -49,6 +67,7 @@ func (cn *conn) startRead(req uint64) bool {
 		cn.reads = make(map[uint64]struct{}, 1)
 	}
 	cn.reads[req] = struct{}{}
+	cn.readAt = now
 	cn.pmu.Unlock()
 	return true
 }
@@ -63,6 +82,7 @@ func (cn *conn) releaseReadLocked(req uint64) {
 	if len(cn.reads) == 0 {
 		cn.reads = nil
 	}
+	cn.readAt = time.Now()
 	cn.comet.readsNow.Add(-1)
 }
 
