@@ -483,7 +483,7 @@ export class Client {
                     // A comet with too many catch-up reads waiting answers
                     // UNAVAILABLE with retry_after_ms: wait that long.
                     if (err.code === "UNAVAILABLE" && ++attempt < (err.retryAfterMs > 0 ? 30 : 5)) {
-                        await sleep(Math.max(err.retryAfterMs, 500 * Math.min(attempt, 4)));
+                        await sleep(err.retryAfterMs > 0 ? err.retryAfterMs : 500 * attempt);
                         continue;
                     }
                     throw err;

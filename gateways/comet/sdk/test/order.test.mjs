@@ -106,3 +106,45 @@ async function scenario(c, sockets, got, syncs, catchups, logins) {
   assert.equal(catchups[1].reconnect, true);
   assert.equal(catchups[1].messages, 3);
 }
+
+test("a catch-up page refused UNAVAILABLE with retryAfterMs is asked again after that wait, on the same connection", async () => {
+  const sockets = [];
+  const shed = {};
+  const script = (f, ws) => {
+    const answer = (body) => ws.push({ requestId: f.requestId, ...body });
+    if (f.login) {
+      answer({ loginResult: { ok: true, user: "alice", protocolVersion: 1, conversations: [{ conversation: "room:r", latestSeq: "0" }] } });
+    } else if (f.join) {
+      answer({ joined: { room: f.join.room, conversation: "room:r", latestSeq: "0", onlineCount: 1 } });
+    } else if (f.sync) {
+      const after = Number(f.sync.afterSeq || 0);
+      // A comet with too many catch-up reads waiting: each page is refused
+      // six times first, more than the five tries of an UNAVAILABLE
+      // without a wait.
+      shed[after] = (shed[after] || 0) + 1;
+      if (shed[after] <= 6) {
+        answer({ error: { code: "UNAVAILABLE", text: "too many catch-up reads waiting", retryAfterMs: 20 } });
+        return;
+      }
+      const page = [];
+      for (let s = after + 1; s <= 3 && page.length < 2; s++) page.push(msg("room:r", s));
+      answer({ syncResult: { conversation: "room:r", messages: page, hasMore: page.length > 0 && page.at(-1).seq !== "3" } });
+    } else if (f.ping) {
+      answer({ pong: {} });
+    }
+  };
+  const c = new Client({ url: "ws://fake/ws", token: () => "t", WebSocket: fakeWebSocket(script, sockets), minBackoffMs: 10, maxBackoffMs: 20 });
+  const got = [];
+  c.on("message", (m) => got.push(`${m.conversation}#${m.seq}${m.live ? "" : "s"}`));
+  try {
+    await c.connect();
+    await c.join("r");
+    sockets[0].push({ messages: { messages: [msg("room:r", 4)] } }); // 1 to 3 missed
+    await until(() => got.length === 4, "seqs 1 to 4, got " + got);
+    assert.deepEqual(got, ["room:r#1s", "room:r#2s", "room:r#3s", "room:r#4"]);
+    assert.equal(sockets.length, 1, "the catch-up stayed on its connection");
+    assert.deepEqual(shed, { 0: 7, 2: 7 });
+  } finally {
+    c.close();
+  }
+});
