@@ -17,6 +17,46 @@ import (
 	"github.com/laneim/laneim/proto/clientpb"
 )
 
+// scripted serves a comet that answers as serve says: serve is called
+// with each client frame of the n-th connection (from 1) but Pings, which
+// are answered, and a function writing a frame to that connection; it
+// returns false to end the connection (going away, as a comet restarting).
+func scripted(t *testing.T, serve func(n int32, f *clientpb.ClientFrame, write func(*clientpb.ServerFrame)) bool) string {
+	var conns atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{client.SubprotocolProto}})
+		if err != nil {
+			return
+		}
+		defer ws.CloseNow()
+		n := conns.Add(1)
+		write := func(f *clientpb.ServerFrame) {
+			b, _ := proto.Marshal(f)
+			_ = ws.Write(r.Context(), websocket.MessageBinary, b)
+		}
+		for {
+			_, data, err := ws.Read(r.Context())
+			if err != nil {
+				return
+			}
+			var f clientpb.ClientFrame
+			if proto.Unmarshal(data, &f) != nil {
+				return
+			}
+			if f.GetPing() != nil {
+				write(&clientpb.ServerFrame{RequestId: f.GetRequestId(), Body: &clientpb.ServerFrame_Pong{Pong: &clientpb.Pong{}}})
+				continue
+			}
+			if !serve(n, &f, write) {
+				ws.Close(websocket.StatusGoingAway, "restart")
+				return
+			}
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return "ws" + strings.TrimPrefix(srv.URL, "http")
+}
+
 // gapServer is a comet that stores seqs 1 to 7 of one conversation and
 // serves Sync one message a page. Its first connection logs in at seq 1,
 // pushes 2, then 4 and 5 (3 is missing), and goes away after the Sync
@@ -35,64 +75,39 @@ func gapServer(t *testing.T) string {
 		}
 		return &clientpb.ServerFrame{Body: &clientpb.ServerFrame_Messages{Messages: b}}
 	}
-	var conns atomic.Int32
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{client.SubprotocolProto}})
-		if err != nil {
-			return
-		}
-		defer ws.CloseNow()
-		n := conns.Add(1)
-		write := func(f *clientpb.ServerFrame) error {
-			b, _ := proto.Marshal(f)
-			return ws.Write(r.Context(), websocket.MessageBinary, b)
-		}
-		for {
-			_, data, err := ws.Read(r.Context())
-			if err != nil {
-				return
+	return scripted(t, func(n int32, f *clientpb.ClientFrame, write func(*clientpb.ServerFrame)) bool {
+		id := f.GetRequestId()
+		switch b := f.GetBody().(type) {
+		case *clientpb.ClientFrame_Login:
+			latest := uint64(1)
+			if n > 1 {
+				latest = 6
 			}
-			var f clientpb.ClientFrame
-			if proto.Unmarshal(data, &f) != nil {
-				return
+			write(&clientpb.ServerFrame{RequestId: id, Body: &clientpb.ServerFrame_LoginResult{LoginResult: &clientpb.LoginResult{
+				Ok: true, User: "u", Conversations: []*clientpb.ConversationState{{Conversation: conv, LatestSeq: latest}},
+			}}})
+			if n == 1 {
+				write(batch(2))
+				write(batch(4, 5))
 			}
-			id := f.GetRequestId()
-			switch b := f.GetBody().(type) {
-			case *clientpb.ClientFrame_Login:
-				latest := uint64(1)
-				if n > 1 {
-					latest = 6
-				}
-				write(&clientpb.ServerFrame{RequestId: id, Body: &clientpb.ServerFrame_LoginResult{LoginResult: &clientpb.LoginResult{
-					Ok: true, User: "u", Conversations: []*clientpb.ConversationState{{Conversation: conv, LatestSeq: latest}},
-				}}})
-				if n == 1 {
-					write(batch(2))
-					write(batch(4, 5))
-				}
-			case *clientpb.ClientFrame_Sync:
-				if n > 1 {
-					write(batch(6))
-				}
-				after := b.Sync.GetAfterSeq()
-				res := &clientpb.SyncResult{Conversation: conv}
-				if after < 7 {
-					res.Messages = []*clientpb.Message{msg(after + 1)}
-					res.HasMore = after+1 < 7
-				}
-				write(&clientpb.ServerFrame{RequestId: id, Body: &clientpb.ServerFrame_SyncResult{SyncResult: res}})
-				if n == 1 {
-					ws.Close(websocket.StatusGoingAway, "restart")
-					return
-				}
-				write(batch(7))
-			case *clientpb.ClientFrame_Ping:
-				write(&clientpb.ServerFrame{RequestId: id, Body: &clientpb.ServerFrame_Pong{Pong: &clientpb.Pong{}}})
+		case *clientpb.ClientFrame_Sync:
+			if n > 1 {
+				write(batch(6))
 			}
+			after := b.Sync.GetAfterSeq()
+			res := &clientpb.SyncResult{Conversation: conv}
+			if after < 7 {
+				res.Messages = []*clientpb.Message{msg(after + 1)}
+				res.HasMore = after+1 < 7
+			}
+			write(&clientpb.ServerFrame{RequestId: id, Body: &clientpb.ServerFrame_SyncResult{SyncResult: res}})
+			if n == 1 {
+				return false
+			}
+			write(batch(7))
 		}
-	}))
-	t.Cleanup(srv.Close)
-	return "ws" + strings.TrimPrefix(srv.URL, "http")
+		return true
+	})
 }
 
 func TestClientFillsGapsAndDropsRepeats(t *testing.T) {
@@ -149,65 +164,41 @@ func TestClientFillsGapsAndDropsRepeats(t *testing.T) {
 func TestClientWaitsWhenCatchUpIsShed(t *testing.T) {
 	const conv = "dm:a:u"
 	var conns, shed atomic.Int32
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{client.SubprotocolProto}})
-		if err != nil {
-			return
-		}
-		defer ws.CloseNow()
-		n := conns.Add(1)
-		write := func(f *clientpb.ServerFrame) error {
-			b, _ := proto.Marshal(f)
-			return ws.Write(r.Context(), websocket.MessageBinary, b)
-		}
-		asked := map[uint64]bool{}
-		for {
-			_, data, err := ws.Read(r.Context())
-			if err != nil {
-				return
+	asked := map[uint64]bool{}
+	url := scripted(t, func(n int32, f *clientpb.ClientFrame, write func(*clientpb.ServerFrame)) bool {
+		conns.Store(n)
+		id := f.GetRequestId()
+		switch b := f.GetBody().(type) {
+		case *clientpb.ClientFrame_Login:
+			latest := uint64(0)
+			if n > 1 {
+				latest = 3
 			}
-			var f clientpb.ClientFrame
-			if proto.Unmarshal(data, &f) != nil {
-				return
-			}
-			id := f.GetRequestId()
-			switch b := f.GetBody().(type) {
-			case *clientpb.ClientFrame_Login:
-				latest := uint64(0)
-				if n > 1 {
-					latest = 3
-				}
-				write(&clientpb.ServerFrame{RequestId: id, Body: &clientpb.ServerFrame_LoginResult{LoginResult: &clientpb.LoginResult{
-					Ok: true, User: "u", Conversations: []*clientpb.ConversationState{{Conversation: conv, LatestSeq: latest}},
+			write(&clientpb.ServerFrame{RequestId: id, Body: &clientpb.ServerFrame_LoginResult{LoginResult: &clientpb.LoginResult{
+				Ok: true, User: "u", Conversations: []*clientpb.ConversationState{{Conversation: conv, LatestSeq: latest}},
+			}}})
+			return n > 1
+		case *clientpb.ClientFrame_Sync:
+			after := b.Sync.GetAfterSeq()
+			if !asked[after] {
+				asked[after] = true
+				shed.Add(1)
+				write(&clientpb.ServerFrame{RequestId: id, Body: &clientpb.ServerFrame_Error{Error: &clientpb.Error{
+					Code: clientpb.Error_UNAVAILABLE, Text: "too many catch-up reads", RetryAfterMs: 20,
 				}}})
-				if n == 1 {
-					ws.Close(websocket.StatusGoingAway, "restart")
-					return
-				}
-			case *clientpb.ClientFrame_Sync:
-				after := b.Sync.GetAfterSeq()
-				if !asked[after] {
-					asked[after] = true
-					shed.Add(1)
-					write(&clientpb.ServerFrame{RequestId: id, Body: &clientpb.ServerFrame_Error{Error: &clientpb.Error{
-						Code: clientpb.Error_UNAVAILABLE, Text: "too many catch-up reads", RetryAfterMs: 20,
-					}}})
-					continue
-				}
-				res := &clientpb.SyncResult{Conversation: conv}
-				if after < 3 {
-					res.Messages = []*clientpb.Message{{Conversation: conv, Seq: after + 1, Sender: "a"}}
-					res.HasMore = after+1 < 3
-				}
-				write(&clientpb.ServerFrame{RequestId: id, Body: &clientpb.ServerFrame_SyncResult{SyncResult: res}})
-			case *clientpb.ClientFrame_Ping:
-				write(&clientpb.ServerFrame{RequestId: id, Body: &clientpb.ServerFrame_Pong{Pong: &clientpb.Pong{}}})
+				return true
 			}
+			res := &clientpb.SyncResult{Conversation: conv}
+			if after < 3 {
+				res.Messages = []*clientpb.Message{{Conversation: conv, Seq: after + 1, Sender: "a"}}
+				res.HasMore = after+1 < 3
+			}
+			write(&clientpb.ServerFrame{RequestId: id, Body: &clientpb.ServerFrame_SyncResult{SyncResult: res}})
 		}
-	}))
-	defer srv.Close()
+		return true
+	})
 	c, err := client.New(client.Config{
-		URL:        "ws" + strings.TrimPrefix(srv.URL, "http"),
+		URL:        url,
 		Token:      func(context.Context) (string, error) { return "t", nil },
 		MinBackoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond,
 	})
