@@ -791,6 +791,12 @@ const reconnectAttempts = 5
 // syncAttempts bounds the attempts at one page of a catch-up.
 const syncAttempts = 20
 
+// shedAttempts bounds, apart, the attempts at one page refused with a
+// retry_after_ms because the comet had too many catch-up reads waiting:
+// the server says when to come back, and a crowd catching up after mass
+// cuts waits minutes for its turn (the run's end stops it sooner).
+const shedAttempts = 600
+
 // catchUp Syncs the conversation after the member's contiguous seqs. A
 // page answered UNAVAILABLE or RATE_LIMITED (a storm of Syncs after a
 // comet died, say) is asked again after a backoff, as docs/protocol.md
@@ -800,16 +806,22 @@ func (m *member) catchUp(ctx context.Context) error {
 		return nil // in no room: nothing to catch up
 	}
 	after := m.seqs.contiguous()
-	attempt := 0
-	for range 10000 { // pages and attempts; bounded
+	attempt, shed := 0, 0
+	for range 10000 + shedAttempts { // pages and attempts; bounded
 		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		r, err := m.conn.do(pctx, &clientpb.ClientFrame{Body: &clientpb.ClientFrame_Sync{Sync: &clientpb.Sync{Conversation: m.conversation, AfterSeq: after, Limit: 500}}})
 		cancel()
 		res := r.GetSyncResult()
 		var ce *client.Error
-		if errors.As(err, &ce) && retryable(err) && attempt < syncAttempts {
+		isShed := errors.As(err, &ce) && ce.Code == clientpb.Error_UNAVAILABLE && ce.RetryAfter > 0
+		if errors.As(err, &ce) && retryable(err) && (attempt < syncAttempts || isShed && shed < shedAttempts) {
 			wait := max(ce.RetryAfter, client.Backoff(attempt, 100*time.Millisecond, 2*time.Second))
-			attempt++
+			if isShed {
+				shed++
+				wait = ce.RetryAfter
+			} else {
+				attempt++
+			}
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
@@ -819,7 +831,7 @@ func (m *member) catchUp(ctx context.Context) error {
 			}
 			continue
 		}
-		attempt = 0
+		attempt, shed = 0, 0
 		if err != nil {
 			return fmt.Errorf("bench: %s syncs %s: %w", m.user, m.conversation, err)
 		}

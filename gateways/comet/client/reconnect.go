@@ -280,8 +280,10 @@ func (c *Client) do(ctx context.Context, f *clientpb.ClientFrame) (*clientpb.Ser
 const maxRateLimited = 10
 
 // maxShedRetries bounds the times in a row catchUp asks again for a page
-// refused UNAVAILABLE with a retry_after_ms.
-const maxShedRetries = 30
+// refused UNAVAILABLE with a retry_after_ms: the server says when to
+// come back, and a crowd catching up after an outage may wait minutes
+// for its turn.
+const maxShedRetries = 300
 
 func (c *Client) doOnce(ctx context.Context, f *clientpb.ClientFrame) (*clientpb.ServerFrame, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)

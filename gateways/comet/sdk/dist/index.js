@@ -482,7 +482,7 @@ export class Client {
                     const err = e;
                     // A comet with too many catch-up reads waiting answers
                     // UNAVAILABLE with retry_after_ms: wait that long.
-                    if (err.code === "UNAVAILABLE" && ++attempt < (err.retryAfterMs > 0 ? 30 : 5)) {
+                    if (err.code === "UNAVAILABLE" && ++attempt < (err.retryAfterMs > 0 ? 300 : 5)) {
                         await sleep(err.retryAfterMs > 0 ? err.retryAfterMs : 500 * attempt);
                         continue;
                     }
