@@ -54,9 +54,8 @@ func (cn *conn) startRead(req uint64) bool {
 	}
 	if c.readsNow.Add(1) > limit {
 		c.readsNow.Add(-1)
-		delete(cn.pending, req)
-		cn.dropEmptyPendingLocked()
 		cn.pmu.Unlock()
+		cn.answered(req) // forgets it: answered here
 		c.readsShed.Add(1)
 		f := topics.ErrorFrame(req, clientpb.Error_UNAVAILABLE, "this server has too many catch-up reads waiting; retry after retry_after_ms")
 		f.GetError().RetryAfterMs = uint32(readRetryAfterMs/2 + rand.IntN(readRetryAfterMs))
