@@ -110,6 +110,14 @@ func Expired(receivedUnixMs, deadlineUnixMs int64, now time.Time) bool {
 	return now.UnixMilli() > deadlineUnixMs-margin
 }
 
+// LateLogin reports whether the login and presence workers skip a login
+// at now: past its comet's deadline (Expired), or, from a comet that
+// sets none, received or accepted at receivedUnixMs more than StaleLogin
+// ago (IsStaleLogin).
+func LateLogin(receivedUnixMs, deadlineUnixMs int64, now time.Time) bool {
+	return IsStaleLogin(receivedUnixMs, now) || Expired(receivedUnixMs, deadlineUnixMs, now)
+}
+
 // Group is the fx value group that handlers are contributed to, and that
 // the process's router consumes.
 const Group = `group:"handlers"`

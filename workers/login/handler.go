@@ -113,7 +113,7 @@ func (h *Handler) HandleBatch(ctx context.Context, reqs []*topicpb.LoginRequest)
 	var ids []string
 	stale := 0
 	for _, req := range reqs {
-		if pipeline.IsStaleLogin(req.GetReceivedUnixMs(), at) || pipeline.Expired(req.GetReceivedUnixMs(), req.GetDeadlineUnixMs(), at) {
+		if pipeline.LateLogin(req.GetReceivedUnixMs(), req.GetDeadlineUnixMs(), at) {
 			stale++ // answered UNAVAILABLE by its comet, or soon will be
 			continue
 		}

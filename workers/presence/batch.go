@@ -112,7 +112,7 @@ func waves(evs []*topicpb.SessionEvent) [][]*topicpb.SessionEvent {
 func (h *Handler) opened(ctx context.Context, evs []*topicpb.SessionEvent) error {
 	now := time.Now()
 	stale := func(ev *topicpb.SessionEvent) bool {
-		return pipeline.IsStaleLogin(ev.GetTimeUnixMs(), now) || pipeline.Expired(ev.GetTimeUnixMs(), ev.GetDeadlineUnixMs(), now)
+		return pipeline.LateLogin(ev.GetTimeUnixMs(), ev.GetDeadlineUnixMs(), now)
 	}
 	if slices.ContainsFunc(evs, stale) {
 		n := len(evs)

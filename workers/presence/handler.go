@@ -296,18 +296,27 @@ func (h *Handler) userRevoked(ctx context.Context, ev *topicpb.SessionEvent) err
 	if err != nil {
 		return err
 	}
-	closes := make([]pipeline.Answer, len(refs))
-	for i, r := range refs {
-		closes[i] = pipeline.Answer{Session: session(r), Control: &topicpb.Control{Close: reason}}
-	}
-	if err := pipeline.ReplyAll(h.pub, closes); err != nil {
-		return fmt.Errorf("presence: %w", err)
+	if err := h.tellClose(refs, reason); err != nil {
+		return err
 	}
 	if err := h.close(ctx, refs...); err != nil {
 		return err
 	}
 	if len(refs) > 0 {
 		h.logger.Info("user revoked", "user", user, "reason", reason, "sessions", len(refs))
+	}
+	return nil
+}
+
+// tellClose tells the comets of refs to close those connections with
+// reason, in one publish per comet.
+func (h *Handler) tellClose(refs []directory.SessionRef, reason string) error {
+	closes := make([]pipeline.Answer, len(refs))
+	for i, r := range refs {
+		closes[i] = pipeline.Answer{Session: session(r), Control: &topicpb.Control{Close: reason}}
+	}
+	if err := pipeline.ReplyAll(h.pub, closes); err != nil {
+		return fmt.Errorf("presence: close %d connections: %w", len(refs), err)
 	}
 	return nil
 }
@@ -432,12 +441,8 @@ func (h *Handler) Sweep(ctx context.Context, now time.Time) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	closes := make([]pipeline.Answer, len(refs))
-	for i, r := range refs {
-		closes[i] = pipeline.Answer{Session: session(r), Control: &topicpb.Control{Close: reasonExpired}}
-	}
-	if err := pipeline.ReplyAll(h.pub, closes); err != nil {
-		return 0, fmt.Errorf("presence: close expired sessions: %w", err)
+	if err := h.tellClose(refs, reasonExpired); err != nil {
+		return 0, err
 	}
 	if err := h.close(ctx, refs...); err != nil {
 		return 0, err
