@@ -99,6 +99,10 @@ type Stats struct {
 	// Parked is the number of connections waiting for their client with
 	// no reader goroutine (park.go).
 	Parked int64
+	// RecentSyncs counts Syncs answered from the messages rooms keep
+	// (recent.go), without the history worker; RecentBytes is what
+	// those messages count against RecentBytes.
+	RecentSyncs, RecentBytes int64
 }
 
 // Comet is a WebSocket gateway. Its methods are safe for concurrent use.
@@ -134,6 +138,10 @@ type Comet struct {
 
 	readsNow  atomic.Int64 // history reads waiting for their answer (reads.go)
 	readsShed atomic.Int64
+
+	recentBytes atomic.Int64 // bytes of the messages rooms keep (recent.go)
+	recentRooms atomic.Int64 // rooms keeping some
+	recentSyncs atomic.Int64
 
 	queued     atomic.Int64 // bytes queued to all connections (budget.go)
 	parkedNow  atomic.Int64 // connections parked (park.go)
@@ -204,7 +212,7 @@ func (c *Comet) Stats() Stats {
 		RepeatsDropped: c.repeats.Load(), Unanswered: c.unanswered.Load(), Reads: c.readsNow.Load(), ReadsShed: c.readsShed.Load(),
 		RateLimited: c.rateLimited.Load(), Refused: c.refused.Load(), BadTokens: c.badTokens.Load(), AddressLimited: c.addressLimited.Load(),
 		QueuedBytes: c.queued.Load(), OverBudget: c.overBudget.Load(), StruckOut: c.struckOutRefused.Load(),
-		Parked: c.parkedNow.Load(),
+		Parked: c.parkedNow.Load(), RecentSyncs: c.recentSyncs.Load(), RecentBytes: c.recentBytes.Load(),
 	}
 }
 

@@ -285,7 +285,7 @@ func TestConfig(t *testing.T) {
 			defer c.Close()
 			got := c.Config()
 			want := comet.Config{ID: "comet-1", Secret: testSecret, Addr: "127.0.0.1:8080", Path: "/ws", MaxFrameBytes: 64 << 10, SendQueue: 256,
-				WriteTimeout: 10 * time.Second, LoginTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second, RequestTimeout: 5 * time.Second, MaxInFlight: 32, MaxReadsInFlight: 256, RequestRate: 20, RequestBurst: 50, SendBurst: 5, MaxTokenBytes: 4 << 10, SendQueueBytes: 4 << 20, MaxConnsPerUser: 100, MaxConnsPerAddress: 1000, MaxQueuedBytes: 512 << 20, MaxStrikes: 5,
+				WriteTimeout: 10 * time.Second, LoginTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second, RequestTimeout: 5 * time.Second, MaxInFlight: 32, MaxReadsInFlight: 256, RecentBytes: 64 << 20, RequestRate: 20, RequestBurst: 50, SendBurst: 5, MaxTokenBytes: 4 << 10, SendQueueBytes: 4 << 20, MaxConnsPerUser: 100, MaxConnsPerAddress: 1000, MaxQueuedBytes: 512 << 20, MaxStrikes: 5,
 				HeartbeatInterval: 10 * time.Second, BatchWindow: 10 * time.Millisecond, MaxBatchWindow: 500 * time.Millisecond, FrameBudget: 60000}
 			if got != want {
 				t.Errorf("config %+v, want %+v", got, want)
@@ -2337,4 +2337,83 @@ func TestReadsBoundedPerComet(t *testing.T) {
 	reads(1)
 	write(carol, 4, sync)
 	forwarded(4)
+}
+
+// TestSyncFromRecentMessages: a Sync of a room by a connection joined to
+// it there is answered by the comet itself, from the messages the room
+// keeps, when the whole page is kept and more follow it: the same page
+// the history worker would answer, and no HistoryRequest. The last page
+// of a catch-up, a Sync with current_state, one by a connection not in
+// the room, one reaching before the kept messages (a gap starts them
+// again) are forwarded to the history worker.
+func TestSyncFromRecentMessages(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, comet.Config{})
+	ctx := ctxT(t)
+	alice, aliceID := f.login("alice", client.Options{})
+	bob, _ := f.login("bob", client.Options{}) // not in the room
+	f.join(aliceID, "lobby")
+	d := messagesDelivery(&topicpb.Delivery{Room: "lobby"}, "room:lobby", seqRange(1, 250)...)
+	f.deliver(d)
+	live, _ := readMessages(t, alice, 250)
+
+	sync := func(conn *client.Conn, req uint64, s *clientpb.Sync) {
+		t.Helper()
+		s.Conversation = "room:lobby"
+		if err := conn.Write(ctx, &clientpb.ClientFrame{RequestId: req, Body: &clientpb.ClientFrame_Sync{Sync: s}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fromMemory := func(conn *client.Conn, req uint64, s *clientpb.Sync, first, last uint64) {
+		t.Helper()
+		sync(conn, req, s)
+		fr := nextFrame(t, conn)
+		res := fr.GetSyncResult()
+		if fr.GetRequestId() != req || res.GetConversation() != "room:lobby" || !res.GetHasMore() {
+			t.Fatalf("sync %d answered %v, want a SyncResult with has_more", req, fr)
+		}
+		if got := res.GetMessages(); len(got) != int(last-first+1) {
+			t.Fatalf("sync %d: %d messages, want %d..%d", req, len(got), first, last)
+		}
+		for i, m := range res.GetMessages() {
+			if want := live[first-1+uint64(i)]; !proto.Equal(m, want) {
+				t.Fatalf("sync %d: message %d is %v, want %v as delivered", req, i, m, want)
+			}
+		}
+	}
+	forwarded := func(conn *client.Conn, req uint64, s *clientpb.Sync) {
+		t.Helper()
+		sync(conn, req, s)
+		if hr := next(f, topics.HistoryRequests); hr.GetRequestId() != req || hr.GetConversation() != "room:lobby" {
+			t.Fatalf("forwarded %v, want request %d", hr, req)
+		}
+	}
+
+	fromMemory(alice, 1, &clientpb.Sync{}, 1, 100)                 // the default limit
+	forwarded(alice, 2, &clientpb.Sync{AfterSeq: 100, Limit: 500}) // the last page
+	fromMemory(alice, 3, &clientpb.Sync{AfterSeq: 100, Limit: 149}, 101, 249)
+	forwarded(alice, 4, &clientpb.Sync{AfterSeq: 100, Limit: 150}) // 250 is the last kept
+	forwarded(alice, 5, &clientpb.Sync{CurrentState: true})
+	forwarded(bob, 6, &clientpb.Sync{})
+
+	// 251 never comes: the room keeps 252 and after.
+	f.deliver(messagesDelivery(&topicpb.Delivery{Room: "lobby"}, "room:lobby", seqRange(252, 260)...))
+	live = append(append(live, nil), func() []*clientpb.Message { m, _ := readMessages(t, alice, 9); return m }()...)
+	forwarded(alice, 7, &clientpb.Sync{AfterSeq: 240, Limit: 5})
+	fromMemory(alice, 8, &clientpb.Sync{AfterSeq: 251, Limit: 5}, 252, 256)
+
+	if st := f.comet.Stats(); st.RecentSyncs != 3 || st.RecentBytes <= 0 {
+		t.Fatalf("stats: %d syncs from memory, %d bytes kept; want 3 and some", st.RecentSyncs, st.RecentBytes)
+	}
+	// When its last member leaves, the room forgets them.
+	f.deliver(&topicpb.Delivery{Conns: []string{aliceID}, Control: &topicpb.Control{Leave: "lobby"}})
+	testinfra.Eventually(t, wait, func() bool { return f.comet.Stats().RecentBytes == 0 }, "bytes still kept after the room emptied")
+}
+
+func seqRange(from, to uint64) []uint64 {
+	var out []uint64
+	for s := from; s <= to; s++ {
+		out = append(out, s)
+	}
+	return out
 }

@@ -67,6 +67,13 @@ type Config struct {
 	// after the comet has given up on them (issue 9). A connection
 	// starting a catch-up gets a slot only while half of them are free.
 	MaxReadsInFlight int
+	// RecentBytes bounds, about, the messages the comet's rooms keep to
+	// answer catch-ups themselves (64 MiB; negative: none kept). Every
+	// room with members here keeps the latest messages it queued; a Sync
+	// of a room by one of its connections here, without current_state,
+	// whose page is there whole with more after it, is answered from
+	// them, not by the history worker (recent.go).
+	RecentBytes int
 	// RequestRate and RequestBurst bound the frames a connection sends a
 	// second (20, in bursts of up to 50); more are answered RATE_LIMITED
 	// with the time to wait. A negative RequestRate lifts the limit.
@@ -165,6 +172,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxReadsInFlight == 0 {
 		c.MaxReadsInFlight = defaultMaxReadsInFlight
+	}
+	if c.RecentBytes == 0 {
+		c.RecentBytes = defaultRecentBytes
 	}
 	if c.RequestRate == 0 {
 		c.RequestRate = defaultRequestRate

@@ -601,8 +601,9 @@ func (cn *conn) typing(req uint64, user string, t *clientpb.Typing) {
 	}
 }
 
-// sync forwards a catch-up request to the history worker, which answers
-// on this comet's delivery topic.
+// sync answers a catch-up request from a room's recent messages when it
+// can (recent.go), and otherwise forwards it to the history worker, which
+// answers on this comet's delivery topic.
 func (cn *conn) sync(req uint64, user string, s *clientpb.Sync) {
 	c := cn.comet
 	if s.GetConversation() == "" {
@@ -610,6 +611,9 @@ func (cn *conn) sync(req uint64, user string, s *clientpb.Sync) {
 		return
 	}
 	if !cn.checkFields(req, field{"conversation", s.GetConversation(), maxConversationBytes}) {
+		return
+	}
+	if cn.syncRecent(req, s) {
 		return
 	}
 	cn.history(req, &topicpb.HistoryRequest{

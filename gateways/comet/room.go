@@ -75,6 +75,7 @@ type room struct {
 	arrived []time.Time // when each message of log was queued
 	logEnd  uint64
 	lastSeq uint64      // the highest seq of conv queued
+	recent  recent      // the latest messages queued (recent.go)
 	timer   *time.Timer // scheduled flush, or nil
 	timerAt time.Time   // when timer fires
 	stopped bool
@@ -113,6 +114,7 @@ func (r *room) addAt(msgs []*clientpb.Message, now time.Time) {
 		r.mu.Unlock()
 		return
 	}
+	r.keepLocked(msgs)
 	if r.c.cfg.BatchWindow == 0 { // merging disabled: one frame per call
 		r.broadcastLocked(msgs, r.stripes...)
 		r.mu.Unlock()
@@ -318,6 +320,7 @@ func (r *room) stop() {
 	defer r.mu.Unlock()
 	r.stopped = true
 	r.log, r.arrived = nil, nil
+	r.forgetRecentLocked()
 	for _, s := range r.stripes {
 		s.next = r.logEnd
 	}

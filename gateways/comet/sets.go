@@ -55,6 +55,15 @@ func (s *smallSet[T]) remove(v T) {
 	}
 }
 
+// has reports whether v is in the set.
+func (s *smallSet[T]) has(v T) bool {
+	if s.many != nil {
+		_, ok := s.many[v]
+		return ok
+	}
+	return slices.Contains(s.few, v)
+}
+
 // len returns the number of elements; a nil set has none.
 func (s *smallSet[T]) len() int {
 	if s == nil {

@@ -67,6 +67,7 @@ var flagParts = map[string][]string{
 	"max-conns-per-address": {string(Comet)},
 	"max-queued-bytes":      {string(Comet)},
 	"max-reads-in-flight":   {string(Comet)},
+	"recent-bytes":          {string(Comet)},
 	"mysql":                 {PartMySQL, string(API)}, // the api refuses directory writes that MySQL owns
 	"history":               {PartStore},
 	"admin-addr":            {PartProcess},

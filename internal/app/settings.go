@@ -51,6 +51,7 @@ type Settings struct {
 	SendQueue          int
 	RequestTimeout     time.Duration
 	MaxReadsInFlight   int
+	RecentBytes        int
 	RequestRate        float64
 	RequestBurst       int
 	SendBurst          int
@@ -146,6 +147,7 @@ func (s *Settings) Register(fs *flag.FlagSet) {
 	fs.IntVar(&s.RequestBurst, "request-burst", 50, "comet: frames a connection may send at once within its --request-rate")
 	fs.IntVar(&s.SendBurst, "send-burst", 5, "comet: messages (sends, edits, recalls) one user may send at once on a comet within its --request-rate (negative: only --request-burst)")
 	fs.DurationVar(&s.RequestTimeout, "request-timeout", 5*time.Second, "comet: a request the pipeline has not answered by then is answered UNAVAILABLE by the comet")
+	fs.IntVar(&s.RecentBytes, "recent-bytes", 64<<20, "comet: bytes of the latest messages its rooms keep, to answer most of a room's catch-up without the history worker (negative: none)")
 	fs.IntVar(&s.MaxReadsInFlight, "max-reads-in-flight", 256, "comet: history reads (Sync, Conversations) of all its connections waiting for an answer; one more is answered UNAVAILABLE with retry_after_ms (negative: no bound)")
 	fs.IntVar(&s.FrameBudget, "frame-budget", 60000, "comet: frames a second a busy room may cost; a room of N local members flushes at most budget/N times a second")
 	fs.DurationVar(&s.MaxBatchWindow, "max-batch-window", 500*time.Millisecond, "comet: the longest a busy room's messages wait to be merged")

@@ -14,6 +14,9 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+
 	"github.com/laneim/laneim/proto/clientpb"
 )
 
@@ -22,6 +25,26 @@ const MaxPage = 500
 
 // DefaultPage is the page size when none is asked for.
 const DefaultPage = 100
+
+// MaxPageBytes is the default bound of a SyncResult's messages, encoded:
+// half the broker's default message limit (docs/protocol.md, frame
+// sizes). A page always holds at least one message.
+const MaxPageBytes = 512 << 10
+
+// Bound returns the longest prefix of msgs, at least one message, whose
+// size within a SyncResult (each message's encoding, with its tag and
+// length) stays within maxBytes, and whether it cut any.
+func Bound(msgs []*clientpb.Message, maxBytes int) ([]*clientpb.Message, bool) {
+	size := 0
+	for i, m := range msgs {
+		n := proto.Size(m)
+		size += n + 1 + protowire.SizeVarint(uint64(n))
+		if size > maxBytes && i > 0 {
+			return msgs[:i], true
+		}
+	}
+	return msgs, false
+}
 
 // Store keeps messages. Implementations are safe for concurrent use.
 type Store interface {

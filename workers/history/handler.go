@@ -15,8 +15,6 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"golang.org/x/sync/errgroup"
-	"google.golang.org/protobuf/encoding/protowire"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/laneim/laneim/proto/clientpb"
 	"github.com/laneim/laneim/proto/topicpb"
@@ -77,7 +75,7 @@ type Config struct {
 
 func (c *Config) setDefaults() {
 	if c.MaxPageBytes == 0 {
-		c.MaxPageBytes = 512 << 10
+		c.MaxPageBytes = msgstore.MaxPageBytes
 	}
 	if c.CatchUpWait == 0 {
 		c.CatchUpWait = time.Second
@@ -273,7 +271,7 @@ func (h *Handler) page(ctx context.Context, conv string, after uint64, limit int
 					return nil, false, err
 				}
 			}
-			msgs, cut := bound(msgs, h.cfg.MaxPageBytes)
+			msgs, cut := msgstore.Bound(msgs, h.cfg.MaxPageBytes)
 			return msgs, more || cut, nil
 		}
 		select {
@@ -282,21 +280,6 @@ func (h *Handler) page(ctx context.Context, conv string, after uint64, limit int
 		case <-time.After(catchUpPoll):
 		}
 	}
-}
-
-// bound returns the longest prefix of msgs, at least one message, whose
-// encoded size stays within maxBytes, and whether it cut any.
-func bound(msgs []*clientpb.Message, maxBytes int) ([]*clientpb.Message, bool) {
-	size := 0
-	for i, m := range msgs {
-		// A repeated field's element: its size, a tag and a length.
-		n := proto.Size(m)
-		size += n + 1 + protowire.SizeVarint(uint64(n))
-		if size > maxBytes && i > 0 {
-			return msgs[:i], true
-		}
-	}
-	return msgs, false
 }
 
 // conversations answers a Conversations request with the page of the

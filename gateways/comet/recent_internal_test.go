@@ -1,0 +1,159 @@
+package comet
+
+import (
+	"math"
+	"slices"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/laneim/laneim/proto/clientpb"
+	"github.com/laneim/laneim/wiring/msgstore"
+)
+
+func keptMessage(seq uint64, body int) *clientpb.Message {
+	return &clientpb.Message{Conversation: "room:r", Seq: seq, Body: make([]byte, body)}
+}
+
+func seqsOf(msgs []*clientpb.Message) []uint64 {
+	out := make([]uint64, len(msgs))
+	for i, m := range msgs {
+		out[i] = m.GetSeq()
+	}
+	return out
+}
+
+func span(from, to uint64) []uint64 {
+	var out []uint64
+	for s := from; s <= to; s++ {
+		out = append(out, s)
+	}
+	return out
+}
+
+// TestRecentPage: a page comes from the recent messages only when all of
+// it is kept and at least one message follows it; it is bounded in bytes
+// as the history worker bounds one.
+func TestRecentPage(t *testing.T) {
+	var r recent
+	for seq := uint64(11); seq <= 30; seq++ { // 11..30 kept
+		r.add(keptMessage(seq, 10))
+	}
+	for _, tc := range []struct {
+		name     string
+		after    uint64
+		limit    int
+		maxBytes int
+		want     []uint64 // nil: not answered
+	}{
+		{"from the first", 10, 5, msgstore.MaxPageBytes, span(11, 15)},
+		{"inside", 20, 9, msgstore.MaxPageBytes, span(21, 29)},
+		{"the page would end the run", 20, 10, msgstore.MaxPageBytes, nil},
+		{"past the run's end", 25, 10, msgstore.MaxPageBytes, nil},
+		{"after the last", 30, 1, msgstore.MaxPageBytes, nil},
+		{"beyond the last", 1 << 40, 1, msgstore.MaxPageBytes, nil},
+		{"the largest seq", math.MaxUint64, 1, msgstore.MaxPageBytes, nil},
+		{"starts before the run", 9, 5, msgstore.MaxPageBytes, nil},
+		{"from zero", 0, 5, msgstore.MaxPageBytes, nil},
+		{"no limit", 10, 0, msgstore.MaxPageBytes, nil},
+		{"cut by size", 10, 5, 50, span(11, 12)}, // 24 bytes each in a page
+		{"at least one message", 10, 5, 1, span(11, 11)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, ok := r.page(tc.after, tc.limit, tc.maxBytes)
+			if ok != (tc.want != nil) || !slices.Equal(seqsOf(got), tc.want) {
+				t.Fatalf("page(%d, %d) = %v, %v; want %v", tc.after, tc.limit, seqsOf(got), ok, tc.want)
+			}
+		})
+	}
+}
+
+// TestRecentRun: a message that does not follow the run starts it again;
+// trimming drops the oldest, keeps the byte count exact and moves the run
+// to the front of its arrays.
+func TestRecentRun(t *testing.T) {
+	var r recent
+	size := func(m *clientpb.Message) int { return proto.Size(m) + recentOverhead }
+	total := 0
+	for seq := uint64(1); seq <= 8; seq++ {
+		m := keptMessage(seq, int(seq))
+		if d := r.add(m); d != size(m) {
+			t.Fatalf("add %d: delta %d, want %d", seq, d, size(m))
+		}
+		total += size(m)
+	}
+	if r.bytes != total || r.len() != 8 {
+		t.Fatalf("kept %d messages, %d bytes; want 8, %d", r.len(), r.bytes, total)
+	}
+
+	// A gap: the run starts again at 10.
+	m := keptMessage(10, 1)
+	if d := r.add(m); d != size(m)-total {
+		t.Fatalf("add after a gap: delta %d, want %d", d, size(m)-total)
+	}
+	if r.len() != 1 || r.bytes != size(m) {
+		t.Fatalf("after a gap: %d messages, %d bytes", r.len(), r.bytes)
+	}
+	// A repeat also breaks the run.
+	r.add(keptMessage(10, 1))
+	if r.len() != 1 {
+		t.Fatalf("after a repeat: %d messages", r.len())
+	}
+
+	r = recent{}
+	for seq := uint64(1); seq <= 100; seq++ {
+		r.add(keptMessage(seq, 100))
+	}
+	one := size(keptMessage(1, 100))
+	freed := r.trim(10 * one)
+	if freed != 90*one || r.bytes != 10*one || r.len() != 10 || r.head != 0 || len(r.msgs) != 10 {
+		t.Fatalf("trim: freed %d, kept %d bytes in %d messages (head %d, %d slots)", freed, r.bytes, r.len(), r.head, len(r.msgs))
+	}
+	if got, ok := r.page(90, 5, msgstore.MaxPageBytes); !ok || !slices.Equal(seqsOf(got), span(91, 95)) {
+		t.Fatalf("page after trim: %v, %v", seqsOf(got), ok)
+	}
+	if freed := r.trim(0); freed != 10*one || r.len() != 0 || r.msgs != nil {
+		t.Fatalf("trim to nothing: freed %d, %d left", freed, r.len())
+	}
+}
+
+// TestRecentBudget: rooms keep their messages within the comet's budget,
+// each trimming itself to its share when it is exceeded; a stopping room
+// gives its bytes back, and a negative budget keeps nothing.
+func TestRecentBudget(t *testing.T) {
+	one := proto.Size(keptMessage(1, 100)) + recentOverhead
+	for _, tc := range []struct {
+		name   string
+		budget int
+		want   int64 // bytes kept by the two rooms
+	}{
+		{"within", 1000 * one, 2 * 50 * int64(one)},
+		{"shared", 40 * one, 40 * int64(one)},
+		{"none", -1, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &Comet{cfg: Config{RecentBytes: tc.budget}}
+			a, b := newRoom(c, "a"), newRoom(c, "b")
+			for seq := uint64(1); seq <= 50; seq++ {
+				for _, rm := range []*room{a, b} {
+					m := keptMessage(seq, 100)
+					m.Conversation = rm.conv
+					rm.mu.Lock()
+					rm.keepLocked([]*clientpb.Message{m, {Conversation: "room:other", Seq: seq}, {Conversation: rm.conv}})
+					rm.mu.Unlock()
+				}
+			}
+			if got := c.recentBytes.Load(); got > tc.want || got < tc.want-2*int64(one) {
+				t.Fatalf("kept %d bytes, want %d", got, tc.want)
+			}
+			if int64(a.recent.bytes+b.recent.bytes) != c.recentBytes.Load() {
+				t.Fatalf("rooms keep %d + %d bytes, the comet counts %d", a.recent.bytes, b.recent.bytes, c.recentBytes.Load())
+			}
+			a.stop()
+			b.stop()
+			if c.recentBytes.Load() != 0 || c.recentRooms.Load() != 0 {
+				t.Fatalf("after stop: %d bytes in %d rooms", c.recentBytes.Load(), c.recentRooms.Load())
+			}
+		})
+	}
+}
