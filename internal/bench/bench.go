@@ -308,9 +308,48 @@ type member struct {
 	bytes        atomic.Int64 // payload bytes of the frames counted in frames (protobuf only)
 }
 
-// peek scans a binary frame; it consumes message batches and leaves
-// every other frame to the connection's replies.
-func (m *member) peek(data []byte) bool {
+// peek scans a binary frame; it consumes message batches, and the pages
+// answering the member's Syncs (see peekSync), and leaves every other
+// frame to the connection's replies.
+func (m *member) peek(data []byte) (*clientpb.ServerFrame, bool) {
+	if m.peekBatch(data) {
+		return nil, true
+	}
+	return m.peekSync(data)
+}
+
+// peekSync counts the messages of a page answering a Sync as they
+// arrive, as catchUp would, and returns what catchUp needs of it: a
+// SyncResult with its has_more and, for a page not empty, one message
+// standing for it, holding its largest seq.
+func (m *member) peekSync(data []byte) (*clientpb.ServerFrame, bool) {
+	req, _ := varintField(data, serverFrameRequestID)
+	if req == 0 {
+		return nil, false
+	}
+	now := time.Now().UnixNano()
+	fresh := 0 // not got before, live or synced
+	_, last, more, ok := scanSync(data, m.conversation, func(seq uint64, sent int64) {
+		if m.seqs.addNew(seq) {
+			m.lat.record(time.Duration(now - sent))
+			fresh++
+		}
+	})
+	if !ok {
+		return nil, false
+	}
+	m.delivered.Add(int64(fresh))
+	m.synced.Add(int64(fresh))
+	res := &clientpb.SyncResult{Conversation: m.conversation, HasMore: more}
+	if last > 0 {
+		res.Messages = []*clientpb.Message{{Conversation: m.conversation, Seq: last}}
+	}
+	return &clientpb.ServerFrame{RequestId: req, Body: &clientpb.ServerFrame_SyncResult{SyncResult: res}}, true
+}
+
+// peekBatch scans a binary frame holding a message batch and reports
+// whether it did.
+func (m *member) peekBatch(data []byte) bool {
 	now := time.Now().UnixNano()
 	var buf [64]uint64 // the frame's seqs, recorded under one lock
 	seqs := buf[:0]

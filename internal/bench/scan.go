@@ -9,12 +9,16 @@ import (
 // Field numbers of the client protocol (proto/client.proto) that the
 // bench's receive path reads without decoding whole frames.
 const (
-	serverFrameMessages = 12 // ServerFrame.messages (MessageBatch)
-	batchMessages       = 1  // MessageBatch.messages (repeated Message)
-	batchShared         = 2  // MessageBatch.shared (Message), in compact batches
-	messageConversation = 2  // Message.conversation
-	messageSeq          = 3  // Message.seq
-	messageBody         = 5  // Message.body
+	serverFrameRequestID  = 1  // ServerFrame.request_id
+	serverFrameMessages   = 12 // ServerFrame.messages (MessageBatch)
+	serverFrameSyncResult = 18 // ServerFrame.sync_result (SyncResult)
+	syncMessages          = 2  // SyncResult.messages (repeated Message)
+	syncHasMore           = 3  // SyncResult.has_more
+	batchMessages         = 1  // MessageBatch.messages (repeated Message)
+	batchShared           = 2  // MessageBatch.shared (Message), in compact batches
+	messageConversation   = 2  // Message.conversation
+	messageSeq            = 3  // Message.seq
+	messageBody           = 5  // Message.body
 )
 
 // scanBatch reads a protobuf ServerFrame and, if it is a MessageBatch,
@@ -33,52 +37,95 @@ func scanBatch(frame []byte, conversation string, fn func(seq uint64, sentUnixNa
 	if !ok {
 		return 0, false
 	}
-	// A compact batch (Login.compact_batches) may carry the messages'
-	// conversation once, in shared: a message without one has it.
 	var sharedConv []byte
 	if shared, ok := field(batch, batchShared); ok {
 		sharedConv, _ = field(shared, messageConversation)
 	}
-	n := 0
-	for len(batch) > 0 {
-		num, typ, l := consumeTag(batch)
+	n, _, ok := scanMessages(batch, batchMessages, sharedConv, conversation, fn)
+	return n, ok
+}
+
+// scanSync reads a protobuf ServerFrame and, if it answers a Sync,
+// calls fn as scanBatch does for each message of conversation in its
+// page, and reports how many it found, the largest seq of the page (0
+// if empty), its has_more and true. A frame that is not a SyncResult, or
+// does not parse, reports false. A catch-up reads thousands of pages of
+// 500 messages after mass cuts: decoding them whole cost the load tool
+// a core.
+func scanSync(frame []byte, conversation string, fn func(seq uint64, sentUnixNano int64)) (n int, last uint64, more, ok bool) {
+	res, ok := field(frame, serverFrameSyncResult)
+	if !ok {
+		return 0, 0, false, false
+	}
+	n, last, ok = scanMessages(res, syncMessages, nil, conversation, fn)
+	if !ok {
+		return 0, 0, false, false
+	}
+	for b := res; len(b) > 0; {
+		num, typ, l := consumeTag(b)
 		if l < 0 {
-			return n, false
+			return 0, 0, false, false
 		}
-		batch = batch[l:]
-		if num != batchMessages || typ != protowire.BytesType {
-			l = protowire.ConsumeFieldValue(num, typ, batch)
+		b = b[l:]
+		if num == syncHasMore && typ == protowire.VarintType {
+			v, l := consumeVarint(b)
 			if l < 0 {
-				return n, false
+				return 0, 0, false, false
 			}
-			batch = batch[l:]
+			more = v != 0
+			b = b[l:]
 			continue
 		}
-		msg, l := consumeBytes(batch)
-		if l < 0 {
-			return n, false
+		if l = protowire.ConsumeFieldValue(num, typ, b); l < 0 {
+			return 0, 0, false, false
 		}
-		batch = batch[l:]
+		b = b[l:]
+	}
+	return n, last, more, true
+}
+
+// scanMessages reads the messages in field msgField of list (a
+// MessageBatch or a SyncResult) and calls fn for each of conversation
+// (or of defaultConv, when a message has none) with a body of at least 8
+// bytes. It reports how many, the largest seq of all the messages and
+// whether list parsed.
+func scanMessages(list []byte, msgField protowire.Number, defaultConv []byte, conversation string, fn func(seq uint64, sentUnixNano int64)) (n int, last uint64, ok bool) {
+	for len(list) > 0 {
+		num, typ, l := consumeTag(list)
+		if l < 0 {
+			return n, last, false
+		}
+		list = list[l:]
+		if num != msgField || typ != protowire.BytesType {
+			l = protowire.ConsumeFieldValue(num, typ, list)
+			if l < 0 {
+				return n, last, false
+			}
+			list = list[l:]
+			continue
+		}
+		msg, l := consumeBytes(list)
+		if l < 0 {
+			return n, last, false
+		}
+		list = list[l:]
 		var (
-			conv  = sharedConv
+			conv  = defaultConv
 			seq   uint64
 			body  []byte
 			found int // fields of seq and body seen
 		)
-		// The server's messages are marshalled in field order, each
-		// field once, so the rest of a message is skipped once seq and
-		// body are found: its conversation, if it has one, came first.
 		for len(msg) > 0 && found < 2 {
 			num, typ, l := consumeTag(msg)
 			if l < 0 {
-				return n, false
+				return n, last, false
 			}
 			msg = msg[l:]
 			switch typ {
 			case protowire.BytesType:
 				v, l := consumeBytes(msg)
 				if l < 0 {
-					return n, false
+					return n, last, false
 				}
 				switch num {
 				case messageConversation:
@@ -90,7 +137,7 @@ func scanBatch(frame []byte, conversation string, fn func(seq uint64, sentUnixNa
 			case protowire.VarintType:
 				v, l := consumeVarint(msg)
 				if l < 0 {
-					return n, false
+					return n, last, false
 				}
 				if num == messageSeq {
 					seq, found = v, found+1
@@ -99,22 +146,42 @@ func scanBatch(frame []byte, conversation string, fn func(seq uint64, sentUnixNa
 			default:
 				l := protowire.ConsumeFieldValue(num, typ, msg)
 				if l < 0 {
-					return n, false
+					return n, last, false
 				}
 				msg = msg[l:]
 			}
 		}
+		last = max(last, seq)
 		if string(conv) != conversation || len(body) < 8 { // compared without a copy
 			continue
 		}
 		fn(seq, int64(binary.BigEndian.Uint64(body)))
 		n++
 	}
-	return n, true
+	return n, last, true
 }
 
-// consumeVarint is protowire.ConsumeVarint with a one-byte value read
-// inline.
+// varintField returns the first varint of field num in b, a message's
+// encoding, and whether it found one.
+func varintField(b []byte, num protowire.Number) (uint64, bool) {
+	for len(b) > 0 {
+		n, typ, l := consumeTag(b)
+		if l < 0 {
+			return 0, false
+		}
+		b = b[l:]
+		if n == num && typ == protowire.VarintType {
+			v, l := consumeVarint(b)
+			return v, l >= 0
+		}
+		if l = protowire.ConsumeFieldValue(n, typ, b); l < 0 {
+			return 0, false
+		}
+		b = b[l:]
+	}
+	return 0, false
+}
+
 func consumeVarint(b []byte) (uint64, int) {
 	if len(b) > 0 && b[0] < 0x80 {
 		return uint64(b[0]), 1

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"encoding/binary"
+	"slices"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -61,6 +62,59 @@ func TestScanBatch(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestScanSync: a page answering a Sync is scanned like a batch, and
+// gives its largest seq (of any message) and its has_more; the member
+// counts its messages once and hands catchUp a page standing for it.
+func TestScanSync(t *testing.T) {
+	body := func(sent int64) []byte {
+		b := binary.BigEndian.AppendUint64(nil, uint64(sent))
+		return append(b, "hello"...)
+	}
+	page := func(req uint64, more bool, msgs ...*clientpb.Message) []byte {
+		return marshal(t, &clientpb.ServerFrame{RequestId: req, Body: &clientpb.ServerFrame_SyncResult{SyncResult: &clientpb.SyncResult{
+			Conversation: "room:r", Messages: msgs, HasMore: more}}})
+	}
+	full := page(4, true,
+		&clientpb.Message{Id: "a", Conversation: "room:r", Seq: 7, Sender: "s", Body: body(100), ContentType: "x", ServerTimeUnixMs: 5},
+		&clientpb.Message{Conversation: "room:r", Seq: 9, Body: []byte("short")},
+		&clientpb.Message{Conversation: "room:r", Seq: 8, Body: body(300)},
+	)
+	for _, tt := range []struct {
+		name  string
+		frame []byte
+		want  []int64 // seq, sent pairs
+		last  uint64
+		more  bool
+		ok    bool
+	}{
+		{"page", full, []int64{7, 100, 8, 300}, 9, true, true},
+		{"last page", page(5, false, &clientpb.Message{Conversation: "room:r", Seq: 10, Body: body(1)}), []int64{10, 1}, 10, false, true},
+		{"empty page", page(6, false), nil, 0, false, true},
+		{"a batch", marshal(t, &clientpb.ServerFrame{Body: &clientpb.ServerFrame_Messages{Messages: &clientpb.MessageBatch{}}}), nil, 0, false, false},
+		{"garbage", []byte{0x92, 0x01, 0xff}, nil, 0, false, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []int64
+			n, last, more, ok := scanSync(tt.frame, "room:r", func(seq uint64, sent int64) { got = append(got, int64(seq), sent) })
+			if ok != tt.ok || n != len(tt.want)/2 || !slices.Equal(got, tt.want) || last != tt.last || more != tt.more {
+				t.Fatalf("scanSync = %d, %d, %v, %v, %v; want %d, %d, %v, %v, %v", n, last, more, ok, got, len(tt.want)/2, tt.last, tt.more, tt.ok, tt.want)
+			}
+		})
+	}
+
+	m := &member{conversation: "room:r", lat: &latencies{}}
+	m.lat.cur.Store(new(histogram))
+	for range 2 { // the same page twice: counted once
+		f, ok := m.peek(full)
+		if res := f.GetSyncResult(); !ok || f.GetRequestId() != 4 || !res.GetHasMore() || len(res.GetMessages()) != 1 || res.GetMessages()[0].GetSeq() != 9 {
+			t.Fatalf("peek = %v, %v; want request 4's page standing at seq 9, with more", f, ok)
+		}
+	}
+	if m.delivered.Load() != 2 || m.synced.Load() != 2 {
+		t.Fatalf("delivered %d, synced %d; want 2 and 2", m.delivered.Load(), m.synced.Load())
 	}
 }
 

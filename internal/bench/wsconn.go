@@ -38,7 +38,7 @@ import (
 type wsConn struct {
 	nc     net.Conn
 	json   bool
-	peek   func([]byte) bool
+	peek   func([]byte) (reply *clientpb.ServerFrame, consumed bool)
 	record func(*clientpb.MessageBatch)
 
 	in    []byte // read, not yet a whole frame
@@ -68,7 +68,7 @@ var errClosedByServer = errors.New("bench: the server closed the connection")
 // dialWS connects to target (ws:// or wss://) and upgrades to WebSocket
 // with laneIM's subprotocol; any bytes the server sent after its answer
 // are fed to the connection.
-func dialWS(ctx context.Context, target string, useJSON bool, peek func([]byte) bool, record func(*clientpb.MessageBatch)) (*wsConn, error) {
+func dialWS(ctx context.Context, target string, useJSON bool, peek func([]byte) (*clientpb.ServerFrame, bool), record func(*clientpb.MessageBatch)) (*wsConn, error) {
 	u, err := url.Parse(target)
 	if err != nil {
 		return nil, fmt.Errorf("bench: target %q: %w", target, err)
@@ -353,12 +353,18 @@ func (c *wsConn) feed(b []byte) error {
 
 // message handles one whole message.
 func (c *wsConn) message(op byte, p []byte) {
-	if op == wsframe.Binary && c.peek(p) {
-		return
+	var f *clientpb.ServerFrame
+	if op == wsframe.Binary {
+		var consumed bool
+		if f, consumed = c.peek(p); consumed && f == nil {
+			return
+		}
 	}
-	f, err := client.Unmarshal(p, op == wsframe.Text)
-	if err != nil {
-		return // not the bench's to judge: its counts will show what is missing
+	if f == nil {
+		var err error
+		if f, err = client.Unmarshal(p, op == wsframe.Text); err != nil {
+			return // not the bench's to judge: its counts will show what is missing
+		}
 	}
 	if f.GetRequestId() == 0 {
 		if b := f.GetMessages(); b != nil && op == wsframe.Text {

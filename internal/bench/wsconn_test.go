@@ -43,14 +43,14 @@ type feedLog struct {
 
 func testConn(l *feedLog) *wsConn {
 	return &wsConn{
-		peek: func(p []byte) bool {
+		peek: func(p []byte) (*clientpb.ServerFrame, bool) {
 			if len(p) == 0 || p[0] != 0x62 { // ServerFrame.messages, field 12, bytes
-				return false
+				return nil, false
 			}
 			l.mu.Lock()
 			l.peeked = append(l.peeked, len(p))
 			l.mu.Unlock()
-			return true
+			return nil, true
 		},
 		record:  func(*clientpb.MessageBatch) { l.mu.Lock(); l.records++; l.mu.Unlock() },
 		replies: make(chan *clientpb.ServerFrame, 64),
