@@ -194,15 +194,23 @@ func (c *wsConn) write(ctx context.Context, op byte, p []byte) error {
 	if !ok {
 		dl = time.Now().Add(10 * time.Second)
 	}
+	// A write that fails ends the connection: the server may have closed
+	// it (a slow consumer), and a frame written in part leaves nothing to
+	// go on with. The member then reconnects, as it does when a read
+	// finds the connection gone first.
 	if sock := c.sock.Load(); sock != nil {
 		if err := sock.write(b, dl); err != nil {
-			return fmt.Errorf("bench: write: %w", err)
+			err = fmt.Errorf("bench: write: %w", err)
+			c.end(err)
+			return err
 		}
 		return nil
 	}
 	_ = c.nc.SetWriteDeadline(dl)
 	if _, err := c.nc.Write(b); err != nil {
-		return fmt.Errorf("bench: write: %w", err)
+		err = fmt.Errorf("bench: write: %w", err)
+		c.end(err)
+		return err
 	}
 	return nil
 }

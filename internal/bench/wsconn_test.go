@@ -309,3 +309,25 @@ func testWSConn(t *testing.T, wrapped bool) {
 		t.Fatal("the server's close did not end the connection")
 	}
 }
+
+// TestFailedWriteEndsTheConnection: a write that fails (the server closed
+// the connection, as it closes a slow consumer) ends it, so that a member
+// waiting on it reconnects instead of giving up with the write's error.
+func TestFailedWriteEndsTheConnection(t *testing.T) {
+	c := testConn(&feedLog{})
+	client, server := net.Pipe()
+	c.nc = client
+	server.Close()
+	err := c.write(context.Background(), wsframe.Binary, []byte("sync"))
+	if err == nil {
+		t.Fatal("write to a closed peer succeeded")
+	}
+	select {
+	case <-c.done:
+		if c.err != err {
+			t.Fatalf("ended for %v, want the write's error %v", c.err, err)
+		}
+	case <-time.After(time.Second):
+		t.Fatal("the connection did not end after a failed write")
+	}
+}
