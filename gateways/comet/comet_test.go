@@ -2352,10 +2352,26 @@ func TestSyncFromRecentMessages(t *testing.T) {
 	ctx := ctxT(t)
 	alice, aliceID := f.login("alice", client.Options{})
 	bob, _ := f.login("bob", client.Options{}) // not in the room
+	// The same pages in every encoding.
+	var others []*client.Conn
+	for _, o := range []struct {
+		opts    client.Options
+		compact bool
+	}{{client.Options{}, true}, {client.Options{JSON: true}, false}, {client.Options{JSON: true}, true}} {
+		conn, id := f.loginWith(fmt.Sprintf("member-%d", len(others)), o.opts, &clientpb.Login{CompactBatches: o.compact})
+		f.join(id, "lobby")
+		others = append(others, conn)
+	}
 	f.join(aliceID, "lobby")
 	d := messagesDelivery(&topicpb.Delivery{Room: "lobby"}, "room:lobby", seqRange(1, 250)...)
+	for _, m := range d.GetFrame().GetMessages().GetMessages() {
+		m.Sender, m.ContentType, m.Mentions = "carol", "text/plain", []string{"alice"}
+	}
 	f.deliver(d)
 	live, _ := readMessages(t, alice, 250)
+	for _, conn := range others {
+		readMessages(t, conn, 250)
+	}
 
 	sync := func(conn *client.Conn, req uint64, s *clientpb.Sync) {
 		t.Helper()
@@ -2389,6 +2405,9 @@ func TestSyncFromRecentMessages(t *testing.T) {
 		}
 	}
 
+	for _, conn := range others {
+		fromMemory(conn, 1, &clientpb.Sync{}, 1, 100)
+	}
 	fromMemory(alice, 1, &clientpb.Sync{}, 1, 100)                 // the default limit
 	forwarded(alice, 2, &clientpb.Sync{AfterSeq: 100, Limit: 500}) // the last page
 	fromMemory(alice, 3, &clientpb.Sync{AfterSeq: 100, Limit: 149}, 101, 249)
@@ -2402,10 +2421,13 @@ func TestSyncFromRecentMessages(t *testing.T) {
 	forwarded(alice, 7, &clientpb.Sync{AfterSeq: 240, Limit: 5})
 	fromMemory(alice, 8, &clientpb.Sync{AfterSeq: 251, Limit: 5}, 252, 256)
 
-	if st := f.comet.Stats(); st.RecentSyncs != 3 || st.RecentBytes <= 0 {
-		t.Fatalf("stats: %d syncs from memory, %d bytes kept; want 3 and some", st.RecentSyncs, st.RecentBytes)
+	if st := f.comet.Stats(); st.RecentSyncs != 6 || st.RecentBytes <= 0 {
+		t.Fatalf("stats: %d syncs from memory, %d bytes kept; want 6 and some", st.RecentSyncs, st.RecentBytes)
 	}
 	// When its last member leaves, the room forgets them.
+	for _, conn := range others {
+		conn.Close()
+	}
 	f.deliver(&topicpb.Delivery{Conns: []string{aliceID}, Control: &topicpb.Control{Leave: "lobby"}})
 	testinfra.Eventually(t, wait, func() bool { return f.comet.Stats().RecentBytes == 0 }, "bytes still kept after the room emptied")
 }

@@ -27,6 +27,16 @@ const (
 	frameMessages protowire.Number = 12 // ServerFrame.messages
 )
 
+// Wire numbers of the SyncResult frames a room's recent messages answer
+// (recent.go).
+const (
+	frameRequestID   protowire.Number = 1  // ServerFrame.request_id
+	frameSyncResult  protowire.Number = 18 // ServerFrame.sync_result
+	syncConversation protowire.Number = 1  // SyncResult.conversation
+	syncMessages     protowire.Number = 2  // SyncResult.messages
+	syncHasMore      protowire.Number = 3  // SyncResult.has_more
+)
+
 // sharedFields are the Message fields a compact batch carries once, in
 // MessageBatch.shared, when all its messages have the same value:
 // conversation, sender and content_type.

@@ -42,6 +42,16 @@ type frame struct {
 
 func newFrame(f *clientpb.ServerFrame) *frame { return &frame{msg: f} }
 
+// newEncodedFrame returns a frame whose protobuf encoding is b, made
+// already (its compact encoding is the same: it holds no batch), for a
+// connection reading protobuf: its JSON encodings would be made of msg,
+// which only stands for it.
+func newEncodedFrame(msg *clientpb.ServerFrame, b []byte) *frame {
+	f := &frame{msg: msg}
+	f.once[encProto].Do(func() { f.encoded[encProto] = b })
+	return f
+}
+
 // bytes returns the frame in encoding e. Frames are built by laneIM
 // from valid messages; should one not encode (a string that is not
 // UTF-8, say), the client gets an Error frame instead of nothing.

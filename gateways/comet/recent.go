@@ -1,6 +1,7 @@
 package comet
 
 import (
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/laneim/laneim/proto/clientpb"
@@ -38,33 +39,46 @@ import (
 const defaultRecentBytes = 64 << 20
 
 // recentOverhead approximates the memory a kept message costs beyond its
-// encoding: the decoded message's struct, strings and slice slot.
-const recentOverhead = 128
+// encoding: its slice's header and the allocation's rounding.
+const recentOverhead = 48
 
 // recent is a run of a conversation's messages with consecutive seqs,
-// oldest first.
+// oldest first, each kept encoded (a Message in protobuf): a page of
+// them is written to a client without encoding them again, and kept
+// bytes hold no pointers for the garbage collector to follow.
 type recent struct {
-	msgs  []*clientpb.Message // msgs[head:] are kept
-	sizes []int               // the bytes each message of msgs counts
+	msgs  [][]byte // msgs[head:] are kept
 	head  int
-	bytes int // the sum of sizes[head:]
+	first uint64 // the seq of msgs[head]
+	bytes int    // what msgs[head:] count: their lengths and recentOverhead each
 }
 
 func (r *recent) len() int { return len(r.msgs) - r.head }
 
-// add keeps m after the run, or in a new run when m does not follow it.
-// It returns the change in bytes kept.
+// add keeps m, encoded, after the run, or in a new run when m does not
+// follow it. It returns the change in bytes kept.
 func (r *recent) add(m *clientpb.Message) int {
-	freed := 0
-	if n := r.len(); n > 0 && m.GetSeq() != r.msgs[len(r.msgs)-1].GetSeq()+1 {
-		freed = r.bytes
-		*r = recent{}
+	b, err := proto.Marshal(m)
+	if err != nil {
+		return r.reset() // a message that does not encode breaks the run
 	}
-	size := proto.Size(m) + recentOverhead
-	r.msgs = append(r.msgs, m)
-	r.sizes = append(r.sizes, size)
-	r.bytes += size
-	return size - freed
+	delta := len(b) + recentOverhead
+	if r.len() > 0 && m.GetSeq() != r.first+uint64(r.len()) {
+		delta += r.reset()
+	}
+	if r.len() == 0 {
+		r.first = m.GetSeq()
+	}
+	r.msgs = append(r.msgs, b)
+	r.bytes += len(b) + recentOverhead
+	return delta
+}
+
+// reset forgets the run and returns minus the bytes it counted.
+func (r *recent) reset() int {
+	freed := r.bytes
+	*r = recent{}
+	return -freed
 }
 
 // trim drops the oldest messages until at most max bytes are kept and
@@ -72,41 +86,78 @@ func (r *recent) add(m *clientpb.Message) int {
 func (r *recent) trim(max int) int {
 	freed := 0
 	for r.head < len(r.msgs) && r.bytes > max {
-		r.bytes -= r.sizes[r.head]
-		freed += r.sizes[r.head]
+		n := len(r.msgs[r.head]) + recentOverhead
+		r.bytes -= n
+		freed += n
 		r.msgs[r.head] = nil
 		r.head++
+		r.first++
 	}
 	if r.head == len(r.msgs) {
 		*r = recent{}
 	} else if r.head > len(r.msgs)/2 {
-		// Move the run to the front, so the arrays do not grow forever.
+		// Move the run to the front, so the array does not grow forever.
 		n := copy(r.msgs, r.msgs[r.head:])
-		copy(r.sizes, r.sizes[r.head:])
 		clear(r.msgs[n:])
-		r.msgs, r.sizes, r.head = r.msgs[:n], r.sizes[:n], 0
+		r.msgs, r.head = r.msgs[:n], 0
 	}
 	return freed
 }
 
-// page returns the limit messages after seq after, bounded in bytes as
-// the history worker bounds a page (msgstore.Bound), in a new slice. It
-// reports false unless they are all kept and at least one more follows
-// them.
-func (r *recent) page(after uint64, limit, maxBytes int) ([]*clientpb.Message, bool) {
-	if r.len() == 0 || limit <= 0 {
+// page returns the limit messages after seq after, encoded, bounded in
+// bytes as the history worker bounds a page (msgstore.Bound: each
+// message's size, a tag and a length, at least one message), in a new
+// slice. It reports false unless they are all kept and at least one more
+// follows them.
+func (r *recent) page(after uint64, limit, maxBytes int) ([][]byte, bool) {
+	n := r.len()
+	if n == 0 || limit <= 0 {
 		return nil, false
 	}
-	first, last := r.msgs[r.head].GetSeq(), r.msgs[len(r.msgs)-1].GetSeq()
-	if after+1 < first || after >= last {
+	last := r.first + uint64(n) - 1
+	if after+1 < r.first || after >= last {
 		return nil, false
 	}
-	i := r.head + int(after+1-first)
-	if i+limit >= len(r.msgs) { // the page would end the run
+	i := int(after + 1 - r.first)
+	if i+limit >= n { // the page would end the run
 		return nil, false
 	}
-	msgs, _ := msgstore.Bound(r.msgs[i:i+limit], maxBytes)
-	return append([]*clientpb.Message(nil), msgs...), true
+	kept := r.msgs[r.head+i : r.head+i+limit]
+	size := 0
+	for j, b := range kept {
+		size += len(b) + 1 + protowire.SizeVarint(uint64(len(b)))
+		if size > maxBytes && j > 0 {
+			kept = kept[:j]
+			break
+		}
+	}
+	return append([][]byte(nil), kept...), true
+}
+
+// syncResultBytes returns the protobuf encoding of a ServerFrame
+// answering request req with a SyncResult of conversation conv holding
+// msgs, encoded Messages, with has_more: what proto.Marshal makes of it.
+func syncResultBytes(req uint64, conv string, msgs [][]byte) []byte {
+	inner := protowire.SizeTag(syncConversation) + protowire.SizeBytes(len(conv)) +
+		protowire.SizeTag(syncHasMore) + protowire.SizeVarint(1)
+	for _, m := range msgs {
+		inner += protowire.SizeTag(syncMessages) + protowire.SizeBytes(len(m))
+	}
+	b := make([]byte, 0, protowire.SizeTag(frameRequestID)+protowire.SizeVarint(req)+protowire.SizeTag(frameSyncResult)+protowire.SizeBytes(inner))
+	if req != 0 {
+		b = protowire.AppendTag(b, frameRequestID, protowire.VarintType)
+		b = protowire.AppendVarint(b, req)
+	}
+	b = protowire.AppendTag(b, frameSyncResult, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(inner))
+	b = protowire.AppendTag(b, syncConversation, protowire.BytesType)
+	b = protowire.AppendString(b, conv)
+	for _, m := range msgs {
+		b = protowire.AppendTag(b, syncMessages, protowire.BytesType)
+		b = protowire.AppendBytes(b, m)
+	}
+	b = protowire.AppendTag(b, syncHasMore, protowire.VarintType)
+	return protowire.AppendVarint(b, 1)
 }
 
 // keepLocked adds msgs, the messages the room queued, to its recent
@@ -150,7 +201,7 @@ func (r *room) forgetRecentLocked() {
 }
 
 // recentPage is recent.page of the room's recent messages.
-func (r *room) recentPage(after uint64, limit int) ([]*clientpb.Message, bool) {
+func (r *room) recentPage(after uint64, limit int) ([][]byte, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.recent.page(after, limit, msgstore.MaxPageBytes)
@@ -179,9 +230,21 @@ func (cn *conn) syncRecent(req uint64, s *clientpb.Sync) bool {
 	if !ok {
 		return false
 	}
+	res := &clientpb.SyncResult{Conversation: s.GetConversation(), HasMore: true}
+	answer := &clientpb.ServerFrame{RequestId: req, Body: &clientpb.ServerFrame_SyncResult{SyncResult: res}}
+	if cn.enc().text() {
+		// JSON is written from the messages: decode them.
+		res.Messages = make([]*clientpb.Message, len(msgs))
+		for i, b := range msgs {
+			res.Messages[i] = &clientpb.Message{}
+			if err := proto.Unmarshal(b, res.Messages[i]); err != nil {
+				return false
+			}
+		}
+		cn.reply(answer)
+	} else {
+		cn.enqueue(newEncodedFrame(answer, syncResultBytes(req, s.GetConversation(), msgs)))
+	}
 	c.recentSyncs.Add(1)
-	cn.reply(&clientpb.ServerFrame{RequestId: req, Body: &clientpb.ServerFrame_SyncResult{
-		SyncResult: &clientpb.SyncResult{Conversation: s.GetConversation(), Messages: msgs, HasMore: true},
-	}})
 	return true
 }

@@ -2,6 +2,7 @@ package comet
 
 import (
 	"math"
+	"math/rand/v2"
 	"slices"
 	"testing"
 
@@ -15,10 +16,16 @@ func keptMessage(seq uint64, body int) *clientpb.Message {
 	return &clientpb.Message{Conversation: "room:r", Seq: seq, Body: make([]byte, body)}
 }
 
-func seqsOf(msgs []*clientpb.Message) []uint64 {
-	out := make([]uint64, len(msgs))
-	for i, m := range msgs {
-		out[i] = m.GetSeq()
+// seqsOf decodes the kept messages of a page and returns their seqs.
+func seqsOf(t *testing.T, msgs [][]byte) []uint64 {
+	t.Helper()
+	var out []uint64
+	for _, b := range msgs {
+		var m clientpb.Message
+		if err := proto.Unmarshal(b, &m); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, m.GetSeq())
 	}
 	return out
 }
@@ -61,8 +68,8 @@ func TestRecentPage(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, ok := r.page(tc.after, tc.limit, tc.maxBytes)
-			if ok != (tc.want != nil) || !slices.Equal(seqsOf(got), tc.want) {
-				t.Fatalf("page(%d, %d) = %v, %v; want %v", tc.after, tc.limit, seqsOf(got), ok, tc.want)
+			if ok != (tc.want != nil) || !slices.Equal(seqsOf(t, got), tc.want) {
+				t.Fatalf("page(%d, %d) = %v, %v; want %v", tc.after, tc.limit, seqsOf(t, got), ok, tc.want)
 			}
 		})
 	}
@@ -106,13 +113,13 @@ func TestRecentRun(t *testing.T) {
 	}
 	one := size(keptMessage(1, 100))
 	freed := r.trim(10 * one)
-	if freed != 90*one || r.bytes != 10*one || r.len() != 10 || r.head != 0 || len(r.msgs) != 10 {
-		t.Fatalf("trim: freed %d, kept %d bytes in %d messages (head %d, %d slots)", freed, r.bytes, r.len(), r.head, len(r.msgs))
+	if freed != 90*one || r.bytes != 10*one || r.len() != 10 || r.head != 0 || len(r.msgs) != 10 || r.first != 91 {
+		t.Fatalf("trim: freed %d, kept %d bytes in %d messages from %d (head %d, %d slots)", freed, r.bytes, r.len(), r.first, r.head, len(r.msgs))
 	}
-	if got, ok := r.page(90, 5, msgstore.MaxPageBytes); !ok || !slices.Equal(seqsOf(got), span(91, 95)) {
-		t.Fatalf("page after trim: %v, %v", seqsOf(got), ok)
+	if got, ok := r.page(90, 5, msgstore.MaxPageBytes); !ok || !slices.Equal(seqsOf(t, got), span(91, 95)) {
+		t.Fatalf("page after trim: %v, %v", seqsOf(t, got), ok)
 	}
-	if freed := r.trim(0); freed != 10*one || r.len() != 0 || r.msgs != nil {
+	if freed := r.trim(0); freed != 10*one || r.len() != 0 || r.msgs != nil || r.bytes != 0 {
 		t.Fatalf("trim to nothing: freed %d, %d left", freed, r.len())
 	}
 }
@@ -155,5 +162,61 @@ func TestRecentBudget(t *testing.T) {
 				t.Fatalf("after stop: %d bytes in %d rooms", c.recentBytes.Load(), c.recentRooms.Load())
 			}
 		})
+	}
+}
+
+// TestRecentPageBoundLikeHistory: a page of kept messages is cut where
+// the history worker cuts one (msgstore.Bound), whatever the sizes.
+func TestRecentPageBoundLikeHistory(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for round := range 200 {
+		var r recent
+		var msgs []*clientpb.Message
+		for seq := uint64(1); seq <= 60; seq++ {
+			m := keptMessage(seq, rng.IntN(300))
+			msgs = append(msgs, m)
+			r.add(m)
+		}
+		after, limit, maxBytes := uint64(rng.IntN(20)), 1+rng.IntN(39), rng.IntN(4000)
+		got, ok := r.page(after, limit, maxBytes)
+		want, _ := msgstore.Bound(msgs[after:after+uint64(limit)], maxBytes)
+		if !ok || !slices.Equal(seqsOf(t, got), seqsOf(t, encodeAll(t, want))) {
+			t.Fatalf("round %d: page(%d, %d, %d) = %v, %v; history's bound gives %v", round, after, limit, maxBytes, seqsOf(t, got), ok, seqsOf(t, encodeAll(t, want)))
+		}
+	}
+}
+
+func encodeAll(t *testing.T, msgs []*clientpb.Message) [][]byte {
+	t.Helper()
+	var out [][]byte
+	for _, m := range msgs {
+		b, err := proto.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, b)
+	}
+	return out
+}
+
+// TestSyncResultBytes: the frame a page of kept messages is written as
+// decodes to the SyncResult the history worker's answer would be.
+func TestSyncResultBytes(t *testing.T) {
+	msgs := []*clientpb.Message{keptMessage(7, 3), {Id: "x", Conversation: "room:r", Seq: 8, Sender: "s", Body: []byte("héllo"), Mentions: []string{"a"}}}
+	for _, tc := range []struct {
+		req  uint64
+		msgs []*clientpb.Message
+	}{{1, msgs}, {1 << 40, msgs[:1]}, {0, msgs}} {
+		var got clientpb.ServerFrame
+		if err := proto.Unmarshal(syncResultBytes(tc.req, "room:r", encodeAll(t, tc.msgs)), &got); err != nil {
+			t.Fatal(err)
+		}
+		want := &clientpb.ServerFrame{RequestId: tc.req, Body: &clientpb.ServerFrame_SyncResult{SyncResult: &clientpb.SyncResult{Conversation: "room:r", Messages: tc.msgs, HasMore: true}}}
+		if !proto.Equal(&got, want) {
+			t.Fatalf("decoded %v, want %v", &got, want)
+		}
+		if b, _ := proto.Marshal(want); len(b) != len(syncResultBytes(tc.req, "room:r", encodeAll(t, tc.msgs))) {
+			t.Fatalf("%d bytes, proto.Marshal makes %d", len(syncResultBytes(tc.req, "room:r", encodeAll(t, tc.msgs))), len(b))
+		}
 	}
 }
