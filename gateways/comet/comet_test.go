@@ -2439,3 +2439,62 @@ func seqRange(from, to uint64) []uint64 {
 	}
 	return out
 }
+
+// TestRecentCatchUpsBounded: at most MaxReadsInFlight connections catch
+// up from memory at a time; another one starting its catch-up is
+// forwarded to the history worker, while those under way go on from
+// memory. Once they have not read for a while (catchingUp), it gets its
+// turn.
+func TestRecentCatchUpsBounded(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, comet.Config{MaxReadsInFlight: 2, RequestTimeout: 400 * time.Millisecond})
+	ctx := ctxT(t)
+	var conns []*client.Conn
+	for i := range 3 {
+		conn, id := f.login(fmt.Sprintf("member-%d", i), client.Options{})
+		f.join(id, "lobby")
+		conns = append(conns, conn)
+	}
+	f.deliver(messagesDelivery(&topicpb.Delivery{Room: "lobby"}, "room:lobby", seqRange(1, 250)...))
+	for _, conn := range conns {
+		readMessages(t, conn, 250)
+	}
+	sync := func(conn *client.Conn, req uint64) {
+		t.Helper()
+		if err := conn.Write(ctx, &clientpb.ClientFrame{RequestId: req, Body: &clientpb.ClientFrame_Sync{Sync: &clientpb.Sync{Conversation: "room:lobby", AfterSeq: req, Limit: 10}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fromMemory := func(conn *client.Conn, req uint64) {
+		t.Helper()
+		sync(conn, req)
+		for {
+			fr := nextFrame(t, conn)
+			if fr.GetError() != nil {
+				continue // an earlier Sync forwarded, answered UNAVAILABLE by the comet
+			}
+			if fr.GetRequestId() != req || len(fr.GetSyncResult().GetMessages()) != 10 {
+				t.Fatalf("sync %d answered %v, want a page from memory", req, fr)
+			}
+			return
+		}
+	}
+	forwarded := func(conn *client.Conn, req uint64) {
+		t.Helper()
+		sync(conn, req)
+		if hr := next(f, topics.HistoryRequests); hr.GetRequestId() != req {
+			t.Fatalf("forwarded %v, want request %d", hr, req)
+		}
+	}
+
+	fromMemory(conns[0], 1)
+	fromMemory(conns[1], 2)
+	forwarded(conns[2], 3) // two catch-ups from memory under way
+	fromMemory(conns[0], 4)
+	if st := f.comet.Stats(); st.RecentCatchUps != 2 {
+		t.Fatalf("%d catch-ups from memory, want 2", st.RecentCatchUps)
+	}
+	// Those two stop reading: after catchingUp the sweep forgets them.
+	testinfra.Eventually(t, 10*time.Second, func() bool { return f.comet.Stats().RecentCatchUps == 0 }, "catch-ups still counted after they stopped")
+	fromMemory(conns[2], 5)
+}
