@@ -101,10 +101,8 @@ type Stats struct {
 	Parked int64
 	// RecentSyncs counts Syncs answered from the messages rooms keep
 	// (recent.go), without the history worker; RecentBytes is what
-	// those messages count against RecentBytes; RecentCatchUps is the
-	// connections catching up from them (as of the last deadline sweep,
-	// plus those started since), which MaxReadsInFlight bounds.
-	RecentSyncs, RecentBytes, RecentCatchUps int64
+	// those messages count against RecentBytes.
+	RecentSyncs, RecentBytes int64
 }
 
 // Comet is a WebSocket gateway. Its methods are safe for concurrent use.
@@ -144,10 +142,6 @@ type Comet struct {
 	recentBytes atomic.Int64 // bytes of the messages rooms keep (recent.go)
 	recentRooms atomic.Int64 // rooms keeping some
 	recentSyncs atomic.Int64
-	// recentActive counts the connections catching up from memory (a
-	// page within catchingUp), as of the deadline sweep, plus those that
-	// started since.
-	recentActive atomic.Int64
 
 	queued     atomic.Int64 // bytes queued to all connections (budget.go)
 	parkedNow  atomic.Int64 // connections parked (park.go)
@@ -218,7 +212,7 @@ func (c *Comet) Stats() Stats {
 		RepeatsDropped: c.repeats.Load(), Unanswered: c.unanswered.Load(), Reads: c.readsNow.Load(), ReadsShed: c.readsShed.Load(),
 		RateLimited: c.rateLimited.Load(), Refused: c.refused.Load(), BadTokens: c.badTokens.Load(), AddressLimited: c.addressLimited.Load(),
 		QueuedBytes: c.queued.Load(), OverBudget: c.overBudget.Load(), StruckOut: c.struckOutRefused.Load(),
-		Parked: c.parkedNow.Load(), RecentSyncs: c.recentSyncs.Load(), RecentBytes: c.recentBytes.Load(), RecentCatchUps: c.recentActive.Load(),
+		Parked: c.parkedNow.Load(), RecentSyncs: c.recentSyncs.Load(), RecentBytes: c.recentBytes.Load(),
 	}
 }
 

@@ -52,7 +52,6 @@ type conn struct {
 	start   time.Time
 
 	lastRead atomic.Int64 // time.Since(start) of the last client frame
-	recentAt atomic.Int64 // Unix nanoseconds of its last page from memory (recent.go); 0: none
 	authed   atomic.Bool  // mirrors user != "" for the deadline sweep
 
 	user  string

@@ -180,15 +180,10 @@ func (c *Comet) sweepDeadlines() {
 				conns = append(conns, cn)
 			}
 			c.mu.RUnlock()
-			active := int64(0)
 			for i, cn := range conns {
 				cn.checkDeadlines(now)
-				if now.UnixNano()-cn.recentAt.Load() <= int64(catchingUp) {
-					active++
-				}
 				conns[i] = nil
 			}
-			c.recentActive.Store(active)
 			conns = conns[:0]
 			c.userLimits.prune(now)
 			c.pruneStrikes(now)

@@ -1,8 +1,6 @@
 package comet
 
 import (
-	"time"
-
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
@@ -35,13 +33,6 @@ import (
 // Config.RecentBytes bounds the messages kept by all rooms together,
 // about: a room adding messages beyond it trims its own run to its share
 // of it (RecentBytes over the rooms keeping some).
-//
-// At most MaxReadsInFlight connections catch up from memory at a time (a
-// page from memory within catchingUp); another one starting its
-// catch-up goes to the history worker, as before. When thousands of
-// members come back at once they then finish one cohort after another,
-// as the read bound makes them do with the history worker, rather than
-// all sharing the comet's writes and all finishing at the end.
 
 // defaultRecentBytes is Config.RecentBytes's default: a 10,000-member
 // room at 1,000 small messages a second keeps about the last minute.
@@ -235,19 +226,10 @@ func (cn *conn) syncRecent(req uint64, s *clientpb.Sync) bool {
 	if rm == nil || !joined {
 		return false
 	}
-	now := time.Now().UnixNano()
-	starting := now-cn.recentAt.Load() > int64(catchingUp)
-	if starting && c.cfg.MaxReadsInFlight >= 0 && c.recentActive.Load() >= int64(c.cfg.MaxReadsInFlight) {
-		return false // others are catching up from memory: the history worker serves it
-	}
 	msgs, ok := rm.recentPage(s.GetAfterSeq(), msgstore.PageSize(int(s.GetLimit())))
 	if !ok {
 		return false
 	}
-	if starting {
-		c.recentActive.Add(1) // until the sweep counts again
-	}
-	cn.recentAt.Store(now)
 	res := &clientpb.SyncResult{Conversation: s.GetConversation(), HasMore: true}
 	answer := &clientpb.ServerFrame{RequestId: req, Body: &clientpb.ServerFrame_SyncResult{SyncResult: res}}
 	var fr *frame
