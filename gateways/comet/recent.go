@@ -34,8 +34,9 @@ import (
 // about: a room adding messages beyond it trims its own run to its share
 // of it (RecentBytes over the rooms keeping some).
 
-// defaultRecentBytes is Config.RecentBytes's default: a 10,000-member
-// room at 1,000 small messages a second keeps about the last minute.
+// defaultRecentBytes is Config.RecentBytes's default: a room alone at
+// 1,000 messages of the bench a second (about 180 bytes each, counted
+// as below) keeps the last few minutes.
 const defaultRecentBytes = 64 << 20
 
 // recentOverhead approximates the memory a kept message costs beyond its
@@ -44,8 +45,8 @@ const recentOverhead = 48
 
 // recent is a run of a conversation's messages with consecutive seqs,
 // oldest first, each kept encoded (a Message in protobuf): a page of
-// them is written to a client without encoding them again, and kept
-// bytes hold no pointers for the garbage collector to follow.
+// them is written to a client without encoding them again, and the
+// garbage collector does not scan their bytes.
 type recent struct {
 	msgs  [][]byte // msgs[head:] are kept
 	head  int
@@ -175,13 +176,13 @@ func (r *room) keepLocked(msgs []*clientpb.Message) {
 			delta += r.recent.add(m)
 		}
 	}
-	if delta == 0 {
-		return
-	}
-	if !had && r.recent.len() > 0 {
+	switch has := r.recent.len() > 0; {
+	case has && !had:
 		c.recentRooms.Add(1)
+	case had && !has: // a message that did not encode
+		c.recentRooms.Add(-1)
 	}
-	if c.recentBytes.Add(int64(delta)) > budget {
+	if delta != 0 && c.recentBytes.Add(int64(delta)) > budget {
 		share := budget / max(1, c.recentRooms.Load())
 		c.recentBytes.Add(-int64(r.recent.trim(int(share))))
 		if r.recent.len() == 0 {
