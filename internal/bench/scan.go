@@ -37,6 +37,8 @@ func scanBatch(frame []byte, conversation string, fn func(seq uint64, sentUnixNa
 	if !ok {
 		return 0, false
 	}
+	// A compact batch (Login.compact_batches) may carry the messages'
+	// conversation once, in shared: a message without one has it.
 	var sharedConv []byte
 	if shared, ok := field(batch, batchShared); ok {
 		sharedConv, _ = field(shared, messageConversation)
@@ -115,6 +117,9 @@ func scanMessages(list []byte, msgField protowire.Number, defaultConv []byte, co
 			body  []byte
 			found int // fields of seq and body seen
 		)
+		// The server's messages are marshalled in field order, each
+		// field once, so the rest of a message is skipped once seq and
+		// body are found: its conversation, if it has one, came first.
 		for len(msg) > 0 && found < 2 {
 			num, typ, l := consumeTag(msg)
 			if l < 0 {
