@@ -32,9 +32,31 @@ func freeAddr() (string, error) {
 	return l.Addr().String(), nil
 }
 
+// errDevExited: the dev child ended before its gateways listened.
+var errDevExited = errors.New("bench: dev cluster exited during start")
+
+// devStartAttempts bounds the dev children startDevProcess starts.
+const devStartAttempts = 3
+
 // startDevProcess runs `laneim dev` on free loopback ports and fills cfg
 // with its addresses. It returns once the gateways accept connections.
+// A port found free may be taken before the child binds it (by an
+// outgoing connection's ephemeral port, say): a child that exits during
+// its start is started again, on other ports, up to devStartAttempts
+// times.
 func startDevProcess(ctx context.Context, cfg *Config) (*devProcess, error) {
+	var err error
+	for range devStartAttempts {
+		var p *devProcess
+		if p, err = startDevOnce(ctx, cfg); !errors.Is(err, errDevExited) {
+			return p, err
+		}
+	}
+	return nil, err
+}
+
+// startDevOnce is one attempt of startDevProcess.
+func startDevOnce(ctx context.Context, cfg *Config) (*devProcess, error) {
 	exe := cfg.Executable
 	if exe == "" {
 		var err error
@@ -94,7 +116,7 @@ func startDevProcess(ctx context.Context, cfg *Config) (*devProcess, error) {
 			}
 			select {
 			case err := <-p.done:
-				return nil, fmt.Errorf("bench: dev cluster exited during start: %v", err)
+				return nil, fmt.Errorf("%w: %v", errDevExited, err)
 			case <-ctx.Done():
 				p.stop()
 				return nil, ctx.Err()
