@@ -139,9 +139,10 @@ type Comet struct {
 	readsNow  atomic.Int64 // history reads waiting for their answer (reads.go)
 	readsShed atomic.Int64
 
-	recentBytes atomic.Int64 // bytes of the messages rooms keep (recent.go)
-	recentRooms atomic.Int64 // rooms keeping some
-	recentSyncs atomic.Int64
+	recentBytes    atomic.Int64 // bytes of the messages rooms keep (recent.go)
+	recentRooms    atomic.Int64 // rooms keeping some
+	recentSyncs    atomic.Int64
+	recentTrimming atomic.Bool // a trimRecent pass runs
 
 	queued     atomic.Int64 // bytes queued to all connections (budget.go)
 	parkedNow  atomic.Int64 // connections parked (park.go)

@@ -67,8 +67,8 @@ type Config struct {
 	// after the comet has given up on them (issue 9). A connection
 	// starting a catch-up gets a slot only while half of them are free.
 	MaxReadsInFlight int
-	// RecentBytes bounds, about, the messages the comet's rooms keep to
-	// answer catch-ups themselves (64 MiB; negative: none kept). Every
+	// RecentBytes bounds the messages the comet's rooms keep to answer
+	// catch-ups themselves (64 MiB; negative: none kept). Every
 	// room with members here keeps the latest messages it queued; a Sync
 	// of a room by one of its connections here, without current_state,
 	// whose page is there whole with more after it, is answered from

@@ -79,6 +79,7 @@ func (c *Comet) Deliver(d *topicpb.Delivery) {
 			c.mu.RUnlock()
 			if rm != nil {
 				rm.add(batch.GetMessages())
+				c.trimRecent()
 			}
 			return
 		}

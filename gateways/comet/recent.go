@@ -30,9 +30,9 @@ import (
 // latest seq and waits for its store to hold it. A gap in the seqs (a
 // message the room never queued) starts the run again after it.
 //
-// Config.RecentBytes bounds the messages kept by all rooms together,
-// about: a room adding messages beyond it trims its own run to its share
-// of it (RecentBytes over the rooms keeping some).
+// Config.RecentBytes bounds the messages kept by all rooms together:
+// when they pass it, every room trims its run to its share of four
+// fifths of it (trimRecent), idle rooms as well as busy ones.
 
 // defaultRecentBytes is Config.RecentBytes's default: a room alone at
 // 1,000 messages of the bench a second (about 180 bytes each, counted
@@ -162,11 +162,10 @@ func syncResultBytes(req uint64, conv string, msgs [][]byte) []byte {
 }
 
 // keepLocked adds msgs, the messages the room queued, to its recent
-// messages, within the comet's budget. r.mu is held.
+// messages; its caller then calls trimRecent. r.mu is held.
 func (r *room) keepLocked(msgs []*clientpb.Message) {
 	c := r.c
-	budget := int64(c.cfg.RecentBytes)
-	if budget < 0 || r.stopped {
+	if c.cfg.RecentBytes < 0 || r.stopped {
 		return
 	}
 	had := r.recent.len() > 0
@@ -182,12 +181,38 @@ func (r *room) keepLocked(msgs []*clientpb.Message) {
 	case had && !has: // a message that did not encode
 		c.recentRooms.Add(-1)
 	}
-	if delta != 0 && c.recentBytes.Add(int64(delta)) > budget {
-		share := budget / max(1, c.recentRooms.Load())
-		c.recentBytes.Add(-int64(r.recent.trim(int(share))))
-		if r.recent.len() == 0 {
-			c.recentRooms.Add(-1)
+	c.recentBytes.Add(int64(delta))
+}
+
+// trimRecent, when the messages the rooms keep have passed RecentBytes,
+// trims every room's run to its share of four fifths of it, so that a
+// pass frees a fifth of the budget at least and runs once per that many
+// bytes kept. A room idle since it filled its share of a time when fewer
+// rooms kept messages is trimmed too: were only the rooms adding trimmed,
+// rooms filling one after another would keep many times the budget. One
+// pass runs at a time; the others return at once.
+func (c *Comet) trimRecent() {
+	budget := int64(c.cfg.RecentBytes)
+	if budget < 0 || c.recentBytes.Load() <= budget || !c.recentTrimming.CompareAndSwap(false, true) {
+		return
+	}
+	defer c.recentTrimming.Store(false)
+	c.mu.RLock()
+	rooms := make([]*room, 0, len(c.rooms))
+	for _, r := range c.rooms {
+		rooms = append(rooms, r)
+	}
+	c.mu.RUnlock()
+	share := int(budget * 4 / 5 / max(1, c.recentRooms.Load()))
+	for _, r := range rooms {
+		r.mu.Lock()
+		if r.recent.bytes > share {
+			c.recentBytes.Add(-int64(r.recent.trim(share)))
+			if r.recent.len() == 0 {
+				c.recentRooms.Add(-1)
+			}
 		}
+		r.mu.Unlock()
 	}
 }
 

@@ -1,6 +1,7 @@
 package comet
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -124,40 +125,67 @@ func TestRecentRun(t *testing.T) {
 	}
 }
 
-// TestRecentBudget: rooms keep their messages within the comet's budget,
-// each trimming itself to its share when it is exceeded; a stopping room
-// gives its bytes back, and a negative budget keeps nothing.
+// TestRecentBudget: the rooms' kept messages stay within the comet's
+// budget after every delivery, idle rooms trimmed with busy ones (rooms
+// filling one after another kept many times the budget when only the
+// room adding trimmed itself); a stopping room gives its bytes back, and
+// a negative budget keeps nothing.
 func TestRecentBudget(t *testing.T) {
-	one := proto.Size(keptMessage(1, 100)) + recentOverhead
+	one := int64(proto.Size(keptMessage(1, 100)) + recentOverhead)
 	for _, tc := range []struct {
-		name   string
-		budget int
-		want   int64 // bytes kept by the two rooms
+		name     string
+		budget   int64
+		rooms    int
+		together bool  // rooms get messages in turn, not one room after another
+		want     int64 // bytes kept at the end, at least
 	}{
-		{"within", 1000 * one, 2 * 50 * int64(one)},
-		{"shared", 40 * one, 40 * int64(one)},
-		{"none", -1, 0},
+		{"within", 1000 * one, 2, true, 100 * one},
+		{"shared", 40 * one, 2, true, 20 * one},
+		{"one after another", 100 * one, 20, false, 40 * one},
+		{"none", -1, 2, true, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := &Comet{cfg: Config{RecentBytes: tc.budget}}
-			a, b := newRoom(c, "a"), newRoom(c, "b")
-			for seq := uint64(1); seq <= 50; seq++ {
-				for _, rm := range []*room{a, b} {
-					m := keptMessage(seq, 100)
-					m.Conversation = rm.conv
-					rm.mu.Lock()
-					rm.keepLocked([]*clientpb.Message{m, {Conversation: "room:other", Seq: seq}, {Conversation: rm.conv}})
-					rm.mu.Unlock()
+			c := &Comet{cfg: Config{RecentBytes: int(tc.budget)}, rooms: map[string]*room{}}
+			var rooms []*room
+			for i := range tc.rooms {
+				rm := newRoom(c, fmt.Sprint("r", i))
+				c.rooms[rm.id] = rm
+				rooms = append(rooms, rm)
+			}
+			deliver := func(rm *room, seq uint64) {
+				m := keptMessage(seq, 100)
+				m.Conversation = rm.conv
+				rm.mu.Lock()
+				rm.keepLocked([]*clientpb.Message{m, {Conversation: "room:other", Seq: seq}, {Conversation: rm.conv}})
+				rm.mu.Unlock()
+				c.trimRecent()
+				if got := c.recentBytes.Load(); got > max(tc.budget, 0) {
+					t.Fatalf("%d bytes kept, over the budget %d", got, tc.budget)
 				}
 			}
-			if got := c.recentBytes.Load(); got > tc.want || got < tc.want-2*int64(one) {
-				t.Fatalf("kept %d bytes, want %d", got, tc.want)
+			if tc.together {
+				for seq := uint64(1); seq <= 50; seq++ {
+					for _, rm := range rooms {
+						deliver(rm, seq)
+					}
+				}
+			} else {
+				for _, rm := range rooms {
+					for seq := uint64(1); seq <= 50; seq++ {
+						deliver(rm, seq)
+					}
+				}
 			}
-			if int64(a.recent.bytes+b.recent.bytes) != c.recentBytes.Load() {
-				t.Fatalf("rooms keep %d + %d bytes, the comet counts %d", a.recent.bytes, b.recent.bytes, c.recentBytes.Load())
+			sum := int64(0)
+			for _, rm := range rooms {
+				sum += int64(rm.recent.bytes)
 			}
-			a.stop()
-			b.stop()
+			if got := c.recentBytes.Load(); got != sum || got < tc.want {
+				t.Fatalf("the comet counts %d bytes, the rooms keep %d; want at least %d", got, sum, tc.want)
+			}
+			for _, rm := range rooms {
+				rm.stop()
+			}
 			if c.recentBytes.Load() != 0 || c.recentRooms.Load() != 0 {
 				t.Fatalf("after stop: %d bytes in %d rooms", c.recentBytes.Load(), c.recentRooms.Load())
 			}
