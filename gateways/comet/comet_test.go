@@ -2373,7 +2373,7 @@ func TestSyncFromRecentMessages(t *testing.T) {
 		readMessages(t, conn, 250)
 	}
 
-	sync := func(conn *client.Conn, req uint64, s *clientpb.Sync) {
+	ask := func(conn *client.Conn, req uint64, s *clientpb.Sync) {
 		t.Helper()
 		s.Conversation = "room:lobby"
 		if err := conn.Write(ctx, &clientpb.ClientFrame{RequestId: req, Body: &clientpb.ClientFrame_Sync{Sync: s}}); err != nil {
@@ -2382,7 +2382,7 @@ func TestSyncFromRecentMessages(t *testing.T) {
 	}
 	fromMemory := func(conn *client.Conn, req uint64, s *clientpb.Sync, first, last uint64) {
 		t.Helper()
-		sync(conn, req, s)
+		ask(conn, req, s)
 		fr := nextFrame(t, conn)
 		res := fr.GetSyncResult()
 		if fr.GetRequestId() != req || res.GetConversation() != "room:lobby" || !res.GetHasMore() {
@@ -2399,7 +2399,7 @@ func TestSyncFromRecentMessages(t *testing.T) {
 	}
 	forwarded := func(conn *client.Conn, req uint64, s *clientpb.Sync) {
 		t.Helper()
-		sync(conn, req, s)
+		ask(conn, req, s)
 		if hr := next(f, topics.HistoryRequests); hr.GetRequestId() != req || hr.GetConversation() != "room:lobby" {
 			t.Fatalf("forwarded %v, want request %d", hr, req)
 		}
@@ -2415,14 +2415,45 @@ func TestSyncFromRecentMessages(t *testing.T) {
 	forwarded(alice, 5, &clientpb.Sync{CurrentState: true})
 	forwarded(bob, 6, &clientpb.Sync{})
 
+	// Pages one after another, their buffers reused once written: each
+	// holds its own messages (a buffer given back too early would carry
+	// another page's).
+	var pagers sync.WaitGroup
+	for i, conn := range append([]*client.Conn{alice}, others[0]) {
+		pagers.Go(func() {
+			for round := range 4 { // ten Syncs at once, then their answers
+				afters := map[uint64]uint64{}
+				for k := range 10 {
+					req, after := uint64(100+i*100+round*10+k), uint64((i*7+round*13+k*11)%120)
+					afters[req] = after
+					ask(conn, req, &clientpb.Sync{AfterSeq: after, Limit: 100})
+				}
+				for range 10 {
+					fr := nextFrame(t, conn)
+					after, ok := afters[fr.GetRequestId()]
+					msgs := fr.GetSyncResult().GetMessages()
+					if !ok || len(msgs) != 100 || msgs[0].GetSeq() != after+1 || msgs[99].GetSeq() != after+100 {
+						t.Errorf("page of request %d (after %d, asked: %v): %d messages", fr.GetRequestId(), after, ok, len(msgs))
+						return
+					}
+					delete(afters, fr.GetRequestId())
+				}
+			}
+		})
+	}
+	pagers.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+
 	// 251 never comes: the room keeps 252 and after.
 	f.deliver(messagesDelivery(&topicpb.Delivery{Room: "lobby"}, "room:lobby", seqRange(252, 260)...))
 	live = append(append(live, nil), func() []*clientpb.Message { m, _ := readMessages(t, alice, 9); return m }()...)
 	forwarded(alice, 7, &clientpb.Sync{AfterSeq: 240, Limit: 5})
 	fromMemory(alice, 8, &clientpb.Sync{AfterSeq: 251, Limit: 5}, 252, 256)
 
-	if st := f.comet.Stats(); st.RecentSyncs != 6 || st.RecentBytes <= 0 {
-		t.Fatalf("stats: %d syncs from memory, %d bytes kept; want 6 and some", st.RecentSyncs, st.RecentBytes)
+	if st := f.comet.Stats(); st.RecentSyncs != 86 || st.RecentBytes <= 0 {
+		t.Fatalf("stats: %d syncs from memory, %d bytes kept; want 86 and some", st.RecentSyncs, st.RecentBytes)
 	}
 	// When its last member leaves, the room forgets them.
 	for _, conn := range others {

@@ -38,18 +38,43 @@ type frame struct {
 	// flushed is when a room's frame was flushed, for the write lag
 	// (latency.go); zero for any other frame.
 	flushed time.Time
+	// pooled is the buffer of its protobuf encoding, taken from
+	// pageBuffers (newPooledFrame); nil for any other frame.
+	pooled *[]byte
 }
 
 func newFrame(f *clientpb.ServerFrame) *frame { return &frame{msg: f} }
 
-// newEncodedFrame returns a frame whose protobuf encoding is b, made
-// already (its compact encoding is the same: it holds no batch), for a
+// newPooledFrame returns a frame whose protobuf encoding is *buf, made
+// already (its compact encoding is the same: it holds no batch), for one
 // connection reading protobuf: its JSON encodings would be made of msg,
-// which only stands for it.
-func newEncodedFrame(msg *clientpb.ServerFrame, b []byte) *frame {
-	f := &frame{msg: msg}
-	f.once[encProto].Do(func() { f.encoded[encProto] = b })
+// which only stands for it. Its writer gives buf back to pageBuffers
+// once the frame is written or dropped (release).
+func newPooledFrame(msg *clientpb.ServerFrame, buf *[]byte) *frame {
+	f := &frame{msg: msg, pooled: buf}
+	f.once[encProto].Do(func() { f.encoded[encProto] = *buf })
 	return f
+}
+
+// release gives the frame's pooled buffer back, if it has one: the
+// frame must not be written after. Its encodings that share the buffer
+// are forgotten, so that a mistaken write after it sends nothing rather
+// than another frame's bytes.
+func (f *frame) release() {
+	if f.pooled == nil {
+		return
+	}
+	buf := f.pooled
+	f.pooled = nil
+	for e := range f.encoded {
+		if len(f.encoded[e]) > 0 && len(*buf) > 0 && &f.encoded[e][0] == &(*buf)[0] {
+			f.encoded[e] = nil
+		}
+	}
+	if cap(*buf) <= maxPooledPage {
+		*buf = (*buf)[:0]
+		pageBuffers.Put(buf)
+	}
 }
 
 // bytes returns the frame in encoding e. Frames are built by laneIM

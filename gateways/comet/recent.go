@@ -1,6 +1,9 @@
 package comet
 
 import (
+	"slices"
+	"sync"
+
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
@@ -111,6 +114,13 @@ func (r *recent) trim(max int) int {
 // slice. It reports false unless they are all kept and at least one more
 // follows them.
 func (r *recent) page(after uint64, limit, maxBytes int) ([][]byte, bool) {
+	kept, ok := r.pageOf(after, limit, maxBytes)
+	return append([][]byte(nil), kept...), ok
+}
+
+// pageOf is page without the copy: the messages are those of the run,
+// valid while it does not change.
+func (r *recent) pageOf(after uint64, limit, maxBytes int) ([][]byte, bool) {
 	n := r.len()
 	if n == 0 || limit <= 0 {
 		return nil, false
@@ -132,19 +142,19 @@ func (r *recent) page(after uint64, limit, maxBytes int) ([][]byte, bool) {
 			break
 		}
 	}
-	return append([][]byte(nil), kept...), true
+	return kept, true
 }
 
-// syncResultBytes returns the protobuf encoding of a ServerFrame
+// appendSyncResult appends to b the protobuf encoding of a ServerFrame
 // answering request req with a SyncResult of conversation conv holding
 // msgs, encoded Messages, with has_more: what proto.Marshal makes of it.
-func syncResultBytes(req uint64, conv string, msgs [][]byte) []byte {
+func appendSyncResult(b []byte, req uint64, conv string, msgs [][]byte) []byte {
 	inner := protowire.SizeTag(syncConversation) + protowire.SizeBytes(len(conv)) +
 		protowire.SizeTag(syncHasMore) + protowire.SizeVarint(1)
 	for _, m := range msgs {
 		inner += protowire.SizeTag(syncMessages) + protowire.SizeBytes(len(m))
 	}
-	b := make([]byte, 0, protowire.SizeTag(frameRequestID)+protowire.SizeVarint(req)+protowire.SizeTag(frameSyncResult)+protowire.SizeBytes(inner))
+	b = slices.Grow(b, protowire.SizeTag(frameRequestID)+protowire.SizeVarint(req)+protowire.SizeTag(frameSyncResult)+protowire.SizeBytes(inner))
 	if req != 0 {
 		b = protowire.AppendTag(b, frameRequestID, protowire.VarintType)
 		b = protowire.AppendVarint(b, req)
@@ -233,6 +243,33 @@ func (r *room) recentPage(after uint64, limit int) ([][]byte, bool) {
 	return r.recent.page(after, limit, msgstore.MaxPageBytes)
 }
 
+// recentFrame returns the frame answering request req, a Sync of the
+// room's conversation conv after seq after of at most limit messages,
+// encoded in a pooled buffer (pageBuffers) from the room's recent
+// messages, or false (see recent.page). The writer gives the buffer back
+// once the frame is written (frame.release).
+func (r *room) recentFrame(req uint64, conv string, after uint64, limit int) (*frame, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	msgs, ok := r.recent.pageOf(after, limit, msgstore.MaxPageBytes)
+	if !ok {
+		return nil, false
+	}
+	buf := pageBuffers.Get().(*[]byte)
+	*buf = appendSyncResult((*buf)[:0], req, conv, msgs)
+	answer := &clientpb.ServerFrame{RequestId: req, Body: &clientpb.ServerFrame_SyncResult{SyncResult: &clientpb.SyncResult{Conversation: conv, HasMore: true}}}
+	return newPooledFrame(answer, buf), true
+}
+
+// maxPooledPage is the largest page buffer kept for reuse: a page is
+// bounded by msgstore.MaxPageBytes, plus the one message that crosses it.
+const maxPooledPage = 2 * msgstore.MaxPageBytes
+
+// pageBuffers holds the buffers of pages answered from memory: after a
+// big room's mass cuts they were two thirds of the bytes a comet
+// allocated, and most of its garbage collection.
+var pageBuffers = sync.Pool{New: func() any { return new([]byte) }}
+
 // syncRecent answers s, a Sync without current_state, from the recent
 // messages of its room when the connection is joined to it and the page
 // is there (see Recent messages); it reports whether it answered.
@@ -252,25 +289,27 @@ func (cn *conn) syncRecent(req uint64, s *clientpb.Sync) bool {
 	if rm == nil || !joined {
 		return false
 	}
-	msgs, ok := rm.recentPage(s.GetAfterSeq(), msgstore.PageSize(int(s.GetLimit())))
-	if !ok {
-		return false
-	}
-	res := &clientpb.SyncResult{Conversation: s.GetConversation(), HasMore: true}
-	answer := &clientpb.ServerFrame{RequestId: req, Body: &clientpb.ServerFrame_SyncResult{SyncResult: res}}
+	after, limit := s.GetAfterSeq(), msgstore.PageSize(int(s.GetLimit()))
 	var fr *frame
 	if cn.enc().text() {
 		// JSON is written from the messages: decode them.
-		res.Messages = make([]*clientpb.Message, len(msgs))
+		msgs, ok := rm.recentPage(after, limit)
+		if !ok {
+			return false
+		}
+		res := &clientpb.SyncResult{Conversation: s.GetConversation(), HasMore: true, Messages: make([]*clientpb.Message, len(msgs))}
 		for i, b := range msgs {
 			res.Messages[i] = &clientpb.Message{}
 			if err := proto.Unmarshal(b, res.Messages[i]); err != nil {
 				return false
 			}
 		}
-		fr = newFrame(answer)
+		fr = newFrame(&clientpb.ServerFrame{RequestId: req, Body: &clientpb.ServerFrame_SyncResult{SyncResult: res}})
 	} else {
-		fr = newEncodedFrame(answer, syncResultBytes(req, s.GetConversation(), msgs))
+		var ok bool
+		if fr, ok = rm.recentFrame(req, s.GetConversation(), after, limit); !ok {
+			return false
+		}
 	}
 	c.recentSyncs.Add(1) // before the client can see the answer
 	cn.enqueue(fr)

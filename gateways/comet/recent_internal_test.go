@@ -236,15 +236,34 @@ func TestSyncResultBytes(t *testing.T) {
 		msgs []*clientpb.Message
 	}{{1, msgs}, {1 << 40, msgs[:1]}, {0, msgs}} {
 		var got clientpb.ServerFrame
-		if err := proto.Unmarshal(syncResultBytes(tc.req, "room:r", encodeAll(t, tc.msgs)), &got); err != nil {
+		if err := proto.Unmarshal(appendSyncResult(nil, tc.req, "room:r", encodeAll(t, tc.msgs)), &got); err != nil {
 			t.Fatal(err)
 		}
 		want := &clientpb.ServerFrame{RequestId: tc.req, Body: &clientpb.ServerFrame_SyncResult{SyncResult: &clientpb.SyncResult{Conversation: "room:r", Messages: tc.msgs, HasMore: true}}}
 		if !proto.Equal(&got, want) {
 			t.Fatalf("decoded %v, want %v", &got, want)
 		}
-		if b, _ := proto.Marshal(want); len(b) != len(syncResultBytes(tc.req, "room:r", encodeAll(t, tc.msgs))) {
-			t.Fatalf("%d bytes, proto.Marshal makes %d", len(syncResultBytes(tc.req, "room:r", encodeAll(t, tc.msgs))), len(b))
+		if b, _ := proto.Marshal(want); len(b) != len(appendSyncResult(nil, tc.req, "room:r", encodeAll(t, tc.msgs))) {
+			t.Fatalf("%d bytes, proto.Marshal makes %d", len(appendSyncResult(nil, tc.req, "room:r", encodeAll(t, tc.msgs))), len(b))
 		}
 	}
+}
+
+// TestPooledFrameRelease: a page's frame gives its buffer back once, and
+// forgets the encodings that share it, so that a write after it would
+// send nothing rather than another page's bytes.
+func TestPooledFrameRelease(t *testing.T) {
+	buf := new([]byte)
+	*buf = appendSyncResult(*buf, 3, "room:r", encodeAll(t, []*clientpb.Message{keptMessage(1, 10)}))
+	want := append([]byte(nil), *buf...)
+	f := newPooledFrame(&clientpb.ServerFrame{RequestId: 3}, buf)
+	if !slices.Equal(f.bytes(encProto), want) || !slices.Equal(f.bytes(encCompact), want) {
+		t.Fatal("a pooled frame's encodings are not its buffer's bytes")
+	}
+	f.release()
+	f.release() // once only
+	if f.bytes(encProto) != nil || f.bytes(encCompact) != nil || f.pooled != nil {
+		t.Fatalf("after release: %d and %d bytes, pooled %v", len(f.bytes(encProto)), len(f.bytes(encCompact)), f.pooled)
+	}
+	newFrame(&clientpb.ServerFrame{}).release() // no buffer: nothing
 }

@@ -190,6 +190,11 @@ func (cn *conn) writeClaimed() {
 	if len(rest) > 0 {
 		cn.requeue(rest)
 	}
+	if err == nil { // copied into b, or into a remainder of its own
+		for _, f := range frames {
+			f.release()
+		}
+	}
 	cn.spareAgain(frames)
 	cn.resume()
 }
@@ -331,6 +336,9 @@ func (cn *conn) write() {
 		}
 		if !broken && len(batch) > 0 && !cn.writeBatch(batch) {
 			broken, failed = true, true
+		}
+		for _, f := range batch { // written or dropped
+			f.release()
 		}
 		clear(batch)
 		cn.qmu.Lock()
