@@ -110,7 +110,7 @@ func (r *recent) trim(max int) int {
 
 // page returns the limit messages after seq after, encoded, bounded in
 // bytes as the history worker bounds a page (msgstore.Bound: each
-// message's size, a tag and a length, at least one message), in a new
+// message's msgstore.PageEntrySize, at least one message), in a new
 // slice. It reports false unless they are all kept and at least one more
 // follows them.
 func (r *recent) page(after uint64, limit, maxBytes int) ([][]byte, bool) {
@@ -136,7 +136,7 @@ func (r *recent) pageOf(after uint64, limit, maxBytes int) ([][]byte, bool) {
 	kept := r.msgs[r.head+i : r.head+i+limit]
 	size := 0
 	for j, b := range kept {
-		size += len(b) + 1 + protowire.SizeVarint(uint64(len(b)))
+		size += msgstore.PageEntrySize(len(b))
 		if size > maxBytes && j > 0 {
 			kept = kept[:j]
 			break

@@ -37,14 +37,17 @@ const MaxPageBytes = 512 << 10
 func Bound(msgs []*clientpb.Message, maxBytes int) ([]*clientpb.Message, bool) {
 	size := 0
 	for i, m := range msgs {
-		n := proto.Size(m)
-		size += n + 1 + protowire.SizeVarint(uint64(n))
+		size += PageEntrySize(proto.Size(m))
 		if size > maxBytes && i > 0 {
 			return msgs[:i], true
 		}
 	}
 	return msgs, false
 }
+
+// PageEntrySize is what a message of n encoded bytes counts against a
+// page's bound: its encoding, with its tag and length in the SyncResult.
+func PageEntrySize(n int) int { return n + 1 + protowire.SizeVarint(uint64(n)) }
 
 // Store keeps messages. Implementations are safe for concurrent use.
 type Store interface {
