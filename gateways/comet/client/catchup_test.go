@@ -57,6 +57,14 @@ func scripted(t *testing.T, serve func(n int32, f *clientpb.ClientFrame, write f
 	return "ws" + strings.TrimPrefix(srv.URL, "http")
 }
 
+// loggedIn is the LoginResult of user u answering request id, with conv
+// at seq latest.
+func loggedIn(id uint64, conv string, latest uint64) *clientpb.ServerFrame {
+	return &clientpb.ServerFrame{RequestId: id, Body: &clientpb.ServerFrame_LoginResult{LoginResult: &clientpb.LoginResult{
+		Ok: true, User: "u", Conversations: []*clientpb.ConversationState{{Conversation: conv, LatestSeq: latest}},
+	}}}
+}
+
 // gapServer is a comet that stores seqs 1 to 7 of one conversation and
 // serves Sync one message a page. Its first connection logs in at seq 1,
 // pushes 2, then 4 and 5 (3 is missing), and goes away after the Sync
@@ -83,9 +91,7 @@ func gapServer(t *testing.T) string {
 			if n > 1 {
 				latest = 6
 			}
-			write(&clientpb.ServerFrame{RequestId: id, Body: &clientpb.ServerFrame_LoginResult{LoginResult: &clientpb.LoginResult{
-				Ok: true, User: "u", Conversations: []*clientpb.ConversationState{{Conversation: conv, LatestSeq: latest}},
-			}}})
+			write(loggedIn(id, conv, latest))
 			if n == 1 {
 				write(batch(2))
 				write(batch(4, 5))
@@ -174,9 +180,7 @@ func TestClientWaitsWhenCatchUpIsShed(t *testing.T) {
 			if n > 1 {
 				latest = 3
 			}
-			write(&clientpb.ServerFrame{RequestId: id, Body: &clientpb.ServerFrame_LoginResult{LoginResult: &clientpb.LoginResult{
-				Ok: true, User: "u", Conversations: []*clientpb.ConversationState{{Conversation: conv, LatestSeq: latest}},
-			}}})
+			write(loggedIn(id, conv, latest))
 			return n > 1
 		case *clientpb.ClientFrame_Sync:
 			after := b.Sync.GetAfterSeq()
