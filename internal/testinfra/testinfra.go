@@ -13,7 +13,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -40,30 +39,6 @@ func ProcessCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-// It is drawn at random below the kernel's ephemeral range (32768 and
-// up on Linux): a port the kernel handed out for :0 and that was closed
-// again may be taken as the local port of any outgoing connection
-// before the test binds it, which made a multi-process test fail with
-// "address already in use".
-func FreePort(t testing.TB) int {
-	t.Helper()
-	for range 200 {
-		port := freePortLow + rand.IntN(freePortHigh-freePortLow)
-		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-		if err != nil {
-			continue
-		}
-		l.Close()
-		return port
-	}
-	t.Fatal("free port: none free in 200 tries")
-	return 0
-}
-
-// FreeAddr is "127.0.0.1:" and a port FreePort drew.
-func FreeAddr(t testing.TB) string { return "127.0.0.1:" + strconv.Itoa(FreePort(t)) }
-
 // StartOnFreePorts starts the app build makes. A port FreePort drew can
 // be taken by another package's test before the app binds it: then the
 // app is stopped, redraw draws the ports again, and a new app is built
@@ -86,9 +61,6 @@ func StartOnFreePorts(t testing.TB, ctx context.Context, build func() *fx.App, r
 		redraw()
 	}
 }
-
-// The range FreePort draws from.
-const freePortLow, freePortHigh = 20000, 32700
 
 // RedisServerPath finds the redis-server binary: $LANEIM_REDIS_SERVER, PATH,
 // then /usr/bin.
