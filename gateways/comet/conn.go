@@ -1,6 +1,7 @@
 package comet
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -287,31 +288,14 @@ func decodeFrame(text bool, data []byte) (*clientpb.ClientFrame, uint64, error) 
 }
 
 // requestID reads a frame's request_id without decoding the rest of it:
-// the first field 1 of a protobuf frame, or the "requestId" (or
+// the first field 1 of a protobuf frame, or the first "requestId" (or
 // "request_id") member of a JSON object, as a number or a decimal
-// string. It returns 0 when the frame holds none that can be read.
+// string. Either is read up to where the frame breaks, so a frame cut
+// short or broken after its id still has it. It returns 0 when the frame
+// holds none that can be read.
 func requestID(text bool, data []byte) uint64 {
 	if text {
-		var v struct {
-			Camel json.RawMessage `json:"requestId"`
-			Snake json.RawMessage `json:"request_id"`
-		}
-		if json.Unmarshal(data, &v) != nil {
-			return 0
-		}
-		raw := v.Camel
-		if raw == nil {
-			raw = v.Snake
-		}
-		var num string // protojson writes 64-bit integers as strings
-		if json.Unmarshal(raw, &num) != nil {
-			num = string(raw)
-		}
-		id, err := strconv.ParseUint(num, 10, 64)
-		if err != nil {
-			return 0
-		}
-		return id
+		return jsonRequestID(data)
 	}
 	for len(data) > 0 {
 		num, typ, n := protowire.ConsumeTag(data)
@@ -330,6 +314,45 @@ func requestID(text bool, data []byte) uint64 {
 			return 0
 		}
 		data = data[n:]
+	}
+	return 0
+}
+
+// jsonRequestID is requestID of a JSON frame: it reads the object's
+// members in turn until one is the request id, a value does not parse or
+// the object ends.
+func jsonRequestID(data []byte) uint64 {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return 0
+	}
+	for dec.More() {
+		key, err := dec.Token()
+		if err != nil {
+			return 0
+		}
+		var v any
+		if err := dec.Decode(&v); err != nil {
+			return 0
+		}
+		if key != "requestId" && key != "request_id" {
+			continue
+		}
+		var num string
+		switch v := v.(type) {
+		case string: // protojson writes 64-bit integers as strings
+			num = v
+		case json.Number:
+			num = v.String()
+		default:
+			return 0
+		}
+		id, err := strconv.ParseUint(num, 10, 64)
+		if err != nil {
+			return 0
+		}
+		return id
 	}
 	return 0
 }
