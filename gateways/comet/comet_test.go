@@ -417,7 +417,9 @@ func TestBadFramesKeepConnection(t *testing.T) {
 				{websocket.MessageText, []byte(`{"requestId":"7","send":{"clientMsgId":"m","room":"lobby","user":"bob"}}`), 7},
 				{websocket.MessageText, []byte(`{"request_id":8,"ping":{},"join":{}}`), 8},
 				{websocket.MessageBinary, []byte{0x08, 0x09, 0x6a, 0x80, 0x80, 0x80, 0x80, 0x08}, 9}, // a Send longer than the frame
-				{websocket.MessageText, []byte(`{"requestId":"10","ping":{`), 10}, // JSON cut short after the id
+				{websocket.MessageText, []byte(`{"requestId":"10","ping":{`), 10},                    // JSON cut short after the id
+				{websocket.MessageBinary, []byte{0x08, 0x0b, 0x7a, 0x00, 0x5a, 0x00}, 11},            // two bodies, a Ping and a JoinRoom
+				{websocket.MessageBinary, []byte{0x08, 0x0c, 0x7a, 0x03, 0x0a, 0x01, 0x00}, 12},      // a Ping whose time is sent as bytes
 			} {
 				if err := conn.WriteRaw(ctx, bad.typ, bad.b); err != nil {
 					t.Fatal(err)

@@ -270,22 +270,27 @@ func protocolError(err error) bool {
 }
 
 // decodeFrame decodes one client WebSocket message: a text message as
-// JSON (protojson), any other as protobuf. A frame that does not decode
-// returns its error and the request id it carries, if that much of it
-// can be read (requestID), so that the client's request gets its answer.
+// JSON (protojson), any other as protobuf, refusing what protobuf would
+// settle but docs/protocol.md does not allow (checkWire). A frame that
+// does not decode returns its error and the request id it carries, if
+// that much of it can be read (requestID), so that the client's request
+// gets its answer.
 func decodeFrame(text bool, data []byte) (*clientpb.ClientFrame, uint64, error) {
 	var f clientpb.ClientFrame
 	var err error
 	if text {
 		err = unmarshalJSON.Unmarshal(data, &f)
-	} else {
-		err = proto.Unmarshal(data, &f)
+	} else if err = proto.Unmarshal(data, &f); err == nil {
+		err = checkWire(clientFrameDescriptor, data)
 	}
 	if err != nil {
 		return nil, requestID(text, data), err
 	}
 	return &f, f.GetRequestId(), nil
 }
+
+// clientFrameDescriptor describes the frames checkWire checks.
+var clientFrameDescriptor = (&clientpb.ClientFrame{}).ProtoReflect().Descriptor()
 
 // requestID reads a frame's request_id without decoding the rest of it:
 // the first field 1 of a protobuf frame, or the first "requestId" (or
