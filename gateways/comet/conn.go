@@ -90,11 +90,11 @@ type conn struct {
 	parkState atomic.Int32 // reading or parked (park.go)
 	parkToken uint64       // the connection's key in the comet's parker; reader only
 
-	limiter       *rate.Limiter        // the connection's request budget (limits.go); nil: none
-	refusedInARow int                  // RATE_LIMITED answers since the last frame allowed; reader only
-	typed         map[string]time.Time // conversation -> last Typing forwarded; reader only
-	qbytes        int                  // bytes queued, guarded by qmu
-	wbytes        int                  // bytes taken by the writer, not yet written or dropped; guarded by qmu
+	limiter  *rate.Limiter        // the connection's request budget (limits.go); nil: none
+	refusals *rate.Limiter        // RATE_LIMITED answers it may still get (limits.go); nil when limiter is
+	typed    map[string]time.Time // conversation -> last Typing forwarded; reader only
+	qbytes   int                  // bytes queued, guarded by qmu
+	wbytes   int                  // bytes taken by the writer, not yet written or dropped; guarded by qmu
 }
 
 // newConn returns a connection of c over ws (nil in tests); nc is the
@@ -102,8 +102,9 @@ type conn struct {
 func newConn(c *Comet, id string, ws *websocket.Conn, nc *socket, useJSON bool) *conn {
 	return &conn{
 		comet: c, id: id, ws: ws, net: nc, json: useJSON, start: time.Now(),
-		wake:    make(chan struct{}, 1),
-		limiter: newLimiter(c.cfg),
+		wake:     make(chan struct{}, 1),
+		limiter:  newLimiter(c.cfg),
+		refusals: newRefusals(c.cfg),
 	}
 }
 

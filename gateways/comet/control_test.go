@@ -95,6 +95,57 @@ func TestPingFloodIsRateLimited(t *testing.T) {
 	}
 }
 
+// TestRefusalsNotForgivenByFramesAllowed: a client that keeps sending
+// faster than its budget is closed (1008) even though a frame of its
+// passes now and then. Bursts of ten pings against a budget of one at
+// a time: at least nine of each burst are refused, whatever the pause
+// between bursts. When a frame allowed reset a count of refusals in a
+// row, such a client was refused for ever (outside abuse check).
+func TestRefusalsNotForgivenByFramesAllowed(t *testing.T) {
+	nc := rawConn(t, comet.Config{RequestRate: 200, RequestBurst: 1})
+	done := make(chan struct{})
+	wrote := make(chan struct{})
+	go func() {
+		defer close(wrote)
+		for range 1000 { // 10,000 pings at most; the close comes after about 12 bursts
+			var burst bytes.Buffer
+			for i := range 10 {
+				if err := writeClientFrame(&burst, 0x9, []byte{byte(i)}); err != nil {
+					return
+				}
+			}
+			if _, err := nc.Write(burst.Bytes()); err != nil {
+				return
+			}
+			select {
+			case <-done:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}()
+	defer func() {
+		close(done)
+		nc.Close()
+		<-wrote
+	}()
+	pongs := 0
+	for {
+		op, got, err := readServerFrame(nc)
+		if err != nil {
+			t.Fatalf("after %d pongs: %v, want a close frame", pongs, err)
+		}
+		if op == 0xA {
+			pongs++
+			continue
+		}
+		if op != 0x8 || len(got) < 2 || binary.BigEndian.Uint16(got) != 1008 {
+			t.Fatalf("after %d pongs: opcode %#x with %q, want a close frame with code 1008", pongs, op, got)
+		}
+		return
+	}
+}
+
 // TestProtocolErrorsClose1002: a client that breaks the WebSocket
 // protocol in a frame header gets a close frame with 1002 (protocol
 // error). The library sent none for these, and the comet closed with

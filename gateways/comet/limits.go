@@ -57,14 +57,30 @@ func newLimiter(cfg Config) *rate.Limiter {
 	return rate.NewLimiter(rate.Limit(cfg.RequestRate), cfg.RequestBurst)
 }
 
+// newRefusals returns a connection's budget of RATE_LIMITED answers:
+// maxRefusals, one more each second. A connection past it is closed
+// (overLimit). Frames allowed in between do not refill it: a client
+// that sends a little faster than its budget for ever, ignoring
+// retry_after_ms, is closed as one sending far faster is, instead of
+// being answered RATE_LIMITED for ever (outside abuse check: a frame
+// allowed every 50 ms reset a count of refusals in a row, and 100
+// sockets sent 24 times their budget without being closed). nil when
+// requests are not limited.
+func newRefusals(cfg Config) *rate.Limiter {
+	if cfg.RequestRate <= 0 {
+		return nil
+	}
+	return rate.NewLimiter(1, maxRefusals)
+}
+
 // allow takes one request from the connection's budget and, once it is
 // logged in, from its user's, shared by the user's connections on this
 // comet and kept for a while after they close, so that reconnecting does
 // not refill it; a message (send) also takes from the user's message
 // budget, whose burst is Config.SendBurst. It reports false, having
 // answered RATE_LIMITED with the wait, when a budget is spent; a
-// connection refused maxRefusedInARow times in a row is closed (1008):
-// it does not wait as told.
+// connection refused past its budget of refusals (newRefusals) is
+// closed (1008): it does not wait as told.
 func (cn *conn) allow(req uint64, user string, send bool) bool {
 	if cn.limiter == nil {
 		return true
@@ -79,7 +95,6 @@ func (cn *conn) allow(req uint64, user string, send bool) bool {
 		}
 	}
 	if d == 0 {
-		cn.refusedInARow = 0
 		return true
 	}
 	what := fmt.Sprintf("more than %g requests a second", float64(cn.limiter.Limit()))
@@ -126,8 +141,8 @@ func (cn *conn) limited(req uint64, user string, d time.Duration, what string) b
 // allowPing takes one request from the connection's budget for a
 // WebSocket ping frame (RFC 6455's, not the protocol's Ping), which the
 // library answers with a pong unless this reports false. A ping past the
-// budget is not answered and counts as a refusal in a row, as a refused
-// request does: a flood of pings is closed (1008) as one of requests is,
+// budget is not answered and counts against the connection's refusals,
+// as a refused request does: a flood of pings is closed (1008) as one of requests is,
 // instead of taking a core to answer (outside abuse check). The reader
 // calls it, as it calls allow.
 func (cn *conn) allowPing() bool {
@@ -135,7 +150,6 @@ func (cn *conn) allowPing() bool {
 		return true
 	}
 	if take(cn.limiter) == 0 {
-		cn.refusedInARow = 0
 		return true
 	}
 	cn.comet.mu.RLock()
@@ -145,12 +159,12 @@ func (cn *conn) allowPing() bool {
 	return false
 }
 
-// overLimit counts a request refused for the rate limit and, when it is
-// one more than maxRefusedInARow in a row, closes the connection (1008)
-// and reports true.
+// overLimit counts a request refused for the rate limit and, when the
+// connection's budget of refusals (newRefusals) is spent, closes it
+// (1008) and reports true.
 func (cn *conn) overLimit(user string) bool {
 	cn.comet.rateLimited.Add(1)
-	if cn.refusedInARow++; cn.refusedInARow <= maxRefusedInARow {
+	if cn.refusals == nil || cn.refusals.Allow() {
 		return false
 	}
 	// The refusals already queued are written before the close.
@@ -161,9 +175,9 @@ func (cn *conn) overLimit(user string) bool {
 	return true
 }
 
-// maxRefusedInARow is how many RATE_LIMITED answers in a row a connection
-// gets before it is closed.
-const maxRefusedInARow = 100
+// maxRefusals is how many RATE_LIMITED answers a connection gets at
+// once before it is closed; one more is forgiven each second.
+const maxRefusals = 100
 
 // take takes one token from l, or reports how long to wait for one.
 func take(l *rate.Limiter) time.Duration {
