@@ -138,6 +138,7 @@ type Comet struct {
 
 	readsNow  atomic.Int64 // history reads waiting for their answer (reads.go)
 	readsShed atomic.Int64
+	readBytes atomic.Int64 // a moving average of read answers' sizes, 0 before the first (reads.go)
 
 	recentBytes    atomic.Int64 // bytes of the messages rooms keep (recent.go)
 	recentRooms    atomic.Int64 // rooms keeping some

@@ -2342,6 +2342,51 @@ func TestReadsBoundedPerComet(t *testing.T) {
 	forwarded(4)
 }
 
+// TestReadsBoundedByAnswerBytes: once reads are answered with large
+// pages, fewer of them may wait (16 MiB of answers at the average seen),
+// since their answers queue ahead of live messages on the comet's
+// delivery topic (outside abuse check: a catch-up flood delayed every
+// live message by seconds).
+func TestReadsBoundedByAnswerBytes(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, comet.Config{}) // MaxReadsInFlight: 256
+	ctx := ctxT(t)
+	alice, aliceID := f.login("alice", client.Options{})
+	sync := func(req uint64) {
+		t.Helper()
+		if err := alice.Write(ctx, &clientpb.ClientFrame{RequestId: req, Body: &clientpb.ClientFrame_Sync{Sync: &clientpb.Sync{Conversation: "room:lobby"}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sync(1)
+	if hr := next(f, topics.HistoryRequests); hr.GetRequestId() != 1 {
+		t.Fatalf("forwarded %v, want request 1", hr)
+	}
+	// A page of 2 MiB: 16 MiB is 8 such answers.
+	page := &clientpb.SyncResult{Conversation: "room:lobby", HasMore: true}
+	for i := range 4 {
+		page.Messages = append(page.Messages, &clientpb.Message{Conversation: "room:lobby", Seq: uint64(i + 1), Body: make([]byte, 512<<10)})
+	}
+	f.deliver(&topicpb.Delivery{Conns: []string{aliceID}, Frame: &clientpb.ServerFrame{RequestId: 1, Body: &clientpb.ServerFrame_SyncResult{SyncResult: page}}})
+	if fr := nextFrame(t, alice); fr.GetRequestId() != 1 || len(fr.GetSyncResult().GetMessages()) != 4 {
+		t.Fatalf("answer %v, want the page of 1", fr.GetRequestId())
+	}
+	for req := uint64(2); req < 10; req++ {
+		sync(req)
+		if hr := next(f, topics.HistoryRequests); hr.GetRequestId() != req {
+			t.Fatalf("forwarded %v, want request %d", hr, req)
+		}
+	}
+	sync(10)
+	fr := nextFrame(t, alice)
+	if e := fr.GetError(); fr.GetRequestId() != 10 || e.GetCode() != clientpb.Error_UNAVAILABLE || e.GetRetryAfterMs() == 0 {
+		t.Fatalf("ninth waiting read answered %v, want UNAVAILABLE with a retry_after_ms", fr)
+	}
+	if st := f.comet.Stats(); st.Reads != 8 || st.ReadsShed != 1 {
+		t.Fatalf("reads %d, shed %d; want 8, 1", st.Reads, st.ReadsShed)
+	}
+}
+
 // TestSyncFromRecentMessages: a Sync of a room by a connection joined to
 // it there is answered by the comet itself, from the messages the room
 // keeps, when the whole page is kept and more follow it: the same page

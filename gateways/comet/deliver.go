@@ -8,6 +8,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/coder/websocket"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/laneim/laneim/proto/clientpb"
 	"github.com/laneim/laneim/proto/topicpb"
@@ -59,6 +60,9 @@ func (c *Comet) Deliver(d *topicpb.Delivery) {
 	}
 	f := d.GetFrame()
 	if req := f.GetRequestId(); req != 0 {
+		if f.GetSyncResult() != nil || f.GetConversationsResult() != nil {
+			c.observeRead(proto.Size(f))
+		}
 		if ctl == nil {
 			targets = c.targets(d)
 		}
