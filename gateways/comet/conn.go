@@ -227,6 +227,15 @@ func (cn *conn) readFrames(resumed bool) (parked bool) {
 			cn.ws.CloseNow()
 			return false
 		}
+		if errors.Is(err, errFrameFlood) {
+			// Frames past the budget (fragments of a message that does
+			// not end, say): closed as a flood of requests is.
+			c.rateLimited.Add(1)
+			c.strike(cn.strikes)
+			c.logger.Info("connection closed for sending frames past its budget", "conn", cn.id)
+			cn.kick(websocket.StatusPolicyViolation, "rate limit exceeded", false)
+			return false
+		}
 		if err != nil {
 			if protocolError(err) {
 				// The library sends no close frame for some of these (an

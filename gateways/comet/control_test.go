@@ -11,8 +11,11 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/laneim/laneim/gateways/comet"
 	"github.com/laneim/laneim/internal/testinfra"
+	"github.com/laneim/laneim/proto/clientpb"
 )
 
 // TestControlFrames sends WebSocket pings of several sizes and a close
@@ -143,6 +146,67 @@ func TestRefusalsNotForgivenByFramesAllowed(t *testing.T) {
 			t.Fatalf("after %d pongs: opcode %#x with %q, want a close frame with code 1008", pongs, op, got)
 		}
 		return
+	}
+}
+
+// TestFragmentFloodIsClosed: fragments of a message cost a budget of
+// their own (ten per request of the connection's), so that a message of
+// empty fragments that never ends is closed (1008) instead of being read
+// for ever (outside abuse check); a message in a few fragments is served.
+func TestFragmentFloodIsClosed(t *testing.T) {
+	ping, err := proto.Marshal(&clientpb.ClientFrame{RequestId: 7, Body: &clientpb.ClientFrame_Ping{Ping: &clientpb.Ping{ClientTimeUnixMs: 1}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc := rawConn(t, comet.Config{RequestRate: 20, RequestBurst: 5}) // 50 fragments at once
+	var msg bytes.Buffer
+	for i, b := range ping { // a Ping a byte a fragment
+		op := byte(0)
+		if i == 0 {
+			op = 0x2
+		}
+		if i == len(ping)-1 {
+			op |= 0x80
+		}
+		writeFragment(&msg, op, []byte{b})
+	}
+	if _, err := nc.Write(msg.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	op, got, err := readServerFrame(nc)
+	var pong clientpb.ServerFrame
+	if err != nil || op != 0x2 || proto.Unmarshal(got, &pong) != nil || pong.GetRequestId() != 7 || pong.GetPong() == nil {
+		t.Fatalf("a Ping in %d fragments answered %#x %q (%v), want its Pong", len(ping), op, got, err)
+	}
+	var flood bytes.Buffer
+	writeFragment(&flood, 0x2, nil)
+	for range 2000 {
+		writeFragment(&flood, 0, nil)
+	}
+	wrote := make(chan error, 1) // the server may close before reading it all
+	go func() {
+		_, err := nc.Write(flood.Bytes())
+		wrote <- err
+	}()
+	defer func() {
+		nc.Close()
+		<-wrote
+	}()
+	// Not the login timeout's 1008 (10 s): the budget's.
+	op, got, err = readServerFrame(nc)
+	if err != nil || op != 0x8 || len(got) < 2 || binary.BigEndian.Uint16(got) != 1008 || string(got[2:]) != "rate limit exceeded" {
+		t.Fatalf("after a flood of fragments: %#x %q (%v), want a close frame 1008 \"rate limit exceeded\"", op, got, err)
+	}
+}
+
+// writeFragment writes one masked frame whose first header byte is first
+// (FIN and opcode) and whose payload fits in 125 bytes.
+func writeFragment(w *bytes.Buffer, first byte, payload []byte) {
+	mask := [4]byte{1, 2, 3, 4}
+	w.Write([]byte{first, 0x80 | byte(len(payload))})
+	w.Write(mask[:])
+	for i, c := range payload {
+		w.WriteByte(c ^ mask[i%4])
 	}
 }
 

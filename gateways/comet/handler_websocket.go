@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"golang.org/x/time/rate"
 
 	"github.com/laneim/laneim/proto/topicpb"
 )
@@ -49,7 +50,7 @@ func (c *Comet) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		c.refuseAddress(w, r)
 		return
 	}
-	hj := &hijackCapture{ResponseWriter: w, writeTimeout: c.cfg.WriteTimeout}
+	hj := &hijackCapture{ResponseWriter: w, writeTimeout: c.cfg.WriteTimeout, frames: newFrameLimiter(c.cfg)}
 	var cn *conn // set before its reader starts, the only caller of OnPingReceived
 	ws, err := websocket.Accept(hj, r, &websocket.AcceptOptions{
 		// The library takes the first of these: the client's order
@@ -107,6 +108,7 @@ func offeredOurs(values []string) []string {
 type hijackCapture struct {
 	http.ResponseWriter
 	writeTimeout time.Duration // the socket's, for writes outside a batch
+	frames       *rate.Limiter // the socket's budget of client frames
 	conn         *socket
 }
 
@@ -124,7 +126,7 @@ func (h *hijackCapture) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		nc.Close()
 		return nil, nil, err
 	}
-	s.writeTimeout = h.writeTimeout
+	s.writeTimeout, s.frames = h.writeTimeout, h.frames
 	h.conn = s
 	return s, brw, nil
 }

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // socket is the network connection under a WebSocket connection. It
@@ -45,6 +47,11 @@ type socket struct {
 
 	// writeTimeout bounds a write outside a batch (0: none).
 	writeTimeout time.Duration
+
+	// frames is the client's budget of WebSocket frames (framescan.go),
+	// nil when not limited; scan counts them. Only the reader reads.
+	frames *rate.Limiter
+	scan   frameScan
 
 	raw syscall.RawConn // for writeNow; nil: not a system socket
 	now struct {        // writeNow's write in progress, under mu
@@ -155,6 +162,17 @@ func (s *socket) writeFD(fd uintptr) bool {
 // back to the pool once its bytes are taken: a connection holds a read
 // buffer only while a client frame is being read, not while it is idle.
 func (s *socket) Read(p []byte) (int, error) {
+	n, err := s.read(p)
+	if s.frames != nil && n > 0 {
+		if k := s.scan.feed(p[:n]); k > 0 && !s.frames.AllowN(time.Now(), k) {
+			return 0, errFrameFlood
+		}
+	}
+	return n, err
+}
+
+// read is Read without the count of frames.
+func (s *socket) read(p []byte) (int, error) {
 	if s.rbuf == nil {
 		if len(p) >= readBufferSize {
 			return s.r.Read(p)
