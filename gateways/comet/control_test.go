@@ -53,13 +53,13 @@ func TestControlFrames(t *testing.T) {
 
 // TestPingFloodIsRateLimited: WebSocket ping frames spend the
 // connection's request budget. Within it each is answered with a pong;
-// past it none is, and each counts as a refusal in a row, so that a
+// past it none is, and each counts as a refusal, so that a
 // flood is closed (1008) as a flood of requests is, instead of taking a
 // core to answer.
 func TestPingFloodIsRateLimited(t *testing.T) {
 	const burst = 5
 	nc := rawConn(t, comet.Config{RequestRate: 0.001, RequestBurst: burst})
-	// The budget, the refusals in a row that close, and more.
+	// The budget, the refusals that close, and more.
 	var flood bytes.Buffer
 	for i := range burst + 101 + 50 {
 		if err := writeClientFrame(&flood, 0x9, []byte(strconv.Itoa(i))); err != nil {
@@ -75,24 +75,11 @@ func TestPingFloodIsRateLimited(t *testing.T) {
 		nc.Close() // ends the write
 		<-wrote
 	}()
-	pongs := 0
-	for {
-		op, got, err := readServerFrame(nc)
-		if err != nil {
-			t.Fatalf("after %d pongs: %v, want a close frame", pongs, err)
+	pongs := pongsUntil1008(t, nc, func(n int, got []byte) {
+		if string(got) != strconv.Itoa(n) {
+			t.Fatalf("pong %d carries %q", n, got)
 		}
-		if op == 0xA {
-			if string(got) != strconv.Itoa(pongs) {
-				t.Fatalf("pong %d carries %q", pongs, got)
-			}
-			pongs++
-			continue
-		}
-		if op != 0x8 || len(got) < 2 || binary.BigEndian.Uint16(got) != 1008 {
-			t.Fatalf("after %d pongs: opcode %#x with %q, want a close frame with code 1008", pongs, op, got)
-		}
-		break
-	}
+	})
 	if pongs != burst {
 		t.Fatalf("%d pings answered, want the burst of %d", pongs, burst)
 	}
@@ -132,20 +119,26 @@ func TestRefusalsNotForgivenByFramesAllowed(t *testing.T) {
 		nc.Close()
 		<-wrote
 	}()
-	pongs := 0
-	for {
+	pongsUntil1008(t, nc, func(int, []byte) {})
+}
+
+// pongsUntil1008 reads pongs, passing each with its number to pong, until
+// a close frame with code 1008, and returns how many came; anything else
+// fails the test.
+func pongsUntil1008(t *testing.T, nc net.Conn, pong func(n int, payload []byte)) int {
+	t.Helper()
+	for n := 0; ; n++ {
 		op, got, err := readServerFrame(nc)
 		if err != nil {
-			t.Fatalf("after %d pongs: %v, want a close frame", pongs, err)
+			t.Fatalf("after %d pongs: %v, want a close frame", n, err)
 		}
-		if op == 0xA {
-			pongs++
-			continue
+		if op != 0xA {
+			if op != 0x8 || len(got) < 2 || binary.BigEndian.Uint16(got) != 1008 {
+				t.Fatalf("after %d pongs: opcode %#x with %q, want a close frame with code 1008", n, op, got)
+			}
+			return n
 		}
-		if op != 0x8 || len(got) < 2 || binary.BigEndian.Uint16(got) != 1008 {
-			t.Fatalf("after %d pongs: opcode %#x with %q, want a close frame with code 1008", pongs, op, got)
-		}
-		return
+		pong(n, got)
 	}
 }
 
