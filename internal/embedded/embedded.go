@@ -33,13 +33,13 @@ type BrokerConfig struct {
 	DataDir string
 	// SyncWrites fsyncs every produced batch (only with DataDir).
 	SyncWrites bool
-	// CleanerInterval is how often topics' retention is applied (0: 10s).
+	// CleanerInterval is how often topics' retention is applied (0: 1s).
 	CleanerInterval time.Duration
 }
 
 // cleanerInterval is how often the embedded broker applies retention
 // unless BrokerConfig says otherwise.
-const cleanerInterval = 10 * time.Second
+const cleanerInterval = time.Second
 
 // Broker is a running embedded Kafka-protocol broker.
 type Broker struct {
