@@ -1,10 +1,11 @@
 package comet
 
 import (
-	"encoding/binary"
 	"errors"
 
 	"golang.org/x/time/rate"
+
+	"github.com/laneim/laneim/internal/wsframe"
 )
 
 // frameScan follows the WebSocket frames of a client's byte stream, as
@@ -13,7 +14,8 @@ import (
 // them, without returning, so a message that never ends, of empty
 // fragments, cost the comet a core while spending no budget (outside
 // abuse check: 40 sockets sent 22,000 fragments a second, never closed).
-// It reads only the headers; payloads are skipped by their length.
+// It reads only the headers (wsframe.ParseHeader); payloads are skipped
+// by their length.
 type frameScan struct {
 	hdr  [14]byte // the header being read
 	have int      // its bytes read so far
@@ -37,32 +39,12 @@ func (f *frameScan) feed(b []byte) int {
 		f.hdr[f.have] = b[0]
 		f.have++
 		b = b[1:]
-		if f.have < 2 {
+		h, n := wsframe.ParseHeader(f.hdr[:f.have])
+		if n == 0 {
 			continue
 		}
-		need := 2
-		switch f.hdr[1] & 0x7f {
-		case 126:
-			need += 2
-		case 127:
-			need += 8
-		}
-		if f.hdr[1]&0x80 != 0 { // masked, as a client's frames are
-			need += 4
-		}
-		if f.have < need {
-			continue
-		}
-		switch n := f.hdr[1] & 0x7f; n {
-		case 126:
-			f.skip = uint64(binary.BigEndian.Uint16(f.hdr[2:4]))
-		case 127:
-			f.skip = binary.BigEndian.Uint64(f.hdr[2:10])
-		default:
-			f.skip = uint64(n)
-		}
-		f.have = 0
-		if fin, op := f.hdr[0]&0x80 != 0, f.hdr[0]&0x0f; op == 0 || !fin && op < 8 {
+		f.skip, f.have = h.Len, 0
+		if h.Op == wsframe.Cont || !h.Fin && h.Op < wsframe.Close {
 			frames++
 		}
 	}

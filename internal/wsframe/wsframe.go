@@ -1,7 +1,7 @@
 // Package wsframe writes and reads WebSocket frame headers (RFC 6455
 // section 5.2) for the code that frames messages itself rather than
-// through the WebSocket library: the comet's batched writes and the load
-// tool's members.
+// through the WebSocket library, or follows them: the comet's batched
+// writes and its count of clients' fragments, the load tool's members.
 package wsframe
 
 import (
@@ -49,35 +49,59 @@ type Frame struct {
 // ErrMasked is Next's error for a masked frame.
 var ErrMasked = errors.New("wsframe: a masked frame")
 
+// Header is a frame's header.
+type Header struct {
+	Fin    bool
+	Op     byte
+	Masked bool   // a masking key follows the length
+	Len    uint64 // of the payload
+}
+
+// ParseHeader reads the frame header at the start of b and reports its
+// length in bytes, the masking key included; 0 while b does not hold the
+// whole header yet.
+func ParseHeader(b []byte) (Header, int) {
+	if len(b) < 2 {
+		return Header{}, 0
+	}
+	h, n := Header{Fin: b[0]&0x80 != 0, Op: b[0] & 0x0f, Masked: b[1]&0x80 != 0, Len: uint64(b[1] & 0x7f)}, 2
+	switch h.Len {
+	case 126:
+		if len(b) < 4 {
+			return Header{}, 0
+		}
+		h.Len, n = uint64(binary.BigEndian.Uint16(b[2:])), 4
+	case 127:
+		if len(b) < 10 {
+			return Header{}, 0
+		}
+		h.Len, n = binary.BigEndian.Uint64(b[2:]), 10
+	}
+	if h.Masked {
+		if n += 4; len(b) < n {
+			return Header{}, 0
+		}
+	}
+	return h, n
+}
+
 // Next reads the unmasked frame at the start of b and reports how many
 // bytes it takes; 0 while b does not hold the whole frame yet. A frame
 // that is masked, or whose payload is longer than max, is an error.
 func Next(b []byte, max uint64) (Frame, int, error) {
-	if len(b) < 2 {
-		return Frame{}, 0, nil
-	}
-	if b[1]&0x80 != 0 {
+	if len(b) >= 2 && b[1]&0x80 != 0 {
 		return Frame{}, 0, ErrMasked
 	}
-	n, h := uint64(b[1]&0x7f), 2
-	switch n {
-	case 126:
-		if len(b) < 4 {
-			return Frame{}, 0, nil
-		}
-		n, h = uint64(binary.BigEndian.Uint16(b[2:])), 4
-	case 127:
-		if len(b) < 10 {
-			return Frame{}, 0, nil
-		}
-		n, h = binary.BigEndian.Uint64(b[2:]), 10
-	}
-	if n > max {
-		return Frame{}, 0, fmt.Errorf("wsframe: a frame of %d bytes, more than %d", n, max)
-	}
-	if uint64(len(b)-h) < n {
+	h, n := ParseHeader(b)
+	if n == 0 {
 		return Frame{}, 0, nil
 	}
-	end := h + int(n)
-	return Frame{Fin: b[0]&0x80 != 0, Op: b[0] & 0x0f, Payload: b[h:end]}, end, nil
+	if h.Len > max {
+		return Frame{}, 0, fmt.Errorf("wsframe: a frame of %d bytes, more than %d", h.Len, max)
+	}
+	if uint64(len(b)-n) < h.Len {
+		return Frame{}, 0, nil
+	}
+	end := n + int(h.Len)
+	return Frame{Fin: h.Fin, Op: h.Op, Payload: b[n:end]}, end, nil
 }

@@ -50,3 +50,20 @@ func TestNextRefuses(t *testing.T) {
 		t.Fatal("a frame over the bound was read")
 	}
 }
+
+// TestParseHeader: a client's masked header is read once whole, masking
+// key included, in each length form.
+func TestParseHeader(t *testing.T) {
+	for _, n := range []int{0, 125, 126, 0xffff, 0x10000} {
+		b := append(wsframe.AppendHeader(nil, wsframe.Text, n, true), 1, 2, 3, 4)
+		for cut := range len(b) {
+			if _, used := wsframe.ParseHeader(b[:cut]); used != 0 {
+				t.Fatalf("n=%d: %d of %d header bytes read as a header of %d", n, cut, len(b), used)
+			}
+		}
+		h, used := wsframe.ParseHeader(b)
+		if used != len(b) || !h.Fin || h.Op != wsframe.Text || !h.Masked || h.Len != uint64(n) {
+			t.Fatalf("n=%d: ParseHeader = %+v, %d; want the whole %d-byte header", n, h, used, len(b))
+		}
+	}
+}
