@@ -228,12 +228,13 @@ func (cn *conn) readFrames(resumed bool) (parked bool) {
 			return false
 		}
 		if errors.Is(err, errFrameFlood) {
-			// Frames past the budget (fragments of a message that does
-			// not end, say): closed as a flood of requests is.
+			// Fragments past their budget (of a message that does not
+			// end, say): closed as a flood of requests is.
 			c.rateLimited.Add(1)
-			c.strike(cn.strikes)
-			c.logger.Info("connection closed for sending frames past its budget", "conn", cn.id)
-			cn.kick(websocket.StatusPolicyViolation, "rate limit exceeded", false)
+			c.mu.RLock()
+			user := cn.user
+			c.mu.RUnlock()
+			cn.closeOverLimit("its budget of fragments", user, false)
 			return false
 		}
 		if err != nil {

@@ -168,11 +168,19 @@ func (cn *conn) overLimit(user string) bool {
 		return false
 	}
 	// The refusals already queued are written before the close.
-	if cn.kick(websocket.StatusPolicyViolation, "rate limit exceeded", true) {
-		cn.comet.strike(cn.strikes)
-		cn.comet.logger.Info("connection closed for exceeding its rate limit", "conn", cn.id, "user", user)
-	}
+	cn.closeOverLimit("its rate limit", user, true)
 	return true
+}
+
+// closeOverLimit closes the connection (1008 "rate limit exceeded") for a
+// budget it did not keep to (what), with a strike against its address,
+// once whatever closes it again. With flush, the frames queued to it
+// (its refusals) are written first.
+func (cn *conn) closeOverLimit(what, user string, flush bool) {
+	if cn.kick(websocket.StatusPolicyViolation, "rate limit exceeded", flush) {
+		cn.comet.strike(cn.strikes)
+		cn.comet.logger.Info("connection closed for exceeding "+what, "conn", cn.id, "user", user)
+	}
 }
 
 // maxRefusals is how many RATE_LIMITED answers a connection gets at
