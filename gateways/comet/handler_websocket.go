@@ -108,7 +108,7 @@ func offeredOurs(values []string) []string {
 type hijackCapture struct {
 	http.ResponseWriter
 	writeTimeout time.Duration // the socket's, for writes outside a batch
-	frames       *rate.Limiter // the socket's budget of client frames
+	frames       *rate.Limiter // the socket's budget of the client's fragments
 	conn         *socket
 }
 

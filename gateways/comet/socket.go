@@ -48,8 +48,9 @@ type socket struct {
 	// writeTimeout bounds a write outside a batch (0: none).
 	writeTimeout time.Duration
 
-	// frames is the client's budget of WebSocket frames (framescan.go),
-	// nil when not limited; scan counts them. Only the reader reads.
+	// frames is the client's budget of fragments of messages
+	// (framescan.go), nil when not limited; scan counts them. Only the
+	// reader reads.
 	frames *rate.Limiter
 	scan   frameScan
 
@@ -171,7 +172,7 @@ func (s *socket) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// read is Read without the count of frames.
+// read is Read without the count of fragments.
 func (s *socket) read(p []byte) (int, error) {
 	if s.rbuf == nil {
 		if len(p) >= readBufferSize {
