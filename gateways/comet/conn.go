@@ -91,7 +91,7 @@ type conn struct {
 	parkToken uint64       // the connection's key in the comet's parker; reader only
 
 	limiter  *rate.Limiter        // the connection's request budget (limits.go); nil: none
-	refusals *rate.Limiter        // RATE_LIMITED answers it may still get (limits.go); nil when limiter is
+	refusals *rate.Limiter        // RATE_LIMITED answers it may still get (overLimit); nil before the first; reader only
 	typed    map[string]time.Time // conversation -> last Typing forwarded; reader only
 	qbytes   int                  // bytes queued, guarded by qmu
 	wbytes   int                  // bytes taken by the writer, not yet written or dropped; guarded by qmu
@@ -102,9 +102,8 @@ type conn struct {
 func newConn(c *Comet, id string, ws *websocket.Conn, nc *socket, useJSON bool) *conn {
 	return &conn{
 		comet: c, id: id, ws: ws, net: nc, json: useJSON, start: time.Now(),
-		wake:     make(chan struct{}, 1),
-		limiter:  newLimiter(c.cfg),
-		refusals: newRefusals(c.cfg),
+		wake:    make(chan struct{}, 1),
+		limiter: newLimiter(c.cfg),
 	}
 }
 

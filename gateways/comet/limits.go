@@ -57,30 +57,14 @@ func newLimiter(cfg Config) *rate.Limiter {
 	return rate.NewLimiter(rate.Limit(cfg.RequestRate), cfg.RequestBurst)
 }
 
-// newRefusals returns a connection's budget of RATE_LIMITED answers:
-// maxRefusals, one more each second. A connection past it is closed
-// (overLimit). Frames allowed in between do not refill it: a client
-// that sends a little faster than its budget for ever, ignoring
-// retry_after_ms, is closed as one sending far faster is, instead of
-// being answered RATE_LIMITED for ever (outside abuse check: a frame
-// allowed every 50 ms reset a count of refusals in a row, and 100
-// sockets sent 24 times their budget without being closed). nil when
-// requests are not limited.
-func newRefusals(cfg Config) *rate.Limiter {
-	if cfg.RequestRate <= 0 {
-		return nil
-	}
-	return rate.NewLimiter(1, maxRefusals)
-}
-
 // allow takes one request from the connection's budget and, once it is
 // logged in, from its user's, shared by the user's connections on this
 // comet and kept for a while after they close, so that reconnecting does
 // not refill it; a message (send) also takes from the user's message
 // budget, whose burst is Config.SendBurst. It reports false, having
 // answered RATE_LIMITED with the wait, when a budget is spent; a
-// connection refused past its budget of refusals (newRefusals) is
-// closed (1008): it does not wait as told.
+// connection refused past its budget of refusals (overLimit) is closed
+// (1008): it does not wait as told.
 func (cn *conn) allow(req uint64, user string, send bool) bool {
 	if cn.limiter == nil {
 		return true
@@ -160,11 +144,20 @@ func (cn *conn) allowPing() bool {
 }
 
 // overLimit counts a request refused for the rate limit and, when the
-// connection's budget of refusals (newRefusals) is spent, closes it
-// (1008) and reports true.
+// connection's budget of refusals is spent, closes it (1008) and reports
+// true. The budget is maxRefusals, one more each second, made at the
+// connection's first refusal. Frames allowed in between do not refill
+// it: a client that sends a little faster than its budget for ever,
+// ignoring retry_after_ms, is closed as one sending far faster is,
+// instead of being answered RATE_LIMITED for ever (outside abuse check:
+// a frame allowed every 50 ms reset a count of refusals in a row, and
+// 100 sockets sent 24 times their budget without being closed).
 func (cn *conn) overLimit(user string) bool {
 	cn.comet.rateLimited.Add(1)
-	if cn.refusals == nil || cn.refusals.Allow() {
+	if cn.refusals == nil {
+		cn.refusals = rate.NewLimiter(1, maxRefusals)
+	}
+	if cn.refusals.Allow() {
 		return false
 	}
 	// The refusals already queued are written before the close.
