@@ -42,14 +42,20 @@ type Config struct {
 type attack func(ctx context.Context, e *env) (refused int64, err error)
 
 // Attacks names the attacks, in the order they run by default.
-var Attacks = []string{"junk-login", "ping-flood", "send-flood", "sync-flood", "join-flap"}
+var Attacks = []string{"junk-login", "ping-flood", "send-flood", "sync-flood", "join-flap", "catchup-flood"}
 
 var attacks = map[string]attack{
-	"junk-login": junkLogins,
-	"ping-flood": pingFlood,
-	"send-flood": sendFlood,
-	"sync-flood": syncFlood,
-	"join-flap":  joinFlap,
+	"junk-login":    junkLogins,
+	"ping-flood":    pingFlood,
+	"send-flood":    sendFlood,
+	"sync-flood":    syncFlood,
+	"join-flap":     joinFlap,
+	"catchup-flood": catchupFlood,
+}
+
+// prepares holds what an attack needs done before it is measured.
+var prepares = map[string]func(ctx context.Context, e *env) error{
+	"catchup-flood": fillCatchup,
 }
 
 // Phase is the honest pair's latency during one phase.
@@ -139,6 +145,12 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) ([]Phase, error) {
 	base := p.measure(ctx, cfg.Baseline)
 	phases := []Phase{base}
 	for _, name := range cfg.Attacks {
+		if prepare := prepares[name]; prepare != nil {
+			fmt.Fprintf(progress, "abuse: preparing %s\n", name)
+			if err := prepare(ctx, e); err != nil {
+				return phases, fmt.Errorf("abuse: prepare %s: %w", name, err)
+			}
+		}
 		fmt.Fprintf(progress, "abuse: %s for %v\n", name, cfg.PerAttack)
 		actx, cancel := context.WithTimeout(ctx, cfg.PerAttack)
 		var refused int64
@@ -184,7 +196,8 @@ func loopbackOnly(target string) error {
 	}
 }
 
-// seedRoom creates the room and its users in the directory.
+// seedRoom creates the rooms and their users in the directory: the
+// honest pair's room, and the catch-up flood's.
 func seedRoom(ctx context.Context, cfg bench.Config) error {
 	rdb, err := wiring.NewRedis(ctx, wiring.RedisConfig{Addrs: strings.Split(cfg.Redis, ",")})
 	if err != nil {
@@ -195,11 +208,21 @@ func seedRoom(ctx context.Context, cfg bench.Config) error {
 	if err := d.PutRoom(ctx, directory.Room{ID: room, Name: "abuse", Kind: "group"}); err != nil {
 		return fmt.Errorf("abuse: room: %w", err)
 	}
+	if err := d.PutRoom(ctx, directory.Room{ID: catchupRoom, Name: "abuse catch-up", Kind: "group"}); err != nil {
+		return fmt.Errorf("abuse: room: %w", err)
+	}
+	members := map[string]string{}
 	for _, u := range users {
+		members[u] = room
+	}
+	for i := range catchupReaders {
+		members[catchupReader(i)] = catchupRoom
+	}
+	for u, r := range members {
 		if err := d.PutUser(ctx, directory.User{ID: u, Name: u}); err != nil {
 			return fmt.Errorf("abuse: user %s: %w", u, err)
 		}
-		if err := d.AddMember(ctx, room, u); err != nil {
+		if err := d.AddMember(ctx, r, u); err != nil {
 			return fmt.Errorf("abuse: member %s: %w", u, err)
 		}
 	}

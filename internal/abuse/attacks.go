@@ -2,6 +2,9 @@ package abuse
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -142,4 +145,172 @@ func flood(ctx context.Context, e *env, user string, join bool, next func(i int)
 		}
 	}
 	return refused.Load(), nil
+}
+
+// The catch-up flood's room: catchupReaders members read pages of
+// catchupPage messages of about catchupBody bytes each (about 500 KB a
+// page, near the history worker's page bound) from a history of
+// catchupMessages, each at its connection's budget.
+const (
+	catchupRoom     = "abuse-catchup"
+	catchupReaders  = 49
+	catchupMessages = 3000
+	catchupBody     = 1000
+	catchupPage     = 500
+	// catchupInFlight is how many reads a reader keeps waiting.
+	catchupInFlight = 8
+	// catchupEvery is how often a reader asks: 20 a second, the default
+	// request budget.
+	catchupEvery = 50 * time.Millisecond
+)
+
+// catchupReader is the name of the catch-up room's member i.
+func catchupReader(i int) string { return fmt.Sprintf("catchup-%02d", i) }
+
+// fillCatchup sends the catch-up room's history, catchupMessages
+// messages spread over its members, unless it holds them already (a
+// second run against the same cluster).
+func fillCatchup(ctx context.Context, e *env) error {
+	conns := make([]*client.Conn, catchupReaders)
+	defer func() {
+		for _, c := range conns {
+			if c != nil {
+				c.Close()
+			}
+		}
+	}()
+	for i := range conns {
+		c, err := e.dial(ctx, catchupReader(i), false)
+		if err != nil {
+			return err
+		}
+		conns[i] = c
+		go drain(ctx, c, new(atomic.Int64))
+	}
+	conv := topics.RoomConversation(catchupRoom)
+	res, err := conns[0].Sync(ctx, conv, catchupMessages-1, 1)
+	if err != nil {
+		return fmt.Errorf("abuse: catch-up room's history: %w", err)
+	}
+	if len(res.GetMessages()) > 0 {
+		return nil
+	}
+	body := []byte(strings.Repeat("c", catchupBody))
+	var sent atomic.Int64
+	var wg sync.WaitGroup
+	errs := make([]error, len(conns))
+	for i, c := range conns {
+		wg.Go(func() {
+			for sent.Add(1) <= catchupMessages {
+				errs[i] = sendRetrying(ctx, c, body)
+				if errs[i] != nil {
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// sendRetrying sends body to the catch-up room, waiting as told when
+// the comet asks it to (at most 20 tries).
+func sendRetrying(ctx context.Context, c *client.Conn, body []byte) error {
+	id := client.NewClientMsgID()
+	for try := 0; ; try++ {
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_, err := c.Send(sctx, &clientpb.Send{ClientMsgId: id, To: &clientpb.Send_Room{Room: catchupRoom}, Body: body, ContentType: "text/plain"})
+		cancel()
+		var ce *client.Error
+		if err == nil || try == 20 || !errors.As(err, &ce) || ce.RetryAfter <= 0 {
+			if err != nil {
+				return fmt.Errorf("abuse: fill the catch-up room: %w", err)
+			}
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(ce.RetryAfter):
+		}
+	}
+}
+
+// catchupFlood: catchupReaders members of a room with a long history
+// read its older pages (where the comet keeps none) as fast as their
+// budgets allow, catchupInFlight reads waiting each: about 25 MB of
+// answers asked for every second. Like the documented client, a reader
+// told to wait (UNAVAILABLE with retry_after_ms) waits, so the attack
+// stays within the budgets and is never closed for them; a connection
+// the comet closes is opened again. Refused reads and closes count as
+// refusals.
+func catchupFlood(ctx context.Context, e *env) (int64, error) {
+	var refused atomic.Int64
+	var wg sync.WaitGroup
+	for i := range catchupReaders {
+		wg.Go(func() {
+			for round := 0; round < maxRounds && ctx.Err() == nil; round++ {
+				c, err := e.dial(ctx, catchupReader(i), false)
+				if err == nil {
+					readPages(ctx, c, &refused)
+					c.Close()
+				}
+				if ctx.Err() == nil {
+					refused.Add(1)
+					select {
+					case <-ctx.Done():
+					case <-time.After(100 * time.Millisecond):
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return refused.Load(), nil
+}
+
+// readPages has c read random pages of the catch-up room every
+// catchupEvery, catchupInFlight at most waiting, until ctx ends or c is
+// closed.
+func readPages(ctx context.Context, c *client.Conn, refused *atomic.Int64) {
+	conv := topics.RoomConversation(catchupRoom)
+	dctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go drain(dctx, c, refused)
+	var pause atomic.Int64 // Unix nanoseconds until which to wait
+	slots := make(chan struct{}, catchupInFlight)
+	var reads sync.WaitGroup
+	defer reads.Wait()
+	tick := time.NewTicker(catchupEvery)
+	defer tick.Stop()
+	for round := 0; round < maxRounds; round++ {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.Done():
+			return
+		case <-tick.C:
+		}
+		if time.Now().UnixNano() < pause.Load() {
+			continue
+		}
+		select {
+		case slots <- struct{}{}:
+		default:
+			continue // catchupInFlight reads wait already
+		}
+		after := uint64(rand.IntN(catchupMessages - 2*catchupPage))
+		reads.Go(func() {
+			defer func() { <-slots }()
+			_, err := c.Sync(ctx, conv, after, catchupPage)
+			if err == nil || ctx.Err() != nil {
+				return
+			}
+			refused.Add(1)
+			var ce *client.Error
+			if errors.As(err, &ce) && ce.RetryAfter > 0 {
+				pause.Store(time.Now().Add(min(ce.RetryAfter, 1500*time.Millisecond)).UnixNano())
+			}
+		})
+	}
 }
