@@ -169,25 +169,52 @@ var (
 	}
 
 	// Deliveries is the family of per-comet topics deliver.<comet>; use
-	// Delivery(comet) for one comet's topic name. One partition keeps a
-	// comet's frames in order.
+	// Delivery(comet) for one comet's topic name. It has two lanes, one
+	// partition each (DeliveryPartition): the live lane keeps a comet's
+	// frames in order; the bulk lane carries the answers to reads (Sync,
+	// Conversations: Delivery key DeliveryBulkKey), which may be large
+	// and many at once. A comet consumes both lanes side by side, so a
+	// catch-up's pages never queue ahead of live messages (issue 9,
+	// twenty-second round). Answers and live messages are not ordered
+	// with each other, as docs/protocol.md says.
 	//
 	// A comet reads its topic as frames go out; a frame older than its
 	// connections is of no use (their clients Sync when they come back),
-	// so the topic keeps an hour and at most 64 MiB: a client asking for
-	// page after page of large messages (Sync) must not grow the broker
-	// without bound.
+	// so the topic keeps an hour and at most 64 MiB per lane: a client
+	// asking for page after page of large messages (Sync) must not grow
+	// the broker without bound.
 	Deliveries = Topic[*topicpb.Delivery]{
 		Name:           DeliveryPrefix,
-		KeyDoc:         "none (one partition)",
-		Partitions:     1,
+		KeyDoc:         "lane: live (partition 0) or bulk (partition 1: Sync and Conversations answers)",
+		Partitions:     2,
 		Retention:      time.Hour,
 		RetentionBytes: 64 << 20,
 		BatchField:     12,
-		key:            func(*topicpb.Delivery) string { return "" },
-		new:            func() *topicpb.Delivery { return new(topicpb.Delivery) },
+		key: func(v *topicpb.Delivery) string {
+			if f := v.GetFrame(); f.GetSyncResult() != nil || f.GetConversationsResult() != nil {
+				return DeliveryBulkKey
+			}
+			return ""
+		},
+		new: func() *topicpb.Delivery { return new(topicpb.Delivery) },
 	}
 )
+
+// DeliveryBulkKey is the key of the deliveries that take a delivery
+// topic's bulk lane: the answers to reads.
+const DeliveryBulkKey = "bulk"
+
+// DeliveryPartition returns the partition of a delivery topic with
+// partitions partitions that a delivery with key takes: the last one
+// for DeliveryBulkKey, 0 for any other key. A topic of one partition (a
+// comet's topic made before the lanes, until the comet grows it) has a
+// single lane.
+func DeliveryPartition(key string, partitions int32) int32 {
+	if key == DeliveryBulkKey && partitions > 1 {
+		return partitions - 1
+	}
+	return 0
+}
 
 // DeadLetters is the topic that receives messages a handler could not
 // process after its retries: the original payload, unchanged, with the

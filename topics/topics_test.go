@@ -7,6 +7,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/laneim/laneim/proto/clientpb"
 	"github.com/laneim/laneim/proto/topicpb"
 	"github.com/laneim/laneim/topics"
 )
@@ -120,5 +121,41 @@ func TestRetryAfterMs(t *testing.T) {
 		if got := topics.RetryAfterMs(tt.d); got != tt.want {
 			t.Errorf("RetryAfterMs(%v) = %d, want %d", tt.d, got, tt.want)
 		}
+	}
+}
+
+// TestDeliveryLanes checks which lane of a delivery topic each kind of
+// delivery takes: the answers to reads the bulk lane, everything else
+// (live messages, control, other answers, errors) the live lane.
+func TestDeliveryLanes(t *testing.T) {
+	tests := []struct {
+		name string
+		f    *clientpb.ServerFrame
+		bulk bool
+	}{
+		{"messages", &clientpb.ServerFrame{Body: &clientpb.ServerFrame_Messages{Messages: &clientpb.MessageBatch{}}}, false},
+		{"sync.result", &clientpb.ServerFrame{RequestId: 7, Body: &clientpb.ServerFrame_SyncResult{SyncResult: &clientpb.SyncResult{}}}, true},
+		{"conversations.result", &clientpb.ServerFrame{RequestId: 7, Body: &clientpb.ServerFrame_ConversationsResult{ConversationsResult: &clientpb.ConversationsResult{}}}, true},
+		{"sync.refused", &clientpb.ServerFrame{RequestId: 7, Body: &clientpb.ServerFrame_Error{Error: &clientpb.Error{Code: clientpb.Error_UNAVAILABLE}}}, false},
+		{"login.result", &clientpb.ServerFrame{RequestId: 1, Body: &clientpb.ServerFrame_LoginResult{LoginResult: &clientpb.LoginResult{}}}, false},
+		{"no.frame", nil, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			key := topics.Deliveries.Key(&topicpb.Delivery{Frame: tt.f})
+			if got := key == topics.DeliveryBulkKey; got != tt.bulk {
+				t.Fatalf("key %q: bulk = %v, want %v", key, got, tt.bulk)
+			}
+			want := int32(0)
+			if tt.bulk {
+				want = 1
+			}
+			if got := topics.DeliveryPartition(key, topics.Deliveries.Partitions); got != want {
+				t.Errorf("partition %d of %d, want %d", got, topics.Deliveries.Partitions, want)
+			}
+			if got := topics.DeliveryPartition(key, 1); got != 0 {
+				t.Errorf("partition %d of a one-partition topic, want 0", got)
+			}
+		})
 	}
 }

@@ -159,7 +159,7 @@ func NewPublisher(cfg KafkaConfig) (*Publisher, error) {
 	sc.Producer.Return.Successes = true
 	sc.Producer.Return.Errors = true
 	sc.Producer.RequiredAcks = sarama.WaitForAll
-	sc.Producer.Partitioner = sarama.NewHashPartitioner
+	sc.Producer.Partitioner = Partitioner
 	// No linger: a batch goes out as soon as the previous request to its
 	// broker is answered, so batches grow with load and stay small when idle.
 	sc.Producer.Flush.Frequency = 0
@@ -187,6 +187,34 @@ func NewPublisher(cfg KafkaConfig) (*Publisher, error) {
 	}()
 	return pub, nil
 }
+
+// Partitioner is the Sarama partitioner of laneIM's producers: a delivery
+// topic's messages take their lane (topics.DeliveryPartition), those of
+// every other topic the partition of their key's hash, as Kafka's own
+// clients place them.
+func Partitioner(topic string) sarama.Partitioner {
+	if _, ok := topics.CometOf(topic); ok {
+		return lanes{}
+	}
+	return sarama.NewHashPartitioner(topic)
+}
+
+// lanes places a delivery topic's messages in their lane.
+type lanes struct{}
+
+func (lanes) Partition(m *sarama.ProducerMessage, partitions int32) (int32, error) {
+	var key string
+	if m.Key != nil {
+		b, err := m.Key.Encode()
+		if err != nil {
+			return -1, err
+		}
+		key = string(b)
+	}
+	return topics.DeliveryPartition(key, partitions), nil
+}
+
+func (lanes) RequiresConsistency() bool { return true }
 
 // Publish sends msgs to topic and waits until the broker has them all.
 func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
@@ -340,13 +368,21 @@ type TopicSpec struct {
 	// Replicas is the replication factor the topic is created with; zero
 	// means 1 (a single broker). A topic that exists keeps its own.
 	Replicas int16
+	// Grow lets EnsureTopics add partitions to a topic that exists with
+	// fewer than Partitions: only for a topic whose messages do not go
+	// by their key's hash (a delivery topic's lanes), since growing
+	// would move keys to other partitions.
+	Grow bool
 }
 
 // DeliveryTopic is the spec of comet's delivery topic, which the comet
 // creates.
+// A comet's topic made before it had lanes is grown to them.
 func DeliveryTopic(comet string) TopicSpec {
 	s, _ := topics.Lookup(topics.Delivery(comet))
-	return topicSpec(s)
+	t := topicSpec(s)
+	t.Grow = true
+	return t
 }
 
 // topicSpec is what EnsureTopics needs of a topic's spec.
@@ -363,7 +399,8 @@ func PipelineTopics() []TopicSpec {
 	return append(out, TopicSpec{Name: topics.DeadLetters, Partitions: 1})
 }
 
-// EnsureTopics creates the topics that do not exist yet. Creating topics
+// EnsureTopics creates the topics that do not exist yet, and adds
+// partitions to those marked Grow that have fewer. Creating topics
 // explicitly, rather than relying on auto-creation, makes them survive a
 // broker restart and gives them the partition counts ordering relies on.
 func EnsureTopics(ctx context.Context, cfg KafkaConfig, specs ...TopicSpec) error {
@@ -387,7 +424,13 @@ func EnsureTopics(ctx context.Context, cfg KafkaConfig, specs ...TopicSpec) erro
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if _, ok := existing[s.Name]; ok {
+		if have, ok := existing[s.Name]; ok {
+			if s.Grow && have.NumPartitions < s.Partitions {
+				err := admin.CreatePartitions(s.Name, s.Partitions, nil, false)
+				if err != nil && !errors.Is(err, sarama.ErrInvalidPartitions) { // grown meanwhile by another
+					return fmt.Errorf("kafka: grow topic %s from %d to %d partitions: %w", s.Name, have.NumPartitions, s.Partitions, err)
+				}
+			}
 			continue
 		}
 		replicas := s.Replicas

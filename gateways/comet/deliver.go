@@ -18,7 +18,9 @@ import (
 
 // Pipeline returns the pipeline handler named comet.<id> that consumes the
 // comet's own delivery topic (consumer group laneim.comet.<id>) and
-// applies each Delivery with Deliver, in order. A payload that does not decode is a
+// applies each Delivery with Deliver, in order within its lane: the
+// topic's live and bulk lanes (topics.Deliveries) are consumed side by
+// side, so Deliver runs for both at once. A payload that does not decode is a
 // pipeline.Permanent error; every other message is acked, since a
 // connection that is gone needs no retry.
 func (c *Comet) Pipeline() pipeline.Handler {

@@ -23,7 +23,7 @@ import (
 )
 
 // Module runs a comet: on start it creates the comet's delivery topic
-// (one partition), listens on Config.Addr (a port in use fails the
+// (its two lanes; a topic of one partition is grown), listens on Config.Addr (a port in use fails the
 // start), registers the comet in etcd when the graph has a
 // *clientv3.Client, then serves WebSockets on Config.Path and "ok" on
 // /healthz and starts the heartbeat loop. A start that fails undoes

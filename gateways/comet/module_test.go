@@ -84,7 +84,7 @@ func TestModuleOverKafka(t *testing.T) {
 		}
 	}()
 
-	// The delivery topic exists, with one partition.
+	// The delivery topic exists, with its two lanes.
 	admin, err := sarama.NewClusterAdmin(kcfg.Brokers, sarama.NewConfig())
 	if err != nil {
 		t.Fatal(err)
@@ -94,7 +94,7 @@ func TestModuleOverKafka(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d, ok := list["deliver.m1"]; !ok || d.NumPartitions != 1 {
+	if d, ok := list["deliver.m1"]; !ok || d.NumPartitions != topics.Deliveries.Partitions {
 		t.Fatalf("deliver.m1: %+v, %v", d, ok)
 	}
 

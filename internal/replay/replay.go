@@ -28,6 +28,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/laneim/laneim/topics"
+	"github.com/laneim/laneim/wiring"
 )
 
 // Original is the Republish target that sends dead letters back to the
@@ -99,6 +100,9 @@ func Run(ctx context.Context, opts Options, out io.Writer) (int, error) {
 	}
 	sc.ClientID = "laneim-replay"
 	sc.Producer.Return.Successes = true
+	// A message republished goes where laneIM's own producers put it:
+	// a delivery topic's into its lane.
+	sc.Producer.Partitioner = wiring.Partitioner
 	client, err := sarama.NewClient(opts.Brokers, sc)
 	if err != nil {
 		return 0, fmt.Errorf("replay: connect to %v: %w", opts.Brokers, err)
