@@ -23,8 +23,9 @@ import (
 )
 
 // Module runs a comet: on start it creates the comet's delivery topic
-// (its two lanes; a topic of one partition is grown), listens on Config.Addr (a port in use fails the
-// start), registers the comet in etcd when the graph has a
+// (its two lanes; a topic of one partition is grown), listens on
+// Config.Addr (a port in use fails the start), registers the comet in
+// etcd when the graph has a
 // *clientv3.Client, then serves WebSockets on Config.Path and "ok" on
 // /healthz and starts the heartbeat loop. A start that fails undoes
 // itself: the listener and the comet are closed and no goroutine is

@@ -21,14 +21,16 @@ const readRetryAfterMs = 1000
 
 // readBytesInFlight bounds the bytes the comet's waiting reads will be
 // answered with, as estimated from the answers of the reads before them
-// (observeRead): a read's answer comes through the comet's delivery
-// topic, in order with every live message to its clients, so that the
-// answers waiting ahead of a live message delay it. At the pages' 512
-// KiB, 256 waiting reads put 128 MiB ahead of it: an outside abuse check
-// had 49 room members read old 500-message pages at their budget, and
-// every live message on that server arrived 1.4–2.4 s late (10 members:
-// 0.7 s). 16 MiB is about 30 such pages, or all 256 reads of pages of
-// small messages.
+// (observeRead). When answers came through the comet's delivery topic in
+// order with every live message, the answers waiting ahead of a live
+// message delayed it: at the pages' 512 KiB, 256 waiting reads put 128
+// MiB ahead of it, and an outside abuse check had 49 room members read
+// old 500-message pages at their budget and every live message on that
+// server arrive 1.4–2.4 s late (10 members: 0.7 s). Answers now take the
+// topic's bulk lane (topics.Deliveries), beside live messages; the bound
+// still keeps what they hold in memory, in the broker and the comet, and
+// the wait of an honest client's read behind a flood's, in check. 16 MiB
+// is about 30 such pages, or all 256 reads of pages of small messages.
 const readBytesInFlight = 16 << 20
 
 // minReadsInFlight is the fewest reads the comet lets wait whatever
@@ -36,8 +38,8 @@ const readBytesInFlight = 16 << 20
 const minReadsInFlight = 8
 
 // readLimit is how many reads may wait: maxReads (MaxReadsInFlight),
-// fewer when answers of avg bytes would put more than readBytesInFlight
-// ahead of live messages, but not fewer than minReadsInFlight.
+// fewer when answers of avg bytes would come to more than
+// readBytesInFlight, but not fewer than minReadsInFlight.
 func readLimit(maxReads, avg int64) int64 {
 	if avg <= 0 {
 		return maxReads
