@@ -169,6 +169,7 @@ func runAbuse(ctx context.Context, args []string) error {
 	var cfg abuse.Config
 	fs.StringVar(&cfg.Cluster.Target, "target", "", "comet WebSocket URL of a running cluster on this machine (default: start a dev cluster as a child process)")
 	fs.StringVar(&cfg.Cluster.Redis, "redis", "", "Redis address(es) of the directory (with --target)")
+	admin := fs.String("admin", "", "admin addresses of the cluster's processes, comma-separated (with --target): their /metrics give the CPU and memory each phase cost")
 	fs.StringVar(&cfg.Cluster.Secret, "secret", "", "login token secret (with --target; dev mode's: "+devSecret+")")
 	fs.DurationVar(&cfg.Baseline, "baseline", 5*time.Second, "how long the honest pair is measured alone")
 	fs.DurationVar(&cfg.PerAttack, "per-attack", 10*time.Second, "how long each attack runs")
@@ -178,6 +179,9 @@ func runAbuse(ctx context.Context, args []string) error {
 		return err
 	}
 	cfg.Attacks = strings.Split(*list, ",")
+	if *admin != "" {
+		cfg.Cluster.Admin = strings.Split(*admin, ",")
+	}
 	phases, err := abuse.Run(ctx, cfg, os.Stderr)
 	abuse.Table(os.Stdout, phases)
 	if *jsonOut {

@@ -44,6 +44,11 @@ type Topic[T proto.Message] struct {
 	// RetentionBytes, when not zero, is the most bytes of messages the
 	// broker keeps per partition of the topic, the oldest going first.
 	RetentionBytes int64
+	// SegmentBytes, when not zero, is the size of the topic's log
+	// segments (the broker's default otherwise: Kafka's 1 GiB). A broker
+	// deletes whole segments only, and never the one being written: a
+	// byte bound needs segments well below it to hold.
+	SegmentBytes int64
 	// BatchField, when not zero, is the number of the payload's repeated
 	// field of its own type ("more") that carries later payloads with
 	// the same key. A consumer may then merge a run of same-key
@@ -180,15 +185,17 @@ var (
 	//
 	// A comet reads its topic as frames go out; a frame older than its
 	// connections is of no use (their clients Sync when they come back),
-	// so the topic keeps an hour and at most 64 MiB per lane: a client
-	// asking for page after page of large messages (Sync) must not grow
-	// the broker without bound.
+	// so the topic keeps an hour and at most 64 MiB per lane, in 16 MiB
+	// segments (with Kafka's 1 GiB ones the byte bound would hold only
+	// past 1 GiB): a client asking for page after page of large
+	// messages (Sync) must not grow the broker without bound.
 	Deliveries = Topic[*topicpb.Delivery]{
 		Name:           DeliveryPrefix,
 		KeyDoc:         "lane: live (partition 0) or bulk (partition 1: Sync and Conversations answers)",
 		Partitions:     2,
 		Retention:      time.Hour,
 		RetentionBytes: 64 << 20,
+		SegmentBytes:   16 << 20,
 		BatchField:     12,
 		key: func(v *topicpb.Delivery) string {
 			if f := v.GetFrame(); f.GetSyncResult() != nil || f.GetConversationsResult() != nil {
@@ -238,6 +245,8 @@ type Spec struct {
 	Retention  time.Duration
 	// RetentionBytes is the topic's Topic.RetentionBytes.
 	RetentionBytes int64
+	// SegmentBytes is the topic's Topic.SegmentBytes.
+	SegmentBytes int64
 	// BatchField is the topic's Topic.BatchField.
 	BatchField protowire.Number
 	// BatchAcrossKeys is the topic's Topic.BatchAcrossKeys.
@@ -255,6 +264,7 @@ func spec[T proto.Message](t Topic[T]) Spec {
 		Partitions:      t.Partitions,
 		Retention:       t.Retention,
 		RetentionBytes:  t.RetentionBytes,
+		SegmentBytes:    t.SegmentBytes,
 		BatchField:      t.BatchField,
 		BatchAcrossKeys: t.BatchAcrossKeys,
 		Payload:         t.new().ProtoReflect().Descriptor().FullName(),

@@ -365,6 +365,8 @@ type TopicSpec struct {
 	// retention.ms and retention.bytes (per partition).
 	Retention      time.Duration
 	RetentionBytes int64
+	// SegmentBytes, when not zero, sets the topic's segment.bytes.
+	SegmentBytes int64
 	// Replicas is the replication factor the topic is created with; zero
 	// means 1 (a single broker). A topic that exists keeps its own.
 	Replicas int16
@@ -387,7 +389,7 @@ func DeliveryTopic(comet string) TopicSpec {
 
 // topicSpec is what EnsureTopics needs of a topic's spec.
 func topicSpec(s topics.Spec) TopicSpec {
-	return TopicSpec{Name: s.Name, Partitions: s.Partitions, Retention: s.Retention, RetentionBytes: s.RetentionBytes}
+	return TopicSpec{Name: s.Name, Partitions: s.Partitions, Retention: s.Retention, RetentionBytes: s.RetentionBytes, SegmentBytes: s.SegmentBytes}
 }
 
 // PipelineTopics lists the topics every cluster needs, dead letters included.
@@ -442,6 +444,10 @@ func EnsureTopics(ctx context.Context, cfg KafkaConfig, specs ...TopicSpec) erro
 		if s.Retention > 0 {
 			ms := strconv.FormatInt(s.Retention.Milliseconds(), 10)
 			detail.ConfigEntries["retention.ms"] = &ms
+		}
+		if s.SegmentBytes > 0 {
+			b := strconv.FormatInt(s.SegmentBytes, 10)
+			detail.ConfigEntries["segment.bytes"] = &b
 		}
 		if s.RetentionBytes > 0 {
 			b := strconv.FormatInt(s.RetentionBytes, 10)

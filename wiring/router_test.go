@@ -122,8 +122,9 @@ func TestPublishTooLargeIsPermanent(t *testing.T) {
 // TestTopicRetention: topics whose messages are of no use after a while
 // are created with their retention: login.requests, whose payloads hold
 // bearer tokens (issue 11), and history.requests keep an hour; a comet's
-// delivery topic an hour and 64 MiB (a client paging through large
-// messages must not grow the broker without bound).
+// delivery topic an hour and 64 MiB per lane, in 16 MiB segments (a
+// client paging through large messages must not grow the broker without
+// bound, and a broker deletes whole segments only).
 func TestTopicRetention(t *testing.T) {
 	t.Parallel()
 	k := testinfra.KafkaPipeline(t)
@@ -142,11 +143,12 @@ func TestTopicRetention(t *testing.T) {
 	for _, tt := range []struct {
 		topic        string
 		ms, maxBytes string // "" : not set on the topic
+		segment      string
 	}{
-		{topics.LoginRequests.Name, "3600000", ""},
-		{topics.HistoryRequests.Name, "3600000", ""},
-		{topics.Delivery("c-retention"), "3600000", "67108864"},
-		{topics.Routed.Name, "", ""},
+		{topics.LoginRequests.Name, "3600000", "", ""},
+		{topics.HistoryRequests.Name, "3600000", "", ""},
+		{topics.Delivery("c-retention"), "3600000", "67108864", "16777216"},
+		{topics.Routed.Name, "", "", ""},
 	} {
 		entries, err := admin.DescribeConfig(sarama.ConfigResource{Type: sarama.TopicResource, Name: tt.topic})
 		if err != nil {
@@ -158,8 +160,9 @@ func TestTopicRetention(t *testing.T) {
 				got[e.Name] = e.Value
 			}
 		}
-		if got["retention.ms"] != tt.ms || got["retention.bytes"] != tt.maxBytes {
-			t.Errorf("%s: retention.ms %q, retention.bytes %q; want %q, %q", tt.topic, got["retention.ms"], got["retention.bytes"], tt.ms, tt.maxBytes)
+		if got["retention.ms"] != tt.ms || got["retention.bytes"] != tt.maxBytes || got["segment.bytes"] != tt.segment {
+			t.Errorf("%s: retention.ms %q, retention.bytes %q, segment.bytes %q; want %q, %q, %q", tt.topic,
+				got["retention.ms"], got["retention.bytes"], got["segment.bytes"], tt.ms, tt.maxBytes, tt.segment)
 		}
 	}
 }

@@ -70,6 +70,12 @@ type Phase struct {
 	FailedBy string        `json:"honest_failed_by,omitempty"` // the first such error
 	RatioP50 float64       `json:"ratio_p50"`
 	RatioP99 float64       `json:"ratio_p99"`
+	// ServerCores is the cluster's CPU during the phase, in cores, and
+	// ServerRSSPeak the highest resident memory of its processes
+	// together, sampled twice a second, read from their admin addresses'
+	// /metrics (0 when there are none).
+	ServerCores   float64 `json:"server_cpu_cores"`
+	ServerRSSPeak int64   `json:"server_rss_peak_bytes"`
 }
 
 // room is where the honest pair and the attackers meet.
@@ -142,7 +148,7 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) ([]Phase, error) {
 	defer p.close()
 
 	fmt.Fprintf(progress, "abuse: baseline for %v\n", cfg.Baseline)
-	base := p.measure(ctx, cfg.Baseline)
+	base := p.measureUsage(ctx, cl.Admin, cfg.Baseline)
 	phases := []Phase{base}
 	for _, name := range cfg.Attacks {
 		if prepare := prepares[name]; prepare != nil {
@@ -160,7 +166,7 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) ([]Phase, error) {
 			defer close(done)
 			refused, aerr = attacks[name](actx, e)
 		}()
-		ph := p.measure(actx, cfg.PerAttack)
+		ph := p.measureUsage(actx, cl.Admin, cfg.PerAttack)
 		cancel()
 		<-done
 		if aerr != nil && !errors.Is(aerr, context.DeadlineExceeded) && !errors.Is(aerr, context.Canceled) {
@@ -364,19 +370,55 @@ func (p *pair) measure(ctx context.Context, d time.Duration) Phase {
 	return Phase{Samples: len(lat), P50: bench.Quantile(lat, 0.5), P99: bench.Quantile(lat, 0.99), Lost: len(sent), Failed: failed, FailedBy: failedBy}
 }
 
+// measureUsage is measure, with what the phase cost the cluster whose
+// admin addresses are admin.
+func (p *pair) measureUsage(ctx context.Context, admin []string, d time.Duration) Phase {
+	start := time.Now()
+	cpu0, peak := bench.Usage(ctx, admin)
+	sctx, stop := context.WithCancel(ctx)
+	sampled := make(chan int64)
+	go func() { // samples the cluster's memory until the phase ends
+		top := peak
+		t := time.NewTicker(500 * time.Millisecond)
+		defer t.Stop()
+		for range maxRounds {
+			select {
+			case <-sctx.Done():
+				sampled <- top
+				return
+			case <-t.C:
+				_, rss := bench.Usage(sctx, admin)
+				top = max(top, rss)
+			}
+		}
+		<-sctx.Done()
+		sampled <- top
+	}()
+	ph := p.measure(ctx, d)
+	stop()
+	ph.ServerRSSPeak = <-sampled
+	cpu1, rss := bench.Usage(context.WithoutCancel(ctx), admin)
+	ph.ServerRSSPeak = max(ph.ServerRSSPeak, rss)
+	if wall := time.Since(start); cpu1 > cpu0 && wall > 0 {
+		ph.ServerCores = float64(cpu1-cpu0) / float64(wall)
+	}
+	return ph
+}
+
 // Table prints the phases: the honest pair's latency under each attack
 // and its ratio to the baseline.
 func Table(w io.Writer, phases []Phase) {
-	fmt.Fprintf(w, "%-12s %8s %10s %10s %9s %9s %10s %6s %6s\n", "attack", "samples", "p50 ms", "p99 ms", "p50 ×", "p99 ×", "refused", "lost", "failed")
+	fmt.Fprintf(w, "%-13s %8s %10s %10s %9s %9s %10s %6s %6s %6s %8s\n", "attack", "samples", "p50 ms", "p99 ms", "p50 ×", "p99 ×", "refused", "lost", "failed", "cores", "peak MB")
 	for _, p := range phases {
 		name := p.Attack
 		if name == "" {
 			name = "(baseline)"
 		}
-		fmt.Fprintf(w, "%-12s %8d %10.1f %10.1f %9.2f %9.2f %10d %6d %6d\n", name, p.Samples,
-			float64(p.P50.Microseconds())/1000, float64(p.P99.Microseconds())/1000, p.RatioP50, p.RatioP99, p.Refused, p.Lost, p.Failed)
+		fmt.Fprintf(w, "%-13s %8d %10.1f %10.1f %9.2f %9.2f %10d %6d %6d %6.2f %8d\n", name, p.Samples,
+			float64(p.P50.Microseconds())/1000, float64(p.P99.Microseconds())/1000, p.RatioP50, p.RatioP99, p.Refused, p.Lost, p.Failed,
+			p.ServerCores, p.ServerRSSPeak>>20)
 		if p.FailedBy != "" {
-			fmt.Fprintf(w, "%-12s first failed send: %s\n", "", p.FailedBy)
+			fmt.Fprintf(w, "%-13s first failed send: %s\n", "", p.FailedBy)
 		}
 	}
 }

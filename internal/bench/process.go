@@ -265,3 +265,20 @@ func StartDevCluster(ctx context.Context, cfg *Config) (stop func(), err error) 
 	}
 	return p.stop, nil
 }
+
+// Usage returns the CPU time and the resident memory of a cluster's
+// processes, summed over the /metrics of their admin addresses
+// (process_cpu_seconds_total, process_resident_memory_bytes); an address
+// that cannot be read adds nothing. Other load tools (laneim abuse)
+// report what an attack cost the cluster with it.
+func Usage(ctx context.Context, admin []string) (cpu time.Duration, rss int64) {
+	for _, a := range admin {
+		fams, err := scrapeFamilies(ctx, a)
+		if err != nil {
+			continue
+		}
+		cpu += time.Duration(value(fams, "process_cpu_seconds_total") * float64(time.Second))
+		rss += int64(value(fams, "process_resident_memory_bytes"))
+	}
+	return cpu, rss
+}
