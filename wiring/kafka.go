@@ -190,8 +190,8 @@ func NewPublisher(cfg KafkaConfig) (*Publisher, error) {
 
 // Partitioner is the Sarama partitioner of laneIM's producers: a delivery
 // topic's messages take their lane (topics.DeliveryPartition), those of
-// every other topic the partition of their key's hash, as Kafka's own
-// clients place them.
+// every other topic the partition of their key's hash (Sarama's hash
+// partitioner, as before the lanes: a key keeps its partition).
 func Partitioner(topic string) sarama.Partitioner {
 	if _, ok := topics.CometOf(topic); ok {
 		return lanes{}

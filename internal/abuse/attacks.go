@@ -238,8 +238,8 @@ func sendRetrying(ctx context.Context, c *client.Conn, body []byte) error {
 
 // catchupFlood: catchupReaders members of a room with a long history
 // read its older pages (where the comet keeps none) as fast as their
-// budgets allow, catchupInFlight reads waiting each: about 25 MB of
-// answers asked for every second. Like the documented client, a reader
+// budgets allow, catchupInFlight reads waiting each: up to 980 pages,
+// about 490 MB, asked for every second, far more than two cores serve. Like the documented client, a reader
 // told to wait (UNAVAILABLE with retry_after_ms) waits, so the attack
 // stays within the budgets and is never closed for them; a connection
 // the comet closes is opened again. Refused reads and closes count as
