@@ -27,12 +27,14 @@ type Config struct {
 }
 
 // Module provides a process's shared infrastructure from a supplied Config
-// and *slog.Logger: a message.Publisher to Kafka, a SubscriberFactory, a
+// and *slog.Logger: a message.Publisher to Kafka, a BulkPublisher (made
+// only in a process that asks for one), a SubscriberFactory, a
 // redis.UniversalClient, and a Watermill router that runs every Handler in
 // the "handlers" group for the life of the app.
 var Module = fx.Module("wiring",
 	fx.Provide(
 		newPublisher,
+		newBulkPublisher,
 		newSubscriberFactory,
 		newRedis,
 		newRouter,
@@ -52,6 +54,25 @@ func newPublisher(lc fx.Lifecycle, cfg Config) (message.Publisher, error) {
 	}
 	lc.Append(fx.StopHook(p.Close))
 	return p, nil
+}
+
+// BulkPublisher is a Kafka publisher of its own for large answers: the
+// history worker's pages to comets' bulk lanes (topics.Deliveries). A
+// producer keeps one request in flight per broker and puts whatever is
+// waiting into the next, so a live frame published through the same
+// producer as a catch-up flood waits for requests of megabytes to be
+// answered first; in one process (dev mode, or workers run together)
+// routing and fan-out did, for 15–40 ms a hop (docs/performance.md,
+// twenty-second round).
+type BulkPublisher struct{ message.Publisher }
+
+func newBulkPublisher(lc fx.Lifecycle, cfg Config) (BulkPublisher, error) {
+	p, err := NewPublisher(cfg.Kafka)
+	if err != nil {
+		return BulkPublisher{}, fmt.Errorf("bulk publisher: %w", err)
+	}
+	lc.Append(fx.StopHook(p.Close))
+	return BulkPublisher{p}, nil
 }
 
 // newSubscriberFactory binds NewSubscriber to the process's Kafka

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/laneim/laneim/wiring/pipeline"
 	"go.uber.org/fx"
@@ -148,5 +149,38 @@ func TestNewRouterFailingClosesItsSubscribers(t *testing.T) {
 	}
 	if len(f.subs) != 1 || f.subs[0].closed() != 1 {
 		t.Fatalf("subscriber of a not closed once: %d subscribers", len(f.subs))
+	}
+}
+
+// The bulk publisher is a producer of its own, not the process's shared
+// one, and stops with the app.
+func TestBulkPublisherIsItsOwnProducer(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "t"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cfg := Config{Kafka: KafkaConfig{Brokers: c.ListenAddrs(), ClientID: "laneim-test"}}
+	lc := fxtest.NewLifecycle(t)
+	shared, err := newPublisher(lc, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bulk, err := newBulkPublisher(lc, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bulk.Publisher == shared {
+		t.Fatal("the bulk publisher is the shared one")
+	}
+	lc.RequireStart()
+	for _, p := range []message.Publisher{shared, bulk} {
+		if err := p.Publish("t", message.NewMessage("1", []byte("x"))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lc.RequireStop()
+	if err := bulk.Publish("t", message.NewMessage("2", []byte("x"))); err == nil {
+		t.Error("the bulk publisher still publishes after the app stopped")
 	}
 }

@@ -3,7 +3,6 @@ package history
 import (
 	"log/slog"
 
-	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/fx"
 
@@ -17,10 +16,12 @@ import (
 var _ Directory = (*directory.Store)(nil)
 
 // Module runs the history worker; it needs a Config, a msgstore.Store, a
-// *directory.Store, a message.Publisher, a *slog.Logger and the process's
-// *wiring.Metrics in the graph.
+// *directory.Store, a wiring.BulkPublisher (its answers, large and many
+// in a catch-up, do not share a producer with the process's live
+// traffic), a *slog.Logger and the process's *wiring.Metrics in the
+// graph.
 var Module = fx.Module(Name,
-	pipeline.Provide(func(cfg Config, s msgstore.Store, d *directory.Store, pub message.Publisher, logger *slog.Logger, m *wiring.Metrics) (pipeline.Handler, error) {
+	pipeline.Provide(func(cfg Config, s msgstore.Store, d *directory.Store, pub wiring.BulkPublisher, logger *slog.Logger, m *wiring.Metrics) (pipeline.Handler, error) {
 		h, err := New(cfg, s, d, pub, logger.With("worker", Name))
 		if err != nil {
 			return pipeline.Handler{}, err
