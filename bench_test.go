@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"net"
 	"os/exec"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -23,10 +22,7 @@ func TestBenchOnDevCluster(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary and starts a dev cluster")
 	}
-	bin := filepath.Join(t.TempDir(), "laneim")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildLaneim(t)
 	// The dev cluster a bench starts must not need the dev defaults'
 	// fixed ports: another dev cluster (a user's, another bench's) may
 	// hold them. Hold the HTTP api's, unless something else does.

@@ -65,6 +65,7 @@ type Phase struct {
 	P50      time.Duration `json:"p50_ns"`
 	P99      time.Duration `json:"p99_ns"`
 	Refused  int64         `json:"attacker_refused"`           // refusals and closes the attacker got
+	Served   int64         `json:"attacker_served"`            // what the attacker got served, where counted (catchup-flood: pages)
 	Lost     int           `json:"honest_lost"`                // honest messages acknowledged but not received within 5s
 	Failed   int           `json:"honest_failed"`              // honest Sends answered with an error (not acknowledged)
 	FailedBy string        `json:"honest_failed_by,omitempty"` // the first such error
@@ -85,6 +86,9 @@ var users = []string{"honest-a", "honest-b", "flooder", "syncer", "flapper"}
 
 type env struct {
 	cfg bench.Config
+	// served counts what the running attack got served (catch-up
+	// pages read), for attacks that count it.
+	served atomic.Int64
 }
 
 func (e *env) dial(ctx context.Context, user string, join bool) (*client.Conn, error) {
@@ -172,7 +176,7 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) ([]Phase, error) {
 		if aerr != nil && !errors.Is(aerr, context.DeadlineExceeded) && !errors.Is(aerr, context.Canceled) {
 			return phases, fmt.Errorf("abuse: %s: %w", name, aerr)
 		}
-		ph.Attack, ph.Refused = name, refused
+		ph.Attack, ph.Refused, ph.Served = name, refused, e.served.Swap(0)
 		if base.P50 > 0 {
 			ph.RatioP50 = float64(ph.P50) / float64(base.P50)
 			ph.RatioP99 = float64(ph.P99) / float64(base.P99)

@@ -252,7 +252,7 @@ func catchupFlood(ctx context.Context, e *env) (int64, error) {
 			for round := 0; round < maxRounds && ctx.Err() == nil; round++ {
 				c, err := e.dial(ctx, catchupReader(i), false)
 				if err == nil {
-					readPages(ctx, c, &refused)
+					readPages(ctx, c, &refused, &e.served)
 					c.Close()
 				}
 				if ctx.Err() == nil {
@@ -271,8 +271,8 @@ func catchupFlood(ctx context.Context, e *env) (int64, error) {
 
 // readPages has c read random pages of the catch-up room every
 // catchupEvery, catchupInFlight at most waiting, until ctx ends or c is
-// closed.
-func readPages(ctx context.Context, c *client.Conn, refused *atomic.Int64) {
+// closed, counting the pages read in served.
+func readPages(ctx context.Context, c *client.Conn, refused, served *atomic.Int64) {
 	conv := topics.RoomConversation(catchupRoom)
 	dctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -302,7 +302,10 @@ func readPages(ctx context.Context, c *client.Conn, refused *atomic.Int64) {
 		after := uint64(rand.IntN(catchupMessages - 2*catchupPage))
 		reads.Go(func() {
 			defer func() { <-slots }()
-			_, err := c.Sync(ctx, conv, after, catchupPage)
+			res, err := c.Sync(ctx, conv, after, catchupPage)
+			if err == nil && len(res.GetMessages()) > 0 {
+				served.Add(1)
+			}
 			if err == nil || ctx.Err() != nil {
 				return
 			}
