@@ -412,14 +412,14 @@ func (p *pair) measureUsage(ctx context.Context, admin []string, d time.Duration
 // Table prints the phases: the honest pair's latency under each attack
 // and its ratio to the baseline.
 func Table(w io.Writer, phases []Phase) {
-	fmt.Fprintf(w, "%-13s %8s %10s %10s %9s %9s %10s %6s %6s %6s %8s\n", "attack", "samples", "p50 ms", "p99 ms", "p50 ×", "p99 ×", "refused", "lost", "failed", "cores", "peak MB")
+	fmt.Fprintf(w, "%-13s %8s %10s %10s %9s %9s %10s %8s %6s %6s %6s %8s\n", "attack", "samples", "p50 ms", "p99 ms", "p50 ×", "p99 ×", "refused", "served", "lost", "failed", "cores", "peak MB")
 	for _, p := range phases {
 		name := p.Attack
 		if name == "" {
 			name = "(baseline)"
 		}
-		fmt.Fprintf(w, "%-13s %8d %10.1f %10.1f %9.2f %9.2f %10d %6d %6d %6.2f %8d\n", name, p.Samples,
-			float64(p.P50.Microseconds())/1000, float64(p.P99.Microseconds())/1000, p.RatioP50, p.RatioP99, p.Refused, p.Lost, p.Failed,
+		fmt.Fprintf(w, "%-13s %8d %10.1f %10.1f %9.2f %9.2f %10d %8d %6d %6d %6.2f %8d\n", name, p.Samples,
+			float64(p.P50.Microseconds())/1000, float64(p.P99.Microseconds())/1000, p.RatioP50, p.RatioP99, p.Refused, p.Served, p.Lost, p.Failed,
 			p.ServerCores, p.ServerRSSPeak>>20)
 		if p.FailedBy != "" {
 			fmt.Fprintf(w, "%-13s first failed send: %s\n", "", p.FailedBy)
