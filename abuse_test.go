@@ -11,8 +11,9 @@ import (
 
 // TestAbuseOnDevCluster runs `laneim abuse` as a user does, with the
 // catch-up flood, against the dev cluster it starts: the flood's room is
-// filled, its readers are served pages, the honest pair loses nothing,
-// and each phase reports what it cost the cluster. It asserts no
+// filled, its readers are served pages, the honest pair loses nothing
+// and has its catch-up reads measured, and each phase reports what it
+// cost the cluster. It asserts no
 // latency: machines here are shared (docs/performance.md has figures).
 func TestAbuseOnDevCluster(t *testing.T) {
 	if testing.Short() {
@@ -35,6 +36,8 @@ func TestAbuseOnDevCluster(t *testing.T) {
 		Served  int64   `json:"attacker_served"`
 		Cores   float64 `json:"server_cpu_cores"`
 		RSS     int64   `json:"server_rss_peak_bytes"`
+		Reads   int     `json:"honest_sync_samples"`
+		Refused int     `json:"honest_sync_refused"`
 	}
 	if err := json.Unmarshal(lines[len(lines)-1], &phases); err != nil {
 		t.Fatalf("last line is not the JSON phases: %v\n%s", err, stdout.String())
@@ -45,6 +48,9 @@ func TestAbuseOnDevCluster(t *testing.T) {
 	for _, ph := range phases {
 		if ph.Samples == 0 || ph.Lost != 0 {
 			t.Errorf("%q: %d honest samples, %d lost: want samples and none lost", ph.Attack, ph.Samples, ph.Lost)
+		}
+		if ph.Reads+ph.Refused == 0 {
+			t.Errorf("%q: no catch-up read of the honest pair measured", ph.Attack)
 		}
 		if ph.Cores <= 0 || ph.RSS <= 0 {
 			t.Errorf("%q: %.2f cores, %d bytes: want the cluster's usage read from its /metrics", ph.Attack, ph.Cores, ph.RSS)

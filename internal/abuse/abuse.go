@@ -77,6 +77,15 @@ type Phase struct {
 	// /metrics (0 when there are none).
 	ServerCores   float64 `json:"server_cpu_cores"`
 	ServerRSSPeak int64   `json:"server_rss_peak_bytes"`
+	// CatchUpP50 and CatchUpP99 are the latency of the honest b's own
+	// catch-up reads during the phase, a Sync of its 1:1 conversation
+	// with a from the start every half second (answered by the history
+	// worker, not from a room's memory); CatchUpRefused counts those
+	// answered with an error (UNAVAILABLE: the comet's reads are full).
+	CatchUpSamples int           `json:"honest_sync_samples"`
+	CatchUpP50     time.Duration `json:"honest_sync_p50_ns"`
+	CatchUpP99     time.Duration `json:"honest_sync_p99_ns"`
+	CatchUpRefused int           `json:"honest_sync_refused"`
 }
 
 // room is where the honest pair and the attackers meet.
@@ -266,6 +275,14 @@ func newPair(ctx context.Context, e *env) (*pair, error) {
 		a.Close()
 		return nil, err
 	}
+	// A few 1:1 messages, for b's catch-up reads (catchUps).
+	for i := range 5 {
+		if _, err := a.SendUser(ctx, "honest-b", fmt.Appendf(nil, "to catch up on %d", i)); err != nil {
+			a.Close()
+			b.Close()
+			return nil, fmt.Errorf("abuse: honest 1:1: %w", err)
+		}
+	}
 	p := &pair{a: a, b: b, conv: topics.RoomConversation(room)}
 	pctx, cancel := context.WithCancel(context.Background())
 	p.stopPing = cancel
@@ -380,6 +397,9 @@ func (p *pair) measureUsage(ctx context.Context, admin []string, d time.Duration
 	start := time.Now()
 	cpu0, peak := bench.Usage(ctx, admin)
 	sctx, stop := context.WithCancel(ctx)
+	var reads readStats
+	var reading sync.WaitGroup
+	reading.Go(func() { reads = p.catchUps(sctx) })
 	sampled := make(chan int64)
 	go func() { // samples the cluster's memory until the phase ends
 		top := peak
@@ -400,6 +420,9 @@ func (p *pair) measureUsage(ctx context.Context, admin []string, d time.Duration
 	}()
 	ph := p.measure(ctx, d)
 	stop()
+	reading.Wait()
+	ph.CatchUpSamples, ph.CatchUpRefused = len(reads.lat), reads.refused
+	ph.CatchUpP50, ph.CatchUpP99 = bench.Quantile(reads.lat, 0.5), bench.Quantile(reads.lat, 0.99)
 	ph.ServerRSSPeak = <-sampled
 	cpu1, rss := bench.Usage(context.WithoutCancel(ctx), admin)
 	ph.ServerRSSPeak = max(ph.ServerRSSPeak, rss)
@@ -409,18 +432,60 @@ func (p *pair) measureUsage(ctx context.Context, admin []string, d time.Duration
 	return ph
 }
 
+// refusedNote says how many of the honest catch-up reads were refused.
+func refusedNote(n int) string {
+	if n == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (%d refused)", n)
+}
+
+// readStats is what catchUps measured.
+type readStats struct {
+	lat     []time.Duration
+	refused int
+}
+
+// catchUps has b read its 1:1 conversation with a from the start every
+// half second until ctx ends (at most maxRounds times), as a client
+// catching up does, and returns the latencies of the reads answered.
+func (p *pair) catchUps(ctx context.Context) readStats {
+	var st readStats
+	conv := topics.DirectConversation("honest-a", "honest-b")
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for range maxRounds {
+		select {
+		case <-ctx.Done():
+			return st
+		case <-t.C:
+		}
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		start := time.Now()
+		_, err := p.b.Sync(rctx, conv, 0, 50)
+		cancel()
+		switch {
+		case err == nil:
+			st.lat = append(st.lat, time.Since(start))
+		case ctx.Err() == nil:
+			st.refused++
+		}
+	}
+	return st
+}
+
 // Table prints the phases: the honest pair's latency under each attack
 // and its ratio to the baseline.
 func Table(w io.Writer, phases []Phase) {
-	fmt.Fprintf(w, "%-13s %8s %10s %10s %9s %9s %10s %8s %6s %6s %6s %8s\n", "attack", "samples", "p50 ms", "p99 ms", "p50 ×", "p99 ×", "refused", "served", "lost", "failed", "cores", "peak MB")
+	fmt.Fprintf(w, "%-13s %8s %10s %10s %9s %9s %10s %8s %6s %6s %6s %8s %12s\n", "attack", "samples", "p50 ms", "p99 ms", "p50 ×", "p99 ×", "refused", "served", "lost", "failed", "cores", "peak MB", "sync p50/p99")
 	for _, p := range phases {
 		name := p.Attack
 		if name == "" {
 			name = "(baseline)"
 		}
-		fmt.Fprintf(w, "%-13s %8d %10.1f %10.1f %9.2f %9.2f %10d %8d %6d %6d %6.2f %8d\n", name, p.Samples,
+		fmt.Fprintf(w, "%-13s %8d %10.1f %10.1f %9.2f %9.2f %10d %8d %6d %6d %6.2f %8d %5.0f/%-5.0f%s\n", name, p.Samples,
 			float64(p.P50.Microseconds())/1000, float64(p.P99.Microseconds())/1000, p.RatioP50, p.RatioP99, p.Refused, p.Served, p.Lost, p.Failed,
-			p.ServerCores, p.ServerRSSPeak>>20)
+			p.ServerCores, p.ServerRSSPeak>>20, float64(p.CatchUpP50.Microseconds())/1000, float64(p.CatchUpP99.Microseconds())/1000, refusedNote(p.CatchUpRefused))
 		if p.FailedBy != "" {
 			fmt.Fprintf(w, "%-13s first failed send: %s\n", "", p.FailedBy)
 		}
