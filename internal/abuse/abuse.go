@@ -275,9 +275,10 @@ func newPair(ctx context.Context, e *env) (*pair, error) {
 		a.Close()
 		return nil, err
 	}
-	// A few 1:1 messages, for b's catch-up reads (catchUps).
+	// A few 1:1 messages, for b's catch-up reads (catchUps), sent by b,
+	// which sends nothing else: a's messages a second must not be spent.
 	for i := range 5 {
-		if _, err := a.SendUser(ctx, "honest-b", fmt.Appendf(nil, "to catch up on %d", i)); err != nil {
+		if _, err := b.SendUser(ctx, "honest-a", fmt.Appendf(nil, "to catch up on %d", i)); err != nil {
 			a.Close()
 			b.Close()
 			return nil, fmt.Errorf("abuse: honest 1:1: %w", err)

@@ -286,7 +286,15 @@ func Unmarshal(b []byte, text bool) (*clientpb.ServerFrame, error) {
 	return f, err
 }
 
-// Write sends a frame as it is, without waiting for an answer.
+// writeTimeout bounds a frame's write once it has started.
+const writeTimeout = 10 * time.Second
+
+// Write sends a frame as it is, without waiting for an answer. A ctx
+// that ends before the write starts makes it return ctx's error; one
+// that ends while the frame is being written does not interrupt it: the
+// WebSocket library closes the connection when a write is cut short, and
+// a request given up on (a timeout, a cancelled caller) must not take
+// the connection with it. A write under way gets writeTimeout at most.
 func (c *Conn) Write(ctx context.Context, f *clientpb.ClientFrame) error {
 	b, err := Marshal(f, c.json)
 	if err != nil {
@@ -296,7 +304,12 @@ func (c *Conn) Write(ctx context.Context, f *clientpb.ClientFrame) error {
 	if c.json {
 		typ = websocket.MessageText
 	}
-	if err := c.ws.Write(ctx, typ, b); err != nil {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("client: write: %w", err)
+	}
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
+	defer cancel()
+	if err := c.ws.Write(wctx, typ, b); err != nil {
 		return fmt.Errorf("client: write: %w", err)
 	}
 	return nil

@@ -112,3 +112,30 @@ func TestRequestsAndPushes(t *testing.T) {
 		cancel()
 	}
 }
+
+// TestCancelledRequestKeepsConnection: a request whose context has ended
+// fails with the context's error and leaves the connection usable. The
+// WebSocket library closes a connection whose write is cut short by its
+// context, and before Write guarded against it about every other
+// cancelled request took the connection down.
+func TestCancelledRequestKeepsConnection(t *testing.T) {
+	t.Parallel()
+	url := fakeServer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, url, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	gone, stop := context.WithCancel(ctx)
+	stop()
+	for i := range 32 {
+		if _, err := c.Ping(gone); !errors.Is(err, context.Canceled) {
+			t.Fatalf("ping %d with an ended context = %v, want context.Canceled", i, err)
+		}
+	}
+	if _, err := c.Ping(ctx); err != nil {
+		t.Fatalf("ping after the cancelled ones: %v (connection: %v)", err, c.Err())
+	}
+}
