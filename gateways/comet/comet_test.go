@@ -2342,6 +2342,64 @@ func TestReadsBoundedPerComet(t *testing.T) {
 	forwarded(4)
 }
 
+// TestReadsReserveForOneAtATime: a connection catching up one read at a
+// time gets a read in even while others keep every slot (outside abuse
+// check: 49 members keeping 8 reads each shut out an honest member's
+// reads), but only with nothing else waiting, and a catch-up starting
+// does not.
+func TestReadsReserveForOneAtATime(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, comet.Config{MaxReadsInFlight: 4, RequestTimeout: 5 * time.Second})
+	ctx := ctxT(t)
+	alice, _ := f.login("alice", client.Options{})
+	bob, bobID := f.login("bob", client.Options{})
+	carol, _ := f.login("carol", client.Options{})
+	sync := func(conn *client.Conn, req uint64) {
+		t.Helper()
+		fr := &clientpb.ClientFrame{RequestId: req, Body: &clientpb.ClientFrame_Sync{Sync: &clientpb.Sync{Conversation: "room:lobby"}}}
+		if err := conn.Write(ctx, fr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	forwarded := func(req uint64) {
+		t.Helper()
+		if hr := next(f, topics.HistoryRequests); hr.GetRequestId() != req {
+			t.Fatalf("forwarded %v, want request %d", hr, req)
+		}
+	}
+	shed := func(conn *client.Conn, req uint64) {
+		t.Helper()
+		if fr := nextFrame(t, conn); fr.GetRequestId() != req || fr.GetError().GetCode() != clientpb.Error_UNAVAILABLE {
+			t.Fatalf("read %d answered %v, want UNAVAILABLE", req, fr)
+		}
+	}
+	// bob reads a page, answered: its catch-up is under way.
+	sync(bob, 1)
+	forwarded(1)
+	f.deliver(&topicpb.Delivery{Conns: []string{bobID}, Frame: &clientpb.ServerFrame{RequestId: 1, Body: &clientpb.ServerFrame_SyncResult{SyncResult: &clientpb.SyncResult{Conversation: "room:lobby"}}}})
+	if fr := nextFrame(t, bob); fr.GetRequestId() != 1 || fr.GetSyncResult() == nil {
+		t.Fatalf("answer %v, want the SyncResult of 1", fr)
+	}
+	// alice takes every slot.
+	for req := uint64(1); req <= 4; req++ {
+		sync(alice, req)
+		forwarded(req)
+	}
+	sync(alice, 5)
+	shed(alice, 5)
+	// bob, nothing waiting, takes the reserve; not a second one.
+	sync(bob, 2)
+	forwarded(2)
+	sync(bob, 3)
+	shed(bob, 3)
+	// carol starts a catch-up: no reserve.
+	sync(carol, 1)
+	shed(carol, 1)
+	if st := f.comet.Stats(); st.Reads != 5 || st.ReadsShed != 3 {
+		t.Fatalf("reads %d, shed %d; want 5 (4 and the reserve), 3", st.Reads, st.ReadsShed)
+	}
+}
+
 // TestReadsBoundedByAnswerBytes: once reads are answered with large
 // pages, fewer of them may wait (16 MiB of answers at the average seen),
 // since their answers queue ahead of live messages on the comet's

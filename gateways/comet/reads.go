@@ -60,6 +60,14 @@ func (c *Comet) observeRead(n int) {
 	c.readBytes.Store(max(avg, 1))
 }
 
+// readReserve is how many reads the comet lets wait beyond limit for
+// catch-ups under way that have no other read waiting: a few, so that
+// connections keeping many reads waiting (a flood of catch-up reads, as
+// an outside abuse check ran, 49 members 8 reads each) cannot shut out
+// one reading a page at a time; those always have a read waiting, so
+// they never take these.
+func readReserve(limit int64) int64 { return max(1, limit/8) }
+
 // catchingUp is how recently a connection's read must have taken or
 // given back a slot for its next read to count as part of a catch-up
 // under way.
@@ -74,8 +82,9 @@ const catchingUp = 3 * time.Second
 // told apart from the others' answers and takes no slot.
 //
 // A connection whose catch-up is under way (a read of it took or gave
-// back a slot within catchingUp) may take any slot; one starting a
-// catch-up only while half of them are free. When thousands of members
+// back a slot within catchingUp) may take any slot, and, when it has no
+// other read waiting, one of readReserve slots beyond them; one starting
+// a catch-up only while half of them are free. When thousands of members
 // catch up at once, those that started go on to the end before others
 // start, so members finish one cohort after another, instead of all
 // sharing the slots and none finishing for minutes.
@@ -91,8 +100,11 @@ func (cn *conn) startRead(req uint64) bool {
 	}
 	now := time.Now()
 	limit := readLimit(int64(c.cfg.MaxReadsInFlight), c.readBytes.Load())
-	if cn.readAt.IsZero() || now.Sub(cn.readAt) > catchingUp {
+	switch {
+	case cn.readAt.IsZero() || now.Sub(cn.readAt) > catchingUp:
 		limit = max(limit/2, 1) // a catch-up starting
+	case len(cn.reads) == 0:
+		limit += readReserve(limit) // a catch-up under way with no read waiting
 	}
 	if c.readsNow.Add(1) > limit {
 		c.readsNow.Add(-1)

@@ -37,3 +37,13 @@ func TestObserveRead(t *testing.T) {
 		t.Fatalf("average %d after empty answers, want a few bytes (an eighth of it is dropped as a whole byte)", got)
 	}
 }
+
+func TestReadReserve(t *testing.T) {
+	for _, tt := range []struct{ limit, want int64 }{
+		{1, 1}, {8, 1}, {32, 4}, {256, 32},
+	} {
+		if got := readReserve(tt.limit); got != tt.want {
+			t.Errorf("readReserve(%d) = %d, want %d", tt.limit, got, tt.want)
+		}
+	}
+}
