@@ -100,14 +100,22 @@ func TestChat(t *testing.T) {
 	}
 
 	// bob's first comet is the one behind the proxy; when it goes away,
-	// the pick names the other address.
+	// the pick names the other address, once reconnecting is let go: a
+	// message sent meanwhile must have reached the comet before bob is
+	// back there, or it comes live rather than as missed.
 	var picks atomic.Int32
+	reconnect := make(chan struct{})
 	state := filepath.Join(t.TempDir(), "bob.json")
 	cfg := chat.Config{
 		Token: cl.Token("bob"), Room: "lobby", ShowIDs: true, StateFile: state,
-		Pick: func(context.Context) (string, error) {
+		Pick: func(pctx context.Context) (string, error) {
 			if picks.Add(1) == 1 {
 				return proxy.URL, nil
+			}
+			select {
+			case <-reconnect:
+			case <-pctx.Done():
+				return "", pctx.Err()
 			}
 			return cl.URL, nil
 		},
@@ -148,6 +156,19 @@ func TestChat(t *testing.T) {
 	if _, err := alice.SendRoom(ctx, "lobby", []byte("said meanwhile")); err != nil {
 		t.Fatal(err)
 	}
+	// alice, joined on the comet bob comes back to, gets it live: the
+	// comet has it, so bob must catch up on it.
+	for seen := false; !seen; {
+		select {
+		case f := <-alice.Frames():
+			for _, m := range f.GetMessages().GetMessages() {
+				seen = seen || string(m.GetBody()) == "said meanwhile"
+			}
+		case <-ctx.Done():
+			t.Fatal("alice never got her own message")
+		}
+	}
+	close(reconnect)
 	bob.shows(t, "* reconnected as bob", "(missed) [room:lobby #2] alice: said meanwhile")
 	if picks.Load() < 2 {
 		t.Fatalf("%d picks, want one per connection", picks.Load())
