@@ -2239,6 +2239,32 @@ func TestLoginJoins(t *testing.T) {
 	f.expectNothingMore(conn, id)
 }
 
+// syncLobby writes a Sync of room:lobby with request id req on conn.
+func syncLobby(t *testing.T, ctx context.Context, conn *client.Conn, req uint64) {
+	t.Helper()
+	if err := conn.Write(ctx, &clientpb.ClientFrame{RequestId: req, Body: &clientpb.ClientFrame_Sync{Sync: &clientpb.Sync{Conversation: "room:lobby"}}}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// readForwarded checks that the next history request is read req.
+func readForwarded(t *testing.T, f *fixture, req uint64) {
+	t.Helper()
+	if hr := next(f, topics.HistoryRequests); hr.GetRequestId() != req {
+		t.Fatalf("forwarded %v, want request %d", hr, req)
+	}
+}
+
+// readShed checks that conn's next frame answers read req UNAVAILABLE at
+// once, with a retry_after_ms of about a second.
+func readShed(t *testing.T, conn *client.Conn, req uint64) {
+	t.Helper()
+	fr := nextFrame(t, conn)
+	if e := fr.GetError(); fr.GetRequestId() != req || e.GetCode() != clientpb.Error_UNAVAILABLE || e.GetRetryAfterMs() < 500 || e.GetRetryAfterMs() > 1500 {
+		t.Fatalf("read %d answered %v, want UNAVAILABLE at once with a retry_after_ms of about a second", req, fr)
+	}
+}
+
 // TestReadsBoundedPerComet: history reads (Sync, Conversations) of all
 // the comet's connections together wait at most MaxReadsInFlight at a
 // time, and a read starting a connection's catch-up only while half the
@@ -2264,19 +2290,6 @@ func TestReadsBoundedPerComet(t *testing.T) {
 	sync := &clientpb.ClientFrame{Body: &clientpb.ClientFrame_Sync{Sync: &clientpb.Sync{Conversation: "room:lobby"}}}
 	list := &clientpb.ClientFrame{Body: &clientpb.ClientFrame_Conversations{Conversations: &clientpb.Conversations{}}}
 	ack := &clientpb.ClientFrame{Body: &clientpb.ClientFrame_Ack{Ack: &clientpb.Ack{Conversation: "room:lobby", Seq: 1}}}
-	shed := func(conn *client.Conn, req uint64) {
-		t.Helper()
-		fr := nextFrame(t, conn)
-		if e := fr.GetError(); fr.GetRequestId() != req || e.GetCode() != clientpb.Error_UNAVAILABLE || e.GetRetryAfterMs() < 500 || e.GetRetryAfterMs() > 1500 {
-			t.Fatalf("read %d answered %v, want UNAVAILABLE at once with a retry_after_ms of about a second", req, fr)
-		}
-	}
-	forwarded := func(req uint64) {
-		t.Helper()
-		if hr := next(f, topics.HistoryRequests); hr.GetRequestId() != req {
-			t.Fatalf("forwarded %v, want request %d", hr, req)
-		}
-	}
 	reads := func(want int64) {
 		t.Helper()
 		if st := f.comet.Stats(); st.Reads != want {
@@ -2286,20 +2299,20 @@ func TestReadsBoundedPerComet(t *testing.T) {
 
 	// Two catch-ups start: half the slots.
 	write(alice, 1, sync)
-	forwarded(1)
+	readForwarded(t, f, 1)
 	write(bob, 1, list)
-	forwarded(1)
+	readForwarded(t, f, 1)
 	write(alice, 2, ack) // no slot
-	forwarded(2)
+	readForwarded(t, f, 2)
 	write(carol, 1, sync) // a third catch-up starting: shed
-	shed(carol, 1)
+	readShed(t, carol, 1)
 	// Those under way take the rest.
 	write(alice, 3, sync)
-	forwarded(3)
+	readForwarded(t, f, 3)
 	write(bob, 2, sync)
-	forwarded(2)
+	readForwarded(t, f, 2)
 	write(alice, 4, sync) // every slot taken: shed
-	shed(alice, 4)
+	readShed(t, alice, 4)
 	if st := f.comet.Stats(); st.Reads != 4 || st.ReadsShed != 2 {
 		t.Fatalf("reads %d, shed %d; want 4, 2", st.Reads, st.ReadsShed)
 	}
@@ -2310,9 +2323,9 @@ func TestReadsBoundedPerComet(t *testing.T) {
 	}
 	reads(3)
 	write(carol, 2, sync)
-	shed(carol, 2)
+	readShed(t, carol, 2)
 	write(alice, 5, sync)
-	forwarded(5)
+	readForwarded(t, f, 5)
 	// Past RequestTimeout the comet answers the reads (and alice's Ack)
 	// itself: their slots free.
 	for conn, reqs := range map[*client.Conn][]uint64{alice: {2, 3, 5}, bob: {1, 2}} {
@@ -2325,13 +2338,13 @@ func TestReadsBoundedPerComet(t *testing.T) {
 	reads(0)
 	// A connection that ends gives its slots back.
 	write(bob, 3, sync)
-	forwarded(3)
+	readForwarded(t, f, 3)
 	write(bob, 4, sync)
-	forwarded(4)
+	readForwarded(t, f, 4)
 	write(alice, 6, sync)
-	forwarded(6)
+	readForwarded(t, f, 6)
 	write(carol, 3, sync)
-	shed(carol, 3)
+	readShed(t, carol, 3)
 	bob.Close()
 	deadline := time.Now().Add(5 * time.Second)
 	for f.comet.Stats().Reads != 1 && time.Now().Before(deadline) {
@@ -2339,7 +2352,7 @@ func TestReadsBoundedPerComet(t *testing.T) {
 	}
 	reads(1)
 	write(carol, 4, sync)
-	forwarded(4)
+	readForwarded(t, f, 4)
 }
 
 // TestReadsReserveForOneAtATime: a connection catching up one read at a
@@ -2354,72 +2367,46 @@ func TestReadsReserveForOneAtATime(t *testing.T) {
 	alice, _ := f.login("alice", client.Options{})
 	bob, bobID := f.login("bob", client.Options{})
 	carol, _ := f.login("carol", client.Options{})
-	sync := func(conn *client.Conn, req uint64) {
-		t.Helper()
-		fr := &clientpb.ClientFrame{RequestId: req, Body: &clientpb.ClientFrame_Sync{Sync: &clientpb.Sync{Conversation: "room:lobby"}}}
-		if err := conn.Write(ctx, fr); err != nil {
-			t.Fatal(err)
-		}
-	}
-	forwarded := func(req uint64) {
-		t.Helper()
-		if hr := next(f, topics.HistoryRequests); hr.GetRequestId() != req {
-			t.Fatalf("forwarded %v, want request %d", hr, req)
-		}
-	}
-	shed := func(conn *client.Conn, req uint64) {
-		t.Helper()
-		if fr := nextFrame(t, conn); fr.GetRequestId() != req || fr.GetError().GetCode() != clientpb.Error_UNAVAILABLE {
-			t.Fatalf("read %d answered %v, want UNAVAILABLE", req, fr)
-		}
-	}
 	// bob reads a page, answered: its catch-up is under way.
-	sync(bob, 1)
-	forwarded(1)
+	syncLobby(t, ctx, bob, 1)
+	readForwarded(t, f, 1)
 	f.deliver(&topicpb.Delivery{Conns: []string{bobID}, Frame: &clientpb.ServerFrame{RequestId: 1, Body: &clientpb.ServerFrame_SyncResult{SyncResult: &clientpb.SyncResult{Conversation: "room:lobby"}}}})
 	if fr := nextFrame(t, bob); fr.GetRequestId() != 1 || fr.GetSyncResult() == nil {
 		t.Fatalf("answer %v, want the SyncResult of 1", fr)
 	}
 	// alice takes every slot.
 	for req := uint64(1); req <= 4; req++ {
-		sync(alice, req)
-		forwarded(req)
+		syncLobby(t, ctx, alice, req)
+		readForwarded(t, f, req)
 	}
-	sync(alice, 5)
-	shed(alice, 5)
+	syncLobby(t, ctx, alice, 5)
+	readShed(t, alice, 5)
 	// bob, nothing waiting, takes the reserve; not a second one.
-	sync(bob, 2)
-	forwarded(2)
-	sync(bob, 3)
-	shed(bob, 3)
+	syncLobby(t, ctx, bob, 2)
+	readForwarded(t, f, 2)
+	syncLobby(t, ctx, bob, 3)
+	readShed(t, bob, 3)
 	// carol starts a catch-up: no reserve.
-	sync(carol, 1)
-	shed(carol, 1)
+	syncLobby(t, ctx, carol, 1)
+	readShed(t, carol, 1)
 	if st := f.comet.Stats(); st.Reads != 5 || st.ReadsShed != 3 {
 		t.Fatalf("reads %d, shed %d; want 5 (4 and the reserve), 3", st.Reads, st.ReadsShed)
 	}
 }
 
 // TestReadsBoundedByAnswerBytes: once reads are answered with large
-// pages, fewer of them may wait (16 MiB of answers at the average seen),
-// since their answers queue ahead of live messages on the comet's
-// delivery topic (outside abuse check: a catch-up flood delayed every
-// live message by seconds).
+// pages, fewer of them may wait (16 MiB of answers at the average seen):
+// what the answers waiting hold in the broker and the comet stays
+// bounded (outside abuse check: when they queued ahead of live messages
+// on the comet's delivery topic, a catch-up flood delayed every live
+// message by seconds).
 func TestReadsBoundedByAnswerBytes(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, comet.Config{}) // MaxReadsInFlight: 256
 	ctx := ctxT(t)
 	alice, aliceID := f.login("alice", client.Options{})
-	sync := func(req uint64) {
-		t.Helper()
-		if err := alice.Write(ctx, &clientpb.ClientFrame{RequestId: req, Body: &clientpb.ClientFrame_Sync{Sync: &clientpb.Sync{Conversation: "room:lobby"}}}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	sync(1)
-	if hr := next(f, topics.HistoryRequests); hr.GetRequestId() != 1 {
-		t.Fatalf("forwarded %v, want request 1", hr)
-	}
+	syncLobby(t, ctx, alice, 1)
+	readForwarded(t, f, 1)
 	// A page of 2 MiB: 16 MiB is 8 such answers.
 	page := &clientpb.SyncResult{Conversation: "room:lobby", HasMore: true}
 	for i := range 4 {
@@ -2430,16 +2417,11 @@ func TestReadsBoundedByAnswerBytes(t *testing.T) {
 		t.Fatalf("answer %v, want the page of 1", fr.GetRequestId())
 	}
 	for req := uint64(2); req < 10; req++ {
-		sync(req)
-		if hr := next(f, topics.HistoryRequests); hr.GetRequestId() != req {
-			t.Fatalf("forwarded %v, want request %d", hr, req)
-		}
+		syncLobby(t, ctx, alice, req)
+		readForwarded(t, f, req)
 	}
-	sync(10)
-	fr := nextFrame(t, alice)
-	if e := fr.GetError(); fr.GetRequestId() != 10 || e.GetCode() != clientpb.Error_UNAVAILABLE || e.GetRetryAfterMs() == 0 {
-		t.Fatalf("ninth waiting read answered %v, want UNAVAILABLE with a retry_after_ms", fr)
-	}
+	syncLobby(t, ctx, alice, 10) // the ninth waiting
+	readShed(t, alice, 10)
 	if st := f.comet.Stats(); st.Reads != 8 || st.ReadsShed != 1 {
 		t.Fatalf("reads %d, shed %d; want 8, 1", st.Reads, st.ReadsShed)
 	}
