@@ -1,10 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"context"
-	"encoding/json"
-	"os/exec"
 	"testing"
 	"time"
 )
@@ -20,15 +16,7 @@ func TestAbuseOnDevCluster(t *testing.T) {
 		t.Skip("builds the binary and starts a dev cluster")
 	}
 	bin := buildLaneim(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	var stdout, stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, bin, "abuse", "--attacks", "catchup-flood", "--baseline", "2s", "--per-attack", "3s", "--json")
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("laneim abuse: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
-	}
-	lines := bytes.Split(bytes.TrimSpace(stdout.Bytes()), []byte("\n"))
+	r := runLaneim(t, bin, 3*time.Minute, nil, 0, "abuse", "--attacks", "catchup-flood", "--baseline", "2s", "--per-attack", "3s", "--json")
 	var phases []struct {
 		Attack  string  `json:"attack"`
 		Samples int     `json:"samples"`
@@ -39,9 +27,7 @@ func TestAbuseOnDevCluster(t *testing.T) {
 		Reads   int     `json:"honest_sync_samples"`
 		Refused int     `json:"honest_sync_refused"`
 	}
-	if err := json.Unmarshal(lines[len(lines)-1], &phases); err != nil {
-		t.Fatalf("last line is not the JSON phases: %v\n%s", err, stdout.String())
-	}
+	lastJSON(t, "abuse", r, &phases)
 	if len(phases) != 2 || phases[0].Attack != "" || phases[1].Attack != "catchup-flood" {
 		t.Fatalf("phases %+v: want the baseline, then catchup-flood", phases)
 	}
@@ -57,6 +43,6 @@ func TestAbuseOnDevCluster(t *testing.T) {
 		}
 	}
 	if phases[1].Served == 0 {
-		t.Errorf("the flood's readers were served no page of its room: %+v\n%s", phases[1], stderr.String())
+		t.Errorf("the flood's readers were served no page of its room: %+v\n%s", phases[1], r.stderr)
 	}
 }

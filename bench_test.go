@@ -1,11 +1,8 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"net"
-	"os/exec"
 	"testing"
 	"time"
 
@@ -29,15 +26,7 @@ func TestBenchOnDevCluster(t *testing.T) {
 	if l, err := net.Listen("tcp", "127.0.0.1:9091"); err == nil {
 		defer l.Close()
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	var stdout, stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, bin, "bench", "--members", "40", "--online", "55", "--rate", "20", "--duration", "2s", "--drain", "10s", "--json")
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("laneim bench: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
-	}
-	lines := bytes.Split(bytes.TrimSpace(stdout.Bytes()), []byte("\n"))
+	run := runLaneim(t, bin, 3*time.Minute, nil, 0, "bench", "--members", "40", "--online", "55", "--rate", "20", "--duration", "2s", "--drain", "10s", "--json")
 	var r struct {
 		Members   int     `json:"members"`
 		Online    int     `json:"online"`
@@ -59,9 +48,7 @@ func TestBenchOnDevCluster(t *testing.T) {
 		WriteLag   float64 `json:"write_lag_p99_ms"`
 		Latency    float64 `json:"latency_p99_ms"`
 	}
-	if err := json.Unmarshal(lines[len(lines)-1], &r); err != nil {
-		t.Fatalf("last line is not the JSON result: %v\n%s", err, stdout.String())
-	}
+	lastJSON(t, "bench", run, &r)
 	if r.Members != 40 || r.Pushed == 0 || r.Expected != r.Pushed*40 {
 		t.Errorf("result %+v: want 40 members and every pushed message expected by each", r)
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -34,6 +35,19 @@ type result struct {
 	code           int
 	stdout, stderr string
 	took           time.Duration
+}
+
+// lastJSON decodes the last line of r's standard output, where the
+// load commands print their --json result, into v; run names the command.
+func lastJSON(t *testing.T, run string, r result, v any) {
+	t.Helper()
+	if r.code != 0 {
+		t.Fatalf("laneim %s exited %d\nstdout:\n%s\nstderr:\n%s", run, r.code, r.stdout, r.stderr)
+	}
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), v); err != nil {
+		t.Fatalf("laneim %s: last line is not its JSON result: %v\n%s", run, err, r.stdout)
+	}
 }
 
 // runLaneim runs the binary with args in an empty folder and an
