@@ -393,44 +393,47 @@ func (p *pair) measure(ctx context.Context, d time.Duration) Phase {
 }
 
 // measureUsage is measure, with what the phase cost the cluster whose
-// admin addresses are admin.
+// admin addresses are admin, and the honest b's own catch-up reads
+// meanwhile (catchUps).
 func (p *pair) measureUsage(ctx context.Context, admin []string, d time.Duration) Phase {
 	start := time.Now()
-	cpu0, peak := bench.Usage(ctx, admin)
+	cpu0, rss0 := bench.Usage(ctx, admin)
 	sctx, stop := context.WithCancel(ctx)
 	var reads readStats
-	var reading sync.WaitGroup
-	reading.Go(func() { reads = p.catchUps(sctx) })
-	sampled := make(chan int64)
-	go func() { // samples the cluster's memory until the phase ends
-		top := peak
-		t := time.NewTicker(500 * time.Millisecond)
-		defer t.Stop()
-		for range maxRounds {
-			select {
-			case <-sctx.Done():
-				sampled <- top
-				return
-			case <-t.C:
-				_, rss := bench.Usage(sctx, admin)
-				top = max(top, rss)
-			}
-		}
-		<-sctx.Done()
-		sampled <- top
-	}()
+	var peak int64
+	var bg sync.WaitGroup
+	bg.Go(func() { reads = p.catchUps(sctx) })
+	bg.Go(func() { peak = peakRSS(sctx, admin) })
 	ph := p.measure(ctx, d)
 	stop()
-	reading.Wait()
+	bg.Wait()
 	ph.CatchUpSamples, ph.CatchUpRefused = len(reads.lat), reads.refused
 	ph.CatchUpP50, ph.CatchUpP99 = bench.Quantile(reads.lat, 0.5), bench.Quantile(reads.lat, 0.99)
-	ph.ServerRSSPeak = <-sampled
-	cpu1, rss := bench.Usage(context.WithoutCancel(ctx), admin)
-	ph.ServerRSSPeak = max(ph.ServerRSSPeak, rss)
+	cpu1, rss1 := bench.Usage(context.WithoutCancel(ctx), admin)
+	ph.ServerRSSPeak = max(rss0, peak, rss1)
 	if wall := time.Since(start); cpu1 > cpu0 && wall > 0 {
 		ph.ServerCores = float64(cpu1-cpu0) / float64(wall)
 	}
 	return ph
+}
+
+// peakRSS samples the resident memory of the cluster whose admin
+// addresses are admin twice a second until ctx ends (at most maxRounds
+// times), and returns the highest.
+func peakRSS(ctx context.Context, admin []string) int64 {
+	var top int64
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for range maxRounds {
+		select {
+		case <-ctx.Done():
+			return top
+		case <-t.C:
+			_, rss := bench.Usage(ctx, admin)
+			top = max(top, rss)
+		}
+	}
+	return top
 }
 
 // refusedNote says how many of the honest catch-up reads were refused.
