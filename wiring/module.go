@@ -67,11 +67,10 @@ func newPublisher(lc fx.Lifecycle, cfg Config) (message.Publisher, error) {
 type BulkPublisher struct{ message.Publisher }
 
 func newBulkPublisher(lc fx.Lifecycle, cfg Config) (BulkPublisher, error) {
-	p, err := NewPublisher(cfg.Kafka)
+	p, err := newPublisher(lc, cfg)
 	if err != nil {
 		return BulkPublisher{}, fmt.Errorf("bulk publisher: %w", err)
 	}
-	lc.Append(fx.StopHook(p.Close))
 	return BulkPublisher{p}, nil
 }
 

@@ -180,8 +180,9 @@ func sampleCluster(ctx context.Context, p *devProcess, admin []string) clusterSa
 			continue
 		}
 		if p == nil {
-			s.cpu.cluster += time.Duration(value(fams, "process_cpu_seconds_total") * float64(time.Second))
-			s.rss += int64(value(fams, "process_resident_memory_bytes"))
+			cpu, rss := processUsage(fams)
+			s.cpu.cluster += cpu
+			s.rss += rss
 		}
 		addStages(s.stages, fams)
 		s.conns += int64(value(fams, "laneim_comet_connections"))
@@ -277,8 +278,15 @@ func Usage(ctx context.Context, admin []string) (cpu time.Duration, rss int64) {
 		if err != nil {
 			continue
 		}
-		cpu += time.Duration(value(fams, "process_cpu_seconds_total") * float64(time.Second))
-		rss += int64(value(fams, "process_resident_memory_bytes"))
+		c, r := processUsage(fams)
+		cpu += c
+		rss += r
 	}
 	return cpu, rss
+}
+
+// processUsage is the CPU time and resident memory one process's
+// metrics report.
+func processUsage(fams map[string]*dto.MetricFamily) (cpu time.Duration, rss int64) {
+	return time.Duration(value(fams, "process_cpu_seconds_total") * float64(time.Second)), int64(value(fams, "process_resident_memory_bytes"))
 }
