@@ -7,8 +7,8 @@ import (
 
 	"github.com/IBM/sarama"
 	"github.com/ThreeDotsLabs/watermill/message"
-	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/laneim/laneim/internal/testinfra"
 	"github.com/laneim/laneim/proto/clientpb"
 	"github.com/laneim/laneim/proto/topicpb"
 	"github.com/laneim/laneim/topics"
@@ -63,18 +63,6 @@ func TestPartitioner(t *testing.T) {
 	}
 }
 
-// fakeKafka starts a broker cluster of n brokers (kfake) for the test
-// and returns the configuration to reach it.
-func fakeKafka(t *testing.T, n int) wiring.KafkaConfig {
-	t.Helper()
-	c, err := kfake.NewCluster(kfake.NumBrokers(n))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	return wiring.KafkaConfig{Brokers: c.ListenAddrs(), ClientID: "laneim-test"}
-}
-
 // partitions returns how many partitions topic has.
 func partitions(t *testing.T, brokers []string, topic string) int {
 	t.Helper()
@@ -96,7 +84,7 @@ func partitions(t *testing.T, brokers []string, topic string) int {
 // topic made with one partition, before the lanes, is grown to them,
 // and that a topic not marked Grow keeps its partitions.
 func TestEnsureTopicsGrowsDeliveryTopics(t *testing.T) {
-	cfg := fakeKafka(t, 1)
+	cfg := testinfra.Kafka(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	old := wiring.DeliveryTopic("c1")
@@ -127,7 +115,7 @@ func TestEnsureTopicsGrowsDeliveryTopics(t *testing.T) {
 // hold up the live messages published after it, and each lane keeps its
 // order.
 func TestDeliveryLanesIndependent(t *testing.T) {
-	cfg := fakeKafka(t, 1)
+	cfg := testinfra.Kafka(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	if err := wiring.EnsureTopics(ctx, cfg, wiring.DeliveryTopic("c1")); err != nil {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/laneim/laneim/wiring"
 )
@@ -15,7 +16,12 @@ import (
 // replication factor its spec asks for (1 when zero), and that a factor
 // the cluster cannot satisfy is an error rather than a silent 1.
 func TestEnsureTopicsReplicas(t *testing.T) {
-	cfg := fakeKafka(t, 3)
+	c, err := kfake.NewCluster(kfake.NumBrokers(3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cfg := wiring.KafkaConfig{Brokers: c.ListenAddrs(), ClientID: "laneim-test"}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
