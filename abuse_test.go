@@ -9,8 +9,8 @@ import (
 // catch-up flood, against the dev cluster it starts: the flood's room is
 // filled, its readers are served pages, the honest pair loses nothing
 // and has its catch-up reads measured, and each phase reports what it
-// cost the cluster. It asserts no
-// latency: machines here are shared (docs/performance.md has figures).
+// cost the cluster. It asserts no latency: machines here are shared
+// (docs/performance.md has figures).
 func TestAbuseOnDevCluster(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary and starts a dev cluster")
