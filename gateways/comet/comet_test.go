@@ -188,14 +188,20 @@ func (f *fixture) join(id, room string) {
 
 func nextFrame(t *testing.T, conn *client.Conn) *clientpb.ServerFrame {
 	t.Helper()
+	return nextFrameWithin(t, conn, wait)
+}
+
+// nextFrameWithin is nextFrame waiting up to d.
+func nextFrameWithin(t *testing.T, conn *client.Conn, d time.Duration) *clientpb.ServerFrame {
+	t.Helper()
 	select {
 	case fr, ok := <-conn.Frames():
 		if !ok {
 			t.Fatalf("connection closed: %v", conn.Err())
 		}
 		return fr
-	case <-time.After(wait):
-		t.Fatal("no frame")
+	case <-time.After(d):
+		t.Fatalf("no frame in %v", d)
 	}
 	return nil
 }
@@ -222,8 +228,14 @@ func (f *fixture) expectNothingMore(conn *client.Conn, id string) {
 // readMessages collects n messages and the batches (frames) they came in.
 func readMessages(t *testing.T, conn *client.Conn, n int) (msgs []*clientpb.Message, batches [][]*clientpb.Message) {
 	t.Helper()
+	return readMessagesWithin(t, conn, n, wait)
+}
+
+// readMessagesWithin is readMessages waiting up to d for each frame.
+func readMessagesWithin(t *testing.T, conn *client.Conn, n int, d time.Duration) (msgs []*clientpb.Message, batches [][]*clientpb.Message) {
+	t.Helper()
 	for len(msgs) < n {
-		fr := nextFrame(t, conn)
+		fr := nextFrameWithin(t, conn, d)
 		b := fr.GetMessages()
 		if b == nil {
 			t.Fatalf("got %v, want messages", fr)
@@ -1429,7 +1441,9 @@ func TestDirectDropsRepeats(t *testing.T) {
 // MaxInFlight requests waiting gets UNAVAILABLE at once for more.
 func TestEveryRequestAnswered(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t, comet.Config{RequestTimeout: 300 * time.Millisecond, MaxInFlight: 2})
+	// RequestTimeout leaves a loaded CI machine time to answer request 2
+	// before the comet would.
+	f := newFixture(t, comet.Config{RequestTimeout: time.Second, MaxInFlight: 2})
 	conn, id := f.login("alice", client.Options{})
 	ctx := ctxT(t)
 	send := func(req uint64) {
@@ -1457,7 +1471,7 @@ func TestEveryRequestAnswered(t *testing.T) {
 		t.Fatalf("unanswered request got %v, want UNAVAILABLE from the comet", fr)
 	}
 	// Request 2 was answered once: nothing more comes for it.
-	time.Sleep(600 * time.Millisecond) // two timeouts
+	time.Sleep(2 * time.Second) // two timeouts
 	f.expectNothingMore(conn, id)
 	if st := f.comet.Stats(); st.Unanswered != 1 {
 		t.Fatalf("Stats.Unanswered = %d, want 1", st.Unanswered)
@@ -1922,7 +1936,11 @@ func TestBroadcastToStalledReaderKeepsOrder(t *testing.T) {
 		if err := <-done; err != nil {
 			t.Fatalf("json=%v: the reading member: %v", useJSON, err)
 		}
-		msgs, _ := readMessages(t, conn, n)
+		// Each frame may take up to 30s: on a loaded CI machine, under
+		// the race detector, one of these 200 KB frames once took more
+		// than the usual 5s; a writer that stalled would still fail
+		// this, as it would wait for WriteTimeout (a minute).
+		msgs, _ := readMessagesWithin(t, conn, n, 30*time.Second)
 		for i, m := range msgs {
 			if m.GetSeq() != base+uint64(i)+1 || len(m.GetBody()) != sizes[i%3] || m.GetBody()[0] != byte(i) {
 				t.Fatalf("json=%v: message %d: seq %d, %d bytes; want seq %d, %d bytes", useJSON, i, m.GetSeq(), len(m.GetBody()), base+uint64(i)+1, sizes[i%3])
@@ -2274,7 +2292,9 @@ func readShed(t *testing.T, conn *client.Conn, req uint64) {
 // RequestTimeout, and when its connection ends. Acks take no slot.
 func TestReadsBoundedPerComet(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t, comet.Config{MaxReadsInFlight: 4, RequestTimeout: 400 * time.Millisecond})
+	// RequestTimeout outlasts the steps up to the overdue reads below,
+	// even on a loaded CI machine (400ms did not).
+	f := newFixture(t, comet.Config{MaxReadsInFlight: 4, RequestTimeout: 3 * time.Second})
 	ctx := ctxT(t)
 	alice, aliceID := f.login("alice", client.Options{})
 	bob, _ := f.login("bob", client.Options{})
