@@ -208,6 +208,14 @@ type Result struct {
 	// after a refusal such as UNAVAILABLE or RATE_LIMITED.
 	SetupRetries int64  `json:"setup_retries"`
 	Machine      string `json:"machine"`
+	// MachineBusy is the share of the machine's CPU time, all cores
+	// together, that was busy while pushing and draining: everything on
+	// it counted, the cluster, the tool and any other process.
+	// MachineSteal is the share a hypervisor gave to other machines. Both
+	// are 0 where not measured (no /proc/stat). From about 0.9, latency
+	// includes waits for a core.
+	MachineBusy  float64 `json:"machine_busy"`
+	MachineSteal float64 `json:"machine_steal"`
 }
 
 // perClient renders the memory a client costs. It is not measurable when
@@ -251,8 +259,8 @@ func (r *Result) Text(w io.Writer) {
   cluster memory   %.0f MB before clients, %.0f MB with them idle (%s), %.0f MB under load (%s)
   setup            %.1fs (%.0f logins+joins/s, %.2f ms of cluster CPU each, %d attempts retried; %s; %d connections at the comets)
   cluster          %s
-  machine          %s
-`, r.Members, r.Rate, r.DurationSeconds, onlineBesides(r), r.Pushed, r.PushErrors,
+  machine          %s%s
+%s`, r.Members, r.Rate, r.DurationSeconds, onlineBesides(r), r.Pushed, r.PushErrors,
 		r.Delivered, r.Expected, r.DeliveriesPerS,
 		r.Lost, r.Duplicates, r.Disconnected, r.Reconnects, r.Synced,
 		r.FramesReceived, r.FramesPerS, r.MsgsPerFrame, r.BytesPerS/1e6,
@@ -260,7 +268,7 @@ func (r *Result) Text(w io.Writer) {
 		r.RoutingAgeP50Ms, r.RoutingAgeP99Ms, r.CometAgeP50Ms, r.CometAgeP99Ms, r.RoomWaitP50Ms, r.RoomWaitP99Ms, r.WriteLagP50Ms, r.WriteLagP99Ms,
 		r.ClusterCPUCores, r.ServerMicrosPerDelivery, r.ToolCPUCores,
 		float64(r.ClusterRSSBaseBytes)/1e6, float64(r.ClusterRSSIdleBytes)/1e6, perClient(r.RSSPerMemberBytes), float64(r.ClusterRSSLoadBytes)/1e6, perClient(r.RSSPerMemberLoadBytes),
-		r.SetupSeconds, r.LoginsPerS, r.ServerMillisPerLogin, r.SetupRetries, joinHow(r.JoinedInLogin), r.CometConnections, r.Cluster, r.Machine)
+		r.SetupSeconds, r.LoginsPerS, r.ServerMillisPerLogin, r.SetupRetries, joinHow(r.JoinedInLogin), r.CometConnections, r.Cluster, r.Machine, busyText(r), busyNote(r))
 }
 
 // SweepTable renders the results of a sweep as a table, and the highest
@@ -270,11 +278,11 @@ func SweepTable(w io.Writer, rs []*Result, bound time.Duration) {
 		return
 	}
 	fmt.Fprintf(w, "laneIM bench sweep: %d members, %s\n", rs[0].Members, rs[0].Cluster)
-	fmt.Fprintf(w, "%8s %10s %8s %10s %10s %10s %9s %9s %9s %8s %s\n", "rate", "achieved", "lost", "p50 ms", "p99 ms", "deliv/s", "msg/frm", "µs/deliv", "cores", "reconn", "sustained")
+	fmt.Fprintf(w, "%8s %10s %8s %10s %10s %10s %9s %9s %9s %7s %8s %s\n", "rate", "achieved", "lost", "p50 ms", "p99 ms", "deliv/s", "msg/frm", "µs/deliv", "cores", "busy %", "reconn", "sustained")
 	best := 0
 	for _, r := range rs {
-		fmt.Fprintf(w, "%8d %10.0f %8d %10.1f %10.1f %10.0f %9.1f %9.2f %9.2f %8d %v\n",
-			r.Rate, r.AchievedRate, r.Lost, r.LatencyP50Ms, r.LatencyP99Ms, r.DeliveriesPerS, r.MsgsPerFrame, r.ServerMicrosPerDelivery, r.ClusterCPUCores, r.Reconnects, r.Sustained)
+		fmt.Fprintf(w, "%8d %10.0f %8d %10.1f %10.1f %10.0f %9.1f %9.2f %9.2f %7.0f %8d %v\n",
+			r.Rate, r.AchievedRate, r.Lost, r.LatencyP50Ms, r.LatencyP99Ms, r.DeliveriesPerS, r.MsgsPerFrame, r.ServerMicrosPerDelivery, r.ClusterCPUCores, 100*r.MachineBusy, r.Reconnects, r.Sustained)
 		if r.Sustained {
 			best = max(best, r.Rate)
 		}
@@ -548,6 +556,7 @@ func Sweep(ctx context.Context, cfg Config, rates []int, progress io.Writer) ([]
 		fmt.Fprintf(progress, "bench: pushing %d msg/s for %v\n", cfg.Rate, cfg.Duration)
 		before := sampleCluster(ctx, cluster, cfg.Admin)
 		cpu0, stages0 := before.cpu, before.stages
+		machine0, machineOK := readMachineCPU()
 		start := time.Now()
 		pushed, pushErrs := push(ctx, pc, cfg, room)
 		pushTime := time.Since(start)
@@ -559,6 +568,7 @@ func Sweep(ctx context.Context, cfg Config, rates []int, progress io.Writer) ([]
 		elapsed := time.Since(start)
 		after := sampleCluster(ctx, cluster, cfg.Admin)
 		cpu1, stages, rssLoad := after.cpu, after.stages, after.rss
+		machine1, machine1OK := readMachineCPU()
 
 		got := delivered() - delivered0
 		res := &Result{
@@ -585,6 +595,9 @@ func Sweep(ctx context.Context, cfg Config, rates []int, progress io.Writer) ([]
 			SetupSeconds:    setup.Seconds(),
 			SetupRetries:    setupRetries,
 			Machine:         Machine(),
+		}
+		if machineOK && machine1OK {
+			res.MachineBusy, res.MachineSteal = busyBetween(machine0, machine1)
 		}
 		res.AchievedRate = float64(pushed) / pushTime.Seconds()
 		for _, st := range []struct {
