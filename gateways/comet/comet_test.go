@@ -633,7 +633,9 @@ func TestOversizedFrameCloses1009(t *testing.T) {
 }
 
 func TestLoginTimeout(t *testing.T) {
-	f := newFixture(t, comet.Config{LoginTimeout: 500 * time.Millisecond})
+	// alice's login must be answered within LoginTimeout, on a loaded CI
+	// machine too.
+	f := newFixture(t, comet.Config{LoginTimeout: 1500 * time.Millisecond})
 	loggedIn, _ := f.login("alice", client.Options{})
 	idle := f.dial(client.Options{})
 	if ce := closeError(t, idle); ce.Code != websocket.StatusPolicyViolation || ce.Reason != "login timeout" {

@@ -217,7 +217,9 @@ func TestNoPresenceFramesAboveLimit(t *testing.T) {
 }
 
 func TestSweeperExpiresSilentSessions(t *testing.T) {
-	h, store, rec := fixture(t, presence.Config{SessionTTL: 300 * time.Millisecond, SweepInterval: 50 * time.Millisecond})
+	// alice's heartbeats, one per poll below, must come within SessionTTL
+	// of each other, on a loaded CI machine too.
+	h, store, rec := fixture(t, presence.Config{SessionTTL: time.Second, SweepInterval: 50 * time.Millisecond})
 	ctx := context.Background()
 	for _, u := range []string{"alice", "bob"} {
 		event(t, h, &topicpb.SessionEvent{Kind: topicpb.SessionEvent_OPENED, Session: sess("c1", u), User: u})
