@@ -374,11 +374,22 @@ export declare class Client {
      */
     sync(conversation: string, afterSeq: number, limit?: number, opts?: SyncOptions): Promise<SyncResult>;
     /**
+     * syncRetrying is sync, asked again on the same connection while the
+     * server answers UNAVAILABLE: after its retry_after_ms when it gives
+     * one (a comet with too many catch-up reads waiting; up to 300 times),
+     * else after 0.5 s, 1 s, … (a store or directory down; up to 5 tries).
+     */
+    private syncRetrying;
+    /**
      * history returns up to limit messages of a conversation with seqs below
      * `before` (latestSeq + 1 for the newest), oldest first. It emits no
      * events and records nothing. With `{ currentState: true }` each
      * message comes as it is now (see SyncOptions): edited and recalled
      * marks are right even when the edit or recall is not in the page.
+     * Like the catch-up after a reconnect, it asks again while the server
+     * answers UNAVAILABLE; and a page that ends short of `before` without
+     * `hasMore` (the server's store lagging, docs/protocol.md) is asked
+     * for again, up to three times half a second apart.
      */
     history(conversation: string, before: number, limit?: number, opts?: SyncOptions): Promise<Message[]>;
     /** conversations lists every conversation of the user, paging Conversations from the start. */

@@ -473,22 +473,8 @@ export class Client {
             this.holding.set(conversation, []);
         let count = 0;
         try {
-            for (let attempt = 0;;) {
-                let page;
-                try {
-                    page = await this.sync(conversation, after, this.opts.syncPageSize);
-                }
-                catch (e) {
-                    const err = e;
-                    // A comet with too many catch-up reads waiting answers
-                    // UNAVAILABLE with retry_after_ms: wait that long.
-                    if (err.code === "UNAVAILABLE" && ++attempt < (err.retryAfterMs > 0 ? 300 : 5)) {
-                        await sleep(err.retryAfterMs > 0 ? err.retryAfterMs : 500 * attempt);
-                        continue;
-                    }
-                    throw err;
-                }
-                attempt = 0;
+            for (;;) {
+                const page = await this.syncRetrying(conversation, after, this.opts.syncPageSize);
                 for (const m of page.messages) {
                     if (this.deliver(m, false))
                         count++;
@@ -770,23 +756,52 @@ export class Client {
         return { conversation: r.conversation || conversation, messages: (r.messages || []).map(toMessage), hasMore: !!r.hasMore };
     }
     /**
+     * syncRetrying is sync, asked again on the same connection while the
+     * server answers UNAVAILABLE: after its retry_after_ms when it gives
+     * one (a comet with too many catch-up reads waiting; up to 300 times),
+     * else after 0.5 s, 1 s, … (a store or directory down; up to 5 tries).
+     */
+    async syncRetrying(conversation, after, limit, opts = {}) {
+        for (let attempt = 0;;) {
+            try {
+                return await this.sync(conversation, after, limit, opts);
+            }
+            catch (e) {
+                const err = e;
+                if (err.code === "UNAVAILABLE" && ++attempt < (err.retryAfterMs > 0 ? 300 : 5)) {
+                    await sleep(err.retryAfterMs > 0 ? err.retryAfterMs : 500 * attempt);
+                    continue;
+                }
+                throw err;
+            }
+        }
+    }
+    /**
      * history returns up to limit messages of a conversation with seqs below
      * `before` (latestSeq + 1 for the newest), oldest first. It emits no
      * events and records nothing. With `{ currentState: true }` each
      * message comes as it is now (see SyncOptions): edited and recalled
      * marks are right even when the edit or recall is not in the page.
+     * Like the catch-up after a reconnect, it asks again while the server
+     * answers UNAVAILABLE; and a page that ends short of `before` without
+     * `hasMore` (the server's store lagging, docs/protocol.md) is asked
+     * for again, up to three times half a second apart.
      */
     async history(conversation, before, limit = 50, opts = {}) {
         const out = [];
         let after = Math.max(0, before - 1 - limit);
-        while (after < before - 1) {
-            const page = await this.sync(conversation, after, Math.min(500, before - 1 - after), opts);
+        for (let lagging = 0; after < before - 1;) {
+            const page = await this.syncRetrying(conversation, after, Math.min(500, before - 1 - after), opts);
             for (const m of page.messages)
                 if (m.seq < before && m.seq > after)
                     out.push(m);
-            if (!page.hasMore || page.messages.length === 0)
+            if (page.messages.length > 0)
+                after = Math.max(after, page.messages[page.messages.length - 1].seq);
+            if (page.hasMore && page.messages.length > 0)
+                continue;
+            if (after >= before - 1 || ++lagging > 3)
                 break;
-            after = page.messages[page.messages.length - 1].seq;
+            await sleep(500);
         }
         return out;
     }

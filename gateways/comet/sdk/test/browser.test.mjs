@@ -53,6 +53,17 @@ async function login(user, viewport, url = pageURL) {
 
 const logLine = (page, text) => page.locator("#log li", { hasText: text }).first();
 
+// shown waits for locator; when it times out, its error tells what the
+// page's log held (the page notes its errors there too).
+async function shown(page, locator) {
+  try {
+    await locator.waitFor();
+  } catch (e) {
+    e.message += "\n#log:\n" + (await page.locator("#log").innerText().catch(() => "(unreadable)"));
+    throw e;
+  }
+}
+
 test("the SDK works in Chromium", async () => {
   const page = await newPage();
   await page.goto(env.url);
@@ -240,11 +251,11 @@ test("the page shows unread counts from read state, typing, and edits and recall
   const later = await login("carol");
   await later.locator(`#dms li[data-conv="${conv}"] button`).click();
   const oneAgain = later.locator(`#log li[data-seq="${one.seq}"]`);
-  await oneAgain.locator(".edited").waitFor();
+  await shown(later, oneAgain.locator(".edited"));
   assert.match(await oneAgain.textContent(), new RegExp("dave: " + edited));
-  await later.locator(`#log li.recalled[data-seq="${two.seq}"]`).waitFor();
+  await shown(later, later.locator(`#log li.recalled[data-seq="${two.seq}"]`));
   assert.ok(!(await later.locator(`#log li[data-seq="${two.seq}"]`).textContent()).includes("two-"));
-  await later.locator(`#log li.recalled[data-seq="${seq}"]`).waitFor();
+  await shown(later, later.locator(`#log li.recalled[data-seq="${seq}"]`));
   assert.deepEqual(later.problems, []);
   await later.context().close();
 

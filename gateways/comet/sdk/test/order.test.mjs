@@ -148,3 +148,41 @@ test("a catch-up page refused UNAVAILABLE with retryAfterMs is asked again after
     c.close();
   }
 });
+
+test("history asks again while the server answers UNAVAILABLE, and while its store lags behind the seq asked for", async () => {
+  const sockets = [];
+  const asked = [];
+  const script = (f, ws) => {
+    const answer = (body) => ws.push({ requestId: f.requestId, ...body });
+    if (f.login) {
+      answer({ loginResult: { ok: true, user: "alice", protocolVersion: 1, conversations: [{ conversation: "dm:alice:bob", latestSeq: "4" }] } });
+    } else if (f.sync) {
+      const after = Number(f.sync.afterSeq || 0);
+      asked.push(after);
+      if (asked.length === 1) {
+        answer({ error: { code: "UNAVAILABLE", text: "store down" } });
+      } else if (asked.length === 2) {
+        answer({ error: { code: "UNAVAILABLE", text: "too many catch-up reads waiting", retryAfterMs: 20 } });
+      } else if (asked.length === 3) {
+        // The store holds 1 and 2 only: the page ends short, without hasMore.
+        answer({ syncResult: { conversation: "dm:alice:bob", messages: [msg("dm:alice:bob", 1), msg("dm:alice:bob", 2)], hasMore: false } });
+      } else {
+        const page = [];
+        for (let s = after + 1; s <= 4; s++) page.push(msg("dm:alice:bob", s));
+        answer({ syncResult: { conversation: "dm:alice:bob", messages: page, hasMore: false } });
+      }
+    } else if (f.ping) {
+      answer({ pong: {} });
+    }
+  };
+  const c = new Client({ url: "ws://fake/ws", token: () => "t", WebSocket: fakeWebSocket(script, sockets), minBackoffMs: 10, maxBackoffMs: 20 });
+  try {
+    await c.connect();
+    const got = await c.history("dm:alice:bob", 5, 50);
+    assert.deepEqual(got.map((m) => m.seq), [1, 2, 3, 4]);
+    assert.deepEqual(asked, [0, 0, 0, 2], "asked again from the start while refused, then after the last seq received");
+    assert.equal(sockets.length, 1, "on the same connection");
+  } finally {
+    c.close();
+  }
+});
