@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -122,4 +123,77 @@ func rawUpgrade(addr string) (net.Conn, error) {
 		return nil, fmt.Errorf("upgrade: %s, %d bytes read ahead", resp.Status, br.Buffered())
 	}
 	return nc, nil
+}
+
+// BenchmarkLoopbackWrites is BenchmarkBroadcastSockets without the comet:
+// the kernel's part of a frame, one write of size bytes to each member's
+// loopback TCP socket, read and discarded by a goroutine per member,
+// paced the same way. Its cpu-µs/frame, the process's user+system CPU
+// per write, both ends included, is the floor under the comet's figure
+// on the same machine (docs/performance.md, twenty-third round).
+func BenchmarkLoopbackWrites(b *testing.B) {
+	for _, size := range []int{160, 1750} {
+		b.Run(fmt.Sprintf("%dBytes", size), func(b *testing.B) {
+			const members = 1000
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				b.Fatal(err)
+			}
+			var read atomic.Int64
+			var readers sync.WaitGroup
+			servers := make([]net.Conn, 0, members)
+			defer func() {
+				for _, c := range servers {
+					c.Close()
+				}
+				ln.Close()
+				readers.Wait()
+			}()
+			for range members {
+				client, err := net.Dial("tcp", ln.Addr().String())
+				if err != nil {
+					b.Fatal(err)
+				}
+				server, err := ln.Accept()
+				if err != nil {
+					client.Close()
+					b.Fatal(err)
+				}
+				servers = append(servers, server)
+				readers.Add(1)
+				go func() { // ends when its server side closes
+					defer readers.Done()
+					defer client.Close()
+					buf := make([]byte, 64<<10)
+					for {
+						n, err := client.Read(buf)
+						read.Add(int64(n))
+						if err != nil {
+							return
+						}
+					}
+				}()
+			}
+			frame := make([]byte, size)
+			deadline := time.Now().Add(time.Minute)
+			cpu0 := testinfra.ProcessCPU()
+			b.ResetTimer()
+			for i := range b.N {
+				for _, c := range servers {
+					if _, err := c.Write(frame); err != nil {
+						b.Fatal(err)
+					}
+				}
+				// Paced: every member has read this frame before the next.
+				for want := int64(i+1) * int64(members*size); read.Load() < want; {
+					if time.Now().After(deadline) {
+						b.Fatal("frames not read within a minute")
+					}
+					time.Sleep(20 * time.Microsecond)
+				}
+			}
+			b.StopTimer()
+			b.ReportMetric((testinfra.ProcessCPU()-cpu0).Seconds()*1e6/float64(b.N*members), "cpu-µs/frame")
+		})
+	}
 }
