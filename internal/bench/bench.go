@@ -213,7 +213,7 @@ type Result struct {
 	// it counted, the cluster, the tool and any other process.
 	// MachineSteal is the share a hypervisor gave to other machines. Both
 	// are 0 where not measured (no /proc/stat). From about 0.9, latency
-	// includes waits for a core.
+	// may include waits for a core.
 	MachineBusy  float64 `json:"machine_busy"`
 	MachineSteal float64 `json:"machine_steal"`
 }
